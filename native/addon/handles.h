@@ -1,0 +1,63 @@
+// Node-API wrappers: TensorHandle (a native tensor seen from JavaScript) and LayerHandle (a layer stack
+// whose forward and backward run as async workers off the event loop).
+#pragma once
+#include <napi.h>
+
+#include <memory>
+
+#include "core/tensor.h"
+#include "layer/recurrence.h"
+
+namespace rt::addon {
+
+class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  static Napi::Object Wrap(Napi::Env env, std::shared_ptr<Tensor> t);
+  // The tensor behind a JS value, or a JS Error naming `what` when it is no live TensorHandle.
+  static std::shared_ptr<Tensor> Get(const Napi::Value& v, const char* what);
+
+  explicit TensorHandle(const Napi::CallbackInfo& info);
+  void Finalize(Napi::Env env) override;
+
+ private:
+  Napi::Value Shape(const Napi::CallbackInfo& info);
+  Napi::Value Dtype(const Napi::CallbackInfo& info);
+  Napi::Value Disposed(const Napi::CallbackInfo& info);
+  Napi::Value Read(const Napi::CallbackInfo& info);
+  void Write(const Napi::CallbackInfo& info);
+  void Free(const Napi::CallbackInfo& info);
+  void Release(Napi::Env env);
+
+  std::shared_ptr<Tensor> t_;
+  int64_t accounted_ = 0;  // bytes reported to V8 as external memory
+};
+
+class LayerHandle : public Napi::ObjectWrap<LayerHandle> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  explicit LayerHandle(const Napi::CallbackInfo& info);
+
+  void SetBusy(bool b) { busy_ = b; }
+
+ private:
+  Napi::Value Params(const Napi::CallbackInfo& info);
+  Napi::Value Forward(const Napi::CallbackInfo& info);
+  Napi::Value Backward(const Napi::CallbackInfo& info);
+  void ZeroGrad(const Napi::CallbackInfo& info);
+  void Free(const Napi::CallbackInfo& info);
+  Napi::Value Busy(const Napi::CallbackInfo& info);
+  Napi::Value HasCache(const Napi::CallbackInfo& info);
+  std::shared_ptr<LayerStack> Live(const char* op);
+
+  std::shared_ptr<LayerStack> stack_;
+  bool busy_ = false;
+};
+
+// Per-environment constructors (worker threads each get their own).
+struct AddonData {
+  Napi::FunctionReference tensor_ctor;
+  Napi::FunctionReference layer_ctor;
+};
+
+}  // namespace rt::addon

@@ -1,0 +1,177 @@
+#include <cmath>
+#include <functional>
+#include <new>
+
+#include "addon/handles.h"
+#include "core/error.h"
+#include "layer/backend.h"
+
+namespace rt::addon {
+namespace {
+
+// Runs `work` on a libuv worker thread and settles a Promise with its tensor, or with an Error carrying
+// the native message. The layer stays referenced (and marked busy) until the Promise settles.
+class LayerWorker : public Napi::AsyncWorker {
+ public:
+  LayerWorker(Napi::Env env, Napi::Object owner, LayerHandle* layer, std::function<std::shared_ptr<Tensor>()> work)
+      : Napi::AsyncWorker(env, "rt:layer"), deferred_(Napi::Promise::Deferred::New(env)), layer_(layer),
+        work_(std::move(work)) {
+    owner_ = Napi::Persistent(owner);
+    layer_->SetBusy(true);
+  }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      result_ = work_();
+    } catch (const std::bad_alloc&) {
+      SetError("out of memory: the layer's activations did not fit; use a shorter sequence or a smaller batch");
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    layer_->SetBusy(false);
+    deferred_.Resolve(TensorHandle::Wrap(Env(), std::move(result_)));
+  }
+  void OnError(const Napi::Error& e) override {
+    layer_->SetBusy(false);
+    deferred_.Reject(Napi::Error::New(Env(), e.Message()).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference owner_;
+  LayerHandle* layer_;
+  std::function<std::shared_ptr<Tensor>()> work_;
+  std::shared_ptr<Tensor> result_;
+};
+
+double number_field(Napi::Object cfg, const char* key, double fallback) {
+  Napi::Value v = cfg.Get(key);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsNumber()) throw Napi::TypeError::New(cfg.Env(), std::string("config.") + key + ": expected a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+int int_field(Napi::Object cfg, const char* key, double fallback) {
+  double v = number_field(cfg, key, fallback);
+  if (!std::isfinite(v) || v != std::floor(v) || std::fabs(v) > 2147483647.0)
+    throw Napi::TypeError::New(cfg.Env(), std::string("config.") + key + ": expected an integer, got " + std::to_string(v));
+  return static_cast<int>(v);
+}
+
+bool bool_field(Napi::Object cfg, const char* key, bool fallback) {
+  Napi::Value v = cfg.Get(key);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsBoolean()) throw Napi::TypeError::New(cfg.Env(), std::string("config.") + key + ": expected a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
+}  // namespace
+
+Napi::Function LayerHandle::Init(Napi::Env env) {
+  return DefineClass(env, "LayerHandle",
+                     {InstanceMethod<&LayerHandle::Params>("params"), InstanceMethod<&LayerHandle::Forward>("forward"),
+                      InstanceMethod<&LayerHandle::Backward>("backward"),
+                      InstanceMethod<&LayerHandle::ZeroGrad>("zeroGrad"), InstanceMethod<&LayerHandle::Free>("free"),
+                      InstanceAccessor<&LayerHandle::Busy>("busy"), InstanceAccessor<&LayerHandle::HasCache>("hasCache")});
+}
+
+// new LayerHandle({d, heads, layers, window, accumulate, alphaInit, alphaLearnable, gelu, bias, dropout, seed})
+LayerHandle::LayerHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LayerHandle>(info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "config: expected an object");
+  Napi::Object o = info[0].As<Napi::Object>();
+  LayerConfig c;
+  c.d = int_field(o, "d", 0);
+  c.heads = int_field(o, "heads", 0);
+  c.layers = int_field(o, "layers", 1);
+  c.window = int_field(o, "window", 0);
+  c.accumulate = bool_field(o, "accumulate", false);
+  c.alpha_init = static_cast<float>(number_field(o, "alphaInit", 0.5));
+  c.alpha_learnable = bool_field(o, "alphaLearnable", true);
+  c.gelu = bool_field(o, "gelu", true);
+  c.bias = bool_field(o, "bias", false);
+  c.dropout = static_cast<float>(number_field(o, "dropout", 0));
+  double seed = number_field(o, "seed", 0);
+  if (!(seed >= 0) || seed != std::floor(seed) || seed > 9007199254740991.0)
+    throw Napi::TypeError::New(env, "config.seed: expected a non-negative integer");
+  c.seed = static_cast<uint64_t>(seed);
+  try {
+    stack_ = std::make_shared<LayerStack>(c, cpu_backend());
+  } catch (const std::bad_alloc&) {
+    throw Napi::RangeError::New(env, "config: out of memory allocating the layer's weights");
+  } catch (const Error& e) {
+    throw Napi::RangeError::New(env, e.what());
+  }
+  size_t bytes = 0;
+  for (auto& p : stack_->params()) bytes += 2 * p.value->numel() * 4;
+  Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(bytes));
+}
+
+std::shared_ptr<LayerStack> LayerHandle::Live(const char* op) {
+  if (!stack_) throw Napi::Error::New(Env(), std::string(op) + ": the layer has been disposed");
+  if (busy_)
+    throw Napi::Error::New(Env(), std::string(op) +
+                                      ": the layer is busy with a forward or backward pass; await it before calling again");
+  return stack_;
+}
+
+Napi::Value LayerHandle::Params(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!stack_) throw Napi::Error::New(env, "parameters: the layer has been disposed");
+  auto& ps = stack_->params();
+  Napi::Array out = Napi::Array::New(env, ps.size());
+  for (size_t i = 0; i < ps.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", ps[i].name);
+    o.Set("value", TensorHandle::Wrap(env, ps[i].value));
+    o.Set("grad", TensorHandle::Wrap(env, ps[i].grad));
+    out[i] = o;
+  }
+  return out;
+}
+
+// forward(x, training, seed, window, keep) -> Promise<TensorHandle>
+Napi::Value LayerHandle::Forward(const Napi::CallbackInfo& info) {
+  auto stack = Live("forward");
+  auto x = TensorHandle::Get(info[0], "x");
+  bool training = info[1].ToBoolean();
+  double seed = info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : 0;
+  int window = info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : -1;
+  bool keep = info[4].IsUndefined() ? true : info[4].ToBoolean().Value();
+  auto s = static_cast<uint64_t>(seed);
+  auto* w = new LayerWorker(info.Env(), Value(), this, [stack, x, training, s, window, keep] {
+    return stack->forward(*x, training, s, window, keep);
+  });
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value LayerHandle::Backward(const Napi::CallbackInfo& info) {
+  auto stack = Live("backward");
+  auto dy = TensorHandle::Get(info[0], "dy");
+  if (!stack->has_cache())
+    throw Napi::Error::New(info.Env(),
+                           "backward: no forward pass to differentiate; call forward (with gradients kept) before each backward");
+  auto* w = new LayerWorker(info.Env(), Value(), this, [stack, dy] { return stack->backward(*dy); });
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+void LayerHandle::ZeroGrad(const Napi::CallbackInfo&) { Live("zeroGrad")->zero_grad(); }
+
+void LayerHandle::Free(const Napi::CallbackInfo& info) {
+  if (busy_) throw Napi::Error::New(info.Env(), "dispose: the layer is busy; await its forward or backward first");
+  stack_.reset();
+}
+
+Napi::Value LayerHandle::Busy(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), busy_); }
+Napi::Value LayerHandle::HasCache(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), stack_ && stack_->has_cache());
+}
+
+}  // namespace rt::addon

@@ -1,0 +1,138 @@
+// The CPU backend: host memory and the kernels of cpu/kernels.h, with the strided helpers the
+// recurrence needs parallelised over rows.
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "core/error.h"
+#include "core/tensor.h"
+#include "core/thread_pool.h"
+#include "cpu/kernels.h"
+#include "layer/backend.h"
+
+namespace rt {
+namespace {
+
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu"; }
+
+  // A 64-byte header in front of each buffer records its size, so the allocation counter stays exact
+  // and the data keeps 64-byte alignment.
+  float* alloc(size_t n) override {
+    size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+    char* raw = static_cast<char*>(std::aligned_alloc(64, bytes + 64));
+    if (!raw) throw Error("out of memory: could not allocate " + std::to_string(n * sizeof(float)) +
+                          " bytes of layer activations (memory grows linearly in N; use a shorter sequence or batch)");
+    *reinterpret_cast<size_t*>(raw) = bytes;
+    note_allocation(static_cast<int64_t>(bytes));
+    return reinterpret_cast<float*>(raw + 64);
+  }
+  void release(float* p) override {
+    if (!p) return;
+    char* raw = reinterpret_cast<char*>(p) - 64;
+    note_allocation(-static_cast<int64_t>(*reinterpret_cast<size_t*>(raw)));
+    std::free(raw);
+  }
+  void zero(float* p, size_t n) override {
+    parallel_for(n, 1 << 16, [&](size_t a, size_t b) { std::memset(p + a, 0, (b - a) * sizeof(float)); });
+  }
+  void copy(float* dst, const float* src, size_t n) override {
+    parallel_for(n, 1 << 16, [&](size_t a, size_t b) { std::memcpy(dst + a, src + a, (b - a) * sizeof(float)); });
+  }
+  void upload(float* dst, const float* host, size_t n) override { std::memcpy(dst, host, n * sizeof(float)); }
+  void download(float* host, const float* src, size_t n) override { std::memcpy(host, src, n * sizeof(float)); }
+  void axpy2d(float* dst, size_t ds, float alpha, const float* x, size_t xs, const float* y, size_t ys,
+              size_t rows, size_t cols) override {
+    parallel_for(rows, grain_rows(cols), [&](size_t r0, size_t r1) {
+      for (size_t r = r0; r < r1; ++r) {
+        float* o = dst + r * ds;
+        const float* a = x + r * xs;
+        if (y) {
+          const float* c = y + r * ys;
+          for (size_t j = 0; j < cols; ++j) o[j] = alpha * a[j] + c[j];
+        } else if (alpha == 1.0f) {
+          std::memcpy(o, a, cols * sizeof(float));
+        } else {
+          for (size_t j = 0; j < cols; ++j) o[j] = alpha * a[j];
+        }
+      }
+    });
+  }
+  void acc2d(float* dst, size_t ds, float alpha, const float* x, size_t xs, size_t rows, size_t cols) override {
+    parallel_for(rows, grain_rows(cols), [&](size_t r0, size_t r1) {
+      for (size_t r = r0; r < r1; ++r) {
+        float* o = dst + r * ds;
+        const float* a = x + r * xs;
+        for (size_t j = 0; j < cols; ++j) o[j] += alpha * a[j];
+      }
+    });
+  }
+  double dot2d(const float* a, size_t as, const float* b, size_t bs, size_t rows, size_t cols) override {
+    // Serial on purpose: a fixed summation order keeps alpha's gradient bit-identical across runs and
+    // thread counts, and this is O(w*d) per window step, negligible next to the GEMMs.
+    double s = 0;
+    for (size_t r = 0; r < rows; ++r) {
+      const float* x = a + r * as;
+      const float* y = b + r * bs;
+      double row = 0;
+      for (size_t j = 0; j < cols; ++j) row += static_cast<double>(x[j]) * y[j];
+      s += row;
+    }
+    return s;
+  }
+  bool all_finite(const float* x, size_t n) override {
+    for (size_t i = 0; i < n; ++i)
+      if (!std::isfinite(x[i])) return false;
+    return true;
+  }
+
+  void linear_forward(const float* x, const float* W, const float* b, float* y, int n, int in, int out) override {
+    cpu::linear_forward(x, W, b, y, n, in, out);
+  }
+  void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db, int n,
+                       int in, int out) override {
+    cpu::linear_backward(x, W, dy, dx, dW, db, n, in, out);
+  }
+  void layernorm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int n,
+                         int d) override {
+    cpu::layernorm_forward(x, w, b, y, mean, rstd, n, d);
+  }
+  void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
+                          float* dx, float* dw, float* db, int n, int d) override {
+    cpu::layernorm_backward(x, w, mean, rstd, dy, dx, dw, db, n, d);
+  }
+  void attention_forward(const float* qkv, float* probs, float* out, int B, int n, int d, int H, float p,
+                         uint64_t seed, uint64_t stream) override {
+    cpu::attention_forward(qkv, probs, out, B, n, d, H, p, seed, stream);
+  }
+  void attention_backward(const float* qkv, const float* probs, const float* dout, float* dqkv, int B, int n, int d,
+                          int H, float p, uint64_t seed, uint64_t stream) override {
+    cpu::attention_backward(qkv, probs, dout, dqkv, B, n, d, H, p, seed, stream);
+  }
+  void activation_forward(bool gelu, const float* x, float* y, size_t n) override {
+    gelu ? cpu::gelu_forward(x, y, n) : cpu::relu_forward(x, y, n);
+  }
+  void activation_backward(bool gelu, const float* x, const float* dy, float* dx, size_t n) override {
+    gelu ? cpu::gelu_backward(x, dy, dx, n) : cpu::relu_backward(x, dy, dx, n);
+  }
+  void dropout_forward(const float* x, float* y, size_t n, float p, uint64_t seed, uint64_t stream) override {
+    cpu::dropout_forward(x, y, n, p, seed, stream);
+  }
+  void dropout_backward(const float* dy, float* dx, size_t n, float p, uint64_t seed, uint64_t stream) override {
+    cpu::dropout_backward(dy, dx, n, p, seed, stream);
+  }
+
+ private:
+  static size_t grain_rows(size_t cols) { return cols ? (1 << 15) / cols + 1 : 1; }
+};
+
+}  // namespace
+
+Backend& cpu_backend() {
+  static CpuBackend backend;
+  return backend;
+}
+
+}  // namespace rt

@@ -1,0 +1,81 @@
+// The interface the recurrence is written against, once, for every device. A backend owns memory
+// (alloc/free of float buffers on its device) and runs the kernels of one transformer block on it.
+// Pointers passed in are the backend's own memory. Strided 2-D helpers exist because a window is a
+// slice along time of a [B, N, d] tensor: B rows of len*d floats, N*d apart.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace rt {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  virtual float* alloc(size_t n) = 0;  // n floats, uninitialised; throws rt::Error when out of memory
+  virtual void release(float* p) = 0;
+  virtual void zero(float* p, size_t n) = 0;
+  virtual void copy(float* dst, const float* src, size_t n) = 0;
+  // Between host memory and the backend's (plain copies on the CPU).
+  virtual void upload(float* dst, const float* host, size_t n) = 0;
+  virtual void download(float* host, const float* src, size_t n) = 0;
+
+  // For r in [0, rows): dst[r*ds .. +cols] = alpha * x[r*xs .. +cols] + (y ? y[r*ys .. +cols] : 0).
+  virtual void axpy2d(float* dst, size_t ds, float alpha, const float* x, size_t xs, const float* y,
+                      size_t ys, size_t rows, size_t cols) = 0;
+  // For r in [0, rows): dst[r*ds .. +cols] += alpha * x[r*xs .. +cols].
+  virtual void acc2d(float* dst, size_t ds, float alpha, const float* x, size_t xs, size_t rows,
+                     size_t cols) = 0;
+  // Sum over r, c of a[r*as + c] * b[r*bs + c], accumulated in double (alpha's gradient).
+  virtual double dot2d(const float* a, size_t as, const float* b, size_t bs, size_t rows, size_t cols) = 0;
+  // True when every value is finite (input validation).
+  virtual bool all_finite(const float* x, size_t n) = 0;
+
+  // The kernels of one block; semantics as in cpu/kernels.h.
+  virtual void linear_forward(const float* x, const float* W, const float* b, float* y, int n, int in,
+                              int out) = 0;
+  virtual void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW,
+                               float* db, int n, int in, int out) = 0;
+  virtual void layernorm_forward(const float* x, const float* w, const float* b, float* y, float* mean,
+                                 float* rstd, int n, int d) = 0;
+  virtual void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd,
+                                  const float* dy, float* dx, float* dw, float* db, int n, int d) = 0;
+  virtual void attention_forward(const float* qkv, float* probs, float* out, int B, int n, int d, int H,
+                                 float p, uint64_t seed, uint64_t stream) = 0;
+  virtual void attention_backward(const float* qkv, const float* probs, const float* dout, float* dqkv,
+                                  int B, int n, int d, int H, float p, uint64_t seed, uint64_t stream) = 0;
+  virtual void activation_forward(bool gelu, const float* x, float* y, size_t n) = 0;
+  virtual void activation_backward(bool gelu, const float* x, const float* dy, float* dx, size_t n) = 0;
+  virtual void dropout_forward(const float* x, float* y, size_t n, float p, uint64_t seed,
+                               uint64_t stream) = 0;
+  virtual void dropout_backward(const float* dy, float* dx, size_t n, float p, uint64_t seed,
+                                uint64_t stream) = 0;
+};
+
+Backend& cpu_backend();
+
+// A buffer of the backend's memory that frees itself (RAII over alloc/release).
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(Backend& be, size_t n) : be_(&be), n_(n), p_(n ? be.alloc(n) : nullptr) {}
+  ~DeviceBuffer() { reset(); }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : be_(o.be_), n_(o.n_), p_(o.p_) { o.p_ = nullptr; o.n_ = 0; }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) { reset(); be_ = o.be_; n_ = o.n_; p_ = o.p_; o.p_ = nullptr; o.n_ = 0; }
+    return *this;
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  float* get() const { return p_; }
+  size_t size() const { return n_; }
+  void reset() { if (p_) be_->release(p_); p_ = nullptr; n_ = 0; }
+
+ private:
+  Backend* be_ = nullptr;
+  size_t n_ = 0;
+  float* p_ = nullptr;
+};
+
+}  // namespace rt

@@ -1,0 +1,345 @@
+#include "layer/recurrence.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+#include "core/rng.h"
+
+namespace rt {
+
+namespace {
+
+// Limits that catch a mistaken config before any allocation; far above any model this package trains
+// on one machine.
+constexpr int kMaxD = 1 << 16;
+constexpr int kMaxLayers = 1024;
+
+std::string str(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+// Tokens in window k of a sequence of N split into windows of width w (m windows, the last partial).
+inline int window_len(int k, int m, int N, int w) { return k < m - 1 ? w : N - (m - 1) * w; }
+
+}  // namespace
+
+void LayerConfig::validate() const {
+  RT_CHECK(d > 0 && d <= kMaxD, "config.d: expected an integer in [1, " + std::to_string(kMaxD) + "], got " + std::to_string(d));
+  RT_CHECK(heads > 0, "config.heads: expected a positive integer, got " + std::to_string(heads));
+  RT_CHECK(d % heads == 0, "config.heads: must divide config.d (d = " + std::to_string(d) + ", heads = " +
+                               std::to_string(heads) + ")");
+  RT_CHECK(layers > 0 && layers <= kMaxLayers,
+           "config.layers: expected an integer in [1, " + std::to_string(kMaxLayers) + "], got " + std::to_string(layers));
+  RT_CHECK(window >= 0, "config.window: expected a non-negative integer (0 = plain transformer), got " + std::to_string(window));
+  RT_CHECK(std::isfinite(alpha_init), "config.alpha.init: expected a finite number");
+  RT_CHECK(dropout >= 0 && dropout < 1, "config.dropout: expected a number in [0, 1), got " + str(dropout));
+  // 12 d^2 weights per layer must fit comfortably in memory.
+  double floats = 12.0 * d * d * layers;
+  RT_CHECK(floats < double(kMaxElements), "config: d and layers give " + str(floats) + " weights, too many for this machine");
+}
+
+LayerStack::LayerStack(const LayerConfig& cfg, Backend& be) : cfg_(cfg), be_(be) {
+  cfg_.validate();
+  shape_ = BlockShape{cfg.d, cfg.heads, cfg.gelu, cfg.bias};
+  const int64_t d = cfg.d;
+  const float std_proj = 0.02f / std::sqrt(2.0f * cfg.layers);
+  uint64_t param_index = 0;
+
+  // nanoGPT's init: normal(0, 0.02) for Linear, 0.02/sqrt(2L) for the c_proj weights, LayerNorm 1 and 0.
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, float std, float fill) -> float* {
+    NamedParam p{name, Tensor::create(DType::F32, shape), Tensor::create(DType::F32, shape)};
+    float* v = p.value->f32();
+    size_t n = p.value->numel();
+    if (std > 0) {
+      uint64_t key = rng_key(cfg.seed, 0x1000 + param_index);
+      for (size_t i = 0; i < n; ++i) {
+        float u1 = std::max(rng_uniform(key, 2 * i), 1e-12f), u2 = rng_uniform(key, 2 * i + 1);
+        v[i] = std * std::sqrt(-2.0f * std::log(u1)) * std::cos(6.283185307179586f * u2);
+      }
+    } else {
+      std::fill(v, v + n, fill);
+    }
+    ++param_index;
+    params_.push_back(std::move(p));
+    return params_.back().value->f32();
+  };
+
+  params_.reserve(static_cast<size_t>(cfg.layers) * 13);
+  lw_.resize(cfg.layers);
+  for (int l = 0; l < cfg.layers; ++l) {
+    const std::string pre = "transformer.h." + std::to_string(l) + ".";
+    size_t first = params_.size();
+    add(pre + "ln_1.weight", {d}, 0, 1);
+    if (cfg.bias) add(pre + "ln_1.bias", {d}, 0, 0);
+    add(pre + "attn.c_attn.weight", {3 * d, d}, 0.02f, 0);
+    if (cfg.bias) add(pre + "attn.c_attn.bias", {3 * d}, 0, 0);
+    add(pre + "attn.c_proj.weight", {d, d}, std_proj, 0);
+    if (cfg.bias) add(pre + "attn.c_proj.bias", {d}, 0, 0);
+    add(pre + "ln_2.weight", {d}, 0, 1);
+    if (cfg.bias) add(pre + "ln_2.bias", {d}, 0, 0);
+    add(pre + "mlp.c_fc.weight", {4 * d, d}, 0.02f, 0);
+    if (cfg.bias) add(pre + "mlp.c_fc.bias", {4 * d}, 0, 0);
+    add(pre + "mlp.c_proj.weight", {d, 4 * d}, std_proj, 0);
+    if (cfg.bias) add(pre + "mlp.c_proj.bias", {d}, 0, 0);
+    add(pre + "alpha", {1}, 0, cfg.alpha_init);
+
+    // Bind the block's pointers by position (bias entries present or not).
+    size_t i = first;
+    auto next = [&](bool present, float** gp) -> float* {
+      if (!present) { *gp = nullptr; return nullptr; }
+      *gp = params_[i].grad->f32();
+      return params_[i++].value->f32();
+    };
+    LayerWeights& L = lw_[l];
+    L.w.ln1_w = next(true, &L.g.ln1_w);
+    L.w.ln1_b = next(cfg.bias, &L.g.ln1_b);
+    L.w.attn_w = next(true, &L.g.attn_w);
+    L.w.attn_b = next(cfg.bias, &L.g.attn_b);
+    L.w.attn_proj_w = next(true, &L.g.attn_proj_w);
+    L.w.attn_proj_b = next(cfg.bias, &L.g.attn_proj_b);
+    L.w.ln2_w = next(true, &L.g.ln2_w);
+    L.w.ln2_b = next(cfg.bias, &L.g.ln2_b);
+    L.w.fc_w = next(true, &L.g.fc_w);
+    L.w.fc_b = next(cfg.bias, &L.g.fc_b);
+    L.w.mlp_proj_w = next(true, &L.g.mlp_proj_w);
+    L.w.mlp_proj_b = next(cfg.bias, &L.g.mlp_proj_b);
+    L.alpha = next(true, &L.alpha_grad);
+  }
+}
+
+void LayerStack::zero_grad() {
+  for (auto& p : params_) be_.zero(p.grad->f32(), p.grad->numel());
+}
+
+std::shared_ptr<Tensor> LayerStack::forward(const Tensor& x, bool training, uint64_t seed, int window, bool keep) {
+  RT_CHECK(x.dtype == DType::F32, "x: expected a float32 tensor, got " + std::string(dtype_name(x.dtype)));
+  RT_CHECK(x.shape.size() == 3 && x.shape[2] == cfg_.d,
+           "x: expected shape [batch, N, " + std::to_string(cfg_.d) + "], got " + x.shape_string());
+  RT_CHECK(x.shape[0] >= 1 && x.shape[1] >= 1, "x: batch and N must be at least 1, got " + x.shape_string());
+  RT_CHECK(x.shape[0] * x.shape[1] <= (int64_t(1) << 31) / 4 / cfg_.d,
+           "x: too many tokens for one call, got " + x.shape_string());
+  const int w = window < 0 ? cfg_.window : window;
+  RT_CHECK(w >= 0, "window: expected a non-negative integer, got " + std::to_string(window));
+  const int B = static_cast<int>(x.shape[0]), N = static_cast<int>(x.shape[1]);
+  const size_t total = static_cast<size_t>(B) * N * cfg_.d;
+  RT_CHECK(be_.all_finite(x.f32(), total), "x: contains NaN or Infinity");
+
+  layer_caches_.clear();
+  const float p = training ? cfg_.dropout : 0.0f;
+  std::vector<LayerCache> caches(cfg_.layers);
+  DeviceBuffer ping, pong;
+  if (!keep) {
+    ping = DeviceBuffer(be_, total);
+    pong = DeviceBuffer(be_, total);
+  }
+  const float* in = x.f32();
+  for (int l = 0; l < cfg_.layers; ++l) {
+    LayerCache& c = caches[l];
+    float* out;
+    if (keep) {
+      if (l == 0) {
+        // Layer 0's input is kept by copy: accumulate reads P_0 from it in backward, and the caller's
+        // tensor may be disposed or reused meanwhile.
+        c.input = DeviceBuffer(be_, total);
+        be_.copy(c.input.get(), in, total);
+        in = c.input.get();
+      }
+      c.output = DeviceBuffer(be_, total);
+      out = c.output.get();
+    } else {
+      out = (l % 2 == 0 ? ping : pong).get();
+    }
+    forward_layer(l, in, out, B, N, w, p, seed, keep, c);
+    in = out;
+  }
+  auto y = Tensor::create(DType::F32, {B, N, cfg_.d});
+  be_.copy(y->f32(), in, total);
+  if (keep) {
+    layer_caches_ = std::move(caches);
+    cache_B_ = B;
+    cache_N_ = N;
+    cache_w_ = w;
+  }
+  return y;
+}
+
+void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, int w, float p, uint64_t seed,
+                               bool keep, LayerCache& cache) {
+  const size_t d = cfg_.d, Nd = static_cast<size_t>(N) * d;
+  const LayerWeights& L = lw_[l];
+  float a = 0;
+  be_.download(&a, L.alpha, 1);
+  const float alpha = cfg_.accumulate ? std::min(1.0f, std::max(0.0f, a)) : 0.0f;
+  cache.alpha = alpha;
+  cache.alpha_raw = a;
+
+  const int m = w == 0 ? 1 : (N + w - 1) / w;
+  const int nmax = (w == 0 || m == 1) ? N : 2 * w;
+  BlockCache single;
+  if (!keep) single.allocate(be_, shape_, B, nmax);
+  // Each application's dropout stream is unique within the call: (layer, application index).
+  int app_index = 0;
+  auto next_app = [&](int n) -> BlockCache& {
+    BlockCache* c = &single;
+    if (keep) {
+      cache.apps.emplace_back();
+      cache.apps.back().allocate(be_, shape_, B, n);
+      c = &cache.apps.back();
+    }
+    c->n = n;
+    return *c;
+  };
+  auto run = [&](BlockCache& c, float* out) {
+    block_forward(be_, shape_, L.w, c, out, p, seed, (static_cast<uint64_t>(l) << 32) | app_index++);
+  };
+
+  if (w == 0) {
+    BlockCache& c = next_app(N);
+    be_.copy(c.x.get(), X, static_cast<size_t>(B) * Nd);
+    run(c, Y);
+    return;
+  }
+
+  DeviceBuffer out(be_, static_cast<size_t>(B) * nmax * d);
+  // S_0 = T(X_0)
+  const int len0 = window_len(0, m, N, w);
+  {
+    BlockCache& c = next_app(len0);
+    be_.axpy2d(c.x.get(), len0 * d, 1.0f, X, Nd, nullptr, 0, B, len0 * d);
+    run(c, out.get());
+  }
+  const float* S = out.get();
+  size_t S_stride = len0 * d;
+  for (int k = 1; k < m; ++k) {
+    const int lk = window_len(k, m, N, w), n = w + lk;
+    BlockCache& c = next_app(n);
+    const float* Xk = X + static_cast<size_t>(k) * w * d;
+    if (cfg_.accumulate) {
+      // P_{k-1} is X_0 for k = 1, else Y_{k-2}; A = alpha * P_{k-1}.
+      const float* P = k == 1 ? X : Y + static_cast<size_t>(k - 2) * w * d;
+      be_.axpy2d(c.x.get(), n * d, alpha, P, Nd, S, S_stride, B, w * d);
+      be_.axpy2d(c.x.get() + w * d, n * d, alpha, P, Nd, Xk, Nd, B, lk * d);
+    } else {
+      be_.axpy2d(c.x.get(), n * d, 1.0f, S, S_stride, nullptr, 0, B, w * d);
+      be_.axpy2d(c.x.get() + w * d, n * d, 1.0f, Xk, Nd, nullptr, 0, B, lk * d);
+    }
+    run(c, out.get());
+    // Y_{k-1} = Z[:, :w]; S_k = Z[:, w:]
+    be_.axpy2d(Y + static_cast<size_t>(k - 1) * w * d, Nd, 1.0f, out.get(), n * d, nullptr, 0, B, w * d);
+    S = out.get() + w * d;
+    S_stride = n * d;
+  }
+  // Y_{m-1} = T(S_{m-1})
+  const int last = window_len(m - 1, m, N, w);
+  BlockCache& c = next_app(last);
+  be_.axpy2d(c.x.get(), last * d, 1.0f, S, S_stride, nullptr, 0, B, last * d);
+  run(c, out.get());
+  be_.axpy2d(Y + static_cast<size_t>(m - 1) * w * d, Nd, 1.0f, out.get(), last * d, nullptr, 0, B, last * d);
+}
+
+std::shared_ptr<Tensor> LayerStack::backward(const Tensor& dy) {
+  RT_CHECK(!layer_caches_.empty(),
+           "backward: no forward pass to differentiate; call forward (with gradients kept) before each backward");
+  RT_CHECK(dy.dtype == DType::F32, "dy: expected a float32 tensor, got " + std::string(dtype_name(dy.dtype)));
+  RT_CHECK(dy.shape.size() == 3 && dy.shape[0] == cache_B_ && dy.shape[1] == cache_N_ && dy.shape[2] == cfg_.d,
+           "dy: expected shape [" + std::to_string(cache_B_) + ", " + std::to_string(cache_N_) + ", " +
+               std::to_string(cfg_.d) + "] (the forward output's), got " + dy.shape_string());
+  const int B = cache_B_, N = cache_N_, w = cache_w_;
+  const size_t total = static_cast<size_t>(B) * N * cfg_.d;
+  RT_CHECK(be_.all_finite(dy.f32(), total), "dy: contains NaN or Infinity");
+
+  std::vector<LayerCache> caches = std::move(layer_caches_);
+  layer_caches_.clear();
+  DeviceBuffer g1(be_, total), g2(be_, total);
+  be_.copy(g1.get(), dy.f32(), total);
+  float* dY = g1.get();
+  float* dX = g2.get();
+  for (int l = cfg_.layers - 1; l >= 0; --l) {
+    const float* X = l == 0 ? caches[0].input.get() : caches[l - 1].output.get();
+    backward_layer(l, dY, dX, B, N, w, X, caches[l]);
+    caches[l].apps.clear();  // free each layer's activations as soon as its gradients are done
+    std::swap(dY, dX);
+  }
+  auto dx = Tensor::create(DType::F32, {B, N, cfg_.d});
+  be_.copy(dx->f32(), dY, total);
+  return dx;
+}
+
+void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N, int w, const float* X,
+                                LayerCache& cache) {
+  const size_t d = cfg_.d, Nd = static_cast<size_t>(N) * d;
+  const LayerWeights& L = lw_[l];
+  const float* Y = cache.output.get();
+  const float alpha = cache.alpha;
+  const int m = w == 0 ? 1 : (N + w - 1) / w;
+  const int nmax = (w == 0 || m == 1) ? N : 2 * w;
+  BlockScratch scratch;
+  scratch.allocate(be_, shape_, B, nmax);
+  auto back = [&](int app, const float* dout, float* din) {
+    block_backward(be_, shape_, L.w, L.g, cache.apps[app], scratch, dout, din);
+  };
+
+  if (w == 0) {
+    back(0, dY, dX);
+    return;
+  }
+
+  const size_t span = static_cast<size_t>(B) * nmax * d;
+  DeviceBuffer dout(be_, span), din(be_, span), dP(be_, static_cast<size_t>(B) * w * d);
+  be_.zero(dX, static_cast<size_t>(B) * Nd);
+
+  // Final application: Y_{m-1} = T(S_{m-1}).
+  const int last = window_len(m - 1, m, N, w);
+  be_.axpy2d(dout.get(), last * d, 1.0f, dY + static_cast<size_t>(m - 1) * w * d, Nd, nullptr, 0, B, last * d);
+  back(m, dout.get(), din.get());
+  const float* dS = din.get();  // gradient of S_{k}, read before din is next overwritten
+  size_t dS_stride = last * d;
+  bool have_dP = false;  // P_{m-1} feeds nothing, so the walk starts without a gradient for it
+  double dalpha = 0;
+
+  for (int k = m - 1; k >= 1; --k) {
+    const int lk = window_len(k, m, N, w), n = w + lk;
+    // Z = [Y_{k-1}, S_k]; Y_{k-1} is also P_k, which the next window read.
+    be_.axpy2d(dout.get(), n * d, 1.0f, dY + static_cast<size_t>(k - 1) * w * d, Nd, have_dP ? dP.get() : nullptr,
+               w * d, B, w * d);
+    be_.axpy2d(dout.get() + w * d, n * d, 1.0f, dS, dS_stride, nullptr, 0, B, lk * d);
+    back(k, dout.get(), din.get());
+    float* dXk = dX + static_cast<size_t>(k) * w * d;
+    be_.acc2d(dXk, Nd, 1.0f, din.get() + w * d, n * d, B, lk * d);
+    have_dP = false;
+    if (cfg_.accumulate) {
+      // Both halves of the input added A = alpha * P_{k-1} (the second only its first lk rows).
+      const float* P = k == 1 ? X : Y + static_cast<size_t>(k - 2) * w * d;
+      dalpha += be_.dot2d(P, Nd, din.get(), n * d, B, w * d) + be_.dot2d(P, Nd, din.get() + w * d, n * d, B, lk * d);
+      if (k == 1) {  // P_0 = X_0
+        be_.acc2d(dX, Nd, alpha, din.get(), n * d, B, w * d);
+        be_.acc2d(dX, Nd, alpha, din.get() + w * d, n * d, B, lk * d);
+      } else {       // P_{k-1} = Y_{k-2}, the first half of the previous window's output
+        be_.axpy2d(dP.get(), w * d, alpha, din.get(), n * d, nullptr, 0, B, w * d);
+        be_.acc2d(dP.get(), w * d, alpha, din.get() + w * d, n * d, B, lk * d);
+        have_dP = true;
+      }
+    }
+    dS = din.get();
+    dS_stride = n * d;
+  }
+  // First application: S_0 = T(X_0).
+  const int len0 = window_len(0, m, N, w);
+  be_.axpy2d(dout.get(), len0 * d, 1.0f, dS, dS_stride, nullptr, 0, B, len0 * d);
+  back(0, dout.get(), din.get());
+  be_.acc2d(dX, Nd, 1.0f, din.get(), len0 * d, B, len0 * d);
+
+  if (cfg_.accumulate && cfg_.alpha_learnable) {
+    const float a = cache.alpha_raw;
+    float g = 0;
+    be_.download(&g, L.alpha_grad, 1);
+    // d clamp(a, 0, 1) / da is 1 inside [0, 1] and 0 outside.
+    if (a >= 0.0f && a <= 1.0f) g += static_cast<float>(dalpha);
+    be_.upload(L.alpha_grad, &g, 1);
+  }
+}
+
+}  // namespace rt

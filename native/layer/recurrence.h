@@ -1,0 +1,79 @@
+// The sliding-window recurrence of DESIGN.md section 1, written once over the Backend interface:
+// L stacked layers, each applying its own block T progressively to windows of width w (forget or
+// accumulate), or to the whole sequence when w = 0.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "layer/backend.h"
+#include "layer/block.h"
+
+namespace rt {
+
+struct LayerConfig {
+  int d = 0, heads = 0, layers = 1, window = 0;
+  bool accumulate = false;
+  float alpha_init = 0.5f;
+  bool alpha_learnable = true;
+  bool gelu = true, bias = false;
+  float dropout = 0;
+  uint64_t seed = 0;
+
+  void validate() const;  // throws rt::Error naming the bad field
+};
+
+struct NamedParam {
+  std::string name;
+  std::shared_ptr<Tensor> value, grad;
+};
+
+class LayerStack {
+ public:
+  LayerStack(const LayerConfig& cfg, Backend& be);
+
+  const LayerConfig& config() const { return cfg_; }
+  std::vector<NamedParam>& params() { return params_; }
+
+  // x: float32 [B, N, d]. window < 0 uses the config's. training turns dropout on; keep_for_backward
+  // keeps the activations (memory linear in N) or, when false, reuses one cache (memory constant in N).
+  std::shared_ptr<Tensor> forward(const Tensor& x, bool training, uint64_t seed, int window, bool keep_for_backward);
+  // dy: float32 [B, N, d] -> dx; gradients accumulate into the params' grad tensors. Consumes the cache.
+  std::shared_ptr<Tensor> backward(const Tensor& dy);
+  void zero_grad();
+  bool has_cache() const { return !layer_caches_.empty(); }
+  void drop_cache() { layer_caches_.clear(); }
+
+ private:
+  struct LayerWeights {
+    BlockWeights w;
+    BlockGrads g;
+    float* alpha;
+    float* alpha_grad;
+  };
+  // What one layer's forward keeps: its input and output sequences (accumulate reads P from them) and
+  // one BlockCache per application of T.
+  struct LayerCache {
+    DeviceBuffer input, output;
+    std::vector<BlockCache> apps;
+    float alpha = 0;      // clamp(a, 0, 1) as used by the forward
+    float alpha_raw = 0;  // a itself: the clamp's gradient depends on it
+  };
+
+  void forward_layer(int l, const float* X, float* Y, int B, int N, int w, float p, uint64_t seed, bool keep,
+                     LayerCache& cache);
+  // X is the layer's input sequence as the forward saw it.
+  void backward_layer(int l, const float* dY, float* dX, int B, int N, int w, const float* X, LayerCache& cache);
+
+  LayerConfig cfg_;
+  Backend& be_;
+  BlockShape shape_;
+  std::vector<NamedParam> params_;
+  std::vector<LayerWeights> lw_;
+  std::vector<LayerCache> layer_caches_;
+  int cache_B_ = 0, cache_N_ = 0, cache_w_ = 0;
+};
+
+}  // namespace rt

@@ -1,0 +1,100 @@
+// Typed tensors over native storage. A Tensor is immutable from JavaScript once made (toArray() copies
+// out), so a forward running on a worker thread never sees its input change.
+import { loadNative, type Device, type NativeTensor } from './native.js';
+
+export type DType = 'float32' | 'int32';
+export type TypedArrayOf<D extends DType> = D extends 'float32' ? Float32Array : Int32Array;
+
+const registry = new FinalizationRegistry<NativeTensor>((handle) => {
+  // Backstop for tensors dropped without dispose(): free the native memory once the wrapper is collected.
+  if (!handle.disposed) handle.free();
+});
+
+function checkShape(shape: readonly number[], what: string): number {
+  if (!Array.isArray(shape)) throw new TypeError(`${what}: expected an array of non-negative integers`);
+  let n = 1;
+  shape.forEach((s, i) => {
+    if (typeof s !== 'number' || !Number.isSafeInteger(s) || s < 0) {
+      throw new TypeError(`${what}[${i}]: expected a non-negative integer, got ${String(s)}`);
+    }
+    n *= s;
+  });
+  if (n > 2 ** 34) throw new RangeError(`${what}: ${shape.join('x')} has more than 2^34 elements`);
+  return n;
+}
+
+export class Tensor {
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  readonly device: Device = 'cpu';
+  #handle: NativeTensor | undefined;
+
+  /** @internal Wraps a native tensor; use the static constructors. */
+  constructor(handle: NativeTensor) {
+    this.#handle = handle;
+    this.dtype = handle.dtype;
+    this.shape = Object.freeze([...handle.shape]);
+    registry.register(this, handle, this);
+  }
+
+  /** A tensor holding a copy of `data`, laid out row-major in `shape`. */
+  static fromArray(data: ArrayLike<number>, shape: readonly number[], dtype: DType = 'float32'): Tensor {
+    if (dtype !== 'float32' && dtype !== 'int32') {
+      throw new TypeError(`dtype: expected 'float32' or 'int32', got ${String(dtype)}`);
+    }
+    const n = checkShape(shape, 'shape');
+    if (data === null || typeof data !== 'object' || typeof data.length !== 'number') {
+      throw new TypeError('data: expected an array or typed array of numbers');
+    }
+    if (data.length !== n) {
+      throw new RangeError(`data: has ${data.length} elements but shape [${shape.join(', ')}] needs ${n}`);
+    }
+    const typed = dtype === 'float32' ? Float32Array.from(data) : Int32Array.from(data);
+    if (dtype === 'int32') {
+      for (let i = 0; i < n; i++) {
+        if (!Number.isInteger(data[i])) throw new TypeError(`data[${i}]: expected an integer for an int32 tensor`);
+      }
+    }
+    const native = loadNative('cpu');
+    return new Tensor(new native.TensorHandle(dtype, [...shape], typed));
+  }
+
+  /** A zero-filled tensor. */
+  static zeros(shape: readonly number[], dtype: DType = 'float32'): Tensor {
+    checkShape(shape, 'shape');
+    return new Tensor(new (loadNative('cpu').TensorHandle)(dtype, [...shape]));
+  }
+
+  /** Number of elements. */
+  get size(): number {
+    return this.shape.reduce((a, b) => a * b, 1);
+  }
+
+  get disposed(): boolean {
+    return this.#handle === undefined || this.#handle.disposed;
+  }
+
+  /** A copy of the data, row-major. */
+  toArray(): Float32Array | Int32Array {
+    return this.handle('toArray').read();
+  }
+
+  /** Frees the native memory now (the finalizer would do it later). Idempotent. */
+  dispose(): void {
+    if (this.#handle) {
+      registry.unregister(this);
+      this.#handle.free();
+      this.#handle = undefined;
+    }
+  }
+
+  /** @internal The native handle; throws when disposed. */
+  handle(op = 'tensor'): NativeTensor {
+    if (!this.#handle || this.#handle.disposed) throw new Error(`${op}: the tensor has been disposed`);
+    return this.#handle;
+  }
+
+  toString(): string {
+    return `Tensor(${this.dtype}, [${this.shape.join(', ')}], ${this.device}${this.disposed ? ', disposed' : ''})`;
+  }
+}
