@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "addon/handles.h"
+#include "addon/ops.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "cpu/kernels.h"
@@ -54,6 +55,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("allocatedBytes", Napi::Function::New(env, AllocatedBytes));
   exports.Set("benchSgemm", Napi::Function::New(env, BenchSgemm));
+  InitOps(env, exports);
   return exports;
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 #include <napi.h>
 
+#include <functional>
 #include <memory>
 
 #include "core/tensor.h"
@@ -38,9 +39,8 @@ class LayerHandle : public Napi::ObjectWrap<LayerHandle> {
   static Napi::Function Init(Napi::Env env);
   explicit LayerHandle(const Napi::CallbackInfo& info);
 
-  void SetBusy(bool b) { busy_ = b; }
-
  private:
+  Napi::Value Run(Napi::Env env, std::function<std::shared_ptr<Tensor>()> work);
   Napi::Value Params(const Napi::CallbackInfo& info);
   Napi::Value Forward(const Napi::CallbackInfo& info);
   Napi::Value Backward(const Napi::CallbackInfo& info);

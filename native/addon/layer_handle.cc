@@ -1,51 +1,13 @@
 #include <cmath>
 #include <functional>
-#include <new>
 
+#include "addon/async.h"
 #include "addon/handles.h"
 #include "core/error.h"
 #include "layer/backend.h"
 
 namespace rt::addon {
 namespace {
-
-// Runs `work` on a libuv worker thread and settles a Promise with its tensor, or with an Error carrying
-// the native message. The layer stays referenced (and marked busy) until the Promise settles.
-class LayerWorker : public Napi::AsyncWorker {
- public:
-  LayerWorker(Napi::Env env, Napi::Object owner, LayerHandle* layer, std::function<std::shared_ptr<Tensor>()> work)
-      : Napi::AsyncWorker(env, "rt:layer"), deferred_(Napi::Promise::Deferred::New(env)), layer_(layer),
-        work_(std::move(work)) {
-    owner_ = Napi::Persistent(owner);
-    layer_->SetBusy(true);
-  }
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
-  void Execute() override {
-    try {
-      result_ = work_();
-    } catch (const std::bad_alloc&) {
-      SetError("out of memory: the layer's activations did not fit; use a shorter sequence or a smaller batch");
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
-  void OnOK() override {
-    layer_->SetBusy(false);
-    deferred_.Resolve(TensorHandle::Wrap(Env(), std::move(result_)));
-  }
-  void OnError(const Napi::Error& e) override {
-    layer_->SetBusy(false);
-    deferred_.Reject(Napi::Error::New(Env(), e.Message()).Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  Napi::ObjectReference owner_;
-  LayerHandle* layer_;
-  std::function<std::shared_ptr<Tensor>()> work_;
-  std::shared_ptr<Tensor> result_;
-};
 
 double number_field(Napi::Object cfg, const char* key, double fallback) {
   Napi::Value v = cfg.Get(key);
@@ -142,12 +104,21 @@ Napi::Value LayerHandle::Forward(const Napi::CallbackInfo& info) {
   int window = info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : -1;
   bool keep = info[4].IsUndefined() ? true : info[4].ToBoolean().Value();
   auto s = static_cast<uint64_t>(seed);
-  auto* w = new LayerWorker(info.Env(), Value(), this, [stack, x, training, s, window, keep] {
-    return stack->forward(*x, training, s, window, keep);
-  });
-  Napi::Promise p = w->Promise();
-  w->Queue();
-  return p;
+  return Run(info.Env(), [stack, x, training, s, window, keep] { return stack->forward(*x, training, s, window, keep); });
+}
+
+// Runs a layer operation off the event loop; the layer stays referenced and busy until it settles.
+Napi::Value LayerHandle::Run(Napi::Env env, std::function<std::shared_ptr<Tensor>()> work) {
+  auto result = std::make_shared<std::shared_ptr<Tensor>>();
+  auto owner = std::make_shared<Napi::ObjectReference>(Napi::Persistent(Value()));
+  busy_ = true;
+  return PromiseWorker::Run(
+      env, "rt:layer", [work, result] { *result = work(); },
+      [result](Napi::Env e) -> Napi::Value { return TensorHandle::Wrap(e, std::move(*result)); },
+      [this, owner] {
+        busy_ = false;
+        owner->Reset();
+      });
 }
 
 Napi::Value LayerHandle::Backward(const Napi::CallbackInfo& info) {
@@ -156,10 +127,7 @@ Napi::Value LayerHandle::Backward(const Napi::CallbackInfo& info) {
   if (!stack->has_cache())
     throw Napi::Error::New(info.Env(),
                            "backward: no forward pass to differentiate; call forward (with gradients kept) before each backward");
-  auto* w = new LayerWorker(info.Env(), Value(), this, [stack, dy] { return stack->backward(*dy); });
-  Napi::Promise p = w->Promise();
-  w->Queue();
-  return p;
+  return Run(info.Env(), [stack, dy] { return stack->backward(*dy); });
 }
 
 void LayerHandle::ZeroGrad(const Napi::CallbackInfo&) { Live("zeroGrad")->zero_grad(); }

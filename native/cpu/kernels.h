@@ -58,3 +58,47 @@ void dropout_forward(const float* x, float* y, size_t n, float p, uint64_t seed,
 void dropout_backward(const float* dy, float* dx, size_t n, float p, uint64_t seed, uint64_t stream);
 
 }  // namespace rt::cpu
+
+namespace rt::cpu {
+
+// ---- embedding.cc ----
+// out[b,t,:] = wte[tokens[b,t]] + (wpe ? wpe[t] : 0), then dropout (rate p, index (b*N+t)*d+j).
+// Tokens must lie in [0, V): checked, an rt::Error names the first bad one.
+void embedding_forward(const int32_t* tokens, const float* wte, const float* wpe, float* out, int B, int N, int d,
+                       int V, float p, uint64_t seed, uint64_t stream);
+// dwte[tokens[b,t]] += dropout'(dout[b,t]); dwpe[t] += ... (dwpe may be null). Deterministic: each thread
+// owns a range of columns and walks the tokens in order.
+void embedding_backward(const int32_t* tokens, const float* dout, float* dwte, float* dwpe, int B, int N, int d,
+                        float p, uint64_t seed, uint64_t stream);
+
+// ---- softmax_xent.cc ----
+// The head: the last P positions of each of B sequences of Y [B, N, d] go through the final layernorm
+// (lnw, lnb may be null) and a linear map W [V, d] (the tied wte, or an untied classify head) to logits,
+// scored by softmax cross-entropy against targets [B, P]; targets equal to ignore_index are not scored.
+struct XentResult {
+  double loss = 0;       // mean over scored rows (0 when none)
+  int64_t correct = 0;   // scored rows whose argmax equals the target
+  int64_t count = 0;     // scored rows
+};
+// When dY is non-null it receives (written) the gradient of the mean loss w.r.t. Y, zero outside the last
+// P positions; dlnw, dlnb, dW accumulate. Logits are computed in chunks of rows, never all at once, so
+// memory stays O(chunk * V) whatever B * P is.
+XentResult head_xent(const float* Y, const float* lnw, const float* lnb, const float* W, const int32_t* targets,
+                     int B, int N, int d, int V, int P, int ignore_index, float* dY, float* dlnw, float* dlnb,
+                     float* dW);
+// Logits [B, P, V] (written) of the last P positions, for evaluation and generation.
+void head_logits(const float* Y, const float* lnw, const float* lnb, const float* W, int B, int N, int d, int V, int P,
+                 float* logits);
+
+// ---- adamw.cc ----
+struct AdamWHyper {
+  float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
+  int64_t step = 1;         // 1-based, for bias correction
+  float grad_scale = 1.0f;  // multiplies the gradient first (global-norm clipping)
+};
+// Decoupled weight decay (applied only when `decay`, i.e. 2-D weights, like nanoGPT), bias-corrected moments.
+void adamw_update(float* param, const float* grad, float* m, float* v, size_t n, const AdamWHyper& h, bool decay);
+// Sum of squares in double, in a fixed order (the same bits for any thread count).
+double sum_squares(const float* x, size_t n);
+
+}  // namespace rt::cpu

@@ -1,0 +1,227 @@
+// The model's non-layer ops, one Node-API call each, each running off the event loop: embedding,
+// the head with its fused softmax cross-entropy, and the optimizer step (clipping included).
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "addon/async.h"
+#include "addon/handles.h"
+#include "addon/ops.h"
+#include "core/error.h"
+#include "cpu/kernels.h"
+
+namespace rt::addon {
+namespace {
+
+using TensorPtr = std::shared_ptr<Tensor>;
+
+void expect(Napi::Env env, bool ok, const std::string& msg) {
+  if (!ok) throw Napi::RangeError::New(env, msg);
+}
+
+TensorPtr f32(const Napi::Value& v, const char* what, size_t rank) {
+  auto t = TensorHandle::Get(v, what);
+  if (t->dtype != DType::F32 || t->shape.size() != rank)
+    throw Napi::TypeError::New(v.Env(), std::string(what) + ": expected a float32 tensor of rank " + std::to_string(rank) +
+                                            ", got " + dtype_name(t->dtype) + " " + t->shape_string());
+  return t;
+}
+
+TensorPtr i32(const Napi::Value& v, const char* what, size_t rank) {
+  auto t = TensorHandle::Get(v, what);
+  if (t->dtype != DType::I32 || t->shape.size() != rank)
+    throw Napi::TypeError::New(v.Env(), std::string(what) + ": expected an int32 tensor of rank " + std::to_string(rank) +
+                                            ", got " + dtype_name(t->dtype) + " " + t->shape_string());
+  return t;
+}
+
+TensorPtr optional_f32(const Napi::Value& v, const char* what, size_t rank) {
+  return v.IsNull() || v.IsUndefined() ? nullptr : f32(v, what, rank);
+}
+
+double number(const Napi::Value& v, const char* what) {
+  if (!v.IsNumber()) throw Napi::TypeError::New(v.Env(), std::string(what) + ": expected a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+float* ptr(const TensorPtr& t) { return t ? t->f32() : nullptr; }
+
+// embeddingForward(tokens [B,N] i32, wte [V,d], wpe [maxLen,d] | null, p, seed) -> Promise<Tensor [B,N,d]>
+Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto tok = i32(info[0], "tokens", 2);
+  auto wte = f32(info[1], "wte", 2);
+  auto wpe = optional_f32(info[2], "wpe", 2);
+  float p = static_cast<float>(number(info[3], "dropout"));
+  auto seed = static_cast<uint64_t>(number(info[4], "seed"));
+  const int B = tok->shape[0], N = tok->shape[1], V = wte->shape[0], d = wte->shape[1];
+  expect(env, B >= 1 && N >= 1, "tokens: expected shape [batch >= 1, N >= 1], got " + tok->shape_string());
+  if (wpe) {
+    expect(env, wpe->shape[1] == d, "wpe: expected width " + std::to_string(d) + ", got " + wpe->shape_string());
+    expect(env, N <= wpe->shape[0], "tokens: sequence length " + std::to_string(N) + " exceeds the model's maxLen " +
+                                        std::to_string(wpe->shape[0]));
+  }
+  auto out = std::make_shared<TensorPtr>();
+  return PromiseWorker::Run(
+      env, "rt:embedding",
+      [=] {
+        *out = Tensor::create(DType::F32, {B, N, d});
+        cpu::embedding_forward(tok->i32(), wte->f32(), ptr(wpe), (*out)->f32(), B, N, d, V, p, seed, 0);
+      },
+      [out](Napi::Env e) -> Napi::Value { return TensorHandle::Wrap(e, *out); });
+}
+
+// embeddingBackward(tokens, dout [B,N,d], dwte, dwpe | null, p, seed) -> Promise<undefined>
+Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto tok = i32(info[0], "tokens", 2);
+  auto dout = f32(info[1], "dout", 3);
+  auto dwte = f32(info[2], "dwte", 2);
+  auto dwpe = optional_f32(info[3], "dwpe", 2);
+  float p = static_cast<float>(number(info[4], "dropout"));
+  auto seed = static_cast<uint64_t>(number(info[5], "seed"));
+  const int B = tok->shape[0], N = tok->shape[1], d = dwte->shape[1];
+  expect(env, dout->shape[0] == B && dout->shape[1] == N && dout->shape[2] == d,
+         "dout: expected shape [" + std::to_string(B) + ", " + std::to_string(N) + ", " + std::to_string(d) + "], got " +
+             dout->shape_string());
+  if (dwpe) expect(env, dwpe->shape[0] >= N && dwpe->shape[1] == d, "dwpe: shape " + dwpe->shape_string() + " does not fit");
+  return PromiseWorker::Run(
+      env, "rt:embedding-backward",
+      [=] { cpu::embedding_backward(tok->i32(), dout->f32(), dwte->f32(), ptr(dwpe), B, N, d, p, seed, 0); },
+      [](Napi::Env e) -> Napi::Value { return e.Undefined(); });
+}
+
+// headXent(Y [B,N,d], lnw, lnb | null, W [V,d], targets [B,P] i32, ignoreIndex, grads | null)
+//   grads = {dlnw, dlnb | null, dW} -> Promise<{loss, correct, count, dY?}>
+Napi::Value HeadXent(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto Y = f32(info[0], "y", 3);
+  auto lnw = f32(info[1], "ln_f.weight", 1);
+  auto lnb = optional_f32(info[2], "ln_f.bias", 1);
+  auto W = f32(info[3], "head weight", 2);
+  auto tg = i32(info[4], "targets", 2);
+  int ignore = static_cast<int>(number(info[5], "ignoreIndex"));
+  const int B = Y->shape[0], N = Y->shape[1], d = Y->shape[2], V = W->shape[0], P = tg->shape[1];
+  expect(env, W->shape[1] == d && lnw->shape[0] == d, "head: weights do not match the model width " + std::to_string(d));
+  expect(env, tg->shape[0] == B && P >= 1 && P <= N,
+         "targets: expected shape [" + std::to_string(B) + ", P] with 1 <= P <= " + std::to_string(N) + ", got " +
+             tg->shape_string());
+  TensorPtr dlnw, dlnb, dW;
+  bool grad = info[6].IsObject();
+  if (grad) {
+    Napi::Object g = info[6].As<Napi::Object>();
+    dlnw = f32(g.Get("dlnw"), "grads.dlnw", 1);
+    dlnb = optional_f32(g.Get("dlnb"), "grads.dlnb", 1);
+    dW = f32(g.Get("dW"), "grads.dW", 2);
+    expect(env, dW->numel() == W->numel() && dlnw->numel() == lnw->numel(), "grads: shapes do not match the weights");
+  }
+  auto res = std::make_shared<cpu::XentResult>();
+  auto dY = std::make_shared<TensorPtr>();
+  return PromiseWorker::Run(
+      env, "rt:head",
+      [=] {
+        if (grad) *dY = Tensor::create(DType::F32, {B, N, d});
+        *res = cpu::head_xent(Y->f32(), lnw->f32(), ptr(lnb), W->f32(), tg->i32(), B, N, d, V, P, ignore,
+                              grad ? (*dY)->f32() : nullptr, ptr(dlnw), ptr(dlnb), ptr(dW));
+      },
+      [res, dY](Napi::Env e) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(e);
+        o.Set("loss", res->loss);
+        o.Set("correct", static_cast<double>(res->correct));
+        o.Set("count", static_cast<double>(res->count));
+        if (*dY) o.Set("dY", TensorHandle::Wrap(e, *dY));
+        return o;
+      });
+}
+
+// headLogits(Y, lnw, lnb | null, W, P) -> Promise<Tensor [B,P,V]>
+Napi::Value HeadLogits(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto Y = f32(info[0], "y", 3);
+  auto lnw = f32(info[1], "ln_f.weight", 1);
+  auto lnb = optional_f32(info[2], "ln_f.bias", 1);
+  auto W = f32(info[3], "head weight", 2);
+  int P = static_cast<int>(number(info[4], "positions"));
+  const int B = Y->shape[0], N = Y->shape[1], d = Y->shape[2], V = W->shape[0];
+  expect(env, W->shape[1] == d, "head: weights do not match the model width");
+  expect(env, P >= 1 && P <= N, "positions: expected 1..N, got " + std::to_string(P));
+  auto out = std::make_shared<TensorPtr>();
+  return PromiseWorker::Run(
+      env, "rt:logits",
+      [=] {
+        *out = Tensor::create(DType::F32, {B, P, V});
+        cpu::head_logits(Y->f32(), lnw->f32(), ptr(lnb), W->f32(), B, N, d, V, P, (*out)->f32());
+      },
+      [out](Napi::Env e) -> Napi::Value { return TensorHandle::Wrap(e, *out); });
+}
+
+// adamw(params[], grads[], m[], v[], decay[], {lr, beta1, beta2, eps, weightDecay, step, maxNorm})
+//   -> Promise<{norm, skipped}>. The global gradient norm is computed first; a non-finite norm skips the
+//   update (nothing changes); maxNorm > 0 scales the gradients to at most that norm.
+Napi::Value AdamW(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  for (int i = 0; i < 5; ++i)
+    if (!info[i].IsArray()) throw Napi::TypeError::New(env, "adamw: expected arrays of params, grads, m, v and decay flags");
+  Napi::Array ps = info[0].As<Napi::Array>(), gs = info[1].As<Napi::Array>(), ms = info[2].As<Napi::Array>(),
+              vs = info[3].As<Napi::Array>(), ds = info[4].As<Napi::Array>();
+  const uint32_t n = ps.Length();
+  expect(env, gs.Length() == n && ms.Length() == n && vs.Length() == n && ds.Length() == n,
+         "adamw: params, grads, m, v and decay must have the same length");
+  std::vector<TensorPtr> P(n), G(n), M(n), Vv(n);
+  std::vector<char> decay(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    P[i] = TensorHandle::Get(ps.Get(i), "params[i]");
+    G[i] = TensorHandle::Get(gs.Get(i), "grads[i]");
+    M[i] = TensorHandle::Get(ms.Get(i), "m[i]");
+    Vv[i] = TensorHandle::Get(vs.Get(i), "v[i]");
+    decay[i] = ds.Get(i).ToBoolean();
+    const size_t k = P[i]->numel();
+    expect(env, G[i]->numel() == k && M[i]->numel() == k && Vv[i]->numel() == k,
+           "adamw: tensor " + std::to_string(i) + " has mismatched sizes");
+  }
+  if (!info[5].IsObject()) throw Napi::TypeError::New(env, "adamw: expected hyper-parameters");
+  Napi::Object h = info[5].As<Napi::Object>();
+  cpu::AdamWHyper hp;
+  hp.lr = static_cast<float>(number(h.Get("lr"), "lr"));
+  hp.beta1 = static_cast<float>(number(h.Get("beta1"), "beta1"));
+  hp.beta2 = static_cast<float>(number(h.Get("beta2"), "beta2"));
+  hp.eps = static_cast<float>(number(h.Get("eps"), "eps"));
+  hp.weight_decay = static_cast<float>(number(h.Get("weightDecay"), "weightDecay"));
+  hp.step = static_cast<int64_t>(number(h.Get("step"), "step"));
+  double max_norm = number(h.Get("maxNorm"), "maxNorm");
+  expect(env, hp.step >= 1, "step: expected an integer >= 1");
+  auto norm = std::make_shared<double>(0);
+  auto skipped = std::make_shared<bool>(false);
+  return PromiseWorker::Run(
+      env, "rt:adamw",
+      [=]() mutable {
+        double ss = 0;
+        for (auto& g : G) ss += cpu::sum_squares(g->f32(), g->numel());
+        *norm = std::sqrt(ss);
+        if (!std::isfinite(*norm)) {
+          *skipped = true;
+          return;
+        }
+        if (max_norm > 0 && *norm > max_norm) hp.grad_scale = static_cast<float>(max_norm / (*norm + 1e-6));
+        for (size_t i = 0; i < P.size(); ++i)
+          cpu::adamw_update(P[i]->f32(), G[i]->f32(), M[i]->f32(), Vv[i]->f32(), P[i]->numel(), hp, decay[i]);
+      },
+      [norm, skipped](Napi::Env e) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(e);
+        o.Set("norm", *norm);
+        o.Set("skipped", *skipped);
+        return o;
+      });
+}
+
+}  // namespace
+
+void InitOps(Napi::Env env, Napi::Object exports) {
+  exports.Set("embeddingForward", Napi::Function::New(env, EmbeddingForward));
+  exports.Set("embeddingBackward", Napi::Function::New(env, EmbeddingBackward));
+  exports.Set("headXent", Napi::Function::New(env, HeadXent));
+  exports.Set("headLogits", Napi::Function::New(env, HeadLogits));
+  exports.Set("adamw", Napi::Function::New(env, AdamW));
+}
+
+}  // namespace rt::addon
