@@ -13,6 +13,7 @@ export interface NativeTensor {
   readonly disposed: boolean;
   read(): Float32Array | Int32Array;
   write(data: Float32Array | Int32Array): void;
+  zero(): void;
   free(): void;
 }
 
@@ -47,12 +48,52 @@ export interface NativeLayer {
   free(): void;
 }
 
+export interface NativeHeadResult {
+  loss: number;
+  correct: number;
+  count: number;
+  dY?: NativeTensor;
+}
+
 export interface NativeAddon {
   TensorHandle: new (dtype: 'float32' | 'int32', shape: number[], data?: Float32Array | Int32Array) => NativeTensor;
   LayerHandle: new (config: NativeLayerConfig) => NativeLayer;
   info(): { gemm: 'openblas' | 'builtin'; threads: number; devices: string[] };
   allocatedBytes(): number;
   benchSgemm(M: number, N: number, K: number, reps: number): number;
+  embeddingForward(
+    tokens: NativeTensor,
+    wte: NativeTensor,
+    wpe: NativeTensor | null,
+    dropout: number,
+    seed: number,
+  ): Promise<NativeTensor>;
+  embeddingBackward(
+    tokens: NativeTensor,
+    dout: NativeTensor,
+    dwte: NativeTensor,
+    dwpe: NativeTensor | null,
+    dropout: number,
+    seed: number,
+  ): Promise<void>;
+  headXent(
+    y: NativeTensor,
+    lnw: NativeTensor,
+    lnb: NativeTensor | null,
+    W: NativeTensor,
+    targets: NativeTensor,
+    ignoreIndex: number,
+    grads: { dlnw: NativeTensor; dlnb: NativeTensor | null; dW: NativeTensor } | null,
+  ): Promise<NativeHeadResult>;
+  headLogits(y: NativeTensor, lnw: NativeTensor, lnb: NativeTensor | null, W: NativeTensor, positions: number): Promise<NativeTensor>;
+  adamw(
+    params: NativeTensor[],
+    grads: NativeTensor[],
+    m: NativeTensor[],
+    v: NativeTensor[],
+    decay: boolean[],
+    hyper: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number; maxNorm: number },
+  ): Promise<{ norm: number; skipped: boolean }>;
 }
 
 export type Device = 'cpu' | 'cuda';

@@ -27,6 +27,7 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   Napi::Value Disposed(const Napi::CallbackInfo& info);
   Napi::Value Read(const Napi::CallbackInfo& info);
   void Write(const Napi::CallbackInfo& info);
+  void Zero(const Napi::CallbackInfo& info);
   void Free(const Napi::CallbackInfo& info);
   void Release(Napi::Env env);
 

@@ -46,6 +46,9 @@ double number(const Napi::Value& v, const char* what) {
 
 float* ptr(const TensorPtr& t) { return t ? t->f32() : nullptr; }
 
+// The embedding's dropout stream, apart from every (layer, application, site) stream of the layer stack.
+constexpr uint64_t kEmbeddingStream = ~uint64_t(0);
+
 // embeddingForward(tokens [B,N] i32, wte [V,d], wpe [maxLen,d] | null, p, seed) -> Promise<Tensor [B,N,d]>
 Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -66,7 +69,7 @@ Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
       env, "rt:embedding",
       [=] {
         *out = Tensor::create(DType::F32, {B, N, d});
-        cpu::embedding_forward(tok->i32(), wte->f32(), ptr(wpe), (*out)->f32(), B, N, d, V, p, seed, 0);
+        cpu::embedding_forward(tok->i32(), wte->f32(), ptr(wpe), (*out)->f32(), B, N, d, V, p, seed, kEmbeddingStream);
       },
       [out](Napi::Env e) -> Napi::Value { return TensorHandle::Wrap(e, *out); });
 }
@@ -87,7 +90,7 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
   if (dwpe) expect(env, dwpe->shape[0] >= N && dwpe->shape[1] == d, "dwpe: shape " + dwpe->shape_string() + " does not fit");
   return PromiseWorker::Run(
       env, "rt:embedding-backward",
-      [=] { cpu::embedding_backward(tok->i32(), dout->f32(), dwte->f32(), ptr(dwpe), B, N, d, p, seed, 0); },
+      [=] { cpu::embedding_backward(tok->i32(), dout->f32(), dwte->f32(), ptr(dwpe), B, N, d, p, seed, kEmbeddingStream); },
       [](Napi::Env e) -> Napi::Value { return e.Undefined(); });
 }
 

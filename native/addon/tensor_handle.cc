@@ -9,7 +9,8 @@ Napi::Function TensorHandle::Init(Napi::Env env) {
   return DefineClass(env, "TensorHandle",
                      {InstanceAccessor<&TensorHandle::Shape>("shape"), InstanceAccessor<&TensorHandle::Dtype>("dtype"),
                       InstanceAccessor<&TensorHandle::Disposed>("disposed"), InstanceMethod<&TensorHandle::Read>("read"),
-                      InstanceMethod<&TensorHandle::Write>("write"), InstanceMethod<&TensorHandle::Free>("free")});
+                      InstanceMethod<&TensorHandle::Write>("write"),
+                      InstanceMethod<&TensorHandle::Zero>("zero"), InstanceMethod<&TensorHandle::Free>("free")});
 }
 
 Napi::Object TensorHandle::Wrap(Napi::Env env, std::shared_ptr<Tensor> t) {
@@ -124,6 +125,11 @@ void TensorHandle::Write(const Napi::CallbackInfo& info) {
     throw Napi::RangeError::New(env, "data: has " + std::to_string(ta.ElementLength()) + " elements, the tensor " +
                                          std::to_string(t_->numel()));
   std::memcpy(t_->storage->data, static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), t_->numel() * 4);
+}
+
+void TensorHandle::Zero(const Napi::CallbackInfo& info) {
+  if (!t_) throw Napi::Error::New(info.Env(), "tensor: the tensor has been disposed");
+  std::memset(t_->storage->data, 0, t_->numel() * 4);
 }
 
 void TensorHandle::Free(const Napi::CallbackInfo& info) { Release(info.Env()); }

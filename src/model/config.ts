@@ -85,3 +85,96 @@ export function resolveLayerConfig(config: LayerConfig): ResolvedLayerConfig {
   }
   return { d, heads, layers, window, variant, alpha: { init: alphaInit, learnable }, activation, bias, dropout, seed };
 }
+
+/** What the model predicts: every next token, the last M tokens (copy tasks), or one class. */
+export type HeadConfig = 'lm' | { copy: number } | { classify: number };
+
+/** Configuration of a whole model: embeddings, the recurrent layer stack, final layernorm and head. */
+export interface ModelConfig {
+  vocabSize: number;
+  d: number;
+  heads: number;
+  layers?: number;
+  /** Fixed window width (0 = plain transformer). Give this or windowRange. */
+  window?: number;
+  /** Training samples the width uniformly from [min, max] per step; evaluation uses floor((min+max)/2). */
+  windowRange?: [number, number];
+  variant?: Variant;
+  alpha?: { init?: number; learnable?: boolean };
+  /** Learned position embeddings (default true). */
+  positional?: boolean;
+  /** Longest sequence the position embedding covers. */
+  maxLen: number;
+  activation?: Activation;
+  dropout?: number;
+  bias?: boolean;
+  head?: HeadConfig;
+  seed?: number;
+}
+
+export interface ResolvedModelConfig {
+  vocabSize: number;
+  d: number;
+  heads: number;
+  layers: number;
+  window: number;
+  windowRange: [number, number] | null;
+  variant: Variant;
+  alpha: { init: number; learnable: boolean };
+  positional: boolean;
+  maxLen: number;
+  activation: Activation;
+  dropout: number;
+  bias: boolean;
+  head: HeadConfig;
+  seed: number;
+}
+
+export function resolveModelConfig(config: ModelConfig): ResolvedModelConfig {
+  if (config === null || typeof config !== 'object') throw new TypeError('config: expected an object');
+  const vocabSize = int(config.vocabSize, 'config.vocabSize', 2, 2 ** 24);
+  const maxLen = int(config.maxLen, 'config.maxLen', 1, 2 ** 24);
+  let windowRange: [number, number] | null = null;
+  let window: number;
+  if (config.windowRange !== undefined) {
+    const r = config.windowRange;
+    if (!Array.isArray(r) || r.length !== 2) throw new TypeError('config.windowRange: expected [min, max]');
+    const lo = int(r[0], 'config.windowRange[0]', 1, 2 ** 30);
+    const hi = int(r[1], 'config.windowRange[1]', lo, 2 ** 30);
+    if (config.window !== undefined && config.window !== Math.floor((lo + hi) / 2)) {
+      throw new RangeError('config.window: give either window or windowRange, not both');
+    }
+    windowRange = [lo, hi];
+    window = Math.floor((lo + hi) / 2);
+  } else {
+    if (config.window === undefined) throw new RangeError('config.window: required (0 = plain transformer) unless windowRange is given');
+    window = config.window;
+  }
+  const layer = resolveLayerConfig({
+    d: config.d,
+    heads: config.heads,
+    layers: config.layers,
+    window,
+    variant: config.variant,
+    alpha: config.alpha,
+    activation: config.activation,
+    bias: config.bias,
+    dropout: config.dropout,
+    seed: config.seed,
+  });
+  const positional = config.positional ?? true;
+  if (typeof positional !== 'boolean') throw new TypeError('config.positional: expected a boolean');
+  const head = config.head ?? 'lm';
+  if (head !== 'lm') {
+    if (typeof head !== 'object' || head === null) throw new TypeError("config.head: expected 'lm', {copy: M} or {classify: C}");
+    if ('copy' in head) int(head.copy, 'config.head.copy', 1, maxLen);
+    else if ('classify' in head) int(head.classify, 'config.head.classify', 2, 2 ** 24);
+    else throw new TypeError("config.head: expected 'lm', {copy: M} or {classify: C}");
+  }
+  return { vocabSize, maxLen, window, windowRange, positional, head, ...withoutWindow(layer) };
+}
+
+function withoutWindow(c: ResolvedLayerConfig): Omit<ResolvedLayerConfig, 'window'> {
+  const { window: _w, ...rest } = c;
+  return rest;
+}

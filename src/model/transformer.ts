@@ -1,0 +1,228 @@
+// The whole model: token (+ position) embedding, the recurrent layer stack, final layernorm and a head
+// (tied language-model head, copy head over the last M positions, or an untied classifier). Every
+// heavy step is one native call; a training step is five of them plus the optimizer's one.
+import { Rng } from '../data/rng.js';
+import { loadNative, type NativeAddon } from '../native.js';
+import { Tensor } from '../tensor.js';
+import { resolveModelConfig, type ModelConfig, type ResolvedModelConfig } from './config.js';
+import { RecurrentLayer, type Parameter } from './layer.js';
+
+/** Loss (mean over scored positions), argmax hits and the number of scored positions. */
+export interface LossResult {
+  loss: number;
+  correct: number;
+  count: number;
+}
+
+export interface StepOptions {
+  /** Dropout on (default true for lossAndGrad, false for evaluate). */
+  training?: boolean;
+  /** Seed of this step's dropout masks. */
+  seed?: number;
+  /** Window width for this call (random window training); default the config's window. */
+  window?: number;
+}
+
+/** Targets equal to this are not scored (like PyTorch's ignore_index). */
+export const IGNORE_INDEX = -1;
+
+interface OwnParam extends Parameter {
+  decay: boolean;
+}
+
+export class RecurrentTransformer {
+  readonly config: ResolvedModelConfig;
+  readonly stack: RecurrentLayer;
+  #native: NativeAddon;
+  #wte: OwnParam;
+  #wpe: OwnParam | null;
+  #lnW: OwnParam;
+  #lnB: OwnParam | null;
+  #head: OwnParam | null;
+  #disposed = false;
+
+  constructor(config: ModelConfig) {
+    this.config = resolveModelConfig(config);
+    const c = this.config;
+    this.#native = loadNative('cpu');
+    this.stack = new RecurrentLayer({
+      d: c.d,
+      heads: c.heads,
+      layers: c.layers,
+      window: c.window,
+      variant: c.variant,
+      alpha: c.alpha,
+      activation: c.activation,
+      bias: c.bias,
+      dropout: c.dropout,
+      seed: c.seed,
+    });
+    const rng = new Rng(c.seed).fork(0x6d6f64656c);  // 'model': apart from the layer stack's init streams
+    const normal = (n: number, std: number): Float32Array => {
+      const a = new Float32Array(n);
+      for (let i = 0; i < n; i++) a[i] = std * rng.normal();
+      return a;
+    };
+    const own = (name: string, shape: number[], data: Float32Array, decay: boolean): OwnParam => {
+      const value = Tensor.fromArray(data, shape);
+      return { name, shape: value.shape, value, grad: Tensor.zeros(shape), decay };
+    };
+    this.#wte = own('transformer.wte.weight', [c.vocabSize, c.d], normal(c.vocabSize * c.d, 0.02), true);
+    this.#wpe = c.positional ? own('transformer.wpe.weight', [c.maxLen, c.d], normal(c.maxLen * c.d, 0.02), true) : null;
+    this.#lnW = own('transformer.ln_f.weight', [c.d], new Float32Array(c.d).fill(1), false);
+    this.#lnB = c.bias ? own('transformer.ln_f.bias', [c.d], new Float32Array(c.d), false) : null;
+    const classes = typeof c.head === 'object' && 'classify' in c.head ? c.head.classify : 0;
+    this.#head = classes ? own('head.weight', [classes, c.d], normal(classes * c.d, 0.02), true) : null;
+  }
+
+  /** Every trainable tensor, nanoGPT names, in a fixed order. lm_head.weight is tied to wte: not listed. */
+  parameters(): Parameter[] {
+    return this.#all().map(({ name, shape, value, grad }) => ({ name, shape, value, grad }));
+  }
+
+  /** Whether each parameter (in parameters() order) gets weight decay: 2-D weights only, like nanoGPT. */
+  decayMask(): boolean[] {
+    return this.#all().map((p) => p.decay);
+  }
+
+  parameterCount(): number {
+    return this.#all().reduce((n, p) => n + p.value.size, 0);
+  }
+
+  /** How many positions per sequence the head scores for a sequence of n tokens. */
+  scoredPositions(n: number): number {
+    const h = this.config.head;
+    if (h === 'lm') return n;
+    return 'copy' in h ? h.copy : 1;
+  }
+
+  /** Forward and backward on one batch: gradients accumulate into parameters()' grads. */
+  async lossAndGrad(tokens: Tensor, targets: Tensor, opts: StepOptions = {}): Promise<LossResult> {
+    this.#live('lossAndGrad');
+    const training = opts.training ?? true;
+    const seed = opts.seed ?? 0;
+    const p = training ? this.config.dropout : 0;
+    const n = this.#native;
+    const emb = new Tensor(await n.embeddingForward(tokens.handle('tokens'), this.#wte.value.handle(), this.#wpe?.value.handle() ?? null, p, seed));
+    let y: Tensor | undefined;
+    let dY: Tensor | undefined;
+    let dx: Tensor | undefined;
+    try {
+      y = await this.stack.forward(emb, { training, seed, window: opts.window });
+      const r = await n.headXent(
+        y.handle(),
+        this.#lnW.value.handle(),
+        this.#lnB?.value.handle() ?? null,
+        this.#headWeight().value.handle(),
+        targets.handle('targets'),
+        IGNORE_INDEX,
+        { dlnw: this.#lnW.grad.handle(), dlnb: this.#lnB?.grad.handle() ?? null, dW: this.#headWeight().grad.handle() },
+      );
+      dY = new Tensor(r.dY!);
+      dx = await this.stack.backward(dY);
+      await n.embeddingBackward(tokens.handle('tokens'), dx.handle(), this.#wte.grad.handle(), this.#wpe?.grad.handle() ?? null, p, seed);
+      return { loss: r.loss, correct: r.correct, count: r.count };
+    } finally {
+      for (const t of [emb, y, dY, dx]) t?.dispose();
+    }
+  }
+
+  /** Loss and accuracy without gradients and without dropout; memory does not grow with N. */
+  async evaluate(tokens: Tensor, targets: Tensor, opts: { window?: number } = {}): Promise<LossResult> {
+    const y = await this.#hidden(tokens, opts.window);
+    try {
+      const r = await this.#native.headXent(
+        y.handle(),
+        this.#lnW.value.handle(),
+        this.#lnB?.value.handle() ?? null,
+        this.#headWeight().value.handle(),
+        targets.handle('targets'),
+        IGNORE_INDEX,
+        null,
+      );
+      return { loss: r.loss, correct: r.correct, count: r.count };
+    } finally {
+      y.dispose();
+    }
+  }
+
+  /** Logits [batch, positions, classes] of the last `positions` tokens (default: the head's). */
+  async logits(tokens: Tensor, opts: { positions?: number; window?: number } = {}): Promise<Tensor> {
+    const y = await this.#hidden(tokens, opts.window);
+    try {
+      const P = opts.positions ?? this.scoredPositions(tokens.shape[1]!);
+      return new Tensor(
+        await this.#native.headLogits(y.handle(), this.#lnW.value.handle(), this.#lnB?.value.handle() ?? null, this.#headWeight().value.handle(), P),
+      );
+    } finally {
+      y.dispose();
+    }
+  }
+
+  zeroGrad(): void {
+    this.#live('zeroGrad');
+    this.stack.zeroGrad();
+    for (const p of this.#ownList()) p.grad.handle().zero();
+  }
+
+  exportParameters(): Record<string, Float32Array> {
+    return Object.fromEntries(this.#all().map((p) => [p.name, p.value.toArray() as Float32Array]));
+  }
+
+  /** Sets every parameter; a separate `lm_head.weight` equal to wte (an untied-format file) is accepted. */
+  importParameters(values: Record<string, Float32Array | ArrayLike<number>>): void {
+    this.#live('importParameters');
+    const stackNames = new Set(this.stack.parameters().map((p) => p.name));
+    const own = this.#ownList();
+    for (const p of own) {
+      const v = values[p.name];
+      if (v === undefined) throw new RangeError(`importParameters: missing parameter '${p.name}'`);
+      if (v.length !== p.value.size) {
+        throw new RangeError(`importParameters: '${p.name}' has ${v.length} values, expected ${p.value.size} (shape [${p.shape.join(', ')}])`);
+      }
+    }
+    this.stack.importParameters(Object.fromEntries(Object.entries(values).filter(([k]) => stackNames.has(k))));
+    for (const p of own) {
+      const v = values[p.name]!;
+      p.value.handle().write(v instanceof Float32Array ? v : Float32Array.from(v));
+    }
+  }
+
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.stack.dispose();
+    for (const p of this.#ownList()) {
+      p.value.dispose();
+      p.grad.dispose();
+    }
+  }
+
+  async #hidden(tokens: Tensor, window: number | undefined): Promise<Tensor> {
+    this.#live('evaluate');
+    const emb = new Tensor(await this.#native.embeddingForward(tokens.handle('tokens'), this.#wte.value.handle(), this.#wpe?.value.handle() ?? null, 0, 0));
+    try {
+      return await this.stack.forward(emb, { training: false, grad: false, window });
+    } finally {
+      emb.dispose();
+    }
+  }
+
+  #headWeight(): OwnParam {
+    return this.#head ?? this.#wte;
+  }
+
+  #ownList(): OwnParam[] {
+    return [this.#wte, this.#wpe, this.#lnW, this.#lnB, this.#head].filter((p): p is OwnParam => p !== null);
+  }
+
+  #all(): OwnParam[] {
+    const stack = this.stack.parameters().map((p) => ({ ...p, decay: p.shape.length >= 2 }));
+    const [wte, wpe, lnW, lnB, head] = [this.#wte, this.#wpe, this.#lnW, this.#lnB, this.#head];
+    return [wte, ...(wpe ? [wpe] : []), ...stack, lnW, ...(lnB ? [lnB] : []), ...(head ? [head] : [])];
+  }
+
+  #live(op: string): void {
+    if (this.#disposed) throw new Error(`${op}: the model has been disposed`);
+  }
+}

@@ -1,0 +1,118 @@
+// AdamW over a model's parameters: one native call per step does the global gradient norm, clipping
+// and the update of every tensor. Matches torch.optim.AdamW (decoupled decay, bias-corrected moments);
+// weight decay applies to 2-D weights only, as in nanoGPT.
+import { loadNative } from '../native.js';
+import { Tensor } from '../tensor.js';
+import type { Parameter } from '../model/layer.js';
+
+export interface AdamWOptions {
+  lr?: number;
+  betas?: [number, number];
+  eps?: number;
+  weightDecay?: number;
+  /** Clip the global gradient norm to this (0 = no clipping). */
+  maxGradNorm?: number;
+}
+
+export interface AdamWState {
+  step: number;
+  m: Record<string, Float32Array>;
+  v: Record<string, Float32Array>;
+}
+
+export interface StepInfo {
+  /** Global L2 norm of the gradients before clipping. */
+  gradNorm: number;
+  /** True when the norm was NaN or infinite: nothing was updated. */
+  skipped: boolean;
+}
+
+function positive(v: number, name: string, allowZero = false): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (!allowZero && v === 0)) {
+    throw new RangeError(`${name}: expected a ${allowZero ? 'non-negative' : 'positive'} finite number, got ${String(v)}`);
+  }
+  return v;
+}
+
+export class AdamW {
+  readonly lr: number;
+  readonly betas: [number, number];
+  readonly eps: number;
+  readonly weightDecay: number;
+  readonly maxGradNorm: number;
+  #params: Parameter[];
+  #decay: boolean[];
+  #m: Tensor[];
+  #v: Tensor[];
+  #step = 0;
+
+  constructor(params: Parameter[], decay: boolean[], opts: AdamWOptions = {}) {
+    if (params.length !== decay.length) throw new RangeError('decay: expected one flag per parameter');
+    this.lr = positive(opts.lr ?? 1e-3, 'lr');
+    const [b1, b2] = opts.betas ?? [0.9, 0.999];
+    if (!(b1 >= 0 && b1 < 1) || !(b2 >= 0 && b2 < 1)) throw new RangeError(`betas: expected two numbers in [0, 1), got [${b1}, ${b2}]`);
+    this.betas = [b1, b2];
+    this.eps = positive(opts.eps ?? 1e-8, 'eps');
+    this.weightDecay = positive(opts.weightDecay ?? 0, 'weightDecay', true);
+    this.maxGradNorm = positive(opts.maxGradNorm ?? 0, 'maxGradNorm', true);
+    this.#params = params;
+    this.#decay = decay;
+    this.#m = params.map((p) => Tensor.zeros(p.shape));
+    this.#v = params.map((p) => Tensor.zeros(p.shape));
+  }
+
+  get stepCount(): number {
+    return this.#step;
+  }
+
+  /** One update at learning rate `lr` (default the constructor's). A non-finite gradient norm skips it. */
+  async step(lr: number = this.lr): Promise<StepInfo> {
+    positive(lr, 'lr', true);
+    const r = await loadNative('cpu').adamw(
+      this.#params.map((p) => p.value.handle(p.name)),
+      this.#params.map((p) => p.grad.handle(p.name)),
+      this.#m.map((t) => t.handle()),
+      this.#v.map((t) => t.handle()),
+      this.#decay,
+      {
+        lr,
+        beta1: this.betas[0],
+        beta2: this.betas[1],
+        eps: this.eps,
+        weightDecay: this.weightDecay,
+        step: this.#step + 1,
+        maxNorm: this.maxGradNorm,
+      },
+    );
+    if (!r.skipped) this.#step++;
+    return { gradNorm: r.norm, skipped: r.skipped };
+  }
+
+  state(): AdamWState {
+    const m: Record<string, Float32Array> = {};
+    const v: Record<string, Float32Array> = {};
+    this.#params.forEach((p, i) => {
+      m[p.name] = this.#m[i]!.toArray() as Float32Array;
+      v[p.name] = this.#v[i]!.toArray() as Float32Array;
+    });
+    return { step: this.#step, m, v };
+  }
+
+  loadState(s: AdamWState): void {
+    if (!Number.isInteger(s.step) || s.step < 0) throw new RangeError('optimizer state: step must be a non-negative integer');
+    this.#params.forEach((p, i) => {
+      const m = s.m[p.name];
+      const v = s.v[p.name];
+      if (!m || !v || m.length !== p.value.size || v.length !== p.value.size) {
+        throw new RangeError(`optimizer state: moments for '${p.name}' are missing or the wrong size`);
+      }
+      this.#m[i]!.handle().write(m);
+      this.#v[i]!.handle().write(v);
+    });
+    this.#step = s.step;
+  }
+
+  dispose(): void {
+    for (const t of [...this.#m, ...this.#v]) t.dispose();
+  }
+}
