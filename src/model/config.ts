@@ -98,7 +98,7 @@ export interface ModelConfig {
   /** Fixed window width (0 = plain transformer). Give this or windowRange. */
   window?: number;
   /** Training samples the width uniformly from [min, max] per step; evaluation uses floor((min+max)/2). */
-  windowRange?: [number, number];
+  windowRange?: [number, number] | null;
   variant?: Variant;
   alpha?: { init?: number; learnable?: boolean };
   /** Learned position embeddings (default true). */
@@ -136,7 +136,7 @@ export function resolveModelConfig(config: ModelConfig): ResolvedModelConfig {
   const maxLen = int(config.maxLen, 'config.maxLen', 1, 2 ** 24);
   let windowRange: [number, number] | null = null;
   let window: number;
-  if (config.windowRange !== undefined) {
+  if (config.windowRange !== undefined && config.windowRange !== null) {
     const r = config.windowRange;
     if (!Array.isArray(r) || r.length !== 2) throw new TypeError('config.windowRange: expected [min, max]');
     const lo = int(r[0], 'config.windowRange[0]', 1, 2 ** 30);

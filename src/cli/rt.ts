@@ -1,0 +1,45 @@
+#!/usr/bin/env node
+// The `rt` command.
+import { parseArgs } from 'node:util';
+import { UsageError, type Flags } from './args.js';
+import { evalCommand, infoCommand } from './inspect.js';
+import { TRAIN_HELP, trainCommand } from './train.js';
+
+const HELP = `rt <command> [flags]
+
+  train    train a copy / selective-copy model (no flags: a small copy task, about a minute)
+  eval     --checkpoint FILE [--noise L --batches N]   accuracy on fresh data
+  info     --checkpoint FILE                            config and parameter count
+
+${TRAIN_HELP}`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(HELP + '\n');
+    return command ? 0 : 2;
+  }
+  const { values } = parseArgs({ args: rest, strict: false, allowPositionals: false });
+  const flags = values as Flags;
+  switch (command) {
+    case 'train':
+      return trainCommand(flags);
+    case 'eval':
+      return evalCommand(flags);
+    case 'info':
+      return infoCommand(flags);
+    default:
+      throw new UsageError(`unknown command '${command}' (try rt --help)`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    const err = e as Error;
+    process.stderr.write(`rt: ${err instanceof UsageError ? err.message : (err.stack ?? String(err))}\n`);
+    process.exitCode = err instanceof UsageError ? 2 : 1;
+  },
+);

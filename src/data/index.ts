@@ -1,0 +1,13 @@
+// Data: the seeded PRNG and the copy / selective-copy task generators.
+export { Rng } from './rng.js';
+export {
+  copyBatch,
+  copySeqLen,
+  copyMarkerToken,
+  resolveCopyTaskOptions,
+  COPY_NOISE_TOKEN,
+  type CopyTask,
+  type CopyBatch,
+  type CopyTaskOptions,
+  type ResolvedCopyTaskOptions,
+} from './copy.js';

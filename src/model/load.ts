@@ -1,0 +1,25 @@
+// Rebuilds a model from a checkpoint: the config travels in the file's metadata.
+import { loadCheckpoint, type CheckpointData } from '../io/checkpoint.js';
+import type { ModelConfig } from './config.js';
+import { RecurrentTransformer } from './transformer.js';
+
+export interface LoadedModel {
+  model: RecurrentTransformer;
+  checkpoint: CheckpointData;
+  /** The training task's description, when the checkpoint came from `train`. */
+  data?: Record<string, unknown>;
+}
+
+export async function loadModel(path: string): Promise<LoadedModel> {
+  const checkpoint = await loadCheckpoint(path);
+  const cfg = checkpoint.config as { model?: ModelConfig; data?: Record<string, unknown> } | undefined;
+  if (!cfg || typeof cfg !== 'object' || !cfg.model) throw new Error(`checkpoint ${path} has no model config`);
+  const model = new RecurrentTransformer(cfg.model);
+  try {
+    model.importParameters(checkpoint.params);
+  } catch (e) {
+    model.dispose();
+    throw new Error(`checkpoint ${path}: ${(e as Error).message}`);
+  }
+  return { model, checkpoint, data: cfg.data };
+}
