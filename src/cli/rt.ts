@@ -5,6 +5,18 @@ import { UsageError, type Flags } from './args.js';
 import { evalCommand, infoCommand } from './inspect.js';
 import { TRAIN_HELP, trainCommand } from './train.js';
 
+const BOOLEAN = ['json', 'bias', 'alpha-fixed', 'no-positional', 'no-curriculum'];
+const STRING = [
+  'task', 'noise', 'M', 'alphabet', 'd', 'heads', 'layers', 'window', 'window-range', 'variant', 'alpha',
+  'activation', 'dropout', 'steps', 'batch', 'lr', 'weight-decay', 'max-grad-norm', 'schedule', 'warmup',
+  'curriculum-start', 'curriculum-threshold', 'eval-every', 'eval-batches', 'stop-accuracy', 'seed', 'out',
+  'resume', 'checkpoint', 'batches',
+];
+const OPTIONS = Object.fromEntries([
+  ...BOOLEAN.map((k) => [k, { type: 'boolean' as const }]),
+  ...STRING.map((k) => [k, { type: 'string' as const }]),
+]);
+
 const HELP = `rt <command> [flags]
 
   train    train a copy / selective-copy model (no flags: a small copy task, about a minute)
@@ -19,8 +31,13 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP + '\n');
     return command ? 0 : 2;
   }
-  const { values } = parseArgs({ args: rest, strict: false, allowPositionals: false });
-  const flags = values as Flags;
+  let flags: Flags;
+  try {
+    const { values } = parseArgs({ args: rest, options: OPTIONS, strict: true, allowPositionals: false });
+    flags = values as Flags;
+  } catch (e) {
+    throw new UsageError(`${(e as Error).message} (try rt --help)`);
+  }
   switch (command) {
     case 'train':
       return trainCommand(flags);
