@@ -1,0 +1,35 @@
+// How busy the rest of the machine was while we measured (Linux; null elsewhere).
+//
+// foreign load = (CPU time the whole machine spent busy, from /proc/stat) - (our process's CPU time,
+// process.cpuUsage(), all threads) - (CPU time of the child processes we ran and reported), as a
+// percentage of the machine's total CPU capacity over the interval. A benchmark on a shared machine
+// is only trustworthy when this stays small (say under 10-15%).
+import { readFileSync } from 'node:fs';
+
+function procStat() {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]; // "cpu  user nice system idle iowait irq softirq steal ..."
+    const v = line.trim().split(/\s+/).slice(1, 9).map(Number);
+    const idle = v[3] + v[4];
+    const total = v.reduce((a, b) => a + b, 0);
+    return { busy: (total - idle) / 100, total: total / 100 }; // USER_HZ = 100 on Linux
+  } catch {
+    return null;
+  }
+}
+
+/** Starts a window; call .stop(childCpuSeconds) to get the foreign load percentage (or null). */
+export function loadWindow() {
+  const s0 = procStat();
+  const c0 = process.cpuUsage();
+  return {
+    stop(childCpuSeconds = 0) {
+      const s1 = procStat();
+      if (!s0 || !s1 || s1.total <= s0.total) return null;
+      const c = process.cpuUsage(c0);
+      const own = (c.user + c.system) / 1e6 + childCpuSeconds;
+      const foreign = s1.busy - s0.busy - own;
+      return Math.max(0, Math.round((1000 * foreign) / (s1.total - s0.total)) / 10);
+    },
+  };
+}

@@ -1,0 +1,157 @@
+// GELU (exact, erf form) and ReLU, forward and backward.
+//
+// libm's erff/expf are scalar calls that the compiler cannot vectorize without -ffast-math, which we do
+// not build with; on the MLP's 4d-wide activations they would cost more than the GEMMs around them. So
+// the normal CDF is evaluated in float with
+//
+//   Phi(x) = 0.5 * erfc(-x / sqrt 2),  erfc(z) = exp(-z^2) * R(t),  t = 1 / (1 + z/2),  z = |x| / sqrt 2
+//
+// R is a degree-10 polynomial in t fitted (weighted least squares on 1000 Chebyshev nodes in t, weights
+// ~exp(-z^2) so the fit minimises the absolute error of erfc) to erfc(z) * exp(z^2) over all z >= 0
+// (t in (0, 1]), with R(0) = 0 and R'(0) = 1/(2 sqrt pi) pinned so that the tail has the right asymptote.
+// In exact arithmetic the error is below 3e-11 absolute (4e-5 relative to erfc, up to z = 12); float
+// evaluation brings the total to ~1e-7 absolute (cpu/test/kernels_check.cc measures it against std::erf
+// in double). Evaluating erfc rather than erf keeps Phi accurate in the negative tail, where
+// gelu(x) = x * Phi(x) is tiny, and exp(-z^2) = exp(-x^2/2) is the Gaussian density the backward needs.
+//
+// The code is written with GCC/Clang vector extensions (8 floats) rather than left to the
+// auto-vectorizer: GCC sees that the underflow clamp makes the whole expression constant for x < -87,
+// turns that into a branch, and then (with -ftrapping-math, the default) cannot if-convert it back, so
+// a scalar loop stays scalar. Vector types also let every element, tail included, go through the same
+// instructions, so a value never depends on where a thread's chunk boundary fell.
+#include <cstdint>
+#include <cstring>
+
+#include "core/thread_pool.h"
+#include "cpu/kernels.h"
+
+namespace rt::cpu {
+namespace {
+
+// Without AVX enabled GCC warns that 32-byte vector arguments change the ABI; every function taking one
+// here has internal linkage, so no ABI is crossed.
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float f8 __attribute__((vector_size(32)));
+typedef int32_t i8 __attribute__((vector_size(32)));
+constexpr size_t kLanes = 8;
+constexpr size_t kGrain = 16384;
+
+inline f8 load8(const float* p) {
+  f8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store8(float* p, f8 v) { std::memcpy(p, &v, sizeof v); }
+inline f8 splat(float s) { return f8{} + s; }
+
+// exp(x) for x <= 0, relative error ~4e-9 before float rounding, exactly 0 below -87.3 (where the
+// result would be denormal). Range reduction x = n ln2 + r, |r| <= ln2/2, a degree-6 polynomial fitted
+// to exp on that interval (least squares on Chebyshev nodes, 1 + r fixed), then scaling by 2^n through
+// the exponent bits.
+inline f8 exp_nonpos(f8 x) {
+  const i8 under = x < splat(-87.3f);
+  const f8 xc = under ? splat(-87.3f) : x;
+  // Adding 1.5 * 2^23 rounds to the nearest integer in the low mantissa bits.
+  const f8 nf = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  f8 r = xc - nf * 0.693145751953125f;  // ln2, high 17 bits: n * hi is exact for |n| < 128
+  r = r - nf * 1.42860682030941723e-06f;  // ln2 - hi
+  f8 p = splat(1.375140790e-03f);
+  p = p * r + 8.368916341e-03f;
+  p = p * r + 4.166953311e-02f;
+  p = p * r + 1.666651846e-01f;
+  p = p * r + 4.999998860e-01f;
+  p = (p * r) * r + r + 1.0f;
+  const i8 bits = (__builtin_convertvector(nf, i8) + 127) << 23;
+  const f8 v = p * (f8)bits;
+  return under ? splat(0.0f) : v;
+}
+
+// Returns Phi(x) and writes the standard normal density phi(x) = exp(-x^2/2)/sqrt(2 pi) to *pdf.
+inline f8 normal_cdf(f8 x, f8* pdf) {
+  const i8 xb = (i8)x;
+  const i8 ab = xb & 0x7fffffff;
+  const f8 z = (f8)ab * 0.707106781186547524f;
+  const f8 t = 1.0f / (1.0f + 0.5f * z);
+  f8 r = splat(3.317186661e-02f);
+  r = r * t - 2.360498091e-01f;
+  r = r * t + 6.905431474e-01f;
+  r = r * t - 1.009634111e+00f;
+  r = r * t + 6.901505998e-01f;
+  r = r * t - 2.303236822e-01f;
+  r = r * t + 2.641258030e-01f;
+  r = r * t + 2.328555748e-01f;
+  r = r * t + 2.830658187e-01f;
+  r = r * t + 2.820947918e-01f;  // pinned to 1/(2 sqrt pi): erfc(z) exp(z^2) ~ 1/(z sqrt pi) as z -> inf
+  r = r * t;                      // pinned R(0) = 0
+  const f8 e = exp_nonpos(-(z * z));
+  const f8 half_erfc = 0.5f * e * r;  // = Phi(-|x|)
+  *pdf = e * 0.398942280401432678f;
+  return xb < 0 ? half_erfc : 1.0f - half_erfc;
+}
+
+inline f8 gelu8(f8 x) {
+  f8 pdf;
+  const f8 cdf = normal_cdf(x, &pdf);
+  // Far in the negative tail cdf is exactly 0; returning 0 there keeps -inf from becoming NaN.
+  return cdf == 0.0f ? splat(0.0f) : x * cdf;
+}
+
+inline f8 gelu_grad8(f8 x) {
+  f8 pdf;
+  const f8 cdf = normal_cdf(x, &pdf);
+  return pdf == 0.0f ? cdf : cdf + x * pdf;
+}
+
+// Applies f to [b, e) eight at a time; the tail goes through a zero-padded buffer so it is computed by
+// exactly the same instructions.
+template <class F>
+void map1(const float* x, float* y, size_t b, size_t e, F f) {
+  size_t i = b;
+  for (; i + kLanes <= e; i += kLanes) store8(y + i, f(load8(x + i)));
+  if (i < e) {
+    float in[kLanes] = {}, out[kLanes];
+    std::memcpy(in, x + i, (e - i) * sizeof(float));
+    store8(out, f(load8(in)));
+    std::memcpy(y + i, out, (e - i) * sizeof(float));
+  }
+}
+
+template <class F>
+void map2(const float* x, const float* dy, float* dx, size_t b, size_t e, F f) {
+  size_t i = b;
+  for (; i + kLanes <= e; i += kLanes) store8(dx + i, f(load8(x + i), load8(dy + i)));
+  if (i < e) {
+    float in[kLanes] = {}, g[kLanes] = {}, out[kLanes];
+    std::memcpy(in, x + i, (e - i) * sizeof(float));
+    std::memcpy(g, dy + i, (e - i) * sizeof(float));
+    store8(out, f(load8(in), load8(g)));
+    std::memcpy(dx + i, out, (e - i) * sizeof(float));
+  }
+}
+
+}  // namespace
+
+void gelu_forward(const float* x, float* y, size_t n) {
+  parallel_for(n, kGrain, [&](size_t b, size_t e) { map1(x, y, b, e, [](f8 v) { return gelu8(v); }); });
+}
+
+void gelu_backward(const float* x, const float* dy, float* dx, size_t n) {
+  parallel_for(n, kGrain, [&](size_t b, size_t e) {
+    map2(x, dy, dx, b, e, [](f8 xv, f8 g) { return g * gelu_grad8(xv); });
+  });
+}
+
+void relu_forward(const float* x, float* y, size_t n) {
+  parallel_for(n, kGrain, [&](size_t b, size_t e) {
+    // v < 0 rather than v > 0 so that NaN propagates, as in PyTorch.
+    map1(x, y, b, e, [](f8 v) { return v < 0.0f ? splat(0.0f) : v; });
+  });
+}
+
+void relu_backward(const float* x, const float* dy, float* dx, size_t n) {
+  parallel_for(n, kGrain, [&](size_t b, size_t e) {
+    map2(x, dy, dx, b, e, [](f8 xv, f8 g) { return xv > 0.0f ? g : splat(0.0f); });
+  });
+}
+
+}  // namespace rt::cpu
