@@ -42,9 +42,10 @@ export interface NativeLayer {
   readonly busy: boolean;
   readonly hasCache: boolean;
   params(): NativeParam[];
-  forward(x: NativeTensor, training: boolean, seed: number, window: number, keep: boolean): Promise<NativeTensor>;
-  backward(dy: NativeTensor): Promise<NativeTensor>;
+  forward(x: NativeTensor, training: boolean, seed: number, window: number, keep: boolean, checkFinite: boolean): Promise<NativeTensor>;
+  backward(dy: NativeTensor, checkFinite: boolean): Promise<NativeTensor>;
   zeroGrad(): void;
+  dropCache(): void;
   free(): void;
 }
 

@@ -46,6 +46,7 @@ class LayerHandle : public Napi::ObjectWrap<LayerHandle> {
   Napi::Value Forward(const Napi::CallbackInfo& info);
   Napi::Value Backward(const Napi::CallbackInfo& info);
   void ZeroGrad(const Napi::CallbackInfo& info);
+  void DropCache(const Napi::CallbackInfo& info);
   void Free(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info);
   Napi::Value HasCache(const Napi::CallbackInfo& info);

@@ -36,7 +36,8 @@ Napi::Function LayerHandle::Init(Napi::Env env) {
   return DefineClass(env, "LayerHandle",
                      {InstanceMethod<&LayerHandle::Params>("params"), InstanceMethod<&LayerHandle::Forward>("forward"),
                       InstanceMethod<&LayerHandle::Backward>("backward"),
-                      InstanceMethod<&LayerHandle::ZeroGrad>("zeroGrad"), InstanceMethod<&LayerHandle::Free>("free"),
+                      InstanceMethod<&LayerHandle::ZeroGrad>("zeroGrad"),
+                      InstanceMethod<&LayerHandle::DropCache>("dropCache"), InstanceMethod<&LayerHandle::Free>("free"),
                       InstanceAccessor<&LayerHandle::Busy>("busy"), InstanceAccessor<&LayerHandle::HasCache>("hasCache")});
 }
 
@@ -95,7 +96,7 @@ Napi::Value LayerHandle::Params(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// forward(x, training, seed, window, keep) -> Promise<TensorHandle>
+// forward(x, training, seed, window, keep, checkFinite) -> Promise<TensorHandle>
 Napi::Value LayerHandle::Forward(const Napi::CallbackInfo& info) {
   auto stack = Live("forward");
   auto x = TensorHandle::Get(info[0], "x");
@@ -103,8 +104,11 @@ Napi::Value LayerHandle::Forward(const Napi::CallbackInfo& info) {
   double seed = info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : 0;
   int window = info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : -1;
   bool keep = info[4].IsUndefined() ? true : info[4].ToBoolean().Value();
+  bool check = info[5].IsUndefined() ? true : info[5].ToBoolean().Value();
   auto s = static_cast<uint64_t>(seed);
-  return Run(info.Env(), [stack, x, training, s, window, keep] { return stack->forward(*x, training, s, window, keep); });
+  return Run(info.Env(), [stack, x, training, s, window, keep, check] {
+    return stack->forward(*x, training, s, window, keep, check);
+  });
 }
 
 // Runs a layer operation off the event loop; the layer stays referenced and busy until it settles.
@@ -127,10 +131,13 @@ Napi::Value LayerHandle::Backward(const Napi::CallbackInfo& info) {
   if (!stack->has_cache())
     throw Napi::Error::New(info.Env(),
                            "backward: no forward pass to differentiate; call forward (with gradients kept) before each backward");
-  return Run(info.Env(), [stack, dy] { return stack->backward(*dy); });
+  bool check = info[1].IsUndefined() ? true : info[1].ToBoolean().Value();
+  return Run(info.Env(), [stack, dy, check] { return stack->backward(*dy, check); });
 }
 
 void LayerHandle::ZeroGrad(const Napi::CallbackInfo&) { Live("zeroGrad")->zero_grad(); }
+
+void LayerHandle::DropCache(const Napi::CallbackInfo&) { Live("dropActivations")->drop_cache(); }
 
 void LayerHandle::Free(const Napi::CallbackInfo& info) {
   if (busy_) throw Napi::Error::New(info.Env(), "dispose: the layer is busy; await its forward or backward first");

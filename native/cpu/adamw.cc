@@ -7,10 +7,11 @@
 namespace rt::cpu {
 
 void adamw_update(float* param, const float* grad, float* m, float* v, size_t n, const AdamWHyper& h, bool decay) {
-  const float bc1 = 1.0f - std::pow(h.beta1, static_cast<float>(h.step));
-  const float bc2 = 1.0f - std::pow(h.beta2, static_cast<float>(h.step));
-  const float step_size = h.lr / bc1;
-  const float inv_sqrt_bc2 = 1.0f / std::sqrt(bc2);
+  // Bias corrections in double, like torch (1 - beta2^t cancels badly in float32 for beta2 near 1).
+  const double bc1 = 1.0 - std::pow(static_cast<double>(h.beta1), static_cast<double>(h.step));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(h.beta2), static_cast<double>(h.step));
+  const float step_size = static_cast<float>(h.lr / bc1);
+  const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
   const float shrink = decay ? 1.0f - h.lr * h.weight_decay : 1.0f;
   parallel_for(n, 1 << 14, [&](size_t a, size_t b) {
     for (size_t i = a; i < b; ++i) {

@@ -39,9 +39,11 @@ class LayerStack {
 
   // x: float32 [B, N, d]. window < 0 uses the config's. training turns dropout on; keep_for_backward
   // keeps the activations (memory linear in N) or, when false, reuses one cache (memory constant in N).
-  std::shared_ptr<Tensor> forward(const Tensor& x, bool training, uint64_t seed, int window, bool keep_for_backward);
+  // check_finite refuses NaN/Inf input; a trainer turns it off and looks at the loss instead.
+  std::shared_ptr<Tensor> forward(const Tensor& x, bool training, uint64_t seed, int window, bool keep_for_backward,
+                                  bool check_finite = true);
   // dy: float32 [B, N, d] -> dx; gradients accumulate into the params' grad tensors. Consumes the cache.
-  std::shared_ptr<Tensor> backward(const Tensor& dy);
+  std::shared_ptr<Tensor> backward(const Tensor& dy, bool check_finite = true);
   void zero_grad();
   bool has_cache() const { return !layer_caches_.empty(); }
   void drop_cache() { layer_caches_.clear(); }

@@ -94,7 +94,7 @@ export async function trainCommand(flags: Flags): Promise<number> {
       batchSize: int(flags, 'batch', 32),
       optimizer: { lr: num(flags, 'lr', 2e-3), weightDecay: num(flags, 'weight-decay', 0), maxGradNorm: num(flags, 'max-grad-norm', 1) },
       schedule,
-      curriculum: useCurriculum ? { start: int(flags, 'curriculum-start', 16), threshold: num(flags, 'curriculum-threshold', 0.3) } : false,
+      curriculum: useCurriculum ? { start: int(flags, 'curriculum-start', Math.min(16, noise)), threshold: num(flags, 'curriculum-threshold', 0.3) } : false,
       evalEvery: int(flags, 'eval-every', 50),
       evalBatches: int(flags, 'eval-batches', 4),
       seed: int(flags, 'seed', 0),

@@ -22,6 +22,8 @@ export interface ForwardOptions {
   window?: number;
   /** Keep the activations for backward (default true). False: memory constant in N, no backward. */
   grad?: boolean;
+  /** Refuse NaN/Infinity in x (default true). A trainer turns this off and checks the loss instead. */
+  checkFinite?: boolean;
 }
 
 export class RecurrentLayer {
@@ -82,18 +84,24 @@ export class RecurrentLayer {
     if (!Number.isSafeInteger(seed) || seed < 0) {
       throw new RangeError(`opts.seed: expected a non-negative integer, got ${String(opts.seed)}`);
     }
-    const handle = await native.forward(x.handle('x'), opts.training ?? false, seed, window, opts.grad ?? true);
+    const handle = await native.forward(x.handle('x'), opts.training ?? false, seed, window, opts.grad ?? true, opts.checkFinite ?? true);
     return new Tensor(handle);
   }
 
   /**
    * Back-propagates dy [batch, N, d] through the last forward: returns dL/dx and accumulates every
-   * parameter's gradient (call zeroGrad() between steps). One backward per forward.
+   * parameter's gradient (call zeroGrad() between steps). One backward per forward. NaN/Infinity in
+   * dy is refused unless checkFinite is false (a trainer's optimizer then sees the non-finite norm).
    */
-  async backward(dy: Tensor): Promise<Tensor> {
+  async backward(dy: Tensor, opts: { checkFinite?: boolean } = {}): Promise<Tensor> {
     const native = this.live('backward');
     if (!(dy instanceof Tensor)) throw new TypeError('dy: expected a Tensor');
-    return new Tensor(await native.backward(dy.handle('dy')));
+    return new Tensor(await native.backward(dy.handle('dy'), opts.checkFinite ?? true));
+  }
+
+  /** Frees the activations kept by the last forward without running backward. */
+  dropActivations(): void {
+    this.live('dropActivations').dropCache();
   }
 
   zeroGrad(): void {

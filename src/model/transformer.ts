@@ -99,6 +99,7 @@ export class RecurrentTransformer {
   /** Forward and backward on one batch: gradients accumulate into parameters()' grads. */
   async lossAndGrad(tokens: Tensor, targets: Tensor, opts: StepOptions = {}): Promise<LossResult> {
     this.#live('lossAndGrad');
+    this.#checkTargets(tokens, targets);
     const training = opts.training ?? true;
     const seed = opts.seed ?? 0;
     const p = training ? this.config.dropout : 0;
@@ -108,7 +109,8 @@ export class RecurrentTransformer {
     let dY: Tensor | undefined;
     let dx: Tensor | undefined;
     try {
-      y = await this.stack.forward(emb, { training, seed, window: opts.window });
+      // Non-finite activations (diverged weights) surface as a non-finite loss, which the trainer skips.
+      y = await this.stack.forward(emb, { training, seed, window: opts.window, checkFinite: false });
       const r = await n.headXent(
         y.handle(),
         this.#lnW.value.handle(),
@@ -119,7 +121,11 @@ export class RecurrentTransformer {
         { dlnw: this.#lnW.grad.handle(), dlnb: this.#lnB?.grad.handle() ?? null, dW: this.#headWeight().grad.handle() },
       );
       dY = new Tensor(r.dY!);
-      dx = await this.stack.backward(dY);
+      if (!Number.isFinite(r.loss)) {
+        this.stack.dropActivations();
+        return { loss: r.loss, correct: r.correct, count: r.count };
+      }
+      dx = await this.stack.backward(dY, { checkFinite: false });
       await n.embeddingBackward(tokens.handle('tokens'), dx.handle(), this.#wte.grad.handle(), this.#wpe?.grad.handle() ?? null, p, seed);
       return { loss: r.loss, correct: r.correct, count: r.count };
     } finally {
@@ -129,6 +135,8 @@ export class RecurrentTransformer {
 
   /** Loss and accuracy without gradients and without dropout; memory does not grow with N. */
   async evaluate(tokens: Tensor, targets: Tensor, opts: { window?: number } = {}): Promise<LossResult> {
+    this.#live('evaluate');
+    this.#checkTargets(tokens, targets);
     const y = await this.#hidden(tokens, opts.window);
     try {
       const r = await this.#native.headXent(
@@ -180,6 +188,9 @@ export class RecurrentTransformer {
       if (v.length !== p.value.size) {
         throw new RangeError(`importParameters: '${p.name}' has ${v.length} values, expected ${p.value.size} (shape [${p.shape.join(', ')}])`);
       }
+      for (let i = 0; i < v.length; i++) {
+        if (!Number.isFinite(v[i])) throw new RangeError(`importParameters: '${p.name}'[${i}] is not finite`);
+      }
     }
     this.stack.importParameters(Object.fromEntries(Object.entries(values).filter(([k]) => stackNames.has(k))));
     for (const p of own) {
@@ -205,6 +216,13 @@ export class RecurrentTransformer {
       return await this.stack.forward(emb, { training: false, grad: false, window });
     } finally {
       emb.dispose();
+    }
+  }
+
+  #checkTargets(tokens: Tensor, targets: Tensor): void {
+    const P = this.scoredPositions(tokens.shape[1] ?? 0);
+    if (targets.shape.length === 2 && targets.shape[1] !== P) {
+      throw new RangeError(`targets: expected shape [${tokens.shape[0]}, ${P}] (the head scores ${P} positions), got [${targets.shape.join(', ')}]`);
     }
   }
 
