@@ -1,11 +1,24 @@
 // Public API of recurrent-transformer.
 export { Tensor, type DType } from './tensor.js';
 export { RecurrentLayer, type Parameter, type ForwardOptions } from './model/layer.js';
+export { RecurrentTransformer, IGNORE_INDEX, type LossResult, type StepOptions } from './model/transformer.js';
+export { loadModel, type LoadedModel } from './model/load.js';
 export {
   resolveLayerConfig,
+  resolveModelConfig,
   type LayerConfig,
   type ResolvedLayerConfig,
+  type ModelConfig,
+  type ResolvedModelConfig,
+  type HeadConfig,
   type Variant,
   type Activation,
 } from './model/config.js';
+export { AdamW, type AdamWOptions, type AdamWState, type StepInfo } from './optim/adamw.js';
+export * from './optim/schedule.js';
+export { train, type TrainOptions, type TrainEvent, type TrainResult, type EvalResult, type ScheduleOptions } from './train/trainer.js';
+export { CopyTaskData, type Batch, type TrainData } from './train/data.js';
+export { NoiseCurriculum, sampleWindow, evalWindow, type CurriculumOptions, type WindowRange } from './train/curriculum.js';
+export * from './data/index.js';
+export * from './io/index.js';
 export { nativeInfo, benchSgemm, nativeAllocatedBytes, defaultDevice, type Device } from './native.js';
