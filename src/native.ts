@@ -56,9 +56,24 @@ export interface NativeHeadResult {
   dY?: NativeTensor;
 }
 
+export interface NativeDecoder {
+  readonly position: number;
+  step(tokens: Int32Array): Promise<Float32Array>;
+}
+
 export interface NativeAddon {
   TensorHandle: new (dtype: 'float32' | 'int32', shape: number[], data?: Float32Array | Int32Array) => NativeTensor;
   LayerHandle: new (config: NativeLayerConfig) => NativeLayer;
+  DecoderHandle: new (
+    layer: NativeLayer,
+    batch: number,
+    maxPositions: number,
+    wte: NativeTensor,
+    wpe: NativeTensor | null,
+    lnw: NativeTensor,
+    lnb: NativeTensor | null,
+    head: NativeTensor,
+  ) => NativeDecoder;
   info(): { gemm: 'openblas' | 'builtin'; threads: number; devices: string[] };
   allocatedBytes(): number;
   benchSgemm(M: number, N: number, K: number, reps: number): number;

@@ -49,9 +49,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   data->tensor_ctor = Napi::Persistent(TensorHandle::Init(env));
   data->layer_ctor = Napi::Persistent(LayerHandle::Init(env));
+  data->decoder_ctor = Napi::Persistent(DecoderHandle::Init(env));
   env.SetInstanceData<AddonData>(data);
   exports.Set("TensorHandle", data->tensor_ctor.Value());
   exports.Set("LayerHandle", data->layer_ctor.Value());
+  exports.Set("DecoderHandle", data->decoder_ctor.Value());
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("allocatedBytes", Napi::Function::New(env, AllocatedBytes));
   exports.Set("benchSgemm", Napi::Function::New(env, BenchSgemm));

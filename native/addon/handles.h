@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "core/tensor.h"
+#include "layer/decode.h"
 #include "layer/recurrence.h"
 
 namespace rt::addon {
@@ -40,6 +41,9 @@ class LayerHandle : public Napi::ObjectWrap<LayerHandle> {
   static Napi::Function Init(Napi::Env env);
   explicit LayerHandle(const Napi::CallbackInfo& info);
 
+  // The live stack, or a JS Error naming `op` when disposed.
+  std::shared_ptr<LayerStack> Stack(const char* op);
+
  private:
   Napi::Value Run(Napi::Env env, std::function<std::shared_ptr<Tensor>()> work);
   Napi::Value Params(const Napi::CallbackInfo& info);
@@ -56,10 +60,28 @@ class LayerHandle : public Napi::ObjectWrap<LayerHandle> {
   bool busy_ = false;
 };
 
+// Incremental decoding of B sequences through a model's layer stack, embedding and head: each step()
+// takes B tokens and resolves with their next-token logits [B, V], holding O(layers * w * d) state.
+class DecoderHandle : public Napi::ObjectWrap<DecoderHandle> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  explicit DecoderHandle(const Napi::CallbackInfo& info);
+
+ private:
+  Napi::Value Step(const Napi::CallbackInfo& info);
+  Napi::Value Position(const Napi::CallbackInfo& info);
+
+  std::shared_ptr<LayerStack> stack_;
+  std::shared_ptr<DecodeState> state_;
+  std::shared_ptr<Tensor> wte_, wpe_, lnw_, lnb_, head_;
+  bool busy_ = false;
+};
+
 // Per-environment constructors (worker threads each get their own).
 struct AddonData {
   Napi::FunctionReference tensor_ctor;
   Napi::FunctionReference layer_ctor;
+  Napi::FunctionReference decoder_ctor;
 };
 
 }  // namespace rt::addon

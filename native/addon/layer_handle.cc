@@ -73,6 +73,8 @@ LayerHandle::LayerHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Laye
   Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(bytes));
 }
 
+std::shared_ptr<LayerStack> LayerHandle::Stack(const char* op) { return Live(op); }
+
 std::shared_ptr<LayerStack> LayerHandle::Live(const char* op) {
   if (!stack_) throw Napi::Error::New(Env(), std::string(op) + ": the layer has been disposed");
   if (busy_)

@@ -152,6 +152,9 @@ class CpuBackend final : public Backend {
                           int H, float p, uint64_t seed, uint64_t stream) override {
     cpu::attention_backward(qkv, probs, dout, dqkv, B, n, d, H, p, seed, stream);
   }
+  void attention_cached(const float* qkv, int cap, int B, int t0, int c, int d, int H, float* out) override {
+    cpu::attention_cached(qkv, cap, B, t0, c, d, H, out);
+  }
   void activation_forward(bool gelu, const float* x, float* y, size_t n) override {
     gelu ? cpu::gelu_forward(x, y, n) : cpu::relu_forward(x, y, n);
   }

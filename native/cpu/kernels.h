@@ -102,3 +102,14 @@ void adamw_update(float* param, const float* grad, float* m, float* v, size_t n,
 double sum_squares(const float* x, size_t n);
 
 }  // namespace rt::cpu
+
+namespace rt::cpu {
+
+// ---- decode.cc (inference only: no backward) ----
+// Attention for c new query rows at positions t0 .. t0+c-1 of an application whose keys and values sit in
+// a cache: qkv holds B sequences of `cap` rows of [q | k | v] (3d floats), rows 0 .. t0+c-1 filled.
+// Row t0+r attends causally to rows 0 .. t0+r. out [B, c, d] is written. Incremental decoding and chunked
+// prefill both use it, so generation never recomputes the window it has already seen.
+void attention_cached(const float* qkv, int cap, int B, int t0, int c, int d, int H, float* out);
+
+}  // namespace rt::cpu

@@ -45,6 +45,7 @@ class Backend {
                                  float p, uint64_t seed, uint64_t stream) = 0;
   virtual void attention_backward(const float* qkv, const float* probs, const float* dout, float* dqkv,
                                   int B, int n, int d, int H, float p, uint64_t seed, uint64_t stream) = 0;
+  virtual void attention_cached(const float* qkv, int cap, int B, int t0, int c, int d, int H, float* out) = 0;
   virtual void activation_forward(bool gelu, const float* x, float* y, size_t n) = 0;
   virtual void activation_backward(bool gelu, const float* x, const float* dy, float* dx, size_t n) = 0;
   virtual void dropout_forward(const float* x, float* y, size_t n, float p, uint64_t seed,

@@ -94,4 +94,36 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   be.layernorm_backward(c.x.get(), w.ln1_w, c.mean1.get(), c.rstd1.get(), k.dh.get(), dx, g.ln1_w, g.ln1_b, R, d);
 }
 
+void ChunkScratch::ensure(Backend& be, const BlockShape& s, int tokens) {
+  if (tokens <= capacity) return;
+  capacity = tokens;
+  const size_t R = tokens, d = s.d;
+  h = DeviceBuffer(be, R * d);
+  mean = DeviceBuffer(be, R);
+  rstd = DeviceBuffer(be, R);
+  qkv = DeviceBuffer(be, R * 3 * d);
+  att = DeviceBuffer(be, R * d);
+  x2 = DeviceBuffer(be, R * d);
+  f = DeviceBuffer(be, R * 4 * d);
+}
+
+void block_chunk(Backend& be, const BlockShape& s, const BlockWeights& w, float* kv, int cap, int B, int t0, int c,
+                 const float* x, float* y, ChunkScratch& k) {
+  const int d = s.d, R = B * c;
+  const size_t Rd = static_cast<size_t>(R) * d;
+  k.ensure(be, s, R);
+  be.layernorm_forward(x, w.ln1_w, w.ln1_b, k.h.get(), k.mean.get(), k.rstd.get(), R, d);
+  be.linear_forward(k.h.get(), w.attn_w, w.attn_b, k.qkv.get(), R, d, 3 * d);
+  const size_t row = 3 * static_cast<size_t>(d);
+  be.axpy2d(kv + t0 * row, cap * row, 1.0f, k.qkv.get(), c * row, nullptr, 0, B, c * row);
+  be.attention_cached(kv, cap, B, t0, c, d, s.heads, k.att.get());
+  be.linear_forward(k.att.get(), w.attn_proj_w, w.attn_proj_b, k.x2.get(), R, d, d);
+  be.axpy2d(k.x2.get(), 0, 1.0f, k.x2.get(), 0, x, 0, 1, Rd);
+  be.layernorm_forward(k.x2.get(), w.ln2_w, w.ln2_b, k.h.get(), k.mean.get(), k.rstd.get(), R, d);
+  be.linear_forward(k.h.get(), w.fc_w, w.fc_b, k.f.get(), R, d, 4 * d);
+  be.activation_forward(s.gelu, k.f.get(), k.f.get(), Rd * 4);
+  be.linear_forward(k.f.get(), w.mlp_proj_w, w.mlp_proj_b, y, R, 4 * d, d);
+  be.axpy2d(y, 0, 1.0f, y, 0, k.x2.get(), 0, 1, Rd);
+}
+
 }  // namespace rt

@@ -54,4 +54,17 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
 void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
                     const BlockCache& cache, BlockScratch& scratch, const float* dy, float* dx);
 
+// Scratch for block_chunk, sized for B x rows new tokens.
+struct ChunkScratch {
+  int capacity = 0;  // B * rows
+  DeviceBuffer h, mean, rstd, qkv, att, x2, f;
+  void ensure(Backend& be, const BlockShape& s, int tokens);
+};
+
+// Inference only: T applied to c new tokens x [B, c, d] at positions t0 .. t0+c-1 of an application
+// whose keys and values live in kv ([B, cap, 3d]; rows < t0 filled by earlier calls). Writes their
+// rows into kv and the block's output to y [B, c, d]. No dropout, nothing kept for backward.
+void block_chunk(Backend& be, const BlockShape& s, const BlockWeights& w, float* kv, int cap, int B, int t0, int c,
+                 const float* x, float* y, ChunkScratch& k);
+
 }  // namespace rt

@@ -110,6 +110,13 @@ LayerStack::LayerStack(const LayerConfig& cfg, Backend& be) : cfg_(cfg), be_(be)
   }
 }
 
+float LayerStack::alpha(int l) const {
+  if (!cfg_.accumulate) return 0.0f;
+  float a = 0;
+  be_.download(&a, lw_[l].alpha, 1);
+  return std::min(1.0f, std::max(0.0f, a));
+}
+
 void LayerStack::zero_grad() {
   for (auto& p : params_) be_.zero(p.grad->f32(), p.grad->numel());
 }

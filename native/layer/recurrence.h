@@ -46,6 +46,11 @@ class LayerStack {
   std::shared_ptr<Tensor> backward(const Tensor& dy, bool check_finite = true);
   void zero_grad();
   bool has_cache() const { return !layer_caches_.empty(); }
+  Backend& backend() const { return be_; }
+  const BlockShape& shape() const { return shape_; }
+  const BlockWeights& weights(int l) const { return lw_[l].w; }
+  // clamp(a, 0, 1) of layer l when the variant accumulates, else 0.
+  float alpha(int l) const;
   void drop_cache() { layer_caches_.clear(); }
 
  private:

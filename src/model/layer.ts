@@ -162,6 +162,11 @@ export class RecurrentLayer {
     return this.#native === undefined;
   }
 
+  /** @internal The native stack (for the model's decoder). */
+  nativeHandle(op: string): NativeLayer {
+    return this.live(op);
+  }
+
   private live(op: string): NativeLayer {
     if (!this.#native) throw new Error(`${op}: the layer has been disposed`);
     return this.#native;

@@ -23,6 +23,16 @@ export interface StepOptions {
   window?: number;
 }
 
+/** Incremental decoding state; see RecurrentTransformer.decoder(). */
+export interface Decoder {
+  readonly batch: number;
+  readonly vocab: number;
+  /** Tokens consumed so far. */
+  readonly position: number;
+  /** Feeds one token per sequence; resolves with the next-token logits, [batch * vocab] row-major. */
+  step(tokens: Int32Array | number[]): Promise<Float32Array>;
+}
+
 /** Targets equal to this are not scored (like PyTorch's ignore_index). */
 export const IGNORE_INDEX = -1;
 
@@ -165,6 +175,43 @@ export class RecurrentTransformer {
     } finally {
       y.dispose();
     }
+  }
+
+  /**
+   * An incremental decoder for `batch` sequences: each step takes one token per sequence and returns the
+   * next-token logits [batch * vocab], equal to logits() of the whole prefix, with O(layers * w * d)
+   * state per sequence. `maxPositions` bounds the cache of the plain transformer (window 0) only.
+   */
+  decoder(batch = 1, maxPositions = this.config.maxLen): Decoder {
+    this.#live('decoder');
+    if (typeof this.config.head === 'object' && 'classify' in this.config.head) {
+      throw new Error('decoder: a classify model has no next-token head');
+    }
+    const handle = new this.#native.DecoderHandle(
+      this.stack.nativeHandle('decoder'),
+      batch,
+      maxPositions,
+      this.#wte.value.handle(),
+      this.#wpe?.value.handle() ?? null,
+      this.#lnW.value.handle(),
+      this.#lnB?.value.handle() ?? null,
+      this.#headWeight().value.handle(),
+    );
+    const vocab = this.config.vocabSize;
+    return {
+      batch,
+      vocab,
+      get position() {
+        return handle.position;
+      },
+      step: (tokens) => {
+        const t = tokens instanceof Int32Array ? tokens : Int32Array.from(tokens);
+        for (const v of t) {
+          if (!Number.isInteger(v) || v < 0 || v >= vocab) throw new RangeError(`decoder.step: token ${v} is outside the vocabulary [0, ${vocab})`);
+        }
+        return handle.step(t);
+      },
+    };
   }
 
   zeroGrad(): void {

@@ -1,0 +1,95 @@
+#include <string>
+#include <vector>
+
+#include "addon/async.h"
+#include "addon/handles.h"
+#include "core/error.h"
+#include "cpu/kernels.h"
+
+namespace rt::addon {
+
+Napi::Function DecoderHandle::Init(Napi::Env env) {
+  return DefineClass(env, "DecoderHandle",
+                     {InstanceMethod<&DecoderHandle::Step>("step"), InstanceAccessor<&DecoderHandle::Position>("position")});
+}
+
+namespace {
+std::shared_ptr<Tensor> optional(const Napi::Value& v, const char* what) {
+  return v.IsNull() || v.IsUndefined() ? nullptr : TensorHandle::Get(v, what);
+}
+}  // namespace
+
+// new DecoderHandle(layer, batch, maxPositions, wte, wpe | null, lnw, lnb | null, headW)
+DecoderHandle::DecoderHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DecoderHandle>(info) {
+  Napi::Env env = info.Env();
+  auto data = env.GetInstanceData<AddonData>();
+  if (!info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(data->layer_ctor.Value()))
+    throw Napi::TypeError::New(env, "decoder: expected the model's layer stack");
+  stack_ = LayerHandle::Unwrap(info[0].As<Napi::Object>())->Stack("decoder");
+  if (!info[1].IsNumber() || !info[2].IsNumber()) throw Napi::TypeError::New(env, "decoder: expected batch and maxPositions numbers");
+  const int B = info[1].As<Napi::Number>().Int32Value(), maxPos = info[2].As<Napi::Number>().Int32Value();
+  wte_ = TensorHandle::Get(info[3], "wte");
+  wpe_ = optional(info[4], "wpe");
+  lnw_ = TensorHandle::Get(info[5], "ln_f.weight");
+  lnb_ = optional(info[6], "ln_f.bias");
+  head_ = TensorHandle::Get(info[7], "head weight");
+  if (B < 1 || B > 1 << 16) throw Napi::RangeError::New(env, "batch: expected an integer in [1, 65536]");
+  try {
+    state_ = std::make_shared<DecodeState>(*stack_, B, maxPos);
+  } catch (const Error& e) {
+    throw Napi::RangeError::New(env, e.what());
+  }
+}
+
+Napi::Value DecoderHandle::Position(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(state_->position()));
+}
+
+// step(tokens: Int32Array of length batch) -> Promise<Float32Array [batch * V]>
+Napi::Value DecoderHandle::Step(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (busy_) throw Napi::Error::New(env, "decoder: a step is already running; await it first");
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw Napi::TypeError::New(env, "tokens: expected an Int32Array");
+  auto ta = info[0].As<Napi::Int32Array>();
+  const int B = state_->batch();
+  if (static_cast<int>(ta.ElementLength()) != B)
+    throw Napi::RangeError::New(env, "tokens: expected " + std::to_string(B) + " tokens (one per sequence), got " +
+                                         std::to_string(ta.ElementLength()));
+  std::vector<int32_t> tokens(ta.Data(), ta.Data() + B);
+  const int d = static_cast<int>(wte_->shape[1]), V = static_cast<int>(head_->shape[0]);
+  const int vocab = static_cast<int>(wte_->shape[0]);
+  if (wpe_ && state_->position() >= wpe_->shape[0])
+    throw Napi::RangeError::New(env, "generate: position " + std::to_string(state_->position()) +
+                                         " is past the model's maxLen " + std::to_string(wpe_->shape[0]) +
+                                         " (learned position embeddings end there)");
+  auto logits = std::make_shared<std::vector<float>>(static_cast<size_t>(B) * V);
+  auto state = state_;
+  auto stack = stack_;
+  auto wte = wte_, wpe = wpe_, lnw = lnw_, lnb = lnb_, head = head_;
+  busy_ = true;
+  auto self = std::make_shared<Napi::ObjectReference>(Napi::Persistent(Value()));
+  return PromiseWorker::Run(
+      env, "rt:decode",
+      [=] {
+        std::vector<float> x(static_cast<size_t>(B) * d), y(static_cast<size_t>(B) * d);
+        const int64_t pos = state->position();
+        cpu::embedding_forward(tokens.data(), wte->f32(), nullptr, x.data(), B, 1, d, vocab, 0.0f, 0, 0);
+        if (wpe)
+          for (int b = 0; b < B; ++b)
+            for (int e = 0; e < d; ++e) x[static_cast<size_t>(b) * d + e] += wpe->f32()[pos * d + e];
+        state->step(x.data(), y.data());
+        cpu::head_logits(y.data(), lnw->f32(), lnb ? lnb->f32() : nullptr, head->f32(), B, 1, d, V, 1, logits->data());
+      },
+      [logits](Napi::Env e) -> Napi::Value {
+        auto arr = Napi::Float32Array::New(e, logits->size());
+        std::copy(logits->begin(), logits->end(), arr.Data());
+        return arr;
+      },
+      [this, self] {
+        busy_ = false;
+        self->Reset();
+      });
+}
+
+}  // namespace rt::addon

@@ -1,0 +1,35 @@
+// Tokenizers: character-level and GPT-2 compatible byte-level BPE (with training).
+import { BpeTokenizer, type BpeTokenizerJSON } from './bpe.js';
+import { CharTokenizer, type CharTokenizerJSON } from './char.js';
+
+export { CharTokenizer, type CharTokenizerJSON } from './char.js';
+export {
+  BpeTokenizer,
+  type BpeTokenizerJSON,
+  type BpeTokenizerOptions,
+  type EncodeOptions,
+  type JsTiktokenRanks,
+  type SpecialTokenSet,
+  type TokenDecoder,
+  type TrainBpeOptions,
+} from './bpe.js';
+export { GPT2_PATTERN, pretokenize } from './pretokenize.js';
+
+/** What the model and the generator need from any tokenizer. */
+export interface Tokenizer {
+  readonly vocabSize: number;
+  encode(text: string): Int32Array;
+  decode(ids: ArrayLike<number>): string;
+  toJSON(): TokenizerJSON;
+}
+
+export type TokenizerJSON = CharTokenizerJSON | BpeTokenizerJSON;
+
+/** Rebuilds a tokenizer from its JSON (as stored in a checkpoint's metadata), by its `type`. */
+export function tokenizerFromJSON(json: unknown): CharTokenizer | BpeTokenizer {
+  const parsed: unknown = typeof json === 'string' ? JSON.parse(json) : json;
+  const type = typeof parsed === 'object' && parsed !== null ? (parsed as { type?: unknown }).type : undefined;
+  if (type === 'char') return CharTokenizer.fromJSON(parsed);
+  if (type === 'bpe') return BpeTokenizer.fromJSON(parsed);
+  throw new Error(`tokenizer JSON: type is ${JSON.stringify(type)}, expected "char" or "bpe"`);
+}

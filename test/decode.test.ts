@@ -1,0 +1,70 @@
+// Incremental decoding must equal the offline forward of every prefix: the streaming recurrence
+// (native/layer/decode.cc) against model.logits() on the prefix, for both variants, several windows
+// (including w = 1, windows that do not divide the length, and w = 0), and stacked layers.
+import { describe, expect, it } from 'vitest';
+import { RecurrentTransformer, Tensor, type Variant } from '../src/index.js';
+import { Rng } from './helpers.js';
+
+async function maxStreamingError(variant: Variant, window: number, layers: number, seed: number): Promise<number> {
+  const rng = new Rng(seed);
+  const rand = (): number => rng.uniform();
+  const V = 7;
+  const m = new RecurrentTransformer({ vocabSize: V, d: 8, heads: 2, layers, window, variant, maxLen: 16, alpha: { init: 0.6 }, bias: seed % 2 === 0 });
+  try {
+    const p = m.exportParameters();
+    for (const k of Object.keys(p)) if (!k.endsWith('alpha')) p[k] = p[k]!.map((v) => v + (rand() - 0.5));
+    m.importParameters(p);
+    const N = 13;
+    const B = 2;
+    const toks = Array.from({ length: B * N }, () => Math.floor(rand() * V));
+    const dec = m.decoder(B);
+    let worst = 0;
+    for (let t = 0; t < N; t++) {
+      const step = await dec.step([toks[t]!, toks[N + t]!]);
+      expect(dec.position).toBe(t + 1);
+      const prefix = [...toks.slice(0, t + 1), ...toks.slice(N, N + t + 1)];
+      const x = Tensor.fromArray(prefix, [B, t + 1], 'int32');
+      const ref = (await m.logits(x, { positions: 1 })).toArray();
+      x.dispose();
+      let scale = 1e-6;
+      for (const v of ref) scale = Math.max(scale, Math.abs(v));
+      for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(ref[i]! - step[i]!) / scale);
+    }
+    return worst;
+  } finally {
+    m.dispose();
+  }
+}
+
+describe('incremental decoding equals the offline forward of each prefix', () => {
+  for (const variant of ['forget', 'accumulate'] as const) {
+    for (const window of [0, 1, 3, 4]) {
+      for (const layers of [1, 2]) {
+        it(`${variant} w=${window} layers=${layers}`, async () => {
+          expect(await maxStreamingError(variant, window, layers, 17 * window + layers)).toBeLessThan(1e-4);
+        });
+      }
+    }
+  }
+
+  it('refuses tokens outside the vocabulary and positions past maxLen', async () => {
+    const m = new RecurrentTransformer({ vocabSize: 5, d: 8, heads: 2, window: 2, maxLen: 3 });
+    const dec = m.decoder(1);
+    await expect(async () => dec.step([5])).rejects.toThrow(/outside the vocabulary/);
+    for (let i = 0; i < 3; i++) await dec.step([1]);
+    await expect(async () => dec.step([1])).rejects.toThrow(/maxLen 3/);
+    m.dispose();
+  });
+
+  it('state does not grow with the number of tokens decoded', async () => {
+    const { nativeAllocatedBytes } = await import('../src/index.js');
+    const m = new RecurrentTransformer({ vocabSize: 5, d: 16, heads: 2, window: 4, positional: false, maxLen: 8, variant: 'accumulate' });
+    const dec = m.decoder(1);
+    for (let i = 0; i < 50; i++) await dec.step([i % 5]);
+    const after50 = nativeAllocatedBytes();
+    for (let i = 0; i < 500; i++) await dec.step([i % 5]);
+    expect(nativeAllocatedBytes()).toBe(after50);
+    expect(dec.position).toBe(550);
+    m.dispose();
+  });
+});
