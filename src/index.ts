@@ -1,7 +1,7 @@
 // Public API of recurrent-transformer.
 export { Tensor, type DType } from './tensor.js';
 export { RecurrentLayer, type Parameter, type ForwardOptions } from './model/layer.js';
-export { RecurrentTransformer, IGNORE_INDEX, type LossResult, type StepOptions } from './model/transformer.js';
+export { RecurrentTransformer, IGNORE_INDEX, type LossResult, type StepOptions, type Decoder } from './model/transformer.js';
 export { loadModel, type LoadedModel } from './model/load.js';
 export {
   resolveLayerConfig,
@@ -21,4 +21,5 @@ export { CopyTaskData, type Batch, type TrainData } from './train/data.js';
 export { NoiseCurriculum, sampleWindow, evalWindow, type CurriculumOptions, type WindowRange } from './train/curriculum.js';
 export * from './data/index.js';
 export * from './io/index.js';
+export { generate, sampleToken, type GenerateOptions, type GeneratedToken, type TextCodec } from './generate.js';
 export { nativeInfo, benchSgemm, nativeAllocatedBytes, defaultDevice, type Device } from './native.js';

@@ -693,11 +693,8 @@ export class TextDataset implements TrainData {
         w = this.window;
         o = 0;
       }
-      const base = r * N;
-      for (let j = 0; j < N; j++) {
-        tokens[base + j] = w[o + j]!;
-        targets[base + j] = w[o + j + 1]!;
-      }
+      tokens.set(w.subarray(o, o + N), r * N); // native widening copies
+      targets.set(w.subarray(o + 1, o + N + 1), r * N);
     }
     return { tokens, targets, batch: size, seqLen: N, positions: N, starts };
   }

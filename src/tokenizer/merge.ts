@@ -14,6 +14,7 @@ const NO_RANK = 0x7fffffff;
 const MAX_RANK = 1 << 21;
 /** Stored in the pair memo for "these two parts do not merge". */
 const NO_PAIR = -2;
+const UNKNOWN = -3;
 /** The pair memo is cleared when it holds this many pairs. */
 const MAX_MEMO = 1 << 22;
 /** Pieces longer than this (in bytes) use the heap-based merge; shorter ones rescan for the minimum. */
@@ -107,6 +108,9 @@ export class BpeVocab {
   private readonly tokenNode: Int32Array;
   /** Whether every rank equals its id (tiktoken files, GPT-2, trained tokenizers). */
   readonly ranksAreIds: boolean;
+
+  /** pair() of byte values (b0 << 8 | b1), UNKNOWN until first needed. */
+  private readonly bytePairs = new Int32Array(1 << 16).fill(UNKNOWN);
 
   // Scratch for the merge loops (grown on demand).
   private prio = new Int32Array(64);
@@ -203,12 +207,27 @@ export class BpeVocab {
       out[0] = this.byteIds[bytes[0]!]!;
       return 1;
     }
+    const len = n <= SCAN_LIMIT ? this.mergeScan(bytes, n, out) : this.mergeHeap(bytes, n, out);
+    if (len === 1) return 1;
+    // tiktoken's shortcut: a piece whose bytes are one token is that token, even where the merges
+    // would not reach it. Checked only now: a single part already is that token.
     const whole = this.lookup(bytes, 0, n);
     if (whole >= 0) {
       out[0] = whole;
       return 1;
     }
-    return n <= SCAN_LIMIT ? this.mergeScan(bytes, n, out) : this.mergeHeap(bytes, n, out);
+    return len;
+  }
+
+  /** pair() of two single bytes, through a 64K-entry table filled on demand. */
+  private bytePair(b0: number, b1: number): number {
+    const k = (b0 << 8) | b1;
+    let m = this.bytePairs[k]!;
+    if (m === UNKNOWN) {
+      m = this.pair(this.byteIds[b0]!, this.byteIds[b1]!);
+      this.bytePairs[k] = m;
+    }
+    return m;
   }
 
   /** Short pieces: keep parts in an array and rescan for the lowest rank after each merge. */
@@ -223,7 +242,7 @@ export class BpeVocab {
     const byteIds = this.byteIds;
     for (let i = 0; i < n; i++) ids[i] = byteIds[bytes[i]!]!;
     for (let i = 0; i < n - 1; i++) {
-      const m = this.pair(ids[i]!, ids[i + 1]!);
+      const m = this.bytePair(bytes[i]!, bytes[i + 1]!);
       merged[i] = m;
       prio[i] = m < 0 ? NO_RANK : ranks[m]!;
     }
@@ -314,7 +333,7 @@ export class BpeVocab {
       prev[i] = i - 1;
     }
     for (let i = 0; i < n - 1; i++) {
-      const m = this.pair(ids[i]!, ids[i + 1]!);
+      const m = this.bytePair(bytes[i]!, bytes[i + 1]!);
       if (m >= 0) push(ranks[m]! * SCALE + i);
     }
     const dead = -2;
