@@ -11,3 +11,12 @@ export {
   type CopyTaskOptions,
   type ResolvedCopyTaskOptions,
 } from './copy.js';
+export {
+  TextDataset,
+  tokenizerFingerprint,
+  type TextTokenizer,
+  type TextDatasetOptions,
+  type TextBatch,
+  type TextSplit,
+  type TokenDtype,
+} from './text.js';

@@ -9,10 +9,16 @@
 //                                                         token count, split
 //
 // `cacheDir` defaults to `<dir>/.rt-cache/`, where <dir> is the source folder (or the folder holding
-// the source file). The next open with the same source and tokenizer reuses the cache when every
-// source file has the recorded size and mtime and the tokenizer's JSON hashes to the recorded
-// fingerprint; otherwise it rebuilds it. `sourceKey` hashes the source path and the file selection,
-// `tokenizerKey` the tokenizer, so caches for different tokenizers live side by side.
+// the source file). The next open with the same source and tokenizer reuses the cache when the same
+// files are selected, each with the recorded size and mtime (as make does: an edit that keeps both
+// goes unnoticed; pass `rebuild: true`), and the tokenizer's JSON hashes to the recorded fingerprint;
+// otherwise it rebuilds it. `sourceKey` hashes the source path and the file selection, `tokenizerKey`
+// the tokenizer, so caches for different tokenizers live side by side. A rebuild writes a temporary
+// file and renames it into place, so a crash or a concurrent open never sees half a cache.
+//
+// Folder sources: files ending in `extensions` (default .txt and .md), or those `filter` accepts,
+// found recursively in code-unit order of their names (so the order is stable); names starting with
+// '.' (hence the default cache folder) are skipped, and symbolic links to folders are not followed.
 //
 // Tokenizing in chunks. No file becomes one JavaScript string: a file is read `chunkBytes` (default
 // 4 MiB) at a time, decoded as streaming UTF-8 (a code point split between reads is carried over; a
@@ -567,7 +573,7 @@ export class TextDataset implements TrainData {
     let buildMs = 0;
     if (sc === null) {
       const t0 = performance.now();
-      sc = await build(files, tokenizer, want, cacheDir, cachePath, sidecarPath, bytesTotal, onProgress);
+      sc = await build(files, tokenizer, want, valFraction, cacheDir, cachePath, sidecarPath, bytesTotal, onProgress);
       buildMs = performance.now() - t0;
     } else {
       onProgress?.({ phase: 'reuse', filesDone: files.length, filesTotal: files.length, bytesDone: bytesTotal, bytesTotal, tokens: sc.tokens });
@@ -575,8 +581,8 @@ export class TextDataset implements TrainData {
 
     // The split, and the lengths the windows need.
     const n = sc.tokens;
-    const index = Math.floor(n * (1 - valFraction));
-    const split = { valFraction, index, train: index, val: n - index };
+    const split = splitOf(n, valFraction);
+    const index = split.index;
     const need = seqLen + 1;
     const where = `${source} (${n} tokens)`;
     if (n < need) {
@@ -616,6 +622,32 @@ export class TextDataset implements TrainData {
     }
     onProgress?.({ phase: 'done', filesDone: files.length, filesTotal: files.length, bytesDone: bytesTotal, bytesTotal, tokens: n });
     return new TextDataset({ sc, seqLen, valFraction, cacheDir, cachePath, sidecarPath, fromCache, rebuildReason, buildMs, data, fd });
+  }
+
+  /**
+   * The options (all but the tokenizer) that reopen a dataset from its describe() JSON, e.g. from a
+   * checkpoint: `TextDataset.open({ ...TextDataset.optionsFromDescription(desc), tokenizer })`. A
+   * dataset made with a `filter` needs the same filter passed again.
+   */
+  static optionsFromDescription(desc: Record<string, unknown>): Omit<TextDatasetOptions, 'tokenizer'> {
+    if (!isRecord(desc) || desc['kind'] !== 'text') throw new Error(`TextDataset: not a text dataset description (kind ${JSON.stringify(isRecord(desc) ? desc['kind'] : desc)})`);
+    const field = <T>(name: string, ok: (v: unknown) => boolean): T => {
+      const v = desc[name];
+      if (!ok(v)) throw new Error(`TextDataset description: ${name} is ${JSON.stringify(v)}`);
+      return v as T;
+    };
+    const isNum = (v: unknown): boolean => typeof v === 'number' && Number.isFinite(v);
+    const out: Omit<TextDatasetOptions, 'tokenizer'> = {
+      source: field<string>('source', (v) => typeof v === 'string' && v !== ''),
+      seqLen: field<number>('seqLen', isNum),
+      valFraction: field<number>('valFraction', isNum),
+      cacheDir: field<string>('cacheDir', (v) => typeof v === 'string' && v !== ''),
+      separator: field<number[]>('separator', (v) => Array.isArray(v) && v.every(isNum)),
+      chunkBytes: field<number>('chunkBytes', isNum),
+    };
+    const selection = field<string>('selection', (v) => typeof v === 'string');
+    if (selection.startsWith('ext:')) out.extensions = selection.slice(4).split(',');
+    return out;
   }
 
   /** Whether the tokens are held in memory (else every window is a positional read of the cache file). */
@@ -706,6 +738,7 @@ export class TextDataset implements TrainData {
       source: this.source,
       sourceKind: this.sourceKind,
       selection: this.selection,
+      ...(this.selection.startsWith('ext:') ? { extensions: this.selection.slice(4).split(',') } : {}),
       files: this.files.length,
       seqLen: this.seqLen,
       valFraction: this.valFraction,
@@ -734,6 +767,12 @@ export class TextDataset implements TrainData {
   }
 }
 
+/** nanoGPT's split: train = the first floor(n * (1 - valFraction)) tokens, val = the rest. */
+function splitOf(n: number, valFraction: number): TextCacheSidecar['split'] {
+  const index = Math.floor(n * (1 - valFraction));
+  return { valFraction, index, train: index, val: n - index };
+}
+
 /** Reads exactly `buf.length` bytes at `position`. */
 function readFully(fd: number, buf: Uint8Array, position: number, file: string): void {
   let off = 0;
@@ -749,6 +788,7 @@ async function build(
   files: SourceFile[],
   tokenizer: TextTokenizer,
   want: Pick<TextCacheSidecar, 'source' | 'sourceKind' | 'selection' | 'tokenizer' | 'separator' | 'chunkBytes' | 'dtype'>,
+  valFraction: number,
   cacheDir: string,
   cachePath: string,
   sidecarPath: string,
@@ -756,7 +796,11 @@ async function build(
   onProgress: ((p: TextDatasetProgress) => void) | undefined,
 ): Promise<TextCacheSidecar> {
   const t0 = performance.now();
-  await mkdir(cacheDir, { recursive: true });
+  try {
+    await mkdir(cacheDir, { recursive: true });
+  } catch (e) {
+    throw new Error(`TextDataset: cannot create the cache folder ${cacheDir} (${(e as Error).message}); pass a writable cacheDir`, { cause: e });
+  }
   const tmp = `${cachePath}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   const out = await openFile(tmp, 'w');
   const records: TextCacheFile[] = [];
@@ -832,7 +876,7 @@ async function build(
       tokens,
       bytes,
       tokensFile: path.basename(cachePath),
-      split: { valFraction: -1, index: -1, train: -1, val: -1 }, // filled in by open()
+      split: splitOf(tokens, valFraction),
       builtAt: new Date().toISOString(),
       buildMs: 0,
     };
