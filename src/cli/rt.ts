@@ -3,6 +3,8 @@
 import { parseArgs } from 'node:util';
 import { UsageError, type Flags } from './args.js';
 import { evalCommand, infoCommand } from './inspect.js';
+import { generateCommand } from './generate.js';
+import { tokenizerCommand } from './tokenizer.js';
 import { TRAIN_HELP, trainCommand } from './train.js';
 
 const BOOLEAN = ['json', 'bias', 'alpha-fixed', 'no-positional', 'no-curriculum'];
@@ -10,7 +12,8 @@ const STRING = [
   'task', 'noise', 'M', 'alphabet', 'd', 'heads', 'layers', 'window', 'window-range', 'variant', 'alpha',
   'activation', 'dropout', 'steps', 'batch', 'lr', 'weight-decay', 'max-grad-norm', 'schedule', 'warmup',
   'curriculum-start', 'curriculum-threshold', 'eval-every', 'eval-batches', 'stop-accuracy', 'seed', 'out',
-  'resume', 'checkpoint', 'batches',
+  'resume', 'checkpoint', 'batches', 'data', 'tokenizer', 'seq-len', 'cache', 'lm-target', 'prompt', 'max-tokens',
+  'temperature', 'top-k', 'top-p', 'stop', 'vocab',
 ];
 const OPTIONS = Object.fromEntries([
   ...BOOLEAN.map((k) => [k, { type: 'boolean' as const }]),
@@ -19,14 +22,18 @@ const OPTIONS = Object.fromEntries([
 
 const HELP = `rt <command> [flags]
 
-  train    train a copy / selective-copy model (no flags: a small copy task, about a minute)
+  train    train a copy, selective-copy or text model (no flags: a small copy task, under a minute)
   eval     --checkpoint FILE [--noise L --batches N]   accuracy on fresh data
   info     --checkpoint FILE                            config and parameter count
+  generate --checkpoint FILE [--prompt TEXT --max-tokens 500 --temperature 0.8 --top-k --top-p --seed --stop TEXT]
+  tokenizer train --data FILE|DIR --vocab V --out FILE.json   train a byte-level BPE vocabulary
 
 ${TRAIN_HELP}`;
 
 async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
+  const [command, ...afterCommand] = argv;
+  const sub = command === 'tokenizer' ? afterCommand[0] : undefined;
+  const rest = command === 'tokenizer' ? afterCommand.slice(1) : afterCommand;
   if (!command || command === '--help' || command === '-h' || command === 'help') {
     process.stdout.write(HELP + '\n');
     return command ? 0 : 2;
@@ -45,6 +52,10 @@ async function main(argv: string[]): Promise<number> {
       return evalCommand(flags);
     case 'info':
       return infoCommand(flags);
+    case 'generate':
+      return generateCommand(flags);
+    case 'tokenizer':
+      return tokenizerCommand(sub, flags);
     default:
       throw new UsageError(`unknown command '${command}' (try rt --help)`);
   }

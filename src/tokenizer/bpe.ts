@@ -128,6 +128,10 @@ export class BpeTokenizer {
   private readonly gpt2Split: boolean;
   /** Bytes of every id that decodes (ordinary, decode-only and special tokens). */
   private readonly bytesById: readonly (Uint8Array | null)[];
+  /** The same bytes packed for decode: token id's bytes are flat[start[id], start[id] + len[id]); len -1: no token. */
+  private readonly flat: Uint8Array;
+  private readonly start: Int32Array;
+  private readonly len: Int32Array;
   /** Ids of tokens that decode but that encode never produces, with their bytes (GPT-2 files only). */
   private readonly decodeOnly: ReadonlyMap<number, Uint8Array>;
   private readonly specialRegexes = new Map<string, RegExp>();
@@ -168,7 +172,7 @@ export class BpeTokenizer {
     const special = new Map<string, number>();
     for (const [text, id] of Object.entries(specialTokens)) {
       if (text === '') throw new Error('special tokens: the empty string cannot be a special token');
-      if (!Number.isInteger(id) || id < 0) throw new Error(`special token ${JSON.stringify(text)}: id ${id} is not an integer >= 0`);
+      if (!Number.isInteger(id) || id < 0 || id >= 1 << 24) throw new Error(`special token ${JSON.stringify(text)}: id ${id} is not an integer in [0, 2^24)`);
       if (bytesById[id] != null) throw new Error(`special token ${JSON.stringify(text)}: id ${id} is already the id of another token`);
       while (bytesById.length <= id) bytesById.push(null);
       bytesById[id] = utf8Encode(text);
@@ -177,6 +181,19 @@ export class BpeTokenizer {
     this.specialTokens = special;
     this.bytesById = bytesById;
     this.vocabSize = bytesById.length;
+    let total = 0;
+    for (const b of bytesById) total += b?.length ?? 0;
+    this.flat = new Uint8Array(total);
+    this.start = new Int32Array(this.vocabSize);
+    this.len = new Int32Array(this.vocabSize).fill(-1);
+    let o = 0;
+    bytesById.forEach((b, id) => {
+      if (b == null) return;
+      this.flat.set(b, o);
+      this.start[id] = o;
+      this.len[id] = b.length;
+      o += b.length;
+    });
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -449,14 +466,14 @@ export class BpeTokenizer {
       }
       this.encodeRange(text, start, text.length);
     }
-    return this.out.slice(0, this.outLen);
+    return this.takeOutput();
   }
 
   /** Encodes text with special tokens treated as ordinary text. */
   encodeOrdinary(text: string): Int32Array {
     this.outLen = 0;
     this.encodeRange(text, 0, text.length);
-    return this.out.slice(0, this.outLen);
+    return this.takeOutput();
   }
 
   /** Encodes each text (same options for all). */
@@ -511,6 +528,14 @@ export class BpeTokenizer {
       this.specialRegexes.set(key, re);
     }
     return re;
+  }
+
+  /** The ids encoded so far, copied; a large scratch buffer is let go rather than kept. */
+  private takeOutput(): Int32Array {
+    const ids = this.out.slice(0, this.outLen);
+    if (this.out.length > 1 << 20) this.out = new Int32Array(1024);
+    this.outLen = 0;
+    return ids;
   }
 
   private emit(id: number): void {
@@ -612,17 +637,22 @@ export class BpeTokenizer {
 
   /** The bytes of a sequence of ids (special tokens as their UTF-8 text). */
   decodeBytes(ids: ArrayLike<number>): Uint8Array {
+    const lens = this.len;
+    const starts = this.start;
+    const flat = this.flat;
     let n = 0;
-    for (let i = 0; i < ids.length; i++) n += this.bytesOf(ids[i]!, i).length;
+    for (let i = 0; i < ids.length; i++) {
+      const l = lens[ids[i]!]; // undefined for ids out of range or not integers
+      if (l === undefined || l < 0) this.bytesOf(ids[i]!, i); // throws
+      n += l!;
+    }
     const out = new Uint8Array(n);
     let o = 0;
     for (let i = 0; i < ids.length; i++) {
-      const b = this.bytesById[ids[i]!]!;
-      if (b.length === 1) out[o++] = b[0]!;
-      else {
-        out.set(b, o);
-        o += b.length;
-      }
+      const id = ids[i]!;
+      let s = starts[id]!;
+      const e = s + lens[id]!;
+      while (s < e) out[o++] = flat[s++]!;
     }
     return out;
   }

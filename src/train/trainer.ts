@@ -39,6 +39,8 @@ export interface TrainOptions {
   resumeFrom?: string;
   /** Stop early once an evaluation at full curriculum length reaches these. */
   stopAt?: { accuracy?: number; loss?: number };
+  /** Stored in checkpoints (JSON) so that one file is enough to generate text. */
+  tokenizer?: unknown;
   /** Consecutive non-finite steps tolerated before training stops with an error (default 20). */
   maxBadSteps?: number;
 }
@@ -177,6 +179,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       tied: !(typeof cfg.head === 'object' && 'classify' in cfg.head),
       optimizer: { step: opt.step, m: opt.m, v: opt.v, hyper: { ...opts.optimizer } },
       training,
+      tokenizer: opts.tokenizer,
     });
     emit({ type: 'checkpoint', step: state.step, path });
   };
