@@ -455,4 +455,38 @@ describe('the rt command', () => {
       expect(r.stdout).toBe('')
     }
   })
+
+  it('rt train --task text, rt generate and rt tokenizer train on a small corpus', () => {
+    const dir = path.join(tmp, 'text-task')
+    fs.mkdirSync(dir, { recursive: true })
+    const corpus = path.join(dir, 'corpus.txt')
+    const line = 'the quick brown fox jumps over the lazy dog. '
+    fs.writeFileSync(corpus, line.repeat(400))
+    const run = path.join(dir, 'run')
+    const r = rt(['train', '--task', 'text', '--data', corpus, '--seq-len', '32', '--d', '32', '--heads', '2', '--window', '8',
+      '--steps', '60', '--batch', '16', '--eval-every', '30', '--eval-batches', '4', '--lr', '3e-3', '--dropout', '0',
+      '--cache', path.join(dir, 'cache'), '--json', '--out', run])
+    expect(r.code, r.stderr).toBe(0)
+    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, number | string>)
+    const evals = lines.filter((l) => l.type === 'eval')
+    expect(evals).toHaveLength(2)
+    for (const e of evals) {
+      expect(e.perplexity).toBeCloseTo(Math.exp(e.loss as number), 6)
+      expect(e.lossStderr).toBeGreaterThanOrEqual(0)
+    }
+    // 27 symbols: an untrained model sits near ln 27 = 3.3; a repeated sentence is learned quickly.
+    expect(evals[1]!.loss as number).toBeLessThan(2.5)
+    const g = rt(['generate', '--checkpoint', path.join(run, 'checkpoint.safetensors'), '--prompt', 'the quick', '--max-tokens', '20', '--temperature', '0'])
+    expect(g.code, g.stderr).toBe(0)
+    expect(g.stdout.startsWith('the quick')).toBe(true)
+    expect(g.stdout.trimEnd().length).toBeGreaterThanOrEqual('the quick'.length + 15)
+    const vocabFile = path.join(dir, 'bpe.json')
+    const t = rt(['tokenizer', 'train', '--data', corpus, '--vocab', '300', '--out', vocabFile])
+    expect(t.code, t.stderr).toBe(0)
+    // Training stops early when no pair is left to merge (this corpus has few distinct words).
+    const trained = JSON.parse(t.stdout) as { vocabSize: number }
+    expect(trained.vocabSize).toBeGreaterThan(256)
+    expect(trained.vocabSize).toBeLessThanOrEqual(300)
+    expect(JSON.parse(fs.readFileSync(vocabFile, 'utf8'))).toMatchObject({ type: 'bpe' })
+  })
 })
