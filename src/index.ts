@@ -23,3 +23,4 @@ export * from './data/index.js';
 export * from './io/index.js';
 export { generate, sampleToken, type GenerateOptions, type GeneratedToken, type TextCodec } from './generate.js';
 export { nativeInfo, benchSgemm, nativeAllocatedBytes, defaultDevice, type Device } from './native.js';
+export * from './tokenizer/index.js';
