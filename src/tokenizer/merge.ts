@@ -5,18 +5,35 @@
 // is merged (the leftmost on a tie) until no adjacent pair forms a token. A piece whose whole byte
 // string is a token is that token directly (tiktoken's shortcut, kept for exact parity).
 //
-// "The concatenation is a token" is answered by a pair table (left id, right id) -> merged id built
-// once: every split of every mergeable token into two mergeable tokens. Parts are always tokens, so
-// this is the same test as looking the concatenated bytes up, without building byte strings.
+// Parts are always tokens, so "the concatenation of parts a and b is a token" is pair(a, b): a hash
+// table of the tokens keyed by a polynomial hash of their bytes, where hash(a + b) follows from
+// hash(a), hash(b) and len(b) without building the concatenation; candidates are compared byte by byte.
+// Answers are memoised per (a, b), and pairs of single bytes sit in a direct 64K table.
 
 const NO_RANK = 0x7fffffff;
 /** Ranks must fit 21 bits (the heap packs rank and position into one double). */
 const MAX_RANK = 1 << 21;
+/** Polynomial hash of a byte string: h = h * HASH_BASE + byte (mod 2^32), from 0. */
+const HASH_BASE = 0x01000193;
+
+function hashBytes(bytes: Uint8Array, s: number, e: number): number {
+  let h = 0;
+  for (let k = s; k < e; k++) h = (Math.imul(h, HASH_BASE) + bytes[k]!) | 0;
+  return h;
+}
+
+/** Table slot of a hash (mixed, so that the polynomial's low-quality bits do not cluster). */
+function slotOf(h: number, shift: number): number {
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> shift;
+}
+
 /** Stored in the pair memo for "these two parts do not merge". */
 const NO_PAIR = -2;
 const UNKNOWN = -3;
 /** The pair memo is cleared when it holds this many pairs. */
-const MAX_MEMO = 1 << 22;
+const MAX_MEMO = 1 << 19;
 /** Pieces longer than this (in bytes) use the heap-based merge; shorter ones rescan for the minimum. */
 const SCAN_LIMIT = 48;
 
@@ -100,12 +117,17 @@ export class BpeVocab {
   readonly byteIds: Int32Array;
   /** Memo of pair(a, b): the merged id, or NO_PAIR. */
   private readonly pairs: PairTable;
-  /** Byte trie of the tokens: (node, byte) -> child node; root is node 0. */
-  private readonly trie: PairTable;
-  /** Token id ending at each trie node, or -1. */
-  private readonly nodeToken: Int32Array;
-  /** Trie node of each token id, or -1. */
-  private readonly tokenNode: Int32Array;
+  /** All token bytes back to back: token id is flat[start[id], start[id] + len[id]); len 0: no token. */
+  private readonly flat: Uint8Array;
+  private readonly start: Int32Array;
+  private readonly len: Int32Array;
+  /** Polynomial hash of each token's bytes (see hashBytes), so that hash(a + b) comes from hash(a), hash(b). */
+  private readonly hash: Int32Array;
+  /** HASH_BASE ** k (mod 2^32) for k up to the longest token. */
+  private readonly pow: Int32Array;
+  /** Open-addressing table of token ids by hash (-1: empty). */
+  private readonly table: Int32Array;
+  private readonly tableShift: number;
   /** Whether every rank equals its id (tiktoken files, GPT-2, trained tokenizers). */
   readonly ranksAreIds: boolean;
 
@@ -125,57 +147,85 @@ export class BpeVocab {
    */
   constructor(tokens: readonly (Uint8Array | null)[], ranks?: ArrayLike<number>, what = 'BPE vocabulary') {
     this.tokens = tokens;
-    this.ranks = new Int32Array(tokens.length).fill(NO_RANK);
+    const V = tokens.length;
+    this.ranks = new Int32Array(V).fill(NO_RANK);
     this.byteIds = new Int32Array(256).fill(-1);
+    this.start = new Int32Array(V);
+    this.len = new Int32Array(V);
+    this.hash = new Int32Array(V);
     let ranksAreIds = true;
     let totalBytes = 0;
-    for (let id = 0; id < tokens.length; id++) {
+    let maxLen = 1;
+    let count = 0;
+    for (let id = 0; id < V; id++) {
       const t = tokens[id];
       if (t === null || t === undefined) continue;
       if (t.length === 0) throw new Error(`${what}: token ${id} is empty`);
-      totalBytes += t.length;
-    }
-    this.trie = new PairTable(tokens.length * 2);
-    const nodeToken = new Int32Array(totalBytes + 1).fill(-1);
-    const tokenNode = new Int32Array(tokens.length).fill(-1);
-    let nodes = 1;
-    for (let id = 0; id < tokens.length; id++) {
-      const t = tokens[id];
-      if (t === null || t === undefined) continue;
       const rank = ranks === undefined ? id : ranks[id]!;
       if (!Number.isInteger(rank) || rank < 0 || rank >= MAX_RANK) {
         throw new Error(`${what}: token ${id} has merge rank ${rank}, expected an integer in [0, ${MAX_RANK})`);
       }
       if (rank !== id) ranksAreIds = false;
       this.ranks[id] = rank;
-      let node = 0;
-      for (let k = 0; k < t.length; k++) {
-        const child = this.trie.setIfAbsent(node, t[k]!, nodes);
-        if (child === nodes) nodes++;
-        node = child;
-      }
-      if (nodeToken[node] !== -1) throw new Error(`${what}: tokens ${nodeToken[node]} and ${id} have the same bytes [${Array.from(t).join(', ')}]`);
-      nodeToken[node] = id;
-      tokenNode[id] = node;
+      this.start[id] = totalBytes;
+      this.len[id] = t.length;
+      this.hash[id] = hashBytes(t, 0, t.length);
+      totalBytes += t.length;
+      if (t.length > maxLen) maxLen = t.length;
       if (t.length === 1) this.byteIds[t[0]!] = id;
+      count++;
     }
-    this.nodeToken = nodeToken;
+    this.ranksAreIds = ranksAreIds;
     for (let b = 0; b < 256; b++) {
       if (this.byteIds[b] === -1) throw new Error(`${what}: byte ${b} (0x${b.toString(16).padStart(2, '0')}) has no token; a byte-level BPE needs all 256`);
     }
-    this.ranksAreIds = ranksAreIds;
-    this.tokenNode = tokenNode;
+    this.flat = new Uint8Array(totalBytes);
+    for (let id = 0; id < V; id++) {
+      const t = tokens[id];
+      if (t != null) this.flat.set(t, this.start[id]!);
+    }
+    this.pow = new Int32Array(2 * maxLen + 1);
+    this.pow[0] = 1;
+    for (let k = 1; k < this.pow.length; k++) this.pow[k] = Math.imul(this.pow[k - 1]!, HASH_BASE);
+    let bits = 8;
+    while (1 << bits < count * 2) bits++;
+    this.table = new Int32Array(1 << bits).fill(-1);
+    this.tableShift = 32 - bits;
+    for (let id = 0; id < V; id++) {
+      if (this.len[id] === 0) continue;
+      const same = this.find(this.hash[id]!, this.flat, this.start[id]!, this.start[id]! + this.len[id]!);
+      if (same >= 0) throw new Error(`${what}: tokens ${same} and ${id} have the same bytes [${Array.from(tokens[id]!).join(', ')}]`);
+      let s = slotOf(this.hash[id]!, this.tableShift);
+      while (this.table[s] !== -1) s = (s + 1) & (this.table.length - 1);
+      this.table[s] = id;
+    }
     this.pairs = new PairTable(1 << 14);
+  }
+
+  /** The token with hash h whose bytes are bytes[s, e), or -1. */
+  private find(h: number, bytes: Uint8Array, s: number, e: number): number {
+    const table = this.table;
+    const mask = table.length - 1;
+    const n = e - s;
+    for (let slot = slotOf(h, this.tableShift); ; slot = (slot + 1) & mask) {
+      const id = table[slot]!;
+      if (id < 0) return -1;
+      if (this.hash[id] !== h || this.len[id] !== n) continue;
+      const flat = this.flat;
+      let p = this.start[id]!;
+      let k = s;
+      while (k < e && flat[p] === bytes[k]) {
+        p++;
+        k++;
+      }
+      if (k === e) return id;
+    }
   }
 
   /** Id of the token whose bytes are exactly bytes[start, end), or -1. */
   lookup(bytes: Uint8Array, start: number, end: number): number {
-    let node = 0;
-    for (let k = start; k < end; k++) {
-      node = this.trie.get(node, bytes[k]!);
-      if (node < 0) return -1;
-    }
-    return this.nodeToken[node]!;
+    if (end - start >= this.pow.length) return -1; // longer than any token
+    return this.find(hashBytes(bytes, start, end), bytes, start, end);
   }
 
   /** Number of ids (highest mergeable id + 1). */
@@ -185,15 +235,35 @@ export class BpeVocab {
 
   /**
    * The token that parts `a` and `b` merge into (the token whose bytes are a's followed by b's), or -1.
-   * Answered by walking the trie from a's node along b's bytes, and memoised.
+   * hash(a + b) = hash(a) * BASE^len(b) + hash(b); candidates are checked byte by byte. Memoised.
    */
   pair(a: number, b: number): number {
     const v = this.pairs.get(a, b);
     if (v !== -1) return v === NO_PAIR ? -1 : v;
-    let node = this.tokenNode[a]!;
-    const tb = this.tokens[b]!;
-    for (let k = 0; k < tb.length && node >= 0; k++) node = this.trie.get(node, tb[k]!);
-    const id = node < 0 ? -1 : this.nodeToken[node]!;
+    const la = this.len[a]!;
+    const lb = this.len[b]!;
+    const h = (Math.imul(this.hash[a]!, this.pow[lb]!) + this.hash[b]!) | 0;
+    const table = this.table;
+    const mask = table.length - 1;
+    const flat = this.flat;
+    let id = -1;
+    for (let slot = slotOf(h, this.tableShift); ; slot = (slot + 1) & mask) {
+      const c = table[slot]!;
+      if (c < 0) break;
+      if (this.hash[c] !== h || this.len[c] !== la + lb) continue;
+      const pc = this.start[c]!;
+      const pa = this.start[a]!;
+      const pb = this.start[b]!;
+      let k = 0;
+      while (k < la && flat[pc + k] === flat[pa + k]) k++;
+      if (k < la) continue;
+      k = 0;
+      while (k < lb && flat[pc + la + k] === flat[pb + k]) k++;
+      if (k === lb) {
+        id = c;
+        break;
+      }
+    }
     if (this.pairs.size >= MAX_MEMO) this.pairs.clear();
     this.pairs.setIfAbsent(a, b, id < 0 ? NO_PAIR : id);
     return id;
