@@ -50,6 +50,7 @@ export class RecurrentTransformer {
   #lnB: OwnParam | null;
   #head: OwnParam | null;
   #disposed = false;
+  #busy: string | null = null;
 
   constructor(config: ModelConfig) {
     this.config = resolveModelConfig(config);
@@ -108,7 +109,10 @@ export class RecurrentTransformer {
 
   /** Forward and backward on one batch: gradients accumulate into parameters()' grads. */
   async lossAndGrad(tokens: Tensor, targets: Tensor, opts: StepOptions = {}): Promise<LossResult> {
-    this.#live('lossAndGrad');
+    return this.#exclusive('lossAndGrad', () => this.#lossAndGrad(tokens, targets, opts));
+  }
+
+  async #lossAndGrad(tokens: Tensor, targets: Tensor, opts: StepOptions): Promise<LossResult> {
     this.#checkTargets(tokens, targets);
     const training = opts.training ?? true;
     const seed = opts.seed ?? 0;
@@ -145,7 +149,10 @@ export class RecurrentTransformer {
 
   /** Loss and accuracy without gradients and without dropout; memory does not grow with N. */
   async evaluate(tokens: Tensor, targets: Tensor, opts: { window?: number } = {}): Promise<LossResult> {
-    this.#live('evaluate');
+    return this.#exclusive('evaluate', () => this.#evaluate(tokens, targets, opts));
+  }
+
+  async #evaluate(tokens: Tensor, targets: Tensor, opts: { window?: number }): Promise<LossResult> {
     this.#checkTargets(tokens, targets);
     const y = await this.#hidden(tokens, opts.window);
     try {
@@ -166,6 +173,10 @@ export class RecurrentTransformer {
 
   /** Logits [batch, positions, classes] of the last `positions` tokens (default: the head's). */
   async logits(tokens: Tensor, opts: { positions?: number; window?: number } = {}): Promise<Tensor> {
+    return this.#exclusive('logits', () => this.#logits(tokens, opts));
+  }
+
+  async #logits(tokens: Tensor, opts: { positions?: number; window?: number }): Promise<Tensor> {
     const y = await this.#hidden(tokens, opts.window);
     try {
       const P = opts.positions ?? this.scoredPositions(tokens.shape[1]!);
@@ -216,6 +227,7 @@ export class RecurrentTransformer {
 
   zeroGrad(): void {
     this.#live('zeroGrad');
+    if (this.#busy) throw new Error(`zeroGrad: the model is busy with ${this.#busy}; await it first`);
     this.stack.zeroGrad();
     for (const p of this.#ownList()) p.grad.handle().zero();
   }
@@ -227,6 +239,7 @@ export class RecurrentTransformer {
   /** Sets every parameter; a separate `lm_head.weight` equal to wte (an untied-format file) is accepted. */
   importParameters(values: Record<string, Float32Array | ArrayLike<number>>): void {
     this.#live('importParameters');
+    if (this.#busy) throw new Error(`importParameters: the model is busy with ${this.#busy}; await it first`);
     const stackNames = new Set(this.stack.parameters().map((p) => p.name));
     const own = this.#ownList();
     for (const p of own) {
@@ -248,6 +261,7 @@ export class RecurrentTransformer {
 
   dispose(): void {
     if (this.#disposed) return;
+    if (this.#busy) throw new Error(`dispose: the model is busy with ${this.#busy}; await it first`);
     this.#disposed = true;
     this.stack.dispose();
     for (const p of this.#ownList()) {
@@ -285,6 +299,21 @@ export class RecurrentTransformer {
     const stack = this.stack.parameters().map((p) => ({ ...p, decay: p.shape.length >= 2 }));
     const [wte, wpe, lnW, lnB, head] = [this.#wte, this.#wpe, this.#lnW, this.#lnB, this.#head];
     return [wte, ...(wpe ? [wpe] : []), ...stack, lnW, ...(lnB ? [lnB] : []), ...(head ? [head] : [])];
+  }
+
+  /**
+   * Runs one model call at a time: two overlapping calls would interleave their gradient writes, so the
+   * second is refused with an Error rather than allowed to corrupt the model (await the first).
+   */
+  async #exclusive<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    this.#live(op);
+    if (this.#busy) throw new Error(`${op}: the model is busy with ${this.#busy}; await it before calling again`);
+    this.#busy = op;
+    try {
+      return await fn();
+    } finally {
+      this.#busy = null;
+    }
   }
 
   #live(op: string): void {
