@@ -68,3 +68,52 @@ describe('incremental decoding equals the offline forward of each prefix', () =>
     m.dispose();
   });
 });
+
+describe('continuous batching: slots at different positions', () => {
+  for (const variant of ['forget', 'accumulate'] as const) {
+    for (const window of [0, 3]) {
+      it(`${variant} w=${window}: interleaved slots with resets equal independent single-sequence decoders`, async () => {
+        const rng = new Rng(99 + window);
+        const V = 6;
+        const m = new RecurrentTransformer({ vocabSize: V, d: 8, heads: 2, layers: 2, window, variant, maxLen: 40, alpha: { init: 0.7 } });
+        const p = m.exportParameters();
+        for (const k of Object.keys(p)) if (!k.endsWith('alpha')) p[k] = p[k]!.map((v) => v + (rng.uniform() - 0.5));
+        m.importParameters(p);
+        const slots = 3;
+        const dec = m.decoder(slots);
+        // Each slot's own token stream; a slot is reset after a random number of tokens and starts a new one.
+        const streams: number[][] = [[], [], []];
+        let refs: (ReturnType<typeof m.decoder> | null)[] = [m.decoder(1), m.decoder(1), m.decoder(1)];
+        for (let step = 0; step < 30; step++) {
+          const active = [0, 1, 2].filter(() => rng.uniform() < 0.8);
+          if (active.length === 0) continue;
+          const toks = active.map(() => Math.floor(rng.uniform() * V));
+          const got = await dec.stepSlots(active, toks);
+          for (let r = 0; r < active.length; r++) {
+            const s = active[r]!;
+            streams[s]!.push(toks[r]!);
+            const want = await refs[s]!.step([toks[r]!]);
+            for (let v = 0; v < V; v++) expect(Math.abs(got[r * V + v]! - want[v]!)).toBeLessThan(1e-4 * (1 + Math.abs(want[v]!)));
+            expect(dec.positionOf(s)).toBe(streams[s]!.length);
+            if (rng.uniform() < 0.1) {
+              dec.reset(s);
+              streams[s] = [];
+              refs[s] = m.decoder(1);
+            }
+          }
+        }
+        refs = [];
+        m.dispose();
+      });
+    }
+  }
+
+  it('refuses repeated or out-of-range slots', async () => {
+    const m = new RecurrentTransformer({ vocabSize: 5, d: 8, heads: 2, window: 2, maxLen: 8 });
+    const dec = m.decoder(2);
+    await expect(async () => dec.stepSlots([0, 0], [1, 2])).rejects.toThrow(/distinct/);
+    await expect(async () => dec.stepSlots([2], [1])).rejects.toThrow(/slots/);
+    expect(() => dec.reset(5)).toThrow(/slot/);
+    m.dispose();
+  });
+});

@@ -10,7 +10,9 @@ namespace rt::addon {
 
 Napi::Function DecoderHandle::Init(Napi::Env env) {
   return DefineClass(env, "DecoderHandle",
-                     {InstanceMethod<&DecoderHandle::Step>("step"), InstanceAccessor<&DecoderHandle::Position>("position")});
+                     {InstanceMethod<&DecoderHandle::Step>("step"), InstanceMethod<&DecoderHandle::Reset>("reset"),
+                      InstanceMethod<&DecoderHandle::PositionOf>("positionOf"),
+                      InstanceAccessor<&DecoderHandle::Position>("position")});
 }
 
 namespace {
@@ -42,28 +44,67 @@ DecoderHandle::DecoderHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
 }
 
 Napi::Value DecoderHandle::Position(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(state_->position()));
+  return Napi::Number::New(info.Env(), static_cast<double>(state_->position(0)));
 }
 
-// step(tokens: Int32Array of length batch) -> Promise<Float32Array [batch * V]>
+int DecoderHandle::SlotArg(const Napi::CallbackInfo& info, size_t i) {
+  if (!info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), "slot: expected an integer");
+  int s = info[i].As<Napi::Number>().Int32Value();
+  if (s < 0 || s >= state_->slots())
+    throw Napi::RangeError::New(info.Env(), "slot: expected an index in [0, " + std::to_string(state_->slots()) + "), got " + std::to_string(s));
+  return s;
+}
+
+Napi::Value DecoderHandle::PositionOf(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(state_->position(SlotArg(info, 0))));
+}
+
+void DecoderHandle::Reset(const Napi::CallbackInfo& info) {
+  if (busy_) throw Napi::Error::New(info.Env(), "decoder: a step is running; await it before resetting a slot");
+  state_->reset(SlotArg(info, 0));
+}
+
+// step(tokens: Int32Array, slots?: Int32Array) -> Promise<Float32Array [S * V]>: one token for each listed
+// slot (all slots, in order, when `slots` is omitted), each at its own position.
 Napi::Value DecoderHandle::Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (busy_) throw Napi::Error::New(env, "decoder: a step is already running; await it first");
   if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
     throw Napi::TypeError::New(env, "tokens: expected an Int32Array");
   auto ta = info[0].As<Napi::Int32Array>();
-  const int B = state_->batch();
-  if (static_cast<int>(ta.ElementLength()) != B)
-    throw Napi::RangeError::New(env, "tokens: expected " + std::to_string(B) + " tokens (one per sequence), got " +
-                                         std::to_string(ta.ElementLength()));
-  std::vector<int32_t> tokens(ta.Data(), ta.Data() + B);
+  const int S = static_cast<int>(ta.ElementLength());
+  std::vector<int32_t> tokens(ta.Data(), ta.Data() + S);
+  std::vector<int> slots(S);
+  if (info.Length() > 1 && !info[1].IsUndefined()) {
+    if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw Napi::TypeError::New(env, "slots: expected an Int32Array");
+    auto sa = info[1].As<Napi::Int32Array>();
+    if (static_cast<int>(sa.ElementLength()) != S)
+      throw Napi::RangeError::New(env, "slots: expected one slot per token (" + std::to_string(S) + "), got " + std::to_string(sa.ElementLength()));
+    std::vector<char> seen(state_->slots(), 0);
+    for (int r = 0; r < S; ++r) {
+      const int s = sa[r];
+      if (s < 0 || s >= state_->slots() || seen[s])
+        throw Napi::RangeError::New(env, "slots: expected distinct indices in [0, " + std::to_string(state_->slots()) + ")");
+      seen[s] = 1;
+      slots[r] = s;
+    }
+  } else {
+    if (S != state_->slots())
+      throw Napi::RangeError::New(env, "tokens: expected " + std::to_string(state_->slots()) + " tokens (one per sequence), got " + std::to_string(S));
+    for (int r = 0; r < S; ++r) slots[r] = r;
+  }
+  if (S == 0) throw Napi::RangeError::New(env, "tokens: expected at least one token");
   const int d = static_cast<int>(wte_->shape[1]), V = static_cast<int>(head_->shape[0]);
   const int vocab = static_cast<int>(wte_->shape[0]);
-  if (wpe_ && state_->position() >= wpe_->shape[0])
-    throw Napi::RangeError::New(env, "generate: position " + std::to_string(state_->position()) +
-                                         " is past the model's maxLen " + std::to_string(wpe_->shape[0]) +
-                                         " (learned position embeddings end there)");
-  auto logits = std::make_shared<std::vector<float>>(static_cast<size_t>(B) * V);
+  std::vector<int64_t> pos(S);
+  for (int r = 0; r < S; ++r) {
+    pos[r] = state_->position(slots[r]);
+    if (wpe_ && pos[r] >= wpe_->shape[0])
+      throw Napi::RangeError::New(env, "generate: position " + std::to_string(pos[r]) + " is past the model's maxLen " +
+                                           std::to_string(wpe_->shape[0]) + " (learned position embeddings end there)");
+  }
+  auto logits = std::make_shared<std::vector<float>>(static_cast<size_t>(S) * V);
   auto state = state_;
   auto stack = stack_;
   auto wte = wte_, wpe = wpe_, lnw = lnw_, lnb = lnb_, head = head_;
@@ -72,14 +113,13 @@ Napi::Value DecoderHandle::Step(const Napi::CallbackInfo& info) {
   return PromiseWorker::Run(
       env, "rt:decode",
       [=] {
-        std::vector<float> x(static_cast<size_t>(B) * d), y(static_cast<size_t>(B) * d);
-        const int64_t pos = state->position();
-        cpu::embedding_forward(tokens.data(), wte->f32(), nullptr, x.data(), B, 1, d, vocab, 0.0f, 0, 0);
+        std::vector<float> x(static_cast<size_t>(S) * d), y(static_cast<size_t>(S) * d);
+        cpu::embedding_forward(tokens.data(), wte->f32(), nullptr, x.data(), S, 1, d, vocab, 0.0f, 0, 0);
         if (wpe)
-          for (int b = 0; b < B; ++b)
-            for (int e = 0; e < d; ++e) x[static_cast<size_t>(b) * d + e] += wpe->f32()[pos * d + e];
-        state->step(x.data(), y.data());
-        cpu::head_logits(y.data(), lnw->f32(), lnb ? lnb->f32() : nullptr, head->f32(), B, 1, d, V, 1, logits->data());
+          for (int r = 0; r < S; ++r)
+            for (int e = 0; e < d; ++e) x[static_cast<size_t>(r) * d + e] += wpe->f32()[pos[r] * d + e];
+        state->step(slots.data(), S, x.data(), y.data());
+        cpu::head_logits(y.data(), lnw->f32(), lnb ? lnb->f32() : nullptr, head->f32(), S, 1, d, V, 1, logits->data());
       },
       [logits](Napi::Env e) -> Napi::Value {
         auto arr = Napi::Float32Array::New(e, logits->size());

@@ -155,6 +155,10 @@ class CpuBackend final : public Backend {
   void attention_cached(const float* qkv, int cap, int B, int t0, int c, int d, int H, float* out) override {
     cpu::attention_cached(qkv, cap, B, t0, c, d, H, out);
   }
+  void attention_cached_rows(const float* qkv, int cap, const int* slot, const int* t, int S, int d, int H,
+                             float* out) override {
+    cpu::attention_cached_rows(qkv, cap, slot, t, S, d, H, out);
+  }
   void activation_forward(bool gelu, const float* x, float* y, size_t n) override {
     gelu ? cpu::gelu_forward(x, y, n) : cpu::relu_forward(x, y, n);
   }

@@ -7,37 +7,56 @@
 
 namespace rt::cpu {
 
+namespace {
+
+// One query row against keys/values 0..t of one cached sequence (`base`), one head.
+void attend_row(const float* base, int t, int d, int hd, int h, float scale, float* s, float* o) {
+  const size_t row = 3 * static_cast<size_t>(d);
+  const float* q = base + t * row + h * hd;
+  float mx = -INFINITY;
+  for (int j = 0; j <= t; ++j) {
+    const float* k = base + j * row + d + h * hd;
+    float acc = 0;
+    for (int e = 0; e < hd; ++e) acc += q[e] * k[e];
+    s[j] = acc * scale;
+    mx = std::max(mx, s[j]);
+  }
+  float sum = 0;
+  for (int j = 0; j <= t; ++j) sum += (s[j] = std::exp(s[j] - mx));
+  const float inv = 1.0f / sum;
+  std::fill(o, o + hd, 0.0f);
+  for (int j = 0; j <= t; ++j) {
+    const float* v = base + j * row + 2 * d + h * hd;
+    const float pj = s[j] * inv;
+    for (int e = 0; e < hd; ++e) o[e] += pj * v[e];
+  }
+}
+
+}  // namespace
+
+void attention_cached_rows(const float* qkv, int cap, const int* slot, const int* t, int S, int d, int H, float* out) {
+  const int hd = d / H;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const size_t seq = static_cast<size_t>(cap) * 3 * d;
+  parallel_for(static_cast<size_t>(S) * H, 1, [&](size_t a, size_t b) {
+    std::vector<float> s(cap);
+    for (size_t rh = a; rh < b; ++rh) {
+      const int r = static_cast<int>(rh / H), h = static_cast<int>(rh % H);
+      attend_row(qkv + slot[r] * seq, t[r], d, hd, h, scale, s.data(), out + static_cast<size_t>(r) * d + h * hd);
+    }
+  });
+}
+
 void attention_cached(const float* qkv, int cap, int B, int t0, int c, int d, int H, float* out) {
   const int hd = d / H;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const size_t row = 3 * static_cast<size_t>(d);
   parallel_for(static_cast<size_t>(B) * H, 1, [&](size_t a, size_t b) {
     std::vector<float> s(t0 + c);
     for (size_t bh = a; bh < b; ++bh) {
       const int bi = static_cast<int>(bh / H), h = static_cast<int>(bh % H);
-      const float* base = qkv + static_cast<size_t>(bi) * cap * row;
-      for (int r = 0; r < c; ++r) {
-        const int t = t0 + r;
-        const float* q = base + t * row + h * hd;
-        float mx = -INFINITY;
-        for (int j = 0; j <= t; ++j) {
-          const float* k = base + j * row + d + h * hd;
-          float acc = 0;
-          for (int e = 0; e < hd; ++e) acc += q[e] * k[e];
-          s[j] = acc * scale;
-          mx = std::max(mx, s[j]);
-        }
-        float sum = 0;
-        for (int j = 0; j <= t; ++j) sum += (s[j] = std::exp(s[j] - mx));
-        const float inv = 1.0f / sum;
-        float* o = out + (static_cast<size_t>(bi) * c + r) * d + h * hd;
-        std::fill(o, o + hd, 0.0f);
-        for (int j = 0; j <= t; ++j) {
-          const float* v = base + j * row + 2 * d + h * hd;
-          const float pj = s[j] * inv;
-          for (int e = 0; e < hd; ++e) o[e] += pj * v[e];
-        }
-      }
+      const float* base = qkv + static_cast<size_t>(bi) * cap * 3 * d;
+      for (int r = 0; r < c; ++r)
+        attend_row(base, t0 + r, d, hd, h, scale, s.data(), out + (static_cast<size_t>(bi) * c + r) * d + h * hd);
     }
   });
 }

@@ -111,5 +111,7 @@ namespace rt::cpu {
 // Row t0+r attends causally to rows 0 .. t0+r. out [B, c, d] is written. Incremental decoding and chunked
 // prefill both use it, so generation never recomputes the window it has already seen.
 void attention_cached(const float* qkv, int cap, int B, int t0, int c, int d, int H, float* out);
+// Row-wise form (continuous batching): row r is the query at position t[r] of cache slot slot[r].
+void attention_cached_rows(const float* qkv, int cap, const int* slot, const int* t, int S, int d, int H, float* out);
 
 }  // namespace rt::cpu

@@ -126,4 +126,23 @@ void block_chunk(Backend& be, const BlockShape& s, const BlockWeights& w, float*
   be.axpy2d(y, 0, 1.0f, y, 0, k.x2.get(), 0, 1, Rd);
 }
 
+void block_rows(Backend& be, const BlockShape& s, const BlockWeights& w, float* kv, int cap, const int* slot,
+                const int* t, int S, const float* x, float* y, ChunkScratch& k) {
+  const int d = s.d;
+  const size_t Sd = static_cast<size_t>(S) * d, row = 3 * static_cast<size_t>(d);
+  k.ensure(be, s, S);
+  be.layernorm_forward(x, w.ln1_w, w.ln1_b, k.h.get(), k.mean.get(), k.rstd.get(), S, d);
+  be.linear_forward(k.h.get(), w.attn_w, w.attn_b, k.qkv.get(), S, d, 3 * d);
+  for (int r = 0; r < S; ++r)
+    be.copy(kv + (static_cast<size_t>(slot[r]) * cap + t[r]) * row, k.qkv.get() + r * row, row);
+  be.attention_cached_rows(kv, cap, slot, t, S, d, s.heads, k.att.get());
+  be.linear_forward(k.att.get(), w.attn_proj_w, w.attn_proj_b, k.x2.get(), S, d, d);
+  be.axpy2d(k.x2.get(), 0, 1.0f, k.x2.get(), 0, x, 0, 1, Sd);
+  be.layernorm_forward(k.x2.get(), w.ln2_w, w.ln2_b, k.h.get(), k.mean.get(), k.rstd.get(), S, d);
+  be.linear_forward(k.h.get(), w.fc_w, w.fc_b, k.f.get(), S, d, 4 * d);
+  be.activation_forward(s.gelu, k.f.get(), k.f.get(), Sd * 4);
+  be.linear_forward(k.f.get(), w.mlp_proj_w, w.mlp_proj_b, y, S, 4 * d, d);
+  be.axpy2d(y, 0, 1.0f, y, 0, k.x2.get(), 0, 1, Sd);
+}
+
 }  // namespace rt

@@ -67,4 +67,10 @@ struct ChunkScratch {
 void block_chunk(Backend& be, const BlockShape& s, const BlockWeights& w, float* kv, int cap, int B, int t0, int c,
                  const float* x, float* y, ChunkScratch& k);
 
+// Inference only: one new token for each of S sequences at different positions (continuous batching):
+// row r of x [S, d] is the token at position t[r] of the application cached in slot slot[r] of kv
+// ([slots, cap, 3d]). Writes its key/value row there and the block's output to y [S, d].
+void block_rows(Backend& be, const BlockShape& s, const BlockWeights& w, float* kv, int cap, const int* slot,
+                const int* t, int S, const float* x, float* y, ChunkScratch& k);
+
 }  // namespace rt

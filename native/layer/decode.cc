@@ -6,101 +6,122 @@
 
 namespace rt {
 
-DecodeState::DecodeState(const LayerStack& stack, int B, int max_positions)
-    : stack_(stack), be_(stack.backend()), B_(B), w_(stack.config().window), d_(stack.config().d),
+DecodeState::DecodeState(const LayerStack& stack, int slots, int max_positions)
+    : stack_(stack), be_(stack.backend()), slots_(slots), w_(stack.config().window), d_(stack.config().d),
       accumulate_(stack.config().accumulate) {
-  RT_CHECK(B >= 1, "batch: expected a positive integer, got " + std::to_string(B));
+  RT_CHECK(slots >= 1, "batch: expected a positive integer, got " + std::to_string(slots));
   RT_CHECK(w_ > 0 || max_positions >= 1, "maxPositions: expected a positive integer for the plain transformer (window 0)");
   cap_ = w_ == 0 ? max_positions : 2 * w_;
-  const size_t Bd = static_cast<size_t>(B) * d_, row = 3 * static_cast<size_t>(d_);
+  const size_t row = 3 * static_cast<size_t>(d_), wd = static_cast<size_t>(w_) * d_;
   const int L = stack.config().layers;
   layers_.resize(L);
   for (int l = 0; l < L; ++l) {
     Layer& s = layers_[l];
-    s.kvA = DeviceBuffer(be_, static_cast<size_t>(B) * cap_ * row);
-    if (w_ > 0) s.kvB = DeviceBuffer(be_, static_cast<size_t>(B) * w_ * row);
-    if (accumulate_ && w_ > 0) {
-      for (DeviceBuffer* b : {&s.X, &s.S, &s.Pin, &s.Pnext, &s.Y}) *b = DeviceBuffer(be_, Bd * w_);
-    }
+    s.kvA = DeviceBuffer(be_, static_cast<size_t>(slots) * cap_ * row);
+    if (w_ > 0) s.kvB = DeviceBuffer(be_, static_cast<size_t>(slots) * w_ * row);
+    if (accumulate_ && w_ > 0)
+      for (DeviceBuffer* b : {&s.X, &s.S, &s.Pin, &s.Pnext, &s.Y}) *b = DeviceBuffer(be_, slots * wd);
     alpha_.push_back(stack.alpha(l));
   }
-  t1_ = DeviceBuffer(be_, Bd);
-  t2_ = DeviceBuffer(be_, Bd);
-  t3_ = DeviceBuffer(be_, Bd);
+  pos_.assign(slots, 0);
 }
 
-void DecodeState::step(const float* x, float* y) {
+void DecodeState::reset(int s) {
+  RT_CHECK(s >= 0 && s < slots_, "slot: expected an index in [0, " + std::to_string(slots_) + "), got " + std::to_string(s));
+  pos_[s] = 0;
+}
+
+void DecodeState::step(const int* slots, int S, const float* x, float* y) {
   const BlockShape& sh = stack_.shape();
-  const size_t d = d_, wd = static_cast<size_t>(w_) * d;
-  if (w_ == 0)
-    RT_CHECK(pos_ < cap_, "generate: the plain transformer (window 0) keeps every position; " + std::to_string(cap_) +
-                              " positions are used up (raise maxPositions)");
-  const float* in = x;
-  float* bufs[2] = {t1_.get(), t2_.get()};
-  const int64_t j = w_ ? pos_ / w_ : 0;
-  const int i = w_ ? static_cast<int>(pos_ % w_) : 0;
-  for (size_t l = 0; l < layers_.size(); ++l) {
-    Layer& s = layers_[l];
-    const BlockWeights& W = stack_.weights(static_cast<int>(l));
-    float* out = bufs[l % 2];
+  const size_t d = d_, wd = static_cast<size_t>(w_) * d, Sd = static_cast<size_t>(S) * d;
+  std::vector<int> tA(S), tB(S), iw(S);
+  std::vector<int64_t> jw(S);
+  std::vector<char> seen(slots_, 0);
+  for (int r = 0; r < S; ++r) {
+    const int s = slots[r];
+    RT_CHECK(s >= 0 && s < slots_ && !seen[s], "slots: expected distinct indices in [0, " + std::to_string(slots_) + ")");
+    seen[s] = 1;
+    const int64_t p = pos_[s];
     if (w_ == 0) {
-      block_chunk(be_, sh, W, s.kvA.get(), cap_, B_, static_cast<int>(pos_), 1, in, out, scratch_);
+      RT_CHECK(p < cap_, "generate: the plain transformer (window 0) keeps every position; " + std::to_string(cap_) +
+                             " positions are used up (raise maxPositions)");
+      tA[r] = static_cast<int>(p);
+    } else {
+      jw[r] = p / w_;
+      iw[r] = static_cast<int>(p % w_);
+      tA[r] = jw[r] == 0 ? iw[r] : w_ + iw[r];
+      tB[r] = iw[r];
+    }
+  }
+  DeviceBuffer bufs[3] = {DeviceBuffer(be_, Sd), DeviceBuffer(be_, Sd), DeviceBuffer(be_, Sd)};
+  const float* in = x;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    Layer& L = layers_[l];
+    const BlockWeights& W = stack_.weights(static_cast<int>(l));
+    float* out = bufs[l % 2].get();
+    float* tmp = bufs[2].get();
+    if (w_ == 0) {
+      block_rows(be_, sh, W, L.kvA.get(), cap_, slots, tA.data(), S, in, out, scratch_);
     } else {
       const float* a_in = in;
       if (accumulate_) {
-        be_.axpy2d(s.X.get() + i * d, wd, 1.0f, in, d, nullptr, 0, B_, d);
-        if (j >= 1) {  // A's second half adds alpha * P_{j-1}
-          be_.axpy2d(t3_.get(), d, alpha_[l], s.Pin.get() + i * d, wd, in, d, B_, d);
-          a_in = t3_.get();
+        for (int r = 0; r < S; ++r) {
+          const size_t at = slots[r] * wd + iw[r] * d;
+          be_.copy(L.X.get() + at, in + r * d, d);
+          // A's second half adds alpha * P_{j-1} (nothing in window 0, which has no prefix; Pin is not
+          // written yet there, so it must not be read even with a zero factor: 0 * NaN is NaN).
+          if (jw[r] >= 1) be_.axpy2d(tmp + r * d, d, alpha_[l], L.Pin.get() + at, d, in + r * d, d, 1, d);
+          else be_.copy(tmp + r * d, in + r * d, d);
         }
+        a_in = tmp;
       }
       // S_j[i], the new row of application A (kept for the window's close when accumulating).
-      block_chunk(be_, sh, W, s.kvA.get(), cap_, B_, j == 0 ? i : w_ + i, 1, a_in, out, scratch_);
-      if (accumulate_) be_.axpy2d(s.S.get() + i * d, wd, 1.0f, out, d, nullptr, 0, B_, d);
+      block_rows(be_, sh, W, L.kvA.get(), cap_, slots, tA.data(), S, a_in, out, scratch_);
+      if (accumulate_)
+        for (int r = 0; r < S; ++r) be_.copy(L.S.get() + slots[r] * wd + iw[r] * d, out + r * d, d);
       // Y_j[i] = T(S_j)[i], the new row of application B.
-      be_.copy(t3_.get(), out, static_cast<size_t>(B_) * d);
-      block_chunk(be_, sh, W, s.kvB.get(), w_, B_, i, 1, t3_.get(), out, scratch_);
+      be_.copy(tmp, out, Sd);
+      block_rows(be_, sh, W, L.kvB.get(), w_, slots, tB.data(), S, tmp, out, scratch_);
     }
     in = out;
   }
-  be_.copy(y, in, static_cast<size_t>(B_) * d);
-  if (w_ > 0 && i == w_ - 1) close_window(j);
-  ++pos_;
+  be_.copy(y, in, Sd);
+  for (int r = 0; r < S; ++r) {
+    if (w_ > 0 && iw[r] == w_ - 1) close_window(slots[r], jw[r]);
+    ++pos_[slots[r]];
+  }
 }
 
-void DecodeState::close_window(int64_t j) {
+void DecodeState::close_window(int slot, int64_t j) {
   const BlockShape& sh = stack_.shape();
   const size_t d = d_, row = 3 * d, wd = static_cast<size_t>(w_) * d;
+  const size_t kvA_at = static_cast<size_t>(slot) * cap_ * row, kvB_at = static_cast<size_t>(slot) * w_ * row;
+  const size_t at = static_cast<size_t>(slot) * wd;
   if (!accumulate_) {
     // T([S_j, X_{j+1}]) starts with T(S_j): B's rows are A's prefix for the next window.
-    for (Layer& s : layers_)
-      be_.axpy2d(s.kvA.get(), cap_ * row, 1.0f, s.kvB.get(), w_ * row, nullptr, 0, B_, w_ * row);
+    for (Layer& L : layers_) be_.copy(L.kvA.get() + kvA_at, L.kvB.get() + kvB_at, w_ * row);
     return;
   }
+  DeviceBuffer tmp(be_, wd);
   for (size_t l = 0; l < layers_.size(); ++l) {
-    Layer& s = layers_[l];
+    Layer& L = layers_[l];
     const BlockWeights& W = stack_.weights(static_cast<int>(l));
     const float a = alpha_[l];
+    float *X = L.X.get() + at, *S = L.S.get() + at, *Pin = L.Pin.get() + at, *Pnext = L.Pnext.get() + at,
+          *Y = L.Y.get() + at, *kvA = L.kvA.get() + kvA_at;
     if (l > 0) {
       // The layer below just produced its final outputs for window j: redo A's second half with them.
-      be_.copy(s.X.get(), layers_[l - 1].Y.get(), B_ * wd);
-      const float* in2 = s.X.get();
-      DeviceBuffer tmp;
-      if (j >= 1) {
-        tmp = DeviceBuffer(be_, B_ * wd);
-        be_.axpy2d(tmp.get(), wd, a, s.Pin.get(), wd, s.X.get(), wd, B_, wd);
-        in2 = tmp.get();
-      }
-      block_chunk(be_, sh, W, s.kvA.get(), cap_, B_, j == 0 ? 0 : w_, w_, in2, s.S.get(), scratch_);
+      be_.copy(X, layers_[l - 1].Y.get() + at, wd);
+      if (j >= 1) be_.axpy2d(tmp.get(), wd, a, Pin, wd, X, wd, 1, wd);
+      else be_.copy(tmp.get(), X, wd);
+      block_chunk(be_, sh, W, kvA, cap_, 1, j == 0 ? 0 : w_, w_, tmp.get(), S, scratch_);
     }
-    // P_j is X_0 for j = 0, else Y_{j-1} (the previous prefix's output).
-    const float* Pj = j == 0 ? s.X.get() : s.Pnext.get();
-    DeviceBuffer prefix(be_, B_ * wd);
-    be_.axpy2d(prefix.get(), wd, a, Pj, wd, s.S.get(), wd, B_, wd);
-    // A's prefix for window j+1; its outputs are the final Y_j.
-    block_chunk(be_, sh, W, s.kvA.get(), cap_, B_, 0, w_, prefix.get(), s.Y.get(), scratch_);
-    be_.copy(s.Pin.get(), Pj, B_ * wd);
-    be_.copy(s.Pnext.get(), s.Y.get(), B_ * wd);
+    // P_j is X_0 for j = 0, else Y_{j-1} (the previous prefix's output); A's next prefix is alpha P_j + S_j.
+    const float* Pj = j == 0 ? X : Pnext;
+    be_.axpy2d(tmp.get(), wd, a, Pj, wd, S, wd, 1, wd);
+    block_chunk(be_, sh, W, kvA, cap_, 1, 0, w_, tmp.get(), Y, scratch_);
+    be_.copy(Pin, Pj, wd);
+    be_.copy(Pnext, Y, wd);
   }
 }
 

@@ -9,7 +9,7 @@
 // Y_{m-1}) to that prefix; the layers above then redo their window j with those final inputs, bottom up,
 // before the next token. So every output equals the offline forward of the prefix ending at that token.
 //
-// Memory per layer: A's cache [B, 2w, 3d], B's cache [B, w, 3d], and (accumulate) four [B, w, d]
+// Memory per layer and sequence: A's cache [2w, 3d], B's cache [w, 3d], and (accumulate) five [w, d]
 // buffers: O(layers * w * d) per sequence, independent of the length generated. w = 0 (the plain
 // transformer) keeps a cache of maxPositions rows instead, as any transformer must.
 #pragma once
@@ -24,32 +24,35 @@ namespace rt {
 
 class DecodeState {
  public:
-  // B sequences decoded in lockstep. max_positions bounds the plain transformer's cache (w = 0).
-  DecodeState(const LayerStack& stack, int B, int max_positions);
+  // `slots` sequences, each with its own position (continuous batching: a finished sequence's slot is
+  // reset and reused while the others go on). max_positions bounds the plain transformer's cache (w = 0).
+  DecodeState(const LayerStack& stack, int slots, int max_positions);
 
-  // x [B, d]: the layer-stack input of the token at position(); y [B, d] (written): the stack's output
-  // there. Advances position() by one.
-  void step(const float* x, float* y);
-  int64_t position() const { return pos_; }
-  int batch() const { return B_; }
+  // Feeds one token to each of S distinct slots: x [S, d] holds the layer-stack inputs of the tokens at
+  // those slots' positions; y [S, d] (written) the stack's outputs there. Advances each slot by one.
+  void step(const int* slots, int S, const float* x, float* y);
+  // Starts slot s over at position 0 (its old state is simply overwritten as it advances).
+  void reset(int s);
+  int64_t position(int s) const { return pos_.at(s); }
+  int slots() const { return slots_; }
   int window() const { return w_; }
+  int max_positions() const { return w_ == 0 ? cap_ : -1; }
 
  private:
   struct Layer {
-    DeviceBuffer kvA, kvB;             // key/value caches of applications A and B
-    DeviceBuffer X, S, Pin, Pnext, Y;  // accumulate only: window inputs, S_j, P_{j-1}, P_j, final Y_j
+    DeviceBuffer kvA, kvB;             // key/value caches of applications A and B, [slots, cap, 3d]
+    DeviceBuffer X, S, Pin, Pnext, Y;  // accumulate only, [slots, w, d]: inputs, S_j, P_{j-1}, P_j, final Y_j
   };
-  void close_window(int64_t j);
+  void close_window(int slot, int64_t j);
 
   const LayerStack& stack_;
   Backend& be_;
-  int B_, w_, d_, cap_;
+  int slots_, w_, d_, cap_;
   bool accumulate_;
-  int64_t pos_ = 0;
+  std::vector<int64_t> pos_;
   std::vector<Layer> layers_;
   std::vector<float> alpha_;
   ChunkScratch scratch_;
-  DeviceBuffer t1_, t2_, t3_;  // [B, d] step temporaries
 };
 
 }  // namespace rt

@@ -27,10 +27,19 @@ export interface StepOptions {
 export interface Decoder {
   readonly batch: number;
   readonly vocab: number;
-  /** Tokens consumed so far. */
+  /** Tokens consumed so far by slot 0. */
   readonly position: number;
   /** Feeds one token per sequence; resolves with the next-token logits, [batch * vocab] row-major. */
   step(tokens: Int32Array | number[]): Promise<Float32Array>;
+  /**
+   * Continuous batching: one token for each listed slot (distinct), each slot at its own position;
+   * resolves with [slots.length * vocab] logits in the same order.
+   */
+  stepSlots(slots: ArrayLike<number>, tokens: Int32Array | number[]): Promise<Float32Array>;
+  /** Starts a slot over (a new sequence) at position 0. */
+  reset(slot: number): void;
+  /** Tokens consumed by a slot. */
+  positionOf(slot: number): number;
 }
 
 /** Targets equal to this are not scored (like PyTorch's ignore_index). */
@@ -209,19 +218,23 @@ export class RecurrentTransformer {
       this.#headWeight().value.handle(),
     );
     const vocab = this.config.vocabSize;
+    const checkTokens = (tokens: Int32Array | number[]): Int32Array => {
+      const t = tokens instanceof Int32Array ? tokens : Int32Array.from(tokens);
+      for (const v of t) {
+        if (!Number.isInteger(v) || v < 0 || v >= vocab) throw new RangeError(`decoder.step: token ${v} is outside the vocabulary [0, ${vocab})`);
+      }
+      return t;
+    };
     return {
       batch,
       vocab,
       get position() {
         return handle.position;
       },
-      step: (tokens) => {
-        const t = tokens instanceof Int32Array ? tokens : Int32Array.from(tokens);
-        for (const v of t) {
-          if (!Number.isInteger(v) || v < 0 || v >= vocab) throw new RangeError(`decoder.step: token ${v} is outside the vocabulary [0, ${vocab})`);
-        }
-        return handle.step(t);
-      },
+      step: async (tokens) => handle.step(checkTokens(tokens)),
+      stepSlots: async (slots, tokens) => handle.step(checkTokens(tokens), Int32Array.from(slots)),
+      reset: (slot) => handle.reset(slot),
+      positionOf: (slot) => handle.positionOf(slot),
     };
   }
 
