@@ -1,6 +1,6 @@
 // Typed tensors over native storage. A Tensor is immutable from JavaScript once made (toArray() copies
 // out), so a forward running on a worker thread never sees its input change.
-import { loadNative, type Device, type NativeTensor } from './native.js';
+import { loadNative, type Device, type NativeAddon, type NativeTensor } from './native.js';
 
 export type DType = 'float32' | 'int32';
 export type TypedArrayOf<D extends DType> = D extends 'float32' ? Float32Array : Int32Array;
@@ -26,7 +26,8 @@ function checkShape(shape: readonly number[], what: string): number {
 export class Tensor {
   readonly dtype: DType;
   readonly shape: readonly number[];
-  readonly device: Device = 'cpu';
+  /** Where the data lives: 'cpu', or 'cuda' for the outputs and parameters of a layer on the GPU. */
+  readonly device: Device;
   #handle: NativeTensor | undefined;
 
   /** @internal Wraps a native tensor; use the static constructors. */
@@ -34,6 +35,7 @@ export class Tensor {
     this.#handle = handle;
     this.dtype = handle.dtype;
     this.shape = Object.freeze([...handle.shape]);
+    this.device = handle.device ?? 'cpu';
     registry.register(this, handle, this);
   }
 
@@ -79,6 +81,16 @@ export class Tensor {
     return this.handle('toArray').read();
   }
 
+  /**
+   * A copy of this tensor on `device` (always a new tensor, to be disposed on its own). 'cuda' needs the
+   * CUDA build of the addon and a GPU; toArray() of a CUDA tensor copies back to the host by itself.
+   */
+  to(device: Device): Tensor {
+    if (device !== 'cpu' && device !== 'cuda') throw new TypeError(`device: expected 'cpu' or 'cuda', got ${String(device)}`);
+    const addon = loadNative(device);
+    return new Tensor(adoptHandle(this, addon, 'to').to(device));
+  }
+
   /** Frees the native memory now (the finalizer would do it later). Idempotent. */
   dispose(): void {
     if (this.#handle) {
@@ -97,4 +109,15 @@ export class Tensor {
   toString(): string {
     return `Tensor(${this.dtype}, [${this.shape.join(', ')}], ${this.device}${this.disposed ? ', disposed' : ''})`;
   }
+}
+
+/**
+ * @internal This tensor's native handle as `addon` can take it. The CPU and CUDA builds are two binaries
+ * whose handles do not mix; a handle from the other one (a CPU tensor made before the CUDA build was
+ * loaded) is copied across through the host. A layer then moves the copy to its device itself.
+ */
+export function adoptHandle(t: Tensor, addon: NativeAddon, op: string): NativeTensor {
+  const h = t.handle(op);
+  if (Object.getPrototypeOf(h) === addon.TensorHandle.prototype) return h;
+  return new addon.TensorHandle(t.dtype, [...t.shape], h.read());
 }

@@ -16,8 +16,10 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
  public:
   static Napi::Function Init(Napi::Env env);
   static Napi::Object Wrap(Napi::Env env, std::shared_ptr<Tensor> t);
-  // The tensor behind a JS value, or a JS Error naming `what` when it is no live TensorHandle.
+  // The tensor behind a JS value, or a JS Error naming `what` when it is no live TensorHandle. Get() also
+  // refuses device (CUDA) tensors: its callers run CPU code on the bytes. GetAny() takes any device.
   static std::shared_ptr<Tensor> Get(const Napi::Value& v, const char* what);
+  static std::shared_ptr<Tensor> GetAny(const Napi::Value& v, const char* what);
 
   explicit TensorHandle(const Napi::CallbackInfo& info);
   void Finalize(Napi::Env env) override;
@@ -26,6 +28,8 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   Napi::Value Shape(const Napi::CallbackInfo& info);
   Napi::Value Dtype(const Napi::CallbackInfo& info);
   Napi::Value Disposed(const Napi::CallbackInfo& info);
+  Napi::Value DeviceName(const Napi::CallbackInfo& info);
+  Napi::Value To(const Napi::CallbackInfo& info);
   Napi::Value Read(const Napi::CallbackInfo& info);
   void Write(const Napi::CallbackInfo& info);
   void Zero(const Napi::CallbackInfo& info);
@@ -41,7 +45,8 @@ class LayerHandle : public Napi::ObjectWrap<LayerHandle> {
   static Napi::Function Init(Napi::Env env);
   explicit LayerHandle(const Napi::CallbackInfo& info);
 
-  // The live stack, or a JS Error naming `op` when disposed.
+  // The live stack, or a JS Error naming `op` when disposed. For callers that run the stack's kernels on
+  // host memory (the decoder): a stack on a device is refused with an Error saying so.
   std::shared_ptr<LayerStack> Stack(const char* op);
 
  private:
@@ -54,6 +59,9 @@ class LayerHandle : public Napi::ObjectWrap<LayerHandle> {
   void Free(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info);
   Napi::Value HasCache(const Napi::CallbackInfo& info);
+  Napi::Value DeviceName(const Napi::CallbackInfo& info);
+  // LayerHandle.cudaStatus(): {built, available, reason?, name?} without creating a layer.
+  static Napi::Value CudaStatus(const Napi::CallbackInfo& info);
   std::shared_ptr<LayerStack> Live(const char* op);
 
   std::shared_ptr<LayerStack> stack_;
@@ -70,6 +78,9 @@ class DecoderHandle : public Napi::ObjectWrap<DecoderHandle> {
  private:
   Napi::Value Step(const Napi::CallbackInfo& info);
   Napi::Value Position(const Napi::CallbackInfo& info);
+  Napi::Value PositionOf(const Napi::CallbackInfo& info);
+  void Reset(const Napi::CallbackInfo& info);
+  int SlotArg(const Napi::CallbackInfo& info, size_t i);
 
   std::shared_ptr<LayerStack> stack_;
   std::shared_ptr<DecodeState> state_;

@@ -30,6 +30,29 @@ bool bool_field(Napi::Object cfg, const char* key, bool fallback) {
   return v.As<Napi::Boolean>().Value();
 }
 
+std::string string_field(Napi::Object cfg, const char* key, const char* fallback) {
+  Napi::Value v = cfg.Get(key);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsString()) throw Napi::TypeError::New(cfg.Env(), std::string("config.") + key + ": expected a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+// The backend of a device; rt::Error (saying why) when the device cannot be used.
+Backend& backend_for(const std::string& device, bool fp32) {
+  if (device == "cpu") return cpu_backend();
+#ifdef RT_CUDA
+  return cuda_backend(fp32);
+#else
+  (void)fp32;
+  throw Error("device 'cuda': this addon was built without CUDA (build it with `npm run build:cuda`)");
+#endif
+}
+
+// The input on the stack's device: as is when it is there already, else a copy (uploaded or downloaded).
+std::shared_ptr<Tensor> on_device(const std::shared_ptr<Tensor>& t, Device dev) {
+  return t->device() == dev ? t : t->to(dev);
+}
+
 }  // namespace
 
 Napi::Function LayerHandle::Init(Napi::Env env) {
@@ -38,10 +61,13 @@ Napi::Function LayerHandle::Init(Napi::Env env) {
                       InstanceMethod<&LayerHandle::Backward>("backward"),
                       InstanceMethod<&LayerHandle::ZeroGrad>("zeroGrad"),
                       InstanceMethod<&LayerHandle::DropCache>("dropCache"), InstanceMethod<&LayerHandle::Free>("free"),
-                      InstanceAccessor<&LayerHandle::Busy>("busy"), InstanceAccessor<&LayerHandle::HasCache>("hasCache")});
+                      InstanceAccessor<&LayerHandle::Busy>("busy"), InstanceAccessor<&LayerHandle::HasCache>("hasCache"),
+                      InstanceAccessor<&LayerHandle::DeviceName>("device"),
+                      StaticMethod<&LayerHandle::CudaStatus>("cudaStatus")});
 }
 
-// new LayerHandle({d, heads, layers, window, accumulate, alphaInit, alphaLearnable, gelu, bias, dropout, seed})
+// new LayerHandle({d, heads, layers, window, accumulate, alphaInit, alphaLearnable, gelu, bias, dropout, seed,
+//                  device: 'cpu' | 'cuda', precision: 'bf16' | 'fp32' (CUDA matrix products)})
 LayerHandle::LayerHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LayerHandle>(info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "config: expected an object");
@@ -61,8 +87,20 @@ LayerHandle::LayerHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Laye
   if (!(seed >= 0) || seed != std::floor(seed) || seed > 9007199254740991.0)
     throw Napi::TypeError::New(env, "config.seed: expected a non-negative integer");
   c.seed = static_cast<uint64_t>(seed);
+  const std::string device = string_field(o, "device", "cpu");
+  if (device != "cpu" && device != "cuda")
+    throw Napi::TypeError::New(env, "config.device: expected 'cpu' or 'cuda', got '" + device + "'");
+  const std::string precision = string_field(o, "precision", "bf16");
+  if (precision != "bf16" && precision != "fp32")
+    throw Napi::TypeError::New(env, "config.precision: expected 'bf16' or 'fp32', got '" + precision + "'");
+  Backend* be = nullptr;
   try {
-    stack_ = std::make_shared<LayerStack>(c, cpu_backend());
+    be = &backend_for(device, precision == "fp32");
+  } catch (const Error& e) {
+    throw Napi::Error::New(env, e.what());  // no GPU, no driver, no CUDA build: not a bad argument
+  }
+  try {
+    stack_ = std::make_shared<LayerStack>(c, *be);
   } catch (const std::bad_alloc&) {
     throw Napi::RangeError::New(env, "config: out of memory allocating the layer's weights");
   } catch (const Error& e) {
@@ -73,7 +111,13 @@ LayerHandle::LayerHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Laye
   Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(bytes));
 }
 
-std::shared_ptr<LayerStack> LayerHandle::Stack(const char* op) { return Live(op); }
+std::shared_ptr<LayerStack> LayerHandle::Stack(const char* op) {
+  auto s = Live(op);
+  if (s->backend().device() != Device::CPU)
+    throw Napi::Error::New(Env(), std::string(op) + ": runs on the CPU for now, and this layer is on '" +
+                                      device_name(s->backend().device()) + "'");
+  return s;
+}
 
 std::shared_ptr<LayerStack> LayerHandle::Live(const char* op) {
   if (!stack_) throw Napi::Error::New(Env(), std::string(op) + ": the layer has been disposed");
@@ -101,7 +145,7 @@ Napi::Value LayerHandle::Params(const Napi::CallbackInfo& info) {
 // forward(x, training, seed, window, keep, checkFinite) -> Promise<TensorHandle>
 Napi::Value LayerHandle::Forward(const Napi::CallbackInfo& info) {
   auto stack = Live("forward");
-  auto x = TensorHandle::Get(info[0], "x");
+  auto x = TensorHandle::GetAny(info[0], "x");
   bool training = info[1].ToBoolean();
   double seed = info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : 0;
   int window = info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : -1;
@@ -109,7 +153,9 @@ Napi::Value LayerHandle::Forward(const Napi::CallbackInfo& info) {
   bool check = info[5].IsUndefined() ? true : info[5].ToBoolean().Value();
   auto s = static_cast<uint64_t>(seed);
   return Run(info.Env(), [stack, x, training, s, window, keep, check] {
-    return stack->forward(*x, training, s, window, keep, check);
+    auto y = stack->forward(*on_device(x, stack->backend().device()), training, s, window, keep, check);
+    stack->backend().synchronize();  // resolve when the result is there (and report a kernel fault here)
+    return y;
   });
 }
 
@@ -129,15 +175,25 @@ Napi::Value LayerHandle::Run(Napi::Env env, std::function<std::shared_ptr<Tensor
 
 Napi::Value LayerHandle::Backward(const Napi::CallbackInfo& info) {
   auto stack = Live("backward");
-  auto dy = TensorHandle::Get(info[0], "dy");
+  auto dy = TensorHandle::GetAny(info[0], "dy");
   if (!stack->has_cache())
     throw Napi::Error::New(info.Env(),
                            "backward: no forward pass to differentiate; call forward (with gradients kept) before each backward");
   bool check = info[1].IsUndefined() ? true : info[1].ToBoolean().Value();
-  return Run(info.Env(), [stack, dy, check] { return stack->backward(*dy, check); });
+  return Run(info.Env(), [stack, dy, check] {
+    auto dx = stack->backward(*on_device(dy, stack->backend().device()), check);
+    stack->backend().synchronize();
+    return dx;
+  });
 }
 
-void LayerHandle::ZeroGrad(const Napi::CallbackInfo&) { Live("zeroGrad")->zero_grad(); }
+void LayerHandle::ZeroGrad(const Napi::CallbackInfo& info) {
+  try {
+    Live("zeroGrad")->zero_grad();
+  } catch (const Error& e) {
+    throw Napi::Error::New(info.Env(), e.what());
+  }
+}
 
 void LayerHandle::DropCache(const Napi::CallbackInfo&) { Live("dropActivations")->drop_cache(); }
 
@@ -149,6 +205,37 @@ void LayerHandle::Free(const Napi::CallbackInfo& info) {
 Napi::Value LayerHandle::Busy(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), busy_); }
 Napi::Value LayerHandle::HasCache(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), stack_ && stack_->has_cache());
+}
+
+}  // namespace rt::addon
+
+namespace rt::addon {
+
+Napi::Value LayerHandle::DeviceName(const Napi::CallbackInfo& info) {
+  if (!stack_) throw Napi::Error::New(info.Env(), "device: the layer has been disposed");
+  return Napi::String::New(info.Env(), device_name(stack_->backend().device()));
+}
+
+// {built: whether this addon has the CUDA backend, available: whether a GPU answered, reason: why not,
+//  name: the backend's name}. Starting CUDA happens here, so a missing driver shows up as `reason`.
+Napi::Value LayerHandle::CudaStatus(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+#ifdef RT_CUDA
+  o.Set("built", true);
+  try {
+    o.Set("name", cuda_backend().name());
+    o.Set("available", true);
+  } catch (const Error& e) {
+    o.Set("available", false);
+    o.Set("reason", e.what());
+  }
+#else
+  o.Set("built", false);
+  o.Set("available", false);
+  o.Set("reason", "device 'cuda': this addon was built without CUDA (build it with `npm run build:cuda`)");
+#endif
+  return o;
 }
 
 }  // namespace rt::addon

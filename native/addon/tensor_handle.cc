@@ -8,7 +8,9 @@ namespace rt::addon {
 Napi::Function TensorHandle::Init(Napi::Env env) {
   return DefineClass(env, "TensorHandle",
                      {InstanceAccessor<&TensorHandle::Shape>("shape"), InstanceAccessor<&TensorHandle::Dtype>("dtype"),
-                      InstanceAccessor<&TensorHandle::Disposed>("disposed"), InstanceMethod<&TensorHandle::Read>("read"),
+                      InstanceAccessor<&TensorHandle::Disposed>("disposed"),
+                      InstanceAccessor<&TensorHandle::DeviceName>("device"), InstanceMethod<&TensorHandle::To>("to"),
+                      InstanceMethod<&TensorHandle::Read>("read"),
                       InstanceMethod<&TensorHandle::Write>("write"),
                       InstanceMethod<&TensorHandle::Zero>("zero"), InstanceMethod<&TensorHandle::Free>("free")});
 }
@@ -21,6 +23,14 @@ Napi::Object TensorHandle::Wrap(Napi::Env env, std::shared_ptr<Tensor> t) {
 }
 
 std::shared_ptr<Tensor> TensorHandle::Get(const Napi::Value& v, const char* what) {
+  auto t = GetAny(v, what);
+  if (t->device() != Device::CPU)
+    throw Napi::TypeError::New(v.Env(), std::string(what) + ": is a tensor on '" + device_name(t->device()) +
+                                            "', and this operation runs on the CPU; copy it first with tensor.to('cpu')");
+  return t;
+}
+
+std::shared_ptr<Tensor> TensorHandle::GetAny(const Napi::Value& v, const char* what) {
   Napi::Env env = v.Env();
   if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(env.GetInstanceData<AddonData>()->tensor_ctor.Value()))
     throw Napi::TypeError::New(env, std::string(what) + ": expected a Tensor");
@@ -104,12 +114,34 @@ Napi::Value TensorHandle::Dtype(const Napi::CallbackInfo& info) {
 
 Napi::Value TensorHandle::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !t_); }
 
+Napi::Value TensorHandle::DeviceName(const Napi::CallbackInfo& info) {
+  if (!t_) throw Napi::Error::New(info.Env(), "tensor: the tensor has been disposed");
+  return Napi::String::New(info.Env(), device_name(t_->device()));
+}
+
+// to('cpu' | 'cuda') -> a new TensorHandle holding a copy on that device (synchronous).
+Napi::Value TensorHandle::To(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!t_) throw Napi::Error::New(env, "tensor: the tensor has been disposed");
+  std::string dev = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  if (dev != "cpu" && dev != "cuda") throw Napi::TypeError::New(env, "device: expected 'cpu' or 'cuda', got '" + dev + "'");
+  try {
+    return Wrap(env, t_->to(dev == "cpu" ? Device::CPU : Device::CUDA));
+  } catch (const Error& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
 Napi::Value TensorHandle::Read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!t_) throw Napi::Error::New(env, "tensor: the tensor has been disposed");
   size_t n = t_->numel();
   auto buf = Napi::ArrayBuffer::New(env, n * 4);
-  std::memcpy(buf.Data(), t_->storage->data, n * 4);
+  try {
+    t_->read_to_host(buf.Data());  // a device tensor is copied back, after the work queued before it
+  } catch (const Error& e) {
+    throw Napi::Error::New(env, e.what());
+  }
   if (t_->dtype == DType::F32) return Napi::Float32Array::New(env, n, buf, 0);
   return Napi::Int32Array::New(env, n, buf, 0);
 }
@@ -124,12 +156,20 @@ void TensorHandle::Write(const Napi::CallbackInfo& info) {
   if (ta.ElementLength() != t_->numel())
     throw Napi::RangeError::New(env, "data: has " + std::to_string(ta.ElementLength()) + " elements, the tensor " +
                                          std::to_string(t_->numel()));
-  std::memcpy(t_->storage->data, static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), t_->numel() * 4);
+  try {
+    t_->write_from_host(static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
+  } catch (const Error& e) {
+    throw Napi::Error::New(env, e.what());
+  }
 }
 
 void TensorHandle::Zero(const Napi::CallbackInfo& info) {
   if (!t_) throw Napi::Error::New(info.Env(), "tensor: the tensor has been disposed");
-  std::memset(t_->storage->data, 0, t_->numel() * 4);
+  try {
+    t_->fill_zero();
+  } catch (const Error& e) {
+    throw Napi::Error::New(info.Env(), e.what());
+  }
 }
 
 void TensorHandle::Free(const Napi::CallbackInfo& info) { Release(info.Env()); }

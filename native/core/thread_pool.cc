@@ -31,9 +31,13 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
+#ifdef __linux__
+#include <sched.h>
+#endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define RT_CPU_RELAX() _mm_pause()
@@ -65,7 +69,15 @@ int read_num_threads() {
     long v = std::strtol(s, &end, 10);
     if (end != s && v > 0) n = static_cast<int>(std::min<long>(v, kMaxThreads));
   }
-  if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
+  if (n <= 0) {
+#ifdef __linux__
+    // The CPUs this process may run on (taskset, cpusets, containers), not every CPU of the host:
+    // more threads than that only take turns on the same cores.
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) n = CPU_COUNT(&set);
+#endif
+    if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
+  }
   return std::max(1, std::min(n, kMaxThreads));
 }
 
@@ -82,9 +94,14 @@ inline void chunk_bounds(size_t n, size_t nchunks, size_t c, size_t* b, size_t* 
 
 class Pool {
  public:
-  explicit Pool(int nthreads) : nthreads_(nthreads) {
+  explicit Pool(int nthreads) {
     workers_.reserve(nthreads - 1);
-    for (int i = 1; i < nthreads; ++i) workers_.emplace_back([this] { worker_loop(); });
+    // If the OS refuses a thread, carry on with fewer: the caller claims whatever chunks nobody else
+    // does, so a smaller pool is only slower, never wrong.
+    try {
+      for (int i = 1; i < nthreads; ++i) workers_.emplace_back([this] { worker_loop(); });
+    } catch (const std::system_error&) {
+    }
   }
 
   // Returns false when the pool is busy; the caller then runs the chunks itself.
@@ -184,7 +201,6 @@ class Pool {
     }
   }
 
-  const int nthreads_;
   std::vector<std::thread> workers_;
 
   std::mutex dispatch_mutex_;

@@ -1,17 +1,17 @@
 // Causal multi-head self-attention, forward and backward, one (batch, head) pair per work item.
 //
-// Two code paths, chosen by sequence length only (so a given shape always takes the same one):
-//  - short sequences (window pairs, n <= kDirectMaxN): direct loops. At n = 2..64 a GEMM call's packing
-//    and dispatch overhead would exceed the work, and everything fits in L1.
-//  - long sequences (w = 0, the plain transformer, n up to thousands): blocks of kRowBlock query rows
-//    through rt::cpu::gemm, writing scores straight into `probs` (the one O(n^2) buffer the contract
-//    gives us) and keeping only O(kRowBlock * n) per-thread scratch. Inside the parallel loop over
-//    (b, h) those GEMMs run single-threaded (the pool runs nested work serially); with a single (b, h)
-//    the loop has one chunk and the GEMMs use the whole pool.
+// Each head's six small products (scores, P V; dP, dQ, dK, dV) are register-tiled loops (4 x 16
+// accumulators, like a GEMM micro-kernel) rather than GEMM calls: at the window-pair sizes this layer
+// runs at (n = 2..64, head size 16..64) a GEMM call's packing and fixed costs exceed the work. Measured
+// on Zen 4 against an earlier version that sent row blocks through rt::cpu::gemm: 1.5-2x faster up to
+// n = 512; at w = 0, n = 2048, head size 24 about 1.3x faster than the built-in GEMM and ~1.2x slower
+// than OpenBLAS. One code path for every n, and no GEMM calls nested inside the parallel loop.
+// Query rows go in blocks of kRowBlock, so the scratch besides `probs` (the one O(n^2) buffer the
+// contract provides) is O(kRowBlock * n + n * hd) per thread, also for w = 0 and n in the thousands.
 //
-// Softmax rows go through one routine in both paths. Reductions use eight float lanes via GCC vector
-// extensions (no -ffast-math in the build, so plain float reductions would stay scalar), combined in a
-// fixed order; nothing depends on the thread split.
+// Softmax and reductions use eight float lanes via GCC vector extensions (the build has no
+// -ffast-math, so plain float reductions would stay scalar), combined in a fixed order; every sum runs
+// in an order fixed by the shape, so nothing depends on the thread split.
 //
 // Dropout multiplies probabilities by keep/(1-p), keep = rng_uniform(key, ((b*H+h)*n+i)*n+j) >= p;
 // backward regenerates the same mask.
@@ -34,35 +34,32 @@ namespace {
 // Without AVX enabled GCC warns that 32-byte vector arguments change the ABI; every function taking one
 // here has internal linkage, so no ABI is crossed.
 #pragma GCC diagnostic ignored "-Wpsabi"
+// Small vector helpers must inline: at -O2 GCC otherwise calls them with vectors passed in memory.
+#define RT_INLINE inline __attribute__((always_inline))
 typedef float f8 __attribute__((vector_size(32)));
 typedef int32_t i8 __attribute__((vector_size(32)));
 constexpr int kLanes = 8;
-#ifdef RT_ATTN_DIRECT_MAX_N  // compile-time override, for measuring the crossover
-constexpr int kDirectMaxN = RT_ATTN_DIRECT_MAX_N;
-#else
-constexpr int kDirectMaxN = 128;
-#endif
-constexpr int kRowBlock = 64;
+constexpr int kRowBlock = 64;  // query rows per block (a multiple of kTileR)
 
-inline f8 load8(const float* p) {
+RT_INLINE f8 load8(const float* p) {
   f8 v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline void store8(float* p, f8 v) { std::memcpy(p, &v, sizeof v); }
-inline f8 splat(float s) { return f8{} + s; }
-inline float hsum(f8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
-inline float hmax(f8 v) {
+RT_INLINE void store8(float* p, f8 v) { std::memcpy(p, &v, sizeof v); }
+RT_INLINE f8 splat(float s) { return f8{} + s; }
+RT_INLINE float hsum(f8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
+RT_INLINE float hmax(f8 v) {
   float m = v[0];
   for (int l = 1; l < kLanes; ++l) m = std::max(m, v[l]);
   return m;
 }
-inline int round_up(int v, int m) { return (v + m - 1) / m * m; }
+RT_INLINE int round_up(int v, int m) { return (v + m - 1) / m * m; }
 
 // exp(x) for x <= 0, exactly 0 below -87.3 (and for -inf). Same construction as in activation.cc
 // (range reduction by ln2, degree-6 polynomial fitted on [-ln2/2, ln2/2], exponent-bit scaling); kept
 // as a private copy so each kernel file stands alone.
-inline f8 exp_nonpos(f8 x) {
+RT_INLINE f8 exp_nonpos(f8 x) {
   const i8 under = x < splat(-87.3f);
   const f8 xc = under ? splat(-87.3f) : x;
   const f8 nf = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
@@ -119,7 +116,7 @@ typedef int64_t s4 __attribute__((vector_size(32)));
 typedef int32_t i4 __attribute__((vector_size(16)));
 typedef float f4 __attribute__((vector_size(16)));
 
-inline u4 mix64x4(u4 z) {
+RT_INLINE u4 mix64x4(u4 z) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
@@ -167,33 +164,63 @@ struct Dims {
 };
 
 // ---------------------------------------------------------------------------------------------------
-// Direct path: the six small products of one head written as register-tiled loops (4 rows x 16
-// columns of accumulators, like a GEMM micro-kernel) over per-thread scratch matrices of n x np floats,
-// np = round_up(n, 16). One accumulator chain per output would leave the loops waiting on FMA latency.
-//
-// Every output element is a complete sum (never accumulated across tiles), so results do not depend
-// on anything but the inputs, and dqkv is written, not added to.
+// The products of one head, as register-tiled loops: 4 rows x 16 columns of accumulators, like a GEMM
+// micro-kernel (one accumulator chain per output would leave the loops waiting on FMA latency). Query
+// rows are processed in blocks of kRowBlock, so besides `probs` a head needs O(kRowBlock * n + n * hd)
+// scratch whatever n is.
 
 constexpr int kTileR = 4;   // rows per register tile
 constexpr int kTileC = 16;  // columns per register tile (two vectors)
 
-// KT[c * np + j] = K[j][c] for j < n, zero-padded to np columns.
+// Two-input lane shuffle with constant indices (GCC and Clang spell it differently).
+#if defined(__clang__)
+#define RT_SHUF(a, b, i0, i1, i2, i3, i4, i5, i6, i7) __builtin_shufflevector(a, b, i0, i1, i2, i3, i4, i5, i6, i7)
+#else
+#define RT_SHUF(a, b, i0, i1, i2, i3, i4, i5, i6, i7) __builtin_shuffle(a, b, i8{i0, i1, i2, i3, i4, i5, i6, i7})
+#endif
+
+// KT[c * np + j] = K[j][c] for j < n, zero-padded to np columns (np a multiple of 8). 8x8 blocks are
+// transposed in registers (the unpack / shuffle / 128-bit permute network): element-wise strided
+// stores cost about as much as all the arithmetic of a 32-token head.
 void transpose_head(const float* K, int ld, int n, int hd, int np, float* KT) {
-  // Rows of K are read contiguously; the scattered writes stay inside KT, which is small and in L1.
-  for (int j = 0; j < n; ++j) {
-    const float* kj = K + static_cast<size_t>(j) * ld;
-    for (int c = 0; c < hd; ++c) KT[static_cast<size_t>(c) * np + j] = kj[c];
+  int c0 = 0;
+  for (; c0 + 8 <= hd; c0 += 8) {
+    for (int j0 = 0; j0 < np; j0 += 8) {
+      f8 r[8];
+      for (int k = 0; k < 8; ++k)
+        r[k] = j0 + k < n ? load8(K + static_cast<size_t>(j0 + k) * ld + c0) : f8{};
+      const f8 t0 = RT_SHUF(r[0], r[1], 0, 8, 1, 9, 4, 12, 5, 13), t1 = RT_SHUF(r[0], r[1], 2, 10, 3, 11, 6, 14, 7, 15);
+      const f8 t2 = RT_SHUF(r[2], r[3], 0, 8, 1, 9, 4, 12, 5, 13), t3 = RT_SHUF(r[2], r[3], 2, 10, 3, 11, 6, 14, 7, 15);
+      const f8 t4 = RT_SHUF(r[4], r[5], 0, 8, 1, 9, 4, 12, 5, 13), t5 = RT_SHUF(r[4], r[5], 2, 10, 3, 11, 6, 14, 7, 15);
+      const f8 t6 = RT_SHUF(r[6], r[7], 0, 8, 1, 9, 4, 12, 5, 13), t7 = RT_SHUF(r[6], r[7], 2, 10, 3, 11, 6, 14, 7, 15);
+      const f8 u0 = RT_SHUF(t0, t2, 0, 1, 8, 9, 4, 5, 12, 13), u1 = RT_SHUF(t0, t2, 2, 3, 10, 11, 6, 7, 14, 15);
+      const f8 u2 = RT_SHUF(t1, t3, 0, 1, 8, 9, 4, 5, 12, 13), u3 = RT_SHUF(t1, t3, 2, 3, 10, 11, 6, 7, 14, 15);
+      const f8 u4 = RT_SHUF(t4, t6, 0, 1, 8, 9, 4, 5, 12, 13), u5 = RT_SHUF(t4, t6, 2, 3, 10, 11, 6, 7, 14, 15);
+      const f8 u6 = RT_SHUF(t5, t7, 0, 1, 8, 9, 4, 5, 12, 13), u7 = RT_SHUF(t5, t7, 2, 3, 10, 11, 6, 7, 14, 15);
+      float* o = KT + static_cast<size_t>(c0) * np + j0;
+      store8(o + 0 * static_cast<size_t>(np), RT_SHUF(u0, u4, 0, 1, 2, 3, 8, 9, 10, 11));
+      store8(o + 1 * static_cast<size_t>(np), RT_SHUF(u1, u5, 0, 1, 2, 3, 8, 9, 10, 11));
+      store8(o + 2 * static_cast<size_t>(np), RT_SHUF(u2, u6, 0, 1, 2, 3, 8, 9, 10, 11));
+      store8(o + 3 * static_cast<size_t>(np), RT_SHUF(u3, u7, 0, 1, 2, 3, 8, 9, 10, 11));
+      store8(o + 4 * static_cast<size_t>(np), RT_SHUF(u0, u4, 4, 5, 6, 7, 12, 13, 14, 15));
+      store8(o + 5 * static_cast<size_t>(np), RT_SHUF(u1, u5, 4, 5, 6, 7, 12, 13, 14, 15));
+      store8(o + 6 * static_cast<size_t>(np), RT_SHUF(u2, u6, 4, 5, 6, 7, 12, 13, 14, 15));
+      store8(o + 7 * static_cast<size_t>(np), RT_SHUF(u3, u7, 4, 5, 6, 7, 12, 13, 14, 15));
+    }
   }
-  for (int c = 0; c < hd; ++c)
-    for (int j = n; j < np; ++j) KT[static_cast<size_t>(c) * np + j] = 0.0f;
+  for (int c = c0; c < hd; ++c) {  // hd not a multiple of 8
+    float* o = KT + static_cast<size_t>(c) * np;
+    for (int j = 0; j < n; ++j) o[j] = K[static_cast<size_t>(j) * ld + c];
+    for (int j = n; j < np; ++j) o[j] = 0.0f;
+  }
 }
 
-// S[i][j0, j0+16) = scale * sum_c A[i][c] * BT[c][j] for the rows i of [i0, i0+rows).
-// A rows have stride lda (q or dO inside their big buffers); BT is a zero-padded transposed operand.
-void tile_abt(const float* A, int lda, const float* BT, int ldbt, int hd, int i0, int rows, int j0, float* S,
-              int lds, float scale) {
+// S[r][j0, j0+16) = scale * sum_c A[r][c] * BT[c][j] for r < rows (A: rows of stride lda; BT: a
+// zero-padded transposed operand with row stride ldbt).
+void tile_abt(const float* A, int lda, const float* BT, int ldbt, int hd, int rows, int j0, float* S, int lds,
+              float scale) {
   const float* a[kTileR];
-  for (int r = 0; r < kTileR; ++r) a[r] = A + static_cast<size_t>(i0 + std::min(r, rows - 1)) * lda;
+  for (int r = 0; r < kTileR; ++r) a[r] = A + static_cast<size_t>(std::min(r, rows - 1)) * lda;
   f8 c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {}, c30 = {}, c31 = {};
   const float* bt = BT + j0;
   for (int c = 0; c < hd; ++c, bt += ldbt) {
@@ -206,18 +233,17 @@ void tile_abt(const float* A, int lda, const float* BT, int ldbt, int hd, int i0
   }
   const f8 acc[kTileR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
   for (int r = 0; r < rows; ++r) {
-    float* srow = S + static_cast<size_t>(i0 + r) * lds + j0;
+    float* srow = S + static_cast<size_t>(r) * lds + j0;
     store8(srow, acc[r][0] * scale);
     store8(srow + 8, acc[r][1] * scale);
   }
 }
 
-// C[i][c0, c0+w) = sum_{j < jlen} W[i][j] * X[j][c0, c0+w) for rows i of [i0, i0+rows), w = 8 * NV.
+// C[r][c0, c0+w) = sum_{j < jlen} W[r][j] * X[j][c0, c0+w) for r < rows, w = 8 * NV.
 template <int NV>
-void tile_wx(const float* W, int ldw, const float* X, int ldx, int i0, int rows, int jlen, int c0, float* C,
-             int ldc) {
+void tile_wx(const float* W, int ldw, const float* X, int ldx, int rows, int jlen, int c0, float* C, int ldc) {
   const float* w[kTileR];
-  for (int r = 0; r < kTileR; ++r) w[r] = W + static_cast<size_t>(i0 + std::min(r, rows - 1)) * ldw;
+  for (int r = 0; r < kTileR; ++r) w[r] = W + static_cast<size_t>(std::min(r, rows - 1)) * ldw;
   f8 c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {}, c30 = {}, c31 = {};
   const float* x = X + c0;
   for (int j = 0; j < jlen; ++j, x += ldx) {
@@ -231,21 +257,21 @@ void tile_wx(const float* W, int ldw, const float* X, int ldx, int i0, int rows,
   }
   const f8 acc[kTileR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
   for (int r = 0; r < rows; ++r) {
-    float* crow = C + static_cast<size_t>(i0 + r) * ldc + c0;
+    float* crow = C + static_cast<size_t>(r) * ldc + c0;
     store8(crow, acc[r][0]);
     if (NV == 2) store8(crow + 8, acc[r][1]);
   }
 }
 
-// C[j][c0, c0+w) = sum_{i in [ibeg, n)} W[i][j] * X[i][c0, c0+w) for j of [j0, j0+rows): the transposed
-// weights. W[i][j0 .. j0+3] are contiguous, so a row of W feeds all four outputs.
+// C[r][c0, c0+w) += sum_{i < icount} W[i][r] * X[i][c0, c0+w) for r < rows: the transposed weights.
+// W[i][0..3] are contiguous (the caller guarantees four readable, zero where beyond the causal range),
+// so one row of W feeds all four outputs.
 template <int NV>
-void tile_wtx(const float* W, int ldw, const float* X, int ldx, int j0, int rows, int ibeg, int n, int c0,
-              float* C, int ldc) {
+void tile_wtx(const float* W, int ldw, const float* X, int ldx, int rows, int icount, int c0, float* C, int ldc) {
   f8 c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {}, c30 = {}, c31 = {};
-  for (int i = ibeg; i < n; ++i) {
+  for (int i = 0; i < icount; ++i) {
     const float* x = X + static_cast<size_t>(i) * ldx + c0;
-    const float* wr = W + static_cast<size_t>(i) * ldw + j0;  // ldw >= j0 + 4 (np is a multiple of 16)
+    const float* wr = W + static_cast<size_t>(i) * ldw;
     const f8 x0 = load8(x);
     const f8 x1 = NV == 2 ? load8(x + 8) : f8{};
     const float w0 = wr[0], w1 = wr[1], w2 = wr[2], w3 = wr[3];
@@ -256,47 +282,44 @@ void tile_wtx(const float* W, int ldw, const float* X, int ldx, int j0, int rows
   }
   const f8 acc[kTileR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
   for (int r = 0; r < rows; ++r) {
-    float* crow = C + static_cast<size_t>(j0 + r) * ldc + c0;
-    store8(crow, acc[r][0]);
-    if (NV == 2) store8(crow + 8, acc[r][1]);
+    float* crow = C + static_cast<size_t>(r) * ldc + c0;
+    store8(crow, load8(crow) + acc[r][0]);
+    if (NV == 2) store8(crow + 8, load8(crow + 8) + acc[r][1]);
   }
 }
 
-// The column tail of hd that is not a multiple of 8, one element at a time.
-void tail_wx(const float* W, int ldw, const float* X, int ldx, int i0, int rows, int jlen, int c0, int c1, float* C,
-             int ldc) {
-  for (int r = 0; r < rows; ++r) {
-    const float* w = W + static_cast<size_t>(i0 + r) * ldw;
-    for (int c = c0; c < c1; ++c) {
-      float acc = 0.0f;
-      for (int j = 0; j < jlen; ++j) acc += w[j] * X[static_cast<size_t>(j) * ldx + c];
-      C[static_cast<size_t>(i0 + r) * ldc + c] = acc;
-    }
-  }
-}
-void tail_wtx(const float* W, int ldw, const float* X, int ldx, int j0, int rows, int ibeg, int n, int c0, int c1,
-              float* C, int ldc) {
+// The columns of hd beyond its last multiple of 8, one element at a time.
+void tail_wx(const float* W, int ldw, const float* X, int ldx, int rows, int jlen, int c0, int c1, float* C, int ldc) {
   for (int r = 0; r < rows; ++r)
     for (int c = c0; c < c1; ++c) {
       float acc = 0.0f;
-      for (int i = ibeg; i < n; ++i) acc += W[static_cast<size_t>(i) * ldw + j0 + r] * X[static_cast<size_t>(i) * ldx + c];
-      C[static_cast<size_t>(j0 + r) * ldc + c] = acc;
+      for (int j = 0; j < jlen; ++j) acc += W[static_cast<size_t>(r) * ldw + j] * X[static_cast<size_t>(j) * ldx + c];
+      C[static_cast<size_t>(r) * ldc + c] = acc;
+    }
+}
+void tail_wtx(const float* W, int ldw, const float* X, int ldx, int rows, int icount, int c0, int c1, float* C,
+              int ldc) {
+  for (int r = 0; r < rows; ++r)
+    for (int c = c0; c < c1; ++c) {
+      float acc = 0.0f;
+      for (int i = 0; i < icount; ++i) acc += W[static_cast<size_t>(i) * ldw + r] * X[static_cast<size_t>(i) * ldx + c];
+      C[static_cast<size_t>(r) * ldc + c] += acc;
     }
 }
 
-// out rows [i0, i0+rows) = W[., 0:jlen) X, over all hd columns.
-void rows_wx(const float* W, int ldw, const float* X, int ldx, int i0, int rows, int jlen, int hd, float* C, int ldc) {
+// Rows [0, rows) of C = W[., 0:jlen) X over all hd columns (written).
+void rows_wx(const float* W, int ldw, const float* X, int ldx, int rows, int jlen, int hd, float* C, int ldc) {
   int c0 = 0;
-  for (; c0 + 16 <= hd; c0 += 16) tile_wx<2>(W, ldw, X, ldx, i0, rows, jlen, c0, C, ldc);
-  for (; c0 + 8 <= hd; c0 += 8) tile_wx<1>(W, ldw, X, ldx, i0, rows, jlen, c0, C, ldc);
-  if (c0 < hd) tail_wx(W, ldw, X, ldx, i0, rows, jlen, c0, hd, C, ldc);
+  for (; c0 + 16 <= hd; c0 += 16) tile_wx<2>(W, ldw, X, ldx, rows, jlen, c0, C, ldc);
+  for (; c0 + 8 <= hd; c0 += 8) tile_wx<1>(W, ldw, X, ldx, rows, jlen, c0, C, ldc);
+  if (c0 < hd) tail_wx(W, ldw, X, ldx, rows, jlen, c0, hd, C, ldc);
 }
-void rows_wtx(const float* W, int ldw, const float* X, int ldx, int j0, int rows, int ibeg, int n, int hd, float* C,
-              int ldc) {
+// Rows [0, rows) of C += W[0:icount, 0:rows)^T X over all hd columns.
+void rows_wtx(const float* W, int ldw, const float* X, int ldx, int rows, int icount, int hd, float* C, int ldc) {
   int c0 = 0;
-  for (; c0 + 16 <= hd; c0 += 16) tile_wtx<2>(W, ldw, X, ldx, j0, rows, ibeg, n, c0, C, ldc);
-  for (; c0 + 8 <= hd; c0 += 8) tile_wtx<1>(W, ldw, X, ldx, j0, rows, ibeg, n, c0, C, ldc);
-  if (c0 < hd) tail_wtx(W, ldw, X, ldx, j0, rows, ibeg, n, c0, hd, C, ldc);
+  for (; c0 + 16 <= hd; c0 += 16) tile_wtx<2>(W, ldw, X, ldx, rows, icount, c0, C, ldc);
+  for (; c0 + 8 <= hd; c0 += 8) tile_wtx<1>(W, ldw, X, ldx, rows, icount, c0, C, ldc);
+  if (c0 < hd) tail_wtx(W, ldw, X, ldx, rows, icount, c0, hd, C, ldc);
 }
 
 struct HeadPtrs {
@@ -307,39 +330,48 @@ HeadPtrs head_ptrs(const float* qkv, const Dims& D, int b, int h) {
   return {base + h * D.hd, base + D.d + h * D.hd, base + 2 * D.d + h * D.hd};
 }
 
-void forward_direct(const float* qkv, float* probs, float* out, const Dims& D, int bh, float p, uint64_t key) {
+void forward_head(const float* qkv, float* probs, float* out, const Dims& D, int bh, float p, uint64_t key) {
   const int b = bh / D.H, h = bh % D.H, n = D.n, hd = D.hd;
   const int np = round_up(n, kTileC);
   const HeadPtrs X = head_ptrs(qkv, D, b, h);
   Scratch& S = scratch();
   float* KT = Scratch::get(S.a, static_cast<size_t>(hd) * np);
-  float* P = Scratch::get(S.b, static_cast<size_t>(n) * np);
+  float* P = Scratch::get(S.b, static_cast<size_t>(std::min(n, kRowBlock)) * np);
   float* mult = Scratch::get(S.c, np);
+  float* O = out + static_cast<size_t>(b) * n * D.d + h * hd;
   transpose_head(X.K, D.ld, n, hd, np, KT);
 
-  // Scores: row block [i0, i0+rows) needs columns [0, i0+rows) only.
-  for (int i0 = 0; i0 < n; i0 += kTileR) {
-    const int rows = std::min(kTileR, n - i0);
-    for (int j0 = 0; j0 < i0 + rows; j0 += kTileC) tile_abt(X.Q, D.ld, KT, np, hd, i0, rows, j0, P, np, D.scale);
-  }
-  for (int i = 0; i < n; ++i) {
-    float* row = P + static_cast<size_t>(i) * np;
-    softmax_row(row, i + 1, np);  // zeros up to np: the products below read whole tiles
-    std::memcpy(probs + (static_cast<size_t>(bh) * n + i) * n, row, sizeof(float) * n);
-    if (p > 0.0f) {
-      dropout_row(mult, i + 1, p, key, (static_cast<uint64_t>(bh) * n + i) * n);
-      for (int j = 0; j <= i; ++j) row[j] *= mult[j];
+  for (int i0 = 0; i0 < n; i0 += kRowBlock) {
+    const int rb = std::min(kRowBlock, n - i0);
+    // Scores: rows [i, i+rows) need columns [0, i+rows) only.
+    for (int t = 0; t < rb; t += kTileR) {
+      const int rows = std::min(kTileR, rb - t), i = i0 + t;
+      for (int j0 = 0; j0 < i + rows; j0 += kTileC)
+        tile_abt(X.Q + static_cast<size_t>(i) * D.ld, D.ld, KT, np, hd, rows, j0, P + static_cast<size_t>(t) * np,
+                 np, D.scale);
     }
-  }
-  float* O = out + static_cast<size_t>(b) * n * D.d + h * hd;
-  for (int i0 = 0; i0 < n; i0 += kTileR) {
-    const int rows = std::min(kTileR, n - i0);
-    rows_wx(P, np, X.V, D.ld, i0, rows, i0 + rows, hd, O, D.d);
+    const int jcap = std::min(np, round_up(i0 + rb, kTileC));  // the columns this block touches
+    for (int r = 0; r < rb; ++r) {
+      const int i = i0 + r;
+      float* row = P + static_cast<size_t>(r) * np;
+      softmax_row(row, i + 1, jcap);  // zeros up to jcap: the products below read whole tiles
+      std::memcpy(probs + (static_cast<size_t>(bh) * n + i) * n, row, sizeof(float) * std::min(n, jcap));
+      if (jcap < n) std::memset(probs + (static_cast<size_t>(bh) * n + i) * n + jcap, 0, sizeof(float) * (n - jcap));
+      if (p > 0.0f) {
+        dropout_row(mult, i + 1, p, key, (static_cast<uint64_t>(bh) * n + i) * n);
+        for (int j = 0; j <= i; ++j) row[j] *= mult[j];
+      }
+    }
+    for (int t = 0; t < rb; t += kTileR) {
+      const int rows = std::min(kTileR, rb - t), i = i0 + t;
+      rows_wx(P + static_cast<size_t>(t) * np, np, X.V, D.ld, rows, i + rows, hd, O + static_cast<size_t>(i) * D.d,
+              D.d);
+    }
   }
 }
 
-void backward_direct(const float* qkv, const float* probs, const float* dout, float* dqkv, const Dims& D, int bh,
-                     float p, uint64_t key) {
+void backward_head(const float* qkv, const float* probs, const float* dout, float* dqkv, const Dims& D, int bh,
+                   float p, uint64_t key) {
   const int b = bh / D.H, h = bh % D.H, n = D.n, hd = D.hd;
   const int np = round_up(n, kTileC);
   const HeadPtrs X = head_ptrs(qkv, D, b, h);
@@ -348,147 +380,50 @@ void backward_direct(const float* qkv, const float* probs, const float* dout, fl
   float* dK = dbase + D.d + h * hd;
   float* dV = dbase + 2 * D.d + h * hd;
   const float* dO = dout + static_cast<size_t>(b) * n * D.d + h * hd;
+  const size_t blk = static_cast<size_t>(std::min(n, kRowBlock)) * np;
   Scratch& S = scratch();
   float* VT = Scratch::get(S.a, static_cast<size_t>(hd) * np);
-  float* Pd = Scratch::get(S.b, static_cast<size_t>(n) * np);
-  float* dS = Scratch::get(S.c, static_cast<size_t>(n) * np);
-  float* M = p > 0.0f ? Scratch::get(S.d, static_cast<size_t>(n) * np) : nullptr;
+  float* Pd = Scratch::get(S.b, blk);
+  float* dS = Scratch::get(S.c, blk);
+  float* M = p > 0.0f ? Scratch::get(S.d, blk) : nullptr;
   transpose_head(X.V, D.ld, n, hd, np, VT);
-
-  // P_drop with zeros past the diagonal (whole rows of np: the tiles read them).
-  for (int i = 0; i < n; ++i) {
-    const float* prow = probs + (static_cast<size_t>(bh) * n + i) * n;
-    float* pr = Pd + static_cast<size_t>(i) * np;
-    if (M) {
-      float* mr = M + static_cast<size_t>(i) * np;
-      dropout_row(mr, i + 1, p, key, (static_cast<uint64_t>(bh) * n + i) * n);
-      for (int j = 0; j <= i; ++j) pr[j] = prow[j] * mr[j];
-    } else {
-      std::memcpy(pr, prow, sizeof(float) * (i + 1));
-    }
-    std::fill(pr + i + 1, pr + np, 0.0f);
-  }
-  // dP_drop = dO V^T (rows i, columns j <= i).
-  for (int i0 = 0; i0 < n; i0 += kTileR) {
-    const int rows = std::min(kTileR, n - i0);
-    for (int j0 = 0; j0 < i0 + rows; j0 += kTileC) tile_abt(dO, D.d, VT, np, hd, i0, rows, j0, dS, np, 1.0f);
-  }
-  // dS = P * (dP - rowsum(dP * P)) * scale with dP = mask * dP_drop; zero past the diagonal.
-  for (int i = 0; i < n; ++i) {
-    const int len = i + 1;
-    const float* prow = probs + (static_cast<size_t>(bh) * n + i) * n;
-    float* dr = dS + static_cast<size_t>(i) * np;
-    if (M) {
-      const float* mr = M + static_cast<size_t>(i) * np;
-      for (int j = 0; j < len; ++j) dr[j] *= mr[j];
-    }
-    f8 acc = {};
-    int j = 0;
-    for (; j + kLanes <= len; j += kLanes) acc += load8(dr + j) * load8(prow + j);
-    float t = hsum(acc);
-    for (; j < len; ++j) t += dr[j] * prow[j];
-    for (j = 0; j < len; ++j) dr[j] = prow[j] * (dr[j] - t) * D.scale;
-    std::fill(dr + len, dr + np, 0.0f);
-  }
-  for (int i0 = 0; i0 < n; i0 += kTileR) {
-    const int rows = std::min(kTileR, n - i0);
-    // dQ[i] = sum_{j <= i} dS[i][j] K[j]
-    rows_wx(dS, np, X.K, D.ld, i0, rows, i0 + rows, hd, dQ, D.ld);
-    // dK[j] = sum_{i >= j} dS[i][j] Q[i];  dV[j] = sum_{i >= j} P_drop[i][j] dO[i]
-    rows_wtx(dS, np, X.Q, D.ld, i0, rows, i0, n, hd, dK, D.ld);
-    rows_wtx(Pd, np, dO, D.d, i0, rows, i0, n, hd, dV, D.ld);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Blocked path (long sequences).
-
-void forward_blocked(const float* qkv, float* probs, float* out, const Dims& D, int bh, float p, uint64_t key) {
-  const int b = bh / D.H, h = bh % D.H, n = D.n, hd = D.hd;
-  const float* base = qkv + static_cast<size_t>(b) * n * D.ld;
-  const float* Q = base + h * hd;
-  const float* K = base + D.d + h * hd;
-  const float* V = base + 2 * D.d + h * hd;
-  float* P = probs + static_cast<size_t>(bh) * n * n;
-  Scratch& S = scratch();
-  // softmax_row processes whole blocks of 8: one spare row of slack covers the last row of P.
-  float* tmp = Scratch::get(S.a, static_cast<size_t>(round_up(n, kLanes)));
-  float* pd = p > 0.0f ? Scratch::get(S.b, static_cast<size_t>(kRowBlock) * n) : nullptr;
-
-  for (int i0 = 0; i0 < n; i0 += kRowBlock) {
-    const int i1 = std::min(n, i0 + kRowBlock), rb = i1 - i0;
-    // Scores for rows [i0, i1) against keys [0, i1) (causality: nothing beyond i1 is needed).
-    gemm(false, true, rb, i1, hd, D.scale, Q + static_cast<size_t>(i0) * D.ld, D.ld, K, D.ld, 0.0f,
-         P + static_cast<size_t>(i0) * n, n);
-    for (int r = 0; r < rb; ++r) {
-      const int i = i0 + r;
-      float* row = P + static_cast<size_t>(i) * n;
-      // The row has n floats but softmax_row may touch up to round_up(n, 8): go through tmp.
-      std::memcpy(tmp, row, sizeof(float) * (i + 1));
-      softmax_row(tmp, i + 1, n);
-      std::memcpy(row, tmp, sizeof(float) * n);
-      if (pd) {
-        float* pr = pd + static_cast<size_t>(r) * i1;
-        dropout_row(pr, i + 1, p, key, (static_cast<uint64_t>(bh) * n + i) * n);
-        for (int j = 0; j <= i; ++j) pr[j] *= row[j];
-        std::fill(pr + i + 1, pr + i1, 0.0f);
-      }
-    }
-    const float* A = pd ? pd : P + static_cast<size_t>(i0) * n;
-    const int lda = pd ? i1 : n;
-    gemm(false, false, rb, hd, i1, 1.0f, A, lda, V, D.ld, 0.0f,
-         out + (static_cast<size_t>(b) * n + i0) * D.d + h * hd, D.d);
-  }
-}
-
-void backward_blocked(const float* qkv, const float* probs, const float* dout, float* dqkv, const Dims& D, int bh,
-                      float p, uint64_t key) {
-  const int b = bh / D.H, h = bh % D.H, n = D.n, hd = D.hd;
-  const float* base = qkv + static_cast<size_t>(b) * n * D.ld;
-  const float* Q = base + h * hd;
-  const float* K = base + D.d + h * hd;
-  const float* V = base + 2 * D.d + h * hd;
-  float* dbase = dqkv + static_cast<size_t>(b) * n * D.ld;
-  float* dQ = dbase + h * hd;
-  float* dK = dbase + D.d + h * hd;
-  float* dV = dbase + 2 * D.d + h * hd;
-  const float* P = probs + static_cast<size_t>(bh) * n * n;
-  const float* dO = dout + static_cast<size_t>(b) * n * D.d + h * hd;
-  Scratch& S = scratch();
-  float* mult = Scratch::get(S.a, static_cast<size_t>(kRowBlock) * n);
-  float* pd = p > 0.0f ? Scratch::get(S.b, static_cast<size_t>(kRowBlock) * n) : nullptr;
-  float* ds = Scratch::get(S.c, static_cast<size_t>(kRowBlock) * n);
+  // dK and dV are sums over query rows, accumulated block by block (in order: deterministic).
   for (int j = 0; j < n; ++j) {
     std::fill(dK + static_cast<size_t>(j) * D.ld, dK + static_cast<size_t>(j) * D.ld + hd, 0.0f);
     std::fill(dV + static_cast<size_t>(j) * D.ld, dV + static_cast<size_t>(j) * D.ld + hd, 0.0f);
   }
 
   for (int i0 = 0; i0 < n; i0 += kRowBlock) {
-    const int i1 = std::min(n, i0 + kRowBlock), rb = i1 - i0;
-    if (pd) {
-      for (int r = 0; r < rb; ++r) {
-        const int i = i0 + r;
-        float* mr = mult + static_cast<size_t>(r) * i1;
-        float* pr = pd + static_cast<size_t>(r) * i1;
-        const float* prow = P + static_cast<size_t>(i) * n;
+    const int rb = std::min(kRowBlock, n - i0), i1 = i0 + rb;
+    const int jcap = std::min(np, round_up(i1, kTileC));
+    // P_drop, zero past the diagonal up to jcap (the tiles read whole groups of 4 and 16 columns).
+    for (int r = 0; r < rb; ++r) {
+      const int i = i0 + r;
+      const float* prow = probs + (static_cast<size_t>(bh) * n + i) * n;
+      float* pr = Pd + static_cast<size_t>(r) * np;
+      if (M) {
+        float* mr = M + static_cast<size_t>(r) * np;
         dropout_row(mr, i + 1, p, key, (static_cast<uint64_t>(bh) * n + i) * n);
         for (int j = 0; j <= i; ++j) pr[j] = prow[j] * mr[j];
-        std::fill(pr + i + 1, pr + i1, 0.0f);
+      } else {
+        std::memcpy(pr, prow, sizeof(float) * (i + 1));
       }
+      std::fill(pr + i + 1, pr + jcap, 0.0f);
     }
-    const float* A = pd ? pd : P + static_cast<size_t>(i0) * n;
-    const int lda = pd ? i1 : n;
-    const float* dOb = dO + static_cast<size_t>(i0) * D.d;
-    // dV[0, i1) += P_drop^T dO
-    gemm(true, false, i1, hd, rb, 1.0f, A, lda, dOb, D.d, 1.0f, dV, D.ld);
-    // dP_drop = dO V^T
-    gemm(false, true, rb, i1, hd, 1.0f, dOb, D.d, V, D.ld, 0.0f, ds, i1);
+    // dP_drop = dO V^T (rows i, columns j <= i).
+    for (int t = 0; t < rb; t += kTileR) {
+      const int rows = std::min(kTileR, rb - t), i = i0 + t;
+      for (int j0 = 0; j0 < i + rows; j0 += kTileC)
+        tile_abt(dO + static_cast<size_t>(i) * D.d, D.d, VT, np, hd, rows, j0, dS + static_cast<size_t>(t) * np, np,
+                 1.0f);
+    }
+    // dS = P * (dP - rowsum(dP * P)) * scale with dP = mask * dP_drop; zero past the diagonal.
     for (int r = 0; r < rb; ++r) {
       const int i = i0 + r, len = i + 1;
-      const float* prow = P + static_cast<size_t>(i) * n;
-      float* dr = ds + static_cast<size_t>(r) * i1;
-      if (pd) {
-        const float* mr = mult + static_cast<size_t>(r) * i1;
+      const float* prow = probs + (static_cast<size_t>(bh) * n + i) * n;
+      float* dr = dS + static_cast<size_t>(r) * np;
+      if (M) {
+        const float* mr = M + static_cast<size_t>(r) * np;
         for (int j = 0; j < len; ++j) dr[j] *= mr[j];
       }
       f8 acc = {};
@@ -497,11 +432,25 @@ void backward_blocked(const float* qkv, const float* probs, const float* dout, f
       float t = hsum(acc);
       for (; j < len; ++j) t += dr[j] * prow[j];
       for (j = 0; j < len; ++j) dr[j] = prow[j] * (dr[j] - t) * D.scale;
-      std::fill(dr + len, dr + i1, 0.0f);
+      std::fill(dr + len, dr + jcap, 0.0f);
     }
-    // dQ rows [i0, i1) = dS K[0, i1);  dK[0, i1) += dS^T Q rows [i0, i1)
-    gemm(false, false, rb, hd, i1, 1.0f, ds, i1, K, D.ld, 0.0f, dQ + static_cast<size_t>(i0) * D.ld, D.ld);
-    gemm(true, false, i1, hd, rb, 1.0f, ds, i1, Q + static_cast<size_t>(i0) * D.ld, D.ld, 1.0f, dK, D.ld);
+    // dQ[i] = sum_{j <= i} dS[i][j] K[j]: complete within the block, written.
+    for (int t = 0; t < rb; t += kTileR) {
+      const int rows = std::min(kTileR, rb - t), i = i0 + t;
+      rows_wx(dS + static_cast<size_t>(t) * np, np, X.K, D.ld, rows, i + rows, hd, dQ + static_cast<size_t>(i) * D.ld,
+              D.ld);
+    }
+    // dK[j] += sum_{i in block} dS[i][j] Q[i];  dV[j] += sum_{i in block} P_drop[i][j] dO[i], for j < i1.
+    // Rows i < j contribute zero, so each group of four j starts at i = max(i0, j0).
+    for (int j0 = 0; j0 < i1; j0 += kTileR) {
+      const int rows = std::min(kTileR, i1 - j0);
+      const int ib = std::max(i0, j0), icount = i1 - ib;
+      const size_t woff = static_cast<size_t>(ib - i0) * np + j0;
+      rows_wtx(dS + woff, np, X.Q + static_cast<size_t>(ib) * D.ld, D.ld, rows, icount, hd,
+               dK + static_cast<size_t>(j0) * D.ld, D.ld);
+      rows_wtx(Pd + woff, np, dO + static_cast<size_t>(ib) * D.d, D.d, rows, icount, hd,
+               dV + static_cast<size_t>(j0) * D.ld, D.ld);
+    }
   }
 }
 
@@ -529,14 +478,8 @@ void attention_forward(const float* qkv, float* probs, float* out, int B, int n,
   const Dims D = check_dims("attention_forward", B, n, d, H, p);
   if (B == 0 || n == 0) return;
   const uint64_t key = rng_key(seed, stream);
-  const bool direct = n <= kDirectMaxN;
   parallel_for(static_cast<size_t>(B) * H, head_grain(D), [&](size_t a, size_t e) {
-    for (size_t bh = a; bh < e; ++bh) {
-      if (direct)
-        forward_direct(qkv, probs, out, D, static_cast<int>(bh), p, key);
-      else
-        forward_blocked(qkv, probs, out, D, static_cast<int>(bh), p, key);
-    }
+    for (size_t bh = a; bh < e; ++bh) forward_head(qkv, probs, out, D, static_cast<int>(bh), p, key);
   });
 }
 
@@ -545,14 +488,8 @@ void attention_backward(const float* qkv, const float* probs, const float* dout,
   const Dims D = check_dims("attention_backward", B, n, d, H, p);
   if (B == 0 || n == 0) return;
   const uint64_t key = rng_key(seed, stream);
-  const bool direct = n <= kDirectMaxN;
   parallel_for(static_cast<size_t>(B) * H, head_grain(D), [&](size_t a, size_t e) {
-    for (size_t bh = a; bh < e; ++bh) {
-      if (direct)
-        backward_direct(qkv, probs, dout, dqkv, D, static_cast<int>(bh), p, key);
-      else
-        backward_blocked(qkv, probs, dout, dqkv, D, static_cast<int>(bh), p, key);
-    }
+    for (size_t bh = a; bh < e; ++bh) backward_head(qkv, probs, dout, dqkv, D, static_cast<int>(bh), p, key);
   });
 }
 

@@ -17,6 +17,8 @@ namespace {
 constexpr size_t kGrain = 16384;
 
 #pragma GCC diagnostic ignored "-Wpsabi"  // vector arguments of internal-linkage functions only
+// Small vector helpers must inline: at -O2 GCC otherwise calls them with vectors passed in memory.
+#define RT_INLINE inline __attribute__((always_inline))
 typedef uint64_t u4 __attribute__((vector_size(32)));
 typedef int64_t s4 __attribute__((vector_size(32)));
 typedef int32_t i4 __attribute__((vector_size(16)));
@@ -27,7 +29,7 @@ void check_p(float p, const char* who) {
 }
 
 // rt::mix64 on four lanes.
-inline u4 mix64x4(u4 z) {
+RT_INLINE u4 mix64x4(u4 z) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);

@@ -22,20 +22,22 @@ namespace {
 // Without AVX enabled GCC warns that 32-byte vector arguments change the ABI; every function taking one
 // here has internal linkage, so no ABI is crossed.
 #pragma GCC diagnostic ignored "-Wpsabi"
+// Small vector helpers must inline: at -O2 GCC otherwise calls them with vectors passed in memory.
+#define RT_INLINE inline __attribute__((always_inline))
 typedef float f8 __attribute__((vector_size(32)));
 typedef float f4 __attribute__((vector_size(16)));
 typedef double d4 __attribute__((vector_size(32), may_alias));
 constexpr int kLanes = 8;
 constexpr float kEps = 1e-5f;
 
-inline f8 load8(const float* p) {
+RT_INLINE f8 load8(const float* p) {
   f8 v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline void store8(float* p, f8 v) { std::memcpy(p, &v, sizeof v); }
+RT_INLINE void store8(float* p, f8 v) { std::memcpy(p, &v, sizeof v); }
 
-inline float hsum(f8 v) {
+RT_INLINE float hsum(f8 v) {
   return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 

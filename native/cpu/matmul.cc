@@ -38,14 +38,9 @@ typedef double d4 __attribute__((vector_size(32), may_alias));
 
 // Below this many flops a GEMM runs on the caller alone: waking the pool costs more than it saves.
 constexpr double kMinParallelFlops = 1.5e6;
-// Each parallel chunk should have at least this much work. With OpenBLAS it is also kept above
-// OpenBLAS's small-matrix cut-off (M*N*K <= 1e6 takes a different kernel): a chunk then runs the same
-// kernel as the undivided product, which keeps results identical across thread counts for row splits.
-#ifdef RT_OPENBLAS
-constexpr double kMinChunkFlops = 2.2e6;
-#else
-constexpr double kMinChunkFlops = 6e5;
-#endif
+// Each parallel chunk should have at least this much work (~10 us), so that the hand-off (~1 us) and
+// the per-call packing of the shared operand stay small next to it.
+constexpr double kMinChunkFlops = 8e5;
 
 // Scales C by beta, where beta == 0 means "overwrite" (NaN/Inf in C are discarded, as BLAS does).
 void scale_c(int M, int N, float beta, float* C, int ldc) {
@@ -72,12 +67,18 @@ constexpr int KC = 256;
 constexpr int MC = 144;  // multiple of MR
 constexpr int NC = 3072; // multiple of NR
 
-// Stores one MR x NR tile: C = alpha*acc (+ beta*C). Elements are computed as fma(beta, C, alpha*acc)
-// in both the vector and the scalar path, so a given element gets the same bits whether it falls in a
-// full tile or an edge tile (which depends on how the GEMM was split across threads).
+// Stores one MR x NR tile: C = alpha*acc (+ beta*C). With the AVX2 kernel, elements are computed as
+// fma(beta, C, alpha*acc) in both the vector and this scalar path, so a given element gets the same bits
+// whether it falls in a full tile or an edge tile (which depends on how the GEMM was split across
+// threads). The portable kernel stores every tile through here, so it needs no such care, and must not
+// call std::fma: without hardware FMA that is a slow library routine.
 inline float combine(float acc, float alpha, float beta, float c) {
   const float t = alpha * acc;
+#ifdef RT_GEMM_AVX2
   return beta == 0.0f ? t : std::fma(beta, c, t);
+#else
+  return beta == 0.0f ? t : beta * c + t;
+#endif
 }
 
 void store_edge(const float* acc, int m, int n, float alpha, float beta, float* C, int ldc) {
@@ -162,18 +163,34 @@ void micro_kernel(int kc, const float* __restrict a, const float* __restrict b, 
   }
 }
 #else
-// Portable kernel: same packed layout and the same per-element arithmetic (one fused multiply-add per k,
-// in k order), written so a vectorizer can map the j loop onto SIMD lanes.
+// Portable kernel (no AVX2/FMA at compile time): the same packed layout, with the tile held in vector
+// types of 16 bytes (SSE2, NEON) so that it vectorizes at -O2 too. The 16 columns are done as two
+// halves of 8: a 6 x 8 tile is 12 accumulators, which fits the 16 registers of SSE2.
+typedef float v4 __attribute__((vector_size(16)));
 void micro_kernel(int kc, const float* __restrict a, const float* __restrict b, float* C, int ldc, int m,
                   int n, float alpha, float beta) {
-  float acc[MR * NR] = {};
-  for (int k = 0; k < kc; ++k) {
-    for (int i = 0; i < MR; ++i) {
-      const float av = a[k * MR + i];
-      for (int j = 0; j < NR; ++j) acc[i * NR + j] = std::fma(av, b[k * NR + j], acc[i * NR + j]);
+  alignas(16) float out[MR * NR];
+  for (int half = 0; half < 2; ++half) {
+    // Named accumulators, not an array: at -O2 GCC keeps an indexed array in memory.
+    v4 c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {};
+    v4 c30 = {}, c31 = {}, c40 = {}, c41 = {}, c50 = {}, c51 = {};
+    const float* ak = a;
+    const float* bk = b + half * 8;
+    for (int k = 0; k < kc; ++k, ak += MR, bk += NR) {
+      v4 b0, b1;
+      std::memcpy(&b0, bk, sizeof b0);
+      std::memcpy(&b1, bk + 4, sizeof b1);
+      c00 += ak[0] * b0; c01 += ak[0] * b1;
+      c10 += ak[1] * b0; c11 += ak[1] * b1;
+      c20 += ak[2] * b0; c21 += ak[2] * b1;
+      c30 += ak[3] * b0; c31 += ak[3] * b1;
+      c40 += ak[4] * b0; c41 += ak[4] * b1;
+      c50 += ak[5] * b0; c51 += ak[5] * b1;
     }
+    const v4 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    for (int i = 0; i < MR; ++i) std::memcpy(out + i * NR + half * 8, acc[i], sizeof acc[i]);
   }
-  store_edge(acc, m, n, alpha, beta, C, ldc);
+  store_edge(out, m, n, alpha, beta, C, ldc);
 }
 #endif
 
@@ -294,9 +311,10 @@ void gemm_serial(bool transA, bool transB, int M, int N, int K, float alpha, con
 #endif
 
 // Chunk sizes of the thread split. Rows come in multiples of 24: a multiple of the built-in kernel's
-// MR = 6, and of the 24-row register kernel OpenBLAS 0.3.21 picks on AMD Zen, so that a chunk seam is
-// also a kernel-tile seam for both and the rows near it are computed exactly as without the split.
-// Columns come in multiples of 16 (the built-in NR).
+// MR = 6, and the granularity at which OpenBLAS 0.3.21 (core "Zen" here) gives the same bits for a
+// row-split product as for the whole one (measured: seams at multiples of 24 keep every bit; seams at
+// 8, 16, 32 or 64 rows change some, because its row-edge kernels round differently). Columns come in
+// multiples of 16 (the built-in NR); OpenBLAS changes bits at any column seam.
 constexpr int kUnitM = 24;
 constexpr int kUnitN = 16;
 

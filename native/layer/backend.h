@@ -6,12 +6,19 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/tensor.h"
+
 namespace rt {
 
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
+  // Where alloc() puts memory, and so where the tensors of a LayerStack over this backend live.
+  virtual Device device() const { return Device::CPU; }
+  // Waits until every operation queued on the backend has finished (a no-op on the CPU, whose kernels
+  // return when done). The addon calls it before handing results to JavaScript.
+  virtual void synchronize() {}
 
   virtual float* alloc(size_t n) = 0;  // n floats, uninitialised; throws rt::Error when out of memory
   virtual void release(float* p) = 0;
@@ -46,6 +53,14 @@ class Backend {
   virtual void attention_backward(const float* qkv, const float* probs, const float* dout, float* dqkv,
                                   int B, int n, int d, int H, float p, uint64_t seed, uint64_t stream) = 0;
   virtual void attention_cached(const float* qkv, int cap, int B, int t0, int c, int d, int H, float* out) = 0;
+  // Row-wise form for sequences at different positions (continuous batching): row r is the query at
+  // position t[r] of the sequence in cache slot slot[r]. The default runs one attention_cached per row;
+  // a backend may fuse it.
+  virtual void attention_cached_rows(const float* qkv, int cap, const int* slot, const int* t, int S, int d, int H,
+                                     float* out) {
+    const size_t seq = static_cast<size_t>(cap) * 3 * d;
+    for (int r = 0; r < S; ++r) attention_cached(qkv + slot[r] * seq, cap, 1, t[r], 1, d, H, out + static_cast<size_t>(r) * d);
+  }
   virtual void activation_forward(bool gelu, const float* x, float* y, size_t n) = 0;
   virtual void activation_backward(bool gelu, const float* x, const float* dy, float* dx, size_t n) = 0;
   virtual void dropout_forward(const float* x, float* y, size_t n, float p, uint64_t seed,
@@ -55,6 +70,12 @@ class Backend {
 };
 
 Backend& cpu_backend();
+#ifdef RT_CUDA
+// The CUDA backend (cuda/backend.cu), created at first use; throws rt::Error naming the reason when no
+// usable GPU or driver is there. fp32 (or RT_CUDA_FP32=1 in the environment) runs the matrix products in
+// float32 instead of bf16 on the tensor cores, for exact checks. Declared only in builds with CUDA.
+Backend& cuda_backend(bool fp32 = false);
+#endif
 
 // A buffer of the backend's memory that frees itself (RAII over alloc/release).
 class DeviceBuffer {

@@ -62,6 +62,12 @@ LayerStack::LayerStack(const LayerConfig& cfg, Backend& be) : cfg_(cfg), be_(be)
     } else {
       std::fill(v, v + n, fill);
     }
+    // Parameters live on the backend's device: initialised on the host (the same numbers whatever the
+    // device), then copied there; the gradient starts as zeros there.
+    if (be.device() != Device::CPU) {
+      p.value = p.value->to(be.device());
+      p.grad = Tensor::create(DType::F32, shape, be.device());
+    }
     ++param_index;
     params_.push_back(std::move(p));
     return params_.back().value->f32();
@@ -124,6 +130,8 @@ void LayerStack::zero_grad() {
 std::shared_ptr<Tensor> LayerStack::forward(const Tensor& x, bool training, uint64_t seed, int window, bool keep,
                                             bool check_finite) {
   RT_CHECK(x.dtype == DType::F32, "x: expected a float32 tensor, got " + std::string(dtype_name(x.dtype)));
+  RT_CHECK(x.device() == be_.device(), std::string("x: expected a tensor on '") + device_name(be_.device()) +
+                                           "', got one on '" + device_name(x.device()) + "'");
   RT_CHECK(x.shape.size() == 3 && x.shape[2] == cfg_.d,
            "x: expected shape [batch, N, " + std::to_string(cfg_.d) + "], got " + x.shape_string());
   RT_CHECK(x.shape[0] >= 1 && x.shape[1] >= 1, "x: batch and N must be at least 1, got " + x.shape_string());
@@ -163,7 +171,7 @@ std::shared_ptr<Tensor> LayerStack::forward(const Tensor& x, bool training, uint
     forward_layer(l, in, out, B, N, w, p, seed, keep, c);
     in = out;
   }
-  auto y = Tensor::create(DType::F32, {B, N, cfg_.d});
+  auto y = Tensor::create(DType::F32, {B, N, cfg_.d}, be_.device());
   be_.copy(y->f32(), in, total);
   if (keep) {
     layer_caches_ = std::move(caches);
@@ -252,6 +260,8 @@ std::shared_ptr<Tensor> LayerStack::backward(const Tensor& dy, bool check_finite
   RT_CHECK(!layer_caches_.empty(),
            "backward: no forward pass to differentiate; call forward (with gradients kept) before each backward");
   RT_CHECK(dy.dtype == DType::F32, "dy: expected a float32 tensor, got " + std::string(dtype_name(dy.dtype)));
+  RT_CHECK(dy.device() == be_.device(), std::string("dy: expected a tensor on '") + device_name(be_.device()) +
+                                            "', got one on '" + device_name(dy.device()) + "'");
   RT_CHECK(dy.shape.size() == 3 && dy.shape[0] == cache_B_ && dy.shape[1] == cache_N_ && dy.shape[2] == cfg_.d,
            "dy: expected shape [" + std::to_string(cache_B_) + ", " + std::to_string(cache_N_) + ", " +
                std::to_string(cfg_.d) + "] (the forward output's), got " + dy.shape_string());
@@ -271,7 +281,7 @@ std::shared_ptr<Tensor> LayerStack::backward(const Tensor& dy, bool check_finite
     caches[l].apps.clear();  // free each layer's activations as soon as its gradients are done
     std::swap(dY, dX);
   }
-  auto dx = Tensor::create(DType::F32, {B, N, cfg_.d});
+  auto dx = Tensor::create(DType::F32, {B, N, cfg_.d}, be_.device());
   be_.copy(dx->f32(), dY, total);
   return dx;
 }

@@ -1,8 +1,11 @@
 // The layer stack's configuration: defaults, and validation that names the bad field before anything
 // reaches native code.
+import { defaultDevice, type Device } from '../native.js';
 
 export type Variant = 'forget' | 'accumulate';
 export type Activation = 'gelu' | 'relu';
+/** Matrix products on CUDA: bf16 operands into the tensor cores (float32 accumulation), or plain float32. */
+export type Precision = 'bf16' | 'fp32';
 
 /** Configuration of a stack of recurrent transformer layers (DESIGN.md section 1). */
 export interface LayerConfig {
@@ -26,6 +29,14 @@ export interface LayerConfig {
   dropout?: number;
   /** Seed for the initial weights and the default dropout stream (default 0). */
   seed?: number;
+  /**
+   * Where the weights, gradients and activations live and the kernels run: 'cpu' or 'cuda' (default:
+   * RT_DEVICE from the environment, else 'cpu'). 'cuda' needs the CUDA build of the addon
+   * (`npm run build:cuda`) and an NVIDIA GPU of compute capability 8.0 or newer.
+   */
+  device?: Device;
+  /** CUDA only: 'bf16' tensor-core products (default) or 'fp32' (exact checks; also RT_CUDA_FP32=1). */
+  precision?: Precision;
 }
 
 /** A config with every default filled in. */
@@ -40,6 +51,8 @@ export interface ResolvedLayerConfig {
   bias: boolean;
   dropout: number;
   seed: number;
+  device: Device;
+  precision: Precision;
 }
 
 const MAX_D = 65536;
@@ -83,7 +96,15 @@ export function resolveLayerConfig(config: LayerConfig): ResolvedLayerConfig {
   if (12 * d * d * layers > 2 ** 34) {
     throw new RangeError(`config: d = ${d} and layers = ${layers} give more than 2^34 weights`);
   }
-  return { d, heads, layers, window, variant, alpha: { init: alphaInit, learnable }, activation, bias, dropout, seed };
+  const device = config.device ?? defaultDevice();
+  if (device !== 'cpu' && device !== 'cuda') {
+    throw new RangeError(`config.device: expected 'cpu' or 'cuda', got ${String(device)}`);
+  }
+  const precision = config.precision ?? 'bf16';
+  if (precision !== 'bf16' && precision !== 'fp32') {
+    throw new RangeError(`config.precision: expected 'bf16' or 'fp32', got ${String(precision)}`);
+  }
+  return { d, heads, layers, window, variant, alpha: { init: alphaInit, learnable }, activation, bias, dropout, seed, device, precision };
 }
 
 /** What the model predicts: every next token, the last M tokens (copy tasks), or one class. */
@@ -174,7 +195,9 @@ export function resolveModelConfig(config: ModelConfig): ResolvedModelConfig {
   return { vocabSize, maxLen, window, windowRange, positional, head, ...withoutWindow(layer) };
 }
 
-function withoutWindow(c: ResolvedLayerConfig): Omit<ResolvedLayerConfig, 'window'> {
-  const { window: _w, ...rest } = c;
+// The model's config keeps neither the layer's window (it has its own) nor where the layer runs: a
+// checkpoint's config must not depend on the machine that wrote it.
+function withoutWindow(c: ResolvedLayerConfig): Omit<ResolvedLayerConfig, 'window' | 'device' | 'precision'> {
+  const { window: _w, device: _d, precision: _p, ...rest } = c;
   return rest;
 }

@@ -1,6 +1,6 @@
 // A stack of recurrent transformer layers: the native recurrence behind a typed, Promise-based API.
-import { loadNative, type NativeLayer } from '../native.js';
-import { Tensor } from '../tensor.js';
+import { loadNative, type Device, type NativeAddon, type NativeLayer } from '../native.js';
+import { adoptHandle, Tensor } from '../tensor.js';
 import { resolveLayerConfig, type LayerConfig, type ResolvedLayerConfig } from './config.js';
 
 /** One trainable tensor of the stack, under its nanoGPT name. */
@@ -29,13 +29,16 @@ export interface ForwardOptions {
 export class RecurrentLayer {
   readonly config: ResolvedLayerConfig;
   #native: NativeLayer | undefined;
+  #addon: NativeAddon;
   #params: Parameter[];
   #calls = 0;
 
   constructor(config: LayerConfig) {
     this.config = resolveLayerConfig(config);
     const c = this.config;
-    this.#native = new (loadNative('cpu').LayerHandle)({
+    // A CPU layer uses the process's addon; a CUDA layer the CUDA build (an Error says why it cannot).
+    this.#addon = loadNative(c.device);
+    this.#native = new this.#addon.LayerHandle({
       d: c.d,
       heads: c.heads,
       layers: c.layers,
@@ -47,11 +50,18 @@ export class RecurrentLayer {
       bias: c.bias,
       dropout: c.dropout,
       seed: c.seed,
+      device: c.device,
+      precision: c.precision,
     });
     this.#params = this.#native.params().map((p) => {
       const value = new Tensor(p.value);
       return { name: p.name, shape: value.shape, value, grad: new Tensor(p.grad) };
     });
+  }
+
+  /** Where the weights live and the kernels run. Outputs, gradients and parameters are tensors there. */
+  get device(): Device {
+    return this.config.device;
   }
 
   /** The trainable tensors, in a fixed order. */
@@ -65,7 +75,10 @@ export class RecurrentLayer {
     return this.#params.reduce((n, p) => n + p.value.size, 0);
   }
 
-  /** Runs the stack on x [batch, N, d] (float32) off the event loop. */
+  /**
+   * Runs the stack on x [batch, N, d] (float32) off the event loop. x may be on any device (it is copied
+   * to the layer's); the result is on the layer's device.
+   */
   async forward(x: Tensor, opts: ForwardOptions = {}): Promise<Tensor> {
     const native = this.live('forward');
     if (!(x instanceof Tensor)) throw new TypeError('x: expected a Tensor');
@@ -84,7 +97,7 @@ export class RecurrentLayer {
     if (!Number.isSafeInteger(seed) || seed < 0) {
       throw new RangeError(`opts.seed: expected a non-negative integer, got ${String(opts.seed)}`);
     }
-    const handle = await native.forward(x.handle('x'), opts.training ?? false, seed, window, opts.grad ?? true, opts.checkFinite ?? true);
+    const handle = await native.forward(adoptHandle(x, this.#addon, 'x'), opts.training ?? false, seed, window, opts.grad ?? true, opts.checkFinite ?? true);
     return new Tensor(handle);
   }
 
@@ -96,7 +109,7 @@ export class RecurrentLayer {
   async backward(dy: Tensor, opts: { checkFinite?: boolean } = {}): Promise<Tensor> {
     const native = this.live('backward');
     if (!(dy instanceof Tensor)) throw new TypeError('dy: expected a Tensor');
-    return new Tensor(await native.backward(dy.handle('dy'), opts.checkFinite ?? true));
+    return new Tensor(await native.backward(adoptHandle(dy, this.#addon, 'dy'), opts.checkFinite ?? true));
   }
 
   /** Frees the activations kept by the last forward without running backward. */
