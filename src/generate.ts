@@ -84,73 +84,140 @@ export function sampleToken(logits: ArrayLike<number>, rng: Rng, opts: { tempera
   throw new Error('unreachable');
 }
 
-/**
- * Generates a continuation of `prompt` (text with a tokenizer, or token ids) one token at a time:
- *
- *     for await (const t of generate(model, 'ROMEO:', { tokenizer, maxTokens: 200 })) process.stdout.write(t.text);
- */
-export async function* generate(model: RecurrentTransformer, prompt: string | ArrayLike<number>, opts: GenerateOptions = {}): AsyncGenerator<GeneratedToken> {
-  const maxTokens = opts.maxTokens ?? 256;
-  check(maxTokens, 'maxTokens', (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer');
+/** Checks generation options; throws a RangeError/TypeError naming the bad one. */
+export function checkGenerateOptions(opts: GenerateOptions): void {
+  check(opts.maxTokens, 'maxTokens', (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer');
   check(opts.temperature, 'temperature', (x) => Number.isFinite(x) && x >= 0, 'a number >= 0');
   check(opts.topK, 'topK', (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer');
   check(opts.topP, 'topP', (x) => x > 0 && x <= 1, 'a number in (0, 1]');
   check(opts.seed, 'seed', (x) => Number.isSafeInteger(x) && x >= 0, 'a non-negative integer');
-  const tok = opts.tokenizer;
+  if (opts.stop !== undefined && (!Array.isArray(opts.stop) || !opts.stop.every((s) => typeof s === 'string' || (Number.isInteger(s) && s >= 0)))) {
+    throw new TypeError('stop: expected an array of strings and token ids');
+  }
+  const stopText = (opts.stop ?? []).filter((s) => typeof s === 'string' && s.length > 0);
+  if (stopText.length && !opts.tokenizer) throw new TypeError('stop: string stop sequences need a tokenizer');
+}
+
+/** The prompt as token ids (a string needs the tokenizer). */
+export function promptIds(prompt: string | ArrayLike<number>, tokenizer: TextCodec | undefined): number[] {
   let ids: number[];
   if (typeof prompt === 'string') {
-    if (!tok) throw new TypeError('prompt: a string prompt needs opts.tokenizer');
-    ids = Array.from(tok.encode(prompt));
+    if (!tokenizer) throw new TypeError('prompt: a string prompt needs a tokenizer');
+    ids = Array.from(tokenizer.encode(prompt));
   } else {
     ids = Array.from(prompt);
   }
   if (ids.length === 0) throw new RangeError('prompt: must hold at least one token');
-  const stopIds = new Set((opts.stop ?? []).filter((s): s is number => typeof s === 'number'));
-  const stopText = (opts.stop ?? []).filter((s): s is string => typeof s === 'string' && s.length > 0);
-  if (stopText.length && !tok) throw new TypeError('stop: string stop sequences need opts.tokenizer');
+  return ids;
+}
 
-  const rng = new Rng(opts.seed ?? 0);
-  const dec = model.decoder(1);
-  const stream = tok?.decoder?.();
-  let logits: Float32Array = new Float32Array(0);
-  for (const id of ids) {
-    if (opts.signal?.aborted) return;
-    logits = await dec.step([id]);
+/**
+ * One sequence's sampling state: draws tokens from successive logits, turns them into text through the
+ * streaming decoder, and holds back text that could still become a stop sequence. generate() and the
+ * server's continuous-batching scheduler both drive it.
+ */
+export class SequenceSampler {
+  readonly maxTokens: number;
+  #opts: GenerateOptions;
+  #rng: Rng;
+  #tok: TextCodec | undefined;
+  #stream: { push(id: number): string; flush?(): string } | undefined;
+  #stopIds: Set<number>;
+  #stopText: string[];
+  #emitted = '';
+  #pending = '';
+  #count = 0;
+  /** No further token should be sampled (maxTokens reached, or a stop token or sequence seen). */
+  done = false;
+  /** The sequence ended on a stop string: the last token's text stops before it (and may be empty). */
+  stopped = false;
+
+  constructor(opts: GenerateOptions) {
+    checkGenerateOptions(opts);
+    this.#opts = opts;
+    this.maxTokens = opts.maxTokens ?? 256;
+    this.#rng = new Rng(opts.seed ?? 0);
+    this.#tok = opts.tokenizer;
+    this.#stream = this.#tok?.decoder?.();
+    this.#stopIds = new Set((opts.stop ?? []).filter((s): s is number => typeof s === 'number'));
+    this.#stopText = (opts.stop ?? []).filter((s): s is string => typeof s === 'string' && s.length > 0);
+    if (this.maxTokens === 0) this.done = true;
   }
-  // Text that could still turn into a stop sequence is held back until it cannot.
-  let emitted = '';
-  let pending = '';
-  for (let n = 0; n < maxTokens; n++) {
-    if (opts.signal?.aborted) return;
-    const { token, logprob } = sampleToken(logits, rng, opts);
-    if (stopIds.has(token)) break;
-    pending += tok ? (stream ? stream.push(token) : tok.decode([token])) : '';
-    const full = emitted + pending;
+
+  /** Tokens sampled so far. */
+  get count(): number {
+    return this.#count;
+  }
+
+  /**
+   * Samples the next token from `logits`. Returns what to emit (possibly empty text) or null when the
+   * sequence ended on a stop token; sets `done` when no further token should be sampled.
+   */
+  next(logits: ArrayLike<number>): GeneratedToken | null {
+    const { token, logprob } = sampleToken(logits, this.#rng, this.#opts);
+    this.#count++;
+    if (this.#stopIds.has(token)) {
+      this.done = true;
+      return null;
+    }
+    this.#pending += this.#tok ? (this.#stream ? this.#stream.push(token) : this.#tok.decode([token])) : '';
+    const full = this.#emitted + this.#pending;
     let cut = -1;
-    for (const s of stopText) {
-      const at = full.indexOf(s, Math.max(0, emitted.length - s.length + 1));
+    for (const s of this.#stopText) {
+      const at = full.indexOf(s, Math.max(0, this.#emitted.length - s.length + 1));
       if (at >= 0 && (cut < 0 || at < cut)) cut = at;
     }
     if (cut >= 0) {
-      const out = full.slice(emitted.length, cut);
-      if (out) yield { token, text: out, logprob };
-      return;
+      this.done = true;
+      this.stopped = true;
+      this.#pending = '';
+      return { token, text: full.slice(this.#emitted.length, cut), logprob };
     }
     let hold = 0;
-    for (const s of stopText) {
-      for (let k = Math.min(s.length - 1, pending.length); k > hold; k--) {
+    for (const s of this.#stopText) {
+      for (let k = Math.min(s.length - 1, this.#pending.length); k > hold; k--) {
         if (full.endsWith(s.slice(0, k))) {
           hold = k;
           break;
         }
       }
     }
-    const out = pending.slice(0, pending.length - hold);
-    emitted += out;
-    pending = pending.slice(pending.length - hold);
-    yield { token, text: out, logprob };
-    if (n + 1 < maxTokens) logits = await dec.step([token]);
+    const out = this.#pending.slice(0, this.#pending.length - hold);
+    this.#emitted += out;
+    this.#pending = this.#pending.slice(this.#pending.length - hold);
+    if (this.#count >= this.maxTokens) this.done = true;
+    return { token, text: out, logprob };
   }
-  const rest = pending + (stream?.flush?.() ?? '');
+
+  /** Text held back at the end (a partial stop sequence that never completed, an unfinished character). */
+  flush(): string {
+    const rest = this.#pending + (this.#stream?.flush?.() ?? '');
+    this.#pending = '';
+    return rest;
+  }
+}
+
+/**
+ * Generates a continuation of `prompt` (text with a tokenizer, or token ids) one token at a time:
+ *
+ *     for await (const t of generate(model, 'ROMEO:', { tokenizer, maxTokens: 200 })) process.stdout.write(t.text);
+ */
+export async function* generate(model: RecurrentTransformer, prompt: string | ArrayLike<number>, opts: GenerateOptions = {}): AsyncGenerator<GeneratedToken> {
+  const sampler = new SequenceSampler(opts);
+  const ids = promptIds(prompt, opts.tokenizer);
+  const dec = model.decoder(1);
+  let logits: Float32Array = new Float32Array(0);
+  for (const id of ids) {
+    if (opts.signal?.aborted) return;
+    logits = await dec.step([id]);
+  }
+  while (!sampler.done) {
+    if (opts.signal?.aborted) return;
+    const t = sampler.next(logits);
+    if (t === null) break;
+    if (t.text || !sampler.stopped) yield t;
+    if (!sampler.done) logits = await dec.step([t.token]);
+  }
+  const rest = sampler.flush();
   if (rest) yield { token: -1, text: rest, logprob: 0 };
 }
