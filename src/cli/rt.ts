@@ -4,16 +4,18 @@ import { parseArgs } from 'node:util';
 import { UsageError, type Flags } from './args.js';
 import { evalCommand, infoCommand } from './inspect.js';
 import { generateCommand } from './generate.js';
+import { serveCommand } from './serve.js';
 import { tokenizerCommand } from './tokenizer.js';
 import { TRAIN_HELP, trainCommand } from './train.js';
 
-const BOOLEAN = ['json', 'bias', 'alpha-fixed', 'no-positional', 'no-curriculum'];
+const BOOLEAN = ['json', 'bias', 'alpha-fixed', 'no-positional', 'no-curriculum', 'no-batching'];
 const STRING = [
   'task', 'noise', 'M', 'alphabet', 'd', 'heads', 'layers', 'window', 'window-range', 'variant', 'alpha',
   'activation', 'dropout', 'steps', 'batch', 'lr', 'weight-decay', 'max-grad-norm', 'schedule', 'warmup',
   'curriculum-start', 'curriculum-threshold', 'eval-every', 'eval-batches', 'stop-accuracy', 'seed', 'out',
   'resume', 'checkpoint', 'batches', 'data', 'tokenizer', 'seq-len', 'cache', 'lm-target', 'prompt', 'max-tokens',
-  'temperature', 'top-k', 'top-p', 'stop', 'vocab',
+  'temperature', 'top-k', 'top-p', 'stop', 'vocab', 'port', 'host', 'device', 'max-batch', 'max-queue', 'max-tokens-limit',
+  'timeout-ms',
 ];
 const OPTIONS = Object.fromEntries([
   ...BOOLEAN.map((k) => [k, { type: 'boolean' as const }]),
@@ -26,6 +28,8 @@ const HELP = `rt <command> [flags]
   eval     --checkpoint FILE [--noise L --batches N]   accuracy on fresh data
   info     --checkpoint FILE                            config and parameter count
   generate --checkpoint FILE [--prompt TEXT --max-tokens 500 --temperature 0.8 --top-k --top-p --seed --stop TEXT]
+  serve    --checkpoint FILE [--port 8080 --host 127.0.0.1 --max-batch 32 --max-queue 256 --no-batching]
+           POST /v1/generate, POST /v1/score, GET /v1/model, GET /healthz
   tokenizer train --data FILE|DIR --vocab V --out FILE.json   train a byte-level BPE vocabulary
 
 ${TRAIN_HELP}`;
@@ -54,6 +58,8 @@ async function main(argv: string[]): Promise<number> {
       return infoCommand(flags);
     case 'generate':
       return generateCommand(flags);
+    case 'serve':
+      return serveCommand(flags);
     case 'tokenizer':
       return tokenizerCommand(sub, flags);
     default:

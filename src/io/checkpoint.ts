@@ -295,8 +295,8 @@ export function decodeCheckpoint(
   const hasMoments = Object.keys(m).length > 0 || Object.keys(v).length > 0;
   if (has('optimizer')) {
     const o = parse('optimizer');
-    if (!isPlainObject(o) || typeof o['step'] !== 'number') {
-      throw fail('__metadata__ "optimizer" must be a JSON object {step: number, hyper?}');
+    if (!isPlainObject(o) || typeof o['step'] !== 'number' || !Number.isFinite(o['step'])) {
+      throw fail('__metadata__ "optimizer" must be a JSON object {step: finite number, hyper?}');
     }
     for (const [which, moments, prefix] of [
       ['exp_avg', m, EXP_AVG],

@@ -1,0 +1,208 @@
+// Continuous batching: requests share one decoder whose slots each hold a sequence's O(layers * w * d)
+// state. Every iteration feeds one token to every active sequence in a single native call (prompt
+// tokens while a prompt is being read, sampled tokens after); a finished or abandoned sequence frees its
+// slot at once and the next queued request takes it, without waiting for the rest of the batch.
+import { SequenceSampler, type GeneratedToken } from '../generate.js';
+import type { Decoder, RecurrentTransformer } from '../model/transformer.js';
+
+export interface GenerateJobResult {
+  kind: 'generate';
+  text: string;
+  tokens: number[];
+  finishReason: 'stop' | 'length' | 'aborted';
+  promptTokens: number;
+}
+
+export interface ScoreJobResult {
+  kind: 'score';
+  /** Sum of log-probabilities of tokens 1..n-1 given their prefixes (the first token has no context). */
+  logprob: number;
+  /** Tokens scored (n - 1). */
+  scored: number;
+}
+
+interface JobBase {
+  ids: number[];
+  signal?: AbortSignal;
+  slot: number;
+  fed: number;
+}
+
+interface GenerateJob extends JobBase {
+  kind: 'generate';
+  sampler: SequenceSampler;
+  onToken?: (t: GeneratedToken) => void;
+  last: number;
+  text: string;
+  out: number[];
+  resolve: (r: GenerateJobResult) => void;
+  reject: (e: Error) => void;
+}
+
+interface ScoreJob extends JobBase {
+  kind: 'score';
+  logprob: number;
+  resolve: (r: ScoreJobResult) => void;
+  reject: (e: Error) => void;
+}
+
+type Job = GenerateJob | ScoreJob;
+
+/** The queue is full: the caller should retry later (HTTP 503). */
+export class QueueFullError extends Error {
+  override name = 'QueueFullError';
+}
+
+export interface SchedulerOptions {
+  /** Sequences decoded together (slots). 1 turns batching off: requests run one after another. */
+  maxBatch: number;
+  /** Requests waiting for a slot before new ones are refused. */
+  maxQueue: number;
+}
+
+function logSoftmaxAt(logits: Float32Array, offset: number, V: number, target: number): number {
+  let mx = -Infinity;
+  for (let v = 0; v < V; v++) mx = Math.max(mx, logits[offset + v]!);
+  let sum = 0;
+  for (let v = 0; v < V; v++) sum += Math.exp(logits[offset + v]! - mx);
+  return logits[offset + target]! - mx - Math.log(sum);
+}
+
+export class Scheduler {
+  readonly options: SchedulerOptions;
+  #decoder: Decoder;
+  #vocab: number;
+  #queue: Job[] = [];
+  #active: Job[] = [];
+  #free: number[];
+  #running: Promise<void> | null = null;
+  #steps = 0;
+  #tokensOut = 0;
+
+  constructor(model: RecurrentTransformer, options: SchedulerOptions) {
+    this.options = options;
+    this.#decoder = model.decoder(options.maxBatch);
+    this.#vocab = model.config.vocabSize;
+    this.#free = Array.from({ length: options.maxBatch }, (_, i) => options.maxBatch - 1 - i);
+  }
+
+  get active(): number {
+    return this.#active.length;
+  }
+  get queued(): number {
+    return this.#queue.length;
+  }
+  /** Batched decoder steps and tokens generated since start. */
+  get stats(): { steps: number; tokens: number } {
+    return { steps: this.#steps, tokens: this.#tokensOut };
+  }
+
+  generate(ids: number[], sampler: SequenceSampler, opts: { signal?: AbortSignal; onToken?: (t: GeneratedToken) => void } = {}): Promise<GenerateJobResult> {
+    return new Promise((resolve, reject) => {
+      this.#enqueue({ kind: 'generate', ids, sampler, signal: opts.signal, onToken: opts.onToken, slot: -1, fed: 0, last: -1, text: '', out: [], resolve, reject });
+    });
+  }
+
+  score(ids: number[], opts: { signal?: AbortSignal } = {}): Promise<ScoreJobResult> {
+    return new Promise((resolve, reject) => {
+      this.#enqueue({ kind: 'score', ids, signal: opts.signal, slot: -1, fed: 0, logprob: 0, resolve, reject });
+    });
+  }
+
+  /** Resolves when every queued and active request has finished. */
+  async drain(): Promise<void> {
+    while (this.#running) await this.#running;
+  }
+
+  #enqueue(job: Job): void {
+    if (this.#queue.length >= this.options.maxQueue) {
+      job.reject(new QueueFullError(`the queue is full (${this.options.maxQueue} requests waiting)`));
+      return;
+    }
+    this.#queue.push(job);
+    this.#start();
+  }
+
+  #start(): void {
+    if (this.#running) return;
+    this.#running = this.#loop().finally(() => {
+      this.#running = null;
+      // A request that arrived while the loop was returning still needs one.
+      if (this.#queue.length) this.#start();
+    });
+  }
+
+  #finish(job: Job, error?: Error): void {
+    this.#active.splice(this.#active.indexOf(job), 1);
+    this.#free.push(job.slot);
+    if (error) {
+      job.reject(error);
+    } else if (job.kind === 'score') {
+      job.resolve({ kind: 'score', logprob: job.logprob, scored: job.ids.length - 1 });
+    } else {
+      const rest = job.sampler.flush();
+      if (rest) {
+        job.text += rest;
+        job.onToken?.({ token: -1, text: rest, logprob: 0 });
+      }
+      const reason = job.signal?.aborted ? 'aborted' : job.sampler.count >= job.sampler.maxTokens && !job.sampler.stopped ? 'length' : 'stop';
+      job.resolve({ kind: 'generate', text: job.text, tokens: job.out, finishReason: reason, promptTokens: job.ids.length });
+    }
+  }
+
+  async #loop(): Promise<void> {
+    for (;;) {
+      while (this.#free.length && this.#queue.length) {
+        const job = this.#queue.shift()!;
+        if (job.signal?.aborted) {
+          job.reject(new Error('the request was abandoned before it started'));
+          continue;
+        }
+        job.slot = this.#free.pop()!;
+        this.#decoder.reset(job.slot);
+        this.#active.push(job);
+        if (job.kind === 'generate' && job.sampler.done) this.#finish(job);  // maxTokens 0
+      }
+      if (this.#active.length === 0) return;
+      const batch = [...this.#active];
+      const tokens = batch.map((j) => (j.fed < j.ids.length ? j.ids[j.fed]! : (j as GenerateJob).last));
+      let logits: Float32Array;
+      try {
+        logits = await this.#decoder.stepSlots(
+          batch.map((j) => j.slot),
+          tokens,
+        );
+      } catch (e) {
+        for (const j of batch) this.#finish(j, e as Error);
+        continue;
+      }
+      this.#steps++;
+      const V = this.#vocab;
+      batch.forEach((job, r) => {
+        const feeding = job.fed < job.ids.length;
+        if (feeding) job.fed++;
+        if (job.signal?.aborted) {
+          this.#finish(job);
+          return;
+        }
+        if (job.kind === 'score') {
+          if (job.fed < job.ids.length) job.logprob += logSoftmaxAt(logits, r * V, V, job.ids[job.fed]!);
+          else this.#finish(job);
+          return;
+        }
+        if (feeding && job.fed < job.ids.length) return;  // still reading the prompt
+        const t = job.sampler.next(logits.subarray(r * V, (r + 1) * V));
+        if (t !== null) {
+          if (t.text || !job.sampler.stopped) {
+            job.text += t.text;
+            job.out.push(t.token);
+            this.#tokensOut++;
+            job.onToken?.(t);
+          }
+          job.last = t.token;
+        }
+        if (job.sampler.done) this.#finish(job);
+      });
+    }
+  }
+}
