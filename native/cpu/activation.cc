@@ -17,59 +17,30 @@
 // accurate in the negative tail, where gelu(x) = x * Phi(x) is tiny, and exp(-z^2) = exp(-x^2/2) is the
 // Gaussian density the backward needs anyway.
 //
-// The code is written with GCC/Clang vector extensions (8 floats) rather than left to the
-// auto-vectorizer: GCC sees that the underflow clamp makes the whole expression constant for x < -87,
-// turns that into a branch, and then (with -ftrapping-math, the default) cannot if-convert it back, so
-// a scalar loop stays scalar. Vector types also let every element, tail included, go through the same
-// instructions, so a value never depends on where a thread's chunk boundary fell.
-#include <cstdint>
+// The code is written with GCC/Clang vector extensions (8 floats; the helpers, exp_nonpos included, are
+// in cpu/simd.h) rather than left to the auto-vectorizer: GCC sees that the underflow clamp makes the
+// whole expression constant for x < -87, turns that into a branch, and then (with -ftrapping-math, the
+// default) cannot if-convert it back, so a scalar loop stays scalar. Vector types also let every
+// element, tail included, go through the same instructions, so a value never depends on where a
+// thread's chunk boundary fell.
 #include <cstring>
 
 #include "core/thread_pool.h"
 #include "cpu/kernels.h"
+#include "cpu/simd.h"
 
 namespace rt::cpu {
 namespace {
 
-// Without AVX enabled GCC warns that 32-byte vector arguments change the ABI; every function taking one
-// here has internal linkage, so no ABI is crossed.
-#pragma GCC diagnostic ignored "-Wpsabi"
-// Small vector helpers must inline: at -O2 GCC otherwise calls them with vectors passed in memory.
-#define RT_INLINE inline __attribute__((always_inline))
-typedef float f8 __attribute__((vector_size(32)));
-typedef int32_t i8 __attribute__((vector_size(32)));
+using simd::exp_nonpos;
+using simd::f8;
+using simd::i8;
+using simd::load8;
+using simd::splat;
+using simd::store8;
+
 constexpr size_t kLanes = 8;
 constexpr size_t kGrain = 16384;
-
-RT_INLINE f8 load8(const float* p) {
-  f8 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-RT_INLINE void store8(float* p, f8 v) { std::memcpy(p, &v, sizeof v); }
-RT_INLINE f8 splat(float s) { return f8{} + s; }
-
-// exp(x) for x <= 0, relative error ~4e-9 before float rounding, exactly 0 below -87.3 (where the
-// result would be denormal). Range reduction x = n ln2 + r, |r| <= ln2/2, a degree-6 polynomial fitted
-// to exp on that interval (least squares on Chebyshev nodes, 1 + r fixed), then scaling by 2^n through
-// the exponent bits.
-RT_INLINE f8 exp_nonpos(f8 x) {
-  const i8 under = x < splat(-87.3f);
-  const f8 xc = under ? splat(-87.3f) : x;
-  // Adding 1.5 * 2^23 rounds to the nearest integer in the low mantissa bits.
-  const f8 nf = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  f8 r = xc - nf * 0.693145751953125f;  // ln2, high 17 bits: n * hi is exact for |n| < 128
-  r = r - nf * 1.42860682030941723e-06f;  // ln2 - hi
-  f8 p = splat(1.375140790e-03f);
-  p = p * r + 8.368916341e-03f;
-  p = p * r + 4.166953311e-02f;
-  p = p * r + 1.666651846e-01f;
-  p = p * r + 4.999998860e-01f;
-  p = (p * r) * r + r + 1.0f;
-  const i8 bits = (__builtin_convertvector(nf, i8) + 127) << 23;
-  const f8 v = p * (f8)bits;
-  return under ? splat(0.0f) : v;
-}
 
 // Returns Phi(x) and writes the standard normal density phi(x) = exp(-x^2/2)/sqrt(2 pi) to *pdf.
 RT_INLINE f8 normal_cdf(f8 x, f8* pdf) {

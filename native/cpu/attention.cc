@@ -9,9 +9,9 @@
 // Query rows go in blocks of kRowBlock, so the scratch besides `probs` (the one O(n^2) buffer the
 // contract provides) is O(kRowBlock * n + n * hd) per thread, also for w = 0 and n in the thousands.
 //
-// Softmax and reductions use eight float lanes via GCC vector extensions (the build has no
-// -ffast-math, so plain float reductions would stay scalar), combined in a fixed order; every sum runs
-// in an order fixed by the shape, so nothing depends on the thread split.
+// Softmax and reductions use eight float lanes via GCC vector extensions (helpers in cpu/simd.h; the
+// build has no -ffast-math, so plain float reductions would stay scalar), combined in a fixed order;
+// every sum runs in an order fixed by the shape, so nothing depends on the thread split.
 //
 // Dropout multiplies probabilities by keep/(1-p), keep = rng_uniform(key, ((b*H+h)*n+i)*n+j) >= p;
 // backward regenerates the same mask.
@@ -27,54 +27,27 @@
 #include "core/rng.h"
 #include "core/thread_pool.h"
 #include "cpu/kernels.h"
+#include "cpu/simd.h"
 
 namespace rt::cpu {
 namespace {
 
-// Without AVX enabled GCC warns that 32-byte vector arguments change the ABI; every function taking one
-// here has internal linkage, so no ABI is crossed.
-#pragma GCC diagnostic ignored "-Wpsabi"
-// Small vector helpers must inline: at -O2 GCC otherwise calls them with vectors passed in memory.
-#define RT_INLINE inline __attribute__((always_inline))
-typedef float f8 __attribute__((vector_size(32)));
-typedef int32_t i8 __attribute__((vector_size(32)));
+using simd::exp_nonpos;
+using simd::f4;
+using simd::f8;
+using simd::hmax;
+using simd::hsum;
+using simd::i4;
+using simd::i8;
+using simd::load8;
+using simd::splat;
+using simd::store8;
+using simd::u4;
+
 constexpr int kLanes = 8;
 constexpr int kRowBlock = 64;  // query rows per block (a multiple of kTileR)
 
-RT_INLINE f8 load8(const float* p) {
-  f8 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-RT_INLINE void store8(float* p, f8 v) { std::memcpy(p, &v, sizeof v); }
-RT_INLINE f8 splat(float s) { return f8{} + s; }
-RT_INLINE float hsum(f8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
-RT_INLINE float hmax(f8 v) {
-  float m = v[0];
-  for (int l = 1; l < kLanes; ++l) m = std::max(m, v[l]);
-  return m;
-}
 RT_INLINE int round_up(int v, int m) { return (v + m - 1) / m * m; }
-
-// exp(x) for x <= 0, exactly 0 below -87.3 (and for -inf). Same construction as in activation.cc
-// (range reduction by ln2, degree-6 polynomial fitted on [-ln2/2, ln2/2], exponent-bit scaling); kept
-// as a private copy so each kernel file stands alone.
-RT_INLINE f8 exp_nonpos(f8 x) {
-  const i8 under = x < splat(-87.3f);
-  const f8 xc = under ? splat(-87.3f) : x;
-  const f8 nf = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  f8 r = xc - nf * 0.693145751953125f;
-  r = r - nf * 1.42860682030941723e-06f;
-  f8 p = splat(1.375140790e-03f);
-  p = p * r + 8.368916341e-03f;
-  p = p * r + 4.166953311e-02f;
-  p = p * r + 1.666651846e-01f;
-  p = p * r + 4.999998860e-01f;
-  p = (p * r) * r + r + 1.0f;
-  const i8 bits = (__builtin_convertvector(nf, i8) + 127) << 23;
-  const f8 v = p * (f8)bits;
-  return under ? splat(0.0f) : v;
-}
 
 // In place over s[0, n): softmax of s[0, len) (len >= 1), zeros in s[len, n). s must have room for
 // round_up(n, 8) floats (the last block is processed whole).
@@ -108,40 +81,25 @@ void softmax_row(float* s, int len, int n) {
 }
 
 // Dropout multipliers keep/(1-p) for mask indices [base, base + len); 1 when p == 0. Bit-exact with
-// rt::rng_uniform(key, i) >= p, four lanes at a time: u = k / 2^24 with k = mix64(...) >> 40, so
-// u >= p  <=>  k >= ceil(p * 2^24) (p * 2^24 is exact in double), and the comparison stays in integers.
-// The scalar form branches on a coin flip and runs ~15 ns per element at p = 0.5; this is ~1 ns.
-typedef uint64_t u4 __attribute__((vector_size(32)));
-typedef int64_t s4 __attribute__((vector_size(32)));
-typedef int32_t i4 __attribute__((vector_size(16)));
-typedef float f4 __attribute__((vector_size(16)));
-
-RT_INLINE u4 mix64x4(u4 z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
+// rt::rng_uniform(key, i) >= p, four lanes at a time through simd::keep4 (see cpu/simd.h).
 void dropout_row(float* mult, int len, float p, uint64_t key, uint64_t base) {
   if (p == 0.0f) {
     std::fill(mult, mult + len, 1.0f);
     return;
   }
   const float scale = 1.0f / (1.0f - p);
-  const int64_t threshold = static_cast<int64_t>(std::ceil(static_cast<double>(p) * 16777216.0));
-  constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;  // rng_uniform's index multiplier
-  u4 z = key + (base + u4{0, 1, 2, 3}) * kGolden;
+  const int64_t threshold = simd::keep_threshold(p);
+  u4 z = simd::keep_counter(key, base);
   const f4 on = f4{} + scale, off = f4{};
   for (int j = 0; j < len; j += 4) {
-    const s4 k = (s4)(mix64x4(z) >> 40);
-    const i4 keep = __builtin_convertvector(k >= threshold, i4);
+    const i4 keep = simd::keep4(z, threshold);
     const f4 m = keep ? on : off;
     if (j + 4 <= len) {
       std::memcpy(mult + j, &m, sizeof m);
     } else {
       std::memcpy(mult + j, &m, sizeof(float) * (len - j));
     }
-    z += 4 * kGolden;
+    simd::keep_step(z);
   }
 }
 

@@ -1,8 +1,6 @@
 // Inverted dropout with a counter-based mask: element i is kept when rng_uniform(key(seed, stream), i) >= p,
 // so backward regenerates the mask instead of storing it, and the mask does not depend on how the work
 // was split across threads.
-#include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <string>
 
@@ -10,38 +8,26 @@
 #include "core/rng.h"
 #include "core/thread_pool.h"
 #include "cpu/kernels.h"
+#include "cpu/simd.h"
 
 namespace rt::cpu {
 namespace {
 
-constexpr size_t kGrain = 16384;
+using simd::f4;
+using simd::i4;
+using simd::u4;
 
-#pragma GCC diagnostic ignored "-Wpsabi"  // vector arguments of internal-linkage functions only
-// Small vector helpers must inline: at -O2 GCC otherwise calls them with vectors passed in memory.
-#define RT_INLINE inline __attribute__((always_inline))
-typedef uint64_t u4 __attribute__((vector_size(32)));
-typedef int64_t s4 __attribute__((vector_size(32)));
-typedef int32_t i4 __attribute__((vector_size(16)));
-typedef float f4 __attribute__((vector_size(16)));
+constexpr size_t kGrain = 16384;
 
 void check_p(float p, const char* who) {
   RT_CHECK(p >= 0.0f && p < 1.0f, std::string(who) + ": dropout rate p must be in [0, 1), got " + std::to_string(p));
 }
 
-// rt::mix64 on four lanes.
-RT_INLINE u4 mix64x4(u4 z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
 // out[i] = in[i] * keep_i / (1 - p); in and out may alias.
 //
-// Bit-exact with keep_i = rt::rng_uniform(key, i) >= p, four lanes at a time: rng_uniform is k / 2^24
-// with k = mix64(key + i * golden) >> 40, so u >= p  <=>  k >= ceil(p * 2^24) (exact in double) and the
-// test stays in integers. The scalar form branches on a coin flip (~15 ns per element at p = 0.5, ~1 ns
-// here). kernels_check compares the result with rng_uniform element by element, so a change to
-// core/rng.h that is not mirrored here fails the check.
+// keep_i = rt::rng_uniform(key, i) >= p, bit-exact, four lanes at a time through simd::keep4 (see
+// cpu/simd.h: the test stays in integers, ~1 ns per element against ~15 ns for the scalar form's coin-flip
+// branch). kernels_check compares the result with rng_uniform element by element.
 void apply_mask(const float* in, float* out, size_t n, float p, uint64_t seed, uint64_t stream) {
   if (p == 0.0f) {
     if (in != out) {
@@ -51,15 +37,13 @@ void apply_mask(const float* in, float* out, size_t n, float p, uint64_t seed, u
   }
   const uint64_t key = rng_key(seed, stream);
   const float scale = 1.0f / (1.0f - p);
-  const int64_t threshold = static_cast<int64_t>(std::ceil(static_cast<double>(p) * 16777216.0));
-  constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;  // rng_uniform's index multiplier
+  const int64_t threshold = simd::keep_threshold(p);
   parallel_for(n, kGrain, [&](size_t b, size_t e) {
-    u4 z = key + (static_cast<uint64_t>(b) + u4{0, 1, 2, 3}) * kGolden;
+    u4 z = simd::keep_counter(key, static_cast<uint64_t>(b));
     const f4 zero = {};
     auto block = [&](const float* src, float* dst) {
-      const s4 k = (s4)(mix64x4(z) >> 40);
-      const i4 keep = __builtin_convertvector(k >= threshold, i4);
-      z += 4 * kGolden;
+      const i4 keep = simd::keep4(z, threshold);
+      simd::keep_step(z);
       f4 x;
       std::memcpy(&x, src, sizeof x);
       const f4 y = keep ? x * scale : zero;
