@@ -50,8 +50,27 @@ export function sampleToken(logits: ArrayLike<number>, rng: Rng, opts: { tempera
     for (let i = 1; i < V; i++) if (logits[i]! > logits[best]!) best = i;
     return { token: best, logprob: 0 };
   }
-  let idx = Array.from({ length: V }, (_, i) => i);
   const topK = opts.topK ?? 0;
+  const topP = opts.topP ?? 1;
+  if ((topK === 0 || topK >= V) && topP >= 1) {
+    // Plain sampling, the common case: two passes over the logits, nothing allocated (the server calls
+    // this once per token per sequence).
+    let mx = -Infinity;
+    for (let i = 0; i < V; i++) mx = Math.max(mx, logits[i]! / temperature);
+    let total = 0;
+    for (let i = 0; i < V; i++) total += Math.exp(logits[i]! / temperature - mx);
+    let u = rng.next() * total;
+    let pick = V - 1;
+    for (let i = 0; i < V; i++) {
+      u -= Math.exp(logits[i]! / temperature - mx);
+      if (u < 0) {
+        pick = i;
+        break;
+      }
+    }
+    return { token: pick, logprob: logits[pick]! / temperature - mx - Math.log(total) };
+  }
+  let idx = Array.from({ length: V }, (_, i) => i);
   if (topK > 0 && topK < V) {
     idx.sort((a, b) => logits[b]! - logits[a]!);
     idx = idx.slice(0, topK);
@@ -61,7 +80,6 @@ export function sampleToken(logits: ArrayLike<number>, rng: Rng, opts: { tempera
   let probs = idx.map((i) => Math.exp(logits[i]! / temperature - mx));
   let sum = probs.reduce((a, b) => a + b, 0);
   probs = probs.map((p) => p / sum);
-  const topP = opts.topP ?? 1;
   if (topP < 1) {
     const order = probs.map((_, k) => k).sort((a, b) => probs[b]! - probs[a]!);
     const keep: number[] = [];

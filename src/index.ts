@@ -22,7 +22,7 @@ export { NoiseCurriculum, sampleWindow, evalWindow, type CurriculumOptions, type
 export * from './data/index.js';
 export * from './io/index.js';
 export { createServer, type ServerOptions, type RunningServer } from './serve/server.js';
-export { Scheduler, QueueFullError, type SchedulerOptions } from './serve/scheduler.js';
+export { Scheduler, QueueFullError, AbortedError, type SchedulerOptions } from './serve/scheduler.js';
 export { generate, sampleToken, SequenceSampler, type GenerateOptions, type GeneratedToken, type TextCodec } from './generate.js';
 export { nativeInfo, benchSgemm, nativeAllocatedBytes, defaultDevice, type Device } from './native.js';
 export * from './tokenizer/index.js';

@@ -53,6 +53,11 @@ export class QueueFullError extends Error {
   override name = 'QueueFullError';
 }
 
+/** The request's signal fired before it could finish (a queued request, or a score): no partial result. */
+export class AbortedError extends Error {
+  override name = 'AbortedError';
+}
+
 export interface SchedulerOptions {
   /** Sequences decoded together (slots). 1 turns batching off: requests run one after another. */
   maxBatch: number;
@@ -115,11 +120,27 @@ export class Scheduler {
   }
 
   #enqueue(job: Job): void {
-    if (this.#queue.length >= this.options.maxQueue) {
+    if (job.signal?.aborted) {
+      job.reject(new AbortedError('the request was abandoned before it started'));
+      return;
+    }
+    // Queued jobs that a free slot will take at the next iteration are not waiting.
+    if (this.#queue.length - this.#free.length >= this.options.maxQueue) {
       job.reject(new QueueFullError(`the queue is full (${this.options.maxQueue} requests waiting)`));
       return;
     }
     this.#queue.push(job);
+    // A request abandoned while it waits leaves the queue at once (an active one leaves after its step).
+    job.signal?.addEventListener(
+      'abort',
+      () => {
+        const i = this.#queue.indexOf(job);
+        if (i < 0) return;
+        this.#queue.splice(i, 1);
+        job.reject(new AbortedError('the request was abandoned before it started'));
+      },
+      { once: true },
+    );
     this.#start();
   }
 
@@ -138,15 +159,29 @@ export class Scheduler {
     if (error) {
       job.reject(error);
     } else if (job.kind === 'score') {
+      // A partial sum is not the text's log-probability.
+      if (job.signal?.aborted) {
+        job.reject(new AbortedError('the request was abandoned before its text was scored'));
+        return;
+      }
       job.resolve({ kind: 'score', logprob: job.logprob, scored: job.ids.length - 1 });
     } else {
       const rest = job.sampler.flush();
       if (rest) {
         job.text += rest;
-        job.onToken?.({ token: -1, text: rest, logprob: 0 });
+        this.#emit(job, { token: -1, text: rest, logprob: 0 });
       }
       const reason = job.signal?.aborted ? 'aborted' : job.sampler.count >= job.sampler.maxTokens && !job.sampler.stopped ? 'length' : 'stop';
       job.resolve({ kind: 'generate', text: job.text, tokens: job.out, finishReason: reason, promptTokens: job.ids.length });
+    }
+  }
+
+  /** Calls the job's onToken; a callback that throws must not stop the loop that serves every request. */
+  #emit(job: GenerateJob, t: GeneratedToken): void {
+    try {
+      job.onToken?.(t);
+    } catch {
+      // The callback's own request is the one affected; the scheduler keeps going.
     }
   }
 
@@ -155,7 +190,7 @@ export class Scheduler {
       while (this.#free.length && this.#queue.length) {
         const job = this.#queue.shift()!;
         if (job.signal?.aborted) {
-          job.reject(new Error('the request was abandoned before it started'));
+          job.reject(new AbortedError('the request was abandoned before it started'));
           continue;
         }
         job.slot = this.#free.pop()!;
@@ -197,7 +232,7 @@ export class Scheduler {
             job.text += t.text;
             job.out.push(t.token);
             this.#tokensOut++;
-            job.onToken?.(t);
+            this.#emit(job, t);
           }
           job.last = t.token;
         }

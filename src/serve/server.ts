@@ -7,7 +7,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SequenceSampler, type TextCodec } from '../generate.js';
 import type { RecurrentTransformer } from '../model/transformer.js';
-import { QueueFullError, Scheduler } from './scheduler.js';
+import { AbortedError, QueueFullError, Scheduler } from './scheduler.js';
 
 export interface ServerOptions {
   model: RecurrentTransformer;
@@ -112,10 +112,14 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
     }
   };
 
+  const timeoutError = (): HttpError => new HttpError(504, `the request took longer than ${timeoutMs} ms`);
+
   async function generateRoute(req: http.IncomingMessage, res: http.ServerResponse, body: Body, signal: AbortSignal): Promise<void> {
     const prompt = field(body, 'prompt', isString, 'a string');
     if (prompt === undefined || prompt.length === 0) throw new HttpError(400, 'prompt: required, a non-empty string', 'prompt');
-    const maxTokens = field(body, 'maxTokens', isInt, 'a non-negative integer') ?? 128;
+    const asked = field(body, 'maxTokens', isInt, 'a non-negative integer');
+    // Left out: 128, within the server's limit (checked against the model's maxLen below).
+    let maxTokens = asked ?? Math.min(128, maxTokensLimit);
     if (maxTokens > maxTokensLimit) throw new HttpError(400, `maxTokens: at most ${maxTokensLimit}`, 'maxTokens');
     const temperature = field(body, 'temperature', isNum, 'a number >= 0');
     if (temperature !== undefined && temperature < 0) throw new HttpError(400, 'temperature: expected a number >= 0', 'temperature');
@@ -126,18 +130,22 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
     const stop = field(body, 'stop', isStops, 'an array of at most 16 non-empty strings');
     const stream = field(body, 'stream', isBool, 'a boolean') ?? false;
     const ids = encode(prompt, 'prompt');
+    if (asked === undefined) maxTokens = Math.max(0, Math.min(maxTokens, maxLen - ids.length));
     if (ids.length + maxTokens > maxLen) {
-      throw new HttpError(400, `prompt (${ids.length} tokens) + maxTokens (${maxTokens}) exceeds the model's maxLen ${maxLen}`, 'maxTokens');
+      const name = ids.length > maxLen ? 'prompt' : 'maxTokens';
+      throw new HttpError(400, `${name}: prompt (${ids.length} tokens) + maxTokens (${maxTokens}) exceeds the model's maxLen ${maxLen}`, name);
     }
     const sampler = new SequenceSampler({ maxTokens, temperature, topK, topP, seed, stop, tokenizer });
     if (!stream) {
       const r = await scheduler.generate(ids, sampler, { signal });
+      // Cut short (time limit, or the client left): a partial text is not the answer.
+      if (r.finishReason === 'aborted') throw timeoutError();
       sendJson(res, 200, { text: r.text, tokens: r.tokens.length, promptTokens: r.promptTokens, finishReason: r.finishReason });
       return;
     }
     let started = false;
     const start = (): void => {
-      if (started) return;
+      if (started || res.destroyed) return;
       started = true;
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
     };
@@ -145,7 +153,7 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
       signal,
       onToken: (t) => {
         start();
-        res.write(`data: ${JSON.stringify({ token: t.token, text: t.text })}\n\n`);
+        if (!res.destroyed) res.write(`data: ${JSON.stringify({ token: t.token, text: t.text })}\n\n`);
       },
     });
     start();
@@ -159,11 +167,15 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
     const ids = encode(text, 'text');
     if (ids.length < 2) throw new HttpError(400, 'text: needs at least two tokens to score', 'text');
     if (ids.length > maxLen) throw new HttpError(400, `text: ${ids.length} tokens exceed the model's maxLen ${maxLen}`, 'text');
-    const r = await scheduler.score(ids, { signal });
+    const r = await scheduler.score(ids, { signal });  // AbortedError when cut short
     sendJson(res, 200, { logprob: r.logprob, tokens: ids.length, scored: r.scored, perplexity: Math.exp(-r.logprob / r.scored) });
   }
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    if (closing) {
+      sendJson(res, 503, { error: { message: 'the server is shutting down' } }, { connection: 'close', 'retry-after': '1' });
+      return;
+    }
     const url = new URL(req.url ?? '/', 'http://localhost');
     const controller = new AbortController();
     // The client went away (or the time limit passed): free the request's slot.
@@ -185,12 +197,13 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
         if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'body: expected a JSON object');
         if (url.pathname === '/v1/generate') await generateRoute(req, res, body as Body, controller.signal);
         else await scoreRoute(res, body as Body, controller.signal);
-        if (controller.signal.aborted && !res.writableEnded && !res.destroyed) sendJson(res, 504, { error: { message: `the request took longer than ${timeoutMs} ms` } });
+        if (controller.signal.aborted && !res.writableEnded && !res.destroyed) throw timeoutError();
       } else {
         throw new HttpError(404, `no route ${url.pathname}`);
       }
     } catch (e) {
       if (e instanceof HttpError) sendJson(res, e.status, { error: { message: e.message, ...(e.field ? { field: e.field } : {}) } });
+      else if (e instanceof AbortedError) sendJson(res, 504, { error: { message: timeoutError().message } });
       else if (e instanceof QueueFullError) sendJson(res, 503, { error: { message: e.message } }, { 'retry-after': '1' });
       else if (e instanceof RangeError || e instanceof TypeError) sendJson(res, 400, { error: { message: e.message } });
       else sendJson(res, 500, { error: { message: (e as Error).message } });
@@ -199,8 +212,11 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
     }
   }
 
+  let closing = false;
   const server = http.createServer((req, res) => {
-    const p = handle(req, res);
+    // In flight until the response has been handed to the OS (or the connection is gone), so that
+    // close() never destroys a socket holding the end of a response.
+    const p = Promise.all([handle(req, res), new Promise((resolve) => res.once('close', resolve))]);
     inflight.add(p);
     void p.finally(() => inflight.delete(p));
   });
@@ -215,9 +231,11 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
     server,
     scheduler,
     async close() {
+      closing = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
-      await Promise.all([...inflight]);
+      // Requests can still arrive on kept-alive connections while others finish (they get 503).
+      while (inflight.size) await Promise.all([...inflight]);
       await scheduler.drain();
       server.closeAllConnections();
       await closed;
