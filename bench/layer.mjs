@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import { layerFlops, gemmFlops } from './lib/flops.mjs';
 import { round, timeAsync } from './lib/stats.mjs';
 import { locateTorchPeer, runTorchPeer } from './lib/torch-peer.mjs';
-import { loadWindow } from './lib/load.mjs';
+import { loadWindow, measureQuietly } from './lib/load.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -33,6 +33,9 @@ const { values: opt } = parseArgs({
     'no-torch': { type: 'boolean', default: false },
     'no-save': { type: 'boolean', default: false },
     out: { type: 'string' },
+    // shared machines: retry a measurement when other processes took more than this % of the CPU
+    'max-foreign': { type: 'string', default: '15' },
+    patience: { type: 'string', default: '900' }, // seconds per measurement before keeping the best try
   },
 });
 
@@ -86,7 +89,7 @@ function measureSgemm() {
   const perShape = {};
   for (const [M, N, K] of sgemmShapes()) {
     const f = gemmFlops(M, N, K);
-    // about 0.2 s per shape at ~100 GFLOP/s (0.05 s with --quick); take the best of 3 batches
+    // about 0.2 s per shape at ~100 GFLOP/s (0.05 s with --quick); the best of 3 batches
     const reps = Math.max(3, Math.round((opt.quick ? 0.05 : 0.2) * 1e11 / f / 3));
     const s = Math.min(benchSgemm(M, N, K, reps), benchSgemm(M, N, K, reps), benchSgemm(M, N, K, reps));
     perShape[`${M}x${N}x${K}`] = round(f / s / 1e9, 1);
@@ -148,7 +151,13 @@ async function timeOurs(N, reps) {
 }
 
 // ---------------------------------------------------------------------------------- run
-const info = nativeInfo();
+let info;
+try {
+  info = nativeInfo();
+} catch (e) {
+  console.error(`bench/layer.mjs: the native addon does not load (${e.message.split('\n')[0]}); run \`npm install\` first`);
+  process.exit(1);
+}
 const date = new Date().toISOString();
 const lines = [];
 const emit = (obj) => {
@@ -170,10 +179,20 @@ console.error(
 const results = new Map();
 for (const N of Ns) {
   const reps = repsFor(N);
-  let win = loadWindow();
-  const sg = measureSgemm();
-  const ours = await timeOurs(N, reps);
-  const foreignOurs = win.stop();
+  const quiet = {
+    maxForeign: Number(opt['max-foreign']),
+    patience: Number(opt.patience),
+    log: (m) => console.error(`N=${N}: ${m}`),
+  };
+  const mine = await measureQuietly(async () => {
+    const win = loadWindow();
+    const sg0 = measureSgemm();
+    const ours = await timeOurs(N, reps);
+    const sg1 = measureSgemm(); // the ceiling is the better of before and after
+    const sg = sg1.gflops > sg0.gflops ? sg1 : sg0;
+    return { result: { sg, ours }, foreign: win.stop() };
+  }, quiet);
+  const { sg, ours } = mine.result;
   const flops = layerFlops({ B: cfg.batch, N, d: cfg.d, heads: cfg.heads, w: cfg.window, layers: cfg.layers });
   const gflops = flops / ours.median / 1e9;
   const row = {
@@ -186,27 +205,36 @@ for (const N of Ns) {
     tokens_per_s: Math.round((cfg.batch * N) / ours.median),
     sgemm_gflops: round(sg.gflops, 1),
     pct_of_sgemm: round((100 * gflops) / sg.gflops, 1),
+    foreign_load_pct: mine.foreign,
+    attempts: mine.attempts,
   };
-  row.foreign_load_pct = foreignOurs;
+  if (!mine.clean) row.noisy = true;
   if (peer.ok) {
-    win = loadWindow();
     try {
-      const t = runTorchPeer(peer, {
-        d: cfg.d,
-        heads: cfg.heads,
-        window: cfg.window,
-        batch: cfg.batch,
-        N,
-        layers: cfg.layers,
-        variant: cfg.variant,
-        activation: cfg.activation,
-        reps: Math.max(1, Math.min(reps, N >= 4096 ? 2 : 3)),
-        threads: info.threads,
-      });
+      const theirs = await measureQuietly(async () => {
+        const win = loadWindow();
+        const t = runTorchPeer(peer, {
+          d: cfg.d,
+          heads: cfg.heads,
+          window: cfg.window,
+          batch: cfg.batch,
+          N,
+          layers: cfg.layers,
+          variant: cfg.variant,
+          activation: cfg.activation,
+          reps: Math.max(1, Math.min(reps, N >= 4096 ? 2 : 3)),
+          threads: info.threads,
+        });
+        return { result: t, foreign: win.stop(t.cpu_s_total ?? 0) };
+      }, quiet);
+      const t = theirs.result;
       row.torch_ms = round(t.ms_fwd_bwd, 1);
+      row.torch_ms_min = round(t.ms_min ?? t.ms_fwd_bwd, 1);
       row.torch_gflops = round(t.gflops, 1);
       row.speedup_vs_torch = round(t.ms_fwd_bwd / (ours.median * 1e3), 2);
-      row.torch_foreign_load_pct = win.stop(t.cpu_s_total ?? 0);
+      row.torch_foreign_load_pct = theirs.foreign;
+      row.torch_attempts = theirs.attempts;
+      if (!theirs.clean) row.torch_noisy = true;
     } catch (e) {
       console.error(`note: torch peer failed at N=${N}: ${e.message}`);
     }

@@ -1,6 +1,6 @@
 // Public API of recurrent-transformer.
 export { Tensor, type DType } from './tensor.js';
-export { RecurrentLayer, type Parameter, type ForwardOptions } from './model/layer.js';
+export { RecurrentLayer, type Parameter, type ParameterLock, type ForwardOptions } from './model/layer.js';
 export { RecurrentTransformer, IGNORE_INDEX, type LossResult, type StepOptions, type Decoder } from './model/transformer.js';
 export { loadModel, type LoadedModel } from './model/load.js';
 export {

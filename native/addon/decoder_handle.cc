@@ -36,6 +36,22 @@ DecoderHandle::DecoderHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
   lnb_ = optional(info[6], "ln_f.bias");
   head_ = TensorHandle::Get(info[7], "head weight");
   if (B < 1 || B > 1 << 16) throw Napi::RangeError::New(env, "batch: expected an integer in [1, 65536]");
+  // The step reads these as float32 tables of the stack's width: check before any row is read.
+  const int64_t d = stack_->config().d;
+  auto table = [&](const std::shared_ptr<Tensor>& t, const char* what, bool matrix) {
+    if (!t) return;
+    const bool ok = t->dtype == DType::F32 && (matrix ? t->shape.size() == 2 && t->shape[1] == d && t->shape[0] >= 1
+                                                       : t->shape.size() == 1 && t->shape[0] == d);
+    if (!ok)
+      throw Napi::RangeError::New(env, std::string(what) + ": expected a float32 tensor of shape " +
+                                           (matrix ? "[rows, " + std::to_string(d) + "]" : "[" + std::to_string(d) + "]") +
+                                           ", got " + t->shape_string());
+  };
+  table(wte_, "wte", true);
+  table(wpe_, "wpe", true);
+  table(lnw_, "ln_f.weight", false);
+  table(lnb_, "ln_f.bias", false);
+  table(head_, "head weight", true);
   try {
     state_ = std::make_shared<DecodeState>(*stack_, B, maxPos);
   } catch (const Error& e) {

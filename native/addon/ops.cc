@@ -46,6 +46,51 @@ double number(const Napi::Value& v, const char* what) {
 
 float* ptr(const TensorPtr& t) { return t ? t->f32() : nullptr; }
 
+// Numbers that become C++ integers or rates: checked here, because a cast of NaN or of a value out of
+// range is undefined behaviour, not an error.
+float rate(const Napi::Value& v, const char* what) {
+  double x = number(v, what);
+  if (!(x >= 0 && x < 1)) throw Napi::RangeError::New(v.Env(), std::string(what) + ": expected a number in [0, 1)");
+  return static_cast<float>(x);
+}
+
+uint64_t seed_of(const Napi::Value& v) {
+  double x = number(v, "seed");
+  if (!(x >= 0 && x <= 9007199254740991.0) || x != static_cast<double>(static_cast<int64_t>(x)))
+    throw Napi::RangeError::New(v.Env(), "seed: expected a non-negative safe integer");
+  return static_cast<uint64_t>(x);
+}
+
+int integer(const Napi::Value& v, const char* what, double lo, double hi) {
+  double x = number(v, what);
+  if (!(x >= lo && x <= hi) || x != static_cast<double>(static_cast<int64_t>(x)))
+    throw Napi::RangeError::New(v.Env(), std::string(what) + ": expected an integer in [" + std::to_string(static_cast<int64_t>(lo)) +
+                                             ", " + std::to_string(static_cast<int64_t>(hi)) + "]");
+  return static_cast<int>(x);
+}
+
+// A hyper-parameter that the kernels use as a float.
+float real(const Napi::Value& v, const char* what) {
+  double x = number(v, what);
+  if (!(std::fabs(x) <= 3.4e38)) throw Napi::RangeError::New(v.Env(), std::string(what) + ": expected a finite float32 number");
+  return static_cast<float>(x);
+}
+
+// A LayerNorm weight or bias (or its gradient) of the model width.
+void expect_width(Napi::Env env, const TensorPtr& t, int64_t d, const char* what) {
+  if (t && (t->shape.size() != 1 || t->shape[0] != d))
+    throw Napi::RangeError::New(env, std::string(what) + ": expected shape [" + std::to_string(d) + "], got " + t->shape_string());
+}
+
+// Tokens index rows of a table: every one must be in [0, V).
+void check_tokens(const Tensor& tok, int64_t V) {
+  const int32_t* t = static_cast<const int32_t*>(tok.storage->data);
+  for (size_t i = 0, n = tok.numel(); i < n; ++i)
+    if (t[i] < 0 || t[i] >= V)
+      throw Error("tokens: value " + std::to_string(t[i]) + " at index " + std::to_string(i) + " is outside the vocabulary [0, " +
+                  std::to_string(V) + ")");
+}
+
 // The embedding's dropout stream, apart from every (layer, application, site) stream of the layer stack.
 constexpr uint64_t kEmbeddingStream = ~uint64_t(0);
 
@@ -55,8 +100,8 @@ Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
   auto tok = i32(info[0], "tokens", 2);
   auto wte = f32(info[1], "wte", 2);
   auto wpe = optional_f32(info[2], "wpe", 2);
-  float p = static_cast<float>(number(info[3], "dropout"));
-  auto seed = static_cast<uint64_t>(number(info[4], "seed"));
+  float p = rate(info[3], "dropout");
+  auto seed = seed_of(info[4]);
   const int B = tok->shape[0], N = tok->shape[1], V = wte->shape[0], d = wte->shape[1];
   expect(env, B >= 1 && N >= 1, "tokens: expected shape [batch >= 1, N >= 1], got " + tok->shape_string());
   if (wpe) {
@@ -81,8 +126,8 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
   auto dout = f32(info[1], "dout", 3);
   auto dwte = f32(info[2], "dwte", 2);
   auto dwpe = optional_f32(info[3], "dwpe", 2);
-  float p = static_cast<float>(number(info[4], "dropout"));
-  auto seed = static_cast<uint64_t>(number(info[5], "seed"));
+  float p = rate(info[4], "dropout");
+  auto seed = seed_of(info[5]);
   const int B = tok->shape[0], N = tok->shape[1], d = dwte->shape[1];
   expect(env, dout->shape[0] == B && dout->shape[1] == N && dout->shape[2] == d,
          "dout: expected shape [" + std::to_string(B) + ", " + std::to_string(N) + ", " + std::to_string(d) + "], got " +
@@ -90,7 +135,10 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
   if (dwpe) expect(env, dwpe->shape[0] >= N && dwpe->shape[1] == d, "dwpe: shape " + dwpe->shape_string() + " does not fit");
   return PromiseWorker::Run(
       env, "rt:embedding-backward",
-      [=] { cpu::embedding_backward(tok->i32(), dout->f32(), dwte->f32(), ptr(dwpe), B, N, d, p, seed, kEmbeddingStream); },
+      [=] {
+        check_tokens(*tok, dwte->shape[0]);
+        cpu::embedding_backward(tok->i32(), dout->f32(), dwte->f32(), ptr(dwpe), B, N, d, p, seed, kEmbeddingStream);
+      },
       [](Napi::Env e) -> Napi::Value { return e.Undefined(); });
 }
 
@@ -103,9 +151,11 @@ Napi::Value HeadXent(const Napi::CallbackInfo& info) {
   auto lnb = optional_f32(info[2], "ln_f.bias", 1);
   auto W = f32(info[3], "head weight", 2);
   auto tg = i32(info[4], "targets", 2);
-  int ignore = static_cast<int>(number(info[5], "ignoreIndex"));
+  int ignore = integer(info[5], "ignoreIndex", -2147483648.0, 2147483647.0);
   const int B = Y->shape[0], N = Y->shape[1], d = Y->shape[2], V = W->shape[0], P = tg->shape[1];
-  expect(env, W->shape[1] == d && lnw->shape[0] == d, "head: weights do not match the model width " + std::to_string(d));
+  expect(env, W->shape[1] == d, "head: weights do not match the model width " + std::to_string(d));
+  expect_width(env, lnw, d, "ln_f.weight");
+  expect_width(env, lnb, d, "ln_f.bias");
   expect(env, tg->shape[0] == B && P >= 1 && P <= N,
          "targets: expected shape [" + std::to_string(B) + ", P] with 1 <= P <= " + std::to_string(N) + ", got " +
              tg->shape_string());
@@ -116,7 +166,10 @@ Napi::Value HeadXent(const Napi::CallbackInfo& info) {
     dlnw = f32(g.Get("dlnw"), "grads.dlnw", 1);
     dlnb = optional_f32(g.Get("dlnb"), "grads.dlnb", 1);
     dW = f32(g.Get("dW"), "grads.dW", 2);
-    expect(env, dW->numel() == W->numel() && dlnw->numel() == lnw->numel(), "grads: shapes do not match the weights");
+    expect(env, dW->numel() == W->numel(), "grads.dW: shape does not match the head weight");
+    expect_width(env, dlnw, d, "grads.dlnw");
+    expect_width(env, dlnb, d, "grads.dlnb");
+    expect(env, !dlnb == !lnb, "grads.dlnb: given exactly when ln_f.bias is");
   }
   auto res = std::make_shared<cpu::XentResult>();
   auto dY = std::make_shared<TensorPtr>();
@@ -144,9 +197,11 @@ Napi::Value HeadLogits(const Napi::CallbackInfo& info) {
   auto lnw = f32(info[1], "ln_f.weight", 1);
   auto lnb = optional_f32(info[2], "ln_f.bias", 1);
   auto W = f32(info[3], "head weight", 2);
-  int P = static_cast<int>(number(info[4], "positions"));
   const int B = Y->shape[0], N = Y->shape[1], d = Y->shape[2], V = W->shape[0];
+  int P = integer(info[4], "positions", 1, N);
   expect(env, W->shape[1] == d, "head: weights do not match the model width");
+  expect_width(env, lnw, d, "ln_f.weight");
+  expect_width(env, lnb, d, "ln_f.bias");
   expect(env, P >= 1 && P <= N, "positions: expected 1..N, got " + std::to_string(P));
   auto out = std::make_shared<TensorPtr>();
   return PromiseWorker::Run(
@@ -178,6 +233,8 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
     M[i] = TensorHandle::Get(ms.Get(i), "m[i]");
     Vv[i] = TensorHandle::Get(vs.Get(i), "v[i]");
     decay[i] = ds.Get(i).ToBoolean();
+    for (const TensorPtr& t : {P[i], G[i], M[i], Vv[i]})
+      if (t->dtype != DType::F32) throw Napi::TypeError::New(env, "adamw: tensor " + std::to_string(i) + " must be float32");
     const size_t k = P[i]->numel();
     expect(env, G[i]->numel() == k && M[i]->numel() == k && Vv[i]->numel() == k,
            "adamw: tensor " + std::to_string(i) + " has mismatched sizes");
@@ -185,12 +242,12 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
   if (!info[5].IsObject()) throw Napi::TypeError::New(env, "adamw: expected hyper-parameters");
   Napi::Object h = info[5].As<Napi::Object>();
   cpu::AdamWHyper hp;
-  hp.lr = static_cast<float>(number(h.Get("lr"), "lr"));
-  hp.beta1 = static_cast<float>(number(h.Get("beta1"), "beta1"));
-  hp.beta2 = static_cast<float>(number(h.Get("beta2"), "beta2"));
-  hp.eps = static_cast<float>(number(h.Get("eps"), "eps"));
-  hp.weight_decay = static_cast<float>(number(h.Get("weightDecay"), "weightDecay"));
-  hp.step = static_cast<int64_t>(number(h.Get("step"), "step"));
+  hp.lr = real(h.Get("lr"), "lr");
+  hp.beta1 = real(h.Get("beta1"), "beta1");
+  hp.beta2 = real(h.Get("beta2"), "beta2");
+  hp.eps = real(h.Get("eps"), "eps");
+  hp.weight_decay = real(h.Get("weightDecay"), "weightDecay");
+  hp.step = integer(h.Get("step"), "step", 1, 2147483647.0);
   double max_norm = number(h.Get("maxNorm"), "maxNorm");
   expect(env, hp.step >= 1, "step: expected an integer >= 1");
   auto norm = std::make_shared<double>(0);

@@ -76,7 +76,7 @@ TensorHandle::TensorHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Te
                                                " elements but the shape needs " + std::to_string(n));
         t_ = Tensor::create(dtype, shape);
         const char* src = static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
-        std::memcpy(t_->storage->data, src, n * 4);
+        if (n) std::memcpy(t_->storage->data, src, n * 4);  // an empty tensor has no storage to copy into
       } else {
         t_ = Tensor::create(dtype, shape);
       }

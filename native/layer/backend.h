@@ -36,6 +36,14 @@ class Backend {
                      size_t cols) = 0;
   // Sum over r, c of a[r*as + c] * b[r*bs + c], accumulated in double (alpha's gradient).
   virtual double dot2d(const float* a, size_t as, const float* b, size_t bs, size_t rows, size_t cols) = 0;
+  // acc[0] += dot2d(a1, ...) + dot2d(a2, ...), where acc is one double in this backend's memory (two floats
+  // from alloc). For a loop that needs the total only at its end (alpha's gradient over the windows): a
+  // device backend queues it without waiting, where dot2d synchronises once per call.
+  virtual void dot2d_pair_acc(double* acc, const float* a1, size_t as1, const float* b1, size_t bs1, size_t rows1,
+                              size_t cols1, const float* a2, size_t as2, const float* b2, size_t bs2, size_t rows2,
+                              size_t cols2) {
+    *acc += dot2d(a1, as1, b1, bs1, rows1, cols1) + dot2d(a2, as2, b2, bs2, rows2, cols2);
+  }
   // True when every value is finite (input validation).
   virtual bool all_finite(const float* x, size_t n) = 0;
 

@@ -316,7 +316,12 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   const float* dS = din.get();  // gradient of S_{k}, read before din is next overwritten
   size_t dS_stride = last * d;
   bool have_dP = false;  // P_{m-1} feeds nothing, so the walk starts without a gradient for it
-  double dalpha = 0;
+  // alpha's gradient, one double summed in the backend's memory (read once at the end, not per window).
+  DeviceBuffer dalpha_acc;
+  if (cfg_.accumulate) {
+    dalpha_acc = DeviceBuffer(be_, 2);
+    be_.zero(dalpha_acc.get(), 2);
+  }
 
   for (int k = m - 1; k >= 1; --k) {
     const int lk = window_len(k, m, N, w), n = w + lk;
@@ -331,7 +336,8 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
     if (cfg_.accumulate) {
       // Both halves of the input added A = alpha * P_{k-1} (the second only its first lk rows).
       const float* P = k == 1 ? X : Y + static_cast<size_t>(k - 2) * w * d;
-      dalpha += be_.dot2d(P, Nd, din.get(), n * d, B, w * d) + be_.dot2d(P, Nd, din.get() + w * d, n * d, B, lk * d);
+      be_.dot2d_pair_acc(reinterpret_cast<double*>(dalpha_acc.get()), P, Nd, din.get(), n * d, B, w * d, P, Nd,
+                         din.get() + w * d, n * d, B, lk * d);
       if (k == 1) {  // P_0 = X_0
         be_.acc2d(dX, Nd, alpha, din.get(), n * d, B, w * d);
         be_.acc2d(dX, Nd, alpha, din.get() + w * d, n * d, B, lk * d);
@@ -351,6 +357,8 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   be_.acc2d(dX, Nd, 1.0f, din.get(), len0 * d, B, len0 * d);
 
   if (cfg_.accumulate && cfg_.alpha_learnable) {
+    double dalpha = 0;
+    be_.download(reinterpret_cast<float*>(&dalpha), dalpha_acc.get(), 2);
     const float a = cache.alpha_raw;
     float g = 0;
     be_.download(&g, L.alpha_grad, 1);

@@ -296,7 +296,7 @@ export function decodeCheckpoint(
   if (has('optimizer')) {
     const o = parse('optimizer');
     if (!isPlainObject(o) || typeof o['step'] !== 'number' || !Number.isFinite(o['step'])) {
-      throw fail('__metadata__ "optimizer" must be a JSON object {step: finite number, hyper?}');
+      throw fail('__metadata__ "optimizer" must be a JSON object {step: number, hyper?}');
     }
     for (const [which, moments, prefix] of [
       ['exp_avg', m, EXP_AVG],

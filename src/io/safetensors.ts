@@ -15,7 +15,7 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 
 /** The typed array that holds each dtype's elements (F16, BF16 as raw bits; F8 and BOOL as bytes). */
 export interface SafeDTypeArrays {
@@ -767,6 +767,47 @@ function tempPath(path: string): string {
   return `${path}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
 }
 
+/**
+ * The temporary files of `path` left behind by writers that died mid-write (SIGKILL, OOM kill): names
+ * `${basename(path)}.tmp-<pid>-<hex>` whose pid is not a live process on this machine. Without this
+ * cleanup every crash during a save leaves one more partial file next to the checkpoint.
+ */
+function staleTemps(path: string, names: readonly string[]): string[] {
+  const prefix = `${basename(path)}.tmp-`;
+  const dir = dirname(resolve(path));
+  const out: string[] = [];
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const m = /^(\d+)-[0-9a-f]+$/.exec(name.slice(prefix.length));
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid || !Number.isSafeInteger(pid) || pid <= 0) continue;
+    try {
+      process.kill(pid, 0); // alive (ours to leave alone)
+    } catch (e) {
+      if (errCode(e) === 'ESRCH') out.push(join(dir, name)); // EPERM: alive, another user's
+    }
+  }
+  return out;
+}
+
+async function removeStaleTemps(path: string): Promise<void> {
+  try {
+    const names = await fsp.readdir(dirname(resolve(path)));
+    await Promise.all(staleTemps(path, names).map((f) => fsp.rm(f, { force: true }).catch(() => undefined)));
+  } catch {
+    /* best effort: the checkpoint itself is written */
+  }
+}
+
+function removeStaleTempsSync(path: string): void {
+  try {
+    for (const f of staleTemps(path, fs.readdirSync(dirname(resolve(path))))) fs.rmSync(f, { force: true });
+  } catch {
+    /* best effort */
+  }
+}
+
 // fsync of a directory is not supported everywhere (Windows): those failures are not errors.
 const DIR_SYNC_UNSUPPORTED = new Set(['EISDIR', 'EINVAL', 'EPERM', 'EBADF', 'ENOTSUP', 'EACCES']);
 
@@ -774,7 +815,8 @@ const DIR_SYNC_UNSUPPORTED = new Set(['EISDIR', 'EINVAL', 'EPERM', 'EBADF', 'ENO
  * Writes `bytes` to `path` atomically: into `${path}.tmp-<pid>-<random>` in the same directory, fsync,
  * rename over `path`, fsync of the directory. Readers (and a crash) see the old file or the new one,
  * never a mix. On failure the temporary file is removed and an Error with a plain message is thrown
- * (its `code` and `cause` keep the system error).
+ * (its `code` and `cause` keep the system error). After a successful write, temporary files of `path`
+ * left by writers that died mid-write (their pid no longer runs) are removed.
  */
 export async function writeSafetensorsFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
   if (!(bytes instanceof Uint8Array)) throw new TypeError('writeSafetensorsFileAtomic: bytes must be a Uint8Array');
@@ -796,6 +838,7 @@ export async function writeSafetensorsFileAtomic(path: string, bytes: Uint8Array
     if (created) await fsp.rm(tmp, { force: true }).catch(() => undefined);
     throw writeError(path, e);
   }
+  await removeStaleTemps(path);
   let dh: fsp.FileHandle | undefined;
   try {
     dh = await fsp.open(dirname(resolve(path)), 'r');
@@ -840,6 +883,7 @@ export function writeSafetensorsFileAtomicSync(path: string, bytes: Uint8Array):
     }
     throw writeError(path, e);
   }
+  removeStaleTempsSync(path);
   let dfd: number | undefined;
   try {
     dfd = fs.openSync(dirname(resolve(path)), 'r');

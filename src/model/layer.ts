@@ -11,6 +11,16 @@ export interface Parameter {
   readonly value: Tensor;
   /** Its accumulated gradient (shares memory with the layer). */
   readonly grad: Tensor;
+  /**
+   * The owner's lock, when the parameter belongs to a model: what is running on it (null when idle).
+   * An optimizer step takes it too, so a step and a forward pass never overlap.
+   */
+  readonly lock?: ParameterLock;
+}
+
+/** Shared by a model and its optimizer: the name of the operation running on the parameters, or null. */
+export interface ParameterLock {
+  busy: string | null;
 }
 
 export interface ForwardOptions {
@@ -90,8 +100,9 @@ export class RecurrentLayer {
       throw new RangeError(`x: batch and N must be at least 1, got [${x.shape.join(', ')}]`);
     }
     const window = opts.window ?? this.config.window;
-    if (!Number.isInteger(window) || window < 0) {
-      throw new RangeError(`opts.window: expected a non-negative integer, got ${String(opts.window)}`);
+    // Bounded like config.window: the addon reads it as a 32-bit integer (2^32 would wrap to 0).
+    if (!Number.isInteger(window) || window < 0 || window > 2 ** 30) {
+      throw new RangeError(`opts.window: expected an integer in [0, 2^30], got ${String(opts.window)}`);
     }
     const seed = opts.seed ?? this.config.seed + ++this.#calls;
     if (!Number.isSafeInteger(seed) || seed < 0) {

@@ -5,7 +5,7 @@ import { Rng } from '../data/rng.js';
 import { loadNative, type NativeAddon } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { resolveModelConfig, type ModelConfig, type ResolvedModelConfig } from './config.js';
-import { RecurrentLayer, type Parameter } from './layer.js';
+import { RecurrentLayer, type Parameter, type ParameterLock } from './layer.js';
 
 /** Loss (mean over scored positions), argmax hits and the number of scored positions. */
 export interface LossResult {
@@ -59,7 +59,7 @@ export class RecurrentTransformer {
   #lnB: OwnParam | null;
   #head: OwnParam | null;
   #disposed = false;
-  #busy: string | null = null;
+  #lock: ParameterLock = { busy: null };
 
   constructor(config: ModelConfig) {
     this.config = resolveModelConfig(config);
@@ -76,6 +76,9 @@ export class RecurrentTransformer {
       bias: c.bias,
       dropout: c.dropout,
       seed: c.seed,
+      // The model's own ops (embedding, head, AdamW, decoding) run on the CPU only so far: the stack
+      // stays there too, whatever RT_DEVICE says, until they are ported to CUDA.
+      device: 'cpu',
     });
     const rng = new Rng(c.seed).fork(0x6d6f64656c);  // 'model': apart from the layer stack's init streams
     const normal = (n: number, std: number): Float32Array => {
@@ -97,7 +100,7 @@ export class RecurrentTransformer {
 
   /** Every trainable tensor, nanoGPT names, in a fixed order. lm_head.weight is tied to wte: not listed. */
   parameters(): Parameter[] {
-    return this.#all().map(({ name, shape, value, grad }) => ({ name, shape, value, grad }));
+    return this.#all().map(({ name, shape, value, grad }) => ({ name, shape, value, grad, lock: this.#lock }));
   }
 
   /** Whether each parameter (in parameters() order) gets weight decay: 2-D weights only, like nanoGPT. */
@@ -125,6 +128,8 @@ export class RecurrentTransformer {
     this.#checkTargets(tokens, targets);
     const training = opts.training ?? true;
     const seed = opts.seed ?? 0;
+    // Checked before the embedding's native call, which reads it as an unsigned 64-bit integer.
+    if (!Number.isSafeInteger(seed) || seed < 0) throw new RangeError(`opts.seed: expected a non-negative integer, got ${String(opts.seed)}`);
     const p = training ? this.config.dropout : 0;
     const n = this.#native;
     const emb = new Tensor(await n.embeddingForward(tokens.handle('tokens'), this.#wte.value.handle(), this.#wpe?.value.handle() ?? null, p, seed));
@@ -189,6 +194,10 @@ export class RecurrentTransformer {
     const y = await this.#hidden(tokens, opts.window);
     try {
       const P = opts.positions ?? this.scoredPositions(tokens.shape[1]!);
+      // The addon reads it as a 32-bit integer (NaN there is undefined behaviour).
+      if (!Number.isInteger(P) || P < 1 || P > tokens.shape[1]!) {
+        throw new RangeError(`opts.positions: expected an integer in [1, ${tokens.shape[1]}], got ${String(opts.positions)}`);
+      }
       return new Tensor(
         await this.#native.headLogits(y.handle(), this.#lnW.value.handle(), this.#lnB?.value.handle() ?? null, this.#headWeight().value.handle(), P),
       );
@@ -204,6 +213,13 @@ export class RecurrentTransformer {
    */
   decoder(batch = 1, maxPositions = this.config.maxLen): Decoder {
     this.#live('decoder');
+    // The addon reads both as 32-bit integers: 1.5 or 2^32 + 1 would silently become something else.
+    if (typeof batch !== 'number' || !Number.isInteger(batch) || batch < 1 || batch > 65536) {
+      throw new RangeError(`decoder: batch must be an integer in [1, 65536], got ${String(batch)}`);
+    }
+    if (typeof maxPositions !== 'number' || !Number.isInteger(maxPositions) || maxPositions < 1 || maxPositions > 2 ** 31 - 1) {
+      throw new RangeError(`decoder: maxPositions must be an integer in [1, 2^31 - 1], got ${String(maxPositions)}`);
+    }
     if (typeof this.config.head === 'object' && 'classify' in this.config.head) {
       throw new Error('decoder: a classify model has no next-token head');
     }
@@ -240,7 +256,7 @@ export class RecurrentTransformer {
 
   zeroGrad(): void {
     this.#live('zeroGrad');
-    if (this.#busy) throw new Error(`zeroGrad: the model is busy with ${this.#busy}; await it first`);
+    if (this.#lock.busy) throw new Error(`zeroGrad: the model is busy with ${this.#lock.busy}; await it first`);
     this.stack.zeroGrad();
     for (const p of this.#ownList()) p.grad.handle().zero();
   }
@@ -252,7 +268,7 @@ export class RecurrentTransformer {
   /** Sets every parameter; a separate `lm_head.weight` equal to wte (an untied-format file) is accepted. */
   importParameters(values: Record<string, Float32Array | ArrayLike<number>>): void {
     this.#live('importParameters');
-    if (this.#busy) throw new Error(`importParameters: the model is busy with ${this.#busy}; await it first`);
+    if (this.#lock.busy) throw new Error(`importParameters: the model is busy with ${this.#lock.busy}; await it first`);
     const stackNames = new Set(this.stack.parameters().map((p) => p.name));
     const own = this.#ownList();
     for (const p of own) {
@@ -274,7 +290,7 @@ export class RecurrentTransformer {
 
   dispose(): void {
     if (this.#disposed) return;
-    if (this.#busy) throw new Error(`dispose: the model is busy with ${this.#busy}; await it first`);
+    if (this.#lock.busy) throw new Error(`dispose: the model is busy with ${this.#lock.busy}; await it first`);
     this.#disposed = true;
     this.stack.dispose();
     for (const p of this.#ownList()) {
@@ -320,12 +336,12 @@ export class RecurrentTransformer {
    */
   async #exclusive<T>(op: string, fn: () => Promise<T>): Promise<T> {
     this.#live(op);
-    if (this.#busy) throw new Error(`${op}: the model is busy with ${this.#busy}; await it before calling again`);
-    this.#busy = op;
+    if (this.#lock.busy) throw new Error(`${op}: the model is busy with ${this.#lock.busy}; await it before calling again`);
+    this.#lock.busy = op;
     try {
       return await fn();
     } finally {
-      this.#busy = null;
+      this.#lock.busy = null;
     }
   }
 

@@ -31,6 +31,12 @@ function positive(v: number, name: string, allowZero = false): number {
   if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (!allowZero && v === 0)) {
     throw new RangeError(`${name}: expected a ${allowZero ? 'non-negative' : 'positive'} finite number, got ${String(v)}`);
   }
+  // The update runs in float32: a value that rounds to Infinity or to 0 there (eps = 1e-50 made
+  // 0 / (0 + 0) = NaN of every weight whose gradient was 0) is refused.
+  const f = Math.fround(v);
+  if (!Number.isFinite(f) || (v > 0 && f === 0)) {
+    throw new RangeError(`${name}: ${String(v)} is outside the float32 range the optimizer computes in`);
+  }
   return v;
 }
 
@@ -48,9 +54,21 @@ export class AdamW {
 
   constructor(params: Parameter[], decay: boolean[], opts: AdamWOptions = {}) {
     if (params.length !== decay.length) throw new RangeError('decay: expected one flag per parameter');
+    // The native step reads every value and gradient as float32 of the parameter's size.
+    for (const p of params) {
+      const n = p.shape.reduce((a, b) => a * b, 1);
+      for (const [what, t] of [['value', p.value], ['grad', p.grad]] as const) {
+        if (!(t instanceof Tensor) || t.dtype !== 'float32' || t.size !== n) {
+          throw new TypeError(`params: '${p.name}' ${what} must be a float32 tensor of shape [${p.shape.join(', ')}]`);
+        }
+      }
+    }
     this.lr = positive(opts.lr ?? 1e-3, 'lr');
     const [b1, b2] = opts.betas ?? [0.9, 0.999];
-    if (!(b1 >= 0 && b1 < 1) || !(b2 >= 0 && b2 < 1)) throw new RangeError(`betas: expected two numbers in [0, 1), got [${b1}, ${b2}]`);
+    // In [0, 1) after rounding to float32 (0.99999999 rounds to 1: a zero bias correction, NaN weights).
+    if (!(b1 >= 0 && Math.fround(b1) < 1) || !(b2 >= 0 && Math.fround(b2) < 1)) {
+      throw new RangeError(`betas: expected two numbers in [0, 1) (as float32), got [${b1}, ${b2}]`);
+    }
     this.betas = [b1, b2];
     this.eps = positive(opts.eps ?? 1e-8, 'eps');
     this.weightDecay = positive(opts.weightDecay ?? 0, 'weightDecay', true);
@@ -68,6 +86,18 @@ export class AdamW {
   /** One update at learning rate `lr` (default the constructor's). A non-finite gradient norm skips it. */
   async step(lr: number = this.lr): Promise<StepInfo> {
     positive(lr, 'lr', true);
+    // The model's lock: an update must not rewrite weights under a running forward or backward.
+    const lock = this.#params.find((p) => p.lock)?.lock;
+    if (lock?.busy) throw new Error(`step: the model is busy with ${lock.busy}; await it before the optimizer step`);
+    if (lock) lock.busy = 'an optimizer step';
+    try {
+      return await this.#update(lr);
+    } finally {
+      if (lock) lock.busy = null;
+    }
+  }
+
+  async #update(lr: number): Promise<StepInfo> {
     const r = await loadNative('cpu').adamw(
       this.#params.map((p) => p.value.handle(p.name)),
       this.#params.map((p) => p.grad.handle(p.name)),

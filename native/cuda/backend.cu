@@ -1,0 +1,442 @@
+// The CUDA backend: rt::Backend over device memory and the kernels of cuda/kernels.cuh, plus what the
+// rest of the addon needs from the GPU (the device memory behind rt::Tensor, cuda_mem in core/tensor.h).
+//
+// - Start-up is lazy: the addon loads on machines without a driver or GPU, and the first use throws
+//   rt::Error saying why (cudaErrorInsufficientDriver, no device, too old a GPU).
+// - One stream orders all work. The caching allocator hands a released block to the next request at
+//   once: whatever the new owner queues runs after whatever the old owner queued. Host reads synchronise.
+// - Memory comes from cudaMalloc in size classes (8 per power of two) and is kept for reuse: a training
+//   step allocates the same activation sizes every time. When cudaMalloc fails the cache is returned to
+//   the driver and the allocation retried once before an "out of GPU memory" error.
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <type_traits>
+#include <unordered_map>
+#include <vector>
+
+#include "core/error.h"
+#include "core/tensor.h"
+#include "cuda/common.cuh"
+#include "cuda/kernels.cuh"
+#include "layer/backend.h"
+
+namespace rt {
+namespace cuda {
+namespace {
+
+bool sticky(cudaError_t e) {
+  switch (e) {
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchFailure:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorHardwareStackError:
+    case cudaErrorInvalidPc:
+    case cudaErrorAssert:
+      return true;
+    default:
+      return false;
+  }
+}
+
+struct Runtime {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  DeviceLimits lim;
+  std::string error;  // why the GPU cannot be used; empty when it can
+};
+
+Runtime* start() {
+  auto* r = new Runtime();  // never destroyed: CUDA may be torn down before static destructors run
+  auto fail = [&](const std::string& why) {
+    cudaGetLastError();
+    r->error = "device 'cuda': " + why;
+    return r;
+  };
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess)
+    return fail(std::string("no usable CUDA driver or GPU (") + cudaGetErrorName(e) + ": " + cudaGetErrorString(e) +
+                ")");
+  if (count == 0) return fail("no CUDA GPU found");
+  if (const char* env = std::getenv("RT_CUDA_DEVICE")) r->device = std::atoi(env);
+  if (r->device < 0 || r->device >= count)
+    return fail("RT_CUDA_DEVICE=" + std::to_string(r->device) + " but there are " + std::to_string(count) + " GPUs");
+  cudaDeviceProp prop{};
+  if ((e = cudaGetDeviceProperties(&prop, r->device)) != cudaSuccess)
+    return fail(std::string("cudaGetDeviceProperties: ") + cudaGetErrorString(e));
+  if (prop.major < 8)
+    return fail(std::string("GPU '") + prop.name + "' has compute capability " + std::to_string(prop.major) + "." +
+                std::to_string(prop.minor) + "; this build needs 8.0 or newer (bf16 tensor cores)");
+  if ((e = cudaSetDevice(r->device)) != cudaSuccess) return fail(std::string("cudaSetDevice: ") + cudaGetErrorString(e));
+  if ((e = cudaStreamCreateWithFlags(&r->stream, cudaStreamNonBlocking)) != cudaSuccess)
+    return fail(std::string("cudaStreamCreate: ") + cudaGetErrorString(e));
+  r->lim.sms = prop.multiProcessorCount;
+  r->lim.smem_optin = prop.sharedMemPerBlockOptin;
+  return r;
+}
+
+// The runtime, ready on the calling thread (a thread's current device defaults to 0).
+Runtime& runtime() {
+  static Runtime* r = start();
+  if (!r->error.empty()) throw Error(r->error);
+  thread_local bool set = false;
+  if (!set) {
+    RT_CU(cudaSetDevice(r->device));
+    set = true;
+  }
+  return *r;
+}
+
+size_t size_class(size_t bytes) {
+  if (bytes <= 4096) return (bytes + 255) / 256 * 256;
+  size_t top = size_t(1) << (63 - __builtin_clzll(bytes));
+  size_t step = top / 8;
+  return (bytes + step - 1) / step * step;
+}
+
+class Allocator {
+ public:
+  void* alloc(size_t bytes) {
+    Runtime& r = runtime();
+    const size_t cls = size_class(bytes ? bytes : 1);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(cls);
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        live_[p] = cls;
+        return p;
+      }
+    }
+    void* p = nullptr;
+    cudaError_t e = cudaMalloc(&p, cls);
+    if (e == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      trim(r);
+      e = cudaMalloc(&p, cls);
+    }
+    if (e == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      size_t free_b = 0, total_b = 0;
+      cudaMemGetInfo(&free_b, &total_b);
+      throw Error("out of GPU memory: could not allocate " + std::to_string(bytes) + " bytes (" +
+                  std::to_string(free_b >> 20) + " MiB free of " + std::to_string(total_b >> 20) +
+                  " MiB; training memory grows linearly in N: use a shorter sequence or batch)");
+    }
+    if (e != cudaSuccess) throw_cuda(e, "cudaMalloc");
+    std::lock_guard<std::mutex> lock(mu_);
+    live_[p] = cls;
+    return p;
+  }
+
+  void release(void* p) noexcept {
+    if (!p) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = live_.find(p);
+    if (it == live_.end()) return;  // not ours: never free what we did not allocate
+    free_[it->second].push_back(p);
+    live_.erase(it);
+  }
+
+ private:
+  // Returns every cached block to the driver, after the stream has finished with them.
+  void trim(Runtime& r) {
+    cudaStreamSynchronize(r.stream);
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& kv : free_) {
+      for (void* p : kv.second) cudaFree(p);
+      kv.second.clear();
+    }
+  }
+  std::mutex mu_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  std::unordered_map<void*, size_t> live_;
+};
+
+Allocator& allocator() {
+  static Allocator* a = new Allocator();
+  return *a;
+}
+
+// ---- the strided helpers of rt::Backend ----
+
+// dst[r*ds + c] = alpha * x[r*xs + c] + (y ? y[r*ys + c] : 0); dst may alias x or y (same element).
+// Strides and cols in units of V floats (V = 4 when every stride and pointer allows float4).
+template <int V>
+__global__ void axpy2d_kernel(float* dst, size_t ds, float alpha, const float* x, size_t xs, const float* y, size_t ys,
+                              size_t rows, size_t cols) {
+  using T = typename std::conditional<V == 4, float4, float>::type;
+  const size_t total = rows * cols, stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total; i += stride) {
+    const size_t r = i / cols, c = i % cols;
+    T a = reinterpret_cast<const T*>(x)[r * xs + c];
+    T o;
+    if constexpr (V == 4) {
+      o = make_float4(alpha * a.x, alpha * a.y, alpha * a.z, alpha * a.w);
+      if (y) {
+        const float4 b = reinterpret_cast<const float4*>(y)[r * ys + c];
+        o.x += b.x; o.y += b.y; o.z += b.z; o.w += b.w;
+      }
+    } else {
+      o = alpha * a;
+      if (y) o += y[r * ys + c];
+    }
+    reinterpret_cast<T*>(dst)[r * ds + c] = o;
+  }
+}
+
+// dst[r*ds + c] += alpha * x[r*xs + c]
+template <int V>
+__global__ void acc2d_kernel(float* dst, size_t ds, float alpha, const float* x, size_t xs, size_t rows, size_t cols) {
+  using T = typename std::conditional<V == 4, float4, float>::type;
+  const size_t total = rows * cols, stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total; i += stride) {
+    const size_t r = i / cols, c = i % cols;
+    const T a = reinterpret_cast<const T*>(x)[r * xs + c];
+    T& o = reinterpret_cast<T*>(dst)[r * ds + c];
+    if constexpr (V == 4) {
+      float4 v = o;
+      v.x += alpha * a.x; v.y += alpha * a.y; v.z += alpha * a.z; v.w += alpha * a.w;
+      o = v;
+    } else {
+      o += alpha * a;
+    }
+  }
+}
+
+// Dot products in double, in a fixed order (the same bits every run, like the CPU): kDotBlocks blocks each
+// take a contiguous range of rows (blockIdx.y picks one of two products), then one thread adds the
+// partials in order. No 64-bit division per element: rows outer, columns across the threads.
+constexpr int kDotThreads = 256, kDotBlocks = 64;
+struct DotArgs {
+  const float* a;
+  size_t as;
+  const float* b;
+  size_t bs;
+  size_t rows, cols;
+};
+__global__ void __launch_bounds__(kDotThreads) dot_partial_kernel(DotArgs d0, DotArgs d1, double* part) {
+  __shared__ double red[kDotThreads];
+  const DotArgs d = blockIdx.y ? d1 : d0;
+  const size_t r0 = d.rows * blockIdx.x / gridDim.x, r1 = d.rows * (blockIdx.x + 1) / gridDim.x;
+  double s = 0;
+  for (size_t r = r0; r < r1; ++r) {
+    const float* a = d.a + r * d.as;
+    const float* b = d.b + r * d.bs;
+    for (size_t c = threadIdx.x; c < d.cols; c += kDotThreads) s += static_cast<double>(a[c]) * b[c];
+  }
+  red[threadIdx.x] = s;
+  __syncthreads();
+  for (int w = kDotThreads / 2; w > 0; w >>= 1) {
+    if (threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) part[blockIdx.y * gridDim.x + blockIdx.x] = red[0];
+}
+// pairs == 2: *out += (sum of the first product's partials) + (the second's); pairs == 1: *out = the sum.
+__global__ void dot_finish_kernel(const double* part, int pairs, double* out) {
+  double s[2] = {0, 0};
+  for (int p = 0; p < pairs; ++p)
+    for (int k = 0; k < kDotBlocks; ++k) s[p] += part[p * kDotBlocks + k];
+  if (pairs == 2) *out += s[0] + s[1];
+  else *out = s[0];
+}
+void dot_launch(const DotArgs& d0, const DotArgs& d1, int pairs, double* out) {
+  Scratch part(sizeof(double) * kDotBlocks * 2);
+  double* p = static_cast<double*>(part.get());
+  dot_partial_kernel<<<dim3(kDotBlocks, pairs), kDotThreads, 0, stream()>>>(d0, d1, p);
+  RT_CU_LAUNCH("dot2d partial");
+  dot_finish_kernel<<<1, 1, 0, stream()>>>(p, pairs, out);
+  RT_CU_LAUNCH("dot2d finish");
+}
+
+__global__ void all_finite_kernel(const float* x, size_t n, int* bad) {
+  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += stride)
+    if (!isfinite(x[i])) {
+      *bad = 1;
+      return;
+    }
+}
+
+bool vec4(const void* p, size_t stride) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0 && stride % 4 == 0; }
+
+void memcpy_kind(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (!bytes) return;
+  cudaStream_t s = stream();
+  RT_CU(cudaMemcpyAsync(dst, src, bytes, kind, s));
+  if (kind == cudaMemcpyDeviceToHost) RT_CU(cudaStreamSynchronize(s));
+}
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(bool fp32) : fp32_(fp32) {}
+  const char* name() const override { return fp32_ ? "cuda-fp32" : "cuda"; }
+  Device device() const override { return Device::CUDA; }
+  void synchronize() override { RT_CU(cudaStreamSynchronize(stream())); }
+
+  float* alloc(size_t n) override { return n ? static_cast<float*>(allocator().alloc(n * sizeof(float))) : nullptr; }
+  void release(float* p) override { allocator().release(p); }
+  void zero(float* p, size_t n) override {
+    if (n) RT_CU(cudaMemsetAsync(p, 0, n * sizeof(float), stream()));
+  }
+  void copy(float* dst, const float* src, size_t n) override {
+    if (dst != src) memcpy_kind(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice);
+  }
+  void upload(float* dst, const float* host, size_t n) override {
+    memcpy_kind(dst, host, n * sizeof(float), cudaMemcpyHostToDevice);
+  }
+  void download(float* host, const float* src, size_t n) override {
+    memcpy_kind(host, src, n * sizeof(float), cudaMemcpyDeviceToHost);
+  }
+
+  void axpy2d(float* dst, size_t ds, float alpha, const float* x, size_t xs, const float* y, size_t ys, size_t rows,
+              size_t cols) override {
+    if (!rows || !cols) return;
+    if (!y && alpha == 1.0f) {  // a (strided) copy: one call to the copy engine
+      if (dst == x && ds == xs) return;
+      if (rows == 1) {
+        RT_CU(cudaMemcpyAsync(dst, x, cols * 4, cudaMemcpyDeviceToDevice, stream()));
+        return;
+      }
+      if (ds >= cols && xs >= cols) {
+        RT_CU(cudaMemcpy2DAsync(dst, ds * 4, x, xs * 4, cols * 4, rows, cudaMemcpyDeviceToDevice, stream()));
+        return;
+      }
+    }
+    const bool v = cols % 4 == 0 && vec4(dst, ds) && vec4(x, xs) && (!y || vec4(y, ys));
+    if (v)
+      axpy2d_kernel<4><<<blocks_for(rows * cols / 4, 256), 256, 0, stream()>>>(dst, ds / 4, alpha, x, xs / 4, y, ys / 4,
+                                                                                rows, cols / 4);
+    else
+      axpy2d_kernel<1><<<blocks_for(rows * cols, 256), 256, 0, stream()>>>(dst, ds, alpha, x, xs, y, ys, rows, cols);
+    RT_CU_LAUNCH("axpy2d");
+  }
+  void acc2d(float* dst, size_t ds, float alpha, const float* x, size_t xs, size_t rows, size_t cols) override {
+    if (!rows || !cols) return;
+    if (cols % 4 == 0 && vec4(dst, ds) && vec4(x, xs))
+      acc2d_kernel<4><<<blocks_for(rows * cols / 4, 256), 256, 0, stream()>>>(dst, ds / 4, alpha, x, xs / 4, rows,
+                                                                              cols / 4);
+    else
+      acc2d_kernel<1><<<blocks_for(rows * cols, 256), 256, 0, stream()>>>(dst, ds, alpha, x, xs, rows, cols);
+    RT_CU_LAUNCH("acc2d");
+  }
+  double dot2d(const float* a, size_t as, const float* b, size_t bs, size_t rows, size_t cols) override {
+    if (!rows || !cols) return 0.0;
+    Scratch out(sizeof(double));
+    const DotArgs d{a, as, b, bs, rows, cols};
+    dot_launch(d, d, 1, static_cast<double*>(out.get()));
+    double s = 0;
+    memcpy_kind(&s, out.get(), sizeof s, cudaMemcpyDeviceToHost);
+    return s;
+  }
+  void dot2d_pair_acc(double* acc, const float* a1, size_t as1, const float* b1, size_t bs1, size_t rows1, size_t cols1,
+                      const float* a2, size_t as2, const float* b2, size_t bs2, size_t rows2, size_t cols2) override {
+    dot_launch(DotArgs{a1, as1, b1, bs1, rows1, cols1}, DotArgs{a2, as2, b2, bs2, rows2, cols2}, 2, acc);
+  }
+  bool all_finite(const float* x, size_t n) override {
+    if (!n) return true;
+    Scratch flag(sizeof(int));
+    RT_CU(cudaMemsetAsync(flag.get(), 0, sizeof(int), stream()));
+    all_finite_kernel<<<blocks_for(n, 256, 4096), 256, 0, stream()>>>(x, n, static_cast<int*>(flag.get()));
+    RT_CU_LAUNCH("all_finite");
+    int bad = 0;
+    memcpy_kind(&bad, flag.get(), sizeof bad, cudaMemcpyDeviceToHost);
+    return bad == 0;
+  }
+
+  void linear_forward(const float* x, const float* W, const float* b, float* y, int n, int in, int out) override {
+    cuda::linear_forward(!fp32_, x, W, b, y, n, in, out);
+  }
+  void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db, int n, int in,
+                       int out) override {
+    cuda::linear_backward(!fp32_, x, W, dy, dx, dW, db, n, in, out);
+  }
+  void layernorm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int n,
+                         int d) override {
+    cuda::layernorm_forward(x, w, b, y, mean, rstd, n, d);
+  }
+  void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
+                          float* dx, float* dw, float* db, int n, int d) override {
+    cuda::layernorm_backward(x, w, mean, rstd, dy, dx, dw, db, n, d);
+  }
+  void attention_forward(const float* qkv, float* probs, float* out, int B, int n, int d, int H, float p, uint64_t seed,
+                         uint64_t stream_id) override {
+    cuda::attention_forward(!fp32_, qkv, probs, out, B, n, d, H, p, seed, stream_id);
+  }
+  void attention_backward(const float* qkv, const float* probs, const float* dout, float* dqkv, int B, int n, int d,
+                          int H, float p, uint64_t seed, uint64_t stream_id) override {
+    cuda::attention_backward(!fp32_, qkv, probs, dout, dqkv, B, n, d, H, p, seed, stream_id);
+  }
+  void attention_cached(const float* qkv, int cap, int B, int t0, int c, int d, int H, float* out) override {
+    cuda::attention_cached(qkv, cap, B, t0, c, d, H, out);
+  }
+  void activation_forward(bool gelu, const float* x, float* y, size_t n) override {
+    gelu ? cuda::gelu_forward(x, y, n) : cuda::relu_forward(x, y, n);
+  }
+  void activation_backward(bool gelu, const float* x, const float* dy, float* dx, size_t n) override {
+    gelu ? cuda::gelu_backward(x, dy, dx, n) : cuda::relu_backward(x, dy, dx, n);
+  }
+  void dropout_forward(const float* x, float* y, size_t n, float p, uint64_t seed, uint64_t stream_id) override {
+    cuda::dropout_forward(x, y, n, p, seed, stream_id);
+  }
+  void dropout_backward(const float* dy, float* dx, size_t n, float p, uint64_t seed, uint64_t stream_id) override {
+    cuda::dropout_backward(dy, dx, n, p, seed, stream_id);
+  }
+
+ private:
+  bool fp32_;
+};
+
+}  // namespace
+
+void throw_cuda(cudaError_t e, const char* call) {
+  std::string msg = std::string("CUDA error in ") + call + ": " + cudaGetErrorString(e) + " (" + cudaGetErrorName(e) + ")";
+  if (sticky(e)) msg += "; the GPU context is now unusable: restart the process to use the GPU again";
+  else cudaGetLastError();  // clear a non-sticky error so the next call starts clean
+  throw Error(msg);
+}
+
+cudaStream_t stream() { return runtime().stream; }
+const DeviceLimits& limits() { return runtime().lim; }
+
+Scratch::Scratch(size_t bytes) : p_(bytes ? allocator().alloc(bytes) : nullptr) {}
+Scratch::~Scratch() { reset(); }
+void Scratch::reset() {
+  allocator().release(p_);
+  p_ = nullptr;
+}
+
+}  // namespace cuda
+
+namespace cuda_mem {
+void* alloc(size_t bytes) { return cuda::allocator().alloc(bytes); }
+void release(void* p) noexcept { cuda::allocator().release(p); }
+void copy(void* dst, Device dd, const void* src, Device sd, size_t bytes) {
+  const cudaMemcpyKind kind = dd == Device::CUDA ? (sd == Device::CUDA ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                                                 : (sd == Device::CUDA ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
+  cuda::memcpy_kind(dst, src, bytes, kind);
+}
+void zero(void* p, size_t bytes) {
+  if (bytes) RT_CU(cudaMemsetAsync(p, 0, bytes, cuda::stream()));
+}
+}  // namespace cuda_mem
+
+Backend& cuda_backend(bool fp32) {
+  static const bool env_fp32 = [] {
+    const char* e = std::getenv("RT_CUDA_FP32");
+    return e && *e && std::string(e) != "0";
+  }();
+  cuda::runtime();  // throws, naming the reason, when there is no usable GPU
+  static cuda::CudaBackend* bf16_backend = new cuda::CudaBackend(false);
+  static cuda::CudaBackend* fp32_backend = new cuda::CudaBackend(true);
+  return (fp32 || env_fp32) ? static_cast<Backend&>(*fp32_backend) : static_cast<Backend&>(*bf16_backend);
+}
+
+}  // namespace rt

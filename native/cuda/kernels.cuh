@@ -1,0 +1,71 @@
+// CUDA kernels, the mirror of cpu/kernels.h: same names, same layouts (float32, row-major), same
+// accumulate-versus-write conventions, so the CUDA backend is a line-for-line translation of the CPU one.
+// Pointers are device memory; every function queues its work on rt::cuda::stream() and returns without
+// waiting. `bf16`: matrix products take bf16 operands into the tensor cores with float32 accumulation;
+// false runs them in plain float32 (for exact checks against the CPU).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace rt::cuda {
+
+// ---- matmul.cu ----
+// Batched operands: item z of `count` starts at (z / inner) * outer + (z % inner) * inner_stride
+// elements (a [B, H] batch of heads inside [B, n, 3d] rows needs both levels).
+struct Strides {
+  long long outer = 0, inner = 0;
+};
+struct Batch {
+  int count = 1, inner = 1;
+  Strides a, b, c;
+};
+// C[M,N] = alpha * op(A) op(B) + beta * C (+ bias[N] when given); op(A) is M x K (transA: A stored K x M),
+// op(B) is K x N (transB: B stored N x K). beta == 0 never reads C. Long reductions over K with few
+// output tiles are split over K into a workspace and summed in a fixed order (deterministic).
+void gemm(bool bf16, bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
+          const float* B, int ldb, float beta, float* C, int ldc, const float* bias = nullptr,
+          const Batch* batch = nullptr);
+
+// The bf16 kernel products run on. Auto (the default): mma.sync, 128x128 tiles in two stages (MmaBig2)
+// when they fill the GPU, else 64x64 in three (MmaSmall). The others force one, for benchmarks and checks
+// (Wmma: the WMMA kernel, tile by size).
+// MmaBig2 / MmaSmall2: two pipeline stages instead of three, for two / four blocks per SM.
+enum class GemmKernel { Auto, MmaBig, MmaSmall, MmaBig2, MmaSmall2, Wmma, WmmaBig, WmmaSmall };
+void set_gemm_kernel(GemmKernel k);
+
+// y[n,out] = x W^T + b (written).
+void linear_forward(bool bf16, const float* x, const float* W, const float* b, float* y, int n, int in, int out);
+// dx = dy W (written; skipped when null); dW += dy^T x; db += column sums of dy.
+void linear_backward(bool bf16, const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,
+                     int n, int in, int out);
+
+// ---- layernorm.cu ----
+void layernorm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int n,
+                       int d);
+// dx += ...; dw += ...; db += ... (db may be null).
+void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
+                        float* dx, float* dw, float* db, int n, int d);
+
+// ---- attention.cu ----
+// As cpu::attention_forward / attention_backward (probs [B,H,n,n] before dropout, upper triangle 0;
+// dropout mask index ((b*H+h)*n+i)*n+j of rng(seed, stream)). Window pairs run fused, one block per
+// (batch, head); long sequences go through batched matrix products (precision `bf16`).
+void attention_forward(bool bf16, const float* qkv, float* probs, float* out, int B, int n, int d, int H, float p,
+                       uint64_t seed, uint64_t stream);
+void attention_backward(bool bf16, const float* qkv, const float* probs, const float* dout, float* dqkv, int B,
+                        int n, int d, int H, float p, uint64_t seed, uint64_t stream);
+
+// ---- activation.cu ----
+void gelu_forward(const float* x, float* y, size_t n);
+void gelu_backward(const float* x, const float* dy, float* dx, size_t n);
+void relu_forward(const float* x, float* y, size_t n);
+void relu_backward(const float* x, const float* dy, float* dx, size_t n);
+
+// ---- dropout.cu ----
+void dropout_forward(const float* x, float* y, size_t n, float p, uint64_t seed, uint64_t stream);
+void dropout_backward(const float* dy, float* dx, size_t n, float p, uint64_t seed, uint64_t stream);
+
+// ---- decode.cu ----
+void attention_cached(const float* qkv, int cap, int B, int t0, int c, int d, int H, float* out);
+
+}  // namespace rt::cuda

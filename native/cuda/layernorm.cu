@@ -1,0 +1,155 @@
+// LayerNorm over the last dimension, eps 1e-5, as cpu/layernorm.cc.
+//
+// Forward: one warp per row, two passes over the row (mean, then mean squared deviation: no
+// E[x^2] - E[x]^2 cancellation), the row staying in L1 between passes.
+// Backward: dx one warp per row; dw and db are sums over rows, done as per-chunk partial sums (256 rows
+// per chunk, columns across threads so reads coalesce) and a second kernel that adds the chunks in
+// order: deterministic, no atomics.
+#include <string>
+
+#include "cuda/common.cuh"
+#include "cuda/kernels.cuh"
+
+namespace rt::cuda {
+namespace {
+
+constexpr float kEps = 1e-5f;
+constexpr int kRowsPerBlock = 8;  // warps per block, one row each
+constexpr int kChunk = 256;       // rows per partial sum of dw / db
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__global__ void layernorm_forward_kernel(const float* __restrict__ x, const float* __restrict__ w,
+                                         const float* __restrict__ b, float* __restrict__ y, float* __restrict__ mean,
+                                         float* __restrict__ rstd, int n, int d) {
+  const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= n) return;
+  const float* xr = x + static_cast<size_t>(row) * d;
+  float* yr = y + static_cast<size_t>(row) * d;
+  float s = 0.0f;
+  for (int j = lane; j < d; j += 32) s += xr[j];
+  const float m = warp_sum(s) / d;
+  float v = 0.0f;
+  for (int j = lane; j < d; j += 32) {
+    const float t = xr[j] - m;
+    v += t * t;
+  }
+  const float rs = 1.0f / sqrtf(warp_sum(v) / d + kEps);
+  if (lane == 0) {
+    mean[row] = m;
+    rstd[row] = rs;
+  }
+  if (b)
+    for (int j = lane; j < d; j += 32) yr[j] = (xr[j] - m) * rs * w[j] + b[j];
+  else
+    for (int j = lane; j < d; j += 32) yr[j] = (xr[j] - m) * rs * w[j];
+}
+
+__global__ void layernorm_backward_dx_kernel(const float* __restrict__ x, const float* __restrict__ w,
+                                             const float* __restrict__ mean, const float* __restrict__ rstd,
+                                             const float* __restrict__ dy, float* __restrict__ dx, int n, int d) {
+  const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= n) return;
+  const float* xr = x + static_cast<size_t>(row) * d;
+  const float* gr = dy + static_cast<size_t>(row) * d;
+  float* dxr = dx + static_cast<size_t>(row) * d;
+  const float m = mean[row], rs = rstd[row];
+  float s1 = 0.0f, s2 = 0.0f;
+  for (int j = lane; j < d; j += 32) {
+    const float dyw = gr[j] * w[j];
+    s1 += dyw;
+    s2 += dyw * ((xr[j] - m) * rs);
+  }
+  const float m1 = warp_sum(s1) / d, m2 = warp_sum(s2) / d;
+  for (int j = lane; j < d; j += 32) {
+    const float xh = (xr[j] - m) * rs;
+    dxr[j] += rs * (gr[j] * w[j] - m1 - xh * m2);
+  }
+}
+
+// part_w[chunk][c] = sum over the chunk's rows of dy * xhat; part_b likewise of dy.
+__global__ void layernorm_backward_partial_kernel(const float* __restrict__ x, const float* __restrict__ mean,
+                                                  const float* __restrict__ rstd, const float* __restrict__ dy,
+                                                  float* __restrict__ part_w, float* __restrict__ part_b, int n,
+                                                  int d) {
+  __shared__ float rw[8][33], rb[8][33];
+  const int c = blockIdx.x * 32 + threadIdx.x, r0 = blockIdx.y * kChunk, r1 = min(n, r0 + kChunk);
+  float sw = 0.0f, sb = 0.0f;
+  if (c < d)
+    for (int r = r0 + threadIdx.y; r < r1; r += 8) {
+      const size_t i = static_cast<size_t>(r) * d + c;
+      const float g = dy[i];
+      sw += g * ((x[i] - mean[r]) * rstd[r]);
+      sb += g;
+    }
+  rw[threadIdx.y][threadIdx.x] = sw;
+  rb[threadIdx.y][threadIdx.x] = sb;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < d) {
+    float tw = 0.0f, tb = 0.0f;
+    for (int k = 0; k < 8; ++k) {
+      tw += rw[k][threadIdx.x];
+      tb += rb[k][threadIdx.x];
+    }
+    part_w[static_cast<size_t>(blockIdx.y) * d + c] = tw;
+    part_b[static_cast<size_t>(blockIdx.y) * d + c] = tb;
+  }
+}
+
+__global__ void layernorm_backward_finish_kernel(const float* __restrict__ part_w, const float* __restrict__ part_b,
+                                                 int chunks, int d, float* dw, float* db) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= d) return;
+  float tw = 0.0f, tb = 0.0f;
+  for (int k = 0; k < chunks; ++k) {
+    tw += part_w[static_cast<size_t>(k) * d + c];
+    tb += part_b[static_cast<size_t>(k) * d + c];
+  }
+  if (dw) dw[c] += tw;
+  if (db) db[c] += tb;
+}
+
+void check(int n, int d, const char* who) {
+  RT_CHECK(n >= 0 && d > 0, std::string(who) + ": n >= 0 and d > 0 required, got n=" + std::to_string(n) +
+                                " d=" + std::to_string(d));
+}
+
+}  // namespace
+
+void layernorm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int n,
+                       int d) {
+  check(n, d, "layernorm_forward");
+  if (n == 0) return;
+  layernorm_forward_kernel<<<(n + kRowsPerBlock - 1) / kRowsPerBlock, 32 * kRowsPerBlock, 0, stream()>>>(
+      x, w, b, y, mean, rstd, n, d);
+  RT_CU_LAUNCH("layernorm_forward");
+}
+
+void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
+                        float* dx, float* dw, float* db, int n, int d) {
+  check(n, d, "layernorm_backward");
+  if (n == 0) return;
+  if (dx) {
+    layernorm_backward_dx_kernel<<<(n + kRowsPerBlock - 1) / kRowsPerBlock, 32 * kRowsPerBlock, 0, stream()>>>(
+        x, w, mean, rstd, dy, dx, n, d);
+    RT_CU_LAUNCH("layernorm_backward dx");
+  }
+  if (dw || db) {
+    const int chunks = (n + kChunk - 1) / kChunk;
+    RT_CHECK(chunks <= 65535, "layernorm_backward: too many rows for one launch");
+    Scratch part(2 * static_cast<size_t>(chunks) * d * sizeof(float));
+    float* pw = part.f32();
+    float* pb = pw + static_cast<size_t>(chunks) * d;
+    layernorm_backward_partial_kernel<<<dim3((d + 31) / 32, chunks), dim3(32, 8), 0, stream()>>>(x, mean, rstd, dy, pw,
+                                                                                                  pb, n, d);
+    RT_CU_LAUNCH("layernorm_backward partial");
+    layernorm_backward_finish_kernel<<<(d + 255) / 256, 256, 0, stream()>>>(pw, pb, chunks, d, dw, db);
+    RT_CU_LAUNCH("layernorm_backward finish");
+  }
+}
+
+}  // namespace rt::cuda

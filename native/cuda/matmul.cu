@@ -1,0 +1,599 @@
+// Matrix products on the GPU: our own tensor-core GEMM (bf16 operands, float32 accumulation, through
+// WMMA, so one source compiles for sm_80 and sm_90), a plain float32 GEMM for exact checks, and the
+// Linear layer's forward and backward over them. (cuBLASLt is reserved for -DRT_CUBLAS=ON builds.)
+//
+// Operands stay float32 in device memory (the master copy); tiles are converted to bf16 on their way into
+// shared memory, so no separate cast pass or bf16 copy of the weights exists. Each block loads its next
+// tile into registers while the tensor cores work on the current one.
+//
+// Tiles: 128x128 (8 warps, 64x32 each) when the product has enough of them to fill the GPU twice over,
+// else 64x64 (4 warps, 32x32 each). Products with few output tiles and a long reduction (the weight
+// gradients dW = dy^T x, K = thousands of tokens) are split over K: each split writes its partial tile to a
+// workspace and a second kernel sums the splits in order, adding into C. No atomics: the same inputs give
+// the same bits.
+#include <cuda_bf16.h>
+#include <mma.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include "cuda/common.cuh"
+#include "cuda/kernels.cuh"
+
+namespace rt::cuda {
+namespace {
+
+using namespace nvcuda;
+
+struct GemmArgs {
+  int M, N, K;
+  const float* A;
+  const float* B;
+  float* C;
+  int lda, ldb, ldc;
+  float alpha, beta;
+  const float* bias;
+  int inner;
+  long long a_o, a_i, b_o, b_i, c_o, c_i;
+  int kchunk;  // reduction range per blockIdx.z when split over K (ws != null)
+  float* ws;   // split-K partials [splits][M][N], or null
+  bool vecA, vecB;  // 16-byte loads allowed along each operand's contiguous dimension
+};
+
+// Where blockIdx.z puts this block: a batch item (offsets applied to A, B, C) or a split of K.
+struct BlockRange {
+  const float* A;
+  const float* B;
+  float* C;
+  int kb, ke;
+};
+__device__ __forceinline__ BlockRange block_range(const GemmArgs& g) {
+  BlockRange r{g.A, g.B, g.C, 0, g.K};
+  const int z = blockIdx.z;
+  if (g.ws) {
+    r.kb = z * g.kchunk;
+    r.ke = min(g.K, r.kb + g.kchunk);
+  } else if (z) {
+    const long long zo = z / g.inner, zi = z % g.inner;
+    r.A += zo * g.a_o + zi * g.a_i;
+    r.B += zo * g.b_o + zi * g.b_i;
+    r.C += zo * g.c_o + zi * g.c_i;
+  }
+  return r;
+}
+
+// Writes one output element: to the split workspace, or alpha * v (+ bias) (+ beta * C) into C.
+__device__ __forceinline__ void epilogue_store(const GemmArgs& g, float* C, int gr, int gc, float v) {
+  if (g.ws) {
+    g.ws[(static_cast<size_t>(blockIdx.z) * g.M + gr) * g.N + gc] = v;
+    return;
+  }
+  float o = g.alpha * v;
+  if (g.bias) o += g.bias[gc];
+  float* cp = C + static_cast<size_t>(gr) * g.ldc + gc;
+  if (g.beta != 0.0f) o += g.beta * *cp;
+  *cp = o;
+}
+
+// A ROWS x COLS tile in the operand's stored orientation (contiguous along COLS), held in registers as
+// float4 between the global load and the bf16 store to shared memory.
+template <int ROWS, int COLS, int THREADS>
+struct TileLoader {
+  static_assert((ROWS * COLS) % (4 * THREADS) == 0, "tile must split into float4 per thread");
+  static constexpr int V = ROWS * COLS / (4 * THREADS);
+  static constexpr int C4 = COLS / 4;
+  float4 r[V];
+
+  __device__ __forceinline__ void load(const float* __restrict__ p, int ld, int r0, int c0, int rlim, int clim,
+                                       bool vec) {
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+      const int idx = threadIdx.x + v * THREADS;
+      const int gr = r0 + idx / C4, gc = c0 + (idx % C4) * 4;
+      float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      if (gr < rlim) {
+        const float* src = p + static_cast<size_t>(gr) * ld + gc;
+        if (vec) {
+          // clim is a multiple of 4 on this path, so a float4 is either wholly inside or wholly out.
+          if (gc < clim) x = __ldg(reinterpret_cast<const float4*>(src));
+        } else {
+          if (gc < clim) x.x = src[0];
+          if (gc + 1 < clim) x.y = src[1];
+          if (gc + 2 < clim) x.z = src[2];
+          if (gc + 3 < clim) x.w = src[3];
+        }
+      }
+      r[v] = x;
+    }
+  }
+
+  __device__ __forceinline__ void store(__nv_bfloat16* s, int lds) const {
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+      const int idx = threadIdx.x + v * THREADS;
+      const int row = idx / C4, col = (idx % C4) * 4;
+      __nv_bfloat162 lo = __floats2bfloat162_rn(r[v].x, r[v].y);
+      __nv_bfloat162 hi = __floats2bfloat162_rn(r[v].z, r[v].w);
+      uint2 u;
+      u.x = *reinterpret_cast<uint32_t*>(&lo);
+      u.y = *reinterpret_cast<uint32_t*>(&hi);
+      *reinterpret_cast<uint2*>(s + row * lds + col) = u;
+    }
+  }
+};
+
+// Shared memory holds two stages of tiles: while the tensor cores read one, the next is being stored,
+// so each step needs one barrier. No register cap (a 2-blocks-per-SM cap made the 8-warp tile spill).
+template <int BM, int BN, int WM, int WN, bool TA, bool TB>
+__global__ void __launch_bounds__(WM * WN * 32) gemm_bf16_kernel(GemmArgs g) {
+  constexpr int BK = 32, PAD = 8, THREADS = WM * WN * 32;
+  constexpr int WTM = BM / WM, WTN = BN / WN, FM = WTM / 16, FN = WTN / 16;
+  // Shared tiles keep each operand's global orientation (so global loads stay coalesced); WMMA reads
+  // them as row- or column-major fragments. Rows are padded by 16 bytes against bank conflicts.
+  constexpr int AR = TA ? BK : BM, AC = TA ? BM : BK, LDA_S = AC + PAD;
+  constexpr int BR = TB ? BN : BK, BC = TB ? BK : BN, LDB_S = BC + PAD;
+  constexpr int A_BYTES = AR * LDA_S * 2, B_BYTES = BR * LDB_S * 2, STAGE = A_BYTES + B_BYTES;
+  constexpr int LDST = 20;  // epilogue: each warp stages one 16x16 float fragment at a time
+  constexpr int ST_BYTES = (THREADS / 32) * 16 * LDST * 4;
+  constexpr int SMEM = 2 * STAGE > ST_BYTES ? 2 * STAGE : ST_BYTES;
+  static_assert(A_BYTES % 32 == 0 && STAGE % 32 == 0, "tiles must stay 32-byte aligned for WMMA");
+  __shared__ __align__(128) unsigned char smem[SMEM];
+  const BlockRange br = block_range(g);
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int wm = warp / WN, wn = warp % WN;
+
+  using LayoutA = typename std::conditional<TA, wmma::col_major, wmma::row_major>::type;
+  using LayoutB = typename std::conditional<TB, wmma::col_major, wmma::row_major>::type;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[FM][FN];
+#pragma unroll
+  for (int i = 0; i < FM; ++i)
+#pragma unroll
+    for (int j = 0; j < FN; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+
+  TileLoader<AR, AC, THREADS> la;
+  TileLoader<BR, BC, THREADS> lb;
+  auto load = [&](int k0) {
+    if (TA) la.load(br.A, g.lda, k0, m0, br.ke, g.M, g.vecA);
+    else la.load(br.A, g.lda, m0, k0, g.M, br.ke, g.vecA);
+    if (TB) lb.load(br.B, g.ldb, n0, k0, g.N, br.ke, g.vecB);
+    else lb.load(br.B, g.ldb, k0, n0, br.ke, g.N, g.vecB);
+  };
+
+  auto As = [&](int stage) { return reinterpret_cast<__nv_bfloat16*>(smem + stage * STAGE); };
+  auto Bs = [&](int stage) { return reinterpret_cast<__nv_bfloat16*>(smem + stage * STAGE + A_BYTES); };
+  if (br.kb < br.ke) {
+    load(br.kb);
+    la.store(As(0), LDA_S);
+    lb.store(Bs(0), LDB_S);
+  }
+  __syncthreads();
+  int stage = 0;
+  for (int k0 = br.kb; k0 < br.ke; k0 += BK, stage ^= 1) {
+    const bool more = k0 + BK < br.ke;
+    if (more) load(k0 + BK);  // global loads in flight while the tensor cores run
+    const __nv_bfloat16* a = As(stage);
+    const __nv_bfloat16* b = Bs(stage);
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, LayoutA> fa[FM];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, LayoutB> fb[FN];
+#pragma unroll
+      for (int i = 0; i < FM; ++i) {
+        const int m = wm * WTM + i * 16;
+        wmma::load_matrix_sync(fa[i], TA ? a + kk * LDA_S + m : a + m * LDA_S + kk, LDA_S);
+      }
+#pragma unroll
+      for (int j = 0; j < FN; ++j) {
+        const int n = wn * WTN + j * 16;
+        wmma::load_matrix_sync(fb[j], TB ? b + n * LDB_S + kk : b + kk * LDB_S + n, LDB_S);
+      }
+#pragma unroll
+      for (int i = 0; i < FM; ++i)
+#pragma unroll
+        for (int j = 0; j < FN; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+    }
+    if (more) {  // the other stage was last read before the previous barrier
+      la.store(As(stage ^ 1), LDA_S);
+      lb.store(Bs(stage ^ 1), LDB_S);
+    }
+    __syncthreads();
+  }
+
+  // The loop ended on a barrier: the tiles' shared memory becomes the epilogue's staging area.
+  float* st = reinterpret_cast<float*>(smem) + warp * 16 * LDST;
+#pragma unroll
+  for (int i = 0; i < FM; ++i)
+#pragma unroll
+    for (int j = 0; j < FN; ++j) {
+      wmma::store_matrix_sync(st, acc[i][j], LDST, wmma::mem_row_major);
+      __syncwarp();
+      const int rb = m0 + wm * WTM + i * 16, cb = n0 + wn * WTN + j * 16;
+#pragma unroll
+      for (int e = lane; e < 256; e += 32) {
+        const int r = e >> 4, c = e & 15;
+        if (rb + r < g.M && cb + c < g.N) epilogue_store(g, br.C, rb + r, cb + c, st[r * LDST + c]);
+      }
+      __syncwarp();
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The default bf16 kernel: mma.sync.m16n8k16 (sm_80 and later) with the fragments built in registers.
+// Tiles travel global -> shared memory as float32 through cp.async (no registers, no conversion pass),
+// STAGES deep, so the copy of tile k+STAGES-1 overlaps the products of tile k. Each thread then reads its
+// fragment elements from shared memory as float (pairs where they are adjacent) and packs them into bf16
+// pairs (one cvt.rn.bf16x2 per pair) right before the mma. Shared rows are padded so that these reads are
+// free of bank conflicts (stride = 8 mod 32 words for pair reads, 4 mod 32 for single reads).
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // lo in the low half: the element of lower index
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// Copies of 16 or 4 bytes that zero-fill when `ok` is false (source size 0: nothing is read).
+__device__ __forceinline__ void cp_async16(float* smem, const float* gmem, bool ok) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async4(float* smem, const float* gmem, bool ok) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(ok ? 4 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// A ROWS x COLS tile in the operand's stored orientation (contiguous along COLS) into shared memory with
+// row stride SS floats; elements outside [rlim, clim) become zeros.
+template <int ROWS, int COLS, int SS, int THREADS>
+__device__ __forceinline__ void load_tile_async(float* s, const float* __restrict__ p, int ld, int r0, int c0,
+                                                int rlim, int clim, bool vec) {
+  constexpr int C4 = COLS / 4, CH = ROWS * C4 / THREADS;
+  static_assert(ROWS * C4 % THREADS == 0, "tile must split into 16-byte chunks per thread");
+#pragma unroll
+  for (int v = 0; v < CH; ++v) {
+    const int idx = threadIdx.x + v * THREADS, row = idx / C4, col = (idx % C4) * 4;
+    const int gr = r0 + row, gc = c0 + col;
+    float* dst = s + row * SS + col;
+    const float* src = p + static_cast<size_t>(gr) * ld + gc;
+    if (vec) {
+      const bool ok = gr < rlim && gc < clim;  // clim is a multiple of 4 on this path
+      cp_async16(dst, ok ? src : p, ok);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const bool ok = gr < rlim && gc + e < clim;
+        cp_async4(dst + e, ok ? src + e : p, ok);
+      }
+    }
+  }
+}
+
+template <int BM, int BN, int WM, int WN, int STAGES, bool TA, bool TB>
+struct MmaTile {
+  static constexpr int BK = 32, THREADS = WM * WN * 32;
+  static constexpr int AR = TA ? BK : BM, AC = TA ? BM : BK, SA = TA ? BM + 4 : BK + 8;
+  static constexpr int BR = TB ? BN : BK, BC = TB ? BK : BN, SB = TB ? BK + 8 : BN + 4;
+  static constexpr int A_FLOATS = AR * SA, B_FLOATS = BR * SB, STAGE = A_FLOATS + B_FLOATS;
+  static constexpr size_t SMEM = static_cast<size_t>(STAGES) * STAGE * sizeof(float);
+};
+
+// MINB: blocks per SM the register allocation must allow (more warps to hide latency, at the cost of
+// registers; 1 leaves the compiler free).
+template <int BM, int BN, int WM, int WN, int STAGES, int MINB, bool TA, bool TB>
+__global__ void __launch_bounds__(WM * WN * 32, MINB) gemm_mma_kernel(GemmArgs g) {
+  using T = MmaTile<BM, BN, WM, WN, STAGES, TA, TB>;
+  constexpr int BK = T::BK, THREADS = T::THREADS, SA = T::SA, SB = T::SB;
+  constexpr int WTM = BM / WM, WTN = BN / WN, MI = WTM / 16, NI = WTN / 8;
+  extern __shared__ __align__(16) float smem[];
+  const BlockRange br = block_range(g);
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int wm = warp / WN, wn = warp % WN, gq = lane >> 2, tq = lane & 3;
+
+  float acc[MI][NI][4];
+#pragma unroll
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int j = 0; j < NI; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+  const int ntiles = br.ke > br.kb ? (br.ke - br.kb + BK - 1) / BK : 0;
+  auto issue = [&](int kt) {
+    float* As = smem + (kt % STAGES) * T::STAGE;
+    float* Bs = As + T::A_FLOATS;
+    const int k0 = br.kb + kt * BK;
+    if (TA) load_tile_async<T::AR, T::AC, SA, THREADS>(As, br.A, g.lda, k0, m0, br.ke, g.M, g.vecA);
+    else load_tile_async<T::AR, T::AC, SA, THREADS>(As, br.A, g.lda, m0, k0, g.M, br.ke, g.vecA);
+    if (TB) load_tile_async<T::BR, T::BC, SB, THREADS>(Bs, br.B, g.ldb, n0, k0, g.N, br.ke, g.vecB);
+    else load_tile_async<T::BR, T::BC, SB, THREADS>(Bs, br.B, g.ldb, k0, n0, br.ke, g.N, g.vecB);
+  };
+#pragma unroll
+  for (int st = 0; st < STAGES - 1; ++st) {
+    if (st < ntiles) issue(st);
+    cp_async_commit();  // empty groups too: the wait below counts groups
+  }
+  for (int kt = 0; kt < ntiles; ++kt) {
+    cp_async_wait<STAGES - 2>();  // tile kt has landed (this thread's part) ...
+    __syncthreads();              // ... everyone's, and everyone is done with tile kt-1's stage
+    if (kt + STAGES - 1 < ntiles) issue(kt + STAGES - 1);
+    cp_async_commit();
+    const float* As = smem + (kt % STAGES) * T::STAGE;
+    const float* Bs = As + T::A_FLOATS;
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += 16) {
+      uint32_t a[MI][4], b[NI][2];
+      const int c = kk + 2 * tq;
+#pragma unroll
+      for (int i = 0; i < MI; ++i) {
+        const int r = wm * WTM + i * 16 + gq;
+        if (!TA) {
+          const float2 x0 = *reinterpret_cast<const float2*>(As + r * SA + c);
+          const float2 x1 = *reinterpret_cast<const float2*>(As + (r + 8) * SA + c);
+          const float2 x2 = *reinterpret_cast<const float2*>(As + r * SA + c + 8);
+          const float2 x3 = *reinterpret_cast<const float2*>(As + (r + 8) * SA + c + 8);
+          a[i][0] = pack_bf16(x0.x, x0.y);
+          a[i][1] = pack_bf16(x1.x, x1.y);
+          a[i][2] = pack_bf16(x2.x, x2.y);
+          a[i][3] = pack_bf16(x3.x, x3.y);
+        } else {
+          a[i][0] = pack_bf16(As[c * SA + r], As[(c + 1) * SA + r]);
+          a[i][1] = pack_bf16(As[c * SA + r + 8], As[(c + 1) * SA + r + 8]);
+          a[i][2] = pack_bf16(As[(c + 8) * SA + r], As[(c + 9) * SA + r]);
+          a[i][3] = pack_bf16(As[(c + 8) * SA + r + 8], As[(c + 9) * SA + r + 8]);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < NI; ++j) {
+        const int n = wn * WTN + j * 8 + gq;
+        if (TB) {
+          const float2 y0 = *reinterpret_cast<const float2*>(Bs + n * SB + c);
+          const float2 y1 = *reinterpret_cast<const float2*>(Bs + n * SB + c + 8);
+          b[j][0] = pack_bf16(y0.x, y0.y);
+          b[j][1] = pack_bf16(y1.x, y1.y);
+        } else {
+          b[j][0] = pack_bf16(Bs[c * SB + n], Bs[(c + 1) * SB + n]);
+          b[j][1] = pack_bf16(Bs[(c + 8) * SB + n], Bs[(c + 9) * SB + n]);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int j = 0; j < NI; ++j) mma_bf16(acc[i][j], a[i], b[j]);
+    }
+  }
+  cp_async_wait<0>();
+
+  // Each thread owns rows gq and gq + 8, columns 2tq and 2tq + 1 of every 16x8 accumulator tile.
+#pragma unroll
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int j = 0; j < NI; ++j) {
+      const int r = m0 + wm * WTM + i * 16 + gq, cc = n0 + wn * WTN + j * 8 + 2 * tq;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int gr = r + (e >> 1) * 8, gc = cc + (e & 1);
+        if (gr < g.M && gc < g.N) epilogue_store(g, br.C, gr, gc, acc[i][j][e]);
+      }
+    }
+}
+
+// Plain float32: 64x64 tiles, 16-deep, each of 256 threads owns a 4x4 block of outputs.
+template <bool TA, bool TB>
+__global__ void __launch_bounds__(256) gemm_f32_kernel(GemmArgs g) {
+  constexpr int BM = 64, BN = 64, BK = 16;
+  __shared__ __align__(16) float As[BK][BM + 4];
+  __shared__ __align__(16) float Bs[BK][BN + 4];
+  const BlockRange br = block_range(g);
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  float acc[4][4] = {};
+  for (int k0 = br.kb; k0 < br.ke; k0 += BK) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int idx = tid + e * 256;
+      int m, k;
+      if (TA) { k = idx / BM; m = idx % BM; } else { m = idx / BK; k = idx % BK; }
+      const int gm = m0 + m, gk = k0 + k;
+      float v = 0.0f;
+      if (gm < g.M && gk < br.ke) v = TA ? br.A[static_cast<size_t>(gk) * g.lda + gm] : br.A[static_cast<size_t>(gm) * g.lda + gk];
+      As[k][m] = v;
+      int n;
+      if (TB) { n = idx / BK; k = idx % BK; } else { k = idx / BN; n = idx % BN; }
+      const int gn = n0 + n, gk2 = k0 + k;
+      v = 0.0f;
+      if (gn < g.N && gk2 < br.ke) v = TB ? br.B[static_cast<size_t>(gn) * g.ldb + gk2] : br.B[static_cast<size_t>(gk2) * g.ldb + gn];
+      Bs[k][n] = v;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < BK; ++k) {
+      const float4 a = *reinterpret_cast<const float4*>(&As[k][ty * 4]);
+      const float4 b = *reinterpret_cast<const float4*>(&Bs[k][tx * 4]);
+      const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int gr = m0 + ty * 4 + i, gc = n0 + tx * 4 + j;
+      if (gr < g.M && gc < g.N) epilogue_store(g, br.C, gr, gc, acc[i][j]);
+    }
+}
+
+// C = alpha * (sum over splits of ws) (+ bias) (+ beta * C), splits summed in order.
+__global__ void splitk_reduce_kernel(const float* __restrict__ ws, int splits, int M, int N, float alpha, float beta,
+                                     const float* __restrict__ bias, float* C, int ldc) {
+  const size_t total = static_cast<size_t>(M) * N, stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total; i += stride) {
+    float s = 0.0f;
+    for (int z = 0; z < splits; ++z) s += ws[z * total + i];
+    const int r = static_cast<int>(i / N), c = static_cast<int>(i % N);
+    float o = alpha * s;
+    if (bias) o += bias[c];
+    float* cp = C + static_cast<size_t>(r) * ldc + c;
+    if (beta != 0.0f) o += beta * *cp;
+    *cp = o;
+  }
+}
+
+// out[c] += sum over rows of x[r, c], rows in chunks (partials in a workspace, then summed in order).
+constexpr int kColChunk = 256;
+__global__ void colsum_partial_kernel(const float* __restrict__ x, int rows, int cols, float* __restrict__ part) {
+  __shared__ float red[8][33];
+  const int c = blockIdx.x * 32 + threadIdx.x, r0 = blockIdx.y * kColChunk;
+  const int r1 = min(rows, r0 + kColChunk);
+  float s = 0.0f;
+  if (c < cols)
+    for (int r = r0 + threadIdx.y; r < r1; r += 8) s += x[static_cast<size_t>(r) * cols + c];
+  red[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < cols) {
+    float t = 0.0f;
+    for (int k = 0; k < 8; ++k) t += red[k][threadIdx.x];
+    part[static_cast<size_t>(blockIdx.y) * cols + c] = t;
+  }
+}
+__global__ void colsum_finish_kernel(const float* __restrict__ part, int chunks, int cols, float* out) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= cols) return;
+  float s = 0.0f;
+  for (int k = 0; k < chunks; ++k) s += part[static_cast<size_t>(k) * cols + c];
+  out[c] += s;
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+// Which kernel a product runs on (set_gemm_kernel: for benchmarks and checks).
+GemmKernel g_kernel = GemmKernel::Auto;
+
+template <int BM, int BN, int WM, int WN, int STAGES, int MINB, bool TA, bool TB>
+void launch_mma(dim3 grid, const GemmArgs& g) {
+  using T = MmaTile<BM, BN, WM, WN, STAGES, TA, TB>;
+  auto kernel = gemm_mma_kernel<BM, BN, WM, WN, STAGES, MINB, TA, TB>;
+  // More than 48 KB of dynamic shared memory needs an opt-in, once per kernel.
+  static const cudaError_t opt = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                      static_cast<int>(T::SMEM));
+  RT_CU(opt);
+  kernel<<<grid, T::THREADS, T::SMEM, stream()>>>(g);
+}
+
+template <bool TA, bool TB>
+void launch(bool bf16, GemmKernel k, dim3 grid, const GemmArgs& g, const char* what) {
+  cudaStream_t s = stream();
+  if (!bf16) gemm_f32_kernel<TA, TB><<<grid, 256, 0, s>>>(g);
+  else if (k == GemmKernel::WmmaBig) gemm_bf16_kernel<128, 128, 2, 4, TA, TB><<<grid, 256, 0, s>>>(g);
+  else if (k == GemmKernel::WmmaSmall) gemm_bf16_kernel<64, 64, 2, 2, TA, TB><<<grid, 128, 0, s>>>(g);
+  else if (k == GemmKernel::MmaBig) launch_mma<128, 128, 2, 4, 3, 1, TA, TB>(grid, g);
+  else if (k == GemmKernel::MmaBig2) launch_mma<128, 128, 2, 4, 2, 2, TA, TB>(grid, g);
+  else if (k == GemmKernel::MmaSmall2) launch_mma<64, 64, 2, 2, 2, 4, TA, TB>(grid, g);
+  else launch_mma<64, 64, 2, 2, 3, 1, TA, TB>(grid, g);
+  RT_CU_LAUNCH(what);
+}
+
+}  // namespace
+
+void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
+          int ldb, float beta, float* C, int ldc, const float* bias, const Batch* batch) {
+  if (M <= 0 || N <= 0) return;
+  RT_CHECK(!(tA && tB), "cuda gemm: transposing both operands is not supported");
+  const int count = batch ? batch->count : 1;
+  if (count <= 0) return;
+  GemmArgs g{};
+  g.M = M; g.N = N; g.K = std::max(K, 0);
+  g.A = A; g.B = B; g.C = C;
+  g.lda = lda; g.ldb = ldb; g.ldc = ldc;
+  g.alpha = alpha; g.beta = beta; g.bias = bias;
+  g.inner = batch ? std::max(batch->inner, 1) : 1;
+  if (batch) {
+    g.a_o = batch->a.outer; g.a_i = batch->a.inner;
+    g.b_o = batch->b.outer; g.b_i = batch->b.inner;
+    g.c_o = batch->c.outer; g.c_i = batch->c.inner;
+  }
+  auto strides4 = [](const Strides& s) { return s.outer % 4 == 0 && s.inner % 4 == 0; };
+  g.vecA = aligned16(A) && lda % 4 == 0 && (tA ? M : K) % 4 == 0 && (!batch || strides4(batch->a));
+  g.vecB = aligned16(B) && ldb % 4 == 0 && (tB ? K : N) % 4 == 0 && (!batch || strides4(batch->b));
+
+  const int sms = limits().sms;
+  auto tiles = [&](int bm, int bn) { return static_cast<long long>((M + bm - 1) / bm) * ((N + bn - 1) / bn); };
+  // Split K when the output alone cannot fill the GPU and the reduction is long (weight gradients).
+  auto split_for = [&](long long t) {
+    if (count != 1 || t >= sms || g.K < 512) return 1;
+    return static_cast<int>(std::min<long long>({(2LL * sms + t - 1) / t, g.K / 256, 32}));
+  };
+  // Measured on the H200 (bench/cuda/NOTES.md): 128x128 tiles with two stages and two blocks per SM are
+  // fastest whenever they give at least one block per SM (splits included); else 64x64 tiles.
+  GemmKernel k = g_kernel;
+  if (k == GemmKernel::Auto || k == GemmKernel::Wmma) {
+    const long long t128 = tiles(128, 128);
+    const bool big = t128 * count * split_for(t128) >= sms;
+    if (k == GemmKernel::Auto) k = big ? GemmKernel::MmaBig2 : GemmKernel::MmaSmall;
+    else k = big ? GemmKernel::WmmaBig : GemmKernel::WmmaSmall;
+  }
+  const bool big = k == GemmKernel::MmaBig || k == GemmKernel::MmaBig2 || k == GemmKernel::WmmaBig;
+  const int bm = bf16 && big ? 128 : 64, bn = bm;
+  int splits = split_for(tiles(bm, bn));
+  if (splits > 1) {
+    const int chunk = ((g.K + splits - 1) / splits + 31) / 32 * 32;
+    splits = (g.K + chunk - 1) / chunk;
+    g.kchunk = chunk;
+  }
+  Scratch ws;
+  if (splits > 1) {
+    ws = Scratch(static_cast<size_t>(splits) * M * N * sizeof(float));
+    g.ws = ws.f32();
+  }
+  dim3 grid((N + bn - 1) / bn, (M + bm - 1) / bm, splits > 1 ? splits : count);
+  RT_CHECK(grid.y <= 65535 && grid.z <= 65535, "cuda gemm: problem too large for one launch (M = " +
+                                                    std::to_string(M) + ", batch = " + std::to_string(count) + ")");
+  if (!tA && !tB) launch<false, false>(bf16, k, grid, g, "gemm_nn");
+  else if (!tA && tB) launch<false, true>(bf16, k, grid, g, "gemm_nt");
+  else launch<true, false>(bf16, k, grid, g, "gemm_tn");
+  if (splits > 1) {
+    splitk_reduce_kernel<<<blocks_for(static_cast<size_t>(M) * N, 256), 256, 0, stream()>>>(
+        g.ws, splits, M, N, alpha, beta, bias, C, ldc);
+    RT_CU_LAUNCH("gemm splitk_reduce");
+  }
+}
+
+void set_gemm_kernel(GemmKernel k) { g_kernel = k; }
+
+void linear_forward(bool bf16, const float* x, const float* W, const float* b, float* y, int n, int in, int out) {
+  gemm(bf16, false, true, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out, b);
+}
+
+void linear_backward(bool bf16, const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,
+                     int n, int in, int out) {
+  if (n <= 0) return;
+  if (dx) gemm(bf16, false, false, n, in, out, 1.0f, dy, out, W, in, 0.0f, dx, in);
+  if (dW) gemm(bf16, true, false, out, in, n, 1.0f, dy, out, x, in, 1.0f, dW, in);
+  if (db) {
+    const int chunks = (n + kColChunk - 1) / kColChunk;
+    Scratch part(static_cast<size_t>(chunks) * out * sizeof(float));
+    colsum_partial_kernel<<<dim3((out + 31) / 32, chunks), dim3(32, 8), 0, stream()>>>(dy, n, out, part.f32());
+    RT_CU_LAUNCH("linear_backward colsum");
+    colsum_finish_kernel<<<(out + 255) / 256, 256, 0, stream()>>>(part.f32(), chunks, out, db);
+    RT_CU_LAUNCH("linear_backward colsum_finish");
+  }
+}
+
+}  // namespace rt::cuda

@@ -1,0 +1,359 @@
+// Standalone check of the CUDA kernels against the CPU kernels (no Node): every kernel of
+// cuda/kernels.cuh on random inputs, odd shapes included, in float32 and bf16, plus the dropout mask bit
+// for bit; then one JSON line of timings (GEMM TFLOP/s on the layer's shapes, attention, layernorm).
+// Exit status 0 when every check passes. Built by bench/cuda/run.sh (nvcc, static cudart).
+//
+// Error metric: max |gpu - cpu| / max |cpu| over the tensor (error relative to the tensor's scale).
+// Limits: float32 paths 2e-5 (summation order only), bf16 products 1e-2 (8-bit mantissas).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "cpu/kernels.h"
+#include "cuda/common.cuh"
+#include "cuda/kernels.cuh"
+
+using std::vector;
+typedef vector<float> VF;
+
+static int g_failed = 0, g_passed = 0;
+static double g_worst_f32 = 0, g_worst_bf16 = 0;
+
+static void expect_le(double v, double limit, const std::string& what) {
+  if (v <= limit && !std::isnan(v)) {
+    ++g_passed;
+  } else {
+    ++g_failed;
+    std::printf("FAIL %s: %.3g (limit %.3g)\n", what.c_str(), v, limit);
+  }
+}
+
+static VF randv(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 g(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  VF v(n);
+  for (auto& x : v) x = u(g);
+  return v;
+}
+
+static double rel(const VF& got, const VF& want) {
+  double m = 0, s = 1e-20;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double d = std::fabs(static_cast<double>(got[i]) - want[i]);
+    if (std::isnan(d)) return NAN;
+    m = std::max(m, d);
+    s = std::max(s, std::fabs(static_cast<double>(want[i])));
+  }
+  return m / s;
+}
+
+static void check(const VF& got, const VF& want, bool bf16, const std::string& what, double bf16_limit = 1e-2) {
+  const double e = rel(got, want);
+  (bf16 ? g_worst_bf16 : g_worst_f32) = std::max(bf16 ? g_worst_bf16 : g_worst_f32, std::isnan(e) ? 1e9 : e);
+  expect_le(e, bf16 ? bf16_limit : 2e-5, what + (bf16 ? " [bf16]" : " [f32]"));
+}
+
+// Device buffer filled from / read back to host vectors; poisoned with NaN when made empty, so that an
+// element a kernel should have written but did not shows up as NaN.
+struct Dev {
+  float* p = nullptr;
+  size_t n = 0;
+  explicit Dev(size_t n_) : n(n_) {
+    RT_CU(cudaMalloc(&p, std::max<size_t>(n, 1) * 4));
+    VF nan(n, NAN);
+    if (n) RT_CU(cudaMemcpy(p, nan.data(), n * 4, cudaMemcpyHostToDevice));
+  }
+  explicit Dev(const VF& v) : Dev(v.size()) {
+    if (n) RT_CU(cudaMemcpy(p, v.data(), n * 4, cudaMemcpyHostToDevice));
+  }
+  ~Dev() { cudaFree(p); }
+  VF get() const {
+    RT_CU(cudaStreamSynchronize(rt::cuda::stream()));
+    VF v(n);
+    if (n) RT_CU(cudaMemcpy(v.data(), p, n * 4, cudaMemcpyDeviceToHost));
+    return v;
+  }
+};
+
+static std::string shape(int a, int b, int c) {
+  return std::to_string(a) + "x" + std::to_string(b) + "x" + std::to_string(c);
+}
+
+struct KernelName {
+  rt::cuda::GemmKernel k;
+  const char* name;
+};
+static const KernelName kKernels[] = {{rt::cuda::GemmKernel::MmaBig, "mma128"},
+                                      {rt::cuda::GemmKernel::MmaSmall, "mma64"},
+                                      {rt::cuda::GemmKernel::MmaBig2, "mma128s2"},
+                                      {rt::cuda::GemmKernel::MmaSmall2, "mma64s2"},
+                                      {rt::cuda::GemmKernel::WmmaBig, "wmma128"},
+                                      {rt::cuda::GemmKernel::WmmaSmall, "wmma64"}};
+
+static void check_gemm() {
+  struct Case { bool ta, tb; int M, N, K; float beta; };
+  const Case cases[] = {
+      {false, true, 1, 1, 1, 0}, {false, true, 33, 17, 5, 0}, {false, true, 130, 290, 96, 0},
+      {false, false, 64, 96, 288, 0}, {false, false, 7, 13, 3, 1}, {true, false, 288, 96, 4096, 1},
+      {true, false, 37, 19, 1003, 1}, {true, false, 1152, 384, 2048, 1}, {false, true, 2048, 1152, 384, 0},
+      {false, false, 257, 129, 130, 0.5f},
+  };
+  for (const KernelName& kn : kKernels)
+  for (const Case& c : cases)
+    for (bool bf16 : {false, true}) {
+      if (!bf16 && kn.k != rt::cuda::GemmKernel::MmaBig) continue;  // one float32 kernel
+      rt::cuda::set_gemm_kernel(kn.k);
+      const int lda = c.ta ? c.M : c.K, ldb = c.tb ? c.K : c.N;
+      VF A = randv(static_cast<size_t>(c.ta ? c.K : c.M) * lda, 1), B = randv(static_cast<size_t>(c.tb ? c.N : c.K) * ldb, 2);
+      VF C = randv(static_cast<size_t>(c.M) * c.N, 3), want = C;
+      rt::cpu::gemm(c.ta, c.tb, c.M, c.N, c.K, 0.7f, A.data(), lda, B.data(), ldb, c.beta, want.data(), c.N);
+      Dev dA(A), dB(B), dC(c.beta != 0 ? C : VF(C.size(), NAN));
+      rt::cuda::gemm(bf16, c.ta, c.tb, c.M, c.N, c.K, 0.7f, dA.p, lda, dB.p, ldb, c.beta, dC.p, c.N);
+      check(dC.get(), want, bf16, std::string("gemm ") + kn.name + " " + (c.ta ? "T" : "N") + (c.tb ? "T " : "N ") +
+                                      shape(c.M, c.N, c.K));
+    }
+  rt::cuda::set_gemm_kernel(rt::cuda::GemmKernel::Auto);
+  // Operands at odd offsets and odd leading dimensions: the element-wise (non-16-byte) load paths.
+  for (const KernelName& kn : kKernels) {
+    rt::cuda::set_gemm_kernel(kn.k);
+    const int M = 70, N = 45, K = 67;
+    VF A = randv(1 + static_cast<size_t>(M) * K, 51), B = randv(1 + static_cast<size_t>(N) * K, 52);
+    VF want(static_cast<size_t>(M) * N);
+    rt::cpu::gemm(false, true, M, N, K, 1.0f, A.data() + 1, K, B.data() + 1, K, 0.0f, want.data(), N);
+    Dev dA(A), dB(B), dC(want.size());
+    rt::cuda::gemm(true, false, true, M, N, K, 1.0f, dA.p + 1, K, dB.p + 1, K, 0.0f, dC.p, N);
+    check(dC.get(), want, true, std::string("gemm ") + kn.name + " NT unaligned " + shape(M, N, K));
+  }
+  rt::cuda::set_gemm_kernel(rt::cuda::GemmKernel::Auto);
+  // Batched over (batch, head) with two-level strides, as the attention's long path uses it.
+  for (bool bf16 : {false, true}) {
+    const int Bb = 3, H = 2, n = 40, hd = 8, d = H * hd, ld = 3 * d;
+    VF qkv = randv(static_cast<size_t>(Bb) * n * ld, 4);
+    VF want(static_cast<size_t>(Bb) * H * n * n);
+    for (int b = 0; b < Bb; ++b)
+      for (int h = 0; h < H; ++h)
+        rt::cpu::gemm(false, true, n, n, hd, 1.0f, qkv.data() + b * n * ld + h * hd, ld, qkv.data() + b * n * ld + d + h * hd,
+                      ld, 0.0f, want.data() + (b * H + h) * n * n, n);
+    Dev dq(qkv), dout(want.size());
+    rt::cuda::Batch bt;
+    bt.count = Bb * H;
+    bt.inner = H;
+    bt.a = {static_cast<long long>(n) * ld, hd};
+    bt.b = bt.a;
+    bt.c = {static_cast<long long>(H) * n * n, static_cast<long long>(n) * n};
+    rt::cuda::gemm(bf16, false, true, n, n, hd, 1.0f, dq.p, ld, dq.p + d, ld, 0.0f, dout.p, n, nullptr, &bt);
+    check(dout.get(), want, bf16, "gemm batched QK^T");
+  }
+}
+
+static void check_linear() {
+  for (bool bf16 : {false, true})
+    for (int n : {1, 37, 512}) {
+      const int in = 24, out = 40;
+      VF x = randv(static_cast<size_t>(n) * in, 5), W = randv(static_cast<size_t>(out) * in, 6), b = randv(out, 7);
+      VF dy = randv(static_cast<size_t>(n) * out, 8), dW0 = randv(W.size(), 9), db0 = randv(out, 10);
+      VF y(static_cast<size_t>(n) * out), dx(x.size()), dW = dW0, db = db0;
+      rt::cpu::linear_forward(x.data(), W.data(), b.data(), y.data(), n, in, out);
+      rt::cpu::linear_backward(x.data(), W.data(), dy.data(), dx.data(), dW.data(), db.data(), n, in, out);
+      Dev gx(x), gW(W), gb(b), gdy(dy), gy(y.size()), gdx(dx.size()), gdW(dW0), gdb(db0);
+      rt::cuda::linear_forward(bf16, gx.p, gW.p, gb.p, gy.p, n, in, out);
+      rt::cuda::linear_backward(bf16, gx.p, gW.p, gdy.p, gdx.p, gdW.p, gdb.p, n, in, out);
+      const std::string s = " n=" + std::to_string(n);
+      check(gy.get(), y, bf16, "linear y" + s);
+      check(gdx.get(), dx, bf16, "linear dx" + s);
+      check(gdW.get(), dW, bf16, "linear dW" + s);
+      check(gdb.get(), db, false, "linear db" + s);
+    }
+}
+
+static void check_layernorm() {
+  for (int d : {5, 96, 384})
+    for (bool bias : {false, true}) {
+      const int n = 300;
+      VF x = randv(static_cast<size_t>(n) * d, 11, -2, 3), w = randv(d, 12), b = randv(d, 13), dy = randv(x.size(), 14);
+      VF dx0 = randv(x.size(), 15), dw0 = randv(d, 16), db0 = randv(d, 17);
+      VF y(x.size()), mean(n), rstd(n), dx = dx0, dw = dw0, db = db0;
+      rt::cpu::layernorm_forward(x.data(), w.data(), bias ? b.data() : nullptr, y.data(), mean.data(), rstd.data(), n, d);
+      rt::cpu::layernorm_backward(x.data(), w.data(), mean.data(), rstd.data(), dy.data(), dx.data(), dw.data(),
+                                  bias ? db.data() : nullptr, n, d);
+      Dev gx(x), gw(w), gb(b), gy(y.size()), gm(n), gr(n), gdy(dy), gdx(dx0), gdw(dw0), gdb(db0);
+      rt::cuda::layernorm_forward(gx.p, gw.p, bias ? gb.p : nullptr, gy.p, gm.p, gr.p, n, d);
+      rt::cuda::layernorm_backward(gx.p, gw.p, gm.p, gr.p, gdy.p, gdx.p, gdw.p, bias ? gdb.p : nullptr, n, d);
+      const std::string s = " d=" + std::to_string(d) + (bias ? " bias" : "");
+      check(gy.get(), y, false, "layernorm y" + s);
+      check(gm.get(), mean, false, "layernorm mean" + s);
+      check(gr.get(), rstd, false, "layernorm rstd" + s);
+      check(gdx.get(), dx, false, "layernorm dx" + s);
+      check(gdw.get(), dw, false, "layernorm dw" + s);
+      if (bias) check(gdb.get(), db, false, "layernorm db" + s);
+    }
+}
+
+static void check_attention() {
+  struct Case { int B, n, d, H; float p; };
+  // n <= 256 runs fused, n = 300 through the batched products.
+  const Case cases[] = {{2, 1, 8, 2, 0}, {2, 5, 12, 3, 0}, {3, 32, 96, 6, 0}, {2, 64, 384, 6, 0},
+                        {2, 33, 16, 2, 0.2f}, {1, 300, 32, 2, 0}, {2, 300, 32, 4, 0.1f}};
+  for (const Case& c : cases)
+    for (bool bf16 : {false, true}) {
+      const size_t nq = static_cast<size_t>(c.B) * c.n * 3 * c.d, no = static_cast<size_t>(c.B) * c.n * c.d;
+      const size_t np = static_cast<size_t>(c.B) * c.H * c.n * c.n;
+      VF qkv = randv(nq, 21, -2, 2), dout = randv(no, 22);
+      VF probs(np), out(no), dqkv(nq);
+      rt::cpu::attention_forward(qkv.data(), probs.data(), out.data(), c.B, c.n, c.d, c.H, c.p, 7, 9);
+      rt::cpu::attention_backward(qkv.data(), probs.data(), dout.data(), dqkv.data(), c.B, c.n, c.d, c.H, c.p, 7, 9);
+      Dev gq(qkv), gp(np), go(no), gdo(dout), gdq(nq);
+      rt::cuda::attention_forward(bf16, gq.p, gp.p, go.p, c.B, c.n, c.d, c.H, c.p, 7, 9);
+      rt::cuda::attention_backward(bf16, gq.p, gp.p, gdo.p, gdq.p, c.B, c.n, c.d, c.H, c.p, 7, 9);
+      const bool lowp = bf16 && c.n > 256;  // only the long path uses the tensor cores
+      const std::string s = " B=" + std::to_string(c.B) + " n=" + std::to_string(c.n) + " d=" + std::to_string(c.d) +
+                            " H=" + std::to_string(c.H) + (c.p > 0 ? " dropout" : "");
+      // bf16 scores: an error of 2^-9 |s| in an exponent moves a probability by that fraction.
+      check(gp.get(), probs, lowp, "attention probs" + s, 3e-2);
+      check(go.get(), out, lowp, "attention out" + s, 3e-2);
+      check(gdq.get(), dqkv, lowp, "attention dqkv" + s, 3e-2);
+    }
+}
+
+static void check_activation_dropout() {
+  const size_t n = 100003;
+  VF x = randv(n, 31, -6, 6), dy = randv(n, 32);
+  x[0] = -INFINITY;
+  x[1] = 40.0f;
+  for (bool gelu : {true, false}) {
+    VF y(n), dx(n);
+    gelu ? rt::cpu::gelu_forward(x.data(), y.data(), n) : rt::cpu::relu_forward(x.data(), y.data(), n);
+    gelu ? rt::cpu::gelu_backward(x.data(), dy.data(), dx.data(), n) : rt::cpu::relu_backward(x.data(), dy.data(), dx.data(), n);
+    Dev gx(x), gdy(dy), gy(n), gdx(n);
+    gelu ? rt::cuda::gelu_forward(gx.p, gy.p, n) : rt::cuda::relu_forward(gx.p, gy.p, n);
+    gelu ? rt::cuda::gelu_backward(gx.p, gdy.p, gdx.p, n) : rt::cuda::relu_backward(gx.p, gdy.p, gdx.p, n);
+    check(gy.get(), y, false, gelu ? "gelu y" : "relu y");
+    check(gdx.get(), dx, false, gelu ? "gelu dx" : "relu dx");
+  }
+  for (float p : {0.0f, 0.1f, 0.5f}) {
+    VF y(n), dx(n);
+    rt::cpu::dropout_forward(x.data() + 2, y.data(), n - 2, p, 123, 456);
+    rt::cpu::dropout_backward(dy.data(), dx.data(), n, p, 123, 457);
+    Dev gx(VF(x.begin() + 2, x.end())), gdy(dy), gy(n - 2), gdx(n);
+    rt::cuda::dropout_forward(gx.p, gy.p, n - 2, p, 123, 456);
+    rt::cuda::dropout_backward(gdy.p, gdx.p, n, p, 123, 457);
+    VF a = gy.get(), b = gdx.get();
+    bool same = std::memcmp(a.data(), y.data(), (n - 2) * 4) == 0 && std::memcmp(b.data(), dx.data(), n * 4) == 0;
+    expect_le(same ? 0 : 1, 0, "dropout bit-identical to the CPU, p=" + std::to_string(p));
+  }
+}
+
+static void check_decode() {
+  struct Case { int B, cap, t0, c, d, H; };
+  const Case cases[] = {{2, 8, 0, 8, 8, 2}, {3, 64, 10, 1, 96, 6}, {1, 3000, 2500, 3, 32, 2}};
+  for (const Case& c : cases) {
+    const size_t nq = static_cast<size_t>(c.B) * c.cap * 3 * c.d, no = static_cast<size_t>(c.B) * c.c * c.d;
+    VF qkv = randv(nq, 41, -2, 2), out(no);
+    rt::cpu::attention_cached(qkv.data(), c.cap, c.B, c.t0, c.c, c.d, c.H, out.data());
+    Dev gq(qkv), go(no);
+    rt::cuda::attention_cached(gq.p, c.cap, c.B, c.t0, c.c, c.d, c.H, go.p);
+    check(go.get(), out, false, "attention_cached cap=" + std::to_string(c.cap) + " t0=" + std::to_string(c.t0));
+  }
+}
+
+// ---- timings ----
+
+template <class F>
+static double time_ms(F f, int reps = 20) {
+  cudaStream_t s = rt::cuda::stream();
+  for (int i = 0; i < 3; ++i) f();
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  cudaEventRecord(a, s);
+  for (int i = 0; i < reps; ++i) f();
+  cudaEventRecord(b, s);
+  cudaEventSynchronize(b);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, a, b);
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return ms / reps;
+}
+
+static void bench() {
+  std::string json = "{\"bench\":\"cuda_kernels\",\"unit\":\"gemm TFLOP/s, others us\"";
+  // The layer's products for the char config (R = 256 * 32 tokens, d = 384) and the copy config
+  // (R = 64 * 64, d = 96): forward (NT), dx (NN), dW (TN).
+  struct G { const char* name; bool ta, tb; int M, N, K; };
+  const G gs[] = {{"char_qkv_fwd", false, true, 8192, 1152, 384}, {"char_fc_fwd", false, true, 8192, 1536, 384},
+                  {"char_proj2_fwd", false, true, 8192, 384, 1536}, {"char_fc_dx", false, false, 8192, 384, 1536},
+                  {"char_fc_dW", true, false, 1536, 384, 8192}, {"copy_fc_fwd", false, true, 4096, 384, 96},
+                  {"copy_fc_dW", true, false, 384, 96, 4096}, {"big_4096", false, true, 4096, 4096, 4096}};
+  const KernelName variants[] = {{rt::cuda::GemmKernel::Auto, "auto"}, kKernels[0], kKernels[1], kKernels[2],
+                                 kKernels[3], kKernels[4]};
+  for (const G& g : gs) {
+    const int lda = g.ta ? g.M : g.K, ldb = g.tb ? g.K : g.N;
+    Dev A(randv(static_cast<size_t>(g.ta ? g.K : g.M) * lda, 1)), B(randv(static_cast<size_t>(g.tb ? g.N : g.K) * ldb, 2));
+    Dev C(randv(static_cast<size_t>(g.M) * g.N, 3));
+    for (const KernelName& kn : variants) {
+      rt::cuda::set_gemm_kernel(kn.k);
+      const double ms = time_ms([&] { rt::cuda::gemm(true, g.ta, g.tb, g.M, g.N, g.K, 1.0f, A.p, lda, B.p, ldb, 0.0f, C.p, g.N); });
+      char buf[160];
+      std::snprintf(buf, sizeof buf, ",\"%s_%s\":%.1f", g.name, kn.name, 2.0 * g.M * g.N * g.K / ms / 1e9);
+      json += buf;
+    }
+    rt::cuda::set_gemm_kernel(rt::cuda::GemmKernel::Auto);
+    const double ms = time_ms([&] { rt::cuda::gemm(false, g.ta, g.tb, g.M, g.N, g.K, 1.0f, A.p, lda, B.p, ldb, 0.0f, C.p, g.N); });
+    char buf[160];
+    std::snprintf(buf, sizeof buf, ",\"%s_f32\":%.1f", g.name, 2.0 * g.M * g.N * g.K / ms / 1e9);
+    json += buf;
+  }
+  struct A { const char* name; int B, n, d, H; };
+  const A as[] = {{"attn_char", 256, 32, 384, 6}, {"attn_copy", 64, 64, 96, 6}};
+  for (const A& a : as) {
+    const size_t nq = static_cast<size_t>(a.B) * a.n * 3 * a.d, no = static_cast<size_t>(a.B) * a.n * a.d;
+    Dev q(randv(nq, 5)), p(static_cast<size_t>(a.B) * a.H * a.n * a.n), o(no), dO(randv(no, 6)), dq(nq);
+    const double f = time_ms([&] { rt::cuda::attention_forward(true, q.p, p.p, o.p, a.B, a.n, a.d, a.H, 0, 1, 2); });
+    const double b = time_ms([&] { rt::cuda::attention_backward(true, q.p, p.p, dO.p, dq.p, a.B, a.n, a.d, a.H, 0, 1, 2); });
+    char buf[160];
+    std::snprintf(buf, sizeof buf, ",\"%s_fwd_us\":%.1f,\"%s_bwd_us\":%.1f", a.name, f * 1e3, a.name, b * 1e3);
+    json += buf;
+  }
+  {
+    const int n = 8192, d = 384;
+    Dev x(randv(static_cast<size_t>(n) * d, 7)), w(randv(d, 8)), y(static_cast<size_t>(n) * d), m(n), r(n), dy(randv(static_cast<size_t>(n) * d, 9)),
+        dx(static_cast<size_t>(n) * d), dw(d);
+    const double f = time_ms([&] { rt::cuda::layernorm_forward(x.p, w.p, nullptr, y.p, m.p, r.p, n, d); });
+    const double b = time_ms([&] { rt::cuda::layernorm_backward(x.p, w.p, m.p, r.p, dy.p, dx.p, dw.p, nullptr, n, d); });
+    char buf[160];
+    std::snprintf(buf, sizeof buf, ",\"ln_8192x384_fwd_us\":%.1f,\"ln_8192x384_bwd_us\":%.1f", f * 1e3, b * 1e3);
+    json += buf;
+  }
+  std::printf("%s}\n", json.c_str());
+}
+
+int main(int argc, char** argv) {
+  try {
+    cudaDeviceProp prop{};
+    RT_CU(cudaGetDeviceProperties(&prop, 0));
+    std::printf("device: %s, %d SMs, %zu KB smem opt-in\n", prop.name, prop.multiProcessorCount,
+                prop.sharedMemPerBlockOptin / 1024);
+    check_gemm();
+    check_linear();
+    check_layernorm();
+    check_attention();
+    check_activation_dropout();
+    check_decode();
+    std::printf("kernels_check: %d passed, %d failed; worst rel. error f32 %.2e, bf16 %.2e\n", g_passed, g_failed,
+                g_worst_f32, g_worst_bf16);
+    if (argc < 2 || std::string(argv[1]) != "--no-bench") bench();
+  } catch (const std::exception& e) {
+    std::printf("kernels_check: error: %s\n", e.what());
+    return 2;
+  }
+  return g_failed ? 1 : 0;
+}
