@@ -17,44 +17,10 @@ import { RecurrentTransformer } from '../src/model/transformer.js'
 import { CopyTaskData } from '../src/train/data.js'
 import { train } from '../src/train/trainer.js'
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+import { ROOT, ensureDist } from './dist.js'
 const KILLS = Number(process.env.RT_CRASH_KILLS ?? 20)
 const BUDGET_MS = Number(process.env.RT_CRASH_BUDGET_MS ?? 40_000)
 
-function newestMtime(dir: string): number {
-  let t = 0
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name)
-    t = Math.max(t, e.isDirectory() ? newestMtime(p) : fs.statSync(p).mtimeMs)
-  }
-  return t
-}
-
-/** dist/ compiled from the current src/ (tsc under a lock, so parallel test files do not race). */
-function ensureDist(): void {
-  const entry = path.join(ROOT, 'dist', 'index.js')
-  const fresh = (): boolean => fs.existsSync(entry) && fs.statSync(entry).mtimeMs >= newestMtime(path.join(ROOT, 'src'))
-  if (fresh()) return
-  const lock = path.join(os.tmpdir(), `rt-tsc-${Buffer.from(ROOT).toString('hex').slice(-24)}.lock`)
-  const deadline = Date.now() + 110_000
-  for (;;) {
-    try {
-      fs.mkdirSync(lock)
-      break
-    } catch {
-      if (Date.now() > deadline) throw new Error(`ensureDist: ${lock} held for too long`)
-      if (Date.now() - fs.statSync(lock, { throwIfNoEntry: false })!.mtimeMs > 120_000) fs.rmSync(lock, { recursive: true, force: true })
-      spawnSync('sleep', ['0.2'])
-    }
-  }
-  try {
-    if (fresh()) return
-    const r = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], { cwd: ROOT, encoding: 'utf8', timeout: 110_000 })
-    if (r.status !== 0) throw new Error(`tsc failed:\n${r.stdout}\n${r.stderr}`)
-  } finally {
-    fs.rmSync(lock, { recursive: true, force: true })
-  }
-}
 
 const dataOpts = { task: 'copy' as const, noise: 4, M: 2, alphabet: 6 }
 const modelCfg = { vocabSize: 6, d: 8, heads: 2, window: 2, variant: 'accumulate' as const, maxLen: 8, head: { copy: 2 }, seed: 4 }
