@@ -9,6 +9,7 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import fc from 'fast-check'
+import { FUZZ_MS, SEED, fuzz } from './fuzz.js'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   SAFE_DTYPES,
@@ -22,27 +23,8 @@ import {
 } from '../src/io/safetensors.js'
 import { decodeCheckpoint, encodeCheckpoint, loadCheckpoint, OPTIMIZER_PREFIX, type CheckpointData } from '../src/io/checkpoint.js'
 
-const FUZZ_MS = Number(process.env.RT_FUZZ_MS ?? 3000)
-const SEED = process.env.RT_FUZZ_SEED === 'random' ? Date.now() : Number(process.env.RT_FUZZ_SEED ?? 20261128)
 /** A case slower than this counts as a hang (generous: the sanitizer build is slow). */
 const CASE_LIMIT_MS = 2000
-
-/** Runs a property for FUZZ_MS, prints how many cases ran, and fails with fast-check's report. */
-async function fuzz<T>(name: string, prop: fc.IAsyncProperty<T> | fc.IProperty<T>, ms = FUZZ_MS): Promise<number> {
-  const t0 = performance.now()
-  // At most RT_FUZZ_RUNS cases (default 5000) from the fixed seed: a faster machine never explores cases the
-  // slower ones have not passed, so CI stays deterministic; raise it (and RT_FUZZ_MS) to explore.
-  const runs = Number(process.env.RT_FUZZ_RUNS ?? 5000)
-  const out = await fc.check(prop as fc.IAsyncProperty<T>, { numRuns: runs, seed: SEED, plugins: [fc.interruptAfterTimeLimit(ms)] })
-  const dt = ((performance.now() - t0) / 1000).toFixed(1)
-  console.log(`[fuzz] ${name}: ${out.numRuns} cases in ${dt} s (seed ${SEED})`)
-  if (out.failed) {
-    const cause = out.errorInstance instanceof Error ? out.errorInstance.stack ?? out.errorInstance.message : String(out.errorInstance)
-    throw new Error(`${fc.defaultReportMessage(out) ?? name + ': failed'}\nCause: ${cause}`)
-  }
-  expect(out.numRuns).toBeGreaterThan(0)
-  return out.numRuns
-}
 
 function product(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1)

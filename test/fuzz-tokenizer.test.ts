@@ -5,29 +5,12 @@
 // default 3000 ms) and prints its count; RT_FUZZ_SEED picks the seed (default fixed; 'random').
 
 import fc from 'fast-check'
+import { FUZZ_MS, SEED, fuzz } from './fuzz.js'
 import { getEncoding } from 'js-tiktoken'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { BpeTokenizer } from '../src/tokenizer/bpe.js'
 import { CharTokenizer } from '../src/tokenizer/char.js'
 
-const FUZZ_MS = Number(process.env.RT_FUZZ_MS ?? 3000)
-const SEED = process.env.RT_FUZZ_SEED === 'random' ? Date.now() : Number(process.env.RT_FUZZ_SEED ?? 20261128)
-
-async function fuzz<T>(name: string, prop: fc.IAsyncProperty<T> | fc.IProperty<T>, ms = FUZZ_MS): Promise<number> {
-  const t0 = performance.now()
-  // At most RT_FUZZ_RUNS cases (default 5000) from the fixed seed: a faster machine never explores cases the
-  // slower ones have not passed, so CI stays deterministic; raise it (and RT_FUZZ_MS) to explore.
-  const runs = Number(process.env.RT_FUZZ_RUNS ?? 5000)
-  const out = await fc.check(prop as fc.IAsyncProperty<T>, { numRuns: runs, seed: SEED, plugins: [fc.interruptAfterTimeLimit(ms)] })
-  const dt = ((performance.now() - t0) / 1000).toFixed(1)
-  console.log(`[fuzz] ${name}: ${out.numRuns} cases in ${dt} s (seed ${SEED})`)
-  if (out.failed) {
-    const cause = out.errorInstance instanceof Error ? out.errorInstance.stack ?? out.errorInstance.message : String(out.errorInstance)
-    throw new Error(`${fc.defaultReportMessage(out) ?? name + ': failed'}\nCause: ${cause}`)
-  }
-  expect(out.numRuns).toBeGreaterThan(0)
-  return out.numRuns
-}
 
 /** Strings of every kind: ASCII, full Unicode (astral included), graphemes, whitespace runs, digits. */
 const textArb = fc.oneof(
