@@ -121,8 +121,9 @@ export interface NativeAddon {
     targets: NativeTensor,
     ignoreIndex: number,
     grads: { dlnw: NativeTensor; dlnb: NativeTensor | null; dW: NativeTensor } | null,
+    fp32?: boolean,
   ): Promise<NativeHeadResult>;
-  headLogits(y: NativeTensor, lnw: NativeTensor, lnb: NativeTensor | null, W: NativeTensor, positions: number): Promise<NativeTensor>;
+  headLogits(y: NativeTensor, lnw: NativeTensor, lnb: NativeTensor | null, W: NativeTensor, positions: number, fp32?: boolean): Promise<NativeTensor>;
   adamw(
     params: NativeTensor[],
     grads: NativeTensor[],

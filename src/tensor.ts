@@ -40,7 +40,7 @@ export class Tensor {
   }
 
   /** A tensor holding a copy of `data`, laid out row-major in `shape`. */
-  static fromArray(data: ArrayLike<number>, shape: readonly number[], dtype: DType = 'float32'): Tensor {
+  static fromArray(data: ArrayLike<number>, shape: readonly number[], dtype: DType = 'float32', device: Device = 'cpu'): Tensor {
     if (dtype !== 'float32' && dtype !== 'int32') {
       throw new TypeError(`dtype: expected 'float32' or 'int32', got ${String(dtype)}`);
     }
@@ -57,14 +57,13 @@ export class Tensor {
         if (!Number.isInteger(data[i])) throw new TypeError(`data[${i}]: expected an integer for an int32 tensor`);
       }
     }
-    const native = loadNative('cpu');
-    return new Tensor(new native.TensorHandle(dtype, [...shape], typed));
+    return onDevice(new (loadNative(device).TensorHandle)(dtype, [...shape], typed), device);
   }
 
-  /** A zero-filled tensor. */
-  static zeros(shape: readonly number[], dtype: DType = 'float32'): Tensor {
+  /** A zero-filled tensor on `device` (default 'cpu'). */
+  static zeros(shape: readonly number[], dtype: DType = 'float32', device: Device = 'cpu'): Tensor {
     checkShape(shape, 'shape');
-    return new Tensor(new (loadNative('cpu').TensorHandle)(dtype, [...shape]));
+    return onDevice(new (loadNative(device).TensorHandle)(dtype, [...shape]), device);
   }
 
   /** Number of elements. */
@@ -108,6 +107,17 @@ export class Tensor {
 
   toString(): string {
     return `Tensor(${this.dtype}, [${this.shape.join(', ')}], ${this.device}${this.disposed ? ', disposed' : ''})`;
+  }
+}
+
+// A tensor made in host memory, moved to `device` (the host copy is freed at once).
+function onDevice(host: NativeTensor, device: Device): Tensor {
+  if (device === 'cpu') return new Tensor(host);
+  if (device !== 'cuda') throw new TypeError(`device: expected 'cpu' or 'cuda', got ${String(device)}`);
+  try {
+    return new Tensor(host.to(device));
+  } finally {
+    host.free();
   }
 }
 

@@ -9,6 +9,7 @@
 #include "addon/ops.h"
 #include "core/error.h"
 #include "cpu/kernels.h"
+#include "layer/backend.h"
 
 namespace rt::addon {
 namespace {
@@ -20,7 +21,7 @@ void expect(Napi::Env env, bool ok, const std::string& msg) {
 }
 
 TensorPtr f32(const Napi::Value& v, const char* what, size_t rank) {
-  auto t = TensorHandle::Get(v, what);
+  auto t = TensorHandle::GetAny(v, what);
   if (t->dtype != DType::F32 || t->shape.size() != rank)
     throw Napi::TypeError::New(v.Env(), std::string(what) + ": expected a float32 tensor of rank " + std::to_string(rank) +
                                             ", got " + dtype_name(t->dtype) + " " + t->shape_string());
@@ -91,6 +92,32 @@ void check_tokens(const Tensor& tok, int64_t V) {
                   std::to_string(V) + ")");
 }
 
+// The backend every float tensor of one call lives on: they must share a device (tokens and targets are
+// host tensors whatever the device: JavaScript makes them, and the backend copies them over).
+Backend& backend_of(Napi::Env env, std::initializer_list<const TensorPtr*> ts, bool fp32 = false) {
+  const Tensor* first = nullptr;
+  for (const TensorPtr* t : ts) {
+    if (!*t) continue;
+    if (!first) first = t->get();
+    else if ((*t)->device() != first->device())
+      throw Napi::TypeError::New(env, std::string("tensors on different devices ('") + device_name(first->device()) +
+                                          "' and '" + device_name((*t)->device()) + "'): move them to one device first");
+  }
+  if (!first || first->device() == Device::CPU) return cpu_backend();
+#ifdef RT_CUDA
+  try {
+    return cuda_backend(fp32);
+  } catch (const Error& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+#else
+  (void)fp32;
+  throw Napi::Error::New(env, "a tensor is on 'cuda' but this build of the addon has no CUDA backend");
+#endif
+}
+
+bool flag(const Napi::Value& v) { return !v.IsUndefined() && !v.IsNull() && v.ToBoolean(); }
+
 // The embedding's dropout stream, apart from every (layer, application, site) stream of the layer stack.
 constexpr uint64_t kEmbeddingStream = ~uint64_t(0);
 
@@ -109,12 +136,15 @@ Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
     expect(env, N <= wpe->shape[0], "tokens: sequence length " + std::to_string(N) + " exceeds the model's maxLen " +
                                         std::to_string(wpe->shape[0]));
   }
+  Backend* be = &backend_of(env, {&wte, &wpe});
   auto out = std::make_shared<TensorPtr>();
   return PromiseWorker::Run(
       env, "rt:embedding",
       [=] {
-        *out = Tensor::create(DType::F32, {B, N, d});
-        cpu::embedding_forward(tok->i32(), wte->f32(), ptr(wpe), (*out)->f32(), B, N, d, V, p, seed, kEmbeddingStream);
+        check_tokens(*tok, V);
+        *out = Tensor::create(DType::F32, {B, N, d}, be->device());
+        be->embedding_forward(tok->i32(), wte->f32(), ptr(wpe), (*out)->f32(), B, N, d, V, p, seed, kEmbeddingStream);
+        be->synchronize();
       },
       [out](Napi::Env e) -> Napi::Value { return TensorHandle::Wrap(e, *out); });
 }
@@ -133,11 +163,13 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
          "dout: expected shape [" + std::to_string(B) + ", " + std::to_string(N) + ", " + std::to_string(d) + "], got " +
              dout->shape_string());
   if (dwpe) expect(env, dwpe->shape[0] >= N && dwpe->shape[1] == d, "dwpe: shape " + dwpe->shape_string() + " does not fit");
+  Backend* be = &backend_of(env, {&dout, &dwte, &dwpe});
   return PromiseWorker::Run(
       env, "rt:embedding-backward",
       [=] {
         check_tokens(*tok, dwte->shape[0]);
-        cpu::embedding_backward(tok->i32(), dout->f32(), dwte->f32(), ptr(dwpe), B, N, d, p, seed, kEmbeddingStream);
+        be->embedding_backward(tok->i32(), dout->f32(), dwte->f32(), ptr(dwpe), B, N, d, p, seed, kEmbeddingStream);
+        be->synchronize();
       },
       [](Napi::Env e) -> Napi::Value { return e.Undefined(); });
 }
@@ -171,14 +203,17 @@ Napi::Value HeadXent(const Napi::CallbackInfo& info) {
     expect_width(env, dlnb, d, "grads.dlnb");
     expect(env, !dlnb == !lnb, "grads.dlnb: given exactly when ln_f.bias is");
   }
-  auto res = std::make_shared<cpu::XentResult>();
+  const bool fp32 = flag(info[7]);
+  Backend* be = &backend_of(env, {&Y, &lnw, &lnb, &W, &dlnw, &dlnb, &dW}, fp32);
+  auto res = std::make_shared<XentResult>();
   auto dY = std::make_shared<TensorPtr>();
   return PromiseWorker::Run(
       env, "rt:head",
       [=] {
-        if (grad) *dY = Tensor::create(DType::F32, {B, N, d});
-        *res = cpu::head_xent(Y->f32(), lnw->f32(), ptr(lnb), W->f32(), tg->i32(), B, N, d, V, P, ignore,
-                              grad ? (*dY)->f32() : nullptr, ptr(dlnw), ptr(dlnb), ptr(dW));
+        if (grad) *dY = Tensor::create(DType::F32, {B, N, d}, be->device());
+        *res = be->head_xent(Y->f32(), lnw->f32(), ptr(lnb), W->f32(), tg->i32(), B, N, d, V, P, ignore,
+                             grad ? (*dY)->f32() : nullptr, ptr(dlnw), ptr(dlnb), ptr(dW), fp32);
+        be->synchronize();
       },
       [res, dY](Napi::Env e) -> Napi::Value {
         Napi::Object o = Napi::Object::New(e);
@@ -203,12 +238,15 @@ Napi::Value HeadLogits(const Napi::CallbackInfo& info) {
   expect_width(env, lnw, d, "ln_f.weight");
   expect_width(env, lnb, d, "ln_f.bias");
   expect(env, P >= 1 && P <= N, "positions: expected 1..N, got " + std::to_string(P));
+  const bool fp32 = flag(info[5]);
+  Backend* be = &backend_of(env, {&Y, &lnw, &lnb, &W}, fp32);
   auto out = std::make_shared<TensorPtr>();
   return PromiseWorker::Run(
       env, "rt:logits",
       [=] {
-        *out = Tensor::create(DType::F32, {B, P, V});
-        cpu::head_logits(Y->f32(), lnw->f32(), ptr(lnb), W->f32(), B, N, d, V, P, (*out)->f32());
+        *out = Tensor::create(DType::F32, {B, P, V}, be->device());
+        be->head_logits(Y->f32(), lnw->f32(), ptr(lnb), W->f32(), B, N, d, V, P, (*out)->f32(), fp32);
+        be->synchronize();
       },
       [out](Napi::Env e) -> Napi::Value { return TensorHandle::Wrap(e, *out); });
 }
@@ -228,20 +266,25 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
   std::vector<TensorPtr> P(n), G(n), M(n), Vv(n);
   std::vector<char> decay(n);
   for (uint32_t i = 0; i < n; ++i) {
-    P[i] = TensorHandle::Get(ps.Get(i), "params[i]");
-    G[i] = TensorHandle::Get(gs.Get(i), "grads[i]");
-    M[i] = TensorHandle::Get(ms.Get(i), "m[i]");
-    Vv[i] = TensorHandle::Get(vs.Get(i), "v[i]");
+    P[i] = TensorHandle::GetAny(ps.Get(i), "params[i]");
+    G[i] = TensorHandle::GetAny(gs.Get(i), "grads[i]");
+    M[i] = TensorHandle::GetAny(ms.Get(i), "m[i]");
+    Vv[i] = TensorHandle::GetAny(vs.Get(i), "v[i]");
     decay[i] = ds.Get(i).ToBoolean();
-    for (const TensorPtr& t : {P[i], G[i], M[i], Vv[i]})
+    for (const TensorPtr& t : {P[i], G[i], M[i], Vv[i]}) {
       if (t->dtype != DType::F32) throw Napi::TypeError::New(env, "adamw: tensor " + std::to_string(i) + " must be float32");
+      if (t->device() != P[0]->device())
+        throw Napi::TypeError::New(env, "adamw: tensor " + std::to_string(i) + " is on '" + device_name(t->device()) +
+                                            "', the others on '" + device_name(P[0]->device()) + "'");
+    }
     const size_t k = P[i]->numel();
     expect(env, G[i]->numel() == k && M[i]->numel() == k && Vv[i]->numel() == k,
            "adamw: tensor " + std::to_string(i) + " has mismatched sizes");
   }
+  Backend* be = n ? &backend_of(env, {&P[0]}) : &cpu_backend();
   if (!info[5].IsObject()) throw Napi::TypeError::New(env, "adamw: expected hyper-parameters");
   Napi::Object h = info[5].As<Napi::Object>();
-  cpu::AdamWHyper hp;
+  AdamWHyper hp;
   hp.lr = real(h.Get("lr"), "lr");
   hp.beta1 = real(h.Get("beta1"), "beta1");
   hp.beta2 = real(h.Get("beta2"), "beta2");
@@ -254,17 +297,15 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
   auto skipped = std::make_shared<bool>(false);
   return PromiseWorker::Run(
       env, "rt:adamw",
-      [=]() mutable {
-        double ss = 0;
-        for (auto& g : G) ss += cpu::sum_squares(g->f32(), g->numel());
-        *norm = std::sqrt(ss);
-        if (!std::isfinite(*norm)) {
-          *skipped = true;
-          return;
-        }
-        if (max_norm > 0 && *norm > max_norm) hp.grad_scale = static_cast<float>(max_norm / (*norm + 1e-6));
+      [=] {
+        std::vector<AdamWTensor> ts;
+        ts.reserve(P.size());
         for (size_t i = 0; i < P.size(); ++i)
-          cpu::adamw_update(P[i]->f32(), G[i]->f32(), M[i]->f32(), Vv[i]->f32(), P[i]->numel(), hp, decay[i]);
+          ts.push_back({P[i]->f32(), G[i]->f32(), M[i]->f32(), Vv[i]->f32(), P[i]->numel(), decay[i] != 0});
+        AdamWResult r = be->adamw_step(ts, hp, max_norm);
+        be->synchronize();
+        *norm = r.norm;
+        *skipped = r.skipped;
       },
       [norm, skipped](Napi::Env e) -> Napi::Value {
         Napi::Object o = Napi::Object::New(e);

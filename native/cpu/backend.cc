@@ -171,6 +171,37 @@ class CpuBackend final : public Backend {
   void dropout_backward(const float* dy, float* dx, size_t n, float p, uint64_t seed, uint64_t stream) override {
     cpu::dropout_backward(dy, dx, n, p, seed, stream);
   }
+  void embedding_forward(const int32_t* tokens, const float* wte, const float* wpe, float* out, int B, int N, int d,
+                         int V, float p, uint64_t seed, uint64_t stream) override {
+    cpu::embedding_forward(tokens, wte, wpe, out, B, N, d, V, p, seed, stream);
+  }
+  void embedding_backward(const int32_t* tokens, const float* dout, float* dwte, float* dwpe, int B, int N, int d,
+                          float p, uint64_t seed, uint64_t stream) override {
+    cpu::embedding_backward(tokens, dout, dwte, dwpe, B, N, d, p, seed, stream);
+  }
+  XentResult head_xent(const float* Y, const float* lnw, const float* lnb, const float* W, const int32_t* targets, int B,
+                       int N, int d, int V, int P, int ignore_index, float* dY, float* dlnw, float* dlnb, float* dW,
+                       bool) override {
+    return cpu::head_xent(Y, lnw, lnb, W, targets, B, N, d, V, P, ignore_index, dY, dlnw, dlnb, dW);
+  }
+  void head_logits(const float* Y, const float* lnw, const float* lnb, const float* W, int B, int N, int d, int V, int P,
+                   float* logits, bool) override {
+    cpu::head_logits(Y, lnw, lnb, W, B, N, d, V, P, logits);
+  }
+  AdamWResult adamw_step(const std::vector<AdamWTensor>& tensors, AdamWHyper h, double max_norm) override {
+    AdamWResult r;
+    double ss = 0;
+    for (const AdamWTensor& t : tensors) ss += cpu::sum_squares(t.grad, t.n);
+    r.norm = std::sqrt(ss);
+    if (!std::isfinite(r.norm)) {
+      r.skipped = true;
+      return r;
+    }
+    if (max_norm > 0 && r.norm > max_norm) h.grad_scale = static_cast<float>(max_norm / (r.norm + 1e-6));
+    for (const AdamWTensor& t : tensors) cpu::adamw_update(t.param, t.grad, t.m, t.v, t.n, h, t.decay);
+    return r;
+  }
+
 
  private:
   static size_t grain_rows(size_t cols) { return cols ? (1 << 15) / cols + 1 : 1; }

@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/op_types.h"
+
 namespace rt::cpu {
 
 // ---- matmul.cc ----
@@ -75,11 +77,9 @@ void embedding_backward(const int32_t* tokens, const float* dout, float* dwte, f
 // The head: the last P positions of each of B sequences of Y [B, N, d] go through the final layernorm
 // (lnw, lnb may be null) and a linear map W [V, d] (the tied wte, or an untied classify head) to logits,
 // scored by softmax cross-entropy against targets [B, P]; targets equal to ignore_index are not scored.
-struct XentResult {
-  double loss = 0;       // mean over scored rows (0 when none)
-  int64_t correct = 0;   // scored rows whose argmax equals the target
-  int64_t count = 0;     // scored rows
-};
+using rt::XentResult;
+// The targets that are scored (not ignore_index); throws rt::Error naming the first one outside [0, V).
+int64_t count_scored(const int32_t* targets, int R, int V, int ignore_index);
 // When dY is non-null it receives (written) the gradient of the mean loss w.r.t. Y, zero outside the last
 // P positions; dlnw, dlnb, dW accumulate. Logits are computed in chunks of rows, never all at once, so
 // memory stays O(chunk * V) whatever B * P is.
@@ -91,11 +91,7 @@ void head_logits(const float* Y, const float* lnw, const float* lnb, const float
                  float* logits);
 
 // ---- adamw.cc ----
-struct AdamWHyper {
-  float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
-  int64_t step = 1;         // 1-based, for bias correction
-  float grad_scale = 1.0f;  // multiplies the gradient first (global-norm clipping)
-};
+using rt::AdamWHyper;
 // Decoupled weight decay (applied only when `decay`, i.e. 2-D weights, like nanoGPT), bias-corrected moments.
 void adamw_update(float* param, const float* grad, float* m, float* v, size_t n, const AdamWHyper& h, bool decay);
 // Sum of squares in double, in a fixed order (the same bits for any thread count).

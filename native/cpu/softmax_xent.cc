@@ -30,18 +30,24 @@ void gather_normalise(const float* Y, const float* lnw, const float* lnb, int B,
 
 }  // namespace
 
-XentResult head_xent(const float* Y, const float* lnw, const float* lnb, const float* W, const int32_t* targets, int B,
-                     int N, int d, int V, int P, int ignore_index, float* dY, float* dlnw, float* dlnb, float* dW) {
-  RT_CHECK(P >= 1 && P <= N, "head: scored positions must be in [1, N], got " + std::to_string(P));
-  const int R = B * P;
-  XentResult res;
+int64_t count_scored(const int32_t* targets, int R, int V, int ignore_index) {
+  int64_t count = 0;
   for (int r = 0; r < R; ++r) {
     if (targets[r] == ignore_index) continue;
     if (targets[r] < 0 || targets[r] >= V)
       throw Error("targets: value " + std::to_string(targets[r]) + " at index " + std::to_string(r) +
                   " is outside [0, " + std::to_string(V) + ") and is not the ignore index " + std::to_string(ignore_index));
-    ++res.count;
+    ++count;
   }
+  return count;
+}
+
+XentResult head_xent(const float* Y, const float* lnw, const float* lnb, const float* W, const int32_t* targets, int B,
+                     int N, int d, int V, int P, int ignore_index, float* dY, float* dlnw, float* dlnb, float* dW) {
+  RT_CHECK(P >= 1 && P <= N, "head: scored positions must be in [1, N], got " + std::to_string(P));
+  const int R = B * P;
+  XentResult res;
+  res.count = count_scored(targets, R, V, ignore_index);
   std::vector<float> X, H, mean, rstd;
   gather_normalise(Y, lnw, lnb, B, N, d, P, X, H, mean, rstd);
   std::vector<float> dH;

@@ -10,6 +10,7 @@
 //   the driver and the allocation retried once before an "out of GPU memory" error.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -21,6 +22,7 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "cuda/common.cuh"
+#include "cpu/kernels.h"
 #include "cuda/kernels.cuh"
 #include "layer/backend.h"
 
@@ -390,7 +392,56 @@ class CudaBackend final : public Backend {
     cuda::dropout_backward(dy, dx, n, p, seed, stream_id);
   }
 
+  void embedding_forward(const int32_t* tokens, const float* wte, const float* wpe, float* out, int B, int N, int d,
+                         int V, float p, uint64_t seed, uint64_t stream_id) override {
+    (void)V;  // the caller has checked every token against V
+    Scratch tok = upload_ints(tokens, static_cast<size_t>(B) * N);
+    cuda::embedding_forward(static_cast<const int32_t*>(tok.get()), wte, wpe, out, B, N, d, p, seed, stream_id);
+  }
+  void embedding_backward(const int32_t* tokens, const float* dout, float* dwte, float* dwpe, int B, int N, int d,
+                          float p, uint64_t seed, uint64_t stream_id) override {
+    Scratch tok = upload_ints(tokens, static_cast<size_t>(B) * N);
+    cuda::embedding_backward(static_cast<const int32_t*>(tok.get()), dout, dwte, dwpe, B, N, d, vocab_of(tokens, B * N),
+                             p, seed, stream_id);
+  }
+  XentResult head_xent(const float* Y, const float* lnw, const float* lnb, const float* W, const int32_t* targets, int B,
+                       int N, int d, int V, int P, int ignore_index, float* dY, float* dlnw, float* dlnb, float* dW,
+                       bool fp32) override {
+    RT_CHECK(P >= 1 && P <= N, "head: scored positions must be in [1, N], got " + std::to_string(P));
+    XentResult res;
+    res.count = cpu::count_scored(targets, B * P, V, ignore_index);
+    Scratch tg = upload_ints(targets, static_cast<size_t>(B) * P), totals(2 * sizeof(double));
+    cuda::head_xent(!(fp32 || fp32_), Y, lnw, lnb, W, static_cast<const int32_t*>(tg.get()), B, N, d, V, P, ignore_index,
+                    res.count, dY, dlnw, dlnb, dW, static_cast<double*>(totals.get()));
+    double t[2];
+    memcpy_kind(t, totals.get(), sizeof t, cudaMemcpyDeviceToHost);
+    res.loss = res.count ? t[0] / res.count : 0.0;
+    res.correct = static_cast<int64_t>(t[1]);
+    return res;
+  }
+  void head_logits(const float* Y, const float* lnw, const float* lnb, const float* W, int B, int N, int d, int V, int P,
+                   float* logits, bool fp32) override {
+    RT_CHECK(P >= 1 && P <= N, "head: scored positions must be in [1, N], got " + std::to_string(P));
+    cuda::head_logits(!(fp32 || fp32_), Y, lnw, lnb, W, B, N, d, V, P, logits);
+  }
+  AdamWResult adamw_step(const std::vector<AdamWTensor>& tensors, AdamWHyper h, double max_norm) override {
+    AdamWResult r;
+    r.norm = cuda::adamw_step(tensors.data(), tensors.size(), h, max_norm, &r.skipped);
+    return r;
+  }
+
  private:
+  static Scratch upload_ints(const int32_t* host, size_t n) {
+    Scratch d(n * sizeof(int32_t));
+    memcpy_kind(d.get(), host, n * sizeof(int32_t), cudaMemcpyHostToDevice);
+    return d;
+  }
+  // The embedding backward's shared-memory table needs the vocabulary size; the largest token bounds it.
+  static int vocab_of(const int32_t* tokens, int n) {
+    int32_t mx = 0;
+    for (int i = 0; i < n; ++i) mx = std::max(mx, tokens[i]);
+    return mx + 1;
+  }
   bool fp32_;
 };
 

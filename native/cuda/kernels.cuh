@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/op_types.h"
+
 namespace rt::cuda {
 
 // ---- matmul.cu ----
@@ -67,5 +69,25 @@ void dropout_backward(const float* dy, float* dx, size_t n, float p, uint64_t se
 
 // ---- decode.cu ----
 void attention_cached(const float* qkv, int cap, int B, int t0, int c, int d, int H, float* out);
+
+// ---- embedding.cu ----
+// As cpu::embedding_forward / embedding_backward, with `tokens` in device memory (already range-checked).
+void embedding_forward(const int32_t* tokens, const float* wte, const float* wpe, float* out, int B, int N, int d,
+                       float p, uint64_t seed, uint64_t stream);
+void embedding_backward(const int32_t* tokens, const float* dout, float* dwte, float* dwpe, int B, int N, int d, int V,
+                        float p, uint64_t seed, uint64_t stream);
+
+// ---- softmax_xent.cu ----
+// As cpu::head_xent, with `targets` [B*P] in device memory and `count` (the scored rows) counted by the
+// caller; totals (device, two doubles) receives the summed loss and the number of argmax hits.
+void head_xent(bool bf16, const float* Y, const float* lnw, const float* lnb, const float* W, const int32_t* targets,
+               int B, int N, int d, int V, int P, int ignore_index, int64_t count, float* dY, float* dlnw, float* dlnb,
+               float* dW, double* totals);
+void head_logits(bool bf16, const float* Y, const float* lnw, const float* lnb, const float* W, int B, int N, int d,
+                 int V, int P, float* logits);
+
+// ---- adamw.cu ----
+// One step over `count` tensors (device pointers); returns the global gradient norm (waits for it).
+double adamw_step(const AdamWTensor* tensors, size_t count, const AdamWHyper& h, double max_norm, bool* skipped);
 
 }  // namespace rt::cuda

@@ -6,6 +6,9 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <vector>
+
+#include "core/op_types.h"
 #include "core/tensor.h"
 
 namespace rt {
@@ -75,6 +78,23 @@ class Backend {
                                uint64_t stream) = 0;
   virtual void dropout_backward(const float* dy, float* dx, size_t n, float p, uint64_t seed,
                                 uint64_t stream) = 0;
+
+  // ---- The model's ops around the layer stack (cpu/embedding.cc, softmax_xent.cc, adamw.cc and their
+  // cuda/ mirrors); semantics as in cpu/kernels.h. Tokens and targets are HOST int32 arrays already checked
+  // against the vocabulary by the caller: they are small, are made by JavaScript, and a device backend
+  // copies them over itself. `fp32` picks float32 matrix products on a device whose default is bf16.
+  virtual void embedding_forward(const int32_t* tokens, const float* wte, const float* wpe, float* out, int B, int N,
+                                 int d, int V, float p, uint64_t seed, uint64_t stream) = 0;
+  virtual void embedding_backward(const int32_t* tokens, const float* dout, float* dwte, float* dwpe, int B, int N,
+                                  int d, float p, uint64_t seed, uint64_t stream) = 0;
+  virtual XentResult head_xent(const float* Y, const float* lnw, const float* lnb, const float* W, const int32_t* targets,
+                               int B, int N, int d, int V, int P, int ignore_index, float* dY, float* dlnw, float* dlnb,
+                               float* dW, bool fp32) = 0;
+  virtual void head_logits(const float* Y, const float* lnw, const float* lnb, const float* W, int B, int N, int d, int V,
+                           int P, float* logits, bool fp32) = 0;
+  // One optimizer step over every tensor: the global gradient norm (double, fixed order), then, when it is
+  // finite, clipping to max_norm (when > 0) and the AdamW update of each tensor.
+  virtual AdamWResult adamw_step(const std::vector<AdamWTensor>& tensors, AdamWHyper h, double max_norm) = 0;
 };
 
 Backend& cpu_backend();

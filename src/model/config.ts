@@ -131,6 +131,19 @@ export interface ModelConfig {
   bias?: boolean;
   head?: HeadConfig;
   seed?: number;
+  /**
+   * Where the model runs: 'cpu' or 'cuda' (default RT_DEVICE, else 'cpu'). Not part of the resolved config
+   * (a checkpoint does not depend on the machine that wrote it): the model reports it as `model.device`.
+   */
+  device?: Device;
+  /** CUDA only: 'bf16' tensor-core products with float32 accumulation (default) or 'fp32'. */
+  precision?: Precision;
+}
+
+/** Where a model runs; see ModelConfig.device and ModelConfig.precision. */
+export interface ModelPlacement {
+  device: Device;
+  precision: Precision;
 }
 
 export interface ResolvedModelConfig {
@@ -182,6 +195,8 @@ export function resolveModelConfig(config: ModelConfig): ResolvedModelConfig {
     bias: config.bias,
     dropout: config.dropout,
     seed: config.seed,
+    device: config.device,
+    precision: config.precision,
   });
   const positional = config.positional ?? true;
   if (typeof positional !== 'boolean') throw new TypeError('config.positional: expected a boolean');
@@ -193,6 +208,15 @@ export function resolveModelConfig(config: ModelConfig): ResolvedModelConfig {
     else throw new TypeError("config.head: expected 'lm', {copy: M} or {classify: C}");
   }
   return { vocabSize, maxLen, window, windowRange, positional, head, ...withoutWindow(layer) };
+}
+
+/** The device and precision a model config asks for (validated; defaults filled in). */
+export function resolvePlacement(config: Pick<ModelConfig, 'device' | 'precision'>): ModelPlacement {
+  const device = config.device ?? defaultDevice();
+  if (device !== 'cpu' && device !== 'cuda') throw new RangeError(`config.device: expected 'cpu' or 'cuda', got ${String(device)}`);
+  const precision = config.precision ?? 'bf16';
+  if (precision !== 'bf16' && precision !== 'fp32') throw new RangeError(`config.precision: expected 'bf16' or 'fp32', got ${String(precision)}`);
+  return { device, precision };
 }
 
 // The model's config keeps neither the layer's window (it has its own) nor where the layer runs: a

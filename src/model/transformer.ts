@@ -2,9 +2,9 @@
 // (tied language-model head, copy head over the last M positions, or an untied classifier). Every
 // heavy step is one native call; a training step is five of them plus the optimizer's one.
 import { Rng } from '../data/rng.js';
-import { loadNative, type NativeAddon } from '../native.js';
-import { Tensor } from '../tensor.js';
-import { resolveModelConfig, type ModelConfig, type ResolvedModelConfig } from './config.js';
+import { loadNative, type Device, type NativeAddon } from '../native.js';
+import { adoptHandle, Tensor } from '../tensor.js';
+import { resolveModelConfig, resolvePlacement, type ModelConfig, type Precision, type ResolvedModelConfig } from './config.js';
 import { RecurrentLayer, type Parameter, type ParameterLock } from './layer.js';
 
 /** Loss (mean over scored positions), argmax hits and the number of scored positions. */
@@ -52,6 +52,10 @@ interface OwnParam extends Parameter {
 export class RecurrentTransformer {
   readonly config: ResolvedModelConfig;
   readonly stack: RecurrentLayer;
+  /** Where the weights live and every op runs (config.device, else RT_DEVICE, else 'cpu'). */
+  readonly device: Device;
+  /** CUDA matrix products: 'bf16' tensor cores (default) or 'fp32'. */
+  readonly precision: Precision;
   #native: NativeAddon;
   #wte: OwnParam;
   #wpe: OwnParam | null;
@@ -64,7 +68,10 @@ export class RecurrentTransformer {
   constructor(config: ModelConfig) {
     this.config = resolveModelConfig(config);
     const c = this.config;
-    this.#native = loadNative('cpu');
+    const placement = resolvePlacement(config);
+    this.device = placement.device;
+    this.precision = placement.precision;
+    this.#native = loadNative(this.device);
     this.stack = new RecurrentLayer({
       d: c.d,
       heads: c.heads,
@@ -76,9 +83,8 @@ export class RecurrentTransformer {
       bias: c.bias,
       dropout: c.dropout,
       seed: c.seed,
-      // The model's own ops (embedding, head, AdamW, decoding) run on the CPU only so far: the stack
-      // stays there too, whatever RT_DEVICE says, until they are ported to CUDA.
-      device: 'cpu',
+      device: this.device,
+      precision: this.precision,
     });
     const rng = new Rng(c.seed).fork(0x6d6f64656c);  // 'model': apart from the layer stack's init streams
     const normal = (n: number, std: number): Float32Array => {
@@ -87,8 +93,8 @@ export class RecurrentTransformer {
       return a;
     };
     const own = (name: string, shape: number[], data: Float32Array, decay: boolean): OwnParam => {
-      const value = Tensor.fromArray(data, shape);
-      return { name, shape: value.shape, value, grad: Tensor.zeros(shape), decay };
+      const value = Tensor.fromArray(data, shape, 'float32', this.device);
+      return { name, shape: value.shape, value, grad: Tensor.zeros(shape, 'float32', this.device), decay };
     };
     this.#wte = own('transformer.wte.weight', [c.vocabSize, c.d], normal(c.vocabSize * c.d, 0.02), true);
     this.#wpe = c.positional ? own('transformer.wpe.weight', [c.maxLen, c.d], normal(c.maxLen * c.d, 0.02), true) : null;
@@ -132,7 +138,7 @@ export class RecurrentTransformer {
     if (!Number.isSafeInteger(seed) || seed < 0) throw new RangeError(`opts.seed: expected a non-negative integer, got ${String(opts.seed)}`);
     const p = training ? this.config.dropout : 0;
     const n = this.#native;
-    const emb = new Tensor(await n.embeddingForward(tokens.handle('tokens'), this.#wte.value.handle(), this.#wpe?.value.handle() ?? null, p, seed));
+    const emb = new Tensor(await n.embeddingForward(adoptHandle(tokens, n, 'tokens'), this.#wte.value.handle(), this.#wpe?.value.handle() ?? null, p, seed));
     let y: Tensor | undefined;
     let dY: Tensor | undefined;
     let dx: Tensor | undefined;
@@ -144,9 +150,10 @@ export class RecurrentTransformer {
         this.#lnW.value.handle(),
         this.#lnB?.value.handle() ?? null,
         this.#headWeight().value.handle(),
-        targets.handle('targets'),
+        adoptHandle(targets, n, 'targets'),
         IGNORE_INDEX,
         { dlnw: this.#lnW.grad.handle(), dlnb: this.#lnB?.grad.handle() ?? null, dW: this.#headWeight().grad.handle() },
+        this.precision === 'fp32',
       );
       dY = new Tensor(r.dY!);
       if (!Number.isFinite(r.loss)) {
@@ -154,7 +161,7 @@ export class RecurrentTransformer {
         return { loss: r.loss, correct: r.correct, count: r.count };
       }
       dx = await this.stack.backward(dY, { checkFinite: false });
-      await n.embeddingBackward(tokens.handle('tokens'), dx.handle(), this.#wte.grad.handle(), this.#wpe?.grad.handle() ?? null, p, seed);
+      await n.embeddingBackward(adoptHandle(tokens, n, 'tokens'), dx.handle(), this.#wte.grad.handle(), this.#wpe?.grad.handle() ?? null, p, seed);
       return { loss: r.loss, correct: r.correct, count: r.count };
     } finally {
       for (const t of [emb, y, dY, dx]) t?.dispose();
@@ -175,9 +182,10 @@ export class RecurrentTransformer {
         this.#lnW.value.handle(),
         this.#lnB?.value.handle() ?? null,
         this.#headWeight().value.handle(),
-        targets.handle('targets'),
+        adoptHandle(targets, this.#native, 'targets'),
         IGNORE_INDEX,
         null,
+        this.precision === 'fp32',
       );
       return { loss: r.loss, correct: r.correct, count: r.count };
     } finally {
@@ -199,7 +207,7 @@ export class RecurrentTransformer {
         throw new RangeError(`opts.positions: expected an integer in [1, ${tokens.shape[1]}], got ${String(opts.positions)}`);
       }
       return new Tensor(
-        await this.#native.headLogits(y.handle(), this.#lnW.value.handle(), this.#lnB?.value.handle() ?? null, this.#headWeight().value.handle(), P),
+        await this.#native.headLogits(y.handle(), this.#lnW.value.handle(), this.#lnB?.value.handle() ?? null, this.#headWeight().value.handle(), P, this.precision === 'fp32'),
       );
     } finally {
       y.dispose();
@@ -222,6 +230,13 @@ export class RecurrentTransformer {
     }
     if (typeof this.config.head === 'object' && 'classify' in this.config.head) {
       throw new Error('decoder: a classify model has no next-token head');
+    }
+    if (this.device !== 'cpu') {
+      // Incremental decoding runs on the CPU so far: a CUDA model decodes with a CPU copy of its current
+      // weights (made now; later training steps do not reach a decoder made before them).
+      const twin = new RecurrentTransformer({ ...this.config, device: 'cpu' });
+      twin.importParameters(this.exportParameters());
+      return twin.decoder(batch, maxPositions);
     }
     const handle = new this.#native.DecoderHandle(
       this.stack.nativeHandle('decoder'),
@@ -301,7 +316,7 @@ export class RecurrentTransformer {
 
   async #hidden(tokens: Tensor, window: number | undefined): Promise<Tensor> {
     this.#live('evaluate');
-    const emb = new Tensor(await this.#native.embeddingForward(tokens.handle('tokens'), this.#wte.value.handle(), this.#wpe?.value.handle() ?? null, 0, 0));
+    const emb = new Tensor(await this.#native.embeddingForward(adoptHandle(tokens, this.#native, 'tokens'), this.#wte.value.handle(), this.#wpe?.value.handle() ?? null, 0, 0));
     try {
       return await this.stack.forward(emb, { training: false, grad: false, window });
     } finally {

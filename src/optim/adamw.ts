@@ -75,8 +75,9 @@ export class AdamW {
     this.maxGradNorm = positive(opts.maxGradNorm ?? 0, 'maxGradNorm', true);
     this.#params = params;
     this.#decay = decay;
-    this.#m = params.map((p) => Tensor.zeros(p.shape));
-    this.#v = params.map((p) => Tensor.zeros(p.shape));
+    // The moments live beside the weights, on their device (one device for all: the native step checks).
+    this.#m = params.map((p) => Tensor.zeros(p.shape, 'float32', p.value.device));
+    this.#v = params.map((p) => Tensor.zeros(p.shape, 'float32', p.value.device));
   }
 
   get stepCount(): number {
@@ -98,7 +99,7 @@ export class AdamW {
   }
 
   async #update(lr: number): Promise<StepInfo> {
-    const r = await loadNative('cpu').adamw(
+    const r = await loadNative(this.#params[0]?.value.device ?? 'cpu').adamw(
       this.#params.map((p) => p.value.handle(p.name)),
       this.#params.map((p) => p.grad.handle(p.name)),
       this.#m.map((t) => t.handle()),

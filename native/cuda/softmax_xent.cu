@@ -1,0 +1,152 @@
+// The head, the mirror of cpu/softmax_xent.cc: final LayerNorm of the scored positions, logits through the
+// tied (or classify) weight, softmax cross-entropy and its backward, chunked over rows so that logits
+// never take more than kChunkFloats of device memory whatever B * P * V is.
+//
+// Per chunk: one GEMM for the logits, one kernel (a warp per row) for max / argmax / log-sum-exp / loss and
+// the gradient written over the logits, two GEMMs for dW and dH. Losses are kept per row and summed in
+// row order at the end (double), so the loss does not depend on the chunking or on scheduling.
+#include <algorithm>
+#include <string>
+
+#include "cuda/common.cuh"
+#include "cuda/kernels.cuh"
+
+namespace rt::cuda {
+namespace {
+
+constexpr size_t kChunkFloats = size_t(1) << 25;  // 128 MB of logits at most
+
+__global__ void xent_rows_kernel(float* __restrict__ z, const int32_t* __restrict__ targets, int rows, int V,
+                                 int ignore_index, float inv_count, bool grad, double* __restrict__ row_loss,
+                                 int* __restrict__ row_hit) {
+  const int r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (r >= rows) return;
+  float* zr = z + static_cast<size_t>(r) * V;
+  float mx = -INFINITY;
+  int arg = 0x7fffffff;
+  for (int j = lane; j < V; j += 32) {
+    const float v = zr[j];
+    if (v > mx || (v == mx && j < arg)) { mx = v; arg = j; }  // the first maximum, like std::max_element
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float om = __shfl_xor_sync(0xffffffffu, mx, o);
+    const int oa = __shfl_xor_sync(0xffffffffu, arg, o);
+    if (om > mx || (om == mx && oa < arg)) { mx = om; arg = oa; }
+  }
+  double s = 0;
+  for (int j = lane; j < V; j += 32) s += static_cast<double>(expf(zr[j] - mx));
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  const int t = targets[r];
+  const double lse = mx + log(s);
+  if (lane == 0) {
+    row_loss[r] = t == ignore_index ? 0.0 : lse - zr[t];
+    row_hit[r] = t != ignore_index && arg == t;
+  }
+  if (!grad) return;
+  __syncwarp();
+  const float flse = static_cast<float>(lse);
+  for (int j = lane; j < V; j += 32) {
+    float g = t == ignore_index ? 0.0f : expf(zr[j] - flse) * inv_count;
+    if (j == t) g -= inv_count;
+    zr[j] = g;
+  }
+}
+
+// Sums of the per-row losses and hits: each thread a contiguous range in row order, then a fixed tree: the
+// same bits every run.
+constexpr int kTotalThreads = 256;
+__global__ void __launch_bounds__(kTotalThreads) xent_total_kernel(const double* __restrict__ row_loss,
+                                                                  const int* __restrict__ row_hit, int rows,
+                                                                  double* __restrict__ out) {
+  __shared__ double loss[kTotalThreads], hits[kTotalThreads];
+  const int r0 = static_cast<int>(static_cast<long long>(rows) * threadIdx.x / kTotalThreads);
+  const int r1 = static_cast<int>(static_cast<long long>(rows) * (threadIdx.x + 1) / kTotalThreads);
+  double l = 0, h = 0;
+  for (int r = r0; r < r1; ++r) {
+    l += row_loss[r];
+    h += row_hit[r];
+  }
+  loss[threadIdx.x] = l;
+  hits[threadIdx.x] = h;
+  __syncthreads();
+  for (int w = kTotalThreads / 2; w > 0; w >>= 1) {
+    if (threadIdx.x < w) {
+      loss[threadIdx.x] += loss[threadIdx.x + w];
+      hits[threadIdx.x] += hits[threadIdx.x + w];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    out[0] = loss[0];
+    out[1] = hits[0];
+  }
+}
+
+// X [R, d] = the last P positions of each of B sequences of Y [B, N, d] (a strided copy), or Y itself.
+const float* gather(const float* Y, int B, int N, int d, int P, Scratch& X) {
+  if (P == N) return Y;
+  X = Scratch(sizeof(float) * B * P * d);
+  RT_CU(cudaMemcpy2DAsync(X.get(), sizeof(float) * P * d, Y + static_cast<size_t>(N - P) * d, sizeof(float) * N * d,
+                          sizeof(float) * P * d, B, cudaMemcpyDeviceToDevice, stream()));
+  return X.f32();
+}
+
+}  // namespace
+
+void head_xent(bool bf16, const float* Y, const float* lnw, const float* lnb, const float* W, const int32_t* targets,
+               int B, int N, int d, int V, int P, int ignore_index, int64_t count, float* dY, float* dlnw, float* dlnb,
+               float* dW, double* totals) {
+  const int R = B * P;
+  Scratch Xs;
+  const float* X = gather(Y, B, N, d, P, Xs);
+  Scratch H(sizeof(float) * R * d), mean(sizeof(float) * R), rstd(sizeof(float) * R);
+  layernorm_forward(X, lnw, lnb, H.f32(), mean.f32(), rstd.f32(), R, d);
+  Scratch dH;
+  if (dY) dH = Scratch(sizeof(float) * R * d);
+  const int chunk = static_cast<int>(std::max<size_t>(1, std::min<size_t>(R, kChunkFloats / V)));
+  Scratch logits(sizeof(float) * static_cast<size_t>(chunk) * V);
+  Scratch row_loss(sizeof(double) * R), row_hit(sizeof(int) * R);
+  const float inv_count = count ? 1.0f / static_cast<float>(count) : 0.0f;
+  for (int r0 = 0; r0 < R; r0 += chunk) {
+    const int rc = std::min(chunk, R - r0);
+    const float* Hc = H.f32() + static_cast<size_t>(r0) * d;
+    gemm(bf16, false, true, rc, V, d, 1.0f, Hc, d, W, d, 0.0f, logits.f32(), V);
+    xent_rows_kernel<<<(rc + 7) / 8, 256, 0, stream()>>>(logits.f32(), targets + r0, rc, V, ignore_index, inv_count,
+                                                        dY != nullptr, static_cast<double*>(row_loss.get()) + r0,
+                                                        static_cast<int*>(row_hit.get()) + r0);
+    RT_CU_LAUNCH("head softmax cross-entropy");
+    if (dY) {
+      gemm(bf16, true, false, V, d, rc, 1.0f, logits.f32(), V, Hc, d, 1.0f, dW, d);
+      gemm(bf16, false, false, rc, d, V, 1.0f, logits.f32(), V, W, d, 0.0f, dH.f32() + static_cast<size_t>(r0) * d, d);
+    }
+  }
+  xent_total_kernel<<<1, kTotalThreads, 0, stream()>>>(static_cast<double*>(row_loss.get()),
+                                                       static_cast<int*>(row_hit.get()), R, totals);
+  RT_CU_LAUNCH("head loss total");
+  if (dY) {
+    RT_CU(cudaMemsetAsync(dY, 0, sizeof(float) * B * N * d, stream()));
+    if (P == N) {
+      layernorm_backward(X, lnw, mean.f32(), rstd.f32(), dH.f32(), dY, dlnw, dlnb, R, d);
+    } else {
+      Scratch dX(sizeof(float) * R * d);
+      RT_CU(cudaMemsetAsync(dX.get(), 0, sizeof(float) * R * d, stream()));
+      layernorm_backward(X, lnw, mean.f32(), rstd.f32(), dH.f32(), dX.f32(), dlnw, dlnb, R, d);
+      RT_CU(cudaMemcpy2DAsync(dY + static_cast<size_t>(N - P) * d, sizeof(float) * N * d, dX.get(), sizeof(float) * P * d,
+                              sizeof(float) * P * d, B, cudaMemcpyDeviceToDevice, stream()));
+    }
+  }
+}
+
+void head_logits(bool bf16, const float* Y, const float* lnw, const float* lnb, const float* W, int B, int N, int d,
+                 int V, int P, float* logits) {
+  const int R = B * P;
+  Scratch Xs;
+  const float* X = gather(Y, B, N, d, P, Xs);
+  Scratch H(sizeof(float) * R * d), mean(sizeof(float) * R), rstd(sizeof(float) * R);
+  layernorm_forward(X, lnw, lnb, H.f32(), mean.f32(), rstd.f32(), R, d);
+  gemm(bf16, false, true, R, V, d, 1.0f, H.f32(), d, W, d, 0.0f, logits, V);
+}
+
+}  // namespace rt::cuda
