@@ -1,29 +1,56 @@
 #!/usr/bin/env bash
-# On the GPU machine (see prepare.sh): the kernel check, the CUDA layer against the CPU layer, then the
-# timing against the PyTorch peer, with logs and JSON lines under $OUT. The table comes last.
-#   bash bench/cuda/run.sh [--sanitize]
+# On the GPU machine (see prepare.sh): the kernel check, the CUDA layer and the whole CUDA model against
+# the CPU, then the timings against the PyTorch peers, with logs and JSON lines under $OUT; tables last.
+#   bash bench/cuda/run.sh [--sanitize] [--stages kernels,layer,model,bench-layer,bench-model]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/rt-cuda-out}"
 mkdir -p "$OUT"
+SANITIZE=0
+STAGES="kernels,layer,model,bench-layer,bench-model"
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --sanitize) SANITIZE=1 ;;
+    --stages) STAGES="$2"; shift ;;
+  esac
+  shift
+done
+has() { [[ ",$STAGES," == *",$1,"* ]]; }
 xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node && export PATH=/tmp:$PATH
 xz -dc .device/rt.node.xz > /tmp/rt.node && export RT_CUDA_ADDON=/tmp/rt.node
 xz -dc .device/kernels_check.xz > /tmp/kernels_check && chmod +x /tmp/kernels_check
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.used --format=csv | tee "$OUT/gpu.txt"
 python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)' | tee -a "$OUT/gpu.txt"
 status=0
-echo "== kernels_check"
-/tmp/kernels_check 2>&1 | tee "$OUT/kernels.log" || status=1
-echo "== layer check (cuda vs cpu)"
-node bench/cuda/check.mjs --out "$OUT/check.jsonl" 2>&1 | tee "$OUT/check.log" || status=1
-echo "== timing (ours, then the torch peer)"
-node bench/cuda/bench.mjs --out "$OUT/bench.jsonl" 2>&1 | tee "$OUT/bench.log" || status=1
-if [[ "${1:-}" == "--sanitize" ]]; then
-  echo "== compute-sanitizer memcheck (kernel checks only)"
+if has kernels; then
+  echo "== kernels_check"
+  /tmp/kernels_check 2>&1 | tee "$OUT/kernels.log" || status=1
+fi
+if has layer; then
+  echo "== layer check (cuda vs cpu)"
+  node bench/cuda/check.mjs --out "$OUT/check.jsonl" 2>&1 | tee "$OUT/check.log" || status=1
+fi
+if has model; then
+  echo "== model check (cuda vs cpu, allocator poisoned with NaN)"
+  RT_CUDA_POISON=1 node bench/cuda/check-model.mjs --out "$OUT/check-model.jsonl" 2>&1 | tee "$OUT/check-model.log" || status=1
+fi
+if has bench-layer; then
+  echo "== layer timing (ours, then the torch peer)"
+  node bench/cuda/bench.mjs --out "$OUT/bench.jsonl" 2>&1 | tee "$OUT/bench.log" || status=1
+fi
+if has bench-model; then
+  echo "== train-step timing (ours, then the torch peer)"
+  node bench/cuda/bench-model.mjs --torch-modes "${TORCH_MODES:-fp32,bf16,bf16-sdpa,compile}" --out "$OUT/bench-model.jsonl" 2>&1 | tee "$OUT/bench-model.log" || status=1
+fi
+if [[ $SANITIZE == 1 ]]; then
+  echo "== compute-sanitizer memcheck (kernel checks, then a small train step)"
   timeout 150 compute-sanitizer --tool memcheck --print-limit 20 /tmp/kernels_check --no-bench > "$OUT/memcheck.log" 2>&1
-  tail -5 "$OUT/memcheck.log"
+  tail -3 "$OUT/memcheck.log"
+  RT_BENCH_DEVICE=cuda timeout 200 compute-sanitizer --tool memcheck --print-limit 20 node bench/cuda/bench-model.mjs --configs tiny --no-torch --reps 2 > "$OUT/memcheck-model.log" 2>&1
+  tail -3 "$OUT/memcheck-model.log"
 fi
 echo "== summary"
-grep -h -E "^kernels_check:|^check:" "$OUT/kernels.log" "$OUT/check.log"
-grep -A 20 "^config " "$OUT/bench.log"
+grep -h -E "^kernels_check:|^check:|^check-model:" "$OUT"/*.log 2>/dev/null
+[[ -f "$OUT/bench.log" ]] && grep -A 20 "^config " "$OUT/bench.log"
+[[ -f "$OUT/bench-model.log" ]] && grep -A 20 "^config " "$OUT/bench-model.log"
 exit $status

@@ -113,7 +113,7 @@ class Allocator {
         void* p = it->second.back();
         it->second.pop_back();
         live_[p] = cls;
-        return p;
+        return poisoned(r, p, cls);
       }
     }
     void* p = nullptr;
@@ -132,9 +132,11 @@ class Allocator {
                   " MiB; training memory grows linearly in N: use a shorter sequence or batch)");
     }
     if (e != cudaSuccess) throw_cuda(e, "cudaMalloc");
-    std::lock_guard<std::mutex> lock(mu_);
-    live_[p] = cls;
-    return p;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      live_[p] = cls;
+    }
+    return poisoned(r, p, cls);
   }
 
   void release(void* p) noexcept {
@@ -147,6 +149,16 @@ class Allocator {
   }
 
  private:
+  // RT_CUDA_POISON=1 (checks only): every block handed out is filled with 0xff bytes, a NaN in every float,
+  // so that a kernel reading memory nobody wrote, or leaving part of an output unwritten, is caught.
+  static void* poisoned(Runtime& r, void* p, size_t bytes) {
+    static const bool on = [] {
+      const char* e = std::getenv("RT_CUDA_POISON");
+      return e && *e && std::string(e) != "0";
+    }();
+    if (on) RT_CU(cudaMemsetAsync(p, 0xff, bytes, r.stream));
+    return p;
+  }
   // Returns every cached block to the driver, after the stream has finished with them.
   void trim(Runtime& r) {
     cudaStreamSynchronize(r.stream);
