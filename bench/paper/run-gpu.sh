@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# On the GPU machine: trains the given presets of `rt train --preset` (docs/RESULTS.md's rows) on CUDA, one
+# after the other, each into /tmp/runs/<preset>/, then packs every run's log.jsonl (and the final summary
+# line) into $OUT/runs-<tag>.tar.gz. Checkpoints stay behind (too large to come back).
+#   bash bench/paper/run-gpu.sh TAG PRESET[:EXTRA FLAGS] ...
+# Needs carried: .device (node, the CUDA addon; .device/data/ holds the data files: tinyshakespeare.txt and
+# fashion-mnist/*.gz, copied there by bench/paper/prepare.sh) and dist.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-/tmp/rt-paper-out}"
+mkdir -p "$OUT" /tmp/runs
+TAG="$1"; shift
+[[ -x /tmp/node ]] || { xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node; }
+xz -dc .device/rt.node.xz > /tmp/rt.node
+export PATH=/tmp:$PATH RT_CUDA_ADDON=/tmp/rt.node RT_DEVICE=cuda
+# The data where the presets look for it (../shared/data, like CI's checkout) and Fashion-MNIST.
+mkdir -p ../shared/data
+[[ -f .device/data/tinyshakespeare.txt ]] && cp .device/data/tinyshakespeare.txt ../shared/data/
+FMNIST=.device/data/fashion-mnist
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,memory.used --format=csv,noheader | tee "$OUT/gpu-$TAG.txt"
+for spec in "$@"; do
+  preset="${spec%%:*}"; extra=""; [[ "$spec" == *:* ]] && extra="${spec#*:}"
+  dir=/tmp/runs/$preset
+  data_flag=""
+  [[ "$preset" == fmnist-* ]] && data_flag="--data $FMNIST"
+  echo "== $preset $extra ($(date -u +%H:%M:%S))"
+  start=$(date +%s)
+  # shellcheck disable=SC2086
+  node dist/cli/rt.js train --preset "$preset" --device cuda --out "$dir" --json $data_flag $extra > "$dir.stdout" 2> "$dir.stderr"
+  rc=$?
+  echo "rc $rc, $(( $(date +%s) - start )) s" | tee -a "$OUT/gpu-$TAG.txt"
+  tail -2 "$dir.stdout" | cut -c1-400
+  tail -3 "$dir.stderr"
+  cp "$dir.stdout" "$dir/stdout.jsonl" 2>/dev/null; cp "$dir.stderr" "$dir/stderr.txt" 2>/dev/null
+done
+tar -C /tmp/runs -czf "$OUT/runs-$TAG.tar.gz" --exclude='*.safetensors' --exclude='*.tmp' .
+ls -la "$OUT"
