@@ -24,5 +24,11 @@ export * from './io/index.js';
 export { createServer, type ServerOptions, type RunningServer } from './serve/server.js';
 export { Scheduler, QueueFullError, AbortedError, type SchedulerOptions } from './serve/scheduler.js';
 export { generate, sampleToken, SequenceSampler, type GenerateOptions, type GeneratedToken, type TextCodec } from './generate.js';
-export { nativeInfo, benchSgemm, nativeAllocatedBytes, defaultDevice, type Device } from './native.js';
+export {
+  nativeInfo, benchSgemm, nativeAllocatedBytes, defaultDevice, cudaStatus, preferDevice, CUDA_PACKAGE,
+  type Device, type CudaStatus, type CudaStatusReport,
+} from './native.js';
 export * from './tokenizer/index.js';
+export { flopsPerSample, applicationFlops, applicationLengths, type FlopsModel, type FlopsPerSample } from './model/flops.js';
+export { writeReport, readRun, parseRunLog, type ReportFiles, type RunData } from './report/index.js';
+export * from './distributed/index.js';

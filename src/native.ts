@@ -1,12 +1,24 @@
 // Loads the compiled addon. node-gyp-build picks build/Release (a source build) before prebuilds/
-// (the shipped binaries). The CUDA build (build-cuda/Release/rt.node, `npm run build:cuda`) is a
-// separate binary holding the CPU backend too; it is loaded only when asked for (RT_DEVICE=cuda, or a
-// layer with device: 'cuda'), and asking for it says clearly why when it cannot be used.
+// (the shipped CPU binaries, static OpenBLAS). The CUDA build is a separate binary holding the CPU backend
+// too: RT_CUDA_ADDON, else the package's build-cuda/Release/rt.node (`npm run build:cuda`), else the
+// platform package @recurrent-transformer/linux-x64-cuda (`npm run prebuildify:cuda`).
 //
-// One process uses one addon for its tensors where it can: the first one loaded. With RT_DEVICE=cuda
-// that is the CUDA build from the start; otherwise a CUDA layer created later copies in CPU tensors that
-// came from the other binary (see adoptHandle in tensor.ts).
-import { existsSync } from 'node:fs';
+// A CUDA binary is never loaded into this process before a child process has loaded it and asked it
+// whether a GPU answers (one spawnSync per process, verdict cached): a binary that crashes on load, a
+// missing or too-old driver, or a build without CUDA then costs a warning, not the process.
+//
+// Who gets an error and who gets a warning when CUDA cannot be used:
+// - `device: 'cuda'` in a layer or model config is a program's explicit demand: loadNative('cuda') throws
+//   an Error that starts "device 'cuda': " and says why.
+// - RT_DEVICE=cuda and the CLI's `--device cuda` are preferences (defaultDevice(), preferDevice()): the CPU
+//   build is used instead, with one process.emitWarning (code RT_CUDA_FALLBACK) that says why.
+//   RT_DEVICE_STRICT=1 turns these into the explicit demand (the Error above).
+//
+// One process uses one addon for its tensors where it can: the first one loaded. With a usable
+// RT_DEVICE=cuda that is the CUDA build from the start; otherwise a CUDA layer created later copies in CPU
+// tensors that came from the other binary (see adoptHandle in tensor.ts).
+import { spawnSync } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -82,6 +94,20 @@ export interface CudaStatus {
   name?: string;
 }
 
+/** One rank's NCCL communicator (data-parallel training; CUDA build only). */
+export interface NativeComm {
+  readonly rank: number;
+  readonly nranks: number;
+  readonly busy: boolean;
+  /** Joins the other ranks, off the event loop; rejects after the constructor's timeout. */
+  init(): Promise<void>;
+  /** Replaces each float32 tensor (device or host) by its mean over the ranks, in buckets of bucketBytes. */
+  allReduceMean(tensors: NativeTensor[], bucketBytes?: number): Promise<void>;
+  /** Ends whatever is in flight (it rejects) and frees the communicator. */
+  abort(): void;
+  destroy(): void;
+}
+
 export interface NativeAddon {
   TensorHandle: new (dtype: 'float32' | 'int32', shape: number[], data?: Float32Array | Int32Array) => NativeTensor;
   LayerHandle: (new (config: NativeLayerConfig) => NativeLayer) & { cudaStatus(): CudaStatus };
@@ -132,9 +158,21 @@ export interface NativeAddon {
     decay: boolean[],
     hyper: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number; maxNorm: number },
   ): Promise<{ norm: number; skipped: boolean }>;
+  /** In a build without CUDA, these three throw an Error saying that multi-GPU needs the CUDA build. */
+  CommHandle: new (id: Uint8Array, nranks: number, rank: number, timeoutMs?: number) => NativeComm;
+  /** A fresh 128-byte NCCL unique id (loads libnccl.so.2, or RT_NCCL_LIBRARY). */
+  ncclUniqueId(): Uint8Array;
+  /** The loaded NCCL's version code, e.g. 22105 for 2.21.5. */
+  ncclVersion(): number;
 }
 
 export type Device = 'cpu' | 'cuda';
+
+/** What {@link cudaStatus} reports: the addon's answer, plus the CUDA binary it is about (when one was found). */
+export type CudaStatusReport = CudaStatus & { path?: string };
+
+/** The npm package that carries the prebuilt CUDA binary for this platform (`npm run prebuildify:cuda` makes it). */
+export const CUDA_PACKAGE = `@recurrent-transformer/${process.platform}-${process.arch}-cuda`;
 
 const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
 let cpuAddon: NativeAddon | undefined;
@@ -153,42 +191,170 @@ function loadCpuAddon(): NativeAddon {
   return cpuAddon;
 }
 
-/** Where a CUDA build of the addon may be: RT_CUDA_ADDON, then the package's build-cuda/. */
+function packageVersion(packageJson: string): string | undefined {
+  try {
+    const v = (createRequire(import.meta.url)(packageJson) as { version?: unknown }).version;
+    return typeof v === 'string' ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+// Resolved from the package root, so that it is found wherever npm hoisted it next to this package.
+function cudaPackageFile(file: string): string | undefined {
+  try {
+    return createRequire(join(packageRoot, 'package.json')).resolve(`${CUDA_PACKAGE}/${file}`);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Where a CUDA build of the addon may be, in the order tried: RT_CUDA_ADDON alone when it is set (a path
+ * the user named is never silently replaced by another binary); else the package's build-cuda/ (a source
+ * build, like node-gyp-build's build/ before prebuilds/), then the installed {@link CUDA_PACKAGE}.
+ */
 export function cudaAddonPaths(): string[] {
-  const paths: string[] = [];
-  if (process.env.RT_CUDA_ADDON) paths.push(process.env.RT_CUDA_ADDON);
-  paths.push(join(packageRoot, 'build-cuda', 'Release', 'rt.node'));
+  const explicit = process.env.RT_CUDA_ADDON;
+  if (explicit) return [resolve(explicit)];
+  const paths = [join(packageRoot, 'build-cuda', 'Release', 'rt.node')];
+  const shipped = cudaPackageFile('rt.node');
+  if (shipped) paths.push(shipped);
   return paths;
+}
+
+interface CudaVerdict {
+  usable: boolean;
+  status: CudaStatusReport;
+}
+
+// The test load runs in a child so that a binary that crashes while loading (or a CUDA runtime that aborts
+// on a broken driver) ends the child, not this process. It prints the addon's cudaStatus() as JSON.
+const PROBE = `
+const p = process.argv[1];
+let a;
+try { a = require(p); } catch (e) { process.stderr.write(String((e && e.message) || e)); process.exit(3); }
+const h = a && a.LayerHandle;
+if (!h || typeof h.cudaStatus !== 'function') { process.stderr.write('it has no LayerHandle.cudaStatus(): not a recurrent-transformer addon'); process.exit(4); }
+process.stdout.write(JSON.stringify(h.cudaStatus()));
+`;
+// Starting the CUDA runtime on a machine with several GPUs takes seconds; a minute means it hangs.
+const PROBE_TIMEOUT_MS = 60_000;
+
+let verdict: CudaVerdict | undefined;
+
+function tail(text: string, max = 2000): string {
+  const t = text.trim();
+  return t.length > max ? `...${t.slice(-max)}` : t;
+}
+
+function probeCuda(): CudaVerdict {
+  const fail = (reason: string, path?: string): CudaVerdict => ({
+    usable: false,
+    status: { built: false, available: false, reason, ...(path ? { path } : {}) },
+  });
+  const paths = cudaAddonPaths();
+  const path = paths.find((p) => existsSync(p) && statSync(p).isFile());
+  if (!path) {
+    const where = process.env.RT_CUDA_ADDON
+      ? `RT_CUDA_ADDON names ${paths[0]}, which does not exist`
+      : `looked for ${paths.join(', ')} and the package ${CUDA_PACKAGE}`;
+    return fail(
+      `no CUDA build of the addon found (${where}); install ${CUDA_PACKAGE} or build it with ` +
+        '`npm run build:cuda` (needs the CUDA toolkit\'s nvcc)',
+    );
+  }
+  const shipped = cudaPackageFile('rt.node');
+  if (path === shipped) {
+    const mine = packageVersion(join(packageRoot, 'package.json'));
+    const theirs = packageVersion(cudaPackageFile('package.json') ?? '');
+    if (mine !== undefined && theirs !== mine) {
+      return fail(`${CUDA_PACKAGE} is version ${theirs ?? '(unknown)'}, but recurrent-transformer is ${mine}: install ${CUDA_PACKAGE}@${mine}`, path);
+    }
+  }
+  // NODE_OPTIONS may hold loaders or --input-type flags meant for the parent's code, not for `node -e`.
+  const env = { ...process.env };
+  delete env.NODE_OPTIONS;
+  const r = spawnSync(process.execPath, ['-e', PROBE, path], {
+    encoding: 'utf8', env, timeout: PROBE_TIMEOUT_MS, maxBuffer: 1 << 20, windowsHide: true,
+  });
+  const stderr = tail(r.stderr ?? '');
+  if (r.error) return fail(`the test load of ${path} in a child process failed: ${r.error.message}`, path);
+  if (r.signal) return fail(`the test load of ${path} in a child process was killed by ${r.signal}${stderr ? `: ${stderr}` : ''}`, path);
+  if (r.status !== 0) return fail(`could not load ${path}: ${stderr || `exit code ${r.status}`}`, path);
+  let status: CudaStatus;
+  try {
+    status = JSON.parse(r.stdout) as CudaStatus;
+  } catch {
+    return fail(`the test load of ${path} printed no status (${tail(r.stdout ?? '', 200) || 'nothing'})`, path);
+  }
+  if (!status.built) {
+    return fail(`${path} was built without CUDA (was nvcc found when it was built?); rebuild it with \`npm run build:cuda\``, path);
+  }
+  if (!status.available) {
+    // The addon's own reason starts with "device 'cuda': ", which loadNative adds again.
+    const why = (status.reason ?? 'no reason given').replace(/^device 'cuda': /, '');
+    return { usable: false, status: { ...status, path, reason: `${path} loads, but no GPU can be used: ${why}` } };
+  }
+  return { usable: true, status: { ...status, path } };
+}
+
+function cudaVerdict(): CudaVerdict {
+  verdict ??= probeCuda();
+  return verdict;
 }
 
 function loadCudaAddon(): NativeAddon {
   if (cudaAddon) return cudaAddon;
-  const paths = cudaAddonPaths();
-  const path = paths.find((p) => existsSync(p));
-  if (!path) {
-    throw new Error(
-      `device 'cuda': no CUDA build of the addon found (looked for ${paths.join(', ')}); ` +
-        "build it with `npm run build:cuda` (needs the CUDA toolkit's nvcc), or use device 'cpu'",
-    );
-  }
-  let addon: NativeAddon;
+  const v = cudaVerdict();
+  const path = v.status.path;
+  if (!v.usable || !path) throw new Error(`device 'cuda': ${v.status.reason ?? 'CUDA cannot be used'}`);
   try {
-    addon = createRequire(import.meta.url)(path) as NativeAddon;
+    cudaAddon = createRequire(import.meta.url)(path) as NativeAddon;
   } catch (e) {
     throw new Error(`device 'cuda': could not load ${path}: ${(e as Error).message}`, { cause: e });
   }
-  if (typeof addon.LayerHandle?.cudaStatus !== 'function' || !addon.LayerHandle.cudaStatus().built) {
-    throw new Error(`device 'cuda': ${path} was built without CUDA (was nvcc found when it was built?); rebuild it with \`npm run build:cuda\``);
+  return cudaAddon;
+}
+
+/** RT_DEVICE_STRICT=1: RT_DEVICE=cuda and `--device cuda` throw instead of falling back to the CPU. */
+function strictDevice(): boolean {
+  const s = process.env.RT_DEVICE_STRICT;
+  if (s === undefined || s === '' || s === '0' || s === 'false') return false;
+  if (s === '1' || s === 'true') return true;
+  throw new Error(`RT_DEVICE_STRICT: expected 1 or 0, got '${s}'`);
+}
+
+let warned = false;
+
+/**
+ * A device the user would like (RT_DEVICE, the CLI's --device): 'cuda' when a CUDA build loads and a GPU
+ * answers; otherwise 'cpu', with one process warning (code RT_CUDA_FALLBACK) that says why. With
+ * RT_DEVICE_STRICT=1 it returns 'cuda' regardless, so that the first use throws the reason as an Error.
+ * `source` names the request in the warning (e.g. '--device cuda').
+ */
+export function preferDevice(device: Device, source: string = `device '${String(device)}'`): Device {
+  if (device === 'cpu') return 'cpu';
+  if (device !== 'cuda') throw new TypeError(`device: expected 'cpu' or 'cuda', got ${String(device)}`);
+  if (strictDevice()) return 'cuda';
+  const v = cudaVerdict();
+  if (v.usable) return 'cuda';
+  if (!warned) {
+    warned = true;
+    process.emitWarning(
+      `${source}: CUDA cannot be used, running on the CPU: ${v.status.reason ?? 'no reason given'} ` +
+        '(RT_DEVICE_STRICT=1 makes this an error)',
+      { code: 'RT_CUDA_FALLBACK' },
+    );
   }
-  // Whether a GPU and driver answer is found out at first use (a layer on 'cuda', or cudaStatus()).
-  cudaAddon = addon;
-  return addon;
+  return 'cpu';
 }
 
 /**
- * The addon for a device. 'cuda' loads the CUDA build (throwing an Error that says why it cannot);
- * 'cpu' gives the process's addon: the first one loaded (the CUDA build when RT_DEVICE=cuda, since it
- * holds the CPU backend too; the CPU build otherwise, or when the CUDA build cannot be loaded).
+ * The addon for a device. 'cuda' loads the CUDA build once a child process has test-loaded it and seen a
+ * GPU, and throws an Error starting "device 'cuda': " that says why otherwise. 'cpu' gives the process's
+ * addon: the first one loaded (the CUDA build when RT_DEVICE=cuda and it is usable, since it holds the
+ * CPU backend too; the CPU build otherwise).
  */
 export function loadNative(device: Device = defaultDevice()): NativeAddon {
   if (device === 'cuda') {
@@ -203,7 +369,7 @@ export function loadNative(device: Device = defaultDevice()): NativeAddon {
       try {
         addon = loadCudaAddon();
       } catch {
-        addon = undefined;  // a layer on 'cuda' will say why; CPU work goes on with the CPU build
+        addon = undefined;  // RT_DEVICE_STRICT: a layer on 'cuda' will throw why; CPU work goes on
       }
     }
     primary = addon ?? loadCpuAddon();
@@ -211,20 +377,28 @@ export function loadNative(device: Device = defaultDevice()): NativeAddon {
   return primary;
 }
 
-/** Whether CUDA can be used, and why not: never throws. Starts the CUDA runtime when the build has it. */
-export function cudaStatus(): CudaStatus {
+/**
+ * Whether CUDA can be used, and why not; never throws. The first call test-loads the CUDA build in a
+ * child process (which starts the CUDA runtime there, not here); the answer is kept for the process.
+ */
+export function cudaStatus(): CudaStatusReport {
   try {
-    return loadCudaAddon().LayerHandle.cudaStatus();
+    const v = cudaVerdict();
+    if (cudaAddon) return { ...cudaAddon.LayerHandle.cudaStatus(), ...(v.status.path ? { path: v.status.path } : {}) };
+    return { ...v.status };
   } catch (e) {
     return { built: false, available: false, reason: (e as Error).message };
   }
 }
 
-/** RT_DEVICE from the environment, else 'cpu'. */
+/**
+ * RT_DEVICE from the environment, else 'cpu'. RT_DEVICE=cuda gives 'cuda' only when CUDA can be used
+ * (see {@link preferDevice}: otherwise 'cpu' and a warning, or 'cuda' under RT_DEVICE_STRICT=1).
+ */
 export function defaultDevice(): Device {
   const d = process.env.RT_DEVICE;
   if (d === undefined || d === '' || d === 'cpu') return 'cpu';
-  if (d === 'cuda') return 'cuda';
+  if (d === 'cuda') return preferDevice('cuda', 'RT_DEVICE=cuda');
   throw new Error(`RT_DEVICE: expected 'cpu' or 'cuda', got '${d}'`);
 }
 

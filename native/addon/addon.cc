@@ -2,6 +2,7 @@
 #include <chrono>
 #include <vector>
 
+#include "addon/dist_handle.h"
 #include "addon/handles.h"
 #include "addon/ops.h"
 #include "core/error.h"
@@ -58,6 +59,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("allocatedBytes", Napi::Function::New(env, AllocatedBytes));
   exports.Set("benchSgemm", Napi::Function::New(env, BenchSgemm));
   InitOps(env, exports);
+  InitDist(env, exports);
   return exports;
 }
 

@@ -2,7 +2,11 @@
 // evaluation with standard errors, NaN-safe steps, checkpoints and resume, AbortSignal. Every step
 // is a few native calls (model.lossAndGrad, optimizer.step) that run off the event loop.
 import { Rng } from '../data/rng.js';
+import { checkSameWeights } from '../distributed/consistency.js';
+import { shardBatch, shardRange } from '../distributed/shard.js';
+import type { GradientSync } from '../distributed/sync.js';
 import { loadCheckpoint, saveCheckpoint } from '../io/checkpoint.js';
+import { flopsPerSample } from '../model/flops.js';
 import type { RecurrentTransformer } from '../model/transformer.js';
 import { AdamW, type AdamWOptions } from '../optim/adamw.js';
 import { AdaptiveLmLr, CurriculumLr, constantLr, warmupCosine } from '../optim/schedule.js';
@@ -43,11 +47,18 @@ export interface TrainOptions {
   tokenizer?: unknown;
   /** Consecutive non-finite steps tolerated before training stops with an error (default 20). */
   maxBadSteps?: number;
+  /**
+   * Data parallelism (a ProcessGroup from initProcessGroup()): every rank draws the full batch of
+   * `batchSize` from the shared seed and trains on its rows, gradients are averaged before each optimizer
+   * step, evaluations are sharded and averaged, and only rank 0 writes checkpoints. The checkpoint does
+   * not depend on the number of ranks, so a run can resume on a different number of GPUs.
+   */
+  distributed?: GradientSync;
 }
 
 export type TrainEvent =
-  | { type: 'step'; step: number; loss: number; accuracy: number; lr: number; gradNorm: number; tokensPerSec: number; window: number; noise?: number; samples: number }
-  | { type: 'eval'; step: number; loss: number; lossStderr: number; accuracy: number; accuracyStderr: number; window: number; noise?: number; samples: number; seconds: number }
+  | { type: 'step'; step: number; loss: number; accuracy: number; lr: number; gradNorm: number; tokensPerSec: number; window: number; noise?: number; samples: number; flops: number }
+  | { type: 'eval'; step: number; loss: number; lossStderr: number; accuracy: number; accuracyStderr: number; window: number; noise?: number; samples: number; flops: number; seconds: number }
   | { type: 'curriculum'; step: number; from: number; to: number; lr: number }
   | { type: 'skip'; step: number; reason: string }
   | { type: 'checkpoint'; step: number; path: string };
@@ -62,6 +73,8 @@ export interface EvalResult {
 export interface TrainResult {
   step: number;
   samples: number;
+  /** Training FLOPs so far (src/model/flops.ts: 3 x forward of every training sample; evaluation not counted). */
+  flops: number;
   seconds: number;
   lastEval: EvalResult | null;
   aborted: boolean;
@@ -72,6 +85,8 @@ export interface TrainResult {
 interface TrainingState {
   step: number;
   samples: number;
+  /** Cumulative training FLOPs (absent in checkpoints written before it was counted). */
+  flops?: number;
   seconds: number;
   rng: { data: number[]; eval: number[]; window: number[] };
   curriculum: { length: number } | null;
@@ -108,6 +123,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if (!Number.isSafeInteger(seed) || seed < 0) throw new RangeError(`seed: expected a non-negative integer, got ${String(seed)}`);
   const emit = opts.onEvent ?? (() => {});
   const cfg = model.config;
+  const dist = opts.distributed;
+  if (dist) shardRange(batchSize, dist.rank, dist.worldSize);  // batchSize must split evenly: fail now
+  const shard = (b: Batch): Batch => (dist ? shardBatch(b, dist.rank, dist.worldSize) : b);
 
   const optimizer = new AdamW(model.parameters(), model.decayMask(), opts.optimizer);
   const root = new Rng(seed);
@@ -147,7 +165,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       throw new RangeError(`schedule.type: unknown '${String((schedule as { type: unknown }).type)}'`);
   }
 
-  let state: TrainingState = { step: 0, samples: 0, seconds: 0, rng: { data: [], eval: [], window: [] }, curriculum: null, lr: null, badSteps: 0 };
+  let state: TrainingState = { step: 0, samples: 0, flops: 0, seconds: 0, rng: { data: [], eval: [], window: [] }, curriculum: null, lr: null, badSteps: 0 };
   if (opts.resumeFrom) {
     const ck = await loadCheckpoint(opts.resumeFrom);
     model.importParameters(ck.params);
@@ -155,7 +173,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     optimizer.loadState({ step: ck.optimizer.step, m: ck.optimizer.m, v: ck.optimizer.v });
     const t = ck.training as TrainingState | undefined;
     if (!t || typeof t.step !== 'number') throw new Error(`resumeFrom: checkpoint ${opts.resumeFrom} has no training state`);
-    state = t;
+    state = { ...t, flops: t.flops ?? 0 };
     rngData.setState(t.rng.data);
     rngEval.setState(t.rng.eval);
     rngWindow.setState(t.rng.window);
@@ -164,6 +182,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   }
 
   const saveTo = async (path: string): Promise<void> => {
+    if (dist && dist.rank !== 0) return;
     const opt = optimizer.state();
     const training: TrainingState = {
       ...state,
@@ -190,7 +209,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     const losses: number[] = [];
     const accs: number[] = [];
     for (let i = 0; i < evalBatches; i++) {
-      const [tok, tgt] = batchTensors(data.batch(rngEval, batchSize, 'val', { noise }));
+      const [tok, tgt] = batchTensors(shard(data.batch(rngEval, batchSize, 'val', { noise })));
       try {
         const r = await model.evaluate(tok, tgt, { window });
         losses.push(r.loss);
@@ -200,9 +219,15 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         tgt.dispose();
       }
     }
+    if (dist) {
+      // Every rank gets the same numbers, so curriculum and learning-rate decisions agree everywhere.
+      const m = await dist.allReduceMean([], [...losses, ...accs]);
+      losses.splice(0, losses.length, ...m.slice(0, evalBatches));
+      accs.splice(0, accs.length, ...m.slice(evalBatches));
+    }
     const [loss, lossStderr] = meanStderr(losses);
     const [accuracy, accuracyStderr] = meanStderr(accs);
-    emit({ type: 'eval', step: state.step, loss, lossStderr, accuracy, accuracyStderr, window, noise, samples: state.samples, seconds: state.seconds });
+    emit({ type: 'eval', step: state.step, loss, lossStderr, accuracy, accuracyStderr, window, noise, samples: state.samples, flops: state.flops ?? 0, seconds: state.seconds });
     return { loss, lossStderr, accuracy, accuracyStderr };
   };
 
@@ -210,35 +235,50 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   let aborted = false;
   let stoppedEarly = false;
   const started = performance.now() - state.seconds * 1000;
+  // With several ranks, an abort is voted on at each step so that every rank stops after the same step.
+  let stopVote = false;
   try {
+    if (dist) await checkSameWeights(model.parameters(), dist);
     while (state.step < steps) {
-      if (opts.signal?.aborted) {
+      if (dist ? stopVote : opts.signal?.aborted) {
         aborted = true;
         break;
       }
       const noise = curriculum?.length;
       const window = cfg.windowRange ? sampleWindow(rngWindow, { min: cfg.windowRange[0], max: cfg.windowRange[1] }) : cfg.window;
-      const b = data.batch(rngData, batchSize, 'train', { noise });
+      const full = data.batch(rngData, batchSize, 'train', { noise });
+      const b = shard(full);
       const [tok, tgt] = batchTensors(b);
       const t0 = performance.now();
       const lr = lrAt(state.step);
       model.zeroGrad();
       let r;
       let info;
+      let loss: number;
+      let accuracy: number;
       try {
         // A per-step dropout seed: resuming at step s reproduces the masks of an uninterrupted run.
         r = await model.lossAndGrad(tok, tgt, { training: true, seed: (seed * 1_000_003 + state.step) % Number.MAX_SAFE_INTEGER, window });
-        info = Number.isFinite(r.loss) ? await optimizer.step(lr) : { gradNorm: NaN, skipped: true };
+        loss = r.loss;
+        accuracy = r.count ? r.correct / r.count : 0;
+        if (dist) {
+          const m = await dist.allReduceMean(model.parameters(), [loss, accuracy, opts.signal?.aborted ? 1 : 0]);
+          [loss, accuracy] = [m[0]!, m[1]!];
+          stopVote = m[2]! > 0;
+        }
+        info = Number.isFinite(loss) ? await optimizer.step(lr) : { gradNorm: NaN, skipped: true };
       } finally {
         tok.dispose();
         tgt.dispose();
       }
       state.step++;
-      state.samples += b.batch;
+      state.samples += full.batch;
+      // Counted at this step's sequence length and window: the curriculum and random widths change both.
+      state.flops = (state.flops ?? 0) + full.batch * flopsPerSample({ ...cfg, window }, b.seqLen).training;
       state.seconds = (performance.now() - started) / 1000;
       if (info.skipped) {
         state.badSteps++;
-        emit({ type: 'skip', step: state.step, reason: Number.isFinite(r.loss) ? 'non-finite gradient norm' : 'non-finite loss' });
+        emit({ type: 'skip', step: state.step, reason: Number.isFinite(loss) ? 'non-finite gradient norm' : 'non-finite loss' });
         if (state.badSteps >= maxBad) throw new Error(`training stopped: ${state.badSteps} consecutive steps had a non-finite loss or gradient (maxBadSteps = ${maxBad})`);
       } else {
         state.badSteps = 0;
@@ -247,14 +287,15 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       emit({
         type: 'step',
         step: state.step,
-        loss: r.loss,
-        accuracy: r.count ? r.correct / r.count : 0,
+        loss,
+        accuracy,
         lr,
         gradNorm: info.gradNorm,
-        tokensPerSec: (b.batch * b.seqLen) / dt,
+        tokensPerSec: (full.batch * full.seqLen) / dt,
         window,
         noise,
         samples: state.samples,
+        flops: state.flops,
       });
 
       if (state.step % evalEvery === 0 || state.step === steps) {
@@ -284,5 +325,5 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   } finally {
     optimizer.dispose();
   }
-  return { step: state.step, samples: state.samples, seconds: state.seconds, lastEval, aborted, stoppedEarly };
+  return { step: state.step, samples: state.samples, flops: state.flops ?? 0, seconds: state.seconds, lastEval, aborted, stoppedEarly };
 }
