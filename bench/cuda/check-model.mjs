@@ -1,7 +1,8 @@
 // The whole CUDA model against the CPU model: loss, hits, every parameter gradient after lossAndGrad,
 // every weight after an AdamW step (weight decay and clipping on), evaluate() and logits(), on random
 // weights, tokens and targets, for the three heads (lm, copy, classify), both variants, positions on and
-// off, dropout on and off (the masks are the same on both devices), ignored targets.
+// off, dropout on and off (the masks are the same on both devices), ignored targets; and, for the lm
+// heads, every step's logits of the incremental decoder on the device against the CPU's.
 //
 //   RT_CUDA_POISON=1 node bench/cuda/check-model.mjs [--precision fp32,bf16] [--out FILE.jsonl]
 //
@@ -114,6 +115,18 @@ for (const precision of args.precision.split(',')) {
     const xc = await cpu.logits(tokens), xg = await gpu.logits(tokens);
     const le = errors(xc.toArray(), xg.toArray());
     errs.logits = precision === 'fp32' ? le.max : le.norm;
+    // Incremental decoding on the device (lm heads): two sequences, 1.5 windows and more, every step's logits.
+    if (!c.cfg.head || c.cfg.head === 'lm') {
+      const dc = cpu.decoder(2, 64), dg = gpu.decoder(2, 64);
+      let worst = 0;
+      for (let t = 0; t < Math.min(c.N, 40); t++) {
+        const toks = [Math.floor(r() * V), Math.floor(r() * V)];
+        const a = await dc.step(toks), b = await dg.step(toks);
+        const e = errors(a, b);
+        worst = Math.max(worst, precision === 'fp32' ? e.max : e.norm);
+      }
+      errs['decode logits'] = worst;
+    }
     for (const t of [xc, xg, tokens, targets]) t.dispose();
     oc.dispose(); og.dispose(); cpu.dispose(); gpu.dispose();
 

@@ -4,7 +4,7 @@
 #include "addon/async.h"
 #include "addon/handles.h"
 #include "core/error.h"
-#include "cpu/kernels.h"
+#include "layer/backend.h"
 
 namespace rt::addon {
 
@@ -16,8 +16,16 @@ Napi::Function DecoderHandle::Init(Napi::Env env) {
 }
 
 namespace {
-std::shared_ptr<Tensor> optional(const Napi::Value& v, const char* what) {
-  return v.IsNull() || v.IsUndefined() ? nullptr : TensorHandle::Get(v, what);
+// The tables live where the layer stack does (the model keeps them together).
+std::shared_ptr<Tensor> table_on(const Napi::Value& v, const char* what, Device dev) {
+  auto t = TensorHandle::GetAny(v, what);
+  if (t->device() != dev)
+    throw Napi::TypeError::New(v.Env(), std::string(what) + ": is on '" + device_name(t->device()) + "' but the layer stack is on '" +
+                                            device_name(dev) + "'");
+  return t;
+}
+std::shared_ptr<Tensor> optional(const Napi::Value& v, const char* what, Device dev) {
+  return v.IsNull() || v.IsUndefined() ? nullptr : table_on(v, what, dev);
 }
 }  // namespace
 
@@ -30,11 +38,12 @@ DecoderHandle::DecoderHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
   stack_ = LayerHandle::Unwrap(info[0].As<Napi::Object>())->Stack("decoder");
   if (!info[1].IsNumber() || !info[2].IsNumber()) throw Napi::TypeError::New(env, "decoder: expected batch and maxPositions numbers");
   const int B = info[1].As<Napi::Number>().Int32Value(), maxPos = info[2].As<Napi::Number>().Int32Value();
-  wte_ = TensorHandle::Get(info[3], "wte");
-  wpe_ = optional(info[4], "wpe");
-  lnw_ = TensorHandle::Get(info[5], "ln_f.weight");
-  lnb_ = optional(info[6], "ln_f.bias");
-  head_ = TensorHandle::Get(info[7], "head weight");
+  const Device dev = stack_->backend().device();
+  wte_ = table_on(info[3], "wte", dev);
+  wpe_ = optional(info[4], "wpe", dev);
+  lnw_ = table_on(info[5], "ln_f.weight", dev);
+  lnb_ = optional(info[6], "ln_f.bias", dev);
+  head_ = table_on(info[7], "head weight", dev);
   if (B < 1 || B > 1 << 16) throw Napi::RangeError::New(env, "batch: expected an integer in [1, 65536]");
   // The step reads these as float32 tables of the stack's width: check before any row is read.
   const int64_t d = stack_->config().d;
@@ -113,6 +122,11 @@ Napi::Value DecoderHandle::Step(const Napi::CallbackInfo& info) {
   if (S == 0) throw Napi::RangeError::New(env, "tokens: expected at least one token");
   const int d = static_cast<int>(wte_->shape[1]), V = static_cast<int>(head_->shape[0]);
   const int vocab = static_cast<int>(wte_->shape[0]);
+  // Checked here, not in the kernels: a GPU lookup of a bad token would read out of bounds, not throw.
+  for (int r = 0; r < S; ++r)
+    if (tokens[r] < 0 || tokens[r] >= vocab)
+      throw Napi::RangeError::New(env, "tokens: value " + std::to_string(tokens[r]) + " at index " + std::to_string(r) +
+                                           " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
   std::vector<int64_t> pos(S);
   for (int r = 0; r < S; ++r) {
     pos[r] = state_->position(slots[r]);
@@ -129,13 +143,21 @@ Napi::Value DecoderHandle::Step(const Napi::CallbackInfo& info) {
   return PromiseWorker::Run(
       env, "rt:decode",
       [=] {
-        std::vector<float> x(static_cast<size_t>(S) * d), y(static_cast<size_t>(S) * d);
-        cpu::embedding_forward(tokens.data(), wte->f32(), nullptr, x.data(), S, 1, d, vocab, 0.0f, 0, 0);
-        if (wpe)
-          for (int r = 0; r < S; ++r)
-            for (int e = 0; e < d; ++e) x[static_cast<size_t>(r) * d + e] += wpe->f32()[pos[r] * d + e];
-        state->step(slots.data(), S, x.data(), y.data());
-        cpu::head_logits(y.data(), lnw->f32(), lnb ? lnb->f32() : nullptr, head->f32(), S, 1, d, V, 1, logits->data());
+        // Everything through the stack's backend, so a CUDA model decodes on the GPU and only the logits
+        // come back. The position embedding is a second lookup (positions as indices into wpe), added.
+        Backend& be = stack->backend();
+        const size_t Sd = static_cast<size_t>(S) * d;
+        DeviceBuffer x(be, Sd), y(be, Sd), out(be, static_cast<size_t>(S) * V);
+        be.embedding_forward(tokens.data(), wte->f32(), nullptr, x.get(), S, 1, d, vocab, 0.0f, 0, 0);
+        if (wpe) {
+          std::vector<int32_t> at(pos.begin(), pos.end());
+          DeviceBuffer pe(be, Sd);
+          be.embedding_forward(at.data(), wpe->f32(), nullptr, pe.get(), S, 1, d, static_cast<int>(wpe->shape[0]), 0.0f, 0, 0);
+          be.acc2d(x.get(), d, 1.0f, pe.get(), d, S, d);
+        }
+        state->step(slots.data(), S, x.get(), y.get());
+        be.head_logits(y.get(), lnw->f32(), lnb ? lnb->f32() : nullptr, head->f32(), S, 1, d, V, 1, out.get(), false);
+        be.download(logits->data(), out.get(), static_cast<size_t>(S) * V);
       },
       [logits](Napi::Env e) -> Napi::Value {
         auto arr = Napi::Float32Array::New(e, logits->size());

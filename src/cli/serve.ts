@@ -1,15 +1,16 @@
 // `rt serve`: the inference server over a text checkpoint. SIGTERM/SIGINT drain the requests in flight,
 // then exit 0.
 import { loadModel } from '../model/load.js';
+import { preferDevice } from '../native.js';
 import { createServer } from '../serve/server.js';
 import { tokenizerFromJSON } from '../tokenizer/index.js';
 import { int, str, UsageError, type Flags } from './args.js';
 
 export async function serveCommand(flags: Flags): Promise<number> {
   if (typeof flags.checkpoint !== 'string') throw new UsageError('--checkpoint FILE: required');
-  const device = str(flags, 'device', ['cpu', 'cuda'] as const, 'cpu');
-  if (device === 'cuda') throw new UsageError("--device cuda: this build has no CUDA backend yet; use --device cpu");
-  const { model, checkpoint } = await loadModel(flags.checkpoint);
+  // Like rt train: --device cuda falls back to the CPU with a warning that says why (RT_DEVICE_STRICT=1: an error).
+  const device = preferDevice(str(flags, 'device', ['cpu', 'cuda'] as const, 'cpu'), '--device cuda');
+  const { model, checkpoint } = await loadModel(flags.checkpoint, { device });
   if (!checkpoint.tokenizer) throw new UsageError(`rt serve: ${flags.checkpoint} holds no tokenizer (was it trained with --task text?)`);
   const tokenizer = tokenizerFromJSON(checkpoint.tokenizer);
   const running = await createServer({
@@ -22,7 +23,7 @@ export async function serveCommand(flags: Flags): Promise<number> {
     maxTokensLimit: int(flags, 'max-tokens-limit', 1024),
     timeoutMs: int(flags, 'timeout-ms', 120_000),
   });
-  process.stderr.write(`rt serve: listening on ${running.url} (${model.parameterCount()} parameters, batch ${running.scheduler.options.maxBatch})\n`);
+  process.stderr.write(`rt serve: listening on ${running.url} (${model.parameterCount()} parameters on ${model.device}, batch ${running.scheduler.options.maxBatch})\n`);
   await new Promise<void>((resolve) => {
     const stop = (): void => {
       process.stderr.write('rt serve: draining requests in flight\n');

@@ -1,6 +1,6 @@
 // Rebuilds a model from a checkpoint: the config travels in the file's metadata.
 import { loadCheckpoint, type CheckpointData } from '../io/checkpoint.js';
-import type { ModelConfig } from './config.js';
+import type { ModelConfig, ModelPlacement } from './config.js';
 import { RecurrentTransformer } from './transformer.js';
 
 export interface LoadedModel {
@@ -10,11 +10,12 @@ export interface LoadedModel {
   data?: Record<string, unknown>;
 }
 
-export async function loadModel(path: string): Promise<LoadedModel> {
+/** Loads a checkpoint onto `placement.device` (default RT_DEVICE, else 'cpu'): the file does not depend on it. */
+export async function loadModel(path: string, placement: Partial<ModelPlacement> = {}): Promise<LoadedModel> {
   const checkpoint = await loadCheckpoint(path);
   const cfg = checkpoint.config as { model?: ModelConfig; data?: Record<string, unknown> } | undefined;
   if (!cfg || typeof cfg !== 'object' || !cfg.model) throw new Error(`checkpoint ${path} has no model config`);
-  const model = new RecurrentTransformer(cfg.model);
+  const model = new RecurrentTransformer({ ...cfg.model, ...placement });
   try {
     model.importParameters(checkpoint.params);
   } catch (e) {

@@ -231,13 +231,6 @@ export class RecurrentTransformer {
     if (typeof this.config.head === 'object' && 'classify' in this.config.head) {
       throw new Error('decoder: a classify model has no next-token head');
     }
-    if (this.device !== 'cpu') {
-      // Incremental decoding runs on the CPU so far: a CUDA model decodes with a CPU copy of its current
-      // weights (made now; later training steps do not reach a decoder made before them).
-      const twin = new RecurrentTransformer({ ...this.config, device: 'cpu' });
-      twin.importParameters(this.exportParameters());
-      return twin.decoder(batch, maxPositions);
-    }
     const handle = new this.#native.DecoderHandle(
       this.stack.nativeHandle('decoder'),
       batch,
