@@ -1,5 +1,10 @@
-// The packed tarball works where no compiler is: `npm pack`, install the tarball with --ignore-scripts into
-// a fresh project whose PATH holds only `node` and `npm`, and run a layer through the prebuilt addon.
+// The packed tarball works where no compiler is: `npm pack`, install the tarball (install scripts ON, so
+// node-gyp-build's install step must find the prebuild and compile nothing) into a fresh project whose PATH
+// holds only `node` and `npm` (no cc, c++, gcc, g++, make, cmake, python3, nvcc), run a layer through the
+// prebuilt addon, train a tiny checkpoint with the installed `rt train` and stream from it with `rt generate`.
+// When the CUDA platform package has been built here (`npm run prebuildify:cuda` -> packages/linux-x64-cuda/),
+// it is packed and installed next to it, and `RT_DEVICE=cuda rt generate` must use it or fall back to the
+// CPU with the warning that says why (no GPU on the build machines).
 //
 // Nothing in the repository is touched: the tarball is packed with --ignore-scripts, unpacked into a
 // temp folder, given a fresh `dist/` (tsc) and, unless the repository's prebuilds/ is newer than every
@@ -7,7 +12,7 @@
 // that other test files load is never rebuilt under them), and packed again. Slow: it compiles the addon.
 import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import {
-  existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync,
+  existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -74,7 +79,7 @@ afterAll(() => {
 });
 
 describe.skipIf(!supported)('packed tarball', () => {
-  test('installs with --ignore-scripts and runs a layer with no compiler on PATH', () => {
+  test('installs with no compiler on PATH, runs a layer, rt train and rt generate (and the CUDA package when built)', () => {
     const npmCli = join(dirname(process.execPath), 'npm');
     const env = cleanEnv();
 
@@ -124,22 +129,36 @@ describe.skipIf(!supported)('packed tarball', () => {
     expect(files).toContain('package.json');
     expect(files.some((f) => f.startsWith(`prebuilds/${tuple}/`))).toBe(true);
     expect(files.some((f) => f.startsWith('build/'))).toBe(false);
+    // The CUDA binary is a separate package, never in the main tarball.
+    expect(files.filter((f) => f.startsWith('build-cuda/') || f.startsWith('packages/') || f.includes('cuda') && f.endsWith('.node'))).toEqual([]);
 
     // 5. A fresh project whose PATH has node and npm and nothing else: no g++, cc, c++, make, python.
     const bin = join(work, 'bin');
     mkdirSync(bin);
     symlinkSync(process.execPath, join(bin, 'node'));
     symlinkSync(npmCli, join(bin, 'npm'));
-    for (const tool of ['g++', 'gcc', 'cc', 'c++', 'make', 'cmake', 'python3']) {
-      expect(existsSync(join(bin, tool)), `${tool} must not be on PATH`).toBe(false);
-    }
+    // npm runs install scripts with `sh` from PATH; a shell is on every machine, a compiler is not.
+    symlinkSync('/bin/sh', join(bin, 'sh'));
     const bare = cleanEnv({ PATH: bin });
+    delete bare.RT_DEVICE;
+    delete bare.RT_CUDA_ADDON;
+    delete bare.RT_ADDON_PATH;
+    const compilers = ['cc', 'c++', 'gcc', 'g++', 'clang', 'make', 'cmake', 'python3', 'python', 'nvcc'];
+    const found = spawnSync('/bin/sh', ['-c', compilers.map((t) => `command -v ${t}`).join('; ')], { encoding: 'utf8', env: bare });
+    expect(found.stdout.trim(), 'no compiler, make or python reachable from PATH').toBe('');
     const project = join(work, 'project');
     mkdirSync(project);
     writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'rt-pack-consumer', version: '1.0.0', private: true, type: 'module' }, null, 2));
-    run(join(bin, 'npm'), ['install', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund', tarball], { cwd: project, env: bare });
+    // Install scripts run: `node-gyp-build` must take the prebuild (a compile would fail here, with no compiler).
+    const t0 = Date.now();
+    const inst = spawnSync(join(bin, 'npm'), ['install', '--foreground-scripts', '--prefer-offline', '--no-audit', '--no-fund', tarball],
+      { cwd: project, env: bare, encoding: 'utf8' });
+    const instOut = `${inst.stdout}${inst.stderr}`;
+    expect(inst.status, instOut).toBe(0);
+    expect(instOut, 'the install script ran').toMatch(/recurrent-transformer@[^\n]* install\n> node-gyp-build/);
     const installed = join(project, 'node_modules', 'recurrent-transformer');
-    expect(existsSync(join(installed, 'build')), 'no build/ in the installed package').toBe(false);
+    expect(existsSync(join(installed, 'build')), 'no build/ in the installed package: nothing was compiled').toBe(false);
+    console.log(`pack.test: tarball ${(statSync(tarball).size / 1e6).toFixed(1)} MB, prebuild ${(statSync(prebuilds[0]).size / 1e6).toFixed(1)} MB, installed in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
     // 6. Run a layer through the installed package.
     writeFileSync(join(project, 'smoke.mjs'), `
@@ -171,5 +190,61 @@ console.log(JSON.stringify({ shape: Array.from(y.shape), count: v.length, finite
     expect(result.finite).toBe(true);
     expect(result.addons.length).toBeGreaterThan(0);
     for (const a of result.addons) expect(a.startsWith(join(installed, 'prebuilds', tuple))).toBe(true);
+
+    // 7. A tiny checkpoint with the installed `rt train`, then `rt generate` from it (through the npm bin link).
+    const rt = join(project, 'node_modules', '.bin', 'rt');
+    const text = 'abcab cab\nbca abc\n'.repeat(40);
+    writeFileSync(join(project, 'tiny.txt'), text);
+    run(rt, ['train', '--task', 'text', '--data', 'tiny.txt', '--tokenizer', 'char', '--seq-len', '32', '--d', '16',
+      '--heads', '2', '--window', '4', '--steps', '2', '--batch', '2', '--eval-every', '2', '--eval-batches', '1',
+      '--out', 'run', '--json'], { cwd: project, env: bare });
+    const checkpoint = join(project, 'run', 'checkpoint.safetensors');
+    expect(existsSync(checkpoint), 'rt train wrote the checkpoint').toBe(true);
+    const generateArgs = ['generate', '--checkpoint', checkpoint, '--prompt', 'ab', '--max-tokens', '20', '--seed', '1'];
+    const generated = run(rt, generateArgs, { cwd: project, env: bare });
+    // The prompt, then 20 one-character tokens of the training text's alphabet, then a newline.
+    expect(generated.startsWith('ab')).toBe(true);
+    expect(generated.endsWith('\n')).toBe(true);
+    const continuation = generated.slice(2, -1);
+    expect([...continuation]).toHaveLength(20);
+    for (const ch of continuation) expect(new Set(text).has(ch), `generated ${JSON.stringify(ch)}`).toBe(true);
+
+    // 8. The CUDA platform package, when it was built here.
+    const cudaDir = join(root, 'packages', `${tuple}-cuda`);
+    if (!existsSync(join(cudaDir, 'rt.node'))) {
+      console.warn(`pack.test: ${cudaDir}/rt.node not built (npm run prebuildify:cuda): the CUDA package install is not checked`);
+      return;
+    }
+    const packed3 = JSON.parse(run(npmCli, ['pack', '--json', '--pack-destination', packDir2], { cwd: cudaDir, env }));
+    const cudaTarball = join(packDir2, packed3[0].filename as string);
+    expect((packed3[0].files as { path: string }[]).map((f) => f.path).sort()).toEqual(['README.md', 'package.json', 'rt.node']);
+    console.log(`pack.test: CUDA package tarball ${(statSync(cudaTarball).size / 1e6).toFixed(1)} MB`);
+    run(join(bin, 'npm'), ['install', '--prefer-offline', '--no-audit', '--no-fund', cudaTarball], { cwd: project, env: bare });
+    const cudaNode = join(project, 'node_modules', '@recurrent-transformer', `${tuple}-cuda`, 'rt.node');
+    expect(existsSync(cudaNode)).toBe(true);
+
+    const status = JSON.parse(run(process.execPath, ['--input-type=module', '-e',
+      "import { cudaStatus } from 'recurrent-transformer'; console.log(JSON.stringify(cudaStatus()))"], { cwd: project, env: bare }).trim()) as {
+      built: boolean; available: boolean; reason?: string; path?: string;
+    };
+    expect(status.built).toBe(true);
+    expect(status.path).toBe(cudaNode);
+    const r = spawnSync(rt, generateArgs, { cwd: project, env: { ...bare, RT_DEVICE: 'cuda' }, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    if (status.available) {
+      expect(r.stderr).not.toMatch(/RT_CUDA_FALLBACK/);
+    } else {
+      // No GPU here: the same text as on the CPU, and the warning names the binary and why.
+      expect(r.stderr).toContain(`[RT_CUDA_FALLBACK] Warning: RT_DEVICE=cuda: CUDA cannot be used, running on the CPU: ${cudaNode} loads, but no GPU can be used: `);
+      expect(r.stdout).toBe(generated);
+    }
+    // A CUDA package of another version is refused (the addon's interface changes between versions).
+    const cudaPkgJson = join(dirname(cudaNode), 'package.json');
+    const original = readFileSync(cudaPkgJson, 'utf8');
+    writeFileSync(cudaPkgJson, original.replace(/"version": "[^"]+"/, '"version": "0.0.0-other"'));
+    const mismatch = JSON.parse(run(process.execPath, ['--input-type=module', '-e',
+      "import { cudaStatus } from 'recurrent-transformer'; console.log(JSON.stringify(cudaStatus()))"], { cwd: project, env: bare }).trim()) as { reason?: string };
+    writeFileSync(cudaPkgJson, original);
+    expect(mismatch.reason).toMatch(/^@recurrent-transformer\/linux-x64-cuda is version 0\.0\.0-other, but recurrent-transformer is \S+: install @recurrent-transformer\/linux-x64-cuda@/);
   }, 900_000);
 });
