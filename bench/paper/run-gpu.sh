@@ -2,7 +2,9 @@
 # On the GPU machine: trains the given presets of `rt train --preset` (docs/RESULTS.md's rows) on CUDA, one
 # after the other, each into /tmp/runs/<preset>/, then packs every run's log.jsonl (and the final summary
 # line) into $OUT/runs-<tag>.tar.gz. Checkpoints stay behind (too large to come back).
-#   bash bench/paper/run-gpu.sh TAG PRESET[:EXTRA FLAGS] ...
+#   bash bench/paper/run-gpu.sh TAG PRESET[@SECONDS][:EXTRA FLAGS] ...
+# A run given @SECONDS gets SIGTERM after that long: `rt train` then stops at the step in flight, writes its
+# checkpoint and summary, and the run is reported as stopped early.
 # Needs carried: .device (node, the CUDA addon; .device/data/ holds the data files: tinyshakespeare.txt and
 # fashion-mnist/*.gz, copied there by bench/paper/prepare.sh) and dist.
 set -uo pipefail
@@ -19,14 +21,15 @@ mkdir -p ../shared/data
 FMNIST=.device/data/fashion-mnist
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,memory.used --format=csv,noheader | tee "$OUT/gpu-$TAG.txt"
 for spec in "$@"; do
-  preset="${spec%%:*}"; extra=""; [[ "$spec" == *:* ]] && extra="${spec#*:}"
+  head="${spec%%:*}"; extra=""; [[ "$spec" == *:* ]] && extra="${spec#*:}"
+  preset="${head%%@*}"; limit=3600; [[ "$head" == *@* ]] && limit="${head#*@}"
   dir=/tmp/runs/$preset
   data_flag=""
   [[ "$preset" == fmnist-* ]] && data_flag="--data $FMNIST"
   echo "== $preset $extra ($(date -u +%H:%M:%S))"
   start=$(date +%s)
   # shellcheck disable=SC2086
-  node dist/cli/rt.js train --preset "$preset" --device cuda --out "$dir" --json $data_flag $extra > "$dir.stdout" 2> "$dir.stderr"
+  timeout -s TERM -k 30 "$limit" node dist/cli/rt.js train --preset "$preset" --device cuda --out "$dir" --json $data_flag $extra > "$dir.stdout" 2> "$dir.stderr"
   rc=$?
   echo "rc $rc, $(( $(date +%s) - start )) s" | tee -a "$OUT/gpu-$TAG.txt"
   tail -2 "$dir.stdout" | cut -c1-400

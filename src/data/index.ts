@@ -20,3 +20,4 @@ export {
   type TextSplit,
   type TokenDtype,
 } from './text.js';
+export * from './images/index.js';
