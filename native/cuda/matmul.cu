@@ -1,6 +1,7 @@
 // Matrix products on the GPU: our own tensor-core GEMM (bf16 operands, float32 accumulation, through
 // WMMA, so one source compiles for sm_80 and sm_90), a plain float32 GEMM for exact checks, and the
-// Linear layer's forward and backward over them. (cuBLASLt is reserved for -DRT_CUBLAS=ON builds.)
+// Linear layer's forward and backward over them. Builds with -DRT_CUBLAS=ON hand most products to cuBLAS
+// instead (gemm_cublas below).
 //
 // Operands stay float32 in device memory (the master copy); tiles are converted to bf16 on their way into
 // shared memory, so no separate cast pass or bf16 copy of the weights exists. Each block loads its next
@@ -21,6 +22,13 @@
 
 #include "cuda/common.cuh"
 #include "cuda/kernels.cuh"
+
+#ifdef RT_CUBLAS
+#include <cublas_v2.h>
+
+#include <cstdlib>
+#include <mutex>
+#endif
 
 namespace rt::cuda {
 namespace {
@@ -510,6 +518,50 @@ void launch(bool bf16, GemmKernel k, dim3 grid, const GemmArgs& g, const char* w
   RT_CU_LAUNCH(what);
 }
 
+#ifdef RT_CUBLAS
+// Builds with -DRT_CUBLAS=ON (a toolkit with cuBLAS; not CI's) hand the products without a bias epilogue or
+// two-level batch to cuBLAS: fp32 operands in memory either way, bf16 tensor cores with fp32 accumulation
+// (CUBLAS_COMPUTE_32F_FAST_16BF) in bf16 mode, plain fp32 (no TF32) in fp32 mode. RT_CUBLAS=0 in the
+// environment turns it off at run time (to compare the two in one build).
+bool cublas_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("RT_CUBLAS");
+    return !(e && std::string(e) == "0");
+  }();
+  return on;
+}
+
+void check_cublas(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS)
+    throw Error(std::string("cuBLAS error in ") + what + ": " + cublasGetStatusString(s));
+}
+
+// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: the operands swap, the flags stay.
+void gemm_cublas(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda,
+                 const float* B, int ldb, float beta, float* C, int ldc, const Batch* batch) {
+  static std::mutex mu;  // one handle, used from the addon's worker threads one call at a time
+  static cublasHandle_t handle = [] {
+    cublasHandle_t h = nullptr;
+    check_cublas(cublasCreate(&h), "cublasCreate");
+    return h;
+  }();
+  std::lock_guard<std::mutex> lock(mu);
+  check_cublas(cublasSetStream(handle, stream()), "cublasSetStream");
+  const cublasOperation_t opB = tB ? CUBLAS_OP_T : CUBLAS_OP_N, opA = tA ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasComputeType_t compute = bf16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
+  if (!batch || batch->count == 1) {
+    check_cublas(cublasGemmEx(handle, opB, opA, N, M, K, &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta, C,
+                              CUDA_R_32F, ldc, compute, CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmEx");
+  } else {
+    check_cublas(cublasGemmStridedBatchedEx(handle, opB, opA, N, M, K, &alpha, B, CUDA_R_32F, ldb, batch->b.outer, A,
+                                            CUDA_R_32F, lda, batch->a.outer, &beta, C, CUDA_R_32F, ldc, batch->c.outer,
+                                            batch->count, compute, CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmStridedBatchedEx");
+  }
+}
+#endif
+
 }  // namespace
 
 void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
@@ -518,6 +570,12 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
   RT_CHECK(!(tA && tB), "cuda gemm: transposing both operands is not supported");
   const int count = batch ? batch->count : 1;
   if (count <= 0) return;
+#ifdef RT_CUBLAS
+  if (cublas_enabled() && !bias && g_kernel == GemmKernel::Auto && K > 0 && (!batch || batch->inner <= 1)) {
+    gemm_cublas(bf16, tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, batch);
+    return;
+  }
+#endif
   GemmArgs g{};
   g.M = M; g.N = N; g.K = std::max(K, 0);
   g.A = A; g.B = B; g.C = C;
