@@ -12,4 +12,7 @@ if [[ "${1:-}" == "--fmnist" ]]; then
 else
   rm -f .device/data/fashion-mnist/*.gz
 fi
+# The run-time dependencies (npm ls --omit=dev), for dist/ to import there: node_modules does not travel.
+rm -rf .device/nm && mkdir -p .device/nm
+for p in $(npm ls --omit=dev --parseable --all 2>/dev/null | grep /node_modules/ | grep -v node-addon-api); do cp -r "$p" .device/nm/; done
 du -sh .device

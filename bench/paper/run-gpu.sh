@@ -15,6 +15,8 @@ TAG="$1"; shift
 [[ -x /tmp/node ]] || { xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node; }
 xz -dc .device/rt.node.xz > /tmp/rt.node
 export PATH=/tmp:$PATH RT_CUDA_ADDON=/tmp/rt.node RT_DEVICE=cuda
+# The package's run-time dependencies (node_modules does not travel; bench/paper/prepare.sh copies them).
+[[ -d node_modules ]] || cp -r .device/nm node_modules
 # The data where the presets look for it (../shared/data, like CI's checkout) and Fashion-MNIST.
 mkdir -p ../shared/data
 [[ -f .device/data/tinyshakespeare.txt ]] && cp .device/data/tinyshakespeare.txt ../shared/data/
