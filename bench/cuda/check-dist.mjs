@@ -2,7 +2,8 @@
 //   nccl1    (1 GPU)  the real NCCL with one rank: version, a 128-byte unique id, init, all-reduce-mean of
 //                     known tensors (device and host, packed into small buckets and one larger than a
 //                     bucket) -> identical values; abort() then a refused call; destroy().
-//   launch1  (1 GPU)  `rt train --gpus 1 --device cuda` against plain `rt train --device cuda`: same losses.
+//   launch1  (1 GPU)  `rt train --gpus 1 --device cuda` against plain `rt train --device cuda`: the same losses,
+//                     within the spread of two plain runs (the CUDA embedding gradient uses atomics).
 //   ncclN    (N >= 2) N worker processes through launch(): all-reduce-mean of rank-dependent tensors ->
 //                     the exact mean on every rank; bus bandwidth of a 256 MB all-reduce.
 //   curve    (N >= 2) fp32 loss curve of 1 GPU with batch B against N GPUs with B (B/N each): max
@@ -125,10 +126,17 @@ function train(name, extra) {
 const maxDiff = (a, b) => a.reduce((m, x, i) => Math.max(m, Math.abs(x - (b[i] ?? NaN))), 0);
 
 const one = train('g0', []);
+// Two plain runs first: on CUDA the token-embedding gradient is summed with atomics (reproducible to
+// rounding, not to the bit), and over many steps that alone can move the loss curve. --gpus 1 must stay
+// within that run-to-run spread (or 1e-5 when the plain runs agree exactly). Seen on 2026-12-03 without
+// this baseline: --gpus 1 differed from one plain run by up to 2.1e-2.
+const again = train('g0b', []);
 const g1 = train('g1', ['--gpus', '1']);
 {
+  const noise = maxDiff(one.losses, again.losses);
   const d = maxDiff(one.losses, g1.losses);
-  report({ stage: 'launch1', ok: one.code === 0 && g1.code === 0 && one.losses.length === Number(args.steps) && d < 1e-5, maxLossDiff: d, plainCode: one.code, launchedCode: g1.code, stderr: g1.code ? g1.stderr : undefined });
+  const ok = one.code === 0 && again.code === 0 && g1.code === 0 && one.losses.length === Number(args.steps) && d <= Math.max(1e-5, 2 * noise);
+  report({ stage: 'launch1', ok, maxLossDiff: d, plainRunToRun: noise, plainCode: one.code, launchedCode: g1.code, stderr: g1.code ? g1.stderr : undefined });
 }
 
 // ---- ncclN and curve: only with several GPUs ----
