@@ -20,6 +20,8 @@ describe('multi-GPU bindings in the CPU build', () => {
 
 const cudaAddon = cudaAddonPaths().find((p) => fs.existsSync(p))
 const hasNccl = spawnSync('sh', ['-c', 'ldconfig -p | grep -q libnccl.so.2']).status === 0
+if (!cudaAddon) console.warn(`distributed-native.test: no CUDA build (${cudaAddonPaths().join(', ')}); the NCCL loader tests are skipped`)
+else if (hasNccl) console.warn('distributed-native.test: libnccl.so.2 is installed here; the "NCCL absent" case is skipped')
 
 describe.skipIf(!cudaAddon)('the NCCL loader of the CUDA build', () => {
   // Child processes: the library is opened once per process, so each case needs a fresh one.

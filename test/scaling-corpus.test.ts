@@ -90,6 +90,7 @@ describe('fitPowerLaw', () => {
   });
 });
 
+if (!existsSync(SHAKESPEARE)) console.warn(`scaling-corpus.test: ${SHAKESPEARE} is absent; the tiny Shakespeare tests are skipped`);
 describe.skipIf(!existsSync(SHAKESPEARE))('tiny Shakespeare', () => {
   it('streams the corpus: exact and HyperLogLog agree, h rises with k', async () => {
     const ks = [1, 2, 4, 8];
