@@ -168,7 +168,8 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
       env, "rt:embedding-backward",
       [=] {
         check_tokens(*tok, dwte->shape[0]);
-        be->embedding_backward(tok->i32(), dout->f32(), dwte->f32(), ptr(dwpe), B, N, d, p, seed, kEmbeddingStream);
+        be->embedding_backward(tok->i32(), dout->f32(), dwte->f32(), ptr(dwpe), B, N, d, static_cast<int>(dwte->shape[0]), p,
+                               seed, kEmbeddingStream);
         be->synchronize();
       },
       [](Napi::Env e) -> Napi::Value { return e.Undefined(); });

@@ -176,7 +176,7 @@ class CpuBackend final : public Backend {
     cpu::embedding_forward(tokens, wte, wpe, out, B, N, d, V, p, seed, stream);
   }
   void embedding_backward(const int32_t* tokens, const float* dout, float* dwte, float* dwpe, int B, int N, int d,
-                          float p, uint64_t seed, uint64_t stream) override {
+                          int, float p, uint64_t seed, uint64_t stream) override {
     cpu::embedding_backward(tokens, dout, dwte, dwpe, B, N, d, p, seed, stream);
   }
   XentResult head_xent(const float* Y, const float* lnw, const float* lnb, const float* W, const int32_t* targets, int B,

@@ -10,7 +10,6 @@
 //   the driver and the allocation retried once before an "out of GPU memory" error.
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -411,10 +410,9 @@ class CudaBackend final : public Backend {
     cuda::embedding_forward(static_cast<const int32_t*>(tok.get()), wte, wpe, out, B, N, d, p, seed, stream_id);
   }
   void embedding_backward(const int32_t* tokens, const float* dout, float* dwte, float* dwpe, int B, int N, int d,
-                          float p, uint64_t seed, uint64_t stream_id) override {
+                          int V, float p, uint64_t seed, uint64_t stream_id) override {
     Scratch tok = upload_ints(tokens, static_cast<size_t>(B) * N);
-    cuda::embedding_backward(static_cast<const int32_t*>(tok.get()), dout, dwte, dwpe, B, N, d, vocab_of(tokens, B * N),
-                             p, seed, stream_id);
+    cuda::embedding_backward(static_cast<const int32_t*>(tok.get()), dout, dwte, dwpe, B, N, d, V, p, seed, stream_id);
   }
   XentResult head_xent(const float* Y, const float* lnw, const float* lnb, const float* W, const int32_t* targets, int B,
                        int N, int d, int V, int P, int ignore_index, float* dY, float* dlnw, float* dlnb, float* dW,
@@ -447,12 +445,6 @@ class CudaBackend final : public Backend {
     Scratch d(n * sizeof(int32_t));
     memcpy_kind(d.get(), host, n * sizeof(int32_t), cudaMemcpyHostToDevice);
     return d;
-  }
-  // The embedding backward's shared-memory table needs the vocabulary size; the largest token bounds it.
-  static int vocab_of(const int32_t* tokens, int n) {
-    int32_t mx = 0;
-    for (int i = 0; i < n; ++i) mx = std::max(mx, tokens[i]);
-    return mx + 1;
   }
   bool fp32_;
 };

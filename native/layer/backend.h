@@ -86,7 +86,7 @@ class Backend {
   virtual void embedding_forward(const int32_t* tokens, const float* wte, const float* wpe, float* out, int B, int N,
                                  int d, int V, float p, uint64_t seed, uint64_t stream) = 0;
   virtual void embedding_backward(const int32_t* tokens, const float* dout, float* dwte, float* dwpe, int B, int N,
-                                  int d, float p, uint64_t seed, uint64_t stream) = 0;
+                                  int d, int V, float p, uint64_t seed, uint64_t stream) = 0;
   virtual XentResult head_xent(const float* Y, const float* lnw, const float* lnb, const float* W, const int32_t* targets,
                                int B, int N, int d, int V, int P, int ignore_index, float* dY, float* dlnw, float* dlnb,
                                float* dW, bool fp32) = 0;
