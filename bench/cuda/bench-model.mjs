@@ -14,6 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 import { layerFlops } from '../lib/flops.mjs';
+import { median } from '../lib/stats.mjs';
+import { printTable } from '../lib/table.mjs';
 
 process.env.RT_DEVICE ??= 'cuda';
 const { RecurrentTransformer } = await import('../../dist/model/transformer.js');
@@ -41,7 +43,6 @@ const CONFIGS = {
   tiny: { B: 2, N: 40, scored: 40, model: { vocabSize: 20, d: 32, heads: 4, window: 8, head: 'lm', maxLen: 40 } },
 };
 
-const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 const lines = [];
 function emit(o) {
   lines.push(o);
@@ -120,10 +121,5 @@ for (const name of args.configs.split(',')) {
     rows.push([name, `torch ${t.mode}`, t.ms_step.toFixed(2), o ? (t.ms_step / o.ms_step).toFixed(2) + 'x' : '', String(t.tokens_per_s), t.gflops.toFixed(0)]);
   }
 }
-const head = ['config', 'impl', 'ms/step', 'ours faster by', 'tokens/s', 'GFLOP/s'];
-const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-const fmt = (r) => r.map((v, i) => v.padEnd(widths[i])).join('  ');
-console.log('\n' + fmt(head));
-console.log(widths.map((w) => '-'.repeat(w)).join('  '));
-for (const r of rows) console.log(fmt(r));
+printTable(['config', 'impl', 'ms/step', 'ours faster by', 'tokens/s', 'GFLOP/s'], rows);
 console.log('(train step = lossAndGrad + AdamW step; speedup = torch ms / ours ms, fp32 against fp32, bf16 against the bf16 modes)');

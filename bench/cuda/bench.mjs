@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 import { layerFlops } from '../lib/flops.mjs';
+import { printTable } from '../lib/table.mjs';
 
 process.env.RT_DEVICE = 'cuda';
 const { RecurrentLayer } = await import('../../dist/model/layer.js');
@@ -145,10 +146,5 @@ for (const name of args.configs.split(',')) {
     rows.push([name, `torch ${t.mode}`, t.ms_fwd_bwd.toFixed(2), speed, t.gflops.toFixed(0)]);
   }
 }
-const head = ['config', 'impl', 'ms fwd+bwd', 'ours faster by', 'GFLOP/s'];
-const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-const fmt = (r) => r.map((v, i) => v.padEnd(widths[i])).join('  ');
-console.log('\n' + fmt(head));
-console.log(widths.map((w) => '-'.repeat(w)).join('  '));
-for (const r of rows) console.log(fmt(r));
+printTable(['config', 'impl', 'ms fwd+bwd', 'ours faster by', 'GFLOP/s'], rows);
 console.log('(speedup = torch ms / ours ms, ours in the same precision: fp32 against fp32, bf16 against bf16 modes)');

@@ -13,6 +13,8 @@
 import { appendFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
+import { rng } from '../lib/random.mjs';
+
 process.env.RT_DEVICE = 'cuda';
 const { RecurrentTransformer } = await import('../../dist/model/transformer.js');
 const { AdamW } = await import('../../dist/optim/adamw.js');
@@ -26,16 +28,6 @@ const status = cudaStatus();
 console.log(`cuda: ${JSON.stringify(status)}`);
 if (target === 'cuda' && !status.available) process.exit(2);
 
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const CASES = [
   { name: 'lm forget gelu pos', cfg: { vocabSize: 65, d: 64, heads: 4, window: 8, variant: 'forget', activation: 'gelu', maxLen: 64 }, B: 3, N: 45 },

@@ -18,6 +18,8 @@
 import { appendFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
+import { rng } from '../lib/random.mjs';
+
 process.env.RT_DEVICE = 'cuda';  // one addon (the CUDA build, CPU backend included) for every tensor
 const { RecurrentLayer } = await import('../../dist/model/layer.js');
 const { Tensor } = await import('../../dist/tensor.js');
@@ -32,17 +34,6 @@ const status = cudaStatus();
 console.log(`cuda: ${JSON.stringify(status)}`);
 if (target === 'cuda' && !status.available) process.exit(2);
 
-// Deterministic uniform numbers (mulberry32).
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const uniform = (r, n, lo, hi) => Float32Array.from({ length: n }, () => lo + (hi - lo) * r());
 
 // Weights of a realistic scale (activations stay O(1) through the layers), LayerNorm away from 1 and 0.

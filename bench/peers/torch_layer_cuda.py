@@ -130,6 +130,22 @@ def init_nanogpt(stack, layers, gen):
                 t.normal_(0.0, 0.02, generator=gen)
 
 
+def time_cuda(step, warmup, reps):
+    """Milliseconds of each of `reps` calls of step() after `warmup` calls, by CUDA events around each."""
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        step()
+        e1.record()
+        e1.synchronize()
+        times.append(e0.elapsed_time(e1))
+    return times
+
+
 def time_mode(a, mode):
     dev = torch.device("cuda")
     gen = torch.Generator(device=dev).manual_seed(a.seed)
@@ -150,17 +166,7 @@ def time_mode(a, mode):
             y = stack(x)
         (y.float() * R).sum().backward()
 
-    for _ in range(a.warmup):
-        step()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(a.reps):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record()
-        step()
-        e1.record()
-        e1.synchronize()
-        times.append(e0.elapsed_time(e1))
+    times = time_cuda(step, a.warmup, a.reps)
     med = statistics.median(times)
     fl = a.layers * flops_fwd_bwd(a.batch, a.N, a.d, a.heads, a.window)
     print(json.dumps({

@@ -23,7 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from torch_layer_cuda import RecurrentLayer, flops_fwd_bwd, init_nanogpt
+from torch_layer_cuda import RecurrentLayer, flops_fwd_bwd, init_nanogpt, time_cuda
 
 
 class Model(torch.nn.Module):
@@ -73,17 +73,7 @@ def run(a, mode):
     torch.cuda.synchronize()
     if mode == "compile":
         compile_s = round(time.time() - t0, 1)
-    for _ in range(a.warmup):
-        step()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(a.reps):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record()
-        step()
-        e1.record()
-        e1.synchronize()
-        times.append(e0.elapsed_time(e1))
+    times = time_cuda(step, a.warmup, a.reps)
     med = statistics.median(times)
     fl = a.layers * flops_fwd_bwd(a.batch, a.N, a.d, a.heads, a.window)
     print(json.dumps({
