@@ -96,14 +96,7 @@ export function resolveLayerConfig(config: LayerConfig): ResolvedLayerConfig {
   if (12 * d * d * layers > 2 ** 34) {
     throw new RangeError(`config: d = ${d} and layers = ${layers} give more than 2^34 weights`);
   }
-  const device = config.device ?? defaultDevice();
-  if (device !== 'cpu' && device !== 'cuda') {
-    throw new RangeError(`config.device: expected 'cpu' or 'cuda', got ${String(device)}`);
-  }
-  const precision = config.precision ?? 'bf16';
-  if (precision !== 'bf16' && precision !== 'fp32') {
-    throw new RangeError(`config.precision: expected 'bf16' or 'fp32', got ${String(precision)}`);
-  }
+  const { device, precision } = resolvePlacement(config);
   return { d, heads, layers, window, variant, alpha: { init: alphaInit, learnable }, activation, bias, dropout, seed, device, precision };
 }
 
@@ -211,7 +204,7 @@ export function resolveModelConfig(config: ModelConfig): ResolvedModelConfig {
 }
 
 /** The device and precision a model config asks for (validated; defaults filled in). */
-export function resolvePlacement(config: Pick<ModelConfig, 'device' | 'precision'>): ModelPlacement {
+export function resolvePlacement(config: { device?: Device; precision?: Precision }): ModelPlacement {
   const device = config.device ?? defaultDevice();
   if (device !== 'cpu' && device !== 'cuda') throw new RangeError(`config.device: expected 'cpu' or 'cuda', got ${String(device)}`);
   const precision = config.precision ?? 'bf16';
