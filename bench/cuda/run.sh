@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine (see prepare.sh): the kernel check, the CUDA layer and the whole CUDA model against
 # the CPU, then the timings against the PyTorch peers, with logs and JSON lines under $OUT; tables last.
-#   bash bench/cuda/run.sh [--sanitize] [--stages kernels,layer,model,bench-layer,bench-model]
+#   bash bench/cuda/run.sh [--sanitize] [--stages kernels,layer,model,bench-layer,bench-model,profile]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/rt-cuda-out}"
@@ -16,8 +16,11 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 has() { [[ ",$STAGES," == *",$1,"* ]]; }
-xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node && export PATH=/tmp:$PATH
-xz -dc .device/rt.node.xz > /tmp/rt.node && export RT_CUDA_ADDON=/tmp/rt.node
+[[ -x /tmp/node ]] || xz -dc .device/node.xz > /tmp/node; chmod +x /tmp/node && export PATH=/tmp:$PATH
+xz -dc .device/rt.node.xz > /tmp/rt.node
+# RT_CUDA_ADDON set by the caller picks another build (bench/cuda/build-device.sh cublas).
+export RT_CUDA_ADDON="${RT_CUDA_ADDON:-/tmp/rt.node}"
+echo "addon: $RT_CUDA_ADDON"
 xz -dc .device/kernels_check.xz > /tmp/kernels_check && chmod +x /tmp/kernels_check
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.used --format=csv | tee "$OUT/gpu.txt"
 python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)' | tee -a "$OUT/gpu.txt"
@@ -41,6 +44,10 @@ fi
 if has bench-model; then
   echo "== train-step timing (ours, then the torch peer)"
   node bench/cuda/bench-model.mjs --torch-modes "${TORCH_MODES:-fp32,bf16,bf16-sdpa,compile}" --out "$OUT/bench-model.jsonl" 2>&1 | tee "$OUT/bench-model.log" || status=1
+fi
+if has profile; then
+  echo "== GPU time per operation of a train step (RT_CUDA_PROFILE=1)"
+  node bench/cuda/profile.mjs --label "${PROFILE_LABEL:-}" --out "$OUT/profile.jsonl" 2>&1 | tee "$OUT/profile.log" || status=1
 fi
 if [[ $SANITIZE == 1 ]]; then
   echo "== compute-sanitizer memcheck (kernel checks, then a small train step)"

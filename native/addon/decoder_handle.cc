@@ -35,7 +35,7 @@ DecoderHandle::DecoderHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
   auto data = env.GetInstanceData<AddonData>();
   if (!info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(data->layer_ctor.Value()))
     throw Napi::TypeError::New(env, "decoder: expected the model's layer stack");
-  stack_ = LayerHandle::Unwrap(info[0].As<Napi::Object>())->Stack("decoder");
+  stack_ = LayerHandle::Unwrap(info[0].As<Napi::Object>())->Live("decoder");
   if (!info[1].IsNumber() || !info[2].IsNumber()) throw Napi::TypeError::New(env, "decoder: expected batch and maxPositions numbers");
   const int B = info[1].As<Napi::Number>().Int32Value(), maxPos = info[2].As<Napi::Number>().Int32Value();
   const Device dev = stack_->backend().device();

@@ -45,9 +45,8 @@ class LayerHandle : public Napi::ObjectWrap<LayerHandle> {
   static Napi::Function Init(Napi::Env env);
   explicit LayerHandle(const Napi::CallbackInfo& info);
 
-  // The live stack, or a JS Error naming `op` when disposed. For callers that run the stack's kernels on
-  // host memory (the decoder): a stack on a device is refused with an Error saying so.
-  std::shared_ptr<LayerStack> Stack(const char* op);
+  // The live stack (on any device), or a JS Error naming `op` when disposed or busy. Public for the decoder.
+  std::shared_ptr<LayerStack> Live(const char* op);
 
  private:
   Napi::Value Run(Napi::Env env, std::function<std::shared_ptr<Tensor>()> work);
@@ -62,7 +61,6 @@ class LayerHandle : public Napi::ObjectWrap<LayerHandle> {
   Napi::Value DeviceName(const Napi::CallbackInfo& info);
   // LayerHandle.cudaStatus(): {built, available, reason?, name?} without creating a layer.
   static Napi::Value CudaStatus(const Napi::CallbackInfo& info);
-  std::shared_ptr<LayerStack> Live(const char* op);
 
   std::shared_ptr<LayerStack> stack_;
   bool busy_ = false;

@@ -111,14 +111,6 @@ LayerHandle::LayerHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Laye
   Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(bytes));
 }
 
-std::shared_ptr<LayerStack> LayerHandle::Stack(const char* op) {
-  auto s = Live(op);
-  if (s->backend().device() != Device::CPU)
-    throw Napi::Error::New(Env(), std::string(op) + ": runs on the CPU for now, and this layer is on '" +
-                                      device_name(s->backend().device()) + "'");
-  return s;
-}
-
 std::shared_ptr<LayerStack> LayerHandle::Live(const char* op) {
   if (!stack_) throw Napi::Error::New(Env(), std::string(op) + ": the layer has been disposed");
   if (busy_)

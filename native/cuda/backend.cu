@@ -23,6 +23,7 @@
 #include "cuda/common.cuh"
 #include "cpu/kernels.h"
 #include "cuda/kernels.cuh"
+#include "cuda/profile.cuh"
 #include "layer/backend.h"
 
 namespace rt {
@@ -287,6 +288,15 @@ void memcpy_kind(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) 
   if (kind == cudaMemcpyDeviceToHost) RT_CU(cudaStreamSynchronize(s));
 }
 
+// Profile names of the block's four products, told apart by shape.
+const char* linear_name(bool fwd, int in, int out) {
+  if (out == 3 * in) return fwd ? "linear_forward.c_attn" : "linear_backward.c_attn";
+  if (out == 4 * in) return fwd ? "linear_forward.c_fc" : "linear_backward.c_fc";
+  if (in == 4 * out) return fwd ? "linear_forward.mlp_proj" : "linear_backward.mlp_proj";
+  if (in == out) return fwd ? "linear_forward.attn_proj" : "linear_backward.attn_proj";
+  return fwd ? "linear_forward.other" : "linear_backward.other";
+}
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(bool fp32) : fp32_(fp32) {}
@@ -297,20 +307,25 @@ class CudaBackend final : public Backend {
   float* alloc(size_t n) override { return n ? static_cast<float*>(allocator().alloc(n * sizeof(float))) : nullptr; }
   void release(float* p) override { allocator().release(p); }
   void zero(float* p, size_t n) override {
+    RT_PROF("zero");
     if (n) RT_CU(cudaMemsetAsync(p, 0, n * sizeof(float), stream()));
   }
   void copy(float* dst, const float* src, size_t n) override {
+    RT_PROF("copy");
     if (dst != src) memcpy_kind(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice);
   }
   void upload(float* dst, const float* host, size_t n) override {
+    RT_PROF("upload");
     memcpy_kind(dst, host, n * sizeof(float), cudaMemcpyHostToDevice);
   }
   void download(float* host, const float* src, size_t n) override {
+    RT_PROF("download");
     memcpy_kind(host, src, n * sizeof(float), cudaMemcpyDeviceToHost);
   }
 
   void axpy2d(float* dst, size_t ds, float alpha, const float* x, size_t xs, const float* y, size_t ys, size_t rows,
               size_t cols) override {
+    RT_PROF("axpy2d");
     if (!rows || !cols) return;
     if (!y && alpha == 1.0f) {  // a (strided) copy: one call to the copy engine
       if (dst == x && ds == xs) return;
@@ -332,6 +347,7 @@ class CudaBackend final : public Backend {
     RT_CU_LAUNCH("axpy2d");
   }
   void acc2d(float* dst, size_t ds, float alpha, const float* x, size_t xs, size_t rows, size_t cols) override {
+    RT_PROF("acc2d");
     if (!rows || !cols) return;
     if (cols % 4 == 0 && vec4(dst, ds) && vec4(x, xs))
       acc2d_kernel<4><<<blocks_for(rows * cols / 4, 256), 256, 0, stream()>>>(dst, ds / 4, alpha, x, xs / 4, rows,
@@ -341,6 +357,7 @@ class CudaBackend final : public Backend {
     RT_CU_LAUNCH("acc2d");
   }
   double dot2d(const float* a, size_t as, const float* b, size_t bs, size_t rows, size_t cols) override {
+    RT_PROF("dot2d");
     if (!rows || !cols) return 0.0;
     Scratch out(sizeof(double));
     const DotArgs d{a, as, b, bs, rows, cols};
@@ -351,9 +368,11 @@ class CudaBackend final : public Backend {
   }
   void dot2d_pair_acc(double* acc, const float* a1, size_t as1, const float* b1, size_t bs1, size_t rows1, size_t cols1,
                       const float* a2, size_t as2, const float* b2, size_t bs2, size_t rows2, size_t cols2) override {
+    RT_PROF("dot2d_pair_acc");
     dot_launch(DotArgs{a1, as1, b1, bs1, rows1, cols1}, DotArgs{a2, as2, b2, bs2, rows2, cols2}, 2, acc);
   }
   bool all_finite(const float* x, size_t n) override {
+    RT_PROF("all_finite");
     if (!n) return true;
     Scratch flag(sizeof(int));
     RT_CU(cudaMemsetAsync(flag.get(), 0, sizeof(int), stream()));
@@ -365,58 +384,72 @@ class CudaBackend final : public Backend {
   }
 
   void linear_forward(const float* x, const float* W, const float* b, float* y, int n, int in, int out) override {
+    RT_PROF(linear_name(true, in, out));
     cuda::linear_forward(!fp32_, x, W, b, y, n, in, out);
   }
   void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db, int n, int in,
                        int out) override {
+    RT_PROF(linear_name(false, in, out));
     cuda::linear_backward(!fp32_, x, W, dy, dx, dW, db, n, in, out);
   }
   void layernorm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int n,
                          int d) override {
+    RT_PROF("layernorm_forward");
     cuda::layernorm_forward(x, w, b, y, mean, rstd, n, d);
   }
   void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
                           float* dx, float* dw, float* db, int n, int d) override {
+    RT_PROF("layernorm_backward");
     cuda::layernorm_backward(x, w, mean, rstd, dy, dx, dw, db, n, d);
   }
   void attention_forward(const float* qkv, float* probs, float* out, int B, int n, int d, int H, float p, uint64_t seed,
                          uint64_t stream_id) override {
+    RT_PROF("attention_forward");
     cuda::attention_forward(!fp32_, qkv, probs, out, B, n, d, H, p, seed, stream_id);
   }
   void attention_backward(const float* qkv, const float* probs, const float* dout, float* dqkv, int B, int n, int d,
                           int H, float p, uint64_t seed, uint64_t stream_id) override {
+    RT_PROF("attention_backward");
     cuda::attention_backward(!fp32_, qkv, probs, dout, dqkv, B, n, d, H, p, seed, stream_id);
   }
   void attention_cached(const float* qkv, int cap, int B, int t0, int c, int d, int H, float* out) override {
+    RT_PROF("attention_cached");
     cuda::attention_cached(qkv, cap, B, t0, c, d, H, out);
   }
   void activation_forward(bool gelu, const float* x, float* y, size_t n) override {
+    RT_PROF("activation_forward");
     gelu ? cuda::gelu_forward(x, y, n) : cuda::relu_forward(x, y, n);
   }
   void activation_backward(bool gelu, const float* x, const float* dy, float* dx, size_t n) override {
+    RT_PROF("activation_backward");
     gelu ? cuda::gelu_backward(x, dy, dx, n) : cuda::relu_backward(x, dy, dx, n);
   }
   void dropout_forward(const float* x, float* y, size_t n, float p, uint64_t seed, uint64_t stream_id) override {
+    RT_PROF("dropout_forward");
     cuda::dropout_forward(x, y, n, p, seed, stream_id);
   }
   void dropout_backward(const float* dy, float* dx, size_t n, float p, uint64_t seed, uint64_t stream_id) override {
+    RT_PROF("dropout_backward");
     cuda::dropout_backward(dy, dx, n, p, seed, stream_id);
   }
 
   void embedding_forward(const int32_t* tokens, const float* wte, const float* wpe, float* out, int B, int N, int d,
                          int V, float p, uint64_t seed, uint64_t stream_id) override {
+    RT_PROF("embedding_forward");
     (void)V;  // the caller has checked every token against V
     Scratch tok = upload_ints(tokens, static_cast<size_t>(B) * N);
     cuda::embedding_forward(static_cast<const int32_t*>(tok.get()), wte, wpe, out, B, N, d, p, seed, stream_id);
   }
   void embedding_backward(const int32_t* tokens, const float* dout, float* dwte, float* dwpe, int B, int N, int d,
                           int V, float p, uint64_t seed, uint64_t stream_id) override {
+    RT_PROF("embedding_backward");
     Scratch tok = upload_ints(tokens, static_cast<size_t>(B) * N);
     cuda::embedding_backward(static_cast<const int32_t*>(tok.get()), dout, dwte, dwpe, B, N, d, V, p, seed, stream_id);
   }
   XentResult head_xent(const float* Y, const float* lnw, const float* lnb, const float* W, const int32_t* targets, int B,
                        int N, int d, int V, int P, int ignore_index, float* dY, float* dlnw, float* dlnb, float* dW,
                        bool fp32) override {
+    RT_PROF("head_xent");
     RT_CHECK(P >= 1 && P <= N, "head: scored positions must be in [1, N], got " + std::to_string(P));
     XentResult res;
     res.count = cpu::count_scored(targets, B * P, V, ignore_index);
@@ -431,10 +464,12 @@ class CudaBackend final : public Backend {
   }
   void head_logits(const float* Y, const float* lnw, const float* lnb, const float* W, int B, int N, int d, int V, int P,
                    float* logits, bool fp32) override {
+    RT_PROF("head_logits");
     RT_CHECK(P >= 1 && P <= N, "head: scored positions must be in [1, N], got " + std::to_string(P));
     cuda::head_logits(!(fp32 || fp32_), Y, lnw, lnb, W, B, N, d, V, P, logits);
   }
   AdamWResult adamw_step(const std::vector<AdamWTensor>& tensors, AdamWHyper h, double max_norm) override {
+    RT_PROF("adamw_step");
     AdamWResult r;
     r.norm = cuda::adamw_step(tensors.data(), tensors.size(), h, max_norm, &r.skipped);
     return r;

@@ -24,9 +24,11 @@ struct Batch {
 // C[M,N] = alpha * op(A) op(B) + beta * C (+ bias[N] when given); op(A) is M x K (transA: A stored K x M),
 // op(B) is K x N (transB: B stored N x K). beta == 0 never reads C. Long reductions over K with few
 // output tiles are split over K into a workspace and summed in a fixed order (deterministic).
+// res (ldc apart, may equal C only when beta == 0): added in the epilogue, C = alpha*AB + bias + res
+// (+ beta*C), so a residual connection costs no extra pass.
 void gemm(bool bf16, bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
           const float* B, int ldb, float beta, float* C, int ldc, const float* bias = nullptr,
-          const Batch* batch = nullptr);
+          const Batch* batch = nullptr, const float* res = nullptr);
 
 // The bf16 kernel products run on. Auto (the default): mma.sync, 128x128 tiles in two stages (MmaBig2)
 // when they fill the GPU, else 64x64 in three (MmaSmall). The others force one, for benchmarks and checks
@@ -35,8 +37,9 @@ void gemm(bool bf16, bool transA, bool transB, int M, int N, int K, float alpha,
 enum class GemmKernel { Auto, MmaBig, MmaSmall, MmaBig2, MmaSmall2, Wmma, WmmaBig, WmmaSmall };
 void set_gemm_kernel(GemmKernel k);
 
-// y[n,out] = x W^T + b (written).
-void linear_forward(bool bf16, const float* x, const float* W, const float* b, float* y, int n, int in, int out);
+// y[n,out] = x W^T + b (+ res[n,out] when given) (written). y may be res.
+void linear_forward(bool bf16, const float* x, const float* W, const float* b, float* y, int n, int in, int out,
+                    const float* res = nullptr);
 // dx = dy W (written; skipped when null); dW += dy^T x; db += column sums of dy.
 void linear_backward(bool bf16, const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,
                      int n, int in, int out);

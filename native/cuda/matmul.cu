@@ -22,6 +22,7 @@
 
 #include "cuda/common.cuh"
 #include "cuda/kernels.cuh"
+#include "cuda/profile.cuh"
 
 #ifdef RT_CUBLAS
 #include <cublas_v2.h>
@@ -43,6 +44,7 @@ struct GemmArgs {
   int lda, ldb, ldc;
   float alpha, beta;
   const float* bias;
+  const float* res;  // added in the epilogue (ldc apart), or null
   int inner;
   long long a_o, a_i, b_o, b_i, c_o, c_i;
   int kchunk;  // reduction range per blockIdx.z when split over K (ws != null)
@@ -80,6 +82,7 @@ __device__ __forceinline__ void epilogue_store(const GemmArgs& g, float* C, int 
   }
   float o = g.alpha * v;
   if (g.bias) o += g.bias[gc];
+  if (g.res) o += g.res[static_cast<size_t>(gr) * g.ldc + gc];
   float* cp = C + static_cast<size_t>(gr) * g.ldc + gc;
   if (g.beta != 0.0f) o += g.beta * *cp;
   *cp = o;
@@ -450,7 +453,7 @@ __global__ void __launch_bounds__(256) gemm_f32_kernel(GemmArgs g) {
 
 // C = alpha * (sum over splits of ws) (+ bias) (+ beta * C), splits summed in order.
 __global__ void splitk_reduce_kernel(const float* __restrict__ ws, int splits, int M, int N, float alpha, float beta,
-                                     const float* __restrict__ bias, float* C, int ldc) {
+                                     const float* __restrict__ bias, const float* res, float* C, int ldc) {
   const size_t total = static_cast<size_t>(M) * N, stride = static_cast<size_t>(gridDim.x) * blockDim.x;
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total; i += stride) {
     float s = 0.0f;
@@ -458,6 +461,7 @@ __global__ void splitk_reduce_kernel(const float* __restrict__ ws, int splits, i
     const int r = static_cast<int>(i / N), c = static_cast<int>(i % N);
     float o = alpha * s;
     if (bias) o += bias[c];
+    if (res) o += res[static_cast<size_t>(r) * ldc + c];
     float* cp = C + static_cast<size_t>(r) * ldc + c;
     if (beta != 0.0f) o += beta * *cp;
     *cp = o;
@@ -565,13 +569,13 @@ void gemm_cublas(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, 
 }  // namespace
 
 void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
-          int ldb, float beta, float* C, int ldc, const float* bias, const Batch* batch) {
+          int ldb, float beta, float* C, int ldc, const float* bias, const Batch* batch, const float* res) {
   if (M <= 0 || N <= 0) return;
   RT_CHECK(!(tA && tB), "cuda gemm: transposing both operands is not supported");
   const int count = batch ? batch->count : 1;
   if (count <= 0) return;
 #ifdef RT_CUBLAS
-  if (cublas_enabled() && !bias && g_kernel == GemmKernel::Auto && K > 0 && (!batch || batch->inner <= 1)) {
+  if (cublas_enabled() && !bias && !res && g_kernel == GemmKernel::Auto && K > 0 && (!batch || batch->inner <= 1)) {
     gemm_cublas(bf16, tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, batch);
     return;
   }
@@ -581,6 +585,9 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
   g.A = A; g.B = B; g.C = C;
   g.lda = lda; g.ldb = ldb; g.ldc = ldc;
   g.alpha = alpha; g.beta = beta; g.bias = bias;
+  RT_CHECK(!res || !batch || batch->count == 1, "cuda gemm: a residual is supported for a single product only");
+  RT_CHECK(!res || res != C || beta == 0.0f, "cuda gemm: res may alias C only when beta == 0");
+  g.res = res;
   g.inner = batch ? std::max(batch->inner, 1) : 1;
   if (batch) {
     g.a_o = batch->a.outer; g.a_i = batch->a.inner;
@@ -628,23 +635,31 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
   else launch<true, false>(bf16, k, grid, g, "gemm_tn");
   if (splits > 1) {
     splitk_reduce_kernel<<<blocks_for(static_cast<size_t>(M) * N, 256), 256, 0, stream()>>>(
-        g.ws, splits, M, N, alpha, beta, bias, C, ldc);
+        g.ws, splits, M, N, alpha, beta, bias, res, C, ldc);
     RT_CU_LAUNCH("gemm splitk_reduce");
   }
 }
 
 void set_gemm_kernel(GemmKernel k) { g_kernel = k; }
 
-void linear_forward(bool bf16, const float* x, const float* W, const float* b, float* y, int n, int in, int out) {
-  gemm(bf16, false, true, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out, b);
+void linear_forward(bool bf16, const float* x, const float* W, const float* b, float* y, int n, int in, int out,
+                    const float* res) {
+  gemm(bf16, false, true, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out, b, nullptr, res);
 }
 
 void linear_backward(bool bf16, const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,
                      int n, int in, int out) {
   if (n <= 0) return;
-  if (dx) gemm(bf16, false, false, n, in, out, 1.0f, dy, out, W, in, 0.0f, dx, in);
-  if (dW) gemm(bf16, true, false, out, in, n, 1.0f, dy, out, x, in, 1.0f, dW, in);
+  if (dx) {
+    RT_PROF("linear_backward/dx");
+    gemm(bf16, false, false, n, in, out, 1.0f, dy, out, W, in, 0.0f, dx, in);
+  }
+  if (dW) {
+    RT_PROF("linear_backward/dW");
+    gemm(bf16, true, false, out, in, n, 1.0f, dy, out, x, in, 1.0f, dW, in);
+  }
   if (db) {
+    RT_PROF("linear_backward/db");
     const int chunks = (n + kColChunk - 1) / kColChunk;
     Scratch part(static_cast<size_t>(chunks) * out * sizeof(float));
     colsum_partial_kernel<<<dim3((out + 31) / 32, chunks), dim3(32, 8), 0, stream()>>>(dy, n, out, part.f32());
