@@ -133,6 +133,28 @@ static void check_gemm() {
     check(dC.get(), want, true, std::string("gemm ") + kn.name + " NT unaligned " + shape(M, N, K));
   }
   rt::cuda::set_gemm_kernel(rt::cuda::GemmKernel::Auto);
+  // A residual added in the epilogue (C = alpha AB + bias + res): separate and in place, with and without
+  // split-K, on every bf16 kernel and in float32.
+  for (const KernelName& kn : kKernels)
+    for (bool bf16 : {false, true}) {
+      if (!bf16 && kn.k != rt::cuda::GemmKernel::MmaBig) continue;
+      rt::cuda::set_gemm_kernel(kn.k);
+      struct RC { bool ta; int M, N, K; bool in_place; };
+      for (const RC& c : {RC{false, 130, 290, 96, false}, RC{false, 77, 64, 40, true}, RC{true, 288, 96, 4096, false}}) {
+        const int lda = c.ta ? c.M : c.K, ldb = c.N;
+        VF A = randv(static_cast<size_t>(c.ta ? c.K : c.M) * lda, 61), B = randv(static_cast<size_t>(c.K) * ldb, 62);
+        VF bias = randv(c.N, 63), R = randv(static_cast<size_t>(c.M) * c.N, 64), want = R;
+        rt::cpu::gemm(c.ta, false, c.M, c.N, c.K, 0.5f, A.data(), lda, B.data(), ldb, 1.0f, want.data(), c.N);
+        for (int r = 0; r < c.M; ++r)
+          for (int j = 0; j < c.N; ++j) want[static_cast<size_t>(r) * c.N + j] += bias[j];
+        Dev dA(A), dB(B), db(bias), dR(R), dC(VF(R.size(), NAN));
+        float* out = c.in_place ? dR.p : dC.p;
+        rt::cuda::gemm(bf16, c.ta, false, c.M, c.N, c.K, 0.5f, dA.p, lda, dB.p, ldb, 0.0f, out, c.N, db.p, nullptr, dR.p);
+        check(c.in_place ? dR.get() : dC.get(), want, bf16, std::string("gemm+res ") + kn.name + (c.ta ? " TN " : " NN ") +
+                                                           shape(c.M, c.N, c.K) + (c.in_place ? " in place" : ""));
+      }
+    }
+  rt::cuda::set_gemm_kernel(rt::cuda::GemmKernel::Auto);
   // Batched over (batch, head) with two-level strides, as the attention's long path uses it.
   for (bool bf16 : {false, true}) {
     const int Bb = 3, H = 2, n = 40, hd = 8, d = H * hd, ld = 3 * d;
