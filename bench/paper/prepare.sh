@@ -15,4 +15,5 @@ fi
 # The run-time dependencies (npm ls --omit=dev), for dist/ to import there: node_modules does not travel.
 rm -rf .device/nm && mkdir -p .device/nm
 for p in $(npm ls --omit=dev --parseable --all 2>/dev/null | grep /node_modules/ | grep -v node-addon-api); do cp -r "$p" .device/nm/; done
+tar -C .device/nm -cf - . | xz -T2 -6 > .device/nm.tar.xz
 du -sh .device

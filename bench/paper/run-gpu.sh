@@ -16,7 +16,11 @@ TAG="$1"; shift
 xz -dc .device/rt.node.xz > /tmp/rt.node
 export PATH=/tmp:$PATH RT_CUDA_ADDON=/tmp/rt.node RT_DEVICE=cuda
 # The package's run-time dependencies (node_modules does not travel; bench/paper/prepare.sh copies them).
-[[ -d node_modules ]] || cp -r .device/nm node_modules
+# .device/nm.tar.xz (2 MB) where it was carried instead of .device/nm (24 MB), to stay within the carry limit.
+if [[ ! -d node_modules ]]; then
+  if [[ -f .device/nm.tar.xz ]]; then mkdir node_modules && tar -xJf .device/nm.tar.xz -C node_modules
+  else cp -r .device/nm node_modules; fi
+fi
 # The data where the presets look for it (../shared/data, like CI's checkout) and Fashion-MNIST.
 mkdir -p ../shared/data
 [[ -f .device/data/tinyshakespeare.txt ]] && cp .device/data/tinyshakespeare.txt ../shared/data/

@@ -392,6 +392,11 @@ class CudaBackend final : public Backend {
     RT_PROF(linear_name(false, in, out));
     cuda::linear_backward(!fp32_, x, W, dy, dx, dW, db, n, in, out);
   }
+  void linear_forward_res(const float* x, const float* W, const float* b, const float* res, float* y, int n, int in,
+                          int out) override {
+    RT_PROF(linear_name(true, in, out));
+    cuda::linear_forward(!fp32_, x, W, b, y, n, in, out, res);
+  }
   void layernorm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int n,
                          int d) override {
     RT_PROF("layernorm_forward");
@@ -401,6 +406,11 @@ class CudaBackend final : public Backend {
                           float* dx, float* dw, float* db, int n, int d) override {
     RT_PROF("layernorm_backward");
     cuda::layernorm_backward(x, w, mean, rstd, dy, dx, dw, db, n, d);
+  }
+  void layernorm_backward_res(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
+                              const float* dres, float* dx, float* dw, float* db, int n, int d) override {
+    RT_PROF("layernorm_backward");
+    cuda::layernorm_backward_res(x, w, mean, rstd, dy, dres, dx, dw, db, n, d);
   }
   void attention_forward(const float* qkv, float* probs, float* out, int B, int n, int d, int H, float p, uint64_t seed,
                          uint64_t stream_id) override {

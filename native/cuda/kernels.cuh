@@ -50,6 +50,9 @@ void layernorm_forward(const float* x, const float* w, const float* b, float* y,
 // dx += ...; dw += ...; db += ... (db may be null).
 void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
                         float* dx, float* dw, float* db, int n, int d);
+// dx = dres + ... (written; dres may equal dx, which is layernorm_backward); dw += ...; db += ... (db may be null).
+void layernorm_backward_res(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
+                            const float* dres, float* dx, float* dw, float* db, int n, int d);
 
 // ---- attention.cu ----
 // As cpu::attention_forward / attention_backward (probs [B,H,n,n] before dropout, upper triangle 0;

@@ -2,7 +2,7 @@
 //
 // Forward: one warp per row, two passes over the row (mean, then mean squared deviation: no
 // E[x^2] - E[x]^2 cancellation), the row staying in L1 between passes.
-// Backward: dx one warp per row; dw and db are sums over rows, done as per-chunk partial sums (256 rows
+// Backward: dx one warp per row (dx = dres + ..., dres = dx to accumulate); dw and db are sums over rows, done as per-chunk partial sums (256 rows
 // per chunk, columns across threads so reads coalesce) and a second kernel that adds the chunks in
 // order: deterministic, no atomics.
 #include <string>
@@ -49,13 +49,17 @@ __global__ void layernorm_forward_kernel(const float* __restrict__ x, const floa
     for (int j = lane; j < d; j += 32) yr[j] = (xr[j] - m) * rs * w[j];
 }
 
+// dx = dres + (the LayerNorm's gradient); dres may be dx itself (accumulate: element j is read before it is
+// written, by the same thread), so neither carries __restrict__.
 __global__ void layernorm_backward_dx_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                              const float* __restrict__ mean, const float* __restrict__ rstd,
-                                             const float* __restrict__ dy, float* __restrict__ dx, int n, int d) {
+                                             const float* __restrict__ dy, const float* dres, float* dx, int n,
+                                             int d) {
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= n) return;
   const float* xr = x + static_cast<size_t>(row) * d;
   const float* gr = dy + static_cast<size_t>(row) * d;
+  const float* rr = dres + static_cast<size_t>(row) * d;
   float* dxr = dx + static_cast<size_t>(row) * d;
   const float m = mean[row], rs = rstd[row];
   float s1 = 0.0f, s2 = 0.0f;
@@ -67,7 +71,7 @@ __global__ void layernorm_backward_dx_kernel(const float* __restrict__ x, const 
   const float m1 = warp_sum(s1) / d, m2 = warp_sum(s2) / d;
   for (int j = lane; j < d; j += 32) {
     const float xh = (xr[j] - m) * rs;
-    dxr[j] += rs * (gr[j] * w[j] - m1 - xh * m2);
+    dxr[j] = rr[j] + rs * (gr[j] * w[j] - m1 - xh * m2);
   }
 }
 
@@ -131,11 +135,17 @@ void layernorm_forward(const float* x, const float* w, const float* b, float* y,
 
 void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
                         float* dx, float* dw, float* db, int n, int d) {
+  layernorm_backward_res(x, w, mean, rstd, dy, dx, dx, dw, db, n, d);
+}
+
+void layernorm_backward_res(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
+                            const float* dres, float* dx, float* dw, float* db, int n, int d) {
   check(n, d, "layernorm_backward");
   if (n == 0) return;
   if (dx) {
+    RT_CHECK(dres, "layernorm_backward: dres must not be null when dx is given");
     layernorm_backward_dx_kernel<<<(n + kRowsPerBlock - 1) / kRowsPerBlock, 32 * kRowsPerBlock, 0, stream()>>>(
-        x, w, mean, rstd, dy, dx, n, d);
+        x, w, mean, rstd, dy, dres, dx, n, d);
     RT_CU_LAUNCH("layernorm_backward dx");
   }
   if (dw || db) {

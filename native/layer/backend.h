@@ -55,10 +55,26 @@ class Backend {
                               int out) = 0;
   virtual void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW,
                                float* db, int n, int in, int out) = 0;
+  // y = x W^T + b + res (a residual connection; y must not be res). A device backend fuses the add into
+  // the product's epilogue; the default runs linear_forward and then the add.
+  virtual void linear_forward_res(const float* x, const float* W, const float* b, const float* res, float* y, int n,
+                                  int in, int out) {
+    linear_forward(x, W, b, y, n, in, out);
+    axpy2d(y, 0, 1.0f, y, 0, res, 0, 1, static_cast<size_t>(n) * out);
+  }
   virtual void layernorm_forward(const float* x, const float* w, const float* b, float* y, float* mean,
                                  float* rstd, int n, int d) = 0;
   virtual void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd,
                                   const float* dy, float* dx, float* dw, float* db, int n, int d) = 0;
+  // dx = dres + (layernorm_backward's dx contribution) (written, not accumulated; dres may be dx itself);
+  // dw, db accumulate as in layernorm_backward. The residual connection's gradient passing round the
+  // LayerNorm, in one pass on a device backend; the default copies then accumulates.
+  virtual void layernorm_backward_res(const float* x, const float* w, const float* mean, const float* rstd,
+                                      const float* dy, const float* dres, float* dx, float* dw, float* db, int n,
+                                      int d) {
+    if (dx != dres) copy(dx, dres, static_cast<size_t>(n) * d);
+    layernorm_backward(x, w, mean, rstd, dy, dx, dw, db, n, d);
+  }
   virtual void attention_forward(const float* qkv, float* probs, float* out, int B, int n, int d, int H,
                                  float p, uint64_t seed, uint64_t stream) = 0;
   virtual void attention_backward(const float* qkv, const float* probs, const float* dout, float* dqkv,

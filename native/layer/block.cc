@@ -7,33 +7,104 @@ namespace rt {
 void BlockCache::allocate(Backend& be, const BlockShape& s, int B_, int cap) {
   B = B_;
   capacity = cap;
-  size_t R = static_cast<size_t>(B_) * cap, d = s.d;
-  x = DeviceBuffer(be, R * d);
-  h1 = DeviceBuffer(be, R * d);
-  mean1 = DeviceBuffer(be, R);
-  rstd1 = DeviceBuffer(be, R);
-  qkv = DeviceBuffer(be, R * 3 * d);
-  probs = DeviceBuffer(be, static_cast<size_t>(B_) * s.heads * cap * cap);
-  att = DeviceBuffer(be, R * d);
-  x2 = DeviceBuffer(be, R * d);
-  h2 = DeviceBuffer(be, R * d);
-  mean2 = DeviceBuffer(be, R);
-  rstd2 = DeviceBuffer(be, R);
-  f = DeviceBuffer(be, R * 4 * d);
-  g = DeviceBuffer(be, R * 4 * d);
+  own_.clear();
+  const size_t R = static_cast<size_t>(B_) * cap, d = s.d;
+  auto buf = [&](size_t n) -> float* {
+    own_.emplace_back(be, n);
+    return own_.back().get();
+  };
+  own_.reserve(13);
+  x = buf(R * d);
+  h1 = buf(R * d);
+  mean1 = buf(R);
+  rstd1 = buf(R);
+  qkv = buf(R * 3 * d);
+  probs = buf(static_cast<size_t>(B_) * s.heads * cap * cap);
+  att = buf(R * d);
+  x2 = buf(R * d);
+  h2 = buf(R * d);
+  mean2 = buf(R);
+  rstd2 = buf(R);
+  f = buf(R * 4 * d);
+  g = buf(R * 4 * d);
 }
 
-void BlockScratch::allocate(Backend& be, const BlockShape& s, int B_, int cap) {
+void BlockArena::allocate(Backend& be, const BlockShape& s, int B_, const std::vector<int>& n_, bool with_x) {
+  B = B_;
+  n = n_;
+  row.resize(n.size());
+  prob.resize(n.size());
+  size_t r = 0, pr = 0;
+  for (size_t k = 0; k < n.size(); ++k) {
+    row[k] = r;
+    prob[k] = pr;
+    r += static_cast<size_t>(B_) * n[k];
+    pr += static_cast<size_t>(B_) * s.heads * n[k] * n[k];
+  }
+  rows = r;
+  const size_t d = s.d;
+  x = with_x ? DeviceBuffer(be, r * d) : DeviceBuffer();
+  h1 = DeviceBuffer(be, r * d);
+  mean1 = DeviceBuffer(be, r);
+  rstd1 = DeviceBuffer(be, r);
+  qkv = DeviceBuffer(be, r * 3 * d);
+  probs = DeviceBuffer(be, pr);
+  att = DeviceBuffer(be, r * d);
+  x2 = DeviceBuffer(be, r * d);
+  h2 = DeviceBuffer(be, r * d);
+  mean2 = DeviceBuffer(be, r);
+  rstd2 = DeviceBuffer(be, r);
+  f = DeviceBuffer(be, r * 4 * d);
+  g = DeviceBuffer(be, r * 4 * d);
+}
+
+BlockCache BlockArena::view(const BlockShape& s, int k) const {
+  BlockCache c;
+  c.B = B;
+  c.n = c.capacity = n[k];
+  const size_t r = row[k], d = s.d;
+  auto at = [](const DeviceBuffer& b, size_t off) -> float* { return b.get() ? b.get() + off : nullptr; };
+  c.x = at(x, r * d);
+  c.h1 = at(h1, r * d);
+  c.mean1 = at(mean1, r);
+  c.rstd1 = at(rstd1, r);
+  c.qkv = at(qkv, r * 3 * d);
+  c.probs = at(probs, prob[k]);
+  c.att = at(att, r * d);
+  c.x2 = at(x2, r * d);
+  c.h2 = at(h2, r * d);
+  c.mean2 = at(mean2, r);
+  c.rstd2 = at(rstd2, r);
+  c.f = at(f, r * 4 * d);
+  c.g = at(g, r * 4 * d);
+  return c;
+}
+
+void BlockGradArena::allocate(Backend& be, const BlockShape& s, size_t rows, bool with_dm) {
+  const size_t d = s.d;
+  dm = with_dm ? DeviceBuffer(be, rows * d) : DeviceBuffer();
+  dg = DeviceBuffer(be, rows * 4 * d);
+  da = DeviceBuffer(be, rows * d);
+  dqkv = DeviceBuffer(be, rows * 3 * d);
+}
+
+BlockGradStash BlockGradArena::view(const BlockShape& s, const BlockArena& a, int k) const {
+  const size_t r = a.row[k], d = s.d;
+  BlockGradStash st;
+  st.dm = dm.get() ? dm.get() + r * d : nullptr;
+  st.dg = dg.get() + r * 4 * d;
+  st.da = da.get() + r * d;
+  st.dqkv = dqkv.get() + r * 3 * d;
+  return st;
+}
+
+void BlockScratch::allocate(Backend& be, const BlockShape& s, int B_, int cap, bool dropout) {
   B = B_;
   capacity = cap;
   size_t R = static_cast<size_t>(B_) * cap, d = s.d;
-  dm = DeviceBuffer(be, R * d);
-  dg = DeviceBuffer(be, R * 4 * d);
   dh = DeviceBuffer(be, R * d);
-  dx2 = DeviceBuffer(be, R * d);
-  da = DeviceBuffer(be, R * d);
+  dx2 = dropout ? DeviceBuffer(be, R * d) : DeviceBuffer();
   datt = DeviceBuffer(be, R * d);
-  dqkv = DeviceBuffer(be, R * 3 * d);
 }
 
 void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, BlockCache& c, float* y, float p,
@@ -45,53 +116,61 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
   c.stream = stream;
 
   // Attention branch: x2 = x + dropout(c_proj(attn(ln_1(x)))).
-  be.layernorm_forward(c.x.get(), w.ln1_w, w.ln1_b, c.h1.get(), c.mean1.get(), c.rstd1.get(), R, d);
-  be.linear_forward(c.h1.get(), w.attn_w, w.attn_b, c.qkv.get(), R, d, 3 * d);
-  be.attention_forward(c.qkv.get(), c.probs.get(), c.att.get(), c.B, c.n, d, s.heads, p, seed, stream * 4 + 0);
-  be.linear_forward(c.att.get(), w.attn_proj_w, w.attn_proj_b, c.x2.get(), R, d, d);
-  if (p > 0) be.dropout_forward(c.x2.get(), c.x2.get(), Rd, p, seed, stream * 4 + 1);
-  be.axpy2d(c.x2.get(), 0, 1.0f, c.x2.get(), 0, c.x.get(), 0, 1, Rd);
+  be.layernorm_forward(c.x, w.ln1_w, w.ln1_b, c.h1, c.mean1, c.rstd1, R, d);
+  be.linear_forward(c.h1, w.attn_w, w.attn_b, c.qkv, R, d, 3 * d);
+  be.attention_forward(c.qkv, c.probs, c.att, c.B, c.n, d, s.heads, p, seed, stream * 4 + 0);
+  if (p > 0) {
+    be.linear_forward(c.att, w.attn_proj_w, w.attn_proj_b, c.x2, R, d, d);
+    be.dropout_forward(c.x2, c.x2, Rd, p, seed, stream * 4 + 1);
+    be.axpy2d(c.x2, 0, 1.0f, c.x2, 0, c.x, 0, 1, Rd);
+  } else {
+    be.linear_forward_res(c.att, w.attn_proj_w, w.attn_proj_b, c.x, c.x2, R, d, d);
+  }
 
   // MLP branch: y = x2 + dropout(c_proj(act(c_fc(ln_2(x2))))).
-  be.layernorm_forward(c.x2.get(), w.ln2_w, w.ln2_b, c.h2.get(), c.mean2.get(), c.rstd2.get(), R, d);
-  be.linear_forward(c.h2.get(), w.fc_w, w.fc_b, c.f.get(), R, d, 4 * d);
-  be.activation_forward(s.gelu, c.f.get(), c.g.get(), Rd * 4);
-  be.linear_forward(c.g.get(), w.mlp_proj_w, w.mlp_proj_b, y, R, 4 * d, d);
-  if (p > 0) be.dropout_forward(y, y, Rd, p, seed, stream * 4 + 2);
-  be.axpy2d(y, 0, 1.0f, y, 0, c.x2.get(), 0, 1, Rd);
+  be.layernorm_forward(c.x2, w.ln2_w, w.ln2_b, c.h2, c.mean2, c.rstd2, R, d);
+  be.linear_forward(c.h2, w.fc_w, w.fc_b, c.f, R, d, 4 * d);
+  be.activation_forward(s.gelu, c.f, c.g, Rd * 4);
+  if (p > 0) {
+    be.linear_forward(c.g, w.mlp_proj_w, w.mlp_proj_b, y, R, 4 * d, d);
+    be.dropout_forward(y, y, Rd, p, seed, stream * 4 + 2);
+    be.axpy2d(y, 0, 1.0f, y, 0, c.x2, 0, 1, Rd);
+  } else {
+    be.linear_forward_res(c.g, w.mlp_proj_w, w.mlp_proj_b, c.x2, y, R, 4 * d, d);
+  }
 }
 
 void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
-                    const BlockCache& c, BlockScratch& k, const float* dy, float* dx) {
+                    const BlockCache& c, BlockScratch& k, const BlockGradStash& st, const float* dy, float* dx) {
   const int d = s.d, R = c.B * c.n;
   const size_t Rd = static_cast<size_t>(R) * d;
   const float p = c.p;
 
-  // MLP branch.
-  const float* dm = dy;
-  if (p > 0) {
-    be.dropout_backward(dy, k.dm.get(), Rd, p, c.seed, c.stream * 4 + 2);
-    dm = k.dm.get();
-  }
-  be.linear_backward(c.g.get(), w.mlp_proj_w, dm, k.dg.get(), g.mlp_proj_w, g.mlp_proj_b, R, 4 * d, d);
-  be.activation_backward(s.gelu, c.f.get(), k.dg.get(), k.dg.get(), Rd * 4);
-  be.linear_backward(c.h2.get(), w.fc_w, k.dg.get(), k.dh.get(), g.fc_w, g.fc_b, R, d, 4 * d);
-  be.copy(k.dx2.get(), dy, Rd);
-  be.layernorm_backward(c.x2.get(), w.ln2_w, c.mean2.get(), c.rstd2.get(), k.dh.get(), k.dx2.get(), g.ln2_w,
-                        g.ln2_b, R, d);
+  // MLP branch. dm: the gradient at mlp c_proj's output.
+  if (p > 0) be.dropout_backward(dy, st.dm, Rd, p, c.seed, c.stream * 4 + 2);
+  else if (st.dm != dy) be.copy(st.dm, dy, Rd);
+  be.linear_backward(c.g, w.mlp_proj_w, st.dm, st.dg, nullptr, nullptr, R, 4 * d, d);
+  be.activation_backward(s.gelu, c.f, st.dg, st.dg, Rd * 4);
+  be.linear_backward(c.h2, w.fc_w, st.dg, k.dh.get(), nullptr, nullptr, R, d, 4 * d);
+  // x2's gradient: the residual's dy plus ln_2's. Without dropout it is also attn c_proj's output gradient.
+  float* dx2 = p > 0 ? k.dx2.get() : st.da;
+  be.layernorm_backward_res(c.x2, w.ln2_w, c.mean2, c.rstd2, k.dh.get(), dy, dx2, g.ln2_w, g.ln2_b, R, d);
 
   // Attention branch.
-  const float* da = k.dx2.get();
-  if (p > 0) {
-    be.dropout_backward(k.dx2.get(), k.da.get(), Rd, p, c.seed, c.stream * 4 + 1);
-    da = k.da.get();
-  }
-  be.linear_backward(c.att.get(), w.attn_proj_w, da, k.datt.get(), g.attn_proj_w, g.attn_proj_b, R, d, d);
-  be.attention_backward(c.qkv.get(), c.probs.get(), k.datt.get(), k.dqkv.get(), c.B, c.n, d, s.heads, p, c.seed,
-                        c.stream * 4 + 0);
-  be.linear_backward(c.h1.get(), w.attn_w, k.dqkv.get(), k.dh.get(), g.attn_w, g.attn_b, R, d, 3 * d);
-  be.copy(dx, k.dx2.get(), Rd);
-  be.layernorm_backward(c.x.get(), w.ln1_w, c.mean1.get(), c.rstd1.get(), k.dh.get(), dx, g.ln1_w, g.ln1_b, R, d);
+  if (p > 0) be.dropout_backward(dx2, st.da, Rd, p, c.seed, c.stream * 4 + 1);
+  be.linear_backward(c.att, w.attn_proj_w, st.da, k.datt.get(), nullptr, nullptr, R, d, d);
+  be.attention_backward(c.qkv, c.probs, k.datt.get(), st.dqkv, c.B, c.n, d, s.heads, p, c.seed, c.stream * 4 + 0);
+  be.linear_backward(c.h1, w.attn_w, st.dqkv, k.dh.get(), nullptr, nullptr, R, d, 3 * d);
+  be.layernorm_backward_res(c.x, w.ln1_w, c.mean1, c.rstd1, k.dh.get(), dx2, dx, g.ln1_w, g.ln1_b, R, d);
+}
+
+void block_linear_grads(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
+                        const BlockCache& a, const BlockGradStash& st, int rows) {
+  const int d = s.d;
+  be.linear_backward(a.h1, w.attn_w, st.dqkv, nullptr, g.attn_w, g.attn_b, rows, d, 3 * d);
+  be.linear_backward(a.att, w.attn_proj_w, st.da, nullptr, g.attn_proj_w, g.attn_proj_b, rows, d, d);
+  be.linear_backward(a.h2, w.fc_w, st.dg, nullptr, g.fc_w, g.fc_b, rows, d, 4 * d);
+  be.linear_backward(a.g, w.mlp_proj_w, st.dm, nullptr, g.mlp_proj_w, g.mlp_proj_b, rows, 4 * d, d);
 }
 
 void ChunkScratch::ensure(Backend& be, const BlockShape& s, int tokens) {
@@ -117,13 +196,11 @@ void block_chunk(Backend& be, const BlockShape& s, const BlockWeights& w, float*
   const size_t row = 3 * static_cast<size_t>(d);
   be.axpy2d(kv + t0 * row, cap * row, 1.0f, k.qkv.get(), c * row, nullptr, 0, B, c * row);
   be.attention_cached(kv, cap, B, t0, c, d, s.heads, k.att.get());
-  be.linear_forward(k.att.get(), w.attn_proj_w, w.attn_proj_b, k.x2.get(), R, d, d);
-  be.axpy2d(k.x2.get(), 0, 1.0f, k.x2.get(), 0, x, 0, 1, Rd);
+  be.linear_forward_res(k.att.get(), w.attn_proj_w, w.attn_proj_b, x, k.x2.get(), R, d, d);
   be.layernorm_forward(k.x2.get(), w.ln2_w, w.ln2_b, k.h.get(), k.mean.get(), k.rstd.get(), R, d);
   be.linear_forward(k.h.get(), w.fc_w, w.fc_b, k.f.get(), R, d, 4 * d);
   be.activation_forward(s.gelu, k.f.get(), k.f.get(), Rd * 4);
-  be.linear_forward(k.f.get(), w.mlp_proj_w, w.mlp_proj_b, y, R, 4 * d, d);
-  be.axpy2d(y, 0, 1.0f, y, 0, k.x2.get(), 0, 1, Rd);
+  be.linear_forward_res(k.f.get(), w.mlp_proj_w, w.mlp_proj_b, k.x2.get(), y, R, 4 * d, d);
 }
 
 void block_rows(Backend& be, const BlockShape& s, const BlockWeights& w, float* kv, int cap, const int* slot,
@@ -136,13 +213,11 @@ void block_rows(Backend& be, const BlockShape& s, const BlockWeights& w, float* 
   for (int r = 0; r < S; ++r)
     be.copy(kv + (static_cast<size_t>(slot[r]) * cap + t[r]) * row, k.qkv.get() + r * row, row);
   be.attention_cached_rows(kv, cap, slot, t, S, d, s.heads, k.att.get());
-  be.linear_forward(k.att.get(), w.attn_proj_w, w.attn_proj_b, k.x2.get(), S, d, d);
-  be.axpy2d(k.x2.get(), 0, 1.0f, k.x2.get(), 0, x, 0, 1, Sd);
+  be.linear_forward_res(k.att.get(), w.attn_proj_w, w.attn_proj_b, x, k.x2.get(), S, d, d);
   be.layernorm_forward(k.x2.get(), w.ln2_w, w.ln2_b, k.h.get(), k.mean.get(), k.rstd.get(), S, d);
   be.linear_forward(k.h.get(), w.fc_w, w.fc_b, k.f.get(), S, d, 4 * d);
   be.activation_forward(s.gelu, k.f.get(), k.f.get(), Sd * 4);
-  be.linear_forward(k.f.get(), w.mlp_proj_w, w.mlp_proj_b, y, S, 4 * d, d);
-  be.axpy2d(y, 0, 1.0f, y, 0, k.x2.get(), 0, 1, Sd);
+  be.linear_forward_res(k.f.get(), w.mlp_proj_w, w.mlp_proj_b, k.x2.get(), y, S, 4 * d, d);
 }
 
 }  // namespace rt

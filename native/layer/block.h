@@ -2,6 +2,7 @@
 // batch of B sequences of n tokens, written once over the Backend interface.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "layer/backend.h"
 
@@ -25,34 +26,85 @@ struct BlockGrads {
 };
 
 // What one application keeps for its backward: per token 16*d floats (x, h1, qkv, att, x2, h2, f, g)
-// plus heads*n attention probabilities and 4 statistics. Memory for a whole sequence is therefore linear
-// in N: each of the ~2N/w applications holds at most 2w tokens.
-// Without gradients a single cache is reused for every application (capacity = the largest n).
+// plus heads*n attention probabilities and 4 statistics. The pointers are views: either into buffers the
+// cache owns (allocate(): the inference path, one cache reused for every application, capacity = the
+// largest n) or into a layer's BlockArena (training: every application kept).
 struct BlockCache {
   int B = 0, n = 0;       // the current application's shape (n <= capacity)
   int capacity = 0;       // tokens per sequence the buffers can hold
-  DeviceBuffer x, h1, mean1, rstd1, qkv, probs, att, x2, h2, mean2, rstd2, f, g;
+  float *x = nullptr, *h1 = nullptr, *mean1 = nullptr, *rstd1 = nullptr, *qkv = nullptr, *probs = nullptr,
+        *att = nullptr, *x2 = nullptr, *h2 = nullptr, *mean2 = nullptr, *rstd2 = nullptr, *f = nullptr,
+        *g = nullptr;
   float p = 0;            // dropout rate used in forward (0 when not training)
   uint64_t seed = 0, stream = 0;
 
+  // Owns buffers for B x capacity tokens and points the views at them.
   void allocate(Backend& be, const BlockShape& s, int B, int capacity);
+
+ private:
+  std::vector<DeviceBuffer> own_;
+};
+
+// Every application's BlockCache of one layer (training), one buffer per field, application k's B*n_k
+// rows at a running offset: the Linear inputs h1, att, h2, g of all applications are then contiguous,
+// and each shared weight's gradient sum_k dy_k^T x_k is one product over all rows (block_linear_grads).
+// Memory is linear in N: with w > 0 the m+1 applications hold exactly 2N tokens per sequence (N when
+// w = 0), so per token of the sequence 2 * (16*d + 4) floats plus at most 4*heads*w attention
+// probabilities (sum_k n_k^2 <= 2w * 2N), per layer (w = 0: one application of N tokens, 16*d + 4 floats
+// and heads*N probabilities per token, x being the layer's input itself).
+struct BlockArena {
+  int B = 0;
+  std::vector<int> n;            // tokens per sequence of each application
+  std::vector<size_t> row;       // first row (of B * n_k) of each application
+  std::vector<size_t> prob;      // first float of each application's probabilities
+  size_t rows = 0;               // B * sum n_k
+  DeviceBuffer x, h1, mean1, rstd1, qkv, probs, att, x2, h2, mean2, rstd2, f, g;
+
+  // with_x false leaves x to the caller (a single application whose input already lives elsewhere).
+  void allocate(Backend& be, const BlockShape& s, int B, const std::vector<int>& n, bool with_x = true);
+  BlockCache view(const BlockShape& s, int k) const;  // application k's cache
+  void reset() { *this = BlockArena(); }
+};
+
+// The output gradients of the four Linear layers, kept for every application of one layer during its
+// backward, laid out like BlockArena (application k at its row offset): dqkv (c_attn's), da (attn
+// c_proj's, after the dropout backward), dg (c_fc's, after the activation backward), dm (mlp c_proj's,
+// after the dropout backward). 9*d floats per kept token, so 2 * 9*d per token of the sequence, for the
+// one layer being differentiated (freed before the next).
+struct BlockGradStash {
+  float *dm = nullptr, *dg = nullptr, *da = nullptr, *dqkv = nullptr;  // one application's rows
+};
+struct BlockGradArena {
+  DeviceBuffer dm, dg, da, dqkv;
+  // with_dm false: the caller points dm at memory of its own (the layer's dy, when it is already there).
+  void allocate(Backend& be, const BlockShape& s, size_t rows, bool with_dm = true);
+  BlockGradStash view(const BlockShape& s, const BlockArena& a, int k) const;
 };
 
 // Scratch for the backward of one application, sized for B x capacity tokens; reused across windows.
 struct BlockScratch {
   int B = 0, capacity = 0;
-  DeviceBuffer dm, dg, dh, dx2, da, datt, dqkv;
-  void allocate(Backend& be, const BlockShape& s, int B, int capacity);
+  DeviceBuffer dh, dx2, datt;
+  void allocate(Backend& be, const BlockShape& s, int B, int capacity, bool dropout);
 };
 
-// cache.x must hold the input [B, n, d]; y [B, n, d] is written. Dropout rate p with streams
-// stream*4 + {0: attention probabilities, 1: after attention's c_proj, 2: after the MLP}.
+// cache.x must hold the input [B, n, d]; y [B, n, d] is written (y is none of the cache's buffers). Dropout
+// rate p with streams stream*4 + {0: attention probabilities, 1: after attention's c_proj, 2: after the MLP}.
 void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, BlockCache& cache, float* y,
                    float p, uint64_t seed, uint64_t stream);
 
-// dy [B, n, d] -> dx [B, n, d] (written); weight gradients accumulate into g.
+// dy [B, n, d] -> dx [B, n, d] (written; dx is not dy). LayerNorm weight gradients accumulate into g; the
+// four Linear layers' are NOT computed here: their output gradients go to st (st.dm may be dy itself when
+// p == 0, which saves a copy), and block_linear_grads adds them up over all applications at once.
 void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
-                    const BlockCache& cache, BlockScratch& scratch, const float* dy, float* dx);
+                    const BlockCache& cache, BlockScratch& scratch, const BlockGradStash& st, const float* dy,
+                    float* dx);
+
+// The Linear weight (and bias) gradients of `rows` kept rows: inputs from a (h1, att, h2, g), output
+// gradients from st (application 0's view of a BlockGradArena: the start of each field). One product per
+// weight, accumulated into g.
+void block_linear_grads(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
+                        const BlockCache& a, const BlockGradStash& st, int rows);
 
 // Scratch for block_chunk, sized for B x rows new tokens.
 struct ChunkScratch {

@@ -24,6 +24,19 @@ std::string str(double v) {
 // Tokens in window k of a sequence of N split into windows of width w (m windows, the last partial).
 inline int window_len(int k, int m, int N, int w) { return k < m - 1 ? w : N - (m - 1) * w; }
 
+// Tokens per sequence of each application of T, in order: [N] when w = 0, else S_0 = T(X_0), the m-1
+// window pairs, and Y_{m-1} = T(S_{m-1}).
+std::vector<int> app_lengths(int N, int w) {
+  if (w == 0) return {N};
+  const int m = (N + w - 1) / w;
+  std::vector<int> n;
+  n.reserve(m + 1);
+  n.push_back(window_len(0, m, N, w));
+  for (int k = 1; k < m; ++k) n.push_back(w + window_len(k, m, N, w));
+  n.push_back(window_len(m - 1, m, N, w));
+  return n;
+}
+
 }  // namespace
 
 void LayerConfig::validate() const {
@@ -194,27 +207,33 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
 
   const int m = w == 0 ? 1 : (N + w - 1) / w;
   const int nmax = (w == 0 || m == 1) ? N : 2 * w;
+  cache.p = p;
   BlockCache single;
-  if (!keep) single.allocate(be_, shape_, B, nmax);
+  if (keep) {
+    // Every application's cache, field by field in one arena (w = 0: the input X is the cache's x).
+    const std::vector<int> lengths = app_lengths(N, w);
+    cache.arena.allocate(be_, shape_, B, lengths, w != 0);
+    cache.apps.clear();
+    cache.apps.reserve(lengths.size());
+    for (size_t k = 0; k < lengths.size(); ++k) cache.apps.push_back(cache.arena.view(shape_, static_cast<int>(k)));
+  } else {
+    single.allocate(be_, shape_, B, nmax);
+  }
   // Each application's dropout stream is unique within the call: (layer, application index).
   int app_index = 0;
   auto next_app = [&](int n) -> BlockCache& {
-    BlockCache* c = &single;
-    if (keep) {
-      cache.apps.emplace_back();
-      cache.apps.back().allocate(be_, shape_, B, n);
-      c = &cache.apps.back();
-    }
-    c->n = n;
-    return *c;
+    BlockCache& c = keep ? cache.apps[app_index] : single;
+    c.n = n;
+    return c;
   };
   auto run = [&](BlockCache& c, float* out) {
     block_forward(be_, shape_, L.w, c, out, p, seed, (static_cast<uint64_t>(l) << 32) | app_index++);
   };
 
   if (w == 0) {
+    // The block only reads its input: X itself (kept by the caller until the backward) serves as x.
     BlockCache& c = next_app(N);
-    be_.copy(c.x.get(), X, static_cast<size_t>(B) * Nd);
+    c.x = const_cast<float*>(X);
     run(c, Y);
     return;
   }
@@ -224,7 +243,7 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
   const int len0 = window_len(0, m, N, w);
   {
     BlockCache& c = next_app(len0);
-    be_.axpy2d(c.x.get(), len0 * d, 1.0f, X, Nd, nullptr, 0, B, len0 * d);
+    be_.axpy2d(c.x, len0 * d, 1.0f, X, Nd, nullptr, 0, B, len0 * d);
     run(c, out.get());
   }
   const float* S = out.get();
@@ -236,11 +255,11 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
     if (cfg_.accumulate) {
       // P_{k-1} is X_0 for k = 1, else Y_{k-2}; A = alpha * P_{k-1}.
       const float* P = k == 1 ? X : Y + static_cast<size_t>(k - 2) * w * d;
-      be_.axpy2d(c.x.get(), n * d, alpha, P, Nd, S, S_stride, B, w * d);
-      be_.axpy2d(c.x.get() + w * d, n * d, alpha, P, Nd, Xk, Nd, B, lk * d);
+      be_.axpy2d(c.x, n * d, alpha, P, Nd, S, S_stride, B, w * d);
+      be_.axpy2d(c.x + w * d, n * d, alpha, P, Nd, Xk, Nd, B, lk * d);
     } else {
-      be_.axpy2d(c.x.get(), n * d, 1.0f, S, S_stride, nullptr, 0, B, w * d);
-      be_.axpy2d(c.x.get() + w * d, n * d, 1.0f, Xk, Nd, nullptr, 0, B, lk * d);
+      be_.axpy2d(c.x, n * d, 1.0f, S, S_stride, nullptr, 0, B, w * d);
+      be_.axpy2d(c.x + w * d, n * d, 1.0f, Xk, Nd, nullptr, 0, B, lk * d);
     }
     run(c, out.get());
     // Y_{k-1} = Z[:, :w]; S_k = Z[:, w:]
@@ -251,7 +270,7 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
   // Y_{m-1} = T(S_{m-1})
   const int last = window_len(m - 1, m, N, w);
   BlockCache& c = next_app(last);
-  be_.axpy2d(c.x.get(), last * d, 1.0f, S, S_stride, nullptr, 0, B, last * d);
+  be_.axpy2d(c.x, last * d, 1.0f, S, S_stride, nullptr, 0, B, last * d);
   run(c, out.get());
   be_.axpy2d(Y + static_cast<size_t>(m - 1) * w * d, Nd, 1.0f, out.get(), last * d, nullptr, 0, B, last * d);
 }
@@ -279,6 +298,7 @@ std::shared_ptr<Tensor> LayerStack::backward(const Tensor& dy, bool check_finite
     const float* X = l == 0 ? caches[0].input.get() : caches[l - 1].output.get();
     backward_layer(l, dY, dX, B, N, w, X, caches[l]);
     caches[l].apps.clear();  // free each layer's activations as soon as its gradients are done
+    caches[l].arena.reset();
     std::swap(dY, dX);
   }
   auto dx = Tensor::create(DType::F32, {B, N, cfg_.d}, be_.device());
@@ -292,30 +312,53 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   const LayerWeights& L = lw_[l];
   const float* Y = cache.output.get();
   const float alpha = cache.alpha;
+  const bool drop = cache.p > 0;
   const int m = w == 0 ? 1 : (N + w - 1) / w;
   const int nmax = (w == 0 || m == 1) ? N : 2 * w;
   BlockScratch scratch;
-  scratch.allocate(be_, shape_, B, nmax);
+  scratch.allocate(be_, shape_, B, nmax, drop);
+  // The Linear layers' output gradients of every application, for one weight-gradient product each at
+  // the end. Without dropout the gradient at mlp c_proj's output is the block's dy itself: it is assembled
+  // straight into the stash (w = 0: it is dY).
+  BlockGradArena stash;
+  stash.allocate(be_, shape_, cache.arena.rows, !(w == 0 && !drop));
+  auto view = [&](int app) {
+    BlockGradStash st = stash.view(shape_, cache.arena, app);
+    if (!st.dm) st.dm = const_cast<float*>(dY);
+    return st;
+  };
   auto back = [&](int app, const float* dout, float* din) {
-    block_backward(be_, shape_, L.w, L.g, cache.apps[app], scratch, dout, din);
+    block_backward(be_, shape_, L.w, L.g, cache.apps[app], scratch, view(app), dout, din);
+  };
+  auto linear_grads = [&] {
+    block_linear_grads(be_, shape_, L.w, L.g, cache.apps[0], view(0), static_cast<int>(cache.arena.rows));
   };
 
   if (w == 0) {
     back(0, dY, dX);
+    linear_grads();
     return;
   }
 
   const size_t span = static_cast<size_t>(B) * nmax * d;
-  DeviceBuffer dout(be_, span), din(be_, span), dP(be_, static_cast<size_t>(B) * w * d);
+  DeviceBuffer dout_buf, din(be_, span);
+  if (drop) dout_buf = DeviceBuffer(be_, span);
+  // Where application app's output gradient is assembled.
+  auto dout = [&](int app) -> float* { return drop ? dout_buf.get() : view(app).dm; };
   be_.zero(dX, static_cast<size_t>(B) * Nd);
 
   // Final application: Y_{m-1} = T(S_{m-1}).
   const int last = window_len(m - 1, m, N, w);
-  be_.axpy2d(dout.get(), last * d, 1.0f, dY + static_cast<size_t>(m - 1) * w * d, Nd, nullptr, 0, B, last * d);
-  back(m, dout.get(), din.get());
+  {
+    float* o = dout(m);
+    be_.axpy2d(o, last * d, 1.0f, dY + static_cast<size_t>(m - 1) * w * d, Nd, nullptr, 0, B, last * d);
+    back(m, o, din.get());
+  }
   const float* dS = din.get();  // gradient of S_{k}, read before din is next overwritten
   size_t dS_stride = last * d;
-  bool have_dP = false;  // P_{m-1} feeds nothing, so the walk starts without a gradient for it
+  // True when window k's first half, dY_{k-1} + dP_k (P_k = Y_{k-1} feeds window k+1 under accumulate), was
+  // already written by window k+1. P_{m-1} feeds nothing, so the walk starts without it.
+  bool have_dP = false;
   // alpha's gradient, one double summed in the backend's memory (read once at the end, not per window).
   DeviceBuffer dalpha_acc;
   if (cfg_.accumulate) {
@@ -325,11 +368,11 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
 
   for (int k = m - 1; k >= 1; --k) {
     const int lk = window_len(k, m, N, w), n = w + lk;
+    float* o = dout(k);
     // Z = [Y_{k-1}, S_k]; Y_{k-1} is also P_k, which the next window read.
-    be_.axpy2d(dout.get(), n * d, 1.0f, dY + static_cast<size_t>(k - 1) * w * d, Nd, have_dP ? dP.get() : nullptr,
-               w * d, B, w * d);
-    be_.axpy2d(dout.get() + w * d, n * d, 1.0f, dS, dS_stride, nullptr, 0, B, lk * d);
-    back(k, dout.get(), din.get());
+    if (!have_dP) be_.axpy2d(o, n * d, 1.0f, dY + static_cast<size_t>(k - 1) * w * d, Nd, nullptr, 0, B, w * d);
+    be_.axpy2d(o + w * d, n * d, 1.0f, dS, dS_stride, nullptr, 0, B, lk * d);
+    back(k, o, din.get());
     float* dXk = dX + static_cast<size_t>(k) * w * d;
     be_.acc2d(dXk, Nd, 1.0f, din.get() + w * d, n * d, B, lk * d);
     have_dP = false;
@@ -341,9 +384,12 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
       if (k == 1) {  // P_0 = X_0
         be_.acc2d(dX, Nd, alpha, din.get(), n * d, B, w * d);
         be_.acc2d(dX, Nd, alpha, din.get() + w * d, n * d, B, lk * d);
-      } else {       // P_{k-1} = Y_{k-2}, the first half of the previous window's output
-        be_.axpy2d(dP.get(), w * d, alpha, din.get(), n * d, nullptr, 0, B, w * d);
-        be_.acc2d(dP.get(), w * d, alpha, din.get() + w * d, n * d, B, lk * d);
+      } else {       // P_{k-1} = Y_{k-2}, the first half of window k-1's output: its gradient goes straight
+                     // into window k-1's output gradient, dY_{k-2} + alpha * (both halves' input gradients).
+        float* o1 = dout(k - 1);  // (with dropout the same buffer as o, whose window is done)
+        const size_t n1 = static_cast<size_t>(w) + window_len(k - 1, m, N, w);
+        be_.axpy2d(o1, n1 * d, alpha, din.get(), n * d, dY + static_cast<size_t>(k - 2) * w * d, Nd, B, w * d);
+        be_.acc2d(o1, n1 * d, alpha, din.get() + w * d, n * d, B, lk * d);
         have_dP = true;
       }
     }
@@ -352,9 +398,13 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   }
   // First application: S_0 = T(X_0).
   const int len0 = window_len(0, m, N, w);
-  be_.axpy2d(dout.get(), len0 * d, 1.0f, dS, dS_stride, nullptr, 0, B, len0 * d);
-  back(0, dout.get(), din.get());
+  {
+    float* o = dout(0);
+    be_.axpy2d(o, len0 * d, 1.0f, dS, dS_stride, nullptr, 0, B, len0 * d);
+    back(0, o, din.get());
+  }
   be_.acc2d(dX, Nd, 1.0f, din.get(), len0 * d, B, len0 * d);
+  linear_grads();
 
   if (cfg_.accumulate && cfg_.alpha_learnable) {
     double dalpha = 0;

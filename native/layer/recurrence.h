@@ -61,10 +61,12 @@ class LayerStack {
     float* alpha_grad;
   };
   // What one layer's forward keeps: its input and output sequences (accumulate reads P from them) and
-  // one BlockCache per application of T.
+  // one BlockCache per application of T, each a view into the layer's BlockArena.
   struct LayerCache {
     DeviceBuffer input, output;
+    BlockArena arena;
     std::vector<BlockCache> apps;
+    float p = 0;          // dropout rate of the forward
     float alpha = 0;      // clamp(a, 0, 1) as used by the forward
     float alpha_raw = 0;  // a itself: the clamp's gradient depends on it
   };

@@ -193,6 +193,17 @@ static void check_linear() {
       check(gdx.get(), dx, bf16, "linear dx" + s);
       check(gdW.get(), dW, bf16, "linear dW" + s);
       check(gdb.get(), db, false, "linear db" + s);
+      // The residual in the epilogue: y = x W^T + b + res (fresh output buffer, NaN-filled).
+      VF r = randv(y.size(), 11), yr(y.size());
+      for (size_t i = 0; i < y.size(); ++i) yr[i] = y[i] + r[i];
+      Dev gres(r), gyr(y.size());
+      rt::cuda::linear_forward(bf16, gx.p, gW.p, gb.p, gyr.p, n, in, out, gres.p);
+      check(gyr.get(), yr, bf16, "linear y+res" + s);
+      // Weight gradients alone (dx null), as the recurrence's deferred products call it.
+      Dev gdW2(dW0), gdb2(db0);
+      rt::cuda::linear_backward(bf16, gx.p, gW.p, gdy.p, nullptr, gdW2.p, gdb2.p, n, in, out);
+      check(gdW2.get(), dW, bf16, "linear dW (dx null)" + s);
+      check(gdb2.get(), db, false, "linear db (dx null)" + s);
     }
 }
 
@@ -216,6 +227,14 @@ static void check_layernorm() {
       check(gdx.get(), dx, false, "layernorm dx" + s);
       check(gdw.get(), dw, false, "layernorm dw" + s);
       if (bias) check(gdb.get(), db, false, "layernorm db" + s);
+      // dx = dres + ... into a fresh (NaN-filled) buffer: the same numbers as accumulating into dres.
+      Dev gdres(dx0), gdx2(dx0.size()), gdw2(dw0), gdb2(db0);
+      rt::cuda::layernorm_backward_res(gx.p, gw.p, gm.p, gr.p, gdy.p, gdres.p, gdx2.p, gdw2.p, bias ? gdb2.p : nullptr,
+                                       n, d);
+      check(gdx2.get(), dx, false, "layernorm_backward_res dx" + s);
+      check(gdw2.get(), dw, false, "layernorm_backward_res dw" + s);
+      if (bias) check(gdb2.get(), db, false, "layernorm_backward_res db" + s);
+      check(gdres.get(), dx0, false, "layernorm_backward_res leaves dres" + s);
     }
 }
 
