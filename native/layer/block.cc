@@ -86,6 +86,8 @@ void BlockGradArena::allocate(Backend& be, const BlockShape& s, size_t rows, boo
   dg = DeviceBuffer(be, rows * 4 * d);
   da = DeviceBuffer(be, rows * d);
   dqkv = DeviceBuffer(be, rows * 3 * d);
+  dh1 = DeviceBuffer(be, rows * d);
+  dh2 = DeviceBuffer(be, rows * d);
 }
 
 BlockGradStash BlockGradArena::view(const BlockShape& s, const BlockArena& a, int k) const {
@@ -95,6 +97,8 @@ BlockGradStash BlockGradArena::view(const BlockShape& s, const BlockArena& a, in
   st.dg = dg.get() + r * 4 * d;
   st.da = da.get() + r * d;
   st.dqkv = dqkv.get() + r * 3 * d;
+  st.dh1 = dh1.get() + r * d;
+  st.dh2 = dh2.get() + r * d;
   return st;
 }
 
@@ -102,7 +106,6 @@ void BlockScratch::allocate(Backend& be, const BlockShape& s, int B_, int cap, b
   B = B_;
   capacity = cap;
   size_t R = static_cast<size_t>(B_) * cap, d = s.d;
-  dh = DeviceBuffer(be, R * d);
   dx2 = dropout ? DeviceBuffer(be, R * d) : DeviceBuffer();
   datt = DeviceBuffer(be, R * d);
 }
@@ -151,17 +154,17 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   else if (st.dm != dy) be.copy(st.dm, dy, Rd);
   be.linear_backward(c.g, w.mlp_proj_w, st.dm, st.dg, nullptr, nullptr, R, 4 * d, d);
   be.activation_backward(s.gelu, c.f, st.dg, st.dg, Rd * 4);
-  be.linear_backward(c.h2, w.fc_w, st.dg, k.dh.get(), nullptr, nullptr, R, d, 4 * d);
+  be.linear_backward(c.h2, w.fc_w, st.dg, st.dh2, nullptr, nullptr, R, d, 4 * d);
   // x2's gradient: the residual's dy plus ln_2's. Without dropout it is also attn c_proj's output gradient.
   float* dx2 = p > 0 ? k.dx2.get() : st.da;
-  be.layernorm_backward_res(c.x2, w.ln2_w, c.mean2, c.rstd2, k.dh.get(), dy, dx2, g.ln2_w, g.ln2_b, R, d);
+  be.layernorm_backward_res(c.x2, w.ln2_w, c.mean2, c.rstd2, st.dh2, dy, dx2, nullptr, nullptr, R, d);
 
   // Attention branch.
   if (p > 0) be.dropout_backward(dx2, st.da, Rd, p, c.seed, c.stream * 4 + 1);
   be.linear_backward(c.att, w.attn_proj_w, st.da, k.datt.get(), nullptr, nullptr, R, d, d);
   be.attention_backward(c.qkv, c.probs, k.datt.get(), st.dqkv, c.B, c.n, d, s.heads, p, c.seed, c.stream * 4 + 0);
-  be.linear_backward(c.h1, w.attn_w, st.dqkv, k.dh.get(), nullptr, nullptr, R, d, 3 * d);
-  be.layernorm_backward_res(c.x, w.ln1_w, c.mean1, c.rstd1, k.dh.get(), dx2, dx, g.ln1_w, g.ln1_b, R, d);
+  be.linear_backward(c.h1, w.attn_w, st.dqkv, st.dh1, nullptr, nullptr, R, d, 3 * d);
+  be.layernorm_backward_res(c.x, w.ln1_w, c.mean1, c.rstd1, st.dh1, dx2, dx, nullptr, nullptr, R, d);
 }
 
 void block_linear_grads(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
@@ -171,6 +174,8 @@ void block_linear_grads(Backend& be, const BlockShape& s, const BlockWeights& w,
   be.linear_backward(a.att, w.attn_proj_w, st.da, nullptr, g.attn_proj_w, g.attn_proj_b, rows, d, d);
   be.linear_backward(a.h2, w.fc_w, st.dg, nullptr, g.fc_w, g.fc_b, rows, d, 4 * d);
   be.linear_backward(a.g, w.mlp_proj_w, st.dm, nullptr, g.mlp_proj_w, g.mlp_proj_b, rows, 4 * d, d);
+  be.layernorm_backward(a.x, w.ln1_w, a.mean1, a.rstd1, st.dh1, nullptr, g.ln1_w, g.ln1_b, rows, d);
+  be.layernorm_backward(a.x2, w.ln2_w, a.mean2, a.rstd2, st.dh2, nullptr, g.ln2_w, g.ln2_b, rows, d);
 }
 
 void ChunkScratch::ensure(Backend& be, const BlockShape& s, int tokens) {

@@ -70,12 +70,15 @@ struct BlockArena {
 // backward, laid out like BlockArena (application k at its row offset): dqkv (c_attn's), da (attn
 // c_proj's, after the dropout backward), dg (c_fc's, after the activation backward), dm (mlp c_proj's,
 // after the dropout backward). 9*d floats per kept token, so 2 * 9*d per token of the sequence, for the
-// one layer being differentiated (freed before the next).
+// one layer being differentiated (freed before the next); with dh1 and dh2 below, 2 * 11*d.
+// The LayerNorms' input gradients dh1 (ln_1's, from c_attn) and dh2 (ln_2's, from c_fc) are kept the same
+// way, so that their weight gradients are one reduction over all rows too: 11*d floats per kept token.
 struct BlockGradStash {
   float *dm = nullptr, *dg = nullptr, *da = nullptr, *dqkv = nullptr;  // one application's rows
+  float *dh1 = nullptr, *dh2 = nullptr;
 };
 struct BlockGradArena {
-  DeviceBuffer dm, dg, da, dqkv;
+  DeviceBuffer dm, dg, da, dqkv, dh1, dh2;
   // with_dm false: the caller points dm at memory of its own (the layer's dy, when it is already there).
   void allocate(Backend& be, const BlockShape& s, size_t rows, bool with_dm = true);
   BlockGradStash view(const BlockShape& s, const BlockArena& a, int k) const;
@@ -84,7 +87,7 @@ struct BlockGradArena {
 // Scratch for the backward of one application, sized for B x capacity tokens; reused across windows.
 struct BlockScratch {
   int B = 0, capacity = 0;
-  DeviceBuffer dh, dx2, datt;
+  DeviceBuffer dx2, datt;
   void allocate(Backend& be, const BlockShape& s, int B, int capacity, bool dropout);
 };
 
@@ -93,16 +96,16 @@ struct BlockScratch {
 void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, BlockCache& cache, float* y,
                    float p, uint64_t seed, uint64_t stream);
 
-// dy [B, n, d] -> dx [B, n, d] (written; dx is not dy). LayerNorm weight gradients accumulate into g; the
-// four Linear layers' are NOT computed here: their output gradients go to st (st.dm may be dy itself when
-// p == 0, which saves a copy), and block_linear_grads adds them up over all applications at once.
+// dy [B, n, d] -> dx [B, n, d] (written; dx is not dy). No weight gradient is computed here: the output
+// gradients of the four Linear layers and the LayerNorms' go to st (st.dm may be dy itself when p == 0,
+// which saves a copy), and block_linear_grads adds them up over all applications at once.
 void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
                     const BlockCache& cache, BlockScratch& scratch, const BlockGradStash& st, const float* dy,
                     float* dx);
 
-// The Linear weight (and bias) gradients of `rows` kept rows: inputs from a (h1, att, h2, g), output
-// gradients from st (application 0's view of a BlockGradArena: the start of each field). One product per
-// weight, accumulated into g.
+// The weight (and bias) gradients of `rows` kept rows: inputs from a (h1, att, h2, g; x, x2 and their
+// statistics for the LayerNorms), output gradients from st (application 0's view of a BlockGradArena: the
+// start of each field). One product per Linear weight, one reduction per LayerNorm, accumulated into g.
 void block_linear_grads(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
                         const BlockCache& a, const BlockGradStash& st, int rows);
 
