@@ -492,3 +492,38 @@ describe('rt serve', () => {
     }
   });
 });
+
+// The server's decoder at head widths that are a multiple of 8 (the usual 32, 64...) takes the vectorized
+// cached attention (native/cpu/decode.cc); test/decode.test.ts checks the scalar path (head width 4).
+describe('the batched decoder behind the server, vectorized attention', () => {
+  for (const [d, heads] of [[16, 2], [64, 2]] as const) {
+    for (const variant of ['forget', 'accumulate'] as const) {
+      it(`head width ${d / heads}, ${variant}: each step's logits equal the offline forward of the prefix`, async () => {
+        const V = 7, N = 11, B = 3;
+        const m = new RecurrentTransformer({ vocabSize: V, d, heads, layers: 2, window: 3, variant, maxLen: 16, alpha: { init: 0.6 }, seed: d });
+        try {
+          // Weights of order 1, so that attention is far from uniform.
+          const p = m.exportParameters();
+          let k = 0;
+          for (const name of Object.keys(p)) if (!name.endsWith('alpha')) p[name] = p[name]!.map((v) => v + Math.sin(1 + k++ * 0.7) * 0.5);
+          m.importParameters(p);
+          const toks = Array.from({ length: B * N }, (_, i) => (i * 5 + 3) % V);
+          const dec = m.decoder(B);
+          let worst = 0;
+          for (let t = 0; t < N; t++) {
+            const got = await dec.stepSlots([2, 0, 1], [toks[t]!, toks[N + t]!, toks[2 * N + t]!]);
+            const x = Tensor.fromArray([0, 1, 2].flatMap((b) => toks.slice(b * N, b * N + t + 1)), [B, t + 1], 'int32');
+            const want = (await m.logits(x, { positions: 1 })).toArray();
+            x.dispose();
+            let scale = 1e-6;
+            for (const v of want) scale = Math.max(scale, Math.abs(v));
+            for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(want[i]! - got[i]!) / scale);
+          }
+          expect(worst).toBeLessThan(1e-4);
+        } finally {
+          m.dispose();
+        }
+      });
+    }
+  }
+});

@@ -83,6 +83,8 @@ export class Scheduler {
   #running: Promise<void> | null = null;
   #steps = 0;
   #tokensOut = 0;
+  #rows = 0;
+  #stepMs = 0;
 
   constructor(model: RecurrentTransformer, options: SchedulerOptions) {
     this.options = options;
@@ -97,9 +99,12 @@ export class Scheduler {
   get queued(): number {
     return this.#queue.length;
   }
-  /** Batched decoder steps and tokens generated since start. */
-  get stats(): { steps: number; tokens: number } {
-    return { steps: this.#steps, tokens: this.#tokensOut };
+  /**
+   * Since start: batched decoder steps, tokens generated, rows fed (one per active sequence per step) and
+   * milliseconds spent waiting for the decoder (the rest of a busy loop is the scheduler's own work).
+   */
+  get stats(): { steps: number; tokens: number; rows: number; stepMs: number } {
+    return { steps: this.#steps, tokens: this.#tokensOut, rows: this.#rows, stepMs: this.#stepMs };
   }
 
   generate(ids: number[], sampler: SequenceSampler, opts: { signal?: AbortSignal; onToken?: (t: GeneratedToken) => void } = {}): Promise<GenerateJobResult> {
@@ -186,58 +191,76 @@ export class Scheduler {
   }
 
   async #loop(): Promise<void> {
+    // The step's inputs go through two reused buffers (the addon copies them before the call returns),
+    // and the batch is walked with plain loops: at a wide batch this loop runs a few hundred times a
+    // second on the thread that also serves HTTP, so what it allocates per step and per token counts.
+    const slots = new Int32Array(this.options.maxBatch);
+    const tokens = new Int32Array(this.options.maxBatch);
+    const V = this.#vocab;
     for (;;) {
-      while (this.#free.length && this.#queue.length) {
-        const job = this.#queue.shift()!;
-        if (job.signal?.aborted) {
-          job.reject(new AbortedError('the request was abandoned before it started'));
-          continue;
-        }
-        job.slot = this.#free.pop()!;
-        this.#decoder.reset(job.slot);
-        this.#active.push(job);
-        if (job.kind === 'generate' && job.sampler.done) this.#finish(job);  // maxTokens 0
+      this.#admit();
+      const n = this.#active.length;
+      if (n === 0) return;
+      const batch = this.#active.slice();
+      for (let r = 0; r < n; r++) {
+        const j = batch[r]!;
+        slots[r] = j.slot;
+        tokens[r] = j.fed < j.ids.length ? j.ids[j.fed]! : (j as GenerateJob).last;
       }
-      if (this.#active.length === 0) return;
-      const batch = [...this.#active];
-      const tokens = batch.map((j) => (j.fed < j.ids.length ? j.ids[j.fed]! : (j as GenerateJob).last));
       let logits: Float32Array;
+      const t0 = performance.now();
       try {
-        logits = await this.#decoder.stepSlots(
-          batch.map((j) => j.slot),
-          tokens,
-        );
+        logits = await this.#decoder.stepSlots(slots.subarray(0, n), tokens.subarray(0, n));
       } catch (e) {
         for (const j of batch) this.#finish(j, e as Error);
         continue;
       }
+      this.#stepMs += performance.now() - t0;
+      this.#rows += n;
       this.#steps++;
-      const V = this.#vocab;
-      batch.forEach((job, r) => {
-        const feeding = job.fed < job.ids.length;
-        if (feeding) job.fed++;
-        if (job.signal?.aborted) {
-          this.#finish(job);
-          return;
-        }
-        if (job.kind === 'score') {
-          if (job.fed < job.ids.length) job.logprob += logSoftmaxAt(logits, r * V, V, job.ids[job.fed]!);
-          else this.#finish(job);
-          return;
-        }
-        if (feeding && job.fed < job.ids.length) return;  // still reading the prompt
-        const t = job.sampler.next(logits.subarray(r * V, (r + 1) * V));
-        if (t !== null) {
-          if (t.text || !job.sampler.stopped) {
-            job.text += t.text;
-            job.out.push(t.token);
-            this.#tokensOut++;
-            this.#emit(job, t);
-          }
-          job.last = t.token;
-        }
-        if (job.sampler.done) this.#finish(job);
-      });
+      for (let r = 0; r < n; r++) this.#advance(batch[r]!, logits, r * V, V);
     }
+  }
+
+  /** Free slots take queued requests (in arrival order). */
+  #admit(): void {
+    while (this.#free.length && this.#queue.length) {
+      const job = this.#queue.shift()!;
+      if (job.signal?.aborted) {
+        job.reject(new AbortedError('the request was abandoned before it started'));
+        continue;
+      }
+      job.slot = this.#free.pop()!;
+      this.#decoder.reset(job.slot);
+      this.#active.push(job);
+      if (job.kind === 'generate' && job.sampler.done) this.#finish(job);  // maxTokens 0
+    }
+  }
+
+  /** One job after a step: its row of logits starts at `at`. */
+  #advance(job: Job, logits: Float32Array, at: number, V: number): void {
+    const feeding = job.fed < job.ids.length;
+    if (feeding) job.fed++;
+    if (job.signal?.aborted) {
+      this.#finish(job);
+      return;
+    }
+    if (job.kind === 'score') {
+      if (job.fed < job.ids.length) job.logprob += logSoftmaxAt(logits, at, V, job.ids[job.fed]!);
+      else this.#finish(job);
+      return;
+    }
+    if (feeding && job.fed < job.ids.length) return;  // still reading the prompt
+    const t = job.sampler.next(logits.subarray(at, at + V));
+    if (t !== null) {
+      if (t.text || !job.sampler.stopped) {
+        job.text += t.text;
+        job.out.push(t.token);
+        this.#tokensOut++;
+        if (job.onToken) this.#emit(job, t);
+      }
+      job.last = t.token;
+    }
+    if (job.sampler.done) this.#finish(job);
   }
 }

@@ -157,8 +157,8 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
       },
     });
     start();
-    res.write(`data: ${JSON.stringify({ done: true, tokens: r.tokens.length, finishReason: r.finishReason })}\n\n`);
-    res.end('data: [DONE]\n\n');
+    // The summary event and the end marker in one write.
+    res.end(`data: ${JSON.stringify({ done: true, tokens: r.tokens.length, finishReason: r.finishReason })}\n\ndata: [DONE]\n\n`);
   }
 
   async function scoreRoute(res: http.ServerResponse, body: Body, signal: AbortSignal): Promise<void> {
@@ -186,7 +186,9 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
     try {
       if (url.pathname === '/healthz') {
         if (req.method !== 'GET') throw new HttpError(405, 'use GET');
-        sendJson(res, 200, { ok: true, active: scheduler.active, queued: scheduler.queued });
+        // ?stats=1 adds the scheduler's counters (steps, tokens, rows, ms spent in the decoder).
+        const stats = url.searchParams.get('stats') === '1' ? { stats: scheduler.stats } : {};
+        sendJson(res, 200, { ok: true, active: scheduler.active, queued: scheduler.queued, ...stats });
       } else if (url.pathname === '/v1/model') {
         if (req.method !== 'GET') throw new HttpError(405, 'use GET');
         const tj = tokenizer.toJSON?.() as { type?: string } | undefined;
