@@ -397,16 +397,6 @@ class CudaBackend final : public Backend {
     RT_PROF(linear_name(true, in, out));
     cuda::linear_forward(!fp32_, x, W, b, y, n, in, out, res);
   }
-  void linear_forward_act(bool gelu, const float* x, const float* W, const float* b, float* f, float* g, int n, int in,
-                          int out) override {
-    RT_PROF("linear_forward_act.c_fc");
-    cuda::linear_forward_act(!fp32_, gelu, x, W, b, f, g, n, in, out);
-  }
-  void linear_backward_dx_act(bool gelu, const float* f, const float* W, const float* dy, float* dx, int n, int in,
-                              int out) override {
-    RT_PROF("linear_backward_dx_act.mlp_proj");
-    cuda::linear_backward_dx_act(!fp32_, gelu, f, W, dy, dx, n, in, out);
-  }
   void layernorm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int n,
                          int d) override {
     RT_PROF("layernorm_forward");

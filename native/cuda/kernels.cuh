@@ -40,12 +40,6 @@ void set_gemm_kernel(GemmKernel k);
 // y[n,out] = x W^T + b (+ res[n,out] when given) (written). y may be res.
 void linear_forward(bool bf16, const float* x, const float* W, const float* b, float* y, int n, int in, int out,
                     const float* res = nullptr);
-// f = x W^T + b and g = act(f) (gelu or relu), both written, in one pass (g may be f).
-void linear_forward_act(bool bf16, bool gelu, const float* x, const float* W, const float* b, float* f, float* g, int n,
-                        int in, int out);
-// dx = (dy W) * act'(f) (written): the product's epilogue applies the activation's derivative.
-void linear_backward_dx_act(bool bf16, bool gelu, const float* f, const float* W, const float* dy, float* dx, int n,
-                            int in, int out);
 // dx = dy W (written; skipped when null); dW += dy^T x; db += column sums of dy.
 void linear_backward(bool bf16, const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,
                      int n, int in, int out);

@@ -20,7 +20,6 @@
 #include <string>
 #include <type_traits>
 
-#include "cuda/activation.cuh"
 #include "cuda/common.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/profile.cuh"
@@ -46,9 +45,6 @@ struct GemmArgs {
   float alpha, beta;
   const float* bias;
   const float* res;  // added in the epilogue (ldc apart), or null
-  int act;           // 0, or 1 gelu / 2 relu: with out2, out2 = act(C); with aux, C = act'(aux) * C
-  float* out2;       // ldc apart
-  const float* aux;  // ldc apart
   int inner;
   long long a_o, a_i, b_o, b_i, c_o, c_i;
   int kchunk;  // reduction range per blockIdx.z when split over K (ws != null)
@@ -86,13 +82,10 @@ __device__ __forceinline__ void epilogue_store(const GemmArgs& g, float* C, int 
   }
   float o = g.alpha * v;
   if (g.bias) o += g.bias[gc];
-  const size_t at = static_cast<size_t>(gr) * g.ldc + gc;
-  if (g.res) o += g.res[at];
-  if (g.act && g.aux) o = act_backward(g.act, g.aux[at], o);
-  float* cp = C + at;
+  if (g.res) o += g.res[static_cast<size_t>(gr) * g.ldc + gc];
+  float* cp = C + static_cast<size_t>(gr) * g.ldc + gc;
   if (g.beta != 0.0f) o += g.beta * *cp;
   *cp = o;
-  if (g.act && g.out2) g.out2[at] = act_forward(g.act, o);
 }
 
 // A ROWS x COLS tile in the operand's stored orientation (contiguous along COLS), held in registers as
@@ -575,24 +568,14 @@ void gemm_cublas(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, 
 
 }  // namespace
 
-namespace {
-// What the epilogue does besides alpha * AB + bias (+ beta * C): see GemmArgs.
-struct Epilogue {
-  const float* res = nullptr;
-  int act = 0;
-  float* out2 = nullptr;
-  const float* aux = nullptr;
-};
-
-void gemm_ex(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
-             int ldb, float beta, float* C, int ldc, const float* bias, const Batch* batch, const Epilogue& ep) {
-  const float* res = ep.res;
+void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
+          int ldb, float beta, float* C, int ldc, const float* bias, const Batch* batch, const float* res) {
   if (M <= 0 || N <= 0) return;
   RT_CHECK(!(tA && tB), "cuda gemm: transposing both operands is not supported");
   const int count = batch ? batch->count : 1;
   if (count <= 0) return;
 #ifdef RT_CUBLAS
-  if (cublas_enabled() && !bias && !res && !ep.act && g_kernel == GemmKernel::Auto && K > 0 && (!batch || batch->inner <= 1)) {
+  if (cublas_enabled() && !bias && !res && g_kernel == GemmKernel::Auto && K > 0 && (!batch || batch->inner <= 1)) {
     gemm_cublas(bf16, tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, batch);
     return;
   }
@@ -605,10 +588,6 @@ void gemm_ex(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, cons
   RT_CHECK(!res || !batch || batch->count == 1, "cuda gemm: a residual is supported for a single product only");
   RT_CHECK(!res || res != C || beta == 0.0f, "cuda gemm: res may alias C only when beta == 0");
   g.res = res;
-  RT_CHECK(!ep.act || !batch || batch->count == 1, "cuda gemm: a fused activation is supported for a single product only");
-  g.act = ep.act;
-  g.out2 = ep.out2;
-  g.aux = ep.aux;
   g.inner = batch ? std::max(batch->inner, 1) : 1;
   if (batch) {
     g.a_o = batch->a.outer; g.a_i = batch->a.inner;
@@ -623,7 +602,7 @@ void gemm_ex(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, cons
   auto tiles = [&](int bm, int bn) { return static_cast<long long>((M + bm - 1) / bm) * ((N + bn - 1) / bn); };
   // Split K when the output alone cannot fill the GPU and the reduction is long (weight gradients).
   auto split_for = [&](long long t) {
-    if (count != 1 || t >= sms || g.K < 512 || ep.act) return 1;  // the activation needs the whole sum
+    if (count != 1 || t >= sms || g.K < 512) return 1;
     return static_cast<int>(std::min<long long>({(2LL * sms + t - 1) / t, g.K / 256, 32}));
   };
   // Measured on the H200 (bench/cuda/NOTES.md): 128x128 tiles with two stages and two blocks per SM are
@@ -661,37 +640,11 @@ void gemm_ex(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, cons
   }
 }
 
-}  // namespace
-
-void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
-          int ldb, float beta, float* C, int ldc, const float* bias, const Batch* batch, const float* res) {
-  Epilogue ep;
-  ep.res = res;
-  gemm_ex(bf16, tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, batch, ep);
-}
-
 void set_gemm_kernel(GemmKernel k) { g_kernel = k; }
 
 void linear_forward(bool bf16, const float* x, const float* W, const float* b, float* y, int n, int in, int out,
                     const float* res) {
   gemm(bf16, false, true, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out, b, nullptr, res);
-}
-
-void linear_forward_act(bool bf16, bool gelu, const float* x, const float* W, const float* b, float* f, float* g, int n,
-                        int in, int out) {
-  Epilogue ep;
-  ep.act = gelu ? 1 : 2;
-  ep.out2 = g;
-  gemm_ex(bf16, false, true, n, out, in, 1.0f, x, in, W, in, 0.0f, f, out, b, nullptr, ep);
-}
-
-void linear_backward_dx_act(bool bf16, bool gelu, const float* f, const float* W, const float* dy, float* dx, int n,
-                            int in, int out) {
-  if (n <= 0) return;
-  Epilogue ep;
-  ep.act = gelu ? 1 : 2;
-  ep.aux = f;
-  gemm_ex(bf16, false, false, n, in, out, 1.0f, dy, out, W, in, 0.0f, dx, in, nullptr, nullptr, ep);
 }
 
 void linear_backward(bool bf16, const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,

@@ -88,20 +88,6 @@ class Backend {
     const size_t seq = static_cast<size_t>(cap) * 3 * d;
     for (int r = 0; r < S; ++r) attention_cached(qkv + slot[r] * seq, cap, 1, t[r], 1, d, H, out + static_cast<size_t>(r) * d);
   }
-  // f = x W^T + b and g = act(f), both written (g may be f): c_fc and its activation, one pass where the
-  // backend fuses them.
-  virtual void linear_forward_act(bool gelu, const float* x, const float* W, const float* b, float* f, float* g, int n,
-                                  int in, int out) {
-    linear_forward(x, W, b, f, n, in, out);
-    activation_forward(gelu, f, g, static_cast<size_t>(n) * out);
-  }
-  // dx = (dy W) * act'(f) (written; f is the activation's input, [n, in]): the gradient at c_fc's output from
-  // mlp c_proj's output gradient dy, one pass where the backend fuses them.
-  virtual void linear_backward_dx_act(bool gelu, const float* f, const float* W, const float* dy, float* dx, int n,
-                                      int in, int out) {
-    linear_backward(nullptr, W, dy, dx, nullptr, nullptr, n, in, out);
-    activation_backward(gelu, f, dx, dx, static_cast<size_t>(n) * in);
-  }
   virtual void activation_forward(bool gelu, const float* x, float* y, size_t n) = 0;
   virtual void activation_backward(bool gelu, const float* x, const float* dy, float* dx, size_t n) = 0;
   virtual void dropout_forward(const float* x, float* y, size_t n, float p, uint64_t seed,

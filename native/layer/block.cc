@@ -132,7 +132,8 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
 
   // MLP branch: y = x2 + dropout(c_proj(act(c_fc(ln_2(x2))))).
   be.layernorm_forward(c.x2, w.ln2_w, w.ln2_b, c.h2, c.mean2, c.rstd2, R, d);
-  be.linear_forward_act(s.gelu, c.h2, w.fc_w, w.fc_b, c.f, c.g, R, d, 4 * d);
+  be.linear_forward(c.h2, w.fc_w, w.fc_b, c.f, R, d, 4 * d);
+  be.activation_forward(s.gelu, c.f, c.g, Rd * 4);
   if (p > 0) {
     be.linear_forward(c.g, w.mlp_proj_w, w.mlp_proj_b, y, R, 4 * d, d);
     be.dropout_forward(y, y, Rd, p, seed, stream * 4 + 2);
@@ -151,7 +152,8 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   // MLP branch. dm: the gradient at mlp c_proj's output.
   if (p > 0) be.dropout_backward(dy, st.dm, Rd, p, c.seed, c.stream * 4 + 2);
   else if (st.dm != dy) be.copy(st.dm, dy, Rd);
-  be.linear_backward_dx_act(s.gelu, c.f, w.mlp_proj_w, st.dm, st.dg, R, 4 * d, d);
+  be.linear_backward(c.g, w.mlp_proj_w, st.dm, st.dg, nullptr, nullptr, R, 4 * d, d);
+  be.activation_backward(s.gelu, c.f, st.dg, st.dg, Rd * 4);
   be.linear_backward(c.h2, w.fc_w, st.dg, st.dh2, nullptr, nullptr, R, d, 4 * d);
   // x2's gradient: the residual's dy plus ln_2's. Without dropout it is also attn c_proj's output gradient.
   float* dx2 = p > 0 ? k.dx2.get() : st.da;
@@ -192,6 +194,7 @@ void ChunkScratch::ensure(Backend& be, const BlockShape& s, int tokens) {
 void block_chunk(Backend& be, const BlockShape& s, const BlockWeights& w, float* kv, int cap, int B, int t0, int c,
                  const float* x, float* y, ChunkScratch& k) {
   const int d = s.d, R = B * c;
+  const size_t Rd = static_cast<size_t>(R) * d;
   k.ensure(be, s, R);
   be.layernorm_forward(x, w.ln1_w, w.ln1_b, k.h.get(), k.mean.get(), k.rstd.get(), R, d);
   be.linear_forward(k.h.get(), w.attn_w, w.attn_b, k.qkv.get(), R, d, 3 * d);
@@ -200,14 +203,15 @@ void block_chunk(Backend& be, const BlockShape& s, const BlockWeights& w, float*
   be.attention_cached(kv, cap, B, t0, c, d, s.heads, k.att.get());
   be.linear_forward_res(k.att.get(), w.attn_proj_w, w.attn_proj_b, x, k.x2.get(), R, d, d);
   be.layernorm_forward(k.x2.get(), w.ln2_w, w.ln2_b, k.h.get(), k.mean.get(), k.rstd.get(), R, d);
-  be.linear_forward_act(s.gelu, k.h.get(), w.fc_w, w.fc_b, k.f.get(), k.f.get(), R, d, 4 * d);
+  be.linear_forward(k.h.get(), w.fc_w, w.fc_b, k.f.get(), R, d, 4 * d);
+  be.activation_forward(s.gelu, k.f.get(), k.f.get(), Rd * 4);
   be.linear_forward_res(k.f.get(), w.mlp_proj_w, w.mlp_proj_b, k.x2.get(), y, R, 4 * d, d);
 }
 
 void block_rows(Backend& be, const BlockShape& s, const BlockWeights& w, float* kv, int cap, const int* slot,
                 const int* t, int S, const float* x, float* y, ChunkScratch& k) {
   const int d = s.d;
-  const size_t row = 3 * static_cast<size_t>(d);
+  const size_t Sd = static_cast<size_t>(S) * d, row = 3 * static_cast<size_t>(d);
   k.ensure(be, s, S);
   be.layernorm_forward(x, w.ln1_w, w.ln1_b, k.h.get(), k.mean.get(), k.rstd.get(), S, d);
   be.linear_forward(k.h.get(), w.attn_w, w.attn_b, k.qkv.get(), S, d, 3 * d);
@@ -216,7 +220,8 @@ void block_rows(Backend& be, const BlockShape& s, const BlockWeights& w, float* 
   be.attention_cached_rows(kv, cap, slot, t, S, d, s.heads, k.att.get());
   be.linear_forward_res(k.att.get(), w.attn_proj_w, w.attn_proj_b, x, k.x2.get(), S, d, d);
   be.layernorm_forward(k.x2.get(), w.ln2_w, w.ln2_b, k.h.get(), k.mean.get(), k.rstd.get(), S, d);
-  be.linear_forward_act(s.gelu, k.h.get(), w.fc_w, w.fc_b, k.f.get(), k.f.get(), S, d, 4 * d);
+  be.linear_forward(k.h.get(), w.fc_w, w.fc_b, k.f.get(), S, d, 4 * d);
+  be.activation_forward(s.gelu, k.f.get(), k.f.get(), Sd * 4);
   be.linear_forward_res(k.f.get(), w.mlp_proj_w, w.mlp_proj_b, k.x2.get(), y, S, 4 * d, d);
 }
 
