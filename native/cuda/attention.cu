@@ -87,23 +87,6 @@ __device__ __forceinline__ void load_head(float* dst, const float* src, int ld, 
   for_cells<HD>(n, hd, [&](int r, int c) { dst[r * hp + c] = src[static_cast<size_t>(r) * ld + c]; });
 }
 
-// sum over t in [t0, t1) of a[t*sa] * b[t*sb] with four independent partial sums: the fused kernels' loops
-// are short (hd or n terms) and bound by the latency of one dependent chain of shared loads and FMAs, so
-// four chains run about four times as fast. The order of the additions differs from the CPU's (within
-// float32 rounding of these short sums).
-__device__ __forceinline__ float dot4(const float* a, int sa, const float* b, int sb, int t0, int t1) {
-  float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-  int t = t0;
-  for (; t + 4 <= t1; t += 4) {
-    s0 = fmaf(a[t * sa], b[t * sb], s0);
-    s1 = fmaf(a[(t + 1) * sa], b[(t + 1) * sb], s1);
-    s2 = fmaf(a[(t + 2) * sa], b[(t + 2) * sb], s2);
-    s3 = fmaf(a[(t + 3) * sa], b[(t + 3) * sb], s3);
-  }
-  for (; t < t1; ++t) s0 = fmaf(a[t * sa], b[t * sb], s0);
-  return (s0 + s1) + (s2 + s3);
-}
-
 // ------------------------------------------------------------------------------------------------
 // Fused path.
 
@@ -133,7 +116,8 @@ __global__ void __launch_bounds__(kThreads) attention_forward_fused(const float*
     const float* q = Q + i * hp;
     for (int j = lane; j <= i; j += 32) {
       const float* k = K + j * hp;
-      const float s = dot4(q, 1, k, 1, 0, hd);
+      float s = 0.0f;
+      for (int c = 0; c < hd; ++c) s = fmaf(q[c], k[c], s);
       S[i * np + j] = s * g.scale;
     }
   }
@@ -166,7 +150,8 @@ __global__ void __launch_bounds__(kThreads) attention_forward_fused(const float*
   float* o = out + static_cast<size_t>(b) * n * g.d + h * hd;
   for_cells<HD>(n, hd, [&](int i, int c) {
     const float* srow = S + i * np;
-    const float acc = dot4(srow, 1, V + c, hp, 0, i + 1);
+    float acc = 0.0f;
+    for (int j = 0; j <= i; ++j) acc = fmaf(srow[j], V[j * hp + c], acc);
     o[static_cast<size_t>(i) * g.d + c] = acc;
   });
 }
@@ -200,7 +185,8 @@ __global__ void __launch_bounds__(kThreads) attention_backward_fused(const float
 
   // dV[j] = sum_{i >= j} Pd[i][j] dO[i]
   for_cells<HD>(n, hd, [&](int j, int c) {
-    const float acc = dot4(Pd + j, np, X2 + c, hp, j, n);
+    float acc = 0.0f;
+    for (int i = j; i < n; ++i) acc = fmaf(Pd[i * np + j], X2[i * hp + c], acc);
     dbase[static_cast<size_t>(j) * g.ld + 2 * g.d + c] = acc;
   });
   __syncthreads();
@@ -212,7 +198,7 @@ __global__ void __launch_bounds__(kThreads) attention_backward_fused(const float
       float v = 0.0f;
       if (j <= i) {
         const float* vv = X1 + j * hp;
-        v = dot4(a, 1, vv, 1, 0, hd);
+        for (int c = 0; c < hd; ++c) v = fmaf(a[c], vv[c], v);
         v *= mask((static_cast<uint64_t>(bh) * n + i) * n + j);
       }
       G[i * np + j] = v;
@@ -240,11 +226,11 @@ __global__ void __launch_bounds__(kThreads) attention_backward_fused(const float
     float acc = 0.0f;
     if (rr < n) {
       const int r = rr;
-      acc = dot4(G + r * np, 1, X2 + c, hp, 0, r + 1);
+      for (int j = 0; j <= r; ++j) acc = fmaf(G[r * np + j], X2[j * hp + c], acc);
       dbase[static_cast<size_t>(r) * g.ld + c] = acc;
     } else {
       const int r = rr - n;
-      acc = dot4(G + r, np, X1 + c, hp, r, n);
+      for (int i = r; i < n; ++i) acc = fmaf(G[i * np + r], X1[i * hp + c], acc);
       dbase[static_cast<size_t>(r) * g.ld + g.d + c] = acc;
     }
   });
