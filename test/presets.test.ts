@@ -79,6 +79,23 @@ describe('rt train --preset NAME: one short step builds the intended model', () 
     expect(step).toMatchObject({ step: 1, noise: 32, samples: 2, lr: 5e-4 })
   })
 
+  it('--checkpoint-every N writes checkpoints every N steps (not at each evaluation) and at the end; copy presets set 500', () => {
+    expect(applyPreset({ preset: 'paper-copy' })['checkpoint-every']).toBe('500')
+    expect(applyPreset({ preset: 'paper-selective-copy' })['checkpoint-every']).toBe('500')
+    const steps = (extra: string[]) => {
+      const out = path.join(tmp, `ckpt-${extra.join('-') || 'default'}`)
+      const r = rt(['train', '--task', 'copy', '--noise', '8', '--d', '16', '--heads', '2', '--steps', '6', '--batch', '2', '--eval-every', '1', '--eval-batches', '1', '--json', '--device', 'cpu', '--out', out, ...extra])
+      expect(r.code, r.stderr).toBe(0)
+      expect(fs.existsSync(path.join(out, 'checkpoint.safetensors'))).toBe(true)
+      return r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string; step?: number }).filter((l) => l.type === 'checkpoint').map((l) => l.step)
+    }
+    expect(steps([])).toEqual([1, 2, 3, 4, 5, 6, 6])
+    expect(steps(['--checkpoint-every', '4'])).toEqual([4, 6])
+    const bad = rt(['train', '--task', 'copy', '--steps', '1', '--checkpoint-every', '0', '--device', 'cpu', '--out', path.join(tmp, 'ckpt-bad')])
+    expect(bad.code).not.toBe(0)
+    expect(bad.stderr).toContain('--checkpoint-every: expected an integer >= 1')
+  })
+
   const shakespeare = fs.existsSync(SHAKESPEARE)
   if (!shakespeare) console.warn(`SKIP: ${SHAKESPEARE} not found (tiny Shakespeare presets)`)
   it.skipIf(!shakespeare)('shakespeare-*: recurrent with and without positions, plain 1 and 6 layers', () => {

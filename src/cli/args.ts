@@ -19,6 +19,13 @@ export function int(flags: Flags, name: string, fallback?: number): number | und
   return n;
 }
 
+/** An optional integer flag that must be >= 1 when given. */
+export function positiveInt(flags: Flags, name: string): number | undefined {
+  const n = int(flags, name);
+  if (n !== undefined && n < 1) throw new UsageError(`--${name}: expected an integer >= 1, got '${String(flags[name])}'`);
+  return n;
+}
+
 export function str<T extends string>(flags: Flags, name: string, choices: readonly T[], fallback: T): T {
   const v = flags[name];
   if (v === undefined) return fallback;

@@ -33,6 +33,8 @@ const COPY: Record<string, string | true> = {
   d: '96', heads: '6', layers: '1', window: '32', variant: 'accumulate', activation: 'relu', dropout: '0.05',
   batch: '64', lr: '5e-4', schedule: 'curriculum', 'curriculum-start': '32', 'curriculum-threshold': '0.3',
   'eval-every': '10', 'eval-batches': '4',
+  // A checkpoint at every evaluation (every 10 steps) cost the selective-copy run wall time for nothing.
+  'checkpoint-every': '500',
 };
 
 const SHAKESPEARE: Record<string, string | true> = {

@@ -17,7 +17,7 @@ const STRING = [
   'curriculum-start', 'curriculum-threshold', 'eval-every', 'eval-batches', 'stop-accuracy', 'seed', 'out',
   'resume', 'checkpoint', 'batches', 'data', 'tokenizer', 'seq-len', 'cache', 'lm-target', 'prompt', 'max-tokens',
   'temperature', 'top-k', 'top-p', 'stop', 'vocab', 'port', 'host', 'device', 'max-batch', 'max-queue', 'max-tokens-limit',
-  'timeout-ms', 'preset', 'precision', 'stop-loss',
+  'timeout-ms', 'preset', 'precision', 'stop-loss', 'checkpoint-every',
   // rt scaling
   'bootstrap', 'params', 'ks', 'hll-precision', 'min-tokens', 'limit', 'tokens', 'reference', 'fit', 'beta', 'widths', 'fractions', 'head-size',
   // rt train --gpus (multi-GPU)

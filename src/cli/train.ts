@@ -13,7 +13,7 @@ import { preferDevice } from '../native.js';
 import { RecurrentTransformer } from '../model/transformer.js';
 import { CopyTaskData, type TrainData } from '../train/data.js';
 import { train, type ScheduleOptions, type TrainEvent } from '../train/trainer.js';
-import { int, num, pair, str, UsageError, type Flags } from './args.js';
+import { int, num, pair, str, UsageError, type Flags, positiveInt } from './args.js';
 import { applyPreset, presetHelp } from './presets.js';
 import { DIST_HELP, joinTrainJob, launchTrainWorkers, wantsLaunch, type TrainJob } from './train-dist.js';
 import { isWorker } from '../distributed/options.js';
@@ -39,7 +39,8 @@ training  --steps --batch --lr --weight-decay --max-grad-norm 1 --schedule const
           an evaluation reaches both) --seed 0
 device    --device cpu|cuda (RT_DEVICE, else cpu)  --precision bf16|fp32 (cuda)
 ${DIST_HELP}
-output    --out DIR (runs/<preset or task>-<time>)  --json  --resume FILE`;
+output    --out DIR (runs/<preset or task>-<time>)  --json  --resume FILE
+          --checkpoint-every N (steps; default: at each evaluation, and always at the end or on a stop)`;
 
 interface Setup {
   data: TrainData;
@@ -300,7 +301,7 @@ async function runTraining(cliFlags: Flags, job: TrainJob | null): Promise<numbe
       seed: int(flags, 'seed', 0),
       signal: controller.signal,
       onEvent,
-      checkpoint: { path: checkpoint },
+      checkpoint: { path: checkpoint, every: positiveInt(flags, 'checkpoint-every') },
       resumeFrom: typeof flags.resume === 'string' ? flags.resume : undefined,
       stopAt: setup.stopAt,
       tokenizer: setup.tokenizer,
