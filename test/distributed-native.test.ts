@@ -56,4 +56,3 @@ describe.skipIf(!cudaAddon)('the NCCL loader of the CUDA build', () => {
   })
 })
 
-if (!cudaAddon) console.log('distributed-native: no CUDA build of the addon (build-cuda/ or RT_CUDA_ADDON): the NCCL loader tests are skipped')

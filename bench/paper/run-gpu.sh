@@ -5,8 +5,9 @@
 #   bash bench/paper/run-gpu.sh TAG PRESET[@SECONDS][:EXTRA FLAGS] ...
 # A run given @SECONDS gets SIGTERM after that long: `rt train` then stops at the step in flight, writes its
 # checkpoint and summary, and the run is reported as stopped early.
-# Needs carried: .device (node, the CUDA addon; .device/data/ holds the data files: tinyshakespeare.txt and
-# fashion-mnist/*.gz, copied there by bench/paper/prepare.sh) and dist.
+# Needs carried: .device/node.xz, .device/rt.node.xz, .device/nm.tar.xz, the data it reads from .device/data/
+# (tinyshakespeare.txt, fashion-mnist/*.gz: 31 MB, carry it only for the fmnist presets), all made by
+# bench/paper/prepare.sh, and dist.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/rt-paper-out}"
@@ -15,12 +16,8 @@ TAG="$1"; shift
 [[ -x /tmp/node ]] || { xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node; }
 xz -dc .device/rt.node.xz > /tmp/rt.node
 export PATH=/tmp:$PATH RT_CUDA_ADDON=/tmp/rt.node RT_DEVICE=cuda
-# The package's run-time dependencies (node_modules does not travel; bench/paper/prepare.sh copies them).
-# .device/nm.tar.xz (2 MB) where it was carried instead of .device/nm (24 MB), to stay within the carry limit.
-if [[ ! -d node_modules ]]; then
-  if [[ -f .device/nm.tar.xz ]]; then mkdir node_modules && tar -xJf .device/nm.tar.xz -C node_modules
-  else cp -r .device/nm node_modules; fi
-fi
+# The package's run-time dependencies (node_modules does not travel; bench/paper/prepare.sh packs them).
+[[ -d node_modules ]] || { mkdir node_modules && tar -xJf .device/nm.tar.xz -C node_modules; }
 # The data where the presets look for it (../shared/data, like CI's checkout) and Fashion-MNIST.
 mkdir -p ../shared/data
 [[ -f .device/data/tinyshakespeare.txt ]] && cp .device/data/tinyshakespeare.txt ../shared/data/

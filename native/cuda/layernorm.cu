@@ -2,9 +2,9 @@
 //
 // Forward: one warp per row, two passes over the row (mean, then mean squared deviation: no
 // E[x^2] - E[x]^2 cancellation), the row staying in L1 between passes.
-// Backward: dx one warp per row (dx = dres + ..., dres = dx to accumulate); dw and db are sums over rows, done as per-chunk partial sums (256 rows
-// per chunk, columns across threads so reads coalesce) and a second kernel that adds the chunks in
-// order: deterministic, no atomics.
+// Backward: dx one warp per row (dx = dres + ..., dres = dx to accumulate); dw and db are sums over rows,
+// done as per-chunk partial sums (256 rows per chunk, columns across threads so reads coalesce) and a
+// second kernel that adds the chunks in order: deterministic, no atomics.
 #include <string>
 
 #include "cuda/common.cuh"

@@ -4,31 +4,6 @@
 
 namespace rt {
 
-void BlockCache::allocate(Backend& be, const BlockShape& s, int B_, int cap) {
-  B = B_;
-  capacity = cap;
-  own_.clear();
-  const size_t R = static_cast<size_t>(B_) * cap, d = s.d;
-  auto buf = [&](size_t n) -> float* {
-    own_.emplace_back(be, n);
-    return own_.back().get();
-  };
-  own_.reserve(13);
-  x = buf(R * d);
-  h1 = buf(R * d);
-  mean1 = buf(R);
-  rstd1 = buf(R);
-  qkv = buf(R * 3 * d);
-  probs = buf(static_cast<size_t>(B_) * s.heads * cap * cap);
-  att = buf(R * d);
-  x2 = buf(R * d);
-  h2 = buf(R * d);
-  mean2 = buf(R);
-  rstd2 = buf(R);
-  f = buf(R * 4 * d);
-  g = buf(R * 4 * d);
-}
-
 void BlockArena::allocate(Backend& be, const BlockShape& s, int B_, const std::vector<int>& n_, bool with_x) {
   B = B_;
   n = n_;
@@ -167,7 +142,7 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   be.layernorm_backward_res(c.x, w.ln1_w, c.mean1, c.rstd1, st.dh1, dx2, dx, nullptr, nullptr, R, d);
 }
 
-void block_linear_grads(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
+void block_weight_grads(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
                         const BlockCache& a, const BlockGradStash& st, int rows) {
   const int d = s.d;
   be.linear_backward(a.h1, w.attn_w, st.dqkv, nullptr, g.attn_w, g.attn_b, rows, d, 3 * d);

@@ -26,9 +26,9 @@ struct BlockGrads {
 };
 
 // What one application keeps for its backward: per token 16*d floats (x, h1, qkv, att, x2, h2, f, g)
-// plus heads*n attention probabilities and 4 statistics. The pointers are views: either into buffers the
-// cache owns (allocate(): the inference path, one cache reused for every application, capacity = the
-// largest n) or into a layer's BlockArena (training: every application kept).
+// plus heads*n attention probabilities and 4 statistics. The pointers are views into a BlockArena: a
+// layer's (training: every application kept), or one of a single application of the largest n (the
+// inference path: one cache reused for every application).
 struct BlockCache {
   int B = 0, n = 0;       // the current application's shape (n <= capacity)
   int capacity = 0;       // tokens per sequence the buffers can hold
@@ -37,17 +37,11 @@ struct BlockCache {
         *g = nullptr;
   float p = 0;            // dropout rate used in forward (0 when not training)
   uint64_t seed = 0, stream = 0;
-
-  // Owns buffers for B x capacity tokens and points the views at them.
-  void allocate(Backend& be, const BlockShape& s, int B, int capacity);
-
- private:
-  std::vector<DeviceBuffer> own_;
 };
 
 // Every application's BlockCache of one layer (training), one buffer per field, application k's B*n_k
 // rows at a running offset: the Linear inputs h1, att, h2, g of all applications are then contiguous,
-// and each shared weight's gradient sum_k dy_k^T x_k is one product over all rows (block_linear_grads).
+// and each shared weight's gradient sum_k dy_k^T x_k is one product over all rows (block_weight_grads).
 // Memory is linear in N: with w > 0 the m+1 applications hold exactly 2N tokens per sequence (N when
 // w = 0), so per token of the sequence 2 * (16*d + 4) floats plus at most 4*heads*w attention
 // probabilities (sum_k n_k^2 <= 2w * 2N), per layer (w = 0: one application of N tokens, 16*d + 4 floats
@@ -69,10 +63,10 @@ struct BlockArena {
 // The output gradients of the four Linear layers, kept for every application of one layer during its
 // backward, laid out like BlockArena (application k at its row offset): dqkv (c_attn's), da (attn
 // c_proj's, after the dropout backward), dg (c_fc's, after the activation backward), dm (mlp c_proj's,
-// after the dropout backward). 9*d floats per kept token, so 2 * 9*d per token of the sequence, for the
-// one layer being differentiated (freed before the next); with dh1 and dh2 below, 2 * 11*d.
-// The LayerNorms' input gradients dh1 (ln_1's, from c_attn) and dh2 (ln_2's, from c_fc) are kept the same
-// way, so that their weight gradients are one reduction over all rows too: 11*d floats per kept token.
+// after the dropout backward), and the LayerNorms' output gradients dh1 (ln_1's, from c_attn) and dh2
+// (ln_2's, from c_fc), so that their weight gradients are one reduction over all rows too. 11*d floats per
+// kept token, so 2 * 11*d per token of the sequence, for the one layer being differentiated (freed before
+// the next).
 struct BlockGradStash {
   float *dm = nullptr, *dg = nullptr, *da = nullptr, *dqkv = nullptr;  // one application's rows
   float *dh1 = nullptr, *dh2 = nullptr;
@@ -98,7 +92,7 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
 
 // dy [B, n, d] -> dx [B, n, d] (written; dx is not dy). No weight gradient is computed here: the output
 // gradients of the four Linear layers and the LayerNorms' go to st (st.dm may be dy itself when p == 0,
-// which saves a copy), and block_linear_grads adds them up over all applications at once.
+// which saves a copy), and block_weight_grads adds them up over all applications at once.
 void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
                     const BlockCache& cache, BlockScratch& scratch, const BlockGradStash& st, const float* dy,
                     float* dx);
@@ -106,7 +100,7 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
 // The weight (and bias) gradients of `rows` kept rows: inputs from a (h1, att, h2, g; x, x2 and their
 // statistics for the LayerNorms), output gradients from st (application 0's view of a BlockGradArena: the
 // start of each field). One product per Linear weight, one reduction per LayerNorm, accumulated into g.
-void block_linear_grads(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
+void block_weight_grads(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
                         const BlockCache& a, const BlockGradStash& st, int rows);
 
 // Scratch for block_chunk, sized for B x rows new tokens.

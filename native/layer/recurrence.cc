@@ -207,7 +207,7 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
 
   const int m = w == 0 ? 1 : (N + w - 1) / w;
   const int nmax = (w == 0 || m == 1) ? N : 2 * w;
-  cache.p = p;
+  BlockArena single_arena;  // without gradients: one cache of the largest application, reused
   BlockCache single;
   if (keep) {
     // Every application's cache, field by field in one arena (w = 0: the input X is the cache's x).
@@ -217,7 +217,8 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
     cache.apps.reserve(lengths.size());
     for (size_t k = 0; k < lengths.size(); ++k) cache.apps.push_back(cache.arena.view(shape_, static_cast<int>(k)));
   } else {
-    single.allocate(be_, shape_, B, nmax);
+    single_arena.allocate(be_, shape_, B, {nmax});
+    single = single_arena.view(shape_, 0);
   }
   // Each application's dropout stream is unique within the call: (layer, application index).
   int app_index = 0;
@@ -312,7 +313,7 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   const LayerWeights& L = lw_[l];
   const float* Y = cache.output.get();
   const float alpha = cache.alpha;
-  const bool drop = cache.p > 0;
+  const bool drop = cache.apps.front().p > 0;  // every application ran at the forward's rate
   const int m = w == 0 ? 1 : (N + w - 1) / w;
   const int nmax = (w == 0 || m == 1) ? N : 2 * w;
   BlockScratch scratch;
@@ -330,13 +331,13 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   auto back = [&](int app, const float* dout, float* din) {
     block_backward(be_, shape_, L.w, L.g, cache.apps[app], scratch, view(app), dout, din);
   };
-  auto linear_grads = [&] {
-    block_linear_grads(be_, shape_, L.w, L.g, cache.apps[0], view(0), static_cast<int>(cache.arena.rows));
+  auto weight_grads = [&] {
+    block_weight_grads(be_, shape_, L.w, L.g, cache.apps[0], view(0), static_cast<int>(cache.arena.rows));
   };
 
   if (w == 0) {
     back(0, dY, dX);
-    linear_grads();
+    weight_grads();
     return;
   }
 
@@ -404,7 +405,7 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
     back(0, o, din.get());
   }
   be_.acc2d(dX, Nd, 1.0f, din.get(), len0 * d, B, len0 * d);
-  linear_grads();
+  weight_grads();
 
   if (cfg_.accumulate && cfg_.alpha_learnable) {
     double dalpha = 0;

@@ -66,7 +66,6 @@ class LayerStack {
     DeviceBuffer input, output;
     BlockArena arena;
     std::vector<BlockCache> apps;
-    float p = 0;          // dropout rate of the forward
     float alpha = 0;      // clamp(a, 0, 1) as used by the forward
     float alpha_raw = 0;  // a itself: the clamp's gradient depends on it
   };

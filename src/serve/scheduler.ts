@@ -257,7 +257,7 @@ export class Scheduler {
         job.text += t.text;
         job.out.push(t.token);
         this.#tokensOut++;
-        if (job.onToken) this.#emit(job, t);
+        this.#emit(job, t);
       }
       job.last = t.token;
     }
