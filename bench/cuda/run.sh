@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU machine (see prepare.sh): the kernel check, the CUDA layer and the whole CUDA model against
 # the CPU, then the timings against the PyTorch peers, with logs and JSON lines under $OUT; tables last.
-#   bash bench/cuda/run.sh [--sanitize] [--stages kernels,layer,model,bench-layer,bench-model,profile]
+#   bash bench/cuda/run.sh [--sanitize] [--stages kernels,layer,model,bench-layer,bench-model,ab-fused,profile,memcheck-model]
+# ab-fused: our train step with the fused block chains off (RT_CUDA_FUSED=0) and on, no peer.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/rt-cuda-out}"
@@ -45,6 +46,11 @@ if has bench-model; then
   echo "== train-step timing (ours, then the torch peer)"
   node bench/cuda/bench-model.mjs --torch-modes "${TORCH_MODES:-fp32,bf16,bf16-sdpa,compile}" --out "$OUT/bench-model.jsonl" 2>&1 | tee "$OUT/bench-model.log" || status=1
 fi
+if has ab-fused; then
+  echo "== train step, fused block chains off then on (ours only)"
+  RT_CUDA_FUSED=0 node bench/cuda/bench-model.mjs --no-torch --out "$OUT/ab-unfused.jsonl" 2>&1 | tee "$OUT/ab-unfused.log" || status=1
+  node bench/cuda/bench-model.mjs --no-torch --out "$OUT/ab-fused.jsonl" 2>&1 | tee "$OUT/ab-fused.log" || status=1
+fi
 if has profile; then
   echo "== GPU time per operation of a train step (RT_CUDA_PROFILE=1)"
   node bench/cuda/profile.mjs --label "${PROFILE_LABEL:-}" --out "$OUT/profile.jsonl" 2>&1 | tee "$OUT/profile.log" || status=1
@@ -56,8 +62,13 @@ if [[ $SANITIZE == 1 ]]; then
   RT_BENCH_DEVICE=cuda timeout 200 compute-sanitizer --tool memcheck --print-limit 20 node bench/cuda/bench-model.mjs --configs tiny --no-torch --reps 2 > "$OUT/memcheck-model.log" 2>&1
   tail -3 "$OUT/memcheck-model.log"
 fi
+if has memcheck-model; then
+  echo "== compute-sanitizer memcheck, a small train step"
+  RT_BENCH_DEVICE=cuda timeout 200 compute-sanitizer --tool memcheck --print-limit 20 node bench/cuda/bench-model.mjs --configs tiny --no-torch --reps 2 > "$OUT/memcheck-model.log" 2>&1
+  tail -3 "$OUT/memcheck-model.log"
+fi
 echo "== summary"
 grep -h -E "^kernels_check:|^check:|^check-model:" "$OUT"/*.log 2>/dev/null
 [[ -f "$OUT/bench.log" ]] && grep -A 20 "^config " "$OUT/bench.log"
-[[ -f "$OUT/bench-model.log" ]] && grep -A 20 "^config " "$OUT/bench-model.log"
+for f in bench-model ab-unfused ab-fused; do [[ -f "$OUT/$f.log" ]] && { echo "-- $f"; grep -A 20 "^config " "$OUT/$f.log"; }; done
 exit $status

@@ -1,31 +1,12 @@
 // GELU (exact, through the normal CDF) and ReLU, forward and backward, as cpu/activation.cc: the same
 // special cases (gelu(-inf) = 0, not NaN; NaN propagates through relu). CUDA's normcdff is accurate in
 // the negative tail, where 0.5 * (1 + erf(x / sqrt 2)) would cancel. Memory-bound: one grid-stride pass.
+#include "cuda/activation.cuh"
 #include "cuda/common.cuh"
 #include "cuda/kernels.cuh"
 
 namespace rt::cuda {
 namespace {
-
-struct Gelu {
-  __device__ float operator()(float x) const {
-    const float cdf = normcdff(x);
-    return cdf == 0.0f ? 0.0f : x * cdf;
-  }
-};
-struct GeluGrad {
-  __device__ float operator()(float x, float g) const {
-    const float cdf = normcdff(x);
-    const float pdf = expf(-0.5f * x * x) * 0.398942280401432678f;
-    return g * (pdf == 0.0f ? cdf : cdf + x * pdf);
-  }
-};
-struct Relu {
-  __device__ float operator()(float x) const { return x < 0.0f ? 0.0f : x; }
-};
-struct ReluGrad {
-  __device__ float operator()(float x, float g) const { return x > 0.0f ? g : 0.0f; }
-};
 
 template <class F>
 __global__ void map1_kernel(const float* __restrict__ x, float* __restrict__ y, size_t n, F f) {

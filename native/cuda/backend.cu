@@ -25,6 +25,7 @@
 #include "cuda/kernels.cuh"
 #include "cuda/profile.cuh"
 #include "layer/backend.h"
+#include "layer/block.h"
 
 namespace rt {
 namespace cuda {
@@ -299,7 +300,11 @@ const char* linear_name(bool fwd, int in, int out) {
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(bool fp32) : fp32_(fp32) {}
+  // RT_CUDA_FUSED=0 turns the fused block chains off (block_fused.cu), for A/B timings and checks.
+  explicit CudaBackend(bool fp32) : fp32_(fp32) {
+    const char* e = std::getenv("RT_CUDA_FUSED");
+    fused_ = !(e && std::string(e) == "0");
+  }
   const char* name() const override { return fp32_ ? "cuda-fp32" : "cuda"; }
   Device device() const override { return Device::CUDA; }
   void synchronize() override { RT_CU(cudaStreamSynchronize(stream())); }
@@ -412,6 +417,25 @@ class CudaBackend final : public Backend {
     RT_PROF("layernorm_backward");
     cuda::layernorm_backward_res(x, w, mean, rstd, dy, dres, dx, dw, db, n, d);
   }
+  bool fused_block(const BlockShape& s) const override { return fused_ && cuda::block_fusable(s.d); }
+  void block_in_forward(const BlockShape& s, const BlockWeights& w, const BlockCache& c) override {
+    RT_PROF("block_in_forward");
+    cuda::block_in_forward(!fp32_, s, w, c);
+  }
+  void block_out_forward(const BlockShape& s, const BlockWeights& w, const BlockCache& c, float* y) override {
+    RT_PROF("block_out_forward");
+    cuda::block_out_forward(!fp32_, s, w, c, y);
+  }
+  void block_out_backward(const BlockShape& s, const BlockWeights& w, const BlockCache& c, const BlockGradStash& st,
+                          const float* dy, float* dx2, float* datt) override {
+    RT_PROF("block_out_backward");
+    cuda::block_out_backward(!fp32_, s, w, c, st, dy, dx2, datt);
+  }
+  void block_in_backward(const BlockShape& s, const BlockWeights& w, const BlockCache& c, const BlockGradStash& st,
+                         const float* dx2, float* dx) override {
+    RT_PROF("block_in_backward");
+    cuda::block_in_backward(!fp32_, s, w, c, st, dx2, dx);
+  }
   void attention_forward(const float* qkv, float* probs, float* out, int B, int n, int d, int H, float p, uint64_t seed,
                          uint64_t stream_id) override {
     RT_PROF("attention_forward");
@@ -492,6 +516,7 @@ class CudaBackend final : public Backend {
     return d;
   }
   bool fp32_;
+  bool fused_;
 };
 
 }  // namespace

@@ -9,6 +9,13 @@
 
 #include "core/op_types.h"
 
+namespace rt {
+struct BlockShape;
+struct BlockWeights;
+struct BlockCache;
+struct BlockGradStash;
+}  // namespace rt
+
 namespace rt::cuda {
 
 // ---- matmul.cu ----
@@ -62,6 +69,19 @@ void attention_forward(bool bf16, const float* qkv, float* probs, float* out, in
                        uint64_t seed, uint64_t stream);
 void attention_backward(bool bf16, const float* qkv, const float* probs, const float* dout, float* dqkv, int B,
                         int n, int d, int H, float p, uint64_t seed, uint64_t stream);
+
+// ---- block_fused.cu ----
+// One block application's row-local chains as one kernel each (the Backend's block_in_forward & co., whose
+// comments in layer/backend.h say what each writes), for d a multiple of 16 up to kMaxFusedD. `bf16`:
+// tensor-core products; false: float32 FMA (the check mode).
+constexpr int kMaxFusedD = 128;
+bool block_fusable(int d);
+void block_in_forward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c);
+void block_out_forward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c, float* y);
+void block_out_backward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c,
+                        const BlockGradStash& st, const float* dy, float* dx2, float* datt);
+void block_in_backward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c,
+                       const BlockGradStash& st, const float* dx2, float* dx);
 
 // ---- activation.cu ----
 void gelu_forward(const float* x, float* y, size_t n);

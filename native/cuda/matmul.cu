@@ -22,6 +22,7 @@
 
 #include "cuda/common.cuh"
 #include "cuda/kernels.cuh"
+#include "cuda/mma.cuh"
 #include "cuda/profile.cuh"
 
 #ifdef RT_CUBLAS
@@ -238,18 +239,6 @@ __global__ void __launch_bounds__(WM * WN * 32) gemm_bf16_kernel(GemmArgs g) {
 // fragment elements from shared memory as float (pairs where they are adjacent) and packs them into bf16
 // pairs (one cvt.rn.bf16x2 per pair) right before the mma. Shared rows are padded so that these reads are
 // free of bank conflicts (stride = 8 mod 32 words for pair reads, 4 mod 32 for single reads).
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // lo in the low half: the element of lower index
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
 
 // Copies of 16 or 4 bytes that zero-fill when `ok` is false (source size 0: nothing is read).
 __device__ __forceinline__ void cp_async16(float* smem, const float* gmem, bool ok) {

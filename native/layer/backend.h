@@ -8,10 +8,16 @@
 
 #include <vector>
 
+#include "core/error.h"
 #include "core/op_types.h"
 #include "core/tensor.h"
 
 namespace rt {
+
+struct BlockShape;
+struct BlockWeights;
+struct BlockCache;
+struct BlockGradStash;
 
 class Backend {
  public:
@@ -95,6 +101,31 @@ class Backend {
   virtual void dropout_backward(const float* dy, float* dx, size_t n, float p, uint64_t seed,
                                 uint64_t stream) = 0;
 
+  // ---- Fused block chains (layer/block.cc). A window application of a small block is a few microseconds
+  // of work per kernel, so launches, not arithmetic, set its time: a backend that returns true from
+  // fused_block(s) runs each row-local chain of the block as one kernel, and block_forward / block_backward
+  // call these four instead of the separate ops (attention stays separate: it mixes rows). Each writes
+  // exactly what the separate ops would (the cache, the gradient stash), so the rest of the layer cannot
+  // tell the difference. The defaults are never reached (fused_block is false) and say so if they are.
+  virtual bool fused_block(const BlockShape&) const { return false; }
+  // cache.x -> h1, mean1, rstd1, qkv.
+  virtual void block_in_forward(const BlockShape&, const BlockWeights&, const BlockCache&) { no_fused(); }
+  // cache.att, cache.x -> x2, h2, mean2, rstd2, f, g and the block's output y (with the cache's dropout).
+  virtual void block_out_forward(const BlockShape&, const BlockWeights&, const BlockCache&, float* /*y*/) {
+    no_fused();
+  }
+  // dy -> st.dm (unless it is dy and there is no dropout), st.dg, st.dh2, dx2 (x2's gradient), st.da (only
+  // with dropout: without, dx2 is st.da) and datt, the gradient at the attention's output.
+  virtual void block_out_backward(const BlockShape&, const BlockWeights&, const BlockCache&, const BlockGradStash&,
+                                  const float* /*dy*/, float* /*dx2*/, float* /*datt*/) {
+    no_fused();
+  }
+  // st.dqkv, dx2 -> st.dh1 and dx = dx2 + ln_1's input gradient.
+  virtual void block_in_backward(const BlockShape&, const BlockWeights&, const BlockCache&, const BlockGradStash&,
+                                 const float* /*dx2*/, float* /*dx*/) {
+    no_fused();
+  }
+
   // ---- The model's ops around the layer stack (cpu/embedding.cc, softmax_xent.cc, adamw.cc and their
   // cuda/ mirrors); semantics as in cpu/kernels.h. Tokens and targets are HOST int32 arrays already checked
   // against the vocabulary by the caller: they are small, are made by JavaScript, and a device backend
@@ -111,6 +142,8 @@ class Backend {
   // One optimizer step over every tensor: the global gradient norm (double, fixed order), then, when it is
   // finite, clipping to max_norm (when > 0) and the AdamW update of each tensor.
   virtual AdamWResult adamw_step(const std::vector<AdamWTensor>& tensors, AdamWHyper h, double max_norm) = 0;
+ private:
+  [[noreturn]] void no_fused() const { throw Error(std::string(name()) + ": has no fused block kernels"); }
 };
 
 Backend& cpu_backend();

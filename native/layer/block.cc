@@ -93,6 +93,13 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
   c.seed = seed;
   c.stream = stream;
 
+  if (be.fused_block(s)) {
+    be.block_in_forward(s, w, c);
+    be.attention_forward(c.qkv, c.probs, c.att, c.B, c.n, d, s.heads, p, seed, stream * 4 + 0);
+    be.block_out_forward(s, w, c, y);
+    return;
+  }
+
   // Attention branch: x2 = x + dropout(c_proj(attn(ln_1(x)))).
   be.layernorm_forward(c.x, w.ln1_w, w.ln1_b, c.h1, c.mean1, c.rstd1, R, d);
   be.linear_forward(c.h1, w.attn_w, w.attn_b, c.qkv, R, d, 3 * d);
@@ -123,6 +130,14 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   const int d = s.d, R = c.B * c.n;
   const size_t Rd = static_cast<size_t>(R) * d;
   const float p = c.p;
+
+  if (be.fused_block(s)) {
+    float* dx2 = p > 0 ? k.dx2.get() : st.da;
+    be.block_out_backward(s, w, c, st, dy, dx2, k.datt.get());
+    be.attention_backward(c.qkv, c.probs, k.datt.get(), st.dqkv, c.B, c.n, d, s.heads, p, c.seed, c.stream * 4 + 0);
+    be.block_in_backward(s, w, c, st, dx2, dx);
+    return;
+  }
 
   // MLP branch. dm: the gradient at mlp c_proj's output.
   if (p > 0) be.dropout_backward(dy, st.dm, Rd, p, c.seed, c.stream * 4 + 2);
