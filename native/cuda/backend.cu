@@ -418,6 +418,11 @@ class CudaBackend final : public Backend {
     cuda::layernorm_backward_res(x, w, mean, rstd, dy, dres, dx, dw, db, n, d);
   }
   bool fused_block(const BlockShape& s) const override { return fused_ && cuda::block_fusable(s.d); }
+  size_t fused_weights_size(const BlockShape& s) const override { return cuda::fused_weights_floats(!fp32_, s.d); }
+  void pack_fused_weights(const BlockShape& s, const BlockWeights& w, float* dst) override {
+    RT_PROF("pack_fused_weights");
+    cuda::pack_fused_weights(!fp32_, s, w, dst);
+  }
   void block_in_forward(const BlockShape& s, const BlockWeights& w, const BlockCache& c) override {
     RT_PROF("block_in_forward");
     cuda::block_in_forward(!fp32_, s, w, c);

@@ -14,12 +14,19 @@
 // stash for the one-per-layer weight products), with the same element-wise expressions and the same
 // dropout masks (element r*d + c of rng(seed, stream*4 + 1 or 2)), so block.cc's other paths cannot tell.
 //
-// Products: every warp covers all 32 rows (two m16 tiles) and takes 16 output columns at a time; the
-// activations come from shared memory (stored there already rounded to bf16, padded 8 elements per row so
-// fragment reads are free of bank conflicts), the weights straight from global memory (L2: each block
-// reads every weight once per application; at d = 96 that is 0.4 MB per block, about the cost of its
-// arithmetic). F32 (the fp32 check mode) runs the same chains with float32 FMA instead of the tensor cores,
-// accumulating in the same fragment layout, so the fused kernels are checked at 1e-4 against the CPU too.
+// Products: every warp covers all 32 rows (two m16 tiles) and takes 16 output columns at a time. The
+// activations come from shared memory, stored there already rounded to bf16 and padded 8 elements per row
+// so that fragment reads are free of bank conflicts. The weights come straight from global memory (L2) in
+// the packed copy pack_fused_weights makes once per layer pass: bf16, each matrix as [N][K] (the input
+// gradient's ones transposed), so a fragment register is one aligned 32-bit load. d is a template
+// argument: every loop has constant bounds and unrolls, which lets the compiler issue the weight loads of
+// several k-steps ahead of their products (these kernels are latency-bound, not bandwidth-bound: a block
+// reads 0.2 MB of weights per application at d = 96). Tiles come in with one float4 load per thread per
+// 1,024 floats, all issued before the first use.
+//
+// F32 (the fp32 check mode) runs the same chains with float32 FMA instead of the tensor cores, accumulating
+// in the same fragment layout from a float32 packed copy, so the fused kernels are checked at 1e-4 against
+// the CPU too.
 #include <cuda_bf16.h>
 
 #include <string>
@@ -59,6 +66,48 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// The packed copy (pack_fused_weights): offsets in elements of each [N][K] matrix. The forward's are the
+// Linear weights as stored ([out][in]); the input gradient dy W reads W^T, stored as [in][out].
+struct Packed {
+  __host__ __device__ static constexpr size_t qkv(int) { return 0; }                             // [3d][d]
+  __host__ __device__ static constexpr size_t proj(int d) { return 3ull * d * d; }               // [d][d]
+  __host__ __device__ static constexpr size_t fc(int d) { return 4ull * d * d; }                 // [4d][d]
+  __host__ __device__ static constexpr size_t mproj(int d) { return 8ull * d * d; }              // [d][4d]
+  __host__ __device__ static constexpr size_t mproj_t(int d) { return 12ull * d * d; }           // [4d][d]
+  __host__ __device__ static constexpr size_t fc_t(int d) { return 16ull * d * d; }              // [d][4d]
+  __host__ __device__ static constexpr size_t proj_t(int d) { return 20ull * d * d; }            // [d][d]
+  __host__ __device__ static constexpr size_t qkv_t(int d) { return 21ull * d * d; }             // [d][3d]
+  __host__ __device__ static constexpr size_t total(int d) { return 24ull * d * d; }
+};
+
+template <bool F32>
+__global__ void pack_kernel(Elem<F32>* __restrict__ dst, const float* __restrict__ qkv, const float* __restrict__ proj,
+                            const float* __restrict__ fc, const float* __restrict__ mproj, int d) {
+  const size_t dd = static_cast<size_t>(d) * d, total = Packed::total(d);
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    float v;
+    if (i < 3 * dd) v = qkv[i];
+    else if (i < 4 * dd) v = proj[i - 3 * dd];
+    else if (i < 8 * dd) v = fc[i - 4 * dd];
+    else if (i < 12 * dd) v = mproj[i - 8 * dd];
+    else if (i < 16 * dd) {  // mproj^T [4d][d]: mproj is [d][4d]
+      const size_t j = i - 12 * dd, n = j / d, k = j % d;
+      v = mproj[k * 4 * d + n];
+    } else if (i < 20 * dd) {  // fc^T [d][4d]: fc is [4d][d]
+      const size_t j = i - 16 * dd, n = j / (4 * d), k = j % (4 * d);
+      v = fc[k * d + n];
+    } else if (i < 21 * dd) {  // proj^T
+      const size_t j = i - 20 * dd, n = j / d, k = j % d;
+      v = proj[k * d + n];
+    } else {  // qkv^T [d][3d]: qkv is [3d][d]
+      const size_t j = i - 21 * dd, n = j / (3 * d), k = j % (3 * d);
+      v = qkv[k * d + n];
+    }
+    put<F32>(dst + i, v);
+  }
+}
+
 // Dropout of element i with the key of one stream (rng.cuh): the same mask and scale as dropout.cu.
 struct Drop {
   uint64_t key = 0;
@@ -81,12 +130,53 @@ Drop make_drop(float p, uint64_t seed, uint64_t stream_id) {
   return d;
 }
 
-// acc = rows [0, 32) x columns [n0, n0 + 16) of A B, with A (32 x K) in shared memory, row stride lda, and
-// B[k][n] = W[n*K + k] (WT false: W is a Linear's [N][K], the forward product) or W[k*N + n] (WT true: W is
-// [K][N], the input gradient dy W).
-template <bool F32, bool WT>
-__device__ __forceinline__ void warp_gemm(float (&acc)[kMT][kNB][4], const Elem<F32>* A, int lda,
-                                          const float* __restrict__ W, int K, int N, int n0) {
+// A 32 x COLS tile of a dense [R][COLS] float32 array held in registers: load() issues every read (one
+// float4 per thread per 1,024 floats, rows past R read as zeros) before each() hands them out.
+template <int COLS>
+struct Tile {
+  static constexpr int C4 = COLS / 4, N4 = kTM * C4, T = (N4 + kThreads - 1) / kThreads;
+  float4 v[T];
+  __device__ __forceinline__ void load(const float* __restrict__ src, int r0, int R) {
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+      const int i = threadIdx.x + t * kThreads, lr = i / C4, r = r0 + lr;
+      v[t] = (i < N4 && r < R) ? __ldg(reinterpret_cast<const float4*>(src + static_cast<size_t>(r) * COLS) + i % C4)
+                               : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+  }
+  // f(local row, first column, the four values)
+  template <class F>
+  __device__ __forceinline__ void each(F&& f) const {
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+      const int i = threadIdx.x + t * kThreads;
+      if (i < N4) f(i / C4, (i % C4) * 4, v[t]);
+    }
+  }
+};
+
+// Stores a tile's values into shared [32][ld] rows.
+template <bool F32, int COLS>
+__device__ __forceinline__ void store_tile(const Tile<COLS>& t, Elem<F32>* dst, int ld) {
+  t.each([&](int lr, int c, float4 v) {
+    Elem<F32>* p = dst + lr * ld + c;
+    put<F32>(p, v.x);
+    put<F32>(p + 1, v.y);
+    put<F32>(p + 2, v.z);
+    put<F32>(p + 3, v.w);
+  });
+}
+template <int COLS>
+__device__ __forceinline__ void store_tile_f32(const Tile<COLS>& t, float* dst) {
+  t.each([&](int lr, int c, float4 v) { *reinterpret_cast<float4*>(dst + lr * COLS + c) = v; });
+}
+
+// acc = rows [0, 32) x columns [n0, n0 + 16) of A W^T, with A (32 x K) in shared memory (row stride K + kPad)
+// and W a packed [N][K] matrix in global memory.
+template <bool F32, int K>
+__device__ __forceinline__ void warp_gemm(float (&acc)[kMT][kNB][4], const Elem<F32>* A,
+                                          const Elem<F32>* __restrict__ W, int n0) {
+  constexpr int lda = K + kPad;
   const int lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
 #pragma unroll
   for (int i = 0; i < kMT; ++i)
@@ -95,10 +185,16 @@ __device__ __forceinline__ void warp_gemm(float (&acc)[kMT][kNB][4], const Elem<
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
   if constexpr (!F32) {
-#pragma unroll 2
+#pragma unroll 8
     for (int k0 = 0; k0 < K; k0 += 16) {
       const int c = k0 + 2 * tq;
       uint32_t a[kMT][4], b[kNB][2];
+#pragma unroll
+      for (int j = 0; j < kNB; ++j) {
+        const unsigned int* wn = reinterpret_cast<const unsigned int*>(W + static_cast<size_t>(n0 + j * 8 + gq) * K + c);
+        b[j][0] = __ldg(wn);
+        b[j][1] = __ldg(wn + 4);
+      }
 #pragma unroll
       for (int i = 0; i < kMT; ++i) {
         const __nv_bfloat16* ar = A + (i * 16 + gq) * lda + c;
@@ -108,33 +204,19 @@ __device__ __forceinline__ void warp_gemm(float (&acc)[kMT][kNB][4], const Elem<
         a[i][3] = *reinterpret_cast<const uint32_t*>(ar + 8 * lda + 8);
       }
 #pragma unroll
-      for (int j = 0; j < kNB; ++j) {
-        const int n = n0 + j * 8 + gq;
-        if constexpr (!WT) {
-          const float* wr = W + static_cast<size_t>(n) * K + c;
-          const float2 w0 = __ldg(reinterpret_cast<const float2*>(wr));
-          const float2 w1 = __ldg(reinterpret_cast<const float2*>(wr + 8));
-          b[j][0] = pack_bf16(w0.x, w0.y);
-          b[j][1] = pack_bf16(w1.x, w1.y);
-        } else {
-          const float* wc = W + static_cast<size_t>(c) * N + n;
-          b[j][0] = pack_bf16(__ldg(wc), __ldg(wc + N));
-          b[j][1] = pack_bf16(__ldg(wc + 8 * static_cast<size_t>(N)), __ldg(wc + 9 * static_cast<size_t>(N)));
-        }
-      }
-#pragma unroll
       for (int i = 0; i < kMT; ++i)
 #pragma unroll
         for (int j = 0; j < kNB; ++j) mma_bf16(acc[i][j], a[i], b[j]);
     }
   } else {
+#pragma unroll 4
     for (int k = 0; k < K; ++k) {
       float bv[kNB][2];
 #pragma unroll
       for (int j = 0; j < kNB; ++j) {
         const int n = n0 + j * 8 + 2 * tq;
-        bv[j][0] = WT ? W[static_cast<size_t>(k) * N + n] : W[static_cast<size_t>(n) * K + k];
-        bv[j][1] = WT ? W[static_cast<size_t>(k) * N + n + 1] : W[static_cast<size_t>(n + 1) * K + k];
+        bv[j][0] = W[static_cast<size_t>(n) * K + k];
+        bv[j][1] = W[static_cast<size_t>(n + 1) * K + k];
       }
 #pragma unroll
       for (int i = 0; i < kMT; ++i) {
@@ -151,351 +233,446 @@ __device__ __forceinline__ void warp_gemm(float (&acc)[kMT][kNB][4], const Elem<
   }
 }
 
-// The block's product of its 32 rows of A with every column of B, handing each result to
-// epi(local row, column, value); the warps take 16 columns at a time.
-template <bool F32, bool WT, class Epi>
-__device__ __forceinline__ void cta_gemm(const Elem<F32>* A, int lda, const float* __restrict__ W, int K, int N,
-                                         Epi&& epi) {
+// The block's product of its 32 rows of A with all N columns of W^T, handing each pair of results to
+// epi(local row, column c (even), value at c, value at c + 1); the warps take 16 columns at a time.
+template <bool F32, int K, int N, class Epi>
+__device__ __forceinline__ void cta_gemm(const Elem<F32>* A, const Elem<F32>* __restrict__ W, Epi&& epi) {
+  static_assert(N % (8 * kNB) == 0, "N must be a multiple of 16");
   const int lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3, warp = threadIdx.x >> 5;
   for (int n0 = warp * 8 * kNB; n0 < N; n0 += kWarps * 8 * kNB) {
     float acc[kMT][kNB][4];
-    warp_gemm<F32, WT>(acc, A, lda, W, K, N, n0);
+    warp_gemm<F32, K>(acc, A, W, n0);
 #pragma unroll
     for (int i = 0; i < kMT; ++i)
 #pragma unroll
       for (int j = 0; j < kNB; ++j)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) epi(i * 16 + gq + (e >> 1) * 8, n0 + j * 8 + 2 * tq + (e & 1), acc[i][j][e]);
+        for (int h = 0; h < 2; ++h)
+          epi(i * 16 + gq + h * 8, n0 + j * 8 + 2 * tq, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
   }
 }
 
 // One row's mean and 1/std, by the same operations in the same order as layernorm.cu's forward kernel (so
 // the same bits); the calling warp owns the row.
-__device__ __forceinline__ void row_stats(const float* xr, int d, float& m, float& rs) {
+template <int D>
+__device__ __forceinline__ void row_stats(const float* xr, float& m, float& rs) {
   const int lane = threadIdx.x & 31;
   float s = 0.0f;
-  for (int j = lane; j < d; j += 32) s += xr[j];
-  m = warp_sum(s) / d;
+#pragma unroll
+  for (int j = lane; j < D; j += 32) s += xr[j];
+  m = warp_sum(s) / D;
   float v = 0.0f;
-  for (int j = lane; j < d; j += 32) {
+#pragma unroll
+  for (int j = lane; j < D; j += 32) {
     const float t = xr[j] - m;
     v += t * t;
   }
-  rs = 1.0f / sqrtf(warp_sum(v) / d + kEps);
+  rs = 1.0f / sqrtf(warp_sum(v) / D + kEps);
 }
 
-// LayerNorm of row xr into hr (global) and ar (shared, for the next product).
-template <bool F32>
-__device__ __forceinline__ void row_layernorm(const float* xr, const float* __restrict__ w, const float* __restrict__ b,
-                                              int d, float* hr, float* mean, float* rstd, Elem<F32>* ar) {
-  const int lane = threadIdx.x & 31;
-  float m, rs;
-  row_stats(xr, d, m, rs);
-  if (lane == 0) {
-    *mean = m;
-    *rstd = rs;
-  }
-  for (int j = lane; j < d; j += 32) {
-    float v = (xr[j] - m) * rs * w[j];
-    if (b) v += b[j];
-    hr[j] = v;
-    put<F32>(ar + j, v);
-  }
-}
-
-// dx = dres + LayerNorm's input gradient for one row, from its output gradient g (layernorm.cu's
-// expressions); calls out(j, dx_j) for each element.
-template <class Out>
-__device__ __forceinline__ void row_layernorm_backward(const float* xr, const float* __restrict__ w, float m, float rs,
-                                                       const float* g, const float* dres, int d, Out&& out) {
-  const int lane = threadIdx.x & 31;
-  float s1 = 0.0f, s2 = 0.0f;
-  for (int j = lane; j < d; j += 32) {
-    const float dyw = g[j] * w[j];
-    s1 += dyw;
-    s2 += dyw * ((xr[j] - m) * rs);
-  }
-  const float m1 = warp_sum(s1) / d, m2 = warp_sum(s2) / d;
-  for (int j = lane; j < d; j += 32) {
-    const float xh = (xr[j] - m) * rs;
-    out(j, dres[j] + rs * (g[j] * w[j] - m1 - xh * m2));
+// LayerNorm of the tile's rows (shared X, [32][D]) into h (global), mean, rstd and A (shared, for the next
+// product); A's rows past R become zeros.
+template <bool F32, int D>
+__device__ __forceinline__ void tile_layernorm(const float* X, const float* __restrict__ w, const float* __restrict__ b,
+                                               int r0, int R, float* h, float* mean, float* rstd, Elem<F32>* A) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int lr = warp; lr < kTM; lr += kWarps) {
+    const int r = r0 + lr;
+    Elem<F32>* ar = A + lr * (D + kPad);
+    if (r >= R) {
+#pragma unroll
+      for (int j = lane; j < D; j += 32) put<F32>(ar + j, 0.0f);
+      continue;
+    }
+    const float* xr = X + lr * D;
+    float m, rs;
+    row_stats<D>(xr, m, rs);
+    if (lane == 0) {
+      mean[r] = m;
+      rstd[r] = rs;
+    }
+    float* hr = h + static_cast<size_t>(r) * D;
+#pragma unroll
+    for (int j = lane; j < D; j += 32) {
+      float v = (xr[j] - m) * rs * w[j];
+      if (b) v += b[j];
+      hr[j] = v;
+      put<F32>(ar + j, v);
+    }
   }
 }
 
-// Zeros a shared row (rows past the last real one, so products read no stale values).
-template <bool F32>
-__device__ __forceinline__ void zero_row(Elem<F32>* ar, int d) {
-  for (int j = threadIdx.x & 31; j < d; j += 32) put<F32>(ar + j, 0.0f);
+// dx = dres + LayerNorm's input gradient for each of the tile's rows (layernorm.cu's expressions), from
+// shared X (the LayerNorm's input), G (its output gradient) and DR (dres), all [32][D]; out(r, local row,
+// j, dx_j) for each element of the rows below R.
+template <int D, class Out>
+__device__ __forceinline__ void tile_layernorm_backward(const float* X, const float* G, const float* DR,
+                                                        const float* __restrict__ w, const float* __restrict__ mean,
+                                                        const float* __restrict__ rstd, int r0, int R, Out&& out) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int lr = warp; lr < kTM; lr += kWarps) {
+    const int r = r0 + lr;
+    if (r >= R) continue;
+    const float* xr = X + lr * D;
+    const float* g = G + lr * D;
+    const float m = mean[r], rs = rstd[r];
+    float s1 = 0.0f, s2 = 0.0f;
+#pragma unroll
+    for (int j = lane; j < D; j += 32) {
+      const float dyw = g[j] * w[j];
+      s1 += dyw;
+      s2 += dyw * ((xr[j] - m) * rs);
+    }
+    const float m1 = warp_sum(s1) / D, m2 = warp_sum(s2) / D;
+#pragma unroll
+    for (int j = lane; j < D; j += 32) {
+      const float xh = (xr[j] - m) * rs;
+      out(r, lr, j, DR[lr * D + j] + rs * (g[j] * w[j] - m1 - xh * m2));
+    }
+  }
 }
+
+__device__ __forceinline__ void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
+
+template <bool F32, int D>
+struct Smem {
+  static constexpr size_t E = sizeof(Elem<F32>);
+  __host__ __device__ static constexpr size_t a(int cols) { return kTM * (cols + kPad) * E; }  // a product's input tile
+  static constexpr size_t f = kTM * D * 4;                                    // a float32 [32][D] tile
+  static constexpr size_t in_forward = f + a(D);
+  static constexpr size_t out_forward = a(D) + f + a(4 * D);
+  static constexpr size_t out_backward = a(D) + 3 * f + a(4 * D);
+  static constexpr size_t in_backward = a(3 * D) + 3 * f;
+};
 
 struct InFwd {
-  int R, d;
-  const float *x, *ln_w, *ln_b, *W, *b;
+  int R;
+  const float *x, *ln_w, *ln_b, *b;
+  const void* W;  // packed
   float *h, *mean, *rstd, *qkv;
 };
 
-template <bool F32>
+template <bool F32, int D>
 __global__ void __launch_bounds__(kThreads) in_forward_kernel(InFwd a) {
   extern __shared__ __align__(16) unsigned char smem[];
-  Elem<F32>* A = reinterpret_cast<Elem<F32>*>(smem);
-  const int d = a.d, lda = d + kPad, r0 = blockIdx.x * kTM, warp = threadIdx.x >> 5;
-  for (int lr = warp; lr < kTM; lr += kWarps) {
-    const int r = r0 + lr;
-    if (r >= a.R) {
-      zero_row<F32>(A + lr * lda, d);
-      continue;
-    }
-    const size_t o = static_cast<size_t>(r) * d;
-    row_layernorm<F32>(a.x + o, a.ln_w, a.ln_b, d, a.h + o, a.mean + r, a.rstd + r, A + lr * lda);
+  using S = Smem<F32, D>;
+  float* X = reinterpret_cast<float*>(smem);                 // [32][D]: x
+  Elem<F32>* A = reinterpret_cast<Elem<F32>*>(smem + S::f);  // [32][D + kPad]: h
+  const int r0 = blockIdx.x * kTM;
+  {
+    Tile<D> t;
+    t.load(a.x, r0, a.R);
+    store_tile_f32(t, X);
   }
   __syncthreads();
-  const int N = 3 * d;
-  cta_gemm<F32, false>(A, lda, a.W, d, N, [&](int lr, int c, float v) {
+  tile_layernorm<F32, D>(X, a.ln_w, a.ln_b, r0, a.R, a.h, a.mean, a.rstd, A);
+  __syncthreads();
+  const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W) + Packed::qkv(D);
+  cta_gemm<F32, D, 3 * D>(A, W, [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
-    if (r < a.R) a.qkv[static_cast<size_t>(r) * N + c] = a.b ? v + a.b[c] : v;
+    if (r >= a.R) return;
+    if (a.b) {
+      v0 += a.b[c];
+      v1 += a.b[c + 1];
+    }
+    store2(a.qkv + static_cast<size_t>(r) * 3 * D + c, v0, v1);
   });
 }
 
 struct OutFwd {
-  int R, d;
+  int R;
   bool gelu;
   Drop drop1, drop2;
-  const float *att, *x, *Wp, *bp, *ln_w, *ln_b, *Wfc, *bfc, *Wmp, *bmp;
+  const float *att, *x, *bp, *ln_w, *ln_b, *bfc, *bmp;
+  const void* W;  // packed
   float *x2, *h2, *mean2, *rstd2, *f, *g, *y;
 };
 
-template <bool F32>
+template <bool F32, int D>
 __global__ void __launch_bounds__(kThreads) out_forward_kernel(OutFwd a) {
   extern __shared__ __align__(16) unsigned char smem[];
-  const int d = a.d, lda = d + kPad, ldg = 4 * d + kPad, r0 = blockIdx.x * kTM, warp = threadIdx.x >> 5;
-  Elem<F32>* A = reinterpret_cast<Elem<F32>*>(smem);                    // [32][lda]: att, then h2
-  float* X2 = reinterpret_cast<float*>(A + kTM * lda);                   // [32][d]
-  Elem<F32>* G = reinterpret_cast<Elem<F32>*>(X2 + kTM * d);             // [32][ldg]
-  for (int i = threadIdx.x; i < kTM * d; i += kThreads) {
-    const int lr = i / d, j = i - lr * d, r = r0 + lr;
-    put<F32>(A + lr * lda + j, r < a.R ? a.att[static_cast<size_t>(r) * d + j] : 0.0f);
+  using S = Smem<F32, D>;
+  constexpr int F = 4 * D, lda = D + kPad, ldg = F + kPad;
+  Elem<F32>* A = reinterpret_cast<Elem<F32>*>(smem);                          // [32][lda]: att, then h2
+  float* X2 = reinterpret_cast<float*>(smem + S::a(D));                        // [32][D]: x, then x2
+  Elem<F32>* G = reinterpret_cast<Elem<F32>*>(smem + S::a(D) + S::f);          // [32][ldg]: g
+  const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W);
+  const int r0 = blockIdx.x * kTM;
+  {
+    Tile<D> t_att, t_x;
+    t_att.load(a.att, r0, a.R);
+    t_x.load(a.x, r0, a.R);
+    store_tile<F32>(t_att, A, lda);
+    store_tile_f32(t_x, X2);
   }
   __syncthreads();
-  // x2 = x + dropout(c_proj(att))
-  cta_gemm<F32, false>(A, lda, a.Wp, d, d, [&](int lr, int c, float v) {
+  // x2 = x + dropout(c_proj(att)), in place over x in X2 (each element read and written by one thread)
+  cta_gemm<F32, D, D>(A, W + Packed::proj(D), [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
-    float x2 = 0.0f;
-    if (r < a.R) {
-      const size_t i = static_cast<size_t>(r) * d + c;
-      if (a.bp) v += a.bp[c];
-      x2 = a.drop1(v, i) + a.x[i];
-      a.x2[i] = x2;
+    float* xs = X2 + lr * D + c;
+    if (r >= a.R) return;  // X2's rows past R hold zeros from the tile load
+    const size_t i = static_cast<size_t>(r) * D + c;
+    if (a.bp) {
+      v0 += a.bp[c];
+      v1 += a.bp[c + 1];
     }
-    X2[lr * d + c] = x2;
+    const float x0 = a.drop1(v0, i) + xs[0], x1 = a.drop1(v1, i + 1) + xs[1];
+    xs[0] = x0;
+    xs[1] = x1;
+    store2(a.x2 + i, x0, x1);
   });
   __syncthreads();
-  for (int lr = warp; lr < kTM; lr += kWarps) {
-    const int r = r0 + lr;
-    if (r >= a.R) {
-      zero_row<F32>(A + lr * lda, d);
-      continue;
-    }
-    const size_t o = static_cast<size_t>(r) * d;
-    row_layernorm<F32>(X2 + lr * d, a.ln_w, a.ln_b, d, a.h2 + o, a.mean2 + r, a.rstd2 + r, A + lr * lda);
-  }
+  tile_layernorm<F32, D>(X2, a.ln_w, a.ln_b, r0, a.R, a.h2, a.mean2, a.rstd2, A);
   __syncthreads();
   // f = c_fc(h2), g = act(f)
-  const int F = 4 * d;
-  cta_gemm<F32, false>(A, lda, a.Wfc, d, F, [&](int lr, int c, float v) {
+  cta_gemm<F32, D, F>(A, W + Packed::fc(D), [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
-    float gv = 0.0f;
+    float g0 = 0.0f, g1 = 0.0f;
     if (r < a.R) {
       const size_t i = static_cast<size_t>(r) * F + c;
-      if (a.bfc) v += a.bfc[c];
-      a.f[i] = v;
-      gv = a.gelu ? Gelu()(v) : Relu()(v);
-      a.g[i] = gv;
+      if (a.bfc) {
+        v0 += a.bfc[c];
+        v1 += a.bfc[c + 1];
+      }
+      store2(a.f + i, v0, v1);
+      g0 = a.gelu ? Gelu()(v0) : Relu()(v0);
+      g1 = a.gelu ? Gelu()(v1) : Relu()(v1);
+      store2(a.g + i, g0, g1);
     }
-    put<F32>(G + lr * ldg + c, gv);
+    put<F32>(G + lr * ldg + c, g0);
+    put<F32>(G + lr * ldg + c + 1, g1);
   });
   __syncthreads();
   // y = x2 + dropout(c_proj(g))
-  cta_gemm<F32, false>(G, ldg, a.Wmp, F, d, [&](int lr, int c, float v) {
+  cta_gemm<F32, F, D>(G, W + Packed::mproj(D), [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
     if (r >= a.R) return;
-    const size_t i = static_cast<size_t>(r) * d + c;
-    if (a.bmp) v += a.bmp[c];
-    a.y[i] = a.drop2(v, i) + X2[lr * d + c];
+    const size_t i = static_cast<size_t>(r) * D + c;
+    if (a.bmp) {
+      v0 += a.bmp[c];
+      v1 += a.bmp[c + 1];
+    }
+    const float* xs = X2 + lr * D + c;
+    store2(a.y + i, a.drop2(v0, i) + xs[0], a.drop2(v1, i + 1) + xs[1]);
   });
 }
 
 struct OutBwd {
-  int R, d;
+  int R;
   bool gelu;
   Drop drop1, drop2;
-  const float *dy, *f, *x2, *mean2, *rstd2, *ln_w, *Wmp, *Wfc, *Wp;
+  const float *dy, *f, *x2, *mean2, *rstd2, *ln_w;
+  const void* W;  // packed
   float *dm, *dg, *dh2, *dx2, *da, *datt;  // dm, da: null when not written
 };
 
-template <bool F32>
+template <bool F32, int D>
 __global__ void __launch_bounds__(kThreads) out_backward_kernel(OutBwd a) {
   extern __shared__ __align__(16) unsigned char smem[];
-  const int d = a.d, lda = d + kPad, ldg = 4 * d + kPad, r0 = blockIdx.x * kTM, warp = threadIdx.x >> 5;
-  Elem<F32>* A = reinterpret_cast<Elem<F32>*>(smem);         // [32][lda]: dm, then da
-  float* DY = reinterpret_cast<float*>(A + kTM * lda);        // [32][d]: the block's dy (the residual's part)
-  float* DH = DY + kTM * d;                                   // [32][d]: dh2
-  Elem<F32>* G = reinterpret_cast<Elem<F32>*>(DH + kTM * d);  // [32][ldg]: dg
-  for (int i = threadIdx.x; i < kTM * d; i += kThreads) {
-    const int lr = i / d, j = i - lr * d, r = r0 + lr;
-    float v = 0.0f, m = 0.0f;
-    if (r < a.R) {
-      const size_t gi = static_cast<size_t>(r) * d + j;
-      v = a.dy[gi];
-      m = a.drop2(v, gi);
-      if (a.dm) a.dm[gi] = m;
-    }
-    DY[lr * d + j] = v;
-    put<F32>(A + lr * lda + j, m);
+  using S = Smem<F32, D>;
+  constexpr int F = 4 * D, lda = D + kPad, ldg = F + kPad;
+  Elem<F32>* A = reinterpret_cast<Elem<F32>*>(smem);                       // [32][lda]: dm, then da
+  float* DY = reinterpret_cast<float*>(smem + S::a(D));                     // [32][D]: the block's dy
+  float* DH = DY + kTM * D;                                                 // [32][D]: dh2
+  float* X = DH + kTM * D;                                                  // [32][D]: x2
+  Elem<F32>* G = reinterpret_cast<Elem<F32>*>(smem + S::a(D) + 3 * S::f);   // [32][ldg]: dg
+  const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W);
+  const int r0 = blockIdx.x * kTM;
+  {
+    Tile<D> t_dy, t_x;
+    t_dy.load(a.dy, r0, a.R);
+    t_x.load(a.x2, r0, a.R);
+    store_tile_f32(t_dy, DY);
+    store_tile_f32(t_x, X);
+    t_dy.each([&](int lr, int c, float4 v) {
+      const int r = r0 + lr;
+      const size_t i = static_cast<size_t>(r) * D + c;
+      float4 m = v;
+      if (r < a.R) {
+        m = make_float4(a.drop2(v.x, i), a.drop2(v.y, i + 1), a.drop2(v.z, i + 2), a.drop2(v.w, i + 3));
+        if (a.dm) *reinterpret_cast<float4*>(a.dm + i) = m;
+      }
+      Elem<F32>* p = A + lr * lda + c;
+      put<F32>(p, m.x);
+      put<F32>(p + 1, m.y);
+      put<F32>(p + 2, m.z);
+      put<F32>(p + 3, m.w);
+    });
   }
   __syncthreads();
   // dg = act'(f) * (dm W_mp)
-  const int F = 4 * d;
-  cta_gemm<F32, true>(A, lda, a.Wmp, d, F, [&](int lr, int c, float v) {
+  cta_gemm<F32, D, F>(A, W + Packed::mproj_t(D), [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
-    float gv = 0.0f;
+    float g0 = 0.0f, g1 = 0.0f;
     if (r < a.R) {
       const size_t i = static_cast<size_t>(r) * F + c;
-      const float fv = a.f[i];
-      gv = a.gelu ? GeluGrad()(fv, v) : ReluGrad()(fv, v);
-      a.dg[i] = gv;
+      const float2 fv = *reinterpret_cast<const float2*>(a.f + i);
+      g0 = a.gelu ? GeluGrad()(fv.x, v0) : ReluGrad()(fv.x, v0);
+      g1 = a.gelu ? GeluGrad()(fv.y, v1) : ReluGrad()(fv.y, v1);
+      store2(a.dg + i, g0, g1);
     }
-    put<F32>(G + lr * ldg + c, gv);
+    put<F32>(G + lr * ldg + c, g0);
+    put<F32>(G + lr * ldg + c + 1, g1);
   });
   __syncthreads();
   // dh2 = dg W_fc
-  cta_gemm<F32, true>(G, ldg, a.Wfc, F, d, [&](int lr, int c, float v) {
+  cta_gemm<F32, F, D>(G, W + Packed::fc_t(D), [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
-    if (r < a.R) a.dh2[static_cast<size_t>(r) * d + c] = v;
-    DH[lr * d + c] = r < a.R ? v : 0.0f;
+    if (r < a.R) store2(a.dh2 + static_cast<size_t>(r) * D + c, v0, v1);
+    store2(DH + lr * D + c, v0, v1);
   });
   __syncthreads();
-  // dx2 = dy + ln_2's input gradient; da = dropout'(dx2)
-  for (int lr = warp; lr < kTM; lr += kWarps) {
-    const int r = r0 + lr;
-    Elem<F32>* ar = A + lr * lda;
-    if (r >= a.R) {
-      zero_row<F32>(ar, d);
-      continue;
-    }
-    const size_t o = static_cast<size_t>(r) * d;
-    row_layernorm_backward(a.x2 + o, a.ln_w, a.mean2[r], a.rstd2[r], DH + lr * d, DY + lr * d, d,
-                           [&](int j, float v) {
-                             a.dx2[o + j] = v;
-                             const float dav = a.drop1(v, o + j);
-                             if (a.da) a.da[o + j] = dav;
-                             put<F32>(ar + j, dav);
-                           });
-  }
+  // dx2 = dy + ln_2's input gradient; da = dropout'(dx2); A's rows past R stay zeros from the dy tile
+  tile_layernorm_backward<D>(X, DH, DY, a.ln_w, a.mean2, a.rstd2, r0, a.R, [&](int r, int lr, int j, float v) {
+    const size_t i = static_cast<size_t>(r) * D + j;
+    a.dx2[i] = v;
+    const float dav = a.drop1(v, i);
+    if (a.da) a.da[i] = dav;
+    put<F32>(A + lr * lda + j, dav);
+  });
   __syncthreads();
   // datt = da W_p
-  cta_gemm<F32, true>(A, lda, a.Wp, d, d, [&](int lr, int c, float v) {
+  cta_gemm<F32, D, D>(A, W + Packed::proj_t(D), [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
-    if (r < a.R) a.datt[static_cast<size_t>(r) * d + c] = v;
+    if (r < a.R) store2(a.datt + static_cast<size_t>(r) * D + c, v0, v1);
   });
 }
 
 struct InBwd {
-  int R, d;
-  const float *dqkv, *x, *mean1, *rstd1, *ln_w, *W, *dres;
+  int R;
+  const float *dqkv, *x, *mean1, *rstd1, *ln_w, *dres;
+  const void* W;  // packed
   float *dh1, *dx;
 };
 
-template <bool F32>
+template <bool F32, int D>
 __global__ void __launch_bounds__(kThreads) in_backward_kernel(InBwd a) {
   extern __shared__ __align__(16) unsigned char smem[];
-  const int d = a.d, Q = 3 * d, lda = Q + kPad, r0 = blockIdx.x * kTM, warp = threadIdx.x >> 5;
-  Elem<F32>* A = reinterpret_cast<Elem<F32>*>(smem);   // [32][lda]: dqkv
-  float* DH = reinterpret_cast<float*>(A + kTM * lda);  // [32][d]: dh1
-  for (int i = threadIdx.x; i < kTM * Q; i += kThreads) {
-    const int lr = i / Q, j = i - lr * Q, r = r0 + lr;
-    put<F32>(A + lr * lda + j, r < a.R ? a.dqkv[static_cast<size_t>(r) * Q + j] : 0.0f);
+  using S = Smem<F32, D>;
+  constexpr int Q = 3 * D;
+  Elem<F32>* A = reinterpret_cast<Elem<F32>*>(smem);     // [32][Q + kPad]: dqkv
+  float* DH = reinterpret_cast<float*>(smem + S::a(Q));  // [32][D]: dh1
+  float* X = DH + kTM * D;                               // [32][D]: x
+  float* DR = X + kTM * D;                               // [32][D]: dres (dx2)
+  const int r0 = blockIdx.x * kTM;
+  {
+    Tile<Q> t_q;
+    Tile<D> t_x, t_r;
+    t_q.load(a.dqkv, r0, a.R);
+    t_x.load(a.x, r0, a.R);
+    t_r.load(a.dres, r0, a.R);
+    store_tile<F32>(t_q, A, Q + kPad);
+    store_tile_f32(t_x, X);
+    store_tile_f32(t_r, DR);
   }
   __syncthreads();
   // dh1 = dqkv W_attn
-  cta_gemm<F32, true>(A, lda, a.W, Q, d, [&](int lr, int c, float v) {
+  cta_gemm<F32, Q, D>(A, static_cast<const Elem<F32>*>(a.W) + Packed::qkv_t(D), [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
-    if (r < a.R) a.dh1[static_cast<size_t>(r) * d + c] = v;
-    DH[lr * d + c] = r < a.R ? v : 0.0f;
+    if (r < a.R) store2(a.dh1 + static_cast<size_t>(r) * D + c, v0, v1);
+    store2(DH + lr * D + c, v0, v1);
   });
   __syncthreads();
-  for (int lr = warp; lr < kTM; lr += kWarps) {
-    const int r = r0 + lr;
-    if (r >= a.R) continue;
-    const size_t o = static_cast<size_t>(r) * d;
-    row_layernorm_backward(a.x + o, a.ln_w, a.mean1[r], a.rstd1[r], DH + lr * d, a.dres + o, d,
-                           [&](int j, float v) { a.dx[o + j] = v; });
-  }
+  tile_layernorm_backward<D>(X, DH, DR, a.ln_w, a.mean1, a.rstd1, r0, a.R,
+                             [&](int r, int, int j, float v) { a.dx[static_cast<size_t>(r) * D + j] = v; });
 }
 
-// Bytes of shared memory of each kernel.
-size_t elem(bool bf16) { return bf16 ? 2 : 4; }
-size_t in_forward_smem(bool bf16, int d) { return kTM * (d + kPad) * elem(bf16); }
-size_t out_forward_smem(bool bf16, int d) {
-  return kTM * (d + kPad) * elem(bf16) + kTM * d * 4 + kTM * (4 * d + kPad) * elem(bf16);
-}
-size_t out_backward_smem(bool bf16, int d) {
-  return kTM * (d + kPad) * elem(bf16) + 2 * kTM * d * 4 + kTM * (4 * d + kPad) * elem(bf16);
-}
-size_t in_backward_smem(bool bf16, int d) { return kTM * (3 * d + kPad) * elem(bf16) + kTM * d * 4; }
-
-// Launches K over the rows, raising its shared-memory limit first (once per size) when it needs more than
-// the default 48 KB.
+// Launches K over the rows, raising its shared-memory limit first (once) when it needs more than the
+// default 48 KB.
 template <class Args, void (*K)(Args)>
 void launch(const Args& a, size_t smem, const char* what) {
-  static size_t raised = 48 * 1024;
+  static bool raised = false;
   RT_CHECK(smem <= limits().smem_optin, std::string(what) + ": needs " + std::to_string(smem) +
                                             " bytes of shared memory, the GPU allows " +
                                             std::to_string(limits().smem_optin));
-  if (smem > raised) {
+  if (smem > 48 * 1024 && !raised) {
     RT_CU(cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    raised = smem;
+    raised = true;
   }
   K<<<(a.R + kTM - 1) / kTM, kThreads, smem, stream()>>>(a);
   RT_CU_LAUNCH(what);
 }
 
+// Calls f.run<F32, D>() for the run-time precision and d (one of the fusable ones).
+template <class F>
+void dispatch(bool bf16, int d, const F& f) {
+  auto by_d = [&](auto f32) {
+    constexpr bool F32 = decltype(f32)::value;
+    switch (d) {
+      case 32: f.template run<F32, 32>(); break;
+      case 64: f.template run<F32, 64>(); break;
+      case 96: f.template run<F32, 96>(); break;
+      case 128: f.template run<F32, 128>(); break;
+      default: RT_CHECK(false, "fused block kernels: no instance for d = " + std::to_string(d));
+    }
+  };
+  if (bf16) by_d(std::false_type());
+  else by_d(std::true_type());
+}
+
+#define RT_FUSED_LAUNCHER(NAME, ARGS, KERNEL)                                                    \
+  struct NAME {                                                                                 \
+    const ARGS& a;                                                                              \
+    template <bool F32, int D>                                                                  \
+    void run() const {                                                                          \
+      launch<ARGS, KERNEL##_kernel<F32, D>>(a, Smem<F32, D>::KERNEL, "block_" #KERNEL);         \
+    }                                                                                           \
+  };
+RT_FUSED_LAUNCHER(InForward, InFwd, in_forward)
+RT_FUSED_LAUNCHER(OutForward, OutFwd, out_forward)
+RT_FUSED_LAUNCHER(OutBackward, OutBwd, out_backward)
+RT_FUSED_LAUNCHER(InBackward, InBwd, in_backward)
+#undef RT_FUSED_LAUNCHER
+
 }  // namespace
 
-bool block_fusable(int d) { return d >= 16 && d <= kMaxFusedD && d % 16 == 0; }
+bool block_fusable(int d) { return d == 32 || d == 64 || d == 96 || d == 128; }
+
+size_t fused_weights_floats(bool bf16, int d) {
+  const size_t n = Packed::total(d);
+  return bf16 ? (n + 1) / 2 : n;
+}
+
+void pack_fused_weights(bool bf16, const BlockShape& s, const BlockWeights& w, float* dst) {
+  const size_t n = Packed::total(s.d);
+  const unsigned blocks = blocks_for(n, 256, 1024);
+  if (bf16)
+    pack_kernel<false><<<blocks, 256, 0, stream()>>>(reinterpret_cast<__nv_bfloat16*>(dst), w.attn_w, w.attn_proj_w,
+                                                     w.fc_w, w.mlp_proj_w, s.d);
+  else
+    pack_kernel<true><<<blocks, 256, 0, stream()>>>(dst, w.attn_w, w.attn_proj_w, w.fc_w, w.mlp_proj_w, s.d);
+  RT_CU_LAUNCH("pack_fused_weights");
+}
 
 void block_in_forward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c) {
-  InFwd a{c.B * c.n, s.d, c.x, w.ln1_w, w.ln1_b, w.attn_w, w.attn_b, c.h1, c.mean1, c.rstd1, c.qkv};
+  const InFwd a{c.B * c.n, c.x, w.ln1_w, w.ln1_b, w.attn_b, w.packed, c.h1, c.mean1, c.rstd1, c.qkv};
   if (!a.R) return;
-  if (bf16) launch<InFwd, in_forward_kernel<false>>(a, in_forward_smem(true, s.d), "block_in_forward");
-  else launch<InFwd, in_forward_kernel<true>>(a, in_forward_smem(false, s.d), "block_in_forward");
+  dispatch(bf16, s.d, InForward{a});
 }
 
 void block_out_forward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c, float* y) {
-  OutFwd a{c.B * c.n, s.d, s.gelu, make_drop(c.p, c.seed, c.stream * 4 + 1), make_drop(c.p, c.seed, c.stream * 4 + 2),
-           c.att, c.x, w.attn_proj_w, w.attn_proj_b, w.ln2_w, w.ln2_b, w.fc_w, w.fc_b, w.mlp_proj_w, w.mlp_proj_b,
-           c.x2, c.h2, c.mean2, c.rstd2, c.f, c.g, y};
+  const OutFwd a{c.B * c.n, s.gelu, make_drop(c.p, c.seed, c.stream * 4 + 1), make_drop(c.p, c.seed, c.stream * 4 + 2),
+                 c.att, c.x, w.attn_proj_b, w.ln2_w, w.ln2_b, w.fc_b, w.mlp_proj_b, w.packed,
+                 c.x2, c.h2, c.mean2, c.rstd2, c.f, c.g, y};
   if (!a.R) return;
-  if (bf16) launch<OutFwd, out_forward_kernel<false>>(a, out_forward_smem(true, s.d), "block_out_forward");
-  else launch<OutFwd, out_forward_kernel<true>>(a, out_forward_smem(false, s.d), "block_out_forward");
+  dispatch(bf16, s.d, OutForward{a});
 }
 
 void block_out_backward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c,
                         const BlockGradStash& st, const float* dy, float* dx2, float* datt) {
   const bool drop = c.p > 0;
-  OutBwd a{c.B * c.n, s.d, s.gelu, make_drop(c.p, c.seed, c.stream * 4 + 1), make_drop(c.p, c.seed, c.stream * 4 + 2),
-           dy, c.f, c.x2, c.mean2, c.rstd2, w.ln2_w, w.mlp_proj_w, w.fc_w, w.attn_proj_w,
-           (drop || st.dm != dy) ? st.dm : nullptr, st.dg, st.dh2, dx2, drop ? st.da : nullptr, datt};
+  const OutBwd a{c.B * c.n, s.gelu, make_drop(c.p, c.seed, c.stream * 4 + 1), make_drop(c.p, c.seed, c.stream * 4 + 2),
+                 dy, c.f, c.x2, c.mean2, c.rstd2, w.ln2_w, w.packed,
+                 (drop || st.dm != dy) ? st.dm : nullptr, st.dg, st.dh2, dx2, drop ? st.da : nullptr, datt};
   if (!a.R) return;
-  if (bf16) launch<OutBwd, out_backward_kernel<false>>(a, out_backward_smem(true, s.d), "block_out_backward");
-  else launch<OutBwd, out_backward_kernel<true>>(a, out_backward_smem(false, s.d), "block_out_backward");
+  dispatch(bf16, s.d, OutBackward{a});
 }
 
 void block_in_backward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c,
                        const BlockGradStash& st, const float* dx2, float* dx) {
-  InBwd a{c.B * c.n, s.d, st.dqkv, c.x, c.mean1, c.rstd1, w.ln1_w, w.attn_w, dx2, st.dh1, dx};
+  const InBwd a{c.B * c.n, st.dqkv, c.x, c.mean1, c.rstd1, w.ln1_w, dx2, w.packed, st.dh1, dx};
   if (!a.R) return;
-  if (bf16) launch<InBwd, in_backward_kernel<false>>(a, in_backward_smem(true, s.d), "block_in_backward");
-  else launch<InBwd, in_backward_kernel<true>>(a, in_backward_smem(false, s.d), "block_in_backward");
+  dispatch(bf16, s.d, InBackward{a});
 }
 
 }  // namespace rt::cuda

@@ -72,10 +72,11 @@ void attention_backward(bool bf16, const float* qkv, const float* probs, const f
 
 // ---- block_fused.cu ----
 // One block application's row-local chains as one kernel each (the Backend's block_in_forward & co., whose
-// comments in layer/backend.h say what each writes), for d a multiple of 16 up to kMaxFusedD. `bf16`:
-// tensor-core products; false: float32 FMA (the check mode).
-constexpr int kMaxFusedD = 128;
+// comments in layer/backend.h say what each writes), for d = 32, 64, 96 or 128. `bf16`: tensor-core
+// products from a bf16 packed copy of the weights; false: float32 FMA from a float32 one (the check mode).
 bool block_fusable(int d);
+size_t fused_weights_floats(bool bf16, int d);
+void pack_fused_weights(bool bf16, const BlockShape& s, const BlockWeights& w, float* dst);
 void block_in_forward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c);
 void block_out_forward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c, float* y);
 void block_out_backward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c,

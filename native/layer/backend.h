@@ -108,6 +108,11 @@ class Backend {
   // exactly what the separate ops would (the cache, the gradient stash), so the rest of the layer cannot
   // tell the difference. The defaults are never reached (fused_block is false) and say so if they are.
   virtual bool fused_block(const BlockShape&) const { return false; }
+  // The fused kernels read the block's matrices from a copy in the layout (and precision) they want, made
+  // once per layer forward or backward: fused_weights_size floats of backend memory, filled by
+  // pack_fused_weights, handed to the four ops as BlockWeights::packed.
+  virtual size_t fused_weights_size(const BlockShape&) const { return 0; }
+  virtual void pack_fused_weights(const BlockShape&, const BlockWeights&, float* /*dst*/) { no_fused(); }
   // cache.x -> h1, mean1, rstd1, qkv.
   virtual void block_in_forward(const BlockShape&, const BlockWeights&, const BlockCache&) { no_fused(); }
   // cache.att, cache.x -> x2, h2, mean2, rstd2, f, g and the block's output y (with the cache's dropout).

@@ -140,6 +140,16 @@ void LayerStack::zero_grad() {
   for (auto& p : params_) be_.zero(p.grad->f32(), p.grad->numel());
 }
 
+BlockWeights LayerStack::block_weights(int l, DeviceBuffer& packed) const {
+  BlockWeights W = lw_[l].w;
+  if (be_.fused_block(shape_)) {
+    packed = DeviceBuffer(be_, be_.fused_weights_size(shape_));
+    be_.pack_fused_weights(shape_, W, packed.get());
+    W.packed = packed.get();
+  }
+  return W;
+}
+
 std::shared_ptr<Tensor> LayerStack::forward(const Tensor& x, bool training, uint64_t seed, int window, bool keep,
                                             bool check_finite) {
   RT_CHECK(x.dtype == DType::F32, "x: expected a float32 tensor, got " + std::string(dtype_name(x.dtype)));
@@ -204,6 +214,8 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
   const float alpha = cfg_.accumulate ? std::min(1.0f, std::max(0.0f, a)) : 0.0f;
   cache.alpha = alpha;
   cache.alpha_raw = a;
+  DeviceBuffer packed;
+  const BlockWeights W = block_weights(l, packed);
 
   const int m = w == 0 ? 1 : (N + w - 1) / w;
   const int nmax = (w == 0 || m == 1) ? N : 2 * w;
@@ -228,7 +240,7 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
     return c;
   };
   auto run = [&](BlockCache& c, float* out) {
-    block_forward(be_, shape_, L.w, c, out, p, seed, (static_cast<uint64_t>(l) << 32) | app_index++);
+    block_forward(be_, shape_, W, c, out, p, seed, (static_cast<uint64_t>(l) << 32) | app_index++);
   };
 
   if (w == 0) {
@@ -318,6 +330,8 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   const int nmax = (w == 0 || m == 1) ? N : 2 * w;
   BlockScratch scratch;
   scratch.allocate(be_, shape_, B, nmax, drop);
+  DeviceBuffer packed;
+  const BlockWeights W = block_weights(l, packed);
   // The Linear layers' output gradients of every application, for one weight-gradient product each at
   // the end. Without dropout the gradient at mlp c_proj's output is the block's dy itself: it is assembled
   // straight into the stash (w = 0: it is dY).
@@ -329,7 +343,7 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
     return st;
   };
   auto back = [&](int app, const float* dout, float* din) {
-    block_backward(be_, shape_, L.w, L.g, cache.apps[app], scratch, view(app), dout, din);
+    block_backward(be_, shape_, W, L.g, cache.apps[app], scratch, view(app), dout, din);
   };
   auto weight_grads = [&] {
     block_weight_grads(be_, shape_, L.w, L.g, cache.apps[0], view(0), static_cast<int>(cache.arena.rows));

@@ -74,6 +74,9 @@ class LayerStack {
                      LayerCache& cache);
   // X is the layer's input sequence as the forward saw it.
   void backward_layer(int l, const float* dY, float* dX, int B, int N, int w, const float* X, LayerCache& cache);
+  // Layer l's weights for block_forward / block_backward, with the backend's packed copy for its fused
+  // kernels (held by `packed`) when it has them.
+  BlockWeights block_weights(int l, DeviceBuffer& packed) const;
 
   LayerConfig cfg_;
   Backend& be_;
