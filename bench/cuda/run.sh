@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine (see prepare.sh): the kernel check, the CUDA layer and the whole CUDA model against
 # the CPU, then the timings against the PyTorch peers, with logs and JSON lines under $OUT; tables last.
-#   bash bench/cuda/run.sh [--sanitize] [--stages kernels,layer,model,bench-layer,bench-model,ab-fused,profile,memcheck-model]
+#   bash bench/cuda/run.sh [--sanitize] [--stages kernels,layer,model,bench-layer,bench-model,ab-fused,profile,memcheck-model,sanitize-fp32]
 # ab-fused: our train step with the fused block chains off (RT_CUDA_FUSED=0) and on, no peer.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -61,6 +61,13 @@ if [[ $SANITIZE == 1 ]]; then
   tail -3 "$OUT/memcheck.log"
   RT_BENCH_DEVICE=cuda timeout 200 compute-sanitizer --tool memcheck --print-limit 20 node bench/cuda/bench-model.mjs --configs tiny --no-torch --reps 2 > "$OUT/memcheck-model.log" 2>&1
   tail -3 "$OUT/memcheck-model.log"
+fi
+if has sanitize-fp32; then
+  echo "== compute-sanitizer initcheck and racecheck, the fp32 model check's copy relu case"
+  for tool in initcheck racecheck; do
+    timeout 240 compute-sanitizer --tool $tool --print-limit 20 node bench/cuda/check-model.mjs --precision fp32 --cases "copy accumulate relu" > "$OUT/$tool-model.log" 2>&1
+    grep -E "^(ok|FAIL)|ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/$tool-model.log"
+  done
 fi
 if has memcheck-model; then
   echo "== compute-sanitizer memcheck, a small train step"

@@ -80,11 +80,43 @@ __device__ __forceinline__ void for_cells(int n, int hd_rt, F f) {
   }
 }
 
-// Loads rows [0, n) of one head's columns of a [n, ld] matrix into shared [n][hd + 1].
-template <int HD>
-__device__ __forceinline__ void load_head(float* dst, const float* src, int ld, int n, int hd) {
+// Loads rows [0, n) of one head's columns of M [n, ld] matrices (src[m]) into shared [n][hd + 1] copies
+// (dst[m]), lanes along a row's columns as in for_cells. Every read of a thread is issued before its first
+// store: with a fixed trip count of U rows per thread the loads are independent, so their latencies overlap
+// (the loop form left one global-memory latency per row in sequence, most of a short kernel's time).
+template <int HD, int M>
+__device__ __forceinline__ void load_heads(float* const (&dst)[M], const float* const (&src)[M], const int (&ld)[M], int n,
+                                           int hd) {
   const int hp = hd + 1;
-  for_cells<HD>(n, hd, [&](int r, int c) { dst[r * hp + c] = src[static_cast<size_t>(r) * ld + c]; });
+  if constexpr (HD > 0 && (HD % 32 == 0 || 32 % HD == 0)) {
+    constexpr int RPW = HD < 32 ? 32 / HD : 1, CPL = HD < 32 ? 1 : HD / 32, U = 8;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+    const int sub = HD < 32 ? lane / HD : 0, c0 = HD < 32 ? lane % HD : lane, step = warps * RPW;
+    for (int r0 = warp * RPW + sub; r0 < n; r0 += U * step) {
+      float v[M][U][CPL];
+#pragma unroll
+      for (int m = 0; m < M; ++m)
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+          for (int q = 0; q < CPL; ++q) {
+            const int r = r0 + u * step;
+            v[m][u][q] = r < n ? __ldg(src[m] + static_cast<size_t>(r) * ld[m] + c0 + 32 * q) : 0.0f;
+          }
+#pragma unroll
+      for (int m = 0; m < M; ++m)
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+          for (int q = 0; q < CPL; ++q) {
+            const int r = r0 + u * step;
+            if (r < n) dst[m][r * hp + c0 + 32 * q] = v[m][u][q];
+          }
+    }
+  } else {
+    for (int m = 0; m < M; ++m)
+      for_cells<HD>(n, hd, [&](int r, int c) { dst[m][r * hp + c] = src[m][static_cast<size_t>(r) * ld[m] + c]; });
+  }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -105,9 +137,12 @@ __global__ void __launch_bounds__(kThreads) attention_forward_fused(const float*
   float* S = V + n * hp;
   const int bh = blockIdx.x, b = bh / g.H, h = bh % g.H;
   const float* base = qkv + static_cast<size_t>(b) * n * g.ld + h * hd;
-  load_head<HD>(Q, base, g.ld, n, hd);
-  load_head<HD>(K, base + g.d, g.ld, n, hd);
-  load_head<HD>(V, base + 2 * g.d, g.ld, n, hd);
+  {
+    float* const dst[3] = {Q, K, V};
+    const float* const src[3] = {base, base + g.d, base + 2 * g.d};
+    const int ld[3] = {g.ld, g.ld, g.ld};
+    load_heads<HD, 3>(dst, src, ld, n, hd);
+  }
   __syncthreads();
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
@@ -170,15 +205,31 @@ __global__ void __launch_bounds__(kThreads) attention_backward_fused(const float
   const int bh = blockIdx.x, b = bh / g.H, h = bh % g.H;
   const float* base = qkv + static_cast<size_t>(b) * n * g.ld + h * hd;
   float* dbase = dqkv + static_cast<size_t>(b) * n * g.ld + h * hd;
-  load_head<HD>(X1, base + 2 * g.d, g.ld, n, hd);
-  load_head<HD>(X2, dout + static_cast<size_t>(b) * n * g.d + h * hd, g.d, n, hd);
+  {
+    float* const dst[2] = {X1, X2};
+    const float* const src[2] = {base + 2 * g.d, dout + static_cast<size_t>(b) * n * g.d + h * hd};
+    const int ld[2] = {g.ld, g.d};
+    load_heads<HD, 2>(dst, src, ld, n, hd);
+  }
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
   const float* pg = probs + static_cast<size_t>(bh) * n * n;
-  for (int i = warp; i < n; i += warps)
+  // The probabilities, U rows per warp per round with all reads issued first (as load_heads).
+  constexpr int U = 8;
+  for (int i0 = warp; i0 < n; i0 += U * warps)
     for (int j = lane; j < n; j += 32) {
-      const float pr = j <= i ? pg[static_cast<size_t>(i) * n + j] : 0.0f;
-      P[i * np + j] = pr;
-      if (mask.on) G[i * np + j] = j <= i ? pr * mask((static_cast<uint64_t>(bh) * n + i) * n + j) : 0.0f;
+      float pv[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int i = i0 + u * warps;
+        pv[u] = (i < n && j <= i) ? __ldg(pg + static_cast<size_t>(i) * n + j) : 0.0f;
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int i = i0 + u * warps;
+        if (i >= n) continue;
+        P[i * np + j] = pv[u];
+        if (mask.on) G[i * np + j] = j <= i ? pv[u] * mask((static_cast<uint64_t>(bh) * n + i) * n + j) : 0.0f;
+      }
     }
   __syncthreads();
   const float* Pd = mask.on ? G : P;
@@ -217,8 +268,12 @@ __global__ void __launch_bounds__(kThreads) attention_backward_fused(const float
   }
   __syncthreads();
 
-  load_head<HD>(X1, base, g.ld, n, hd);
-  load_head<HD>(X2, base + g.d, g.ld, n, hd);
+  {
+    float* const dst[2] = {X1, X2};
+    const float* const src[2] = {base, base + g.d};
+    const int ld[2] = {g.ld, g.ld};
+    load_heads<HD, 2>(dst, src, ld, n, hd);
+  }
   __syncthreads();
 
   // dQ[r] = sum_{j <= r} dS[r][j] K[j];  dK[r] = sum_{i >= r} dS[i][r] Q[i]  (rows 0..n-1 of dQ, then of dK)

@@ -43,7 +43,10 @@
 namespace rt::cuda {
 namespace {
 
-constexpr int kTM = 32;  // rows per block
+#ifndef RT_FUSED_TM
+#define RT_FUSED_TM 32
+#endif
+constexpr int kTM = RT_FUSED_TM;  // rows per block (16 or 32; -DRT_FUSED_TM=16 builds the other, for timing)
 constexpr int kMT = kTM / 16;
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
