@@ -188,7 +188,7 @@ __device__ __forceinline__ void warp_gemm(float (&acc)[kMT][kNB][4], const Elem<
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
   if constexpr (!F32) {
-#pragma unroll 8
+#pragma unroll
     for (int k0 = 0; k0 < K; k0 += 16) {
       const int c = k0 + 2 * tq;
       uint32_t a[kMT][4], b[kNB][2];
@@ -238,11 +238,22 @@ __device__ __forceinline__ void warp_gemm(float (&acc)[kMT][kNB][4], const Elem<
 
 // The block's product of its 32 rows of A with all N columns of W^T, handing each pair of results to
 // epi(local row, column c (even), value at c, value at c + 1); the warps take 16 columns at a time.
-template <bool F32, int K, int N, class Epi>
-__device__ __forceinline__ void cta_gemm(const Elem<F32>* A, const Elem<F32>* __restrict__ W, Epi&& epi) {
+// As cta_gemm, with pre(local row, column) called for each of the thread's output pairs before the
+// products of a pass, its value handed to epi as a fifth argument: a global read the epilogue needs is then
+// in flight during the products instead of after them.
+template <bool F32, int K, int N, class Pre, class Epi>
+__device__ __forceinline__ void cta_gemm_pre(const Elem<F32>* A, const Elem<F32>* __restrict__ W, Pre&& pre,
+                                             Epi&& epi) {
   static_assert(N % (8 * kNB) == 0, "N must be a multiple of 16");
   const int lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3, warp = threadIdx.x >> 5;
   for (int n0 = warp * 8 * kNB; n0 < N; n0 += kWarps * 8 * kNB) {
+    decltype(pre(0, 0)) pv[kMT][kNB][2];
+#pragma unroll
+    for (int i = 0; i < kMT; ++i)
+#pragma unroll
+      for (int j = 0; j < kNB; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) pv[i][j][h] = pre(i * 16 + gq + h * 8, n0 + j * 8 + 2 * tq);
     float acc[kMT][kNB][4];
     warp_gemm<F32, K>(acc, A, W, n0);
 #pragma unroll
@@ -251,8 +262,14 @@ __device__ __forceinline__ void cta_gemm(const Elem<F32>* A, const Elem<F32>* __
       for (int j = 0; j < kNB; ++j)
 #pragma unroll
         for (int h = 0; h < 2; ++h)
-          epi(i * 16 + gq + h * 8, n0 + j * 8 + 2 * tq, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+          epi(i * 16 + gq + h * 8, n0 + j * 8 + 2 * tq, acc[i][j][2 * h], acc[i][j][2 * h + 1], pv[i][j][h]);
   }
+}
+
+template <bool F32, int K, int N, class Epi>
+__device__ __forceinline__ void cta_gemm(const Elem<F32>* A, const Elem<F32>* __restrict__ W, Epi&& epi) {
+  cta_gemm_pre<F32, K, N>(A, W, [](int, int) { return 0; },
+                          [&](int lr, int c, float v0, float v1, int) { epi(lr, c, v0, v1); });
 }
 
 // One row's mean and 1/std, by the same operations in the same order as layernorm.cu's forward kernel (so
@@ -313,12 +330,21 @@ __device__ __forceinline__ void tile_layernorm_backward(const float* X, const fl
                                                         const float* __restrict__ w, const float* __restrict__ mean,
                                                         const float* __restrict__ rstd, int r0, int R, Out&& out) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int lr = warp; lr < kTM; lr += kWarps) {
-    const int r = r0 + lr;
+  constexpr int RPW = kTM / kWarps;
+  float ms[RPW], rss[RPW];  // the statistics of the warp's rows, read together
+#pragma unroll
+  for (int q = 0; q < RPW; ++q) {
+    const int r = r0 + warp + q * kWarps;
+    ms[q] = r < R ? mean[r] : 0.0f;
+    rss[q] = r < R ? rstd[r] : 0.0f;
+  }
+#pragma unroll
+  for (int q = 0; q < RPW; ++q) {
+    const int lr = warp + q * kWarps, r = r0 + lr;
     if (r >= R) continue;
     const float* xr = X + lr * D;
     const float* g = G + lr * D;
-    const float m = mean[r], rs = rstd[r];
+    const float m = ms[q], rs = rss[q];
     float s1 = 0.0f, s2 = 0.0f;
 #pragma unroll
     for (int j = lane; j < D; j += 32) {
@@ -504,12 +530,16 @@ __global__ void __launch_bounds__(kThreads) out_backward_kernel(OutBwd a) {
   }
   __syncthreads();
   // dg = act'(f) * (dm W_mp)
-  cta_gemm<F32, D, F>(A, W + Packed::mproj_t(D), [&](int lr, int c, float v0, float v1) {
+  auto f_of = [&](int lr, int c) {
+    const int r = r0 + lr;
+    return r < a.R ? __ldg(reinterpret_cast<const float2*>(a.f + static_cast<size_t>(r) * F + c))
+                   : make_float2(0.0f, 0.0f);
+  };
+  cta_gemm_pre<F32, D, F>(A, W + Packed::mproj_t(D), f_of, [&](int lr, int c, float v0, float v1, float2 fv) {
     const int r = r0 + lr;
     float g0 = 0.0f, g1 = 0.0f;
     if (r < a.R) {
       const size_t i = static_cast<size_t>(r) * F + c;
-      const float2 fv = *reinterpret_cast<const float2*>(a.f + i);
       g0 = a.gelu ? GeluGrad()(fv.x, v0) : ReluGrad()(fv.x, v0);
       g1 = a.gelu ? GeluGrad()(fv.y, v1) : ReluGrad()(fv.y, v1);
       store2(a.dg + i, g0, g1);
