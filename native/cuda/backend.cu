@@ -10,6 +10,7 @@
 //   the driver and the allocation retried once before an "out of GPU memory" error.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -225,6 +226,34 @@ __global__ void acc2d_kernel(float* dst, size_t ds, float alpha, const float* x,
   }
 }
 
+// Backend::axpy2d_batch: blockIdx.y picks the op; strides and columns in units of V floats.
+struct AxpyBatch {
+  Axpy2dOp op[Backend::kMaxAxpyBatch];
+};
+template <int V>
+__global__ void axpy2d_batch_kernel(AxpyBatch b) {
+  using T = typename std::conditional<V == 4, float4, float>::type;
+  const Axpy2dOp& o = b.op[blockIdx.y];
+  const size_t total = o.rows * o.cols, stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  const float al = o.alpha;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total; i += stride) {
+    const size_t r = i / o.cols, c = i % o.cols;
+    const T a = reinterpret_cast<const T*>(o.x)[r * o.xs + c];
+    T& d = reinterpret_cast<T*>(o.dst)[r * o.ds + c];
+    if constexpr (V == 4) {
+      float4 v = o.acc ? d : (o.y ? reinterpret_cast<const float4*>(o.y)[r * o.ys + c] : make_float4(0, 0, 0, 0));
+      if (o.acc || o.y) {
+        v.x += al * a.x; v.y += al * a.y; v.z += al * a.z; v.w += al * a.w;
+      } else {
+        v = make_float4(al * a.x, al * a.y, al * a.z, al * a.w);
+      }
+      d = v;
+    } else {
+      d = o.acc ? d + al * a : (o.y ? al * a + o.y[r * o.ys + c] : al * a);
+    }
+  }
+}
+
 // Dot products in double, in a fixed order (the same bits every run, like the CPU): kDotBlocks blocks each
 // take a contiguous range of rows (blockIdx.y picks one of two products), then one thread adds the
 // partials in order. No 64-bit division per element: rows outer, columns across the threads.
@@ -360,6 +389,34 @@ class CudaBackend final : public Backend {
     else
       acc2d_kernel<1><<<blocks_for(rows * cols, 256), 256, 0, stream()>>>(dst, ds, alpha, x, xs, rows, cols);
     RT_CU_LAUNCH("acc2d");
+  }
+  void axpy2d_batch(const Axpy2dOp* ops, int count) override {
+    RT_PROF("axpy2d_batch");
+    RT_CHECK(count >= 0 && count <= kMaxAxpyBatch, "axpy2d_batch: count must be in [0, 4], got " + std::to_string(count));
+    AxpyBatch b{};
+    bool v4 = true;
+    size_t most = 0;
+    int n = 0;
+    for (int i = 0; i < count; ++i) {
+      const Axpy2dOp& o = ops[i];
+      if (!o.rows || !o.cols) continue;
+      b.op[n++] = o;
+      v4 = v4 && o.cols % 4 == 0 && vec4(o.dst, o.ds) && vec4(o.x, o.xs) && (o.acc || !o.y || vec4(o.y, o.ys));
+      most = std::max(most, o.rows * o.cols);
+    }
+    if (!n) return;
+    if (v4)
+      for (int i = 0; i < n; ++i) {
+        Axpy2dOp& o = b.op[i];
+        o.ds /= 4;
+        o.xs /= 4;
+        o.ys /= 4;
+        o.cols /= 4;
+      }
+    const dim3 grid(blocks_for(v4 ? most / 4 : most, 256), n);
+    if (v4) axpy2d_batch_kernel<4><<<grid, 256, 0, stream()>>>(b);
+    else axpy2d_batch_kernel<1><<<grid, 256, 0, stream()>>>(b);
+    RT_CU_LAUNCH("axpy2d_batch");
   }
   double dot2d(const float* a, size_t as, const float* b, size_t bs, size_t rows, size_t cols) override {
     RT_PROF("dot2d");

@@ -19,6 +19,20 @@ struct BlockWeights;
 struct BlockCache;
 struct BlockGradStash;
 
+// One strided 2-D update of Backend::axpy2d_batch: acc ? dst += alpha * x : dst = alpha * x + (y or 0), over
+// rows x cols with the strides of axpy2d / acc2d.
+struct Axpy2dOp {
+  float* dst;
+  size_t ds;
+  float alpha;
+  const float* x;
+  size_t xs;
+  const float* y;
+  size_t ys;
+  size_t rows, cols;
+  bool acc;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -43,6 +57,17 @@ class Backend {
   // For r in [0, rows): dst[r*ds .. +cols] += alpha * x[r*xs .. +cols].
   virtual void acc2d(float* dst, size_t ds, float alpha, const float* x, size_t xs, size_t rows,
                      size_t cols) = 0;
+  // Up to kMaxAxpyBatch independent axpy2d / acc2d updates (no op's dst overlaps another op's dst or
+  // sources); a device backend runs them as one launch (the recurrence's per-window glue is a handful of
+  // tiny copies, each otherwise a launch of its own).
+  static constexpr int kMaxAxpyBatch = 4;
+  virtual void axpy2d_batch(const Axpy2dOp* ops, int count) {
+    for (int i = 0; i < count; ++i) {
+      const Axpy2dOp& o = ops[i];
+      if (o.acc) acc2d(o.dst, o.ds, o.alpha, o.x, o.xs, o.rows, o.cols);
+      else axpy2d(o.dst, o.ds, o.alpha, o.x, o.xs, o.y, o.ys, o.rows, o.cols);
+    }
+  }
   // Sum over r, c of a[r*as + c] * b[r*bs + c], accumulated in double (alpha's gradient).
   virtual double dot2d(const float* a, size_t as, const float* b, size_t bs, size_t rows, size_t cols) = 0;
   // acc[0] += dot2d(a1, ...) + dot2d(a2, ...), where acc is one double in this backend's memory (two floats

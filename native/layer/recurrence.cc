@@ -265,14 +265,17 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
     const int lk = window_len(k, m, N, w), n = w + lk;
     BlockCache& c = next_app(n);
     const float* Xk = X + static_cast<size_t>(k) * w * d;
+    // The window pair's input, both halves in one batch.
     if (cfg_.accumulate) {
       // P_{k-1} is X_0 for k = 1, else Y_{k-2}; A = alpha * P_{k-1}.
       const float* P = k == 1 ? X : Y + static_cast<size_t>(k - 2) * w * d;
-      be_.axpy2d(c.x, n * d, alpha, P, Nd, S, S_stride, B, w * d);
-      be_.axpy2d(c.x + w * d, n * d, alpha, P, Nd, Xk, Nd, B, lk * d);
+      const Axpy2dOp ops[2] = {{c.x, n * d, alpha, P, Nd, S, S_stride, size_t(B), w * d, false},
+                               {c.x + w * d, n * d, alpha, P, Nd, Xk, Nd, size_t(B), lk * d, false}};
+      be_.axpy2d_batch(ops, 2);
     } else {
-      be_.axpy2d(c.x, n * d, 1.0f, S, S_stride, nullptr, 0, B, w * d);
-      be_.axpy2d(c.x + w * d, n * d, 1.0f, Xk, Nd, nullptr, 0, B, lk * d);
+      const Axpy2dOp ops[2] = {{c.x, n * d, 1.0f, S, S_stride, nullptr, 0, size_t(B), w * d, false},
+                               {c.x + w * d, n * d, 1.0f, Xk, Nd, nullptr, 0, size_t(B), lk * d, false}};
+      be_.axpy2d_batch(ops, 2);
     }
     run(c, out.get());
     // Y_{k-1} = Z[:, :w]; S_k = Z[:, w:]
@@ -385,11 +388,21 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
     const int lk = window_len(k, m, N, w), n = w + lk;
     float* o = dout(k);
     // Z = [Y_{k-1}, S_k]; Y_{k-1} is also P_k, which the next window read.
-    if (!have_dP) be_.axpy2d(o, n * d, 1.0f, dY + static_cast<size_t>(k - 1) * w * d, Nd, nullptr, 0, B, w * d);
-    be_.axpy2d(o + w * d, n * d, 1.0f, dS, dS_stride, nullptr, 0, B, lk * d);
+    {
+      Axpy2dOp ops[2];
+      int count = 0;
+      if (!have_dP)
+        ops[count++] = {o, n * d, 1.0f, dY + static_cast<size_t>(k - 1) * w * d, Nd, nullptr, 0, size_t(B), w * d, false};
+      ops[count++] = {o + w * d, n * d, 1.0f, dS, dS_stride, nullptr, 0, size_t(B), lk * d, false};
+      be_.axpy2d_batch(ops, count);
+    }
     back(k, o, din.get());
     float* dXk = dX + static_cast<size_t>(k) * w * d;
-    be_.acc2d(dXk, Nd, 1.0f, din.get() + w * d, n * d, B, lk * d);
+    // Where the input gradient goes: disjoint updates batched, the second of two into the same rows (P's
+    // gradient gets both halves' terms) after them.
+    Axpy2dOp ops[2];
+    int count = 0;
+    ops[count++] = {dXk, Nd, 1.0f, din.get() + w * d, n * d, nullptr, 0, size_t(B), lk * d, true};
     have_dP = false;
     if (cfg_.accumulate) {
       // Both halves of the input added A = alpha * P_{k-1} (the second only its first lk rows).
@@ -397,17 +410,23 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
       be_.dot2d_pair_acc(reinterpret_cast<double*>(dalpha_acc.get()), P, Nd, din.get(), n * d, B, w * d, P, Nd,
                          din.get() + w * d, n * d, B, lk * d);
       if (k == 1) {  // P_0 = X_0
-        be_.acc2d(dX, Nd, alpha, din.get(), n * d, B, w * d);
+        ops[count++] = {dX, Nd, alpha, din.get(), n * d, nullptr, 0, size_t(B), w * d, true};
+        be_.axpy2d_batch(ops, count);
         be_.acc2d(dX, Nd, alpha, din.get() + w * d, n * d, B, lk * d);
+        count = 0;
       } else {       // P_{k-1} = Y_{k-2}, the first half of window k-1's output: its gradient goes straight
                      // into window k-1's output gradient, dY_{k-2} + alpha * (both halves' input gradients).
         float* o1 = dout(k - 1);  // (with dropout the same buffer as o, whose window is done)
         const size_t n1 = static_cast<size_t>(w) + window_len(k - 1, m, N, w);
-        be_.axpy2d(o1, n1 * d, alpha, din.get(), n * d, dY + static_cast<size_t>(k - 2) * w * d, Nd, B, w * d);
-        be_.acc2d(o1, n1 * d, alpha, din.get() + w * d, n * d, B, lk * d);
+        ops[count++] = {o1, n1 * d, alpha, din.get(), n * d, dY + static_cast<size_t>(k - 2) * w * d, Nd, size_t(B),
+                        w * d, false};
+        be_.axpy2d_batch(ops, count);
+        be_.acc2d(o1, n1 * d, alpha, din.get() + w * d, n * d, B, lk * d);  // the same rows again: not batched
+        count = 0;
         have_dP = true;
       }
     }
+    if (count) be_.axpy2d_batch(ops, count);
     dS = din.get();
     dS_stride = n * d;
   }
