@@ -4,7 +4,8 @@
 // a given thread count). Written to tell whether a check-model failure on the GPU machine came from the
 // GPU or from the CPU reference.  node bench/cuda/cpu-determinism.mjs
 import { rng } from '../lib/random.mjs';
-import { RecurrentTransformer, Tensor } from '../../dist/index.js';
+import { RecurrentTransformer } from '../../dist/model/transformer.js';
+import { Tensor } from '../../dist/tensor.js';
 const c = { name: 'copy accumulate relu nopos', cfg: { vocabSize: 16, d: 96, heads: 6, window: 32, variant: 'accumulate', activation: 'relu', positional: false, head: { copy: 16 }, maxLen: 400 }, B: 4, N: 300 };
 const r = rng(c.name.length * 7919 + 1);
 const m = new RecurrentTransformer({ ...c.cfg, seed: 3, device: 'cpu' });
