@@ -43,7 +43,21 @@ class DecodeState {
     DeviceBuffer kvA, kvB;             // key/value caches of applications A and B, [slots, cap, 3d]
     DeviceBuffer X, S, Pin, Pnext, Y;  // accumulate only, [slots, w, d]: inputs, S_j, P_{j-1}, P_j, final Y_j
   };
-  void close_window(int slot, int64_t j);
+  // A group of rows decoded together, with scratch of its own so that groups can run on different threads.
+  struct Part {
+    ChunkScratch scratch;
+    DeviceBuffer bufs[3];  // layer outputs (two, alternating) and the B application's input, [rows, d]
+    void ensure(Backend& be, size_t Sd);
+  };
+  // The positions of step()'s rows within their windows, worked out once per step.
+  struct Rows {
+    const int* slots;
+    std::vector<int> tA, tB, iw;
+    std::vector<int64_t> jw;
+  };
+  // Rows [r0, r1) of a step, start to finish (every layer, window closes included).
+  void step_rows(const Rows& rows, int r0, int r1, const float* x, float* y, Part& p);
+  void close_window(int slot, int64_t j, ChunkScratch& scratch);
 
   const LayerStack& stack_;
   Backend& be_;
@@ -52,7 +66,7 @@ class DecodeState {
   std::vector<int64_t> pos_;
   std::vector<Layer> layers_;
   std::vector<float> alpha_;
-  ChunkScratch scratch_;
+  std::vector<Part> parts_;  // grown to the most parts a step has used, kept between steps
 };
 
 }  // namespace rt
