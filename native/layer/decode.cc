@@ -61,7 +61,7 @@ void DecodeState::Part::ensure(Backend& be, size_t Sd) {
   for (DeviceBuffer& b : bufs) b = DeviceBuffer(be, Sd);
 }
 
-void DecodeState::step(const int* slots, int S, const float* x, float* y) {
+void DecodeState::step(const int* slots, int S, const float* x, float* y, bool serial) {
   Rows rows{slots, std::vector<int>(S), std::vector<int>(S), std::vector<int>(S), std::vector<int64_t>(S)};
   std::vector<char> seen(slots_, 0);
   for (int r = 0; r < S; ++r) {
@@ -80,10 +80,26 @@ void DecodeState::step(const int* slots, int S, const float* x, float* y) {
       rows.tB[r] = rows.iw[r];
     }
   }
-  const int parts = decode_parts(be_.device() == Device::CPU, S, num_threads());
-  if (parts_.size() < static_cast<size_t>(parts)) parts_.resize(parts);
+  const int parts = serial ? 1 : decode_parts(be_.device() == Device::CPU, S, num_threads());
+  std::vector<std::unique_ptr<Part>> scratch;
+  {
+    std::lock_guard<std::mutex> lock(spare_mu_);
+    while (static_cast<int>(scratch.size()) < parts && !spare_.empty()) {
+      scratch.push_back(std::move(spare_.back()));
+      spare_.pop_back();
+    }
+  }
+  while (static_cast<int>(scratch.size()) < parts) scratch.push_back(std::make_unique<Part>());
+  struct GiveBack {
+    DecodeState& self;
+    std::vector<std::unique_ptr<Part>>& scratch;
+    ~GiveBack() {
+      std::lock_guard<std::mutex> lock(self.spare_mu_);
+      for (auto& p : scratch) self.spare_.push_back(std::move(p));
+    }
+  } give_back{*this, scratch};
   if (parts == 1) {
-    step_rows(rows, 0, S, x, y, parts_[0]);
+    step_rows(rows, 0, S, x, y, *scratch[0]);
     return;
   }
   // Each part is a whole step of its own rows (every op serial on one thread), claimed by whichever
@@ -96,7 +112,7 @@ void DecodeState::step(const int* slots, int S, const float* x, float* y) {
     for (int k; (k = next.fetch_add(1, std::memory_order_relaxed)) < parts;) {
       const int r0 = static_cast<int>(static_cast<int64_t>(S) * k / parts);
       const int r1 = static_cast<int>(static_cast<int64_t>(S) * (k + 1) / parts);
-      step_rows(rows, r0, r1, x + static_cast<size_t>(r0) * d_, y + static_cast<size_t>(r0) * d_, parts_[k]);
+      step_rows(rows, r0, r1, x + static_cast<size_t>(r0) * d_, y + static_cast<size_t>(r0) * d_, *scratch[k]);
     }
   });
 }

@@ -14,6 +14,8 @@
 // transformer) keeps a cache of maxPositions rows instead, as any transformer must.
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "layer/backend.h"
@@ -30,7 +32,10 @@ class DecodeState {
 
   // Feeds one token to each of S distinct slots: x [S, d] holds the layer-stack inputs of the tokens at
   // those slots' positions; y [S, d] (written) the stack's outputs there. Advances each slot by one.
-  void step(const int* slots, int S, const float* x, float* y);
+  // Steps over disjoint slots may run at once on different threads (each takes scratch of its own);
+  // `serial` keeps a step on its calling thread (the caller runs it under a SerialScope), where it
+  // would otherwise be split into parts across the thread pool.
+  void step(const int* slots, int S, const float* x, float* y, bool serial = false);
   // Starts slot s over at position 0 (its old state is simply overwritten as it advances).
   void reset(int s);
   int64_t position(int s) const { return pos_.at(s); }
@@ -66,7 +71,9 @@ class DecodeState {
   std::vector<int64_t> pos_;
   std::vector<Layer> layers_;
   std::vector<float> alpha_;
-  std::vector<Part> parts_;  // grown to the most parts a step has used, kept between steps
+  // Scratch of finished steps, kept for the next ones (a step takes as many as it has parts).
+  std::vector<std::unique_ptr<Part>> spare_;
+  std::mutex spare_mu_;
 };
 
 }  // namespace rt
