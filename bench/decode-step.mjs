@@ -9,7 +9,9 @@
 // that what the step spends outside the matrix products shows. One JSON line per S; --save appends them
 // to bench/results/decode-step-<date>.jsonl.
 //
-//   node bench/decode-step.mjs [--S 1,8,64] [--ms 1500] [--rounds 3] [--save]
+//   node bench/decode-step.mjs [--S 1,8,64] [--ms 1500] [--rounds 3] [--save | --out FILE] [--label TEXT]
+//
+// --label tags every line (e.g. the commit measured), --out appends to FILE instead of the dated file.
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -19,7 +21,7 @@ import { median, round } from './lib/stats.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { values: f } = parseArgs({
-  options: { S: { type: 'string' }, 'part-rows': { type: 'string' }, ms: { type: 'string' }, rounds: { type: 'string' }, save: { type: 'boolean' } },
+  options: { S: { type: 'string' }, 'part-rows': { type: 'string' }, out: { type: 'string' }, label: { type: 'string' }, ms: { type: 'string' }, rounds: { type: 'string' }, save: { type: 'boolean' } },
 });
 const sizes = (f.S ?? '1,8,64').split(',').map(Number);
 const msPerRound = Number(f.ms ?? 1500);
@@ -95,7 +97,7 @@ for (const S of sizes) for (const p of partRows) {
   const t = times.get(key(S, p));
   const g = gemmMs(S);
   out.push({
-    bench: 'decode-step', S, part_rows: p || 'default', step_ms: round(median(t), 4), step_ms_rounds: t.map((x) => round(x, 4)),
+    bench: 'decode-step', ...(f.label ? { label: f.label } : {}), S, part_rows: p || 'default', step_ms: round(median(t), 4), step_ms_rounds: t.map((x) => round(x, 4)),
     us_per_row: round((median(t) * 1e3) / S, 2), mflop: round(flops(S) / 1e6, 2),
     gflops: round(flops(S) / (median(t) * 1e6), 1), gemm_alone_ms: round(g, 4),
     model: { d, heads: cfg.heads, window: cfg.window, layers: cfg.layers, vocab: cfg.vocabSize },
@@ -107,7 +109,8 @@ for (const o of out) {
   o.time_ratio_vs_min = round(o.step_ms / base.step_ms, 2);
   const line = JSON.stringify(o);
   console.log(line);
-  if (f.save) {
+  if (f.out) appendFileSync(f.out, line + '\n');
+  else if (f.save) {
     mkdirSync(join(here, 'results'), { recursive: true });
     appendFileSync(join(here, 'results', `decode-step-${new Date().toISOString().slice(0, 10)}.jsonl`), line + '\n');
   }
