@@ -172,9 +172,10 @@ async function throughput(url, clients) {
     errors: r.errors,
     timeouts: r.timeouts,
     seconds: round(r.duration, 2),
-    // Where the server's time went: the share of the level's wall time spent waiting for the batched
-    // decoder step (the rest is the scheduler's sampling and bookkeeping between steps, and the event
-    // loop), the average sequences per step and the average step time.
+    // Where the server's time went: the share of the level's wall time with a batched decoder step in
+    // flight (the rest is the scheduler's sampling and bookkeeping with the decoder idle, and the event
+    // loop), the average sequences per step and that busy time per step (with several batches in flight
+    // at once, from 32 sequences on, less than one step's own duration).
     decoder_busy_frac: round((s1.stepMs - s0.stepMs) / wallMs, 3),
     rows_per_step: steps ? round((s1.rows - s0.rows) / steps, 1) : null,
     step_ms_avg: steps ? round((s1.stepMs - s0.stepMs) / steps, 3) : null,

@@ -10,7 +10,7 @@ mkdir -p "$OUT"
 CXX="${CXX:-g++}"
 FLAGS=(-O2 -std=c++17 -march=x86-64-v3 -Wall -Wextra -pthread -Inative)
 SRCS=(native/cpu/test/kernels_check.cc native/core/thread_pool.cc native/cpu/matmul.cc native/cpu/layernorm.cc
-      native/cpu/attention.cc native/cpu/activation.cc native/cpu/dropout.cc)
+      native/cpu/attention.cc native/cpu/activation.cc native/cpu/dropout.cc native/cpu/linear_rows.cc)
 OPENBLAS_A=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.a
 OPENBLAS_INC=/usr/include/x86_64-linux-gnu/openblas-pthread
 

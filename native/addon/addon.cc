@@ -1,5 +1,6 @@
 // Module entry: registers the handle classes and a few process-wide functions.
 #include <chrono>
+#include <string>
 #include <vector>
 
 #include "addon/dist_handle.h"
@@ -8,6 +9,7 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "cpu/kernels.h"
+#include "layer/backend.h"
 
 namespace rt::addon {
 namespace {
@@ -44,6 +46,46 @@ Napi::Value BenchSgemm(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, dt.count() / reps);
 }
 
+// linearForward(x, W, b | null, res | null, n, in, out, engine) -> Float32Array [n, out]: the CPU linear
+// layer y = x W^T + b + res on plain Float32Arrays, through the backend's dispatch ('auto': the few-rows
+// kernel where it applies) or the GEMM alone ('gemm'), so that tests can hold both to a float64
+// reference. Blocking: a test helper, not an API.
+Napi::Value LinearForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto f32 = [&](int i, const char* name, bool optional) -> const float* {
+    if (optional && (info[i].IsNull() || info[i].IsUndefined())) return nullptr;
+    if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      throw Napi::TypeError::New(env, std::string(name) + ": expected a Float32Array");
+    return info[i].As<Napi::Float32Array>().Data();
+  };
+  auto len = [&](int i) { return info[i].As<Napi::Float32Array>().ElementLength(); };
+  auto dim = [&](int i, const char* name) {
+    if (!info[i].IsNumber()) throw Napi::TypeError::New(env, std::string(name) + ": expected a positive integer");
+    const int v = info[i].As<Napi::Number>().Int32Value();
+    if (v < 1 || v > 1 << 16) throw Napi::RangeError::New(env, std::string(name) + ": expected an integer in [1, 65536]");
+    return v;
+  };
+  const int n = dim(4, "n"), in = dim(5, "in"), out = dim(6, "out");
+  const float *x = f32(0, "x", false), *W = f32(1, "W", false), *b = f32(2, "b", true), *res = f32(3, "res", true);
+  const bool gemm_only = info[7].IsString() && info[7].As<Napi::String>().Utf8Value() == "gemm";
+  if (len(0) != size_t(n) * in || len(1) != size_t(out) * in || (b && len(2) != size_t(out)) ||
+      (res && len(3) != size_t(n) * out))
+    throw Napi::RangeError::New(env, "linearForward: expected x [n*in], W [out*in], b [out], res [n*out]");
+  auto y = Napi::Float32Array::New(env, size_t(n) * out);
+  if (gemm_only) {
+    for (int r = 0; r < n; ++r)
+      for (int j = 0; j < out; ++j) y[size_t(r) * out + j] = b ? b[j] : 0.0f;
+    cpu::gemm(false, true, n, out, in, 1.0f, x, in, W, in, b ? 1.0f : 0.0f, y.Data(), out);
+    if (res)
+      for (size_t i = 0; i < size_t(n) * out; ++i) y[i] += res[i];
+  } else if (res) {
+    cpu_backend().linear_forward_res(x, W, b, res, y.Data(), n, in, out);
+  } else {
+    cpu_backend().linear_forward(x, W, b, y.Data(), n, in, out);
+  }
+  return y;
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -58,6 +100,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("allocatedBytes", Napi::Function::New(env, AllocatedBytes));
   exports.Set("benchSgemm", Napi::Function::New(env, BenchSgemm));
+  exports.Set("linearForward", Napi::Function::New(env, LinearForward));
   InitOps(env, exports);
   InitDist(env, exports);
   return exports;

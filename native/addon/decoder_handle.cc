@@ -1,9 +1,12 @@
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "addon/async.h"
 #include "addon/handles.h"
 #include "core/error.h"
+#include "core/thread_pool.h"
 #include "layer/backend.h"
 
 namespace rt::addon {
@@ -63,6 +66,7 @@ DecoderHandle::DecoderHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
   table(head_, "head weight", true);
   try {
     state_ = std::make_shared<DecodeState>(*stack_, B, maxPos);
+    inflight_.assign(B, 0);
   } catch (const Error& e) {
     throw Napi::RangeError::New(env, e.what());
   }
@@ -85,15 +89,16 @@ Napi::Value DecoderHandle::PositionOf(const Napi::CallbackInfo& info) {
 }
 
 void DecoderHandle::Reset(const Napi::CallbackInfo& info) {
-  if (busy_) throw Napi::Error::New(info.Env(), "decoder: a step is running; await it before resetting a slot");
-  state_->reset(SlotArg(info, 0));
+  const int s = SlotArg(info, 0);
+  if (inflight_[s])
+    throw Napi::Error::New(info.Env(), "decoder: slot " + std::to_string(s) + " is in a running step; await it before resetting the slot");
+  state_->reset(s);
 }
 
 // step(tokens: Int32Array, slots?: Int32Array) -> Promise<Float32Array [S * V]>: one token for each listed
 // slot (all slots, in order, when `slots` is omitted), each at its own position.
 Napi::Value DecoderHandle::Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (busy_) throw Napi::Error::New(env, "decoder: a step is already running; await it first");
   if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
     throw Napi::TypeError::New(env, "tokens: expected an Int32Array");
   auto ta = info[0].As<Napi::Int32Array>();
@@ -120,6 +125,10 @@ Napi::Value DecoderHandle::Step(const Napi::CallbackInfo& info) {
     for (int r = 0; r < S; ++r) slots[r] = r;
   }
   if (S == 0) throw Napi::RangeError::New(env, "tokens: expected at least one token");
+  for (int r = 0; r < S; ++r)
+    if (inflight_[slots[r]])
+      throw Napi::Error::New(env, "decoder: slot " + std::to_string(slots[r]) +
+                                      " is already in a running step; await it first (overlapping steps need disjoint slots)");
   const int d = static_cast<int>(wte_->shape[1]), V = static_cast<int>(head_->shape[0]);
   const int vocab = static_cast<int>(wte_->shape[0]);
   // Checked here, not in the kernels: a GPU lookup of a bad token would read out of bounds, not throw.
@@ -138,13 +147,23 @@ Napi::Value DecoderHandle::Step(const Napi::CallbackInfo& info) {
   auto state = state_;
   auto stack = stack_;
   auto wte = wte_, wpe = wpe_, lnw = lnw_, lnb = lnb_, head = head_;
-  busy_ = true;
+  for (int r = 0; r < S; ++r) inflight_[slots[r]] = 1;
+  // A step submitted while another is in flight will run beside it: each then keeps to its own thread
+  // rather than both splitting across the pool, where each would wait at every barrier for a thread the
+  // other (or this process's event loop) holds. The first of a pair started alone and may use the pool.
+  const bool serial = steps_++ > 0;
+  auto device_turn = device_turn_;
   auto self = std::make_shared<Napi::ObjectReference>(Napi::Persistent(Value()));
   return PromiseWorker::Run(
       env, "rt:decode",
       [=] {
         // Everything through the stack's backend, so a CUDA model decodes on the GPU and only the logits
         // come back. The position embedding is a second lookup (positions as indices into wpe), added.
+        const bool host = stack->backend().device() == Device::CPU;
+        std::unique_lock<std::mutex> turn(*device_turn, std::defer_lock);
+        if (!host) turn.lock();
+        std::optional<SerialScope> own_thread;
+        if (serial && host) own_thread.emplace();
         Backend& be = stack->backend();
         const size_t Sd = static_cast<size_t>(S) * d;
         DeviceBuffer x(be, Sd), y(be, Sd), out(be, static_cast<size_t>(S) * V);
@@ -155,7 +174,7 @@ Napi::Value DecoderHandle::Step(const Napi::CallbackInfo& info) {
           be.embedding_forward(at.data(), wpe->f32(), nullptr, pe.get(), S, 1, d, static_cast<int>(wpe->shape[0]), 0.0f, 0, 0);
           be.acc2d(x.get(), d, 1.0f, pe.get(), d, S, d);
         }
-        state->step(slots.data(), S, x.get(), y.get());
+        state->step(slots.data(), S, x.get(), y.get(), own_thread.has_value());
         be.head_logits(y.get(), lnw->f32(), lnb ? lnb->f32() : nullptr, head->f32(), S, 1, d, V, 1, out.get(), false);
         be.download(logits->data(), out.get(), static_cast<size_t>(S) * V);
       },
@@ -164,8 +183,9 @@ Napi::Value DecoderHandle::Step(const Napi::CallbackInfo& info) {
         std::copy(logits->begin(), logits->end(), arr.Data());
         return arr;
       },
-      [this, self] {
-        busy_ = false;
+      [this, self, slots] {
+        for (int s : slots) inflight_[s] = 0;
+        --steps_;
         self->Reset();
       });
 }

@@ -5,6 +5,8 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <vector>
 
 #include "core/tensor.h"
 #include "layer/decode.h"
@@ -83,7 +85,12 @@ class DecoderHandle : public Napi::ObjectWrap<DecoderHandle> {
   std::shared_ptr<LayerStack> stack_;
   std::shared_ptr<DecodeState> state_;
   std::shared_ptr<Tensor> wte_, wpe_, lnw_, lnb_, head_;
-  bool busy_ = false;
+  // Steps may overlap when their slots do not (a server keeps one batch computing while it samples the
+  // tokens of another). A slot in a step that has not settled is in inflight_; steps_ counts those steps.
+  std::vector<char> inflight_;
+  int steps_ = 0;
+  // A device backend (CUDA) keeps one stream and its scratch per process: its steps take turns.
+  std::shared_ptr<std::mutex> device_turn_ = std::make_shared<std::mutex>();
 };
 
 // Per-environment constructors (worker threads each get their own).

@@ -233,6 +233,9 @@ int num_threads() {
   return n;
 }
 
+SerialScope::SerialScope() : saved_(t_in_pool) { t_in_pool = true; }
+SerialScope::~SerialScope() { t_in_pool = saved_; }
+
 void parallel_for(size_t n, size_t grain, const std::function<void(size_t, size_t)>& body) {
   if (n == 0) return;
   if (grain == 0) grain = 1;

@@ -19,4 +19,18 @@ int num_threads();
 // pool is busy (a call from another thread, or a nested call) the work runs serially on the caller.
 void parallel_for(size_t n, size_t grain, const std::function<void(size_t, size_t)>& body);
 
+// While one is alive, parallel_for on this thread runs every chunk here, in order, as it does inside a pool
+// job. For work that is itself one of several running at once on threads of their own (two decoder steps
+// in flight), where splitting it again would only make the threads wait on each other.
+class SerialScope {
+ public:
+  SerialScope();
+  ~SerialScope();
+  SerialScope(const SerialScope&) = delete;
+  SerialScope& operator=(const SerialScope&) = delete;
+
+ private:
+  bool saved_;
+};
+
 }  // namespace rt

@@ -132,6 +132,13 @@ class CpuBackend final : public Backend {
   void linear_forward(const float* x, const float* W, const float* b, float* y, int n, int in, int out) override {
     cpu::linear_forward(x, W, b, y, n, in, out);
   }
+  // The residual goes into the same store as the product where the few-rows kernel applies (the
+  // decoder's rows); elsewhere the interface's product-then-add.
+  void linear_forward_res(const float* x, const float* W, const float* b, const float* res, float* y, int n, int in,
+                          int out) override {
+    if (cpu::linear_rows_fits(n, in, out)) cpu::linear_rows(x, W, b, res, y, n, in, out);
+    else Backend::linear_forward_res(x, W, b, res, y, n, in, out);
+  }
   void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db, int n,
                        int in, int out) override {
     cpu::linear_backward(x, W, dy, dx, dW, db, n, in, out);

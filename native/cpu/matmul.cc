@@ -386,6 +386,10 @@ void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const floa
 void linear_forward(const float* x, const float* W, const float* b, float* y, int n, int in, int out) {
   RT_CHECK(n >= 0 && in > 0 && out > 0, "linear_forward: n >= 0, in > 0, out > 0 required");
   if (n == 0) return;
+  if (linear_rows_fits(n, in, out)) {
+    linear_rows(x, W, b, nullptr, y, n, in, out);
+    return;
+  }
   if (b) {
     // Seed y with the bias and let the GEMM accumulate onto it: one pass over y instead of two.
     parallel_for(n, std::max(1, (1 << 14) / out), [&](size_t r0, size_t r1) {

@@ -1,10 +1,35 @@
 #include "layer/decode.h"
 
+#include <atomic>
+#include <cstdlib>
 #include <string>
 
 #include "core/error.h"
+#include "core/thread_pool.h"
 
 namespace rt {
+namespace {
+
+// Rows per part when a step is split into parts (see step()). Fewer rows make more parts to share out
+// when one core is busy elsewhere, but each part streams the block's weights (12 d^2 floats) through its
+// core again and gives the GEMMs fewer rows to amortise their packing over.
+// RT_DECODE_PART_ROWS overrides it (read at every step, so that a benchmark can compare sizes in one
+// process; a getenv is nothing next to a step).
+int part_rows() {
+  const char* e = std::getenv("RT_DECODE_PART_ROWS");
+  const int v = e ? std::atoi(e) : 0;
+  return v > 0 ? v : 16;
+}
+
+// How many parts a step of S rows is split into: one (each op then splits itself across the threads, if
+// it is large enough) unless the backend runs on this host's threads and there are rows for two parts.
+int decode_parts(bool host, int S, int threads) {
+  const int rows = part_rows();
+  if (!host || threads < 2 || S < 2 * rows) return 1;
+  return (S + rows - 1) / rows;
+}
+
+}  // namespace
 
 DecodeState::DecodeState(const LayerStack& stack, int slots, int max_positions)
     : stack_(stack), be_(stack.backend()), slots_(slots), w_(stack.config().window), d_(stack.config().d),
@@ -31,11 +56,13 @@ void DecodeState::reset(int s) {
   pos_[s] = 0;
 }
 
-void DecodeState::step(const int* slots, int S, const float* x, float* y) {
-  const BlockShape& sh = stack_.shape();
-  const size_t d = d_, wd = static_cast<size_t>(w_) * d, Sd = static_cast<size_t>(S) * d;
-  std::vector<int> tA(S), tB(S), iw(S);
-  std::vector<int64_t> jw(S);
+void DecodeState::Part::ensure(Backend& be, size_t Sd) {
+  if (bufs[0].size() >= Sd) return;
+  for (DeviceBuffer& b : bufs) b = DeviceBuffer(be, Sd);
+}
+
+void DecodeState::step(const int* slots, int S, const float* x, float* y, bool serial) {
+  Rows rows{slots, std::vector<int>(S), std::vector<int>(S), std::vector<int>(S), std::vector<int64_t>(S)};
   std::vector<char> seen(slots_, 0);
   for (int r = 0; r < S; ++r) {
     const int s = slots[r];
@@ -45,23 +72,68 @@ void DecodeState::step(const int* slots, int S, const float* x, float* y) {
     if (w_ == 0) {
       RT_CHECK(p < cap_, "generate: the plain transformer (window 0) keeps every position; " + std::to_string(cap_) +
                              " positions are used up (raise maxPositions)");
-      tA[r] = static_cast<int>(p);
+      rows.tA[r] = static_cast<int>(p);
     } else {
-      jw[r] = p / w_;
-      iw[r] = static_cast<int>(p % w_);
-      tA[r] = jw[r] == 0 ? iw[r] : w_ + iw[r];
-      tB[r] = iw[r];
+      rows.jw[r] = p / w_;
+      rows.iw[r] = static_cast<int>(p % w_);
+      rows.tA[r] = rows.jw[r] == 0 ? rows.iw[r] : w_ + rows.iw[r];
+      rows.tB[r] = rows.iw[r];
     }
   }
-  DeviceBuffer bufs[3] = {DeviceBuffer(be_, Sd), DeviceBuffer(be_, Sd), DeviceBuffer(be_, Sd)};
+  const int parts = serial ? 1 : decode_parts(be_.device() == Device::CPU, S, num_threads());
+  std::vector<std::unique_ptr<Part>> scratch;
+  {
+    std::lock_guard<std::mutex> lock(spare_mu_);
+    while (static_cast<int>(scratch.size()) < parts && !spare_.empty()) {
+      scratch.push_back(std::move(spare_.back()));
+      spare_.pop_back();
+    }
+  }
+  while (static_cast<int>(scratch.size()) < parts) scratch.push_back(std::make_unique<Part>());
+  struct GiveBack {
+    DecodeState& self;
+    std::vector<std::unique_ptr<Part>>& scratch;
+    ~GiveBack() {
+      std::lock_guard<std::mutex> lock(self.spare_mu_);
+      for (auto& p : scratch) self.spare_.push_back(std::move(p));
+    }
+  } give_back{*this, scratch};
+  if (parts == 1) {
+    step_rows(rows, 0, S, x, y, *scratch[0]);
+    return;
+  }
+  // Each part is a whole step of its own rows (every op serial on one thread), claimed by whichever
+  // thread comes first. The alternative, each op split across the threads, meets at ~20 barriers per
+  // step, and every barrier waits for the slowest thread: on a machine that also serves the HTTP side
+  // (and here runs the load generator), a preempted thread stalls the whole step at each of them.
+  // Parts finish in any order on any thread; each writes only its own rows and its own slots' state.
+  std::atomic<int> next{0};
+  parallel_for(static_cast<size_t>(num_threads()), 1, [&](size_t, size_t) {
+    for (int k; (k = next.fetch_add(1, std::memory_order_relaxed)) < parts;) {
+      const int r0 = static_cast<int>(static_cast<int64_t>(S) * k / parts);
+      const int r1 = static_cast<int>(static_cast<int64_t>(S) * (k + 1) / parts);
+      step_rows(rows, r0, r1, x + static_cast<size_t>(r0) * d_, y + static_cast<size_t>(r0) * d_, *scratch[k]);
+    }
+  });
+}
+
+void DecodeState::step_rows(const Rows& rows, int r0, int r1, const float* x, float* y, Part& part) {
+  const BlockShape& sh = stack_.shape();
+  const int S = r1 - r0;
+  const int* slots = rows.slots + r0;
+  const int *tA = rows.tA.data() + r0, *tB = rows.tB.data() + r0, *iw = rows.iw.data() + r0;
+  const int64_t* jw = rows.jw.data() + r0;
+  const size_t d = d_, wd = static_cast<size_t>(w_) * d, Sd = static_cast<size_t>(S) * d;
+  part.ensure(be_, Sd);
+  ChunkScratch& scratch = part.scratch;
   const float* in = x;
   for (size_t l = 0; l < layers_.size(); ++l) {
     Layer& L = layers_[l];
     const BlockWeights& W = stack_.weights(static_cast<int>(l));
-    float* out = bufs[l % 2].get();
-    float* tmp = bufs[2].get();
+    float* out = part.bufs[l % 2].get();
+    float* tmp = part.bufs[2].get();
     if (w_ == 0) {
-      block_rows(be_, sh, W, L.kvA.get(), cap_, slots, tA.data(), S, in, out, scratch_);
+      block_rows(be_, sh, W, L.kvA.get(), cap_, slots, tA, S, in, out, scratch);
     } else {
       const float* a_in = in;
       if (accumulate_) {
@@ -76,23 +148,23 @@ void DecodeState::step(const int* slots, int S, const float* x, float* y) {
         a_in = tmp;
       }
       // S_j[i], the new row of application A (kept for the window's close when accumulating).
-      block_rows(be_, sh, W, L.kvA.get(), cap_, slots, tA.data(), S, a_in, out, scratch_);
+      block_rows(be_, sh, W, L.kvA.get(), cap_, slots, tA, S, a_in, out, scratch);
       if (accumulate_)
         for (int r = 0; r < S; ++r) be_.copy(L.S.get() + slots[r] * wd + iw[r] * d, out + r * d, d);
       // Y_j[i] = T(S_j)[i], the new row of application B.
       be_.copy(tmp, out, Sd);
-      block_rows(be_, sh, W, L.kvB.get(), w_, slots, tB.data(), S, tmp, out, scratch_);
+      block_rows(be_, sh, W, L.kvB.get(), w_, slots, tB, S, tmp, out, scratch);
     }
     in = out;
   }
   be_.copy(y, in, Sd);
   for (int r = 0; r < S; ++r) {
-    if (w_ > 0 && iw[r] == w_ - 1) close_window(slots[r], jw[r]);
+    if (w_ > 0 && iw[r] == w_ - 1) close_window(slots[r], jw[r], scratch);
     ++pos_[slots[r]];
   }
 }
 
-void DecodeState::close_window(int slot, int64_t j) {
+void DecodeState::close_window(int slot, int64_t j, ChunkScratch& scratch) {
   const BlockShape& sh = stack_.shape();
   const size_t d = d_, row = 3 * d, wd = static_cast<size_t>(w_) * d;
   const size_t kvA_at = static_cast<size_t>(slot) * cap_ * row, kvB_at = static_cast<size_t>(slot) * w_ * row;
@@ -114,12 +186,12 @@ void DecodeState::close_window(int slot, int64_t j) {
       be_.copy(X, layers_[l - 1].Y.get() + at, wd);
       if (j >= 1) be_.axpy2d(tmp.get(), wd, a, Pin, wd, X, wd, 1, wd);
       else be_.copy(tmp.get(), X, wd);
-      block_chunk(be_, sh, W, kvA, cap_, 1, j == 0 ? 0 : w_, w_, tmp.get(), S, scratch_);
+      block_chunk(be_, sh, W, kvA, cap_, 1, j == 0 ? 0 : w_, w_, tmp.get(), S, scratch);
     }
     // P_j is X_0 for j = 0, else Y_{j-1} (the previous prefix's output); A's next prefix is alpha P_j + S_j.
     const float* Pj = j == 0 ? X : Pnext;
     be_.axpy2d(tmp.get(), wd, a, Pj, wd, S, wd, 1, wd);
-    block_chunk(be_, sh, W, kvA, cap_, 1, 0, w_, tmp.get(), Y, scratch_);
+    block_chunk(be_, sh, W, kvA, cap_, 1, 0, w_, tmp.get(), Y, scratch);
     be_.copy(Pin, Pj, wd);
     be_.copy(Pnext, Y, wd);
   }

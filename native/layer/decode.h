@@ -14,6 +14,8 @@
 // transformer) keeps a cache of maxPositions rows instead, as any transformer must.
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "layer/backend.h"
@@ -30,7 +32,10 @@ class DecodeState {
 
   // Feeds one token to each of S distinct slots: x [S, d] holds the layer-stack inputs of the tokens at
   // those slots' positions; y [S, d] (written) the stack's outputs there. Advances each slot by one.
-  void step(const int* slots, int S, const float* x, float* y);
+  // Steps over disjoint slots may run at once on different threads (each takes scratch of its own);
+  // `serial` keeps a step on its calling thread (the caller runs it under a SerialScope), where it
+  // would otherwise be split into parts across the thread pool.
+  void step(const int* slots, int S, const float* x, float* y, bool serial = false);
   // Starts slot s over at position 0 (its old state is simply overwritten as it advances).
   void reset(int s);
   int64_t position(int s) const { return pos_.at(s); }
@@ -43,7 +48,21 @@ class DecodeState {
     DeviceBuffer kvA, kvB;             // key/value caches of applications A and B, [slots, cap, 3d]
     DeviceBuffer X, S, Pin, Pnext, Y;  // accumulate only, [slots, w, d]: inputs, S_j, P_{j-1}, P_j, final Y_j
   };
-  void close_window(int slot, int64_t j);
+  // A group of rows decoded together, with scratch of its own so that groups can run on different threads.
+  struct Part {
+    ChunkScratch scratch;
+    DeviceBuffer bufs[3];  // layer outputs (two, alternating) and the B application's input, [rows, d]
+    void ensure(Backend& be, size_t Sd);
+  };
+  // The positions of step()'s rows within their windows, worked out once per step.
+  struct Rows {
+    const int* slots;
+    std::vector<int> tA, tB, iw;
+    std::vector<int64_t> jw;
+  };
+  // Rows [r0, r1) of a step, start to finish (every layer, window closes included).
+  void step_rows(const Rows& rows, int r0, int r1, const float* x, float* y, Part& p);
+  void close_window(int slot, int64_t j, ChunkScratch& scratch);
 
   const LayerStack& stack_;
   Backend& be_;
@@ -52,7 +71,9 @@ class DecodeState {
   std::vector<int64_t> pos_;
   std::vector<Layer> layers_;
   std::vector<float> alpha_;
-  ChunkScratch scratch_;
+  // Scratch of finished steps, kept for the next ones (a step takes as many as it has parts).
+  std::vector<std::unique_ptr<Part>> spare_;
+  std::mutex spare_mu_;
 };
 
 }  // namespace rt

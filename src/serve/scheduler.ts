@@ -1,7 +1,16 @@
 // Continuous batching: requests share one decoder whose slots each hold a sequence's O(layers * w * d)
-// state. Every iteration feeds one token to every active sequence in a single native call (prompt
-// tokens while a prompt is being read, sampled tokens after); a finished or abandoned sequence frees its
-// slot at once and the next queued request takes it, without waiting for the rest of the batch.
+// state. Every step feeds one token to each sequence of a batch in a single native call (prompt tokens
+// while a prompt is being read, sampled tokens after); a finished or abandoned sequence frees its slot at
+// once and the next queued request takes it, without waiting for the rest of the batch.
+//
+// With enough sequences (PIPELINE_MIN_ROWS per batch) they are split into up to MAX_IN_FLIGHT batches
+// whose steps are in flight at once, each on a libuv thread of its own and kept there by the addon
+// (no thread pool): while some compute, this thread samples another's tokens, answers HTTP and submits
+// that batch's next step. With one batch the decoder sat idle for that part of every iteration (at 64
+// clients on 2 cores ~0.25 of a ~0.9 ms iteration: the step's completion waiting for the event loop,
+// then sampling), and the step split across both cores waited at each of its barriers for whichever
+// thread the event loop or the load generator had taken. Below that many sequences one batch is cheaper:
+// a step has a fixed cost that smaller steps would pay several times.
 import { SequenceSampler, type GeneratedToken } from '../generate.js';
 import type { Decoder, RecurrentTransformer } from '../model/transformer.js';
 
@@ -26,6 +35,7 @@ interface JobBase {
   signal?: AbortSignal;
   slot: number;
   fed: number;
+  finished?: boolean;
 }
 
 interface GenerateJob extends JobBase {
@@ -65,6 +75,14 @@ export interface SchedulerOptions {
   maxQueue: number;
 }
 
+/** Sequences each batch needs when several are in flight (below twice this, one batch). */
+const PIPELINE_MIN_ROWS = 16;
+/**
+ * Steps in flight at once. Three on 2 cores: two computing and one being sampled, queued or woken (each
+ * hand-off between threads costs ~0.1 ms on a VM). One of libuv's four threads stays free for other work.
+ */
+const MAX_IN_FLIGHT = 3;
+
 function logSoftmaxAt(logits: Float32Array, offset: number, V: number, target: number): number {
   let mx = -Infinity;
   for (let v = 0; v < V; v++) mx = Math.max(mx, logits[offset + v]!);
@@ -79,8 +97,16 @@ export class Scheduler {
   #vocab: number;
   #queue: Job[] = [];
   #active: Job[] = [];
+  /** Active jobs that are not in a step. */
+  #ready: Job[] = [];
   #free: number[];
   #running: Promise<void> | null = null;
+  #settle: (() => void) | null = null;
+  #inFlight = 0;
+  #busySince = 0;
+  // The step's inputs go through two reused buffers: the addon copies them before stepSlots returns.
+  #slotBuf: Int32Array;
+  #tokenBuf: Int32Array;
   #steps = 0;
   #tokensOut = 0;
   #rows = 0;
@@ -91,6 +117,8 @@ export class Scheduler {
     this.#decoder = model.decoder(options.maxBatch);
     this.#vocab = model.config.vocabSize;
     this.#free = Array.from({ length: options.maxBatch }, (_, i) => options.maxBatch - 1 - i);
+    this.#slotBuf = new Int32Array(options.maxBatch);
+    this.#tokenBuf = new Int32Array(options.maxBatch);
   }
 
   get active(): number {
@@ -101,7 +129,8 @@ export class Scheduler {
   }
   /**
    * Since start: batched decoder steps, tokens generated, rows fed (one per active sequence per step) and
-   * milliseconds spent waiting for the decoder (the rest of a busy loop is the scheduler's own work).
+   * milliseconds during which at least one step was in flight (the rest of a busy period is the
+   * scheduler's own work with the decoder idle).
    */
   get stats(): { steps: number; tokens: number; rows: number; stepMs: number } {
     return { steps: this.#steps, tokens: this.#tokensOut, rows: this.#rows, stepMs: this.#stepMs };
@@ -150,15 +179,69 @@ export class Scheduler {
   }
 
   #start(): void {
-    if (this.#running) return;
-    this.#running = this.#loop().finally(() => {
+    if (!this.#running) this.#running = new Promise((resolve) => (this.#settle = resolve));
+    this.#pump();
+  }
+
+  /** Admits queued requests and starts steps while the decoder can take them; settles #running when idle. */
+  #pump(): void {
+    this.#admit();
+    const n = this.#ready.length;
+    // As many batches of at least PIPELINE_MIN_ROWS as there is room for; with nothing in flight, at
+    // least one. Fewer ready sequences wait for a step in flight and join its batch.
+    let groups = Math.min(MAX_IN_FLIGHT - this.#inFlight, Math.floor(n / PIPELINE_MIN_ROWS));
+    if (this.#inFlight === 0 && n > 0) groups = Math.max(1, groups);
+    for (let g = 0; g < groups; g++) {
+      const size = Math.ceil(this.#ready.length / (groups - g));
+      this.#submit(this.#ready.splice(0, size));
+    }
+    if (this.#inFlight === 0 && this.#active.length === 0 && this.#running) {
+      const settle = this.#settle!;
       this.#running = null;
-      // A request that arrived while the loop was returning still needs one.
+      this.#settle = null;
+      settle();
+      // A request that arrived while the last step was settling still needs one.
       if (this.#queue.length) this.#start();
-    });
+    }
+  }
+
+  /** One native step for `batch` (jobs not in any other step); its results go back through #pump. */
+  #submit(batch: Job[]): void {
+    const n = batch.length;
+    const slots = this.#slotBuf.subarray(0, n);
+    const tokens = this.#tokenBuf.subarray(0, n);
+    for (let r = 0; r < n; r++) {
+      const j = batch[r]!;
+      slots[r] = j.slot;
+      tokens[r] = j.fed < j.ids.length ? j.ids[j.fed]! : (j as GenerateJob).last;
+    }
+    if (this.#inFlight++ === 0) this.#busySince = performance.now();
+    const done = (): void => {
+      if (--this.#inFlight === 0) this.#stepMs += performance.now() - this.#busySince;
+    };
+    this.#decoder.stepSlots(slots, tokens).then(
+      (logits) => {
+        done();
+        this.#rows += n;
+        this.#steps++;
+        const V = this.#vocab;
+        for (let r = 0; r < n; r++) {
+          const j = batch[r]!;
+          this.#advance(j, logits, r * V, V);
+          if (!j.finished) this.#ready.push(j);
+        }
+        this.#pump();
+      },
+      (e: unknown) => {
+        done();
+        for (const j of batch) this.#finish(j, e as Error);
+        this.#pump();
+      },
+    );
   }
 
   #finish(job: Job, error?: Error): void {
+    job.finished = true;
     this.#active.splice(this.#active.indexOf(job), 1);
     this.#free.push(job.slot);
     if (error) {
@@ -190,38 +273,6 @@ export class Scheduler {
     }
   }
 
-  async #loop(): Promise<void> {
-    // The step's inputs go through two reused buffers (the addon copies them before the call returns),
-    // and the batch is walked with plain loops: at a wide batch this loop runs a few hundred times a
-    // second on the thread that also serves HTTP, so what it allocates per step and per token counts.
-    const slots = new Int32Array(this.options.maxBatch);
-    const tokens = new Int32Array(this.options.maxBatch);
-    const V = this.#vocab;
-    for (;;) {
-      this.#admit();
-      const n = this.#active.length;
-      if (n === 0) return;
-      const batch = this.#active.slice();
-      for (let r = 0; r < n; r++) {
-        const j = batch[r]!;
-        slots[r] = j.slot;
-        tokens[r] = j.fed < j.ids.length ? j.ids[j.fed]! : (j as GenerateJob).last;
-      }
-      let logits: Float32Array;
-      const t0 = performance.now();
-      try {
-        logits = await this.#decoder.stepSlots(slots.subarray(0, n), tokens.subarray(0, n));
-      } catch (e) {
-        for (const j of batch) this.#finish(j, e as Error);
-        continue;
-      }
-      this.#stepMs += performance.now() - t0;
-      this.#rows += n;
-      this.#steps++;
-      for (let r = 0; r < n; r++) this.#advance(batch[r]!, logits, r * V, V);
-    }
-  }
-
   /** Free slots take queued requests (in arrival order). */
   #admit(): void {
     while (this.#free.length && this.#queue.length) {
@@ -234,6 +285,7 @@ export class Scheduler {
       this.#decoder.reset(job.slot);
       this.#active.push(job);
       if (job.kind === 'generate' && job.sampler.done) this.#finish(job);  // maxTokens 0
+      else this.#ready.push(job);
     }
   }
 

@@ -1,0 +1,69 @@
+// A wide decoder step is split into parts of rows that run on different threads (native/layer/decode.cc).
+// Each part must give the same logits as a decoder of one sequence fed the same tokens, whatever the part
+// size (RT_DECODE_PART_ROWS, read at every step), with slots at different positions, window closes falling
+// inside parts, and slots reset between steps.
+import { afterEach, describe, expect, it } from 'vitest';
+import { RecurrentTransformer, nativeInfo } from '../src/index.js';
+import { Rng } from './helpers.js';
+
+const SLOTS = 48;
+
+afterEach(() => {
+  delete process.env.RT_DECODE_PART_ROWS;
+});
+
+async function worstAgainstSingles(variant: 'forget' | 'accumulate', window: number, partRows: number | undefined): Promise<number> {
+  if (partRows === undefined) delete process.env.RT_DECODE_PART_ROWS;
+  else process.env.RT_DECODE_PART_ROWS = String(partRows);
+  const rng = new Rng(7 + window + (partRows ?? 0));
+  const V = 11;
+  const m = new RecurrentTransformer({ vocabSize: V, d: 16, heads: 2, layers: 2, window, variant, maxLen: 64, alpha: { init: 0.7 }, bias: true });
+  try {
+    const p = m.exportParameters();
+    for (const k of Object.keys(p)) if (!k.endsWith('alpha')) p[k] = p[k]!.map((v) => v + (rng.uniform() - 0.5));
+    m.importParameters(p);
+    const dec = m.decoder(SLOTS);
+    let refs = Array.from({ length: SLOTS }, () => m.decoder(1));
+    let worst = 0;
+    for (let step = 0; step < 20; step++) {
+      // Most slots every step (so that the step is wide enough to split), in a shuffled order.
+      const active = Array.from({ length: SLOTS }, (_, i) => i).filter(() => rng.uniform() < 0.9);
+      for (let i = active.length - 1; i > 0; i--) {
+        const j = Math.floor(rng.uniform() * (i + 1));
+        [active[i], active[j]] = [active[j]!, active[i]!];
+      }
+      const toks = active.map(() => Math.floor(rng.uniform() * V));
+      const got = await dec.stepSlots(active, toks);
+      for (let r = 0; r < active.length; r++) {
+        const s = active[r]!;
+        const want = await refs[s]!.step([toks[r]!]);
+        for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(got[r * V + v]! - want[v]!) / (1 + Math.abs(want[v]!)));
+        expect(dec.positionOf(s)).toBe(refs[s]!.position);
+        if (rng.uniform() < 0.05) {
+          dec.reset(s);
+          refs[s] = m.decoder(1);
+        }
+      }
+    }
+    refs = [];
+    return worst;
+  } finally {
+    m.dispose();
+  }
+}
+
+describe('a wide decoder step split into parts of rows', () => {
+  it('runs on more than one thread here (or the split is not exercised)', () => {
+    if (nativeInfo().threads < 2) console.warn('decode-parts: one thread only; the steps below run as a single part');
+    expect(nativeInfo().threads).toBeGreaterThanOrEqual(1);
+  });
+  for (const variant of ['forget', 'accumulate'] as const) {
+    for (const window of [0, 3]) {
+      for (const partRows of [undefined, 5, 1000]) {
+        it(`${variant} w=${window}, ${partRows ?? 'default'} rows per part: equals one decoder per sequence`, async () => {
+          expect(await worstAgainstSingles(variant, window, partRows)).toBeLessThan(1e-4);
+        });
+      }
+    }
+  }
+});

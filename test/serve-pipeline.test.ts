@@ -1,0 +1,110 @@
+// The scheduler's batches in flight at once (src/serve/scheduler.ts): with enough sequences several decoder
+// steps run together, over disjoint slots, and every request must still get exactly the text a
+// sequential generate() gives it, and every score the log-probability of the offline forward, while
+// requests join, finish and reuse slots in both batches. The addon must refuse a step or a reset that
+// touches a slot already in a running step.
+import { describe, expect, it } from 'vitest';
+import { CharTokenizer, RecurrentTransformer, SequenceSampler, Tensor, generate, type Decoder } from '../src/index.js';
+import { Scheduler } from '../src/serve/scheduler.js';
+
+const CORPUS = 'to be or not to be, that is the question. whether tis nobler in the mind to suffer. ';
+const tok = CharTokenizer.fromText(CORPUS);
+
+async function reference(model: RecurrentTransformer, prompt: string, maxTokens: number, seed: number, temperature?: number): Promise<string> {
+  let text = '';
+  for await (const t of generate(model, prompt, { tokenizer: tok, maxTokens, seed, temperature })) text += t.text;
+  return text;
+}
+
+/** Wraps model.decoder so that the test sees how many steps were in flight at once. */
+function countOverlap(model: RecurrentTransformer): { max: () => number } {
+  const make = model.decoder.bind(model);
+  let now = 0;
+  let max = 0;
+  model.decoder = (batch?: number, maxPositions?: number): Decoder => {
+    const d = make(batch, maxPositions);
+    const step = d.stepSlots.bind(d);
+    return Object.assign(Object.create(Object.getPrototypeOf(d) as object) as Decoder, d, {
+      stepSlots: async (slots: ArrayLike<number>, tokens: Int32Array | number[]) => {
+        max = Math.max(max, ++now);
+        try {
+          return await step(slots, tokens);
+        } finally {
+          now--;
+        }
+      },
+    });
+  };
+  return { max: () => max };
+}
+
+describe('scheduler: several batches in flight', () => {
+  it('70 requests on 48 slots: each text equals a sequential generate(); scores equal the offline forward', async () => {
+    const model = new RecurrentTransformer({ vocabSize: tok.vocabSize, d: 16, heads: 2, window: 4, maxLen: 128, seed: 11 });
+    try {
+      const overlap = countOverlap(model);
+      const scheduler = new Scheduler(model, { maxBatch: 48, maxQueue: 256 });
+      const prompts = ['to be', 'that is', 'the question', 'whether', 'nobler in the mind', 'o', 'suffer', 'not to be'];
+      const cases = Array.from({ length: 70 }, (_, i) => ({ prompt: prompts[i % prompts.length]!, maxTokens: 5 + ((i * 13) % 40), seed: 1000 + i, temperature: i % 4 === 3 ? 0 : undefined }));
+      const scoreText = 'to be or not to be, that is the question';
+      const results = await Promise.all([
+        ...cases.map((c) =>
+          scheduler.generate(Array.from(tok.encode(c.prompt)), new SequenceSampler({ maxTokens: c.maxTokens, seed: c.seed, temperature: c.temperature, tokenizer: tok })),
+        ),
+        scheduler.score(Array.from(tok.encode(scoreText))),
+      ]);
+      for (const [i, c] of cases.entries()) {
+        const r = results[i]!;
+        expect(r.kind).toBe('generate');
+        if (r.kind === 'generate') expect(r.text, `request ${i}`).toBe(await reference(model, c.prompt, c.maxTokens, c.seed, c.temperature));
+      }
+      const scored = results[cases.length]!;
+      const ids = Array.from(tok.encode(scoreText));
+      const x = Tensor.fromArray(ids, [1, ids.length], 'int32');
+      const logits = (await model.logits(x)).toArray();
+      x.dispose();
+      const V = tok.vocabSize;
+      let want = 0;
+      for (let t = 0; t + 1 < ids.length; t++) {
+        let mx = -Infinity;
+        for (let v = 0; v < V; v++) mx = Math.max(mx, logits[t * V + v]!);
+        let sum = 0;
+        for (let v = 0; v < V; v++) sum += Math.exp(logits[t * V + v]! - mx);
+        want += logits[t * V + ids[t + 1]!]! - mx - Math.log(sum);
+      }
+      expect(scored.kind === 'score' && Math.abs(scored.logprob - want)).toBeLessThan(1e-3 * (1 + Math.abs(want)));
+      // Batches really overlapped, and never more than the scheduler's limit of three.
+      expect(overlap.max()).toBeGreaterThanOrEqual(2);
+      expect(overlap.max()).toBeLessThanOrEqual(3);
+      expect(scheduler.active).toBe(0);
+      expect(scheduler.queued).toBe(0);
+      await scheduler.drain();
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('a step or a reset that touches a slot of a running step is refused; disjoint steps both run', async () => {
+    const model = new RecurrentTransformer({ vocabSize: 7, d: 8, heads: 2, window: 3, maxLen: 32, seed: 2 });
+    try {
+      const dec = model.decoder(4);
+      const a = dec.stepSlots([0, 1], [1, 2]);
+      await expect(async () => dec.stepSlots([1, 2], [3, 4])).rejects.toThrow(/slot 1 is already in a running step/);
+      expect(() => dec.reset(0)).toThrow(/slot 0 is in a running step/);
+      const b = dec.stepSlots([2, 3], [3, 4]);
+      const [la, lb] = await Promise.all([a, b]);
+      expect(la).toHaveLength(2 * 7);
+      expect(lb).toHaveLength(2 * 7);
+      for (let s = 0; s < 4; s++) expect(dec.positionOf(s)).toBe(1);
+      // Settled: the slots are free again.
+      dec.reset(0);
+      await dec.stepSlots([0, 1, 2, 3], [1, 1, 1, 1]);
+      // The same tokens one at a time give the same logits as the overlapping steps did.
+      const ref = model.decoder(1);
+      const one = await ref.step([3]);
+      for (let v = 0; v < 7; v++) expect(Math.abs(lb[v]! - one[v]!)).toBeLessThan(1e-5);
+    } finally {
+      model.dispose();
+    }
+  });
+});
