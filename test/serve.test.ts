@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CharTokenizer, RecurrentTransformer, SequenceSampler, Tensor, createServer, generate, saveCheckpoint, type GenerateOptions, type RunningServer } from '../src/index.js';
 import { AbortedError } from '../src/serve/scheduler.js';
+import { perturbWeights, worstDecoderError } from './decoder-check.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CORPUS = 'to be or not to be, that is the question. whether tis nobler in the mind to suffer. ';
@@ -502,23 +503,9 @@ describe('the batched decoder behind the server, vectorized attention', () => {
         const V = 7, N = 11, B = 3;
         const m = new RecurrentTransformer({ vocabSize: V, d, heads, layers: 2, window: 3, variant, maxLen: 16, alpha: { init: 0.6 }, seed: d });
         try {
-          // Weights of order 1, so that attention is far from uniform.
-          const p = m.exportParameters();
-          let k = 0;
-          for (const name of Object.keys(p)) if (!name.endsWith('alpha')) p[name] = p[name]!.map((v) => v + Math.sin(1 + k++ * 0.7) * 0.5);
-          m.importParameters(p);
+          perturbWeights(m, 1, 0.7, 0.5);
           const toks = Array.from({ length: B * N }, (_, i) => (i * 5 + 3) % V);
-          const dec = m.decoder(B);
-          let worst = 0;
-          for (let t = 0; t < N; t++) {
-            const got = await dec.stepSlots([2, 0, 1], [toks[t]!, toks[N + t]!, toks[2 * N + t]!]);
-            const x = Tensor.fromArray([0, 1, 2].flatMap((b) => toks.slice(b * N, b * N + t + 1)), [B, t + 1], 'int32');
-            const want = (await m.logits(x, { positions: 1 })).toArray();
-            x.dispose();
-            let scale = 1e-6;
-            for (const v of want) scale = Math.max(scale, Math.abs(v));
-            for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(want[i]! - got[i]!) / scale);
-          }
+          const worst = await worstDecoderError(m, toks, B, N, [2, 0, 1]);
           expect(worst).toBeLessThan(1e-4);
         } finally {
           m.dispose();

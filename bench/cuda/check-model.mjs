@@ -13,7 +13,7 @@
 import { appendFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
-import { rng } from '../lib/random.mjs';
+import { realisticParams, rng } from '../lib/random.mjs';
 
 process.env.RT_DEVICE = 'cuda';
 const { RecurrentTransformer } = await import('../../dist/model/transformer.js');
@@ -60,18 +60,7 @@ for (const precision of args.precision.split(',')) {
     const r = rng(c.name.length * 7919 + (precision === 'fp32' ? 1 : 2));
     const cpu = new RecurrentTransformer({ ...c.cfg, seed: 3, device: 'cpu' });
     const gpu = new RecurrentTransformer({ ...c.cfg, seed: 3, device: target, precision });
-    // Random weights of a realistic scale (the init's 0.02 makes every logit nearly equal).
-    const params = {};
-    for (const p of cpu.parameters()) {
-      const n = p.value.size;
-      if (p.name.endsWith('alpha')) params[p.name] = Float32Array.of(0.3 + 0.4 * r());
-      else if (/ln_(\d|f)\.weight$/.test(p.name)) params[p.name] = Float32Array.from({ length: n }, () => 0.8 + 0.4 * r());
-      else if (p.name.endsWith('.bias')) params[p.name] = Float32Array.from({ length: n }, () => 0.2 * r() - 0.1);
-      else {
-        const a = 1 / Math.sqrt(p.shape[1] ?? 1);
-        params[p.name] = Float32Array.from({ length: n }, () => a * (2 * r() - 1));
-      }
-    }
+    const params = realisticParams(cpu.parameters(), r);
     cpu.importParameters(params);
     gpu.importParameters(params);
     const V = c.cfg.vocabSize;

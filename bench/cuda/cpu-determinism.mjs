@@ -3,20 +3,13 @@
 // the first run. Every line should be identical (the CPU path is meant to give the same bits every run for
 // a given thread count). Written to tell whether a check-model failure on the GPU machine came from the
 // GPU or from the CPU reference.  node bench/cuda/cpu-determinism.mjs
-import { rng } from '../lib/random.mjs';
+import { realisticParams, rng } from '../lib/random.mjs';
 import { RecurrentTransformer } from '../../dist/model/transformer.js';
 import { Tensor } from '../../dist/tensor.js';
 const c = { name: 'copy accumulate relu nopos', cfg: { vocabSize: 16, d: 96, heads: 6, window: 32, variant: 'accumulate', activation: 'relu', positional: false, head: { copy: 16 }, maxLen: 400 }, B: 4, N: 300 };
 const r = rng(c.name.length * 7919 + 1);
 const m = new RecurrentTransformer({ ...c.cfg, seed: 3, device: 'cpu' });
-const params = {};
-for (const p of m.parameters()) {
-  const n = p.value.size;
-  if (p.name.endsWith('alpha')) params[p.name] = Float32Array.of(0.3 + 0.4 * r());
-  else if (/ln_(\d|f)\.weight$/.test(p.name)) params[p.name] = Float32Array.from({ length: n }, () => 0.8 + 0.4 * r());
-  else if (p.name.endsWith('.bias')) params[p.name] = Float32Array.from({ length: n }, () => 0.2 * r() - 0.1);
-  else { const a = 1 / Math.sqrt(p.shape[1] ?? 1); params[p.name] = Float32Array.from({ length: n }, () => a * (2 * r() - 1)); }
-}
+const params = realisticParams(m.parameters(), r);
 m.importParameters(params);
 const V = c.cfg.vocabSize, P = m.scoredPositions(c.N);
 const tokens = Tensor.fromArray(Int32Array.from({ length: c.B * c.N }, () => Math.floor(r() * V)), [c.B, c.N], 'int32');

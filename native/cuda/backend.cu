@@ -182,51 +182,9 @@ Allocator& allocator() {
 
 // ---- the strided helpers of rt::Backend ----
 
-// dst[r*ds + c] = alpha * x[r*xs + c] + (y ? y[r*ys + c] : 0); dst may alias x or y (same element).
-// Strides and cols in units of V floats (V = 4 when every stride and pointer allows float4).
-template <int V>
-__global__ void axpy2d_kernel(float* dst, size_t ds, float alpha, const float* x, size_t xs, const float* y, size_t ys,
-                              size_t rows, size_t cols) {
-  using T = typename std::conditional<V == 4, float4, float>::type;
-  const size_t total = rows * cols, stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total; i += stride) {
-    const size_t r = i / cols, c = i % cols;
-    T a = reinterpret_cast<const T*>(x)[r * xs + c];
-    T o;
-    if constexpr (V == 4) {
-      o = make_float4(alpha * a.x, alpha * a.y, alpha * a.z, alpha * a.w);
-      if (y) {
-        const float4 b = reinterpret_cast<const float4*>(y)[r * ys + c];
-        o.x += b.x; o.y += b.y; o.z += b.z; o.w += b.w;
-      }
-    } else {
-      o = alpha * a;
-      if (y) o += y[r * ys + c];
-    }
-    reinterpret_cast<T*>(dst)[r * ds + c] = o;
-  }
-}
-
-// dst[r*ds + c] += alpha * x[r*xs + c]
-template <int V>
-__global__ void acc2d_kernel(float* dst, size_t ds, float alpha, const float* x, size_t xs, size_t rows, size_t cols) {
-  using T = typename std::conditional<V == 4, float4, float>::type;
-  const size_t total = rows * cols, stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total; i += stride) {
-    const size_t r = i / cols, c = i % cols;
-    const T a = reinterpret_cast<const T*>(x)[r * xs + c];
-    T& o = reinterpret_cast<T*>(dst)[r * ds + c];
-    if constexpr (V == 4) {
-      float4 v = o;
-      v.x += alpha * a.x; v.y += alpha * a.y; v.z += alpha * a.z; v.w += alpha * a.w;
-      o = v;
-    } else {
-      o += alpha * a;
-    }
-  }
-}
-
-// Backend::axpy2d_batch: blockIdx.y picks the op; strides and columns in units of V floats.
+// axpy2d, acc2d and Backend::axpy2d_batch, one kernel: blockIdx.y picks the op; dst[r*ds + c] =
+// alpha * x[r*xs + c] + (acc ? dst : y ? y[r*ys + c] : 0), dst may alias x or y (same element). Strides and
+// cols in units of V floats (V = 4 when every stride and pointer allows float4).
 struct AxpyBatch {
   Axpy2dOp op[Backend::kMaxAxpyBatch];
 };
@@ -372,27 +330,21 @@ class CudaBackend final : public Backend {
         return;
       }
     }
-    const bool v = cols % 4 == 0 && vec4(dst, ds) && vec4(x, xs) && (!y || vec4(y, ys));
-    if (v)
-      axpy2d_kernel<4><<<blocks_for(rows * cols / 4, 256), 256, 0, stream()>>>(dst, ds / 4, alpha, x, xs / 4, y, ys / 4,
-                                                                                rows, cols / 4);
-    else
-      axpy2d_kernel<1><<<blocks_for(rows * cols, 256), 256, 0, stream()>>>(dst, ds, alpha, x, xs, y, ys, rows, cols);
-    RT_CU_LAUNCH("axpy2d");
+    const Axpy2dOp op{dst, ds, alpha, x, xs, y, ys, rows, cols, false};
+    run_axpy(&op, 1);
   }
   void acc2d(float* dst, size_t ds, float alpha, const float* x, size_t xs, size_t rows, size_t cols) override {
     RT_PROF("acc2d");
-    if (!rows || !cols) return;
-    if (cols % 4 == 0 && vec4(dst, ds) && vec4(x, xs))
-      acc2d_kernel<4><<<blocks_for(rows * cols / 4, 256), 256, 0, stream()>>>(dst, ds / 4, alpha, x, xs / 4, rows,
-                                                                              cols / 4);
-    else
-      acc2d_kernel<1><<<blocks_for(rows * cols, 256), 256, 0, stream()>>>(dst, ds, alpha, x, xs, rows, cols);
-    RT_CU_LAUNCH("acc2d");
+    const Axpy2dOp op{dst, ds, alpha, x, xs, nullptr, 0, rows, cols, true};
+    run_axpy(&op, 1);
   }
   void axpy2d_batch(const Axpy2dOp* ops, int count) override {
     RT_PROF("axpy2d_batch");
     RT_CHECK(count >= 0 && count <= kMaxAxpyBatch, "axpy2d_batch: count must be in [0, 4], got " + std::to_string(count));
+    run_axpy(ops, count);
+  }
+  // One launch of axpy2d_batch_kernel over the ops (float4 when every op allows it), empty ops dropped.
+  static void run_axpy(const Axpy2dOp* ops, int count) {
     AxpyBatch b{};
     bool v4 = true;
     size_t most = 0;

@@ -63,6 +63,12 @@ __device__ __forceinline__ void put(Elem<F32>* p, float v) {
   else *p = __float2bfloat16_rn(v);
 }
 
+template <bool F32>
+__device__ __forceinline__ void put2(Elem<F32>* p, float a, float b) {
+  put<F32>(p, a);
+  put<F32>(p + 1, b);
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -468,8 +474,7 @@ __global__ void __launch_bounds__(kThreads) out_forward_kernel(OutFwd a) {
       g1 = a.gelu ? Gelu()(v1) : Relu()(v1);
       store2(a.g + i, g0, g1);
     }
-    put<F32>(G + lr * ldg + c, g0);
-    put<F32>(G + lr * ldg + c + 1, g1);
+    put2<F32>(G + lr * ldg + c, g0, g1);
   });
   __syncthreads();
   // y = x2 + dropout(c_proj(g))
@@ -544,8 +549,7 @@ __global__ void __launch_bounds__(kThreads) out_backward_kernel(OutBwd a) {
       g1 = a.gelu ? GeluGrad()(fv.y, v1) : ReluGrad()(fv.y, v1);
       store2(a.dg + i, g0, g1);
     }
-    put<F32>(G + lr * ldg + c, g0);
-    put<F32>(G + lr * ldg + c + 1, g1);
+    put2<F32>(G + lr * ldg + c, g0, g1);
   });
   __syncthreads();
   // dh2 = dg W_fc

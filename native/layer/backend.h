@@ -134,7 +134,7 @@ class Backend {
   // tell the difference. The defaults are never reached (fused_block is false) and say so if they are.
   virtual bool fused_block(const BlockShape&) const { return false; }
   // The fused kernels read the block's matrices from a copy in the layout (and precision) they want, made
-  // once per layer forward or backward: fused_weights_size floats of backend memory, filled by
+  // once per layer forward (its backward reuses it): fused_weights_size floats of backend memory, filled by
   // pack_fused_weights, handed to the four ops as BlockWeights::packed.
   virtual size_t fused_weights_size(const BlockShape&) const { return 0; }
   virtual void pack_fused_weights(const BlockShape&, const BlockWeights&, float* /*dst*/) { no_fused(); }

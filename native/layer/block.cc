@@ -93,7 +93,7 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
   c.seed = seed;
   c.stream = stream;
 
-  if (w.packed && be.fused_block(s)) {
+  if (w.packed) {  // the backend packed them: it has the fused kernels
     be.block_in_forward(s, w, c);
     be.attention_forward(c.qkv, c.probs, c.att, c.B, c.n, d, s.heads, p, seed, stream * 4 + 0);
     be.block_out_forward(s, w, c, y);
@@ -131,7 +131,7 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   const size_t Rd = static_cast<size_t>(R) * d;
   const float p = c.p;
 
-  if (w.packed && be.fused_block(s)) {
+  if (w.packed) {  // the backend packed them: it has the fused kernels
     float* dx2 = p > 0 ? k.dx2.get() : st.da;
     be.block_out_backward(s, w, c, st, dy, dx2, k.datt.get());
     be.attention_backward(c.qkv, c.probs, k.datt.get(), st.dqkv, c.B, c.n, d, s.heads, p, c.seed, c.stream * 4 + 0);

@@ -17,7 +17,7 @@ struct BlockShape {
 
 // Pointers into the backend's memory; biases are null when the block has none. packed: the backend's own
 // copy of the matrices for its fused kernels (Backend::pack_fused_weights), made by the layer once per
-// forward or backward; null runs the separate kernels.
+// forward and kept for its backward; null runs the separate kernels.
 struct BlockWeights {
   const float *ln1_w, *ln1_b, *attn_w, *attn_b, *attn_proj_w, *attn_proj_b;
   const float *ln2_w, *ln2_b, *fc_w, *fc_b, *mlp_proj_w, *mlp_proj_b;

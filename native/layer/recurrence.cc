@@ -214,8 +214,7 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
   const float alpha = cfg_.accumulate ? std::min(1.0f, std::max(0.0f, a)) : 0.0f;
   cache.alpha = alpha;
   cache.alpha_raw = a;
-  DeviceBuffer packed;
-  const BlockWeights W = block_weights(l, packed);
+  const BlockWeights W = block_weights(l, cache.packed);
 
   const int m = w == 0 ? 1 : (N + w - 1) / w;
   const int nmax = (w == 0 || m == 1) ? N : 2 * w;
@@ -333,8 +332,9 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   const int nmax = (w == 0 || m == 1) ? N : 2 * w;
   BlockScratch scratch;
   scratch.allocate(be_, shape_, B, nmax, drop);
-  DeviceBuffer packed;
-  const BlockWeights W = block_weights(l, packed);
+  // The weights do not change between a forward and its backward: the forward's packed copy serves.
+  BlockWeights W = L.w;
+  W.packed = cache.packed.get();
   // The Linear layers' output gradients of every application, for one weight-gradient product each at
   // the end. Without dropout the gradient at mlp c_proj's output is the block's dy itself: it is assembled
   // straight into the stash (w = 0: it is dY).

@@ -68,6 +68,7 @@ class LayerStack {
     std::vector<BlockCache> apps;
     float alpha = 0;      // clamp(a, 0, 1) as used by the forward
     float alpha_raw = 0;  // a itself: the clamp's gradient depends on it
+    DeviceBuffer packed;  // the backend's packed weights (block_weights), made by the forward, read by the backward
   };
 
   void forward_layer(int l, const float* X, float* Y, int B, int N, int w, float p, uint64_t seed, bool keep,
