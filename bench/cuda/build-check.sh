@@ -17,7 +17,9 @@ for f in "${CPU[@]}"; do
   g++ -O3 -std=c++17 -march=x86-64-v3 -pthread -Inative -c "$f" -o "$OBJ/$(basename "$f" .cc).o" & pids+=($!)
 done
 for f in native/cuda/*.cu native/cuda/test/kernels_check.cu; do
-  nvcc -O3 -std=c++17 $ARCH -Inative -c "$f" -o "$OBJ/cu_$(basename "$f" .cu).o" & pids+=($!)
+  # the Hopper GEMM is built for sm_90a alone, as in CMakeLists.txt
+  arch=$ARCH; [[ $f == */matmul_sm90.cu ]] && arch="-gencode=arch=compute_90a,code=sm_90a"
+  nvcc -O3 -std=c++17 $arch -Inative -c "$f" -o "$OBJ/cu_$(basename "$f" .cu).o" & pids+=($!)
   # two compilers at a time is what a 2-core machine can take
   if (( ${#pids[@]} >= 4 )); then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
 done

@@ -3,9 +3,11 @@
 // the first run. Every line should be identical (the CPU path is meant to give the same bits every run for
 // a given thread count). Written to tell whether a check-model failure on the GPU machine came from the
 // GPU or from the CPU reference.  node bench/cuda/cpu-determinism.mjs
-import { realisticParams, rng } from '../lib/random.mjs';
-import { RecurrentTransformer } from '../../dist/model/transformer.js';
-import { Tensor } from '../../dist/tensor.js';
+// On the GPU machine the CPU model runs inside the CUDA build (RT_CUDA_ADDON), as in check-model.mjs.
+if (process.env.RT_CUDA_ADDON) process.env.RT_DEVICE ??= 'cuda';
+const { realisticParams, rng } = await import('../lib/random.mjs');
+const { RecurrentTransformer } = await import('../../dist/model/transformer.js');
+const { Tensor } = await import('../../dist/tensor.js');
 const c = { name: 'copy accumulate relu nopos', cfg: { vocabSize: 16, d: 96, heads: 6, window: 32, variant: 'accumulate', activation: 'relu', positional: false, head: { copy: 16 }, maxLen: 400 }, B: 4, N: 300 };
 const r = rng(c.name.length * 7919 + 1);
 const m = new RecurrentTransformer({ ...c.cfg, seed: 3, device: 'cpu' });

@@ -81,6 +81,7 @@ Runtime* start() {
     return fail(std::string("cudaStreamCreate: ") + cudaGetErrorString(e));
   r->lim.sms = prop.multiProcessorCount;
   r->lim.smem_optin = prop.sharedMemPerBlockOptin;
+  r->lim.cc = prop.major * 10 + prop.minor;
   return r;
 }
 

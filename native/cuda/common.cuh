@@ -22,6 +22,7 @@ cudaStream_t stream();
 struct DeviceLimits {
   int sms = 0;                 // multiprocessors
   size_t smem_optin = 0;       // largest dynamic shared memory a block may ask for
+  int cc = 0;                  // compute capability, major * 10 + minor (90: Hopper)
 };
 const DeviceLimits& limits();
 

@@ -17,18 +17,20 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <type_traits>
 
 #include "cuda/common.cuh"
+#include "cuda/gemm_args.cuh"
 #include "cuda/kernels.cuh"
+#include "cuda/matmul_sm90.cuh"
 #include "cuda/mma.cuh"
 #include "cuda/profile.cuh"
 
 #ifdef RT_CUBLAS
 #include <cublas_v2.h>
 
-#include <cstdlib>
 #include <mutex>
 #endif
 
@@ -36,58 +38,7 @@ namespace rt::cuda {
 namespace {
 
 using namespace nvcuda;
-
-struct GemmArgs {
-  int M, N, K;
-  const float* A;
-  const float* B;
-  float* C;
-  int lda, ldb, ldc;
-  float alpha, beta;
-  const float* bias;
-  const float* res;  // added in the epilogue (ldc apart), or null
-  int inner;
-  long long a_o, a_i, b_o, b_i, c_o, c_i;
-  int kchunk;  // reduction range per blockIdx.z when split over K (ws != null)
-  float* ws;   // split-K partials [splits][M][N], or null
-  bool vecA, vecB;  // 16-byte loads allowed along each operand's contiguous dimension
-};
-
-// Where blockIdx.z puts this block: a batch item (offsets applied to A, B, C) or a split of K.
-struct BlockRange {
-  const float* A;
-  const float* B;
-  float* C;
-  int kb, ke;
-};
-__device__ __forceinline__ BlockRange block_range(const GemmArgs& g) {
-  BlockRange r{g.A, g.B, g.C, 0, g.K};
-  const int z = blockIdx.z;
-  if (g.ws) {
-    r.kb = z * g.kchunk;
-    r.ke = min(g.K, r.kb + g.kchunk);
-  } else if (z) {
-    const long long zo = z / g.inner, zi = z % g.inner;
-    r.A += zo * g.a_o + zi * g.a_i;
-    r.B += zo * g.b_o + zi * g.b_i;
-    r.C += zo * g.c_o + zi * g.c_i;
-  }
-  return r;
-}
-
-// Writes one output element: to the split workspace, or alpha * v (+ bias) (+ beta * C) into C.
-__device__ __forceinline__ void epilogue_store(const GemmArgs& g, float* C, int gr, int gc, float v) {
-  if (g.ws) {
-    g.ws[(static_cast<size_t>(blockIdx.z) * g.M + gr) * g.N + gc] = v;
-    return;
-  }
-  float o = g.alpha * v;
-  if (g.bias) o += g.bias[gc];
-  if (g.res) o += g.res[static_cast<size_t>(gr) * g.ldc + gc];
-  float* cp = C + static_cast<size_t>(gr) * g.ldc + gc;
-  if (g.beta != 0.0f) o += g.beta * *cp;
-  *cp = o;
-}
+using namespace gemm_detail;
 
 // A ROWS x COLS tile in the operand's stored orientation (contiguous along COLS), held in registers as
 // float4 between the global load and the bf16 store to shared memory.
@@ -511,6 +462,15 @@ void launch(bool bf16, GemmKernel k, dim3 grid, const GemmArgs& g, const char* w
   RT_CU_LAUNCH(what);
 }
 
+// RT_CUDA_WGMMA=0 in the environment keeps Auto off the Hopper kernel (to compare the two in one build).
+bool wgmma_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("RT_CUDA_WGMMA");
+    return !(e && std::string(e) == "0");
+  }();
+  return on;
+}
+
 #ifdef RT_CUBLAS
 // Builds with -DRT_CUBLAS=ON (a toolkit with cuBLAS; not CI's) hand the products without a bias epilogue or
 // two-level batch to cuBLAS: fp32 operands in memory either way, bf16 tensor cores with fp32 accumulation
@@ -602,12 +562,16 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
     const bool big = t128 * count * split_for(t128) >= sms;
     if (k == GemmKernel::Auto) k = big ? GemmKernel::MmaBig2 : GemmKernel::MmaSmall;
     else k = big ? GemmKernel::WmmaBig : GemmKernel::WmmaSmall;
+    if (k == GemmKernel::MmaBig2 && g_kernel == GemmKernel::Auto && wgmma_enabled()) k = GemmKernel::Wgmma;
   }
-  const bool big = k == GemmKernel::MmaBig || k == GemmKernel::MmaBig2 || k == GemmKernel::WmmaBig;
+  if (k == GemmKernel::Wgmma && !(bf16 && g.vecA && g.vecB && limits().cc == 90)) k = GemmKernel::MmaBig2;
+  const bool big = k == GemmKernel::MmaBig || k == GemmKernel::MmaBig2 || k == GemmKernel::WmmaBig ||
+                   k == GemmKernel::Wgmma;
   const int bm = bf16 && big ? 128 : 64, bn = bm;
   int splits = split_for(tiles(bm, bn));
   if (splits > 1) {
-    const int chunk = ((g.K + splits - 1) / splits + 31) / 32 * 32;
+    const int q = k == GemmKernel::Wgmma ? 64 : 32;  // whole K tiles of the kernel
+    const int chunk = ((g.K + splits - 1) / splits + q - 1) / q * q;
     splits = (g.K + chunk - 1) / chunk;
     g.kchunk = chunk;
   }
@@ -619,7 +583,10 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
   dim3 grid((N + bn - 1) / bn, (M + bm - 1) / bm, splits > 1 ? splits : count);
   RT_CHECK(grid.y <= 65535 && grid.z <= 65535, "cuda gemm: problem too large for one launch (M = " +
                                                     std::to_string(M) + ", batch = " + std::to_string(count) + ")");
-  if (!tA && !tB) launch<false, false>(bf16, k, grid, g, "gemm_nn");
+  const bool launched = k == GemmKernel::Wgmma && gemm_sm90(tA, tB, bm, bn, grid, g);
+  if (k == GemmKernel::Wgmma) k = GemmKernel::MmaBig2;  // same tiles, same split
+  if (launched) {
+  } else if (!tA && !tB) launch<false, false>(bf16, k, grid, g, "gemm_nn");
   else if (!tA && tB) launch<false, true>(bf16, k, grid, g, "gemm_nt");
   else launch<true, false>(bf16, k, grid, g, "gemm_tn");
   if (splits > 1) {

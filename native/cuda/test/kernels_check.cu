@@ -96,7 +96,8 @@ static const KernelName kKernels[] = {{rt::cuda::GemmKernel::MmaBig, "mma128"},
                                       {rt::cuda::GemmKernel::MmaBig2, "mma128s2"},
                                       {rt::cuda::GemmKernel::MmaSmall2, "mma64s2"},
                                       {rt::cuda::GemmKernel::WmmaBig, "wmma128"},
-                                      {rt::cuda::GemmKernel::WmmaSmall, "wmma64"}};
+                                      {rt::cuda::GemmKernel::WmmaSmall, "wmma64"},
+                                      {rt::cuda::GemmKernel::Wgmma, "wgmma"}};
 
 static void check_gemm() {
   struct Case { bool ta, tb; int M, N, K; float beta; };
@@ -105,6 +106,9 @@ static void check_gemm() {
       {false, false, 64, 96, 288, 0}, {false, false, 7, 13, 3, 1}, {true, false, 288, 96, 4096, 1},
       {true, false, 37, 19, 1003, 1}, {true, false, 1152, 384, 2048, 1}, {false, true, 2048, 1152, 384, 0},
       {false, false, 257, 129, 130, 0.5f},
+      // Edges of the wgmma kernel's 128x128x64 tiles with every operand 16-byte loadable (its path).
+      {false, false, 200, 132, 100, 0}, {false, true, 300, 260, 36, 0.5f}, {true, false, 132, 100, 1000, 1},
+      {true, false, 4, 8, 4, 0}, {false, true, 1000, 4, 68, 0},
   };
   for (const KernelName& kn : kKernels)
   for (const Case& c : cases)
@@ -335,7 +339,7 @@ static void bench() {
                   {"char_fc_dW", true, false, 1536, 384, 8192}, {"copy_fc_fwd", false, true, 4096, 384, 96},
                   {"copy_fc_dW", true, false, 384, 96, 4096}, {"big_4096", false, true, 4096, 4096, 4096}};
   const KernelName variants[] = {{rt::cuda::GemmKernel::Auto, "auto"}, kKernels[0], kKernels[1], kKernels[2],
-                                 kKernels[3], kKernels[4]};
+                                 kKernels[3], kKernels[4], kKernels[6]};
   for (const G& g : gs) {
     const int lda = g.ta ? g.M : g.K, ldb = g.tb ? g.K : g.N;
     Dev A(randv(static_cast<size_t>(g.ta ? g.K : g.M) * lda, 1)), B(randv(static_cast<size_t>(g.tb ? g.N : g.K) * ldb, 2));

@@ -1,0 +1,61 @@
+// What the GEMM kernels share (matmul.cu's mma.sync and WMMA kernels, matmul_sm90.cu's wgmma kernel): the
+// launch arguments, where blockIdx.z puts a block (batch item or split of K), and the epilogue that writes
+// one output element. Included by those two files only.
+#pragma once
+#include <cuda_runtime.h>
+
+namespace rt::cuda::gemm_detail {
+
+struct GemmArgs {
+  int M, N, K;
+  const float* A;
+  const float* B;
+  float* C;
+  int lda, ldb, ldc;
+  float alpha, beta;
+  const float* bias;
+  const float* res;  // added in the epilogue (ldc apart), or null
+  int inner;
+  long long a_o, a_i, b_o, b_i, c_o, c_i;
+  int kchunk;  // reduction range per blockIdx.z when split over K (ws != null)
+  float* ws;   // split-K partials [splits][M][N], or null
+  bool vecA, vecB;  // 16-byte loads allowed along each operand's contiguous dimension
+};
+
+// Where blockIdx.z puts this block: a batch item (offsets applied to A, B, C) or a split of K.
+struct BlockRange {
+  const float* A;
+  const float* B;
+  float* C;
+  int kb, ke;
+};
+__device__ __forceinline__ BlockRange block_range(const GemmArgs& g) {
+  BlockRange r{g.A, g.B, g.C, 0, g.K};
+  const int z = blockIdx.z;
+  if (g.ws) {
+    r.kb = z * g.kchunk;
+    r.ke = min(g.K, r.kb + g.kchunk);
+  } else if (z) {
+    const long long zo = z / g.inner, zi = z % g.inner;
+    r.A += zo * g.a_o + zi * g.a_i;
+    r.B += zo * g.b_o + zi * g.b_i;
+    r.C += zo * g.c_o + zi * g.c_i;
+  }
+  return r;
+}
+
+// Writes one output element: to the split workspace, or alpha * v (+ bias) (+ beta * C) into C.
+__device__ __forceinline__ void epilogue_store(const GemmArgs& g, float* C, int gr, int gc, float v) {
+  if (g.ws) {
+    g.ws[(static_cast<size_t>(blockIdx.z) * g.M + gr) * g.N + gc] = v;
+    return;
+  }
+  float o = g.alpha * v;
+  if (g.bias) o += g.bias[gc];
+  if (g.res) o += g.res[static_cast<size_t>(gr) * g.ldc + gc];
+  float* cp = C + static_cast<size_t>(gr) * g.ldc + gc;
+  if (g.beta != 0.0f) o += g.beta * *cp;
+  *cp = o;
+}
+
+}  // namespace rt::cuda::gemm_detail
