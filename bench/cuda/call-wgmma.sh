@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One device call (session 5): the Hopper wgmma GEMM checked (kernels_check, layer and model checks) and
 # timed (kernels_check's TFLOP/s; train steps with it and with RT_CUDA_WGMMA=0), the CPU-determinism
-# question, and the torch.compile peer. Results in $OUT/all.tar.gz.
-#   carry: .device/node.xz .device/rt.node.xz .device/kernels_check.xz .device/nm.tar.xz dist
+# question, a char profile, and the 6-layer plain Shakespeare row (bench/paper/run-gpu.sh, 330 s at most). Results in $OUT/all.tar.gz.
+#   carry: .device/node.xz .device/rt.node.xz .device/kernels_check.xz .device/nm.tar.xz
+#          .device/data/tinyshakespeare.txt dist
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 O=$OUT; export OUT=/tmp/res; mkdir -p $OUT
@@ -12,14 +13,15 @@ t() { echo "[$(( $(date +%s) - start )) s] $*"; }
 t kernels; bash bench/cuda/run.sh --stages kernels > $OUT/run-kernels.log 2>&1
 grep -E "FAIL|^kernels_check" $OUT/kernels.log | head -20
 tail -1 $OUT/kernels.log | tr ',' '\n' | grep -E "auto|wgmma|mma128s2" | tr '\n' ' '; echo
-export RT_CUDA_ADDON=/tmp/rt.node
-t cpu-determinism; for i in 1 2; do timeout 60 node bench/cuda/cpu-determinism.mjs 2>&1 | tee -a $OUT/cpu-determinism.log; done
+export PATH=/tmp:$PATH RT_CUDA_ADDON=/tmp/rt.node
+grep -q "wgmma.*FAIL\|FAIL.*wgmma" $OUT/kernels.log && { echo "wgmma failed its checks: RT_CUDA_WGMMA=0 from here"; export RT_CUDA_WGMMA=0; }
 t model; timeout 120 bash bench/cuda/run.sh --stages model > $OUT/run-model.log 2>&1; grep -E "^FAIL|^check-model" $OUT/check-model.log
 t layer; timeout 120 bash bench/cuda/run.sh --stages layer > $OUT/run-layer.log 2>&1; grep -E "^FAIL|^check:" $OUT/check.log
 t bench; timeout 90 node bench/cuda/bench-model.mjs --no-torch --out $OUT/wgmma.jsonl > $OUT/wgmma.log 2>&1
 RT_CUDA_WGMMA=0 timeout 90 node bench/cuda/bench-model.mjs --no-torch --out $OUT/mma.jsonl > $OUT/mma.log 2>&1
-echo "-- wgmma"; grep -A 6 "^config " $OUT/wgmma.log; echo "-- RT_CUDA_WGMMA=0"; grep -A 6 "^config " $OUT/mma.log
+echo "-- default (wgmma unless turned off above)"; grep -A 6 "^config " $OUT/wgmma.log; echo "-- RT_CUDA_WGMMA=0"; grep -A 6 "^config " $OUT/mma.log
+t "paper run"; bash bench/paper/run-gpu.sh plain6 shakespeare-plain-6@330 2>&1 | tail -8
+t cpu-determinism; for i in 1 2; do timeout 60 node bench/cuda/cpu-determinism.mjs 2>&1 | tee -a $OUT/cpu-determinism.log; done
 t profile; PROFILE_LABEL=wgmma timeout 60 node bench/cuda/profile.mjs --configs char --out $OUT/profile.jsonl > $OUT/profile.log 2>&1; head -24 $OUT/profile.log
-t compile; (cd bench/peers && timeout 200 python3 torch_model_cuda.py --modes compile --configs copy,char) > $OUT/compile.log 2>&1; grep '^{' $OUT/compile.log | cut -c1-260
 t end
 tar -C /tmp -czf $O/all.tar.gz res

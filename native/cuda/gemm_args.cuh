@@ -58,4 +58,15 @@ __device__ __forceinline__ void epilogue_store(const GemmArgs& g, float* C, int 
   *cp = o;
 }
 
+// 16 bytes global -> shared without passing through registers; zeros when !ok (gmem is then not read).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool ok) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
 }  // namespace rt::cuda::gemm_detail

@@ -41,9 +41,9 @@ void gemm(bool bf16, bool transA, bool transB, int M, int N, int K, float alpha,
 // when they fill the GPU, else 64x64 in three (MmaSmall). The others force one, for benchmarks and checks
 // (Wmma: the WMMA kernel, tile by size).
 // MmaBig2 / MmaSmall2: two pipeline stages instead of three, for two / four blocks per SM.
-// Wgmma: the Hopper kernel (matmul_sm90.cu, 128x128 tiles), which Auto picks instead of MmaBig2 on a
-// compute-capability 9.0 GPU when both operands allow 16-byte loads (RT_CUDA_WGMMA=0 turns that off); where
-// it cannot run, MmaBig2 runs instead.
+// Wgmma: the Hopper kernel (matmul_sm90.cu, 128x128 tiles, operands first copied to bf16), which Auto picks
+// instead of MmaBig2 for single products on a compute-capability 9.0 GPU (RT_CUDA_WGMMA=0 turns that off);
+// where it cannot run, MmaBig2 runs instead.
 enum class GemmKernel { Auto, MmaBig, MmaSmall, MmaBig2, MmaSmall2, Wmma, WmmaBig, WmmaSmall, Wgmma };
 void set_gemm_kernel(GemmKernel k);
 

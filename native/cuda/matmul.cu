@@ -192,18 +192,9 @@ __global__ void __launch_bounds__(WM * WN * 32) gemm_bf16_kernel(GemmArgs g) {
 // free of bank conflicts (stride = 8 mod 32 words for pair reads, 4 mod 32 for single reads).
 
 // Copies of 16 or 4 bytes that zero-fill when `ok` is false (source size 0: nothing is read).
-__device__ __forceinline__ void cp_async16(float* smem, const float* gmem, bool ok) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(ok ? 16 : 0));
-}
 __device__ __forceinline__ void cp_async4(float* smem, const float* gmem, bool ok) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(ok ? 4 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
 // A ROWS x COLS tile in the operand's stored orientation (contiguous along COLS) into shared memory with
@@ -564,7 +555,7 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
     else k = big ? GemmKernel::WmmaBig : GemmKernel::WmmaSmall;
     if (k == GemmKernel::MmaBig2 && g_kernel == GemmKernel::Auto && wgmma_enabled()) k = GemmKernel::Wgmma;
   }
-  if (k == GemmKernel::Wgmma && !(bf16 && g.vecA && g.vecB && limits().cc == 90)) k = GemmKernel::MmaBig2;
+  if (k == GemmKernel::Wgmma && !(bf16 && count == 1 && limits().cc == 90)) k = GemmKernel::MmaBig2;
   const bool big = k == GemmKernel::MmaBig || k == GemmKernel::MmaBig2 || k == GemmKernel::WmmaBig ||
                    k == GemmKernel::Wgmma;
   const int bm = bf16 && big ? 128 : 64, bn = bm;

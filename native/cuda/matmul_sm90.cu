@@ -1,20 +1,19 @@
 // Matrix products on Hopper (sm_90a only; this file is built for that target alone, see CMakeLists.txt):
-// the same GEMM as matmul.cu (GemmArgs: float32 operands in memory, any of NN / NT / TN, batches, split-K,
-// bias / residual / beta epilogue) on warpgroup tensor-core instructions (wgmma), which issue a 64x128x16
-// product per instruction from shared memory and run asynchronously, where mma.sync needs every fragment
-// loaded into registers by the issuing warp. matmul.cu's mma.sync kernel reaches 85-120 TFLOP/s on the
-// char shapes, cuBLAS 430-615 (bench/cuda/NOTES.md).
+// the same GEMM as matmul.cu (GemmArgs: float32 operands in memory, NN / NT / TN, split-K, bias / residual
+// / beta epilogue) on warpgroup tensor-core instructions (wgmma), which issue a 64x128x16 product per
+// instruction from shared memory and run asynchronously, where mma.sync needs every fragment loaded into
+// registers by the issuing warp.
 //
-// A block computes a 128x128 tile of C with two warpgroups (rows 0-63 and 64-127), walking K 64 at a time
-// through two shared-memory stages. The operands are float32 in memory, so they cannot go to shared memory
-// by the copy engine (TMA) as they are: each thread loads its part of the next tile into registers (float4)
-// while the tensor cores work on the current one, converts to bf16 and stores it in the layout wgmma reads:
-// K-major, 128-byte rows (64 bf16 of K), 16-byte chunks swizzled by the row (chunk c of row r at c ^ (r % 8)),
-// which is the "128B swizzle" of the instruction's shared-memory descriptor. An operand stored K-contiguous
-// (A of NN/NT, B of NT) is copied row by row; one stored MN-contiguous (A of TN, B of NN/TN) is transposed on
-// the way: each thread reads 8 rows of K x 4 columns and writes 4 rows of 8 K.
+// Why the operands are first copied to bf16: at 128x128 tiles a block reads 32 float32 FLOPs per byte, so
+// ~5 TB/s of L2 bandwidth caps a float32-fed kernel near 170 TFLOP/s whatever its instructions (the first
+// version here, converting in registers on the way to shared memory, ran 48-91 TFLOP/s: bench/cuda/NOTES.md).
+// So each operand is first written as a bf16 copy, K-major (its rows along K, padded to a multiple of 8
+// with zeros), transposing where it is stored MN-major; the product then reads half the bytes, every tile
+// goes global -> shared by cp.async without touching registers, and one kernel serves NN, NT and TN.
 //
-// Which kernel runs is decided in matmul.cu (gemm_sm90_usable): compute capability 9.0 and 16-byte loads.
+// A block computes a 128x128 tile of C with two warpgroups (rows 0-63 and 64-127), K 64 at a time through
+// three shared-memory stages; two blocks share an SM. Tiles are stored as wgmma's "128B swizzle" K-major
+// layout: 128-byte rows (64 bf16 of K), 16-byte chunk c of row r at c ^ (r % 8).
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -29,10 +28,10 @@ namespace {
 
 using namespace gemm_detail;
 
-constexpr int kBM = 128, kBN = 128, kBK = 64, kThreads = 256;
-constexpr int kTileBytes = 128 * kBK * 2;        // one operand's stage: 128 rows of 128 bytes
-constexpr int kStageBytes = 2 * kTileBytes;      // A then B
-constexpr int kSmem = 2 * kStageBytes + 1024;    // two stages, and slack to align the base to 1024 bytes
+constexpr int kBM = 128, kBN = 128, kBK = 64, kThreads = 256, kStages = 3;
+constexpr int kTileBytes = 128 * kBK * 2;               // one operand's stage: 128 rows of 128 bytes
+constexpr int kStageBytes = 2 * kTileBytes;             // A then B
+constexpr int kSmem = kStages * kStageBytes + 1024;     // and slack to align the base to 1024 bytes
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -48,7 +47,8 @@ __device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-// Ordinary shared-memory stores become visible to the tensor cores' (async proxy) reads only after this.
+// Shared memory written through the generic proxy (cp.async included) is visible to the tensor cores'
+// async-proxy reads only after this, issued by the writing thread before the barrier.
 __device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
 // d (64 floats per thread: a 64x128 float32 tile of the warpgroup) += A (64x16, desc a) * B (16x128, desc b).
@@ -73,78 +73,52 @@ __device__ __forceinline__ void pin(float (&d)[64]) {
   for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-__device__ __forceinline__ float4 ldg4(const float* p, bool ok) {
-  return ok ? __ldg(reinterpret_cast<const float4*>(p)) : make_float4(0.f, 0.f, 0.f, 0.f);
-}
-__device__ __forceinline__ uint32_t pack(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-template <int J>
-__device__ __forceinline__ float comp(const float4& v) {
-  return J == 0 ? v.x : J == 1 ? v.y : J == 2 ? v.z : v.w;
-}
-
-// One operand's 128 x 64 (rows x K) tile in registers on its way to shared memory: 8 float4 per thread.
-// Element (r, k) of the operand is p[r * ld + k] when KC (K contiguous), else p[k * ld + r]. Rows >= rlim
-// and k >= klim read as zero (both multiples of 4 on this path, so a float4 is wholly in or out).
-template <bool KC>
-struct Operand {
-  float4 v[8];
-
-  __device__ __forceinline__ void load(const float* __restrict__ p, int ld, int r0, int k0, int rlim, int klim) {
-    if (KC) {
-      // Chunk c = thread + 256 i: row c / 8, K 8 (c % 8) .. +7 (two float4).
+// dst[r][k] (R rows of Kp, Kp = K rounded up to 8) = bf16 of element (r, k): src[r * ld + k] when KC, else
+// src[k * ld + r]; zeros for k >= K. KC: a thread per 8 elements of a row. Else a 32x32 tile transposed
+// through shared memory, so that reads and writes are both along memory.
+__global__ void cast_k_kernel(const float* __restrict__ src, int ld, int R, int K, int Kp, __nv_bfloat16* dst) {
+  const int chunks = Kp / 8;
+  const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= static_cast<size_t>(R) * chunks) return;
+  const int r = static_cast<int>(i / chunks), k0 = static_cast<int>(i % chunks) * 8;
+  const float* p = src + static_cast<size_t>(r) * ld;
+  __align__(16) __nv_bfloat16 v[8];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int c = threadIdx.x + kThreads * i, r = r0 + (c >> 3), k = k0 + (c & 7) * 8;
-        const float* src = p + static_cast<size_t>(r) * ld + k;
-        v[2 * i] = ldg4(src, r < rlim && k < klim);
-        v[2 * i + 1] = ldg4(src + 4, r < rlim && k + 4 < klim);
-      }
-    } else {
-      // Thread: K rows 8 kg .. 8 kg + 7 of columns 4 mg .. 4 mg + 3; the 8 threads of a quarter-warp take
-      // the 8 kg of one mg, so their shared-memory stores below fall in 8 different chunks (no conflict).
-      const int lane = threadIdx.x & 31, kg = lane & 7, mg = (lane >> 3) + 4 * (threadIdx.x >> 5);
-      const int r = r0 + 4 * mg;
+  for (int e = 0; e < 8; ++e) v[e] = __float2bfloat16_rn(k0 + e < K ? p[k0 + e] : 0.0f);
+  *reinterpret_cast<uint4*>(dst + static_cast<size_t>(r) * Kp + k0) = *reinterpret_cast<const uint4*>(v);
+}
+
+__global__ void cast_t_kernel(const float* __restrict__ src, int ld, int R, int K, int Kp, __nv_bfloat16* dst) {
+  __shared__ float t[32][33];
+  const int r0 = blockIdx.x * 32, k0 = blockIdx.y * 32, tx = threadIdx.x, ty = threadIdx.y;
 #pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        const int k = k0 + 8 * kg + e;
-        v[e] = ldg4(p + static_cast<size_t>(k) * ld + r, r < rlim && k < klim);
-      }
-    }
+  for (int j = 0; j < 32; j += 8) {
+    const int k = k0 + ty + j, r = r0 + tx;
+    t[ty + j][tx] = k < K && r < R ? src[static_cast<size_t>(k) * ld + r] : 0.0f;
   }
-
-  // bf16, K-major, 128B-swizzled, into the 16 KB tile at `tile` (1024-byte aligned).
-  __device__ __forceinline__ void store(uint8_t* tile) const {
-    if (KC) {
+  __syncthreads();
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int c = threadIdx.x + kThreads * i, row = c >> 3, chunk = c & 7;
-        const float4 a = v[2 * i], b = v[2 * i + 1];
-        const uint4 u = make_uint4(pack(a.x, a.y), pack(a.z, a.w), pack(b.x, b.y), pack(b.z, b.w));
-        *reinterpret_cast<uint4*>(tile + row * 128 + ((chunk ^ (row & 7)) << 4)) = u;
-      }
-    } else {
-      const int lane = threadIdx.x & 31, kg = lane & 7, mg = (lane >> 3) + 4 * (threadIdx.x >> 5);
-      store_col<0>(tile, kg, 4 * mg);
-      store_col<1>(tile, kg, 4 * mg + 1);
-      store_col<2>(tile, kg, 4 * mg + 2);
-      store_col<3>(tile, kg, 4 * mg + 3);
-    }
+  for (int j = 0; j < 32; j += 8) {
+    const int r = r0 + ty + j, k = k0 + tx;
+    if (r < R && k < Kp) dst[static_cast<size_t>(r) * Kp + k] = __float2bfloat16_rn(t[tx][ty + j]);
   }
+}
 
-  template <int J>
-  __device__ __forceinline__ void store_col(uint8_t* tile, int kg, int row) const {
-    const uint4 u = make_uint4(pack(comp<J>(v[0]), comp<J>(v[1])), pack(comp<J>(v[2]), comp<J>(v[3])),
-                               pack(comp<J>(v[4]), comp<J>(v[5])), pack(comp<J>(v[6]), comp<J>(v[7])));
-    *reinterpret_cast<uint4*>(tile + row * 128 + ((kg ^ (row & 7)) << 4)) = u;
+// One 128 x 64 stage of an operand's K-major bf16 copy (rows of Kp) into the swizzled tile: 4 chunks of 16
+// bytes per thread; rows >= rlim and K >= ke read as zeros (ke is K, whose tail to Kp is zeros, or a split
+// boundary, a multiple of 64).
+__device__ __forceinline__ void issue_tile(uint8_t* tile, const __nv_bfloat16* __restrict__ p, int Kp, int r0,
+                                           int k0, int rlim, int ke) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int c = threadIdx.x + kThreads * i, row = c >> 3, chunk = c & 7, r = r0 + row, k = k0 + chunk * 8;
+    const bool ok = r < rlim && k < ke;
+    cp_async16(tile + row * 128 + ((chunk ^ (row & 7)) << 4), ok ? p + static_cast<size_t>(r) * Kp + k : p, ok);
   }
-};
+}
 
-// AK: A stored K-contiguous (not transposed); BK: B stored K-contiguous (transposed, N x K).
-template <bool AK, bool BK>
-__global__ void __launch_bounds__(kThreads, 1) gemm_wgmma_kernel(GemmArgs g) {
+__global__ void __launch_bounds__(kThreads, 2)
+    gemm_wgmma_kernel(GemmArgs g, const __nv_bfloat16* __restrict__ A, const __nv_bfloat16* __restrict__ B, int Kp) {
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   const BlockRange br = block_range(g);
@@ -154,39 +128,34 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_wgmma_kernel(GemmArgs g) {
 #pragma unroll
   for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
 
-  Operand<AK> a;
-  Operand<BK> b;
   const int ntiles = br.ke > br.kb ? (br.ke - br.kb + kBK - 1) / kBK : 0;
-  auto load = [&](int kt) {
+  auto issue = [&](int kt) {
+    uint8_t* s = smem + (kt % kStages) * kStageBytes;
     const int k0 = br.kb + kt * kBK;
-    a.load(br.A, g.lda, m0, k0, g.M, br.ke);
-    b.load(br.B, g.ldb, n0, k0, g.N, br.ke);
+    issue_tile(s, A, Kp, m0, k0, g.M, br.ke);
+    issue_tile(s + kTileBytes, B, Kp, n0, k0, g.N, br.ke);
   };
-  auto store = [&](int stage) {
-    a.store(smem + stage * kStageBytes);
-    b.store(smem + stage * kStageBytes + kTileBytes);
-    fence_async_shared();
-  };
-  if (ntiles > 0) {
-    load(0);
-    store(0);
+#pragma unroll
+  for (int st = 0; st < kStages - 1; ++st) {
+    if (st < ntiles) issue(st);
+    cp_async_commit();  // empty groups too: the wait below counts groups
   }
-  __syncthreads();
   for (int kt = 0; kt < ntiles; ++kt) {
-    const int s = kt & 1;
-    if (kt + 1 < ntiles) load(kt + 1);  // in flight while the tensor cores work on stage s
-    const uint32_t abase = smem_u32(smem + s * kStageBytes) + wg * 64 * 128;
-    const uint32_t bbase = smem_u32(smem + s * kStageBytes + kTileBytes);
+    cp_async_wait<kStages - 2>();  // this thread's part of tile kt has landed
+    fence_async_shared();
+    __syncthreads();  // everyone's part, and everyone is past the products of tile kt - 1
+    if (kt + kStages - 1 < ntiles) issue(kt + kStages - 1);  // into the stage tile kt - 1 used
+    cp_async_commit();
+    const uint32_t s = smem_u32(smem + (kt % kStages) * kStageBytes);
+    const uint32_t abase = s + wg * 64 * 128, bbase = s + kTileBytes;
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk) wgmma_m64n128k16(acc, smem_desc(abase + kk * 32), smem_desc(bbase + kk * 32));
     wgmma_commit();
-    // Stage s ^ 1 was last read by the products of iteration kt - 1, complete since its wait.
-    if (kt + 1 < ntiles) store(s ^ 1);
     wgmma_wait0();
     pin(acc);
-    __syncthreads();
   }
+  cp_async_wait<0>();
 
   // Accumulator layout of m64nNk16: warp w of the warpgroup holds rows 16 w + lane / 4 (+ 8 for elements
   // 2, 3 of each group of four), columns 8 j + 2 (lane % 4) (+ 1 for odd elements), j = element / 4.
@@ -201,26 +170,36 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_wgmma_kernel(GemmArgs g) {
     }
 }
 
-template <bool AK, bool BK>
-bool launch(dim3 grid, const GemmArgs& g) {
-  auto kernel = gemm_wgmma_kernel<AK, BK>;
-  static const cudaError_t opt = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
-  if (opt != cudaSuccess) {  // no sm_90a image for this device: matmul.cu falls back
-    cudaGetLastError();
-    return false;
+// The bf16 K-major copy of an operand with R rows (M or N) over K: stored K-contiguous (kc) or not.
+void cast(const float* src, int ld, bool kc, int R, int K, int Kp, __nv_bfloat16* dst) {
+  if (kc) {
+    const size_t n = static_cast<size_t>(R) * (Kp / 8);
+    cast_k_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream()>>>(src, ld, R, K, Kp, dst);
+  } else {
+    cast_t_kernel<<<dim3((R + 31) / 32, (Kp + 31) / 32), dim3(32, 8), 0, stream()>>>(src, ld, R, K, Kp, dst);
   }
-  kernel<<<grid, kThreads, kSmem, stream()>>>(g);
-  RT_CU_LAUNCH("gemm_wgmma");
-  return true;
+  RT_CU_LAUNCH("gemm_wgmma cast");
 }
 
 }  // namespace
 
 bool gemm_sm90(bool transA, bool transB, int bm, int bn, dim3 grid, const GemmArgs& g) {
-  if (bm != kBM || bn != kBN) return false;
-  if (!transA && !transB) return launch<true, false>(grid, g);
-  if (!transA && transB) return launch<true, true>(grid, g);
-  return launch<false, false>(grid, g);
+  if (bm != kBM || bn != kBN || grid.z > 1 && !g.ws) return false;  // batches stay on matmul.cu's kernels
+  static const cudaError_t opt =
+      cudaFuncSetAttribute(gemm_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+  if (opt != cudaSuccess) {  // no sm_90a image for this device: matmul.cu falls back
+    cudaGetLastError();
+    return false;
+  }
+  const int Kp = (g.K + 7) / 8 * 8;
+  Scratch a(static_cast<size_t>(g.M) * Kp * 2), b(static_cast<size_t>(g.N) * Kp * 2);
+  auto* A = static_cast<__nv_bfloat16*>(a.get());
+  auto* B = static_cast<__nv_bfloat16*>(b.get());
+  cast(g.A, g.lda, !transA, g.M, g.K, Kp, A);
+  cast(g.B, g.ldb, transB, g.N, g.K, Kp, B);
+  gemm_wgmma_kernel<<<grid, kThreads, kSmem, stream()>>>(g, A, B, Kp);
+  RT_CU_LAUNCH("gemm_wgmma");
+  return true;
 }
 
 }  // namespace rt::cuda

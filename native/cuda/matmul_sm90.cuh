@@ -1,6 +1,7 @@
 // The Hopper GEMM of matmul_sm90.cu, called by matmul.cu's gemm() for bf16 products with 128x128 tiles on
 // a compute-capability 9.0 GPU. Returns false, having launched nothing, when it cannot run (tile size not
-// its own, or no sm_90a image loadable on this device), and matmul.cu then uses its mma.sync kernel.
+// its own, a batch of products, or no sm_90a image loadable on this device), and matmul.cu then uses its
+// mma.sync kernel.
 #pragma once
 #include <cuda_runtime.h>
 
