@@ -114,8 +114,7 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
 
   // MLP branch: y = x2 + dropout(c_proj(act(c_fc(ln_2(x2))))).
   be.layernorm_forward(c.x2, w.ln2_w, w.ln2_b, c.h2, c.mean2, c.rstd2, R, d);
-  be.linear_forward(c.h2, w.fc_w, w.fc_b, c.f, R, d, 4 * d);
-  be.activation_forward(s.gelu, c.f, c.g, Rd * 4);
+  be.linear_act_forward(s.gelu, c.h2, w.fc_w, w.fc_b, c.f, c.g, R, d, 4 * d);
   if (p > 0) {
     be.linear_forward(c.g, w.mlp_proj_w, w.mlp_proj_b, y, R, 4 * d, d);
     be.dropout_forward(y, y, Rd, p, seed, stream * 4 + 2);
@@ -142,8 +141,7 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   // MLP branch. dm: the gradient at mlp c_proj's output.
   if (p > 0) be.dropout_backward(dy, st.dm, Rd, p, c.seed, c.stream * 4 + 2);
   else if (st.dm != dy) be.copy(st.dm, dy, Rd);
-  be.linear_backward(c.g, w.mlp_proj_w, st.dm, st.dg, nullptr, nullptr, R, 4 * d, d);
-  be.activation_backward(s.gelu, c.f, st.dg, st.dg, Rd * 4);
+  be.linear_backward_act(s.gelu, c.f, w.mlp_proj_w, st.dm, st.dg, R, 4 * d, d);
   be.linear_backward(c.h2, w.fc_w, st.dg, st.dh2, nullptr, nullptr, R, d, 4 * d);
   // x2's gradient: the residual's dy plus ln_2's. Without dropout it is also attn c_proj's output gradient.
   float* dx2 = p > 0 ? k.dx2.get() : st.da;

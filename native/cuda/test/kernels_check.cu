@@ -268,6 +268,46 @@ static void check_attention() {
     }
 }
 
+// The MLP's fused product + activation (linear_act_forward, linear_backward_act): against the CPU, and
+// bit for bit against the separate product and activation pass on the GPU (same product, same rounding).
+// n = 2048 with d = 384 gives the Hopper kernel's epilogue 192 tiles; n = 37 takes the separate path.
+static void check_linear_act() {
+  const int d = 384;
+  for (bool bf16 : {false, true})
+    for (bool gelu : {true, false})
+      for (int n : {37, 2048}) {
+        const std::string s = std::string(gelu ? " gelu" : " relu") + " n=" + std::to_string(n);
+        VF x = randv(static_cast<size_t>(n) * d, 71), W = randv(static_cast<size_t>(4 * d) * d, 72, -0.1f, 0.1f),
+           b = randv(4 * d, 73);
+        VF f(static_cast<size_t>(n) * 4 * d), g(f.size());
+        rt::cpu::linear_forward(x.data(), W.data(), b.data(), f.data(), n, d, 4 * d);
+        gelu ? rt::cpu::gelu_forward(f.data(), g.data(), f.size()) : rt::cpu::relu_forward(f.data(), g.data(), f.size());
+        Dev gx(x), gW(W), gb(b), gf(f.size()), gg(f.size()), gf2(f.size()), gg2(f.size());
+        rt::cuda::linear_act_forward(bf16, gelu, gx.p, gW.p, gb.p, gf.p, gg.p, n, d, 4 * d);
+        check(gf.get(), f, bf16, "linear_act_forward f" + s);
+        check(gg.get(), g, bf16, "linear_act_forward g" + s);
+        rt::cuda::linear_forward(bf16, gx.p, gW.p, gb.p, gf2.p, n, d, 4 * d);
+        gelu ? rt::cuda::gelu_forward(gf2.p, gg2.p, f.size()) : rt::cuda::relu_forward(gf2.p, gg2.p, f.size());
+        VF a = gg.get(), a2 = gg2.get();
+        expect_le(std::memcmp(a.data(), a2.data(), a.size() * 4) == 0 ? 0 : 1, 0,
+                  "linear_act_forward g bit-identical to product then activation" + s + (bf16 ? " [bf16]" : " [f32]"));
+        // Backward through mlp c_proj (in 4d, out d) into g = act(f): dx = act'(f) * (dy W2).
+        VF f0 = randv(static_cast<size_t>(n) * 4 * d, 74, -3, 3), dy = randv(static_cast<size_t>(n) * d, 75),
+           W2 = randv(static_cast<size_t>(d) * 4 * d, 76, -0.1f, 0.1f), dx(f0.size());
+        rt::cpu::linear_backward(nullptr, W2.data(), dy.data(), dx.data(), nullptr, nullptr, n, 4 * d, d);
+        gelu ? rt::cpu::gelu_backward(f0.data(), dx.data(), dx.data(), dx.size())
+             : rt::cpu::relu_backward(f0.data(), dx.data(), dx.data(), dx.size());
+        Dev gf0(f0), gdy(dy), gW2(W2), gdx(dx.size()), gdx2(dx.size());
+        rt::cuda::linear_backward_act(bf16, gelu, gf0.p, gW2.p, gdy.p, gdx.p, n, 4 * d, d);
+        check(gdx.get(), dx, bf16, "linear_backward_act dx" + s);
+        rt::cuda::linear_backward(bf16, nullptr, gW2.p, gdy.p, gdx2.p, nullptr, nullptr, n, 4 * d, d);
+        gelu ? rt::cuda::gelu_backward(gf0.p, gdx2.p, gdx2.p, dx.size()) : rt::cuda::relu_backward(gf0.p, gdx2.p, gdx2.p, dx.size());
+        VF c = gdx.get(), c2 = gdx2.get();
+        expect_le(std::memcmp(c.data(), c2.data(), c.size() * 4) == 0 ? 0 : 1, 0,
+                  "linear_backward_act dx bit-identical to product then activation" + s + (bf16 ? " [bf16]" : " [f32]"));
+      }
+}
+
 static void check_activation_dropout() {
   const size_t n = 100003;
   VF x = randv(n, 31, -6, 6), dy = randv(n, 32);
@@ -389,6 +429,7 @@ int main(int argc, char** argv) {
                 prop.sharedMemPerBlockOptin / 1024);
     check_gemm();
     check_linear();
+    check_linear_act();
     check_layernorm();
     check_attention();
     check_activation_dropout();
