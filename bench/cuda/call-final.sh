@@ -5,27 +5,19 @@
 # then the two Fashion-MNIST rows with what is left. Results in $OUT/all.tar.gz.
 #   carry: .device/node.xz .device/rt.node.xz .device/kernels_check.xz .device/nm.tar.xz
 #          .device/data/fashion-mnist dist
-set -uo pipefail
-cd "$(dirname "$0")/../.."
-O=$OUT; export OUT=/tmp/res; mkdir -p $OUT
-mkdir -p node_modules && tar -xJf .device/nm.tar.xz -C node_modules
-start=$(date +%s)
-t() { echo "[$(( $(date +%s) - start )) s] $*"; }
-t kernels; bash bench/cuda/run.sh --stages kernels > $OUT/run-kernels.log 2>&1
-grep -E "FAIL|^kernels_check" $OUT/kernels.log | head -20
+source "$(dirname "$0")/call-lib.sh"
+kernels_stage
 tail -1 $OUT/kernels.log | tr ',' '\n' | grep -E "wgmma|mma128s2" | tr '\n' ' '; echo
-export PATH=/tmp:$PATH RT_CUDA_ADDON=/tmp/rt.node
 grep -q "FAIL.*\(wgmma\|linear_act\|linear_backward_act\)" $OUT/kernels.log && { echo "wgmma failed its checks: RT_CUDA_WGMMA=0 from here"; export RT_CUDA_WGMMA=0; }
 t model; timeout 120 bash bench/cuda/run.sh --stages model > $OUT/run-model.log 2>&1; grep -E "^FAIL|^check-model" $OUT/check-model.log
 t layer; timeout 120 bash bench/cuda/run.sh --stages layer > $OUT/run-layer.log 2>&1; grep -E "^FAIL|^check:" $OUT/check.log
 t bench; TORCH_MODES=fp32,bf16,bf16-sdpa,compile timeout 240 bash bench/cuda/run.sh --stages bench-model > $OUT/run-bench.log 2>&1; grep -A 14 "^config " $OUT/bench-model.log
 t ab; RT_CUDA_WGMMA=0 timeout 60 node bench/cuda/bench-model.mjs --no-torch --precisions bf16 --out $OUT/mma.jsonl > $OUT/mma.log 2>&1; grep -A 4 "^config " $OUT/mma.log
 t profile; timeout 60 node bench/cuda/profile.mjs --configs char --out $OUT/profile.jsonl > $OUT/profile.log 2>&1; grep -v '^{' $OUT/profile.log | head -16
-left=$(( 555 - ($(date +%s) - start) ))
+left=$(( 555 - ($(date +%s) - call_start) ))
 t "fmnist, ${left} s"
 if (( left > 120 )); then
   r=$(( left * 2 / 5 )); (( r > 170 )) && r=170
   bash bench/paper/run-gpu.sh fm fmnist-recurrent@$r fmnist-plain-4@$(( left - r - 10 )) 2>&1 | grep -E "^==|^rc|summary" | cut -c1-300
 fi
-t end
-tar -C /tmp -czf $O/all.tar.gz res
+call_done

@@ -4,16 +4,9 @@
 # question, a char profile, and the 6-layer plain Shakespeare row (bench/paper/run-gpu.sh, 330 s at most). Results in $OUT/all.tar.gz.
 #   carry: .device/node.xz .device/rt.node.xz .device/kernels_check.xz .device/nm.tar.xz
 #          .device/data/tinyshakespeare.txt dist
-set -uo pipefail
-cd "$(dirname "$0")/../.."
-O=$OUT; export OUT=/tmp/res; mkdir -p $OUT
-mkdir -p node_modules && tar -xJf .device/nm.tar.xz -C node_modules
-start=$(date +%s)
-t() { echo "[$(( $(date +%s) - start )) s] $*"; }
-t kernels; bash bench/cuda/run.sh --stages kernels > $OUT/run-kernels.log 2>&1
-grep -E "FAIL|^kernels_check" $OUT/kernels.log | head -20
+source "$(dirname "$0")/call-lib.sh"
+kernels_stage
 tail -1 $OUT/kernels.log | tr ',' '\n' | grep -E "auto|wgmma|mma128s2" | tr '\n' ' '; echo
-export PATH=/tmp:$PATH RT_CUDA_ADDON=/tmp/rt.node
 grep -q "wgmma.*FAIL\|FAIL.*wgmma" $OUT/kernels.log && { echo "wgmma failed its checks: RT_CUDA_WGMMA=0 from here"; export RT_CUDA_WGMMA=0; }
 t model; timeout 120 bash bench/cuda/run.sh --stages model > $OUT/run-model.log 2>&1; grep -E "^FAIL|^check-model" $OUT/check-model.log
 t layer; timeout 120 bash bench/cuda/run.sh --stages layer > $OUT/run-layer.log 2>&1; grep -E "^FAIL|^check:" $OUT/check.log
@@ -23,5 +16,4 @@ echo "-- default (wgmma unless turned off above)"; grep -A 6 "^config " $OUT/wgm
 t "paper run"; bash bench/paper/run-gpu.sh plain6 shakespeare-plain-6@330 2>&1 | tail -8
 t cpu-determinism; for i in 1 2; do timeout 60 node bench/cuda/cpu-determinism.mjs 2>&1 | tee -a $OUT/cpu-determinism.log; done
 t profile; PROFILE_LABEL=wgmma timeout 60 node bench/cuda/profile.mjs --configs char --out $OUT/profile.jsonl > $OUT/profile.log 2>&1; head -24 $OUT/profile.log
-t end
-tar -C /tmp -czf $O/all.tar.gz res
+call_done

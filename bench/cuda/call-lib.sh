@@ -1,0 +1,16 @@
+# Sourced by the bench/cuda/call-*.sh scripts (one device call each): results go to /tmp/res and come back
+# packed as $OUT/all.tar.gz (the device tool returns only a few files) via call_done; node_modules from
+# .device/nm.tar.xz; `t LABEL` prints seconds since the start; `kernels_stage` runs kernels_check (which
+# also unpacks node and the addon into /tmp) and puts /tmp/node on PATH.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+RESULT_DIR=$OUT; export OUT=/tmp/res; mkdir -p "$OUT"
+mkdir -p node_modules && tar -xJf .device/nm.tar.xz -C node_modules
+call_start=$(date +%s)
+t() { echo "[$(( $(date +%s) - call_start )) s] $*"; }
+kernels_stage() {
+  t kernels; bash bench/cuda/run.sh --stages kernels > "$OUT/run-kernels.log" 2>&1
+  grep -E "FAIL|^kernels_check" "$OUT/kernels.log" | head -20
+  export PATH=/tmp:$PATH RT_CUDA_ADDON=/tmp/rt.node
+}
+call_done() { t end; tar -C /tmp -czf "$RESULT_DIR/all.tar.gz" res; }
