@@ -465,11 +465,6 @@ class CudaBackend final : public Backend {
     RT_PROF("attention_cached");
     cuda::attention_cached(qkv, cap, B, t0, c, d, H, out);
   }
-  void linear_act_forward(bool gelu, const float* x, const float* W, const float* b, float* f, float* g, int n, int in,
-                          int out) override {
-    RT_PROF("linear_act_forward");
-    cuda::linear_act_forward(!fp32_, gelu, x, W, b, f, g, n, in, out);
-  }
   void linear_backward_act(bool gelu, const float* f, const float* W, const float* dy, float* dx, int n, int in,
                            int out) override {
     RT_PROF("linear_backward_act");

@@ -590,10 +590,10 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
 void set_gemm_kernel(GemmKernel k) { g_kernel = k; }
 
 namespace {
-// A product with an activation epilogue on the Hopper kernel, when Auto would pick it and no split of K is
-// needed (the epilogue needs the whole sum): C = op(A) op(B) (+ bias), with act, C2 and aux as GemmArgs says.
+// A product with an activation-gradient epilogue on the Hopper kernel, when Auto would pick it and no split
+// of K is needed (the epilogue needs the whole sum): C = act'(aux) * op(A) op(B), as GemmArgs says.
 bool gemm_act_sm90(bool bf16, bool tA, bool tB, int M, int N, int K, const float* A, int lda, const float* B,
-                   int ldb, float* C, int ldc, const float* bias, int act, float* C2, const float* aux) {
+                   int ldb, float* C, int ldc, int act, const float* aux) {
   if (!bf16 || g_kernel != GemmKernel::Auto || !wgmma_enabled() || limits().cc != 90 || M <= 0 || N <= 0 || K <= 0)
     return false;
   const dim3 grid((N + 127) / 128, (M + 127) / 128, 1);
@@ -602,27 +602,16 @@ bool gemm_act_sm90(bool bf16, bool tA, bool tB, int M, int N, int K, const float
   g.M = M; g.N = N; g.K = K;
   g.A = A; g.B = B; g.C = C;
   g.lda = lda; g.ldb = ldb; g.ldc = ldc;
-  g.alpha = 1.0f; g.beta = 0.0f; g.bias = bias;
+  g.alpha = 1.0f; g.beta = 0.0f;
   g.inner = 1;
-  g.act = act; g.C2 = C2; g.aux = aux;
+  g.act = act; g.aux = aux;
   return gemm_sm90(tA, tB, 128, 128, grid, g);
 }
 }  // namespace
 
-void linear_act_forward(bool bf16, bool gelu, const float* x, const float* W, const float* b, float* f, float* g,
-                        int n, int in, int out) {
-  if (gemm_act_sm90(bf16, false, true, n, out, in, x, in, W, in, f, out, b, gelu ? kActGelu : kActRelu, g, nullptr))
-    return;
-  linear_forward(bf16, x, W, b, f, n, in, out);
-  const size_t cells = static_cast<size_t>(n) * out;
-  if (gelu) gelu_forward(f, g, cells);
-  else relu_forward(f, g, cells);
-}
-
 void linear_backward_act(bool bf16, bool gelu, const float* f, const float* W, const float* dy, float* dx, int n,
                          int in, int out) {
-  if (gemm_act_sm90(bf16, false, false, n, in, out, dy, out, W, in, dx, in, nullptr,
-                    gelu ? kActGeluGrad : kActReluGrad, nullptr, f))
+  if (gemm_act_sm90(bf16, false, false, n, in, out, dy, out, W, in, dx, in, gelu ? kActGeluGrad : kActReluGrad, f))
     return;
   linear_backward(bf16, nullptr, W, dy, dx, nullptr, nullptr, n, in, out);
   const size_t cells = static_cast<size_t>(n) * in;

@@ -118,20 +118,14 @@ __device__ __forceinline__ void issue_tile(uint8_t* tile, const __nv_bfloat16* _
   }
 }
 
-// The activation epilogues (GemmArgs::act), a template argument so that the plain kernel carries none of
-// their code (a run-time branch in the shared epilogue once slowed every product: bench/cuda/NOTES.md).
-// Same arithmetic as the product then activation.cu's pass: f rounded to float32 first, then act(f).
+// The activation-gradient epilogues (GemmArgs::act), a template argument so that the plain kernel carries
+// none of their code (a run-time branch in the shared epilogue once slowed every product: NOTES.md). Same
+// arithmetic as the product then activation.cu's backward pass: the product rounded to float32 first.
 template <int ACT>
 __device__ __forceinline__ void act_store(const GemmArgs& g, float* C, int gr, int gc, float v) {
-  float o = g.alpha * v;
-  if (g.bias) o += g.bias[gc];
   const size_t i = static_cast<size_t>(gr) * g.ldc + gc;
-  if constexpr (ACT == kActGelu || ACT == kActRelu) {
-    C[i] = o;
-    g.C2[i] = ACT == kActGelu ? Gelu()(o) : Relu()(o);
-  } else {
-    C[i] = ACT == kActGeluGrad ? GeluGrad()(g.aux[i], o) : ReluGrad()(g.aux[i], o);
-  }
+  const float o = g.alpha * v;
+  C[i] = ACT == kActGeluGrad ? GeluGrad()(g.aux[i], o) : ReluGrad()(g.aux[i], o);
 }
 
 template <int ACT>
@@ -229,7 +223,7 @@ bool usable() {
 
 bool gemm_sm90(bool transA, bool transB, int bm, int bn, dim3 grid, const GemmArgs& g) {
   if (bm != kBM || bn != kBN || grid.z > 1 && !g.ws) return false;  // batches stay on matmul.cu's kernels
-  if (g.act != kActNone && g.ws) return false;  // the activation epilogues need the whole sum
+  if (g.act != kActNone && (g.ws || g.bias || g.res || g.beta != 0.0f)) return false;  // the epilogue needs the whole sum
   if (!usable()) return false;  // no sm_90a image loads on this device: matmul.cu falls back
   const int Kp = (g.K + 7) / 8 * 8;
   Scratch a(static_cast<size_t>(g.M) * Kp * 2), b(static_cast<size_t>(g.N) * Kp * 2);
@@ -238,8 +232,6 @@ bool gemm_sm90(bool transA, bool transB, int bm, int bn, dim3 grid, const GemmAr
   cast(g.A, g.lda, !transA, g.M, g.K, Kp, A);
   cast(g.B, g.ldb, transB, g.N, g.K, Kp, B);
   switch (g.act) {
-    case kActGelu: return launch<kActGelu>(grid, g, A, B, Kp);
-    case kActRelu: return launch<kActRelu>(grid, g, A, B, Kp);
     case kActGeluGrad: return launch<kActGeluGrad>(grid, g, A, B, Kp);
     case kActReluGrad: return launch<kActReluGrad>(grid, g, A, B, Kp);
     default: return launch<kActNone>(grid, g, A, B, Kp);

@@ -121,13 +121,6 @@ class Backend {
   }
   virtual void activation_forward(bool gelu, const float* x, float* y, size_t n) = 0;
   virtual void activation_backward(bool gelu, const float* x, const float* dy, float* dx, size_t n) = 0;
-  // The MLP's c_fc with its activation: f = x W^T + b and g = act(f) (both written). A device backend
-  // computes g in the product's epilogue; the default runs the two ops.
-  virtual void linear_act_forward(bool gelu, const float* x, const float* W, const float* b, float* f, float* g,
-                                  int n, int in, int out) {
-    linear_forward(x, W, b, f, n, in, out);
-    activation_forward(gelu, f, g, static_cast<size_t>(n) * out);
-  }
   // The input gradient through a Linear layer whose input was g = act(f): dx = act'(f) * (dy W) (written;
   // n x in, as f). The default runs the product and then the activation's backward.
   virtual void linear_backward_act(bool gelu, const float* f, const float* W, const float* dy, float* dx, int n,

@@ -114,7 +114,8 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
 
   // MLP branch: y = x2 + dropout(c_proj(act(c_fc(ln_2(x2))))).
   be.layernorm_forward(c.x2, w.ln2_w, w.ln2_b, c.h2, c.mean2, c.rstd2, R, d);
-  be.linear_act_forward(s.gelu, c.h2, w.fc_w, w.fc_b, c.f, c.g, R, d, 4 * d);
+  be.linear_forward(c.h2, w.fc_w, w.fc_b, c.f, R, d, 4 * d);
+  be.activation_forward(s.gelu, c.f, c.g, Rd * 4);
   if (p > 0) {
     be.linear_forward(c.g, w.mlp_proj_w, w.mlp_proj_b, y, R, 4 * d, d);
     be.dropout_forward(y, y, Rd, p, seed, stream * 4 + 2);
