@@ -465,11 +465,6 @@ class CudaBackend final : public Backend {
     RT_PROF("attention_cached");
     cuda::attention_cached(qkv, cap, B, t0, c, d, H, out);
   }
-  void linear_backward_act(bool gelu, const float* f, const float* W, const float* dy, float* dx, int n, int in,
-                           int out) override {
-    RT_PROF("linear_backward_act");
-    cuda::linear_backward_act(!fp32_, gelu, f, W, dy, dx, n, in, out);
-  }
   void activation_forward(bool gelu, const float* x, float* y, size_t n) override {
     RT_PROF("activation_forward");
     gelu ? cuda::gelu_forward(x, y, n) : cuda::relu_forward(x, y, n);

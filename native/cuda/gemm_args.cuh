@@ -20,12 +20,7 @@ struct GemmArgs {
   int kchunk;  // reduction range per blockIdx.z when split over K (ws != null)
   float* ws;   // split-K partials [splits][M][N], or null
   bool vecA, vecB;  // 16-byte loads allowed along each operand's contiguous dimension
-  // Activation-gradient epilogue (matmul_sm90.cu only): C = act'(aux) * (alpha AB), aux ldc apart like C.
-  // The forward's counterpart (writing f and act(f)) was measured slower than the separate pass: NOTES.md.
-  int act;
-  const float* aux;
 };
-enum : int { kActNone = 0, kActGeluGrad, kActReluGrad };
 
 // Where blockIdx.z puts this block: a batch item (offsets applied to A, B, C) or a split of K.
 struct BlockRange {

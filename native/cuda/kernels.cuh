@@ -53,10 +53,6 @@ void linear_forward(bool bf16, const float* x, const float* W, const float* b, f
 // dx = dy W (written; skipped when null); dW += dy^T x; db += column sums of dy.
 void linear_backward(bool bf16, const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,
                      int n, int in, int out);
-// dx = act'(f) * (dy W) (written; n x in): the activation's backward in the product's epilogue on the
-// Hopper kernel, else a separate pass.
-void linear_backward_act(bool bf16, bool gelu, const float* f, const float* W, const float* dy, float* dx, int n,
-                         int in, int out);
 
 // ---- layernorm.cu ----
 void layernorm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int n,

@@ -574,12 +574,12 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
   dim3 grid((N + bn - 1) / bn, (M + bm - 1) / bm, splits > 1 ? splits : count);
   RT_CHECK(grid.y <= 65535 && grid.z <= 65535, "cuda gemm: problem too large for one launch (M = " +
                                                     std::to_string(M) + ", batch = " + std::to_string(count) + ")");
-  const bool launched = k == GemmKernel::Wgmma && gemm_sm90(tA, tB, bm, bn, grid, g);
-  if (k == GemmKernel::Wgmma) k = GemmKernel::MmaBig2;  // same tiles, same split
-  if (launched) {
-  } else if (!tA && !tB) launch<false, false>(bf16, k, grid, g, "gemm_nn");
-  else if (!tA && tB) launch<false, true>(bf16, k, grid, g, "gemm_nt");
-  else launch<true, false>(bf16, k, grid, g, "gemm_tn");
+  if (!(k == GemmKernel::Wgmma && gemm_sm90(tA, tB, grid, g))) {
+    if (k == GemmKernel::Wgmma) k = GemmKernel::MmaBig2;  // same tiles, same split
+    if (!tA && !tB) launch<false, false>(bf16, k, grid, g, "gemm_nn");
+    else if (!tA && tB) launch<false, true>(bf16, k, grid, g, "gemm_nt");
+    else launch<true, false>(bf16, k, grid, g, "gemm_tn");
+  }
   if (splits > 1) {
     splitk_reduce_kernel<<<blocks_for(static_cast<size_t>(M) * N, 256), 256, 0, stream()>>>(
         g.ws, splits, M, N, alpha, beta, bias, res, C, ldc);
@@ -588,36 +588,6 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
 }
 
 void set_gemm_kernel(GemmKernel k) { g_kernel = k; }
-
-namespace {
-// A product with an activation-gradient epilogue on the Hopper kernel, when Auto would pick it and no split
-// of K is needed (the epilogue needs the whole sum): C = act'(aux) * op(A) op(B), as GemmArgs says.
-bool gemm_act_sm90(bool bf16, bool tA, bool tB, int M, int N, int K, const float* A, int lda, const float* B,
-                   int ldb, float* C, int ldc, int act, const float* aux) {
-  if (!bf16 || g_kernel != GemmKernel::Auto || !wgmma_enabled() || limits().cc != 90 || M <= 0 || N <= 0 || K <= 0)
-    return false;
-  const dim3 grid((N + 127) / 128, (M + 127) / 128, 1);
-  if (static_cast<long long>(grid.x) * grid.y < limits().sms) return false;  // Auto's rule for 128x128 tiles
-  GemmArgs g{};
-  g.M = M; g.N = N; g.K = K;
-  g.A = A; g.B = B; g.C = C;
-  g.lda = lda; g.ldb = ldb; g.ldc = ldc;
-  g.alpha = 1.0f; g.beta = 0.0f;
-  g.inner = 1;
-  g.act = act; g.aux = aux;
-  return gemm_sm90(tA, tB, 128, 128, grid, g);
-}
-}  // namespace
-
-void linear_backward_act(bool bf16, bool gelu, const float* f, const float* W, const float* dy, float* dx, int n,
-                         int in, int out) {
-  if (gemm_act_sm90(bf16, false, false, n, in, out, dy, out, W, in, dx, in, gelu ? kActGeluGrad : kActReluGrad, f))
-    return;
-  linear_backward(bf16, nullptr, W, dy, dx, nullptr, nullptr, n, in, out);
-  const size_t cells = static_cast<size_t>(n) * in;
-  if (gelu) gelu_backward(f, dx, dx, cells);
-  else relu_backward(f, dx, dx, cells);
-}
 
 void linear_forward(bool bf16, const float* x, const float* W, const float* b, float* y, int n, int in, int out,
                     const float* res) {

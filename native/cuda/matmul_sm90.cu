@@ -18,7 +18,6 @@
 
 #include <cstdint>
 
-#include "cuda/activation.cuh"
 #include "cuda/common.cuh"
 #include "cuda/gemm_args.cuh"
 #include "cuda/kernels.cuh"
@@ -118,17 +117,6 @@ __device__ __forceinline__ void issue_tile(uint8_t* tile, const __nv_bfloat16* _
   }
 }
 
-// The activation-gradient epilogues (GemmArgs::act), a template argument so that the plain kernel carries
-// none of their code (a run-time branch in the shared epilogue once slowed every product: NOTES.md). Same
-// arithmetic as the product then activation.cu's backward pass: the product rounded to float32 first.
-template <int ACT>
-__device__ __forceinline__ void act_store(const GemmArgs& g, float* C, int gr, int gc, float v) {
-  const size_t i = static_cast<size_t>(gr) * g.ldc + gc;
-  const float o = g.alpha * v;
-  C[i] = ACT == kActGeluGrad ? GeluGrad()(g.aux[i], o) : ReluGrad()(g.aux[i], o);
-}
-
-template <int ACT>
 __global__ void __launch_bounds__(kThreads, 2)
     gemm_wgmma_kernel(GemmArgs g, const __nv_bfloat16* __restrict__ A, const __nv_bfloat16* __restrict__ B, int Kp) {
   extern __shared__ uint8_t smem_raw[];
@@ -178,10 +166,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int gr = row + (e >> 1) * 8, gc = col + 8 * j + (e & 1);
-      if (gr < g.M && gc < g.N) {
-        if constexpr (ACT == kActNone) epilogue_store(g, br.C, gr, gc, acc[4 * j + e]);
-        else act_store<ACT>(g, br.C, gr, gc, acc[4 * j + e]);
-      }
+      if (gr < g.M && gc < g.N) epilogue_store(g, br.C, gr, gc, acc[4 * j + e]);
     }
 }
 
@@ -196,46 +181,32 @@ void cast(const float* src, int ld, bool kc, int R, int K, int Kp, __nv_bfloat16
   RT_CU_LAUNCH("gemm_wgmma cast");
 }
 
-template <int ACT>
-bool launch(dim3 grid, const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp) {
-  static const cudaError_t opt =
-      cudaFuncSetAttribute(gemm_wgmma_kernel<ACT>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
-  if (opt != cudaSuccess) {  // no sm_90a image for this device: matmul.cu falls back
-    cudaGetLastError();
-    return false;
-  }
-  gemm_wgmma_kernel<ACT><<<grid, kThreads, kSmem, stream()>>>(g, A, B, Kp);
-  RT_CU_LAUNCH("gemm_wgmma");
-  return true;
-}
-
+// Whether this device can run the kernel (an sm_90a image loads), with its shared-memory limit raised;
+// once per process.
 bool usable() {
   static const bool ok = [] {
-    cudaFuncAttributes a{};
-    const bool found = cudaFuncGetAttributes(&a, gemm_wgmma_kernel<kActNone>) == cudaSuccess;
-    if (!found) cudaGetLastError();
-    return found;
+    if (cudaFuncSetAttribute(gemm_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem) == cudaSuccess)
+      return true;
+    cudaGetLastError();
+    return false;
   }();
   return ok;
 }
 
 }  // namespace
 
-bool gemm_sm90(bool transA, bool transB, int bm, int bn, dim3 grid, const GemmArgs& g) {
-  if (bm != kBM || bn != kBN || grid.z > 1 && !g.ws) return false;  // batches stay on matmul.cu's kernels
-  if (g.act != kActNone && (g.ws || g.bias || g.res || g.beta != 0.0f)) return false;  // the epilogue needs the whole sum
-  if (!usable()) return false;  // no sm_90a image loads on this device: matmul.cu falls back
+bool gemm_sm90(bool transA, bool transB, dim3 grid, const GemmArgs& g) {
+  if (grid.z > 1 && !g.ws) return false;  // batches stay on matmul.cu's kernels
+  if (!usable()) return false;            // no sm_90a image loads on this device: matmul.cu falls back
   const int Kp = (g.K + 7) / 8 * 8;
   Scratch a(static_cast<size_t>(g.M) * Kp * 2), b(static_cast<size_t>(g.N) * Kp * 2);
   auto* A = static_cast<__nv_bfloat16*>(a.get());
   auto* B = static_cast<__nv_bfloat16*>(b.get());
   cast(g.A, g.lda, !transA, g.M, g.K, Kp, A);
   cast(g.B, g.ldb, transB, g.N, g.K, Kp, B);
-  switch (g.act) {
-    case kActGeluGrad: return launch<kActGeluGrad>(grid, g, A, B, Kp);
-    case kActReluGrad: return launch<kActReluGrad>(grid, g, A, B, Kp);
-    default: return launch<kActNone>(grid, g, A, B, Kp);
-  }
+  gemm_wgmma_kernel<<<grid, kThreads, kSmem, stream()>>>(g, A, B, Kp);
+  RT_CU_LAUNCH("gemm_wgmma");
+  return true;
 }
 
 }  // namespace rt::cuda

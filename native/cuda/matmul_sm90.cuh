@@ -1,12 +1,12 @@
-// The Hopper GEMM of matmul_sm90.cu, called by matmul.cu's gemm() for bf16 products with 128x128 tiles on
-// a compute-capability 9.0 GPU. Returns false, having launched nothing, when it cannot run (tile size not
-// its own, a batch of products, or no sm_90a image loadable on this device), and matmul.cu then uses its
-// mma.sync kernel.
+// The Hopper GEMM of matmul_sm90.cu, called by matmul.cu's gemm() for bf16 products on a compute-capability
+// 9.0 GPU, with a grid of 128x128 output tiles (z: the splits of K, if any). Returns false, having launched
+// nothing, when it cannot run (a batch of products, or no sm_90a image loadable on this device), and
+// matmul.cu then uses its mma.sync kernel with the same tiles.
 #pragma once
 #include <cuda_runtime.h>
 
 #include "cuda/gemm_args.cuh"
 
 namespace rt::cuda {
-bool gemm_sm90(bool transA, bool transB, int bm, int bn, dim3 grid, const gemm_detail::GemmArgs& g);
+bool gemm_sm90(bool transA, bool transB, dim3 grid, const gemm_detail::GemmArgs& g);
 }  // namespace rt::cuda

@@ -121,13 +121,6 @@ class Backend {
   }
   virtual void activation_forward(bool gelu, const float* x, float* y, size_t n) = 0;
   virtual void activation_backward(bool gelu, const float* x, const float* dy, float* dx, size_t n) = 0;
-  // The input gradient through a Linear layer whose input was g = act(f): dx = act'(f) * (dy W) (written;
-  // n x in, as f). The default runs the product and then the activation's backward.
-  virtual void linear_backward_act(bool gelu, const float* f, const float* W, const float* dy, float* dx, int n,
-                                   int in, int out) {
-    linear_backward(nullptr, W, dy, dx, nullptr, nullptr, n, in, out);
-    activation_backward(gelu, f, dx, dx, static_cast<size_t>(n) * in);
-  }
   virtual void dropout_forward(const float* x, float* y, size_t n, float p, uint64_t seed,
                                uint64_t stream) = 0;
   virtual void dropout_backward(const float* dy, float* dx, size_t n, float p, uint64_t seed,

@@ -142,7 +142,8 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   // MLP branch. dm: the gradient at mlp c_proj's output.
   if (p > 0) be.dropout_backward(dy, st.dm, Rd, p, c.seed, c.stream * 4 + 2);
   else if (st.dm != dy) be.copy(st.dm, dy, Rd);
-  be.linear_backward_act(s.gelu, c.f, w.mlp_proj_w, st.dm, st.dg, R, 4 * d, d);
+  be.linear_backward(c.g, w.mlp_proj_w, st.dm, st.dg, nullptr, nullptr, R, 4 * d, d);
+  be.activation_backward(s.gelu, c.f, st.dg, st.dg, Rd * 4);
   be.linear_backward(c.h2, w.fc_w, st.dg, st.dh2, nullptr, nullptr, R, d, 4 * d);
   // x2's gradient: the residual's dy plus ln_2's. Without dropout it is also attn c_proj's output gradient.
   float* dx2 = p > 0 ? k.dx2.get() : st.da;

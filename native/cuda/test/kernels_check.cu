@@ -268,32 +268,6 @@ static void check_attention() {
     }
 }
 
-// The MLP's input gradient through the activation (linear_backward_act): dx = act'(f) * (dy W2), against
-// the CPU, and bit for bit against the separate product and activation pass on the GPU (same product, same
-// rounding). n = 2048 with d = 384 gives the Hopper kernel's epilogue 192 tiles; n = 37 takes the separate
-// path.
-static void check_linear_act() {
-  const int d = 384;
-  for (bool bf16 : {false, true})
-    for (bool gelu : {true, false})
-      for (int n : {37, 2048}) {
-        const std::string s = std::string(gelu ? " gelu" : " relu") + " n=" + std::to_string(n);
-        VF f0 = randv(static_cast<size_t>(n) * 4 * d, 74, -3, 3), dy = randv(static_cast<size_t>(n) * d, 75),
-           W2 = randv(static_cast<size_t>(d) * 4 * d, 76, -0.1f, 0.1f), dx(f0.size());
-        rt::cpu::linear_backward(nullptr, W2.data(), dy.data(), dx.data(), nullptr, nullptr, n, 4 * d, d);
-        gelu ? rt::cpu::gelu_backward(f0.data(), dx.data(), dx.data(), dx.size())
-             : rt::cpu::relu_backward(f0.data(), dx.data(), dx.data(), dx.size());
-        Dev gf0(f0), gdy(dy), gW2(W2), gdx(dx.size()), gdx2(dx.size());
-        rt::cuda::linear_backward_act(bf16, gelu, gf0.p, gW2.p, gdy.p, gdx.p, n, 4 * d, d);
-        check(gdx.get(), dx, bf16, "linear_backward_act dx" + s);
-        rt::cuda::linear_backward(bf16, nullptr, gW2.p, gdy.p, gdx2.p, nullptr, nullptr, n, 4 * d, d);
-        gelu ? rt::cuda::gelu_backward(gf0.p, gdx2.p, gdx2.p, dx.size()) : rt::cuda::relu_backward(gf0.p, gdx2.p, gdx2.p, dx.size());
-        VF c = gdx.get(), c2 = gdx2.get();
-        expect_le(std::memcmp(c.data(), c2.data(), c.size() * 4) == 0 ? 0 : 1, 0,
-                  "linear_backward_act dx bit-identical to product then activation" + s + (bf16 ? " [bf16]" : " [f32]"));
-      }
-}
-
 static void check_activation_dropout() {
   const size_t n = 100003;
   VF x = randv(n, 31, -6, 6), dy = randv(n, 32);
@@ -415,7 +389,6 @@ int main(int argc, char** argv) {
                 prop.sharedMemPerBlockOptin / 1024);
     check_gemm();
     check_linear();
-    check_linear_act();
     check_layernorm();
     check_attention();
     check_activation_dropout();
