@@ -4,8 +4,9 @@
 // requests join, finish and reuse slots in both batches. The addon must refuse a step or a reset that
 // touches a slot already in a running step.
 import { describe, expect, it } from 'vitest';
-import { CharTokenizer, RecurrentTransformer, SequenceSampler, Tensor, generate, type Decoder } from '../src/index.js';
+import { CharTokenizer, RecurrentTransformer, SequenceSampler, generate, type Decoder } from '../src/index.js';
 import { Scheduler } from '../src/serve/scheduler.js';
+import { referenceLogprob } from './score-check.js';
 
 const CORPUS = 'to be or not to be, that is the question. whether tis nobler in the mind to suffer. ';
 const tok = CharTokenizer.fromText(CORPUS);
@@ -59,19 +60,7 @@ describe('scheduler: several batches in flight', () => {
         if (r.kind === 'generate') expect(r.text, `request ${i}`).toBe(await reference(model, c.prompt, c.maxTokens, c.seed, c.temperature));
       }
       const scored = results[cases.length]!;
-      const ids = Array.from(tok.encode(scoreText));
-      const x = Tensor.fromArray(ids, [1, ids.length], 'int32');
-      const logits = (await model.logits(x)).toArray();
-      x.dispose();
-      const V = tok.vocabSize;
-      let want = 0;
-      for (let t = 0; t + 1 < ids.length; t++) {
-        let mx = -Infinity;
-        for (let v = 0; v < V; v++) mx = Math.max(mx, logits[t * V + v]!);
-        let sum = 0;
-        for (let v = 0; v < V; v++) sum += Math.exp(logits[t * V + v]! - mx);
-        want += logits[t * V + ids[t + 1]!]! - mx - Math.log(sum);
-      }
+      const want = await referenceLogprob(model, Array.from(tok.encode(scoreText)), tok.vocabSize);
       expect(scored.kind === 'score' && Math.abs(scored.logprob - want)).toBeLessThan(1e-3 * (1 + Math.abs(want)));
       // Batches really overlapped, and never more than the scheduler's limit of three.
       expect(overlap.max()).toBeGreaterThanOrEqual(2);

@@ -9,9 +9,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CharTokenizer, RecurrentTransformer, SequenceSampler, Tensor, createServer, generate, saveCheckpoint, type GenerateOptions, type RunningServer } from '../src/index.js';
+import { CharTokenizer, RecurrentTransformer, SequenceSampler, createServer, generate, saveCheckpoint, type GenerateOptions, type RunningServer } from '../src/index.js';
 import { AbortedError } from '../src/serve/scheduler.js';
 import { perturbWeights, worstDecoderError } from './decoder-check.js';
+import { referenceLogprob } from './score-check.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CORPUS = 'to be or not to be, that is the question. whether tis nobler in the mind to suffer. ';
@@ -178,18 +179,7 @@ describe('serve: routes', () => {
   it('POST /v1/score equals the log-softmax sum from model.logits() on the whole text', async () => {
     for (const text of ['to be or not to be', 'the question. whether tis nobler in the mind to suffer', 'ab']) {
       const ids = Array.from(tok.encode(text));
-      const x = Tensor.fromArray(ids, [1, ids.length], 'int32');
-      const logits = (await model.logits(x, { positions: ids.length })).toArray();
-      x.dispose();
-      const V = tok.vocabSize;
-      let ref = 0;
-      for (let i = 0; i + 1 < ids.length; i++) {
-        let mx = -Infinity;
-        for (let v = 0; v < V; v++) mx = Math.max(mx, logits[i * V + v]!);
-        let sum = 0;
-        for (let v = 0; v < V; v++) sum += Math.exp(logits[i * V + v]! - mx);
-        ref += logits[i * V + ids[i + 1]!]! - mx - Math.log(sum);
-      }
+      const ref = await referenceLogprob(model, ids, tok.vocabSize);
       const r = await request(base, '/v1/score', { text });
       expect(r.status, r.text).toBe(200);
       expect(Math.abs(r.json.logprob - ref)).toBeLessThan(1e-4);
