@@ -34,9 +34,11 @@ describe('applyPreset', () => {
     const nano = { task: 'text', tokenizer: 'char', 'seq-len': '256', d: '384', heads: '6', dropout: '0.2', batch: '64', lr: '1e-3', steps: '5000', warmup: '100', 'weight-decay': '0.1', 'eval-batches': '200', 'eval-every': '250' }
     expect(applyPreset({ preset: 'shakespeare-plain-6' })).toMatchObject({ ...nano, window: '0', layers: '6' })
     expect(applyPreset({ preset: 'shakespeare-plain-1' })).toMatchObject({ ...nano, window: '0', layers: '1' })
-    expect(applyPreset({ preset: 'shakespeare-recurrent' })).toMatchObject({ ...nano, layers: '1', window: '16' })
+    // The recurrent rows: the paper author's own recipe (15,000 steps, constant lr, beta2 0.95).
+    const author = { ...nano, steps: '15000', schedule: 'constant', beta2: '0.95', 'eval-every': '500' }
+    expect(applyPreset({ preset: 'shakespeare-recurrent' })).toMatchObject({ ...author, layers: '1', window: '16', variant: 'forget' })
     expect(applyPreset({ preset: 'shakespeare-recurrent' })['no-positional']).toBeUndefined()
-    expect(applyPreset({ preset: 'shakespeare-recurrent-nopos' })).toMatchObject({ ...nano, layers: '1', 'no-positional': true })
+    expect(applyPreset({ preset: 'shakespeare-recurrent-nopos' })).toMatchObject({ ...author, layers: '1', window: '16', 'no-positional': true })
     expect(applyPreset({ preset: 'fmnist-recurrent' })).toMatchObject({ task: 'fmnist', layers: '1', 'window-range': '16,48', variant: 'forget' })
     expect(applyPreset({ preset: 'fmnist-plain-4' })).toMatchObject({ task: 'fmnist', layers: '4', window: '0' })
   })
@@ -94,6 +96,9 @@ describe('rt train --preset NAME: one short step builds the intended model', () 
     const bad = rt(['train', '--task', 'copy', '--steps', '1', '--checkpoint-every', '0', '--device', 'cpu', '--out', path.join(tmp, 'ckpt-bad')])
     expect(bad.code).not.toBe(0)
     expect(bad.stderr).toContain('--checkpoint-every: expected an integer >= 1')
+    const beta = rt(['train', '--task', 'copy', '--steps', '1', '--beta2', '1', '--device', 'cpu', '--out', path.join(tmp, 'beta-bad')])
+    expect(beta.code).not.toBe(0)
+    expect(beta.stderr).toContain('--beta2: expected a number in [0, 1), got 1')
   })
 
   const shakespeare = fs.existsSync(SHAKESPEARE)
@@ -105,6 +110,14 @@ describe('rt train --preset NAME: one short step builds the intended model', () 
       'shakespeare-plain-1': { layers: 1, window: 0, positional: true },
       'shakespeare-plain-6': { layers: 6, window: 0, positional: true },
     }
+    // The optimizer the header records: the author's beta2 0.95 and a constant rate for the recurrent rows,
+    // nanoGPT's 0.99 and warmup + cosine for the plain ones.
+    const optim: Record<string, { beta2: number; schedule: string }> = {
+      'shakespeare-recurrent': { beta2: 0.95, schedule: 'constant' },
+      'shakespeare-recurrent-nopos': { beta2: 0.95, schedule: 'constant' },
+      'shakespeare-plain-1': { beta2: 0.99, schedule: 'warmupCosine' },
+      'shakespeare-plain-6': { beta2: 0.99, schedule: 'warmupCosine' },
+    }
     for (const [name, model] of Object.entries(want)) {
       const out = path.join(tmp, name)
       const r = rt(['train', '--preset', name, ...quick, '--cache', path.join(tmp, 'cache'), '--out', out])
@@ -112,6 +125,9 @@ describe('rt train --preset NAME: one short step builds the intended model', () 
       const h = header(out)
       expect(h.model).toMatchObject({ ...model, vocabSize: 65, d: 384, heads: 6, maxLen: 256, dropout: 0.2, head: 'lm', activation: 'gelu' })
       expect(h.flopsPerSample.training).toBe(3 * h.flopsPerSample.inference)
+      const o = optim[name]!
+      expect((h as unknown as { optimizer: unknown }).optimizer).toEqual({ lr: 1e-3, weightDecay: 0.1, maxGradNorm: 1, betas: [0.9, o.beta2] })
+      expect((h as unknown as { schedule: { type: string } }).schedule.type).toBe(o.schedule)
     }
   })
 

@@ -4,7 +4,9 @@
 # line) into $OUT/runs-<tag>.tar.gz. Checkpoints stay behind (too large to come back).
 #   bash bench/paper/run-gpu.sh TAG PRESET[@SECONDS][:EXTRA FLAGS] ...
 # A run given @SECONDS gets SIGTERM after that long: `rt train` then stops at the step in flight, writes its
-# checkpoint and summary, and the run is reported as stopped early.
+# checkpoint and summary, and the run is reported as stopped early. RT_PARALLEL=1 starts all the runs at
+# once (they share the GPU: each run's wall time is then longer than it would be alone; say so where it is
+# reported).
 # Needs carried: .device/node.xz, .device/rt.node.xz, .device/nm.tar.xz, the data it reads from .device/data/
 # (tinyshakespeare.txt, fashion-mnist/*.gz: 31 MB, carry it only for the fmnist presets), all made by
 # bench/paper/prepare.sh, and dist.
@@ -23,21 +25,25 @@ mkdir -p ../shared/data
 [[ -f .device/data/tinyshakespeare.txt ]] && cp .device/data/tinyshakespeare.txt ../shared/data/
 FMNIST=.device/data/fashion-mnist
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,memory.used --format=csv,noheader | tee "$OUT/gpu-$TAG.txt"
-for spec in "$@"; do
-  head="${spec%%:*}"; extra=""; [[ "$spec" == *:* ]] && extra="${spec#*:}"
-  preset="${head%%@*}"; limit=3600; [[ "$head" == *@* ]] && limit="${head#*@}"
+run_one() {
+  local spec="$1" head extra="" preset limit=3600 dir data_flag="" start rc
+  head="${spec%%:*}"; [[ "$spec" == *:* ]] && extra="${spec#*:}"
+  preset="${head%%@*}"; [[ "$head" == *@* ]] && limit="${head#*@}"
   dir=/tmp/runs/$preset
-  data_flag=""
   [[ "$preset" == fmnist-* ]] && data_flag="--data $FMNIST"
   echo "== $preset $extra ($(date -u +%H:%M:%S))"
   start=$(date +%s)
   # shellcheck disable=SC2086
   timeout -s TERM -k 30 "$limit" node dist/cli/rt.js train --preset "$preset" --device cuda --out "$dir" --json $data_flag $extra > "$dir.stdout" 2> "$dir.stderr"
   rc=$?
-  echo "rc $rc, $(( $(date +%s) - start )) s" | tee -a "$OUT/gpu-$TAG.txt"
+  echo "$preset: rc $rc, $(( $(date +%s) - start )) s" | tee -a "$OUT/gpu-$TAG.txt"
   tail -2 "$dir.stdout" | cut -c1-400
   tail -3 "$dir.stderr"
   cp "$dir.stdout" "$dir/stdout.jsonl" 2>/dev/null; cp "$dir.stderr" "$dir/stderr.txt" 2>/dev/null
+}
+for spec in "$@"; do
+  if [[ "${RT_PARALLEL:-0}" == 1 ]]; then run_one "$spec" & else run_one "$spec"; fi
 done
+wait
 tar -C /tmp/runs -czf "$OUT/runs-$TAG.tar.gz" --exclude='*.safetensors' --exclude='*.tmp' .
 ls -la "$OUT"

@@ -13,7 +13,7 @@ import { TRAIN_HELP, trainCommand } from './train.js';
 const BOOLEAN = ['json', 'bias', 'alpha-fixed', 'no-positional', 'no-curriculum', 'no-batching', 'exact'];
 const STRING = [
   'task', 'noise', 'M', 'alphabet', 'd', 'heads', 'layers', 'window', 'window-range', 'variant', 'alpha',
-  'activation', 'dropout', 'steps', 'batch', 'lr', 'weight-decay', 'max-grad-norm', 'schedule', 'warmup',
+  'activation', 'dropout', 'steps', 'batch', 'lr', 'beta2', 'weight-decay', 'max-grad-norm', 'schedule', 'warmup',
   'curriculum-start', 'curriculum-threshold', 'eval-every', 'eval-batches', 'stop-accuracy', 'seed', 'out',
   'resume', 'checkpoint', 'batches', 'data', 'tokenizer', 'seq-len', 'cache', 'lm-target', 'prompt', 'max-tokens',
   'temperature', 'top-k', 'top-p', 'stop', 'vocab', 'port', 'host', 'device', 'max-batch', 'max-queue', 'max-tokens-limit',

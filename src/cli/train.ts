@@ -33,7 +33,7 @@ task      --task copy|selective-copy|text|fmnist|cifar10 (copy)
 model     --d --heads --layers 1 --window W | --window-range MIN,MAX  --variant forget|accumulate
           --alpha 0.5  --alpha-fixed  --activation relu|gelu  --dropout  --bias  --no-positional
           (copy: d 64, 4 heads, w 16, accumulate, relu; text: d 384, 6 heads, w 16, forget, gelu, dropout 0.2)
-training  --steps --batch --lr --weight-decay --max-grad-norm 1 --schedule constant|cosine|curriculum|lm
+training  --steps --batch --lr --beta2 (text 0.99, else 0.999) --weight-decay --max-grad-norm 1 --schedule constant|cosine|curriculum|lm
           --warmup 100 --lm-target 1.4 --curriculum-start 16 --curriculum-threshold 0.3 --no-curriculum
           --eval-every --eval-batches --stop-accuracy 0.99 --stop-loss L (copy, at full noise: stop once
           an evaluation reaches both) --seed 0
@@ -224,6 +224,14 @@ async function runTraining(cliFlags: Flags, job: TrainJob | null): Promise<numbe
   const net = new RecurrentTransformer(setup.model);
   // Per sample at the full length and the evaluation window: what the results table reports.
   const perSample = flopsPerSample(net.config, setup.seqLen);
+  const beta2 = num(flags, 'beta2', task === 'text' ? 0.99 : 0.999);
+  if (!(beta2 >= 0 && beta2 < 1)) throw new UsageError(`--beta2: expected a number in [0, 1), got ${beta2}`);
+  const optimizer = {
+    lr: setup.lr,
+    weightDecay: setup.weightDecay,
+    maxGradNorm: num(flags, 'max-grad-norm', 1),
+    betas: [0.9, beta2] as [number, number],
+  };
   // The run's header in log.jsonl (not on stdout, which carries training events only): what `rt report`
   // and docs/RESULTS.md need to name and describe the run.
   const header = {
@@ -234,6 +242,8 @@ async function runTraining(cliFlags: Flags, job: TrainJob | null): Promise<numbe
     argv: process.argv.slice(2),
     flags,
     model: net.config,
+    optimizer,
+    schedule: setup.schedule,
     device: net.device,
     parameters: net.parameterCount(),
     seqLen: setup.seqLen,
@@ -293,7 +303,7 @@ async function runTraining(cliFlags: Flags, job: TrainJob | null): Promise<numbe
       data: setup.data,
       steps: setup.steps,
       batchSize: setup.batch,
-      optimizer: { lr: setup.lr, weightDecay: setup.weightDecay, maxGradNorm: num(flags, 'max-grad-norm', 1), betas: isText ? [0.9, 0.99] : [0.9, 0.999] },
+      optimizer,
       schedule: setup.schedule,
       curriculum: setup.curriculum,
       evalEvery: setup.evalEvery,
