@@ -34,11 +34,14 @@ describe('applyPreset', () => {
     const nano = { task: 'text', tokenizer: 'char', 'seq-len': '256', d: '384', heads: '6', dropout: '0.2', batch: '64', lr: '1e-3', steps: '5000', warmup: '100', 'weight-decay': '0.1', 'eval-batches': '200', 'eval-every': '250' }
     expect(applyPreset({ preset: 'shakespeare-plain-6' })).toMatchObject({ ...nano, window: '0', layers: '6' })
     expect(applyPreset({ preset: 'shakespeare-plain-1' })).toMatchObject({ ...nano, window: '0', layers: '1' })
-    // The recurrent rows: the paper author's own recipe (15,000 steps, constant lr, beta2 0.95).
+    // The recurrent rows: the paper author's own recipes (constant lr, beta2 0.95; w 16 with positions,
+    // the unit recurrence w 1 without).
     const author = { ...nano, steps: '15000', schedule: 'constant', beta2: '0.95', 'eval-every': '500' }
     expect(applyPreset({ preset: 'shakespeare-recurrent' })).toMatchObject({ ...author, layers: '1', window: '16', variant: 'forget' })
     expect(applyPreset({ preset: 'shakespeare-recurrent' })['no-positional']).toBeUndefined()
-    expect(applyPreset({ preset: 'shakespeare-recurrent-nopos' })).toMatchObject({ ...author, layers: '1', window: '16', 'no-positional': true })
+    expect(applyPreset({ preset: 'shakespeare-recurrent-nopos' })).toMatchObject({
+      ...author, layers: '1', window: '1', variant: 'forget', batch: '128', steps: '10000', 'eval-every': '250', 'eval-batches': '80', 'no-positional': true,
+    })
     expect(applyPreset({ preset: 'fmnist-recurrent' })).toMatchObject({ task: 'fmnist', layers: '1', 'window-range': '16,48', variant: 'forget' })
     expect(applyPreset({ preset: 'fmnist-plain-4' })).toMatchObject({ task: 'fmnist', layers: '4', window: '0' })
   })
@@ -106,7 +109,7 @@ describe('rt train --preset NAME: one short step builds the intended model', () 
   it.skipIf(!shakespeare)('shakespeare-*: recurrent with and without positions, plain 1 and 6 layers', () => {
     const want: Record<string, Record<string, unknown>> = {
       'shakespeare-recurrent': { layers: 1, window: 16, positional: true },
-      'shakespeare-recurrent-nopos': { layers: 1, window: 16, positional: false },
+      'shakespeare-recurrent-nopos': { layers: 1, window: 1, positional: false },
       'shakespeare-plain-1': { layers: 1, window: 0, positional: true },
       'shakespeare-plain-6': { layers: 6, window: 0, positional: true },
     }

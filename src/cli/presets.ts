@@ -6,9 +6,12 @@
 // config/train_shakespeare_char.py for the Shakespeare training recipe (batch 64, block 256, lr 1e-3,
 // 5000 iterations, warmup 100, min lr 1e-4 = lr/10, beta2 0.99, weight decay 0.1, dropout 0.2,
 // 200 evaluation batches every 250 iterations). A plain transformer is window 0. The recurrent Shakespeare
-// rows follow the paper author's published config for them instead (github.com/bnkausik/recurrent_transformers,
-// shakespeare_LLM/config/train_shakespeare_char.py: 15,000 iterations at a constant lr 1e-3, no warmup, beta2
-// 0.95 (nanoGPT's train.py default), rec_block 16, 1 layer), evaluated every 500 steps on 200 batches.
+// rows follow the paper author's published configs instead (constant lr 1e-3, no warmup, beta2 0.95 = nanoGPT
+// train.py's default): with positions, block recurrence w 16 for 15,000 iterations of 64
+// (github.com/bnkausik/recurrent_transformers, shakespeare_LLM/config/train_shakespeare_char.py); without
+// positions, the unit recurrence w 1 for 10,000 iterations of 128, evaluated every 250 on 80 batches
+// (github.com/bnkausik/recurrent_transformer, gpt/train_shakespeare_char.py and model.py, whose recurrent
+// branch drops the position embedding and slides a one-token window).
 import { UsageError, type Flags } from './args.js';
 
 export type PresetName =
@@ -50,6 +53,9 @@ const SHAKESPEARE: Record<string, string | true> = {
 const RECURRENT_TEXT: Record<string, string | true> = {
   window: '16', variant: 'forget', steps: '15000', schedule: 'constant', beta2: '0.95', 'eval-every': '500',
 };
+const UNIT_TEXT: Record<string, string | true> = {
+  ...RECURRENT_TEXT, window: '1', batch: '128', steps: '10000', 'eval-every': '250', 'eval-batches': '80',
+};
 
 // Not given by the paper's text we work from: d, heads, dropout and the schedule of the image models
 // are our choices, the same for the recurrent and the plain model. 157 evaluation batches of 64 draw
@@ -76,8 +82,8 @@ export const PRESETS: Readonly<Record<PresetName, Preset>> = {
     flags: { ...SHAKESPEARE, ...RECURRENT_TEXT },
   },
   'shakespeare-recurrent-nopos': {
-    description: 'tiny Shakespeare, 1-layer recurrent, w 16, forget, no positions, the author`s recipe (paper: 1.4699)',
-    flags: { ...SHAKESPEARE, ...RECURRENT_TEXT, 'no-positional': true },
+    description: 'tiny Shakespeare, 1-layer unit recurrence (w 1), forget, no positions, the author`s recipe (paper: 1.4699)',
+    flags: { ...SHAKESPEARE, ...UNIT_TEXT, 'no-positional': true },
   },
   'shakespeare-plain-1': {
     description: 'tiny Shakespeare, 1-layer plain transformer (paper: 1.5697)',
