@@ -94,6 +94,24 @@ describe('CurriculumLr (the paper rule for the noise-length curriculum)', () => 
     expect(s.onEval(0, true)).toBe(0)
   })
 
+  it('compounds the cuts, Lmax included, when asked (the author`s code), and round-trips the base rate', () => {
+    const s = new CurriculumLr({ lr0: 1e-3, compound: true })
+    let base = 1e-3
+    for (const L of [256, 512, 1024, 2048, 4096]) {
+      base *= 1 - (0.5 * L) / 4096
+      close(s.onLengthChange(L, 4096), base)
+    }
+    close(base, 1e-3 * 0.96875 * 0.9375 * 0.875 * 0.75 * 0.5) // 2.98e-4: reaching Lmax halved it
+    close(s.onEval(0.5, true), base * (1 - Math.exp(-0.5))) // the full-length rule scales the cut base
+    close(s.onEval(2.0, true), base * (1 - Math.exp(-0.5))) // higher: ignored
+    const t = new CurriculumLr({ lr0: 1e-3, compound: true })
+    t.setState(JSON.parse(JSON.stringify(s.getState())))
+    expect(t.current()).toBe(s.current())
+    expect(t.onEval(0.1, true)).toBe(s.onEval(0.1, true))
+    expect(() => new CurriculumLr({ lr0: 1e-3, compound: true }).setState({ lr: 1e-4 })).toThrow(/state\.base/)
+    expect(() => new CurriculumLr({ lr0: 1e-3, compound: 'yes' as unknown as boolean })).toThrow(/compound/)
+  })
+
   it('honours an optional floor, and round-trips its state', () => {
     const s = new CurriculumLr({ lr0: 1e-3, minLr: 1e-4 })
     close(s.onEval(0.01, true), 1e-4)

@@ -77,10 +77,11 @@ export const PRESETS: Readonly<Record<PresetName, Preset>> = {
     description: 'selective copy, noise 4096 (paper: 99.6% accuracy after 1.11e6 samples), the author`s settings; stops there',
     // The author's code for this task (github.com/bnkausik/recurrent_transformers, copy_sel_copy/: recur.py,
     // block_model.py) differs from the copy task's: alpha fixed at 0.5 ("too much noise to learn alpha"),
-    // the curriculum from 128 noise tokens, judged every 500 steps, and no gradient clipping.
+    // the curriculum from 128 noise tokens, judged every 500 steps, compounding learning-rate cuts, and no
+    // gradient clipping.
     flags: {
-      task: 'selective-copy', ...COPY, steps: '40000', 'stop-accuracy': '0.996',
-      'alpha-fixed': true, 'curriculum-start': '128', 'eval-every': '500', 'eval-batches': '100', 'max-grad-norm': '0',
+      task: 'selective-copy', ...COPY, steps: '40000', 'stop-accuracy': '0.996', 'alpha-fixed': true,
+      'curriculum-start': '128', 'eval-every': '500', 'eval-batches': '100', 'curriculum-compound': true, 'max-grad-norm': '0',
     },
   },
   'shakespeare-recurrent': {

@@ -10,7 +10,7 @@ import { serveCommand } from './serve.js';
 import { tokenizerCommand } from './tokenizer.js';
 import { TRAIN_HELP, trainCommand } from './train.js';
 
-const BOOLEAN = ['json', 'bias', 'alpha-fixed', 'no-positional', 'no-curriculum', 'no-batching', 'exact'];
+const BOOLEAN = ['json', 'bias', 'alpha-fixed', 'no-positional', 'no-curriculum', 'curriculum-compound', 'no-batching', 'exact'];
 const STRING = [
   'task', 'noise', 'M', 'alphabet', 'd', 'heads', 'layers', 'window', 'window-range', 'variant', 'alpha',
   'activation', 'dropout', 'steps', 'batch', 'lr', 'beta2', 'weight-decay', 'max-grad-norm', 'schedule', 'warmup',

@@ -35,6 +35,7 @@ model     --d --heads --layers 1 --window W | --window-range MIN,MAX  --variant 
           (copy: d 64, 4 heads, w 16, accumulate, relu; text: d 384, 6 heads, w 16, forget, gelu, dropout 0.2)
 training  --steps --batch --lr --beta2 (text 0.99, else 0.999) --weight-decay --max-grad-norm 1 --schedule constant|cosine|curriculum|lm
           --warmup 100 --lm-target 1.4 --curriculum-start 16 --curriculum-threshold 0.3 --no-curriculum
+          --curriculum-compound (the cuts of schedule curriculum compound, as in the author's code)
           --eval-every --eval-batches --stop-accuracy 0.99 --stop-loss L (copy, at full noise: stop once
           an evaluation reaches both) --seed 0
 device    --device cpu|cuda (RT_DEVICE, else cpu)  --precision bf16|fp32 (cuda)
@@ -84,6 +85,7 @@ function scheduleFlag(flags: Flags, fallback: 'constant' | 'cosine' | 'curriculu
   // A warmup cannot outlast the run (a preset's 100 steps under --steps 50): cap it at steps - 1.
   if (name === 'cosine') return { type: 'warmupCosine', warmup: Math.min(int(flags, 'warmup', Math.min(100, Math.floor(steps / 10))), Math.max(0, steps - 1)) };
   if (name === 'lm') return { type: 'lm', target: num(flags, 'lm-target', 1.4), minLr: 1e-5 };
+  if (name === 'curriculum') return { type: 'curriculum', compound: Boolean(flags['curriculum-compound']) };
   return { type: name };
 }
 

@@ -6,6 +6,8 @@
 //   - CurriculumLr, for the copy / selective-copy noise-length curriculum:
 //       at each change of the noise length L < Lmax:  lr = lr0 * (1 - 0.5 * L / Lmax)
 //       at full length, after each evaluation:        lr = lr0 * (1 - exp(-valLoss)), only if lower
+//     or, compounding as the author's code for the copy tasks does (copy_sel_copy/recur.py), lr0 itself
+//     becomes lr0 * (1 - 0.5 * L / Lmax) at each change, Lmax included, and the full-length rule uses it.
 //   - AdaptiveLmLr (and the pure lmAdaptiveLr), for language modelling:
 //       lr = clip(lr0 * (1 - exp(target - valLoss)), minLr, lr0)
 
@@ -97,6 +99,8 @@ export function warmupCosine(opts: WarmupCosineOptions): LrSchedule {
 /** The checkpointable state of CurriculumLr and AdaptiveLmLr. */
 export interface LrState {
   lr: number;
+  /** CurriculumLr with `compound`: the base rate after the cuts so far. */
+  base?: number;
 }
 
 function checkState(name: string, s: unknown): number {
@@ -113,6 +117,12 @@ export interface CurriculumLrOptions {
   lr0: number;
   /** A floor for the full-length rule, in [0, lr0] (default 0, the paper's rule). */
   minLr?: number;
+  /**
+   * Compound the cuts, as the author's code does: each change of length multiplies the base rate by
+   * (1 - 0.5 L / Lmax), reaching Lmax too, and the full-length rule scales the base rate so cut (0.3 lr0 after
+   * the steps 128 -> 4096). Default false: every cut is taken from lr0, and reaching Lmax cuts nothing.
+   */
+  compound?: boolean;
 }
 
 /**
@@ -128,13 +138,20 @@ export interface CurriculumLrOptions {
 export class CurriculumLr {
   readonly lr0: number;
   readonly minLr: number;
+  readonly compound: boolean;
   private lr: number;
+  private base: number;
 
   constructor(opts: CurriculumLrOptions) {
     checkOptions('CurriculumLr', opts);
     this.lr0 = checkLr('CurriculumLr lr0', opts.lr0);
     this.minLr = checkMinLr('CurriculumLr minLr', opts.minLr ?? 0, this.lr0);
+    if (opts.compound !== undefined && typeof opts.compound !== 'boolean') {
+      throw new TypeError(`CurriculumLr compound: expected a boolean, got ${String(opts.compound)}`);
+    }
+    this.compound = opts.compound ?? false;
     this.lr = this.lr0;
+    this.base = this.lr0;
   }
 
   /** The curriculum moved to noise length L (of Lmax); returns the learning rate now in force. */
@@ -145,7 +162,12 @@ export class CurriculumLr {
     if (typeof L !== 'number' || !Number.isSafeInteger(L) || L < 0 || L > Lmax) {
       throw new RangeError(`CurriculumLr.onLengthChange L: expected an integer in [0, ${Lmax}], got ${String(L)}`);
     }
-    if (L < Lmax) this.lr = this.lr0 * (1 - (0.5 * L) / Lmax);
+    if (this.compound) {
+      this.base *= 1 - (0.5 * L) / Lmax;
+      this.lr = this.base;
+    } else if (L < Lmax) {
+      this.lr = this.lr0 * (1 - (0.5 * L) / Lmax);
+    }
     return this.lr;
   }
 
@@ -156,7 +178,7 @@ export class CurriculumLr {
       throw new TypeError(`CurriculumLr.onEval atFullLength: expected a boolean, got ${String(atFullLength)}`);
     }
     if (atFullLength) {
-      const candidate = Math.max(this.minLr, this.lr0 * (1 - Math.exp(-valLoss)));
+      const candidate = Math.max(this.minLr, this.base * (1 - Math.exp(-valLoss)));
       if (candidate < this.lr) this.lr = candidate;
     }
     return this.lr;
@@ -168,11 +190,18 @@ export class CurriculumLr {
   }
 
   getState(): LrState {
-    return { lr: this.lr };
+    return this.compound ? { lr: this.lr, base: this.base } : { lr: this.lr };
   }
 
   setState(state: LrState): void {
     this.lr = checkState('CurriculumLr state', state);
+    if (this.compound) {
+      const base = (state as { base?: unknown }).base;
+      if (typeof base !== 'number' || !Number.isFinite(base) || base < 0 || base > this.lr0) {
+        throw new RangeError(`CurriculumLr state.base: expected a number in [0, ${this.lr0}], got ${String(base)}`);
+      }
+      this.base = base;
+    }
   }
 }
 

@@ -9,7 +9,7 @@ import { loadCheckpoint, saveCheckpoint } from '../io/checkpoint.js';
 import { flopsPerSample } from '../model/flops.js';
 import type { RecurrentTransformer } from '../model/transformer.js';
 import { AdamW, type AdamWOptions } from '../optim/adamw.js';
-import { AdaptiveLmLr, CurriculumLr, constantLr, warmupCosine } from '../optim/schedule.js';
+import { AdaptiveLmLr, CurriculumLr, constantLr, warmupCosine, type LrState } from '../optim/schedule.js';
 import { Tensor } from '../tensor.js';
 import { NoiseCurriculum, evalWindow, sampleWindow, type CurriculumOptions } from './curriculum.js';
 import type { Batch, TrainData } from './data.js';
@@ -18,7 +18,7 @@ import type { Batch, TrainData } from './data.js';
 export type ScheduleOptions =
   | { type: 'constant' }
   | { type: 'warmupCosine'; warmup: number; total?: number; minLr?: number }
-  | { type: 'curriculum'; minLr?: number }
+  | { type: 'curriculum'; minLr?: number; compound?: boolean }
   | { type: 'lm'; target: number; minLr?: number };
 
 export interface TrainOptions {
@@ -90,7 +90,7 @@ interface TrainingState {
   seconds: number;
   rng: { data: number[]; eval: number[]; window: number[] };
   curriculum: { length: number } | null;
-  lr: { lr: number } | null;
+  lr: LrState | null;
   badSteps: number;
 }
 
@@ -150,7 +150,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       break;
     case 'curriculum': {
       if (!curriculum) throw new RangeError("schedule 'curriculum': needs a noise curriculum (a copy task with curriculum options)");
-      const r = new CurriculumLr({ lr0, minLr: schedule.minLr });
+      const r = new CurriculumLr({ lr0, minLr: schedule.minLr, compound: schedule.compound });
       lrRule = r;
       lrAt = () => r.current();
       break;
