@@ -222,9 +222,13 @@ describe('ImageClassData', () => {
     const data = new ImageClassData({ name: 'halves', pixels: 16, classes: 2, train: make(512, 1), test: make(256, 2) })
     const model = new RecurrentTransformer({ vocabSize: 256, d: 16, heads: 2, windowRange: [2, 6], variant: 'forget', maxLen: 16, head: { classify: 2 } })
     try {
-      const r = await train({ model, data, steps: 150, batchSize: 32, optimizer: { lr: 3e-3 }, evalEvery: 150, evalBatches: 8, seed: 3 })
+      const evals: Record<string, unknown>[] = []
+      const r = await train({ model, data, steps: 150, batchSize: 32, optimizer: { lr: 3e-3 }, evalEvery: 150, evalBatches: 8, seed: 3, onEvent: (e) => { if (e.type === 'eval') evals.push(e) } })
       expect(r.lastEval).not.toBeNull()
       expect(r.lastEval!.accuracy).toBeGreaterThan(0.9)
+      // A forget model has no alpha to report.
+      expect(evals).toHaveLength(1)
+      expect('alpha' in evals[0]!).toBe(false)
     } finally {
       model.dispose()
     }

@@ -107,6 +107,11 @@ describe('train: a tiny copy task', () => {
     // Chance is 1/6 on payload tokens: it learned, it did not start there.
     expect(stepsOf(r.events)[0].accuracy).toBeLessThan(0.5)
     expect(seconds).toBeLessThan(60)
+    // Each evaluation reports the learnt alpha: the model's own value, clamped to [0, 1], and it moved.
+    const a = r.params['transformer.h.0.alpha']![0]!
+    expect(evals.at(-1)!.alpha).toEqual([Math.min(1, Math.max(0, a))])
+    expect(evals.every((e) => e.alpha!.length === 1 && e.alpha![0]! >= 0 && e.alpha![0]! <= 1)).toBe(true)
+    expect(evals[0]!.alpha![0]).not.toBe(0.5)
   })
 
   it('stopAt ends the run at the first evaluation that reaches it', async () => {

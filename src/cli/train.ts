@@ -291,7 +291,7 @@ async function runTraining(cliFlags: Flags, job: TrainJob | null): Promise<numbe
           ? `curriculum: noise ${e.from} -> ${e.to}, lr ${e.lr.toExponential(2)}`
           : isText
             ? `eval step ${e.step}: val loss ${e.loss.toFixed(4)} ± ${e.lossStderr.toFixed(4)}, perplexity ${Math.exp(e.loss).toFixed(2)}`
-            : `eval step ${e.step}: loss ${e.loss.toFixed(4)} ± ${e.lossStderr.toFixed(4)}, accuracy ${(100 * e.accuracy).toFixed(2)}% ± ${(100 * e.accuracyStderr).toFixed(2)}, noise ${e.noise ?? '-'}`;
+            : `eval step ${e.step}: loss ${e.loss.toFixed(4)} ± ${e.lossStderr.toFixed(4)}, accuracy ${(100 * e.accuracy).toFixed(2)}% ± ${(100 * e.accuracyStderr).toFixed(2)}, noise ${e.noise ?? '-'}${e.alpha ? `, alpha ${e.alpha.map((a) => a.toFixed(3)).join(' ')}` : ''}`;
       // Clear the bar's line first; it redraws itself on the next update.
       process.stderr.write((bar ? '\r\x1b[2K' : '') + msg + '\n');
     }

@@ -58,7 +58,11 @@ export interface TrainOptions {
 
 export type TrainEvent =
   | { type: 'step'; step: number; loss: number; accuracy: number; lr: number; gradNorm: number; tokensPerSec: number; window: number; noise?: number; samples: number; flops: number }
-  | { type: 'eval'; step: number; loss: number; lossStderr: number; accuracy: number; accuracyStderr: number; window: number; noise?: number; samples: number; flops: number; seconds: number }
+  | {
+      type: 'eval'; step: number; loss: number; lossStderr: number; accuracy: number; accuracyStderr: number; window: number; noise?: number; samples: number; flops: number; seconds: number;
+      /** Accumulate models: each layer's alpha = clamp(a, 0, 1) at this evaluation. */
+      alpha?: number[];
+    }
   | { type: 'curriculum'; step: number; from: number; to: number; lr: number }
   | { type: 'skip'; step: number; reason: string }
   | { type: 'checkpoint'; step: number; path: string };
@@ -227,7 +231,12 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     }
     const [loss, lossStderr] = meanStderr(losses);
     const [accuracy, accuracyStderr] = meanStderr(accs);
-    emit({ type: 'eval', step: state.step, loss, lossStderr, accuracy, accuracyStderr, window, noise, samples: state.samples, flops: state.flops ?? 0, seconds: state.seconds });
+    // alpha is the one learnt choice between forgetting and accumulating; its course is what to look at
+    // when a long-range task stalls.
+    const alpha = cfg.variant === 'accumulate'
+      ? model.parameters().filter((p) => p.name.endsWith('.alpha')).map((p) => Math.min(1, Math.max(0, p.value.toArray()[0]!)))
+      : undefined;
+    emit({ type: 'eval', step: state.step, loss, lossStderr, accuracy, accuracyStderr, window, noise, samples: state.samples, flops: state.flops ?? 0, seconds: state.seconds, ...(alpha ? { alpha } : {}) });
     return { loss, lossStderr, accuracy, accuracyStderr };
   };
 
