@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One device call (session 6): programmatic dependent launch. Checks of the build with PDL on (kernels_check,
+# One device call (session 6): programmatic dependent launch (a record: the PDL code it measured was removed
+# afterwards, so RT_CUDA_PDL no longer does anything). Checks of the build with PDL on (kernels_check,
 # model, layer), then ours with and without it (RT_CUDA_PDL=0), alternated twice, then two paper runs side by
 # side with what is left of $1 seconds (default 560): fmnist-plain-4 and the no-position Shakespeare model
 # with the unit recurrence (w = 1) in the author's recipe for it. A failed check turns PDL off for the runs.

@@ -82,6 +82,9 @@ function modelFlags(flags: Flags, d: { d: number; heads: number; window: number;
 
 function scheduleFlag(flags: Flags, fallback: 'constant' | 'cosine' | 'curriculum' | 'lm', steps: number): ScheduleOptions {
   const name = str(flags, 'schedule', ['constant', 'cosine', 'curriculum', 'lm'] as const, fallback);
+  if (flags['curriculum-compound'] && name !== 'curriculum') {
+    throw new UsageError(`--curriculum-compound needs --schedule curriculum (the schedule is ${name})`);
+  }
   // A warmup cannot outlast the run (a preset's 100 steps under --steps 50): cap it at steps - 1.
   if (name === 'cosine') return { type: 'warmupCosine', warmup: Math.min(int(flags, 'warmup', Math.min(100, Math.floor(steps / 10))), Math.max(0, steps - 1)) };
   if (name === 'lm') return { type: 'lm', target: num(flags, 'lm-target', 1.4), minLr: 1e-5 };
