@@ -461,6 +461,21 @@ describe('the rt command', () => {
     }
   })
 
+  it('rt COMMAND --help prints that command`s help and exits 0 (README: `rt train --help` lists every flag)', () => {
+    const train = rt(['train', '--help'])
+    expect(train.code).toBe(0)
+    expect(train.stdout).toMatch(/^rt train \[flags\]/)
+    for (const flag of ['--preset', '--beta2', '--curriculum-compound', '--checkpoint-every', '--device']) expect(train.stdout).toContain(flag)
+    expect(rt(['train', '--steps', '5', '-h']).stdout).toBe(train.stdout)
+    const scaling = rt(['scaling', '--help'])
+    expect(scaling.code).toBe(0)
+    expect(scaling.stdout).toContain('rt scaling fit')
+    const serve = rt(['serve', '--help'])
+    expect(serve.code).toBe(0)
+    expect(serve.stdout).toMatch(/^rt <command> \[flags\]/)
+    expect(serve.stdout).toContain('POST /v1/generate')
+  })
+
   it('rt train --task text, rt generate and rt tokenizer train on a small corpus', () => {
     const dir = path.join(tmp, 'text-task')
     fs.mkdirSync(dir, { recursive: true })

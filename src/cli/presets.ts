@@ -82,11 +82,11 @@ export const PRESETS: Readonly<Record<PresetName, Preset>> = {
     flags: { task: 'selective-copy', ...COPY, steps: '40000', 'stop-accuracy': '0.996' },
   },
   'shakespeare-recurrent': {
-    description: 'tiny Shakespeare, 1-layer recurrent, w 16, forget, positions, the author`s recipe (paper: best val loss 1.4738)',
+    description: 'tiny Shakespeare, 1-layer recurrent, w 16, forget, positions, the author\'s recipe (paper: best val loss 1.4738)',
     flags: { ...SHAKESPEARE, ...RECURRENT_TEXT },
   },
   'shakespeare-recurrent-nopos': {
-    description: 'tiny Shakespeare, 1-layer unit recurrence (w 1), forget, no positions, the author`s recipe (paper: 1.4699)',
+    description: 'tiny Shakespeare, 1-layer unit recurrence (w 1), forget, no positions, the author\'s recipe (paper: 1.4699)',
     flags: { ...SHAKESPEARE, ...UNIT_TEXT, 'no-positional': true },
   },
   'shakespeare-plain-1': {

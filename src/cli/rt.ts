@@ -51,6 +51,12 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP + '\n');
     return command ? 0 : 2;
   }
+  // `rt COMMAND --help`: that command's part of the help (train, report and scaling have their own).
+  if (rest.includes('--help') || rest.includes('-h') || (hasSub && (sub === '--help' || sub === '-h'))) {
+    const own: Record<string, string> = { train: TRAIN_HELP, report: REPORT_HELP, scaling: SCALING_HELP };
+    process.stdout.write((own[command] ?? HELP) + '\n');
+    return 0;
+  }
   let flags: Flags;
   let positionals: string[] = [];
   try {
