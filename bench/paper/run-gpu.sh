@@ -2,7 +2,8 @@
 # On the GPU machine: trains the given presets of `rt train --preset` (docs/RESULTS.md's rows) on CUDA, one
 # after the other, each into /tmp/runs/<preset>/, then packs every run's log.jsonl (and the final summary
 # line) into $OUT/runs-<tag>.tar.gz. Checkpoints stay behind (too large to come back).
-#   bash bench/paper/run-gpu.sh TAG PRESET[@SECONDS][:EXTRA FLAGS] ...
+#   bash bench/paper/run-gpu.sh TAG [NAME=]PRESET[@SECONDS][:EXTRA FLAGS] ...
+# NAME= names the run's folder (default: the preset), so that one preset can run twice with different flags.
 # A run given @SECONDS gets SIGTERM after that long: `rt train` then stops at the step in flight, writes its
 # checkpoint and summary, and the run is reported as stopped early. RT_PARALLEL=1 starts all the runs at
 # once (they share the GPU: each run's wall time is then longer than it would be alone; say so where it is
@@ -26,17 +27,18 @@ mkdir -p ../shared/data
 FMNIST=.device/data/fashion-mnist
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,memory.used --format=csv,noheader | tee "$OUT/gpu-$TAG.txt"
 run_one() {
-  local spec="$1" head extra="" preset limit=3600 dir data_flag="" start rc
+  local spec="$1" head extra="" name preset limit=3600 dir data_flag="" start rc
   head="${spec%%:*}"; [[ "$spec" == *:* ]] && extra="${spec#*:}"
   preset="${head%%@*}"; [[ "$head" == *@* ]] && limit="${head#*@}"
-  dir=/tmp/runs/$preset
+  name="$preset"; [[ "$preset" == *=* ]] && { name="${preset%%=*}"; preset="${preset#*=}"; }
+  dir=/tmp/runs/$name
   [[ "$preset" == fmnist-* ]] && data_flag="--data $FMNIST"
-  echo "== $preset $extra ($(date -u +%H:%M:%S))"
+  echo "== $name: $preset $extra ($(date -u +%H:%M:%S))"
   start=$(date +%s)
   # shellcheck disable=SC2086
   timeout -s TERM -k 30 "$limit" node dist/cli/rt.js train --preset "$preset" --device cuda --out "$dir" --json $data_flag $extra > "$dir.stdout" 2> "$dir.stderr"
   rc=$?
-  echo "$preset: rc $rc, $(( $(date +%s) - start )) s" | tee -a "$OUT/gpu-$TAG.txt"
+  echo "$name: rc $rc, $(( $(date +%s) - start )) s" | tee -a "$OUT/gpu-$TAG.txt"
   tail -2 "$dir.stdout" | cut -c1-400
   tail -3 "$dir.stderr"
   cp "$dir.stdout" "$dir/stdout.jsonl" 2>/dev/null; cp "$dir.stderr" "$dir/stderr.txt" 2>/dev/null
