@@ -474,6 +474,10 @@ describe('the rt command', () => {
     expect(serve.code).toBe(0)
     expect(serve.stdout).toMatch(/^rt <command> \[flags\]/)
     expect(serve.stdout).toContain('POST /v1/generate')
+    // An option's value that reads like --help is a value, not a request for help.
+    const gen = rt(['train', '--steps', '1', '--stop-loss=--help'])
+    expect(gen.code).toBe(2)
+    expect(gen.stdout).toBe('')
   })
 
   it('rt train --task text, rt generate and rt tokenizer train on a small corpus', () => {

@@ -24,6 +24,7 @@ const STRING = [
   'gpus', 'nnodes', 'node-rank', 'master-addr', 'master-port', 'dist-backend',
 ];
 const OPTIONS = Object.fromEntries([
+  ['help', { type: 'boolean' as const, short: 'h' }],
   ...BOOLEAN.map((k) => [k, { type: 'boolean' as const }]),
   ...STRING.map((k) => [k, { type: 'string' as const }]),
 ]);
@@ -52,11 +53,12 @@ async function main(argv: string[]): Promise<number> {
     return command ? 0 : 2;
   }
   // `rt COMMAND --help`: that command's part of the help (train, report and scaling have their own).
-  if (rest.includes('--help') || rest.includes('-h') || (hasSub && (sub === '--help' || sub === '-h'))) {
+  const help = (): number => {
     const own: Record<string, string> = { train: TRAIN_HELP, report: REPORT_HELP, scaling: SCALING_HELP };
     process.stdout.write((own[command] ?? HELP) + '\n');
     return 0;
-  }
+  };
+  if (hasSub && (sub === '--help' || sub === '-h')) return help();
   let flags: Flags;
   let positionals: string[] = [];
   try {
@@ -67,6 +69,7 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     throw new UsageError(`${(e as Error).message} (try rt --help)`);
   }
+  if (flags.help) return help();
   switch (command) {
     case 'train':
       return trainCommand(flags);
