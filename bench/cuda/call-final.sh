@@ -9,8 +9,7 @@ source "$(dirname "$0")/call-lib.sh"
 kernels_stage
 tail -1 $OUT/kernels.log | tr ',' '\n' | grep -E "wgmma|mma128s2" | tr '\n' ' '; echo
 grep -q "FAIL.*\(wgmma\|linear_act\|linear_backward_act\)" $OUT/kernels.log && { echo "wgmma failed its checks: RT_CUDA_WGMMA=0 from here"; export RT_CUDA_WGMMA=0; }
-t model; timeout 120 bash bench/cuda/run.sh --stages model > $OUT/run-model.log 2>&1; grep -E "^FAIL|^check-model" $OUT/check-model.log
-t layer; timeout 120 bash bench/cuda/run.sh --stages layer > $OUT/run-layer.log 2>&1; grep -E "^FAIL|^check:" $OUT/check.log
+checks_stage
 t bench; TORCH_MODES=fp32,bf16,bf16-sdpa,compile timeout 240 bash bench/cuda/run.sh --stages bench-model > $OUT/run-bench.log 2>&1; grep -A 14 "^config " $OUT/bench-model.log
 t ab; RT_CUDA_WGMMA=0 timeout 60 node bench/cuda/bench-model.mjs --no-torch --precisions bf16 --out $OUT/mma.jsonl > $OUT/mma.log 2>&1; grep -A 4 "^config " $OUT/mma.log
 t profile; timeout 60 node bench/cuda/profile.mjs --configs char --out $OUT/profile.jsonl > $OUT/profile.log 2>&1; grep -v '^{' $OUT/profile.log | head -16

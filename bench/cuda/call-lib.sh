@@ -1,7 +1,8 @@
 # Sourced by the bench/cuda/call-*.sh scripts (one device call each): results go to /tmp/res and come back
 # packed as $OUT/all.tar.gz (the device tool returns only a few files) via call_done; node_modules from
 # .device/nm.tar.xz; `t LABEL` prints seconds since the start; `kernels_stage` runs kernels_check (which
-# also unpacks node and the addon into /tmp) and puts /tmp/node on PATH.
+# also unpacks node and the addon into /tmp) and puts /tmp/node on PATH; `checks_stage [SECONDS]` runs the
+# model and layer checks (each under that timeout, default 120) and prints their summary lines.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 RESULT_DIR=$OUT; export OUT=/tmp/res; mkdir -p "$OUT"
@@ -12,5 +13,12 @@ kernels_stage() {
   t kernels; bash bench/cuda/run.sh --stages kernels > "$OUT/run-kernels.log" 2>&1
   grep -E "FAIL|^kernels_check" "$OUT/kernels.log" | head -20
   export PATH=/tmp:$PATH RT_CUDA_ADDON=/tmp/rt.node
+}
+checks_stage() {
+  local limit=${1:-120}
+  t model; timeout "$limit" bash bench/cuda/run.sh --stages model > "$OUT/run-model.log" 2>&1
+  grep -E "^FAIL|^check-model" "$OUT/check-model.log"
+  t layer; timeout "$limit" bash bench/cuda/run.sh --stages layer > "$OUT/run-layer.log" 2>&1
+  grep -E "^FAIL|^check:" "$OUT/check.log"
 }
 call_done() { t end; tar -C /tmp -czf "$RESULT_DIR/all.tar.gz" res; }

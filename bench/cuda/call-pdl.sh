@@ -8,8 +8,7 @@
 source "$(dirname "$0")/call-lib.sh"
 kernels_stage
 grep -q "FAIL" $OUT/kernels.log && { echo "kernels_check failed: RT_CUDA_PDL=0 from here"; export RT_CUDA_PDL=0; }
-t model; timeout 120 bash bench/cuda/run.sh --stages model > $OUT/run-model.log 2>&1; grep -E "^FAIL|^check-model" $OUT/check-model.log
-t layer; timeout 120 bash bench/cuda/run.sh --stages layer > $OUT/run-layer.log 2>&1; grep -E "^FAIL|^check:" $OUT/check.log
+checks_stage
 grep -q "^FAIL" $OUT/check.log && { echo "layer check failed: RT_CUDA_PDL=0 from here"; export RT_CUDA_PDL=0; }
 for round in 1 2; do
   for pdl in 1 0; do

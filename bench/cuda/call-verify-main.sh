@@ -4,7 +4,6 @@
 #   carry: .device/node.xz .device/rt.node.xz .device/kernels_check.xz .device/nm.tar.xz dist
 source "$(dirname "$0")/call-lib.sh"
 kernels_stage
-t model; timeout 60 bash bench/cuda/run.sh --stages model > $OUT/run-model.log 2>&1; grep -E "^FAIL|^check-model" $OUT/check-model.log
-t layer; timeout 60 bash bench/cuda/run.sh --stages layer > $OUT/run-layer.log 2>&1; grep -E "^FAIL|^check:" $OUT/check.log
+checks_stage 60
 t bench; timeout 60 node bench/cuda/bench-model.mjs --no-torch --precisions bf16 --out $OUT/main.jsonl > $OUT/main.log 2>&1; grep -A 4 "^config " $OUT/main.log
 call_done

@@ -8,8 +8,7 @@ source "$(dirname "$0")/call-lib.sh"
 kernels_stage
 tail -1 $OUT/kernels.log | tr ',' '\n' | grep -E "auto|wgmma|mma128s2" | tr '\n' ' '; echo
 grep -q "wgmma.*FAIL\|FAIL.*wgmma" $OUT/kernels.log && { echo "wgmma failed its checks: RT_CUDA_WGMMA=0 from here"; export RT_CUDA_WGMMA=0; }
-t model; timeout 120 bash bench/cuda/run.sh --stages model > $OUT/run-model.log 2>&1; grep -E "^FAIL|^check-model" $OUT/check-model.log
-t layer; timeout 120 bash bench/cuda/run.sh --stages layer > $OUT/run-layer.log 2>&1; grep -E "^FAIL|^check:" $OUT/check.log
+checks_stage
 t bench; timeout 90 node bench/cuda/bench-model.mjs --no-torch --out $OUT/wgmma.jsonl > $OUT/wgmma.log 2>&1
 RT_CUDA_WGMMA=0 timeout 90 node bench/cuda/bench-model.mjs --no-torch --out $OUT/mma.jsonl > $OUT/mma.log 2>&1
 echo "-- default (wgmma unless turned off above)"; grep -A 6 "^config " $OUT/wgmma.log; echo "-- RT_CUDA_WGMMA=0"; grep -A 6 "^config " $OUT/mma.log

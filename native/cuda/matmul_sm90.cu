@@ -196,8 +196,7 @@ bool usable() {
 }  // namespace
 
 bool gemm_sm90(bool transA, bool transB, dim3 grid, const GemmArgs& g) {
-  if (grid.z > 1 && !g.ws) return false;  // batches stay on matmul.cu's kernels
-  if (!usable()) return false;            // no sm_90a image loads on this device: matmul.cu falls back
+  if (!usable()) return false;  // no sm_90a image loads on this device: matmul.cu falls back
   const int Kp = (g.K + 7) / 8 * 8;
   Scratch a(static_cast<size_t>(g.M) * Kp * 2), b(static_cast<size_t>(g.N) * Kp * 2);
   auto* A = static_cast<__nv_bfloat16*>(a.get());

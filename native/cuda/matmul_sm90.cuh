@@ -1,6 +1,6 @@
-// The Hopper GEMM of matmul_sm90.cu, called by matmul.cu's gemm() for bf16 products on a compute-capability
-// 9.0 GPU, with a grid of 128x128 output tiles (z: the splits of K, if any). Returns false, having launched
-// nothing, when it cannot run (a batch of products, or no sm_90a image loadable on this device), and
+// The Hopper GEMM of matmul_sm90.cu, called by matmul.cu's gemm() for single (unbatched) bf16 products on a
+// compute-capability 9.0 GPU, with a grid of 128x128 output tiles (z: the splits of K, if any); gemm() keeps
+// batches away. Returns false, having launched nothing, when no sm_90a image loads on this device, and
 // matmul.cu then uses its mma.sync kernel with the same tiles.
 #pragma once
 #include <cuda_runtime.h>

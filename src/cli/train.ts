@@ -229,7 +229,8 @@ async function runTraining(cliFlags: Flags, job: TrainJob | null): Promise<numbe
   const net = new RecurrentTransformer(setup.model);
   // Per sample at the full length and the evaluation window: what the results table reports.
   const perSample = flopsPerSample(net.config, setup.seqLen);
-  const beta2 = num(flags, 'beta2', task === 'text' ? 0.99 : 0.999);
+  const isText = task === 'text';
+  const beta2 = num(flags, 'beta2', isText ? 0.99 : 0.999);
   if (!(beta2 >= 0 && beta2 < 1)) throw new UsageError(`--beta2: expected a number in [0, 1), got ${beta2}`);
   const optimizer = {
     lr: setup.lr,
@@ -274,7 +275,6 @@ async function runTraining(cliFlags: Flags, job: TrainJob | null): Promise<numbe
     : null;
   bar?.start(setup.steps, 0, { loss: '-', acc: '-', extra: '', tps: '-' });
   const lines: string[] = [];
-  const isText = task === 'text';
   const onEvent = (e: TrainEvent): void => {
     if (e.type === 'eval' && (e.noise === undefined || e.noise === setup.data.maxNoise)) {
       best.evals++;
