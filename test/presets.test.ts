@@ -30,7 +30,7 @@ describe('applyPreset', () => {
       schedule: 'curriculum', 'curriculum-start': '32',
     })
     expect(applyPreset({ preset: 'paper-copy' })).toMatchObject({ 'stop-accuracy': '1', 'stop-loss': '0.006' })
-    expect(applyPreset({ preset: 'paper-selective-copy' })).toMatchObject({ task: 'selective-copy', noise: '4096', 'curriculum-start': '32', window: '32', 'stop-accuracy': '0.996' })
+    expect(applyPreset({ preset: 'paper-selective-copy' })).toMatchObject({ task: 'selective-copy', noise: '4096', 'curriculum-start': '128', window: '32', 'stop-accuracy': '0.996', 'alpha-fixed': true, 'curriculum-compound': true, 'max-grad-norm': '0' })
     const nano = { task: 'text', tokenizer: 'char', 'seq-len': '256', d: '384', heads: '6', dropout: '0.2', batch: '64', lr: '1e-3', steps: '5000', warmup: '100', 'weight-decay': '0.1', 'eval-batches': '200', 'eval-every': '250' }
     expect(applyPreset({ preset: 'shakespeare-plain-6' })).toMatchObject({ ...nano, window: '0', layers: '6' })
     expect(applyPreset({ preset: 'shakespeare-plain-1' })).toMatchObject({ ...nano, window: '0', layers: '1' })
@@ -72,10 +72,9 @@ describe('rt train --preset NAME: one short step builds the intended model', () 
   }
   const quick = ['--steps', '1', '--batch', '2', '--eval-every', '1', '--eval-batches', '1', '--json']
 
-  it('the author`s selective-copy settings as flags: alpha fixed, curriculum from 128, compounding cuts, no clipping', () => {
+  it('paper-selective-copy: the author`s settings, alpha fixed, curriculum from 128, compounding cuts, no clipping', () => {
     const out = path.join(tmp, 'paper-selective-copy')
-    const r = rt(['train', '--preset', 'paper-selective-copy', ...quick, '--device', 'cpu', '--out', out,
-      '--alpha-fixed', '--curriculum-start', '128', '--curriculum-compound', '--max-grad-norm', '0'])
+    const r = rt(['train', '--preset', 'paper-selective-copy', ...quick, '--device', 'cpu', '--out', out])
     expect(r.code, r.stderr).toBe(0)
     const h = header(out) as ReturnType<typeof header> & { optimizer: { maxGradNorm: number }; schedule: unknown }
     expect(h.model).toMatchObject({ variant: 'accumulate', alpha: { init: 0.5, learnable: false }, window: 32, maxLen: 4128 })
