@@ -17,178 +17,28 @@
 
 #include "core/rng.h"
 #include "cuda/common.cuh"
+#include "cuda/attention_fused.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/rng.cuh"
 
 namespace rt::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-
-struct Geo {
-  int B, n, d, H, hd, ld;  // ld = 3d
-  float scale;
-};
-
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// Dropout multiplier of probability (bh, i, j): keep/(1-p), or 1 without dropout.
-struct Mask {
-  uint64_t key;
-  int64_t threshold;
-  float scale;
-  bool on;
-  __device__ __forceinline__ float operator()(uint64_t index) const {
-    return !on ? 1.0f : keep(key, index, threshold) ? scale : 0.0f;
-  }
-};
-Mask make_mask(float p, uint64_t seed, uint64_t stream_id) {
-  Mask m{0, 0, 1.0f, p > 0.0f};
-  if (m.on) {
-    m.key = rng_key(seed, stream_id);
-    m.threshold = keep_threshold(p);
-    m.scale = 1.0f / (1.0f - p);
-  }
-  return m;
-}
-
-// Runs f(r, c) over the n x hd cells of a head, a warp along a row (lanes over its columns): no index
-// division, coalesced global access, and the +1 row padding of the shared copies keeps column-wise reads
-// of different rows in different banks. A head narrower than a warp (HD = 16, 8) takes 32 / HD rows per
-// warp so that no lane idles. HD = 0: the head size is known only at run time.
-template <int HD, class F>
-__device__ __forceinline__ void for_cells(int n, int hd_rt, F f) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
-  if constexpr (HD > 0 && HD < 32 && 32 % HD == 0) {
-    constexpr int RPW = 32 / HD;
-    const int sub = lane / HD, c = lane % HD;
-    for (int r0 = warp * RPW; r0 < n; r0 += warps * RPW)
-      if (r0 + sub < n) f(r0 + sub, c);
-  } else {
-    const int hd = HD > 0 ? HD : hd_rt;
-    for (int r = warp; r < n; r += warps)
-      for (int c = lane; c < hd; c += 32) f(r, c);
-  }
-}
-
-// Loads rows [0, n) of one head's columns of M [n, ld] matrices (src[m]) into shared [n][hd + 1] copies
-// (dst[m]), lanes along a row's columns as in for_cells. Every read of a thread is issued before its first
-// store: with a fixed trip count of U rows per thread the loads are independent, so their latencies overlap
-// (the loop form left one global-memory latency per row in sequence, most of a short kernel's time).
-template <int HD, int M>
-__device__ __forceinline__ void load_heads(float* const (&dst)[M], const float* const (&src)[M], const int (&ld)[M], int n,
-                                           int hd) {
-  const int hp = hd + 1;
-  if constexpr (HD > 0 && (HD % 32 == 0 || 32 % HD == 0)) {
-    constexpr int RPW = HD < 32 ? 32 / HD : 1, CPL = HD < 32 ? 1 : HD / 32, U = 8;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
-    const int sub = HD < 32 ? lane / HD : 0, c0 = HD < 32 ? lane % HD : lane, step = warps * RPW;
-    for (int r0 = warp * RPW + sub; r0 < n; r0 += U * step) {
-      float v[M][U][CPL];
-#pragma unroll
-      for (int m = 0; m < M; ++m)
-#pragma unroll
-        for (int u = 0; u < U; ++u)
-#pragma unroll
-          for (int q = 0; q < CPL; ++q) {
-            const int r = r0 + u * step;
-            v[m][u][q] = r < n ? __ldg(src[m] + static_cast<size_t>(r) * ld[m] + c0 + 32 * q) : 0.0f;
-          }
-#pragma unroll
-      for (int m = 0; m < M; ++m)
-#pragma unroll
-        for (int u = 0; u < U; ++u)
-#pragma unroll
-          for (int q = 0; q < CPL; ++q) {
-            const int r = r0 + u * step;
-            if (r < n) dst[m][r * hp + c0 + 32 * q] = v[m][u][q];
-          }
-    }
-  } else {
-    for (int m = 0; m < M; ++m)
-      for_cells<HD>(n, hd, [&](int r, int c) { dst[m][r * hp + c] = src[m][static_cast<size_t>(r) * ld[m] + c]; });
-  }
-}
-
-// ------------------------------------------------------------------------------------------------
-// Fused path.
-
-size_t fused_forward_smem(int n, int hd) { return (3ull * n * (hd + 1) + static_cast<size_t>(n) * (n + 1)) * 4; }
-size_t fused_backward_smem(int n, int hd) { return (2ull * n * (hd + 1) + 2ull * n * (n + 1)) * 4; }
+constexpr int kThreads = kGroup;
+using attn::Geo;
+using attn::Mask;
+using attn::make_mask;
+using attn::fused_forward_smem;
+using attn::fused_backward_smem;
+using attn::warp_max;
+using attn::warp_sum;
 
 template <int HD>
 __global__ void __launch_bounds__(kThreads) attention_forward_fused(const float* __restrict__ qkv,
                                                                     float* __restrict__ probs, float* __restrict__ out,
                                                                     Geo g, Mask mask) {
   extern __shared__ float sm[];
-  const int n = g.n, hd = HD > 0 ? HD : g.hd, hp = hd + 1, np = n + 1;
-  float* Q = sm;
-  float* K = Q + n * hp;
-  float* V = K + n * hp;
-  float* S = V + n * hp;
-  const int bh = blockIdx.x, b = bh / g.H, h = bh % g.H;
-  const float* base = qkv + static_cast<size_t>(b) * n * g.ld + h * hd;
-  {
-    float* const dst[3] = {Q, K, V};
-    const float* const src[3] = {base, base + g.d, base + 2 * g.d};
-    const int ld[3] = {g.ld, g.ld, g.ld};
-    load_heads<HD, 3>(dst, src, ld, n, hd);
-  }
-  __syncthreads();
-
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
-  // Scores of the causal pairs (j <= i), a warp per row.
-  for (int i = warp; i < n; i += warps) {
-    const float* q = Q + i * hp;
-    for (int j = lane; j <= i; j += 32) {
-      const float* k = K + j * hp;
-      float s = 0.0f;
-      for (int c = 0; c < hd; ++c) s = fmaf(q[c], k[c], s);
-      S[i * np + j] = s * g.scale;
-    }
-  }
-  __syncthreads();
-
-  // Softmax per row (one warp a row); probs gets the undropped row, zeros past the diagonal; S keeps the
-  // dropped probabilities for the values.
-  for (int i = warp; i < n; i += warps) {
-    float* srow = S + i * np;
-    float mx = -INFINITY;
-    for (int j = lane; j <= i; j += 32) mx = fmaxf(mx, srow[j]);
-    mx = warp_max(mx);
-    float sum = 0.0f;
-    for (int j = lane; j <= i; j += 32) {
-      const float e = expf(srow[j] - mx);
-      srow[j] = e;
-      sum += e;
-    }
-    const float inv = 1.0f / warp_sum(sum);
-    float* prow = probs + (static_cast<size_t>(bh) * n + i) * n;
-    const uint64_t mbase = (static_cast<uint64_t>(bh) * n + i) * n;
-    for (int j = lane; j < n; j += 32) {
-      const float pr = j <= i ? srow[j] * inv : 0.0f;
-      prow[j] = pr;
-      srow[j] = j <= i ? pr * mask(mbase + j) : 0.0f;
-    }
-  }
-  __syncthreads();
-
-  float* o = out + static_cast<size_t>(b) * n * g.d + h * hd;
-  for_cells<HD>(n, hd, [&](int i, int c) {
-    const float* srow = S + i * np;
-    float acc = 0.0f;
-    for (int j = 0; j <= i; ++j) acc = fmaf(srow[j], V[j * hp + c], acc);
-    o[static_cast<size_t>(i) * g.d + c] = acc;
-  });
+  attn::forward_head<HD>(qkv, probs, out, g, mask, blockIdx.x / g.H, blockIdx.x % g.H, sm);
 }
 
 template <int HD>
@@ -197,98 +47,7 @@ __global__ void __launch_bounds__(kThreads) attention_backward_fused(const float
                                                                      const float* __restrict__ dout,
                                                                      float* __restrict__ dqkv, Geo g, Mask mask) {
   extern __shared__ float sm[];
-  const int n = g.n, hd = HD > 0 ? HD : g.hd, hp = hd + 1, np = n + 1;
-  float* X1 = sm;             // V, later Q
-  float* X2 = X1 + n * hp;    // dO, later K
-  float* P = X2 + n * hp;     // probabilities (before dropout)
-  float* G = P + n * np;      // dropped probabilities, then dP, then dS
-  const int bh = blockIdx.x, b = bh / g.H, h = bh % g.H;
-  const float* base = qkv + static_cast<size_t>(b) * n * g.ld + h * hd;
-  float* dbase = dqkv + static_cast<size_t>(b) * n * g.ld + h * hd;
-  {
-    float* const dst[2] = {X1, X2};
-    const float* const src[2] = {base + 2 * g.d, dout + static_cast<size_t>(b) * n * g.d + h * hd};
-    const int ld[2] = {g.ld, g.d};
-    load_heads<HD, 2>(dst, src, ld, n, hd);
-  }
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
-  const float* pg = probs + static_cast<size_t>(bh) * n * n;
-  // The probabilities, U rows per warp per round with all reads issued first (as load_heads).
-  constexpr int U = 8;
-  for (int i0 = warp; i0 < n; i0 += U * warps)
-    for (int j = lane; j < n; j += 32) {
-      float pv[U];
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int i = i0 + u * warps;
-        pv[u] = (i < n && j <= i) ? __ldg(pg + static_cast<size_t>(i) * n + j) : 0.0f;
-      }
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int i = i0 + u * warps;
-        if (i >= n) continue;
-        P[i * np + j] = pv[u];
-        if (mask.on) G[i * np + j] = j <= i ? pv[u] * mask((static_cast<uint64_t>(bh) * n + i) * n + j) : 0.0f;
-      }
-    }
-  __syncthreads();
-  const float* Pd = mask.on ? G : P;
-
-  // dV[j] = sum_{i >= j} Pd[i][j] dO[i]
-  for_cells<HD>(n, hd, [&](int j, int c) {
-    float acc = 0.0f;
-    for (int i = j; i < n; ++i) acc = fmaf(Pd[i * np + j], X2[i * hp + c], acc);
-    dbase[static_cast<size_t>(j) * g.ld + 2 * g.d + c] = acc;
-  });
-  __syncthreads();
-
-  // dP[i][j] = mask * (dO[i] . V[j]) for j <= i; zeros past the diagonal.
-  for (int i = warp; i < n; i += warps) {
-    const float* a = X2 + i * hp;
-    for (int j = lane; j < n; j += 32) {
-      float v = 0.0f;
-      if (j <= i) {
-        const float* vv = X1 + j * hp;
-        for (int c = 0; c < hd; ++c) v = fmaf(a[c], vv[c], v);
-        v *= mask((static_cast<uint64_t>(bh) * n + i) * n + j);
-      }
-      G[i * np + j] = v;
-    }
-  }
-  __syncthreads();
-
-  // dS = P * (dP - rowsum(dP * P)) * scale, one warp a row.
-  for (int i = warp; i < n; i += warps) {
-    float* grow = G + i * np;
-    const float* prow = P + i * np;
-    float t = 0.0f;
-    for (int j = lane; j <= i; j += 32) t += grow[j] * prow[j];
-    t = warp_sum(t);
-    for (int j = lane; j <= i; j += 32) grow[j] = prow[j] * (grow[j] - t) * g.scale;
-  }
-  __syncthreads();
-
-  {
-    float* const dst[2] = {X1, X2};
-    const float* const src[2] = {base, base + g.d};
-    const int ld[2] = {g.ld, g.ld};
-    load_heads<HD, 2>(dst, src, ld, n, hd);
-  }
-  __syncthreads();
-
-  // dQ[r] = sum_{j <= r} dS[r][j] K[j];  dK[r] = sum_{i >= r} dS[i][r] Q[i]  (rows 0..n-1 of dQ, then of dK)
-  for_cells<HD>(2 * n, hd, [&](int rr, int c) {
-    float acc = 0.0f;
-    if (rr < n) {
-      const int r = rr;
-      for (int j = 0; j <= r; ++j) acc = fmaf(G[r * np + j], X2[j * hp + c], acc);
-      dbase[static_cast<size_t>(r) * g.ld + c] = acc;
-    } else {
-      const int r = rr - n;
-      for (int i = r; i < n; ++i) acc = fmaf(G[i * np + r], X1[i * hp + c], acc);
-      dbase[static_cast<size_t>(r) * g.ld + g.d + c] = acc;
-    }
-  });
+  attn::backward_head<HD>(qkv, probs, dout, dqkv, g, mask, blockIdx.x / g.H, blockIdx.x % g.H, sm);
 }
 
 // ------------------------------------------------------------------------------------------------

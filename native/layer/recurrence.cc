@@ -242,6 +242,23 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
     block_forward(be_, shape_, W, c, out, p, seed, (static_cast<uint64_t>(l) << 32) | app_index++);
   };
 
+  DeviceBuffer out;  // one application's output
+  if (w > 0) out = DeviceBuffer(be_, static_cast<size_t>(B) * nmax * d);
+  if (w > 0 && W.packed) {
+    const WindowWalk walk{X, Y, B, N, w, cfg_.accumulate, alpha, p, seed, static_cast<uint64_t>(l), keep,
+                                   keep ? cache.apps.front() : single, out.get()};
+    if (be_.window_forward(shape_, W, walk)) {
+      if (keep)  // what block_forward records for the backward, application by application
+        for (size_t k = 0; k < cache.apps.size(); ++k) {
+          BlockCache& c = cache.apps[k];
+          c.p = p;
+          c.seed = seed;
+          c.stream = (static_cast<uint64_t>(l) << 32) | k;
+        }
+      return;
+    }
+  }
+
   if (w == 0) {
     // The block only reads its input: X itself (kept by the caller until the backward) serves as x.
     BlockCache& c = next_app(N);
@@ -250,7 +267,6 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
     return;
   }
 
-  DeviceBuffer out(be_, static_cast<size_t>(B) * nmax * d);
   // S_0 = T(X_0)
   const int len0 = window_len(0, m, N, w);
   {

@@ -1,0 +1,594 @@
+// The fused block chains' device side (block_fused.cu's comment says what and why): shared-memory tiles
+// of 32 rows, the products on the tensor cores from the packed bf16 weights (float32 FMA in the F32 check
+// mode), and the four row-local chains of a block application as device functions over one tile, each run
+// by one group of 256 threads (group.cuh). block_fused.cu launches one block per tile; window_fused.cu
+// calls them from its window walk.
+#pragma once
+#include <cuda_bf16.h>
+
+#include <string>
+#include <type_traits>
+
+#include "core/rng.h"
+#include "cuda/activation.cuh"
+#include "cuda/common.cuh"
+#include "cuda/group.cuh"
+#include "cuda/kernels.cuh"
+#include "cuda/mma.cuh"
+#include "cuda/rng.cuh"
+#include "layer/block.h"
+
+namespace rt::cuda::tiles {
+
+
+#ifndef RT_FUSED_TM
+#define RT_FUSED_TM 32
+#endif
+constexpr int kTM = RT_FUSED_TM;  // rows per block (16 or 32; -DRT_FUSED_TM=16 builds the other, for timing)
+constexpr int kMT = kTM / 16;
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+static_assert(kThreads == kGroup, "a tile is one thread group");
+constexpr int kNB = 2;   // n8 tiles per warp pass: 16 columns (d a multiple of 16 makes every N one of these)
+constexpr int kPad = 8;  // elements of padding per shared row
+constexpr float kEps = 1e-5f;  // layernorm.cu's
+
+template <bool F32>
+using Elem = typename std::conditional<F32, float, __nv_bfloat16>::type;
+
+template <bool F32>
+__device__ __forceinline__ void put(Elem<F32>* p, float v) {
+  if constexpr (F32) *p = v;
+  else *p = __float2bfloat16_rn(v);
+}
+
+template <bool F32>
+__device__ __forceinline__ void put2(Elem<F32>* p, float a, float b) {
+  put<F32>(p, a);
+  put<F32>(p + 1, b);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// The packed copy (pack_fused_weights): offsets in elements of each [N][K] matrix. The forward's are the
+// Linear weights as stored ([out][in]); the input gradient dy W reads W^T, stored as [in][out].
+struct Packed {
+  __host__ __device__ static constexpr size_t qkv(int) { return 0; }                             // [3d][d]
+  __host__ __device__ static constexpr size_t proj(int d) { return 3ull * d * d; }               // [d][d]
+  __host__ __device__ static constexpr size_t fc(int d) { return 4ull * d * d; }                 // [4d][d]
+  __host__ __device__ static constexpr size_t mproj(int d) { return 8ull * d * d; }              // [d][4d]
+  __host__ __device__ static constexpr size_t mproj_t(int d) { return 12ull * d * d; }           // [4d][d]
+  __host__ __device__ static constexpr size_t fc_t(int d) { return 16ull * d * d; }              // [d][4d]
+  __host__ __device__ static constexpr size_t proj_t(int d) { return 20ull * d * d; }            // [d][d]
+  __host__ __device__ static constexpr size_t qkv_t(int d) { return 21ull * d * d; }             // [d][3d]
+  __host__ __device__ static constexpr size_t total(int d) { return 24ull * d * d; }
+};
+
+template <bool F32>
+__global__ void pack_kernel(Elem<F32>* __restrict__ dst, const float* __restrict__ qkv, const float* __restrict__ proj,
+                            const float* __restrict__ fc, const float* __restrict__ mproj, int d) {
+  const size_t dd = static_cast<size_t>(d) * d, total = Packed::total(d);
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    float v;
+    if (i < 3 * dd) v = qkv[i];
+    else if (i < 4 * dd) v = proj[i - 3 * dd];
+    else if (i < 8 * dd) v = fc[i - 4 * dd];
+    else if (i < 12 * dd) v = mproj[i - 8 * dd];
+    else if (i < 16 * dd) {  // mproj^T [4d][d]: mproj is [d][4d]
+      const size_t j = i - 12 * dd, n = j / d, k = j % d;
+      v = mproj[k * 4 * d + n];
+    } else if (i < 20 * dd) {  // fc^T [d][4d]: fc is [4d][d]
+      const size_t j = i - 16 * dd, n = j / (4 * d), k = j % (4 * d);
+      v = fc[k * d + n];
+    } else if (i < 21 * dd) {  // proj^T
+      const size_t j = i - 20 * dd, n = j / d, k = j % d;
+      v = proj[k * d + n];
+    } else {  // qkv^T [d][3d]: qkv is [3d][d]
+      const size_t j = i - 21 * dd, n = j / (3 * d), k = j % (3 * d);
+      v = qkv[k * d + n];
+    }
+    put<F32>(dst + i, v);
+  }
+}
+
+// Dropout of element i with the key of one stream (rng.cuh): the same mask and scale as dropout.cu.
+struct Drop {
+  uint64_t key = 0;
+  int64_t threshold = 0;
+  float scale = 1.0f;
+  bool on = false;
+  __device__ __forceinline__ float operator()(float v, size_t i) const {
+    if (!on) return v;
+    return keep(key, i, threshold) ? v * scale : 0.0f;
+  }
+};
+inline Drop make_drop(float p, uint64_t seed, uint64_t stream_id) {
+  Drop d;
+  if (p > 0.0f) {
+    d.on = true;
+    d.key = rng_key(seed, stream_id);
+    d.threshold = keep_threshold(p);
+    d.scale = 1.0f / (1.0f - p);
+  }
+  return d;
+}
+
+// A 32 x COLS tile of a dense [R][COLS] float32 array held in registers: load() issues every read (one
+// float4 per thread per 1,024 floats, rows past R read as zeros) before each() hands them out.
+template <int COLS>
+struct Tile {
+  static constexpr int C4 = COLS / 4, N4 = kTM * C4, T = (N4 + kThreads - 1) / kThreads;
+  float4 v[T];
+  // NC: through the read-only (non-coherent) cache, for data no thread writes while the kernel runs; a
+  // kernel that reads what it wrote earlier (window_fused.cu) passes false and reads from L2 (ld.global.cg),
+  // never from a line of L1 that may predate the write.
+  template <bool NC = true>
+  __device__ __forceinline__ void load(const float* __restrict__ src, int r0, int R) {
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+      const int i = gtid() + t * kThreads, lr = i / C4, r = r0 + lr;
+      const float4* p = reinterpret_cast<const float4*>(src + static_cast<size_t>(r) * COLS) + i % C4;
+      v[t] = (i < N4 && r < R) ? (NC ? __ldg(p) : __ldcg(p))
+                               : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+  }
+  // f(local row, first column, the four values)
+  template <class F>
+  __device__ __forceinline__ void each(F&& f) const {
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+      const int i = gtid() + t * kThreads;
+      if (i < N4) f(i / C4, (i % C4) * 4, v[t]);
+    }
+  }
+};
+
+// Stores a tile's values into shared [32][ld] rows.
+template <bool F32, int COLS>
+__device__ __forceinline__ void store_tile(const Tile<COLS>& t, Elem<F32>* dst, int ld) {
+  t.each([&](int lr, int c, float4 v) {
+    Elem<F32>* p = dst + lr * ld + c;
+    put<F32>(p, v.x);
+    put<F32>(p + 1, v.y);
+    put<F32>(p + 2, v.z);
+    put<F32>(p + 3, v.w);
+  });
+}
+template <int COLS>
+__device__ __forceinline__ void store_tile_f32(const Tile<COLS>& t, float* dst) {
+  t.each([&](int lr, int c, float4 v) { *reinterpret_cast<float4*>(dst + lr * COLS + c) = v; });
+}
+
+// acc = rows [0, 32) x columns [n0, n0 + 16) of A W^T, with A (32 x K) in shared memory (row stride K + kPad)
+// and W a packed [N][K] matrix in global memory.
+template <bool F32, int K>
+__device__ __forceinline__ void warp_gemm(float (&acc)[kMT][kNB][4], const Elem<F32>* A,
+                                          const Elem<F32>* __restrict__ W, int n0) {
+  constexpr int lda = K + kPad;
+  const int lane = gtid() & 31, gq = lane >> 2, tq = lane & 3;
+#pragma unroll
+  for (int i = 0; i < kMT; ++i)
+#pragma unroll
+    for (int j = 0; j < kNB; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+  if constexpr (!F32) {
+#pragma unroll
+    for (int k0 = 0; k0 < K; k0 += 16) {
+      const int c = k0 + 2 * tq;
+      uint32_t a[kMT][4], b[kNB][2];
+#pragma unroll
+      for (int j = 0; j < kNB; ++j) {
+        const unsigned int* wn = reinterpret_cast<const unsigned int*>(W + static_cast<size_t>(n0 + j * 8 + gq) * K + c);
+        b[j][0] = __ldg(wn);
+        b[j][1] = __ldg(wn + 4);
+      }
+#pragma unroll
+      for (int i = 0; i < kMT; ++i) {
+        const __nv_bfloat16* ar = A + (i * 16 + gq) * lda + c;
+        a[i][0] = *reinterpret_cast<const uint32_t*>(ar);
+        a[i][1] = *reinterpret_cast<const uint32_t*>(ar + 8 * lda);
+        a[i][2] = *reinterpret_cast<const uint32_t*>(ar + 8);
+        a[i][3] = *reinterpret_cast<const uint32_t*>(ar + 8 * lda + 8);
+      }
+#pragma unroll
+      for (int i = 0; i < kMT; ++i)
+#pragma unroll
+        for (int j = 0; j < kNB; ++j) mma_bf16(acc[i][j], a[i], b[j]);
+    }
+  } else {
+#pragma unroll 4
+    for (int k = 0; k < K; ++k) {
+      float bv[kNB][2];
+#pragma unroll
+      for (int j = 0; j < kNB; ++j) {
+        const int n = n0 + j * 8 + 2 * tq;
+        bv[j][0] = W[static_cast<size_t>(n) * K + k];
+        bv[j][1] = W[static_cast<size_t>(n + 1) * K + k];
+      }
+#pragma unroll
+      for (int i = 0; i < kMT; ++i) {
+        const float a0 = A[(i * 16 + gq) * lda + k], a1 = A[(i * 16 + gq + 8) * lda + k];
+#pragma unroll
+        for (int j = 0; j < kNB; ++j) {
+          acc[i][j][0] = fmaf(a0, bv[j][0], acc[i][j][0]);
+          acc[i][j][1] = fmaf(a0, bv[j][1], acc[i][j][1]);
+          acc[i][j][2] = fmaf(a1, bv[j][0], acc[i][j][2]);
+          acc[i][j][3] = fmaf(a1, bv[j][1], acc[i][j][3]);
+        }
+      }
+    }
+  }
+}
+
+// The block's product of its 32 rows of A with all N columns of W^T, handing each pair of results to
+// epi(local row, column c (even), value at c, value at c + 1); the warps take 16 columns at a time.
+// As cta_gemm, with pre(local row, column) called for each of the thread's output pairs before the
+// products of a pass, its value handed to epi as a fifth argument: a global read the epilogue needs is then
+// in flight during the products instead of after them.
+template <bool F32, int K, int N, class Pre, class Epi>
+__device__ __forceinline__ void cta_gemm_pre(const Elem<F32>* A, const Elem<F32>* __restrict__ W, Pre&& pre,
+                                             Epi&& epi) {
+  static_assert(N % (8 * kNB) == 0, "N must be a multiple of 16");
+  const int lane = gtid() & 31, gq = lane >> 2, tq = lane & 3, warp = gtid() >> 5;
+  for (int n0 = warp * 8 * kNB; n0 < N; n0 += kWarps * 8 * kNB) {
+    decltype(pre(0, 0)) pv[kMT][kNB][2];
+#pragma unroll
+    for (int i = 0; i < kMT; ++i)
+#pragma unroll
+      for (int j = 0; j < kNB; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) pv[i][j][h] = pre(i * 16 + gq + h * 8, n0 + j * 8 + 2 * tq);
+    float acc[kMT][kNB][4];
+    warp_gemm<F32, K>(acc, A, W, n0);
+#pragma unroll
+    for (int i = 0; i < kMT; ++i)
+#pragma unroll
+      for (int j = 0; j < kNB; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          epi(i * 16 + gq + h * 8, n0 + j * 8 + 2 * tq, acc[i][j][2 * h], acc[i][j][2 * h + 1], pv[i][j][h]);
+  }
+}
+
+template <bool F32, int K, int N, class Epi>
+__device__ __forceinline__ void cta_gemm(const Elem<F32>* A, const Elem<F32>* __restrict__ W, Epi&& epi) {
+  cta_gemm_pre<F32, K, N>(A, W, [](int, int) { return 0; },
+                          [&](int lr, int c, float v0, float v1, int) { epi(lr, c, v0, v1); });
+}
+
+// One row's mean and 1/std, by the same operations in the same order as layernorm.cu's forward kernel (so
+// the same bits); the calling warp owns the row.
+template <int D>
+__device__ __forceinline__ void row_stats(const float* xr, float& m, float& rs) {
+  const int lane = gtid() & 31;
+  float s = 0.0f;
+#pragma unroll
+  for (int j = lane; j < D; j += 32) s += xr[j];
+  m = warp_sum(s) / D;
+  float v = 0.0f;
+#pragma unroll
+  for (int j = lane; j < D; j += 32) {
+    const float t = xr[j] - m;
+    v += t * t;
+  }
+  rs = 1.0f / sqrtf(warp_sum(v) / D + kEps);
+}
+
+// LayerNorm of the tile's rows (shared X, [32][D]) into h (global), mean, rstd and A (shared, for the next
+// product); A's rows past R become zeros.
+template <bool F32, int D>
+__device__ __forceinline__ void tile_layernorm(const float* X, const float* __restrict__ w, const float* __restrict__ b,
+                                               int r0, int R, float* h, float* mean, float* rstd, Elem<F32>* A) {
+  const int lane = gtid() & 31, warp = gtid() >> 5;
+  for (int lr = warp; lr < kTM; lr += kWarps) {
+    const int r = r0 + lr;
+    Elem<F32>* ar = A + lr * (D + kPad);
+    if (r >= R) {
+#pragma unroll
+      for (int j = lane; j < D; j += 32) put<F32>(ar + j, 0.0f);
+      continue;
+    }
+    const float* xr = X + lr * D;
+    float m, rs;
+    row_stats<D>(xr, m, rs);
+    if (lane == 0) {
+      mean[r] = m;
+      rstd[r] = rs;
+    }
+    float* hr = h + static_cast<size_t>(r) * D;
+#pragma unroll
+    for (int j = lane; j < D; j += 32) {
+      float v = (xr[j] - m) * rs * w[j];
+      if (b) v += b[j];
+      hr[j] = v;
+      put<F32>(ar + j, v);
+    }
+  }
+}
+
+// dx = dres + LayerNorm's input gradient for each of the tile's rows (layernorm.cu's expressions), from
+// shared X (the LayerNorm's input), G (its output gradient) and DR (dres), all [32][D]; out(r, local row,
+// j, dx_j) for each element of the rows below R.
+template <int D, class Out>
+__device__ __forceinline__ void tile_layernorm_backward(const float* X, const float* G, const float* DR,
+                                                        const float* __restrict__ w, const float* __restrict__ mean,
+                                                        const float* __restrict__ rstd, int r0, int R, Out&& out) {
+  const int lane = gtid() & 31, warp = gtid() >> 5;
+  constexpr int RPW = kTM / kWarps;
+  float ms[RPW], rss[RPW];  // the statistics of the warp's rows, read together
+#pragma unroll
+  for (int q = 0; q < RPW; ++q) {
+    const int r = r0 + warp + q * kWarps;
+    ms[q] = r < R ? mean[r] : 0.0f;
+    rss[q] = r < R ? rstd[r] : 0.0f;
+  }
+#pragma unroll
+  for (int q = 0; q < RPW; ++q) {
+    const int lr = warp + q * kWarps, r = r0 + lr;
+    if (r >= R) continue;
+    const float* xr = X + lr * D;
+    const float* g = G + lr * D;
+    const float m = ms[q], rs = rss[q];
+    float s1 = 0.0f, s2 = 0.0f;
+#pragma unroll
+    for (int j = lane; j < D; j += 32) {
+      const float dyw = g[j] * w[j];
+      s1 += dyw;
+      s2 += dyw * ((xr[j] - m) * rs);
+    }
+    const float m1 = warp_sum(s1) / D, m2 = warp_sum(s2) / D;
+#pragma unroll
+    for (int j = lane; j < D; j += 32) {
+      const float xh = (xr[j] - m) * rs;
+      out(r, lr, j, DR[lr * D + j] + rs * (g[j] * w[j] - m1 - xh * m2));
+    }
+  }
+}
+
+__device__ __forceinline__ void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
+
+template <bool F32, int D>
+struct Smem {
+  static constexpr size_t E = sizeof(Elem<F32>);
+  __host__ __device__ static constexpr size_t a(int cols) { return kTM * (cols + kPad) * E; }  // a product's input tile
+  static constexpr size_t f = kTM * D * 4;                                    // a float32 [32][D] tile
+  static constexpr size_t in_forward = f + a(D);
+  static constexpr size_t out_forward = a(D) + f + a(4 * D);
+  static constexpr size_t out_backward = a(D) + 3 * f + a(4 * D);
+  static constexpr size_t in_backward = a(3 * D) + 3 * f;
+};
+
+struct InFwd {
+  int R;
+  const float *x, *ln_w, *ln_b, *b;
+  const void* W;  // packed
+  float *h, *mean, *rstd, *qkv;
+};
+
+template <bool F32, int D, bool NC = true>
+__device__ __forceinline__ void in_forward_tile(const InFwd& a, int r0, unsigned char* smem) {
+  using S = Smem<F32, D>;
+  float* X = reinterpret_cast<float*>(smem);                 // [32][D]: x
+  Elem<F32>* A = reinterpret_cast<Elem<F32>*>(smem + S::f);  // [32][D + kPad]: h
+  {
+    Tile<D> t;
+    t.template load<NC>(a.x, r0, a.R);
+    store_tile_f32(t, X);
+  }
+  group_sync();
+  tile_layernorm<F32, D>(X, a.ln_w, a.ln_b, r0, a.R, a.h, a.mean, a.rstd, A);
+  group_sync();
+  const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W) + Packed::qkv(D);
+  cta_gemm<F32, D, 3 * D>(A, W, [&](int lr, int c, float v0, float v1) {
+    const int r = r0 + lr;
+    if (r >= a.R) return;
+    if (a.b) {
+      v0 += a.b[c];
+      v1 += a.b[c + 1];
+    }
+    store2(a.qkv + static_cast<size_t>(r) * 3 * D + c, v0, v1);
+  });
+}
+
+struct OutFwd {
+  int R;
+  bool gelu;
+  Drop drop1, drop2;
+  const float *att, *x, *bp, *ln_w, *ln_b, *bfc, *bmp;
+  const void* W;  // packed
+  float *x2, *h2, *mean2, *rstd2, *f, *g, *y;
+};
+
+template <bool F32, int D, bool NC = true>
+__device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsigned char* smem) {
+  using S = Smem<F32, D>;
+  constexpr int F = 4 * D, lda = D + kPad, ldg = F + kPad;
+  Elem<F32>* A = reinterpret_cast<Elem<F32>*>(smem);                          // [32][lda]: att, then h2
+  float* X2 = reinterpret_cast<float*>(smem + S::a(D));                        // [32][D]: x, then x2
+  Elem<F32>* G = reinterpret_cast<Elem<F32>*>(smem + S::a(D) + S::f);          // [32][ldg]: g
+  const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W);
+  {
+    Tile<D> t_att, t_x;
+    t_att.template load<NC>(a.att, r0, a.R);
+    t_x.template load<NC>(a.x, r0, a.R);
+    store_tile<F32>(t_att, A, lda);
+    store_tile_f32(t_x, X2);
+  }
+  group_sync();
+  // x2 = x + dropout(c_proj(att)), in place over x in X2 (each element read and written by one thread)
+  cta_gemm<F32, D, D>(A, W + Packed::proj(D), [&](int lr, int c, float v0, float v1) {
+    const int r = r0 + lr;
+    float* xs = X2 + lr * D + c;
+    if (r >= a.R) return;  // X2's rows past R hold zeros from the tile load
+    const size_t i = static_cast<size_t>(r) * D + c;
+    if (a.bp) {
+      v0 += a.bp[c];
+      v1 += a.bp[c + 1];
+    }
+    const float x0 = a.drop1(v0, i) + xs[0], x1 = a.drop1(v1, i + 1) + xs[1];
+    xs[0] = x0;
+    xs[1] = x1;
+    store2(a.x2 + i, x0, x1);
+  });
+  group_sync();
+  tile_layernorm<F32, D>(X2, a.ln_w, a.ln_b, r0, a.R, a.h2, a.mean2, a.rstd2, A);
+  group_sync();
+  // f = c_fc(h2), g = act(f)
+  cta_gemm<F32, D, F>(A, W + Packed::fc(D), [&](int lr, int c, float v0, float v1) {
+    const int r = r0 + lr;
+    float g0 = 0.0f, g1 = 0.0f;
+    if (r < a.R) {
+      const size_t i = static_cast<size_t>(r) * F + c;
+      if (a.bfc) {
+        v0 += a.bfc[c];
+        v1 += a.bfc[c + 1];
+      }
+      store2(a.f + i, v0, v1);
+      g0 = a.gelu ? Gelu()(v0) : Relu()(v0);
+      g1 = a.gelu ? Gelu()(v1) : Relu()(v1);
+      store2(a.g + i, g0, g1);
+    }
+    put2<F32>(G + lr * ldg + c, g0, g1);
+  });
+  group_sync();
+  // y = x2 + dropout(c_proj(g))
+  cta_gemm<F32, F, D>(G, W + Packed::mproj(D), [&](int lr, int c, float v0, float v1) {
+    const int r = r0 + lr;
+    if (r >= a.R) return;
+    const size_t i = static_cast<size_t>(r) * D + c;
+    if (a.bmp) {
+      v0 += a.bmp[c];
+      v1 += a.bmp[c + 1];
+    }
+    const float* xs = X2 + lr * D + c;
+    store2(a.y + i, a.drop2(v0, i) + xs[0], a.drop2(v1, i + 1) + xs[1]);
+  });
+}
+
+struct OutBwd {
+  int R;
+  bool gelu;
+  Drop drop1, drop2;
+  const float *dy, *f, *x2, *mean2, *rstd2, *ln_w;
+  const void* W;  // packed
+  float *dm, *dg, *dh2, *dx2, *da, *datt;  // dm, da: null when not written
+};
+
+template <bool F32, int D, bool NC = true>
+__device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsigned char* smem) {
+  using S = Smem<F32, D>;
+  constexpr int F = 4 * D, lda = D + kPad, ldg = F + kPad;
+  Elem<F32>* A = reinterpret_cast<Elem<F32>*>(smem);                       // [32][lda]: dm, then da
+  float* DY = reinterpret_cast<float*>(smem + S::a(D));                     // [32][D]: the block's dy
+  float* DH = DY + kTM * D;                                                 // [32][D]: dh2
+  float* X = DH + kTM * D;                                                  // [32][D]: x2
+  Elem<F32>* G = reinterpret_cast<Elem<F32>*>(smem + S::a(D) + 3 * S::f);   // [32][ldg]: dg
+  const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W);
+  {
+    Tile<D> t_dy, t_x;
+    t_dy.template load<NC>(a.dy, r0, a.R);
+    t_x.template load<NC>(a.x2, r0, a.R);
+    store_tile_f32(t_dy, DY);
+    store_tile_f32(t_x, X);
+    t_dy.each([&](int lr, int c, float4 v) {
+      const int r = r0 + lr;
+      const size_t i = static_cast<size_t>(r) * D + c;
+      float4 m = v;
+      if (r < a.R) {
+        m = make_float4(a.drop2(v.x, i), a.drop2(v.y, i + 1), a.drop2(v.z, i + 2), a.drop2(v.w, i + 3));
+        if (a.dm) *reinterpret_cast<float4*>(a.dm + i) = m;
+      }
+      Elem<F32>* p = A + lr * lda + c;
+      put<F32>(p, m.x);
+      put<F32>(p + 1, m.y);
+      put<F32>(p + 2, m.z);
+      put<F32>(p + 3, m.w);
+    });
+  }
+  group_sync();
+  // dg = act'(f) * (dm W_mp)
+  auto f_of = [&](int lr, int c) {
+    const int r = r0 + lr;
+    const float2* p = reinterpret_cast<const float2*>(a.f + static_cast<size_t>(r) * F + c);
+    return r < a.R ? (NC ? __ldg(p) : __ldcg(p))
+                   : make_float2(0.0f, 0.0f);
+  };
+  cta_gemm_pre<F32, D, F>(A, W + Packed::mproj_t(D), f_of, [&](int lr, int c, float v0, float v1, float2 fv) {
+    const int r = r0 + lr;
+    float g0 = 0.0f, g1 = 0.0f;
+    if (r < a.R) {
+      const size_t i = static_cast<size_t>(r) * F + c;
+      g0 = a.gelu ? GeluGrad()(fv.x, v0) : ReluGrad()(fv.x, v0);
+      g1 = a.gelu ? GeluGrad()(fv.y, v1) : ReluGrad()(fv.y, v1);
+      store2(a.dg + i, g0, g1);
+    }
+    put2<F32>(G + lr * ldg + c, g0, g1);
+  });
+  group_sync();
+  // dh2 = dg W_fc
+  cta_gemm<F32, F, D>(G, W + Packed::fc_t(D), [&](int lr, int c, float v0, float v1) {
+    const int r = r0 + lr;
+    if (r < a.R) store2(a.dh2 + static_cast<size_t>(r) * D + c, v0, v1);
+    store2(DH + lr * D + c, v0, v1);
+  });
+  group_sync();
+  // dx2 = dy + ln_2's input gradient; da = dropout'(dx2); A's rows past R stay zeros from the dy tile
+  tile_layernorm_backward<D>(X, DH, DY, a.ln_w, a.mean2, a.rstd2, r0, a.R, [&](int r, int lr, int j, float v) {
+    const size_t i = static_cast<size_t>(r) * D + j;
+    a.dx2[i] = v;
+    const float dav = a.drop1(v, i);
+    if (a.da) a.da[i] = dav;
+    put<F32>(A + lr * lda + j, dav);
+  });
+  group_sync();
+  // datt = da W_p
+  cta_gemm<F32, D, D>(A, W + Packed::proj_t(D), [&](int lr, int c, float v0, float v1) {
+    const int r = r0 + lr;
+    if (r < a.R) store2(a.datt + static_cast<size_t>(r) * D + c, v0, v1);
+  });
+}
+
+struct InBwd {
+  int R;
+  const float *dqkv, *x, *mean1, *rstd1, *ln_w, *dres;
+  const void* W;  // packed
+  float *dh1, *dx;
+};
+
+template <bool F32, int D, bool NC = true>
+__device__ __forceinline__ void in_backward_tile(const InBwd& a, int r0, unsigned char* smem) {
+  using S = Smem<F32, D>;
+  constexpr int Q = 3 * D;
+  Elem<F32>* A = reinterpret_cast<Elem<F32>*>(smem);     // [32][Q + kPad]: dqkv
+  float* DH = reinterpret_cast<float*>(smem + S::a(Q));  // [32][D]: dh1
+  float* X = DH + kTM * D;                               // [32][D]: x
+  float* DR = X + kTM * D;                               // [32][D]: dres (dx2)
+  {
+    Tile<Q> t_q;
+    Tile<D> t_x, t_r;
+    t_q.template load<NC>(a.dqkv, r0, a.R);
+    t_x.template load<NC>(a.x, r0, a.R);
+    t_r.template load<NC>(a.dres, r0, a.R);
+    store_tile<F32>(t_q, A, Q + kPad);
+    store_tile_f32(t_x, X);
+    store_tile_f32(t_r, DR);
+  }
+  group_sync();
+  // dh1 = dqkv W_attn
+  cta_gemm<F32, Q, D>(A, static_cast<const Elem<F32>*>(a.W) + Packed::qkv_t(D), [&](int lr, int c, float v0, float v1) {
+    const int r = r0 + lr;
+    if (r < a.R) store2(a.dh1 + static_cast<size_t>(r) * D + c, v0, v1);
+    store2(DH + lr * D + c, v0, v1);
+  });
+  group_sync();
+  tile_layernorm_backward<D>(X, DH, DR, a.ln_w, a.mean1, a.rstd1, r0, a.R,
+                             [&](int r, int, int j, float v) { a.dx[static_cast<size_t>(r) * D + j] = v; });
+}
+
+}  // namespace rt::cuda::tiles

@@ -1,0 +1,26 @@
+// Thread groups of 256. The fused kernels (attention over a window pair, the block's row-local chains) are
+// written for one group: a kernel of 256 threads is one group and synchronises with __syncthreads. The
+// window-walk kernels (window_fused.cu) run two groups in one block of 512, each on its own 32-row tile or
+// head, and each group then waits on its own named barrier so that the other group runs on. Its attention runs
+// one head per group of 64.
+#pragma once
+
+namespace rt::cuda {
+
+constexpr int kGroup = 256;
+
+// The thread's index within its group of G (G divides the block; the default is the 256 of the fused
+// kernels), and a barrier over the group alone: named barrier 1 + the group's index (0 is __syncthreads').
+template <int G = kGroup>
+__device__ __forceinline__ int gtid() { return static_cast<int>(threadIdx.x) % G; }
+template <int G = kGroup>
+__device__ __forceinline__ int group_id() { return static_cast<int>(threadIdx.x) / G; }
+
+template <int G = kGroup>
+__device__ __forceinline__ void group_sync() {
+  static_assert(G % 32 == 0, "a group is whole warps");
+  if (blockDim.x == G) __syncthreads();
+  else asm volatile("bar.sync %0, %1;" ::"r"(1 + group_id<G>()), "r"(G) : "memory");
+}
+
+}  // namespace rt::cuda

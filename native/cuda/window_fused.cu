@@ -1,0 +1,304 @@
+// A layer's whole window walk (the forward of DESIGN.md section 1 for w > 0) as one kernel.
+//
+// Why: the per-application path (block_fused.cu and attention.cu, one launch per chain) is 4-5 dependent
+// launches per window and the copy config has 130 windows, each kernel a few microseconds of work between
+// launch, placement and an L2 round trip (bench/cuda/NOTES.md). The recurrences of the batch elements do not
+// touch each other, so one block per batch element can walk all the windows of its element by itself: no
+// grid-wide synchronisation, only __syncthreads between the phases of an application.
+//
+// A block is two thread groups of 256 (group.cuh), each the group a block_fused.cu kernel has: in the
+// row-local chains group g takes the element's rows [32 g, 32 g + 32) of the window pair (n <= 64: w <= 32);
+// the attention runs a head per 64 threads (eight at once). Every phase is the same device function the per-application kernels
+// run (block_tiles.cuh, attention_fused.cuh), on the same rows with the same row numbers, so the caches and
+// the output are the same bits and the dropout masks the same draws. The glue between applications (the
+// window pair's input, Y's rows) uses axpy2d's expressions.
+//
+// Where the rows live: with keep (training) the layer's arena, application k at its running offset and
+// element b at its rows b n_k .. b n_k + n_k - 1, as block_forward writes them. Without keep the buffers hold
+// one application of capacity nmax per element and applications of different n would overlap between
+// elements that are at different windows; each element's pointers are then shifted so that its logical rows
+// b n .. b n + n - 1 land on its own rows b nmax .. b nmax + n - 1 (row numbers, and with them the dropout
+// indices, stay those of the per-application path). The application's output goes to scratch the same way.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <type_traits>
+
+#include "cuda/attention_fused.cuh"
+#include "cuda/block_tiles.cuh"
+#include "cuda/kernels.cuh"
+
+namespace rt::cuda {
+namespace {
+
+using namespace tiles;
+
+constexpr int kBlock = 2 * kGroup;
+constexpr int kMaxN = 2 * kTM;  // a window pair is at most two tiles
+// Heads are small (the copy config's: 64 x 16): a head per two warps keeps all of them in flight at once,
+// where a head per group of 256 would take them three at a time.
+constexpr int kHeadGroup = 64, kHeadGroups = kBlock / kHeadGroup;
+constexpr int kGlueU = 4;  // float4s per thread per pass of the glue: a pair of 64 rows of d <= 128 in one pass
+
+// Row r, float4 column c of a [rows][D] array.
+template <int D>
+__device__ __forceinline__ const float4* row4(const float* base, int r, int c) {
+  return reinterpret_cast<const float4*>(base + static_cast<size_t>(r) * D) + c;
+}
+
+struct WalkArgs {
+  const float* X;
+  float* Y;
+  int B, N, w, m, nmax, H;
+  bool accumulate, keep, gelu;
+  float alpha, scale;
+  uint64_t seed, layer;
+  // dropout: threshold and scale as make_drop; on when p > 0
+  bool drop;
+  int64_t threshold;
+  float drop_scale;
+  BlockCache c;  // base pointers
+  float* scratch;
+  const float *ln1_w, *ln1_b, *attn_b, *bp, *ln2_w, *ln2_b, *bfc, *bmp;
+  const void* W;
+};
+
+__device__ __forceinline__ uint64_t key_of(uint64_t seed, uint64_t stream) {
+  // core/rng.h's rng_key, on the device
+  return mix64(seed * 0x9E3779B97F4A7C15ULL + mix64(stream + 0x632BE59BD9B4E019ULL));
+}
+
+__device__ __forceinline__ int window_len(int k, int m, int N, int w) { return k < m - 1 ? w : N - (m - 1) * w; }
+
+// Tokens per sequence of application k of m + 1 (recurrence.cc's app_lengths).
+__device__ __forceinline__ int app_len(int k, int m, int N, int w) {
+  if (k == 0) return window_len(0, m, N, w);
+  if (k == m) return window_len(m - 1, m, N, w);
+  return w + window_len(k, m, N, w);
+}
+
+template <bool F32, int D, int HD>
+__global__ void __launch_bounds__(kBlock) window_forward_kernel(WalkArgs a) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  using S = Smem<F32, D>;
+  constexpr size_t per_group_tiles = S::out_forward > S::in_forward ? S::out_forward : S::in_forward;
+  const int b = blockIdx.x, g = group_id();
+  unsigned char* gsm = smem + g * ((per_group_tiles + 15) / 16 * 16);
+  // The attention: one head per group of 64 threads (kHeadGroups of them), each in its own shared memory.
+  const size_t att_smem = (attn::fused_forward_smem(a.nmax, D / a.H) + 15) / 16 * 16;
+  const int hg = group_id<kHeadGroup>();
+  float* hsm = reinterpret_cast<float*>(smem + hg * att_smem);
+  const int m = a.m, w = a.w;
+  constexpr int D4 = D / 4;
+  const size_t Nd = static_cast<size_t>(a.N) * D;
+  const float* Xb = a.X + b * Nd;
+  float* Yb = a.Y + b * Nd;
+  float* outb = a.scratch + static_cast<size_t>(b) * a.nmax * D;  // this element's rows of the scratch
+  size_t row0 = 0, prob0 = 0;  // application k's first row and first probability in the arena (keep)
+
+  for (int k = 0; k <= m; ++k) {
+    const int n = app_len(k, m, a.N, w);
+    // This element's view: logical row r of the application is at pointer + r * width.
+    const size_t rows = a.keep ? row0 : static_cast<size_t>(b) * (a.nmax - n);
+    const size_t probs = a.keep ? prob0 : static_cast<size_t>(b) * a.H * (static_cast<size_t>(a.nmax) * a.nmax - static_cast<size_t>(n) * n);
+    float* x = a.c.x + rows * D;
+    float* h1 = a.c.h1 + rows * D;
+    float* mean1 = a.c.mean1 + rows;
+    float* rstd1 = a.c.rstd1 + rows;
+    float* qkv = a.c.qkv + rows * 3 * D;
+    float* pr = a.c.probs + probs;
+    float* att = a.c.att + rows * D;
+    // The application's output y, logical rows onto this element's scratch rows.
+    float* y = a.scratch + (static_cast<ptrdiff_t>(b) * a.nmax - static_cast<ptrdiff_t>(b) * n) * D;
+    const int r_first = b * n, r_end = b * n + n;
+    float* xb = x + static_cast<size_t>(r_first) * D;
+
+    // The application's input (recurrence.cc's forward_layer, this element's rows): float4s, each thread's
+    // reads issued before its writes (a loop of load-then-store waits one L2 round trip per element).
+    {
+      const int soff = (k == 1 || (k == m && m == 1)) ? 0 : w;  // S: the previous output's second half (or all)
+      const float* P = k <= 1 ? Xb : Yb + static_cast<size_t>(k - 2) * w * D;
+      const float* Xk = Xb + static_cast<size_t>(k) * w * D;
+      const bool mix = a.accumulate && k > 0 && k < m;
+      const int total = n * D4;
+      for (int i0 = threadIdx.x; i0 < total; i0 += kBlock * kGlueU) {
+        float4 s[kGlueU], pv[kGlueU];
+#pragma unroll
+        for (int u = 0; u < kGlueU; ++u) {
+          const int i = i0 + u * kBlock, r = i / D4, c = i % D4;
+          if (i >= total) continue;
+          const float4* src;
+          if (k == 0) src = row4<D>(Xb, r, c);
+          else if (k == m || r < w) src = row4<D>(outb, soff + r, c);
+          else src = row4<D>(Xk, r - w, c);
+          s[u] = __ldcg(src);
+          if (mix) pv[u] = __ldcg(row4<D>(P, r < w ? r : r - w, c));
+        }
+#pragma unroll
+        for (int u = 0; u < kGlueU; ++u) {
+          const int i = i0 + u * kBlock;
+          if (i >= total) continue;
+          float4 v = s[u];
+          if (mix) {  // axpy2d's y + alpha * x
+            v.x += a.alpha * pv[u].x;
+            v.y += a.alpha * pv[u].y;
+            v.z += a.alpha * pv[u].z;
+            v.w += a.alpha * pv[u].w;
+          }
+          reinterpret_cast<float4*>(xb)[i] = v;
+        }
+      }
+    }
+    __syncthreads();
+
+    const uint64_t stream = (a.layer << 32) | static_cast<uint64_t>(k);
+    if (g * kTM < n) {
+      const InFwd in{r_end, x, a.ln1_w, a.ln1_b, a.attn_b, a.W, h1, mean1, rstd1, qkv};
+      in_forward_tile<F32, D, false>(in, r_first + g * kTM, gsm);
+    }
+    __syncthreads();
+
+    {
+      attn::Geo geo{a.B, n, D, a.H, D / a.H, 3 * D, a.scale};
+      attn::Mask mask{0, a.threshold, a.drop_scale, a.drop};
+      if (a.drop) mask.key = key_of(a.seed, stream * 4 + 0);
+      for (int h = hg; h < a.H; h += kHeadGroups) {
+        attn::forward_head<HD, kHeadGroup, false>(qkv, pr, att, geo, mask, b, h, hsm);
+        group_sync<kHeadGroup>();  // the next head reuses the group's shared memory
+      }
+    }
+    __syncthreads();
+
+    if (g * kTM < n) {
+      Drop d1, d2;
+      if (a.drop) {
+        d1.on = d2.on = true;
+        d1.threshold = d2.threshold = a.threshold;
+        d1.scale = d2.scale = a.drop_scale;
+        d1.key = key_of(a.seed, stream * 4 + 1);
+        d2.key = key_of(a.seed, stream * 4 + 2);
+      }
+      const OutFwd out{r_end, a.gelu, d1, d2, att, x, a.bp, a.ln2_w, a.ln2_b, a.bfc, a.bmp, a.W,
+                       a.c.x2 + rows * D, a.c.h2 + rows * D, a.c.mean2 + rows, a.c.rstd2 + rows,
+                       a.c.f + rows * 4 * D, a.c.g + rows * 4 * D, y};
+      out_forward_tile<F32, D, false>(out, r_first + g * kTM, gsm);
+    }
+    __syncthreads();
+
+    // Y_{k-1} = Z[:, :w] (the last application: all of it)
+    if (k > 0) {
+      const int total = (k == m ? n : w) * D4;
+      float4* Yk = reinterpret_cast<float4*>(Yb + static_cast<size_t>(k - 1) * w * D);
+      const float4* o = reinterpret_cast<const float4*>(outb);
+      for (int i0 = threadIdx.x; i0 < total; i0 += kBlock * kGlueU) {
+        float4 v[kGlueU];
+#pragma unroll
+        for (int u = 0; u < kGlueU; ++u)
+          if (i0 + u * kBlock < total) v[u] = __ldcg(o + i0 + u * kBlock);
+#pragma unroll
+        for (int u = 0; u < kGlueU; ++u)
+          if (i0 + u * kBlock < total) Yk[i0 + u * kBlock] = v[u];
+      }
+    }
+    __syncthreads();  // Y's rows are the next application's P, written and read by different threads
+    if (a.keep) {
+      row0 += static_cast<size_t>(a.B) * n;
+      prob0 += static_cast<size_t>(a.B) * a.H * n * n;
+    }
+  }
+}
+
+size_t walk_smem(bool bf16, int d, int nmax, int hd, int H) {
+  auto tiles_smem = [&](auto f32) -> size_t {
+    constexpr bool F = decltype(f32)::value;
+    switch (d) {
+      case 32: return std::max(Smem<F, 32>::out_forward, Smem<F, 32>::in_forward);
+      case 64: return std::max(Smem<F, 64>::out_forward, Smem<F, 64>::in_forward);
+      case 96: return std::max(Smem<F, 96>::out_forward, Smem<F, 96>::in_forward);
+      default: return std::max(Smem<F, 128>::out_forward, Smem<F, 128>::in_forward);
+    }
+  };
+  const size_t t = bf16 ? tiles_smem(std::false_type()) : tiles_smem(std::true_type());
+  const size_t heads = (attn::fused_forward_smem(nmax, hd) + 15) / 16 * 16 * std::min(H, kHeadGroups);
+  return std::max(2 * ((t + 15) / 16 * 16), heads);
+}
+
+template <bool F32, int D, int HD>
+void launch_walk(const WalkArgs& a, size_t smem) {
+  static const cudaError_t opt = cudaFuncSetAttribute(window_forward_kernel<F32, D, HD>,
+                                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                      static_cast<int>(limits().smem_optin));
+  RT_CU(opt);
+  window_forward_kernel<F32, D, HD><<<a.B, kBlock, smem, stream()>>>(a);
+  RT_CU_LAUNCH("window_forward");
+}
+
+template <bool F32>
+void launch_by_d(const WalkArgs& a, int d, int hd, size_t smem) {
+  auto go = [&](auto dd) {
+    constexpr int D = decltype(dd)::value;
+    if (hd == 16) launch_walk<F32, D, 16>(a, smem);
+    else launch_walk<F32, D, 0>(a, smem);
+  };
+  switch (d) {
+    case 32: go(std::integral_constant<int, 32>()); break;
+    case 64: go(std::integral_constant<int, 64>()); break;
+    case 96: go(std::integral_constant<int, 96>()); break;
+    default: go(std::integral_constant<int, 128>()); break;
+  }
+}
+
+}  // namespace
+
+bool window_forward(bool bf16, const BlockShape& s, const BlockWeights& w, const WindowWalk& walk) {
+  // Off unless asked for (bench/cuda/NOTES.md, session 7): in bf16 it matches the per-application path bit
+  // for bit but is slower (29.3-29.6 against 26.3-26.8 ms per copy step), and in fp32 (RT_CUDA_WINDOW=all)
+  // compute-sanitizer racecheck reports a shared-memory hazard not yet found, with fp32 gradients that
+  // differ from run to run. RT_CUDA_WINDOW=1 turns it on for bf16, `all` for both precisions. Read at
+  // each call (one getenv per layer forward), so that a check can compare both paths in one process.
+  const char* e = std::getenv("RT_CUDA_WINDOW");
+  const std::string mode = e ? e : "";
+  const bool on = mode == "all" || (mode == "1" && bf16);
+  if (!on || !w.packed || !block_fusable(s.d) || walk.w <= 0 || walk.w > kTM || walk.B <= 0 || walk.N <= 0) return false;
+  const int m = (walk.N + walk.w - 1) / walk.w, nmax = m == 1 ? walk.N : 2 * walk.w, hd = s.d / s.heads;
+  const size_t smem = walk_smem(bf16, s.d, nmax, hd, s.heads);
+  if (nmax > kMaxN || smem > limits().smem_optin) return false;
+  WalkArgs a{};
+  a.X = walk.X;
+  a.Y = walk.Y;
+  a.B = walk.B;
+  a.N = walk.N;
+  a.w = walk.w;
+  a.m = m;
+  a.nmax = nmax;
+  a.H = s.heads;
+  a.accumulate = walk.accumulate;
+  a.keep = walk.keep;
+  a.gelu = s.gelu;
+  a.alpha = walk.alpha;
+  a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  a.seed = walk.seed;
+  a.layer = walk.layer;
+  a.drop = walk.p > 0.0f;
+  if (a.drop) {
+    a.threshold = keep_threshold(walk.p);
+    a.drop_scale = 1.0f / (1.0f - walk.p);
+  }
+  a.c = walk.cache;
+  a.scratch = walk.scratch;
+  a.ln1_w = w.ln1_w;
+  a.ln1_b = w.ln1_b;
+  a.attn_b = w.attn_b;
+  a.bp = w.attn_proj_b;
+  a.ln2_w = w.ln2_w;
+  a.ln2_b = w.ln2_b;
+  a.bfc = w.fc_b;
+  a.bmp = w.mlp_proj_b;
+  a.W = w.packed;
+  if (bf16) launch_by_d<false>(a, s.d, hd, smem);
+  else launch_by_d<true>(a, s.d, hd, smem);
+  return true;
+}
+
+}  // namespace rt::cuda
