@@ -19,8 +19,11 @@ __device__ __forceinline__ int group_id() { return static_cast<int>(threadIdx.x)
 template <int G = kGroup>
 __device__ __forceinline__ void group_sync() {
   static_assert(G % 32 == 0, "a group is whole warps");
+  // Not bar.sync: that is barrier.sync.aligned, which needs every thread of a warp to arrive together, and
+  // the compiler does not reconverge a warp before an asm statement (after a divergent branch half a warp
+  // could pass the barrier for the whole warp). barrier.sync counts each thread as it arrives.
   if (blockDim.x == G) __syncthreads();
-  else asm volatile("bar.sync %0, %1;" ::"r"(1 + group_id<G>()), "r"(G) : "memory");
+  else asm volatile("barrier.sync %0, %1;" ::"r"(1 + group_id<G>()), "r"(G) : "memory");
 }
 
 }  // namespace rt::cuda

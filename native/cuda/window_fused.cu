@@ -252,11 +252,11 @@ void launch_by_d(const WalkArgs& a, int d, int hd, size_t smem) {
 }  // namespace
 
 bool window_forward(bool bf16, const BlockShape& s, const BlockWeights& w, const WindowWalk& walk) {
-  // Off unless asked for (bench/cuda/NOTES.md, session 7): in bf16 it matches the per-application path bit
-  // for bit but is slower (29.3-29.6 against 26.3-26.8 ms per copy step), and in fp32 (RT_CUDA_WINDOW=all)
-  // compute-sanitizer racecheck reports a shared-memory hazard not yet found, with fp32 gradients that
-  // differ from run to run. RT_CUDA_WINDOW=1 turns it on for bf16, `all` for both precisions. Read at
-  // each call (one getenv per layer forward), so that a check can compare both paths in one process.
+  // Off unless asked for (bench/cuda/NOTES.md, session 7): it matches the per-application path (bit for
+  // bit in bf16) but is slower (28.6-28.8 against 26.2-26.8 ms per copy step), and in fp32
+  // (RT_CUDA_WINDOW=all) compute-sanitizer racecheck still reports a shared-memory hazard not yet found.
+  // RT_CUDA_WINDOW=1 turns it on for bf16, `all` for both precisions. Read at each call (one getenv per
+  // layer forward), so that a check can compare both paths in one process.
   const char* e = std::getenv("RT_CUDA_WINDOW");
   const std::string mode = e ? e : "";
   const bool on = mode == "all" || (mode == "1" && bf16);
