@@ -3,12 +3,14 @@
 // Why: the per-application path (block_fused.cu and attention.cu, one launch per chain) is 4-5 dependent
 // launches per window and the copy config has 130 windows, each kernel a few microseconds of work between
 // launch, placement and an L2 round trip (bench/cuda/NOTES.md). The recurrences of the batch elements do not
-// touch each other, so one block per batch element can walk all the windows of its element by itself: no
-// grid-wide synchronisation, only __syncthreads between the phases of an application.
+// touch each other, so one block (or cluster) per batch element can walk all the windows of its element by
+// itself: no grid-wide synchronisation, only a block or cluster barrier between the phases of an application.
 //
-// A block is two thread groups of 256 (group.cuh), each the group a block_fused.cu kernel has: in the
+// An element is two thread groups of 256 (group.cuh), each the group a block_fused.cu kernel has: in the
 // row-local chains group g takes the element's rows [32 g, 32 g + 32) of the window pair (n <= 64: w <= 32);
-// the attention runs a head per 64 threads (eight at once). Every phase is the same device function the per-application kernels
+// the attention runs a head per 64 threads (eight at once). The two groups are one block of 512 threads, or
+// on sm_90 a cluster of two blocks of 256 (each with the whole register file of its SM; the phases are then
+// separated by cluster barriers). Every phase is the same device function the per-application kernels
 // run (block_tiles.cuh, attention_fused.cuh), on the same rows with the same row numbers, so the caches and
 // the output are the same bits and the dropout masks the same draws. The glue between applications (the
 // window pair's input, Y's rows) uses axpy2d's expressions.
@@ -24,6 +26,8 @@
 #include <cstdlib>
 #include <string>
 #include <type_traits>
+
+#include <cooperative_groups.h>
 
 #include "cuda/attention_fused.cuh"
 #include "cuda/block_tiles.cuh"
@@ -64,6 +68,16 @@ struct WalkArgs {
   const void* W;
 };
 
+// Both CTAs of the element's cluster at one point, global writes before it visible after it (release /
+// acquire at cluster scope). Clusters exist from sm_90; the host launches CL only there.
+__device__ __forceinline__ void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cooperative_groups::this_cluster().sync();
+#else
+  __trap();
+#endif
+}
+
 __device__ __forceinline__ uint64_t key_of(uint64_t seed, uint64_t stream) {
   // core/rng.h's rng_key, on the device
   return mix64(seed * 0x9E3779B97F4A7C15ULL + mix64(stream + 0x632BE59BD9B4E019ULL));
@@ -78,16 +92,27 @@ __device__ __forceinline__ int app_len(int k, int m, int N, int w) {
   return w + window_len(k, m, N, w);
 }
 
-template <bool F32, int D, int HD>
-__global__ void __launch_bounds__(kBlock) window_forward_kernel(WalkArgs a) {
+// CL false: one block of 512 threads per element, its two groups of 256 on one SM (at most 128 registers
+// a thread). CL true: a cluster of two blocks of 256 per element, group g on its own SM with the whole
+// register file, the phases separated by cluster barriers instead of __syncthreads. Either way the pair's
+// 512 threads split the glue, group g takes tile g and the attention runs a head per 64 threads.
+template <bool F32, int D, int HD, bool CL>
+__global__ void __launch_bounds__(CL ? kGroup : kBlock) window_forward_kernel(WalkArgs a) {
   extern __shared__ __align__(16) unsigned char smem[];
   using S = Smem<F32, D>;
   constexpr size_t per_group_tiles = S::out_forward > S::in_forward ? S::out_forward : S::in_forward;
-  const int b = blockIdx.x, g = group_id();
-  unsigned char* gsm = smem + g * ((per_group_tiles + 15) / 16 * 16);
-  // The attention: one head per group of 64 threads (kHeadGroups of them), each in its own shared memory.
+  const int b = CL ? blockIdx.x / 2 : blockIdx.x, g = CL ? blockIdx.x % 2 : group_id();
+  const int tid = CL ? g * kGroup + threadIdx.x : threadIdx.x;  // over the pair's 512 threads
+  auto phase = [] {
+    if constexpr (CL) cluster_sync();
+    else __syncthreads();
+  };
+  unsigned char* gsm = CL ? smem : smem + g * ((per_group_tiles + 15) / 16 * 16);
+  // The attention: one head per group of 64 threads (kHeadGroups of them in the pair), each in its own
+  // shared memory; with CL block g's groups take heads g, g + 2, ...
   const size_t att_smem = (attn::fused_forward_smem(a.nmax, D / a.H) + 15) / 16 * 16;
   const int hg = group_id<kHeadGroup>();
+  const int h0 = CL ? g + 2 * hg : hg;
   float* hsm = reinterpret_cast<float*>(smem + hg * att_smem);
   const int m = a.m, w = a.w;
   constexpr int D4 = D / 4;
@@ -122,7 +147,7 @@ __global__ void __launch_bounds__(kBlock) window_forward_kernel(WalkArgs a) {
       const float* Xk = Xb + static_cast<size_t>(k) * w * D;
       const bool mix = a.accumulate && k > 0 && k < m;
       const int total = n * D4;
-      for (int i0 = threadIdx.x; i0 < total; i0 += kBlock * kGlueU) {
+      for (int i0 = tid; i0 < total; i0 += kBlock * kGlueU) {
         float4 s[kGlueU], pv[kGlueU];
 #pragma unroll
         for (int u = 0; u < kGlueU; ++u) {
@@ -150,25 +175,25 @@ __global__ void __launch_bounds__(kBlock) window_forward_kernel(WalkArgs a) {
         }
       }
     }
-    __syncthreads();
+    phase();
 
     const uint64_t stream = (a.layer << 32) | static_cast<uint64_t>(k);
     if (g * kTM < n) {
       const InFwd in{r_end, x, a.ln1_w, a.ln1_b, a.attn_b, a.W, h1, mean1, rstd1, qkv};
       in_forward_tile<F32, D, false>(in, r_first + g * kTM, gsm);
     }
-    __syncthreads();
+    phase();
 
     {
       attn::Geo geo{a.B, n, D, a.H, D / a.H, 3 * D, a.scale};
       attn::Mask mask{0, a.threshold, a.drop_scale, a.drop};
       if (a.drop) mask.key = key_of(a.seed, stream * 4 + 0);
-      for (int h = hg; h < a.H; h += kHeadGroups) {
+      for (int h = h0; h < a.H; h += kHeadGroups) {
         attn::forward_head<HD, kHeadGroup, false>(qkv, pr, att, geo, mask, b, h, hsm);
         group_sync<kHeadGroup>();  // the next head reuses the group's shared memory
       }
     }
-    __syncthreads();
+    phase();
 
     if (g * kTM < n) {
       Drop d1, d2;
@@ -184,14 +209,14 @@ __global__ void __launch_bounds__(kBlock) window_forward_kernel(WalkArgs a) {
                        a.c.f + rows * 4 * D, a.c.g + rows * 4 * D, y};
       out_forward_tile<F32, D, false>(out, r_first + g * kTM, gsm);
     }
-    __syncthreads();
+    phase();
 
     // Y_{k-1} = Z[:, :w] (the last application: all of it)
     if (k > 0) {
       const int total = (k == m ? n : w) * D4;
       float4* Yk = reinterpret_cast<float4*>(Yb + static_cast<size_t>(k - 1) * w * D);
       const float4* o = reinterpret_cast<const float4*>(outb);
-      for (int i0 = threadIdx.x; i0 < total; i0 += kBlock * kGlueU) {
+      for (int i0 = tid; i0 < total; i0 += kBlock * kGlueU) {
         float4 v[kGlueU];
 #pragma unroll
         for (int u = 0; u < kGlueU; ++u)
@@ -201,7 +226,7 @@ __global__ void __launch_bounds__(kBlock) window_forward_kernel(WalkArgs a) {
           if (i0 + u * kBlock < total) Yk[i0 + u * kBlock] = v[u];
       }
     }
-    __syncthreads();  // Y's rows are the next application's P, written and read by different threads
+    phase();  // Y's rows are the next application's P, written and read by different threads
     if (a.keep) {
       row0 += static_cast<size_t>(a.B) * n;
       prob0 += static_cast<size_t>(a.B) * a.H * n * n;
@@ -209,7 +234,7 @@ __global__ void __launch_bounds__(kBlock) window_forward_kernel(WalkArgs a) {
   }
 }
 
-size_t walk_smem(bool bf16, int d, int nmax, int hd, int H) {
+size_t walk_smem(bool bf16, int d, int nmax, int hd, int H, bool cluster) {
   auto tiles_smem = [&](auto f32) -> size_t {
     constexpr bool F = decltype(f32)::value;
     switch (d) {
@@ -220,26 +245,43 @@ size_t walk_smem(bool bf16, int d, int nmax, int hd, int H) {
     }
   };
   const size_t t = bf16 ? tiles_smem(std::false_type()) : tiles_smem(std::true_type());
-  const size_t heads = (attn::fused_forward_smem(nmax, hd) + 15) / 16 * 16 * std::min(H, kHeadGroups);
-  return std::max(2 * ((t + 15) / 16 * 16), heads);
+  const int groups = cluster ? kHeadGroups / 2 : kHeadGroups;  // head groups per block
+  const size_t heads = (attn::fused_forward_smem(nmax, hd) + 15) / 16 * 16 * std::min(H, groups);
+  return std::max((cluster ? 1 : 2) * ((t + 15) / 16 * 16), heads);
 }
 
-template <bool F32, int D, int HD>
+template <bool F32, int D, int HD, bool CL>
 void launch_walk(const WalkArgs& a, size_t smem) {
-  static const cudaError_t opt = cudaFuncSetAttribute(window_forward_kernel<F32, D, HD>,
-                                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                      static_cast<int>(limits().smem_optin));
+  auto* k = window_forward_kernel<F32, D, HD, CL>;
+  static const cudaError_t opt =
+      cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(limits().smem_optin));
   RT_CU(opt);
-  window_forward_kernel<F32, D, HD><<<a.B, kBlock, smem, stream()>>>(a);
+  if constexpr (CL) {
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(2 * a.B);
+    cfg.blockDim = dim3(kGroup);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream();
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = 2;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    RT_CU(cudaLaunchKernelEx(&cfg, k, a));
+  } else {
+    k<<<a.B, kBlock, smem, stream()>>>(a);
+  }
   RT_CU_LAUNCH("window_forward");
 }
 
-template <bool F32>
+template <bool F32, bool CL>
 void launch_by_d(const WalkArgs& a, int d, int hd, size_t smem) {
   auto go = [&](auto dd) {
     constexpr int D = decltype(dd)::value;
-    if (hd == 16) launch_walk<F32, D, 16>(a, smem);
-    else launch_walk<F32, D, 0>(a, smem);
+    if (hd == 16) launch_walk<F32, D, 16, CL>(a, smem);
+    else launch_walk<F32, D, 0, CL>(a, smem);
   };
   switch (d) {
     case 32: go(std::integral_constant<int, 32>()); break;
@@ -262,7 +304,11 @@ bool window_forward(bool bf16, const BlockShape& s, const BlockWeights& w, const
   const bool on = mode == "all" || (mode == "1" && bf16);
   if (!on || !w.packed || !block_fusable(s.d) || walk.w <= 0 || walk.w > kTM || walk.B <= 0 || walk.N <= 0) return false;
   const int m = (walk.N + walk.w - 1) / walk.w, nmax = m == 1 ? walk.N : 2 * walk.w, hd = s.d / s.heads;
-  const size_t smem = walk_smem(bf16, s.d, nmax, hd, s.heads);
+  // RT_CUDA_WINDOW_CLUSTER=1: a cluster of two blocks per element (sm_90 only). Compiled but not yet run
+  // on a GPU (bench/cuda/NOTES.md, session 7), hence not the default.
+  const char* ce = std::getenv("RT_CUDA_WINDOW_CLUSTER");
+  const bool cluster = limits().cc >= 90 && ce && std::string(ce) == "1";
+  const size_t smem = walk_smem(bf16, s.d, nmax, hd, s.heads, cluster);
   if (nmax > kMaxN || smem > limits().smem_optin) return false;
   WalkArgs a{};
   a.X = walk.X;
@@ -296,8 +342,13 @@ bool window_forward(bool bf16, const BlockShape& s, const BlockWeights& w, const
   a.bfc = w.fc_b;
   a.bmp = w.mlp_proj_b;
   a.W = w.packed;
-  if (bf16) launch_by_d<false>(a, s.d, hd, smem);
-  else launch_by_d<true>(a, s.d, hd, smem);
+  if (cluster) {
+    if (bf16) launch_by_d<false, true>(a, s.d, hd, smem);
+    else launch_by_d<true, true>(a, s.d, hd, smem);
+  } else {
+    if (bf16) launch_by_d<false, false>(a, s.d, hd, smem);
+    else launch_by_d<true, false>(a, s.d, hd, smem);
+  }
   return true;
 }
 
