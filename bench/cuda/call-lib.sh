@@ -1,14 +1,21 @@
 # Sourced by the bench/cuda/call-*.sh scripts (one device call each): results go to /tmp/res and come back
 # packed as $OUT/all.tar.gz (the device tool returns only a few files) via call_done; node_modules from
-# .device/nm.tar.xz; `t LABEL` prints seconds since the start; `kernels_stage` runs kernels_check (which
-# also unpacks node and the addon into /tmp) and puts /tmp/node on PATH; `checks_stage [SECONDS]` runs the
-# model and layer checks (each under that timeout, default 120) and prints their summary lines.
+# .device/nm.tar.xz; `t LABEL` prints seconds since the start; `unpack_stage` puts node and the addon in
+# /tmp and on PATH; `kernels_stage` does the same through run.sh and also runs kernels_check;
+# `checks_stage [SECONDS]` runs the model and layer checks (each under that timeout, default 120) and prints
+# their summary lines.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 RESULT_DIR=$OUT; export OUT=/tmp/res; mkdir -p "$OUT"
 mkdir -p node_modules && tar -xJf .device/nm.tar.xz -C node_modules
 call_start=$(date +%s)
 t() { echo "[$(( $(date +%s) - call_start )) s] $*"; }
+# node and the addon into /tmp, on PATH, without running kernels_check (as run.sh does before its stages).
+unpack_stage() {
+  [[ -x /tmp/node ]] || { xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node; }
+  xz -dc .device/rt.node.xz > /tmp/rt.node
+  export PATH=/tmp:$PATH RT_CUDA_ADDON=/tmp/rt.node
+}
 kernels_stage() {
   t kernels; bash bench/cuda/run.sh --stages kernels > "$OUT/run-kernels.log" 2>&1
   grep -E "FAIL|^kernels_check" "$OUT/kernels.log" | head -20

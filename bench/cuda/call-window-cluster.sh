@@ -5,9 +5,7 @@
 # alternated twice, then racecheck over two small walks. Prints as it goes (a cut-short call still reports).
 #   carry: .device/node.xz .device/rt.node.xz .device/nm.tar.xz dist
 source "$(dirname "$0")/call-lib.sh"
-xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node
-xz -dc .device/rt.node.xz > /tmp/rt.node
-export PATH=/tmp:$PATH RT_CUDA_ADDON=/tmp/rt.node
+unpack_stage
 t window; RT_CUDA_WINDOW_CLUSTER=1 timeout 60 node bench/cuda/check-window.mjs > "$OUT/check-window.log" 2>&1; grep -E "FAIL|check-window" "$OUT/check-window.log" | cut -c1-220
 for i in 1 2; do
   for mode in cluster block off; do

@@ -7,7 +7,7 @@
 //   node bench/cuda/check-window.mjs [--quick]   (--quick: two small cases, for compute-sanitizer)
 //
 // Prints one line per case and `check-window: N passed, N failed`; exit status 1 on any failure.
-import { rng } from '../lib/random.mjs';
+import { realisticParams, rng } from '../lib/random.mjs';
 
 process.env.RT_DEVICE = 'cuda';
 const { RecurrentLayer } = await import('../../dist/model/layer.js');
@@ -67,12 +67,7 @@ for (const [i, c] of cases.entries()) {
   delete cfg.N;
   const r = rng(500 + i);
   const probe = new RecurrentLayer({ ...cfg, device: 'cpu' });
-  const params = {};
-  for (const p of probe.parameters()) {
-    params[p.name] = p.name.endsWith('alpha') ? p.value.toArray()
-      : /ln_\d\.weight$/.test(p.name) ? uniform(r, p.value.size, 0.8, 1.2)
-      : uniform(r, p.value.size, -1 / Math.sqrt(p.shape.at(-1)), 1 / Math.sqrt(p.shape.at(-1)));
-  }
+  const params = realisticParams(probe.parameters(), r);
   probe.dispose();
   const x = Tensor.fromArray(uniform(r, B * N * cfg.d, -1, 1), [B, N, cfg.d]);
   const R = Tensor.fromArray(uniform(r, B * N * cfg.d, -1, 1), [B, N, cfg.d]);

@@ -30,8 +30,6 @@ using attn::Mask;
 using attn::make_mask;
 using attn::fused_forward_smem;
 using attn::fused_backward_smem;
-using attn::warp_max;
-using attn::warp_sum;
 
 template <int HD>
 __global__ void __launch_bounds__(kThreads) attention_forward_fused(const float* __restrict__ qkv,
@@ -61,16 +59,7 @@ __global__ void softmax_rows_kernel(float* probs, float* pd, long long rows, int
   if (row >= rows) return;
   const int i = static_cast<int>(row % n);
   float* r = probs + row * n;
-  float mx = -INFINITY;
-  for (int j = lane; j <= i; j += 32) mx = fmaxf(mx, r[j]);
-  mx = warp_max(mx);
-  float sum = 0.0f;
-  for (int j = lane; j <= i; j += 32) {
-    const float e = expf(r[j] - mx);
-    r[j] = e;
-    sum += e;
-  }
-  const float inv = 1.0f / warp_sum(sum);
+  const float inv = attn::causal_exp_row(r, i, lane);
   const uint64_t mbase = static_cast<uint64_t>(row) * n;
   for (int j = lane; j < n; j += 32) {
     const float pr = j <= i ? r[j] * inv : 0.0f;
@@ -114,8 +103,7 @@ Geo check_geo(const char* who, int B, int n, int d, int H, float p) {
                                              std::to_string(d) + " H=" + std::to_string(H));
   RT_CHECK(p >= 0.0f && p < 1.0f, w + ": dropout rate p must be in [0, 1), got " + std::to_string(p));
   RT_CHECK(static_cast<long long>(B) * H <= 65535, w + ": batch * heads must be at most 65535 on CUDA");
-  const int hd = d / H;
-  return Geo{B, n, d, H, hd, 3 * d, 1.0f / std::sqrt(static_cast<float>(hd))};
+  return attn::geo_of(B, n, d, H);
 }
 
 bool use_fused(const Geo& g) {

@@ -18,15 +18,25 @@ struct Geo {
   float scale;
 };
 
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
+// B elements of n tokens, d split into H heads, scores scaled by 1 / sqrt(d / H); qkv rows 3d wide.
+inline Geo geo_of(int B, int n, int d, int H) {
+  const int hd = d / H;
+  return Geo{B, n, d, H, hd, 3 * d, 1.0f / std::sqrt(static_cast<float>(hd))};
 }
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
+
+// Row i of causal scores, by one warp: exp(s_j - max) in place for j <= i; returns 1 / their sum. Both
+// attention paths' softmax (the fused head, attention.cu's row kernel).
+__device__ __forceinline__ float causal_exp_row(float* r, int i, int lane) {
+  float mx = -INFINITY;
+  for (int j = lane; j <= i; j += 32) mx = fmaxf(mx, r[j]);
+  mx = warp_max(mx);
+  float sum = 0.0f;
+  for (int j = lane; j <= i; j += 32) {
+    const float e = expf(r[j] - mx);
+    r[j] = e;
+    sum += e;
+  }
+  return 1.0f / warp_sum(sum);
 }
 
 // Dropout multiplier of probability (bh, i, j): keep/(1-p), or 1 without dropout.
@@ -152,16 +162,7 @@ __device__ __forceinline__ void forward_head(const float* __restrict__ qkv, floa
   // dropped probabilities for the values.
   for (int i = warp; i < n; i += warps) {
     float* srow = S + i * np;
-    float mx = -INFINITY;
-    for (int j = lane; j <= i; j += 32) mx = fmaxf(mx, srow[j]);
-    mx = warp_max(mx);
-    float sum = 0.0f;
-    for (int j = lane; j <= i; j += 32) {
-      const float e = expf(srow[j] - mx);
-      srow[j] = e;
-      sum += e;
-    }
-    const float inv = 1.0f / warp_sum(sum);
+    const float inv = causal_exp_row(srow, i, lane);
     float* prow = probs + (static_cast<size_t>(bh) * n + i) * n;
     const uint64_t mbase = (static_cast<uint64_t>(bh) * n + i) * n;
     for (int j = lane; j < n; j += 32) {

@@ -48,12 +48,6 @@ __device__ __forceinline__ void put2(Elem<F32>* p, float a, float b) {
   put<F32>(p + 1, b);
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 // The packed copy (pack_fused_weights): offsets in elements of each [N][K] matrix. The forward's are the
 // Linear weights as stored ([out][in]); the input gradient dy W reads W^T, stored as [in][out].
 struct Packed {

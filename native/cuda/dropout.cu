@@ -1,7 +1,7 @@
 // Inverted dropout with the counter-based mask of core/rng.h: element i is kept when
 // rng_uniform(rng_key(seed, stream), i) >= p, the same elements as on the CPU (bit for bit: the key is
-// computed on the host by core/rng.h, the draw by cuda/rng.cuh's copy of mix64), so a layer trained with
-// dropout gives the same masks on either device. Backward regenerates the mask.
+// computed on the host, the draw on the device, both by core/rng.h), so a layer trained with dropout gives
+// the same masks on either device. Backward regenerates the mask.
 #include <string>
 
 #include "core/rng.h"

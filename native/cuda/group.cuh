@@ -26,4 +26,16 @@ __device__ __forceinline__ void group_sync() {
   else asm volatile("barrier.sync %0, %1;" ::"r"(1 + group_id<G>()), "r"(G) : "memory");
 }
 
+// Sum and maximum over a warp, every lane getting the result (the same xor tree in every kernel).
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
 }  // namespace rt::cuda

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cuda/common.cuh"
+#include "cuda/group.cuh"
 #include "cuda/kernels.cuh"
 
 namespace rt::cuda {
@@ -16,12 +17,6 @@ namespace {
 constexpr float kEps = 1e-5f;
 constexpr int kRowsPerBlock = 8;  // warps per block, one row each
 constexpr int kChunk = 256;       // rows per partial sum of dw / db
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 
 __global__ void layernorm_forward_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                          const float* __restrict__ b, float* __restrict__ y, float* __restrict__ mean,

@@ -1,17 +1,13 @@
-// The device side of core/rng.h: the same SplitMix64 finaliser, so that a dropout mask drawn on the GPU
-// is bit-for-bit the CPU's. The key (rng_key(seed, stream)) is computed on the host with core/rng.h and
-// passed in; only the per-element draw runs here. cuda/test/kernels_check.cu compares the two.
+// The device side of dropout masks: core/rng.h's SplitMix64 (compiled for the device too), so that a mask
+// drawn on the GPU is bit-for-bit the CPU's. The key (rng_key(seed, stream)) is usually computed on the host
+// and passed in; the per-element draw runs here. cuda/test/kernels_check.cu compares the two.
 #pragma once
 #include <cmath>
 #include <cstdint>
 
-namespace rt::cuda {
+#include "core/rng.h"
 
-__device__ __forceinline__ uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
+namespace rt::cuda {
 
 // rng_uniform(key, i) >= p  <=>  (mix64(key + i * golden) >> 40) >= ceil(p * 2^24): the comparison in
 // integers, exact (p * 2^24 is exact in double), as the CPU's vectorised mask does.

@@ -52,20 +52,13 @@ __device__ __forceinline__ const float4* row4(const float* base, int r, int c) {
 }
 
 struct WalkArgs {
-  const float* X;
-  float* Y;
-  int B, N, w, m, nmax, H;
-  bool accumulate, keep, gelu;
-  float alpha, scale;
-  uint64_t seed, layer;
-  // dropout: threshold and scale as make_drop; on when p > 0
-  bool drop;
-  int64_t threshold;
-  float drop_scale;
-  BlockCache c;  // base pointers
-  float* scratch;
-  const float *ln1_w, *ln1_b, *attn_b, *bp, *ln2_w, *ln2_b, *bfc, *bmp;
-  const void* W;
+  WindowWalk walk;  // as the layer gave it
+  BlockWeights w;   // w.packed: the fused kernels' copy
+  int m, nmax;      // windows; tokens per sequence of the largest application
+  bool gelu;
+  attn::Geo geo;    // n is set per application
+  Drop drop;        // make_drop's threshold and scale; the key is set per application and stream
+  size_t tile_stride, head_stride;  // shared memory of one group's tiles, of one head (walk_smem)
 };
 
 // Both CTAs of the element's cluster at one point, global writes before it visible after it (release /
@@ -78,11 +71,6 @@ __device__ __forceinline__ void cluster_sync() {
 #endif
 }
 
-__device__ __forceinline__ uint64_t key_of(uint64_t seed, uint64_t stream) {
-  // core/rng.h's rng_key, on the device
-  return mix64(seed * 0x9E3779B97F4A7C15ULL + mix64(stream + 0x632BE59BD9B4E019ULL));
-}
-
 __device__ __forceinline__ int window_len(int k, int m, int N, int w) { return k < m - 1 ? w : N - (m - 1) * w; }
 
 // Tokens per sequence of application k of m + 1 (recurrence.cc's app_lengths).
@@ -92,50 +80,46 @@ __device__ __forceinline__ int app_len(int k, int m, int N, int w) {
   return w + window_len(k, m, N, w);
 }
 
-// CL false: one block of 512 threads per element, its two groups of 256 on one SM (at most 128 registers
-// a thread). CL true: a cluster of two blocks of 256 per element, group g on its own SM with the whole
-// register file, the phases separated by cluster barriers instead of __syncthreads. Either way the pair's
-// 512 threads split the glue, group g takes tile g and the attention runs a head per 64 threads.
+// CL false: one block of 512 threads per element, its two groups of 256 on one SM. CL true: a cluster of
+// two blocks of 256 per element, each group on its own SM as the per-application kernels have it, the
+// phases separated by cluster barriers instead of __syncthreads. Either way the pair's 512 threads split
+// the glue, group g takes tile g and the attention runs a head per 64 threads.
 template <bool F32, int D, int HD, bool CL>
 __global__ void __launch_bounds__(CL ? kGroup : kBlock) window_forward_kernel(WalkArgs a) {
   extern __shared__ __align__(16) unsigned char smem[];
-  using S = Smem<F32, D>;
-  constexpr size_t per_group_tiles = S::out_forward > S::in_forward ? S::out_forward : S::in_forward;
+  const WindowWalk& wk = a.walk;
+  const BlockCache& c = wk.cache;  // base pointers
   const int b = CL ? blockIdx.x / 2 : blockIdx.x, g = CL ? blockIdx.x % 2 : group_id();
   const int tid = CL ? g * kGroup + threadIdx.x : threadIdx.x;  // over the pair's 512 threads
   auto phase = [] {
     if constexpr (CL) cluster_sync();
     else __syncthreads();
   };
-  unsigned char* gsm = CL ? smem : smem + g * ((per_group_tiles + 15) / 16 * 16);
+  unsigned char* gsm = smem + (CL ? 0 : g * a.tile_stride);
   // The attention: one head per group of 64 threads (kHeadGroups of them in the pair), each in its own
   // shared memory; with CL block g's groups take heads g, g + 2, ...
-  const size_t att_smem = (attn::fused_forward_smem(a.nmax, D / a.H) + 15) / 16 * 16;
   const int hg = group_id<kHeadGroup>();
-  const int h0 = CL ? g + 2 * hg : hg;
-  float* hsm = reinterpret_cast<float*>(smem + hg * att_smem);
-  const int m = a.m, w = a.w;
+  const int h0 = CL ? g + 2 * hg : hg, H = a.geo.H;
+  float* hsm = reinterpret_cast<float*>(smem + hg * a.head_stride);
+  const int m = a.m, w = wk.w, nmax = a.nmax;
   constexpr int D4 = D / 4;
-  const size_t Nd = static_cast<size_t>(a.N) * D;
-  const float* Xb = a.X + b * Nd;
-  float* Yb = a.Y + b * Nd;
-  float* outb = a.scratch + static_cast<size_t>(b) * a.nmax * D;  // this element's rows of the scratch
+  const size_t Nd = static_cast<size_t>(wk.N) * D;
+  const float* Xb = wk.X + b * Nd;
+  float* Yb = wk.Y + b * Nd;
+  float* outb = wk.scratch + static_cast<size_t>(b) * nmax * D;  // this element's rows of the scratch
   size_t row0 = 0, prob0 = 0;  // application k's first row and first probability in the arena (keep)
 
   for (int k = 0; k <= m; ++k) {
-    const int n = app_len(k, m, a.N, w);
+    const int n = app_len(k, m, wk.N, w);
     // This element's view: logical row r of the application is at pointer + r * width.
-    const size_t rows = a.keep ? row0 : static_cast<size_t>(b) * (a.nmax - n);
-    const size_t probs = a.keep ? prob0 : static_cast<size_t>(b) * a.H * (static_cast<size_t>(a.nmax) * a.nmax - static_cast<size_t>(n) * n);
-    float* x = a.c.x + rows * D;
-    float* h1 = a.c.h1 + rows * D;
-    float* mean1 = a.c.mean1 + rows;
-    float* rstd1 = a.c.rstd1 + rows;
-    float* qkv = a.c.qkv + rows * 3 * D;
-    float* pr = a.c.probs + probs;
-    float* att = a.c.att + rows * D;
+    const size_t rows = wk.keep ? row0 : static_cast<size_t>(b) * (nmax - n);
+    const size_t probs =
+        wk.keep ? prob0 : static_cast<size_t>(b) * H * (static_cast<size_t>(nmax) * nmax - static_cast<size_t>(n) * n);
+    float* x = c.x + rows * D;
+    float* qkv = c.qkv + rows * 3 * D;
+    float* att = c.att + rows * D;
     // The application's output y, logical rows onto this element's scratch rows.
-    float* y = a.scratch + (static_cast<ptrdiff_t>(b) * a.nmax - static_cast<ptrdiff_t>(b) * n) * D;
+    float* y = wk.scratch + (static_cast<ptrdiff_t>(b) * nmax - static_cast<ptrdiff_t>(b) * n) * D;
     const int r_first = b * n, r_end = b * n + n;
     float* xb = x + static_cast<size_t>(r_first) * D;
 
@@ -145,7 +129,7 @@ __global__ void __launch_bounds__(CL ? kGroup : kBlock) window_forward_kernel(Wa
       const int soff = (k == 1 || (k == m && m == 1)) ? 0 : w;  // S: the previous output's second half (or all)
       const float* P = k <= 1 ? Xb : Yb + static_cast<size_t>(k - 2) * w * D;
       const float* Xk = Xb + static_cast<size_t>(k) * w * D;
-      const bool mix = a.accumulate && k > 0 && k < m;
+      const bool mix = wk.accumulate && k > 0 && k < m;
       const int total = n * D4;
       for (int i0 = tid; i0 < total; i0 += kBlock * kGlueU) {
         float4 s[kGlueU], pv[kGlueU];
@@ -166,10 +150,10 @@ __global__ void __launch_bounds__(CL ? kGroup : kBlock) window_forward_kernel(Wa
           if (i >= total) continue;
           float4 v = s[u];
           if (mix) {  // axpy2d's y + alpha * x
-            v.x += a.alpha * pv[u].x;
-            v.y += a.alpha * pv[u].y;
-            v.z += a.alpha * pv[u].z;
-            v.w += a.alpha * pv[u].w;
+            v.x += wk.alpha * pv[u].x;
+            v.y += wk.alpha * pv[u].y;
+            v.z += wk.alpha * pv[u].z;
+            v.w += wk.alpha * pv[u].w;
           }
           reinterpret_cast<float4*>(xb)[i] = v;
         }
@@ -177,36 +161,36 @@ __global__ void __launch_bounds__(CL ? kGroup : kBlock) window_forward_kernel(Wa
     }
     phase();
 
-    const uint64_t stream = (a.layer << 32) | static_cast<uint64_t>(k);
+    // Application k's dropout streams, as block_forward's: (layer << 32 | k) * 4 + 0, 1, 2.
+    const uint64_t stream = ((wk.layer << 32) | static_cast<uint64_t>(k)) * 4;
+    auto drop_of = [&](uint64_t s) {
+      Drop d = a.drop;
+      if (d.on) d.key = rng_key(wk.seed, stream + s);
+      return d;
+    };
     if (g * kTM < n) {
-      const InFwd in{r_end, x, a.ln1_w, a.ln1_b, a.attn_b, a.W, h1, mean1, rstd1, qkv};
+      const InFwd in{r_end, x, a.w.ln1_w, a.w.ln1_b, a.w.attn_b, a.w.packed, c.h1 + rows * D, c.mean1 + rows,
+                     c.rstd1 + rows, qkv};
       in_forward_tile<F32, D, false>(in, r_first + g * kTM, gsm);
     }
     phase();
 
     {
-      attn::Geo geo{a.B, n, D, a.H, D / a.H, 3 * D, a.scale};
-      attn::Mask mask{0, a.threshold, a.drop_scale, a.drop};
-      if (a.drop) mask.key = key_of(a.seed, stream * 4 + 0);
-      for (int h = h0; h < a.H; h += kHeadGroups) {
-        attn::forward_head<HD, kHeadGroup, false>(qkv, pr, att, geo, mask, b, h, hsm);
+      attn::Geo geo = a.geo;
+      geo.n = n;
+      const Drop d = drop_of(0);
+      const attn::Mask mask{d.key, d.threshold, d.scale, d.on};
+      for (int h = h0; h < H; h += kHeadGroups) {
+        attn::forward_head<HD, kHeadGroup, false>(qkv, c.probs + probs, att, geo, mask, b, h, hsm);
         group_sync<kHeadGroup>();  // the next head reuses the group's shared memory
       }
     }
     phase();
 
     if (g * kTM < n) {
-      Drop d1, d2;
-      if (a.drop) {
-        d1.on = d2.on = true;
-        d1.threshold = d2.threshold = a.threshold;
-        d1.scale = d2.scale = a.drop_scale;
-        d1.key = key_of(a.seed, stream * 4 + 1);
-        d2.key = key_of(a.seed, stream * 4 + 2);
-      }
-      const OutFwd out{r_end, a.gelu, d1, d2, att, x, a.bp, a.ln2_w, a.ln2_b, a.bfc, a.bmp, a.W,
-                       a.c.x2 + rows * D, a.c.h2 + rows * D, a.c.mean2 + rows, a.c.rstd2 + rows,
-                       a.c.f + rows * 4 * D, a.c.g + rows * 4 * D, y};
+      const OutFwd out{r_end, a.gelu, drop_of(1), drop_of(2), att, x, a.w.attn_proj_b, a.w.ln2_w, a.w.ln2_b,
+                       a.w.fc_b, a.w.mlp_proj_b, a.w.packed, c.x2 + rows * D, c.h2 + rows * D, c.mean2 + rows,
+                       c.rstd2 + rows, c.f + rows * 4 * D, c.g + rows * 4 * D, y};
       out_forward_tile<F32, D, false>(out, r_first + g * kTM, gsm);
     }
     phase();
@@ -227,14 +211,17 @@ __global__ void __launch_bounds__(CL ? kGroup : kBlock) window_forward_kernel(Wa
       }
     }
     phase();  // Y's rows are the next application's P, written and read by different threads
-    if (a.keep) {
-      row0 += static_cast<size_t>(a.B) * n;
-      prob0 += static_cast<size_t>(a.B) * a.H * n * n;
+    if (wk.keep) {
+      row0 += static_cast<size_t>(wk.B) * n;
+      prob0 += static_cast<size_t>(wk.B) * H * n * n;
     }
   }
 }
 
-size_t walk_smem(bool bf16, int d, int nmax, int hd, int H, bool cluster) {
+struct WalkSmem {
+  size_t tile_stride, head_stride, total;
+};
+WalkSmem walk_smem(bool bf16, int d, int nmax, int hd, int H, bool cluster) {
   auto tiles_smem = [&](auto f32) -> size_t {
     constexpr bool F = decltype(f32)::value;
     switch (d) {
@@ -244,10 +231,11 @@ size_t walk_smem(bool bf16, int d, int nmax, int hd, int H, bool cluster) {
       default: return std::max(Smem<F, 128>::out_forward, Smem<F, 128>::in_forward);
     }
   };
-  const size_t t = bf16 ? tiles_smem(std::false_type()) : tiles_smem(std::true_type());
+  auto align16 = [](size_t n) { return (n + 15) / 16 * 16; };
+  const size_t t = align16(bf16 ? tiles_smem(std::false_type()) : tiles_smem(std::true_type()));
+  const size_t h = align16(attn::fused_forward_smem(nmax, hd));
   const int groups = cluster ? kHeadGroups / 2 : kHeadGroups;  // head groups per block
-  const size_t heads = (attn::fused_forward_smem(nmax, hd) + 15) / 16 * 16 * std::min(H, groups);
-  return std::max((cluster ? 1 : 2) * ((t + 15) / 16 * 16), heads);
+  return {t, h, std::max((cluster ? 1 : 2) * t, h * std::min(H, groups))};
 }
 
 template <bool F32, int D, int HD, bool CL>
@@ -258,7 +246,7 @@ void launch_walk(const WalkArgs& a, size_t smem) {
   RT_CU(opt);
   if constexpr (CL) {
     cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(2 * a.B);
+    cfg.gridDim = dim3(2 * a.walk.B);
     cfg.blockDim = dim3(kGroup);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream();
@@ -271,7 +259,7 @@ void launch_walk(const WalkArgs& a, size_t smem) {
     cfg.numAttrs = 1;
     RT_CU(cudaLaunchKernelEx(&cfg, k, a));
   } else {
-    k<<<a.B, kBlock, smem, stream()>>>(a);
+    k<<<a.walk.B, kBlock, smem, stream()>>>(a);
   }
   RT_CU_LAUNCH("window_forward");
 }
@@ -302,46 +290,17 @@ bool window_forward(bool bf16, const BlockShape& s, const BlockWeights& w, const
   const char* e = std::getenv("RT_CUDA_WINDOW");
   const std::string mode = e ? e : "";
   const bool on = mode == "all" || (mode == "1" && bf16);
-  if (!on || !w.packed || !block_fusable(s.d) || walk.w <= 0 || walk.w > kTM || walk.B <= 0 || walk.N <= 0) return false;
+  if (!on || !w.packed || !block_fusable(s.d) || walk.w <= 0 || walk.w > kTM) return false;
   const int m = (walk.N + walk.w - 1) / walk.w, nmax = m == 1 ? walk.N : 2 * walk.w, hd = s.d / s.heads;
   // RT_CUDA_WINDOW_CLUSTER=1: a cluster of two blocks per element (sm_90 only). Compiled but not yet run
   // on a GPU (bench/cuda/NOTES.md, session 7), hence not the default.
   const char* ce = std::getenv("RT_CUDA_WINDOW_CLUSTER");
   const bool cluster = limits().cc >= 90 && ce && std::string(ce) == "1";
-  const size_t smem = walk_smem(bf16, s.d, nmax, hd, s.heads, cluster);
-  if (nmax > kMaxN || smem > limits().smem_optin) return false;
-  WalkArgs a{};
-  a.X = walk.X;
-  a.Y = walk.Y;
-  a.B = walk.B;
-  a.N = walk.N;
-  a.w = walk.w;
-  a.m = m;
-  a.nmax = nmax;
-  a.H = s.heads;
-  a.accumulate = walk.accumulate;
-  a.keep = walk.keep;
-  a.gelu = s.gelu;
-  a.alpha = walk.alpha;
-  a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  a.seed = walk.seed;
-  a.layer = walk.layer;
-  a.drop = walk.p > 0.0f;
-  if (a.drop) {
-    a.threshold = keep_threshold(walk.p);
-    a.drop_scale = 1.0f / (1.0f - walk.p);
-  }
-  a.c = walk.cache;
-  a.scratch = walk.scratch;
-  a.ln1_w = w.ln1_w;
-  a.ln1_b = w.ln1_b;
-  a.attn_b = w.attn_b;
-  a.bp = w.attn_proj_b;
-  a.ln2_w = w.ln2_w;
-  a.ln2_b = w.ln2_b;
-  a.bfc = w.fc_b;
-  a.bmp = w.mlp_proj_b;
-  a.W = w.packed;
+  const WalkSmem sm = walk_smem(bf16, s.d, nmax, hd, s.heads, cluster);
+  if (nmax > kMaxN || sm.total > limits().smem_optin) return false;
+  const WalkArgs a{walk, w, m, nmax, s.gelu, attn::geo_of(walk.B, 0, s.d, s.heads), make_drop(walk.p, 0, 0),
+                   sm.tile_stride, sm.head_stride};
+  const size_t smem = sm.total;
   if (cluster) {
     if (bf16) launch_by_d<false, true>(a, s.d, hd, smem);
     else launch_by_d<true, true>(a, s.d, hd, smem);

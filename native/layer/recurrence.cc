@@ -238,32 +238,28 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
     c.n = n;
     return c;
   };
-  auto run = [&](BlockCache& c, float* out) {
-    block_forward(be_, shape_, W, c, out, p, seed, (static_cast<uint64_t>(l) << 32) | app_index++);
-  };
-
-  DeviceBuffer out;  // one application's output
-  if (w > 0) out = DeviceBuffer(be_, static_cast<size_t>(B) * nmax * d);
-  if (w > 0 && W.packed) {
-    const WindowWalk walk{X, Y, B, N, w, cfg_.accumulate, alpha, p, seed, static_cast<uint64_t>(l), keep,
-                                   keep ? cache.apps.front() : single, out.get()};
-    if (be_.window_forward(shape_, W, walk)) {
-      if (keep)  // what block_forward records for the backward, application by application
-        for (size_t k = 0; k < cache.apps.size(); ++k) {
-          BlockCache& c = cache.apps[k];
-          c.p = p;
-          c.seed = seed;
-          c.stream = (static_cast<uint64_t>(l) << 32) | k;
-        }
-      return;
-    }
-  }
+  auto stream_of = [&](int app) { return (static_cast<uint64_t>(l) << 32) | static_cast<uint64_t>(app); };
+  auto run = [&](BlockCache& c, float* out) { block_forward(be_, shape_, W, c, out, p, seed, stream_of(app_index++)); };
 
   if (w == 0) {
     // The block only reads its input: X itself (kept by the caller until the backward) serves as x.
     BlockCache& c = next_app(N);
     c.x = const_cast<float*>(X);
     run(c, Y);
+    return;
+  }
+
+  DeviceBuffer out(be_, static_cast<size_t>(B) * nmax * d);  // one application's output
+  const WindowWalk walk{X, Y, B, N, w, cfg_.accumulate, alpha, p, seed, static_cast<uint64_t>(l), keep,
+                        keep ? cache.apps.front() : single, out.get()};
+  if (be_.window_forward(shape_, W, walk)) {
+    if (keep)  // what block_forward records for the backward, application by application
+      for (size_t k = 0; k < cache.apps.size(); ++k) {
+        BlockCache& c = cache.apps[k];
+        c.p = p;
+        c.seed = seed;
+        c.stream = stream_of(static_cast<int>(k));
+      }
     return;
   }
 
