@@ -10,15 +10,18 @@
 # reported).
 # Needs carried: .device/node.xz, .device/rt.node.xz, .device/nm.tar.xz, the data it reads from .device/data/
 # (tinyshakespeare.txt, fashion-mnist/*.gz: 31 MB, carry it only for the fmnist presets), all made by
-# bench/paper/prepare.sh, and dist.
+# bench/paper/prepare.sh, and dist. RT_KEEP_CHECKPOINTS=1 also copies each run's checkpoint (a few MB for the
+# copy models) to $OUT/ckpt-<name>.safetensors, so that a later call on a fresh machine can --resume it.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/rt-paper-out}"
 mkdir -p "$OUT" /tmp/runs
 TAG="$1"; shift
 [[ -x /tmp/node ]] || { xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node; }
-xz -dc .device/rt.node.xz > /tmp/rt.node
-export PATH=/tmp:$PATH RT_CUDA_ADDON=/tmp/rt.node RT_DEVICE=cuda
+# Its own copy of the addon: other scripts of the same call rewrite /tmp/rt.node, and rewriting a loaded
+# library under a running process kills it.
+xz -dc .device/rt.node.xz > /tmp/rt-paper.node
+export PATH=/tmp:$PATH RT_CUDA_ADDON=/tmp/rt-paper.node RT_DEVICE=cuda
 # The package's run-time dependencies (node_modules does not travel; bench/paper/prepare.sh packs them).
 [[ -d node_modules ]] || { mkdir node_modules && tar -xJf .device/nm.tar.xz -C node_modules; }
 # The data where the presets look for it (../shared/data, like CI's checkout) and Fashion-MNIST.
@@ -42,6 +45,8 @@ run_one() {
   tail -2 "$dir.stdout" | cut -c1-400
   tail -3 "$dir.stderr"
   cp "$dir.stdout" "$dir/stdout.jsonl" 2>/dev/null; cp "$dir.stderr" "$dir/stderr.txt" 2>/dev/null
+  [[ "${RT_KEEP_CHECKPOINTS:-0}" == 1 && -f "$dir/checkpoint.safetensors" ]] && cp "$dir/checkpoint.safetensors" "$OUT/ckpt-$name.safetensors"
+  return 0
 }
 for spec in "$@"; do
   if [[ "${RT_PARALLEL:-0}" == 1 ]]; then run_one "$spec" & else run_one "$spec"; fi
