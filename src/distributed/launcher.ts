@@ -2,6 +2,9 @@
 // script with its rank in the environment (RT_RANK, RT_WORLD_SIZE, RT_LOCAL_RANK, RT_CUDA_DEVICE,
 // RT_MASTER_ADDR, RT_MASTER_PORT). When a worker fails, the others are stopped (SIGTERM, then SIGKILL after
 // a grace period) and the result names the rank and how it ended: a failed job never leaves processes behind.
+// A worker that exits with PEER_FAILURE_EXIT_CODE only says that another rank failed: the launcher then waits
+// a little (peerFailureGraceMs) for the rank that really failed to exit, so that the result names it, and
+// only then stops the rest.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import {
@@ -29,6 +32,12 @@ export interface LaunchOptions extends DistributedOptions {
   stdio?: 'inherit' | 'pipe';
   /** Between SIGTERM and SIGKILL of the survivors when a worker fails (default 5000 ms). */
   killAfterMs?: number;
+  /**
+   * When the first worker to fail exits with PEER_FAILURE_EXIT_CODE (it stopped because another rank failed),
+   * how long to wait for a worker that failed on its own to exit, so that the result names that one, before
+   * stopping the rest (default 2500 ms). A real failure in that time stops the rest at once.
+   */
+  peerFailureGraceMs?: number;
   /** Aborting stops the workers (SIGTERM: they finish the current step and checkpoint). */
   signal?: AbortSignal;
   /** After an abort, how long the workers may take to checkpoint and exit before SIGKILL (default 120000 ms). */
@@ -85,6 +94,8 @@ export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
   const timeoutMs = positiveInt(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, 'timeoutMs');
   const backend = checkBackend(opts.backend, 'backend');
   const killAfterMs = opts.killAfterMs ?? 5000;
+  const peerFailureGraceMs = opts.peerFailureGraceMs ?? 2500;
+  if (!Number.isFinite(peerFailureGraceMs) || peerFailureGraceMs < 0) throw new RangeError(`peerFailureGraceMs: expected a number of milliseconds >= 0, got ${String(peerFailureGraceMs)}`);
   const worldSize = gpus * nnodes;
   const base = opts.env ?? process.env;
 
@@ -93,8 +104,12 @@ export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
   let failed: WorkerExit | undefined;
   let stopping = false;
   let killTimer: NodeJS.Timeout | undefined;
+  // Set while a peer-failure exit (75) waits for the real failure to show itself before stopAll.
+  let peerTimer: NodeJS.Timeout | undefined;
 
   const stopAll = (graceMs = killAfterMs): void => {
+    clearTimeout(peerTimer);
+    peerTimer = undefined;
     if (stopping) return;
     stopping = true;
     for (const c of children) if (c && c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
@@ -142,9 +157,23 @@ export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
           done = true;
           const ex: WorkerExit = { rank, localRank: local, code, signal };
           exits.push(ex);
-          if ((code !== 0 || signal) && !stopping) {
-            failed = ex;
-            stopAll();
+          const bad = code !== 0 || signal !== null;
+          const byPeer = code === PEER_FAILURE_EXIT_CODE && !signal;
+          if (bad && !stopping) {
+            if (!byPeer) {
+              // A failure of its own (also while waiting after a peer-failure exit): the root cause.
+              failed = ex;
+              stopAll();
+            } else if (peerTimer === undefined) {
+              // This rank only stopped because another one failed: give the failing rank a moment to exit
+              // and be named, then stop whoever is left (a hang still ends). Later 75s change nothing.
+              failed = ex;
+              peerTimer = setTimeout(() => {
+                peerTimer = undefined;
+                stopAll();
+              }, peerFailureGraceMs);
+              peerTimer.unref();
+            }
           } else if ((code !== 0 || signal) && failed && failed.code === PEER_FAILURE_EXIT_CODE && code !== PEER_FAILURE_EXIT_CODE && !signal) {
             // The first worker seen to fail only stopped because of another rank: name the real one.
             failed = ex;
@@ -156,6 +185,7 @@ export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
       }
     });
   } finally {
+    clearTimeout(peerTimer);
     clearTimeout(killTimer);
     opts.signal?.removeEventListener('abort', onAbort);
   }
