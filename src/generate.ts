@@ -2,6 +2,9 @@
 // sequence stays O(layers * w * d) however long the text gets.
 import { Rng } from './data/rng.js';
 import type { RecurrentTransformer } from './model/transformer.js';
+import { loadNative, type RowSampling, type SampledRows } from './native.js';
+
+export type { RowSampling, SampledRows } from './native.js';
 
 /** What generate() needs from a tokenizer (CharTokenizer and BpeTokenizer both fit). */
 export interface TextCodec {
@@ -102,6 +105,19 @@ export function sampleToken(logits: ArrayLike<number>, rng: Rng, opts: { tempera
   throw new Error('unreachable');
 }
 
+/** Per-row sampling settings for `rows` rows, every row marked "not sampled" (temperature -1). */
+export function rowSampling(rows: number): RowSampling {
+  return { temperature: new Float64Array(rows).fill(-1), topK: new Int32Array(rows), topP: new Float64Array(rows).fill(1), uniform: new Float64Array(rows) };
+}
+
+/**
+ * Samples every row of `logits` ([rows * vocab], row-major) in native code with per-row settings: the
+ * computation a decoder step's stepSample runs, equal to sampleToken for the same uniform draws.
+ */
+export function sampleRows(logits: Float32Array, vocab: number, sampling: RowSampling): SampledRows {
+  return loadNative('cpu').sampleRows(logits, vocab, sampling);
+}
+
 /** Checks generation options; throws a RangeError/TypeError naming the bad one. */
 export function checkGenerateOptions(opts: GenerateOptions): void {
   check(opts.maxTokens, 'maxTokens', (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer');
@@ -173,6 +189,24 @@ export class SequenceSampler {
    */
   next(logits: ArrayLike<number>): GeneratedToken | null {
     const { token, logprob } = sampleToken(logits, this.#rng, this.#opts);
+    return this.accept(token, logprob);
+  }
+
+  /**
+   * Writes this sequence's settings for its next token into row `row` of `sampling`, with the uniform draw
+   * sampleToken would make (none when greedy), for a native sampler (Decoder.stepSample); the token it
+   * picks then goes to accept(). next(logits) is the same two halves in JavaScript.
+   */
+  prepare(sampling: RowSampling, row: number): void {
+    const temperature = this.#opts.temperature ?? 1;
+    sampling.temperature[row] = temperature;
+    sampling.topK[row] = this.#opts.topK ?? 0;
+    sampling.topP[row] = this.#opts.topP ?? 1;
+    sampling.uniform[row] = temperature === 0 ? 0 : this.#rng.next();
+  }
+
+  /** Takes the token sampled for this sequence (from prepare()'s settings); returns what next() would. */
+  accept(token: number, logprob: number): GeneratedToken | null {
     this.#count++;
     if (this.#stopIds.has(token)) {
       this.done = true;
@@ -224,17 +258,22 @@ export async function* generate(model: RecurrentTransformer, prompt: string | Ar
   const sampler = new SequenceSampler(opts);
   const ids = promptIds(prompt, opts.tokenizer);
   const dec = model.decoder(1);
-  let logits: Float32Array = new Float32Array(0);
-  for (const id of ids) {
+  // The prompt but its last token; each later step feeds one token and samples the next where the logits
+  // are computed (the sampler the server's scheduler uses, so both give the same tokens for a seed).
+  for (let i = 0; i + 1 < ids.length; i++) {
     if (opts.signal?.aborted) return;
-    logits = await dec.step([id]);
+    await dec.step([ids[i]!]);
   }
+  const sampling = rowSampling(1);
+  let token = ids[ids.length - 1]!;
   while (!sampler.done) {
     if (opts.signal?.aborted) return;
-    const t = sampler.next(logits);
+    sampler.prepare(sampling, 0);
+    const r = await dec.stepSample([0], [token], sampling);
+    const t = sampler.accept(r.tokens[0]!, r.logprobs[0]!);
     if (t === null) break;
     if (t.text || !sampler.stopped) yield t;
-    if (!sampler.done) logits = await dec.step([t.token]);
+    token = t.token;
   }
   const rest = sampler.flush();
   if (rest) yield { token: -1, text: rest, logprob: 0 };

@@ -23,7 +23,7 @@ export * from './data/index.js';
 export * from './io/index.js';
 export { createServer, type ServerOptions, type RunningServer } from './serve/server.js';
 export { Scheduler, QueueFullError, AbortedError, type SchedulerOptions } from './serve/scheduler.js';
-export { generate, sampleToken, SequenceSampler, type GenerateOptions, type GeneratedToken, type TextCodec } from './generate.js';
+export { generate, rowSampling, sampleRows, sampleToken, SequenceSampler, type GenerateOptions, type GeneratedToken, type RowSampling, type SampledRows, type TextCodec } from './generate.js';
 export {
   nativeInfo, benchSgemm, nativeAllocatedBytes, defaultDevice, cudaStatus, preferDevice, CUDA_PACKAGE,
   type Device, type CudaStatus, type CudaStatusReport,

@@ -79,9 +79,29 @@ export interface NativeHeadResult {
   dY?: NativeTensor;
 }
 
+/**
+ * Sampling settings per row, for a decoder step that samples its rows' next tokens where it computes them
+ * (Decoder.stepSample) or for sampleRows(): one value of each per row. A row with a negative temperature
+ * is not sampled (its token comes back as -1); temperature 0 is greedy. `uniform` is the row's draw in
+ * [0, 1) from its sequence's own Rng (unused when greedy).
+ */
+export interface RowSampling {
+  temperature: Float64Array;
+  topK: Int32Array;
+  topP: Float64Array;
+  uniform: Float64Array;
+}
+
+/** Sampled tokens (-1 for a row that was not sampled) and their log-probabilities, one per row. */
+export interface SampledRows {
+  tokens: Int32Array;
+  logprobs: Float64Array;
+}
+
 export interface NativeDecoder {
   readonly position: number;
   step(tokens: Int32Array, slots?: Int32Array): Promise<Float32Array>;
+  step(tokens: Int32Array, slots: Int32Array | undefined, sampling: RowSampling, serial?: boolean): Promise<SampledRows & { logits: Float32Array }>;
   reset(slot: number): void;
   positionOf(slot: number): number;
 }
@@ -124,6 +144,7 @@ export interface NativeAddon {
   info(): { gemm: 'openblas' | 'builtin'; threads: number; devices: string[] };
   allocatedBytes(): number;
   benchSgemm(M: number, N: number, K: number, reps: number): number;
+  sampleRows(logits: Float32Array, vocab: number, sampling: RowSampling): SampledRows;
   embeddingForward(
     tokens: NativeTensor,
     wte: NativeTensor,

@@ -4,7 +4,7 @@
 // requests join, finish and reuse slots in both batches. The addon must refuse a step or a reset that
 // touches a slot already in a running step.
 import { describe, expect, it } from 'vitest';
-import { CharTokenizer, RecurrentTransformer, SequenceSampler, generate, type Decoder } from '../src/index.js';
+import { CharTokenizer, RecurrentTransformer, SequenceSampler, generate, type Decoder, type RowSampling } from '../src/index.js';
 import { Scheduler } from '../src/serve/scheduler.js';
 import { referenceLogprob } from './score-check.js';
 
@@ -24,16 +24,18 @@ function countOverlap(model: RecurrentTransformer): { max: () => number } {
   let max = 0;
   model.decoder = (batch?: number, maxPositions?: number): Decoder => {
     const d = make(batch, maxPositions);
-    const step = d.stepSlots.bind(d);
+    const counted = async <T>(run: () => Promise<T>): Promise<T> => {
+      max = Math.max(max, ++now);
+      try {
+        return await run();
+      } finally {
+        now--;
+      }
+    };
     return Object.assign(Object.create(Object.getPrototypeOf(d) as object) as Decoder, d, {
-      stepSlots: async (slots: ArrayLike<number>, tokens: Int32Array | number[]) => {
-        max = Math.max(max, ++now);
-        try {
-          return await step(slots, tokens);
-        } finally {
-          now--;
-        }
-      },
+      stepSlots: (slots: ArrayLike<number>, tokens: Int32Array | number[]) => counted(() => d.stepSlots(slots, tokens)),
+      stepSample: (slots: ArrayLike<number>, tokens: Int32Array | number[], sampling: RowSampling, options?: { serial?: boolean }) =>
+        counted(() => d.stepSample(slots, tokens, sampling, options)),
     });
   };
   return { max: () => max };

@@ -86,6 +86,38 @@ Napi::Value LinearForward(const Napi::CallbackInfo& info) {
   return y;
 }
 
+// sampleRows(logits: Float32Array [rows * vocab], vocab, sampling) -> {tokens: Int32Array, logprobs:
+// Float64Array}: the sampler a decoder step runs (core/sample.h), on logits given directly, so that tests
+// can hold it to src/generate.ts's sampleToken. Blocking; the work is a few exponentials per logit.
+Napi::Value SampleRows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw Napi::TypeError::New(env, "logits: expected a Float32Array");
+  auto logits = info[0].As<Napi::Float32Array>();
+  if (!info[1].IsNumber()) throw Napi::TypeError::New(env, "vocab: expected a positive integer");
+  const double vocab = info[1].As<Napi::Number>().DoubleValue();
+  if (!(vocab >= 1 && vocab <= (1 << 30) && vocab == static_cast<int>(vocab)))
+    throw Napi::RangeError::New(env, "vocab: expected an integer in [1, 2^30]");
+  const int V = static_cast<int>(vocab);
+  if (logits.ElementLength() % V != 0)
+    throw Napi::RangeError::New(env, "logits: expected a whole number of rows of " + std::to_string(V) + " values, got " +
+                                         std::to_string(logits.ElementLength()));
+  const size_t rows = logits.ElementLength() / V;
+  std::vector<SampleParams> p = sampling_arg(info[2], rows);
+  std::vector<Sampled> out(rows);
+  sample_rows(logits.Data(), static_cast<int>(rows), V, p.data(), out.data());
+  auto tokens = Napi::Int32Array::New(env, rows);
+  auto logprobs = Napi::Float64Array::New(env, rows);
+  for (size_t r = 0; r < rows; ++r) {
+    tokens[r] = out[r].token;
+    logprobs[r] = out[r].logprob;
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("tokens", tokens);
+  o.Set("logprobs", logprobs);
+  return o;
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -101,6 +133,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("allocatedBytes", Napi::Function::New(env, AllocatedBytes));
   exports.Set("benchSgemm", Napi::Function::New(env, BenchSgemm));
   exports.Set("linearForward", Napi::Function::New(env, LinearForward));
+  exports.Set("sampleRows", Napi::Function::New(env, SampleRows));
   InitOps(env, exports);
   InitDist(env, exports);
   return exports;

@@ -1,3 +1,5 @@
+#include <cmath>
+#include <cstdio>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -6,6 +8,7 @@
 #include "addon/async.h"
 #include "addon/handles.h"
 #include "core/error.h"
+#include "core/sample.h"
 #include "core/thread_pool.h"
 #include "layer/backend.h"
 
@@ -31,6 +34,48 @@ std::shared_ptr<Tensor> optional(const Napi::Value& v, const char* what, Device 
   return v.IsNull() || v.IsUndefined() ? nullptr : table_on(v, what, dev);
 }
 }  // namespace
+
+// sampling {temperature: Float64Array, topK: Int32Array, topP: Float64Array, uniform: Float64Array}, one
+// value of each per row: the settings of sample_row (core/sample.h), checked here so that a bad value is a
+// JavaScript error naming the field and the row, never a token out of range.
+std::vector<SampleParams> sampling_arg(const Napi::Value& v, size_t rows) {
+  Napi::Env env = v.Env();
+  if (!v.IsObject()) throw Napi::TypeError::New(env, "sampling: expected an object {temperature, topK, topP, uniform}");
+  Napi::Object o = v.As<Napi::Object>();
+  auto typed = [&](const char* name, napi_typedarray_type type, const char* type_name) {
+    Napi::Value f = o.Get(name);
+    if (!f.IsTypedArray() || f.As<Napi::TypedArray>().TypedArrayType() != type)
+      throw Napi::TypeError::New(env, std::string("sampling.") + name + ": expected a " + type_name);
+    if (f.As<Napi::TypedArray>().ElementLength() != rows)
+      throw Napi::RangeError::New(env, std::string("sampling.") + name + ": expected " + std::to_string(rows) +
+                                           " values (one per row), got " + std::to_string(f.As<Napi::TypedArray>().ElementLength()));
+    return f;
+  };
+  auto temperature = typed("temperature", napi_float64_array, "Float64Array").As<Napi::Float64Array>();
+  auto top_k = typed("topK", napi_int32_array, "Int32Array").As<Napi::Int32Array>();
+  auto top_p = typed("topP", napi_float64_array, "Float64Array").As<Napi::Float64Array>();
+  auto uniform = typed("uniform", napi_float64_array, "Float64Array").As<Napi::Float64Array>();
+  std::vector<SampleParams> p(rows);
+  auto bad = [&](const char* name, size_t r, double value, const char* expected) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.17g", value);
+    return Napi::RangeError::New(env, std::string("sampling.") + name + ": value " + text + " at row " +
+                                          std::to_string(r) + " is not " + expected);
+  };
+  for (size_t r = 0; r < rows; ++r) {
+    p[r].temperature = temperature[r];
+    p[r].top_k = top_k[r];
+    p[r].top_p = top_p[r];
+    p[r].u = uniform[r];
+    if (!(std::isfinite(p[r].temperature) || p[r].temperature < 0))
+      throw bad("temperature", r, p[r].temperature, "finite (>= 0, or < 0 for a row that is not sampled)");
+    if (p[r].temperature < 0) continue;
+    if (p[r].top_k < 0) throw bad("topK", r, p[r].top_k, "a non-negative integer");
+    if (!(p[r].top_p > 0 && p[r].top_p <= 1)) throw bad("topP", r, p[r].top_p, "in (0, 1]");
+    if (!(p[r].u >= 0 && p[r].u < 1)) throw bad("uniform", r, p[r].u, "in [0, 1)");
+  }
+  return p;
+}
 
 // new DecoderHandle(layer, batch, maxPositions, wte, wpe | null, lnw, lnb | null, headW)
 DecoderHandle::DecoderHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DecoderHandle>(info) {
@@ -95,8 +140,10 @@ void DecoderHandle::Reset(const Napi::CallbackInfo& info) {
   state_->reset(s);
 }
 
-// step(tokens: Int32Array, slots?: Int32Array) -> Promise<Float32Array [S * V]>: one token for each listed
-// slot (all slots, in order, when `slots` is omitted), each at its own position.
+// step(tokens: Int32Array, slots?: Int32Array, sampling?, serial?: boolean) -> Promise<Float32Array [S * V]>:
+// one token for each listed slot (all slots, in order, when `slots` is omitted), each at its own position. With
+// `sampling` (see sampling_arg) the step also samples each row's next token where it computed the logits,
+// off the event loop, and resolves with {logits, tokens: Int32Array [S], logprobs: Float64Array [S]}.
 Napi::Value DecoderHandle::Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
@@ -129,6 +176,14 @@ Napi::Value DecoderHandle::Step(const Napi::CallbackInfo& info) {
     if (inflight_[slots[r]])
       throw Napi::Error::New(env, "decoder: slot " + std::to_string(slots[r]) +
                                       " is already in a running step; await it first (overlapping steps need disjoint slots)");
+  bool own_thread_arg = false;
+  if (info.Length() > 3 && !info[3].IsUndefined()) {
+    if (!info[3].IsBoolean()) throw Napi::TypeError::New(env, "serial: expected a boolean");
+    own_thread_arg = info[3].As<Napi::Boolean>().Value();
+  }
+  std::vector<SampleParams> sample;
+  const bool sampling = info.Length() > 2 && !info[2].IsUndefined() && !info[2].IsNull();
+  if (sampling) sample = sampling_arg(info[2], static_cast<size_t>(S));
   const int d = static_cast<int>(wte_->shape[1]), V = static_cast<int>(head_->shape[0]);
   const int vocab = static_cast<int>(wte_->shape[0]);
   // Checked here, not in the kernels: a GPU lookup of a bad token would read out of bounds, not throw.
@@ -144,6 +199,7 @@ Napi::Value DecoderHandle::Step(const Napi::CallbackInfo& info) {
                                            std::to_string(wpe_->shape[0]) + " (learned position embeddings end there)");
   }
   auto logits = std::make_shared<std::vector<float>>(static_cast<size_t>(S) * V);
+  auto sampled = std::make_shared<std::vector<Sampled>>(sampling ? S : 0);
   auto state = state_;
   auto stack = stack_;
   auto wte = wte_, wpe = wpe_, lnw = lnw_, lnb = lnb_, head = head_;
@@ -151,7 +207,10 @@ Napi::Value DecoderHandle::Step(const Napi::CallbackInfo& info) {
   // A step submitted while another is in flight will run beside it: each then keeps to its own thread
   // rather than both splitting across the pool, where each would wait at every barrier for a thread the
   // other (or this process's event loop) holds. The first of a pair started alone and may use the pool.
-  const bool serial = steps_++ > 0;
+  // `serial` asks for that from the start: a caller that keeps several steps in flight knows that the one
+  // it submits while none happens to be running will soon have company (at 64 clients of the serve bench,
+  // such steps splitting across the pool cost about a quarter of the server's CPU per request).
+  const bool serial = steps_++ > 0 || own_thread_arg;
   auto device_turn = device_turn_;
   auto self = std::make_shared<Napi::ObjectReference>(Napi::Persistent(Value()));
   return PromiseWorker::Run(
@@ -177,11 +236,24 @@ Napi::Value DecoderHandle::Step(const Napi::CallbackInfo& info) {
         state->step(slots.data(), S, x.get(), y.get(), own_thread.has_value());
         be.head_logits(y.get(), lnw->f32(), lnb ? lnb->f32() : nullptr, head->f32(), S, 1, d, V, 1, out.get(), false);
         be.download(logits->data(), out.get(), static_cast<size_t>(S) * V);
+        if (sampling) sample_rows(logits->data(), S, V, sample.data(), sampled->data());
       },
-      [logits](Napi::Env e) -> Napi::Value {
+      [logits, sampled, sampling](Napi::Env e) -> Napi::Value {
         auto arr = Napi::Float32Array::New(e, logits->size());
         std::copy(logits->begin(), logits->end(), arr.Data());
-        return arr;
+        if (!sampling) return arr;
+        const size_t n = sampled->size();
+        auto tokens = Napi::Int32Array::New(e, n);
+        auto logprobs = Napi::Float64Array::New(e, n);
+        for (size_t r = 0; r < n; ++r) {
+          tokens[r] = (*sampled)[r].token;
+          logprobs[r] = (*sampled)[r].logprob;
+        }
+        Napi::Object o = Napi::Object::New(e);
+        o.Set("logits", arr);
+        o.Set("tokens", tokens);
+        o.Set("logprobs", logprobs);
+        return o;
       },
       [this, self, slots] {
         for (int s : slots) inflight_[s] = 0;

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <vector>
 
+#include "core/sample.h"
 #include "core/tensor.h"
 #include "layer/decode.h"
 #include "layer/recurrence.h"
@@ -92,6 +93,9 @@ class DecoderHandle : public Napi::ObjectWrap<DecoderHandle> {
   // A device backend (CUDA) keeps one stream and its scratch per process: its steps take turns.
   std::shared_ptr<std::mutex> device_turn_ = std::make_shared<std::mutex>();
 };
+
+// The `sampling` argument of a decoder step and of sampleRows: one SampleParams per row, checked.
+std::vector<SampleParams> sampling_arg(const Napi::Value& v, size_t rows);
 
 // Per-environment constructors (worker threads each get their own).
 struct AddonData {

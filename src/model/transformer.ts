@@ -2,7 +2,7 @@
 // (tied language-model head, copy head over the last M positions, or an untied classifier). Every
 // heavy step is one native call; a training step is five of them plus the optimizer's one.
 import { Rng } from '../data/rng.js';
-import { loadNative, type Device, type NativeAddon } from '../native.js';
+import { loadNative, type Device, type NativeAddon, type RowSampling, type SampledRows } from '../native.js';
 import { adoptHandle, Tensor } from '../tensor.js';
 import { resolveModelConfig, resolvePlacement, type ModelConfig, type Precision, type ResolvedModelConfig } from './config.js';
 import { RecurrentLayer, type Parameter, type ParameterLock } from './layer.js';
@@ -36,6 +36,15 @@ export interface Decoder {
    * resolves with [slots.length * vocab] logits in the same order.
    */
   stepSlots(slots: ArrayLike<number>, tokens: Int32Array | number[]): Promise<Float32Array>;
+  /**
+   * stepSlots that also samples each row's next token in native code, on the step's thread, with that
+   * row's settings (see RowSampling; the same computation as sampleToken, so the same uniform draws give
+   * the same tokens). Resolves with the logits and, per row, the sampled token (-1 where not sampled) and
+   * its log-probability. `serial: true` keeps the step on one thread even when no other step is in flight
+   * (one that starts beside another always does): for callers that keep several steps in flight, where a
+   * step split across the thread pool would compete for the cores with the others.
+   */
+  stepSample(slots: ArrayLike<number>, tokens: Int32Array | number[], sampling: RowSampling, options?: { serial?: boolean }): Promise<SampledRows & { logits: Float32Array }>;
   /** Starts a slot over (a new sequence) at position 0. */
   reset(slot: number): void;
   /** Tokens consumed by a slot. */
@@ -257,6 +266,13 @@ export class RecurrentTransformer {
       },
       step: async (tokens) => handle.step(checkTokens(tokens)),
       stepSlots: async (slots, tokens) => handle.step(checkTokens(tokens), Int32Array.from(slots)),
+      stepSample: async (slots, tokens, sampling, options) => {
+        const r = await handle.step(checkTokens(tokens), Int32Array.from(slots), sampling, options?.serial);
+        // An addon built before steps could sample (a prebuilt CUDA binary) ignores the argument: the same
+        // sampler then runs here, from the CPU addon.
+        if (r instanceof Float32Array) return { logits: r, ...loadNative('cpu').sampleRows(r, vocab, sampling) };
+        return r;
+      },
       reset: (slot) => handle.reset(slot),
       positionOf: (slot) => handle.positionOf(slot),
     };

@@ -11,7 +11,12 @@
 // then sampling), and the step split across both cores waited at each of its barriers for whichever
 // thread the event loop or the load generator had taken. Below that many sequences one batch is cheaper:
 // a step has a fixed cost that smaller steps would pay several times.
-import { SequenceSampler, type GeneratedToken } from '../generate.js';
+//
+// Tokens are sampled inside the step, in native code on the step's thread (Decoder.stepSample): each
+// sequence's sampler writes its settings and its next uniform draw into the step's row, so the event loop
+// gets tokens back instead of sampling them from logits (at 64 clients that sampling was ~a quarter of the
+// event loop's time, its exponentials alone ~15%).
+import { rowSampling, SequenceSampler, type GeneratedToken, type RowSampling, type SampledRows } from '../generate.js';
 import type { Decoder, RecurrentTransformer } from '../model/transformer.js';
 
 export interface GenerateJobResult {
@@ -104,9 +109,10 @@ export class Scheduler {
   #settle: (() => void) | null = null;
   #inFlight = 0;
   #busySince = 0;
-  // The step's inputs go through two reused buffers: the addon copies them before stepSlots returns.
+  // The step's inputs go through reused buffers: the addon copies them before stepSample returns.
   #slotBuf: Int32Array;
   #tokenBuf: Int32Array;
+  #sampleBuf: RowSampling;
   #steps = 0;
   #tokensOut = 0;
   #rows = 0;
@@ -119,6 +125,7 @@ export class Scheduler {
     this.#free = Array.from({ length: options.maxBatch }, (_, i) => options.maxBatch - 1 - i);
     this.#slotBuf = new Int32Array(options.maxBatch);
     this.#tokenBuf = new Int32Array(options.maxBatch);
+    this.#sampleBuf = rowSampling(options.maxBatch);
   }
 
   get active(): number {
@@ -210,24 +217,31 @@ export class Scheduler {
     const n = batch.length;
     const slots = this.#slotBuf.subarray(0, n);
     const tokens = this.#tokenBuf.subarray(0, n);
+    const b = this.#sampleBuf;
+    const sampling: RowSampling = { temperature: b.temperature.subarray(0, n), topK: b.topK.subarray(0, n), topP: b.topP.subarray(0, n), uniform: b.uniform.subarray(0, n) };
     for (let r = 0; r < n; r++) {
       const j = batch[r]!;
       slots[r] = j.slot;
       tokens[r] = j.fed < j.ids.length ? j.ids[j.fed]! : (j as GenerateJob).last;
+      // A generate job samples after the step that feeds its prompt's last token, and after every later one.
+      if (j.kind === 'generate' && j.fed + 1 >= j.ids.length) j.sampler.prepare(sampling, r);
+      else sampling.temperature[r] = -1;
     }
     if (this.#inFlight++ === 0) this.#busySince = performance.now();
     const done = (): void => {
       if (--this.#inFlight === 0) this.#stepMs += performance.now() - this.#busySince;
     };
-    this.#decoder.stepSlots(slots, tokens).then(
-      (logits) => {
+    // With enough sequences for several batches, every step keeps to one thread, even one that starts
+    // while no other is in flight (it soon has company; split across the pool it would compete with them).
+    const serial = this.#active.length >= 2 * PIPELINE_MIN_ROWS;
+    this.#decoder.stepSample(slots, tokens, sampling, { serial }).then(
+      (step) => {
         done();
         this.#rows += n;
         this.#steps++;
-        const V = this.#vocab;
         for (let r = 0; r < n; r++) {
           const j = batch[r]!;
-          this.#advance(j, logits, r * V, V);
+          this.#advance(j, step, r);
           if (!j.finished) this.#ready.push(j);
         }
         this.#pump();
@@ -289,8 +303,8 @@ export class Scheduler {
     }
   }
 
-  /** One job after a step: its row of logits starts at `at`. */
-  #advance(job: Job, logits: Float32Array, at: number, V: number): void {
+  /** One job after a step, whose row `r` is this job's. */
+  #advance(job: Job, step: SampledRows & { logits: Float32Array }, r: number): void {
     const feeding = job.fed < job.ids.length;
     if (feeding) job.fed++;
     if (job.signal?.aborted) {
@@ -298,12 +312,12 @@ export class Scheduler {
       return;
     }
     if (job.kind === 'score') {
-      if (job.fed < job.ids.length) job.logprob += logSoftmaxAt(logits, at, V, job.ids[job.fed]!);
+      if (job.fed < job.ids.length) job.logprob += logSoftmaxAt(step.logits, r * this.#vocab, this.#vocab, job.ids[job.fed]!);
       else this.#finish(job);
       return;
     }
     if (feeding && job.fed < job.ids.length) return;  // still reading the prompt
-    const t = job.sampler.next(logits.subarray(at, at + V));
+    const t = job.sampler.accept(step.tokens[r]!, step.logprobs[r]!);
     if (t !== null) {
       if (t.text || !job.sampler.stopped) {
         job.text += t.text;
