@@ -30,7 +30,7 @@ describe('applyPreset', () => {
       schedule: 'curriculum', 'curriculum-start': '32',
     })
     expect(applyPreset({ preset: 'paper-copy' })).toMatchObject({ 'stop-accuracy': '1', 'stop-loss': '0.006' })
-    expect(applyPreset({ preset: 'paper-selective-copy' })).toMatchObject({ task: 'selective-copy', noise: '4096', 'curriculum-start': '128', window: '32', 'stop-accuracy': '0.996', 'alpha-fixed': true, 'curriculum-compound': true, 'max-grad-norm': '0' })
+    expect(applyPreset({ preset: 'paper-selective-copy' })).toMatchObject({ task: 'selective-copy', noise: '4096', 'curriculum-start': '128', window: '32', 'stop-accuracy': '0.996', 'alpha-fixed': true, 'curriculum-compound': true, 'max-grad-norm': '1' })
     const nano = { task: 'text', tokenizer: 'char', 'seq-len': '256', d: '384', heads: '6', dropout: '0.2', batch: '64', lr: '1e-3', steps: '5000', warmup: '100', 'weight-decay': '0.1', 'eval-batches': '200', 'eval-every': '250' }
     expect(applyPreset({ preset: 'shakespeare-plain-6' })).toMatchObject({ ...nano, window: '0', layers: '6' })
     expect(applyPreset({ preset: 'shakespeare-plain-1' })).toMatchObject({ ...nano, window: '0', layers: '1' })
@@ -72,13 +72,13 @@ describe('rt train --preset NAME: one short step builds the intended model', () 
   }
   const quick = ['--steps', '1', '--batch', '2', '--eval-every', '1', '--eval-batches', '1', '--json']
 
-  it('paper-selective-copy: the author`s settings, alpha fixed, curriculum from 128, compounding cuts, no clipping', () => {
+  it('paper-selective-copy: the author`s settings (alpha fixed, curriculum from 128, compounding cuts) plus clipping at norm 1', () => {
     const out = path.join(tmp, 'paper-selective-copy')
     const r = rt(['train', '--preset', 'paper-selective-copy', ...quick, '--device', 'cpu', '--out', out])
     expect(r.code, r.stderr).toBe(0)
     const h = header(out) as ReturnType<typeof header> & { optimizer: { maxGradNorm: number }; schedule: unknown }
     expect(h.model).toMatchObject({ variant: 'accumulate', alpha: { init: 0.5, learnable: false }, window: 32, maxLen: 4128 })
-    expect(h.optimizer.maxGradNorm).toBe(0)
+    expect(h.optimizer.maxGradNorm).toBe(1)
     expect(h.schedule).toEqual({ type: 'curriculum', compound: true })
     const step = r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.type === 'step')!
     expect(step).toMatchObject({ step: 1, noise: 128, lr: 5e-4 })
