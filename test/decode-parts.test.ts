@@ -3,7 +3,7 @@
 // size (RT_DECODE_PART_ROWS, read at every step), with slots at different positions, window closes falling
 // inside parts, and slots reset between steps.
 import { afterEach, describe, expect, it } from 'vitest';
-import { RecurrentTransformer, nativeInfo } from '../src/index.js';
+import { RecurrentTransformer, nativeInfo, rowSampling } from '../src/index.js';
 import { Rng } from './helpers.js';
 
 const SLOTS = 48;
@@ -65,5 +65,36 @@ describe('a wide decoder step split into parts of rows', () => {
         });
       }
     }
+  }
+
+  // A step that keeps to one thread (the server's, with several in flight) runs its parts one after
+  // another: the same parts, so the same bits as the pooled step, and every row through the few-rows
+  // kernels (one part of 40 rows would take the GEMM, whose bits differ).
+  for (const variant of ['forget', 'accumulate'] as const) {
+    it(`${variant}: a serial wide step gives the bits of the pooled one, and each row those of a narrow step`, async () => {
+      const rng = new Rng(3);
+      const V = 13;
+      const m = new RecurrentTransformer({ vocabSize: V, d: 16, heads: 2, layers: 2, window: 3, variant, maxLen: 64, alpha: { init: 0.6 } });
+      try {
+        const pooled = m.decoder(SLOTS);
+        const serial = m.decoder(SLOTS);
+        const narrow = m.decoder(SLOTS);
+        for (let step = 0; step < 9; step++) {
+          const active = Array.from({ length: SLOTS }, (_, i) => i).filter(() => rng.uniform() < 0.85);
+          const toks = active.map(() => Math.floor(rng.uniform() * V));
+          const a = await pooled.stepSlots(active, toks);
+          const b = await serial.stepSample(active, toks, rowSampling(active.length), { serial: true });
+          expect(active.length).toBeGreaterThan(32);
+          expect(b.logits).toEqual(a);
+          // The same rows fed in steps of at most 16 rows: one part each.
+          for (let r0 = 0; r0 < active.length; r0 += 16) {
+            const c = await narrow.stepSlots(active.slice(r0, r0 + 16), toks.slice(r0, r0 + 16));
+            expect(c).toEqual(a.subarray(r0 * V, Math.min(active.length, r0 + 16) * V));
+          }
+        }
+      } finally {
+        m.dispose();
+      }
+    });
   }
 });

@@ -23,9 +23,13 @@ int part_rows() {
 
 // How many parts a step of S rows is split into: one (each op then splits itself across the threads, if
 // it is large enough) unless the backend runs on this host's threads and there are rows for two parts.
-int decode_parts(bool host, int S, int threads) {
+// The split depends on S alone, not on the threads or on whether the step keeps to one thread (a serial
+// step runs its parts one after another): every row then takes the same kernels (the few-rows linear
+// layer, never the GEMM that a part of more than 32 rows would take), so a sequence's logits have the
+// same bits whatever the batch around it, the thread count or the step's mode.
+int decode_parts(bool host, int S) {
   const int rows = part_rows();
-  if (!host || threads < 2 || S < 2 * rows) return 1;
+  if (!host || S < 2 * rows) return 1;
   return (S + rows - 1) / rows;
 }
 
@@ -80,16 +84,18 @@ void DecodeState::step(const int* slots, int S, const float* x, float* y, bool s
       rows.tB[r] = rows.iw[r];
     }
   }
-  const int parts = serial ? 1 : decode_parts(be_.device() == Device::CPU, S, num_threads());
+  const int parts = decode_parts(be_.device() == Device::CPU, S);
+  // Scratch for each part that may run at once: one when the parts run one after another.
+  const int concurrent = serial ? 1 : parts;
   std::vector<std::unique_ptr<Part>> scratch;
   {
     std::lock_guard<std::mutex> lock(spare_mu_);
-    while (static_cast<int>(scratch.size()) < parts && !spare_.empty()) {
+    while (static_cast<int>(scratch.size()) < concurrent && !spare_.empty()) {
       scratch.push_back(std::move(spare_.back()));
       spare_.pop_back();
     }
   }
-  while (static_cast<int>(scratch.size()) < parts) scratch.push_back(std::make_unique<Part>());
+  while (static_cast<int>(scratch.size()) < concurrent) scratch.push_back(std::make_unique<Part>());
   struct GiveBack {
     DecodeState& self;
     std::vector<std::unique_ptr<Part>>& scratch;
@@ -100,6 +106,14 @@ void DecodeState::step(const int* slots, int S, const float* x, float* y, bool s
   } give_back{*this, scratch};
   if (parts == 1) {
     step_rows(rows, 0, S, x, y, *scratch[0]);
+    return;
+  }
+  if (serial) {
+    for (int k = 0; k < parts; ++k) {
+      const int r0 = static_cast<int>(static_cast<int64_t>(S) * k / parts);
+      const int r1 = static_cast<int>(static_cast<int64_t>(S) * (k + 1) / parts);
+      step_rows(rows, r0, r1, x + static_cast<size_t>(r0) * d_, y + static_cast<size_t>(r0) * d_, *scratch[0]);
+    }
     return;
   }
   // Each part is a whole step of its own rows (every op serial on one thread), claimed by whichever

@@ -33,8 +33,8 @@ class DecodeState {
   // Feeds one token to each of S distinct slots: x [S, d] holds the layer-stack inputs of the tokens at
   // those slots' positions; y [S, d] (written) the stack's outputs there. Advances each slot by one.
   // Steps over disjoint slots may run at once on different threads (each takes scratch of its own);
-  // `serial` keeps a step on its calling thread (the caller runs it under a SerialScope), where it
-  // would otherwise be split into parts across the thread pool.
+  // `serial` keeps a step on its calling thread (the caller runs it under a SerialScope): a wide step's
+  // parts of rows then run one after another there instead of across the thread pool, with the same bits.
   void step(const int* slots, int S, const float* x, float* y, bool serial = false);
   // Starts slot s over at position 0 (its old state is simply overwritten as it advances).
   void reset(int s);
