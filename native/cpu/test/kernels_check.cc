@@ -550,6 +550,21 @@ static void check_activations() {
   expect_le(phi_err, 1.5e-7, "erf approximation (as Phi) vs std::erf on [-10, 10]");
   expect_le(gelu_err, 2.5e-7, "gelu_forward vs float64");
   expect_le(grad_err, 3e-7, "gelu_backward vs float64");
+  {
+    // gelu_forward takes a shortcut for eight values all in (-1, 1); each value must get the bits it gets
+    // beside a value outside, where the full evaluation runs (x[0] goes to the last lane of a block whose
+    // other lanes are 2.5).
+    VF xs = randv(4096, 43, -0.999f, 0.999f), ys(xs.size()), one(8), out(8);
+    gelu_forward(xs.data(), ys.data(), xs.size());
+    bool same = true;
+    for (size_t i = 0; i < xs.size(); ++i) {
+      std::fill(one.begin(), one.end(), 2.5f);
+      one[7] = xs[i];
+      gelu_forward(one.data(), out.data(), 8);
+      same &= std::memcmp(&out[7], &ys[i], sizeof(float)) == 0;
+    }
+    expect_true(same, "gelu_forward: the bits of a value in (-1, 1) do not depend on its neighbours");
+  }
   // Odd lengths (vector tails), aliasing dx == dy, and extreme inputs.
   for (size_t len : {1ul, 7ul, 9ul, 100003ul}) {
     VF xs = randv(len, 40 + len, -6, 6), gs = randv(len, 41), ys(len), ds = gs;
