@@ -41,18 +41,18 @@ __device__ __forceinline__ float causal_exp_row(float* r, int i, int lane) {
 
 // Dropout multiplier of probability (bh, i, j): keep/(1-p), or 1 without dropout.
 struct Mask {
-  uint64_t key;
+  MaskKey key;
   int64_t threshold;
   float scale;
   bool on;
   __device__ __forceinline__ float operator()(uint64_t index) const {
-    return !on ? 1.0f : keep(key, index, threshold) ? scale : 0.0f;
+    return !on ? 1.0f : keep(key.get(), index, threshold) ? scale : 0.0f;
   }
 };
 inline Mask make_mask(float p, uint64_t seed, uint64_t stream_id) {
-  Mask m{0, 0, 1.0f, p > 0.0f};
+  Mask m{MaskKey{}, 0, 1.0f, p > 0.0f};
   if (m.on) {
-    m.key = rng_key(seed, stream_id);
+    m.key = mask_key(seed, stream_id);
     m.threshold = keep_threshold(p);
     m.scale = 1.0f / (1.0f - p);
   }

@@ -8,9 +8,17 @@
 // - Memory comes from cudaMalloc in size classes (8 per power of two) and is kept for reuse: a training
 //   step allocates the same activation sizes every time. When cudaMalloc fails the cache is returned to
 //   the driver and the allocation retried once before an "out of GPU memory" error.
+// - CUDA graphs (Backend::graph_begin .. graph_end): while a graph is recorded, every block the allocator
+//   hands out is marked as that graph's; releasing it then does not make it free, since each replay writes
+//   it again. graph_destroy frees the blocks already released and hands the others back to their holders.
+//   A recording is the recording thread's alone: that thread's stream() is its own capture stream, and the
+//   marking of blocks and the masks' seed are per thread, so that work other threads queue meanwhile (a
+//   tensor read from JavaScript, another model) runs as usual and stays out of the graph.
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -104,6 +112,13 @@ size_t size_class(size_t bytes) {
   return (bytes + step - 1) / step * step;
 }
 
+// The graph being recorded by this thread (0: none), its seed and its capture stream.
+thread_local int t_pinning = 0;
+thread_local const uint64_t* t_capture_seed = nullptr;
+thread_local cudaStream_t t_capture_stream = nullptr;
+thread_local bool t_capturing = false;
+thread_local int t_recording = 0;
+
 class Allocator {
  public:
   void* alloc(size_t bytes) {
@@ -116,6 +131,7 @@ class Allocator {
         void* p = it->second.back();
         it->second.pop_back();
         live_[p] = cls;
+        if (t_pinning) graph_of_[p] = Pin{t_pinning, false};
         return poisoned(r, p, cls);
       }
     }
@@ -138,6 +154,7 @@ class Allocator {
     {
       std::lock_guard<std::mutex> lock(mu_);
       live_[p] = cls;
+      if (t_pinning) graph_of_[p] = Pin{t_pinning, false};
     }
     return poisoned(r, p, cls);
   }
@@ -147,8 +164,33 @@ class Allocator {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = live_.find(p);
     if (it == live_.end()) return;  // not ours: never free what we did not allocate
+    auto g = graph_of_.find(p);
+    if (g != graph_of_.end()) {  // a graph's: free only when the graph goes
+      g->second.released = true;
+      return;
+    }
     free_[it->second].push_back(p);
     live_.erase(it);
+  }
+
+  // Blocks this thread is handed from now until pin_end() belong to graph `id` (> 0).
+  void pin_begin(int id) { t_pinning = id; }
+  void pin_end() { t_pinning = 0; }
+  // Graph `id` is gone: its released blocks become free, the others ordinary blocks of their holders.
+  void unpin(int id) noexcept {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = graph_of_.begin(); it != graph_of_.end();) {
+      if (it->second.id != id) {
+        ++it;
+        continue;
+      }
+      if (it->second.released) {
+        auto l = live_.find(it->first);
+        free_[l->second].push_back(it->first);
+        live_.erase(l);
+      }
+      it = graph_of_.erase(it);
+    }
   }
 
  private:
@@ -159,7 +201,7 @@ class Allocator {
       const char* e = std::getenv("RT_CUDA_POISON");
       return e && *e && std::string(e) != "0";
     }();
-    if (on) RT_CU(cudaMemsetAsync(p, 0xff, bytes, r.stream));
+    if (on) RT_CU(cudaMemsetAsync(p, 0xff, bytes, stream()));
     return p;
   }
   // Returns every cached block to the driver, after the stream has finished with them.
@@ -171,9 +213,14 @@ class Allocator {
       kv.second.clear();
     }
   }
+  struct Pin {
+    int id;
+    bool released;
+  };
   std::mutex mu_;
   std::unordered_map<size_t, std::vector<void*>> free_;
   std::unordered_map<void*, size_t> live_;
+  std::unordered_map<void*, Pin> graph_of_;
 };
 
 Allocator& allocator() {
@@ -194,7 +241,7 @@ __global__ void axpy2d_batch_kernel(AxpyBatch b) {
   using T = typename std::conditional<V == 4, float4, float>::type;
   const Axpy2dOp& o = b.op[blockIdx.y];
   const size_t total = o.rows * o.cols, stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  const float al = o.alpha;
+  const float al = o.scale ? o.alpha * *o.scale : o.alpha;
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total; i += stride) {
     const size_t r = i / o.cols, c = i % o.cols;
     const T a = reinterpret_cast<const T*>(o.x)[r * o.xs + c];
@@ -286,6 +333,31 @@ const char* linear_name(bool fwd, int in, int out) {
   return fwd ? "linear_forward.other" : "linear_backward.other";
 }
 
+__global__ void set_seed_kernel(uint64_t* dst, uint64_t seed) { *dst = seed; }
+__global__ void alpha_state_kernel(float* st, const float* param) {
+  const float a = *param;
+  st[0] = a;
+  st[1] = a < 0.0f ? 0.0f : a > 1.0f ? 1.0f : a;
+}
+__global__ void alpha_grad_acc_kernel(float* grad, const float* st, const double* dalpha) {
+  if (st[0] >= 0.0f && st[0] <= 1.0f) *grad += static_cast<float>(*dalpha);
+}
+
+struct Graph {
+  cudaGraphExec_t exec = nullptr;
+  int id = 0;
+};
+
+// RT_CUDA_GRAPH=1 turns graphs on (off by default until measured on a GPU); RT_CUDA_PROFILE keeps them off,
+// since the profile's events sit between the kernels a graph would run back to back.
+bool graphs_wanted() {
+  static const bool on = [] {
+    const char* e = std::getenv("RT_CUDA_GRAPH");
+    return e && *e && std::string(e) != "0" && !profiling();
+  }();
+  return on;
+}
+
 class CudaBackend final : public Backend {
  public:
   // RT_CUDA_FUSED=0 turns the fused block chains off (block_fused.cu), for A/B timings and checks.
@@ -296,6 +368,91 @@ class CudaBackend final : public Backend {
   const char* name() const override { return fp32_ ? "cuda-fp32" : "cuda"; }
   Device device() const override { return Device::CUDA; }
   void synchronize() override { RT_CU(cudaStreamSynchronize(stream())); }
+
+  void alpha_state(float* st, const float* param) override {
+    alpha_state_kernel<<<1, 1, 0, stream()>>>(st, param);
+    RT_CU_LAUNCH("alpha_state");
+  }
+  void alpha_grad_acc(float* grad, const float* st, const double* dalpha) override {
+    alpha_grad_acc_kernel<<<1, 1, 0, stream()>>>(grad, st, dalpha);
+    RT_CU_LAUNCH("alpha_grad_acc");
+  }
+  void set_seed(uint64_t* dst, uint64_t seed) override {
+    set_seed_kernel<<<1, 1, 0, stream()>>>(dst, seed);
+    RT_CU_LAUNCH("set_seed");
+  }
+
+  bool graphs() const override { return graphs_wanted(); }
+  void graph_begin(const uint64_t* seed) override {
+    RT_CHECK(!t_recording, "graph_begin: a graph is already being recorded");
+    static std::atomic<int> next_id{0};
+    t_recording = ++next_id;
+    if (!t_capture_stream) RT_CU(cudaStreamCreateWithFlags(&t_capture_stream, cudaStreamNonBlocking));
+    allocator().pin_begin(t_recording);
+    t_capture_seed = seed;
+    // Relaxed: the recording may cudaMalloc (a first-time block size); nothing else runs on its stream.
+    const cudaError_t e = cudaStreamBeginCapture(t_capture_stream, cudaStreamCaptureModeRelaxed);
+    if (e == cudaSuccess) t_capturing = true;
+    if (e != cudaSuccess) {
+      t_capture_seed = nullptr;
+      allocator().pin_end();
+      allocator().unpin(t_recording);
+      t_recording = 0;
+      throw_cuda(e, "cudaStreamBeginCapture");
+    }
+  }
+  void* graph_end() override {
+    RT_CHECK(t_recording, "graph_end: no graph is being recorded");
+    cudaGraph_t g = nullptr;
+    cudaError_t e = cudaStreamEndCapture(t_capture_stream, &g);
+    t_capturing = false;
+    t_capture_seed = nullptr;
+    allocator().pin_end();
+    const int id = t_recording;
+    t_recording = 0;
+    cudaGraphExec_t exec = nullptr;
+    size_t nodes = 0;
+    if (e == cudaSuccess) e = cudaGraphGetNodes(g, nullptr, &nodes);
+    if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, g, 0);
+    if (g) cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+      allocator().unpin(id);
+      throw_cuda(e, "recording a CUDA graph");
+    }
+    // RT_CUDA_GRAPH_LOG=1: a line per recording (bench/cuda/check-graph.mjs counts them).
+    static const bool log = [] {
+      const char* v = std::getenv("RT_CUDA_GRAPH_LOG");
+      return v && *v && std::string(v) != "0";
+    }();
+    if (log) std::fprintf(stderr, "rt: CUDA graph recorded (id %d, %zu nodes)\n", id, nodes);
+    return new Graph{exec, id};
+  }
+  void graph_abort() noexcept override {
+    if (!t_recording) return;
+    cudaGraph_t g = nullptr;
+    cudaStreamEndCapture(t_capture_stream, &g);
+    t_capturing = false;
+    if (g) cudaGraphDestroy(g);
+    cudaGetLastError();
+    t_capture_seed = nullptr;
+    allocator().pin_end();
+    allocator().unpin(t_recording);
+    t_recording = 0;
+  }
+  void graph_launch(void* graph) override {
+    RT_PROF("graph_launch");
+    RT_CU(cudaGraphLaunch(static_cast<Graph*>(graph)->exec, stream()));
+  }
+  void graph_destroy(void* graph) noexcept override {
+    if (!graph) return;
+    Graph* g = static_cast<Graph*>(graph);
+    // Its last replay may still run: the executable outlives it. (The memory could go at once: whoever gets
+    // it next queues work on the same stream, after the replay.)
+    cudaStreamSynchronize(stream());
+    cudaGraphExecDestroy(g->exec);
+    allocator().unpin(g->id);
+    delete g;
+  }
 
   float* alloc(size_t n) override { return n ? static_cast<float*>(allocator().alloc(n * sizeof(float))) : nullptr; }
   void release(float* p) override { allocator().release(p); }
@@ -547,7 +704,8 @@ void throw_cuda(cudaError_t e, const char* call) {
   throw Error(msg);
 }
 
-cudaStream_t stream() { return runtime().stream; }
+cudaStream_t stream() { return t_capturing ? t_capture_stream : runtime().stream; }
+const uint64_t* capture_seed() { return t_capture_seed; }
 const DeviceLimits& limits() { return runtime().lim; }
 
 Scratch::Scratch(size_t bytes) : p_(bytes ? allocator().alloc(bytes) : nullptr) {}

@@ -92,20 +92,20 @@ __global__ void pack_kernel(Elem<F32>* __restrict__ dst, const float* __restrict
 
 // Dropout of element i with the key of one stream (rng.cuh): the same mask and scale as dropout.cu.
 struct Drop {
-  uint64_t key = 0;
+  MaskKey key;
   int64_t threshold = 0;
   float scale = 1.0f;
   bool on = false;
   __device__ __forceinline__ float operator()(float v, size_t i) const {
     if (!on) return v;
-    return keep(key, i, threshold) ? v * scale : 0.0f;
+    return keep(key.get(), i, threshold) ? v * scale : 0.0f;
   }
 };
 inline Drop make_drop(float p, uint64_t seed, uint64_t stream_id) {
   Drop d;
   if (p > 0.0f) {
     d.on = true;
-    d.key = rng_key(seed, stream_id);
+    d.key = mask_key(seed, stream_id);
     d.threshold = keep_threshold(p);
     d.scale = 1.0f / (1.0f - p);
   }

@@ -13,8 +13,9 @@ namespace rt::cuda {
 namespace {
 
 // y may alias x.
-__global__ void dropout_kernel(const float* x, float* y, size_t n, uint64_t key, int64_t threshold, float scale) {
+__global__ void dropout_kernel(const float* x, float* y, size_t n, MaskKey mk, int64_t threshold, float scale) {
   const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  const uint64_t key = mk.get();
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += stride)
     y[i] = keep(key, i, threshold) ? x[i] * scale : 0.0f;
 }
@@ -27,7 +28,7 @@ void apply(const float* x, float* y, size_t n, float p, uint64_t seed, uint64_t 
     return;
   }
   const float scale = 1.0f / (1.0f - p);  // the CPU's expression, so x * scale rounds the same way
-  dropout_kernel<<<blocks_for(n, 256), 256, 0, stream()>>>(x, y, n, rng_key(seed, stream_id), keep_threshold(p), scale);
+  dropout_kernel<<<blocks_for(n, 256), 256, 0, stream()>>>(x, y, n, mask_key(seed, stream_id), keep_threshold(p), scale);
   RT_CU_LAUNCH(who);
 }
 

@@ -19,4 +19,22 @@ inline int64_t keep_threshold(float p) {
   return static_cast<int64_t>(std::ceil(static_cast<double>(p) * 16777216.0));
 }
 
+// While a CUDA graph is being recorded (Backend::graph_begin), the seed every mask draws from: one uint64 in
+// device memory, written before each replay. Null otherwise. Defined in backend.cu.
+const uint64_t* capture_seed();
+
+// The key of one stream's mask: rng_key(seed, stream) from the host, or, recorded into a graph, computed by
+// the kernel from the seed in device memory, so that each replay draws the masks of that step's seed (the
+// same bits as the host's: core/rng.h is compiled for both).
+struct MaskKey {
+  uint64_t key = 0;
+  const uint64_t* seed = nullptr;
+  uint64_t stream = 0;
+  __device__ __forceinline__ uint64_t get() const { return seed ? rng_key(*seed, stream) : key; }
+};
+inline MaskKey mask_key(uint64_t seed, uint64_t stream_id) {
+  if (const uint64_t* s = capture_seed()) return MaskKey{0, s, stream_id};
+  return MaskKey{rng_key(seed, stream_id), nullptr, 0};
+}
+
 }  // namespace rt::cuda

@@ -165,7 +165,7 @@ __global__ void __launch_bounds__(CL ? kGroup : kBlock) window_forward_kernel(Wa
     const uint64_t stream = ((wk.layer << 32) | static_cast<uint64_t>(k)) * 4;
     auto drop_of = [&](uint64_t s) {
       Drop d = a.drop;
-      if (d.on) d.key = rng_key(wk.seed, stream + s);
+      if (d.on) d.key = MaskKey{rng_key(wk.seed, stream + s), nullptr, 0};
       return d;
     };
     if (g * kTM < n) {

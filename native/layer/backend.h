@@ -21,7 +21,8 @@ struct BlockGradStash;
 struct WindowWalk;  // block.h
 
 // One strided 2-D update of Backend::axpy2d_batch: acc ? dst += alpha * x : dst = alpha * x + (y or 0), over
-// rows x cols with the strides of axpy2d / acc2d.
+// rows x cols with the strides of axpy2d / acc2d. With `scale` set, alpha is multiplied by *scale (backend
+// memory), read when the op runs: a captured CUDA graph replays the op with whatever alpha is then.
 struct Axpy2dOp {
   float* dst;
   size_t ds;
@@ -32,6 +33,7 @@ struct Axpy2dOp {
   size_t ys;
   size_t rows, cols;
   bool acc;
+  const float* scale = nullptr;
 };
 
 class Backend {
@@ -65,8 +67,9 @@ class Backend {
   virtual void axpy2d_batch(const Axpy2dOp* ops, int count) {
     for (int i = 0; i < count; ++i) {
       const Axpy2dOp& o = ops[i];
-      if (o.acc) acc2d(o.dst, o.ds, o.alpha, o.x, o.xs, o.rows, o.cols);
-      else axpy2d(o.dst, o.ds, o.alpha, o.x, o.xs, o.y, o.ys, o.rows, o.cols);
+      const float a = o.scale ? o.alpha * *o.scale : o.alpha;
+      if (o.acc) acc2d(o.dst, o.ds, a, o.x, o.xs, o.rows, o.cols);
+      else axpy2d(o.dst, o.ds, a, o.x, o.xs, o.y, o.ys, o.rows, o.cols);
     }
   }
   // Sum over r, c of a[r*as + c] * b[r*bs + c], accumulated in double (alpha's gradient).
@@ -164,6 +167,33 @@ class Backend {
   // per-application path writes (each application's cache in walk.cache's layout, Y) and returns true, or
   // returns false and the layer takes that path.
   virtual bool window_forward(const BlockShape&, const BlockWeights&, const WindowWalk&) { return false; }
+
+  // ---- Scalars the layer keeps in backend memory, so that no host read sits inside a forward or backward
+  // (the defaults work on host memory: the CPU backend's). st[0] = *param (layer alpha as stored), st[1] =
+  // clamp(st[0], 0, 1) (as the recurrence uses it).
+  virtual void alpha_state(float* st, const float* param) {
+    st[0] = *param;
+    st[1] = st[0] < 0.0f ? 0.0f : st[0] > 1.0f ? 1.0f : st[0];
+  }
+  // *grad += float(*dalpha) when st[0] lies in [0, 1] (the clamp's derivative is 1 there, 0 outside).
+  virtual void alpha_grad_acc(float* grad, const float* st, const double* dalpha) {
+    if (st[0] >= 0.0f && st[0] <= 1.0f) *grad += static_cast<float>(*dalpha);
+  }
+  // *dst = seed, in the backend's order of work (dst: one uint64 in backend memory, two floats of alloc).
+  virtual void set_seed(uint64_t* dst, uint64_t seed) { *dst = seed; }
+
+  // ---- CUDA graphs (layer/recurrence.cc). A device backend whose launches cost more than the small kernels
+  // they start can record a forward or backward once and replay it: graph_begin starts recording (nothing
+  // runs; every dropout mask draws its seed from *seed, in backend memory, instead of the value passed in;
+  // every block alloc hands out stays the graph's until graph_destroy, whoever releases it), graph_end
+  // returns the recorded graph, graph_abort ends a recording that failed. A replay reads and writes the
+  // very addresses the recording saw.
+  virtual bool graphs() const { return false; }
+  virtual void graph_begin(const uint64_t* /*seed*/) { throw Error(std::string(name()) + ": has no graphs"); }
+  virtual void* graph_end() { throw Error(std::string(name()) + ": has no graphs"); }
+  virtual void graph_abort() noexcept {}
+  virtual void graph_launch(void* /*graph*/) { throw Error(std::string(name()) + ": has no graphs"); }
+  virtual void graph_destroy(void* /*graph*/) noexcept {}
 
   // ---- The model's ops around the layer stack (cpu/embedding.cc, softmax_xent.cc, adamw.cc and their
   // cuda/ mirrors); semantics as in cpu/kernels.h. Tokens and targets are HOST int32 arrays already checked

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -56,6 +59,9 @@ void LayerConfig::validate() const {
 
 LayerStack::LayerStack(const LayerConfig& cfg, Backend& be) : cfg_(cfg), be_(be) {
   cfg_.validate();
+  const char* ds = std::getenv("RT_DEVICE_SCALARS");
+  device_scalars_ = ds && *ds && std::strcmp(ds, "0") != 0;
+  graphs_on_ = be.graphs();
   shape_ = BlockShape{cfg.d, cfg.heads, cfg.gelu, cfg.bias};
   const int64_t d = cfg.d;
   const float std_proj = 0.02f / std::sqrt(2.0f * cfg.layers);
@@ -167,14 +173,41 @@ std::shared_ptr<Tensor> LayerStack::forward(const Tensor& x, bool training, uint
   RT_CHECK(!check_finite || be_.all_finite(x.f32(), total), "x: contains NaN or Infinity");
 
   layer_caches_.clear();
+  pending_ = nullptr;
   const float p = training ? cfg_.dropout : 0.0f;
+  if (GraphEntry* g = graph_for(B, N, w, p, keep)) {
+    try {
+      return forward_graph(*g, x, seed);
+    } catch (const Error& e) {
+      // A recording the backend refused (or a replay that failed): off for this stack, and this call runs
+      // as it would have without graphs.
+      std::fprintf(stderr, "recurrent-transformer: CUDA graphs turned off for this model: %s\n", e.what());
+      graphs_on_ = false;
+      drop_graphs();
+    }
+  }
   std::vector<LayerCache> caches(cfg_.layers);
   DeviceBuffer ping, pong;
+  const float* out = forward_layers(x.f32(), B, N, w, p, seed, keep, device_scalars_, caches, ping, pong);
+  auto y = Tensor::create(DType::F32, {B, N, cfg_.d}, be_.device());
+  be_.copy(y->f32(), out, total);
+  if (keep) {
+    layer_caches_ = std::move(caches);
+    cache_B_ = B;
+    cache_N_ = N;
+    cache_w_ = w;
+  }
+  return y;
+}
+
+const float* LayerStack::forward_layers(const float* in, int B, int N, int w, float p, uint64_t seed, bool keep,
+                                        bool dev, std::vector<LayerCache>& caches, DeviceBuffer& ping,
+                                        DeviceBuffer& pong) {
+  const size_t total = static_cast<size_t>(B) * N * cfg_.d;
   if (!keep) {
     ping = DeviceBuffer(be_, total);
     pong = DeviceBuffer(be_, total);
   }
-  const float* in = x.f32();
   for (int l = 0; l < cfg_.layers; ++l) {
     LayerCache& c = caches[l];
     float* out;
@@ -191,29 +224,33 @@ std::shared_ptr<Tensor> LayerStack::forward(const Tensor& x, bool training, uint
     } else {
       out = (l % 2 == 0 ? ping : pong).get();
     }
-    forward_layer(l, in, out, B, N, w, p, seed, keep, c);
+    forward_layer(l, in, out, B, N, w, p, seed, keep, dev, c);
     in = out;
   }
-  auto y = Tensor::create(DType::F32, {B, N, cfg_.d}, be_.device());
-  be_.copy(y->f32(), in, total);
-  if (keep) {
-    layer_caches_ = std::move(caches);
-    cache_B_ = B;
-    cache_N_ = N;
-    cache_w_ = w;
-  }
-  return y;
+  return in;
 }
 
 void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, int w, float p, uint64_t seed,
-                               bool keep, LayerCache& cache) {
+                               bool keep, bool dev, LayerCache& cache) {
   const size_t d = cfg_.d, Nd = static_cast<size_t>(N) * d;
   const LayerWeights& L = lw_[l];
-  float a = 0;
-  be_.download(&a, L.alpha, 1);
-  const float alpha = cfg_.accumulate ? std::min(1.0f, std::max(0.0f, a)) : 0.0f;
+  // alpha * P in the glue ops: the host's float, or (dev) 1 * alpha_dev[1] read by the op itself.
+  float alpha = 0;
+  const float* alpha_at = nullptr;
+  if (dev) {
+    if (cfg_.accumulate) {
+      cache.alpha_dev = DeviceBuffer(be_, 2);
+      be_.alpha_state(cache.alpha_dev.get(), L.alpha);
+      alpha_at = cache.alpha_dev.get() + 1;
+      alpha = 1.0f;
+    }
+  } else {
+    float a = 0;
+    be_.download(&a, L.alpha, 1);
+    alpha = cfg_.accumulate ? std::min(1.0f, std::max(0.0f, a)) : 0.0f;
+    cache.alpha_raw = a;
+  }
   cache.alpha = alpha;
-  cache.alpha_raw = a;
   const BlockWeights W = block_weights(l, cache.packed);
 
   const int m = w == 0 ? 1 : (N + w - 1) / w;
@@ -252,7 +289,7 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
   DeviceBuffer out(be_, static_cast<size_t>(B) * nmax * d);  // one application's output
   const WindowWalk walk{X, Y, B, N, w, cfg_.accumulate, alpha, p, seed, static_cast<uint64_t>(l), keep,
                         keep ? cache.apps.front() : single, out.get()};
-  if (be_.window_forward(shape_, W, walk)) {
+  if (!dev && be_.window_forward(shape_, W, walk)) {
     if (keep)  // what block_forward records for the backward, application by application
       for (size_t k = 0; k < cache.apps.size(); ++k) {
         BlockCache& c = cache.apps[k];
@@ -280,8 +317,8 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
     if (cfg_.accumulate) {
       // P_{k-1} is X_0 for k = 1, else Y_{k-2}; A = alpha * P_{k-1}.
       const float* P = k == 1 ? X : Y + static_cast<size_t>(k - 2) * w * d;
-      const Axpy2dOp ops[2] = {{c.x, n * d, alpha, P, Nd, S, S_stride, size_t(B), w * d, false},
-                               {c.x + w * d, n * d, alpha, P, Nd, Xk, Nd, size_t(B), lk * d, false}};
+      const Axpy2dOp ops[2] = {{c.x, n * d, alpha, P, Nd, S, S_stride, size_t(B), w * d, false, alpha_at},
+                               {c.x + w * d, n * d, alpha, P, Nd, Xk, Nd, size_t(B), lk * d, false, alpha_at}};
       be_.axpy2d_batch(ops, 2);
     } else {
       const Axpy2dOp ops[2] = {{c.x, n * d, 1.0f, S, S_stride, nullptr, 0, size_t(B), w * d, false},
@@ -303,7 +340,7 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
 }
 
 std::shared_ptr<Tensor> LayerStack::backward(const Tensor& dy, bool check_finite) {
-  RT_CHECK(!layer_caches_.empty(),
+  RT_CHECK(!layer_caches_.empty() || pending_,
            "backward: no forward pass to differentiate; call forward (with gradients kept) before each backward");
   RT_CHECK(dy.dtype == DType::F32, "dy: expected a float32 tensor, got " + std::string(dtype_name(dy.dtype)));
   RT_CHECK(dy.device() == be_.device(), std::string("dy: expected a tensor on '") + device_name(be_.device()) +
@@ -315,22 +352,38 @@ std::shared_ptr<Tensor> LayerStack::backward(const Tensor& dy, bool check_finite
   const size_t total = static_cast<size_t>(B) * N * cfg_.d;
   RT_CHECK(!check_finite || be_.all_finite(dy.f32(), total), "dy: contains NaN or Infinity");
 
+  if (pending_) {
+    GraphEntry& g = *pending_;
+    pending_ = nullptr;
+    return backward_graph(g, dy);
+  }
   std::vector<LayerCache> caches = std::move(layer_caches_);
   layer_caches_.clear();
-  DeviceBuffer g1(be_, total), g2(be_, total);
-  be_.copy(g1.get(), dy.f32(), total);
+  DeviceBuffer g1, g2;
+  const float* out = backward_layers(dy.f32(), B, N, w, caches, false, g1, g2);
+  auto dx = Tensor::create(DType::F32, {B, N, cfg_.d}, be_.device());
+  be_.copy(dx->f32(), out, total);
+  return dx;
+}
+
+const float* LayerStack::backward_layers(const float* dy, int B, int N, int w, std::vector<LayerCache>& caches,
+                                         bool keep_caches, DeviceBuffer& g1, DeviceBuffer& g2) {
+  const size_t total = static_cast<size_t>(B) * N * cfg_.d;
+  g1 = DeviceBuffer(be_, total);
+  g2 = DeviceBuffer(be_, total);
+  be_.copy(g1.get(), dy, total);
   float* dY = g1.get();
   float* dX = g2.get();
   for (int l = cfg_.layers - 1; l >= 0; --l) {
     const float* X = l == 0 ? caches[0].input.get() : caches[l - 1].output.get();
     backward_layer(l, dY, dX, B, N, w, X, caches[l]);
-    caches[l].apps.clear();  // free each layer's activations as soon as its gradients are done
-    caches[l].arena.reset();
+    if (!keep_caches) {
+      caches[l].apps.clear();  // free each layer's activations as soon as its gradients are done
+      caches[l].arena.reset();
+    }
     std::swap(dY, dX);
   }
-  auto dx = Tensor::create(DType::F32, {B, N, cfg_.d}, be_.device());
-  be_.copy(dx->f32(), dY, total);
-  return dx;
+  return dY;
 }
 
 void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N, int w, const float* X,
@@ -339,6 +392,16 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   const LayerWeights& L = lw_[l];
   const float* Y = cache.output.get();
   const float alpha = cache.alpha;
+  // With the scalars in backend memory, alpha is 1 here and each op multiplies by clamp(a) itself.
+  const float* alpha_at = cache.alpha_dev.get() ? cache.alpha_dev.get() + 1 : nullptr;
+  auto acc = [&](float* dst, size_t ds, const float* x, size_t xs, size_t cols) {
+    if (!alpha_at) {
+      be_.acc2d(dst, ds, alpha, x, xs, B, cols);
+      return;
+    }
+    const Axpy2dOp op{dst, ds, alpha, x, xs, nullptr, 0, size_t(B), cols, true, alpha_at};
+    be_.axpy2d_batch(&op, 1);
+  };
   const bool drop = cache.apps.front().p > 0;  // every application ran at the forward's rate
   const int m = w == 0 ? 1 : (N + w - 1) / w;
   const int nmax = (w == 0 || m == 1) ? N : 2 * w;
@@ -422,18 +485,18 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
       be_.dot2d_pair_acc(reinterpret_cast<double*>(dalpha_acc.get()), P, Nd, din.get(), n * d, B, w * d, P, Nd,
                          din.get() + w * d, n * d, B, lk * d);
       if (k == 1) {  // P_0 = X_0
-        ops[count++] = {dX, Nd, alpha, din.get(), n * d, nullptr, 0, size_t(B), w * d, true};
+        ops[count++] = {dX, Nd, alpha, din.get(), n * d, nullptr, 0, size_t(B), w * d, true, alpha_at};
         be_.axpy2d_batch(ops, count);
-        be_.acc2d(dX, Nd, alpha, din.get() + w * d, n * d, B, lk * d);
+        acc(dX, Nd, din.get() + w * d, n * d, lk * d);
         count = 0;
       } else {       // P_{k-1} = Y_{k-2}, the first half of window k-1's output: its gradient goes straight
                      // into window k-1's output gradient, dY_{k-2} + alpha * (both halves' input gradients).
         float* o1 = dout(k - 1);  // (with dropout the same buffer as o, whose window is done)
         const size_t n1 = static_cast<size_t>(w) + window_len(k - 1, m, N, w);
         ops[count++] = {o1, n1 * d, alpha, din.get(), n * d, dY + static_cast<size_t>(k - 2) * w * d, Nd, size_t(B),
-                        w * d, false};
+                        w * d, false, alpha_at};
         be_.axpy2d_batch(ops, count);
-        be_.acc2d(o1, n1 * d, alpha, din.get() + w * d, n * d, B, lk * d);  // the same rows again: not batched
+        acc(o1, n1 * d, din.get() + w * d, n * d, lk * d);  // the same rows again: not batched
         count = 0;
         have_dP = true;
       }
@@ -452,7 +515,9 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   be_.acc2d(dX, Nd, 1.0f, din.get(), len0 * d, B, len0 * d);
   weight_grads();
 
-  if (cfg_.accumulate && cfg_.alpha_learnable) {
+  if (cfg_.accumulate && cfg_.alpha_learnable && alpha_at) {
+    be_.alpha_grad_acc(L.alpha_grad, cache.alpha_dev.get(), reinterpret_cast<const double*>(dalpha_acc.get()));
+  } else if (cfg_.accumulate && cfg_.alpha_learnable) {
     double dalpha = 0;
     be_.download(reinterpret_cast<float*>(&dalpha), dalpha_acc.get(), 2);
     const float a = cache.alpha_raw;
@@ -462,6 +527,124 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
     if (a >= 0.0f && a <= 1.0f) g += static_cast<float>(dalpha);
     be_.upload(L.alpha_grad, &g, 1);
   }
+}
+
+// ---- CUDA graphs: one forward (and its backward) recorded per shape, replayed when the shape comes again.
+
+LayerStack::~LayerStack() {
+  layer_caches_.clear();
+  drop_graphs();
+}
+
+int LayerStack::graph_count() const {
+  int n = 0;
+  for (const auto& g : graphs_) n += (g->fwd != nullptr) + (g->bwd != nullptr);
+  return n;
+}
+
+void LayerStack::drop_graphs() noexcept {
+  pending_ = nullptr;
+  for (auto& g : graphs_) {
+    be_.graph_destroy(g->fwd);
+    be_.graph_destroy(g->bwd);
+  }
+  graphs_.clear();
+}
+
+LayerStack::GraphEntry* LayerStack::graph_for(int B, int N, int w, float p, bool keep) {
+  if (!graphs_on_) return nullptr;
+  ++graph_clock_;
+  for (auto& e : graphs_)
+    if (e->B == B && e->N == N && e->w == w && e->p == p && e->keep == keep) {
+      e->last_use = graph_clock_;
+      return e.get();
+    }
+  // A shape is recorded when it comes twice in a row (among calls that keep activations, or among those that
+  // do not): a fixed-shape training loop or evaluation records at its second call, while random window widths
+  // do not record a graph at every step for a shape that may not come again.
+  Shape& last = last_shape_[keep ? 1 : 0];
+  const Shape now{B, N, w, p};
+  const bool again = last == now;
+  last = now;
+  if (!again) return nullptr;
+  // At most kMaxGraphs shapes hold graphs (each holds the memory of a forward's activations).
+  if (static_cast<int>(graphs_.size()) >= kMaxGraphs) {
+    auto old = std::min_element(graphs_.begin(), graphs_.end(),
+                                [](const auto& a, const auto& b) { return a->last_use < b->last_use; });
+    if (pending_ == old->get()) pending_ = nullptr;
+    be_.graph_destroy((*old)->fwd);
+    be_.graph_destroy((*old)->bwd);
+    graphs_.erase(old);
+  }
+  auto g = std::make_unique<GraphEntry>();
+  g->B = B, g->N = N, g->w = w, g->p = p, g->keep = keep, g->last_use = graph_clock_;
+  const size_t total = static_cast<size_t>(B) * N * cfg_.d;
+  g->x = DeviceBuffer(be_, total);
+  g->seed = DeviceBuffer(be_, 2);
+  if (keep) g->dy = DeviceBuffer(be_, total);
+  graphs_.push_back(std::move(g));
+  return graphs_.back().get();
+}
+
+std::shared_ptr<Tensor> LayerStack::forward_graph(GraphEntry& g, const Tensor& x, uint64_t seed) {
+  const size_t total = static_cast<size_t>(g.B) * g.N * cfg_.d;
+  uint64_t* seed_at = reinterpret_cast<uint64_t*>(g.seed.get());
+  be_.copy(g.x.get(), x.f32(), total);
+  be_.set_seed(seed_at, seed);
+  if (!g.fwd) {
+    std::vector<LayerCache> caches(cfg_.layers);
+    DeviceBuffer ping, pong;  // (without gradients) released at the end of this block, but the graph's memory
+    be_.graph_begin(seed_at);
+    try {
+      g.y = forward_layers(g.x.get(), g.B, g.N, g.w, g.p, 0, g.keep, true, caches, ping, pong);
+      g.fwd = be_.graph_end();
+    } catch (...) {
+      be_.graph_abort();
+      throw;
+    }
+    if (g.keep) g.caches = std::move(caches);
+  }
+  be_.graph_launch(g.fwd);
+  auto y = Tensor::create(DType::F32, {g.B, g.N, cfg_.d}, be_.device());
+  be_.copy(y->f32(), g.y, total);
+  if (g.keep) {
+    pending_ = &g;
+    cache_B_ = g.B;
+    cache_N_ = g.N;
+    cache_w_ = g.w;
+  }
+  return y;
+}
+
+std::shared_ptr<Tensor> LayerStack::backward_graph(GraphEntry& g, const Tensor& dy) {
+  const size_t total = static_cast<size_t>(g.B) * g.N * cfg_.d;
+  be_.copy(g.dy.get(), dy.f32(), total);
+  auto dx = Tensor::create(DType::F32, {g.B, g.N, cfg_.d}, be_.device());
+  if (!g.bwd) {
+    DeviceBuffer g1, g2;
+    const float* out = nullptr;
+    be_.graph_begin(reinterpret_cast<const uint64_t*>(g.seed.get()));
+    try {
+      out = backward_layers(g.dy.get(), g.B, g.N, g.w, g.caches, true, g1, g2);
+      g.bwd = be_.graph_end();
+    } catch (const Error& e) {
+      be_.graph_abort();
+      // The replayed forward's activations are in g.caches: differentiate them without the graph, then stop
+      // using graphs in this stack.
+      std::fprintf(stderr, "recurrent-transformer: CUDA graphs turned off for this model: %s\n", e.what());
+      DeviceBuffer h1, h2;
+      out = backward_layers(g.dy.get(), g.B, g.N, g.w, g.caches, false, h1, h2);
+      be_.copy(dx->f32(), out, total);
+      graphs_on_ = false;
+      drop_graphs();
+      return dx;
+    }
+    g.dx = out;
+    g.caches.clear();  // their memory stays the graphs'
+  }
+  be_.graph_launch(g.bwd);
+  be_.copy(dx->f32(), g.dx, total);
+  return dx;
 }
 
 }  // namespace rt

@@ -33,6 +33,9 @@ struct NamedParam {
 class LayerStack {
  public:
   LayerStack(const LayerConfig& cfg, Backend& be);
+  ~LayerStack();
+  LayerStack(const LayerStack&) = delete;
+  LayerStack& operator=(const LayerStack&) = delete;
 
   const LayerConfig& config() const { return cfg_; }
   std::vector<NamedParam>& params() { return params_; }
@@ -45,13 +48,18 @@ class LayerStack {
   // dy: float32 [B, N, d] -> dx; gradients accumulate into the params' grad tensors. Consumes the cache.
   std::shared_ptr<Tensor> backward(const Tensor& dy, bool check_finite = true);
   void zero_grad();
-  bool has_cache() const { return !layer_caches_.empty(); }
+  bool has_cache() const { return !layer_caches_.empty() || pending_; }
   Backend& backend() const { return be_; }
   const BlockShape& shape() const { return shape_; }
   const BlockWeights& weights(int l) const { return lw_[l].w; }
   // clamp(a, 0, 1) of layer l when the variant accumulates, else 0.
   float alpha(int l) const;
-  void drop_cache() { layer_caches_.clear(); }
+  void drop_cache() {
+    layer_caches_.clear();
+    pending_ = nullptr;
+  }
+  // Recorded CUDA graphs held (for tests and benchmarks): forward and backward graphs.
+  int graph_count() const;
 
  private:
   struct LayerWeights {
@@ -69,12 +77,52 @@ class LayerStack {
     float alpha = 0;      // clamp(a, 0, 1) as used by the forward
     float alpha_raw = 0;  // a itself: the clamp's gradient depends on it
     DeviceBuffer packed;  // the backend's packed weights (block_weights), made by the forward, read by the backward
+    // With the scalars in backend memory (device_scalars): alpha_state's [a, clamp(a, 0, 1)], written by the
+    // forward itself, so that neither pass reads alpha on the host.
+    DeviceBuffer alpha_dev;
   };
 
+  // A forward (and the backward after it) recorded as CUDA graphs for one shape, replayed whenever the shape
+  // comes again: the caller's input is copied into x, the seed into seed, and the replay leaves the output at
+  // y (memory the graph holds). The activations stay in the graph's memory between steps, so a graph costs
+  // the memory of one forward's activations for as long as it is kept (kMaxGraphs shapes, least recently used
+  // dropped first).
+  struct GraphEntry {
+    int B = 0, N = 0, w = 0;
+    float p = 0;
+    bool keep = false;
+    uint64_t last_use = 0;
+    void* fwd = nullptr;
+    void* bwd = nullptr;
+    DeviceBuffer x, seed, dy;
+    const float* y = nullptr;
+    const float* dx = nullptr;
+    std::vector<LayerCache> caches;  // the recording's, until the backward is recorded from them
+  };
+  static constexpr int kMaxGraphs = 2;
+  struct Shape {
+    int B = 0, N = 0, w = -1;
+    float p = -1;
+    bool operator==(const Shape& o) const { return B == o.B && N == o.N && w == o.w && p == o.p; }
+  };
+
+  // Every layer from `in`; returns where the last layer's output is (caches[L-1].output, or ping or pong).
+  // dev: alpha from backend memory (LayerCache::alpha_dev), no host reads.
+  const float* forward_layers(const float* in, int B, int N, int w, float p, uint64_t seed, bool keep, bool dev,
+                              std::vector<LayerCache>& caches, DeviceBuffer& ping, DeviceBuffer& pong);
   void forward_layer(int l, const float* X, float* Y, int B, int N, int w, float p, uint64_t seed, bool keep,
-                     LayerCache& cache);
+                     bool dev, LayerCache& cache);
+  // Every layer's backward from dy; returns where dx is (g1 or g2). keep_caches leaves the caches as they are
+  // (a recording, which may have to be run again without the graph if it fails).
+  const float* backward_layers(const float* dy, int B, int N, int w, std::vector<LayerCache>& caches, bool keep_caches,
+                               DeviceBuffer& g1, DeviceBuffer& g2);
   // X is the layer's input sequence as the forward saw it.
   void backward_layer(int l, const float* dY, float* dX, int B, int N, int w, const float* X, LayerCache& cache);
+  // The graph entry for this shape (made, to be recorded, when the shape comes twice in a row), or null.
+  GraphEntry* graph_for(int B, int N, int w, float p, bool keep);
+  std::shared_ptr<Tensor> forward_graph(GraphEntry& g, const Tensor& x, uint64_t seed);
+  std::shared_ptr<Tensor> backward_graph(GraphEntry& g, const Tensor& dy);
+  void drop_graphs() noexcept;
   // Layer l's weights for block_forward / block_backward, with the backend's packed copy for its fused
   // kernels (held by `packed`) when it has them.
   BlockWeights block_weights(int l, DeviceBuffer& packed) const;
@@ -86,6 +134,12 @@ class LayerStack {
   std::vector<LayerWeights> lw_;
   std::vector<LayerCache> layer_caches_;
   int cache_B_ = 0, cache_N_ = 0, cache_w_ = 0;
+  bool device_scalars_ = false;  // RT_DEVICE_SCALARS=1: the graphs' scalar path without graphs (checks)
+  bool graphs_on_ = false;
+  std::vector<std::unique_ptr<GraphEntry>> graphs_;
+  GraphEntry* pending_ = nullptr;  // the replayed forward the next backward differentiates
+  uint64_t graph_clock_ = 0;
+  Shape last_shape_[2];  // the last call's shape, without and with activations kept
 };
 
 }  // namespace rt
