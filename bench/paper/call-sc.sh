@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: a long selective-copy run (the preset, the author's settings) in pieces that each fit a
 # call, the checkpoint carried between calls; and, beside the first piece, the CUDA checks of the build it
-# runs on (kernels_check, the model, layer and window-walk checks against the CPU), which share the GPU with it
+# runs on (kernels_check, the model and layer checks against the CPU), which share the GPU with it
 # for their first minute or two.
 #   [SC_FLAGS="--max-grad-norm 1"] bash bench/paper/call-sc.sh NAME SECONDS [RESUME_CHECKPOINT]
 # SC_FLAGS: flags added to the preset's (give the same ones to every piece of a run).
@@ -18,7 +18,6 @@ train=$!
 if [[ -z "$resume" && "${SC_CHECKS:-1}" == 1 ]]; then
   kernels_stage
   checks_stage 120
-  t window; timeout 120 node bench/cuda/check-window.mjs > "$OUT/check-window.log" 2>&1; tail -3 "$OUT/check-window.log" | cut -c1-160
 fi
 wait $train
 t trained; cat "$OUT/train-$name.log" | cut -c1-300 | tail -12

@@ -1,7 +1,8 @@
 // The fused attention over a window pair (n <= 256), one (batch element, head) per group of 256 threads:
 // scores, causal softmax, dropout and the values in one pass over shared memory, float32 arithmetic;
-// backward likewise. attention.cu runs one block per (element, head); window_fused.cu runs the heads of
-// one element inside its window walk. Same probs layout and dropout mask indices as cpu/attention.cc.
+// backward likewise. attention.cu runs one block per (element, head). (The group size and the NC flag
+// served a one-kernel window walk, measured slower and removed: bench/cuda/NOTES.md, sessions 7 and 8.)
+// Same probs layout and dropout mask indices as cpu/attention.cc.
 #pragma once
 #include <cmath>
 #include <cstdint>

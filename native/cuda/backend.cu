@@ -598,10 +598,6 @@ class CudaBackend final : public Backend {
     RT_PROF("block_out_forward");
     cuda::block_out_forward(!fp32_, s, w, c, y);
   }
-  bool window_forward(const BlockShape& s, const BlockWeights& w, const WindowWalk& walk) override {
-    RT_PROF("window_forward");
-    return cuda::window_forward(!fp32_, s, w, walk);
-  }
   void block_out_backward(const BlockShape& s, const BlockWeights& w, const BlockCache& c, const BlockGradStash& st,
                           const float* dy, float* dx2, float* datt) override {
     RT_PROF("block_out_backward");

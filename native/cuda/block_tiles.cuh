@@ -1,8 +1,7 @@
 // The fused block chains' device side (block_fused.cu's comment says what and why): shared-memory tiles
 // of 32 rows, the products on the tensor cores from the packed bf16 weights (float32 FMA in the F32 check
 // mode), and the four row-local chains of a block application as device functions over one tile, each run
-// by one group of 256 threads (group.cuh). block_fused.cu launches one block per tile; window_fused.cu
-// calls them from its window walk.
+// by one group of 256 threads (group.cuh). block_fused.cu launches one block per tile.
 #pragma once
 #include <cuda_bf16.h>
 
@@ -119,8 +118,8 @@ struct Tile {
   static constexpr int C4 = COLS / 4, N4 = kTM * C4, T = (N4 + kThreads - 1) / kThreads;
   float4 v[T];
   // NC: through the read-only (non-coherent) cache, for data no thread writes while the kernel runs; a
-  // kernel that reads what it wrote earlier (window_fused.cu) passes false and reads from L2 (ld.global.cg),
-  // never from a line of L1 that may predate the write.
+  // kernel that reads what it wrote earlier must pass false and read from L2 (ld.global.cg), never from a
+  // line of L1 that may predate the write.
   template <bool NC = true>
   __device__ __forceinline__ void load(const float* __restrict__ src, int r0, int R) {
 #pragma unroll

@@ -1,8 +1,7 @@
 // Thread groups of 256. The fused kernels (attention over a window pair, the block's row-local chains) are
-// written for one group: a kernel of 256 threads is one group and synchronises with __syncthreads. The
-// window-walk kernels (window_fused.cu) run two groups in one block of 512, each on its own 32-row tile or
-// head, and each group then waits on its own named barrier so that the other group runs on. Its attention runs
-// one head per group of 64.
+// written for one group: a kernel of 256 threads is one group and synchronises with __syncthreads. A kernel
+// of several groups (the one-kernel window walk of session 7, removed in session 8 as slower: see
+// bench/cuda/NOTES.md) has each group wait on its own named barrier so that the others run on.
 #pragma once
 
 namespace rt::cuda {

@@ -11,7 +11,6 @@
 
 namespace rt {
 struct BlockShape;
-struct WindowWalk;
 struct BlockWeights;
 struct BlockCache;
 struct BlockGradStash;
@@ -87,12 +86,6 @@ void block_out_backward(bool bf16, const BlockShape& s, const BlockWeights& w, c
                         const BlockGradStash& st, const float* dy, float* dx2, float* datt);
 void block_in_backward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c,
                        const BlockGradStash& st, const float* dx2, float* dx);
-
-// ---- window_fused.cu ----
-// A layer's whole window walk in one launch (Backend::window_forward): false, having done nothing, when
-// the shape has no fused walk (d not fusable, w > 32, no packed weights) or it is not turned on
-// (RT_CUDA_WINDOW=1 for bf16, `all` for both precisions; off by default, window_fused.cu says why).
-bool window_forward(bool bf16, const BlockShape& s, const BlockWeights& w, const WindowWalk& walk);
 
 // ---- activation.cu ----
 void gelu_forward(const float* x, float* y, size_t n);

@@ -18,7 +18,6 @@ struct BlockShape;
 struct BlockWeights;
 struct BlockCache;
 struct BlockGradStash;
-struct WindowWalk;  // block.h
 
 // One strided 2-D update of Backend::axpy2d_batch: acc ? dst += alpha * x : dst = alpha * x + (y or 0), over
 // rows x cols with the strides of axpy2d / acc2d. With `scale` set, alpha is multiplied by *scale (backend
@@ -159,14 +158,6 @@ class Backend {
                                  const float* /*dx2*/, float* /*dx*/) {
     no_fused();
   }
-
-  // ---- The fused window walk (layer/recurrence.cc). With w > 0 a layer's forward is m + 1 dependent block
-  // applications, each a handful of short kernels (bench/cuda/NOTES.md: the copy config's 130 windows were
-  // ~1,500 launches per forward). The batch elements' recurrences are independent, so a backend may run the
-  // whole walk of one layer, every application and the glue between them, in one launch: it writes what the
-  // per-application path writes (each application's cache in walk.cache's layout, Y) and returns true, or
-  // returns false and the layer takes that path.
-  virtual bool window_forward(const BlockShape&, const BlockWeights&, const WindowWalk&) { return false; }
 
   // ---- Scalars the layer keeps in backend memory, so that no host read sits inside a forward or backward
   // (the defaults work on host memory: the CPU backend's). st[0] = *param (layer alpha as stored), st[1] =

@@ -42,21 +42,6 @@ struct BlockCache {
   uint64_t seed = 0, stream = 0;
 };
 
-// One layer's window walk, for Backend::window_forward (layer/backend.h says what it does).
-struct WindowWalk {
-  const float* X;      // the layer's input [B, N, d]
-  float* Y;            // its output [B, N, d]
-  int B, N, w;
-  bool accumulate;
-  float alpha;         // clamp(a, 0, 1), as the layer computed it
-  float p;             // dropout rate; application k's streams are those of block_forward with stream (layer << 32) | k
-  uint64_t seed, layer;
-  bool keep;           // cache: the first application's view of the layer's arena (every application's rows
-  BlockCache cache;    //   and probabilities at running offsets, as BlockArena), or else one application's
-                       //   buffers of capacity nmax tokens per sequence, reused
-  float* scratch;      // [B, nmax, d]: one application's output, where nmax = 2w (N when N <= w)
-};
-
 // Every application's BlockCache of one layer (training), one buffer per field, application k's B*n_k
 // rows at a running offset: the Linear inputs h1, att, h2, g of all applications are then contiguous,
 // and each shared weight's gradient sum_k dy_k^T x_k is one product over all rows (block_weight_grads).

@@ -287,18 +287,6 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
   }
 
   DeviceBuffer out(be_, static_cast<size_t>(B) * nmax * d);  // one application's output
-  const WindowWalk walk{X, Y, B, N, w, cfg_.accumulate, alpha, p, seed, static_cast<uint64_t>(l), keep,
-                        keep ? cache.apps.front() : single, out.get()};
-  if (!dev && be_.window_forward(shape_, W, walk)) {
-    if (keep)  // what block_forward records for the backward, application by application
-      for (size_t k = 0; k < cache.apps.size(); ++k) {
-        BlockCache& c = cache.apps[k];
-        c.p = p;
-        c.seed = seed;
-        c.stream = stream_of(static_cast<int>(k));
-      }
-    return;
-  }
 
   // S_0 = T(X_0)
   const int len0 = window_len(0, m, N, w);
