@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One device call for CUDA graphs (native/layer/recurrence.cc, Backend::graph_*; RT_CUDA_GRAPH=1 on,
-# default off): the kernel checks; the layer and model checks against the CPU; check-graph.mjs (the
+# One device call for CUDA graphs (native/layer/recurrence.cc, Backend::graph_*; on by default,
+# RT_CUDA_GRAPH=0 off): the kernel checks; the layer and model checks against the CPU; check-graph.mjs (the
 # same steps with and without graphs, bit for bit, in two processes); the copy and char train steps with
 # graphs and without, alternated (GRAPH_ROUNDS times, default 2). Prints as it goes (a cut-short call still
 # reports). GRAPH_QUICK=1: only check-graph and the timings, for a second call on the same build. (The first
