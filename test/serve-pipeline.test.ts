@@ -98,4 +98,34 @@ describe('scheduler: several batches in flight', () => {
       model.dispose();
     }
   });
+
+  it('stats.stepMs counts a busy period that is still open (steps in flight without a pause)', async () => {
+    const model = new RecurrentTransformer({ vocabSize: tok.vocabSize, d: 16, heads: 2, window: 4, maxLen: 256, seed: 5 });
+    try {
+      const scheduler = new Scheduler(model, { maxBatch: 64, maxQueue: 256 });
+      const t0 = performance.now();
+      const all = Promise.all(
+        Array.from({ length: 64 }, (_, i) => scheduler.generate(Array.from(tok.encode('to be')), new SequenceSampler({ maxTokens: 150, seed: i, tokenizer: tok }))),
+      );
+      let prev = 0;
+      let checked = 0;
+      while (scheduler.active > 0) {
+        await new Promise((r) => setTimeout(r, 5));
+        const wall = performance.now() - t0;
+        const { stepMs } = scheduler.stats;
+        if (scheduler.active === 0) break;
+        // The first step went out with the first request: from then on the decoder is busy.
+        expect(stepMs).toBeGreaterThan(0);
+        expect(stepMs).toBeGreaterThanOrEqual(prev);
+        expect(stepMs).toBeLessThanOrEqual(wall + 1);
+        prev = stepMs;
+        checked++;
+      }
+      await all;
+      expect(checked).toBeGreaterThan(0);
+      expect(scheduler.stats.stepMs).toBeLessThanOrEqual(performance.now() - t0 + 1);
+    } finally {
+      model.dispose();
+    }
+  });
 });

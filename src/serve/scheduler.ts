@@ -140,7 +140,10 @@ export class Scheduler {
    * scheduler's own work with the decoder idle).
    */
   get stats(): { steps: number; tokens: number; rows: number; stepMs: number } {
-    return { steps: this.#steps, tokens: this.#tokensOut, rows: this.#rows, stepMs: this.#stepMs };
+    // A busy period still open counts up to now (read only at its end, a level whose steps never all
+    // settled before the counters were read showed almost no decoder time, and the next level all of it).
+    const open = this.#inFlight > 0 ? performance.now() - this.#busySince : 0;
+    return { steps: this.#steps, tokens: this.#tokensOut, rows: this.#rows, stepMs: this.#stepMs + open };
   }
 
   generate(ids: number[], sampler: SequenceSampler, opts: { signal?: AbortSignal; onToken?: (t: GeneratedToken) => void } = {}): Promise<GenerateJobResult> {
