@@ -524,12 +524,6 @@ LayerStack::~LayerStack() {
   drop_graphs();
 }
 
-int LayerStack::graph_count() const {
-  int n = 0;
-  for (const auto& g : graphs_) n += (g->fwd != nullptr) + (g->bwd != nullptr);
-  return n;
-}
-
 void LayerStack::drop_graphs() noexcept {
   pending_ = nullptr;
   for (auto& g : graphs_) {

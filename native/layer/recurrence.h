@@ -58,8 +58,6 @@ class LayerStack {
     layer_caches_.clear();
     pending_ = nullptr;
   }
-  // Recorded CUDA graphs held (for tests and benchmarks): forward and backward graphs.
-  int graph_count() const;
 
  private:
   struct LayerWeights {
