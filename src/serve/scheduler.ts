@@ -5,8 +5,9 @@
 //
 // With enough sequences (PIPELINE_MIN_ROWS per batch) they are split into up to MAX_IN_FLIGHT batches
 // whose steps are in flight at once, each on a libuv thread of its own and kept there by the addon
-// (no thread pool): while some compute, this thread samples another's tokens, answers HTTP and submits
-// that batch's next step. With one batch the decoder sat idle for that part of every iteration (at 64
+// (no thread pool, even for a step that starts while none is in flight: see #submit): while some
+// compute, this thread hands another's tokens to their requests, answers HTTP and submits that batch's
+// next step. With one batch the decoder sat idle for that part of every iteration (at 64
 // clients on 2 cores ~0.25 of a ~0.9 ms iteration: the step's completion waiting for the event loop,
 // then sampling), and the step split across both cores waited at each of its barriers for whichever
 // thread the event loop or the load generator had taken. Below that many sequences one batch is cheaper:
