@@ -97,4 +97,25 @@ describe('a wide decoder step split into parts of rows', () => {
       }
     });
   }
+
+  // The serve bench's model: every row of a wide step, pooled or serial, has the bits of the same sequence
+  // decoded alone (the head included: a GEMM over all the step's rows gave every row other bits from 21
+  // rows on), so a request's tokens cannot depend on the batch it shared.
+  it('every row of a wide step has the bits of a lone decoder (d 128, 96 tokens)', async () => {
+    const m = new RecurrentTransformer({ vocabSize: 96, d: 128, heads: 4, window: 16, layers: 1, maxLen: 64, seed: 1 });
+    try {
+      for (const [S, serial] of [[21, false], [40, false], [40, true], [64, true]] as const) {
+        const dec = m.decoder(64);
+        const slots = Array.from({ length: S }, (_, i) => i);
+        const alone = slots.map(() => m.decoder(1));
+        for (let step = 0; step < 3; step++) {
+          const toks = slots.map((i) => (i * 7 + step * 3) % 96);
+          const got = (await dec.stepSample(slots, toks, rowSampling(S), { serial })).logits;
+          for (let r = 0; r < S; r++) expect(got.subarray(r * 96, (r + 1) * 96), `S ${S} serial ${serial} row ${r}`).toEqual(await alone[r]!.step([toks[r]!]));
+        }
+      }
+    } finally {
+      m.dispose();
+    }
+  });
 });

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <mutex>
@@ -10,6 +11,7 @@
 #include "core/error.h"
 #include "core/sample.h"
 #include "core/thread_pool.h"
+#include "cpu/kernels.h"
 #include "layer/backend.h"
 
 namespace rt::addon {
@@ -234,7 +236,14 @@ Napi::Value DecoderHandle::Step(const Napi::CallbackInfo& info) {
           be.acc2d(x.get(), d, 1.0f, pe.get(), d, S, d);
         }
         state->step(slots.data(), S, x.get(), y.get(), own_thread.has_value());
-        be.head_logits(y.get(), lnw->f32(), lnb ? lnb->f32() : nullptr, head->f32(), S, 1, d, V, 1, out.get(), false);
+        // On the host in chunks that the CPU head computes row by row (the same bits for a sequence whatever
+        // the batch; see cpu::head_logits).
+        const int chunk = host ? cpu::kLinearRowsMax : S;
+        for (int r0 = 0; r0 < S; r0 += chunk) {
+          const int n = std::min(chunk, S - r0);
+          be.head_logits(y.get() + static_cast<size_t>(r0) * d, lnw->f32(), lnb ? lnb->f32() : nullptr, head->f32(), n, 1, d, V,
+                         1, out.get() + static_cast<size_t>(r0) * V, false);
+        }
         be.download(logits->data(), out.get(), static_cast<size_t>(S) * V);
         if (sampling) sample_rows(logits->data(), S, V, sample.data(), sampled->data());
       },

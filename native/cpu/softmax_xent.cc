@@ -109,7 +109,10 @@ void head_logits(const float* Y, const float* lnw, const float* lnb, const float
   RT_CHECK(P >= 1 && P <= N, "head: scored positions must be in [1, N], got " + std::to_string(P));
   std::vector<float> X, H, mean, rstd;
   gather_normalise(Y, lnw, lnb, B, N, d, P, X, H, mean, rstd);
-  gemm(false, true, B * P, V, d, 1.0f, H.data(), d, W, d, 0.0f, logits, V);
+  // Up to 32 rows (a decoder step's, which calls this in chunks of at most that many) go through the
+  // few-rows kernel: each row's logits then have the same bits whatever rows share the call. The GEMM's
+  // small-matrix and row-edge paths round a row differently depending on the rows beside it.
+  linear_forward(H.data(), W, nullptr, logits, B * P, d, V);
 }
 
 }  // namespace rt::cpu
