@@ -1,8 +1,7 @@
 // The fused attention over a window pair (n <= 256), one (batch element, head) per group of 256 threads:
 // scores, causal softmax, dropout and the values in one pass over shared memory, float32 arithmetic;
-// backward likewise. attention.cu runs one block per (element, head). (The group size and the NC flag
-// served a one-kernel window walk, measured slower and removed: bench/cuda/NOTES.md, sessions 7 and 8.)
-// Same probs layout and dropout mask indices as cpu/attention.cc.
+// backward likewise. attention.cu runs one block of kGroup threads per (element, head). Same probs layout
+// and dropout mask indices as cpu/attention.cc.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -64,9 +63,9 @@ inline Mask make_mask(float p, uint64_t seed, uint64_t stream_id) {
 // division, coalesced global access, and the +1 row padding of the shared copies keeps column-wise reads
 // of different rows in different banks. A head narrower than a warp (HD = 16, 8) takes 32 / HD rows per
 // warp so that no lane idles. HD = 0: the head size is known only at run time.
-template <int HD, int GT, class F>
+template <int HD, class F>
 __device__ __forceinline__ void for_cells(int n, int hd_rt, F f) {
-  const int warp = gtid<GT>() / 32, lane = gtid<GT>() % 32, warps = GT / 32;
+  const int warp = tid() / 32, lane = tid() % 32, warps = kGroup / 32;
   if constexpr (HD > 0 && HD < 32 && 32 % HD == 0) {
     constexpr int RPW = 32 / HD;
     const int sub = lane / HD, c = lane % HD;
@@ -83,13 +82,13 @@ __device__ __forceinline__ void for_cells(int n, int hd_rt, F f) {
 // (dst[m]), lanes along a row's columns as in for_cells. Every read of a thread is issued before its first
 // store: with a fixed trip count of U rows per thread the loads are independent, so their latencies overlap
 // (the loop form left one global-memory latency per row in sequence, most of a short kernel's time).
-template <int HD, int GT, int M, bool NC = true>
+template <int HD, int M>
 __device__ __forceinline__ void load_heads(float* const (&dst)[M], const float* const (&src)[M], const int (&ld)[M], int n,
                                            int hd) {
   const int hp = hd + 1;
   if constexpr (HD > 0 && (HD % 32 == 0 || 32 % HD == 0)) {
     constexpr int RPW = HD < 32 ? 32 / HD : 1, CPL = HD < 32 ? 1 : HD / 32, U = 8;
-    const int warp = gtid<GT>() / 32, lane = gtid<GT>() % 32, warps = GT / 32;
+    const int warp = tid() / 32, lane = tid() % 32, warps = kGroup / 32;
     const int sub = HD < 32 ? lane / HD : 0, c0 = HD < 32 ? lane % HD : lane, step = warps * RPW;
     for (int r0 = warp * RPW + sub; r0 < n; r0 += U * step) {
       float v[M][U][CPL];
@@ -101,7 +100,7 @@ __device__ __forceinline__ void load_heads(float* const (&dst)[M], const float* 
           for (int q = 0; q < CPL; ++q) {
             const int r = r0 + u * step;
             const float* p = src[m] + static_cast<size_t>(r) * ld[m] + c0 + 32 * q;
-            v[m][u][q] = r < n ? (NC ? __ldg(p) : __ldcg(p)) : 0.0f;
+            v[m][u][q] = r < n ? __ldg(p) : 0.0f;
           }
 #pragma unroll
       for (int m = 0; m < M; ++m)
@@ -115,7 +114,7 @@ __device__ __forceinline__ void load_heads(float* const (&dst)[M], const float* 
     }
   } else {
     for (int m = 0; m < M; ++m)
-      for_cells<HD, GT>(n, hd, [&](int r, int c) { dst[m][r * hp + c] = src[m][static_cast<size_t>(r) * ld[m] + c]; });
+      for_cells<HD>(n, hd, [&](int r, int c) { dst[m][r * hp + c] = src[m][static_cast<size_t>(r) * ld[m] + c]; });
   }
 }
 
@@ -125,9 +124,8 @@ __device__ __forceinline__ void load_heads(float* const (&dst)[M], const float* 
 __host__ __device__ inline size_t fused_forward_smem(int n, int hd) { return (3ull * n * (hd + 1) + static_cast<size_t>(n) * (n + 1)) * 4; }
 __host__ __device__ inline size_t fused_backward_smem(int n, int hd) { return (2ull * n * (hd + 1) + 2ull * n * (n + 1)) * 4; }
 
-// One (batch element b, head h) of the forward, by one group of GT threads (GT a multiple of 32), in `sm` (fused_forward_smem).
-// NC: read qkv through the read-only cache (block_tiles.cuh's Tile::load says when that is allowed).
-template <int HD, int GT = kGroup, bool NC = true>
+// One (batch element b, head h) of the forward, by one block of kGroup threads, in `sm` (fused_forward_smem).
+template <int HD>
 __device__ __forceinline__ void forward_head(const float* __restrict__ qkv, float* __restrict__ probs,
                                              float* __restrict__ out, const Geo& g, const Mask& mask, int b, int h,
                                              float* sm) {
@@ -142,11 +140,11 @@ __device__ __forceinline__ void forward_head(const float* __restrict__ qkv, floa
     float* const dst[3] = {Q, K, V};
     const float* const src[3] = {base, base + g.d, base + 2 * g.d};
     const int ld[3] = {g.ld, g.ld, g.ld};
-    load_heads<HD, GT, 3, NC>(dst, src, ld, n, hd);
+    load_heads<HD, 3>(dst, src, ld, n, hd);
   }
-  group_sync<GT>();
+  __syncthreads();
 
-  const int warp = gtid<GT>() / 32, lane = gtid<GT>() % 32, warps = GT / 32;
+  const int warp = tid() / 32, lane = tid() % 32, warps = kGroup / 32;
   // Scores of the causal pairs (j <= i), a warp per row.
   for (int i = warp; i < n; i += warps) {
     const float* q = Q + i * hp;
@@ -157,7 +155,7 @@ __device__ __forceinline__ void forward_head(const float* __restrict__ qkv, floa
       S[i * np + j] = s * g.scale;
     }
   }
-  group_sync<GT>();
+  __syncthreads();
 
   // Softmax per row (one warp a row); probs gets the undropped row, zeros past the diagonal; S keeps the
   // dropped probabilities for the values.
@@ -172,10 +170,10 @@ __device__ __forceinline__ void forward_head(const float* __restrict__ qkv, floa
       srow[j] = j <= i ? pr * mask(mbase + j) : 0.0f;
     }
   }
-  group_sync<GT>();
+  __syncthreads();
 
   float* o = out + static_cast<size_t>(b) * n * g.d + h * hd;
-  for_cells<HD, GT>(n, hd, [&](int i, int c) {
+  for_cells<HD>(n, hd, [&](int i, int c) {
     const float* srow = S + i * np;
     float acc = 0.0f;
     for (int j = 0; j <= i; ++j) acc = fmaf(srow[j], V[j * hp + c], acc);
@@ -183,8 +181,8 @@ __device__ __forceinline__ void forward_head(const float* __restrict__ qkv, floa
   });
 }
 
-// One (batch element b, head h) of the backward, by one group of GT threads (GT a multiple of 32), in `sm` (fused_backward_smem).
-template <int HD, int GT = kGroup>
+// One (batch element b, head h) of the backward, by one block of kGroup threads, in `sm` (fused_backward_smem).
+template <int HD>
 __device__ __forceinline__ void backward_head(const float* __restrict__ qkv, const float* __restrict__ probs,
                                               const float* __restrict__ dout, float* __restrict__ dqkv, const Geo& g,
                                               const Mask& mask, int b, int h, float* sm) {
@@ -200,9 +198,9 @@ __device__ __forceinline__ void backward_head(const float* __restrict__ qkv, con
     float* const dst[2] = {X1, X2};
     const float* const src[2] = {base + 2 * g.d, dout + static_cast<size_t>(b) * n * g.d + h * hd};
     const int ld[2] = {g.ld, g.d};
-    load_heads<HD, GT, 2>(dst, src, ld, n, hd);
+    load_heads<HD, 2>(dst, src, ld, n, hd);
   }
-  const int warp = gtid<GT>() / 32, lane = gtid<GT>() % 32, warps = GT / 32;
+  const int warp = tid() / 32, lane = tid() % 32, warps = kGroup / 32;
   const float* pg = probs + static_cast<size_t>(bh) * n * n;
   // The probabilities, U rows per warp per round with all reads issued first (as load_heads).
   constexpr int U = 8;
@@ -222,16 +220,16 @@ __device__ __forceinline__ void backward_head(const float* __restrict__ qkv, con
         if (mask.on) G[i * np + j] = j <= i ? pv[u] * mask((static_cast<uint64_t>(bh) * n + i) * n + j) : 0.0f;
       }
     }
-  group_sync<GT>();
+  __syncthreads();
   const float* Pd = mask.on ? G : P;
 
   // dV[j] = sum_{i >= j} Pd[i][j] dO[i]
-  for_cells<HD, GT>(n, hd, [&](int j, int c) {
+  for_cells<HD>(n, hd, [&](int j, int c) {
     float acc = 0.0f;
     for (int i = j; i < n; ++i) acc = fmaf(Pd[i * np + j], X2[i * hp + c], acc);
     dbase[static_cast<size_t>(j) * g.ld + 2 * g.d + c] = acc;
   });
-  group_sync<GT>();
+  __syncthreads();
 
   // dP[i][j] = mask * (dO[i] . V[j]) for j <= i; zeros past the diagonal.
   for (int i = warp; i < n; i += warps) {
@@ -246,7 +244,7 @@ __device__ __forceinline__ void backward_head(const float* __restrict__ qkv, con
       G[i * np + j] = v;
     }
   }
-  group_sync<GT>();
+  __syncthreads();
 
   // dS = P * (dP - rowsum(dP * P)) * scale, one warp a row.
   for (int i = warp; i < n; i += warps) {
@@ -257,18 +255,18 @@ __device__ __forceinline__ void backward_head(const float* __restrict__ qkv, con
     t = warp_sum(t);
     for (int j = lane; j <= i; j += 32) grow[j] = prow[j] * (grow[j] - t) * g.scale;
   }
-  group_sync<GT>();
+  __syncthreads();
 
   {
     float* const dst[2] = {X1, X2};
     const float* const src[2] = {base, base + g.d};
     const int ld[2] = {g.ld, g.ld};
-    load_heads<HD, GT, 2>(dst, src, ld, n, hd);
+    load_heads<HD, 2>(dst, src, ld, n, hd);
   }
-  group_sync<GT>();
+  __syncthreads();
 
   // dQ[r] = sum_{j <= r} dS[r][j] K[j];  dK[r] = sum_{i >= r} dS[i][r] Q[i]  (rows 0..n-1 of dQ, then of dK)
-  for_cells<HD, GT>(2 * n, hd, [&](int rr, int c) {
+  for_cells<HD>(2 * n, hd, [&](int rr, int c) {
     float acc = 0.0f;
     if (rr < n) {
       const int r = rr;

@@ -1,7 +1,7 @@
 // The fused block chains' device side (block_fused.cu's comment says what and why): shared-memory tiles
 // of 32 rows, the products on the tensor cores from the packed bf16 weights (float32 FMA in the F32 check
 // mode), and the four row-local chains of a block application as device functions over one tile, each run
-// by one group of 256 threads (group.cuh). block_fused.cu launches one block per tile.
+// by one block of kGroup threads (group.cuh). block_fused.cu launches one block per tile.
 #pragma once
 #include <cuda_bf16.h>
 
@@ -27,7 +27,7 @@ constexpr int kTM = RT_FUSED_TM;  // rows per block (16 or 32; -DRT_FUSED_TM=16 
 constexpr int kMT = kTM / 16;
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
-static_assert(kThreads == kGroup, "a tile is one thread group");
+static_assert(kThreads == kGroup, "a tile is one block of kGroup threads");
 constexpr int kNB = 2;   // n8 tiles per warp pass: 16 columns (d a multiple of 16 makes every N one of these)
 constexpr int kPad = 8;  // elements of padding per shared row
 constexpr float kEps = 1e-5f;  // layernorm.cu's
@@ -117,16 +117,13 @@ template <int COLS>
 struct Tile {
   static constexpr int C4 = COLS / 4, N4 = kTM * C4, T = (N4 + kThreads - 1) / kThreads;
   float4 v[T];
-  // NC: through the read-only (non-coherent) cache, for data no thread writes while the kernel runs; a
-  // kernel that reads what it wrote earlier must pass false and read from L2 (ld.global.cg), never from a
-  // line of L1 that may predate the write.
-  template <bool NC = true>
+  // Through the read-only cache: no thread writes these arrays while the kernel runs.
   __device__ __forceinline__ void load(const float* __restrict__ src, int r0, int R) {
 #pragma unroll
     for (int t = 0; t < T; ++t) {
-      const int i = gtid() + t * kThreads, lr = i / C4, r = r0 + lr;
+      const int i = tid() + t * kThreads, lr = i / C4, r = r0 + lr;
       const float4* p = reinterpret_cast<const float4*>(src + static_cast<size_t>(r) * COLS) + i % C4;
-      v[t] = (i < N4 && r < R) ? (NC ? __ldg(p) : __ldcg(p))
+      v[t] = (i < N4 && r < R) ? __ldg(p)
                                : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
   }
@@ -135,7 +132,7 @@ struct Tile {
   __device__ __forceinline__ void each(F&& f) const {
 #pragma unroll
     for (int t = 0; t < T; ++t) {
-      const int i = gtid() + t * kThreads;
+      const int i = tid() + t * kThreads;
       if (i < N4) f(i / C4, (i % C4) * 4, v[t]);
     }
   }
@@ -163,7 +160,7 @@ template <bool F32, int K>
 __device__ __forceinline__ void warp_gemm(float (&acc)[kMT][kNB][4], const Elem<F32>* A,
                                           const Elem<F32>* __restrict__ W, int n0) {
   constexpr int lda = K + kPad;
-  const int lane = gtid() & 31, gq = lane >> 2, tq = lane & 3;
+  const int lane = tid() & 31, gq = lane >> 2, tq = lane & 3;
 #pragma unroll
   for (int i = 0; i < kMT; ++i)
 #pragma unroll
@@ -228,7 +225,7 @@ template <bool F32, int K, int N, class Pre, class Epi>
 __device__ __forceinline__ void cta_gemm_pre(const Elem<F32>* A, const Elem<F32>* __restrict__ W, Pre&& pre,
                                              Epi&& epi) {
   static_assert(N % (8 * kNB) == 0, "N must be a multiple of 16");
-  const int lane = gtid() & 31, gq = lane >> 2, tq = lane & 3, warp = gtid() >> 5;
+  const int lane = tid() & 31, gq = lane >> 2, tq = lane & 3, warp = tid() >> 5;
   for (int n0 = warp * 8 * kNB; n0 < N; n0 += kWarps * 8 * kNB) {
     decltype(pre(0, 0)) pv[kMT][kNB][2];
 #pragma unroll
@@ -259,7 +256,7 @@ __device__ __forceinline__ void cta_gemm(const Elem<F32>* A, const Elem<F32>* __
 // the same bits); the calling warp owns the row.
 template <int D>
 __device__ __forceinline__ void row_stats(const float* xr, float& m, float& rs) {
-  const int lane = gtid() & 31;
+  const int lane = tid() & 31;
   float s = 0.0f;
 #pragma unroll
   for (int j = lane; j < D; j += 32) s += xr[j];
@@ -278,7 +275,7 @@ __device__ __forceinline__ void row_stats(const float* xr, float& m, float& rs) 
 template <bool F32, int D>
 __device__ __forceinline__ void tile_layernorm(const float* X, const float* __restrict__ w, const float* __restrict__ b,
                                                int r0, int R, float* h, float* mean, float* rstd, Elem<F32>* A) {
-  const int lane = gtid() & 31, warp = gtid() >> 5;
+  const int lane = tid() & 31, warp = tid() >> 5;
   for (int lr = warp; lr < kTM; lr += kWarps) {
     const int r = r0 + lr;
     Elem<F32>* ar = A + lr * (D + kPad);
@@ -312,7 +309,7 @@ template <int D, class Out>
 __device__ __forceinline__ void tile_layernorm_backward(const float* X, const float* G, const float* DR,
                                                         const float* __restrict__ w, const float* __restrict__ mean,
                                                         const float* __restrict__ rstd, int r0, int R, Out&& out) {
-  const int lane = gtid() & 31, warp = gtid() >> 5;
+  const int lane = tid() & 31, warp = tid() >> 5;
   constexpr int RPW = kTM / kWarps;
   float ms[RPW], rss[RPW];  // the statistics of the warp's rows, read together
 #pragma unroll
@@ -364,19 +361,19 @@ struct InFwd {
   float *h, *mean, *rstd, *qkv;
 };
 
-template <bool F32, int D, bool NC = true>
+template <bool F32, int D>
 __device__ __forceinline__ void in_forward_tile(const InFwd& a, int r0, unsigned char* smem) {
   using S = Smem<F32, D>;
   float* X = reinterpret_cast<float*>(smem);                 // [32][D]: x
   Elem<F32>* A = reinterpret_cast<Elem<F32>*>(smem + S::f);  // [32][D + kPad]: h
   {
     Tile<D> t;
-    t.template load<NC>(a.x, r0, a.R);
+    t.load(a.x, r0, a.R);
     store_tile_f32(t, X);
   }
-  group_sync();
+  __syncthreads();
   tile_layernorm<F32, D>(X, a.ln_w, a.ln_b, r0, a.R, a.h, a.mean, a.rstd, A);
-  group_sync();
+  __syncthreads();
   const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W) + Packed::qkv(D);
   cta_gemm<F32, D, 3 * D>(A, W, [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
@@ -398,7 +395,7 @@ struct OutFwd {
   float *x2, *h2, *mean2, *rstd2, *f, *g, *y;
 };
 
-template <bool F32, int D, bool NC = true>
+template <bool F32, int D>
 __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsigned char* smem) {
   using S = Smem<F32, D>;
   constexpr int F = 4 * D, lda = D + kPad, ldg = F + kPad;
@@ -408,12 +405,12 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
   const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W);
   {
     Tile<D> t_att, t_x;
-    t_att.template load<NC>(a.att, r0, a.R);
-    t_x.template load<NC>(a.x, r0, a.R);
+    t_att.load(a.att, r0, a.R);
+    t_x.load(a.x, r0, a.R);
     store_tile<F32>(t_att, A, lda);
     store_tile_f32(t_x, X2);
   }
-  group_sync();
+  __syncthreads();
   // x2 = x + dropout(c_proj(att)), in place over x in X2 (each element read and written by one thread)
   cta_gemm<F32, D, D>(A, W + Packed::proj(D), [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
@@ -429,9 +426,9 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
     xs[1] = x1;
     store2(a.x2 + i, x0, x1);
   });
-  group_sync();
+  __syncthreads();
   tile_layernorm<F32, D>(X2, a.ln_w, a.ln_b, r0, a.R, a.h2, a.mean2, a.rstd2, A);
-  group_sync();
+  __syncthreads();
   // f = c_fc(h2), g = act(f)
   cta_gemm<F32, D, F>(A, W + Packed::fc(D), [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
@@ -449,7 +446,7 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
     }
     put2<F32>(G + lr * ldg + c, g0, g1);
   });
-  group_sync();
+  __syncthreads();
   // y = x2 + dropout(c_proj(g))
   cta_gemm<F32, F, D>(G, W + Packed::mproj(D), [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
@@ -473,7 +470,7 @@ struct OutBwd {
   float *dm, *dg, *dh2, *dx2, *da, *datt;  // dm, da: null when not written
 };
 
-template <bool F32, int D, bool NC = true>
+template <bool F32, int D>
 __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsigned char* smem) {
   using S = Smem<F32, D>;
   constexpr int F = 4 * D, lda = D + kPad, ldg = F + kPad;
@@ -485,8 +482,8 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
   const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W);
   {
     Tile<D> t_dy, t_x;
-    t_dy.template load<NC>(a.dy, r0, a.R);
-    t_x.template load<NC>(a.x2, r0, a.R);
+    t_dy.load(a.dy, r0, a.R);
+    t_x.load(a.x2, r0, a.R);
     store_tile_f32(t_dy, DY);
     store_tile_f32(t_x, X);
     t_dy.each([&](int lr, int c, float4 v) {
@@ -504,12 +501,12 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
       put<F32>(p + 3, m.w);
     });
   }
-  group_sync();
+  __syncthreads();
   // dg = act'(f) * (dm W_mp)
   auto f_of = [&](int lr, int c) {
     const int r = r0 + lr;
     const float2* p = reinterpret_cast<const float2*>(a.f + static_cast<size_t>(r) * F + c);
-    return r < a.R ? (NC ? __ldg(p) : __ldcg(p))
+    return r < a.R ? __ldg(p)
                    : make_float2(0.0f, 0.0f);
   };
   cta_gemm_pre<F32, D, F>(A, W + Packed::mproj_t(D), f_of, [&](int lr, int c, float v0, float v1, float2 fv) {
@@ -523,14 +520,14 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
     }
     put2<F32>(G + lr * ldg + c, g0, g1);
   });
-  group_sync();
+  __syncthreads();
   // dh2 = dg W_fc
   cta_gemm<F32, F, D>(G, W + Packed::fc_t(D), [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
     if (r < a.R) store2(a.dh2 + static_cast<size_t>(r) * D + c, v0, v1);
     store2(DH + lr * D + c, v0, v1);
   });
-  group_sync();
+  __syncthreads();
   // dx2 = dy + ln_2's input gradient; da = dropout'(dx2); A's rows past R stay zeros from the dy tile
   tile_layernorm_backward<D>(X, DH, DY, a.ln_w, a.mean2, a.rstd2, r0, a.R, [&](int r, int lr, int j, float v) {
     const size_t i = static_cast<size_t>(r) * D + j;
@@ -539,7 +536,7 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
     if (a.da) a.da[i] = dav;
     put<F32>(A + lr * lda + j, dav);
   });
-  group_sync();
+  __syncthreads();
   // datt = da W_p
   cta_gemm<F32, D, D>(A, W + Packed::proj_t(D), [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
@@ -554,7 +551,7 @@ struct InBwd {
   float *dh1, *dx;
 };
 
-template <bool F32, int D, bool NC = true>
+template <bool F32, int D>
 __device__ __forceinline__ void in_backward_tile(const InBwd& a, int r0, unsigned char* smem) {
   using S = Smem<F32, D>;
   constexpr int Q = 3 * D;
@@ -565,21 +562,21 @@ __device__ __forceinline__ void in_backward_tile(const InBwd& a, int r0, unsigne
   {
     Tile<Q> t_q;
     Tile<D> t_x, t_r;
-    t_q.template load<NC>(a.dqkv, r0, a.R);
-    t_x.template load<NC>(a.x, r0, a.R);
-    t_r.template load<NC>(a.dres, r0, a.R);
+    t_q.load(a.dqkv, r0, a.R);
+    t_x.load(a.x, r0, a.R);
+    t_r.load(a.dres, r0, a.R);
     store_tile<F32>(t_q, A, Q + kPad);
     store_tile_f32(t_x, X);
     store_tile_f32(t_r, DR);
   }
-  group_sync();
+  __syncthreads();
   // dh1 = dqkv W_attn
   cta_gemm<F32, Q, D>(A, static_cast<const Elem<F32>*>(a.W) + Packed::qkv_t(D), [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
     if (r < a.R) store2(a.dh1 + static_cast<size_t>(r) * D + c, v0, v1);
     store2(DH + lr * D + c, v0, v1);
   });
-  group_sync();
+  __syncthreads();
   tile_layernorm_backward<D>(X, DH, DR, a.ln_w, a.mean1, a.rstd1, r0, a.R,
                              [&](int r, int, int j, float v) { a.dx[static_cast<size_t>(r) * D + j] = v; });
 }
