@@ -4,12 +4,7 @@
 #pragma once
 #include <cstdint>
 
-// Callable from CUDA kernels too (cuda/rng.cuh): one definition, so the GPU draws the CPU's bits.
-#ifdef __CUDACC__
-#define RT_HD __host__ __device__
-#else
-#define RT_HD
-#endif
+#include "core/hd.h"  // callable from CUDA kernels too (cuda/rng.cuh): the GPU draws the CPU's bits
 
 namespace rt {
 

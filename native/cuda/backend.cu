@@ -337,10 +337,10 @@ __global__ void set_seed_kernel(uint64_t* dst, uint64_t seed) { *dst = seed; }
 __global__ void alpha_state_kernel(float* st, const float* param) {
   const float a = *param;
   st[0] = a;
-  st[1] = a < 0.0f ? 0.0f : a > 1.0f ? 1.0f : a;
+  st[1] = alpha_used(a);
 }
 __global__ void alpha_grad_acc_kernel(float* grad, const float* st, const double* dalpha) {
-  if (st[0] >= 0.0f && st[0] <= 1.0f) *grad += static_cast<float>(*dalpha);
+  if (alpha_passes_grad(st[0])) *grad += static_cast<float>(*dalpha);
 }
 
 struct Graph {

@@ -8,6 +8,7 @@
 
 #include <vector>
 
+#include "core/alpha.h"
 #include "core/error.h"
 #include "core/op_types.h"
 #include "core/tensor.h"
@@ -159,16 +160,16 @@ class Backend {
     no_fused();
   }
 
-  // ---- Scalars the layer keeps in backend memory, so that no host read sits inside a forward or backward
-  // (the defaults work on host memory: the CPU backend's). st[0] = *param (layer alpha as stored), st[1] =
-  // clamp(st[0], 0, 1) (as the recurrence uses it).
+  // ---- alpha, kept in backend memory, so that no host read sits inside a forward or backward (a CUDA
+  // graph replays both; the defaults work on host memory: the CPU backend's). st[0] = *param (alpha as
+  // stored), st[1] = alpha_used(st[0]) (core/alpha.h).
   virtual void alpha_state(float* st, const float* param) {
     st[0] = *param;
-    st[1] = st[0] < 0.0f ? 0.0f : st[0] > 1.0f ? 1.0f : st[0];
+    st[1] = alpha_used(st[0]);
   }
-  // *grad += float(*dalpha) when st[0] lies in [0, 1] (the clamp's derivative is 1 there, 0 outside).
+  // *grad += float(*dalpha) where the clamp passes the gradient (alpha_passes_grad(st[0])).
   virtual void alpha_grad_acc(float* grad, const float* st, const double* dalpha) {
-    if (st[0] >= 0.0f && st[0] <= 1.0f) *grad += static_cast<float>(*dalpha);
+    if (alpha_passes_grad(st[0])) *grad += static_cast<float>(*dalpha);
   }
   // *dst = seed, in the backend's order of work (dst: one uint64 in backend memory, two floats of alloc).
   virtual void set_seed(uint64_t* dst, uint64_t seed) { *dst = seed; }

@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -59,8 +57,6 @@ void LayerConfig::validate() const {
 
 LayerStack::LayerStack(const LayerConfig& cfg, Backend& be) : cfg_(cfg), be_(be) {
   cfg_.validate();
-  const char* ds = std::getenv("RT_DEVICE_SCALARS");
-  device_scalars_ = ds && *ds && std::strcmp(ds, "0") != 0;
   graphs_on_ = be.graphs();
   shape_ = BlockShape{cfg.d, cfg.heads, cfg.gelu, cfg.bias};
   const int64_t d = cfg.d;
@@ -139,7 +135,7 @@ float LayerStack::alpha(int l) const {
   if (!cfg_.accumulate) return 0.0f;
   float a = 0;
   be_.download(&a, lw_[l].alpha, 1);
-  return std::min(1.0f, std::max(0.0f, a));
+  return alpha_used(a);
 }
 
 void LayerStack::zero_grad() {
@@ -188,7 +184,7 @@ std::shared_ptr<Tensor> LayerStack::forward(const Tensor& x, bool training, uint
   }
   std::vector<LayerCache> caches(cfg_.layers);
   DeviceBuffer ping, pong;
-  const float* out = forward_layers(x.f32(), B, N, w, p, seed, keep, device_scalars_, caches, ping, pong);
+  const float* out = forward_layers(x.f32(), B, N, w, p, seed, keep, caches, ping, pong);
   auto y = Tensor::create(DType::F32, {B, N, cfg_.d}, be_.device());
   be_.copy(y->f32(), out, total);
   if (keep) {
@@ -201,7 +197,7 @@ std::shared_ptr<Tensor> LayerStack::forward(const Tensor& x, bool training, uint
 }
 
 const float* LayerStack::forward_layers(const float* in, int B, int N, int w, float p, uint64_t seed, bool keep,
-                                        bool dev, std::vector<LayerCache>& caches, DeviceBuffer& ping,
+                                        std::vector<LayerCache>& caches, DeviceBuffer& ping,
                                         DeviceBuffer& pong) {
   const size_t total = static_cast<size_t>(B) * N * cfg_.d;
   if (!keep) {
@@ -224,33 +220,23 @@ const float* LayerStack::forward_layers(const float* in, int B, int N, int w, fl
     } else {
       out = (l % 2 == 0 ? ping : pong).get();
     }
-    forward_layer(l, in, out, B, N, w, p, seed, keep, dev, c);
+    forward_layer(l, in, out, B, N, w, p, seed, keep, c);
     in = out;
   }
   return in;
 }
 
 void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, int w, float p, uint64_t seed,
-                               bool keep, bool dev, LayerCache& cache) {
+                               bool keep, LayerCache& cache) {
   const size_t d = cfg_.d, Nd = static_cast<size_t>(N) * d;
   const LayerWeights& L = lw_[l];
-  // alpha * P in the glue ops: the host's float, or (dev) 1 * alpha_dev[1] read by the op itself.
-  float alpha = 0;
+  // alpha * P in the glue ops: 1 * alpha_dev[1], which each op reads itself (Axpy2dOp::scale).
   const float* alpha_at = nullptr;
-  if (dev) {
-    if (cfg_.accumulate) {
-      cache.alpha_dev = DeviceBuffer(be_, 2);
-      be_.alpha_state(cache.alpha_dev.get(), L.alpha);
-      alpha_at = cache.alpha_dev.get() + 1;
-      alpha = 1.0f;
-    }
-  } else {
-    float a = 0;
-    be_.download(&a, L.alpha, 1);
-    alpha = cfg_.accumulate ? std::min(1.0f, std::max(0.0f, a)) : 0.0f;
-    cache.alpha_raw = a;
+  if (cfg_.accumulate) {
+    cache.alpha_dev = DeviceBuffer(be_, 2);
+    be_.alpha_state(cache.alpha_dev.get(), L.alpha);
+    alpha_at = cache.alpha_dev.get() + 1;
   }
-  cache.alpha = alpha;
   const BlockWeights W = block_weights(l, cache.packed);
 
   const int m = w == 0 ? 1 : (N + w - 1) / w;
@@ -305,8 +291,8 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
     if (cfg_.accumulate) {
       // P_{k-1} is X_0 for k = 1, else Y_{k-2}; A = alpha * P_{k-1}.
       const float* P = k == 1 ? X : Y + static_cast<size_t>(k - 2) * w * d;
-      const Axpy2dOp ops[2] = {{c.x, n * d, alpha, P, Nd, S, S_stride, size_t(B), w * d, false, alpha_at},
-                               {c.x + w * d, n * d, alpha, P, Nd, Xk, Nd, size_t(B), lk * d, false, alpha_at}};
+      const Axpy2dOp ops[2] = {{c.x, n * d, 1.0f, P, Nd, S, S_stride, size_t(B), w * d, false, alpha_at},
+                               {c.x + w * d, n * d, 1.0f, P, Nd, Xk, Nd, size_t(B), lk * d, false, alpha_at}};
       be_.axpy2d_batch(ops, 2);
     } else {
       const Axpy2dOp ops[2] = {{c.x, n * d, 1.0f, S, S_stride, nullptr, 0, size_t(B), w * d, false},
@@ -379,15 +365,10 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   const size_t d = cfg_.d, Nd = static_cast<size_t>(N) * d;
   const LayerWeights& L = lw_[l];
   const float* Y = cache.output.get();
-  const float alpha = cache.alpha;
-  // With the scalars in backend memory, alpha is 1 here and each op multiplies by clamp(a) itself.
+  // alpha (accumulate only): each op multiplies by alpha_dev[1] itself, as in the forward.
   const float* alpha_at = cache.alpha_dev.get() ? cache.alpha_dev.get() + 1 : nullptr;
-  auto acc = [&](float* dst, size_t ds, const float* x, size_t xs, size_t cols) {
-    if (!alpha_at) {
-      be_.acc2d(dst, ds, alpha, x, xs, B, cols);
-      return;
-    }
-    const Axpy2dOp op{dst, ds, alpha, x, xs, nullptr, 0, size_t(B), cols, true, alpha_at};
+  auto acc_alpha = [&](float* dst, size_t ds, const float* x, size_t xs, size_t cols) {
+    const Axpy2dOp op{dst, ds, 1.0f, x, xs, nullptr, 0, size_t(B), cols, true, alpha_at};
     be_.axpy2d_batch(&op, 1);
   };
   const bool drop = cache.apps.front().p > 0;  // every application ran at the forward's rate
@@ -473,18 +454,18 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
       be_.dot2d_pair_acc(reinterpret_cast<double*>(dalpha_acc.get()), P, Nd, din.get(), n * d, B, w * d, P, Nd,
                          din.get() + w * d, n * d, B, lk * d);
       if (k == 1) {  // P_0 = X_0
-        ops[count++] = {dX, Nd, alpha, din.get(), n * d, nullptr, 0, size_t(B), w * d, true, alpha_at};
+        ops[count++] = {dX, Nd, 1.0f, din.get(), n * d, nullptr, 0, size_t(B), w * d, true, alpha_at};
         be_.axpy2d_batch(ops, count);
-        acc(dX, Nd, din.get() + w * d, n * d, lk * d);
+        acc_alpha(dX, Nd, din.get() + w * d, n * d, lk * d);
         count = 0;
       } else {       // P_{k-1} = Y_{k-2}, the first half of window k-1's output: its gradient goes straight
                      // into window k-1's output gradient, dY_{k-2} + alpha * (both halves' input gradients).
         float* o1 = dout(k - 1);  // (with dropout the same buffer as o, whose window is done)
         const size_t n1 = static_cast<size_t>(w) + window_len(k - 1, m, N, w);
-        ops[count++] = {o1, n1 * d, alpha, din.get(), n * d, dY + static_cast<size_t>(k - 2) * w * d, Nd, size_t(B),
+        ops[count++] = {o1, n1 * d, 1.0f, din.get(), n * d, dY + static_cast<size_t>(k - 2) * w * d, Nd, size_t(B),
                         w * d, false, alpha_at};
         be_.axpy2d_batch(ops, count);
-        acc(o1, n1 * d, din.get() + w * d, n * d, lk * d);  // the same rows again: not batched
+        acc_alpha(o1, n1 * d, din.get() + w * d, n * d, lk * d);  // the same rows again: not batched
         count = 0;
         have_dP = true;
       }
@@ -503,18 +484,8 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   be_.acc2d(dX, Nd, 1.0f, din.get(), len0 * d, B, len0 * d);
   weight_grads();
 
-  if (cfg_.accumulate && cfg_.alpha_learnable && alpha_at) {
+  if (cfg_.accumulate && cfg_.alpha_learnable)
     be_.alpha_grad_acc(L.alpha_grad, cache.alpha_dev.get(), reinterpret_cast<const double*>(dalpha_acc.get()));
-  } else if (cfg_.accumulate && cfg_.alpha_learnable) {
-    double dalpha = 0;
-    be_.download(reinterpret_cast<float*>(&dalpha), dalpha_acc.get(), 2);
-    const float a = cache.alpha_raw;
-    float g = 0;
-    be_.download(&g, L.alpha_grad, 1);
-    // d clamp(a, 0, 1) / da is 1 inside [0, 1] and 0 outside.
-    if (a >= 0.0f && a <= 1.0f) g += static_cast<float>(dalpha);
-    be_.upload(L.alpha_grad, &g, 1);
-  }
 }
 
 // ---- CUDA graphs: one forward (and its backward) recorded per shape, replayed when the shape comes again.
@@ -526,18 +497,15 @@ LayerStack::~LayerStack() {
 
 void LayerStack::drop_graphs() noexcept {
   pending_ = nullptr;
-  for (auto& g : graphs_) {
-    be_.graph_destroy(g->fwd);
-    be_.graph_destroy(g->bwd);
-  }
   graphs_.clear();
 }
 
 LayerStack::GraphEntry* LayerStack::graph_for(int B, int N, int w, float p, bool keep) {
   if (!graphs_on_) return nullptr;
   ++graph_clock_;
+  const Shape now{B, N, w, p};
   for (auto& e : graphs_)
-    if (e->B == B && e->N == N && e->w == w && e->p == p && e->keep == keep) {
+    if (e->shape == now && e->keep == keep) {
       e->last_use = graph_clock_;
       return e.get();
     }
@@ -545,7 +513,6 @@ LayerStack::GraphEntry* LayerStack::graph_for(int B, int N, int w, float p, bool
   // do not): a fixed-shape training loop or evaluation records at its second call, while random window widths
   // do not record a graph at every step for a shape that may not come again.
   Shape& last = last_shape_[keep ? 1 : 0];
-  const Shape now{B, N, w, p};
   const bool again = last == now;
   last = now;
   if (!again) return nullptr;
@@ -554,12 +521,10 @@ LayerStack::GraphEntry* LayerStack::graph_for(int B, int N, int w, float p, bool
     auto old = std::min_element(graphs_.begin(), graphs_.end(),
                                 [](const auto& a, const auto& b) { return a->last_use < b->last_use; });
     if (pending_ == old->get()) pending_ = nullptr;
-    be_.graph_destroy((*old)->fwd);
-    be_.graph_destroy((*old)->bwd);
     graphs_.erase(old);
   }
-  auto g = std::make_unique<GraphEntry>();
-  g->B = B, g->N = N, g->w = w, g->p = p, g->keep = keep, g->last_use = graph_clock_;
+  auto g = std::make_unique<GraphEntry>(be_);
+  g->shape = now, g->keep = keep, g->last_use = graph_clock_;
   const size_t total = static_cast<size_t>(B) * N * cfg_.d;
   g->x = DeviceBuffer(be_, total);
   g->seed = DeviceBuffer(be_, 2);
@@ -569,7 +534,8 @@ LayerStack::GraphEntry* LayerStack::graph_for(int B, int N, int w, float p, bool
 }
 
 std::shared_ptr<Tensor> LayerStack::forward_graph(GraphEntry& g, const Tensor& x, uint64_t seed) {
-  const size_t total = static_cast<size_t>(g.B) * g.N * cfg_.d;
+  const Shape& s = g.shape;
+  const size_t total = static_cast<size_t>(s.B) * s.N * cfg_.d;
   uint64_t* seed_at = reinterpret_cast<uint64_t*>(g.seed.get());
   be_.copy(g.x.get(), x.f32(), total);
   be_.set_seed(seed_at, seed);
@@ -578,7 +544,7 @@ std::shared_ptr<Tensor> LayerStack::forward_graph(GraphEntry& g, const Tensor& x
     DeviceBuffer ping, pong;  // (without gradients) released at the end of this block, but the graph's memory
     be_.graph_begin(seed_at);
     try {
-      g.y = forward_layers(g.x.get(), g.B, g.N, g.w, g.p, 0, g.keep, true, caches, ping, pong);
+      g.y = forward_layers(g.x.get(), s.B, s.N, s.w, s.p, 0, g.keep, caches, ping, pong);
       g.fwd = be_.graph_end();
     } catch (...) {
       be_.graph_abort();
@@ -587,27 +553,28 @@ std::shared_ptr<Tensor> LayerStack::forward_graph(GraphEntry& g, const Tensor& x
     if (g.keep) g.caches = std::move(caches);
   }
   be_.graph_launch(g.fwd);
-  auto y = Tensor::create(DType::F32, {g.B, g.N, cfg_.d}, be_.device());
+  auto y = Tensor::create(DType::F32, {s.B, s.N, cfg_.d}, be_.device());
   be_.copy(y->f32(), g.y, total);
   if (g.keep) {
     pending_ = &g;
-    cache_B_ = g.B;
-    cache_N_ = g.N;
-    cache_w_ = g.w;
+    cache_B_ = s.B;
+    cache_N_ = s.N;
+    cache_w_ = s.w;
   }
   return y;
 }
 
 std::shared_ptr<Tensor> LayerStack::backward_graph(GraphEntry& g, const Tensor& dy) {
-  const size_t total = static_cast<size_t>(g.B) * g.N * cfg_.d;
+  const Shape& s = g.shape;
+  const size_t total = static_cast<size_t>(s.B) * s.N * cfg_.d;
   be_.copy(g.dy.get(), dy.f32(), total);
-  auto dx = Tensor::create(DType::F32, {g.B, g.N, cfg_.d}, be_.device());
+  auto dx = Tensor::create(DType::F32, {s.B, s.N, cfg_.d}, be_.device());
   if (!g.bwd) {
     DeviceBuffer g1, g2;
     const float* out = nullptr;
     be_.graph_begin(reinterpret_cast<const uint64_t*>(g.seed.get()));
     try {
-      out = backward_layers(g.dy.get(), g.B, g.N, g.w, g.caches, true, g1, g2);
+      out = backward_layers(g.dy.get(), s.B, s.N, s.w, g.caches, true, g1, g2);
       g.bwd = be_.graph_end();
     } catch (const Error& e) {
       be_.graph_abort();
@@ -615,7 +582,7 @@ std::shared_ptr<Tensor> LayerStack::backward_graph(GraphEntry& g, const Tensor& 
       // using graphs in this stack.
       std::fprintf(stderr, "recurrent-transformer: CUDA graphs turned off for this model: %s\n", e.what());
       DeviceBuffer h1, h2;
-      out = backward_layers(g.dy.get(), g.B, g.N, g.w, g.caches, false, h1, h2);
+      out = backward_layers(g.dy.get(), s.B, s.N, s.w, g.caches, false, h1, h2);
       be_.copy(dx->f32(), out, total);
       graphs_on_ = false;
       drop_graphs();

@@ -72,11 +72,9 @@ class LayerStack {
     DeviceBuffer input, output;
     BlockArena arena;
     std::vector<BlockCache> apps;
-    float alpha = 0;      // clamp(a, 0, 1) as used by the forward
-    float alpha_raw = 0;  // a itself: the clamp's gradient depends on it
     DeviceBuffer packed;  // the backend's packed weights (block_weights), made by the forward, read by the backward
-    // With the scalars in backend memory (device_scalars): alpha_state's [a, clamp(a, 0, 1)], written by the
-    // forward itself, so that neither pass reads alpha on the host.
+    // (accumulate) alpha_state's [a, clamp(a, 0, 1)], written by the forward itself in backend memory: the
+    // backward's clamp gradient needs a as the forward saw it, and neither pass reads it on the host.
     DeviceBuffer alpha_dev;
   };
 
@@ -85,9 +83,21 @@ class LayerStack {
   // y (memory the graph holds). The activations stay in the graph's memory between steps, so a graph costs
   // the memory of one forward's activations for as long as it is kept (kMaxGraphs shapes, least recently used
   // dropped first).
+  struct Shape {
+    int B = 0, N = 0, w = -1;
+    float p = -1;  // dropout rate
+    bool operator==(const Shape& o) const { return B == o.B && N == o.N && w == o.w && p == o.p; }
+  };
   struct GraphEntry {
-    int B = 0, N = 0, w = 0;
-    float p = 0;
+    explicit GraphEntry(Backend& b) : be(b) {}
+    ~GraphEntry() {
+      be.graph_destroy(fwd);
+      be.graph_destroy(bwd);
+    }
+    GraphEntry(const GraphEntry&) = delete;
+    GraphEntry& operator=(const GraphEntry&) = delete;
+    Backend& be;
+    Shape shape;
     bool keep = false;
     uint64_t last_use = 0;
     void* fwd = nullptr;
@@ -98,18 +108,12 @@ class LayerStack {
     std::vector<LayerCache> caches;  // the recording's, until the backward is recorded from them
   };
   static constexpr int kMaxGraphs = 2;
-  struct Shape {
-    int B = 0, N = 0, w = -1;
-    float p = -1;
-    bool operator==(const Shape& o) const { return B == o.B && N == o.N && w == o.w && p == o.p; }
-  };
 
   // Every layer from `in`; returns where the last layer's output is (caches[L-1].output, or ping or pong).
-  // dev: alpha from backend memory (LayerCache::alpha_dev), no host reads.
-  const float* forward_layers(const float* in, int B, int N, int w, float p, uint64_t seed, bool keep, bool dev,
+  const float* forward_layers(const float* in, int B, int N, int w, float p, uint64_t seed, bool keep,
                               std::vector<LayerCache>& caches, DeviceBuffer& ping, DeviceBuffer& pong);
   void forward_layer(int l, const float* X, float* Y, int B, int N, int w, float p, uint64_t seed, bool keep,
-                     bool dev, LayerCache& cache);
+                     LayerCache& cache);
   // Every layer's backward from dy; returns where dx is (g1 or g2). keep_caches leaves the caches as they are
   // (a recording, which may have to be run again without the graph if it fails).
   const float* backward_layers(const float* dy, int B, int N, int w, std::vector<LayerCache>& caches, bool keep_caches,
@@ -132,7 +136,6 @@ class LayerStack {
   std::vector<LayerWeights> lw_;
   std::vector<LayerCache> layer_caches_;
   int cache_B_ = 0, cache_N_ = 0, cache_w_ = 0;
-  bool device_scalars_ = false;  // RT_DEVICE_SCALARS=1: the graphs' scalar path without graphs (checks)
   bool graphs_on_ = false;
   std::vector<std::unique_ptr<GraphEntry>> graphs_;
   GraphEntry* pending_ = nullptr;  // the replayed forward the next backward differentiates
