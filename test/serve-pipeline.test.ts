@@ -4,8 +4,8 @@
 // requests join, finish and reuse slots in both batches. The addon must refuse a step or a reset that
 // touches a slot already in a running step.
 import { describe, expect, it } from 'vitest';
-import { CharTokenizer, RecurrentTransformer, SequenceSampler, generate, type Decoder, type RowSampling } from '../src/index.js';
-import { Scheduler } from '../src/serve/scheduler.js';
+import { CharTokenizer, RecurrentTransformer, SequenceSampler, createServer, generate, type Decoder, type RowSampling } from '../src/index.js';
+import { pipelineMinRowsFor, resolveSchedulerOptions, Scheduler } from '../src/serve/scheduler.js';
 import { referenceLogprob } from './score-check.js';
 
 const CORPUS = 'to be or not to be, that is the question. whether tis nobler in the mind to suffer. ';
@@ -128,4 +128,88 @@ describe('scheduler: several batches in flight', () => {
       model.dispose();
     }
   });
+});
+
+describe('scheduler: threads, steps in flight, rows per batch', () => {
+  /** Runs with UV_THREADPOOL_SIZE as given (undefined: unset), which the defaults read. */
+  function withPool<T>(size: string | undefined, run: () => T): T {
+    const saved = process.env.UV_THREADPOOL_SIZE;
+    if (size === undefined) delete process.env.UV_THREADPOOL_SIZE;
+    else process.env.UV_THREADPOOL_SIZE = size;
+    try {
+      return run();
+    } finally {
+      if (saved === undefined) delete process.env.UV_THREADPOOL_SIZE;
+      else process.env.UV_THREADPOOL_SIZE = saved;
+    }
+  }
+
+  it('defaults follow the threads: 2 threads keep 3 steps of >= 16 rows; more steps only as far as libuv\'s pool allows', () => {
+    const base = { maxBatch: 64, maxQueue: 8 };
+    withPool(undefined, () => {
+      expect(resolveSchedulerOptions({ ...base, threads: 2 })).toEqual({ ...base, threads: 2, maxInFlight: 3, pipelineMinRows: 16 });
+      expect(resolveSchedulerOptions({ ...base, threads: 1 })).toMatchObject({ maxInFlight: 2, pipelineMinRows: 16 });
+      // libuv's default pool of 4: one thread stays free for other work.
+      expect(resolveSchedulerOptions({ ...base, threads: 16 })).toMatchObject({ maxInFlight: 3, pipelineMinRows: 8 });
+      // A CUDA model's steps take turns on the device: two threads' worth, whatever the CPU count.
+      expect(resolveSchedulerOptions(base, 'cuda')).toMatchObject({ threads: 2, maxInFlight: 3, pipelineMinRows: 16 });
+      // Given values are used as they are.
+      expect(resolveSchedulerOptions({ ...base, threads: 16, maxInFlight: 9, pipelineMinRows: 2 })).toMatchObject({ threads: 16, maxInFlight: 9, pipelineMinRows: 2 });
+    });
+    withPool('18', () => expect(resolveSchedulerOptions({ ...base, threads: 16 })).toMatchObject({ maxInFlight: 17, pipelineMinRows: 8 }));
+    withPool('6', () => expect(resolveSchedulerOptions({ ...base, threads: 16 })).toMatchObject({ maxInFlight: 5 }));
+    withPool('1', () => expect(resolveSchedulerOptions({ ...base, threads: 4 })).toMatchObject({ maxInFlight: 1 }));
+    expect([1, 2, 3, 4, 6, 16, 128].map(pipelineMinRowsFor)).toEqual([16, 16, 11, 8, 8, 8, 8]);
+  });
+
+  it('a bad value is a RangeError that names the option (Scheduler and createServer)', async () => {
+    const model = new RecurrentTransformer({ vocabSize: tok.vocabSize, d: 8, heads: 2, window: 3, maxLen: 32, seed: 2 });
+    try {
+      const base = { maxBatch: 4, maxQueue: 4 };
+      for (const [opts, re] of [
+        [{ threads: 0 }, /^threads: expected an integer >= 1, got 0$/],
+        [{ threads: 2.5 }, /^threads: expected an integer >= 1, got 2\.5$/],
+        [{ maxInFlight: -1 }, /^maxInFlight: expected an integer >= 1, got -1$/],
+        [{ pipelineMinRows: Number.NaN }, /^pipelineMinRows: expected an integer >= 1, got NaN$/],
+        [{ maxBatch: 0 }, /^maxBatch: expected an integer >= 1, got 0$/],
+        [{ maxQueue: -2 }, /^maxQueue: expected an integer >= 0, got -2$/],
+      ] as const) {
+        expect(() => new Scheduler(model, { ...base, ...opts }), JSON.stringify(opts)).toThrow(RangeError);
+        expect(() => new Scheduler(model, { ...base, ...opts }), JSON.stringify(opts)).toThrow(re);
+      }
+      await expect(createServer({ model, tokenizer: tok, port: 0, threads: 0 })).rejects.toThrow(/^threads: expected an integer >= 1/);
+      await expect(createServer({ model, tokenizer: tok, port: 0, maxInFlight: 1.5 })).rejects.toThrow(/^maxInFlight: /);
+    } finally {
+      model.dispose();
+    }
+  });
+
+  for (const [name, opts, want] of [
+    ['threads 1: two steps in flight', { threads: 1, pipelineMinRows: 4 }, 2],
+    ['maxInFlight 5', { threads: 2, maxInFlight: 5, pipelineMinRows: 4 }, 5],
+  ] as const) {
+    it(`${name} (40 requests, batches of >= 4): exactly that many at the peak, the texts those of generate()`, async () => {
+      const model = new RecurrentTransformer({ vocabSize: tok.vocabSize, d: 16, heads: 2, window: 4, maxLen: 128, seed: 13 });
+      try {
+        const overlap = countOverlap(model);
+        const scheduler = new Scheduler(model, { maxBatch: 40, maxQueue: 64, ...opts });
+        expect(scheduler.options.maxInFlight).toBe(want);
+        const cases = Array.from({ length: 40 }, (_, i) => ({ prompt: ['to be', 'the question', 'o'][i % 3]!, maxTokens: 10 + ((i * 7) % 25), seed: 500 + i }));
+        const results = await Promise.all(
+          cases.map((c) => scheduler.generate(Array.from(tok.encode(c.prompt)), new SequenceSampler({ maxTokens: c.maxTokens, seed: c.seed, tokenizer: tok }))),
+        );
+        for (const [i, c] of cases.entries()) expect(results[i]!.text, `request ${i}`).toBe(await reference(model, c.prompt, c.maxTokens, c.seed));
+        // 40 sequences make 10 batches of 4: the limit, not the sequences, is what stops more steps.
+        expect(overlap.max()).toBe(want);
+        expect(scheduler.stats.peakInFlight).toBe(want);
+        const { steps, stepMs, inFlightMs } = scheduler.stats;
+        expect(steps).toBeGreaterThan(0);
+        // Steps overlapped: their summed times in flight exceed the time any was in flight.
+        expect(inFlightMs).toBeGreaterThan(stepMs);
+        expect(inFlightMs).toBeLessThanOrEqual(want * stepMs + 1);
+      } finally {
+        model.dispose();
+      }
+    });
+  }
 });

@@ -1,7 +1,7 @@
 // The inference server over loopback: routes and their answers against the library (generate() and
 // model.logits()), per-request determinism under continuous batching, SSE framing, input validation,
-// the limits (413, 503 + Retry-After, 504), client disconnects freeing their slot, and `rt serve`
-// draining on SIGTERM.
+// the limits (413, 503 + Retry-After, 504), client disconnects freeing their slot, `rt serve`
+// draining on SIGTERM, and its thread settings (the rt entry sizing libuv's pool).
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CharTokenizer, RecurrentTransformer, SequenceSampler, createServer, generate, saveCheckpoint, type GenerateOptions, type RunningServer } from '../src/index.js';
 import { AbortedError } from '../src/serve/scheduler.js';
 import { perturbWeights, worstDecoderError } from './decoder-check.js';
+import { ensureCli } from './cli-build.js';
 import { referenceLogprob } from './score-check.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -476,11 +477,74 @@ describe('rt serve', () => {
       [['serve', '--checkpoint', bare, '--port', '0'], /no tokenizer/],
       [['serve', '--checkpoint', ckpt, '--port', 'http'], /--port/],
       [['serve'], /--checkpoint/],
+      [['serve', '--checkpoint', ckpt, '--threads', '0'], /--threads: expected an integer >= 1, got '0'/],
+      [['serve', '--checkpoint', ckpt, '--max-in-flight', 'many'], /--max-in-flight: expected a number, got 'many'/],
+      [['serve', '--checkpoint', ckpt, '--pipeline-min-rows', '2.5'], /--pipeline-min-rows: expected an integer, got '2.5'/],
     ] as const) {
       const r = spawnSync(process.execPath, [path.join(ROOT, 'dist/cli/rt.js'), ...args], { cwd: ROOT, encoding: 'utf8', timeout: 20_000 });
       expect(r.status, args.join(' ')).toBe(2);
       expect(r.stderr).toMatch(re);
     }
+  });
+});
+
+describe('rt serve: threads', () => {
+  let tmp: string;
+  let ckpt: string;
+  beforeAll(async () => {
+    ensureCli();
+    tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'rt-serve-threads-'));
+    ckpt = path.join(tmp, 'char.safetensors');
+    await saveCheckpoint(ckpt, {
+      params: model.exportParameters(),
+      shapes: Object.fromEntries(model.parameters().map((p) => [p.name, [...p.shape]])),
+      config: { model: { vocabSize: tok.vocabSize, d: 16, heads: 2, window: 4, maxLen: 256, seed: 7 } },
+      tied: true,
+      tokenizer: tok.toJSON(),
+    });
+  });
+  afterAll(async () => {
+    if (tmp) await fsp.rm(tmp, { recursive: true, force: true });
+  });
+
+  /** Starts `entry serve ARGS` without UV_THREADPOOL_SIZE; its stderr up to the listening line and its settings. */
+  async function serveWith(entry: string, args: string[]): Promise<{ stderr: string; scheduler: Record<string, number> }> {
+    const env = { ...process.env };
+    delete env.UV_THREADPOOL_SIZE;
+    delete env.RT_NUM_THREADS;
+    const child = spawn(process.execPath, [path.join(ROOT, 'dist/cli', entry), 'serve', '--checkpoint', ckpt, '--port', '0', ...args], { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`rt serve did not start:\n${stderr}`)), 20_000);
+        child.stderr!.on('data', (d: Buffer) => {
+          stderr += d.toString();
+          const m = /listening on (http:\/\/127\.0\.0\.1:\d+).*\n/.exec(stderr);
+          if (m) {
+            clearTimeout(timer);
+            resolve(m[1]!);
+          }
+        });
+        child.once('exit', (code) => reject(new Error(`rt serve exited with ${code}:\n${stderr}`)));
+      });
+      const h = await request(url, '/healthz?stats=1');
+      return { stderr, scheduler: h.json.scheduler };
+    } finally {
+      child.kill('SIGKILL');
+    }
+  }
+
+  it('the rt entry (dist/cli/rt.cjs) sizes libuv\'s pool for --threads 5: 6 steps in flight; rt.js alone keeps 3 and says why', async () => {
+    const viaEntry = await serveWith('rt.cjs', ['--threads', '5']);
+    expect(viaEntry.stderr).toMatch(/threads 5, 6 steps in flight of >= 8 sequences/);
+    expect(viaEntry.scheduler).toMatchObject({ threads: 5, maxInFlight: 6, pipelineMinRows: 8, uvThreadpoolSize: 7 });
+    expect(viaEntry.stderr).not.toMatch(/UV_THREADPOOL_SIZE/);
+    const direct = await serveWith('rt.js', ['--threads', '5']);
+    expect(direct.scheduler).toMatchObject({ threads: 5, maxInFlight: 3, uvThreadpoolSize: 4 });
+    expect(direct.stderr).toMatch(/libuv's thread pool has 4 threads, so at most 3 steps are in flight for 5 threads; start node with UV_THREADPOOL_SIZE=7/);
+    // --max-in-flight sizes the pool itself.
+    const wide = await serveWith('rt.cjs', ['--threads', '2', '--max-in-flight', '9', '--pipeline-min-rows', '4']);
+    expect(wide.scheduler).toMatchObject({ threads: 2, maxInFlight: 9, pipelineMinRows: 4, uvThreadpoolSize: 10 });
   });
 });
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// The `rt` command.
+// The `rt` command (loaded by its entry, rt.cts, which sizes libuv's thread pool for `rt serve` first;
+// `node dist/cli/rt.js` runs it too).
 import { parseArgs } from 'node:util';
 import { UsageError, type Flags } from './args.js';
 import { evalCommand, infoCommand } from './inspect.js';
@@ -17,7 +18,7 @@ const STRING = [
   'curriculum-start', 'curriculum-threshold', 'eval-every', 'eval-batches', 'stop-accuracy', 'seed', 'out',
   'resume', 'checkpoint', 'batches', 'data', 'tokenizer', 'seq-len', 'cache', 'lm-target', 'prompt', 'max-tokens',
   'temperature', 'top-k', 'top-p', 'stop', 'vocab', 'port', 'host', 'device', 'max-batch', 'max-queue', 'max-tokens-limit',
-  'timeout-ms', 'preset', 'precision', 'stop-loss', 'checkpoint-every',
+  'timeout-ms', 'threads', 'max-in-flight', 'pipeline-min-rows', 'preset', 'precision', 'stop-loss', 'checkpoint-every',
   // rt scaling
   'bootstrap', 'params', 'ks', 'hll-precision', 'min-tokens', 'limit', 'tokens', 'reference', 'fit', 'beta', 'widths', 'fractions', 'head-size',
   // rt train --gpus (multi-GPU)
@@ -36,7 +37,8 @@ const HELP = `rt <command> [flags]
   info     --checkpoint FILE                            config and parameter count
   generate --checkpoint FILE [--prompt TEXT --max-tokens 500 --temperature 0.8 --top-k --top-p --seed --stop TEXT]
   serve    --checkpoint FILE [--port 8080 --host 127.0.0.1 --max-batch 32 --max-queue 256 --no-batching]
-           POST /v1/generate, POST /v1/score, GET /v1/model, GET /healthz
+           [--threads N (decoder threads; default: the CPUs this process may use) --max-in-flight N
+           --pipeline-min-rows N]   POST /v1/generate, POST /v1/score, GET /v1/model, GET /healthz
   tokenizer train --data FILE|DIR --vocab V --out FILE.json   train a byte-level BPE vocabulary
   ${REPORT_HELP}
   ${SCALING_HELP}

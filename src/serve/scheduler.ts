@@ -3,11 +3,12 @@
 // while a prompt is being read, sampled tokens after); a finished or abandoned sequence frees its slot at
 // once and the next queued request takes it, without waiting for the rest of the batch.
 //
-// With enough sequences (PIPELINE_MIN_ROWS per batch) they are split into up to MAX_IN_FLIGHT batches
+// With enough sequences (pipelineMinRows per batch) they are split into up to maxInFlight batches
 // whose steps are in flight at once, each on a libuv thread of its own and kept there by the addon
 // (no thread pool, even for a step that starts while none is in flight: see #submit): while some
 // compute, this thread hands another's tokens to their requests, answers HTTP and submits that batch's
-// next step. With one batch the decoder sat idle for that part of every iteration (at 64
+// next step. Both follow the machine (see resolveSchedulerOptions): `threads` steps computing (default:
+// the CPUs this process may use) and one more being handed over, within libuv's pool. With one batch the decoder sat idle for that part of every iteration (at 64
 // clients on 2 cores ~0.25 of a ~0.9 ms iteration: the step's completion waiting for the event loop,
 // then sampling), and the step split across both cores waited at each of its barriers for whichever
 // thread the event loop or the load generator had taken. Below that many sequences one batch is cheaper:
@@ -17,6 +18,7 @@
 // sequence's sampler writes its settings and its next uniform draw into the step's row, so the event loop
 // gets tokens back instead of sampling them from logits (at 64 clients that sampling was ~a quarter of the
 // event loop's time, its exponentials alone ~15%).
+import { availableParallelism } from 'node:os';
 import { rowSampling, SequenceSampler, type GeneratedToken, type RowSampling, type SampledRows } from '../generate.js';
 import type { Decoder, RecurrentTransformer } from '../model/transformer.js';
 
@@ -79,15 +81,63 @@ export interface SchedulerOptions {
   maxBatch: number;
   /** Requests waiting for a slot before new ones are refused. */
   maxQueue: number;
+  /**
+   * Decoder threads: steps computing at once, each on a thread of its own, when there are sequences for
+   * several batches. Default: RT_NUM_THREADS when set (the addon's own pool, which splits a step that runs
+   * alone, has that many threads), else os.availableParallelism(); 2 for a CUDA model, whose steps take
+   * turns on the device.
+   */
+  threads?: number;
+  /**
+   * Steps in flight at once. Default: threads + 1 (one more being sampled, queued or woken while the
+   * others compute), at most libuv's pool size (UV_THREADPOOL_SIZE, default 4) - 1, which leaves one of its
+   * threads for other work. Each step holds a libuv thread: libuv reads UV_THREADPOOL_SIZE once, when its
+   * pool starts (in an ES module program, before the first line of it runs), so set it in the environment
+   * that starts node; the `rt` command does that for `rt serve`. A larger value given here is used as is
+   * (steps beyond the pool wait in libuv's queue).
+   */
+  maxInFlight?: number;
+  /**
+   * Sequences each batch needs when several are in flight; below twice this, one batch (a step has a
+   * fixed cost that smaller steps would pay several times). Default: 16 up to 2 threads, then
+   * max(8, ceil(32 / threads)).
+   */
+  pipelineMinRows?: number;
 }
 
-/** Sequences each batch needs when several are in flight (below twice this, one batch). */
-const PIPELINE_MIN_ROWS = 16;
-/**
- * Steps in flight at once. Three on 2 cores: two computing and one being sampled, queued or woken (each
- * hand-off between threads costs ~0.1 ms on a VM). One of libuv's four threads stays free for other work.
- */
-const MAX_IN_FLIGHT = 3;
+/** libuv's thread pool size as libuv reads it from the environment (UV_THREADPOOL_SIZE, default 4, 1..1024). */
+export function uvThreadpoolSize(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env.UV_THREADPOOL_SIZE;
+  if (v === undefined) return 4;
+  const n = Number.parseInt(v, 10);  // libuv: atoi, 0 -> 1, capped at 1024
+  return Math.min(1024, Math.max(1, Number.isFinite(n) ? n : 0));
+}
+
+/** RT_NUM_THREADS when it is a positive integer (as the addon reads it), else os.availableParallelism(). */
+export function defaultThreads(env: NodeJS.ProcessEnv = process.env): number {
+  const n = Number.parseInt(env.RT_NUM_THREADS ?? '', 10);
+  return Number.isFinite(n) && n > 0 ? Math.min(n, 256) : availableParallelism();
+}
+
+/** The pipelining rule for `threads` decoder threads; two threads give 3 steps in flight of >= 16 rows. */
+export function pipelineMinRowsFor(threads: number): number {
+  return threads <= 2 ? 16 : Math.max(8, Math.ceil(32 / threads));
+}
+
+function positiveInt(name: string, v: unknown): number {
+  if (!(Number.isSafeInteger(v) && (v as number) >= 1)) throw new RangeError(`${name}: expected an integer >= 1, got ${String(v)}`);
+  return v as number;
+}
+
+/** Every option with its value: given ones checked (RangeError naming the option), the rest by the rules above. */
+export function resolveSchedulerOptions(options: SchedulerOptions, device: 'cpu' | 'cuda' = 'cpu'): Required<SchedulerOptions> {
+  const maxBatch = positiveInt('maxBatch', options.maxBatch);
+  if (!(Number.isSafeInteger(options.maxQueue) && options.maxQueue >= 0)) throw new RangeError(`maxQueue: expected an integer >= 0, got ${String(options.maxQueue)}`);
+  const threads = options.threads === undefined ? (device === 'cuda' ? 2 : defaultThreads()) : positiveInt('threads', options.threads);
+  const maxInFlight = options.maxInFlight === undefined ? Math.max(1, Math.min(threads + 1, uvThreadpoolSize() - 1)) : positiveInt('maxInFlight', options.maxInFlight);
+  const pipelineMinRows = options.pipelineMinRows === undefined ? pipelineMinRowsFor(threads) : positiveInt('pipelineMinRows', options.pipelineMinRows);
+  return { maxBatch, maxQueue: options.maxQueue, threads, maxInFlight, pipelineMinRows };
+}
 
 function logSoftmaxAt(logits: Float32Array, offset: number, V: number, target: number): number {
   let mx = -Infinity;
@@ -98,7 +148,8 @@ function logSoftmaxAt(logits: Float32Array, offset: number, V: number, target: n
 }
 
 export class Scheduler {
-  readonly options: SchedulerOptions;
+  /** The options in use: those given, and the defaults of the rest (see {@link SchedulerOptions}). */
+  readonly options: Readonly<Required<SchedulerOptions>>;
   #decoder: Decoder;
   #vocab: number;
   #queue: Job[] = [];
@@ -109,6 +160,7 @@ export class Scheduler {
   #running: Promise<void> | null = null;
   #settle: (() => void) | null = null;
   #inFlight = 0;
+  #peakInFlight = 0;
   #busySince = 0;
   // The step's inputs go through reused buffers: the addon copies them before stepSample returns.
   #slotBuf: Int32Array;
@@ -118,9 +170,10 @@ export class Scheduler {
   #tokensOut = 0;
   #rows = 0;
   #stepMs = 0;
+  #inFlightMs = 0;
 
   constructor(model: RecurrentTransformer, options: SchedulerOptions) {
-    this.options = options;
+    options = this.options = Object.freeze(resolveSchedulerOptions(options, model.device));
     this.#decoder = model.decoder(options.maxBatch);
     this.#vocab = model.config.vocabSize;
     this.#free = Array.from({ length: options.maxBatch }, (_, i) => options.maxBatch - 1 - i);
@@ -136,15 +189,16 @@ export class Scheduler {
     return this.#queue.length;
   }
   /**
-   * Since start: batched decoder steps, tokens generated, rows fed (one per active sequence per step) and
+   * Since start: batched decoder steps, tokens generated, rows fed (one per active sequence per step),
    * milliseconds during which at least one step was in flight (the rest of a busy period is the
-   * scheduler's own work with the decoder idle).
+   * scheduler's own work with the decoder idle), the sum of the settled steps' times in flight (over
+   * stepMs: steps in flight on average while the decoder was busy) and the most steps ever in flight at once.
    */
-  get stats(): { steps: number; tokens: number; rows: number; stepMs: number } {
+  get stats(): { steps: number; tokens: number; rows: number; stepMs: number; inFlightMs: number; peakInFlight: number } {
     // A busy period still open counts up to now (read only at its end, a level whose steps never all
     // settled before the counters were read showed almost no decoder time, and the next level all of it).
     const open = this.#inFlight > 0 ? performance.now() - this.#busySince : 0;
-    return { steps: this.#steps, tokens: this.#tokensOut, rows: this.#rows, stepMs: this.#stepMs + open };
+    return { steps: this.#steps, tokens: this.#tokensOut, rows: this.#rows, stepMs: this.#stepMs + open, inFlightMs: this.#inFlightMs, peakInFlight: this.#peakInFlight };
   }
 
   generate(ids: number[], sampler: SequenceSampler, opts: { signal?: AbortSignal; onToken?: (t: GeneratedToken) => void } = {}): Promise<GenerateJobResult> {
@@ -198,9 +252,9 @@ export class Scheduler {
   #pump(): void {
     this.#admit();
     const n = this.#ready.length;
-    // As many batches of at least PIPELINE_MIN_ROWS as there is room for; with nothing in flight, at
+    // As many batches of at least pipelineMinRows as there is room for; with nothing in flight, at
     // least one. Fewer ready sequences wait for a step in flight and join its batch.
-    let groups = Math.min(MAX_IN_FLIGHT - this.#inFlight, Math.floor(n / PIPELINE_MIN_ROWS));
+    let groups = Math.min(this.options.maxInFlight - this.#inFlight, Math.floor(n / this.options.pipelineMinRows));
     if (this.#inFlight === 0 && n > 0) groups = Math.max(1, groups);
     for (let g = 0; g < groups; g++) {
       const size = Math.ceil(this.#ready.length / (groups - g));
@@ -231,13 +285,17 @@ export class Scheduler {
       if (j.kind === 'generate' && j.fed + 1 >= j.ids.length) j.sampler.prepare(sampling, r);
       else sampling.temperature[r] = -1;
     }
-    if (this.#inFlight++ === 0) this.#busySince = performance.now();
+    const submitted = performance.now();
+    if (this.#inFlight++ === 0) this.#busySince = submitted;
+    if (this.#inFlight > this.#peakInFlight) this.#peakInFlight = this.#inFlight;
     const done = (): void => {
-      if (--this.#inFlight === 0) this.#stepMs += performance.now() - this.#busySince;
+      const now = performance.now();
+      this.#inFlightMs += now - submitted;
+      if (--this.#inFlight === 0) this.#stepMs += now - this.#busySince;
     };
     // With enough sequences for several batches, every step keeps to one thread, even one that starts
     // while no other is in flight (it soon has company; split across the pool it would compete with them).
-    const serial = this.#active.length >= 2 * PIPELINE_MIN_ROWS;
+    const serial = this.#active.length >= 2 * this.options.pipelineMinRows;
     this.#decoder.stepSample(slots, tokens, sampling, { serial }).then(
       (step) => {
         done();

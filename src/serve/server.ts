@@ -7,7 +7,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SequenceSampler, type TextCodec } from '../generate.js';
 import type { RecurrentTransformer } from '../model/transformer.js';
-import { AbortedError, QueueFullError, Scheduler } from './scheduler.js';
+import { AbortedError, QueueFullError, Scheduler, uvThreadpoolSize } from './scheduler.js';
 
 export interface ServerOptions {
   model: RecurrentTransformer;
@@ -24,6 +24,18 @@ export interface ServerOptions {
   maxBodyBytes?: number;
   /** Per-request time limit in ms (default 120000). */
   timeoutMs?: number;
+  /**
+   * Decoder threads: steps computing at once when the active sequences make several batches (default
+   * RT_NUM_THREADS, else os.availableParallelism()). Each step in flight holds one of libuv's threads, so
+   * start node with UV_THREADPOOL_SIZE of at least threads + 2 (libuv reads it once, when its pool starts,
+   * which in an ES module program is before its first line runs); with libuv's default of 4 at most 3 steps
+   * are in flight. `rt serve` sets it. See {@link SchedulerOptions}.
+   */
+  threads?: number;
+  /** Steps in flight at once (default threads + 1, at most UV_THREADPOOL_SIZE - 1). */
+  maxInFlight?: number;
+  /** Sequences per batch when several are in flight (default 16 up to 2 threads, then max(8, ceil(32 / threads))). */
+  pipelineMinRows?: number;
 }
 
 export interface RunningServer {
@@ -100,7 +112,7 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
   const maxTokensLimit = opts.maxTokensLimit ?? 1024;
   const maxBodyBytes = opts.maxBodyBytes ?? 1 << 20;
   const timeoutMs = opts.timeoutMs ?? 120_000;
-  const scheduler = new Scheduler(model, { maxBatch, maxQueue: opts.maxQueue ?? 256 });
+  const scheduler = new Scheduler(model, { maxBatch, maxQueue: opts.maxQueue ?? 256, threads: opts.threads, maxInFlight: opts.maxInFlight, pipelineMinRows: opts.pipelineMinRows });
   const maxLen = model.config.positional || model.config.window === 0 ? model.config.maxLen : Infinity;
   const inflight = new Set<Promise<unknown>>();
 
@@ -186,8 +198,8 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
     try {
       if (url.pathname === '/healthz') {
         if (req.method !== 'GET') throw new HttpError(405, 'use GET');
-        // ?stats=1 adds the scheduler's counters (steps, tokens, rows, ms spent in the decoder).
-        const stats = url.searchParams.get('stats') === '1' ? { stats: scheduler.stats } : {};
+        // ?stats=1 adds the scheduler's counters (steps, tokens, rows, ms spent in the decoder) and settings.
+        const stats = url.searchParams.get('stats') === '1' ? { stats: scheduler.stats, scheduler: { ...scheduler.options, uvThreadpoolSize: uvThreadpoolSize() } } : {};
         sendJson(res, 200, { ok: true, active: scheduler.active, queued: scheduler.queued, ...stats });
       } else if (url.pathname === '/v1/model') {
         if (req.method !== 'GET') throw new HttpError(405, 'use GET');
