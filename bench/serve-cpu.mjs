@@ -6,7 +6,8 @@
 // every other thread: the decoder steps) beside this process's own (the load generator). On a shared
 // machine these move less than tokens/s does, so two builds can be compared by running each in turn.
 //
-//   node bench/serve-cpu.mjs [--clients 64] [--duration 5]     (Linux only: reads /proc/<pid>/task)
+//   node bench/serve-cpu.mjs [--clients 64] [--duration 5] [--server-args="--threads 8 ..."]
+//   (Linux only: reads /proc/<pid>/task; --server-args are added to rt serve's flags)
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,7 +17,8 @@ import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const { values: f } = parseArgs({ options: { clients: { type: 'string' }, duration: { type: 'string' } } });
+const { values: f } = parseArgs({ options: { clients: { type: 'string' }, duration: { type: 'string' }, 'server-args': { type: 'string' } } });
+const serverArgs = (f['server-args'] ?? '').split(/\s+/).filter(Boolean);
 const clients = Number(f.clients ?? 64);
 const duration = Number(f.duration ?? 5);
 for (const [name, v] of [['clients', clients], ['duration', duration]]) {
@@ -31,7 +33,8 @@ const tmp = mkdtempSync(join(tmpdir(), 'rt-serve-cpu-'));
 const checkpoint = join(tmp, 'char-d128.safetensors');
 await rt.saveCheckpoint(checkpoint, { params: model.exportParameters(), shapes: Object.fromEntries(model.parameters().map((p) => [p.name, [...p.shape]])), config: { model: cfg }, tied: true, tokenizer: tok.toJSON() });
 model.dispose();
-const child = spawn(process.execPath, [join(root, 'dist', 'cli', 'rt.js'), 'serve', '--checkpoint', checkpoint, '--host', '127.0.0.1', '--port', '0', '--max-queue', '1024', '--max-batch', '64'], { cwd: root, stdio: ['ignore', 'inherit', 'pipe'] });
+// Through the `rt` entry (rt.cjs), which sizes libuv's thread pool for the steps in flight.
+const child = spawn(process.execPath, [join(root, 'dist', 'cli', 'rt.cjs'), 'serve', '--checkpoint', checkpoint, '--host', '127.0.0.1', '--port', '0', '--max-queue', '1024', '--max-batch', '64', ...serverArgs], { cwd: root, stdio: ['ignore', 'inherit', 'pipe'] });
 let stderr = '';
 const url = await new Promise((resolve, reject) => {
   child.stderr.on('data', (d) => {
@@ -76,7 +79,7 @@ async function level(connections, seconds) {
   const c1 = cpu();
   const u = process.cpuUsage(u0);
   const per = (ms) => Math.round((ms / Math.max(1, ok)) * 1000) / 1000;
-  return { bench: 'serve-cpu', clients: connections, tokens_per_s: Math.round(tokens / r.duration), requests: ok, server_main_ms_per_request: per(c1.main - c0.main), server_other_ms_per_request: per(c1.other - c0.other), loadgen_ms_per_request: per((u.user + u.system) / 1000) };
+  return { bench: 'serve-cpu', clients: connections, tokens_per_s: Math.round(tokens / r.duration), requests: ok, server_main_ms_per_request: per(c1.main - c0.main), server_other_ms_per_request: per(c1.other - c0.other), loadgen_ms_per_request: per((u.user + u.system) / 1000), server_args: serverArgs.join(' ') };
 }
 try {
   await level(64, 2);

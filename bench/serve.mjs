@@ -17,14 +17,20 @@
 // steady-state decode throughput better. The default stays 32, the setting the issue's target was first
 // measured at; every row carries max_tokens.
 //
+// Every row also records the machine (CPU model, CPUs this process may use, node) and the server's
+// scheduler settings as it reports them (threads, steps in flight, rows per batch, libuv's pool), with the
+// steps in flight on average while the decoder was busy and at the peak.
+//
 // Flags: --checkpoint FILE (a text checkpoint with a tokenizer)  --duration 10 (s per level)
 //        --ttft-duration 3 (s per level)  --clients 1,8,64  --max-tokens 32  --max-requests 50000 (per level)
 //        --rounds 1 (R > 1: every level R times, interleaved; the median round is reported)
+//        --batching both|on|off (which servers to run)  --server-args="--threads 8 ..." (added to rt serve's
+//        flags, e.g. to compare thread counts; write it --server-args="..."; recorded as server_args)
 //        --quick (duration 3, ttft-duration 1)  --no-save (print only)  --out FILE (append there instead)
 import { spawn } from 'node:child_process';
 import { appendFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { arch, availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -38,6 +44,7 @@ const { values: f } = parseArgs({
     checkpoint: { type: 'string' }, duration: { type: 'string' }, 'ttft-duration': { type: 'string' },
     clients: { type: 'string' }, 'max-tokens': { type: 'string' }, 'max-requests': { type: 'string' },
     rounds: { type: 'string' }, quick: { type: 'boolean' }, 'no-save': { type: 'boolean' }, out: { type: 'string' },
+    batching: { type: 'string' }, 'server-args': { type: 'string' },
   },
 });
 const duration = Number(f.duration ?? (f.quick ? 3 : 10));
@@ -46,6 +53,9 @@ const levels = (f.clients ?? '1,8,64').split(',').map(Number);
 const maxTokens = Number(f['max-tokens'] ?? 32);
 const maxRequests = Number(f['max-requests'] ?? 50_000);
 const rounds = Number(f.rounds ?? 1);
+const serverArgs = (f['server-args'] ?? '').split(/\s+/).filter(Boolean);
+const modes = { both: [true, false], on: [true], off: [false] }[f.batching ?? 'both'];
+if (!modes) throw new Error(`--batching: expected both, on or off, got ${f.batching}`);
 const PROMPT = 'ROMEO: what light'; // 17 characters: 17 decoder steps before the first sampled token
 const HOST = '127.0.0.1';
 for (const [name, v] of [['rounds', rounds], ['duration', duration], ['ttft-duration', ttftDuration], ['max-tokens', maxTokens], ['max-requests', maxRequests], ...levels.map((c) => ['clients', c])]) {
@@ -85,9 +95,10 @@ if (!checkpoint) {
 }
 
 // ---- the server (a child process) ---------------------------------------------------------------------
+// Through the `rt` entry (rt.cjs), which sizes libuv's thread pool for the steps in flight as users get it.
 async function startServer(batching) {
-  const args = [join(root, 'dist', 'cli', 'rt.js'), 'serve', '--checkpoint', checkpoint, '--host', HOST, '--port', '0', '--max-queue', '1024'];
-  args.push(...(batching ? ['--max-batch', '64'] : ['--no-batching']));
+  const args = [join(root, 'dist', 'cli', 'rt.cjs'), 'serve', '--checkpoint', checkpoint, '--host', HOST, '--port', '0', '--max-queue', '1024'];
+  args.push(...(batching ? ['--max-batch', '64'] : ['--no-batching']), ...serverArgs);
   const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'inherit', 'pipe'] });
   let stderr = '';
   const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
@@ -119,8 +130,10 @@ async function startServer(batching) {
 let seedCounter = 0;
 const body = (extra = {}) => JSON.stringify({ prompt: PROMPT, maxTokens, seed: seedCounter++, ...extra });
 
-/** The server's scheduler counters (GET /healthz?stats=1): steps, tokens, rows, stepMs. */
+/** The server's scheduler counters (GET /healthz?stats=1): steps, tokens, rows, stepMs, inFlightMs, peakInFlight. */
 const schedulerStats = async (url) => (await (await fetch(`${url}/healthz?stats=1`)).json()).stats;
+/** The server's scheduler settings (threads, maxInFlight, pipelineMinRows, uvThreadpoolSize, ...). */
+const schedulerSettings = async (url) => (await (await fetch(`${url}/healthz?stats=1`)).json()).scheduler;
 
 /** autocannon at `clients` connections for `duration` s (and at most maxRequests requests). */
 async function throughput(url, clients) {
@@ -179,6 +192,9 @@ async function throughput(url, clients) {
     decoder_busy_frac: round((s1.stepMs - s0.stepMs) / wallMs, 3),
     rows_per_step: steps ? round((s1.rows - s0.rows) / steps, 1) : null,
     step_ms_avg: steps ? round((s1.stepMs - s0.stepMs) / steps, 3) : null,
+    // Steps in flight on average while at least one was (settled steps only), and the most since the start.
+    steps_in_flight_avg: s1.stepMs > s0.stepMs ? round((s1.inFlightMs - s0.inFlightMs) / (s1.stepMs - s0.stepMs), 2) : null,
+    steps_in_flight_peak: s1.peakInFlight,
   };
 }
 
@@ -236,20 +252,23 @@ async function ttft(url, clients) {
 // With --rounds R > 1, every level is measured R times in turn (so that load from other work on the
 // machine falls on all levels alike); each round's row goes to stderr and the round with the median
 // tokens/s is the one reported, with every round's tokens/s beside it.
-const common = { prompt_tokens: PROMPT.length, max_tokens: maxTokens, duration_s: duration, model: modelInfo ?? { checkpoint } };
+const machine = { cpu_model: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), node: process.version, arch: arch() };
+const common = { prompt_tokens: PROMPT.length, max_tokens: maxTokens, duration_s: duration, model: modelInfo ?? { checkpoint }, machine, server_args: serverArgs.join(' ') };
 const rows = [];
 try {
   for (let round_ = 1; round_ <= rounds; round_++) {
-    for (const batching of [true, false]) {
+    for (const batching of modes) {
       const server = await startServer(batching);
       try {
+        const s = await schedulerSettings(server.url);
+        const server_ = { threads: s.threads, max_in_flight: s.maxInFlight, pipeline_min_rows: s.pipelineMinRows, max_batch: s.maxBatch, uv_threadpool: s.uvThreadpoolSize };
         // Warm-up: a few requests at the widest level (caches, JIT, the thread pool).
         await Promise.all(Array.from({ length: Math.max(...levels) }, () => fetch(`${server.url}/v1/generate`, { method: 'POST', body: body() }).then((r) => r.text())));
         for (const clients of levels) {
           const t = await throughput(server.url, clients);
-          const s = await ttft(server.url, clients);
+          const tt = await ttft(server.url, clients);
           // The 1-minute load average at the end of the level: other work on the machine skews the numbers.
-          const row = { batching, clients, tokens_per_s: t.tokens_per_s, p50_ms: t.p50_ms, p99_ms: t.p99_ms, ttft_p50_ms: s.ttft_p50_ms, requests: t.requests, ...t, ...s, ...common, cpus: cpus().length, loadavg_1m: round(loadavg()[0], 2) };
+          const row = { batching, clients, tokens_per_s: t.tokens_per_s, p50_ms: t.p50_ms, p99_ms: t.p99_ms, ttft_p50_ms: tt.ttft_p50_ms, requests: t.requests, ...t, ...tt, ...common, server: server_, cpus: cpus().length, loadavg_1m: round(loadavg()[0], 2) };
           rows.push(row);
           if (rounds === 1) emit(row);
           else process.stderr.write(`round ${round_}/${rounds}: ${JSON.stringify(row)}\n`);
@@ -260,7 +279,7 @@ try {
     }
   }
   const reported = [];
-  for (const batching of [true, false]) {
+  for (const batching of modes) {
     for (const clients of levels) {
       const all = rows.filter((r) => r.batching === batching && r.clients === clients).sort((a, b) => a.tokens_per_s - b.tokens_per_s);
       const row = all[(all.length - 1) >> 1];
@@ -268,11 +287,11 @@ try {
       if (rounds > 1) emit({ ...row, rounds, tokens_per_s_rounds: rows.filter((r) => r.batching === batching && r.clients === clients).map((r) => r.tokens_per_s) });
     }
   }
-  for (const batching of [true, false]) {
+  for (const batching of modes) {
     const lo = reported.find((r) => r.batching === batching && r.clients === Math.min(...levels));
     const hi = reported.find((r) => r.batching === batching && r.clients === Math.max(...levels));
     if (lo && hi && lo !== hi) {
-      emit({ batching, ratio: `tokens/s(${hi.clients} clients) / tokens/s(${lo.clients} client${lo.clients === 1 ? '' : 's'})`, value: round(hi.tokens_per_s / lo.tokens_per_s, 2), target: batching ? 8 : null, rounds, max_tokens: maxTokens });
+      emit({ batching, ratio: `tokens/s(${hi.clients} clients) / tokens/s(${lo.clients} client${lo.clients === 1 ? '' : 's'})`, value: round(hi.tokens_per_s / lo.tokens_per_s, 2), target: batching ? 8 : null, rounds, max_tokens: maxTokens, machine, server: hi.server, server_args: serverArgs.join(' ') });
     }
   }
 } finally {
