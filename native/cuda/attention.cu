@@ -14,10 +14,12 @@
 #include <cmath>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
 #include "core/rng.h"
 #include "cuda/common.cuh"
 #include "cuda/attention_fused.cuh"
+#include "cuda/attention_mma.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/rng.cuh"
 
@@ -46,6 +48,40 @@ __global__ void __launch_bounds__(kThreads) attention_backward_fused(const float
                                                                      float* __restrict__ dqkv, Geo g, Mask mask) {
   extern __shared__ float sm[];
   attn::backward_head<HD>(qkv, probs, dout, dqkv, g, mask, blockIdx.x / g.H, blockIdx.x % g.H, sm);
+}
+
+template <int HD>
+__global__ void __launch_bounds__(attn::kMmaThreads) attention_forward_mma(const float* __restrict__ qkv,
+                                                                           float* __restrict__ probs,
+                                                                           float* __restrict__ out, Geo g, Mask mask) {
+  attn::forward_head_mma<HD>(qkv, probs, out, g, mask, blockIdx.x / g.H, blockIdx.x % g.H);
+}
+
+template <int HD>
+__global__ void __launch_bounds__(attn::kMmaThreads) attention_backward_mma(const float* __restrict__ qkv,
+                                                                            const float* __restrict__ probs,
+                                                                            const float* __restrict__ dout,
+                                                                            float* __restrict__ dqkv, Geo g, Mask mask) {
+  attn::backward_head_mma<HD>(qkv, probs, dout, dqkv, g, mask, blockIdx.x / g.H, blockIdx.x % g.H);
+}
+
+// The tensor-core kernels take bf16 window pairs of the shapes they are written for (attention_mma.cuh);
+// RT_CUDA_ATTN_MMA=0 keeps every shape on the float32 kernels, for timing and checking.
+bool use_mma(bool bf16, const Geo& g) {
+  static const bool off = [] {
+    const char* e = std::getenv("RT_CUDA_ATTN_MMA");
+    return e && std::string(e) == "0";
+  }();
+  return bf16 && !off && attn::mma_fits(g.n, g.hd);
+}
+
+template <class F>
+void by_hd(int hd, F&& f) {
+  switch (hd) {
+    case 16: f(std::integral_constant<int, 16>()); break;
+    case 32: f(std::integral_constant<int, 32>()); break;
+    default: f(std::integral_constant<int, 64>()); break;
+  }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -144,6 +180,13 @@ void attention_forward(bool bf16, const float* qkv, float* probs, float* out, in
   if (B == 0 || n == 0) return;
   const Mask mask = make_mask(p, seed, stream_id);
   const int BH = B * H;
+  if (use_mma(bf16, g)) {
+    by_hd(g.hd, [&](auto hd) {
+      attention_forward_mma<decltype(hd)::value><<<BH, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, g, mask);
+    });
+    RT_CU_LAUNCH("attention_forward (mma)");
+    return;
+  }
   if (use_fused(g)) {
     // Head sizes of the usual configs get their own kernels (constant loop bounds, no idle lanes).
     switch (g.hd) {
@@ -182,6 +225,14 @@ void attention_backward(bool bf16, const float* qkv, const float* probs, const f
   if (B == 0 || n == 0) return;
   const Mask mask = make_mask(p, seed, stream_id);
   const int BH = B * H;
+  if (use_mma(bf16, g)) {
+    by_hd(g.hd, [&](auto hd) {
+      attention_backward_mma<decltype(hd)::value><<<BH, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, g,
+                                                                                         mask);
+    });
+    RT_CU_LAUNCH("attention_backward (mma)");
+    return;
+  }
   if (use_fused(g)) {
     switch (g.hd) {
       case 16: launch_fused_backward<16>(g, qkv, probs, dout, dqkv, mask); break;

@@ -27,6 +27,9 @@
 // F32 (the fp32 check mode) runs the same chains with float32 FMA instead of the tensor cores, accumulating
 // in the same fragment layout from a float32 packed copy, so the fused kernels are checked at 1e-4 against
 // the CPU too.
+#include <cstdlib>
+#include <string>
+
 #include "cuda/block_tiles.cuh"
 
 namespace rt::cuda {
@@ -34,12 +37,12 @@ namespace {
 
 using namespace tiles;
 
-// One block of 256 threads per 32-row tile.
+// One block of 256 threads per 32-row tile; ST: the weights staged in shared memory.
 #define RT_TILE_KERNEL(NAME, ARGS)                                                       \
-  template <bool F32, int D>                                                            \
+  template <bool F32, int D, bool ST>                                                   \
   __global__ void __launch_bounds__(kThreads) NAME##_kernel(ARGS a) {                   \
     extern __shared__ __align__(16) unsigned char smem[];                                \
-    NAME##_tile<F32, D>(a, static_cast<int>(blockIdx.x) * kTM, smem);                    \
+    NAME##_tile<F32, D, ST>(a, static_cast<int>(blockIdx.x) * kTM, smem);                \
   }
 RT_TILE_KERNEL(in_forward, InFwd)
 RT_TILE_KERNEL(out_forward, OutFwd)
@@ -80,13 +83,32 @@ void dispatch(bool bf16, int d, const F& f) {
   else by_d(std::true_type());
 }
 
-#define RT_FUSED_LAUNCHER(NAME, ARGS, KERNEL)                                                    \
-  struct NAME {                                                                                 \
-    const ARGS& a;                                                                              \
-    template <bool F32, int D>                                                                  \
-    void run() const {                                                                          \
-      launch<ARGS, KERNEL##_kernel<F32, D>>(a, Smem<F32, D>::KERNEL, "block_" #KERNEL);         \
-    }                                                                                           \
+// The weights go through shared memory (bf16 only) when this GPU has room for them beside the tiles
+// (d = 96 takes 219 KB in out_forward: an H100 or H200 has 227, an A100 163); RT_CUDA_STAGE=0 turns that
+// off, for timing.
+inline bool stage_on() {
+  static const bool on = [] {
+    const char* e = std::getenv("RT_CUDA_STAGE");
+    return !(e && std::string(e) == "0");
+  }();
+  return on;
+}
+constexpr size_t kSmemMax = 227 * 1024;  // the most any GPU we build for gives a block
+
+#define RT_FUSED_LAUNCHER(NAME, ARGS, KERNEL)                                                         \
+  struct NAME {                                                                                      \
+    const ARGS& a;                                                                                   \
+    template <bool F32, int D>                                                                       \
+    void run() const {                                                                               \
+      using S = Smem<F32, D>;                                                                        \
+      if constexpr (!F32 && S::KERNEL##_st <= kSmemMax) {                                            \
+        if (stage_on() && S::KERNEL##_st <= limits().smem_optin) {                                   \
+          launch<ARGS, KERNEL##_kernel<F32, D, true>>(a, S::KERNEL##_st, "block_" #KERNEL);          \
+          return;                                                                                    \
+        }                                                                                            \
+      }                                                                                              \
+      launch<ARGS, KERNEL##_kernel<F32, D, false>>(a, S::KERNEL, "block_" #KERNEL);                  \
+    }                                                                                                \
   };
 RT_FUSED_LAUNCHER(InForward, InFwd, in_forward)
 RT_FUSED_LAUNCHER(OutForward, OutFwd, out_forward)

@@ -11,6 +11,7 @@
 #include "core/rng.h"
 #include "cuda/activation.cuh"
 #include "cuda/common.cuh"
+#include "cuda/gemm_args.cuh"
 #include "cuda/group.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/mma.cuh"
@@ -155,11 +156,12 @@ __device__ __forceinline__ void store_tile_f32(const Tile<COLS>& t, float* dst) 
 }
 
 // acc = rows [0, 32) x columns [n0, n0 + 16) of A W^T, with A (32 x K) in shared memory (row stride K + kPad)
-// and W a packed [N][K] matrix in global memory.
-template <bool F32, int K>
+// and W a packed [N][K] matrix in global memory, or (SW) its copy staged in shared memory with rows padded
+// like A's (stage_weights).
+template <bool F32, int K, bool SW = false>
 __device__ __forceinline__ void warp_gemm(float (&acc)[kMT][kNB][4], const Elem<F32>* A,
                                           const Elem<F32>* __restrict__ W, int n0) {
-  constexpr int lda = K + kPad;
+  constexpr int lda = K + kPad, ldw = SW ? K + kPad : K;
   const int lane = tid() & 31, gq = lane >> 2, tq = lane & 3;
 #pragma unroll
   for (int i = 0; i < kMT; ++i)
@@ -174,9 +176,14 @@ __device__ __forceinline__ void warp_gemm(float (&acc)[kMT][kNB][4], const Elem<
       uint32_t a[kMT][4], b[kNB][2];
 #pragma unroll
       for (int j = 0; j < kNB; ++j) {
-        const unsigned int* wn = reinterpret_cast<const unsigned int*>(W + static_cast<size_t>(n0 + j * 8 + gq) * K + c);
-        b[j][0] = __ldg(wn);
-        b[j][1] = __ldg(wn + 4);
+        const unsigned int* wn = reinterpret_cast<const unsigned int*>(W + static_cast<size_t>(n0 + j * 8 + gq) * ldw + c);
+        if constexpr (SW) {
+          b[j][0] = wn[0];
+          b[j][1] = wn[4];
+        } else {
+          b[j][0] = __ldg(wn);
+          b[j][1] = __ldg(wn + 4);
+        }
       }
 #pragma unroll
       for (int i = 0; i < kMT; ++i) {
@@ -221,7 +228,7 @@ __device__ __forceinline__ void warp_gemm(float (&acc)[kMT][kNB][4], const Elem<
 // As cta_gemm, with pre(local row, column) called for each of the thread's output pairs before the
 // products of a pass, its value handed to epi as a fifth argument: a global read the epilogue needs is then
 // in flight during the products instead of after them.
-template <bool F32, int K, int N, class Pre, class Epi>
+template <bool F32, int K, int N, bool SW = false, class Pre, class Epi>
 __device__ __forceinline__ void cta_gemm_pre(const Elem<F32>* A, const Elem<F32>* __restrict__ W, Pre&& pre,
                                              Epi&& epi) {
   static_assert(N % (8 * kNB) == 0, "N must be a multiple of 16");
@@ -235,7 +242,7 @@ __device__ __forceinline__ void cta_gemm_pre(const Elem<F32>* A, const Elem<F32>
 #pragma unroll
         for (int h = 0; h < 2; ++h) pv[i][j][h] = pre(i * 16 + gq + h * 8, n0 + j * 8 + 2 * tq);
     float acc[kMT][kNB][4];
-    warp_gemm<F32, K>(acc, A, W, n0);
+    warp_gemm<F32, K, SW>(acc, A, W, n0);
 #pragma unroll
     for (int i = 0; i < kMT; ++i)
 #pragma unroll
@@ -246,9 +253,9 @@ __device__ __forceinline__ void cta_gemm_pre(const Elem<F32>* A, const Elem<F32>
   }
 }
 
-template <bool F32, int K, int N, class Epi>
+template <bool F32, int K, int N, bool SW = false, class Epi>
 __device__ __forceinline__ void cta_gemm(const Elem<F32>* A, const Elem<F32>* __restrict__ W, Epi&& epi) {
-  cta_gemm_pre<F32, K, N>(A, W, [](int, int) { return 0; },
+  cta_gemm_pre<F32, K, N, SW>(A, W, [](int, int) { return 0; },
                           [&](int lr, int c, float v0, float v1, int) { epi(lr, c, v0, v1); });
 }
 
@@ -343,6 +350,10 @@ __device__ __forceinline__ void tile_layernorm_backward(const float* X, const fl
 
 __device__ __forceinline__ void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
 
+// Bytes of a packed [N][K] bf16 matrix staged in shared memory, rows padded by kPad.
+template <int K, int N>
+constexpr size_t kStaged = static_cast<size_t>(N) * (K + kPad) * 2;
+
 template <bool F32, int D>
 struct Smem {
   static constexpr size_t E = sizeof(Elem<F32>);
@@ -352,7 +363,33 @@ struct Smem {
   static constexpr size_t out_forward = a(D) + f + a(4 * D);
   static constexpr size_t out_backward = a(D) + 3 * f + a(4 * D);
   static constexpr size_t in_backward = a(3 * D) + 3 * f;
+  // With the weights staged (bf16 only): each kernel's matrices after its tiles. out_backward's first
+  // region holds c_proj's transpose after the MLP's first matrix is done with.
+  static constexpr size_t r1 = kStaged<D, 4 * D> > kStaged<D, D> ? kStaged<D, 4 * D> : kStaged<D, D>;
+  static constexpr size_t in_forward_st = in_forward + kStaged<D, 3 * D>;
+  static constexpr size_t out_forward_st = out_forward + kStaged<D, D> + kStaged<D, 4 * D> + kStaged<4 * D, D>;
+  static constexpr size_t out_backward_st = out_backward + r1 + kStaged<4 * D, D>;
+  static constexpr size_t in_backward_st = in_backward + kStaged<3 * D, D>;
 };
+
+// Copies a packed [N][K] bf16 matrix into shared memory (rows padded by kPad) with cp.async, as one commit
+// group. Why: a kernel issues every matrix it needs at its start, so the weights stream in while its tiles
+// are loaded and normalized, and each product then waits for shared memory instead of for L2 at every
+// k-step (those waits were half the stall cycles of the chains; bench/cuda/NOTES.md, session 9).
+template <int K, int N, class T>
+__device__ __forceinline__ void stage_weights(T* dst, const T* __restrict__ W) {
+  constexpr int C = K * static_cast<int>(sizeof(T)) / 16;  // 16-byte chunks per row
+  constexpr int per = 16 / static_cast<int>(sizeof(T));
+  for (int i = tid(); i < N * C; i += kThreads) {
+    const int n = i / C, c = i - n * C;
+    gemm_detail::cp_async16(dst + n * (K + kPad) + c * per, W + static_cast<size_t>(n) * K + c * per, true);
+  }
+  gemm_detail::cp_async_commit();
+}
+template <bool ST, int N>
+__device__ __forceinline__ void stage_wait() {
+  if constexpr (ST) gemm_detail::cp_async_wait<N>();
+}
 
 struct InFwd {
   int R;
@@ -361,11 +398,14 @@ struct InFwd {
   float *h, *mean, *rstd, *qkv;
 };
 
-template <bool F32, int D>
+template <bool F32, int D, bool ST>
 __device__ __forceinline__ void in_forward_tile(const InFwd& a, int r0, unsigned char* smem) {
   using S = Smem<F32, D>;
   float* X = reinterpret_cast<float*>(smem);                 // [32][D]: x
   Elem<F32>* A = reinterpret_cast<Elem<F32>*>(smem + S::f);  // [32][D + kPad]: h
+  const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W) + Packed::qkv(D);
+  Elem<F32>* Ws = reinterpret_cast<Elem<F32>*>(smem + S::in_forward);
+  if constexpr (ST) stage_weights<D, 3 * D>(Ws, W);
   {
     Tile<D> t;
     t.load(a.x, r0, a.R);
@@ -373,9 +413,9 @@ __device__ __forceinline__ void in_forward_tile(const InFwd& a, int r0, unsigned
   }
   __syncthreads();
   tile_layernorm<F32, D>(X, a.ln_w, a.ln_b, r0, a.R, a.h, a.mean, a.rstd, A);
+  stage_wait<ST, 0>();
   __syncthreads();
-  const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W) + Packed::qkv(D);
-  cta_gemm<F32, D, 3 * D>(A, W, [&](int lr, int c, float v0, float v1) {
+  cta_gemm<F32, D, 3 * D, ST>(A, ST ? Ws : W, [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
     if (r >= a.R) return;
     if (a.b) {
@@ -395,7 +435,7 @@ struct OutFwd {
   float *x2, *h2, *mean2, *rstd2, *f, *g, *y;
 };
 
-template <bool F32, int D>
+template <bool F32, int D, bool ST>
 __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsigned char* smem) {
   using S = Smem<F32, D>;
   constexpr int F = 4 * D, lda = D + kPad, ldg = F + kPad;
@@ -403,6 +443,14 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
   float* X2 = reinterpret_cast<float*>(smem + S::a(D));                        // [32][D]: x, then x2
   Elem<F32>* G = reinterpret_cast<Elem<F32>*>(smem + S::a(D) + S::f);          // [32][ldg]: g
   const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W);
+  Elem<F32>* Wp = reinterpret_cast<Elem<F32>*>(smem + S::out_forward);
+  Elem<F32>* Wf = reinterpret_cast<Elem<F32>*>(smem + S::out_forward + kStaged<D, D>);
+  Elem<F32>* Wm = reinterpret_cast<Elem<F32>*>(smem + S::out_forward + kStaged<D, D> + kStaged<D, F>);
+  if constexpr (ST) {
+    stage_weights<D, D>(Wp, W + Packed::proj(D));
+    stage_weights<D, F>(Wf, W + Packed::fc(D));
+    stage_weights<F, D>(Wm, W + Packed::mproj(D));
+  }
   {
     Tile<D> t_att, t_x;
     t_att.load(a.att, r0, a.R);
@@ -410,9 +458,10 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
     store_tile<F32>(t_att, A, lda);
     store_tile_f32(t_x, X2);
   }
+  stage_wait<ST, 2>();
   __syncthreads();
   // x2 = x + dropout(c_proj(att)), in place over x in X2 (each element read and written by one thread)
-  cta_gemm<F32, D, D>(A, W + Packed::proj(D), [&](int lr, int c, float v0, float v1) {
+  cta_gemm<F32, D, D, ST>(A, ST ? Wp : W + Packed::proj(D), [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
     float* xs = X2 + lr * D + c;
     if (r >= a.R) return;  // X2's rows past R hold zeros from the tile load
@@ -428,9 +477,10 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
   });
   __syncthreads();
   tile_layernorm<F32, D>(X2, a.ln_w, a.ln_b, r0, a.R, a.h2, a.mean2, a.rstd2, A);
+  stage_wait<ST, 1>();
   __syncthreads();
   // f = c_fc(h2), g = act(f)
-  cta_gemm<F32, D, F>(A, W + Packed::fc(D), [&](int lr, int c, float v0, float v1) {
+  cta_gemm<F32, D, F, ST>(A, ST ? Wf : W + Packed::fc(D), [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
     float g0 = 0.0f, g1 = 0.0f;
     if (r < a.R) {
@@ -446,9 +496,10 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
     }
     put2<F32>(G + lr * ldg + c, g0, g1);
   });
+  stage_wait<ST, 0>();
   __syncthreads();
   // y = x2 + dropout(c_proj(g))
-  cta_gemm<F32, F, D>(G, W + Packed::mproj(D), [&](int lr, int c, float v0, float v1) {
+  cta_gemm<F32, F, D, ST>(G, ST ? Wm : W + Packed::mproj(D), [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
     if (r >= a.R) return;
     const size_t i = static_cast<size_t>(r) * D + c;
@@ -470,7 +521,7 @@ struct OutBwd {
   float *dm, *dg, *dh2, *dx2, *da, *datt;  // dm, da: null when not written
 };
 
-template <bool F32, int D>
+template <bool F32, int D, bool ST>
 __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsigned char* smem) {
   using S = Smem<F32, D>;
   constexpr int F = 4 * D, lda = D + kPad, ldg = F + kPad;
@@ -480,6 +531,12 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
   float* X = DH + kTM * D;                                                  // [32][D]: x2
   Elem<F32>* G = reinterpret_cast<Elem<F32>*>(smem + S::a(D) + 3 * S::f);   // [32][ldg]: dg
   const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W);
+  Elem<F32>* W1 = reinterpret_cast<Elem<F32>*>(smem + S::out_backward);          // mproj^T, then proj^T
+  Elem<F32>* W2 = reinterpret_cast<Elem<F32>*>(smem + S::out_backward + S::r1);  // fc^T
+  if constexpr (ST) {
+    stage_weights<D, F>(W1, W + Packed::mproj_t(D));
+    stage_weights<F, D>(W2, W + Packed::fc_t(D));
+  }
   {
     Tile<D> t_dy, t_x;
     t_dy.load(a.dy, r0, a.R);
@@ -501,6 +558,7 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
       put<F32>(p + 3, m.w);
     });
   }
+  stage_wait<ST, 1>();
   __syncthreads();
   // dg = act'(f) * (dm W_mp)
   auto f_of = [&](int lr, int c) {
@@ -509,7 +567,7 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
     return r < a.R ? __ldg(p)
                    : make_float2(0.0f, 0.0f);
   };
-  cta_gemm_pre<F32, D, F>(A, W + Packed::mproj_t(D), f_of, [&](int lr, int c, float v0, float v1, float2 fv) {
+  cta_gemm_pre<F32, D, F, ST>(A, ST ? W1 : W + Packed::mproj_t(D), f_of, [&](int lr, int c, float v0, float v1, float2 fv) {
     const int r = r0 + lr;
     float g0 = 0.0f, g1 = 0.0f;
     if (r < a.R) {
@@ -520,9 +578,11 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
     }
     put2<F32>(G + lr * ldg + c, g0, g1);
   });
+  stage_wait<ST, 0>();
   __syncthreads();
+  if constexpr (ST) stage_weights<D, D>(W1, W + Packed::proj_t(D));  // every warp is done with mproj^T
   // dh2 = dg W_fc
-  cta_gemm<F32, F, D>(G, W + Packed::fc_t(D), [&](int lr, int c, float v0, float v1) {
+  cta_gemm<F32, F, D, ST>(G, ST ? W2 : W + Packed::fc_t(D), [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
     if (r < a.R) store2(a.dh2 + static_cast<size_t>(r) * D + c, v0, v1);
     store2(DH + lr * D + c, v0, v1);
@@ -536,9 +596,10 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
     if (a.da) a.da[i] = dav;
     put<F32>(A + lr * lda + j, dav);
   });
+  stage_wait<ST, 0>();
   __syncthreads();
   // datt = da W_p
-  cta_gemm<F32, D, D>(A, W + Packed::proj_t(D), [&](int lr, int c, float v0, float v1) {
+  cta_gemm<F32, D, D, ST>(A, ST ? W1 : W + Packed::proj_t(D), [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
     if (r < a.R) store2(a.datt + static_cast<size_t>(r) * D + c, v0, v1);
   });
@@ -551,10 +612,13 @@ struct InBwd {
   float *dh1, *dx;
 };
 
-template <bool F32, int D>
+template <bool F32, int D, bool ST>
 __device__ __forceinline__ void in_backward_tile(const InBwd& a, int r0, unsigned char* smem) {
   using S = Smem<F32, D>;
   constexpr int Q = 3 * D;
+  const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W) + Packed::qkv_t(D);
+  Elem<F32>* Ws = reinterpret_cast<Elem<F32>*>(smem + S::in_backward);
+  if constexpr (ST) stage_weights<Q, D>(Ws, W);
   Elem<F32>* A = reinterpret_cast<Elem<F32>*>(smem);     // [32][Q + kPad]: dqkv
   float* DH = reinterpret_cast<float*>(smem + S::a(Q));  // [32][D]: dh1
   float* X = DH + kTM * D;                               // [32][D]: x
@@ -569,9 +633,10 @@ __device__ __forceinline__ void in_backward_tile(const InBwd& a, int r0, unsigne
     store_tile_f32(t_x, X);
     store_tile_f32(t_r, DR);
   }
+  stage_wait<ST, 0>();
   __syncthreads();
   // dh1 = dqkv W_attn
-  cta_gemm<F32, Q, D>(A, static_cast<const Elem<F32>*>(a.W) + Packed::qkv_t(D), [&](int lr, int c, float v0, float v1) {
+  cta_gemm<F32, Q, D, ST>(A, ST ? Ws : W, [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
     if (r < a.R) store2(a.dh1 + static_cast<size_t>(r) * D + c, v0, v1);
     store2(DH + lr * D + c, v0, v1);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "cuda/attention_mma.cuh"
 #include "cpu/kernels.h"
 #include "cuda/common.cuh"
 #include "cuda/kernels.cuh"
@@ -244,9 +245,11 @@ static void check_layernorm() {
 
 static void check_attention() {
   struct Case { int B, n, d, H; float p; };
-  // n <= 256 runs fused, n = 300 through the batched products.
-  const Case cases[] = {{2, 1, 8, 2, 0}, {2, 5, 12, 3, 0}, {3, 32, 96, 6, 0}, {2, 64, 384, 6, 0},
-                        {2, 33, 16, 2, 0.2f}, {1, 300, 32, 2, 0}, {2, 300, 32, 4, 0.1f}};
+  // n <= 256 runs fused, n = 300 through the batched products; in bf16, n a multiple of 16 up to 64 with a
+  // head of 16, 32 or 64 takes the tensor-core kernels (attention_mma.cuh).
+  const Case cases[] = {{2, 1, 8, 2, 0},     {2, 5, 12, 3, 0},       {3, 32, 96, 6, 0},   {2, 64, 384, 6, 0},
+                        {2, 33, 16, 2, 0.2f}, {2, 64, 96, 6, 0.2f},  {2, 48, 64, 2, 0.1f}, {1, 16, 32, 1, 0},
+                        {1, 300, 32, 2, 0},   {2, 300, 32, 4, 0.1f}};
   for (const Case& c : cases)
     for (bool bf16 : {false, true}) {
       const size_t nq = static_cast<size_t>(c.B) * c.n * 3 * c.d, no = static_cast<size_t>(c.B) * c.n * c.d;
@@ -258,7 +261,7 @@ static void check_attention() {
       Dev gq(qkv), gp(np), go(no), gdo(dout), gdq(nq);
       rt::cuda::attention_forward(bf16, gq.p, gp.p, go.p, c.B, c.n, c.d, c.H, c.p, 7, 9);
       rt::cuda::attention_backward(bf16, gq.p, gp.p, gdo.p, gdq.p, c.B, c.n, c.d, c.H, c.p, 7, 9);
-      const bool lowp = bf16 && c.n > 256;  // only the long path uses the tensor cores
+      const bool lowp = bf16 && (c.n > 256 || rt::cuda::attn::mma_fits(c.n, c.d / c.H));  // the tensor-core paths
       const std::string s = " B=" + std::to_string(c.B) + " n=" + std::to_string(c.n) + " d=" + std::to_string(c.d) +
                             " H=" + std::to_string(c.H) + (c.p > 0 ? " dropout" : "");
       // bf16 scores: an error of 2^-9 |s| in an exponent moves a probability by that fraction.

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One device call for switches of the CUDA build: the kernel checks, the layer and model checks against the
+# CPU and check-graph with the defaults, then the train steps (AB_CONFIGS, default copy,char) under each
+# set of environment variables in AB_SETS (space-separated sets, each VAR=V,VAR=V), the sets alternated
+# AB_ROUNDS times (default 2), then each kernel's own GPU time over one copy step by Nsight Compute
+# (AB_NCU=0 skips it). AB_QUICK=1 skips the checks.
+#   carry: .device/node.xz .device/rt.node.xz .device/kernels_check.xz .device/nm.tar.xz dist
+source "$(dirname "$0")/call-lib.sh"
+sets=${AB_SETS:-"RT_CUDA_STAGE=1,RT_CUDA_ATTN_MMA=1 RT_CUDA_STAGE=0,RT_CUDA_ATTN_MMA=0"}
+if [[ "${AB_QUICK:-0}" == 1 ]]; then unpack_stage; else
+  kernels_stage; checks_stage 90
+  t graph; timeout 150 node bench/cuda/check-graph.mjs --out "$OUT/check-graph.jsonl" > "$OUT/check-graph.log" 2>&1; tail -1 "$OUT/check-graph.log" | cut -c1-200
+fi
+for i in $(seq "${AB_ROUNDS:-2}"); do
+  for set in $sets; do
+    t "bench $set"
+    env ${set//,/ } timeout 90 node bench/cuda/bench-model.mjs --no-torch --precisions bf16 --configs "${AB_CONFIGS:-copy,char}" --out "$OUT/bench-$set.jsonl" > "$OUT/bench-$set-$i.log" 2>&1
+    grep -A 4 "^config " "$OUT/bench-$set-$i.log" | tail -n +3
+  done
+done
+if [[ "${AB_NCU:-1}" == 1 ]]; then
+  t ncu-durations
+  RT_CUDA_GRAPH=0 timeout 150 ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --page raw \
+    --launch-skip 3200 --launch-count 1580 node bench/cuda/bench-model.mjs --no-torch --precisions bf16 --configs copy --reps 2 --out /tmp/bm.jsonl \
+    > "$OUT/ncu-dur.csv" 2> "$OUT/ncu-dur.err"
+  python3 bench/cuda/ncu-summary.py "$OUT/ncu-dur.csv" 1 | tee "$OUT/ncu-dur.txt" | head -16
+fi
+call_done
