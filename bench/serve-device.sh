@@ -31,6 +31,8 @@ mkdir -p node_modules && tar -xJf .device/serve-nm.tar.xz -C node_modules
 export PATH=$stage:$PATH RT_ADDON_PATH=$stage/rt.node
 unset RT_DEVICE RT_NUM_THREADS UV_THREADPOOL_SIZE
 t "node $(node --version) at $(command -v node); $(nproc) CPUs; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+# A CPU quota (cgroup v2 cpu.max "QUOTA PERIOD") below the CPU count would make the default threads too many.
+[[ -r /sys/fs/cgroup/cpu.max ]] && t "cgroup cpu.max: $(cat /sys/fs/cgroup/cpu.max)"
 node -e "import('./dist/index.js').then((m) => console.log('addon', JSON.stringify(m.nativeInfo()), process.env.RT_ADDON_PATH))" || exit 1
 
 if (( quick )); then

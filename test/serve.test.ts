@@ -478,6 +478,8 @@ describe('rt serve', () => {
       [['serve', '--checkpoint', ckpt, '--port', 'http'], /--port/],
       [['serve'], /--checkpoint/],
       [['serve', '--checkpoint', ckpt, '--threads', '0'], /--threads: expected an integer >= 1, got '0'/],
+      [['serve', '--checkpoint', ckpt, '--max-batch', '0'], /--max-batch: expected an integer >= 1, got '0'/],
+      [['serve', '--checkpoint', ckpt, '--max-queue=-1'], /--max-queue: expected an integer >= 0, got '-1'/],
       [['serve', '--checkpoint', ckpt, '--max-in-flight', 'many'], /--max-in-flight: expected a number, got 'many'/],
       [['serve', '--checkpoint', ckpt, '--pipeline-min-rows', '2.5'], /--pipeline-min-rows: expected an integer, got '2.5'/],
     ] as const) {

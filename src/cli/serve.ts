@@ -13,6 +13,9 @@ export async function serveCommand(flags: Flags): Promise<number> {
   const threads = positiveInt(flags, 'threads');
   const maxInFlight = positiveInt(flags, 'max-in-flight');
   const pipelineMinRows = positiveInt(flags, 'pipeline-min-rows');
+  const maxBatch = flags['no-batching'] ? 1 : (positiveInt(flags, 'max-batch') ?? 32);
+  const maxQueue = int(flags, 'max-queue', 256);
+  if (maxQueue < 0) throw new UsageError(`--max-queue: expected an integer >= 0, got '${String(flags['max-queue'])}'`);
   // The addon reads RT_NUM_THREADS when it first computes (below, at the earliest): a step that runs alone
   // splits its work over that many threads.
   if (threads !== undefined) process.env.RT_NUM_THREADS = String(threads);
@@ -26,8 +29,8 @@ export async function serveCommand(flags: Flags): Promise<number> {
     tokenizer,
     host: typeof flags.host === 'string' ? flags.host : '127.0.0.1',
     port: int(flags, 'port', 8080),
-    maxBatch: flags['no-batching'] ? 1 : int(flags, 'max-batch', 32),
-    maxQueue: int(flags, 'max-queue', 256),
+    maxBatch,
+    maxQueue,
     maxTokensLimit: int(flags, 'max-tokens-limit', 1024),
     timeoutMs: int(flags, 'timeout-ms', 120_000),
     threads,
