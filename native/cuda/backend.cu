@@ -272,7 +272,7 @@ struct DotArgs {
   size_t rows, cols;
 };
 __global__ void __launch_bounds__(kDotThreads) dot_partial_kernel(DotArgs d0, DotArgs d1, double* part) {
-  __shared__ double red[kDotThreads];
+  __shared__ double red[kDotThreads / 32];
   const DotArgs d = blockIdx.y ? d1 : d0;
   const size_t r0 = d.rows * blockIdx.x / gridDim.x, r1 = d.rows * (blockIdx.x + 1) / gridDim.x;
   double s = 0;
@@ -281,19 +281,27 @@ __global__ void __launch_bounds__(kDotThreads) dot_partial_kernel(DotArgs d0, Do
     const float* b = d.b + r * d.bs;
     for (size_t c = threadIdx.x; c < d.cols; c += kDotThreads) s += static_cast<double>(a[c]) * b[c];
   }
-  red[threadIdx.x] = s;
+  // Warps first, then the eight warp sums: a fixed order, so the same bits every run.
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = s;
   __syncthreads();
-  for (int w = kDotThreads / 2; w > 0; w >>= 1) {
-    if (threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];
-    __syncthreads();
+  if (threadIdx.x == 0) {
+    double t = 0;
+    for (int w = 0; w < kDotThreads / 32; ++w) t += red[w];
+    part[blockIdx.y * gridDim.x + blockIdx.x] = t;
   }
-  if (threadIdx.x == 0) part[blockIdx.y * gridDim.x + blockIdx.x] = red[0];
 }
 // pairs == 2: *out += (sum of the first product's partials) + (the second's); pairs == 1: *out = the sum.
+// One warp, each lane two partials of each product, then a fixed xor tree (it was one thread, 4 us).
 __global__ void dot_finish_kernel(const double* part, int pairs, double* out) {
+  static_assert(kDotBlocks == 64, "two partials a lane");
+  const int lane = threadIdx.x;
   double s[2] = {0, 0};
-  for (int p = 0; p < pairs; ++p)
-    for (int k = 0; k < kDotBlocks; ++k) s[p] += part[p * kDotBlocks + k];
+  for (int p = 0; p < pairs; ++p) {
+    s[p] = part[p * kDotBlocks + lane] + part[p * kDotBlocks + lane + 32];
+    for (int o = 16; o > 0; o >>= 1) s[p] += __shfl_xor_sync(0xffffffffu, s[p], o);
+  }
+  if (lane != 0) return;
   if (pairs == 2) *out += s[0] + s[1];
   else *out = s[0];
 }
@@ -302,7 +310,7 @@ void dot_launch(const DotArgs& d0, const DotArgs& d1, int pairs, double* out) {
   double* p = static_cast<double*>(part.get());
   dot_partial_kernel<<<dim3(kDotBlocks, pairs), kDotThreads, 0, stream()>>>(d0, d1, p);
   RT_CU_LAUNCH("dot2d partial");
-  dot_finish_kernel<<<1, 1, 0, stream()>>>(p, pairs, out);
+  dot_finish_kernel<<<1, 32, 0, stream()>>>(p, pairs, out);
   RT_CU_LAUNCH("dot2d finish");
 }
 

@@ -1,7 +1,7 @@
 // The fused block chains' device side (block_fused.cu's comment says what and why): shared-memory tiles
 // of 32 rows, the products on the tensor cores from the packed bf16 weights (float32 FMA in the F32 check
 // mode), and the four row-local chains of a block application as device functions over one tile, each run
-// by one block of kGroup threads (group.cuh). block_fused.cu launches one block per tile.
+// by one block of kThreads threads. block_fused.cu launches one block per tile.
 #pragma once
 #include <cuda_bf16.h>
 
@@ -26,9 +26,18 @@ namespace rt::cuda::tiles {
 #endif
 constexpr int kTM = RT_FUSED_TM;  // rows per block (16 or 32; -DRT_FUSED_TM=16 builds the other, for timing)
 constexpr int kMT = kTM / 16;
-constexpr int kWarps = 8;
+#ifndef RT_FUSED_WARPS
+#define RT_FUSED_WARPS 16
+#endif
+// Warps per tile. 16 rather than 8: a block holds an SM alone (the staged weights fill its shared memory),
+// and its chains are latency-bound, so twice the warps in flight hide twice the waits (ncu: 12% of the
+// warp slots active, most cycles stalled on global loads). With 16, each product's work units are 16 rows
+// by 16 columns instead of 32 by 16.
+constexpr int kWarps = RT_FUSED_WARPS;
 constexpr int kThreads = kWarps * 32;
-static_assert(kThreads == kGroup, "a tile is one block of kGroup threads");
+constexpr int kUM = kWarps >= 16 ? 1 : kMT;  // m16 tiles per work unit of a product
+constexpr int kMSplit = kMT / kUM;            // work units along the rows
+static_assert(kTM % kWarps == 0 || kWarps > kTM, "rows must spread evenly over the warps");
 constexpr int kNB = 2;   // n8 tiles per warp pass: 16 columns (d a multiple of 16 makes every N one of these)
 constexpr int kPad = 8;  // elements of padding per shared row
 constexpr float kEps = 1e-5f;  // layernorm.cu's
@@ -158,13 +167,13 @@ __device__ __forceinline__ void store_tile_f32(const Tile<COLS>& t, float* dst) 
 // acc = rows [0, 32) x columns [n0, n0 + 16) of A W^T, with A (32 x K) in shared memory (row stride K + kPad)
 // and W a packed [N][K] matrix in global memory, or (SW) its copy staged in shared memory with rows padded
 // like A's (stage_weights).
-template <bool F32, int K, bool SW = false>
-__device__ __forceinline__ void warp_gemm(float (&acc)[kMT][kNB][4], const Elem<F32>* A,
+template <bool F32, int K, bool SW = false, int MT = kMT>
+__device__ __forceinline__ void warp_gemm(float (&acc)[MT][kNB][4], const Elem<F32>* A,
                                           const Elem<F32>* __restrict__ W, int n0) {
   constexpr int lda = K + kPad, ldw = SW ? K + kPad : K;
   const int lane = tid() & 31, gq = lane >> 2, tq = lane & 3;
 #pragma unroll
-  for (int i = 0; i < kMT; ++i)
+  for (int i = 0; i < MT; ++i)
 #pragma unroll
     for (int j = 0; j < kNB; ++j)
 #pragma unroll
@@ -173,7 +182,7 @@ __device__ __forceinline__ void warp_gemm(float (&acc)[kMT][kNB][4], const Elem<
 #pragma unroll
     for (int k0 = 0; k0 < K; k0 += 16) {
       const int c = k0 + 2 * tq;
-      uint32_t a[kMT][4], b[kNB][2];
+      uint32_t a[MT][4], b[kNB][2];
 #pragma unroll
       for (int j = 0; j < kNB; ++j) {
         const unsigned int* wn = reinterpret_cast<const unsigned int*>(W + static_cast<size_t>(n0 + j * 8 + gq) * ldw + c);
@@ -186,7 +195,7 @@ __device__ __forceinline__ void warp_gemm(float (&acc)[kMT][kNB][4], const Elem<
         }
       }
 #pragma unroll
-      for (int i = 0; i < kMT; ++i) {
+      for (int i = 0; i < MT; ++i) {
         const __nv_bfloat16* ar = A + (i * 16 + gq) * lda + c;
         a[i][0] = *reinterpret_cast<const uint32_t*>(ar);
         a[i][1] = *reinterpret_cast<const uint32_t*>(ar + 8 * lda);
@@ -194,7 +203,7 @@ __device__ __forceinline__ void warp_gemm(float (&acc)[kMT][kNB][4], const Elem<
         a[i][3] = *reinterpret_cast<const uint32_t*>(ar + 8 * lda + 8);
       }
 #pragma unroll
-      for (int i = 0; i < kMT; ++i)
+      for (int i = 0; i < MT; ++i)
 #pragma unroll
         for (int j = 0; j < kNB; ++j) mma_bf16(acc[i][j], a[i], b[j]);
     }
@@ -209,7 +218,7 @@ __device__ __forceinline__ void warp_gemm(float (&acc)[kMT][kNB][4], const Elem<
         bv[j][1] = W[static_cast<size_t>(n + 1) * K + k];
       }
 #pragma unroll
-      for (int i = 0; i < kMT; ++i) {
+      for (int i = 0; i < MT; ++i) {
         const float a0 = A[(i * 16 + gq) * lda + k], a1 = A[(i * 16 + gq + 8) * lda + k];
 #pragma unroll
         for (int j = 0; j < kNB; ++j) {
@@ -224,7 +233,8 @@ __device__ __forceinline__ void warp_gemm(float (&acc)[kMT][kNB][4], const Elem<
 }
 
 // The block's product of its 32 rows of A with all N columns of W^T, handing each pair of results to
-// epi(local row, column c (even), value at c, value at c + 1); the warps take 16 columns at a time.
+// epi(local row, column c (even), value at c, value at c + 1); each warp takes units of 16 columns by kUM m16
+// tiles in turn.
 // As cta_gemm, with pre(local row, column) called for each of the thread's output pairs before the
 // products of a pass, its value handed to epi as a fifth argument: a global read the epilogue needs is then
 // in flight during the products instead of after them.
@@ -233,23 +243,25 @@ __device__ __forceinline__ void cta_gemm_pre(const Elem<F32>* A, const Elem<F32>
                                              Epi&& epi) {
   static_assert(N % (8 * kNB) == 0, "N must be a multiple of 16");
   const int lane = tid() & 31, gq = lane >> 2, tq = lane & 3, warp = tid() >> 5;
-  for (int n0 = warp * 8 * kNB; n0 < N; n0 += kWarps * 8 * kNB) {
-    decltype(pre(0, 0)) pv[kMT][kNB][2];
+  constexpr int lda = K + kPad;
+  for (int u = warp; u < kMSplit * (N / 16); u += kWarps) {
+    const int rb = (u % kMSplit) * kUM * 16, n0 = (u / kMSplit) * 8 * kNB;
+    decltype(pre(0, 0)) pv[kUM][kNB][2];
 #pragma unroll
-    for (int i = 0; i < kMT; ++i)
+    for (int i = 0; i < kUM; ++i)
 #pragma unroll
       for (int j = 0; j < kNB; ++j)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) pv[i][j][h] = pre(i * 16 + gq + h * 8, n0 + j * 8 + 2 * tq);
-    float acc[kMT][kNB][4];
-    warp_gemm<F32, K, SW>(acc, A, W, n0);
+        for (int h = 0; h < 2; ++h) pv[i][j][h] = pre(rb + i * 16 + gq + h * 8, n0 + j * 8 + 2 * tq);
+    float acc[kUM][kNB][4];
+    warp_gemm<F32, K, SW, kUM>(acc, A + rb * lda, W, n0);
 #pragma unroll
-    for (int i = 0; i < kMT; ++i)
+    for (int i = 0; i < kUM; ++i)
 #pragma unroll
       for (int j = 0; j < kNB; ++j)
 #pragma unroll
         for (int h = 0; h < 2; ++h)
-          epi(i * 16 + gq + h * 8, n0 + j * 8 + 2 * tq, acc[i][j][2 * h], acc[i][j][2 * h + 1], pv[i][j][h]);
+          epi(rb + i * 16 + gq + h * 8, n0 + j * 8 + 2 * tq, acc[i][j][2 * h], acc[i][j][2 * h + 1], pv[i][j][h]);
   }
 }
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One device call: the checks of the build (kernels_check, layer and model against the CPU, check-graph),
+# then, if kernels_check passed, issue 5's table: our copy and char train steps next to every PyTorch peer
+# mode (eager fp32, bf16, bf16 + SDPA; TORCH_MODES adds compile) in the same call, then each kernel's own GPU time over
+# a copy step (Nsight Compute).
+#   carry: .device/node.xz .device/rt.node.xz .device/kernels_check.xz .device/nm.tar.xz dist
+source "$(dirname "$0")/call-lib.sh"
+kernels_stage; checks_stage 90
+t graph; timeout 150 node bench/cuda/check-graph.mjs --out "$OUT/check-graph.jsonl" > "$OUT/check-graph.log" 2>&1; tail -1 "$OUT/check-graph.log" | cut -c1-200
+if grep -q "^kernels_check: [0-9]* passed, 0 failed" "$OUT/kernels.log"; then
+  t bench; TORCH_MODES=${TORCH_MODES:-fp32,bf16,bf16-sdpa} timeout 330 bash bench/cuda/run.sh --stages bench-model > "$OUT/run-bench.log" 2>&1
+  grep -A 14 "^config " "$OUT/bench-model.log"
+  t ncu-durations
+  RT_CUDA_GRAPH=0 timeout 120 ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --page raw \
+    --launch-skip 3200 --launch-count 1580 node bench/cuda/bench-model.mjs --no-torch --precisions bf16 --configs copy --reps 2 --out /tmp/bm.jsonl \
+    > "$OUT/ncu-dur.csv" 2> "$OUT/ncu-dur.err"
+  python3 bench/cuda/ncu-summary.py "$OUT/ncu-dur.csv" 1 | tee "$OUT/ncu-dur.txt" | head -14
+else
+  echo "kernels_check failed: no timings"
+fi
+call_done
