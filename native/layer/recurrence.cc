@@ -283,32 +283,44 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
   }
   const float* S = out.get();
   size_t S_stride = len0 * d;
+  // Y_{k-1} = Z[:, :w] of window k's application is copied out of `out` by the next glue batch, which
+  // reads `out` anyway (one launch fewer per window); under accumulate that batch reads P_k = Y_{k-1}
+  // from `out` too, not from Y, which it is writing.
   for (int k = 1; k < m; ++k) {
     const int lk = window_len(k, m, N, w), n = w + lk;
     BlockCache& c = next_app(n);
     const float* Xk = X + static_cast<size_t>(k) * w * d;
-    // The window pair's input, both halves in one batch.
+    // The window pair's input, both halves in one batch, with the previous window's Y.
+    Axpy2dOp ops[3];
+    int count = 0;
     if (cfg_.accumulate) {
-      // P_{k-1} is X_0 for k = 1, else Y_{k-2}; A = alpha * P_{k-1}.
-      const float* P = k == 1 ? X : Y + static_cast<size_t>(k - 2) * w * d;
-      const Axpy2dOp ops[2] = {{c.x, n * d, 1.0f, P, Nd, S, S_stride, size_t(B), w * d, false, alpha_at},
-                               {c.x + w * d, n * d, 1.0f, P, Nd, Xk, Nd, size_t(B), lk * d, false, alpha_at}};
-      be_.axpy2d_batch(ops, 2);
+      // P_{k-1} is X_0 for k = 1, else Y_{k-2} (the first half of `out`); A = alpha * P_{k-1}.
+      const float* P = k == 1 ? X : out.get();
+      const size_t Ps = k == 1 ? Nd : S_stride;
+      ops[count++] = {c.x, n * d, 1.0f, P, Ps, S, S_stride, size_t(B), w * d, false, alpha_at};
+      ops[count++] = {c.x + w * d, n * d, 1.0f, P, Ps, Xk, Nd, size_t(B), lk * d, false, alpha_at};
     } else {
-      const Axpy2dOp ops[2] = {{c.x, n * d, 1.0f, S, S_stride, nullptr, 0, size_t(B), w * d, false},
-                               {c.x + w * d, n * d, 1.0f, Xk, Nd, nullptr, 0, size_t(B), lk * d, false}};
-      be_.axpy2d_batch(ops, 2);
+      ops[count++] = {c.x, n * d, 1.0f, S, S_stride, nullptr, 0, size_t(B), w * d, false};
+      ops[count++] = {c.x + w * d, n * d, 1.0f, Xk, Nd, nullptr, 0, size_t(B), lk * d, false};
     }
+    if (k >= 2)  // Y_{k-2}
+      ops[count++] = {Y + static_cast<size_t>(k - 2) * w * d, Nd, 1.0f, out.get(), S_stride, nullptr, 0, size_t(B), w * d, false};
+    be_.axpy2d_batch(ops, count);
     run(c, out.get());
-    // Y_{k-1} = Z[:, :w]; S_k = Z[:, w:]
-    be_.axpy2d(Y + static_cast<size_t>(k - 1) * w * d, Nd, 1.0f, out.get(), n * d, nullptr, 0, B, w * d);
     S = out.get() + w * d;
     S_stride = n * d;
   }
   // Y_{m-1} = T(S_{m-1})
   const int last = window_len(m - 1, m, N, w);
   BlockCache& c = next_app(last);
-  be_.axpy2d(c.x, last * d, 1.0f, S, S_stride, nullptr, 0, B, last * d);
+  {
+    Axpy2dOp ops[2];
+    int count = 0;
+    ops[count++] = {c.x, last * d, 1.0f, S, S_stride, nullptr, 0, size_t(B), last * d, false};
+    if (m >= 2)  // Y_{m-2}
+      ops[count++] = {Y + static_cast<size_t>(m - 2) * w * d, Nd, 1.0f, out.get(), S_stride, nullptr, 0, size_t(B), w * d, false};
+    be_.axpy2d_batch(ops, count);
+  }
   run(c, out.get());
   be_.axpy2d(Y + static_cast<size_t>(m - 1) * w * d, Nd, 1.0f, out.get(), last * d, nullptr, 0, B, last * d);
 }
@@ -421,6 +433,9 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   // True when window k's first half, dY_{k-1} + dP_k (P_k = Y_{k-1} feeds window k+1 under accumulate), was
   // already written by window k+1. P_{m-1} feeds nothing, so the walk starts without it.
   bool have_dP = false;
+  // True when its second half, dS_k, was written too: from window 2 on, window k+1's last glue batch
+  // assembles both halves of window k's output gradient (one launch fewer per window).
+  bool have_dS = false;
   // alpha's gradient, one double summed in the backend's memory (read once at the end, not per window).
   DeviceBuffer dalpha_acc;
   if (cfg_.accumulate) {
@@ -437,17 +452,23 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
       int count = 0;
       if (!have_dP)
         ops[count++] = {o, n * d, 1.0f, dY + static_cast<size_t>(k - 1) * w * d, Nd, nullptr, 0, size_t(B), w * d, false};
-      ops[count++] = {o + w * d, n * d, 1.0f, dS, dS_stride, nullptr, 0, size_t(B), lk * d, false};
-      be_.axpy2d_batch(ops, count);
+      if (!have_dS) ops[count++] = {o + w * d, n * d, 1.0f, dS, dS_stride, nullptr, 0, size_t(B), lk * d, false};
+      if (count) be_.axpy2d_batch(ops, count);
     }
     back(k, o, din.get());
     float* dXk = dX + static_cast<size_t>(k) * w * d;
     // Where the input gradient goes: disjoint updates batched, the second of two into the same rows (P's
-    // gradient gets both halves' terms) after them.
-    Axpy2dOp ops[2];
+    // gradient gets both halves' terms) after them. From window 2 on the batch also assembles window k-1's
+    // output gradient: its first half (dY_{k-2}, plus P's gradient under accumulate) and its second half,
+    // dS_{k-1}, the first half of this window's input gradient.
+    Axpy2dOp ops[4];
     int count = 0;
     ops[count++] = {dXk, Nd, 1.0f, din.get() + w * d, n * d, nullptr, 0, size_t(B), lk * d, true};
-    have_dP = false;
+    have_dP = have_dS = false;
+    float* o1 = k >= 2 ? dout(k - 1) : nullptr;  // (with dropout the same buffer as o, whose window is done)
+    const int lk1 = k >= 2 ? window_len(k - 1, m, N, w) : 0;
+    const size_t n1 = static_cast<size_t>(w) + lk1;
+    if (k >= 2) ops[count++] = {o1 + w * d, n1 * d, 1.0f, din.get(), n * d, nullptr, 0, size_t(B), size_t(lk1) * d, false};
     if (cfg_.accumulate) {
       // Both halves of the input added A = alpha * P_{k-1} (the second only its first lk rows).
       const float* P = k == 1 ? X : Y + static_cast<size_t>(k - 2) * w * d;
@@ -460,15 +481,16 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
         count = 0;
       } else {       // P_{k-1} = Y_{k-2}, the first half of window k-1's output: its gradient goes straight
                      // into window k-1's output gradient, dY_{k-2} + alpha * (both halves' input gradients).
-        float* o1 = dout(k - 1);  // (with dropout the same buffer as o, whose window is done)
-        const size_t n1 = static_cast<size_t>(w) + window_len(k - 1, m, N, w);
         ops[count++] = {o1, n1 * d, 1.0f, din.get(), n * d, dY + static_cast<size_t>(k - 2) * w * d, Nd, size_t(B),
                         w * d, false, alpha_at};
         be_.axpy2d_batch(ops, count);
         acc_alpha(o1, n1 * d, din.get() + w * d, n * d, lk * d);  // the same rows again: not batched
         count = 0;
-        have_dP = true;
+        have_dP = have_dS = true;
       }
+    } else if (k >= 2) {
+      ops[count++] = {o1, n1 * d, 1.0f, dY + static_cast<size_t>(k - 2) * w * d, Nd, nullptr, 0, size_t(B), w * d, false};
+      have_dP = have_dS = true;
     }
     if (count) be_.axpy2d_batch(ops, count);
     dS = din.get();
