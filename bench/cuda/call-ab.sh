@@ -19,10 +19,6 @@ for i in $(seq "${AB_ROUNDS:-2}"); do
   done
 done
 if [[ "${AB_NCU:-1}" == 1 ]]; then
-  t ncu-durations
-  RT_CUDA_GRAPH=0 timeout 150 ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --page raw \
-    --launch-skip 3200 --launch-count 1580 node bench/cuda/bench-model.mjs --no-torch --precisions bf16 --configs copy --reps 2 --out /tmp/bm.jsonl \
-    > "$OUT/ncu-dur.csv" 2> "$OUT/ncu-dur.err"
-  python3 bench/cuda/ncu-summary.py "$OUT/ncu-dur.csv" 1 | tee "$OUT/ncu-dur.txt" | head -16
+  ncu_durations_stage 16
 fi
 call_done

@@ -28,4 +28,13 @@ checks_stage() {
   t layer; timeout "$limit" bash bench/cuda/run.sh --stages layer > "$OUT/run-layer.log" 2>&1
   grep -E "^FAIL|^check:" "$OUT/check.log"
 }
+# Each kernel's own GPU time over one copy train step, graphs off (Nsight Compute; the two warm-up steps
+# skipped), summed by kernel into $OUT/ncu-dur.txt.
+ncu_durations_stage() {
+  t ncu-durations
+  RT_CUDA_GRAPH=0 timeout 150 ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --page raw \
+    --launch-skip 3200 --launch-count 1580 node bench/cuda/bench-model.mjs --no-torch --precisions bf16 --configs copy --reps 2 --out /tmp/bm.jsonl \
+    > "$OUT/ncu-dur.csv" 2> "$OUT/ncu-dur.err"
+  python3 bench/cuda/ncu-summary.py "$OUT/ncu-dur.csv" 1 | tee "$OUT/ncu-dur.txt" | head -"${1:-16}"
+}
 call_done() { t end; tar -C /tmp -czf "$RESULT_DIR/all.tar.gz" res; }

@@ -10,11 +10,7 @@ t graph; timeout 150 node bench/cuda/check-graph.mjs --out "$OUT/check-graph.jso
 if grep -q "^kernels_check: [0-9]* passed, 0 failed" "$OUT/kernels.log"; then
   t bench; TORCH_MODES=${TORCH_MODES:-fp32,bf16,bf16-sdpa} timeout 330 bash bench/cuda/run.sh --stages bench-model > "$OUT/run-bench.log" 2>&1
   grep -A 14 "^config " "$OUT/bench-model.log"
-  t ncu-durations
-  RT_CUDA_GRAPH=0 timeout 120 ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --page raw \
-    --launch-skip 3200 --launch-count 1580 node bench/cuda/bench-model.mjs --no-torch --precisions bf16 --configs copy --reps 2 --out /tmp/bm.jsonl \
-    > "$OUT/ncu-dur.csv" 2> "$OUT/ncu-dur.err"
-  python3 bench/cuda/ncu-summary.py "$OUT/ncu-dur.csv" 1 | tee "$OUT/ncu-dur.txt" | head -14
+  ncu_durations_stage 14
 else
   echo "kernels_check failed: no timings"
 fi

@@ -87,6 +87,38 @@ __device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&c0)[4],
   a[3] = pack_bf16(c1[2], c1[3]);
 }
 
+// dst[r][c] = sum_j S[r][j] M[j][c] for the warp's query rows r (tile m, keys j < 16(m + 1)), with S in
+// the accumulator layout (one tile of 8 keys per s[nt]) and M held transposed in shared memory (T[c][j]);
+// written as float32 into rows of dst (stride ld). Both attention products with a key-side sum: out = Pd V
+// forward, dQ = dS K backward.
+template <int HD>
+__device__ __forceinline__ void acc_times_t(const float (&s)[8][4], const __nv_bfloat16* T, int m, float* dst,
+                                            size_t ld, const int (&r)[2], int gq, int tq) {
+  float o[HD / 8][4];
+#pragma unroll
+  for (int cn = 0; cn < HD / 8; ++cn)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[cn][e] = 0.0f;
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    if (kk > m) break;
+    uint32_t a[4];
+    acc_to_a(a, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+    for (int cn = 0; cn < HD / 8; ++cn) {
+      uint32_t b[2];
+      frag_b_sm(b, T, 8 * cn, 16 * kk, gq, tq);
+      mma_bf16(o[cn], a, b);
+    }
+  }
+#pragma unroll
+  for (int cn = 0; cn < HD / 8; ++cn)
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh)
+      *reinterpret_cast<float2*>(dst + static_cast<size_t>(r[hh]) * ld + 8 * cn + 2 * tq) =
+          make_float2(o[cn][2 * hh], o[cn][2 * hh + 1]);
+}
+
 // Forward of (element b, head h): probs (undropped, zeros past the diagonal) and out = dropout(P) V.
 template <int HD>
 __device__ __forceinline__ void forward_head_mma(const float* __restrict__ qkv, float* __restrict__ probs,
@@ -163,30 +195,7 @@ __device__ __forceinline__ void forward_head_mma(const float* __restrict__ qkv, 
     }
   }
   // out = Pd V over the key tiles kk <= m.
-  float o[HD / 8][4];
-#pragma unroll
-  for (int cn = 0; cn < HD / 8; ++cn)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) o[cn][e] = 0.0f;
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    if (kk > m) break;
-    uint32_t pa[4];
-    acc_to_a(pa, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-    for (int cn = 0; cn < HD / 8; ++cn) {
-      uint32_t vb[2];
-      frag_b_sm(vb, Vt, 8 * cn, 16 * kk, gq, tq);
-      mma_bf16(o[cn], pa, vb);
-    }
-  }
-  float* ob = out + static_cast<size_t>(b) * n * g.d + h * HD;
-#pragma unroll
-  for (int cn = 0; cn < HD / 8; ++cn)
-#pragma unroll
-    for (int hh = 0; hh < 2; ++hh)
-      *reinterpret_cast<float2*>(ob + static_cast<size_t>(r[hh]) * g.d + 8 * cn + 2 * tq) =
-          make_float2(o[cn][2 * hh], o[cn][2 * hh + 1]);
+  acc_times_t<HD>(s, Vt, m, out + static_cast<size_t>(b) * n * g.d + h * HD, g.d, r, gq, tq);
 }
 
 // Backward of (element b, head h): dQ, dK and dV into dqkv. Phase 1, warp m over its query rows: dP =
@@ -273,31 +282,7 @@ __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv,
   __syncthreads();  // Kt, Qt, Ot, St and Pt complete
   if (!active) return;
   // dQ = dS K over key tiles kk <= m.
-  {
-    float acc[HD / 8][4];
-#pragma unroll
-    for (int cn = 0; cn < HD / 8; ++cn)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[cn][e] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      if (kk > m) break;
-      uint32_t sa[4];
-      acc_to_a(sa, ds[2 * kk], ds[2 * kk + 1]);
-#pragma unroll
-      for (int cn = 0; cn < HD / 8; ++cn) {
-        uint32_t kb[2];
-        frag_b_sm(kb, Kt, 8 * cn, 16 * kk, gq, tq);
-        mma_bf16(acc[cn], sa, kb);
-      }
-    }
-#pragma unroll
-    for (int cn = 0; cn < HD / 8; ++cn)
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh)
-        *reinterpret_cast<float2*>(db + static_cast<size_t>(r[hh]) * g.ld + 8 * cn + 2 * tq) =
-            make_float2(acc[cn][2 * hh], acc[cn][2 * hh + 1]);
-  }
+  acc_times_t<HD>(ds, Kt, m, db, g.ld, r, gq, tq);
   // dV = Pd^T dO and dK = dS^T Q for key rows [j0, j0 + 16), over query tiles kk >= m.
   {
     const int j0 = i0, tiles = n / 16;
