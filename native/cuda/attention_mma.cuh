@@ -87,6 +87,31 @@ __device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&c0)[4],
   a[3] = pack_bf16(c1[2], c1[3]);
 }
 
+// s[nt] = rows [i0, i0 + 16) of A times rows [8nt, 8nt + 8) of M, transposed (A M^T: the scores Q K^T,
+// dP = dO V^T), for the key tiles nt < nt_end and zeros after; A and M are float32 head slices in global
+// memory with row strides lda and ldm.
+template <int HD>
+__device__ __forceinline__ void rows_times_rows_t(float (&s)[8][4], const float* __restrict__ A, int lda,
+                                                  const float* __restrict__ M, int ldm, int i0, int nt_end, int gq,
+                                                  int tq) {
+  uint32_t a[HD / 16][4];
+#pragma unroll
+  for (int ks = 0; ks < HD / 16; ++ks) frag_a(a[ks], A, lda, i0, 16 * ks, gq, tq);
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[nt][e] = 0.0f;
+    if (nt < nt_end) {
+#pragma unroll
+      for (int ks = 0; ks < HD / 16; ++ks) {
+        uint32_t b[2];
+        frag_bt(b, M, ldm, 8 * nt, 16 * ks, gq, tq);
+        mma_bf16(s[nt], a[ks], b);
+      }
+    }
+  }
+}
+
 // dst[r][c] = sum_j S[r][j] M[j][c] for the warp's query rows r (tile m, keys j < 16(m + 1)), with S in
 // the accumulator layout (one tile of 8 keys per s[nt]) and M held transposed in shared memory (T[c][j]);
 // written as float32 into rows of dst (stride ld). Both attention products with a key-side sum: out = Pd V
@@ -131,23 +156,8 @@ __device__ __forceinline__ void forward_head_mma(const float* __restrict__ qkv, 
   const int m = tid() >> 5, lane = tid() & 31, gq = lane >> 2, tq = lane & 3;
   if (16 * m >= n) return;
   const int i0 = 16 * m, nt_end = 2 * m + 2;  // key tiles of 8 that hold a causal pair of these rows
-  uint32_t qa[HD / 16][4];
-#pragma unroll
-  for (int ks = 0; ks < HD / 16; ++ks) frag_a(qa[ks], base, g.ld, i0, 16 * ks, gq, tq);
   float s[8][4];
-#pragma unroll
-  for (int nt = 0; nt < 8; ++nt) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) s[nt][e] = 0.0f;
-    if (nt < nt_end) {
-#pragma unroll
-      for (int ks = 0; ks < HD / 16; ++ks) {
-        uint32_t kb[2];
-        frag_bt(kb, base + g.d, g.ld, 8 * nt, 16 * ks, gq, tq);
-        mma_bf16(s[nt], qa[ks], kb);
-      }
-    }
-  }
+  rows_times_rows_t<HD>(s, base, g.ld, base + g.d, g.ld, i0, nt_end, gq, tq);  // Q K^T
   // Causal softmax of rows r = i0 + gq (elements 0, 1) and r + 8 (2, 3); a row's values are spread over
   // the four lanes of a quad.
   const int r[2] = {i0 + gq, i0 + gq + 8};
@@ -220,30 +230,18 @@ __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv,
   const int r[2] = {i0 + gq, i0 + gq + 8};
   float ds[8][4];
   if (active) {
-    uint32_t oa[HD / 16][4];
+    float p[8][4];  // the probabilities, read first so that the loads overlap the products
 #pragma unroll
-    for (int ks = 0; ks < HD / 16; ++ks) frag_a(oa[ks], ob, g.d, i0, 16 * ks, gq, tq);
-    float p[8][4];
+    for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) ds[nt][e] = p[nt][e] = 0.0f;
-      if (nt < nt_end) {
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-          const float2 v = __ldg(reinterpret_cast<const float2*>(probs + (static_cast<size_t>(bh) * n + r[hh]) * n +
-                                                                  8 * nt + 2 * tq));
-          p[nt][2 * hh] = v.x;
-          p[nt][2 * hh + 1] = v.y;
-        }
-#pragma unroll
-        for (int ks = 0; ks < HD / 16; ++ks) {
-          uint32_t vb[2];
-          frag_bt(vb, base + 2 * g.d, g.ld, 8 * nt, 16 * ks, gq, tq);
-          mma_bf16(ds[nt], oa[ks], vb);
-        }
+      for (int hh = 0; hh < 2; ++hh) {
+        float2 v = make_float2(0.0f, 0.0f);
+        if (nt < nt_end)
+          v = __ldg(reinterpret_cast<const float2*>(probs + (static_cast<size_t>(bh) * n + r[hh]) * n + 8 * nt + 2 * tq));
+        p[nt][2 * hh] = v.x;
+        p[nt][2 * hh + 1] = v.y;
       }
-    }
+    rows_times_rows_t<HD>(ds, ob, g.d, base + 2 * g.d, g.ld, i0, nt_end, gq, tq);  // dP = dO V^T
     // Mask, rowsum(dP P), dS; Pd^T and dS^T (zeros past the diagonal) to shared memory.
     float t[2] = {0.0f, 0.0f};
 #pragma unroll

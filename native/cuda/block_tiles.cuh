@@ -37,7 +37,7 @@ constexpr int kWarps = RT_FUSED_WARPS;
 constexpr int kThreads = kWarps * 32;
 constexpr int kUM = kWarps >= 16 ? 1 : kMT;  // m16 tiles per work unit of a product
 constexpr int kMSplit = kMT / kUM;            // work units along the rows
-static_assert(kTM % kWarps == 0 || kWarps > kTM, "rows must spread evenly over the warps");
+static_assert(kTM % kWarps == 0, "rows must spread evenly over the warps (tile_layernorm_backward)");
 constexpr int kNB = 2;   // n8 tiles per warp pass: 16 columns (d a multiple of 16 makes every N one of these)
 constexpr int kPad = 8;  // elements of padding per shared row
 constexpr float kEps = 1e-5f;  // layernorm.cu's

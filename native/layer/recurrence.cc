@@ -430,12 +430,10 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   }
   const float* dS = din.get();  // gradient of S_{k}, read before din is next overwritten
   size_t dS_stride = last * d;
-  // True when window k's first half, dY_{k-1} + dP_k (P_k = Y_{k-1} feeds window k+1 under accumulate), was
-  // already written by window k+1. P_{m-1} feeds nothing, so the walk starts without it.
-  bool have_dP = false;
-  // True when its second half, dS_k, was written too: from window 2 on, window k+1's last glue batch
-  // assembles both halves of window k's output gradient (one launch fewer per window).
-  bool have_dS = false;
+  // True when window k's output gradient was already assembled by window k+1's last glue batch (from window
+  // 2 on: one launch fewer per window): its first half dY_{k-1} (+ dP_k under accumulate, P_k = Y_{k-1}
+  // feeding window k+1) and its second half dS_k. The last window's is assembled here.
+  bool assembled = false;
   // alpha's gradient, one double summed in the backend's memory (read once at the end, not per window).
   DeviceBuffer dalpha_acc;
   if (cfg_.accumulate) {
@@ -447,13 +445,11 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
     const int lk = window_len(k, m, N, w), n = w + lk;
     float* o = dout(k);
     // Z = [Y_{k-1}, S_k]; Y_{k-1} is also P_k, which the next window read.
-    {
-      Axpy2dOp ops[2];
-      int count = 0;
-      if (!have_dP)
-        ops[count++] = {o, n * d, 1.0f, dY + static_cast<size_t>(k - 1) * w * d, Nd, nullptr, 0, size_t(B), w * d, false};
-      if (!have_dS) ops[count++] = {o + w * d, n * d, 1.0f, dS, dS_stride, nullptr, 0, size_t(B), lk * d, false};
-      if (count) be_.axpy2d_batch(ops, count);
+    if (!assembled) {
+      const Axpy2dOp ops[2] = {
+          {o, n * d, 1.0f, dY + static_cast<size_t>(k - 1) * w * d, Nd, nullptr, 0, size_t(B), w * d, false},
+          {o + w * d, n * d, 1.0f, dS, dS_stride, nullptr, 0, size_t(B), lk * d, false}};
+      be_.axpy2d_batch(ops, 2);
     }
     back(k, o, din.get());
     float* dXk = dX + static_cast<size_t>(k) * w * d;
@@ -464,7 +460,6 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
     Axpy2dOp ops[4];
     int count = 0;
     ops[count++] = {dXk, Nd, 1.0f, din.get() + w * d, n * d, nullptr, 0, size_t(B), lk * d, true};
-    have_dP = have_dS = false;
     float* o1 = k >= 2 ? dout(k - 1) : nullptr;  // (with dropout the same buffer as o, whose window is done)
     const int lk1 = k >= 2 ? window_len(k - 1, m, N, w) : 0;
     const size_t n1 = static_cast<size_t>(w) + lk1;
@@ -486,13 +481,12 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
         be_.axpy2d_batch(ops, count);
         acc_alpha(o1, n1 * d, din.get() + w * d, n * d, lk * d);  // the same rows again: not batched
         count = 0;
-        have_dP = have_dS = true;
       }
     } else if (k >= 2) {
       ops[count++] = {o1, n1 * d, 1.0f, dY + static_cast<size_t>(k - 2) * w * d, Nd, nullptr, 0, size_t(B), w * d, false};
-      have_dP = have_dS = true;
     }
     if (count) be_.axpy2d_batch(ops, count);
+    assembled = k >= 2;
     dS = din.get();
     dS_stride = n * d;
   }
