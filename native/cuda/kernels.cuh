@@ -54,6 +54,16 @@ void linear_forward(bool bf16, const float* x, const float* W, const float* b, f
 void linear_backward(bool bf16, const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,
                      int n, int in, int out);
 
+// ---- weight_grad.cu ----
+// dW[out,in] += dy^T x; db[out] += column sums of dy (db may be null): the weight gradients over many rows
+// (block_weight_grads), bf16 products with float32 accumulation, each float32 operand read from memory once
+// and converted on chip, partial tiles per row chunk summed in a fixed order (deterministic). Runs whatever
+// the shape; linear_backward(bf16) takes it when weight_grad_preferred(n, in, out) (the rule is in
+// weight_grad.cu). RT_CUDA_DW=0 in the environment (read once), or set_weight_grad(false), turns that off.
+void linear_weight_grad(const float* x, const float* dy, float* dW, float* db, int n, int in, int out);
+bool weight_grad_preferred(int n, int in, int out);
+void set_weight_grad(bool on);
+
 // ---- layernorm.cu ----
 void layernorm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int n,
                        int d);

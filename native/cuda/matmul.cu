@@ -11,7 +11,8 @@
 // else 64x64 (4 warps, 32x32 each). Products with few output tiles and a long reduction (the weight
 // gradients dW = dy^T x, K = thousands of tokens) are split over K: each split writes its partial tile to a
 // workspace and a second kernel sums the splits in order, adding into C. No atomics: the same inputs give
-// the same bits.
+// the same bits. In bf16, linear_backward hands weight gradients over many rows (dW = dy^T x with rows >>
+// in, out) to weight_grad.cu instead, which reads each operand once.
 #include <cuda_bf16.h>
 #include <mma.h>
 
@@ -603,6 +604,10 @@ void linear_backward(bool bf16, const float* x, const float* W, const float* dy,
   }
   if (dW) {
     RT_PROF("linear_backward/dW");
+    if (bf16 && weight_grad_preferred(n, in, out)) {
+      linear_weight_grad(x, dy, dW, db, n, in, out);  // db from the same reads of dy
+      return;
+    }
     gemm(bf16, true, false, out, in, n, 1.0f, dy, out, x, in, 1.0f, dW, in);
   }
   if (db) {

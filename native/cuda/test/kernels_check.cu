@@ -1,7 +1,9 @@
 // Standalone check of the CUDA kernels against the CPU kernels (no Node): every kernel of
 // cuda/kernels.cuh on random inputs, odd shapes included, in float32 and bf16, plus the dropout mask bit
-// for bit; then one JSON line of timings (GEMM TFLOP/s on the layer's shapes, attention, layernorm).
+// for bit; then one JSON line of timings (GEMM TFLOP/s on the layer's shapes, attention, layernorm), and the
+// weight gradients of one step (weight_grad.cu against RT_CUDA_DW=0's path: a line per product, one JSON line).
 // Exit status 0 when every check passes. Built by bench/cuda/run.sh (nvcc, static cudart).
+//   kernels_check [--no-bench | --weight-grad]   (--weight-grad: only weight_grad.cu's checks and timing)
 //
 // Error metric: max |gpu - cpu| / max |cpu| over the tensor (error relative to the tensor's scale).
 // Limits: float32 paths 2e-5 (summation order only), bf16 products 1e-2 (8-bit mantissas).
@@ -212,6 +214,68 @@ static void check_linear() {
     }
 }
 
+// dW += dy^T x and db += column sums of dy through weight_grad.cu's kernel: the copy config's and the char
+// config's product shapes, odd sizes (the element-wise load path, tails of every tile), rows that no chunk
+// size divides, unaligned operands; dW and db accumulated into non-zero values, db left out too. The first
+// cases go through linear_backward, whose rule must pick the kernel at those sizes; the rest call it directly.
+static void check_weight_grad() {
+  struct Case { int n, in, out; bool db, direct, unaligned; };
+  const Case cases[] = {
+      // linear_backward, rows past the rule's threshold (copy: ~51k rows at most; char: 8 max(in, out))
+      {70001, 96, 288, true, false, false}, {70001, 96, 384, false, false, false},
+      {70001, 384, 96, true, false, false}, {70001, 96, 96, true, false, false},
+      {13001, 384, 1536, true, false, false}, {12400, 1536, 384, false, false, false},
+      // direct
+      {4003, 96, 288, true, true, false}, {4096, 96, 384, true, true, false}, {4000, 384, 96, false, true, false},
+      {4000, 96, 96, true, true, false}, {3001, 384, 1152, true, true, false}, {2500, 384, 1536, true, true, false},
+      {2500, 1536, 384, true, true, false}, {2000, 384, 384, false, true, false},
+      {1001, 70, 100, true, true, false}, {777, 100, 70, false, true, false}, {1003, 100, 68, true, true, false},
+      {33, 17, 200, true, true, false}, {5, 3, 7, true, true, false}, {1, 1, 1, true, true, false},
+      {3000, 500, 200, true, true, false}, {3000, 96, 96, true, true, true}, {2001, 384, 96, true, true, true},
+  };
+  for (const Case& c : cases) {
+    const std::string s = " n=" + std::to_string(c.n) + " in=" + std::to_string(c.in) + " out=" + std::to_string(c.out) +
+                          (c.db ? "" : " no db") + (c.direct ? "" : " (linear_backward)") + (c.unaligned ? " unaligned" : "");
+    if (!c.direct)
+      expect_le(rt::cuda::weight_grad_preferred(c.n, c.in, c.out) ? 0 : 1, 0, "weight_grad rule picks" + s);
+    const int o = c.unaligned ? 1 : 0;  // operands one float off 16-byte alignment
+    VF x = randv(o + static_cast<size_t>(c.n) * c.in, 71), dy = randv(o + static_cast<size_t>(c.n) * c.out, 72);
+    VF dW0 = randv(static_cast<size_t>(c.out) * c.in, 73), db0 = randv(c.out, 74), dW = dW0, db = db0;
+    rt::cpu::linear_backward(x.data() + o, x.data() + o, dy.data() + o, nullptr, dW.data(), c.db ? db.data() : nullptr,
+                             c.n, c.in, c.out);
+    Dev gx(x), gdy(dy), gdW(dW0), gdb(db0);
+    if (c.direct)
+      rt::cuda::linear_weight_grad(gx.p + o, gdy.p + o, gdW.p, c.db ? gdb.p : nullptr, c.n, c.in, c.out);
+    else
+      rt::cuda::linear_backward(true, gx.p + o, nullptr, gdy.p + o, nullptr, gdW.p, c.db ? gdb.p : nullptr, c.n, c.in,
+                                c.out);
+    const VF got = gdW.get();
+    check(got, dW, true, "weight_grad dW" + s);
+    if (c.db) check(gdb.get(), db, false, "weight_grad db" + s);
+    // Same inputs, same bits.
+    if (c.direct && c.n >= 1000) {
+      Dev gdW2(dW0), gdb2(db0);
+      rt::cuda::linear_weight_grad(gx.p + o, gdy.p + o, gdW2.p, c.db ? gdb2.p : nullptr, c.n, c.in, c.out);
+      const VF again = gdW2.get();
+      expect_le(std::memcmp(again.data(), got.data(), got.size() * 4) == 0 ? 0 : 1, 0, "weight_grad deterministic" + s);
+    }
+  }
+  // RT_CUDA_DW=0's path (set_weight_grad(false)): linear_backward back on the GEMM at a size the rule takes.
+  {
+    const int n = 70001, in = 96, out = 288;
+    VF x = randv(static_cast<size_t>(n) * in, 75), dy = randv(static_cast<size_t>(n) * out, 76);
+    VF dW0 = randv(static_cast<size_t>(out) * in, 77), db0 = randv(out, 78), dW = dW0, db = db0;
+    rt::cpu::linear_backward(x.data(), x.data(), dy.data(), nullptr, dW.data(), db.data(), n, in, out);
+    rt::cuda::set_weight_grad(false);
+    expect_le(rt::cuda::weight_grad_preferred(n, in, out) ? 1 : 0, 0, "weight_grad off: the rule declines");
+    Dev gx(x), gdy(dy), gdW(dW0), gdb(db0);
+    rt::cuda::linear_backward(true, gx.p, nullptr, gdy.p, nullptr, gdW.p, gdb.p, n, in, out);
+    check(gdW.get(), dW, true, "linear_backward dW, weight_grad off");
+    check(gdb.get(), db, false, "linear_backward db, weight_grad off");
+    rt::cuda::set_weight_grad(true);
+  }
+}
+
 static void check_layernorm() {
   for (int d : {5, 96, 384})
     for (bool bias : {false, true}) {
@@ -384,21 +448,92 @@ static void bench() {
   std::printf("%s}\n", json.c_str());
 }
 
+// The weight gradients of one step's block_weight_grads (rows = every window's rows of a layer), with db:
+// weight_grad.cu's kernel against RT_CUDA_DW=0's path (the GEMM, split over K, plus the column-sum
+// kernels). GB/s counts the operands once: rows x (in + out) x 4 bytes, the floor's traffic.
+__global__ void fill_uniform(float* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    uint32_t h = static_cast<uint32_t>(i) * 0x9E3779B1u ^ static_cast<uint32_t>(i >> 32) ^ seed;
+    h ^= h >> 16;
+    h *= 0x7feb352du;
+    h ^= h >> 15;
+    h *= 0x846ca68bu;
+    h ^= h >> 16;
+    p[i] = static_cast<float>(h >> 8) * (2.0f / 16777216.0f) - 1.0f;
+  }
+}
+
+static void bench_weight_grad() {
+  struct Prod { int in, out; };
+  struct Cfg { const char* name; int rows; Prod p[4]; };
+  const Cfg cfgs[] = {{"copy", 528000, {{96, 288}, {96, 96}, {96, 384}, {384, 96}}},
+                      {"char", 139000, {{384, 1152}, {384, 384}, {384, 1536}, {1536, 384}}}};
+  std::string json = "{\"bench\":\"weight_grad\",\"unit\":\"us\"";
+  for (const Cfg& c : cfgs) {
+    int max_in = 0, max_out = 0;
+    for (const Prod& p : c.p) max_in = std::max(max_in, p.in), max_out = std::max(max_out, p.out);
+    Dev x(static_cast<size_t>(c.rows) * max_in), dy(static_cast<size_t>(c.rows) * max_out);
+    Dev dW(randv(static_cast<size_t>(max_in) * max_out, 81)), db(randv(max_out, 82));
+    fill_uniform<<<1024, 256, 0, rt::cuda::stream()>>>(x.p, x.n, 1);
+    fill_uniform<<<1024, 256, 0, rt::cuda::stream()>>>(dy.p, dy.n, 2);
+    RT_CU(cudaStreamSynchronize(rt::cuda::stream()));
+    double tot_new = 0, tot_old = 0, tot_bytes = 0;
+    for (const Prod& p : c.p) {
+      auto run = [&] { rt::cuda::linear_backward(true, x.p, nullptr, dy.p, nullptr, dW.p, db.p, c.rows, p.in, p.out); };
+      rt::cuda::set_weight_grad(true);
+      const bool taken = rt::cuda::weight_grad_preferred(c.rows, p.in, p.out);
+      const double t_new = time_ms(run, 10) * 1e3;
+      rt::cuda::set_weight_grad(false);
+      const double t_old = time_ms(run, 10) * 1e3;
+      rt::cuda::set_weight_grad(true);
+      const double bytes = static_cast<double>(c.rows) * (p.in + p.out) * 4;
+      tot_new += t_new;
+      tot_old += t_old;
+      tot_bytes += bytes;
+      std::printf("weight_grad %s rows %d in %4d out %4d (%.0f MB): %s %8.1f us %6.0f GB/s | RT_CUDA_DW=0 %8.1f us %6.0f GB/s | %.2fx\n",
+                  c.name, c.rows, p.in, p.out, bytes / 1e6, taken ? "new" : "n/a", t_new, bytes / t_new / 1e3, t_old,
+                  bytes / t_old / 1e3, t_old / t_new);
+      char buf[200];
+      std::snprintf(buf, sizeof buf, ",\"%s_%dx%d_new\":%.1f,\"%s_%dx%d_old\":%.1f", c.name, p.in, p.out, t_new, c.name,
+                    p.in, p.out, t_old);
+      json += buf;
+    }
+    std::printf("weight_grad %s total (%.2f GB): new %.1f us %.0f GB/s | RT_CUDA_DW=0 %.1f us %.0f GB/s | %.2fx\n", c.name,
+                tot_bytes / 1e9, tot_new, tot_bytes / tot_new / 1e3, tot_old, tot_bytes / tot_old / 1e3, tot_old / tot_new);
+    char buf[160];
+    std::snprintf(buf, sizeof buf, ",\"%s_total_new\":%.1f,\"%s_total_old\":%.1f", c.name, tot_new, c.name, tot_old);
+    json += buf;
+  }
+  std::printf("%s}\n", json.c_str());
+}
+
 int main(int argc, char** argv) {
   try {
     cudaDeviceProp prop{};
     RT_CU(cudaGetDeviceProperties(&prop, 0));
     std::printf("device: %s, %d SMs, %zu KB smem opt-in\n", prop.name, prop.multiProcessorCount,
                 prop.sharedMemPerBlockOptin / 1024);
-    check_gemm();
-    check_linear();
-    check_layernorm();
-    check_attention();
-    check_activation_dropout();
-    check_decode();
+    // --weight-grad: only weight_grad.cu's checks and timing (a quick look at that kernel).
+    const std::string arg = argc >= 2 ? argv[1] : "";
+    const bool dw_only = arg == "--weight-grad";
+    if (!dw_only) {
+      check_gemm();
+      check_linear();
+    }
+    check_weight_grad();
+    if (!dw_only) {
+      check_layernorm();
+      check_attention();
+      check_activation_dropout();
+      check_decode();
+    }
     std::printf("kernels_check: %d passed, %d failed; worst rel. error f32 %.2e, bf16 %.2e\n", g_passed, g_failed,
                 g_worst_f32, g_worst_bf16);
-    if (argc < 2 || std::string(argv[1]) != "--no-bench") bench();
+    if (arg != "--no-bench") {
+      if (!dw_only) bench();
+      bench_weight_grad();
+    }
   } catch (const std::exception& e) {
     std::printf("kernels_check: error: %s\n", e.what());
     return 2;
