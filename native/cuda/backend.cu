@@ -230,15 +230,86 @@ Allocator& allocator() {
 
 // ---- the strided helpers of rt::Backend ----
 
+// Dot products in double, in a fixed order (the same bits every run, like the CPU): kDotBlocks blocks of
+// kDotThreads each take a contiguous range of rows of a product, then one warp adds the partials in a fixed
+// tree. No 64-bit division per element: rows outer, columns across the threads.
+constexpr int kDotThreads = 256, kDotBlocks = 64;
+constexpr int kDotParts = 2 * kDotBlocks;  // a DotPairOp's partials: its first product's, then its second's
+// Block blockIdx.x (< kDotBlocks) of product d: its partial into *part.
+__device__ void dot_block(const Dot2dArgs& d, double* part) {
+  __shared__ double red[kDotThreads / 32];
+  const size_t r0 = d.rows * blockIdx.x / kDotBlocks, r1 = d.rows * (blockIdx.x + 1) / kDotBlocks;
+  double s = 0;
+  for (size_t r = r0; r < r1; ++r) {
+    const float* a = d.a + r * d.as;
+    const float* b = d.b + r * d.bs;
+    for (size_t c = threadIdx.x; c < d.cols; c += kDotThreads) s += static_cast<double>(a[c]) * b[c];
+  }
+  // Warps first, then the eight warp sums: a fixed order, so the same bits every run.
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = s;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double t = 0;
+    for (int w = 0; w < kDotThreads / 32; ++w) t += red[w];
+    *part = t;
+  }
+}
+// A DotPairOp's value from its kDotParts partials, in lane 0 of the calling warp: each lane two partials of
+// each product, then a fixed xor tree (it was one thread, 4 us).
+__device__ double dot_pair_value(const double* part) {
+  static_assert(kDotBlocks == 64, "two partials a lane");
+  const int lane = threadIdx.x & 31;
+  double s[2];
+  for (int p = 0; p < 2; ++p) {
+    s[p] = part[p * kDotBlocks + lane] + part[p * kDotBlocks + lane + 32];
+    for (int o = 16; o > 0; o >>= 1) s[p] += __shfl_xor_sync(0xffffffffu, s[p], o);
+  }
+  return s[0] + s[1];
+}
+__global__ void dot_finish_kernel(const double* part, double* out) {
+  const double s = dot_pair_value(part);
+  if (threadIdx.x == 0) *out = s;
+}
+// Backend::alpha_grad_parts: the warps take a slot each, kDotThreads slots at a time, then one thread adds
+// them in order of slot.
+__global__ void __launch_bounds__(kDotThreads)
+    alpha_grad_parts_kernel(float* grad, const float* st, const double* parts, int slots) {
+  __shared__ double value[kDotThreads];
+  double dalpha = 0;
+  for (int j0 = 0; j0 < slots; j0 += kDotThreads) {
+    const int n = min(slots - j0, kDotThreads);
+    for (int j = threadIdx.x >> 5; j < n; j += kDotThreads / 32) {
+      const double v = dot_pair_value(parts + static_cast<size_t>(j0 + j) * kDotParts);
+      if ((threadIdx.x & 31) == 0) value[j] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0)
+      for (int j = 0; j < n; ++j) dalpha += value[j];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0 && alpha_passes_grad(st[0])) *grad += static_cast<float>(dalpha);
+}
+
 // axpy2d, acc2d and Backend::axpy2d_batch, one kernel: blockIdx.y picks the op; dst[r*ds + c] =
-// alpha * x[r*xs + c] + (acc ? dst : y ? y[r*ys + c] : 0), dst may alias x or y (same element). Strides and
-// cols in units of V floats (V = 4 when every stride and pointer allows float4).
+// alpha * x[r*xs + c] + (acc ? dst : y ? y[r*ys + c] : 0) (+ alpha * x2[r*x2s + c]), dst may alias x or y
+// (same element). Strides and cols in units of V floats (V = 4 when every stride and pointer allows
+// float4). With a dot pair, the two rows of blocks past the ops are its products' (kDotBlocks blocks each).
+constexpr int kAxpyThreads = 256;
+static_assert(kAxpyThreads == kDotThreads, "dot_block runs in the batch's blocks");
 struct AxpyBatch {
   Axpy2dOp op[Backend::kMaxAxpyBatch];
+  int ops;
+  DotPairOp dot;
 };
 template <int V>
-__global__ void axpy2d_batch_kernel(AxpyBatch b) {
+__global__ void __launch_bounds__(kAxpyThreads) axpy2d_batch_kernel(AxpyBatch b) {
   using T = typename std::conditional<V == 4, float4, float>::type;
+  if (static_cast<int>(blockIdx.y) >= b.ops) {
+    const int p = blockIdx.y - b.ops;
+    if (blockIdx.x < kDotBlocks) dot_block(b.dot.d[p], b.dot.part + p * kDotBlocks + blockIdx.x);
+    return;
+  }
   const Axpy2dOp& o = b.op[blockIdx.y];
   const size_t total = o.rows * o.cols, stride = static_cast<size_t>(gridDim.x) * blockDim.x;
   const float al = o.scale ? o.alpha * *o.scale : o.alpha;
@@ -253,65 +324,17 @@ __global__ void axpy2d_batch_kernel(AxpyBatch b) {
       } else {
         v = make_float4(al * a.x, al * a.y, al * a.z, al * a.w);
       }
+      if (o.x2) {
+        const float4 e = reinterpret_cast<const float4*>(o.x2)[r * o.x2s + c];
+        v.x += al * e.x; v.y += al * e.y; v.z += al * e.z; v.w += al * e.w;
+      }
       d = v;
     } else {
-      d = o.acc ? d + al * a : (o.y ? al * a + o.y[r * o.ys + c] : al * a);
+      float v = o.acc ? d + al * a : (o.y ? al * a + o.y[r * o.ys + c] : al * a);
+      if (o.x2) v += al * o.x2[r * o.x2s + c];
+      d = v;
     }
   }
-}
-
-// Dot products in double, in a fixed order (the same bits every run, like the CPU): kDotBlocks blocks each
-// take a contiguous range of rows (blockIdx.y picks one of two products), then one thread adds the
-// partials in order. No 64-bit division per element: rows outer, columns across the threads.
-constexpr int kDotThreads = 256, kDotBlocks = 64;
-struct DotArgs {
-  const float* a;
-  size_t as;
-  const float* b;
-  size_t bs;
-  size_t rows, cols;
-};
-__global__ void __launch_bounds__(kDotThreads) dot_partial_kernel(DotArgs d0, DotArgs d1, double* part) {
-  __shared__ double red[kDotThreads / 32];
-  const DotArgs d = blockIdx.y ? d1 : d0;
-  const size_t r0 = d.rows * blockIdx.x / gridDim.x, r1 = d.rows * (blockIdx.x + 1) / gridDim.x;
-  double s = 0;
-  for (size_t r = r0; r < r1; ++r) {
-    const float* a = d.a + r * d.as;
-    const float* b = d.b + r * d.bs;
-    for (size_t c = threadIdx.x; c < d.cols; c += kDotThreads) s += static_cast<double>(a[c]) * b[c];
-  }
-  // Warps first, then the eight warp sums: a fixed order, so the same bits every run.
-  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = s;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    double t = 0;
-    for (int w = 0; w < kDotThreads / 32; ++w) t += red[w];
-    part[blockIdx.y * gridDim.x + blockIdx.x] = t;
-  }
-}
-// pairs == 2: *out += (sum of the first product's partials) + (the second's); pairs == 1: *out = the sum.
-// One warp, each lane two partials of each product, then a fixed xor tree (it was one thread, 4 us).
-__global__ void dot_finish_kernel(const double* part, int pairs, double* out) {
-  static_assert(kDotBlocks == 64, "two partials a lane");
-  const int lane = threadIdx.x;
-  double s[2] = {0, 0};
-  for (int p = 0; p < pairs; ++p) {
-    s[p] = part[p * kDotBlocks + lane] + part[p * kDotBlocks + lane + 32];
-    for (int o = 16; o > 0; o >>= 1) s[p] += __shfl_xor_sync(0xffffffffu, s[p], o);
-  }
-  if (lane != 0) return;
-  if (pairs == 2) *out += s[0] + s[1];
-  else *out = s[0];
-}
-void dot_launch(const DotArgs& d0, const DotArgs& d1, int pairs, double* out) {
-  Scratch part(sizeof(double) * kDotBlocks * 2);
-  double* p = static_cast<double*>(part.get());
-  dot_partial_kernel<<<dim3(kDotBlocks, pairs), kDotThreads, 0, stream()>>>(d0, d1, p);
-  RT_CU_LAUNCH("dot2d partial");
-  dot_finish_kernel<<<1, 32, 0, stream()>>>(p, pairs, out);
-  RT_CU_LAUNCH("dot2d finish");
 }
 
 __global__ void all_finite_kernel(const float* x, size_t n, int* bad) {
@@ -347,9 +370,6 @@ __global__ void alpha_state_kernel(float* st, const float* param) {
   st[0] = a;
   st[1] = alpha_used(a);
 }
-__global__ void alpha_grad_acc_kernel(float* grad, const float* st, const double* dalpha) {
-  if (alpha_passes_grad(st[0])) *grad += static_cast<float>(*dalpha);
-}
 
 struct Graph {
   cudaGraphExec_t exec = nullptr;
@@ -382,9 +402,9 @@ class CudaBackend final : public Backend {
     alpha_state_kernel<<<1, 1, 0, stream()>>>(st, param);
     RT_CU_LAUNCH("alpha_state");
   }
-  void alpha_grad_acc(float* grad, const float* st, const double* dalpha) override {
-    alpha_grad_acc_kernel<<<1, 1, 0, stream()>>>(grad, st, dalpha);
-    RT_CU_LAUNCH("alpha_grad_acc");
+  void alpha_grad_parts(float* grad, const float* st, const double* parts, int slots) override {
+    alpha_grad_parts_kernel<<<1, kDotThreads, 0, stream()>>>(grad, st, parts, slots);
+    RT_CU_LAUNCH("alpha_grad_parts");
   }
   void set_seed(uint64_t* dst, uint64_t seed) override {
     set_seed_kernel<<<1, 1, 0, stream()>>>(dst, seed);
@@ -505,13 +525,15 @@ class CudaBackend final : public Backend {
     const Axpy2dOp op{dst, ds, alpha, x, xs, nullptr, 0, rows, cols, true};
     run_axpy(&op, 1);
   }
-  void axpy2d_batch(const Axpy2dOp* ops, int count) override {
+  void axpy2d_batch(const Axpy2dOp* ops, int count, const DotPairOp* dot) override {
     RT_PROF("axpy2d_batch");
     RT_CHECK(count >= 0 && count <= kMaxAxpyBatch, "axpy2d_batch: count must be in [0, 4], got " + std::to_string(count));
-    run_axpy(ops, count);
+    run_axpy(ops, count, dot);
   }
-  // One launch of axpy2d_batch_kernel over the ops (float4 when every op allows it), empty ops dropped.
-  static void run_axpy(const Axpy2dOp* ops, int count) {
+  int dot_parts() const override { return kDotParts; }
+  // One launch of axpy2d_batch_kernel over the ops (float4 when every op allows it), empty ops dropped, and
+  // the dot pair's products.
+  static void run_axpy(const Axpy2dOp* ops, int count, const DotPairOp* dot = nullptr) {
     AxpyBatch b{};
     bool v4 = true;
     size_t most = 0;
@@ -520,37 +542,39 @@ class CudaBackend final : public Backend {
       const Axpy2dOp& o = ops[i];
       if (!o.rows || !o.cols) continue;
       b.op[n++] = o;
-      v4 = v4 && o.cols % 4 == 0 && vec4(o.dst, o.ds) && vec4(o.x, o.xs) && (o.acc || !o.y || vec4(o.y, o.ys));
+      v4 = v4 && o.cols % 4 == 0 && vec4(o.dst, o.ds) && vec4(o.x, o.xs) && (o.acc || !o.y || vec4(o.y, o.ys)) &&
+           (!o.x2 || vec4(o.x2, o.x2s));
       most = std::max(most, o.rows * o.cols);
     }
-    if (!n) return;
+    if (!n && !dot) return;
     if (v4)
       for (int i = 0; i < n; ++i) {
         Axpy2dOp& o = b.op[i];
         o.ds /= 4;
         o.xs /= 4;
         o.ys /= 4;
+        o.x2s /= 4;
         o.cols /= 4;
       }
-    const dim3 grid(blocks_for(v4 ? most / 4 : most, 256), n);
-    if (v4) axpy2d_batch_kernel<4><<<grid, 256, 0, stream()>>>(b);
-    else axpy2d_batch_kernel<1><<<grid, 256, 0, stream()>>>(b);
+    b.ops = n;
+    if (dot) b.dot = *dot;
+    const dim3 grid(std::max(blocks_for(v4 ? most / 4 : most, kAxpyThreads), dot ? unsigned(kDotBlocks) : 1u),
+                    n + (dot ? 2 : 0));
+    if (v4) axpy2d_batch_kernel<4><<<grid, kAxpyThreads, 0, stream()>>>(b);
+    else axpy2d_batch_kernel<1><<<grid, kAxpyThreads, 0, stream()>>>(b);
     RT_CU_LAUNCH("axpy2d_batch");
   }
   double dot2d(const float* a, size_t as, const float* b, size_t bs, size_t rows, size_t cols) override {
     RT_PROF("dot2d");
     if (!rows || !cols) return 0.0;
-    Scratch out(sizeof(double));
-    const DotArgs d{a, as, b, bs, rows, cols};
-    dot_launch(d, d, 1, static_cast<double*>(out.get()));
+    Scratch part(sizeof(double) * kDotParts), out(sizeof(double));
+    const DotPairOp dot{{{a, as, b, bs, rows, cols}, {a, as, b, bs, 0, 0}}, static_cast<double*>(part.get())};
+    run_axpy(nullptr, 0, &dot);
+    dot_finish_kernel<<<1, 32, 0, stream()>>>(dot.part, static_cast<double*>(out.get()));
+    RT_CU_LAUNCH("dot2d finish");
     double s = 0;
     memcpy_kind(&s, out.get(), sizeof s, cudaMemcpyDeviceToHost);
     return s;
-  }
-  void dot2d_pair_acc(double* acc, const float* a1, size_t as1, const float* b1, size_t bs1, size_t rows1, size_t cols1,
-                      const float* a2, size_t as2, const float* b2, size_t bs2, size_t rows2, size_t cols2) override {
-    RT_PROF("dot2d_pair_acc");
-    dot_launch(DotArgs{a1, as1, b1, bs1, rows1, cols1}, DotArgs{a2, as2, b2, bs2, rows2, cols2}, 2, acc);
   }
   bool all_finite(const float* x, size_t n) override {
     RT_PROF("all_finite");

@@ -22,7 +22,9 @@ struct BlockGradStash;
 
 // One strided 2-D update of Backend::axpy2d_batch: acc ? dst += alpha * x : dst = alpha * x + (y or 0), over
 // rows x cols with the strides of axpy2d / acc2d. With `scale` set, alpha is multiplied by *scale (backend
-// memory), read when the op runs: a captured CUDA graph replays the op with whatever alpha is then.
+// memory), read when the op runs: a captured CUDA graph replays the op with whatever alpha is then. With
+// x2 set, alpha * x2 is added after that, rounded as a second acc2d would: two sources into the same rows
+// (P's gradient from both halves of a window's input) in one op, which a batch could not hold as two.
 struct Axpy2dOp {
   float* dst;
   size_t ds;
@@ -34,6 +36,24 @@ struct Axpy2dOp {
   size_t rows, cols;
   bool acc;
   const float* scale = nullptr;
+  const float* x2 = nullptr;
+  size_t x2s = 0;
+};
+
+// The operands of one Backend::dot2d.
+struct Dot2dArgs {
+  const float* a;
+  size_t as;
+  const float* b;
+  size_t bs;
+  size_t rows, cols;
+};
+// dot2d(d[0]) + dot2d(d[1]), computed within an axpy2d_batch (alpha's gradient of one backward window rides
+// on that window's glue launch) and left in part[0 .. dot_parts()), backend memory, in the backend's own
+// split; alpha_grad_parts sums the windows' parts in a fixed order: the same bits every run, graph or not.
+struct DotPairOp {
+  Dot2dArgs d[2];
+  double* part;
 };
 
 class Backend {
@@ -61,27 +81,27 @@ class Backend {
   virtual void acc2d(float* dst, size_t ds, float alpha, const float* x, size_t xs, size_t rows,
                      size_t cols) = 0;
   // Up to kMaxAxpyBatch independent axpy2d / acc2d updates (no op's dst overlaps another op's dst or
-  // sources); a device backend runs them as one launch (the recurrence's per-window glue is a handful of
-  // tiny copies, each otherwise a launch of its own).
+  // sources), and optionally a dot pair (whose operands no op writes); a device backend runs them as one
+  // launch (the recurrence's per-window glue is a handful of tiny copies, each otherwise a launch of its own).
   static constexpr int kMaxAxpyBatch = 4;
-  virtual void axpy2d_batch(const Axpy2dOp* ops, int count) {
+  virtual void axpy2d_batch(const Axpy2dOp* ops, int count, const DotPairOp* dot) {
     for (int i = 0; i < count; ++i) {
       const Axpy2dOp& o = ops[i];
       const float a = o.scale ? o.alpha * *o.scale : o.alpha;
       if (o.acc) acc2d(o.dst, o.ds, a, o.x, o.xs, o.rows, o.cols);
       else axpy2d(o.dst, o.ds, a, o.x, o.xs, o.y, o.ys, o.rows, o.cols);
+      if (o.x2) acc2d(o.dst, o.ds, a, o.x2, o.x2s, o.rows, o.cols);
+    }
+    if (dot) {
+      const Dot2dArgs &p = dot->d[0], &q = dot->d[1];
+      *dot->part = dot2d(p.a, p.as, p.b, p.bs, p.rows, p.cols) + dot2d(q.a, q.as, q.b, q.bs, q.rows, q.cols);
     }
   }
-  // Sum over r, c of a[r*as + c] * b[r*bs + c], accumulated in double (alpha's gradient).
+  void axpy2d_batch(const Axpy2dOp* ops, int count) { axpy2d_batch(ops, count, nullptr); }
+  // Sum over r, c of a[r*as + c] * b[r*bs + c], accumulated in double.
   virtual double dot2d(const float* a, size_t as, const float* b, size_t bs, size_t rows, size_t cols) = 0;
-  // acc[0] += dot2d(a1, ...) + dot2d(a2, ...), where acc is one double in this backend's memory (two floats
-  // from alloc). For a loop that needs the total only at its end (alpha's gradient over the windows): a
-  // device backend queues it without waiting, where dot2d synchronises once per call.
-  virtual void dot2d_pair_acc(double* acc, const float* a1, size_t as1, const float* b1, size_t bs1, size_t rows1,
-                              size_t cols1, const float* a2, size_t as2, const float* b2, size_t bs2, size_t rows2,
-                              size_t cols2) {
-    *acc += dot2d(a1, as1, b1, bs1, rows1, cols1) + dot2d(a2, as2, b2, bs2, rows2, cols2);
-  }
+  // How many doubles a DotPairOp writes at its part.
+  virtual int dot_parts() const { return 1; }
   // True when every value is finite (input validation).
   virtual bool all_finite(const float* x, size_t n) = 0;
 
@@ -167,9 +187,13 @@ class Backend {
     st[0] = *param;
     st[1] = alpha_used(st[0]);
   }
-  // *grad += float(*dalpha) where the clamp passes the gradient (alpha_passes_grad(st[0])).
-  virtual void alpha_grad_acc(float* grad, const float* st, const double* dalpha) {
-    if (alpha_passes_grad(st[0])) *grad += static_cast<float>(*dalpha);
+  // *grad += float(dalpha) where the clamp passes the gradient (alpha_passes_grad(st[0])), dalpha the sum, slot
+  // 0 first, of the values of `slots` dot pairs whose parts lie dot_parts() apart from `parts` (here one
+  // double each, as the default axpy2d_batch leaves them).
+  virtual void alpha_grad_parts(float* grad, const float* st, const double* parts, int slots) {
+    double dalpha = 0;
+    for (int j = 0; j < slots; ++j) dalpha += parts[j];
+    if (alpha_passes_grad(st[0])) *grad += static_cast<float>(dalpha);
   }
   // *dst = seed, in the backend's order of work (dst: one uint64 in backend memory, two floats of alloc).
   virtual void set_seed(uint64_t* dst, uint64_t seed) { *dst = seed; }

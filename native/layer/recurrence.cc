@@ -379,10 +379,6 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   const float* Y = cache.output.get();
   // alpha (accumulate only): each op multiplies by alpha_dev[1] itself, as in the forward.
   const float* alpha_at = cache.alpha_dev.get() ? cache.alpha_dev.get() + 1 : nullptr;
-  auto acc_alpha = [&](float* dst, size_t ds, const float* x, size_t xs, size_t cols) {
-    const Axpy2dOp op{dst, ds, 1.0f, x, xs, nullptr, 0, size_t(B), cols, true, alpha_at};
-    be_.axpy2d_batch(&op, 1);
-  };
   const bool drop = cache.apps.front().p > 0;  // every application ran at the forward's rate
   const int m = w == 0 ? 1 : (N + w - 1) / w;
   const int nmax = (w == 0 || m == 1) ? N : 2 * w;
@@ -434,12 +430,12 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   // 2 on: one launch fewer per window): its first half dY_{k-1} (+ dP_k under accumulate, P_k = Y_{k-1}
   // feeding window k+1) and its second half dS_k. The last window's is assembled here.
   bool assembled = false;
-  // alpha's gradient, one double summed in the backend's memory (read once at the end, not per window).
-  DeviceBuffer dalpha_acc;
-  if (cfg_.accumulate) {
-    dalpha_acc = DeviceBuffer(be_, 2);
-    be_.zero(dalpha_acc.get(), 2);
-  }
+  // alpha's gradient: each window's dot products ride on its glue batch, leaving parts in backend memory
+  // (one slot a window, in the order of the loop), summed once at the end.
+  const bool dalpha = cfg_.accumulate && cfg_.alpha_learnable;
+  const size_t slot = dalpha ? static_cast<size_t>(be_.dot_parts()) : 0;
+  DeviceBuffer dalpha_parts(be_, 2 * slot * (m - 1));  // doubles, two floats each
+  double* parts = reinterpret_cast<double*>(dalpha_parts.get());
 
   for (int k = m - 1; k >= 1; --k) {
     const int lk = window_len(k, m, N, w), n = w + lk;
@@ -453,10 +449,9 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
     }
     back(k, o, din.get());
     float* dXk = dX + static_cast<size_t>(k) * w * d;
-    // Where the input gradient goes: disjoint updates batched, the second of two into the same rows (P's
-    // gradient gets both halves' terms) after them. From window 2 on the batch also assembles window k-1's
-    // output gradient: its first half (dY_{k-2}, plus P's gradient under accumulate) and its second half,
-    // dS_{k-1}, the first half of this window's input gradient.
+    // Where the input gradient goes, in one batch of disjoint updates. From window 2 on the batch also
+    // assembles window k-1's output gradient: its first half (dY_{k-2}, plus P's gradient under accumulate)
+    // and its second half, dS_{k-1}, the first half of this window's input gradient.
     Axpy2dOp ops[4];
     int count = 0;
     ops[count++] = {dXk, Nd, 1.0f, din.get() + w * d, n * d, nullptr, 0, size_t(B), lk * d, true};
@@ -464,28 +459,27 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
     const int lk1 = k >= 2 ? window_len(k - 1, m, N, w) : 0;
     const size_t n1 = static_cast<size_t>(w) + lk1;
     if (k >= 2) ops[count++] = {o1 + w * d, n1 * d, 1.0f, din.get(), n * d, nullptr, 0, size_t(B), size_t(lk1) * d, false};
+    const float* dY2 = k >= 2 ? dY + static_cast<size_t>(k - 2) * w * d : nullptr;  // dY_{k-2}
+    DotPairOp dot{};
     if (cfg_.accumulate) {
-      // Both halves of the input added A = alpha * P_{k-1} (the second only its first lk rows).
+      // Both halves of the input added A = alpha * P_{k-1}, the second only its first lk rows: P's gradient
+      // is alpha * (both halves' input gradients), the second's terms in the same op as the first's (x2).
+      // P_0 = X_0 (into dX); P_{k-1} = Y_{k-2}, the first half of window k-1's output: its gradient goes
+      // straight into window k-1's output gradient, with dY_{k-2}.
       const float* P = k == 1 ? X : Y + static_cast<size_t>(k - 2) * w * d;
-      be_.dot2d_pair_acc(reinterpret_cast<double*>(dalpha_acc.get()), P, Nd, din.get(), n * d, B, w * d, P, Nd,
-                         din.get() + w * d, n * d, B, lk * d);
-      if (k == 1) {  // P_0 = X_0
-        ops[count++] = {dX, Nd, 1.0f, din.get(), n * d, nullptr, 0, size_t(B), w * d, true, alpha_at};
-        be_.axpy2d_batch(ops, count);
-        acc_alpha(dX, Nd, din.get() + w * d, n * d, lk * d);
-        count = 0;
-      } else {       // P_{k-1} = Y_{k-2}, the first half of window k-1's output: its gradient goes straight
-                     // into window k-1's output gradient, dY_{k-2} + alpha * (both halves' input gradients).
-        ops[count++] = {o1, n1 * d, 1.0f, din.get(), n * d, dY + static_cast<size_t>(k - 2) * w * d, Nd, size_t(B),
-                        w * d, false, alpha_at};
-        be_.axpy2d_batch(ops, count);
-        acc_alpha(o1, n1 * d, din.get() + w * d, n * d, lk * d);  // the same rows again: not batched
-        count = 0;
-      }
+      float* dP = k == 1 ? dX : o1;
+      const size_t dPs = k == 1 ? Nd : n1 * d;
+      const bool acc = k == 1;
+      ops[count++] = {dP, dPs, 1.0f, din.get(), n * d, dY2, Nd, size_t(B), lk * d, acc, alpha_at, din.get() + w * d, n * d};
+      if (lk < w)  // (the last window) the first half's positions past the second half's: x alone
+        ops[count++] = {dP + lk * d, dPs, 1.0f, din.get() + lk * d, n * d, dY2 ? dY2 + lk * d : nullptr, Nd, size_t(B),
+                        (w - lk) * d, acc, alpha_at};
+      dot = {{{P, Nd, din.get(), n * d, size_t(B), w * d}, {P, Nd, din.get() + w * d, n * d, size_t(B), lk * d}},
+             parts + (m - 1 - k) * slot};
     } else if (k >= 2) {
-      ops[count++] = {o1, n1 * d, 1.0f, dY + static_cast<size_t>(k - 2) * w * d, Nd, nullptr, 0, size_t(B), w * d, false};
+      ops[count++] = {o1, n1 * d, 1.0f, dY2, Nd, nullptr, 0, size_t(B), w * d, false};
     }
-    if (count) be_.axpy2d_batch(ops, count);
+    be_.axpy2d_batch(ops, count, dalpha ? &dot : nullptr);
     assembled = k >= 2;
     dS = din.get();
     dS_stride = n * d;
@@ -500,8 +494,7 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   be_.acc2d(dX, Nd, 1.0f, din.get(), len0 * d, B, len0 * d);
   weight_grads();
 
-  if (cfg_.accumulate && cfg_.alpha_learnable)
-    be_.alpha_grad_acc(L.alpha_grad, cache.alpha_dev.get(), reinterpret_cast<const double*>(dalpha_acc.get()));
+  if (dalpha && m > 1) be_.alpha_grad_parts(L.alpha_grad, cache.alpha_dev.get(), parts, m - 1);
 }
 
 // ---- CUDA graphs: one forward (and its backward) recorded per shape, replayed when the shape comes again.

@@ -23,6 +23,10 @@
 #include "cpu/kernels.h"
 #include "cuda/common.cuh"
 #include "cuda/kernels.cuh"
+#ifndef RT_CUDA
+#define RT_CUDA  // layer/backend.h declares cuda_backend() in CUDA builds only
+#endif
+#include "layer/backend.h"
 
 using std::vector;
 typedef vector<float> VF;
@@ -508,6 +512,71 @@ static void bench_weight_grad() {
   std::printf("%s}\n", json.c_str());
 }
 
+// The recurrence's window glue on the CUDA backend (layer/backend.h): one axpy2d_batch of four ops (x2, y,
+// acc and scale among them) plus a dot pair, in the float4 and the scalar path; then the dot pairs of many
+// windows (more than one kernel block's worth of slots) summed by alpha_grad_parts, and dot2d.
+static void check_glue() {
+  rt::Backend& be = rt::cuda_backend(true);
+  const size_t rows = 5, ds = 64;
+  const VF x = randv(rows * ds, 61), y = randv(rows * ds, 62), x2 = randv(rows * ds, 63), d0 = randv(rows * ds, 64);
+  const size_t dr = 200, dc = 70, dstr = 80, slots = 300, parts = static_cast<size_t>(be.dot_parts());
+  const VF A = randv(dr * dstr + 2 * slots, 65), Bm = randv(dr * dstr + 2 * slots, 66);
+  Dev gA(A), gB(Bm), gparts(2 * parts * slots);
+  double* part = reinterpret_cast<double*>(gparts.p);
+  auto dot_of = [&](size_t j) {
+    return rt::DotPairOp{{{gA.p + j, dstr, gB.p + 2 * j, dstr, dr, dc}, {gA.p, dstr, gB.p + j, dstr, 3, 11}},
+                         part + j * parts};
+  };
+  auto dot_want = [&](size_t j) {
+    double s = 0;
+    for (size_t r = 0; r < dr; ++r)
+      for (size_t c = 0; c < dc; ++c) s += static_cast<double>(A[j + r * dstr + c]) * Bm[2 * j + r * dstr + c];
+    for (size_t r = 0; r < 3; ++r)
+      for (size_t c = 0; c < 11; ++c) s += static_cast<double>(A[r * dstr + c]) * Bm[j + r * dstr + c];
+    return s;
+  };
+  const float alpha = 0.75f;
+  Dev scale(VF{alpha});
+  for (size_t cols : {size_t(12), size_t(13)}) {  // float4, scalar
+    Dev gx(x), gy(y), gx2(x2), gd(d0);
+    // Four disjoint column ranges of dst: acc + x2, y + x2, plain + x2, y alone.
+    const rt::Axpy2dOp ops[4] = {
+        {gd.p, ds, 1.0f, gx.p, ds, nullptr, 0, rows, cols, true, scale.p, gx2.p, ds},
+        {gd.p + 16, ds, 1.0f, gx.p + 16, ds, gy.p + 16, ds, rows, cols, false, scale.p, gx2.p + 16, ds},
+        {gd.p + 32, ds, 0.5f, gx.p + 32, ds, nullptr, 0, rows, cols, false, nullptr, gx2.p + 32, ds},
+        {gd.p + 48, ds, 1.0f, gx.p + 48, ds, gy.p + 48, ds, rows, cols, false}};
+    VF want = d0;
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t c = 0; c < cols; ++c) {
+        const size_t i = r * ds + c;
+        want[i] = want[i] + alpha * x[i] + alpha * x2[i];
+        want[i + 16] = alpha * x[i + 16] + y[i + 16] + alpha * x2[i + 16];
+        want[i + 32] = 0.5f * x[i + 32] + 0.5f * x2[i + 32];
+        want[i + 48] = x[i + 48] + y[i + 48];
+      }
+    const rt::DotPairOp dot = dot_of(0);
+    be.axpy2d_batch(ops, 4, &dot);
+    check(gd.get(), want, false, "glue axpy2d_batch x2 cols=" + std::to_string(cols));
+  }
+  for (size_t j = 1; j < slots; ++j) {
+    const rt::DotPairOp dot = dot_of(j);
+    be.axpy2d_batch(nullptr, 0, &dot);
+  }
+  double dalpha = 0;
+  for (size_t j = 0; j < slots; ++j) dalpha += dot_want(j);
+  for (float a : {0.5f, 1.5f}) {  // inside the clamp, outside (no gradient)
+    Dev st(VF{a, std::min(a, 1.0f)}), grad(VF{0.25f});
+    be.alpha_grad_parts(grad.p, st.p, part, static_cast<int>(slots));
+    const double want = a <= 1.0f ? 0.25f + static_cast<float>(dalpha) : 0.25f;
+    expect_le(std::fabs(grad.get()[0] - want) / std::fabs(want), 1e-6, "glue alpha_grad_parts alpha=" + std::to_string(a));
+  }
+  const double d = be.dot2d(gA.p, dstr, gB.p, dstr, dr, dc);
+  double dw = 0;
+  for (size_t r = 0; r < dr; ++r)
+    for (size_t c = 0; c < dc; ++c) dw += static_cast<double>(A[r * dstr + c]) * Bm[r * dstr + c];
+  expect_le(std::fabs(d - dw) / std::fabs(dw), 1e-12, "glue dot2d");
+}
+
 int main(int argc, char** argv) {
   try {
     cudaDeviceProp prop{};
@@ -527,6 +596,7 @@ int main(int argc, char** argv) {
       check_attention();
       check_activation_dropout();
       check_decode();
+      check_glue();
     }
     std::printf("kernels_check: %d passed, %d failed; worst rel. error f32 %.2e, bf16 %.2e\n", g_passed, g_failed,
                 g_worst_f32, g_worst_bf16);
