@@ -53,16 +53,20 @@ __global__ void __launch_bounds__(kThreads) attention_backward_fused(const float
 template <int HD>
 __global__ void __launch_bounds__(attn::kMmaThreads) attention_forward_mma(const float* __restrict__ qkv,
                                                                            float* __restrict__ probs,
-                                                                           float* __restrict__ out, Geo g, Mask mask) {
-  attn::forward_head_mma<HD>(qkv, probs, out, g, mask, blockIdx.x / g.H, blockIdx.x % g.H);
+                                                                           float* __restrict__ out,
+                                                                           __nv_bfloat16* __restrict__ twin, Geo g,
+                                                                           Mask mask) {
+  attn::forward_head_mma<HD>(qkv, probs, out, twin, g, mask, blockIdx.x / g.H, blockIdx.x % g.H);
 }
 
 template <int HD>
 __global__ void __launch_bounds__(attn::kMmaThreads) attention_backward_mma(const float* __restrict__ qkv,
                                                                             const float* __restrict__ probs,
                                                                             const float* __restrict__ dout,
-                                                                            float* __restrict__ dqkv, Geo g, Mask mask) {
-  attn::backward_head_mma<HD>(qkv, probs, dout, dqkv, g, mask, blockIdx.x / g.H, blockIdx.x % g.H);
+                                                                            float* __restrict__ dqkv,
+                                                                            __nv_bfloat16* __restrict__ twin, Geo g,
+                                                                            Mask mask) {
+  attn::backward_head_mma<HD>(qkv, probs, dout, dqkv, twin, g, mask, blockIdx.x / g.H, blockIdx.x % g.H);
 }
 
 // The tensor-core kernels take bf16 window pairs of the shapes they are written for (attention_mma.cuh);
@@ -174,15 +178,20 @@ unsigned row_blocks(long long rows) { return static_cast<unsigned>((rows + 7) / 
 
 }  // namespace
 
+bool attention_writes_twin(bool bf16, int n, int d, int H) {
+  return H > 0 && d > 0 && d % H == 0 && use_mma(bf16, attn::geo_of(1, n, d, H));
+}
+
 void attention_forward(bool bf16, const float* qkv, float* probs, float* out, int B, int n, int d, int H, float p,
-                       uint64_t seed, uint64_t stream_id) {
+                       uint64_t seed, uint64_t stream_id, __nv_bfloat16* twin) {
   const Geo g = check_geo("attention_forward", B, n, d, H, p);
   if (B == 0 || n == 0) return;
   const Mask mask = make_mask(p, seed, stream_id);
   const int BH = B * H;
   if (use_mma(bf16, g)) {
     by_hd(g.hd, [&](auto hd) {
-      attention_forward_mma<decltype(hd)::value><<<BH, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, g, mask);
+      attention_forward_mma<decltype(hd)::value><<<BH, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g,
+                                                                                        mask);
     });
     RT_CU_LAUNCH("attention_forward (mma)");
     return;
@@ -220,15 +229,15 @@ void attention_forward(bool bf16, const float* qkv, float* probs, float* out, in
 }
 
 void attention_backward(bool bf16, const float* qkv, const float* probs, const float* dout, float* dqkv, int B, int n,
-                        int d, int H, float p, uint64_t seed, uint64_t stream_id) {
+                        int d, int H, float p, uint64_t seed, uint64_t stream_id, __nv_bfloat16* twin) {
   const Geo g = check_geo("attention_backward", B, n, d, H, p);
   if (B == 0 || n == 0) return;
   const Mask mask = make_mask(p, seed, stream_id);
   const int BH = B * H;
   if (use_mma(bf16, g)) {
     by_hd(g.hd, [&](auto hd) {
-      attention_backward_mma<decltype(hd)::value><<<BH, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, g,
-                                                                                         mask);
+      attention_backward_mma<decltype(hd)::value><<<BH, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv,
+                                                                                         twin, g, mask);
     });
     RT_CU_LAUNCH("attention_backward (mma)");
     return;

@@ -118,7 +118,7 @@ __device__ __forceinline__ void rows_times_rows_t(float (&s)[8][4], const float*
 // forward, dQ = dS K backward.
 template <int HD>
 __device__ __forceinline__ void acc_times_t(const float (&s)[8][4], const __nv_bfloat16* T, int m, float* dst,
-                                            size_t ld, const int (&r)[2], int gq, int tq) {
+                                            __nv_bfloat16* tdst, size_t ld, const int (&r)[2], int gq, int tq) {
   float o[HD / 8][4];
 #pragma unroll
   for (int cn = 0; cn < HD / 8; ++cn)
@@ -139,15 +139,18 @@ __device__ __forceinline__ void acc_times_t(const float (&s)[8][4], const __nv_b
 #pragma unroll
   for (int cn = 0; cn < HD / 8; ++cn)
 #pragma unroll
-    for (int hh = 0; hh < 2; ++hh)
-      *reinterpret_cast<float2*>(dst + static_cast<size_t>(r[hh]) * ld + 8 * cn + 2 * tq) =
-          make_float2(o[cn][2 * hh], o[cn][2 * hh + 1]);
+    for (int hh = 0; hh < 2; ++hh) {
+      const size_t at = static_cast<size_t>(r[hh]) * ld + 8 * cn + 2 * tq;
+      *reinterpret_cast<float2*>(dst + at) = make_float2(o[cn][2 * hh], o[cn][2 * hh + 1]);
+      if (tdst) *reinterpret_cast<__nv_bfloat162*>(tdst + at) = __floats2bfloat162_rn(o[cn][2 * hh], o[cn][2 * hh + 1]);
+    }
 }
 
 // Forward of (element b, head h): probs (undropped, zeros past the diagonal) and out = dropout(P) V.
 template <int HD>
 __device__ __forceinline__ void forward_head_mma(const float* __restrict__ qkv, float* __restrict__ probs,
-                                                 float* __restrict__ out, const Geo& g, const Mask& mask, int b, int h) {
+                                                 float* __restrict__ out, __nv_bfloat16* __restrict__ twin,
+                                                 const Geo& g, const Mask& mask, int b, int h) {
   __shared__ __align__(16) __nv_bfloat16 Vt[HD * kLdT];
   const int n = g.n, bh = b * g.H + h;
   const float* base = qkv + static_cast<size_t>(b) * n * g.ld + h * HD;
@@ -205,7 +208,8 @@ __device__ __forceinline__ void forward_head_mma(const float* __restrict__ qkv, 
     }
   }
   // out = Pd V over the key tiles kk <= m.
-  acc_times_t<HD>(s, Vt, m, out + static_cast<size_t>(b) * n * g.d + h * HD, g.d, r, gq, tq);
+  const size_t at = static_cast<size_t>(b) * n * g.d + h * HD;
+  acc_times_t<HD>(s, Vt, m, out + at, twin ? twin + at : nullptr, g.d, r, gq, tq);
 }
 
 // Backward of (element b, head h): dQ, dK and dV into dqkv. Phase 1, warp m over its query rows: dP =
@@ -214,13 +218,16 @@ __device__ __forceinline__ void forward_head_mma(const float* __restrict__ qkv, 
 template <int HD>
 __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv, const float* __restrict__ probs,
                                                   const float* __restrict__ dout, float* __restrict__ dqkv,
-                                                  const Geo& g, const Mask& mask, int b, int h) {
+                                                  __nv_bfloat16* __restrict__ twin, const Geo& g, const Mask& mask,
+                                                  int b, int h) {
   __shared__ __align__(16) __nv_bfloat16 Kt[HD * kLdT], Qt[HD * kLdT], Ot[HD * kLdT];
   __shared__ __align__(16) __nv_bfloat16 St[kMmaN * kLdT], Pt[kMmaN * kLdT];  // dS^T, Pd^T: [key][query]
   const int n = g.n, bh = b * g.H + h;
   const float* base = qkv + static_cast<size_t>(b) * n * g.ld + h * HD;
   const float* ob = dout + static_cast<size_t>(b) * n * g.d + h * HD;
-  float* db = dqkv + static_cast<size_t>(b) * n * g.ld + h * HD;
+  const size_t at = static_cast<size_t>(b) * n * g.ld + h * HD;
+  float* db = dqkv + at;
+  __nv_bfloat16* tb = twin ? twin + at : nullptr;
   stage_t<HD>(Kt, base + g.d, g.ld, n);
   stage_t<HD>(Qt, base, g.ld, n);
   stage_t<HD>(Ot, ob, g.d, n);
@@ -280,7 +287,7 @@ __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv,
   __syncthreads();  // Kt, Qt, Ot, St and Pt complete
   if (!active) return;
   // dQ = dS K over key tiles kk <= m.
-  acc_times_t<HD>(ds, Kt, m, db, g.ld, r, gq, tq);
+  acc_times_t<HD>(ds, Kt, m, db, tb, g.ld, r, gq, tq);
   // dV = Pd^T dO and dK = dS^T Q for key rows [j0, j0 + 16), over query tiles kk >= m.
   {
     const int j0 = i0, tiles = n / 16;
@@ -309,9 +316,13 @@ __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv,
     for (int cn = 0; cn < HD / 8; ++cn)
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
-        float* row = db + static_cast<size_t>(rj[hh]) * g.ld + 8 * cn + 2 * tq;
-        *reinterpret_cast<float2*>(row + g.d) = make_float2(dk[cn][2 * hh], dk[cn][2 * hh + 1]);
-        *reinterpret_cast<float2*>(row + 2 * g.d) = make_float2(dv[cn][2 * hh], dv[cn][2 * hh + 1]);
+        const size_t o = static_cast<size_t>(rj[hh]) * g.ld + 8 * cn + 2 * tq;
+        *reinterpret_cast<float2*>(db + o + g.d) = make_float2(dk[cn][2 * hh], dk[cn][2 * hh + 1]);
+        *reinterpret_cast<float2*>(db + o + 2 * g.d) = make_float2(dv[cn][2 * hh], dv[cn][2 * hh + 1]);
+        if (tb) {
+          *reinterpret_cast<__nv_bfloat162*>(tb + o + g.d) = __floats2bfloat162_rn(dk[cn][2 * hh], dk[cn][2 * hh + 1]);
+          *reinterpret_cast<__nv_bfloat162*>(tb + o + 2 * g.d) = __floats2bfloat162_rn(dv[cn][2 * hh], dv[cn][2 * hh + 1]);
+        }
       }
   }
 }

@@ -33,6 +33,7 @@
 #include "cpu/kernels.h"
 #include "cuda/kernels.cuh"
 #include "cuda/profile.cuh"
+#include "cuda/twin.cuh"
 #include "layer/backend.h"
 #include "layer/block.h"
 
@@ -414,6 +415,7 @@ class CudaBackend final : public Backend {
   bool graphs() const override { return graphs_wanted(); }
   void graph_begin(const uint64_t* seed) override {
     RT_CHECK(!t_recording, "graph_begin: a graph is already being recorded");
+    cuda::twin_forget();  // an offer never crosses a recording's start or end
     static std::atomic<int> next_id{0};
     t_recording = ++next_id;
     if (!t_capture_stream) RT_CU(cudaStreamCreateWithFlags(&t_capture_stream, cudaStreamNonBlocking));
@@ -432,6 +434,7 @@ class CudaBackend final : public Backend {
   }
   void* graph_end() override {
     RT_CHECK(t_recording, "graph_end: no graph is being recorded");
+    cuda::twin_forget();
     cudaGraph_t g = nullptr;
     cudaError_t e = cudaStreamEndCapture(t_capture_stream, &g);
     t_capturing = false;
@@ -458,6 +461,7 @@ class CudaBackend final : public Backend {
   }
   void graph_abort() noexcept override {
     if (!t_recording) return;
+    cuda::twin_forget();
     cudaGraph_t g = nullptr;
     cudaStreamEndCapture(t_capture_stream, &g);
     t_capturing = false;
@@ -588,24 +592,29 @@ class CudaBackend final : public Backend {
     return bad == 0;
   }
 
+  // The products take the bf16 twin of their A operand from the operation just before, if it wrote one
+  // (twin.cuh): x forward, dy for dx.
   void linear_forward(const float* x, const float* W, const float* b, float* y, int n, int in, int out) override {
     RT_PROF(linear_name(true, in, out));
-    cuda::linear_forward(!fp32_, x, W, b, y, n, in, out);
+    const cuda::Scratch tw = cuda::twin_claim(x, static_cast<size_t>(n) * in);
+    cuda::linear_forward(!fp32_, x, W, b, y, n, in, out, nullptr, static_cast<const __nv_bfloat16*>(tw.get()));
   }
   void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db, int n, int in,
                        int out) override {
     RT_PROF(linear_name(false, in, out));
-    cuda::linear_backward(!fp32_, x, W, dy, dx, dW, db, n, in, out);
+    const cuda::Scratch tw = cuda::twin_claim(dy, static_cast<size_t>(n) * out);
+    cuda::linear_backward(!fp32_, x, W, dy, dx, dW, db, n, in, out, static_cast<const __nv_bfloat16*>(tw.get()));
   }
   void linear_forward_res(const float* x, const float* W, const float* b, const float* res, float* y, int n, int in,
                           int out) override {
     RT_PROF(linear_name(true, in, out));
-    cuda::linear_forward(!fp32_, x, W, b, y, n, in, out, res);
+    const cuda::Scratch tw = cuda::twin_claim(x, static_cast<size_t>(n) * in);
+    cuda::linear_forward(!fp32_, x, W, b, y, n, in, out, res, static_cast<const __nv_bfloat16*>(tw.get()));
   }
   void layernorm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int n,
                          int d) override {
     RT_PROF("layernorm_forward");
-    cuda::layernorm_forward(x, w, b, y, mean, rstd, n, d);
+    cuda::layernorm_forward(x, w, b, y, mean, rstd, n, d, cuda::twin_offer(!fp32_, y, static_cast<size_t>(n) * d));
   }
   void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
                           float* dx, float* dw, float* db, int n, int d) override {
@@ -615,7 +624,8 @@ class CudaBackend final : public Backend {
   void layernorm_backward_res(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
                               const float* dres, float* dx, float* dw, float* db, int n, int d) override {
     RT_PROF("layernorm_backward");
-    cuda::layernorm_backward_res(x, w, mean, rstd, dy, dres, dx, dw, db, n, d);
+    __nv_bfloat16* tw = dx ? cuda::twin_offer(!fp32_, dx, static_cast<size_t>(n) * d) : nullptr;
+    cuda::layernorm_backward_res(x, w, mean, rstd, dy, dres, dx, dw, db, n, d, tw);
   }
   bool fused_block(const BlockShape& s) const override { return fused_ && cuda::block_fusable(s.d); }
   size_t fused_weights_size(const BlockShape& s) const override { return cuda::fused_weights_floats(!fp32_, s.d); }
@@ -644,12 +654,18 @@ class CudaBackend final : public Backend {
   void attention_forward(const float* qkv, float* probs, float* out, int B, int n, int d, int H, float p, uint64_t seed,
                          uint64_t stream_id) override {
     RT_PROF("attention_forward");
-    cuda::attention_forward(!fp32_, qkv, probs, out, B, n, d, H, p, seed, stream_id);
+    __nv_bfloat16* tw = cuda::attention_writes_twin(!fp32_, n, d, H)
+                            ? cuda::twin_offer(!fp32_, out, static_cast<size_t>(B) * n * d)
+                            : nullptr;
+    cuda::attention_forward(!fp32_, qkv, probs, out, B, n, d, H, p, seed, stream_id, tw);
   }
   void attention_backward(const float* qkv, const float* probs, const float* dout, float* dqkv, int B, int n, int d,
                           int H, float p, uint64_t seed, uint64_t stream_id) override {
     RT_PROF("attention_backward");
-    cuda::attention_backward(!fp32_, qkv, probs, dout, dqkv, B, n, d, H, p, seed, stream_id);
+    __nv_bfloat16* tw = cuda::attention_writes_twin(!fp32_, n, d, H)
+                            ? cuda::twin_offer(!fp32_, dqkv, static_cast<size_t>(B) * n * 3 * d)
+                            : nullptr;
+    cuda::attention_backward(!fp32_, qkv, probs, dout, dqkv, B, n, d, H, p, seed, stream_id, tw);
   }
   void attention_cached(const float* qkv, int cap, int B, int t0, int c, int d, int H, float* out) override {
     RT_PROF("attention_cached");
@@ -657,11 +673,13 @@ class CudaBackend final : public Backend {
   }
   void activation_forward(bool gelu, const float* x, float* y, size_t n) override {
     RT_PROF("activation_forward");
-    gelu ? cuda::gelu_forward(x, y, n) : cuda::relu_forward(x, y, n);
+    __nv_bfloat16* tw = cuda::twin_offer(!fp32_, y, n);
+    gelu ? cuda::gelu_forward(x, y, n, tw) : cuda::relu_forward(x, y, n, tw);
   }
   void activation_backward(bool gelu, const float* x, const float* dy, float* dx, size_t n) override {
     RT_PROF("activation_backward");
-    gelu ? cuda::gelu_backward(x, dy, dx, n) : cuda::relu_backward(x, dy, dx, n);
+    __nv_bfloat16* tw = cuda::twin_offer(!fp32_, dx, n);
+    gelu ? cuda::gelu_backward(x, dy, dx, n, tw) : cuda::relu_backward(x, dy, dx, n, tw);
   }
   void dropout_forward(const float* x, float* y, size_t n, float p, uint64_t seed, uint64_t stream_id) override {
     RT_PROF("dropout_forward");

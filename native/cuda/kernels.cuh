@@ -4,6 +4,8 @@
 // waiting. `bf16`: matrix products take bf16 operands into the tensor cores with float32 accumulation;
 // false runs them in plain float32 (for exact checks against the CPU).
 #pragma once
+#include <cuda_bf16.h>
+
 #include <cstddef>
 #include <cstdint>
 
@@ -33,9 +35,11 @@ struct Batch {
 // output tiles are split over K into a workspace and summed in a fixed order (deterministic).
 // res (ldc apart, may equal C only when beta == 0): added in the epilogue, C = alpha*AB + bias + res
 // (+ beta*C), so a residual connection costs no extra pass.
+// A_twin: A's bf16 twin (twin.cuh: A not transposed, lda == K, K a multiple of 8), which the Hopper kernel
+// reads instead of casting A itself; the other kernels ignore it.
 void gemm(bool bf16, bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
           const float* B, int ldb, float beta, float* C, int ldc, const float* bias = nullptr,
-          const Batch* batch = nullptr, const float* res = nullptr);
+          const Batch* batch = nullptr, const float* res = nullptr, const __nv_bfloat16* A_twin = nullptr);
 
 // The bf16 kernel products run on. Auto (the default): mma.sync, 128x128 tiles in two stages (MmaBig2)
 // when they fill the GPU, else 64x64 in three (MmaSmall). The others force one, for benchmarks and checks
@@ -48,11 +52,13 @@ enum class GemmKernel { Auto, MmaBig, MmaSmall, MmaBig2, MmaSmall2, Wmma, WmmaBi
 void set_gemm_kernel(GemmKernel k);
 
 // y[n,out] = x W^T + b (+ res[n,out] when given) (written). y may be res.
+// x_twin: x's bf16 twin, if its producer wrote one (twin.cuh).
 void linear_forward(bool bf16, const float* x, const float* W, const float* b, float* y, int n, int in, int out,
-                    const float* res = nullptr);
-// dx = dy W (written; skipped when null); dW += dy^T x; db += column sums of dy.
+                    const float* res = nullptr, const __nv_bfloat16* x_twin = nullptr);
+// dx = dy W (written; skipped when null); dW += dy^T x; db += column sums of dy. dy_twin: dy's bf16 twin
+// (for the dx product), if its producer wrote one.
 void linear_backward(bool bf16, const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,
-                     int n, int in, int out);
+                     int n, int in, int out, const __nv_bfloat16* dy_twin = nullptr);
 
 // ---- weight_grad.cu ----
 // dW[out,in] += dy^T x; db[out] += column sums of dy (db may be null): the weight gradients over many rows
@@ -65,23 +71,28 @@ bool weight_grad_preferred(int n, int in, int out);
 void set_weight_grad(bool on);
 
 // ---- layernorm.cu ----
+// twin (here and in the activations): also write a bf16 copy of the output there (twin.cuh), when not null.
 void layernorm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int n,
-                       int d);
+                       int d, __nv_bfloat16* twin = nullptr);
 // dx += ...; dw += ...; db += ... (db may be null).
 void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
                         float* dx, float* dw, float* db, int n, int d);
 // dx = dres + ... (written; dres may equal dx, which is layernorm_backward); dw += ...; db += ... (db may be null).
 void layernorm_backward_res(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
-                            const float* dres, float* dx, float* dw, float* db, int n, int d);
+                            const float* dres, float* dx, float* dw, float* db, int n, int d,
+                            __nv_bfloat16* twin = nullptr);
 
 // ---- attention.cu ----
 // As cpu::attention_forward / attention_backward (probs [B,H,n,n] before dropout, upper triangle 0;
 // dropout mask index ((b*H+h)*n+i)*n+j of rng(seed, stream)). Window pairs run fused, one block per
 // (batch, head); long sequences go through batched matrix products (precision `bf16`).
+// twin: a bf16 copy of out / dqkv (twin.cuh), written by the tensor-core kernels only: the caller offers
+// one only where those run (attention_writes_twin).
 void attention_forward(bool bf16, const float* qkv, float* probs, float* out, int B, int n, int d, int H, float p,
-                       uint64_t seed, uint64_t stream);
+                       uint64_t seed, uint64_t stream, __nv_bfloat16* twin = nullptr);
 void attention_backward(bool bf16, const float* qkv, const float* probs, const float* dout, float* dqkv, int B,
-                        int n, int d, int H, float p, uint64_t seed, uint64_t stream);
+                        int n, int d, int H, float p, uint64_t seed, uint64_t stream, __nv_bfloat16* twin = nullptr);
+bool attention_writes_twin(bool bf16, int n, int d, int H);
 
 // ---- block_fused.cu ----
 // One block application's row-local chains as one kernel each (the Backend's block_in_forward & co., whose
@@ -98,10 +109,10 @@ void block_in_backward(bool bf16, const BlockShape& s, const BlockWeights& w, co
                        const BlockGradStash& st, const float* dx2, float* dx);
 
 // ---- activation.cu ----
-void gelu_forward(const float* x, float* y, size_t n);
-void gelu_backward(const float* x, const float* dy, float* dx, size_t n);
-void relu_forward(const float* x, float* y, size_t n);
-void relu_backward(const float* x, const float* dy, float* dx, size_t n);
+void gelu_forward(const float* x, float* y, size_t n, __nv_bfloat16* twin = nullptr);
+void gelu_backward(const float* x, const float* dy, float* dx, size_t n, __nv_bfloat16* twin = nullptr);
+void relu_forward(const float* x, float* y, size_t n, __nv_bfloat16* twin = nullptr);
+void relu_backward(const float* x, const float* dy, float* dx, size_t n, __nv_bfloat16* twin = nullptr);
 
 // ---- dropout.cu ----
 void dropout_forward(const float* x, float* y, size_t n, float p, uint64_t seed, uint64_t stream);

@@ -2,9 +2,12 @@
 //
 // Forward: one warp per row, two passes over the row (mean, then mean squared deviation: no
 // E[x^2] - E[x]^2 cancellation), the row staying in L1 between passes.
+// Both may also write a bf16 twin of their output (twin.cuh), for the product that reads it next.
 // Backward: dx one warp per row (dx = dres + ..., dres = dx to accumulate); dw and db are sums over rows,
 // done as per-chunk partial sums (256 rows per chunk, columns across threads so reads coalesce) and a
 // second kernel that adds the chunks in order: deterministic, no atomics.
+#include <cuda_bf16.h>
+
 #include <string>
 
 #include "cuda/common.cuh"
@@ -20,7 +23,7 @@ constexpr int kChunk = 256;       // rows per partial sum of dw / db
 
 __global__ void layernorm_forward_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                          const float* __restrict__ b, float* __restrict__ y, float* __restrict__ mean,
-                                         float* __restrict__ rstd, int n, int d) {
+                                         float* __restrict__ rstd, __nv_bfloat16* __restrict__ twin, int n, int d) {
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= n) return;
   const float* xr = x + static_cast<size_t>(row) * d;
@@ -38,18 +41,20 @@ __global__ void layernorm_forward_kernel(const float* __restrict__ x, const floa
     mean[row] = m;
     rstd[row] = rs;
   }
-  if (b)
-    for (int j = lane; j < d; j += 32) yr[j] = (xr[j] - m) * rs * w[j] + b[j];
-  else
-    for (int j = lane; j < d; j += 32) yr[j] = (xr[j] - m) * rs * w[j];
+  __nv_bfloat16* tr = twin ? twin + static_cast<size_t>(row) * d : nullptr;
+  for (int j = lane; j < d; j += 32) {
+    const float o = b ? (xr[j] - m) * rs * w[j] + b[j] : (xr[j] - m) * rs * w[j];
+    yr[j] = o;
+    if (tr) tr[j] = __float2bfloat16_rn(o);
+  }
 }
 
 // dx = dres + (the LayerNorm's gradient); dres may be dx itself (accumulate: element j is read before it is
 // written, by the same thread), so neither carries __restrict__.
 __global__ void layernorm_backward_dx_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                              const float* __restrict__ mean, const float* __restrict__ rstd,
-                                             const float* __restrict__ dy, const float* dres, float* dx, int n,
-                                             int d) {
+                                             const float* __restrict__ dy, const float* dres, float* dx,
+                                             __nv_bfloat16* __restrict__ twin, int n, int d) {
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= n) return;
   const float* xr = x + static_cast<size_t>(row) * d;
@@ -64,9 +69,12 @@ __global__ void layernorm_backward_dx_kernel(const float* __restrict__ x, const 
     s2 += dyw * ((xr[j] - m) * rs);
   }
   const float m1 = warp_sum(s1) / d, m2 = warp_sum(s2) / d;
+  __nv_bfloat16* tr = twin ? twin + static_cast<size_t>(row) * d : nullptr;
   for (int j = lane; j < d; j += 32) {
     const float xh = (xr[j] - m) * rs;
-    dxr[j] = rr[j] + rs * (gr[j] * w[j] - m1 - xh * m2);
+    const float o = rr[j] + rs * (gr[j] * w[j] - m1 - xh * m2);
+    dxr[j] = o;
+    if (tr) tr[j] = __float2bfloat16_rn(o);
   }
 }
 
@@ -120,11 +128,11 @@ void check(int n, int d, const char* who) {
 }  // namespace
 
 void layernorm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int n,
-                       int d) {
+                       int d, __nv_bfloat16* twin) {
   check(n, d, "layernorm_forward");
   if (n == 0) return;
   layernorm_forward_kernel<<<(n + kRowsPerBlock - 1) / kRowsPerBlock, 32 * kRowsPerBlock, 0, stream()>>>(
-      x, w, b, y, mean, rstd, n, d);
+      x, w, b, y, mean, rstd, twin, n, d);
   RT_CU_LAUNCH("layernorm_forward");
 }
 
@@ -134,13 +142,13 @@ void layernorm_backward(const float* x, const float* w, const float* mean, const
 }
 
 void layernorm_backward_res(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
-                            const float* dres, float* dx, float* dw, float* db, int n, int d) {
+                            const float* dres, float* dx, float* dw, float* db, int n, int d, __nv_bfloat16* twin) {
   check(n, d, "layernorm_backward");
   if (n == 0) return;
   if (dx) {
     RT_CHECK(dres, "layernorm_backward: dres must not be null when dx is given");
     layernorm_backward_dx_kernel<<<(n + kRowsPerBlock - 1) / kRowsPerBlock, 32 * kRowsPerBlock, 0, stream()>>>(
-        x, w, mean, rstd, dy, dres, dx, n, d);
+        x, w, mean, rstd, dy, dres, dx, twin, n, d);
     RT_CU_LAUNCH("layernorm_backward dx");
   }
   if (dw || db) {

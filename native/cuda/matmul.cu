@@ -510,7 +510,8 @@ void gemm_cublas(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, 
 }  // namespace
 
 void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
-          int ldb, float beta, float* C, int ldc, const float* bias, const Batch* batch, const float* res) {
+          int ldb, float beta, float* C, int ldc, const float* bias, const Batch* batch, const float* res,
+          const __nv_bfloat16* A_twin) {
   if (M <= 0 || N <= 0) return;
   RT_CHECK(!(tA && tB), "cuda gemm: transposing both operands is not supported");
   const int count = batch ? batch->count : 1;
@@ -575,7 +576,7 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
   dim3 grid((N + bn - 1) / bn, (M + bm - 1) / bm, splits > 1 ? splits : count);
   RT_CHECK(grid.y <= 65535 && grid.z <= 65535, "cuda gemm: problem too large for one launch (M = " +
                                                     std::to_string(M) + ", batch = " + std::to_string(count) + ")");
-  if (!(k == GemmKernel::Wgmma && gemm_sm90(tA, tB, grid, g))) {
+  if (!(k == GemmKernel::Wgmma && gemm_sm90(tA, tB, grid, g, A_twin))) {
     if (k == GemmKernel::Wgmma) k = GemmKernel::MmaBig2;  // same tiles, same split
     if (!tA && !tB) launch<false, false>(bf16, k, grid, g, "gemm_nn");
     else if (!tA && tB) launch<false, true>(bf16, k, grid, g, "gemm_nt");
@@ -591,16 +592,16 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
 void set_gemm_kernel(GemmKernel k) { g_kernel = k; }
 
 void linear_forward(bool bf16, const float* x, const float* W, const float* b, float* y, int n, int in, int out,
-                    const float* res) {
-  gemm(bf16, false, true, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out, b, nullptr, res);
+                    const float* res, const __nv_bfloat16* x_twin) {
+  gemm(bf16, false, true, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out, b, nullptr, res, x_twin);
 }
 
 void linear_backward(bool bf16, const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,
-                     int n, int in, int out) {
+                     int n, int in, int out, const __nv_bfloat16* dy_twin) {
   if (n <= 0) return;
   if (dx) {
     RT_PROF("linear_backward/dx");
-    gemm(bf16, false, false, n, in, out, 1.0f, dy, out, W, in, 0.0f, dx, in);
+    gemm(bf16, false, false, n, in, out, 1.0f, dy, out, W, in, 0.0f, dx, in, nullptr, nullptr, nullptr, dy_twin);
   }
   if (dW) {
     RT_PROF("linear_backward/dW");

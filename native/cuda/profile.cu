@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cuda/common.cuh"
+#include "cuda/twin.cuh"
 
 namespace rt::cuda {
 namespace {
@@ -92,6 +93,7 @@ bool profiling() {
 }
 
 ProfScope::ProfScope(const char* name) {
+  twin_count_op();
   if (!profiling()) return;
   Profile* p = profile();
   std::lock_guard<std::mutex> lock(p->mu);

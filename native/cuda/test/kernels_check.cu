@@ -7,6 +7,7 @@
 //
 // Error metric: max |gpu - cpu| / max |cpu| over the tensor (error relative to the tensor's scale).
 // Limits: float32 paths 2e-5 (summation order only), bf16 products 1e-2 (8-bit mantissas).
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -577,6 +578,89 @@ static void check_glue() {
   expect_le(std::fabs(d - dw) / std::fabs(dw), 1e-12, "glue dot2d");
 }
 
+// The bf16 twins (twin.cuh): each producer's twin is exactly the bf16 rounding of its float32 output, bit for
+// bit (vector and scalar paths, the tensor-core attention both ways), and a product fed a twin gives the same
+// bits as one that casts its A operand itself (the Hopper path; elsewhere the twin is ignored, as asserted
+// by the same comparison).
+struct DevBf {
+  __nv_bfloat16* p = nullptr;
+  size_t n = 0;
+  explicit DevBf(size_t n_) : n(n_) {
+    RT_CU(cudaMalloc(&p, std::max<size_t>(n, 1) * 2));
+    RT_CU(cudaMemset(p, 0xff, std::max<size_t>(n, 1) * 2));  // NaN bits: an unwritten element fails
+  }
+  ~DevBf() { cudaFree(p); }
+  std::vector<uint16_t> get() const {
+    RT_CU(cudaStreamSynchronize(rt::cuda::stream()));
+    std::vector<uint16_t> v(n);
+    RT_CU(cudaMemcpy(v.data(), p, n * 2, cudaMemcpyDeviceToHost));
+    return v;
+  }
+};
+static uint16_t bf16_bits(float f) {  // round to nearest even, as __float2bfloat16_rn (no NaNs here)
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+static void expect_twin(const Dev& f32, const DevBf& tw, const std::string& what) {
+  const VF v = f32.get();
+  const std::vector<uint16_t> t = tw.get();
+  size_t bad = 0;
+  for (size_t i = 0; i < v.size(); ++i) bad += t[i] != bf16_bits(v[i]);
+  expect_le(static_cast<double>(bad), 0, "twin " + what + " (elements differing)");
+}
+static void check_twins() {
+  for (size_t n : {size_t{100003}, size_t{4096} * 384}) {  // 100003: the scalar tail
+    VF x = randv(n, 41, -4, 4), dy = randv(n, 42);
+    Dev gx(x), gdy(dy), gy(n), gdx(n);
+    DevBf t1(n), t2(n);
+    rt::cuda::gelu_forward(gx.p, gy.p, n, t1.p);
+    rt::cuda::gelu_backward(gx.p, gdy.p, gdx.p, n, t2.p);
+    expect_twin(gy, t1, "gelu_forward n=" + std::to_string(n));
+    expect_twin(gdx, t2, "gelu_backward n=" + std::to_string(n));
+  }
+  {
+    const int n = 4099, d = 384;
+    VF x = randv(static_cast<size_t>(n) * d, 43, -3, 3), w = randv(d, 44), dy = randv(static_cast<size_t>(n) * d, 45);
+    VF res = randv(static_cast<size_t>(n) * d, 46);
+    Dev gx(x), gw(w), gy(static_cast<size_t>(n) * d), gm(n), gr(n), gdy(dy), gres(res), gdx(static_cast<size_t>(n) * d);
+    DevBf t1(static_cast<size_t>(n) * d), t2(static_cast<size_t>(n) * d);
+    rt::cuda::layernorm_forward(gx.p, gw.p, nullptr, gy.p, gm.p, gr.p, n, d, t1.p);
+    rt::cuda::layernorm_backward_res(gx.p, gw.p, gm.p, gr.p, gdy.p, gres.p, gdx.p, nullptr, nullptr, n, d, t2.p);
+    expect_twin(gy, t1, "layernorm_forward");
+    expect_twin(gdx, t2, "layernorm_backward");
+  }
+  {
+    const int B = 8, n = 32, d = 384, H = 6;
+    const size_t nq = static_cast<size_t>(B) * n * 3 * d, no = static_cast<size_t>(B) * n * d;
+    expect_le(rt::cuda::attention_writes_twin(true, n, d, H) ? 0 : 1, 0, "attention_writes_twin n=32 d=384 H=6");
+    Dev gq(randv(nq, 47, -2, 2)), gp(static_cast<size_t>(B) * H * n * n), go(no), gdo(randv(no, 48)), gdq(nq);
+    DevBf t1(no), t2(nq);
+    rt::cuda::attention_forward(true, gq.p, gp.p, go.p, B, n, d, H, 0.1f, 7, 9, t1.p);
+    rt::cuda::attention_backward(true, gq.p, gp.p, gdo.p, gdq.p, B, n, d, H, 0.1f, 7, 9, t2.p);
+    expect_twin(go, t1, "attention_forward");
+    expect_twin(gdq, t2, "attention_backward");
+  }
+  // Products: forward (NT) and dx (NN) shapes of the char config, with and without a twin of A.
+  struct G { bool tb; int M, N, K; };
+  for (const G& g : {G{true, 8192, 384, 384}, G{false, 8192, 384, 1536}, G{true, 4096, 1152, 384}}) {
+    const size_t na = static_cast<size_t>(g.M) * g.K, nb = static_cast<size_t>(g.N) * g.K;
+    VF a = randv(na, 49), b = randv(nb, 50);
+    Dev ga(a), gb(b), c1(static_cast<size_t>(g.M) * g.N), c2(static_cast<size_t>(g.M) * g.N), scratch(na);
+    DevBf ta(na);
+    // The twin of A, made by a producer: relu of A (A has both signs) written with its twin.
+    rt::cuda::relu_forward(ga.p, scratch.p, na, ta.p);
+    const int ldb = g.tb ? g.K : g.N;
+    rt::cuda::gemm(true, false, g.tb, g.M, g.N, g.K, 1.0f, scratch.p, g.K, gb.p, ldb, 0.0f, c1.p, g.N);
+    rt::cuda::gemm(true, false, g.tb, g.M, g.N, g.K, 1.0f, scratch.p, g.K, gb.p, ldb, 0.0f, c2.p, g.N, nullptr, nullptr,
+                   nullptr, ta.p);
+    const VF v1 = c1.get(), v2 = c2.get();
+    size_t bad = 0;
+    for (size_t i = 0; i < v1.size(); ++i) bad += std::memcmp(&v1[i], &v2[i], 4) != 0 || std::isnan(v1[i]);
+    expect_le(static_cast<double>(bad), 0, "gemm with A's twin = without, " + shape(g.M, g.N, g.K));
+  }
+}
+
 int main(int argc, char** argv) {
   try {
     cudaDeviceProp prop{};
@@ -597,6 +681,7 @@ int main(int argc, char** argv) {
       check_activation_dropout();
       check_decode();
       check_glue();
+      check_twins();
     }
     std::printf("kernels_check: %d passed, %d failed; worst rel. error f32 %.2e, bf16 %.2e\n", g_passed, g_failed,
                 g_worst_f32, g_worst_bf16);

@@ -1,0 +1,65 @@
+// Where a train step's wall time goes between the native calls: wraps the addon's calls that
+// model.lossAndGrad and AdamW.step make (embedding, the layer stack's forward and backward, head +
+// cross-entropy, the optimizer) with wall-clock timers, runs the config's train steps, and prints the median
+// ms per call and per step, and what is left between the calls (JavaScript, promise hops).
+//   node bench/cuda/step-phases.mjs [--config char|copy|tiny] [--reps 10] [--device cuda]
+import { parseArgs } from 'node:util';
+
+const { loadNative } = await import('../../dist/native.js');
+const { RecurrentTransformer } = await import('../../dist/model/transformer.js');
+const { AdamW } = await import('../../dist/optim/adamw.js');
+const { Tensor } = await import('../../dist/tensor.js');
+const { values: args } = parseArgs({ options: { config: { type: 'string', default: 'char' }, reps: { type: 'string', default: '10' }, device: { type: 'string', default: 'cuda' } } });
+
+const CONFIGS = {
+  copy: { B: 64, N: 4128, scored: 16, model: { vocabSize: 16, d: 96, heads: 6, window: 32, variant: 'accumulate', activation: 'relu', positional: false, head: { copy: 16 }, maxLen: 4128, dropout: 0 } },
+  tiny: { B: 2, N: 40, scored: 40, model: { vocabSize: 20, d: 32, heads: 4, window: 8, head: 'lm', maxLen: 40 } },
+  char: { B: 256, N: 256, scored: 256, model: { vocabSize: 65, d: 384, heads: 6, window: 16, variant: 'forget', activation: 'gelu', positional: true, head: 'lm', maxLen: 256, dropout: 0 } },
+};
+const c = CONFIGS[args.config];
+const addon = loadNative(args.device);
+const times = new Map();
+const wrap = (obj, name, label = name) => {
+  const f = obj[name];
+  obj[name] = async function (...a) {
+    const t0 = performance.now();
+    try { return await f.apply(this, a); } finally { (times.get(label) ?? times.set(label, []).get(label)).push(performance.now() - t0); }
+  };
+};
+for (const k of Object.keys(addon)) if (typeof addon[k] === 'function' && /Forward|Backward|Xent|adam|Adam|step|Step/.test(k)) wrap(addon, k);
+// (the class's own methods are read-only: a subclass times them)
+const timed = (label, f) => async (...a) => {
+  const t0 = performance.now();
+  try { return await f(...a); } finally { (times.get(label) ?? times.set(label, []).get(label)).push(performance.now() - t0); }
+};
+const Base = addon.LayerHandle;
+addon.LayerHandle = class extends Base {
+  forward(...a) { return timed('layer.forward', (...b) => super.forward(...b))(...a); }
+  backward(...a) { return timed('layer.backward', (...b) => super.backward(...b))(...a); }
+};
+
+const model = new RecurrentTransformer({ ...c.model, seed: 1, device: args.device, precision: 'bf16' });
+const opt = new AdamW(model.parameters(), model.decayMask(), { lr: 5e-4, maxGradNorm: 1 });
+let s = 12345;
+const next = (V) => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return s % V; };
+const V = c.model.vocabSize;
+const tokens = Tensor.fromArray(Int32Array.from({ length: c.B * c.N }, () => next(V)), [c.B, c.N], 'int32');
+const targets = Tensor.fromArray(Int32Array.from({ length: c.B * c.scored }, () => next(V)), [c.B, c.scored], 'int32');
+const steps = [];
+for (let i = 0; i < 2 + Number(args.reps); i++) {
+  if (i === 2) times.clear();
+  const t0 = performance.now();
+  model.zeroGrad();
+  await model.lossAndGrad(tokens, targets, { seed: 1 });
+  await opt.step();
+  if (i >= 2) steps.push(performance.now() - t0);
+}
+const med = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+const step = steps.reduce((a, b) => a + b, 0) / steps.length;  // mean, as the per-call sums
+let inCalls = 0;
+for (const [k, v] of times) {
+  const per = v.reduce((a, b) => a + b, 0) / steps.length;
+  inCalls += per;
+  console.log(JSON.stringify({ config: args.config, call: k, calls_per_step: v.length / steps.length, ms_per_step: +per.toFixed(3), ms_median_call: +med(v).toFixed(3) }));
+}
+console.log(JSON.stringify({ config: args.config, ms_step: +step.toFixed(3), ms_in_native_calls: +inCalls.toFixed(3), ms_between_calls: +(step - inCalls).toFixed(3) }));
