@@ -1,4 +1,6 @@
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "addon/handles.h"
 #include "core/error.h"
@@ -37,6 +39,20 @@ std::shared_ptr<Tensor> TensorHandle::GetAny(const Napi::Value& v, const char* w
   auto* h = TensorHandle::Unwrap(v.As<Napi::Object>());
   if (!h->t_) throw Napi::Error::New(env, std::string(what) + ": the tensor has been disposed");
   return h->t_;
+}
+
+// What V8 is told a tensor holds outside its heap, so that host tensors dropped without dispose() get
+// collected under memory pressure. GPU tensors are left out: every reported rise counts toward V8's next
+// full collection, and a train step makes and disposes several 100 MB GPU tensors, so reporting them cost
+// a Mark-Compact in every step (~2 ms of a 15 ms step on the H200: bench/cuda/NOTES.md, session 10).
+// Dropped GPU tensors are still freed when collected; RT_ACCOUNT_DEVICE_MEMORY=1 reports them too.
+static int64_t accounted_bytes(const Tensor& t) {
+  static const bool device = [] {
+    const char* e = std::getenv("RT_ACCOUNT_DEVICE_MEMORY");
+    return e && std::string(e) == "1";
+  }();
+  if (t.device() != Device::CPU && !device) return 0;
+  return static_cast<int64_t>(t.numel() * 4);
 }
 
 // new TensorHandle(External) adopts a native tensor; new TensorHandle(dtype, shape, data?) makes one.
@@ -84,8 +100,8 @@ TensorHandle::TensorHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Te
       throw Napi::RangeError::New(env, e.what());
     }
   }
-  accounted_ = static_cast<int64_t>(t_->numel() * 4);
-  Napi::MemoryManagement::AdjustExternalMemory(env, accounted_);
+  accounted_ = accounted_bytes(*t_);
+  if (accounted_) Napi::MemoryManagement::AdjustExternalMemory(env, accounted_);
 }
 
 // Collected without dispose(): give V8 its external-memory figure back; the storage itself goes when its
