@@ -1,6 +1,8 @@
 // The CPU backend: host memory and the kernels of cpu/kernels.h, with the strided helpers the
 // recurrence needs parallelised over rows.
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -35,7 +37,7 @@ class CpuBackend final : public Backend {
         char* raw = it->second.back();
         it->second.pop_back();
         cached_ -= bytes;
-        return reinterpret_cast<float*>(raw + 64);
+        return poisoned(reinterpret_cast<float*>(raw + 64), n);
       }
     }
     char* raw = static_cast<char*>(std::aligned_alloc(64, bytes + 64));
@@ -47,7 +49,17 @@ class CpuBackend final : public Backend {
                           " bytes of layer activations (memory grows linearly in N; use a shorter sequence or batch)");
     *reinterpret_cast<size_t*>(raw) = bytes;
     note_allocation(static_cast<int64_t>(bytes));
-    return reinterpret_cast<float*>(raw + 64);
+    return poisoned(reinterpret_cast<float*>(raw + 64), n);
+  }
+  // RT_CPU_POISON=1: every buffer starts as NaN, so a kernel that reads what nobody wrote shows it (the
+  // cache hands back blocks with old contents, which would otherwise make such a read depend on history).
+  static float* poisoned(float* p, size_t n) {
+    static const bool on = [] {
+      const char* e = std::getenv("RT_CPU_POISON");
+      return e && *e && std::string(e) != "0";
+    }();
+    if (on) std::fill(p, p + n, std::numeric_limits<float>::quiet_NaN());
+    return p;
   }
   void release(float* p) override {
     if (!p) return;

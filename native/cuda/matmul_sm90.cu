@@ -18,6 +18,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #include "cuda/common.cuh"
 #include "cuda/gemm_args.cuh"
@@ -48,6 +50,7 @@ __device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
 // Shared memory written through the generic proxy (cp.async included) is visible to the tensor cores'
 // async-proxy reads only after this, issued by the writing thread before the barrier.
 __device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
@@ -67,6 +70,26 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t a, uin
         "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
         "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
         "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(a), "l"(b), "r"(accumulate));
+}
+
+// d (96 floats per thread: a 64x192 float32 tile of the warpgroup) = A (64x16) * B (16x192) (+ d), as above.
+__device__ __forceinline__ void wgmma_m64n192k16(float (&d)[96], uint64_t a, uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %98, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n192k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95}, %96, %97, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
       : "l"(a), "l"(b), "r"(accumulate));
 }
 
@@ -118,6 +141,32 @@ __device__ __forceinline__ void issue_tile(uint8_t* tile, const __nv_bfloat16* _
     const bool ok = r < rlim && k < ke;
     cp_async16(tile + row * 128 + ((chunk ^ (row & 7)) << 4), ok ? p + static_cast<size_t>(r) * Kp + k : p, ok);
   }
+}
+
+// The wide variant: 128 x 192 tiles, one block an SM, five stages with the loads three steps ahead and one
+// group of products left in flight while the next is issued (wait 1, not 0); the accumulator starts at zero. For M = 8192 rows and N = 384
+// (most of the char config's products) a 128 x 128 tile made 192 tiles for 132 SMs (two blocks on some,
+// one on others); 128 x 192 makes 128, one wave, and reads 77 FLOPs per byte from L2 instead of 64.
+constexpr int kWN = 192, kWStages = 5, kWAhead = kWStages - 2;
+constexpr int kWTileB = kWN * kBK * 2;                  // B's stage: 192 rows of 128 bytes
+constexpr int kWStageBytes = kTileBytes + kWTileB;
+constexpr int kWSmem = kWStages * kWStageBytes + 1024;
+
+template <int ROWS>
+__device__ __forceinline__ void issue_rows(uint8_t* tile, const __nv_bfloat16* __restrict__ p, int Kp, int r0, int k0,
+                                           int rlim, int ke) {
+  static_assert(ROWS * 8 % kThreads == 0, "whole 16-byte chunks per thread");
+#pragma unroll
+  for (int i = 0; i < ROWS * 8 / kThreads; ++i) {
+    const int c = threadIdx.x + kThreads * i, row = c >> 3, chunk = c & 7, r = r0 + row, k = k0 + chunk * 8;
+    const bool ok = r < rlim && k < ke;
+    cp_async16(tile + row * 128 + ((chunk ^ (row & 7)) << 4), ok ? p + static_cast<size_t>(r) * Kp + k : p, ok);
+  }
+}
+
+__device__ __forceinline__ void pin96(float (&d)[96]) {
+#pragma unroll
+  for (int i = 0; i < 96; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
 // Two float32 outputs side by side (columns gc, gc + 1 of row gr, both inside C) through the epilogue, as one
@@ -240,6 +289,65 @@ __global__ void __launch_bounds__(kThreads, 2)
   cp_async_wait<0>();
 }
 
+__global__ void __launch_bounds__(kThreads, 1)
+    gemm_wgmma_wide_kernel(GemmArgs g, const __nv_bfloat16* __restrict__ A, const __nv_bfloat16* __restrict__ B,
+                           int Kp, int tiles_n) {
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  const BlockRange br = block_range(g);
+  const int wg = threadIdx.x >> 7;
+  const int ntiles = br.ke > br.kb ? (br.ke - br.kb + kBK - 1) / kBK : 0;
+  // One tile a block (a persistent loop would put the epilogue's reads of the accumulators inside the loop,
+  // and the compiler then waits for the tensor cores at every step).
+  const int m0 = (blockIdx.x / tiles_n) * kBM, n0 = (blockIdx.x % tiles_n) * kWN;
+  float acc[96];
+#pragma unroll
+  for (int e = 0; e < 96; ++e) acc[e] = 0.0f;
+  auto issue = [&](int kt) {
+    uint8_t* st = smem + (kt % kWStages) * kWStageBytes;
+    const int k0 = br.kb + kt * kBK;
+    issue_rows<kBM>(st, A, Kp, m0, k0, g.M, br.ke);
+    issue_rows<kWN>(st + kTileBytes, B, Kp, n0, k0, g.N, br.ke);
+  };
+#pragma unroll
+  for (int st = 0; st < kWAhead; ++st) {
+    if (st < ntiles) issue(st);
+    cp_async_commit();
+  }
+  for (int kt = 0; kt < ntiles; ++kt) {
+    cp_async_wait<kWAhead - 1>();  // this thread's part of step kt has landed
+    fence_async_shared();
+    // Everyone's part has; and everyone is past step kt - 1's wait, so the products of step kt - 2 are done
+    // in both warpgroups and its stage, (kt + kWAhead) % kWStages, can be refilled.
+    __syncthreads();
+    if (kt + kWAhead < ntiles) issue(kt + kWAhead);
+    cp_async_commit();
+    const uint32_t sa = smem_u32(smem + (kt % kWStages) * kWStageBytes);
+    const uint32_t abase = sa + wg * 64 * 128, bbase = sa + kTileBytes;
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kBK / 16; ++kk)
+      wgmma_m64n192k16(acc, smem_desc(abase + kk * 32), smem_desc(bbase + kk * 32), 1);
+    wgmma_commit();
+    wgmma_wait1();  // step kt - 1's products are done; step kt's run on while the next step is set up
+  }
+  wgmma_wait0();
+  pin96(acc);
+  cp_async_wait<0>();
+  const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+  const int row = m0 + wg * 64 + warp * 16 + (lane >> 2), col = n0 + 2 * (lane & 3);
+#pragma unroll
+  for (int j = 0; j < kWN / 8; ++j)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int gr = row + h * 8, gc = col + 8 * j;
+      const float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
+      if (gr >= g.M || gc >= g.N) continue;
+      if (gc + 1 < g.N) epilogue_store2(g, br.C, gr, gc, v0, v1);
+      else epilogue_store(g, br.C, gr, gc, v0);
+    }
+}
+
 // The bf16 K-major copy of an operand with R rows (M or N) over K: stored K-contiguous (kc) or not.
 void cast(const float* src, int ld, bool kc, int R, int K, int Kp, __nv_bfloat16* dst) {
   if (kc) {
@@ -263,6 +371,21 @@ bool usable() {
   return ok;
 }
 
+// The wide variant where the device gives a block its shared memory; RT_CUDA_WGMMA_WIDE=0 keeps the
+// 128 x 128 kernel for every product (to compare the two in one build).
+bool wide_usable() {
+  static const bool ok = [] {
+    const char* e = std::getenv("RT_CUDA_WGMMA_WIDE");
+    if (e && std::string(e) == "0") return false;
+    if (cudaFuncSetAttribute(gemm_wgmma_wide_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kWSmem) ==
+        cudaSuccess)
+      return true;
+    cudaGetLastError();
+    return false;
+  }();
+  return ok;
+}
+
 }  // namespace
 
 bool gemm_sm90(bool transA, bool transB, dim3 grid, const GemmArgs& g, const __nv_bfloat16* A_twin) {
@@ -274,6 +397,16 @@ bool gemm_sm90(bool transA, bool transB, dim3 grid, const GemmArgs& g, const __n
   auto* B = static_cast<__nv_bfloat16*>(b.get());
   if (!twin) cast(g.A, g.lda, !transA, g.M, g.K, Kp, static_cast<__nv_bfloat16*>(a.get()));
   cast(g.B, g.ldb, transB, g.N, g.K, Kp, B);
+  // The wide kernel where it measured faster (bench/results/cuda-kernels-2026-12-04b.log): N up to two of
+  // its tiles with a long reduction (char mlp c_proj forward and c_fc dx: N 384, K 1536: 141 -> 179 and
+  // 140 -> 180 TFLOP/s); wider products with K = 384 ran slower on it (c_fc forward 164 -> 146), and so did
+  // a train step with it everywhere (char 15.9 -> 16.9 ms).
+  if (grid.z == 1 && g.N > kWN && g.N <= 2 * kWN && g.K > 512 && wide_usable()) {
+    const int tn = (g.N + kWN - 1) / kWN;
+    gemm_wgmma_wide_kernel<<<tn * grid.y, kThreads, kWSmem, stream()>>>(g, A, B, Kp, tn);
+    RT_CU_LAUNCH("gemm_wgmma (wide)");
+    return true;
+  }
   // Short reductions (K <= 512: the char config's K = 384 products, 6 K steps a tile) run persistent, two
   // blocks an SM taking the tiles in turn: measured 20-25% faster there, but 10-20% slower on long ones
   // (K = 1536, 4096), which keep a block per tile and the hardware's dynamic placement of blocks.

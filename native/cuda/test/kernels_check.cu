@@ -117,6 +117,8 @@ static void check_gemm() {
       // Edges of the wgmma kernel's 128x128x64 tiles with every operand 16-byte loadable (its path).
       {false, false, 200, 132, 100, 0}, {false, true, 300, 260, 36, 0.5f}, {true, false, 132, 100, 1000, 1},
       {true, false, 4, 8, 4, 0}, {false, true, 1000, 4, 68, 0},
+      // The wide Hopper kernel (N >= 384, no split: 128x192 tiles): tails in M, N and K, each orientation.
+      {false, true, 300, 400, 100, 0.5f}, {false, false, 260, 777, 136, 0}, {true, false, 200, 384, 72, 1},
   };
   for (const KernelName& kn : kKernels)
   for (const Case& c : cases)
@@ -672,6 +674,18 @@ static void check_twins() {
     rt::cuda::attention_backward(true, gq.p, gp.p, gdo.p, gdq.p, B, n, d, H, 0.1f, 7, 9, t2.p);
     expect_twin(go, t1, "attention_forward");
     expect_twin(gdq, t2, "attention_backward");
+  }
+  // The char config's forward product with a bias and a residual in the epilogue (the wide Hopper kernel
+  // under Auto), against the CPU.
+  {
+    const int n = 8192, in = 384, out = 384;
+    VF x = randv(static_cast<size_t>(n) * in, 53), W = randv(static_cast<size_t>(out) * in, 54), b = randv(out, 55);
+    VF res = randv(static_cast<size_t>(n) * out, 56), want(static_cast<size_t>(n) * out);
+    rt::cpu::linear_forward(x.data(), W.data(), b.data(), want.data(), n, in, out);
+    for (size_t i = 0; i < want.size(); ++i) want[i] += res[i];
+    Dev gx(x), gW(W), gb(b), gres(res), gy(want.size());
+    rt::cuda::linear_forward(true, gx.p, gW.p, gb.p, gy.p, n, in, out, gres.p);
+    check(gy.get(), want, true, "linear_forward bias + residual " + shape(n, out, in));
   }
   // Products: forward (NT) and dx (NN) shapes of the char config, with and without a twin of A.
   struct G { bool tb; int M, N, K; };
