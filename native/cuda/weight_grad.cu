@@ -21,10 +21,6 @@
 // a second kernel sums the chunks in a fixed order into dW and db. No floating atomics: the same inputs
 // give the same bits on the same device.
 //
-// The 192 x 192 tile (the char config) runs a register-path variant (weight_grad_reg_kernel, see there):
-// rows go global -> registers -> bf16 in shared memory, prefetched into L2 ahead, without the float32 staging.
-// RT_CUDA_DW_TILE=old in the environment (read once) keeps the cp.async kernel for that tile too.
-//
 // RT_CUDA_DW=0 in the environment (read once) sends every product back to matmul.cu's GEMM.
 #include <cuda_bf16.h>
 
@@ -278,197 +274,6 @@ __global__ void __launch_bounds__(WM * WN * 32, MINB) weight_grad_kernel(WgArgs 
     }
 }
 
-// The register-path variant ("reg", the 192 x 192 tile of the char config): the same tile, warps and
-// fragments, but rows travel global -> registers (__ldcg, one stage ahead) -> bf16 in shared memory, with no
-// float32 staging in shared memory. Why: per 16-row stage of the 192 x 192 tile the cp.async kernel moves
-// ~108 KB through shared memory (cp.async writes 24.5 KB, the conversion reads 24.5 KB and writes 12 KB,
-// ldmatrix reads 49 KB: each operand element by 4 warps), ~850 cycles at 128 B/cycle, while the stage's 288
-// mma.sync need ~500; measured, a stage took ~1500 cycles (3.8 TB/s of L2 -> SM float32 for every char
-// product), i.e. the two were serialised. Without the float32 staging a stage moves ~61 KB. The loads one
-// stage ahead only cover L2 latency, so each stage is also prefetched into L2 kPf stages ahead
-// (prefetch.global.L2, one thread per 128-byte line, no registers or shared memory held).
-constexpr int kPf = 4;
-
-template <bool VEC>
-__device__ __forceinline__ float4 ld4(const float* __restrict__ p, int ld, int gr, int gc, int rlim, int clim) {
-  const float* src = p + static_cast<size_t>(gr) * ld + gc;
-  if (VEC) {  // clim is a multiple of 4 on this path
-    if (gr < rlim && gc < clim) return __ldcg(reinterpret_cast<const float4*>(src));
-    return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  }
-  float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  if (gr < rlim) {
-    if (gc < clim) v.x = __ldcg(src);
-    if (gc + 1 < clim) v.y = __ldcg(src + 1);
-    if (gc + 2 < clim) v.z = __ldcg(src + 2);
-    if (gc + 3 < clim) v.w = __ldcg(src + 3);
-  }
-  return v;
-}
-
-template <int WM, int WN>
-struct WgRegTile {
-  static constexpr int BM = WM * kWarpTile, BN = WN * kWarpTile, THREADS = WM * WN * 32;
-  static constexpr int SD = BM + 8, SX = BN + 8;
-  static constexpr int B16_BUF = kBK * (SD + SX);
-  static constexpr size_t SMEM = 2 * B16_BUF * sizeof(__nv_bfloat16);
-  static constexpr int C4 = BM / 4, P = THREADS / C4 < kBK ? THREADS / C4 : kBK, RP = (kBK + P - 1) / P;
-  static constexpr int X4 = BN / 4, XT = kBK * X4, XV = (XT + THREADS - 1) / THREADS;
-  static constexpr int LM = BM / 32, LN = BN / 32;  // 128-byte lines per row of a stage's dy and x slices
-  static_assert(P >= 1, "a tile's dy columns must not outnumber its threads four to one");
-  static_assert(P * BM * sizeof(float) <= SMEM, "db's reduction reuses the bf16 buffers");
-  static_assert(BM % 32 == 0 && BN % 32 == 0 && kBK * (LM + LN) <= THREADS, "one L2 prefetch per thread a stage");
-};
-
-template <int WM, int WN, bool VEC>
-__global__ void __launch_bounds__(WM * WN * 32, 1) weight_grad_reg_kernel(WgArgs g) {
-  using T = WgRegTile<WM, WN>;
-  constexpr int BM = T::BM, BN = T::BN, THREADS = T::THREADS, SD = T::SD, SX = T::SX;
-  constexpr int MI = kWarpTile / 16, NJ = kWarpTile / 16;
-  constexpr int C4 = T::C4, P = T::P, RP = T::RP, X4 = T::X4, XT = T::XT, XV = T::XV;
-  extern __shared__ __align__(16) unsigned char smem[];
-  __nv_bfloat16* b16 = reinterpret_cast<__nv_bfloat16*>(smem);
-
-  const int tm = blockIdx.x / g.tiles_n, tn = blockIdx.x % g.tiles_n, chunk = blockIdx.y;
-  const int m0 = tm * BM, n0 = tn * BN;
-  const int kb = chunk * g.rpc, ke = min(g.rows, kb + g.rpc);
-  const int nt = (ke - kb + kBK - 1) / kBK;  // the host makes every chunk non-empty
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wm = warp / WN, wn = warp % WN;
-  const int dc = tid % C4, dp = tid / C4;
-
-  // Stage s's rows in registers: dy's columns 4 dc .. 4 dc + 3 of rows dp + j P (db's sums come from them),
-  // x spread over all threads. Out-of-range elements are zeros.
-  float4 ry[RP], rx[XV];
-  auto load = [&](int s) {
-    const int r0 = kb + s * kBK;
-#pragma unroll
-    for (int j = 0; j < RP; ++j) {
-      const int r = dp + j * P;
-      if (dp < P && r < kBK) ry[j] = ld4<VEC>(g.dy, g.M, r0 + r, m0 + 4 * dc, ke, g.M);
-    }
-#pragma unroll
-    for (int v = 0; v < XV; ++v) {
-      const int idx = tid + v * THREADS;
-      if (XT % THREADS != 0 && idx >= XT) break;
-      rx[v] = ld4<VEC>(g.x, g.N, r0 + idx / X4, n0 + (idx % X4) * 4, ke, g.N);
-    }
-  };
-  float4 dbs = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  auto store = [&](int s) {
-    __nv_bfloat16* Db = b16 + (s & 1) * T::B16_BUF;
-    __nv_bfloat16* Xb = Db + kBK * SD;
-#pragma unroll
-    for (int j = 0; j < RP; ++j) {
-      const int r = dp + j * P;
-      if (dp < P && r < kBK) {
-        dbs.x += ry[j].x;
-        dbs.y += ry[j].y;
-        dbs.z += ry[j].z;
-        dbs.w += ry[j].w;
-        store_bf16x4(Db + r * SD + 4 * dc, ry[j]);
-      }
-    }
-#pragma unroll
-    for (int v = 0; v < XV; ++v) {
-      const int idx = tid + v * THREADS;
-      if (XT % THREADS != 0 && idx >= XT) break;
-      store_bf16x4(Xb + (idx / X4) * SX + (idx % X4) * 4, rx[v]);
-    }
-  };
-  // L2 prefetch of stage s: thread tid < kBK (LM + LN) takes one 128-byte line of dy's or x's slice.
-  auto prefetch = [&](int s) {
-    constexpr int LD = kBK * T::LM;
-    if (tid >= kBK * (T::LM + T::LN)) return;
-    const bool is_dy = tid < LD;
-    const int i = is_dy ? tid : tid - LD, per = is_dy ? T::LM : T::LN;
-    const int gr = kb + s * kBK + i / per, gc = (is_dy ? m0 : n0) + (i % per) * 32;
-    if (gr < ke && gc < (is_dy ? g.M : g.N)) {
-      const float* a = (is_dy ? g.dy : g.x) + static_cast<size_t>(gr) * (is_dy ? g.M : g.N) + gc;
-      asm volatile("prefetch.global.L2 [%0];\n" ::"l"(a));
-    }
-  };
-
-  const int lr = lane & 7, lq = lane >> 3;
-  const int a_off = (lr + (lq >> 1) * 8) * SD + wm * kWarpTile + (lq & 1) * 8;
-  const int b_off = (lr + (lq & 1) * 8) * SX + wn * kWarpTile + (lq >> 1) * 8;
-  float acc[MI][2 * NJ][4];
-#pragma unroll
-  for (int i = 0; i < MI; ++i)
-#pragma unroll
-    for (int j = 0; j < 2 * NJ; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
-  auto compute = [&](int s) {
-    const __nv_bfloat16* Db = b16 + (s & 1) * T::B16_BUF;
-    const __nv_bfloat16* Xb = Db + kBK * SD;
-    uint32_t a[MI][4];
-#pragma unroll
-    for (int i = 0; i < MI; ++i) ldsm_x4_trans(a[i], Db + a_off + i * 16);
-#pragma unroll
-    for (int jj = 0; jj < NJ; ++jj) {
-      uint32_t b[4];
-      ldsm_x4_trans(b, Xb + b_off + jj * 16);
-      const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
-#pragma unroll
-      for (int i = 0; i < MI; ++i) {
-        mma_bf16(acc[i][2 * jj], a[i], b0);
-        mma_bf16(acc[i][2 * jj + 1], a[i], b1);
-      }
-    }
-  };
-
-  // Pipeline: at step kt the registers hold stage kt + 1; they go to bf16 buffer (kt + 1) % 2, the loads of
-  // stage kt + 2 are issued into them, and the tensor cores read buffer kt % 2. One barrier a step: it
-  // publishes buffer (kt + 1) % 2 and retires the readers of buffer kt % 2, which step kt + 1 overwrites.
-  for (int s = 0; s < kPf && s < nt; ++s) prefetch(s);
-  load(0);
-  store(0);
-  if (nt > 1) load(1);
-  __syncthreads();
-  for (int kt = 0; kt < nt; ++kt) {
-    if (kt + 1 < nt) store(kt + 1);
-    if (kt + 2 < nt) load(kt + 2);
-    if (kt + kPf < nt) prefetch(kt + kPf);
-    compute(kt);
-    __syncthreads();
-  }
-
-  // db's partial sums: the tiles of the first column of tiles cover every dy column once.
-  if (g.ws_db && tn == 0) {
-    float* red = reinterpret_cast<float*>(smem);  // [P][BM]
-    if (dp < P) *reinterpret_cast<float4*>(red + dp * BM + 4 * dc) = dbs;
-    __syncthreads();
-    for (int m = tid; m < BM; m += THREADS) {
-      if (m0 + m >= g.M) break;
-      float s = 0.0f;
-      for (int p = 0; p < P; ++p) s += red[p * BM + m];
-      g.ws_db[static_cast<size_t>(chunk) * g.M + m0 + m] = s;
-    }
-  }
-
-  float* W = g.ws + static_cast<size_t>(chunk) * g.M * g.N;
-  const int gq = lane >> 2, tq = lane & 3;
-  const bool even = (g.N & 1) == 0;
-#pragma unroll
-  for (int i = 0; i < MI; ++i)
-#pragma unroll
-    for (int j = 0; j < 2 * NJ; ++j) {
-      const int n = n0 + wn * kWarpTile + j * 8 + 2 * tq;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int m = m0 + wm * kWarpTile + i * 16 + gq + 8 * h;
-        if (m >= g.M) continue;
-        float* o = W + static_cast<size_t>(m) * g.N + n;
-        if (even && n + 1 < g.N) {
-          *reinterpret_cast<float2*>(o) = make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
-        } else {
-          if (n < g.N) o[0] = acc[i][j][2 * h];
-          if (n + 1 < g.N) o[1] = acc[i][j][2 * h + 1];
-        }
-      }
-    }
-}
-
 // dst[e] += sum over chunks c of src[c * count + e], for dW (count = M N) and db (count = M) in one launch.
 // A block takes 128 consecutive elements, 4 per lane; warp w sums its own contiguous range of chunks, then
 // the 8 warps' sums are added in order. (Eight warps of float4 loads keep enough bytes in flight: a thread
@@ -531,32 +336,15 @@ Config config() {
   using T = WgTile<WM, WN, MINB>;
   return Config{T::BM, T::BN, T::THREADS, MINB, T::SMEM, weight_grad_kernel<WM, WN, MINB>};
 }
-template <int WM, int WN>
-Config reg_config() {
-  using T = WgRegTile<WM, WN>;
-  return Config{T::BM, T::BN, T::THREADS, 1, T::SMEM, weight_grad_reg_kernel<WM, WN, true>};
-}
 // The tiles on offer: 96 x 96 for d = 96 squares (two blocks per SM), 288 x 96 and 384 x 96 (96 x 384) to cover
 // the copy config's other products whole, 192 x 192 for the char config (d = 384: fewest L2 re-reads per
-// register), 192 x 96 / 96 x 192 in between. The last entry is not a choice of its own: the register-path
-// kernel of the 192 x 192 tile, which replaces the cp.async one (kTile4x4) unless RT_CUDA_DW_TILE=old
-// (and where 16-byte loads are not possible).
-constexpr int kConfigs = 8, kChoices = 7, kTile4x4 = 6, kReg4x4 = 7;
+// register), 192 x 96 / 96 x 192 in between.
+constexpr int kConfigs = 7;
 const std::array<Config, kConfigs>& configs() {
   static const std::array<Config, kConfigs> c = {config<2, 2, 2>(), config<4, 2, 2>(), config<2, 4, 2>(),
                                                  config<6, 2, 1>(), config<8, 2, 1>(), config<2, 8, 1>(),
-                                                 config<4, 4, 1>(), reg_config<4, 4>()};
+                                                 config<4, 4, 1>()};
   return c;
-}
-
-// 1: the register-path 192 x 192 kernel where the rule picks that tile; 0 (RT_CUDA_DW_TILE=old, read once,
-// or set_weight_grad_tile(0)): the cp.async kernel of commit 3b9b282 for every tile.
-int& tile_mode() {
-  static int m = [] {
-    const char* e = std::getenv("RT_CUDA_DW_TILE");
-    return e && std::string(e) == "old" ? 0 : 1;
-  }();
-  return m;
 }
 
 // Blocks of each configuration one SM runs at once on this device (at most its MINB; 0: it does not fit).
@@ -592,7 +380,7 @@ Plan make_plan(int rows, int M, int N) {
   Plan p;
   double best = std::numeric_limits<double>::infinity();
   int best_res = 0;
-  for (int i = 0; i < kChoices; ++i) {
+  for (int i = 0; i < kConfigs; ++i) {
     const int res = resident()[i];
     if (res <= 0) continue;
     const Config& c = configs()[i];
@@ -609,10 +397,6 @@ Plan make_plan(int rows, int M, int N) {
     }
   }
   if (!p.c) return p;
-  if (p.c == &configs()[kTile4x4] && tile_mode() == 1 && resident()[kReg4x4] > 0) {
-    p.c = &configs()[kReg4x4];
-    best_res = resident()[kReg4x4];
-  }
   const long long tiles = static_cast<long long>(p.tiles_m) * p.tiles_n;
   const long long slots = static_cast<long long>(best_res) * limits().sms;
   const long long want = std::max<long long>(1, slots / tiles);
@@ -636,8 +420,6 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 
 }  // namespace
 
 void set_weight_grad(bool on) { enabled_flag() = on; }
-// Not in kernels.cuh: kernels_check declares it to time both tile choices in one run.
-void set_weight_grad_tile(int mode) { tile_mode() = mode; }
 
 // The rule linear_backward applies: many rows for the size of dW (rows >= 8 max(in, out)), and partial tiles
 // (chunks x out x in floats, written once and read once) within a quarter of the operand bytes, so that the
@@ -654,12 +436,8 @@ bool weight_grad_preferred(int n, int in, int out) {
 void linear_weight_grad(const float* x, const float* dy, float* dW, float* db, int n, int in, int out) {
   if (n <= 0) return;
   RT_CHECK(in > 0 && out > 0, "linear_weight_grad: in > 0 and out > 0 required");
-  Plan p = make_plan(n, out, in);
+  const Plan p = make_plan(n, out, in);
   RT_CHECK(p.c != nullptr, "linear_weight_grad: no tile configuration fits this device");
-  const bool vec = in % 4 == 0 && out % 4 == 0 && aligned16(x) && aligned16(dy);
-  // The register path is built for 16-byte loads only (its element-wise variant spills); otherwise the
-  // cp.async kernel of the same tile (one block per SM as well, so the same chunks).
-  if (!vec && p.c == &configs()[kReg4x4]) p.c = &configs()[kTile4x4];
   const size_t mn = static_cast<size_t>(out) * in;
   const size_t ws_floats = static_cast<size_t>(p.chunks) * mn, db_off = (ws_floats + 3) / 4 * 4;
   Scratch ws((db_off + (db ? static_cast<size_t>(p.chunks) * out : 0)) * sizeof(float));
@@ -673,7 +451,7 @@ void linear_weight_grad(const float* x, const float* dy, float* dW, float* db, i
   g.N = in;
   g.rpc = p.rpc;
   g.tiles_n = p.tiles_n;
-  g.vec = vec;
+  g.vec = in % 4 == 0 && out % 4 == 0 && aligned16(x) && aligned16(dy);
   const long long tiles = static_cast<long long>(p.tiles_m) * p.tiles_n;
   RT_CHECK(tiles < (1LL << 31) && p.chunks <= 65535, "linear_weight_grad: problem too large for one launch");
   p.c->kernel<<<dim3(static_cast<unsigned>(tiles), p.chunks), p.c->threads, p.c->smem, stream()>>>(g);

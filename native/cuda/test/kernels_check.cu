@@ -225,11 +225,6 @@ static void check_linear() {
 // config's product shapes, odd sizes (the element-wise load path, tails of every tile), rows that no chunk
 // size divides, unaligned operands; dW and db accumulated into non-zero values, db left out too. The first
 // cases go through linear_backward, whose rule must pick the kernel at those sizes; the rest call it directly.
-// The direct cases run twice: with the register-path 192 x 192 kernel the char shapes get, and with
-// set_weight_grad_tile(0) (RT_CUDA_DW_TILE=old: the cp.async kernel for every tile).
-namespace rt::cuda {
-void set_weight_grad_tile(int mode);  // weight_grad.cu; not in kernels.cuh
-}
 static void check_weight_grad() {
   struct Case { int n, in, out; bool db, direct, unaligned; };
   const Case cases[] = {
@@ -245,13 +240,9 @@ static void check_weight_grad() {
       {33, 17, 200, true, true, false}, {5, 3, 7, true, true, false}, {1, 1, 1, true, true, false},
       {3000, 500, 200, true, true, false}, {3000, 96, 96, true, true, true}, {2001, 384, 96, true, true, true},
   };
-  for (int mode : {1, 0})
   for (const Case& c : cases) {
-    if (mode == 0 && !c.direct) continue;
-    rt::cuda::set_weight_grad_tile(mode);
     const std::string s = " n=" + std::to_string(c.n) + " in=" + std::to_string(c.in) + " out=" + std::to_string(c.out) +
-                          (c.db ? "" : " no db") + (c.direct ? "" : " (linear_backward)") + (c.unaligned ? " unaligned" : "") +
-                          (mode == 0 ? " tile=old" : "");
+                          (c.db ? "" : " no db") + (c.direct ? "" : " (linear_backward)") + (c.unaligned ? " unaligned" : "");
     if (!c.direct)
       expect_le(rt::cuda::weight_grad_preferred(c.n, c.in, c.out) ? 0 : 1, 0, "weight_grad rule picks" + s);
     const int o = c.unaligned ? 1 : 0;  // operands one float off 16-byte alignment
@@ -276,7 +267,6 @@ static void check_weight_grad() {
       expect_le(std::memcmp(again.data(), got.data(), got.size() * 4) == 0 ? 0 : 1, 0, "weight_grad deterministic" + s);
     }
   }
-  rt::cuda::set_weight_grad_tile(1);
   // RT_CUDA_DW=0's path (set_weight_grad(false)): linear_backward back on the GEMM at a size the rule takes.
   {
     const int n = 70001, in = 96, out = 288;
@@ -467,8 +457,7 @@ static void bench() {
 
 // The weight gradients of one step's block_weight_grads (rows = every window's rows of a layer), with db:
 // weight_grad.cu's kernel against RT_CUDA_DW=0's path (the GEMM, split over K, plus the column-sum
-// kernels). GB/s counts the operands once: rows x (in + out) x 4 bytes, the floor's traffic. For char also
-// the previous tile choice (set_weight_grad_tile(0), i.e. RT_CUDA_DW_TILE=old: the cp.async 192 x 192 kernel).
+// kernels). GB/s counts the operands once: rows x (in + out) x 4 bytes, the floor's traffic.
 __global__ void fill_uniform(float* p, size_t n, uint32_t seed) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
@@ -496,20 +485,12 @@ static void bench_weight_grad() {
     fill_uniform<<<1024, 256, 0, rt::cuda::stream()>>>(x.p, x.n, 1);
     fill_uniform<<<1024, 256, 0, rt::cuda::stream()>>>(dy.p, dy.n, 2);
     RT_CU(cudaStreamSynchronize(rt::cuda::stream()));
-    const bool tiles = std::string(c.name) == "char";
-    double tot_new = 0, tot_old = 0, tot_bytes = 0, tot_prev = 0;
+    double tot_new = 0, tot_old = 0, tot_bytes = 0;
     for (const Prod& p : c.p) {
       auto run = [&] { rt::cuda::linear_backward(true, x.p, nullptr, dy.p, nullptr, dW.p, db.p, c.rows, p.in, p.out); };
       rt::cuda::set_weight_grad(true);
       const bool taken = rt::cuda::weight_grad_preferred(c.rows, p.in, p.out);
       const double t_new = time_ms(run, 10) * 1e3;
-      double t_prev = 0;
-      if (tiles) {
-        rt::cuda::set_weight_grad_tile(0);
-        t_prev = time_ms(run, 10) * 1e3;
-        rt::cuda::set_weight_grad_tile(1);
-      }
-      tot_prev += t_prev;
       rt::cuda::set_weight_grad(false);
       const double t_old = time_ms(run, 10) * 1e3;
       rt::cuda::set_weight_grad(true);
@@ -517,32 +498,19 @@ static void bench_weight_grad() {
       tot_new += t_new;
       tot_old += t_old;
       tot_bytes += bytes;
-      char prev[96] = "";
-      if (tiles) std::snprintf(prev, sizeof prev, " | tile=old %8.1f us %6.0f GB/s", t_prev, bytes / t_prev / 1e3);
-      std::printf("weight_grad %s rows %d in %4d out %4d (%.0f MB): %s %8.1f us %6.0f GB/s%s | RT_CUDA_DW=0 %8.1f us %6.0f GB/s | %.2fx\n",
-                  c.name, c.rows, p.in, p.out, bytes / 1e6, taken ? "new" : "n/a", t_new, bytes / t_new / 1e3, prev, t_old,
+      std::printf("weight_grad %s rows %d in %4d out %4d (%.0f MB): %s %8.1f us %6.0f GB/s | RT_CUDA_DW=0 %8.1f us %6.0f GB/s | %.2fx\n",
+                  c.name, c.rows, p.in, p.out, bytes / 1e6, taken ? "new" : "n/a", t_new, bytes / t_new / 1e3, t_old,
                   bytes / t_old / 1e3, t_old / t_new);
-      char buf[260];
+      char buf[200];
       std::snprintf(buf, sizeof buf, ",\"%s_%dx%d_new\":%.1f,\"%s_%dx%d_old\":%.1f", c.name, p.in, p.out, t_new, c.name,
                     p.in, p.out, t_old);
       json += buf;
-      if (tiles) {
-        std::snprintf(buf, sizeof buf, ",\"%s_%dx%d_tileold\":%.1f", c.name, p.in, p.out, t_prev);
-        json += buf;
-      }
     }
-    char prev[96] = "";
-    if (tiles) std::snprintf(prev, sizeof prev, " | tile=old %.1f us %.0f GB/s", tot_prev, tot_bytes / tot_prev / 1e3);
-    std::printf("weight_grad %s total (%.2f GB): new %.1f us %.0f GB/s%s | RT_CUDA_DW=0 %.1f us %.0f GB/s | %.2fx\n", c.name,
-                tot_bytes / 1e9, tot_new, tot_bytes / tot_new / 1e3, prev, tot_old, tot_bytes / tot_old / 1e3,
-                tot_old / tot_new);
-    char buf[200];
+    std::printf("weight_grad %s total (%.2f GB): new %.1f us %.0f GB/s | RT_CUDA_DW=0 %.1f us %.0f GB/s | %.2fx\n", c.name,
+                tot_bytes / 1e9, tot_new, tot_bytes / tot_new / 1e3, tot_old, tot_bytes / tot_old / 1e3, tot_old / tot_new);
+    char buf[160];
     std::snprintf(buf, sizeof buf, ",\"%s_total_new\":%.1f,\"%s_total_old\":%.1f", c.name, tot_new, c.name, tot_old);
     json += buf;
-    if (tiles) {
-      std::snprintf(buf, sizeof buf, ",\"%s_total_tileold\":%.1f", c.name, tot_prev);
-      json += buf;
-    }
   }
   std::printf("%s}\n", json.c_str());
 }
