@@ -6,9 +6,14 @@
 // next kernel needs. So OpenBLAS runs single-threaded and we split each GEMM across this pool ourselves:
 // one set of threads, no oversubscription, and the split is deterministic (same bits every run).
 //
-// Dispatch protocol. A job is published as (generation, next-chunk) packed into one 64-bit atomic, so a
-// chunk is claimed with a single compare-exchange that also proves the job is still the one the claimer
-// read its description from. Consequences:
+// Dispatch protocol. A job is published as (generation, chunk count, next chunk) packed into one 64-bit
+// atomic, so a chunk is claimed with a single compare-exchange that also proves the job is still the one
+// the claimer read its description from. The count must be in the same word: with it stored apart, a
+// worker that read the finished job's state (G, count_G) could read the next job's larger count (stored,
+// but not yet published by the state word), see count_G < count_G+1, and win its compare-exchange on the
+// still unchanged (G, count_G): a phantom chunk of the next job, run twice and counted once too often, so
+// that job's caller returned while a chunk still ran (found by ThreadSanitizer; on 16 cores it showed as
+// wrong results and crashes in 1-2% of layer steps, bench/cuda/NOTES.md session 10). Consequences:
 //  - the caller never waits for a worker that is asleep or descheduled: if nobody else shows up, the
 //    caller claims every chunk itself and returns as soon as they are done;
 //  - a worker that wakes late can never run a chunk of a job that has already finished, nor mix the
@@ -51,9 +56,12 @@ namespace {
 using Body = std::function<void(size_t, size_t)>;
 
 constexpr int kMaxThreads = 256;
-// Chunk index lives in the low bits of the state word, the generation in the rest.
-constexpr int kChunkBits = 16;
+// The state word: next chunk in the low kChunkBits, the job's chunk count in the next kChunkBits, the
+// generation in the rest (40 bits). Both fields hold up to 4095 >= kMaxThreads chunks.
+constexpr int kChunkBits = 12;
+constexpr int kGenShift = 2 * kChunkBits;
 constexpr uint64_t kChunkMask = (uint64_t(1) << kChunkBits) - 1;
+static_assert(kMaxThreads <= kChunkMask, "a chunk count must fit its field");
 
 // How long an idle worker spins before it sleeps. A window step issues ~20 kernels of 10-500 µs with
 // a little serial glue in between; spinning across that glue saves a futex wake-up (~5-50 µs on a VM)
@@ -114,10 +122,9 @@ class Pool {
     // before any claim of this generation.
     body_.store(&body, std::memory_order_relaxed);
     n_.store(n, std::memory_order_relaxed);
-    nchunks_.store(nchunks, std::memory_order_relaxed);
     done_.store(0, std::memory_order_relaxed);
     error_ = nullptr;
-    state_.store(gen << kChunkBits, std::memory_order_seq_cst);
+    state_.store((gen << kGenShift) | (static_cast<uint64_t>(nchunks) << kChunkBits), std::memory_order_seq_cst);
 
     // Dekker pairing with the worker's `sleepers_++` then predicate check: either we see the sleeper and
     // notify under the mutex, or it sees the new state before it sleeps. Skipping the lock when nobody
@@ -151,12 +158,11 @@ class Pool {
   void work_on(uint64_t gen) {
     for (;;) {
       uint64_t s = state_.load(std::memory_order_acquire);
-      if ((s >> kChunkBits) != gen) return;
+      if ((s >> kGenShift) != gen) return;
+      const size_t c = s & kChunkMask, nchunks = (s >> kChunkBits) & kChunkMask;
+      if (c >= nchunks) return;
       const Body* body = body_.load(std::memory_order_relaxed);
       const size_t n = n_.load(std::memory_order_relaxed);
-      const size_t nchunks = nchunks_.load(std::memory_order_relaxed);
-      const size_t c = s & kChunkMask;
-      if (c >= nchunks) return;
       // Success proves the job was still `gen` with chunk c unclaimed, hence not finished, hence the
       // description read above belongs to it.
       if (!state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_relaxed))
@@ -177,11 +183,11 @@ class Pool {
     t_in_pool = true;
     uint64_t seen = 0;
     for (;;) {
-      uint64_t gen = state_.load(std::memory_order_acquire) >> kChunkBits;
+      uint64_t gen = state_.load(std::memory_order_acquire) >> kGenShift;
       if (gen == seen) {
         const auto t0 = std::chrono::steady_clock::now();
         unsigned spins = 0;
-        while ((gen = state_.load(std::memory_order_acquire) >> kChunkBits) == seen) {
+        while ((gen = state_.load(std::memory_order_acquire) >> kGenShift) == seen) {
           RT_CPU_RELAX();
           // Reading the clock costs ~20 ns; check it only every so often.
           if ((++spins & 255) == 0 && std::chrono::steady_clock::now() - t0 > kSpinTime) break;
@@ -190,10 +196,10 @@ class Pool {
           std::unique_lock<std::mutex> lk(sleep_mutex_);
           sleepers_.fetch_add(1, std::memory_order_seq_cst);
           sleep_cv_.wait(lk, [&] {
-            return (state_.load(std::memory_order_seq_cst) >> kChunkBits) != seen;
+            return (state_.load(std::memory_order_seq_cst) >> kGenShift) != seen;
           });
           sleepers_.fetch_sub(1, std::memory_order_relaxed);
-          gen = state_.load(std::memory_order_acquire) >> kChunkBits;
+          gen = state_.load(std::memory_order_acquire) >> kGenShift;
         }
       }
       seen = gen;
@@ -209,7 +215,6 @@ class Pool {
   std::atomic<uint64_t> state_{0};
   std::atomic<const Body*> body_{nullptr};
   std::atomic<size_t> n_{0};
-  std::atomic<size_t> nchunks_{0};
   std::atomic<size_t> done_{0};
 
   std::mutex error_mutex_;
