@@ -1,5 +1,5 @@
-// What the GEMM kernels share (matmul.cu's mma.sync and WMMA kernels, matmul_sm90.cu's wgmma kernel): the
-// launch arguments, where blockIdx.z puts a block (batch item or split of K), and the epilogue that writes
+// What the GEMM kernels share (matmul.cu's mma.sync and WMMA kernels, matmul_sm90.cu's wgmma kernel,
+// weight_grad.cu's cp.async tile loads): the launch arguments, where blockIdx.z puts a block (batch item or split of K), and the epilogue that writes
 // one output element. Included by those two files only.
 #pragma once
 #include <cuda_runtime.h>
@@ -63,10 +63,42 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool ok
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(ok ? 16 : 0));
 }
+// 4 bytes, likewise (operands whose rows are not 16-byte aligned).
+__device__ __forceinline__ void cp_async4(float* smem, const float* gmem, bool ok) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(ok ? 4 : 0));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// A ROWS x COLS float32 tile of p (row stride ld, contiguous along COLS) from (r0, c0) into shared memory with
+// row stride SS floats, 16 bytes per copy when `vec` (clim then a multiple of 4), else 4; elements at rows
+// >= rlim or columns >= clim become zeros (nothing is read for them). THREADS threads share the copies.
+template <int ROWS, int COLS, int SS, int THREADS>
+__device__ __forceinline__ void load_tile_async(float* s, const float* __restrict__ p, int ld, int r0, int c0,
+                                                int rlim, int clim, bool vec) {
+  constexpr int C4 = COLS / 4, TOTAL = ROWS * C4, CH = (TOTAL + THREADS - 1) / THREADS;
+#pragma unroll
+  for (int v = 0; v < CH; ++v) {
+    const int idx = threadIdx.x + v * THREADS;
+    if (TOTAL % THREADS != 0 && idx >= TOTAL) break;
+    const int row = idx / C4, col = (idx % C4) * 4, gr = r0 + row, gc = c0 + col;
+    float* dst = s + row * SS + col;
+    const float* src = p + static_cast<size_t>(gr) * ld + gc;
+    if (vec) {
+      const bool ok = gr < rlim && gc < clim;
+      cp_async16(dst, ok ? src : p, ok);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const bool ok = gr < rlim && gc + e < clim;
+        cp_async4(dst + e, ok ? src + e : p, ok);
+      }
+    }
+  }
 }
 
 }  // namespace rt::cuda::gemm_detail

@@ -192,38 +192,6 @@ __global__ void __launch_bounds__(WM * WN * 32) gemm_bf16_kernel(GemmArgs g) {
 // pairs (one cvt.rn.bf16x2 per pair) right before the mma. Shared rows are padded so that these reads are
 // free of bank conflicts (stride = 8 mod 32 words for pair reads, 4 mod 32 for single reads).
 
-// Copies of 16 or 4 bytes that zero-fill when `ok` is false (source size 0: nothing is read).
-__device__ __forceinline__ void cp_async4(float* smem, const float* gmem, bool ok) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(ok ? 4 : 0));
-}
-
-// A ROWS x COLS tile in the operand's stored orientation (contiguous along COLS) into shared memory with
-// row stride SS floats; elements outside [rlim, clim) become zeros.
-template <int ROWS, int COLS, int SS, int THREADS>
-__device__ __forceinline__ void load_tile_async(float* s, const float* __restrict__ p, int ld, int r0, int c0,
-                                                int rlim, int clim, bool vec) {
-  constexpr int C4 = COLS / 4, CH = ROWS * C4 / THREADS;
-  static_assert(ROWS * C4 % THREADS == 0, "tile must split into 16-byte chunks per thread");
-#pragma unroll
-  for (int v = 0; v < CH; ++v) {
-    const int idx = threadIdx.x + v * THREADS, row = idx / C4, col = (idx % C4) * 4;
-    const int gr = r0 + row, gc = c0 + col;
-    float* dst = s + row * SS + col;
-    const float* src = p + static_cast<size_t>(gr) * ld + gc;
-    if (vec) {
-      const bool ok = gr < rlim && gc < clim;  // clim is a multiple of 4 on this path
-      cp_async16(dst, ok ? src : p, ok);
-    } else {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const bool ok = gr < rlim && gc + e < clim;
-        cp_async4(dst + e, ok ? src + e : p, ok);
-      }
-    }
-  }
-}
-
 template <int BM, int BN, int WM, int WN, int STAGES, bool TA, bool TB>
 struct MmaTile {
   static constexpr int BK = 32, THREADS = WM * WN * 32;

@@ -40,6 +40,7 @@ namespace rt::cuda {
 namespace {
 
 using gemm_detail::cp_async16;
+using gemm_detail::load_tile_async;
 using gemm_detail::cp_async_commit;
 using gemm_detail::cp_async_wait;
 
@@ -80,43 +81,12 @@ struct WgArgs {
   bool vec;         // 16-byte loads: M, N multiples of 4 and both operands 16-byte aligned
 };
 
-__device__ __forceinline__ void cp_async4(float* smem, const float* gmem, bool ok) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(ok ? 4 : 0));
-}
-
 __device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const __nv_bfloat16* p) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(p));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(s)
                : "memory");
-}
-
-// kBK rows x COLS columns of p (row stride ld) from (r0, c0) into shared memory [kBK][COLS]; elements at
-// rows >= rlim or columns >= clim become zeros (nothing is read for them).
-template <int COLS, int THREADS>
-__device__ __forceinline__ void load_stage(float* s, const float* __restrict__ p, int ld, int r0, int c0, int rlim,
-                                           int clim, bool vec) {
-  constexpr int C4 = COLS / 4, TOTAL = kBK * C4, V = (TOTAL + THREADS - 1) / THREADS;
-#pragma unroll
-  for (int v = 0; v < V; ++v) {
-    const int idx = threadIdx.x + v * THREADS;
-    if (TOTAL % THREADS != 0 && idx >= TOTAL) break;
-    const int row = idx / C4, col = (idx % C4) * 4, gr = r0 + row, gc = c0 + col;
-    float* dst = s + row * COLS + col;
-    const float* src = p + static_cast<size_t>(gr) * ld + gc;
-    if (vec) {
-      const bool ok = gr < rlim && gc < clim;  // clim is a multiple of 4 on this path
-      cp_async16(dst, ok ? src : p, ok);
-    } else {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const bool ok = gr < rlim && gc + e < clim;
-        cp_async4(dst + e, ok ? src + e : p, ok);
-      }
-    }
-  }
 }
 
 __device__ __forceinline__ void store_bf16x4(__nv_bfloat16* p, float4 v) {
@@ -145,8 +115,8 @@ __global__ void __launch_bounds__(WM * WN * 32, MINB) weight_grad_kernel(WgArgs 
   auto issue = [&](int s) {  // rows kb + s * kBK .. into slot s % S
     float* Df = f32 + (s % S) * T::F32_STAGE;
     const int r0 = kb + s * kBK;
-    load_stage<BM, THREADS>(Df, g.dy, g.M, r0, m0, ke, g.M, g.vec);
-    load_stage<BN, THREADS>(Df + kBK * BM, g.x, g.N, r0, n0, ke, g.N, g.vec);
+    load_tile_async<kBK, BM, BM, THREADS>(Df, g.dy, g.M, r0, m0, ke, g.M, g.vec);
+    load_tile_async<kBK, BN, BN, THREADS>(Df + kBK * BM, g.x, g.N, r0, n0, ke, g.N, g.vec);
   };
 
   // Conversion: thread tid owns dy's columns 4 dc .. 4 dc + 3 (rows dp, dp + P, ..) for the whole chunk, so
