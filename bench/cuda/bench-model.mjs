@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 import { layerFlops } from '../lib/flops.mjs';
+import { CONFIGS, randomBatch } from './configs.mjs';
 import { median } from '../lib/stats.mjs';
 import { printTable } from '../lib/table.mjs';
 
@@ -37,11 +38,6 @@ const { values: args } = parseArgs({
 const reps = Number(args.reps);
 const device = process.env.RT_BENCH_DEVICE ?? 'cuda';
 
-const CONFIGS = {
-  copy: { B: 64, N: 4128, scored: 16, model: { vocabSize: 16, d: 96, heads: 6, window: 32, variant: 'accumulate', activation: 'relu', positional: false, head: { copy: 16 }, maxLen: 4128, dropout: 0 } },
-  char: { B: 256, N: 256, scored: 256, model: { vocabSize: 65, d: 384, heads: 6, window: 16, variant: 'forget', activation: 'gelu', positional: true, head: 'lm', maxLen: 256, dropout: 0 } },
-  tiny: { B: 2, N: 40, scored: 40, model: { vocabSize: 20, d: 32, heads: 4, window: 8, head: 'lm', maxLen: 40 } },
-};
 
 const lines = [];
 function emit(o) {
@@ -53,11 +49,7 @@ function emit(o) {
 async function timeOurs(name, c, precision) {
   const model = new RecurrentTransformer({ ...c.model, seed: 1, device, precision });
   const opt = new AdamW(model.parameters(), model.decayMask(), { lr: 5e-4, maxGradNorm: 1 });
-  let s = 12345;
-  const next = (V) => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return s % V; };
-  const V = c.model.vocabSize;
-  const tokens = Tensor.fromArray(Int32Array.from({ length: c.B * c.N }, () => next(V)), [c.B, c.N], 'int32');
-  const targets = Tensor.fromArray(Int32Array.from({ length: c.B * c.scored }, () => next(V)), [c.B, c.scored], 'int32');
+  const { tokens, targets } = randomBatch(Tensor, c);
   const parts = { fwdbwd: [], opt: [] };
   const step = async () => {
     const t0 = performance.now();

@@ -5,17 +5,14 @@
 //   node bench/cuda/step-phases.mjs [--config char|copy|tiny] [--reps 10] [--device cuda]
 import { parseArgs } from 'node:util';
 
+import { CONFIGS, randomBatch } from './configs.mjs';
+
 const { loadNative } = await import('../../dist/native.js');
 const { RecurrentTransformer } = await import('../../dist/model/transformer.js');
 const { AdamW } = await import('../../dist/optim/adamw.js');
 const { Tensor } = await import('../../dist/tensor.js');
 const { values: args } = parseArgs({ options: { config: { type: 'string', default: 'char' }, reps: { type: 'string', default: '10' }, device: { type: 'string', default: 'cuda' } } });
 
-const CONFIGS = {
-  copy: { B: 64, N: 4128, scored: 16, model: { vocabSize: 16, d: 96, heads: 6, window: 32, variant: 'accumulate', activation: 'relu', positional: false, head: { copy: 16 }, maxLen: 4128, dropout: 0 } },
-  tiny: { B: 2, N: 40, scored: 40, model: { vocabSize: 20, d: 32, heads: 4, window: 8, head: 'lm', maxLen: 40 } },
-  char: { B: 256, N: 256, scored: 256, model: { vocabSize: 65, d: 384, heads: 6, window: 16, variant: 'forget', activation: 'gelu', positional: true, head: 'lm', maxLen: 256, dropout: 0 } },
-};
 const c = CONFIGS[args.config];
 const addon = loadNative(args.device);
 const times = new Map();
@@ -40,11 +37,7 @@ addon.LayerHandle = class extends Base {
 
 const model = new RecurrentTransformer({ ...c.model, seed: 1, device: args.device, precision: 'bf16' });
 const opt = new AdamW(model.parameters(), model.decayMask(), { lr: 5e-4, maxGradNorm: 1 });
-let s = 12345;
-const next = (V) => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return s % V; };
-const V = c.model.vocabSize;
-const tokens = Tensor.fromArray(Int32Array.from({ length: c.B * c.N }, () => next(V)), [c.B, c.N], 'int32');
-const targets = Tensor.fromArray(Int32Array.from({ length: c.B * c.scored }, () => next(V)), [c.B, c.scored], 'int32');
+const { tokens, targets } = randomBatch(Tensor, c);
 const steps = [];
 for (let i = 0; i < 2 + Number(args.reps); i++) {
   if (i === 2) times.clear();

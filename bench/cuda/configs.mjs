@@ -1,0 +1,17 @@
+// The two train-step configs (and a tiny one for a dry run), and their random batch, shared by the
+// CUDA benchmarks (bench-model.mjs, step-phases.mjs): the same model, tokens and targets in each.
+export const CONFIGS = {
+  copy: { B: 64, N: 4128, scored: 16, model: { vocabSize: 16, d: 96, heads: 6, window: 32, variant: 'accumulate', activation: 'relu', positional: false, head: { copy: 16 }, maxLen: 4128, dropout: 0 } },
+  char: { B: 256, N: 256, scored: 256, model: { vocabSize: 65, d: 384, heads: 6, window: 16, variant: 'forget', activation: 'gelu', positional: true, head: 'lm', maxLen: 256, dropout: 0 } },
+  tiny: { B: 2, N: 40, scored: 40, model: { vocabSize: 20, d: 32, heads: 4, window: 8, head: 'lm', maxLen: 40 } },
+};
+
+// Tokens [B, N] and targets [B, scored] from a fixed linear congruential sequence, as int32 Tensors.
+export function randomBatch(Tensor, c) {
+  let s = 12345;
+  const next = (V) => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return s % V; };
+  const V = c.model.vocabSize;
+  const tokens = Tensor.fromArray(Int32Array.from({ length: c.B * c.N }, () => next(V)), [c.B, c.N], 'int32');
+  const targets = Tensor.fromArray(Int32Array.from({ length: c.B * c.scored }, () => next(V)), [c.B, c.scored], 'int32');
+  return { tokens, targets };
+}
