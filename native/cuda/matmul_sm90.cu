@@ -180,6 +180,25 @@ __device__ __forceinline__ void epilogue_store2(const GemmArgs& g, float* C, int
   }
 }
 
+// A warpgroup's 64 x (N / 2) accumulator tile into C from (m0, n0) through the epilogue. Layout of m64nNk16:
+// warp w of the warpgroup holds rows 16 w + lane / 4 (+ 8 for elements 2, 3 of each group of four), columns
+// 8 j + 2 (lane % 4) (+ 1 for odd elements), j = element / 4.
+template <int N>
+__device__ __forceinline__ void store_tile(const GemmArgs& g, float* C, int m0, int n0, const float (&acc)[N]) {
+  const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+  const int row = m0 + warp * 16 + (lane >> 2), col = n0 + 2 * (lane & 3);
+#pragma unroll
+  for (int j = 0; j < N / 4; ++j)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int gr = row + h * 8, gc = col + 8 * j;
+      const float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
+      if (gr >= g.M || gc >= g.N) continue;
+      if (gc + 1 < g.N) epilogue_store2(g, C, gr, gc, v0, v1);
+      else epilogue_store(g, C, gr, gc, v0);
+    }
+}
+
 // Block b takes tiles b, b + gridDim.x, ... of its blockIdx.z (batch item or split); with fewer blocks than
 // tiles it is persistent, and the cp.async pipeline runs on across tile boundaries, so the next tile's first
 // K steps are in flight while this one's epilogue stores. The char config's products with K = 384 (6 K
@@ -207,22 +226,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   float acc[64];
 #pragma unroll
   for (int e = 0; e < 64; ++e) acc[e] = 0.0f;  // (read only by an empty reduction's store)
-  // Accumulator layout of m64nNk16: warp w of the warpgroup holds rows 16 w + lane / 4 (+ 8 for elements
-  // 2, 3 of each group of four), columns 8 j + 2 (lane % 4) (+ 1 for odd elements), j = element / 4.
-  const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
-  auto store = [&](Pos p) {
-    const int row = p.m0 + wg * 64 + warp * 16 + (lane >> 2), col = p.n0 + 2 * (lane & 3);
-#pragma unroll
-    for (int j = 0; j < 16; ++j)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int gr = row + h * 8, gc = col + 8 * j;
-        const float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
-        if (gr >= g.M || gc >= g.N) continue;
-        if (gc + 1 < g.N) epilogue_store2(g, br.C, gr, gc, v0, v1);
-        else epilogue_store(g, br.C, gr, gc, v0);
-      }
-  };
+  auto store = [&](Pos p) { store_tile(g, br.C, p.m0 + wg * 64, p.n0, acc); };
 
   if (ntiles == 0) {  // an empty reduction still writes its tiles (bias, beta * C)
     for (int i = 0; i < mine; ++i) store(tile_at(i));
@@ -318,18 +322,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   wgmma_wait0();
   pin(acc);
   cp_async_wait<0>();
-  const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
-  const int row = m0 + wg * 64 + warp * 16 + (lane >> 2), col = n0 + 2 * (lane & 3);
-#pragma unroll
-  for (int j = 0; j < kWN / 8; ++j)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int gr = row + h * 8, gc = col + 8 * j;
-      const float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
-      if (gr >= g.M || gc >= g.N) continue;
-      if (gc + 1 < g.N) epilogue_store2(g, br.C, gr, gc, v0, v1);
-      else epilogue_store(g, br.C, gr, gc, v0);
-    }
+  store_tile(g, br.C, m0 + wg * 64, n0, acc);
 }
 
 // The bf16 K-major copy of an operand with R rows (M or N) over K: stored K-contiguous (kc) or not.
