@@ -23,7 +23,7 @@ function tsanCompiler(): string | undefined {
   }
 }
 const cxx = tsanCompiler();
-if (!cxx) console.log('thread-pool.test: skipped, no C++ compiler with the ThreadSanitizer runtime (libtsan)');
+if (!cxx) console.warn('thread-pool.test: skipped, no C++ compiler with the ThreadSanitizer runtime (libtsan)');
 
 describe.skipIf(!cxx)('thread pool under ThreadSanitizer', () => {
   const exe = join(dir, 'pool-stress');

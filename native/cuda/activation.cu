@@ -9,6 +9,7 @@
 #include "cuda/activation.cuh"
 #include "cuda/common.cuh"
 #include "cuda/kernels.cuh"
+#include "cuda/mma.cuh"
 
 namespace rt::cuda {
 namespace {
@@ -18,15 +19,6 @@ namespace {
 // the last n % 4 elements, or all of them when a pointer is not 16-byte aligned, one at a time.
 __device__ __forceinline__ size_t tid() { return blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; }
 __device__ __forceinline__ size_t nthreads() { return static_cast<size_t>(gridDim.x) * blockDim.x; }
-
-// The bf16 twin of four outputs (twin.cuh) as one 8-byte store.
-__device__ __forceinline__ void store_twin4(__nv_bfloat16* t, size_t i4, float4 o) {
-  const __nv_bfloat162 lo = __floats2bfloat162_rn(o.x, o.y), hi = __floats2bfloat162_rn(o.z, o.w);
-  uint2 u;
-  u.x = *reinterpret_cast<const uint32_t*>(&lo);
-  u.y = *reinterpret_cast<const uint32_t*>(&hi);
-  reinterpret_cast<uint2*>(t)[i4] = u;
-}
 
 template <class F>
 __global__ void map1_kernel(const float* __restrict__ x, float* __restrict__ y, __nv_bfloat16* __restrict__ twin,
@@ -38,7 +30,7 @@ __global__ void map1_kernel(const float* __restrict__ x, float* __restrict__ y, 
       const float4 v = reinterpret_cast<const float4*>(x)[i];
       const float4 o = make_float4(f(v.x), f(v.y), f(v.z), f(v.w));
       reinterpret_cast<float4*>(y)[i] = o;
-      if (twin) store_twin4(twin, i, o);
+      if (twin) store_bf16x4(twin + 4 * i, o);
     }
     i0 = n4 * 4;
   }
@@ -60,7 +52,7 @@ __global__ void map2_kernel(const float* __restrict__ x, const float* dy, float*
       const float4 v = reinterpret_cast<const float4*>(x)[i], g = reinterpret_cast<const float4*>(dy)[i];
       const float4 o = make_float4(f(v.x, g.x), f(v.y, g.y), f(v.z, g.z), f(v.w, g.w));
       reinterpret_cast<float4*>(dx)[i] = o;
-      if (twin) store_twin4(twin, i, o);
+      if (twin) store_bf16x4(twin + 4 * i, o);
     }
     i0 = n4 * 4;
   }

@@ -595,9 +595,7 @@ class CudaBackend final : public Backend {
   // The products take the bf16 twin of their A operand from the operation just before, if it wrote one
   // (twin.cuh): x forward, dy for dx.
   void linear_forward(const float* x, const float* W, const float* b, float* y, int n, int in, int out) override {
-    RT_PROF(linear_name(true, in, out));
-    const cuda::Scratch tw = cuda::twin_claim(x, static_cast<size_t>(n) * in);
-    cuda::linear_forward(!fp32_, x, W, b, y, n, in, out, nullptr, static_cast<const __nv_bfloat16*>(tw.get()));
+    linear_forward_res(x, W, b, nullptr, y, n, in, out);
   }
   void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db, int n, int in,
                        int out) override {
@@ -733,39 +731,9 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  // Tokens and targets (made in JavaScript memory) through a pinned staging buffer kept per thread: a copy
-  // from pageable memory goes through the driver's own staging in small pieces, ~0.3 ms for the copy
-  // config's 1 MB of tokens, twice a step. The buffer is reused only once its last copy has finished.
   static Scratch upload_ints(const int32_t* host, size_t n) {
-    struct Staging {
-      void* p = nullptr;
-      size_t bytes = 0;
-      cudaEvent_t done = nullptr;
-      ~Staging() {
-        if (p) cudaFreeHost(p);
-        if (done) cudaEventDestroy(done);
-      }
-    };
-    thread_local Staging st;
-    const size_t bytes = n * sizeof(int32_t);
-    Scratch d(bytes);
-    if (!bytes) return d;
-    if (t_capturing) {  // (no event waits inside a recording: the plain copy)
-      memcpy_kind(d.get(), host, bytes, cudaMemcpyHostToDevice);
-      return d;
-    }
-    if (!st.done) RT_CU(cudaEventCreateWithFlags(&st.done, cudaEventDisableTiming));
-    RT_CU(cudaEventSynchronize(st.done));  // the last copy out of the buffer has finished
-    if (st.bytes < bytes) {
-      if (st.p) RT_CU(cudaFreeHost(st.p));
-      st.p = nullptr;
-      st.bytes = 0;
-      RT_CU(cudaMallocHost(&st.p, bytes));
-      st.bytes = bytes;
-    }
-    std::memcpy(st.p, host, bytes);
-    RT_CU(cudaMemcpyAsync(d.get(), st.p, bytes, cudaMemcpyHostToDevice, stream()));
-    RT_CU(cudaEventRecord(st.done, stream()));
+    Scratch d(n * sizeof(int32_t));
+    memcpy_kind(d.get(), host, n * sizeof(int32_t), cudaMemcpyHostToDevice);
     return d;
   }
   bool fp32_;

@@ -78,12 +78,7 @@ struct TileLoader {
     for (int v = 0; v < V; ++v) {
       const int idx = threadIdx.x + v * THREADS;
       const int row = idx / C4, col = (idx % C4) * 4;
-      __nv_bfloat162 lo = __floats2bfloat162_rn(r[v].x, r[v].y);
-      __nv_bfloat162 hi = __floats2bfloat162_rn(r[v].z, r[v].w);
-      uint2 u;
-      u.x = *reinterpret_cast<uint32_t*>(&lo);
-      u.y = *reinterpret_cast<uint32_t*>(&hi);
-      *reinterpret_cast<uint2*>(s + row * lds + col) = u;
+      store_bf16x4(s + row * lds + col, r[v]);
     }
   }
 };

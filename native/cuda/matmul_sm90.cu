@@ -119,28 +119,9 @@ __global__ void cast_t_kernel(const float* __restrict__ src, int ld, int R, int 
   }
 }
 
-// One 128 x 64 stage of an operand's K-major bf16 copy (rows of Kp) into the swizzled tile: 4 chunks of 16
-// bytes per thread; rows >= rlim and K >= ke read as zeros (ke is K, whose tail to Kp is zeros, or a split
-// boundary, a multiple of 64).
-__device__ __forceinline__ void issue_tile(uint8_t* tile, const __nv_bfloat16* __restrict__ p, int Kp, int r0,
-                                           int k0, int rlim, int ke) {
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int c = threadIdx.x + kThreads * i, row = c >> 3, chunk = c & 7, r = r0 + row, k = k0 + chunk * 8;
-    const bool ok = r < rlim && k < ke;
-    cp_async16(tile + row * 128 + ((chunk ^ (row & 7)) << 4), ok ? p + static_cast<size_t>(r) * Kp + k : p, ok);
-  }
-}
-
-// The wide variant: 128 x 192 tiles, one block an SM, five stages with the loads three steps ahead and one
-// group of products left in flight while the next is issued (wait 1, not 0); the accumulator starts at zero. For M = 8192 rows and N = 384
-// (most of the char config's products) a 128 x 128 tile made 192 tiles for 132 SMs (two blocks on some,
-// one on others); 128 x 192 makes 128, one wave, and reads 77 FLOPs per byte from L2 instead of 64.
-constexpr int kWN = 192, kWStages = 5, kWAhead = kWStages - 2;
-constexpr int kWTileB = kWN * kBK * 2;                  // B's stage: 192 rows of 128 bytes
-constexpr int kWStageBytes = kTileBytes + kWTileB;
-constexpr int kWSmem = kWStages * kWStageBytes + 1024;
-
+// One ROWS x 64 stage of an operand's K-major bf16 copy (rows of Kp) into the swizzled tile, 16 bytes per
+// copy; rows >= rlim and K >= ke read as zeros (ke is K, whose tail to Kp is zeros, or a split boundary, a
+// multiple of 64).
 template <int ROWS>
 __device__ __forceinline__ void issue_rows(uint8_t* tile, const __nv_bfloat16* __restrict__ p, int Kp, int r0, int k0,
                                            int rlim, int ke) {
@@ -152,6 +133,16 @@ __device__ __forceinline__ void issue_rows(uint8_t* tile, const __nv_bfloat16* _
     cp_async16(tile + row * 128 + ((chunk ^ (row & 7)) << 4), ok ? p + static_cast<size_t>(r) * Kp + k : p, ok);
   }
 }
+
+// The wide variant: 128 x 192 tiles, one block an SM, five stages with the loads three steps ahead and one
+// group of products left in flight while the next is issued (wait 1, not 0); the accumulator starts at
+// zero. For M = 8192 rows and N = 384 (most of the char config's products) a 128 x 128 tile made 192 tiles
+// for 132 SMs (two blocks on some, one on others); 128 x 192 makes 128, one wave, and reads 77 FLOPs per
+// byte from L2 instead of 64.
+constexpr int kWN = 192, kWStages = 5, kWAhead = kWStages - 2;
+constexpr int kWTileB = kWN * kBK * 2;                  // B's stage: 192 rows of 128 bytes
+constexpr int kWStageBytes = kTileBytes + kWTileB;
+constexpr int kWSmem = kWStages * kWStageBytes + 1024;
 
 // Two float32 outputs side by side (columns gc, gc + 1 of row gr, both inside C) through the epilogue, as one
 // 8-byte store where the address allows (the accumulator layout gives each thread column pairs).
@@ -239,8 +230,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   auto issue_next = [&](int s) {
     uint8_t* st = smem + (s % kStages) * kStageBytes;
     const int k0 = br.kb + ld_kt * kBK;
-    issue_tile(st, A, Kp, ld.m0, k0, g.M, br.ke);
-    issue_tile(st + kTileBytes, B, Kp, ld.n0, k0, g.N, br.ke);
+    issue_rows<kBM>(st, A, Kp, ld.m0, k0, g.M, br.ke);
+    issue_rows<kBN>(st + kTileBytes, B, Kp, ld.n0, k0, g.N, br.ke);
     if (++ld_kt == ntiles) {
       ld_kt = 0;
       if (++ld_i < mine) ld = tile_at(ld_i);

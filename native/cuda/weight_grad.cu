@@ -89,13 +89,6 @@ __device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const __nv_bfloa
                : "memory");
 }
 
-__device__ __forceinline__ void store_bf16x4(__nv_bfloat16* p, float4 v) {
-  uint2 u;
-  u.x = pack_bf16(v.x, v.y);
-  u.y = pack_bf16(v.z, v.w);
-  *reinterpret_cast<uint2*>(p) = u;
-}
-
 template <int WM, int WN, int MINB>
 __global__ void __launch_bounds__(WM * WN * 32, MINB) weight_grad_kernel(WgArgs g) {
   using T = WgTile<WM, WN, MINB>;

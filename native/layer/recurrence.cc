@@ -285,7 +285,10 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
   size_t S_stride = len0 * d;
   // Y_{k-1} = Z[:, :w] of window k's application is copied out of `out` by the next glue batch, which
   // reads `out` anyway (one launch fewer per window); under accumulate that batch reads P_k = Y_{k-1}
-  // from `out` too, not from Y, which it is writing.
+  // from `out` too, not from Y, which it is writing. copy_y(j) is that copy of Y_j.
+  auto copy_y = [&](int j) -> Axpy2dOp {
+    return {Y + static_cast<size_t>(j) * w * d, Nd, 1.0f, out.get(), S_stride, nullptr, 0, size_t(B), w * d, false};
+  };
   for (int k = 1; k < m; ++k) {
     const int lk = window_len(k, m, N, w), n = w + lk;
     BlockCache& c = next_app(n);
@@ -303,8 +306,7 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
       ops[count++] = {c.x, n * d, 1.0f, S, S_stride, nullptr, 0, size_t(B), w * d, false};
       ops[count++] = {c.x + w * d, n * d, 1.0f, Xk, Nd, nullptr, 0, size_t(B), lk * d, false};
     }
-    if (k >= 2)  // Y_{k-2}
-      ops[count++] = {Y + static_cast<size_t>(k - 2) * w * d, Nd, 1.0f, out.get(), S_stride, nullptr, 0, size_t(B), w * d, false};
+    if (k >= 2) ops[count++] = copy_y(k - 2);
     be_.axpy2d_batch(ops, count);
     run(c, out.get());
     S = out.get() + w * d;
@@ -317,8 +319,7 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
     Axpy2dOp ops[2];
     int count = 0;
     ops[count++] = {c.x, last * d, 1.0f, S, S_stride, nullptr, 0, size_t(B), last * d, false};
-    if (m >= 2)  // Y_{m-2}
-      ops[count++] = {Y + static_cast<size_t>(m - 2) * w * d, Nd, 1.0f, out.get(), S_stride, nullptr, 0, size_t(B), w * d, false};
+    if (m >= 2) ops[count++] = copy_y(m - 2);
     be_.axpy2d_batch(ops, count);
   }
   run(c, out.get());
