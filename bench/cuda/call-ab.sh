@@ -3,7 +3,8 @@
 # CPU and check-graph with the defaults, then the train steps (AB_CONFIGS, default copy,char) under each
 # set of environment variables in AB_SETS (space-separated sets, each VAR=V,VAR=V), the sets alternated
 # AB_ROUNDS times (default 2), then each kernel's own GPU time over one copy step by Nsight Compute
-# (AB_NCU=0 skips it). AB_QUICK=1 skips the checks.
+# (AB_NCU=0 skips it). AB_QUICK=1 skips the checks. AB_PHASES=1 adds step-phases.mjs (wall time per native
+# call) for each config, with the defaults.
 #   carry: .device/node.xz .device/rt.node.xz .device/kernels_check.xz .device/nm.tar.xz dist
 source "$(dirname "$0")/call-lib.sh"
 sets=${AB_SETS:-"RT_CUDA_STAGE=1,RT_CUDA_ATTN_MMA=1 RT_CUDA_STAGE=0,RT_CUDA_ATTN_MMA=0"}
@@ -18,6 +19,12 @@ for i in $(seq "${AB_ROUNDS:-2}"); do
     grep -A 4 "^config " "$OUT/bench-$set-$i.log" | tail -n +3
   done
 done
+if [[ "${AB_PHASES:-0}" == 1 ]]; then
+  configs=${AB_CONFIGS:-copy,char}
+  for c in ${configs//,/ }; do
+    t "phases $c"; timeout 60 node bench/cuda/step-phases.mjs --config "$c" > "$OUT/phases-$c.log" 2>&1; tail -8 "$OUT/phases-$c.log"
+  done
+fi
 if [[ "${AB_NCU:-1}" == 1 ]]; then
   ncu_durations_stage 16
 fi

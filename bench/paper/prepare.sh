@@ -12,10 +12,4 @@ if [[ "${1:-}" == "--fmnist" ]]; then
 else
   rm -f .device/data/fashion-mnist/*.gz
 fi
-# The run-time dependencies (npm ls --omit=dev), for dist/ to import there: node_modules does not travel,
-# and compressed (2 MB against 24 MB) so that they fit the device tool's carry limit.
-nm=$(mktemp -d)
-for p in $(npm ls --omit=dev --parseable --all 2>/dev/null | grep /node_modules/ | grep -v node-addon-api); do cp -r "$p" "$nm/"; done
-tar -C "$nm" -cf - . | xz -T2 -6 > .device/nm.tar.xz
-rm -rf "$nm" .device/nm
 du -sh .device

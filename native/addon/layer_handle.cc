@@ -146,7 +146,7 @@ Napi::Value LayerHandle::Forward(const Napi::CallbackInfo& info) {
   auto s = static_cast<uint64_t>(seed);
   return Run(info.Env(), [stack, x, training, s, window, keep, check] {
     auto y = stack->forward(*on_device(x, stack->backend().device()), training, s, window, keep, check);
-    stack->backend().synchronize();  // resolve when the result is there (and report a kernel fault here)
+    stack->backend().end_call();  // the result is a device tensor: resolve once it is queued
     return y;
   });
 }
@@ -174,7 +174,7 @@ Napi::Value LayerHandle::Backward(const Napi::CallbackInfo& info) {
   bool check = info[1].IsUndefined() ? true : info[1].ToBoolean().Value();
   return Run(info.Env(), [stack, dy, check] {
     auto dx = stack->backward(*on_device(dy, stack->backend().device()), check);
-    stack->backend().synchronize();
+    stack->backend().end_call();
     return dx;
   });
 }

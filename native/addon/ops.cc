@@ -144,7 +144,7 @@ Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
         check_tokens(*tok, V);
         *out = Tensor::create(DType::F32, {B, N, d}, be->device());
         be->embedding_forward(tok->i32(), wte->f32(), ptr(wpe), (*out)->f32(), B, N, d, V, p, seed, kEmbeddingStream);
-        be->synchronize();
+        be->end_call();
       },
       [out](Napi::Env e) -> Napi::Value { return TensorHandle::Wrap(e, *out); });
 }
@@ -170,7 +170,7 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
         check_tokens(*tok, dwte->shape[0]);
         be->embedding_backward(tok->i32(), dout->f32(), dwte->f32(), ptr(dwpe), B, N, d, static_cast<int>(dwte->shape[0]), p,
                                seed, kEmbeddingStream);
-        be->synchronize();
+        be->end_call();
       },
       [](Napi::Env e) -> Napi::Value { return e.Undefined(); });
 }
@@ -247,7 +247,7 @@ Napi::Value HeadLogits(const Napi::CallbackInfo& info) {
       [=] {
         *out = Tensor::create(DType::F32, {B, P, V}, be->device());
         be->head_logits(Y->f32(), lnw->f32(), ptr(lnb), W->f32(), B, N, d, V, P, (*out)->f32(), fp32);
-        be->synchronize();
+        be->end_call();
       },
       [out](Napi::Env e) -> Napi::Value { return TensorHandle::Wrap(e, *out); });
 }

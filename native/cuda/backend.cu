@@ -398,6 +398,14 @@ class CudaBackend final : public Backend {
   const char* name() const override { return fp32_ ? "cuda-fp32" : "cuda"; }
   Device device() const override { return Device::CUDA; }
   void synchronize() override { RT_CU(cudaStreamSynchronize(stream())); }
+  void end_call() override {
+    static const bool sync = [] {
+      const char* e = std::getenv("RT_CUDA_SYNC");
+      return e && *e && std::string(e) != "0";
+    }();
+    if (sync) synchronize();
+    else RT_CU(cudaPeekAtLastError());  // a failed launch still fails its own call
+  }
 
   void alpha_state(float* st, const float* param) override {
     alpha_state_kernel<<<1, 1, 0, stream()>>>(st, param);

@@ -63,8 +63,13 @@ class Backend {
   // Where alloc() puts memory, and so where the tensors of a LayerStack over this backend live.
   virtual Device device() const { return Device::CPU; }
   // Waits until every operation queued on the backend has finished (a no-op on the CPU, whose kernels
-  // return when done). The addon calls it before handing results to JavaScript.
+  // return when done). The addon calls it before handing host values (a loss, a norm) to JavaScript.
   virtual void synchronize() {}
+  // Ends a call whose results stay on the backend (device tensors): the CUDA backend returns at once,
+  // leaving the work queued on its one stream, so that JavaScript's next call is issued while this one
+  // still runs (the next host read waits for it, and reports a kernel fault if one happened).
+  // RT_CUDA_SYNC=1 waits at the end of every call instead.
+  virtual void end_call() {}
 
   virtual float* alloc(size_t n) = 0;  // n floats, uninitialised; throws rt::Error when out of memory
   virtual void release(float* p) = 0;
