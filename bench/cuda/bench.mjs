@@ -6,8 +6,9 @@
 //
 // Timing: one forward (activations kept) then one backward with dy = R (the gradient of
 // loss = sum(y * R), what the peer differentiates), inputs already on the GPU, median of --reps after two
-// warm-ups. Each call resolves after the GPU has finished (the layer synchronises), so wall time is
-// GPU time plus launch overhead, as a user sees it. FLOPs as bench/lib/flops.mjs counts them.
+// warm-ups. RT_CUDA_SYNC=1 (set here unless given) makes each call resolve after the GPU has finished (by
+// default a layer call resolves once queued), so wall time is GPU time plus launch overhead per call.
+// FLOPs as bench/lib/flops.mjs counts them.
 import { execFileSync } from 'node:child_process';
 import { appendFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -18,6 +19,7 @@ import { layerFlops } from '../lib/flops.mjs';
 import { printTable } from '../lib/table.mjs';
 
 process.env.RT_DEVICE = 'cuda';
+process.env.RT_CUDA_SYNC ??= '1';
 const { RecurrentLayer } = await import('../../dist/model/layer.js');
 const { Tensor } = await import('../../dist/tensor.js');
 

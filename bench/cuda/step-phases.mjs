@@ -1,7 +1,9 @@
 // Where a train step's wall time goes between the native calls: wraps the addon's calls that
 // model.lossAndGrad and AdamW.step make (embedding, the layer stack's forward and backward, head +
 // cross-entropy, the optimizer) with wall-clock timers, runs the config's train steps, and prints the median
-// ms per call and per step, and what is left between the calls (JavaScript, promise hops).
+// ms per call and per step, and what is left between the calls (JavaScript, promise hops). Calls that leave
+// their results on the GPU resolve once queued, so the head and AdamW (which wait) carry the GPU time of
+// the calls before them; RT_CUDA_SYNC=1 gives each call its own.
 //   node bench/cuda/step-phases.mjs [--config char|copy|tiny] [--reps 10] [--device cuda]
 import { parseArgs } from 'node:util';
 
