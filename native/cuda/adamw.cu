@@ -13,8 +13,11 @@
 namespace rt::cuda {
 namespace {
 
-constexpr size_t kChunk = size_t(1) << 16;
+// Small chunks, many blocks: a step's few million parameters are a ~50 MB stream, ~15 us at HBM speed,
+// but only if every SM has loads in flight (65536-element chunks gave the char config 34 blocks, 230 us).
+constexpr size_t kChunk = size_t(1) << 12;
 constexpr int kThreads = 256;
+constexpr int kPerThread = kChunk / kThreads;  // 16: each thread's loads issued together
 
 struct Chunk {
   float* p;
@@ -44,11 +47,21 @@ __global__ void __launch_bounds__(kThreads) sumsq_kernel(const Chunk* __restrict
   if (threadIdx.x == 0) part[blockIdx.x] = red[0];
 }
 
-// state[0] = the norm; state[1] = the gradient scale, or NaN to skip the update.
-__global__ void norm_kernel(const double* __restrict__ part, int chunks, double max_norm, double* __restrict__ state) {
+// state[0] = the norm; state[1] = the gradient scale, or NaN to skip the update. One block, a fixed order
+// (thread t sums parts t, t + kThreads, ...; then a tree), so the norm is the same in every run.
+__global__ void __launch_bounds__(kThreads) norm_kernel(const double* __restrict__ part, int chunks, double max_norm,
+                                                        double* __restrict__ state) {
+  __shared__ double red[kThreads];
   double s = 0;
-  for (int k = 0; k < chunks; ++k) s += part[k];
-  const double norm = sqrt(s);
+  for (int k = threadIdx.x; k < chunks; k += kThreads) s += part[k];
+  red[threadIdx.x] = s;
+  __syncthreads();
+  for (int w = kThreads / 2; w > 0; w >>= 1) {
+    if (threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x) return;
+  const double norm = sqrt(red[0]);
   state[0] = norm;
   state[1] = isfinite(norm) ? (max_norm > 0 && norm > max_norm ? static_cast<double>(static_cast<float>(max_norm / (norm + 1e-6))) : 1.0)
                             : NAN;
@@ -60,13 +73,24 @@ __global__ void __launch_bounds__(kThreads) update_kernel(const Chunk* __restric
   if (isnan(scale_d)) return;
   const float scale = static_cast<float>(scale_d);
   const Chunk c = chunks[blockIdx.x];
-  for (unsigned i = threadIdx.x; i < c.n; i += kThreads) {
-    const float g = c.g[i] * scale;
-    const float m = h.beta1 * c.m[i] + (1.0f - h.beta1) * g;
-    const float v = h.beta2 * c.v[i] + (1.0f - h.beta2) * g * g;
-    c.m[i] = m;
-    c.v[i] = v;
-    c.p[i] = c.p[i] * c.shrink - h.step_size * m / (sqrtf(v) * h.inv_sqrt_bc2 + h.eps);
+  // All loads first: the stores could alias the next element's loads as far as the compiler knows, which
+  // would otherwise serialise one element's four loads after the previous element's three stores.
+  float g[kPerThread], m[kPerThread], v[kPerThread], p[kPerThread];
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const unsigned i = threadIdx.x + k * kThreads;
+    if (i < c.n) g[k] = c.g[i], m[k] = c.m[i], v[k] = c.v[i], p[k] = c.p[i];
+  }
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const unsigned i = threadIdx.x + k * kThreads;
+    if (i >= c.n) break;
+    const float gs = g[k] * scale;
+    const float mk = h.beta1 * m[k] + (1.0f - h.beta1) * gs;
+    const float vk = h.beta2 * v[k] + (1.0f - h.beta2) * gs * gs;
+    c.m[i] = mk;
+    c.v[i] = vk;
+    c.p[i] = p[k] * c.shrink - h.step_size * mk / (sqrtf(vk) * h.inv_sqrt_bc2 + h.eps);
   }
 }
 
@@ -93,7 +117,7 @@ double adamw_step(const AdamWTensor* tensors, size_t count, const AdamWHyper& hp
   const Chunk* tab = static_cast<const Chunk*>(table.get());
   sumsq_kernel<<<n, kThreads, 0, stream()>>>(tab, static_cast<double*>(part.get()));
   RT_CU_LAUNCH("adamw sum of squares");
-  norm_kernel<<<1, 1, 0, stream()>>>(static_cast<double*>(part.get()), static_cast<int>(n), max_norm,
+  norm_kernel<<<1, kThreads, 0, stream()>>>(static_cast<double*>(part.get()), static_cast<int>(n), max_norm,
                                      static_cast<double*>(state.get()));
   RT_CU_LAUNCH("adamw norm");
   update_kernel<<<n, kThreads, 0, stream()>>>(tab, h, static_cast<double*>(state.get()));

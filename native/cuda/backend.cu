@@ -32,6 +32,7 @@
 #include "cuda/common.cuh"
 #include "cpu/kernels.h"
 #include "cuda/kernels.cuh"
+#include "cuda/matmul_sm90.cuh"
 #include "cuda/profile.cuh"
 #include "cuda/twin.cuh"
 #include "layer/backend.h"
@@ -633,6 +634,26 @@ class CudaBackend final : public Backend {
     __nv_bfloat16* tw = dx ? cuda::twin_offer(!fp32_, dx, static_cast<size_t>(n) * d) : nullptr;
     cuda::layernorm_backward_res(x, w, mean, rstd, dy, dres, dx, dw, db, n, d, tw);
   }
+  // The block's four matrices as [out, in] (the fused chains have their own packed copy).
+  struct BlockMatrices {
+    const float* W[4];
+    int out[4], in[4];
+  };
+  static BlockMatrices matrices(const BlockShape& s, const BlockWeights& w) {
+    const int d = s.d;
+    return {{w.attn_w, w.attn_proj_w, w.fc_w, w.mlp_proj_w}, {3 * d, d, 4 * d, d}, {d, d, d, 4 * d}};
+  }
+  size_t weight_copies_size(const BlockShape& s) const override {
+    if (fp32_ || fused_block(s) || !cuda::weight_copies_wanted()) return 0;
+    const BlockMatrices m = matrices(s, BlockWeights{});
+    return cuda::weight_copies_floats(m.out, m.in, 4);
+  }
+  void weight_copies_begin(const BlockShape& s, const BlockWeights& w, bool backward, float* dst) override {
+    RT_PROF("weight_copies");
+    const BlockMatrices m = matrices(s, w);
+    cuda::weight_copies_make(m.W, m.out, m.in, 4, backward, dst);
+  }
+  void weight_copies_end() noexcept override { cuda::weight_copies_clear(); }
   bool fused_block(const BlockShape& s) const override { return fused_ && cuda::block_fusable(s.d); }
   size_t fused_weights_size(const BlockShape& s) const override { return cuda::fused_weights_floats(!fp32_, s.d); }
   void pack_fused_weights(const BlockShape& s, const BlockWeights& w, float* dst) override {

@@ -417,14 +417,6 @@ void launch(bool bf16, GemmKernel k, dim3 grid, const GemmArgs& g, const char* w
   RT_CU_LAUNCH(what);
 }
 
-// RT_CUDA_WGMMA=0 in the environment keeps Auto off the Hopper kernel (to compare the two in one build).
-bool wgmma_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("RT_CUDA_WGMMA");
-    return !(e && std::string(e) == "0");
-  }();
-  return on;
-}
 
 #ifdef RT_CUBLAS
 // Builds with -DRT_CUBLAS=ON (a toolkit with cuBLAS; not CI's) hand the products without a bias epilogue or

@@ -354,17 +354,45 @@ bool wide_usable() {
   return ok;
 }
 
+// A layer pass's bf16 copies of its weights (weight_copies_make), each in the layout cast() gives it as
+// a product's B operand; gemm_sm90 takes one only for the same pointer, layout, shape and stride.
+struct WeightCopy {
+  const float* W;
+  bool kc;
+  int R, K, ld;
+  const __nv_bfloat16* bf;
+};
+constexpr int kMaxCopies = 8;
+thread_local WeightCopy t_copies[kMaxCopies];
+thread_local int t_copy_count = 0;
+
+const __nv_bfloat16* find_copy(const float* W, bool kc, int R, int K, int ld) {
+  for (int i = 0; i < t_copy_count; ++i) {
+    const WeightCopy& c = t_copies[i];
+    if (c.W == W && c.kc == kc && c.R == R && c.K == K && c.ld == ld) return c.bf;
+  }
+  return nullptr;
+}
+
+// A weight W [out, in] as the B operand: forward y = x W^T (transposed: out rows over K = in, as stored),
+// backward dx = dy W (in rows over K = out).
+void copy_shape(bool backward, int out, int in, int* R, int* K) {
+  *R = backward ? in : out;
+  *K = backward ? out : in;
+}
+
 }  // namespace
 
 bool gemm_sm90(bool transA, bool transB, dim3 grid, const GemmArgs& g, const __nv_bfloat16* A_twin) {
   if (!usable()) return false;  // no sm_90a image loads on this device: matmul.cu falls back
   const int Kp = (g.K + 7) / 8 * 8;
   const bool twin = A_twin && !transA && g.lda == g.K && Kp == g.K;
-  Scratch a(twin ? 0 : static_cast<size_t>(g.M) * Kp * 2), b(static_cast<size_t>(g.N) * Kp * 2);
+  const __nv_bfloat16* Bc = t_copy_count ? find_copy(g.B, transB, g.N, g.K, g.ldb) : nullptr;
+  Scratch a(twin ? 0 : static_cast<size_t>(g.M) * Kp * 2), b(Bc ? 0 : static_cast<size_t>(g.N) * Kp * 2);
   const __nv_bfloat16* A = twin ? A_twin : static_cast<const __nv_bfloat16*>(a.get());
-  auto* B = static_cast<__nv_bfloat16*>(b.get());
+  const __nv_bfloat16* B = Bc ? Bc : static_cast<const __nv_bfloat16*>(b.get());
   if (!twin) cast(g.A, g.lda, !transA, g.M, g.K, Kp, static_cast<__nv_bfloat16*>(a.get()));
-  cast(g.B, g.ldb, transB, g.N, g.K, Kp, B);
+  if (!Bc) cast(g.B, g.ldb, transB, g.N, g.K, Kp, static_cast<__nv_bfloat16*>(b.get()));
   // The wide kernel where it measured faster (bench/results/cuda-kernels-2026-12-04b.log): N up to two of
   // its tiles with a long reduction (char mlp c_proj forward and c_fc dx: N 384, K 1536: 141 -> 179 and
   // 140 -> 180 TFLOP/s); wider products with K = 384 ran slower on it (c_fc forward 164 -> 146), and so did
@@ -385,5 +413,53 @@ bool gemm_sm90(bool transA, bool transB, dim3 grid, const GemmArgs& g, const __n
   RT_CU_LAUNCH("gemm_wgmma");
   return true;
 }
+
+bool wgmma_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("RT_CUDA_WGMMA");
+    return !(e && std::string(e) == "0");
+  }();
+  return on;
+}
+
+bool weight_copies_wanted() {
+  static const bool on = [] {
+    const char* e = std::getenv("RT_CUDA_WCOPY");
+    return !(e && std::string(e) == "0");
+  }();
+  return on && wgmma_enabled() && limits().cc == 90 && usable();
+}
+
+size_t weight_copies_floats(const int* out, const int* in, int count) {
+  size_t bytes = 0;
+  for (int i = 0; i < count; ++i) {
+    size_t most = 0;
+    for (bool backward : {false, true}) {
+      int R, K;
+      copy_shape(backward, out[i], in[i], &R, &K);
+      most = std::max(most, static_cast<size_t>(R) * ((K + 7) / 8 * 8) * 2);
+    }
+    bytes += most;
+  }
+  return (bytes + 3) / 4;
+}
+
+void weight_copies_make(const float* const* W, const int* out, const int* in, int count, bool backward, float* dst) {
+  RT_CHECK(count <= kMaxCopies, "weight_copies_make: at most " + std::to_string(kMaxCopies) + " matrices");
+  t_copy_count = 0;
+  auto* at = reinterpret_cast<__nv_bfloat16*>(dst);
+  for (int i = 0; i < count; ++i) {
+    int R, K;
+    copy_shape(backward, out[i], in[i], &R, &K);
+    const int Kp = (K + 7) / 8 * 8;
+    // The layouts gemm_sm90 casts a weight to: K-contiguous (kc) as stored for the forward, transposed
+    // for the backward. Each copy starts 16-byte aligned (R * Kp * 2 bytes is a multiple of 16).
+    cast(W[i], in[i], !backward, R, K, Kp, at);
+    t_copies[t_copy_count++] = {W[i], !backward, R, K, in[i], at};
+    at += static_cast<size_t>(R) * Kp;
+  }
+}
+
+void weight_copies_clear() noexcept { t_copy_count = 0; }
 
 }  // namespace rt::cuda

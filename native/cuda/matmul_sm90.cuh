@@ -11,4 +11,16 @@
 namespace rt::cuda {
 // A_twin: A's bf16 K-major copy already made (twin.cuh; not transposed, lda == K, K a multiple of 8).
 bool gemm_sm90(bool transA, bool transB, dim3 grid, const gemm_detail::GemmArgs& g, const __nv_bfloat16* A_twin);
+// RT_CUDA_WGMMA=0 in the environment keeps gemm()'s Auto choice off this kernel (to compare in one build).
+bool wgmma_enabled();
+
+// Weight copies (Backend::weight_copies_begin): the bf16 copies of `count` weights W[i] [out[i], in[i]] in
+// the layout the forward's products (backward false) or the backward's dx products read them as B, made
+// into dst (weight_copies_floats floats, enough for either layout) and used by gemm_sm90 on this thread, in
+// place of casting those operands, until weight_copies_clear. Wanted: on a Hopper GPU with its kernel
+// usable, unless RT_CUDA_WCOPY=0.
+bool weight_copies_wanted();
+size_t weight_copies_floats(const int* out, const int* in, int count);
+void weight_copies_make(const float* const* W, const int* out, const int* in, int count, bool backward, float* dst);
+void weight_copies_clear() noexcept;
 }  // namespace rt::cuda

@@ -155,6 +155,15 @@ class Backend {
   virtual void dropout_backward(const float* dy, float* dx, size_t n, float p, uint64_t seed,
                                 uint64_t stream) = 0;
 
+  // The products' weights converted once per layer pass, for a backend whose products would otherwise
+  // convert them at every window application (the CUDA backend's bf16 copies for its Hopper GEMM):
+  // weight_copies_size floats (0: none) at dst, which weight_copies_begin fills in the layout of the forward's
+  // products or the backward's; the products of those weights on this thread use them until
+  // weight_copies_end. The caller keeps dst until the work queued meanwhile has run (stream order).
+  virtual size_t weight_copies_size(const BlockShape&) const { return 0; }
+  virtual void weight_copies_begin(const BlockShape&, const BlockWeights&, bool /*backward*/, float* /*dst*/) {}
+  virtual void weight_copies_end() noexcept {}
+
   // ---- Fused block chains (layer/block.cc). A window application of a small block is a few microseconds
   // of work per kernel, so launches, not arithmetic, set its time: a backend that returns true from
   // fused_block(s) runs each row-local chain of the block as one kernel, and block_forward / block_backward

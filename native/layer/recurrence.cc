@@ -38,6 +38,28 @@ std::vector<int> app_lengths(int N, int w) {
   return n;
 }
 
+// The backend's once-per-pass copies of a layer's weights (Backend::weight_copies_begin), for one pass.
+class WeightCopies {
+ public:
+  WeightCopies(Backend& be, const BlockShape& s, const BlockWeights& w, bool backward) : be_(be) {
+    const size_t n = be.weight_copies_size(s);
+    if (!n) return;
+    buf_ = DeviceBuffer(be, n);
+    be.weight_copies_begin(s, w, backward, buf_.get());
+    active_ = true;
+  }
+  ~WeightCopies() {
+    if (active_) be_.weight_copies_end();
+  }
+  WeightCopies(const WeightCopies&) = delete;
+  WeightCopies& operator=(const WeightCopies&) = delete;
+
+ private:
+  Backend& be_;
+  DeviceBuffer buf_;
+  bool active_ = false;
+};
+
 }  // namespace
 
 void LayerConfig::validate() const {
@@ -238,6 +260,7 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
     alpha_at = cache.alpha_dev.get() + 1;
   }
   const BlockWeights W = block_weights(l, cache.packed);
+  const WeightCopies copies(be_, shape_, W, false);
 
   const int m = w == 0 ? 1 : (N + w - 1) / w;
   const int nmax = (w == 0 || m == 1) ? N : 2 * w;
@@ -388,6 +411,7 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   // The weights do not change between a forward and its backward: the forward's packed copy serves.
   BlockWeights W = L.w;
   W.packed = cache.packed.get();
+  const WeightCopies copies(be_, shape_, W, true);
   // The Linear layers' output gradients of every application, for one weight-gradient product each at
   // the end. Without dropout the gradient at mlp c_proj's output is the block's dy itself: it is assembled
   // straight into the stash (w = 0: it is dY).
