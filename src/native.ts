@@ -79,6 +79,12 @@ export interface NativeHeadResult {
   dY?: NativeTensor;
 }
 
+/** A deferred head's queued result: read its numbers with `xentResult(pending)`. */
+export interface NativeHeadPending {
+  dY?: NativeTensor;
+  pending: object;
+}
+
 /**
  * Sampling settings per row, for a decoder step that samples its rows' next tokens where it computes them
  * (Decoder.stepSample) or for sampleRows(): one value of each per row. A row with a negative temperature
@@ -170,6 +176,20 @@ export interface NativeAddon {
     grads: { dlnw: NativeTensor; dlnb: NativeTensor | null; dW: NativeTensor } | null,
     fp32?: boolean,
   ): Promise<NativeHeadResult>;
+  /** As headXent, resolving once queued (on the GPU, before the loss is known); the numbers come later. */
+  headXent(
+    y: NativeTensor,
+    lnw: NativeTensor,
+    lnb: NativeTensor | null,
+    W: NativeTensor,
+    targets: NativeTensor,
+    ignoreIndex: number,
+    grads: { dlnw: NativeTensor; dlnb: NativeTensor | null; dW: NativeTensor } | null,
+    fp32: boolean,
+    defer: true,
+  ): Promise<NativeHeadPending>;
+  /** The loss, hit count and scored count of a deferred headXent (waits for the device). */
+  xentResult(pending: object): Promise<{ loss: number; correct: number; count: number }>;
   headLogits(y: NativeTensor, lnw: NativeTensor, lnb: NativeTensor | null, W: NativeTensor, positions: number, fp32?: boolean): Promise<NativeTensor>;
   adamw(
     params: NativeTensor[],

@@ -11,6 +11,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { ModelConfig } from '../src/model/config.js'
 import { IGNORE_INDEX, RecurrentTransformer } from '../src/model/transformer.js'
+import { AdamW } from '../src/optim/adamw.js'
 import { Tensor } from '../src/tensor.js'
 import { Rng, caught, randn, randomParams, relErr, sameBits, toFloat32Record } from './helpers.js'
 import type { Params } from './reference/index.js'
@@ -425,6 +426,32 @@ describe('model vs float64 reference: loss, every gradient, logits, evaluate', (
       expect(r.correct).toBe(0)
       for (const [name, g] of Object.entries(r.grads)) expect(g.every((x) => x === 0), name).toBe(true)
     } finally {
+      model.dispose()
+    }
+  })
+
+  it('a non-finite loss comes with non-finite gradients, and AdamW then skips the step', async () => {
+    const cfg = baseCfg({ head: 'lm' })
+    const rng = new Rng(17)
+    const params = randomModelParams(cfg, rng)
+    const record = toFloat32Record(params)
+    // Weights that overflow the logits (importParameters takes finite values only).
+    record['transformer.ln_f.weight'] = record['transformer.ln_f.weight'].map(() => 3e38)
+    record['transformer.wte.weight'] = record['transformer.wte.weight'].map((x) => x * 1e3)
+    const model = new RecurrentTransformer(nativeConfig(cfg))
+    model.importParameters(record)
+    const opt = new AdamW(model.parameters(), model.decayMask(), { lr: 1e-2 })
+    try {
+      const { tokens, targets, P } = randomBatch(cfg, rng, 2, 6)
+      const r = await step(model, tokens, targets, 2, 6, P)
+      expect(Number.isFinite(r.loss)).toBe(false)
+      expect(Object.values(r.grads).some((g) => g.some((x) => !Number.isFinite(x)))).toBe(true)
+      const before = model.parameters().map((p) => p.value.toArray().slice())
+      const info = await opt.step()
+      expect(info.skipped).toBe(true)
+      model.parameters().forEach((p, i) => expect(sameBits(p.value.toArray() as Float32Array, before[i] as Float32Array), p.name).toBe(true))
+    } finally {
+      opt.dispose()
       model.dispose()
     }
   })

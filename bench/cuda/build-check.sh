@@ -11,7 +11,7 @@ mkdir -p "$OBJ"
 ARCH="${RT_CUDA_ARCH:--gencode=arch=compute_90,code=sm_90}"
 CPU=(native/core/thread_pool.cc native/cpu/matmul.cc native/cpu/layernorm.cc native/cpu/attention.cc
      native/cpu/activation.cc native/cpu/dropout.cc native/cpu/decode.cc native/cpu/softmax_xent.cc
-     native/cpu/linear_rows.cc)
+     native/cpu/linear_rows.cc native/cpu/embedding.cc)
 pids=()
 for f in "${CPU[@]}"; do
   g++ -O3 -std=c++17 -march=x86-64-v3 -pthread -Inative -c "$f" -o "$OBJ/$(basename "$f" .cc).o" & pids+=($!)

@@ -1,6 +1,8 @@
 // The model's non-layer ops, one Node-API call each, each running off the event loop: embedding,
 // the head with its fused softmax cross-entropy, and the optimizer step (clipping included).
 #include <cmath>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -181,8 +183,10 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
       [](Napi::Env e) -> Napi::Value { return e.Undefined(); });
 }
 
-// headXent(Y [B,N,d], lnw, lnb | null, W [V,d], targets [B,P] i32, ignoreIndex, grads | null)
-//   grads = {dlnw, dlnb | null, dW} -> Promise<{loss, correct, count, dY?}>
+// headXent(Y [B,N,d], lnw, lnb | null, W [V,d], targets [B,P] i32, ignoreIndex, grads | null, fp32, defer)
+//   grads = {dlnw, dlnb | null, dW} -> Promise<{loss, correct, count, dY?}>; with defer, the Promise resolves
+//   once the work is queued, with {dY?, pending} instead of the numbers, which xentResult(pending) reads.
+using XentRead = std::function<XentResult()>;
 Napi::Value HeadXent(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto Y = f32(info[0], "y", 3);
@@ -211,23 +215,53 @@ Napi::Value HeadXent(const Napi::CallbackInfo& info) {
     expect(env, !dlnb == !lnb, "grads.dlnb: given exactly when ln_f.bias is");
   }
   const bool fp32 = flag(info[7]);
+  const bool defer = flag(info[8]);
   Backend* be = &backend_of(env, {&Y, &lnw, &lnb, &W, &dlnw, &dlnb, &dW}, fp32);
   auto res = std::make_shared<XentResult>();
+  auto read = std::make_shared<XentRead>();
   auto dY = std::make_shared<TensorPtr>();
   return PromiseWorker::Run(
       env, "rt:head",
       [=] {
         if (grad) *dY = Tensor::create(DType::F32, {B, N, d}, be->device());
-        *res = be->head_xent(Y->f32(), lnw->f32(), ptr(lnb), W->f32(), tg->i32(), B, N, d, V, P, ignore,
-                             grad ? (*dY)->f32() : nullptr, ptr(dlnw), ptr(dlnb), ptr(dW), fp32);
-        be->synchronize();
+        *read = be->head_xent_deferred(Y->f32(), lnw->f32(), ptr(lnb), W->f32(), tg->i32(), B, N, d, V, P, ignore,
+                                       grad ? (*dY)->f32() : nullptr, ptr(dlnw), ptr(dlnb), ptr(dW), fp32);
+        if (defer) {
+          be->end_call();
+        } else {
+          *res = (*read)();
+          be->synchronize();
+        }
       },
-      [res, dY](Napi::Env e) -> Napi::Value {
+      [res, read, dY, defer](Napi::Env e) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(e);
+        if (defer) {
+          o.Set("pending", Napi::External<XentRead>::New(e, new XentRead(std::move(*read)),
+                                                         [](Napi::Env, XentRead* f) { delete f; }));
+        } else {
+          o.Set("loss", res->loss);
+          o.Set("correct", static_cast<double>(res->correct));
+          o.Set("count", static_cast<double>(res->count));
+        }
+        if (*dY) o.Set("dY", TensorHandle::Wrap(e, *dY));
+        return o;
+      });
+}
+
+// xentResult(pending) -> Promise<{loss, correct, count}>: the numbers of a deferred headXent, once its work
+// (and whatever was queued after it) has run.
+Napi::Value XentResultOf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsExternal()) throw Napi::TypeError::New(env, "xentResult: expected the `pending` of a deferred headXent");
+  const XentRead read = *info[0].As<Napi::External<XentRead>>().Data();
+  auto res = std::make_shared<XentResult>();
+  return PromiseWorker::Run(
+      env, "rt:head-result", [read, res] { *res = read(); },
+      [res](Napi::Env e) -> Napi::Value {
         Napi::Object o = Napi::Object::New(e);
         o.Set("loss", res->loss);
         o.Set("correct", static_cast<double>(res->correct));
         o.Set("count", static_cast<double>(res->count));
-        if (*dY) o.Set("dY", TensorHandle::Wrap(e, *dY));
         return o;
       });
 }
@@ -328,6 +362,7 @@ void InitOps(Napi::Env env, Napi::Object exports) {
   exports.Set("embeddingForward", Napi::Function::New(env, EmbeddingForward));
   exports.Set("embeddingBackward", Napi::Function::New(env, EmbeddingBackward));
   exports.Set("headXent", Napi::Function::New(env, HeadXent));
+  exports.Set("xentResult", Napi::Function::New(env, XentResultOf));
   exports.Set("headLogits", Napi::Function::New(env, HeadLogits));
   exports.Set("adamw", Napi::Function::New(env, AdamW));
 }

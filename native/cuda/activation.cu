@@ -63,7 +63,6 @@ __global__ void map2_kernel(const float* __restrict__ x, const float* dy, float*
   }
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 template <class F>
 void map1(const float* x, float* y, size_t n, __nv_bfloat16* twin, const char* what) {

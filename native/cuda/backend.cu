@@ -21,6 +21,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <type_traits>
@@ -733,18 +735,28 @@ class CudaBackend final : public Backend {
   XentResult head_xent(const float* Y, const float* lnw, const float* lnb, const float* W, const int32_t* targets, int B,
                        int N, int d, int V, int P, int ignore_index, float* dY, float* dlnw, float* dlnb, float* dW,
                        bool fp32) override {
+    return head_xent_deferred(Y, lnw, lnb, W, targets, B, N, d, V, P, ignore_index, dY, dlnw, dlnb, dW, fp32)();
+  }
+  std::function<XentResult()> head_xent_deferred(const float* Y, const float* lnw, const float* lnb, const float* W,
+                                                 const int32_t* targets, int B, int N, int d, int V, int P,
+                                                 int ignore_index, float* dY, float* dlnw, float* dlnb, float* dW,
+                                                 bool fp32) override {
     RT_PROF("head_xent");
     RT_CHECK(P >= 1 && P <= N, "head: scored positions must be in [1, N], got " + std::to_string(P));
-    XentResult res;
-    res.count = cpu::count_scored(targets, B * P, V, ignore_index);
-    Scratch tg = upload_ints(targets, static_cast<size_t>(B) * P), totals(2 * sizeof(double));
+    const int64_t count = cpu::count_scored(targets, B * P, V, ignore_index);
+    Scratch tg = upload_ints(targets, static_cast<size_t>(B) * P);
+    auto totals = std::make_shared<Scratch>(2 * sizeof(double));
     cuda::head_xent(!(fp32 || fp32_), Y, lnw, lnb, W, static_cast<const int32_t*>(tg.get()), B, N, d, V, P, ignore_index,
-                    res.count, dY, dlnw, dlnb, dW, static_cast<double*>(totals.get()));
-    double t[2];
-    memcpy_kind(t, totals.get(), sizeof t, cudaMemcpyDeviceToHost);
-    res.loss = res.count ? t[0] / res.count : 0.0;
-    res.correct = static_cast<int64_t>(t[1]);
-    return res;
+                    count, dY, dlnw, dlnb, dW, static_cast<double*>(totals->get()));
+    return [totals, count] {
+      double t[2];
+      memcpy_kind(t, totals->get(), sizeof t, cudaMemcpyDeviceToHost);
+      XentResult res;
+      res.count = count;
+      res.loss = count ? t[0] / count : 0.0;
+      res.correct = static_cast<int64_t>(t[1]);
+      return res;
+    };
   }
   void head_logits(const float* Y, const float* lnw, const float* lnb, const float* W, int B, int N, int d, int V, int P,
                    float* logits, bool fp32) override {

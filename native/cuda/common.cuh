@@ -26,6 +26,9 @@ struct DeviceLimits {
 };
 const DeviceLimits& limits();
 
+// Whether a pointer allows 16-byte vector loads and stores.
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
 // Scratch device memory from the caching allocator (stream-ordered, uninitialised), freed on scope exit.
 class Scratch {
  public:

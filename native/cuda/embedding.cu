@@ -3,10 +3,13 @@
 //
 // Forward is elementwise and gives the CPU's bits (same sums, same dropout mask, index (b*N+t)*d+j).
 // Backward: the position gradient is a sum over the batch per (t, j), done by one thread per entry in the
-// CPU's order (same bits). The token gradient scatters B*N rows into V rows: rows are summed in shared
-// memory per block when the whole [V, d] table fits there (small vocabularies: copy tasks, characters,
-// pixels), else with atomics straight into global memory. Either way the order of float additions into
-// one entry varies from run to run: the token gradient is reproducible to rounding, not to the bit.
+// CPU's order (same bits). The token gradient scatters B*N rows into V rows. When a [V, d] table fits in a
+// block's shared memory (small vocabularies: copy tasks, characters, pixels), thread j of a block owns
+// column j of the table and adds the block's rows into it in row order, and a second kernel adds the
+// blocks' tables in block order: no atomics, the same bits every run on a given GPU. Larger vocabularies
+// scatter with atomics into global memory, reproducible to rounding only.
+#include <algorithm>
+#include <cstdint>
 #include <string>
 
 #include "core/rng.h"
@@ -32,15 +35,29 @@ Drop make_drop(float p, uint64_t seed, uint64_t stream_id) {
   return Drop{rng_key(seed, stream_id), keep_threshold(p), p > 0 ? 1.0f / (1.0f - p) : 1.0f, p > 0};
 }
 
+// Four elements a thread step when d % 4 == 0 (16-byte loads and stores), with 32-bit indices where the
+// output fits: a 64-bit division per element held the copy config's 25M-element forward at ~90 us.
+template <typename I, bool kVec>
 __global__ void embedding_forward_kernel(const int32_t* __restrict__ tok, const float* __restrict__ wte,
-                                         const float* __restrict__ wpe, float* __restrict__ out, size_t rows, int N,
-                                         int d, Drop drop) {
-  const size_t total = rows * d, stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total; i += stride) {
-    const size_t r = i / d;
-    const int j = static_cast<int>(i - r * d);
-    float v = wte[static_cast<size_t>(tok[r]) * d + j] + (wpe ? wpe[(r % N) * d + j] : 0.0f);
-    out[i] = drop(v, i);
+                                         const float* __restrict__ wpe, float* __restrict__ out, I rows, I N, I d,
+                                         Drop drop) {
+  constexpr int E = kVec ? 4 : 1;
+  const I q = d / E, total = rows * q, stride = static_cast<I>(gridDim.x) * blockDim.x;
+  for (I u = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; u < total; u += stride) {
+    const I r = u / q, j = (u - r * q) * E;
+    const float* te = wte + static_cast<size_t>(tok[r]) * d + j;
+    const float* pe = wpe ? wpe + static_cast<size_t>(r % N) * d + j : nullptr;
+    const size_t i = static_cast<size_t>(r) * d + j;
+    if constexpr (kVec) {
+      float4 v = *reinterpret_cast<const float4*>(te);
+      if (pe) {
+        const float4 w = *reinterpret_cast<const float4*>(pe);
+        v.x += w.x, v.y += w.y, v.z += w.z, v.w += w.w;
+      }
+      *reinterpret_cast<float4*>(out + i) = make_float4(drop(v.x, i), drop(v.y, i + 1), drop(v.z, i + 2), drop(v.w, i + 3));
+    } else {
+      out[i] = drop(*te + (pe ? *pe : 0.0f), i);
+    }
   }
 }
 
@@ -58,32 +75,67 @@ __global__ void position_backward_kernel(const float* __restrict__ dout, float* 
   }
 }
 
-// Each block owns a contiguous range of rows; with kShared its [V, d] partial sums live in shared memory
-// and are added to dwte once per block.
-template <bool kShared>
-__global__ void token_backward_kernel(const int32_t* __restrict__ tok, const float* __restrict__ dout,
-                                      float* __restrict__ dwte, size_t rows, int d, int V, size_t rows_per_block,
-                                      Drop drop) {
+// Thread (j, g) of a block owns column j of group g's [V, d] table in shared memory and adds group g's
+// share of the block's rows into it in row order, eight rows' loads at a time (one at a time, each row
+// waited for its global load); the block then writes the sum of its groups' tables, in group order, to
+// ws[blockIdx.x]. blockDim = (a multiple of 32 >= d, groups).
+constexpr int kBatch = 8;
+__global__ void token_partial_kernel(const int32_t* __restrict__ tok, const float* __restrict__ dout,
+                                     float* __restrict__ ws, size_t rows, int d, int V, size_t rows_per_block,
+                                     Drop drop) {
   extern __shared__ float part[];
-  const size_t table = static_cast<size_t>(V) * d;
-  if constexpr (kShared) {
-    for (size_t k = threadIdx.x; k < table; k += blockDim.x) part[k] = 0.0f;
-    __syncthreads();
+  const int table = V * d, groups = blockDim.y, g = threadIdx.y, j = threadIdx.x;
+  const int tid = threadIdx.y * blockDim.x + threadIdx.x, nthreads = blockDim.x * blockDim.y;
+  for (int k = tid; k < table * groups; k += nthreads) part[k] = 0.0f;
+  __syncthreads();
+  const size_t b0 = blockIdx.x * rows_per_block, b1 = min(rows, b0 + rows_per_block);
+  const size_t per = (b1 - b0 + groups - 1) / groups;
+  const size_t r0 = min(b1, b0 + g * per), r1 = min(b1, r0 + per);
+  float* mine = part + static_cast<size_t>(g) * table;
+  if (j < d)
+    for (size_t r = r0; r < r1; r += kBatch) {
+      int t[kBatch];
+      float v[kBatch];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u)
+        if (r + u < r1) {
+          const size_t i = (r + u) * d + j;
+          t[u] = tok[r + u];
+          v[u] = drop(dout[i], i);
+        }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u)
+        if (r + u < r1) mine[t[u] * d + j] += v[u];
+    }
+  __syncthreads();
+  float* out = ws + static_cast<size_t>(blockIdx.x) * table;
+  for (int k = tid; k < table; k += nthreads) {
+    float sum = part[k];
+    for (int q = 1; q < groups; ++q) sum += part[static_cast<size_t>(q) * table + k];
+    out[k] = sum;
   }
+}
+
+// dwte[e] += the blocks' tables' entry e, in block order.
+__global__ void token_finish_kernel(const float* __restrict__ ws, int blocks, int table, float* __restrict__ dwte) {
+  const int e = blockIdx.x * blockDim.x + threadIdx.x;
+  if (e >= table) return;
+  float s = 0.0f;
+  for (int b = 0; b < blocks; ++b) s += ws[static_cast<size_t>(b) * table + e];
+  dwte[e] += s;
+}
+
+// Large vocabularies: each block a range of rows, atomics into dwte.
+__global__ void token_backward_atomic_kernel(const int32_t* __restrict__ tok, const float* __restrict__ dout,
+                                             float* __restrict__ dwte, size_t rows, int d, size_t rows_per_block,
+                                             Drop drop) {
   const size_t r0 = blockIdx.x * rows_per_block;
   const size_t r1 = r0 + rows_per_block < rows ? r0 + rows_per_block : rows;
   for (size_t i = r0 * d + threadIdx.x; i < r1 * d; i += blockDim.x) {
     const size_t r = i / d;
     const int j = static_cast<int>(i - r * d);
     const float v = drop(dout[i], i);
-    if (v == 0.0f) continue;
-    float* dst = kShared ? part : dwte;
-    atomicAdd(dst + static_cast<size_t>(tok[r]) * d + j, v);
-  }
-  if constexpr (kShared) {
-    __syncthreads();
-    for (size_t k = threadIdx.x; k < table; k += blockDim.x)
-      if (part[k] != 0.0f) atomicAdd(dwte + k, part[k]);
+    if (v != 0.0f) atomicAdd(dwte + static_cast<size_t>(tok[r]) * d + j, v);
   }
 }
 
@@ -94,7 +146,18 @@ void embedding_forward(const int32_t* tokens, const float* wte, const float* wpe
   const Drop drop = make_drop(p, seed, stream_id);
   const size_t rows = static_cast<size_t>(B) * N;
   if (!rows || !d) return;
-  embedding_forward_kernel<<<blocks_for(rows * d, 256), 256, 0, stream()>>>(tokens, wte, wpe, out, rows, N, d, drop);
+  const bool vec = d % 4 == 0 && aligned16(wte) && (!wpe || aligned16(wpe)) && aligned16(out);
+  const size_t units = rows * d / (vec ? 4 : 1);
+  const unsigned blocks = blocks_for(units, 256);
+  if (rows * d < (size_t{1} << 31)) {
+    const unsigned R = static_cast<unsigned>(rows), n = static_cast<unsigned>(N), w = static_cast<unsigned>(d);
+    if (vec) embedding_forward_kernel<unsigned, true><<<blocks, 256, 0, stream()>>>(tokens, wte, wpe, out, R, n, w, drop);
+    else embedding_forward_kernel<unsigned, false><<<blocks, 256, 0, stream()>>>(tokens, wte, wpe, out, R, n, w, drop);
+  } else {
+    const size_t n = static_cast<size_t>(N), w = static_cast<size_t>(d);
+    if (vec) embedding_forward_kernel<size_t, true><<<blocks, 256, 0, stream()>>>(tokens, wte, wpe, out, rows, n, w, drop);
+    else embedding_forward_kernel<size_t, false><<<blocks, 256, 0, stream()>>>(tokens, wte, wpe, out, rows, n, w, drop);
+  }
   RT_CU_LAUNCH("embedding_forward");
 }
 
@@ -107,23 +170,42 @@ void embedding_backward(const int32_t* tokens, const float* dout, float* dwte, f
     position_backward_kernel<<<blocks_for(static_cast<size_t>(N) * d, 256), 256, 0, stream()>>>(dout, dwpe, B, N, d, drop);
     RT_CU_LAUNCH("embedding_backward (positions)");
   }
-  const size_t table_bytes = static_cast<size_t>(V) * d * sizeof(float);
-  // Enough blocks to fill the GPU a few times over, each with a table's worth of rows or more, so that
-  // flushing the shared table costs less than the rows it summed.
-  const size_t want_blocks = static_cast<size_t>(limits().sms) * 4;
-  if (table_bytes <= 96 * 1024 && rows >= want_blocks * V) {
-    const size_t rpb = (rows + want_blocks - 1) / want_blocks;
-    const unsigned blocks = static_cast<unsigned>((rows + rpb - 1) / rpb);
+  const size_t table = static_cast<size_t>(V) * d, table_bytes = table * sizeof(float);
+  constexpr size_t kSmemMax = 200 * 1024;  // a block's shared memory on H100/H200 is 227 KB
+  const int width = (d + 31) / 32 * 32;
+  // Row groups a block, each with its own table (more rows in flight per SM), within 48 KB or one table.
+  const int groups = static_cast<int>(std::max<size_t>(1, std::min<size_t>({8, 1024 / static_cast<size_t>(width),
+                                                                               48 * 1024 / std::max<size_t>(table_bytes, 1)})));
+  const size_t smem = groups * table_bytes;
+  int per_sm = 0;
+  if (smem <= kSmemMax && width <= 1024) {
     static bool configured = false;
     if (!configured) {
-      RT_CU(cudaFuncSetAttribute(token_backward_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024));
+      // Where the device gives less (A100: 163 KB), the larger tables fall back to the atomics below.
+      if (cudaFuncSetAttribute(token_partial_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemMax) != cudaSuccess)
+        cudaGetLastError();
       configured = true;
     }
-    token_backward_kernel<true><<<blocks, 512, table_bytes, stream()>>>(tokens, dout, dwte, rows, d, V, rpb, drop);
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, token_partial_kernel, width * groups, smem) != cudaSuccess) {
+      cudaGetLastError();
+      per_sm = 0;
+    }
+  }
+  if (per_sm > 0) {
+    // Two blocks an SM at most: each table is added up again by the second kernel (the copy config's
+    // 6 KB tables at the occupancy limit made 2,772 of them, and that sum took 48 us).
+    const size_t want = static_cast<size_t>(limits().sms) * std::min(per_sm, 2);
+    const size_t rpb = std::max<size_t>(32, (rows + want - 1) / want);
+    const int blocks = static_cast<int>((rows + rpb - 1) / rpb);
+    Scratch ws(static_cast<size_t>(blocks) * table_bytes);
+    token_partial_kernel<<<blocks, dim3(width, groups), smem, stream()>>>(tokens, dout, ws.f32(), rows, d, V, rpb, drop);
+    RT_CU_LAUNCH("embedding_backward (token tables)");
+    token_finish_kernel<<<static_cast<unsigned>((table + 255) / 256), 256, 0, stream()>>>(ws.f32(), blocks,
+                                                                                        static_cast<int>(table), dwte);
   } else {
     const size_t rpb = 16;
-    token_backward_kernel<false><<<static_cast<unsigned>((rows + rpb - 1) / rpb), 256, 0, stream()>>>(
-        tokens, dout, dwte, rows, d, V, rpb, drop);
+    token_backward_atomic_kernel<<<static_cast<unsigned>((rows + rpb - 1) / rpb), 256, 0, stream()>>>(
+        tokens, dout, dwte, rows, d, rpb, drop);
   }
   RT_CU_LAUNCH("embedding_backward (tokens)");
 }

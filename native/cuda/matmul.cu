@@ -388,7 +388,6 @@ __global__ void colsum_finish_kernel(const float* __restrict__ part, int chunks,
   out[c] += s;
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 // Which kernel a product runs on (set_gemm_kernel: for benchmarks and checks).
 GemmKernel g_kernel = GemmKernel::Auto;

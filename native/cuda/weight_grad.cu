@@ -378,7 +378,6 @@ bool& enabled_flag() {
   return on;
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 }  // namespace
 

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 
 #include <vector>
 
@@ -236,6 +237,16 @@ class Backend {
   virtual XentResult head_xent(const float* Y, const float* lnw, const float* lnb, const float* W, const int32_t* targets,
                                int B, int N, int d, int V, int P, int ignore_index, float* dY, float* dlnw, float* dlnb,
                                float* dW, bool fp32) = 0;
+  // head_xent with the loss and the hit count left where the backend computed them: the returned function
+  // reads them (waiting for the device then), so that the caller can queue more work in between (the
+  // backward, whatever the loss). The default computes everything at once.
+  virtual std::function<XentResult()> head_xent_deferred(const float* Y, const float* lnw, const float* lnb,
+                                                         const float* W, const int32_t* targets, int B, int N, int d,
+                                                         int V, int P, int ignore_index, float* dY, float* dlnw,
+                                                         float* dlnb, float* dW, bool fp32) {
+    const XentResult r = head_xent(Y, lnw, lnb, W, targets, B, N, d, V, P, ignore_index, dY, dlnw, dlnb, dW, fp32);
+    return [r] { return r; };
+  }
   virtual void head_logits(const float* Y, const float* lnw, const float* lnb, const float* W, int B, int N, int d, int V,
                            int P, float* logits, bool fp32) = 0;
   // One optimizer step over every tensor: the global gradient norm (double, fixed order), then, when it is

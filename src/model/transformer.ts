@@ -134,7 +134,11 @@ export class RecurrentTransformer {
     return 'copy' in h ? h.copy : 1;
   }
 
-  /** Forward and backward on one batch: gradients accumulate into parameters()' grads. */
+  /**
+   * Forward and backward on one batch: gradients accumulate into parameters()' grads. A non-finite loss
+   * (diverged weights) comes with non-finite gradients, as in PyTorch: skip that step (the Trainer does, and
+   * AdamW skips a non-finite gradient by itself), and zeroGrad() before the next.
+   */
   async lossAndGrad(tokens: Tensor, targets: Tensor, opts: StepOptions = {}): Promise<LossResult> {
     return this.#exclusive('lossAndGrad', () => this.#lossAndGrad(tokens, targets, opts));
   }
@@ -154,7 +158,10 @@ export class RecurrentTransformer {
     try {
       // Non-finite activations (diverged weights) surface as a non-finite loss, which the trainer skips.
       y = await this.stack.forward(emb, { training, seed, window: opts.window, checkFinite: false });
-      const r = await n.headXent(
+      // The head's loss is read only after the backward is queued: on the GPU the backward then follows the
+      // head without waiting for JavaScript. So a non-finite loss comes with non-finite gradients (as in
+      // PyTorch); the trainer skips such a step, and AdamW skips a non-finite gradient anyway.
+      const h = await n.headXent(
         y.handle(),
         this.#lnW.value.handle(),
         this.#lnB?.value.handle() ?? null,
@@ -163,14 +170,12 @@ export class RecurrentTransformer {
         IGNORE_INDEX,
         { dlnw: this.#lnW.grad.handle(), dlnb: this.#lnB?.grad.handle() ?? null, dW: this.#headWeight().grad.handle() },
         this.precision === 'fp32',
+        true,
       );
-      dY = new Tensor(r.dY!);
-      if (!Number.isFinite(r.loss)) {
-        this.stack.dropActivations();
-        return { loss: r.loss, correct: r.correct, count: r.count };
-      }
+      dY = new Tensor(h.dY!);
       dx = await this.stack.backward(dY, { checkFinite: false });
       await n.embeddingBackward(adoptHandle(tokens, n, 'tokens'), dx.handle(), this.#wte.grad.handle(), this.#wpe?.grad.handle() ?? null, p, seed);
+      const r = await n.xentResult(h.pending);
       return { loss: r.loss, correct: r.correct, count: r.count };
     } finally {
       for (const t of [emb, y, dY, dx]) t?.dispose();

@@ -70,7 +70,9 @@ static void check(const VF& got, const VF& want, bool bf16, const std::string& w
 }
 
 // Device buffer filled from / read back to host vectors; poisoned with NaN when made empty, so that an
-// element a kernel should have written but did not shows up as NaN.
+// element a kernel should have written but did not shows up as NaN. Each fill waits for the device: a
+// cudaMemcpy from pageable memory may return before its DMA lands, and the kernels run on the backend's
+// non-blocking stream, which does not wait for it (a late NaN fill once overwrote a GEMM's output here).
 struct Dev {
   float* p = nullptr;
   size_t n = 0;
@@ -78,9 +80,11 @@ struct Dev {
     RT_CU(cudaMalloc(&p, std::max<size_t>(n, 1) * 4));
     VF nan(n, NAN);
     if (n) RT_CU(cudaMemcpy(p, nan.data(), n * 4, cudaMemcpyHostToDevice));
+    RT_CU(cudaDeviceSynchronize());
   }
   explicit Dev(const VF& v) : Dev(v.size()) {
     if (n) RT_CU(cudaMemcpy(p, v.data(), n * 4, cudaMemcpyHostToDevice));
+    RT_CU(cudaDeviceSynchronize());
   }
   ~Dev() { cudaFree(p); }
   VF get() const {
@@ -590,6 +594,7 @@ struct DevBf {
   explicit DevBf(size_t n_) : n(n_) {
     RT_CU(cudaMalloc(&p, std::max<size_t>(n, 1) * 2));
     RT_CU(cudaMemset(p, 0xff, std::max<size_t>(n, 1) * 2));  // NaN bits: an unwritten element fails
+    RT_CU(cudaDeviceSynchronize());  // (as Dev: the memset runs on the legacy stream)
   }
   ~DevBf() { cudaFree(p); }
   std::vector<uint16_t> get() const {
@@ -675,6 +680,50 @@ static void check_twins() {
   }
 }
 
+// Embedding: the forward bit-identical to the CPU's (dropout included); the backward's gradients against the
+// CPU's, and the token gradient bit-identical between two runs where the table fits a block (V * d small),
+// the atomic path's to rounding. Shapes: the copy config's table, the char config's with positions, an odd
+// width (no 16-byte path) and a vocabulary too large for shared memory.
+static void check_embedding() {
+  struct Case { int B, N, d, V; bool pos; float p; };
+  for (const Case c : {Case{8, 300, 96, 16, false, 0.0f}, Case{4, 256, 384, 65, true, 0.1f}, Case{3, 37, 6, 11, true, 0.0f},
+                       Case{2, 100, 64, 5000, false, 0.2f}}) {
+    const size_t rows = static_cast<size_t>(c.B) * c.N, n = rows * c.d;
+    std::vector<int32_t> tok(rows);
+    std::mt19937 g(static_cast<uint32_t>(c.V * 7 + c.d));
+    for (auto& t : tok) t = static_cast<int32_t>(g() % c.V);
+    const VF wte = randv(static_cast<size_t>(c.V) * c.d, 51), wpe = randv(static_cast<size_t>(c.N) * c.d, 52),
+             dout = randv(n, 53);
+    VF y(n), dwte(wte.size(), 0.0f), dwpe(wpe.size(), 0.0f);
+    rt::cpu::embedding_forward(tok.data(), wte.data(), c.pos ? wpe.data() : nullptr, y.data(), c.B, c.N, c.d, c.V, c.p, 9, 3);
+    rt::cpu::embedding_backward(tok.data(), dout.data(), dwte.data(), c.pos ? dwpe.data() : nullptr, c.B, c.N, c.d, c.p, 9, 3);
+    int32_t* gt = nullptr;
+    RT_CU(cudaMalloc(&gt, rows * sizeof(int32_t)));
+    RT_CU(cudaMemcpy(gt, tok.data(), rows * sizeof(int32_t), cudaMemcpyHostToDevice));
+    RT_CU(cudaDeviceSynchronize());
+    Dev gwte(wte), gwpe(wpe), gy(n), gdout(dout);
+    rt::cuda::embedding_forward(gt, gwte.p, c.pos ? gwpe.p : nullptr, gy.p, c.B, c.N, c.d, c.p, 9, 3);
+    const std::string what = "embedding B=" + std::to_string(c.B) + " N=" + std::to_string(c.N) + " d=" +
+                             std::to_string(c.d) + " V=" + std::to_string(c.V) + " p=" + std::to_string(c.p);
+    const VF yg = gy.get();
+    expect_le(std::memcmp(yg.data(), y.data(), n * 4) == 0 ? 0 : 1, 0, what + " forward bit-identical to the CPU");
+    VF first;
+    for (int run = 0; run < 2; ++run) {
+      Dev gdwte(VF(wte.size(), 0.0f)), gdwpe(VF(wpe.size(), 0.0f));
+      rt::cuda::embedding_backward(gt, gdout.p, gdwte.p, c.pos ? gdwpe.p : nullptr, c.B, c.N, c.d, c.V, c.p, 9, 3);
+      const VF a = gdwte.get();
+      if (run == 0) {
+        check(a, dwte, false, what + " dwte");
+        if (c.pos) check(gdwpe.get(), dwpe, false, what + " dwpe");
+        first = a;
+      } else if (static_cast<size_t>(c.V) * c.d * 4 <= 200 * 1024) {  // the shared-table path
+        expect_le(std::memcmp(a.data(), first.data(), a.size() * 4) == 0 ? 0 : 1, 0, what + " dwte the same bits twice");
+      }
+    }
+    RT_CU(cudaFree(gt));
+  }
+}
+
 int main(int argc, char** argv) {
   try {
     cudaDeviceProp prop{};
@@ -696,6 +745,7 @@ int main(int argc, char** argv) {
       check_decode();
       check_glue();
       check_twins();
+      check_embedding();
     }
     std::printf("kernels_check: %d passed, %d failed; worst rel. error f32 %.2e, bf16 %.2e\n", g_passed, g_failed,
                 g_worst_f32, g_worst_bf16);
