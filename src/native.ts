@@ -79,6 +79,17 @@ export interface NativeHeadResult {
   dY?: NativeTensor;
 }
 
+/** The head's inputs: hidden states, ln_f, the head weight, targets, and the gradients to accumulate into. */
+export type NativeHeadArgs = [
+  y: NativeTensor,
+  lnw: NativeTensor,
+  lnb: NativeTensor | null,
+  W: NativeTensor,
+  targets: NativeTensor,
+  ignoreIndex: number,
+  grads: { dlnw: NativeTensor; dlnb: NativeTensor | null; dW: NativeTensor } | null,
+];
+
 /** A deferred head's queued result: read its numbers with `xentResult(pending)`. */
 export interface NativeHeadPending {
   dY?: NativeTensor;
@@ -166,28 +177,9 @@ export interface NativeAddon {
     dropout: number,
     seed: number,
   ): Promise<void>;
-  headXent(
-    y: NativeTensor,
-    lnw: NativeTensor,
-    lnb: NativeTensor | null,
-    W: NativeTensor,
-    targets: NativeTensor,
-    ignoreIndex: number,
-    grads: { dlnw: NativeTensor; dlnb: NativeTensor | null; dW: NativeTensor } | null,
-    fp32?: boolean,
-  ): Promise<NativeHeadResult>;
+  headXent(...args: [...NativeHeadArgs, fp32?: boolean]): Promise<NativeHeadResult>;
   /** As headXent, resolving once queued (on the GPU, before the loss is known); the numbers come later. */
-  headXent(
-    y: NativeTensor,
-    lnw: NativeTensor,
-    lnb: NativeTensor | null,
-    W: NativeTensor,
-    targets: NativeTensor,
-    ignoreIndex: number,
-    grads: { dlnw: NativeTensor; dlnb: NativeTensor | null; dW: NativeTensor } | null,
-    fp32: boolean,
-    defer: true,
-  ): Promise<NativeHeadPending>;
+  headXent(...args: [...NativeHeadArgs, fp32: boolean, defer: true]): Promise<NativeHeadPending>;
   /** The loss, hit count and scored count of a deferred headXent (waits for the device). */
   xentResult(pending: object): Promise<{ loss: number; correct: number; count: number }>;
   headLogits(y: NativeTensor, lnw: NativeTensor, lnb: NativeTensor | null, W: NativeTensor, positions: number, fp32?: boolean): Promise<NativeTensor>;
