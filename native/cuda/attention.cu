@@ -50,23 +50,32 @@ __global__ void __launch_bounds__(kThreads) attention_backward_fused(const float
   attn::backward_head<HD>(qkv, probs, dout, dqkv, g, mask, blockIdx.x / g.H, blockIdx.x % g.H, sm);
 }
 
-template <int HD>
+// The (element, head) a block's threads take: blockIdx.x, or with PAIR (n <= 32, B H even) 2 blockIdx.x
+// and 2 blockIdx.x + 1, one per half of the block.
+template <bool PAIR>
+__device__ __forceinline__ int head_of_block() {
+  return PAIR ? 2 * blockIdx.x + attn::HeadThreads<true>::sub() : blockIdx.x;
+}
+
+template <int HD, bool PAIR>
 __global__ void __launch_bounds__(attn::kMmaThreads) attention_forward_mma(const float* __restrict__ qkv,
                                                                            float* __restrict__ probs,
                                                                            float* __restrict__ out,
                                                                            __nv_bfloat16* __restrict__ twin, Geo g,
                                                                            Mask mask) {
-  attn::forward_head_mma<HD>(qkv, probs, out, twin, g, mask, blockIdx.x / g.H, blockIdx.x % g.H);
+  const int bh = head_of_block<PAIR>();
+  attn::forward_head_mma<HD, PAIR>(qkv, probs, out, twin, g, mask, bh / g.H, bh % g.H);
 }
 
-template <int HD>
+template <int HD, bool PAIR>
 __global__ void __launch_bounds__(attn::kMmaThreads) attention_backward_mma(const float* __restrict__ qkv,
                                                                             const float* __restrict__ probs,
                                                                             const float* __restrict__ dout,
                                                                             float* __restrict__ dqkv,
                                                                             __nv_bfloat16* __restrict__ twin, Geo g,
                                                                             Mask mask) {
-  attn::backward_head_mma<HD>(qkv, probs, dout, dqkv, twin, g, mask, blockIdx.x / g.H, blockIdx.x % g.H);
+  const int bh = head_of_block<PAIR>();
+  attn::backward_head_mma<HD, PAIR>(qkv, probs, dout, dqkv, twin, g, mask, bh / g.H, bh % g.H);
 }
 
 // The tensor-core kernels take bf16 window pairs of the shapes they are written for (attention_mma.cuh);
@@ -77,6 +86,15 @@ bool use_mma(bool bf16, const Geo& g) {
     return e && std::string(e) == "0";
   }();
   return bf16 && !off && attn::mma_fits(g.n, g.hd);
+}
+
+// Two heads a block for window pairs of at most 32 (attention_mma.cuh); RT_CUDA_ATTN_PAIR=0 keeps one.
+bool pair_heads(const Geo& g, int BH) {
+  static const bool on = [] {
+    const char* e = std::getenv("RT_CUDA_ATTN_PAIR");
+    return !(e && std::string(e) == "0");
+  }();
+  return on && g.n <= 32 && BH % 2 == 0;
 }
 
 template <class F>
@@ -190,8 +208,9 @@ void attention_forward(bool bf16, const float* qkv, float* probs, float* out, in
   const int BH = B * H;
   if (use_mma(bf16, g)) {
     by_hd(g.hd, [&](auto hd) {
-      attention_forward_mma<decltype(hd)::value><<<BH, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g,
-                                                                                        mask);
+      constexpr int HD = decltype(hd)::value;
+      if (pair_heads(g, BH)) attention_forward_mma<HD, true><<<BH / 2, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g, mask);
+      else attention_forward_mma<HD, false><<<BH, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g, mask);
     });
     RT_CU_LAUNCH("attention_forward (mma)");
     return;
@@ -236,8 +255,10 @@ void attention_backward(bool bf16, const float* qkv, const float* probs, const f
   const int BH = B * H;
   if (use_mma(bf16, g)) {
     by_hd(g.hd, [&](auto hd) {
-      attention_backward_mma<decltype(hd)::value><<<BH, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv,
-                                                                                         twin, g, mask);
+      constexpr int HD = decltype(hd)::value;
+      if (pair_heads(g, BH))
+        attention_backward_mma<HD, true><<<BH / 2, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, twin, g, mask);
+      else attention_backward_mma<HD, false><<<BH, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, twin, g, mask);
     });
     RT_CU_LAUNCH("attention_backward (mma)");
     return;

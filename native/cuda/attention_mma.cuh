@@ -1,6 +1,8 @@
 // The window-pair attention on the tensor cores (bf16 mode, head size HD in {16, 32, 64}, n a multiple of 16
 // up to 64: the copy config's n = 64, hd = 16 and the char config's n = 32, hd = 64). One block of four
-// warps per (batch element, head); warp m owns query rows [16m, 16m + 16).
+// warps per (batch element, head); warp m owns query rows [16m, 16m + 16). For n <= 32 a block takes two
+// heads (PAIR), two warps each, so that no warp idles (with one head a block, n = 32 left two of the four
+// without rows): each head's shared copies sit 32 keys apart in the arrays sized for n = 64.
 //
 // Why: the float32 path (attention_fused.cuh) does one FMA per two shared-memory reads, and its kernels
 // were bound by those reads (ncu: L1/TEX 80% busy, 28 us per window backward for the copy config), while
@@ -70,10 +72,19 @@ __device__ __forceinline__ void frag_a_sm(uint32_t (&a)[4], const __nv_bfloat16*
   a[3] = *reinterpret_cast<const uint32_t*>(p + 8 * kLdT + 8);
 }
 
+// The threads of one head: the whole block, or (PAIR) its half; `sub` says which half.
+template <bool PAIR>
+struct HeadThreads {
+  static constexpr int kCount = PAIR ? kMmaThreads / 2 : kMmaThreads;
+  __device__ __forceinline__ static int local() { return PAIR ? tid() % kCount : tid(); }
+  __device__ __forceinline__ static int sub() { return PAIR ? tid() / kCount : 0; }
+};
+
 // T[c][j] = M[j][c] as bf16 for rows j < n of a [n][HD] head slice of a float32 matrix (row stride ld).
-template <int HD>
+template <int HD, bool PAIR>
 __device__ __forceinline__ void stage_t(__nv_bfloat16* T, const float* __restrict__ M, int ld, int n) {
-  for (int i = tid(); i < n * HD; i += kMmaThreads) {
+  using HT = HeadThreads<PAIR>;
+  for (int i = HT::local(); i < n * HD; i += HT::kCount) {
     const int j = i / HD, c = i % HD;
     T[c * kLdT + j] = __float2bfloat16_rn(__ldg(M + static_cast<size_t>(j) * ld + c));
   }
@@ -147,16 +158,18 @@ __device__ __forceinline__ void acc_times_t(const float (&s)[8][4], const __nv_b
 }
 
 // Forward of (element b, head h): probs (undropped, zeros past the diagonal) and out = dropout(P) V.
-template <int HD>
+template <int HD, bool PAIR>
 __device__ __forceinline__ void forward_head_mma(const float* __restrict__ qkv, float* __restrict__ probs,
                                                  float* __restrict__ out, __nv_bfloat16* __restrict__ twin,
                                                  const Geo& g, const Mask& mask, int b, int h) {
-  __shared__ __align__(16) __nv_bfloat16 Vt[HD * kLdT];
+  __shared__ __align__(16) __nv_bfloat16 Vt_all[HD * kLdT];
+  __nv_bfloat16* Vt = Vt_all + 32 * HeadThreads<PAIR>::sub();  // PAIR: the second head's keys from 32
   const int n = g.n, bh = b * g.H + h;
   const float* base = qkv + static_cast<size_t>(b) * n * g.ld + h * HD;
-  stage_t<HD>(Vt, base + 2 * g.d, g.ld, n);
+  stage_t<HD, PAIR>(Vt, base + 2 * g.d, g.ld, n);
   __syncthreads();
-  const int m = tid() >> 5, lane = tid() & 31, gq = lane >> 2, tq = lane & 3;
+  const int lt = HeadThreads<PAIR>::local();
+  const int m = lt >> 5, lane = lt & 31, gq = lane >> 2, tq = lane & 3;
   if (16 * m >= n) return;
   const int i0 = 16 * m, nt_end = 2 * m + 2;  // key tiles of 8 that hold a causal pair of these rows
   float s[8][4];
@@ -215,23 +228,29 @@ __device__ __forceinline__ void forward_head_mma(const float* __restrict__ qkv, 
 // Backward of (element b, head h): dQ, dK and dV into dqkv. Phase 1, warp m over its query rows: dP =
 // mask * (dO V^T), dS = P (dP - rowsum(dP P)) scale, dQ = dS K; dS^T and Pd^T go to shared memory. Phase
 // 2, warp m over key rows [16m, 16m + 16): dV = Pd^T dO and dK = dS^T Q over the query tiles at or after it.
-template <int HD>
+template <int HD, bool PAIR>
 __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv, const float* __restrict__ probs,
                                                   const float* __restrict__ dout, float* __restrict__ dqkv,
                                                   __nv_bfloat16* __restrict__ twin, const Geo& g, const Mask& mask,
                                                   int b, int h) {
-  __shared__ __align__(16) __nv_bfloat16 Kt[HD * kLdT], Qt[HD * kLdT], Ot[HD * kLdT];
-  __shared__ __align__(16) __nv_bfloat16 St[kMmaN * kLdT], Pt[kMmaN * kLdT];  // dS^T, Pd^T: [key][query]
+  __shared__ __align__(16) __nv_bfloat16 Kt_all[HD * kLdT], Qt_all[HD * kLdT], Ot_all[HD * kLdT];
+  __shared__ __align__(16) __nv_bfloat16 St_all[kMmaN * kLdT], Pt_all[kMmaN * kLdT];  // dS^T, Pd^T: [key][query]
+  // PAIR: the second head's rows (keys, queries) from 32 in the transposed copies, its keys from row 32 of
+  // St and Pt.
+  const int sub = HeadThreads<PAIR>::sub();
+  __nv_bfloat16 *Kt = Kt_all + 32 * sub, *Qt = Qt_all + 32 * sub, *Ot = Ot_all + 32 * sub;
+  __nv_bfloat16 *St = St_all + 32 * sub * kLdT, *Pt = Pt_all + 32 * sub * kLdT;
   const int n = g.n, bh = b * g.H + h;
   const float* base = qkv + static_cast<size_t>(b) * n * g.ld + h * HD;
   const float* ob = dout + static_cast<size_t>(b) * n * g.d + h * HD;
   const size_t at = static_cast<size_t>(b) * n * g.ld + h * HD;
   float* db = dqkv + at;
   __nv_bfloat16* tb = twin ? twin + at : nullptr;
-  stage_t<HD>(Kt, base + g.d, g.ld, n);
-  stage_t<HD>(Qt, base, g.ld, n);
-  stage_t<HD>(Ot, ob, g.d, n);
-  const int m = tid() >> 5, lane = tid() & 31, gq = lane >> 2, tq = lane & 3;
+  stage_t<HD, PAIR>(Kt, base + g.d, g.ld, n);
+  stage_t<HD, PAIR>(Qt, base, g.ld, n);
+  stage_t<HD, PAIR>(Ot, ob, g.d, n);
+  const int lt = HeadThreads<PAIR>::local();
+  const int m = lt >> 5, lane = lt & 31, gq = lane >> 2, tq = lane & 3;
   const bool active = 16 * m < n;
   const int i0 = 16 * m, nt_end = 2 * m + 2;
   const int r[2] = {i0 + gq, i0 + gq + 8};

@@ -321,10 +321,12 @@ static void check_layernorm() {
 static void check_attention() {
   struct Case { int B, n, d, H; float p; };
   // n <= 256 runs fused, n = 300 through the batched products; in bf16, n a multiple of 16 up to 64 with a
-  // head of 16, 32 or 64 takes the tensor-core kernels (attention_mma.cuh).
+  // head of 16, 32 or 64 takes the tensor-core kernels (attention_mma.cuh; n <= 32 two heads a block).
   const Case cases[] = {{2, 1, 8, 2, 0},     {2, 5, 12, 3, 0},       {3, 32, 96, 6, 0},   {2, 64, 384, 6, 0},
                         {2, 33, 16, 2, 0.2f}, {2, 64, 96, 6, 0.2f},  {2, 48, 64, 2, 0.1f}, {1, 16, 32, 1, 0},
-                        {1, 300, 32, 2, 0},   {2, 300, 32, 4, 0.1f}};
+                        {1, 300, 32, 2, 0},   {2, 300, 32, 4, 0.1f},
+                        // n <= 32 with an even B H: two heads a block (PAIR), hd 64 with dropout and hd 32.
+                        {2, 32, 128, 2, 0.2f}, {4, 16, 64, 2, 0}};
   for (const Case& c : cases)
     for (bool bf16 : {false, true}) {
       const size_t nq = static_cast<size_t>(c.B) * c.n * 3 * c.d, no = static_cast<size_t>(c.B) * c.n * c.d;
