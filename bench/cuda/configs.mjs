@@ -4,6 +4,9 @@ export const CONFIGS = {
   copy: { B: 64, N: 4128, scored: 16, model: { vocabSize: 16, d: 96, heads: 6, window: 32, variant: 'accumulate', activation: 'relu', positional: false, head: { copy: 16 }, maxLen: 4128, dropout: 0 } },
   char: { B: 256, N: 256, scored: 256, model: { vocabSize: 65, d: 384, heads: 6, window: 16, variant: 'forget', activation: 'gelu', positional: true, head: 'lm', maxLen: 256, dropout: 0 } },
   tiny: { B: 2, N: 40, scored: 40, model: { vocabSize: 20, d: 32, heads: 4, window: 8, head: 'lm', maxLen: 40 } },
+  // The char model on few positions but enough rows (192 x 32 a window pair) for the Hopper GEMM, its weight
+  // copies and the paired attention heads: a short run under compute-sanitizer covers the char paths.
+  charsmall: { B: 192, N: 32, scored: 32, model: { vocabSize: 65, d: 384, heads: 6, window: 16, variant: 'forget', activation: 'gelu', positional: true, head: 'lm', maxLen: 32, dropout: 0.1 } },
 };
 
 // Tokens [B, N] and targets [B, scored] from a fixed linear congruential sequence, as int32 Tensors.

@@ -70,9 +70,9 @@ if has sanitize-fp32; then
   done
 fi
 if has memcheck-model; then
-  echo "== compute-sanitizer memcheck, a small train step"
-  RT_BENCH_DEVICE=cuda timeout 200 compute-sanitizer --tool memcheck --print-limit 20 node bench/cuda/bench-model.mjs --configs tiny --no-torch --reps 2 > "$OUT/memcheck-model.log" 2>&1
-  tail -3 "$OUT/memcheck-model.log"
+  echo "== compute-sanitizer memcheck, small train steps (tiny; the char paths on few positions)"
+  RT_BENCH_DEVICE=cuda timeout 240 compute-sanitizer --tool memcheck --print-limit 20 node bench/cuda/bench-model.mjs --configs tiny,charsmall --no-torch --reps 2 > "$OUT/memcheck-model.log" 2>&1
+  grep -E "ERROR SUMMARY|^(tiny|charsmall) " "$OUT/memcheck-model.log" | tail -6
 fi
 echo "== summary"
 grep -h -E "^kernels_check:|^check:|^check-model:" "$OUT"/*.log 2>/dev/null
