@@ -598,6 +598,10 @@ const DIRECT_CASES: Record<string, string> = {
     const p = T('float32', [4], Float32Array.from([1, 2, 3, 4]))
     const g = T('int32', [4], Int32Array.from([1, 1, 1, 1]))
     await A.adamw([p], [g], [T('float32', [4])], [T('float32', [4])], [false], { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: 1, maxNorm: 0 })`,
+  'xentResult: not the pending of a deferred headXent': `
+    await A.xentResult({ loss: 1 })`,
+  'xentResult: nothing': `
+    await A.xentResult()`,
   'embeddingForward: negative seed (float-to-integer cast)': `
     await A.embeddingForward(T('int32', [1, 2], Int32Array.from([0, 1])), T('float32', [3, 4]), null, 0.5, -1)`,
 }

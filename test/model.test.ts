@@ -430,6 +430,25 @@ describe('model vs float64 reference: loss, every gradient, logits, evaluate', (
     }
   })
 
+  it('the loss lossAndGrad reads after queuing the backward is the one evaluate reads at once, bit for bit', async () => {
+    const cfg = baseCfg({ head: 'lm', window: 2, layers: 2 })
+    const rng = new Rng(23)
+    const model = makeModel(cfg, randomModelParams(cfg, rng))
+    const { tokens, targets, P } = randomBatch(cfg, rng, 2, 7)
+    const tok = Tensor.fromArray(tokens, [2, 7], 'int32')
+    const tgt = Tensor.fromArray(targets, [2, P], 'int32')
+    try {
+      const a = await model.lossAndGrad(tok, tgt, { training: false })
+      const b = await model.evaluate(tok, tgt)
+      expect(Number.isFinite(a.loss)).toBe(true)
+      expect(a).toEqual(b)
+    } finally {
+      tok.dispose()
+      tgt.dispose()
+      model.dispose()
+    }
+  })
+
   it('a non-finite loss comes with non-finite gradients, and AdamW then skips the step', async () => {
     const cfg = baseCfg({ head: 'lm' })
     const rng = new Rng(17)
