@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/env.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "core/thread_pool.h"
@@ -54,10 +55,7 @@ class CpuBackend final : public Backend {
   // RT_CPU_POISON=1: every buffer starts as NaN, so a kernel that reads what nobody wrote shows it (the
   // cache hands back blocks with old contents, which would otherwise make such a read depend on history).
   static float* poisoned(float* p, size_t n) {
-    static const bool on = [] {
-      const char* e = std::getenv("RT_CPU_POISON");
-      return e && *e && std::string(e) != "0";
-    }();
+    static const bool on = rt::env_switch("RT_CPU_POISON", false);
     if (on) std::fill(p, p + n, std::numeric_limits<float>::quiet_NaN());
     return p;
   }

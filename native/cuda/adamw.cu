@@ -33,35 +33,36 @@ struct Step {
   double max_norm;
 };
 
-__global__ void __launch_bounds__(kThreads) sumsq_kernel(const Chunk* __restrict__ chunks, double* __restrict__ part) {
+// The sum of every thread's v over a block of kThreads, in a fixed tree (the same bits every run), for
+// every thread.
+__device__ double block_sum(double v) {
   __shared__ double red[kThreads];
-  const Chunk c = chunks[blockIdx.x];
-  double s = 0;
-  for (unsigned i = threadIdx.x; i < c.n; i += kThreads) s += static_cast<double>(c.g[i]) * c.g[i];
-  red[threadIdx.x] = s;
+  red[threadIdx.x] = v;
   __syncthreads();
   for (int w = kThreads / 2; w > 0; w >>= 1) {
     if (threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];
     __syncthreads();
   }
-  if (threadIdx.x == 0) part[blockIdx.x] = red[0];
+  return red[0];
+}
+
+__global__ void __launch_bounds__(kThreads) sumsq_kernel(const Chunk* __restrict__ chunks, double* __restrict__ part) {
+  const Chunk c = chunks[blockIdx.x];
+  double s = 0;
+  for (unsigned i = threadIdx.x; i < c.n; i += kThreads) s += static_cast<double>(c.g[i]) * c.g[i];
+  s = block_sum(s);
+  if (threadIdx.x == 0) part[blockIdx.x] = s;
 }
 
 // state[0] = the norm; state[1] = the gradient scale, or NaN to skip the update. One block, a fixed order
 // (thread t sums parts t, t + kThreads, ...; then a tree), so the norm is the same in every run.
 __global__ void __launch_bounds__(kThreads) norm_kernel(const double* __restrict__ part, int chunks, double max_norm,
                                                         double* __restrict__ state) {
-  __shared__ double red[kThreads];
   double s = 0;
   for (int k = threadIdx.x; k < chunks; k += kThreads) s += part[k];
-  red[threadIdx.x] = s;
-  __syncthreads();
-  for (int w = kThreads / 2; w > 0; w >>= 1) {
-    if (threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];
-    __syncthreads();
-  }
+  s = block_sum(s);
   if (threadIdx.x) return;
-  const double norm = sqrt(red[0]);
+  const double norm = sqrt(s);
   state[0] = norm;
   state[1] = isfinite(norm) ? (max_norm > 0 && norm > max_norm ? static_cast<double>(static_cast<float>(max_norm / (norm + 1e-6))) : 1.0)
                             : NAN;

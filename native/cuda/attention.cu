@@ -16,6 +16,7 @@
 #include <string>
 #include <type_traits>
 
+#include "core/env.h"
 #include "core/rng.h"
 #include "cuda/common.cuh"
 #include "cuda/attention_fused.cuh"
@@ -81,19 +82,13 @@ __global__ void __launch_bounds__(attn::kMmaThreads) attention_backward_mma(cons
 // The tensor-core kernels take bf16 window pairs of the shapes they are written for (attention_mma.cuh);
 // RT_CUDA_ATTN_MMA=0 keeps every shape on the float32 kernels, for timing and checking.
 bool use_mma(bool bf16, const Geo& g) {
-  static const bool off = [] {
-    const char* e = std::getenv("RT_CUDA_ATTN_MMA");
-    return e && std::string(e) == "0";
-  }();
+  static const bool off = !rt::env_switch("RT_CUDA_ATTN_MMA", true);
   return bf16 && !off && attn::mma_fits(g.n, g.hd);
 }
 
 // Two heads a block for window pairs of at most 32 (attention_mma.cuh); RT_CUDA_ATTN_PAIR=0 keeps one.
 bool pair_heads(const Geo& g, int BH) {
-  static const bool on = [] {
-    const char* e = std::getenv("RT_CUDA_ATTN_PAIR");
-    return !(e && std::string(e) == "0");
-  }();
+  static const bool on = rt::env_switch("RT_CUDA_ATTN_PAIR", true);
   return on && g.n <= 32 && BH % 2 == 0;
 }
 
@@ -165,10 +160,7 @@ Geo check_geo(const char* who, int B, int n, int d, int H, float p) {
 }
 
 bool use_fused(const Geo& g) {
-  static const bool force_gemm = [] {
-    const char* e = std::getenv("RT_CUDA_ATTN_GEMM");
-    return e && *e && std::string(e) != "0";
-  }();
+  static const bool force_gemm = rt::env_switch("RT_CUDA_ATTN_GEMM", false);
   if (force_gemm || g.n > 256) return false;
   const size_t need = std::max(fused_forward_smem(g.n, g.hd), fused_backward_smem(g.n, g.hd));
   return need <= limits().smem_optin;

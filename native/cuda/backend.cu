@@ -29,6 +29,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/env.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "cuda/common.cuh"
@@ -201,10 +202,7 @@ class Allocator {
   // RT_CUDA_POISON=1 (checks only): every block handed out is filled with 0xff bytes, a NaN in every float,
   // so that a kernel reading memory nobody wrote, or leaving part of an output unwritten, is caught.
   static void* poisoned(Runtime& r, void* p, size_t bytes) {
-    static const bool on = [] {
-      const char* e = std::getenv("RT_CUDA_POISON");
-      return e && *e && std::string(e) != "0";
-    }();
+    static const bool on = rt::env_switch("RT_CUDA_POISON", false);
     if (on) RT_CU(cudaMemsetAsync(p, 0xff, bytes, stream()));
     return p;
   }
@@ -350,7 +348,7 @@ __global__ void all_finite_kernel(const float* x, size_t n, int* bad) {
     }
 }
 
-bool vec4(const void* p, size_t stride) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0 && stride % 4 == 0; }
+bool vec4(const void* p, size_t stride) { return aligned16(p) && stride % 4 == 0; }
 
 void memcpy_kind(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   if (!bytes) return;
@@ -384,10 +382,7 @@ struct Graph {
 // RT_CUDA_GRAPH=0 turns graphs off, and RT_CUDA_PROFILE keeps them off, since the profile's events sit
 // between the kernels a graph would run back to back.
 bool graphs_wanted() {
-  static const bool on = [] {
-    const char* e = std::getenv("RT_CUDA_GRAPH");
-    return !(e && std::string(e) == "0") && !profiling();
-  }();
+  static const bool on = rt::env_switch("RT_CUDA_GRAPH", true) && !profiling();
   return on;
 }
 
@@ -395,17 +390,13 @@ class CudaBackend final : public Backend {
  public:
   // RT_CUDA_FUSED=0 turns the fused block chains off (block_fused.cu), for A/B timings and checks.
   explicit CudaBackend(bool fp32) : fp32_(fp32) {
-    const char* e = std::getenv("RT_CUDA_FUSED");
-    fused_ = !(e && std::string(e) == "0");
+    fused_ = rt::env_switch("RT_CUDA_FUSED", true);
   }
   const char* name() const override { return fp32_ ? "cuda-fp32" : "cuda"; }
   Device device() const override { return Device::CUDA; }
   void synchronize() override { RT_CU(cudaStreamSynchronize(stream())); }
   void end_call() override {
-    static const bool sync = [] {
-      const char* e = std::getenv("RT_CUDA_SYNC");
-      return e && *e && std::string(e) != "0";
-    }();
+    static const bool sync = rt::env_switch("RT_CUDA_SYNC", false);
     if (sync) synchronize();
     else RT_CU(cudaPeekAtLastError());  // a failed launch still fails its own call
   }
@@ -463,10 +454,7 @@ class CudaBackend final : public Backend {
       throw_cuda(e, "recording a CUDA graph");
     }
     // RT_CUDA_GRAPH_LOG=1: a line per recording (bench/cuda/check-graph.mjs counts them).
-    static const bool log = [] {
-      const char* v = std::getenv("RT_CUDA_GRAPH_LOG");
-      return v && *v && std::string(v) != "0";
-    }();
+    static const bool log = rt::env_switch("RT_CUDA_GRAPH_LOG", false);
     if (log) std::fprintf(stderr, "rt: CUDA graph recorded (id %d, %zu nodes)\n", id, nodes);
     return new Graph{exec, id};
   }
@@ -817,10 +805,7 @@ void zero(void* p, size_t bytes) {
 }  // namespace cuda_mem
 
 Backend& cuda_backend(bool fp32) {
-  static const bool env_fp32 = [] {
-    const char* e = std::getenv("RT_CUDA_FP32");
-    return e && *e && std::string(e) != "0";
-  }();
+  static const bool env_fp32 = rt::env_switch("RT_CUDA_FP32", false);
   cuda::runtime();  // throws, naming the reason, when there is no usable GPU
   static cuda::CudaBackend* bf16_backend = new cuda::CudaBackend(false);
   static cuda::CudaBackend* fp32_backend = new cuda::CudaBackend(true);

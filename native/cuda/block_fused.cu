@@ -30,6 +30,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "core/env.h"
 #include "cuda/block_tiles.cuh"
 
 namespace rt::cuda {
@@ -87,10 +88,7 @@ void dispatch(bool bf16, int d, const F& f) {
 // (d = 96 takes 219 KB in out_forward: an H100 or H200 has 227, an A100 163); RT_CUDA_STAGE=0 turns that
 // off, for timing.
 inline bool stage_on() {
-  static const bool on = [] {
-    const char* e = std::getenv("RT_CUDA_STAGE");
-    return !(e && std::string(e) == "0");
-  }();
+  static const bool on = rt::env_switch("RT_CUDA_STAGE", true);
   return on;
 }
 constexpr size_t kSmemMax = 227 * 1024;  // the most any GPU we build for gives a block

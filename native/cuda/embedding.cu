@@ -116,15 +116,6 @@ __global__ void token_partial_kernel(const int32_t* __restrict__ tok, const floa
   }
 }
 
-// dwte[e] += the blocks' tables' entry e, in block order.
-__global__ void token_finish_kernel(const float* __restrict__ ws, int blocks, int table, float* __restrict__ dwte) {
-  const int e = blockIdx.x * blockDim.x + threadIdx.x;
-  if (e >= table) return;
-  float s = 0.0f;
-  for (int b = 0; b < blocks; ++b) s += ws[static_cast<size_t>(b) * table + e];
-  dwte[e] += s;
-}
-
 // Large vocabularies: each block a range of rows, atomics into dwte.
 __global__ void token_backward_atomic_kernel(const int32_t* __restrict__ tok, const float* __restrict__ dout,
                                              float* __restrict__ dwte, size_t rows, int d, size_t rows_per_block,
@@ -200,14 +191,13 @@ void embedding_backward(const int32_t* tokens, const float* dout, float* dwte, f
     Scratch ws(static_cast<size_t>(blocks) * table_bytes);
     token_partial_kernel<<<blocks, dim3(width, groups), smem, stream()>>>(tokens, dout, ws.f32(), rows, d, V, rpb, drop);
     RT_CU_LAUNCH("embedding_backward (token tables)");
-    token_finish_kernel<<<static_cast<unsigned>((table + 255) / 256), 256, 0, stream()>>>(ws.f32(), blocks,
-                                                                                        static_cast<int>(table), dwte);
+    add_chunk_sums(ws.f32(), blocks, static_cast<int>(table), dwte);  // the tables, in block order
   } else {
     const size_t rpb = 16;
     token_backward_atomic_kernel<<<static_cast<unsigned>((rows + rpb - 1) / rpb), 256, 0, stream()>>>(
         tokens, dout, dwte, rows, d, rpb, drop);
+    RT_CU_LAUNCH("embedding_backward (tokens)");
   }
-  RT_CU_LAUNCH("embedding_backward (tokens)");
 }
 
 }  // namespace rt::cuda

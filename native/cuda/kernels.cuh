@@ -60,6 +60,10 @@ void linear_forward(bool bf16, const float* x, const float* W, const float* b, f
 void linear_backward(bool bf16, const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,
                      int n, int in, int out, const __nv_bfloat16* dy_twin = nullptr);
 
+// dst[e] += sum over k < chunks of part[k * count + e], k in order (per-chunk partial sums, added up the
+// same way every run).
+void add_chunk_sums(const float* part, int chunks, int count, float* dst);
+
 // ---- weight_grad.cu ----
 // dW[out,in] += dy^T x; db[out] += column sums of dy (db may be null): the weight gradients over many rows
 // (block_weight_grads), bf16 products with float32 accumulation, each float32 operand read from memory once

@@ -22,6 +22,7 @@
 #include <string>
 #include <type_traits>
 
+#include "core/env.h"
 #include "cuda/common.cuh"
 #include "cuda/gemm_args.cuh"
 #include "cuda/kernels.cuh"
@@ -380,14 +381,13 @@ __global__ void colsum_partial_kernel(const float* __restrict__ x, int rows, int
     part[static_cast<size_t>(blockIdx.y) * cols + c] = t;
   }
 }
-__global__ void colsum_finish_kernel(const float* __restrict__ part, int chunks, int cols, float* out) {
+__global__ void chunk_sums_kernel(const float* __restrict__ part, int chunks, int cols, float* out) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= cols) return;
   float s = 0.0f;
   for (int k = 0; k < chunks; ++k) s += part[static_cast<size_t>(k) * cols + c];
   out[c] += s;
 }
-
 
 // Which kernel a product runs on (set_gemm_kernel: for benchmarks and checks).
 GemmKernel g_kernel = GemmKernel::Auto;
@@ -416,17 +416,13 @@ void launch(bool bf16, GemmKernel k, dim3 grid, const GemmArgs& g, const char* w
   RT_CU_LAUNCH(what);
 }
 
-
 #ifdef RT_CUBLAS
 // Builds with -DRT_CUBLAS=ON (a toolkit with cuBLAS; not CI's) hand the products without a bias epilogue or
 // two-level batch to cuBLAS: fp32 operands in memory either way, bf16 tensor cores with fp32 accumulation
 // (CUBLAS_COMPUTE_32F_FAST_16BF) in bf16 mode, plain fp32 (no TF32) in fp32 mode. RT_CUBLAS=0 in the
 // environment turns it off at run time (to compare the two in one build).
 bool cublas_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("RT_CUBLAS");
-    return !(e && std::string(e) == "0");
-  }();
+  static const bool on = rt::env_switch("RT_CUBLAS", true);
   return on;
 }
 
@@ -571,9 +567,14 @@ void linear_backward(bool bf16, const float* x, const float* W, const float* dy,
     Scratch part(static_cast<size_t>(chunks) * out * sizeof(float));
     colsum_partial_kernel<<<dim3((out + 31) / 32, chunks), dim3(32, 8), 0, stream()>>>(dy, n, out, part.f32());
     RT_CU_LAUNCH("linear_backward colsum");
-    colsum_finish_kernel<<<(out + 255) / 256, 256, 0, stream()>>>(part.f32(), chunks, out, db);
-    RT_CU_LAUNCH("linear_backward colsum_finish");
+    add_chunk_sums(part.f32(), chunks, out, db);
   }
+}
+
+void add_chunk_sums(const float* part, int chunks, int count, float* dst) {
+  if (count <= 0) return;
+  chunk_sums_kernel<<<(count + 255) / 256, 256, 0, stream()>>>(part, chunks, count, dst);
+  RT_CU_LAUNCH("add_chunk_sums");
 }
 
 }  // namespace rt::cuda

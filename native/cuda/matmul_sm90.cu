@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "core/env.h"
 #include "cuda/common.cuh"
 #include "cuda/gemm_args.cuh"
 #include "cuda/kernels.cuh"
@@ -343,8 +344,7 @@ bool usable() {
 // 128 x 128 kernel for every product (to compare the two in one build).
 bool wide_usable() {
   static const bool ok = [] {
-    const char* e = std::getenv("RT_CUDA_WGMMA_WIDE");
-    if (e && std::string(e) == "0") return false;
+    if (!rt::env_switch("RT_CUDA_WGMMA_WIDE", true)) return false;
     if (cudaFuncSetAttribute(gemm_wgmma_wide_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kWSmem) ==
         cudaSuccess)
       return true;
@@ -415,18 +415,12 @@ bool gemm_sm90(bool transA, bool transB, dim3 grid, const GemmArgs& g, const __n
 }
 
 bool wgmma_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("RT_CUDA_WGMMA");
-    return !(e && std::string(e) == "0");
-  }();
+  static const bool on = rt::env_switch("RT_CUDA_WGMMA", true);
   return on;
 }
 
 bool weight_copies_wanted() {
-  static const bool on = [] {
-    const char* e = std::getenv("RT_CUDA_WCOPY");
-    return !(e && std::string(e) == "0");
-  }();
+  static const bool on = rt::env_switch("RT_CUDA_WCOPY", true);
   return on && wgmma_enabled() && limits().cc == 90 && usable();
 }
 

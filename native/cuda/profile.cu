@@ -1,3 +1,4 @@
+#include "core/env.h"
 #include "cuda/profile.cuh"
 
 #include <cuda_runtime.h>
@@ -85,10 +86,7 @@ Profile* profile() {
 }  // namespace
 
 bool profiling() {
-  static const bool on = [] {
-    const char* e = std::getenv("RT_CUDA_PROFILE");
-    return e && *e && std::string(e) != "0";
-  }();
+  static const bool on = rt::env_switch("RT_CUDA_PROFILE", false);
   return on;
 }
 

@@ -1,5 +1,6 @@
 // The bf16 twins' handover (twin.cuh): one pending offer per thread, since each worker thread queues its
 // own operations in order.
+#include "core/env.h"
 #include "cuda/twin.cuh"
 
 #include <cstdint>
@@ -19,10 +20,7 @@ thread_local Pending t_pending;
 thread_local uint64_t t_ops = 0;
 
 bool twins_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("RT_CUDA_TWIN");
-    return !(e && std::string(e) == "0") && limits().cc == 90;
-  }();
+  static const bool on = rt::env_switch("RT_CUDA_TWIN", true) && limits().cc == 90;
   return on;
 }
 

@@ -31,6 +31,7 @@
 #include <limits>
 #include <string>
 
+#include "core/env.h"
 #include "cuda/common.cuh"
 #include "cuda/gemm_args.cuh"
 #include "cuda/kernels.cuh"
@@ -371,10 +372,7 @@ Plan make_plan(int rows, int M, int N) {
 }
 
 bool& enabled_flag() {
-  static bool on = [] {
-    const char* e = std::getenv("RT_CUDA_DW");
-    return !(e && std::string(e) == "0");
-  }();
+  static bool on = rt::env_switch("RT_CUDA_DW", true);
   return on;
 }
 
