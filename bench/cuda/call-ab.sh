@@ -4,9 +4,12 @@
 # set of environment variables in AB_SETS (space-separated sets, each VAR=V,VAR=V), the sets alternated
 # AB_ROUNDS times (default 2), then each kernel's own GPU time over one copy step by Nsight Compute
 # (AB_NCU=0 skips it; AB_NCU_CHAR=1 adds the char config's). AB_QUICK=1 skips the checks. AB_PHASES=1 adds step-phases.mjs (wall time per native
-# call) for each config, with the defaults.
+# call) for each config, with the defaults. A build to compare against, .device/rt-base.node.xz (carried
+# too), is unpacked to /tmp/rt-base.node: AB_SETS="RT_CUDA_ADDON=/tmp/rt.node RT_CUDA_ADDON=/tmp/rt-base.node"
+# alternates the two.
 #   carry: .device/node.xz .device/rt.node.xz .device/kernels_check.xz .device/nm.tar.xz dist
 source "$(dirname "$0")/call-lib.sh"
+[[ -f .device/rt-base.node.xz ]] && xz -dc .device/rt-base.node.xz > /tmp/rt-base.node
 sets=${AB_SETS:-"RT_CUDA_STAGE=1,RT_CUDA_ATTN_MMA=1 RT_CUDA_STAGE=0,RT_CUDA_ATTN_MMA=0"}
 if [[ "${AB_QUICK:-0}" == 1 ]]; then unpack_stage; else
   kernels_stage; checks_stage 90
@@ -15,8 +18,9 @@ fi
 for i in $(seq "${AB_ROUNDS:-2}"); do
   for set in $sets; do
     t "bench $set"
-    env ${set//,/ } timeout 90 node bench/cuda/bench-model.mjs --no-torch --precisions bf16 --configs "${AB_CONFIGS:-copy,char}" --out "$OUT/bench-$set.jsonl" > "$OUT/bench-$set-$i.log" 2>&1
-    grep -A 4 "^config " "$OUT/bench-$set-$i.log" | tail -n +3
+    name=${set//\//_}
+    env ${set//,/ } timeout 90 node bench/cuda/bench-model.mjs --no-torch --precisions bf16 --configs "${AB_CONFIGS:-copy,char}" --out "$OUT/bench-$name.jsonl" > "$OUT/bench-$name-$i.log" 2>&1
+    grep -A 4 "^config " "$OUT/bench-$name-$i.log" | tail -n +3
   done
 done
 if [[ "${AB_PHASES:-0}" == 1 ]]; then

@@ -2,14 +2,18 @@
 // up to 64: the copy config's n = 64, hd = 16 and the char config's n = 32, hd = 64). One block of four
 // warps per (batch element, head); warp m owns query rows [16m, 16m + 16). For n <= 32 a block takes two
 // heads (PAIR), two warps each, so that no warp idles (with one head a block, n = 32 left two of the four
-// without rows): each head's shared copies sit 32 keys apart in the arrays sized for n = 64.
+// without rows): each head's shared copies sit 32 keys apart in the arrays sized for n = 64, and its key
+// tiles are at most four of 8 (the arrays over key tiles are sized for that).
 //
 // Why: the float32 path (attention_fused.cuh) does one FMA per two shared-memory reads, and its kernels
 // were bound by those reads (ncu: L1/TEX 80% busy, 28 us per window backward for the copy config), while
 // the products of a 64 x 64 window with hd = 16 are a few dozen mma.sync each. Scores, softmax and the
 // dropped probabilities stay in registers in the accumulator layout (mma.cuh), which is also the layout of
-// the next product's A operand, so only V (forward) and K, Q, dO and the two n x n gradients of the
-// backward's key-side products pass through shared memory, as bf16.
+// the next product's A operand, so only K and V (forward) and K, Q, dO, V and the two n x n gradients of the
+// backward's key-side products pass through shared memory, as bf16, read back with ldmatrix.
+//
+// The kernels wait on global memory (ncu: long_scoreboard the main stall, few loads in flight), so every
+// thread issues its loads of a phase together, wide and with fixed trip counts, before it uses them.
 //
 // Same outputs as the float32 path: probs before dropout with zeros past the diagonal, the same dropout
 // mask indices; products in bf16 with float32 accumulation, like every other bf16 product.
@@ -25,7 +29,8 @@ namespace rt::cuda::attn {
 
 constexpr int kMmaThreads = 128;  // four warps: query tiles of 16 rows, n <= 64
 constexpr int kMmaN = 64;
-constexpr int kLdT = kMmaN + 8;  // row stride of the transposed bf16 copies: fragment reads free of bank conflicts
+// Row stride of the bf16 copies (144 bytes): the 8 rows of an ldmatrix read fall in different banks.
+constexpr int kLdT = kMmaN + 8;
 
 __host__ __device__ inline bool mma_fits(int n, int hd) {
   return n > 0 && n % 16 == 0 && n <= kMmaN && (hd == 16 || hd == 32 || hd == 64);
@@ -37,56 +42,98 @@ __device__ __forceinline__ uint32_t ld_pair(const float* __restrict__ p) {
   return pack_bf16(v.x, v.y);
 }
 
-// A fragment (16 rows from r0, 16 columns from c0) of a float32 row-major matrix in global memory.
-__device__ __forceinline__ void frag_a(uint32_t (&a)[4], const float* __restrict__ M, int ld, int r0, int c0, int gq,
-                                       int tq) {
-  const float* p = M + static_cast<size_t>(r0 + gq) * ld + c0 + 2 * tq;
-  a[0] = ld_pair(p);
-  a[1] = ld_pair(p + 8 * static_cast<size_t>(ld));
-  a[2] = ld_pair(p + 8);
-  a[3] = ld_pair(p + 8 * static_cast<size_t>(ld) + 8);
-}
-
-// B fragment (k = 16 columns from c0, n = 8 rows from j0) of M^T, M a float32 row-major matrix in global
-// memory: the rows of M are the columns of B (scores Q K^T, dP = dO V^T).
-__device__ __forceinline__ void frag_bt(uint32_t (&b)[2], const float* __restrict__ M, int ld, int j0, int c0, int gq,
+// The A fragments (16 rows from r0, all HD columns) of a float32 row-major matrix in global memory.
+template <int HD>
+__device__ __forceinline__ void frags_a(uint32_t (&a)[HD / 16][4], const float* __restrict__ M, int ld, int r0, int gq,
                                         int tq) {
-  const float* p = M + static_cast<size_t>(j0 + gq) * ld + c0 + 2 * tq;
-  b[0] = ld_pair(p);
-  b[1] = ld_pair(p + 8);
+#pragma unroll
+  for (int ks = 0; ks < HD / 16; ++ks) {
+    const float* p = M + static_cast<size_t>(r0 + gq) * ld + 16 * ks + 2 * tq;
+    a[ks][0] = ld_pair(p);
+    a[ks][1] = ld_pair(p + 8 * static_cast<size_t>(ld));
+    a[ks][2] = ld_pair(p + 8);
+    a[ks][3] = ld_pair(p + 8 * static_cast<size_t>(ld) + 8);
+  }
 }
 
-// B fragment (k = 16 rows from k0, n = 8 columns from c0) of a matrix held transposed in shared memory
-// (T[c][k], row stride kLdT), and the A fragment (16 rows from r0, k = 16 from k0) of a matrix held as is
-// there.
-__device__ __forceinline__ void frag_b_sm(uint32_t (&b)[2], const __nv_bfloat16* T, int c0, int k0, int gq, int tq) {
-  const __nv_bfloat16* p = T + (c0 + gq) * kLdT + k0 + 2 * tq;
-  b[0] = *reinterpret_cast<const uint32_t*>(p);
-  b[1] = *reinterpret_cast<const uint32_t*>(p + 8);
-}
-__device__ __forceinline__ void frag_a_sm(uint32_t (&a)[4], const __nv_bfloat16* M, int r0, int k0, int gq, int tq) {
-  const __nv_bfloat16* p = M + (r0 + gq) * kLdT + k0 + 2 * tq;
-  a[0] = *reinterpret_cast<const uint32_t*>(p);
-  a[1] = *reinterpret_cast<const uint32_t*>(p + 8 * kLdT);
-  a[2] = *reinterpret_cast<const uint32_t*>(p + 8);
-  a[3] = *reinterpret_cast<const uint32_t*>(p + 8 * kLdT + 8);
+// ldmatrix_x4 (mma.cuh) with .trans: register i of lane l receives elements (2(l % 4), l / 4) and
+// (2(l % 4) + 1, l / 4) of matrix i, its fragment of the transposed matrix.
+__device__ __forceinline__ void ldmatrix_x4_t(uint32_t (&r)[4], const void* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
 }
 
-// The threads of one head: the whole block, or (PAIR) its half; `sub` says which half.
+// The A fragment (rows [r0, r0 + 16), k = 16 from k0) of M^T, M row-major in shared memory (row stride
+// kLdT): M's rows [k0, k0 + 16) and columns [r0, r0 + 16).
+__device__ __forceinline__ void ldmatrix_at(uint32_t (&a)[4], const __nv_bfloat16* M, int r0, int k0) {
+  const int l = threadIdx.x & 31;
+  ldmatrix_x4_t(a, M + (k0 + (l & 7) + (l >> 4) * 8) * kLdT + r0 + ((l >> 3) & 1) * 8);
+}
+
+// The B fragments of two n8 tiles (n columns [n0, n0 + 16), k rows [k0, k0 + 16)) of a matrix held as is,
+// [k][n], in shared memory (row stride kLdT): b[j] for the columns from n0 + 8j.
+__device__ __forceinline__ void ldmatrix_bt2(uint32_t (&b)[2][2], const __nv_bfloat16* M, int n0, int k0) {
+  const int l = threadIdx.x & 31;
+  uint32_t r[4];
+  ldmatrix_x4_t(r, M + (k0 + (l & 7) + ((l >> 3) & 1) * 8) * kLdT + n0 + (l >> 4) * 8);
+  b[0][0] = r[0];
+  b[0][1] = r[1];
+  b[1][0] = r[2];
+  b[1][1] = r[3];
+}
+
+// The threads of one head: the whole block, or (PAIR) its half; `sub` says which half. kRows: the most
+// rows (keys) a head's window has, 32 with PAIR (attention.cu pairs heads for n <= 32 only).
 template <bool PAIR>
 struct HeadThreads {
   static constexpr int kCount = PAIR ? kMmaThreads / 2 : kMmaThreads;
+  static constexpr int kRows = PAIR ? kMmaN / 2 : kMmaN;
   __device__ __forceinline__ static int local() { return PAIR ? tid() % kCount : tid(); }
   __device__ __forceinline__ static int sub() { return PAIR ? tid() / kCount : 0; }
 };
 
-// T[c][j] = M[j][c] as bf16 for rows j < n of a [n][HD] head slice of a float32 matrix (row stride ld).
-template <int HD, bool PAIR>
-__device__ __forceinline__ void stage_t(__nv_bfloat16* T, const float* __restrict__ M, int ld, int n) {
+// T[i][c][j] = M[i][j][c] as bf16 for rows j < n of NM [n][HD] head slices of float32 matrices (row strides
+// ld[i]). A thread takes rows j, j + 1 of four columns: two float4 loads, whose values pair up as the bf16
+// pairs (j, j + 1) of a transposed row, one 32-bit store each. Lanes 0-15 take 16 row pairs and lanes 16-31
+// the same rows' next four columns, so that two lanes read a row's 32-byte sector and the 32 stores of an
+// instruction hit 32 banks (lanes 16 on are four columns of 36 words on: 16 banks). A thread issues all
+// its loads of a matrix before their first store: fixed trip counts, independent loads, latencies that
+// overlap (a load and a store a step left one latency per element in sequence).
+template <int HD, bool PAIR, int NM>
+__device__ __forceinline__ void stage_t(__nv_bfloat16* const (&T)[NM], const float* const (&M)[NM],
+                                        const int (&ld)[NM], int n) {
   using HT = HeadThreads<PAIR>;
-  for (int i = HT::local(); i < n * HD; i += HT::kCount) {
-    const int j = i / HD, c = i % HD;
-    T[c * kLdT + j] = __float2bfloat16_rn(__ldg(M + static_cast<size_t>(j) * ld + c));
+  constexpr int kPairs = HT::kRows / 2, kSpan = kPairs / 16, kItems = kPairs * (HD / 4) / HT::kCount;
+  static_assert(kItems * HT::kCount == kPairs * (HD / 4), "row pairs x column quads fill the head's threads");
+  int j[kItems], c[kItems];
+#pragma unroll
+  for (int u = 0; u < kItems; ++u) {
+    const int t = HT::local() + HT::kCount * u;
+    j[u] = 2 * ((t & 15) + 16 * ((t >> 5) % kSpan));
+    c[u] = 4 * (2 * ((t >> 5) / kSpan) + ((t >> 4) & 1));
+  }
+#pragma unroll
+  for (int i = 0; i < NM; ++i) {
+    float4 v[kItems][2];
+#pragma unroll
+    for (int u = 0; u < kItems; ++u)
+      if (j[u] < n) {  // n is even: both rows or neither
+        const float* p = M[i] + static_cast<size_t>(j[u]) * ld[i] + c[u];
+        v[u][0] = __ldg(reinterpret_cast<const float4*>(p));
+        v[u][1] = __ldg(reinterpret_cast<const float4*>(p + ld[i]));
+      }
+#pragma unroll
+    for (int u = 0; u < kItems; ++u)
+      if (j[u] < n) {
+        uint32_t* d = reinterpret_cast<uint32_t*>(T[i] + c[u] * kLdT + j[u]);
+        const float4 a = v[u][0], b = v[u][1];
+        d[0] = pack_bf16(a.x, b.x);
+        d[kLdT / 2] = pack_bf16(a.y, b.y);
+        d[kLdT] = pack_bf16(a.z, b.z);
+        d[3 * kLdT / 2] = pack_bf16(a.w, b.w);
+      }
   }
 }
 
@@ -98,55 +145,10 @@ __device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&c0)[4],
   a[3] = pack_bf16(c1[2], c1[3]);
 }
 
-// s[nt] = rows [i0, i0 + 16) of A times rows [8nt, 8nt + 8) of M, transposed (A M^T: the scores Q K^T,
-// dP = dO V^T), for the key tiles nt < nt_end and zeros after; A and M are float32 head slices in global
-// memory with row strides lda and ldm.
+// Rows r[0], r[1] (the accumulator layout's) of o, float32 into dst (row stride ld), and as bf16 into tdst.
 template <int HD>
-__device__ __forceinline__ void rows_times_rows_t(float (&s)[8][4], const float* __restrict__ A, int lda,
-                                                  const float* __restrict__ M, int ldm, int i0, int nt_end, int gq,
-                                                  int tq) {
-  uint32_t a[HD / 16][4];
-#pragma unroll
-  for (int ks = 0; ks < HD / 16; ++ks) frag_a(a[ks], A, lda, i0, 16 * ks, gq, tq);
-#pragma unroll
-  for (int nt = 0; nt < 8; ++nt) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) s[nt][e] = 0.0f;
-    if (nt < nt_end) {
-#pragma unroll
-      for (int ks = 0; ks < HD / 16; ++ks) {
-        uint32_t b[2];
-        frag_bt(b, M, ldm, 8 * nt, 16 * ks, gq, tq);
-        mma_bf16(s[nt], a[ks], b);
-      }
-    }
-  }
-}
-
-// dst[r][c] = sum_j S[r][j] M[j][c] for the warp's query rows r (tile m, keys j < 16(m + 1)), with S in
-// the accumulator layout (one tile of 8 keys per s[nt]) and M held transposed in shared memory (T[c][j]);
-// written as float32 into rows of dst (stride ld). Both attention products with a key-side sum: out = Pd V
-// forward, dQ = dS K backward.
-template <int HD>
-__device__ __forceinline__ void acc_times_t(const float (&s)[8][4], const __nv_bfloat16* T, int m, float* dst,
-                                            __nv_bfloat16* tdst, size_t ld, const int (&r)[2], int gq, int tq) {
-  float o[HD / 8][4];
-#pragma unroll
-  for (int cn = 0; cn < HD / 8; ++cn)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) o[cn][e] = 0.0f;
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    if (kk > m) break;
-    uint32_t a[4];
-    acc_to_a(a, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-    for (int cn = 0; cn < HD / 8; ++cn) {
-      uint32_t b[2];
-      frag_b_sm(b, T, 8 * cn, 16 * kk, gq, tq);
-      mma_bf16(o[cn], a, b);
-    }
-  }
+__device__ __forceinline__ void store_rows(const float (&o)[HD / 8][4], float* dst, __nv_bfloat16* tdst, size_t ld,
+                                           const int (&r)[2], int tq) {
 #pragma unroll
   for (int cn = 0; cn < HD / 8; ++cn)
 #pragma unroll
@@ -157,29 +159,118 @@ __device__ __forceinline__ void acc_times_t(const float (&s)[8][4], const __nv_b
     }
 }
 
+// s[nt] = the warp's query rows (tile m; A fragments a) times rows [8nt, 8nt + 8) of M, transposed: the
+// scores Q K^T and dP = dO V^T, with M (K, V) held transposed in shared memory (T[c][j]). Key tiles past
+// the diagonal's are 0.
+template <int HD, int NT>
+__device__ __forceinline__ void rows_times_t(float (&s)[NT][4], const uint32_t (&a)[HD / 16][4],
+                                             const __nv_bfloat16* T, int m) {
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[nt][e] = 0.0f;
+#pragma unroll
+  for (int kt = 0; kt < NT / 2; ++kt) {
+    if (kt > m) break;
+#pragma unroll
+    for (int ks = 0; ks < HD / 16; ++ks) {
+      uint32_t b[2][2];
+      ldmatrix_bt2(b, T, 16 * kt, 16 * ks);
+      mma_bf16(s[2 * kt], a[ks], b[0]);
+      mma_bf16(s[2 * kt + 1], a[ks], b[1]);
+    }
+  }
+}
+
+// dst[r][c] = sum_j S[r][j] M[j][c] for the warp's query rows r (tile m, keys j < 16(m + 1)), with S in
+// the accumulator layout (one tile of 8 keys per s[nt]) and M held transposed in shared memory (T[c][j]);
+// written as float32 into rows of dst (stride ld). Both attention products with a key-side sum: out = Pd V
+// forward, dQ = dS K backward.
+template <int HD, int NT>
+__device__ __forceinline__ void acc_times_t(const float (&s)[NT][4], const __nv_bfloat16* T, int m, float* dst,
+                                            __nv_bfloat16* tdst, size_t ld, const int (&r)[2], int tq) {
+  float o[HD / 8][4];
+#pragma unroll
+  for (int cn = 0; cn < HD / 8; ++cn)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[cn][e] = 0.0f;
+#pragma unroll
+  for (int kk = 0; kk < NT / 2; ++kk) {
+    if (kk > m) break;
+    uint32_t a[4];
+    acc_to_a(a, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+    for (int cp = 0; cp < HD / 16; ++cp) {
+      uint32_t b[2][2];
+      ldmatrix_b2(b, T, kLdT, 16 * cp, 16 * kk);
+      mma_bf16(o[2 * cp], a, b[0]);
+      mma_bf16(o[2 * cp + 1], a, b[1]);
+    }
+  }
+  store_rows<HD>(o, dst, tdst, ld, r, tq);
+}
+
+// dst[j][c] = sum_i A[i][j] M[i][c] for the key rows j of tile m over the query tiles m <= kk < tiles (the
+// causal ones), with A row-major ([query][key]: dS or Pd) and M held transposed (T[c][i]) in shared memory:
+// dK = dS^T Q and dV = Pd^T dO.
+template <int HD, int NT>
+__device__ __forceinline__ void keys_times_t(const __nv_bfloat16* A, const __nv_bfloat16* T, int m, int tiles,
+                                             float* dst, __nv_bfloat16* tdst, size_t ld, const int (&r)[2], int tq) {
+  float o[HD / 8][4];
+#pragma unroll
+  for (int cn = 0; cn < HD / 8; ++cn)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[cn][e] = 0.0f;
+#pragma unroll
+  for (int kk = 0; kk < NT / 2; ++kk) {
+    if (kk < m || kk >= tiles) continue;
+    uint32_t a[4];
+    ldmatrix_at(a, A, 16 * m, 16 * kk);
+#pragma unroll
+    for (int cp = 0; cp < HD / 16; ++cp) {
+      uint32_t b[2][2];
+      ldmatrix_b2(b, T, kLdT, 16 * cp, 16 * kk);
+      mma_bf16(o[2 * cp], a, b[0]);
+      mma_bf16(o[2 * cp + 1], a, b[1]);
+    }
+  }
+  store_rows<HD>(o, dst, tdst, ld, r, tq);
+}
+
 // Forward of (element b, head h): probs (undropped, zeros past the diagonal) and out = dropout(P) V.
 template <int HD, bool PAIR>
 __device__ __forceinline__ void forward_head_mma(const float* __restrict__ qkv, float* __restrict__ probs,
                                                  float* __restrict__ out, __nv_bfloat16* __restrict__ twin,
                                                  const Geo& g, const Mask& mask, int b, int h) {
-  __shared__ __align__(16) __nv_bfloat16 Vt_all[HD * kLdT];
-  __nv_bfloat16* Vt = Vt_all + 32 * HeadThreads<PAIR>::sub();  // PAIR: the second head's keys from 32
+  using HT = HeadThreads<PAIR>;
+  constexpr int NT = HT::kRows / 8;
+  __shared__ __align__(16) __nv_bfloat16 Kt_all[HD * kLdT], Vt_all[HD * kLdT];
+  const int sub = HT::sub();  // PAIR: the second head's keys from 32
+  __nv_bfloat16 *Kt = Kt_all + 32 * sub, *Vt = Vt_all + 32 * sub;
   const int n = g.n, bh = b * g.H + h;
   const float* base = qkv + static_cast<size_t>(b) * n * g.ld + h * HD;
-  stage_t<HD, PAIR>(Vt, base + 2 * g.d, g.ld, n);
-  __syncthreads();
-  const int lt = HeadThreads<PAIR>::local();
+  const int lt = HT::local();
   const int m = lt >> 5, lane = lt & 31, gq = lane >> 2, tq = lane & 3;
-  if (16 * m >= n) return;
+  const bool active = 16 * m < n;
   const int i0 = 16 * m, nt_end = 2 * m + 2;  // key tiles of 8 that hold a causal pair of these rows
-  float s[8][4];
-  rows_times_rows_t<HD>(s, base, g.ld, base + g.d, g.ld, i0, nt_end, gq, tq);  // Q K^T
+  uint32_t qa[HD / 16][4];  // the rows' Q, read before the staging so that the loads overlap
+  if (active) frags_a<HD>(qa, base, g.ld, i0, gq, tq);
+  {
+    __nv_bfloat16* const T[2] = {Kt, Vt};
+    const float* const M[2] = {base + g.d, base + 2 * g.d};
+    const int ld[2] = {g.ld, g.ld};
+    stage_t<HD, PAIR, 2>(T, M, ld, n);
+  }
+  __syncthreads();
+  if (!active) return;
+  float s[NT][4];
+  rows_times_t<HD, NT>(s, qa, Kt, m);  // Q K^T
   // Causal softmax of rows r = i0 + gq (elements 0, 1) and r + 8 (2, 3); a row's values are spread over
   // the four lanes of a quad.
   const int r[2] = {i0 + gq, i0 + gq + 8};
   float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-  for (int nt = 0; nt < 8; ++nt)
+  for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int j = 8 * nt + 2 * tq + (e & 1), hh = e >> 1;
@@ -193,7 +284,7 @@ __device__ __forceinline__ void forward_head_mma(const float* __restrict__ qkv, 
     mx[hh] = fmaxf(mx[hh], __shfl_xor_sync(0xffffffffu, mx[hh], 2));
   }
 #pragma unroll
-  for (int nt = 0; nt < 8; ++nt)
+  for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const float v = s[nt][e] == -INFINITY ? 0.0f : expf(s[nt][e] - mx[e >> 1]);
@@ -208,7 +299,7 @@ __device__ __forceinline__ void forward_head_mma(const float* __restrict__ qkv, 
   }
   // probs rows (whole rows: zeros past the diagonal), then the dropped probabilities in place.
 #pragma unroll
-  for (int nt = 0; nt < 8; ++nt) {
+  for (int nt = 0; nt < NT; ++nt) {
     if (8 * nt >= n) break;
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
@@ -222,43 +313,51 @@ __device__ __forceinline__ void forward_head_mma(const float* __restrict__ qkv, 
   }
   // out = Pd V over the key tiles kk <= m.
   const size_t at = static_cast<size_t>(b) * n * g.d + h * HD;
-  acc_times_t<HD>(s, Vt, m, out + at, twin ? twin + at : nullptr, g.d, r, gq, tq);
+  acc_times_t<HD, NT>(s, Vt, m, out + at, twin ? twin + at : nullptr, g.d, r, tq);
 }
 
-// Backward of (element b, head h): dQ, dK and dV into dqkv. Phase 1, warp m over its query rows: dP =
-// mask * (dO V^T), dS = P (dP - rowsum(dP P)) scale, dQ = dS K; dS^T and Pd^T go to shared memory. Phase
-// 2, warp m over key rows [16m, 16m + 16): dV = Pd^T dO and dK = dS^T Q over the query tiles at or after it.
+// Backward of (element b, head h): dQ, dK and dV into dqkv. K, Q, dO and V are staged (transposed, bf16)
+// and the probabilities read before any product: no global read after the first barrier. Phase 1, warp m over its query rows: dP = mask * (dO V^T),
+// dS = P (dP - rowsum(dP P)) scale, dQ = dS K; dS and Pd go to shared memory, over V^T (read by then).
+// Phase 2, warp m over key rows [16m, 16m + 16): dV = Pd^T dO and dK = dS^T Q over the query tiles at or
+// after it.
 template <int HD, bool PAIR>
 __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv, const float* __restrict__ probs,
                                                   const float* __restrict__ dout, float* __restrict__ dqkv,
                                                   __nv_bfloat16* __restrict__ twin, const Geo& g, const Mask& mask,
                                                   int b, int h) {
+  using HT = HeadThreads<PAIR>;
+  constexpr int NT = HT::kRows / 8;
   __shared__ __align__(16) __nv_bfloat16 Kt_all[HD * kLdT], Qt_all[HD * kLdT], Ot_all[HD * kLdT];
-  __shared__ __align__(16) __nv_bfloat16 St_all[kMmaN * kLdT], Pt_all[kMmaN * kLdT];  // dS^T, Pd^T: [key][query]
-  // PAIR: the second head's rows (keys, queries) from 32 in the transposed copies, its keys from row 32 of
-  // St and Pt.
-  const int sub = HeadThreads<PAIR>::sub();
-  __nv_bfloat16 *Kt = Kt_all + 32 * sub, *Qt = Qt_all + 32 * sub, *Ot = Ot_all + 32 * sub;
-  __nv_bfloat16 *St = St_all + 32 * sub * kLdT, *Pt = Pt_all + 32 * sub * kLdT;
+  // dS and Pd, row-major ([query][key]), and V^T before them. PAIR: a head's rows from 32, and at most 32
+  // keys, so Pd takes the columns from 32 of dS's rows: 36 KB a block with hd = 64, so that six blocks fit
+  // an SM (the char config's 768 blocks in one wave) while a thread takes at most 80 registers.
+  __shared__ __align__(16) __nv_bfloat16 SP_all[(PAIR ? 1 : 2) * kMmaN * kLdT];
+  const int sub = HT::sub();  // PAIR: the second head's keys and queries from 32
+  __nv_bfloat16 *Kt = Kt_all + 32 * sub, *Qt = Qt_all + 32 * sub, *Ot = Ot_all + 32 * sub, *Vt = SP_all + 32 * sub;
+  __nv_bfloat16* S = SP_all + 32 * sub * kLdT;
+  __nv_bfloat16* P = PAIR ? S + 32 : S + kMmaN * kLdT;
   const int n = g.n, bh = b * g.H + h;
   const float* base = qkv + static_cast<size_t>(b) * n * g.ld + h * HD;
   const float* ob = dout + static_cast<size_t>(b) * n * g.d + h * HD;
   const size_t at = static_cast<size_t>(b) * n * g.ld + h * HD;
   float* db = dqkv + at;
   __nv_bfloat16* tb = twin ? twin + at : nullptr;
-  stage_t<HD, PAIR>(Kt, base + g.d, g.ld, n);
-  stage_t<HD, PAIR>(Qt, base, g.ld, n);
-  stage_t<HD, PAIR>(Ot, ob, g.d, n);
-  const int lt = HeadThreads<PAIR>::local();
+  const int lt = HT::local();
   const int m = lt >> 5, lane = lt & 31, gq = lane >> 2, tq = lane & 3;
   const bool active = 16 * m < n;
   const int i0 = 16 * m, nt_end = 2 * m + 2;
   const int r[2] = {i0 + gq, i0 + gq + 8};
-  float ds[8][4];
-  if (active) {
-    float p[8][4];  // the probabilities, read first so that the loads overlap the products
+  {
+    __nv_bfloat16* const T[4] = {Kt, Qt, Ot, Vt};
+    const float* const M[4] = {base + g.d, base, ob, base + 2 * g.d};
+    const int ld[4] = {g.ld, g.ld, g.d, g.ld};
+    stage_t<HD, PAIR, 4>(T, M, ld, n);
+  }
+  float p[NT][4];  // the probabilities, needed after dP: their loads overlap the barrier's wait and dP
+  if (active)
 #pragma unroll
-    for (int nt = 0; nt < 8; ++nt)
+    for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
         float2 v = make_float2(0.0f, 0.0f);
@@ -267,83 +366,72 @@ __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv,
         p[nt][2 * hh] = v.x;
         p[nt][2 * hh + 1] = v.y;
       }
-    rows_times_rows_t<HD>(ds, ob, g.d, base + 2 * g.d, g.ld, i0, nt_end, gq, tq);  // dP = dO V^T
-    // Mask, rowsum(dP P), dS; Pd^T and dS^T (zeros past the diagonal) to shared memory.
+  __syncthreads();  // the staged copies complete
+  uint32_t pk[NT][2], sk[NT][2];  // Pd and dS as bf16 pairs, rows r[hh] (stored once V^T is no longer read)
+  if (active) {
+    float ds[NT][4];
+    {
+      uint32_t oa[HD / 16][4];
+#pragma unroll
+      for (int ks = 0; ks < HD / 16; ++ks) ldmatrix_at(oa[ks], Ot, i0, 16 * ks);
+      rows_times_t<HD, NT>(ds, oa, Vt, m);  // dP = dO V^T
+    }
+    // Mask, rowsum(dP P), dS; Pd and dS with zeros past the diagonal.
     float t[2] = {0.0f, 0.0f};
 #pragma unroll
-    for (int nt = 0; nt < 8; ++nt)
+    for (int nt = 0; nt < NT; ++nt) {
+      float pd[4];
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int j = 8 * nt + 2 * tq + (e & 1), hh = e >> 1;
-        float pd = p[nt][e], dp = ds[nt][e];
+        float dp = ds[nt][e];
+        pd[e] = p[nt][e];
         if (nt < nt_end && j <= r[hh]) {
           if (mask.on) {
             const float k = mask((static_cast<uint64_t>(bh) * n + r[hh]) * n + j);
-            pd *= k;
+            pd[e] *= k;
             dp *= k;
           }
         } else {
-          pd = dp = 0.0f;
+          pd[e] = dp = 0.0f;
         }
         ds[nt][e] = dp;
         t[hh] += dp * p[nt][e];
-        if (nt < nt_end) Pt[j * kLdT + r[hh]] = __float2bfloat16_rn(pd);
       }
+      pk[nt][0] = pack_bf16(pd[0], pd[1]);
+      pk[nt][1] = pack_bf16(pd[2], pd[3]);
+    }
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
       t[hh] += __shfl_xor_sync(0xffffffffu, t[hh], 1);
       t[hh] += __shfl_xor_sync(0xffffffffu, t[hh], 2);
     }
 #pragma unroll
-    for (int nt = 0; nt < 8; ++nt)
+    for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int j = 8 * nt + 2 * tq + (e & 1), hh = e >> 1;
-        ds[nt][e] = p[nt][e] * (ds[nt][e] - t[hh]) * g.scale;  // p is 0 past the diagonal and in unread tiles
-        if (nt < nt_end) St[j * kLdT + r[hh]] = __float2bfloat16_rn(ds[nt][e]);
-      }
-  }
-  __syncthreads();  // Kt, Qt, Ot, St and Pt complete
-  if (!active) return;
-  // dQ = dS K over key tiles kk <= m.
-  acc_times_t<HD>(ds, Kt, m, db, tb, g.ld, r, gq, tq);
-  // dV = Pd^T dO and dK = dS^T Q for key rows [j0, j0 + 16), over query tiles kk >= m.
-  {
-    const int j0 = i0, tiles = n / 16;
-    float dv[HD / 8][4], dk[HD / 8][4];
-#pragma unroll
-    for (int cn = 0; cn < HD / 8; ++cn)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) dv[cn][e] = dk[cn][e] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      if (kk < m || kk >= tiles) continue;
-      uint32_t pa[4], sa[4];
-      frag_a_sm(pa, Pt, j0, 16 * kk, gq, tq);
-      frag_a_sm(sa, St, j0, 16 * kk, gq, tq);
-#pragma unroll
-      for (int cn = 0; cn < HD / 8; ++cn) {
-        uint32_t ob2[2], qb[2];
-        frag_b_sm(ob2, Ot, 8 * cn, 16 * kk, gq, tq);
-        frag_b_sm(qb, Qt, 8 * cn, 16 * kk, gq, tq);
-        mma_bf16(dv[cn], pa, ob2);
-        mma_bf16(dk[cn], sa, qb);
-      }
+      for (int e = 0; e < 4; ++e)
+        ds[nt][e] = p[nt][e] * (ds[nt][e] - t[e >> 1]) * g.scale;  // p is 0 past the diagonal and in unread tiles
+      sk[nt][0] = pack_bf16(ds[nt][0], ds[nt][1]);
+      sk[nt][1] = pack_bf16(ds[nt][2], ds[nt][3]);
     }
-    const int rj[2] = {j0 + gq, j0 + gq + 8};
-#pragma unroll
-    for (int cn = 0; cn < HD / 8; ++cn)
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const size_t o = static_cast<size_t>(rj[hh]) * g.ld + 8 * cn + 2 * tq;
-        *reinterpret_cast<float2*>(db + o + g.d) = make_float2(dk[cn][2 * hh], dk[cn][2 * hh + 1]);
-        *reinterpret_cast<float2*>(db + o + 2 * g.d) = make_float2(dv[cn][2 * hh], dv[cn][2 * hh + 1]);
-        if (tb) {
-          *reinterpret_cast<__nv_bfloat162*>(tb + o + g.d) = __floats2bfloat162_rn(dk[cn][2 * hh], dk[cn][2 * hh + 1]);
-          *reinterpret_cast<__nv_bfloat162*>(tb + o + 2 * g.d) = __floats2bfloat162_rn(dv[cn][2 * hh], dv[cn][2 * hh + 1]);
-        }
-      }
+    acc_times_t<HD, NT>(ds, Kt, m, db, tb, g.ld, r, tq);  // dQ = dS K over key tiles kk <= m
   }
+  __syncthreads();  // V^T read by every warp
+  if (active)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+      if (nt < nt_end)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          const int c = r[hh] * kLdT + 8 * nt + 2 * tq;
+          *reinterpret_cast<uint32_t*>(P + c) = pk[nt][hh];
+          *reinterpret_cast<uint32_t*>(S + c) = sk[nt][hh];
+        }
+  __syncthreads();  // S and P complete
+  if (!active) return;
+  // dV = Pd^T dO and dK = dS^T Q for key rows [i0, i0 + 16), one after the other (half the accumulators).
+  keys_times_t<HD, NT>(P, Ot, m, n / 16, db + 2 * g.d, tb ? tb + 2 * g.d : nullptr, g.ld, r, tq);
+  keys_times_t<HD, NT>(S, Qt, m, n / 16, db + g.d, tb ? tb + g.d : nullptr, g.ld, r, tq);
 }
 
 }  // namespace rt::cuda::attn

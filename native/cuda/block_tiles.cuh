@@ -179,29 +179,25 @@ __device__ __forceinline__ void warp_gemm(float (&acc)[MT][kNB][4], const Elem<F
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
   if constexpr (!F32) {
+    // Fragments from shared memory by ldmatrix, one instruction where four 32-bit loads were (A's fragment,
+    // and the staged B's two): the chains stalled on the shared-memory instruction queue (NOTES, session 12).
 #pragma unroll
     for (int k0 = 0; k0 < K; k0 += 16) {
-      const int c = k0 + 2 * tq;
       uint32_t a[MT][4], b[kNB][2];
+      static_assert(kNB == 2, "ldmatrix_b2 loads two n8 tiles");
+      if constexpr (SW) {
+        ldmatrix_b2(b, W, ldw, n0, k0);
+      } else {
 #pragma unroll
-      for (int j = 0; j < kNB; ++j) {
-        const unsigned int* wn = reinterpret_cast<const unsigned int*>(W + static_cast<size_t>(n0 + j * 8 + gq) * ldw + c);
-        if constexpr (SW) {
-          b[j][0] = wn[0];
-          b[j][1] = wn[4];
-        } else {
+        for (int j = 0; j < kNB; ++j) {
+          const unsigned int* wn =
+              reinterpret_cast<const unsigned int*>(W + static_cast<size_t>(n0 + j * 8 + gq) * ldw + k0 + 2 * tq);
           b[j][0] = __ldg(wn);
           b[j][1] = __ldg(wn + 4);
         }
       }
 #pragma unroll
-      for (int i = 0; i < MT; ++i) {
-        const __nv_bfloat16* ar = A + (i * 16 + gq) * lda + c;
-        a[i][0] = *reinterpret_cast<const uint32_t*>(ar);
-        a[i][1] = *reinterpret_cast<const uint32_t*>(ar + 8 * lda);
-        a[i][2] = *reinterpret_cast<const uint32_t*>(ar + 8);
-        a[i][3] = *reinterpret_cast<const uint32_t*>(ar + 8 * lda + 8);
-      }
+      for (int i = 0; i < MT; ++i) ldmatrix_a(a[i], A, lda, i * 16, k0);
 #pragma unroll
       for (int i = 0; i < MT; ++i)
 #pragma unroll
@@ -235,24 +231,13 @@ __device__ __forceinline__ void warp_gemm(float (&acc)[MT][kNB][4], const Elem<F
 // The block's product of its 32 rows of A with all N columns of W^T, handing each pair of results to
 // epi(local row, column c (even), value at c, value at c + 1); each warp takes units of 16 columns by kUM m16
 // tiles in turn.
-// As cta_gemm, with pre(local row, column) called for each of the thread's output pairs before the
-// products of a pass, its value handed to epi as a fifth argument: a global read the epilogue needs is then
-// in flight during the products instead of after them.
-template <bool F32, int K, int N, bool SW = false, class Pre, class Epi>
-__device__ __forceinline__ void cta_gemm_pre(const Elem<F32>* A, const Elem<F32>* __restrict__ W, Pre&& pre,
-                                             Epi&& epi) {
+template <bool F32, int K, int N, bool SW = false, class Epi>
+__device__ __forceinline__ void cta_gemm(const Elem<F32>* A, const Elem<F32>* __restrict__ W, Epi&& epi) {
   static_assert(N % (8 * kNB) == 0, "N must be a multiple of 16");
   const int lane = tid() & 31, gq = lane >> 2, tq = lane & 3, warp = tid() >> 5;
   constexpr int lda = K + kPad;
   for (int u = warp; u < kMSplit * (N / 16); u += kWarps) {
     const int rb = (u % kMSplit) * kUM * 16, n0 = (u / kMSplit) * 8 * kNB;
-    decltype(pre(0, 0)) pv[kUM][kNB][2];
-#pragma unroll
-    for (int i = 0; i < kUM; ++i)
-#pragma unroll
-      for (int j = 0; j < kNB; ++j)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) pv[i][j][h] = pre(rb + i * 16 + gq + h * 8, n0 + j * 8 + 2 * tq);
     float acc[kUM][kNB][4];
     warp_gemm<F32, K, SW, kUM>(acc, A + rb * lda, W, n0);
 #pragma unroll
@@ -261,14 +246,58 @@ __device__ __forceinline__ void cta_gemm_pre(const Elem<F32>* A, const Elem<F32>
       for (int j = 0; j < kNB; ++j)
 #pragma unroll
         for (int h = 0; h < 2; ++h)
-          epi(rb + i * 16 + gq + h * 8, n0 + j * 8 + 2 * tq, acc[i][j][2 * h], acc[i][j][2 * h + 1], pv[i][j][h]);
+          epi(rb + i * 16 + gq + h * 8, n0 + j * 8 + 2 * tq, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
   }
 }
 
-template <bool F32, int K, int N, bool SW = false, class Epi>
-__device__ __forceinline__ void cta_gemm(const Elem<F32>* A, const Elem<F32>* __restrict__ W, Epi&& epi) {
-  cta_gemm_pre<F32, K, N, SW>(A, W, [](int, int) { return 0; },
-                          [&](int lr, int c, float v0, float v1, int) { epi(lr, c, v0, v1); });
+// Per-thread values for the output pairs a warp owns in cta_gemm's product of N columns, read ahead:
+// PreRead<N, T>::read(pre) calls pre(local row, column) for every pair of every unit of the calling warp at
+// once, and cta_gemm_pre hands them to epi as a fifth argument. Why: a global read the epilogue needs (the
+// MLP's f in out_backward) is then in flight from the kernel's start, ahead of the weights' copies, instead
+// of being issued unit by unit behind them (ncu, session 12: 12% of out_backward's stall samples).
+template <int N, class T>
+struct PreRead {
+  static constexpr int kUnits = kMSplit * (N / 16), kPerWarp = (kUnits + kWarps - 1) / kWarps;
+  T v[kPerWarp][kUM][kNB][2];
+  template <class Pre>
+  __device__ __forceinline__ void read(Pre&& pre) {
+    const int lane = tid() & 31, gq = lane >> 2, tq = lane & 3, warp = tid() >> 5;
+#pragma unroll
+    for (int q = 0; q < kPerWarp; ++q) {
+      const int u = warp + q * kWarps;
+      if (u >= kUnits) break;
+      const int rb = (u % kMSplit) * kUM * 16, n0 = (u / kMSplit) * 8 * kNB;
+#pragma unroll
+      for (int i = 0; i < kUM; ++i)
+#pragma unroll
+        for (int j = 0; j < kNB; ++j)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) v[q][i][j][h] = pre(rb + i * 16 + gq + h * 8, n0 + j * 8 + 2 * tq);
+    }
+  }
+};
+
+template <bool F32, int K, int N, bool SW = false, class T, class Epi>
+__device__ __forceinline__ void cta_gemm_pre(const Elem<F32>* A, const Elem<F32>* __restrict__ W,
+                                             const PreRead<N, T>& pv, Epi&& epi) {
+  static_assert(N % (8 * kNB) == 0, "N must be a multiple of 16");
+  const int lane = tid() & 31, gq = lane >> 2, tq = lane & 3, warp = tid() >> 5;
+  constexpr int lda = K + kPad;
+#pragma unroll
+  for (int q = 0; q < PreRead<N, T>::kPerWarp; ++q) {
+    const int u = warp + q * kWarps;
+    if (u >= PreRead<N, T>::kUnits) break;
+    const int rb = (u % kMSplit) * kUM * 16, n0 = (u / kMSplit) * 8 * kNB;
+    float acc[kUM][kNB][4];
+    warp_gemm<F32, K, SW, kUM>(acc, A + rb * lda, W, n0);
+#pragma unroll
+    for (int i = 0; i < kUM; ++i)
+#pragma unroll
+      for (int j = 0; j < kNB; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          epi(rb + i * 16 + gq + h * 8, n0 + j * 8 + 2 * tq, acc[i][j][2 * h], acc[i][j][2 * h + 1], pv.v[q][i][j][h]);
+  }
 }
 
 // One row's mean and 1/std, by the same operations in the same order as layernorm.cu's forward kernel (so
@@ -417,10 +446,12 @@ __device__ __forceinline__ void in_forward_tile(const InFwd& a, int r0, unsigned
   Elem<F32>* A = reinterpret_cast<Elem<F32>*>(smem + S::f);  // [32][D + kPad]: h
   const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W) + Packed::qkv(D);
   Elem<F32>* Ws = reinterpret_cast<Elem<F32>*>(smem + S::in_forward);
-  if constexpr (ST) stage_weights<D, 3 * D>(Ws, W);
   {
+    // The tiles' loads go out before the weights' copies, which would otherwise queue ahead of them
+    // (ncu, session 12: the chains' most-sampled stall was the first use of a tile, behind the weights).
     Tile<D> t;
     t.load(a.x, r0, a.R);
+    if constexpr (ST) stage_weights<D, 3 * D>(Ws, W);
     store_tile_f32(t, X);
   }
   __syncthreads();
@@ -458,15 +489,15 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
   Elem<F32>* Wp = reinterpret_cast<Elem<F32>*>(smem + S::out_forward);
   Elem<F32>* Wf = reinterpret_cast<Elem<F32>*>(smem + S::out_forward + kStaged<D, D>);
   Elem<F32>* Wm = reinterpret_cast<Elem<F32>*>(smem + S::out_forward + kStaged<D, D> + kStaged<D, F>);
-  if constexpr (ST) {
-    stage_weights<D, D>(Wp, W + Packed::proj(D));
-    stage_weights<D, F>(Wf, W + Packed::fc(D));
-    stage_weights<F, D>(Wm, W + Packed::mproj(D));
-  }
   {
-    Tile<D> t_att, t_x;
+    Tile<D> t_att, t_x;  // loaded before the weights are staged (in_forward_tile says why)
     t_att.load(a.att, r0, a.R);
     t_x.load(a.x, r0, a.R);
+    if constexpr (ST) {
+      stage_weights<D, D>(Wp, W + Packed::proj(D));
+      stage_weights<D, F>(Wf, W + Packed::fc(D));
+      stage_weights<F, D>(Wm, W + Packed::mproj(D));
+    }
     store_tile<F32>(t_att, A, lda);
     store_tile_f32(t_x, X2);
   }
@@ -545,14 +576,20 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
   const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W);
   Elem<F32>* W1 = reinterpret_cast<Elem<F32>*>(smem + S::out_backward);          // mproj^T, then proj^T
   Elem<F32>* W2 = reinterpret_cast<Elem<F32>*>(smem + S::out_backward + S::r1);  // fc^T
-  if constexpr (ST) {
-    stage_weights<D, F>(W1, W + Packed::mproj_t(D));
-    stage_weights<F, D>(W2, W + Packed::fc_t(D));
-  }
+  // f for dg = act'(f) * (dm W_mp), read with the tiles (PreRead says why)
+  PreRead<F, float2> f_pre;
+  f_pre.read([&](int lr, int c) {
+    const int r = r0 + lr;
+    return r < a.R ? __ldg(reinterpret_cast<const float2*>(a.f + static_cast<size_t>(r) * F + c)) : make_float2(0.0f, 0.0f);
+  });
   {
-    Tile<D> t_dy, t_x;
+    Tile<D> t_dy, t_x;  // loaded before the weights are staged (in_forward_tile says why)
     t_dy.load(a.dy, r0, a.R);
     t_x.load(a.x2, r0, a.R);
+    if constexpr (ST) {
+      stage_weights<D, F>(W1, W + Packed::mproj_t(D));
+      stage_weights<F, D>(W2, W + Packed::fc_t(D));
+    }
     store_tile_f32(t_dy, DY);
     store_tile_f32(t_x, X);
     t_dy.each([&](int lr, int c, float4 v) {
@@ -573,13 +610,7 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
   stage_wait<ST, 1>();
   __syncthreads();
   // dg = act'(f) * (dm W_mp)
-  auto f_of = [&](int lr, int c) {
-    const int r = r0 + lr;
-    const float2* p = reinterpret_cast<const float2*>(a.f + static_cast<size_t>(r) * F + c);
-    return r < a.R ? __ldg(p)
-                   : make_float2(0.0f, 0.0f);
-  };
-  cta_gemm_pre<F32, D, F, ST>(A, ST ? W1 : W + Packed::mproj_t(D), f_of, [&](int lr, int c, float v0, float v1, float2 fv) {
+  cta_gemm_pre<F32, D, F, ST>(A, ST ? W1 : W + Packed::mproj_t(D), f_pre, [&](int lr, int c, float v0, float v1, float2 fv) {
     const int r = r0 + lr;
     float g0 = 0.0f, g1 = 0.0f;
     if (r < a.R) {
@@ -630,7 +661,6 @@ __device__ __forceinline__ void in_backward_tile(const InBwd& a, int r0, unsigne
   constexpr int Q = 3 * D;
   const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W) + Packed::qkv_t(D);
   Elem<F32>* Ws = reinterpret_cast<Elem<F32>*>(smem + S::in_backward);
-  if constexpr (ST) stage_weights<Q, D>(Ws, W);
   Elem<F32>* A = reinterpret_cast<Elem<F32>*>(smem);     // [32][Q + kPad]: dqkv
   float* DH = reinterpret_cast<float*>(smem + S::a(Q));  // [32][D]: dh1
   float* X = DH + kTM * D;                               // [32][D]: x
@@ -641,6 +671,7 @@ __device__ __forceinline__ void in_backward_tile(const InBwd& a, int r0, unsigne
     t_q.load(a.dqkv, r0, a.R);
     t_x.load(a.x, r0, a.R);
     t_r.load(a.dres, r0, a.R);
+    if constexpr (ST) stage_weights<Q, D>(Ws, W);  // after the tiles' loads (in_forward_tile says why)
     store_tile<F32>(t_q, A, Q + kPad);
     store_tile_f32(t_x, X);
     store_tile_f32(t_r, DR);

@@ -3,12 +3,18 @@
 // Forward: one warp per row, two passes over the row (mean, then mean squared deviation: no
 // E[x^2] - E[x]^2 cancellation), the row staying in L1 between passes.
 // Both may also write a bf16 twin of their output (twin.cuh), for the product that reads it next.
+// For the d that by_lanes lists, the row kernels read their rows into registers instead, every load issued
+// before the first reduction: the loops to a run-time d keep only a few loads in flight, which left them
+// waiting on DRAM latency well short of its bandwidth. A lane keeps the same elements (lane, lane + 32, ...)
+// and adds them in the same order by the same expressions (one product's rounding made explicit, see the dx
+// kernel), so the bits are the generic kernels' (and block_tiles.cuh's row_stats and tile_layernorm*).
 // Backward: dx one warp per row (dx = dres + ..., dres = dx to accumulate); dw and db are sums over rows,
 // done as per-chunk partial sums (256 rows per chunk, columns across threads so reads coalesce) and a
 // second kernel that adds the chunks in order: deterministic, no atomics.
 #include <cuda_bf16.h>
 
 #include <string>
+#include <type_traits>
 
 #include "cuda/common.cuh"
 #include "cuda/group.cuh"
@@ -78,7 +84,135 @@ __global__ void layernorm_backward_dx_kernel(const float* __restrict__ x, const 
   }
 }
 
-// part_w[chunk][c] = sum over the chunk's rows of dy * xhat; part_b likewise of dy.
+// Rows a warp of the register kernels takes: enough that a lane has 8 or more of x's loads in flight at
+// small d.
+template <int K>
+constexpr int kWarpRows = (8 + K - 1) / K;
+
+// layernorm_forward_kernel for d = 32 K, the warp's kWarpRows<K> rows in registers.
+template <int K>
+__global__ void __launch_bounds__(32 * kRowsPerBlock)
+    layernorm_forward_rows_kernel(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b,
+                                  float* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd,
+                                  __nv_bfloat16* __restrict__ twin, int n) {
+  constexpr int D = 32 * K, R = kWarpRows<K>;
+  const int row0 = (blockIdx.x * kRowsPerBlock + threadIdx.x / 32) * R, lane = threadIdx.x % 32;
+  float xv[R][K];
+#pragma unroll
+  for (int q = 0; q < R; ++q) {
+    if (row0 + q >= n) break;
+#pragma unroll
+    for (int k = 0; k < K; ++k) xv[q][k] = x[static_cast<size_t>(row0 + q) * D + lane + 32 * k];
+  }
+#pragma unroll
+  for (int q = 0; q < R; ++q) {
+    const int row = row0 + q;
+    if (row >= n) return;
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < K; ++k) s += xv[q][k];
+    const float m = warp_sum(s) / D;
+    float v = 0.0f;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const float t = xv[q][k] - m;
+      v += t * t;
+    }
+    const float rs = 1.0f / sqrtf(warp_sum(v) / D + kEps);
+    if (lane == 0) {
+      mean[row] = m;
+      rstd[row] = rs;
+    }
+    float* yr = y + static_cast<size_t>(row) * D;
+    __nv_bfloat16* tr = twin ? twin + static_cast<size_t>(row) * D : nullptr;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const int j = lane + 32 * k;
+      const float o = b ? (xv[q][k] - m) * rs * w[j] + b[j] : (xv[q][k] - m) * rs * w[j];
+      yr[j] = o;
+      if (tr) tr[j] = __float2bfloat16_rn(o);
+    }
+  }
+}
+
+// layernorm_backward_dx_kernel for d = 32 K, the warp's kWarpRows<K> rows of x, dy and dres in registers: all
+// of dres is read before any of dx is written, so dres = dx still works.
+template <int K>
+__global__ void __launch_bounds__(32 * kRowsPerBlock)
+    layernorm_backward_dx_rows_kernel(const float* __restrict__ x, const float* __restrict__ w,
+                                      const float* __restrict__ mean, const float* __restrict__ rstd,
+                                      const float* __restrict__ dy, const float* dres, float* dx,
+                                      __nv_bfloat16* __restrict__ twin, int n) {
+  constexpr int D = 32 * K, R = kWarpRows<K>;
+  const int row0 = (blockIdx.x * kRowsPerBlock + threadIdx.x / 32) * R, lane = threadIdx.x % 32;
+  float xv[R][K], gv[R][K], rv[R][K], ms[R], rss[R];
+#pragma unroll
+  for (int q = 0; q < R; ++q) {
+    const int row = row0 + q;
+    if (row >= n) break;
+    ms[q] = mean[row];
+    rss[q] = rstd[row];
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const size_t i = static_cast<size_t>(row) * D + lane + 32 * k;
+      xv[q][k] = x[i];
+      gv[q][k] = dy[i];
+      rv[q][k] = dres[i];
+    }
+  }
+#pragma unroll
+  for (int q = 0; q < R; ++q) {
+    const int row = row0 + q;
+    if (row >= n) return;
+    const float m = ms[q], rs = rss[q];
+    float s1 = 0.0f, s2 = 0.0f;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      // Rounded on its own, as in layernorm_backward_dx_kernel, where it has two uses and ptxas leaves it
+      // unfused. As a plain product it would also stand in for the second loop's dy * w, which there has
+      // one use and is fused with - m1: other bits.
+      const float dyw = __fmul_rn(gv[q][k], w[lane + 32 * k]);
+      s1 += dyw;
+      s2 += dyw * ((xv[q][k] - m) * rs);
+    }
+    const float m1 = warp_sum(s1) / D, m2 = warp_sum(s2) / D;
+    float* dxr = dx + static_cast<size_t>(row) * D;
+    __nv_bfloat16* tr = twin ? twin + static_cast<size_t>(row) * D : nullptr;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const int j = lane + 32 * k;
+      const float xh = (xv[q][k] - m) * rs;
+      const float o = rv[q][k] + rs * (gv[q][k] * w[j] - m1 - xh * m2);
+      dxr[j] = o;
+      if (tr) tr[j] = __float2bfloat16_rn(o);
+    }
+  }
+}
+
+// Calls f(std::integral_constant<int, d / 32>()) where the register kernels have an instance for d; false
+// where not.
+template <class F>
+bool by_lanes(int d, F&& f) {
+  switch (d) {
+    case 32: f(std::integral_constant<int, 1>()); return true;
+    case 64: f(std::integral_constant<int, 2>()); return true;
+    case 96: f(std::integral_constant<int, 3>()); return true;
+    case 128: f(std::integral_constant<int, 4>()); return true;
+    case 192: f(std::integral_constant<int, 6>()); return true;
+    case 256: f(std::integral_constant<int, 8>()); return true;
+    case 384: f(std::integral_constant<int, 12>()); return true;
+    case 512: f(std::integral_constant<int, 16>()); return true;
+    case 768: f(std::integral_constant<int, 24>()); return true;
+    case 1024: f(std::integral_constant<int, 32>()); return true;
+    default: return false;
+  }
+}
+
+// part_w[chunk][c] = sum over the chunk's rows of dy * xhat; part_b likewise of dy. Thread row y adds rows
+// r0 + y, r0 + y + 8, ... in turn. A whole chunk's loop has a fixed trip count, so many rows' loads go out
+// ahead of the sums (the loop to n kept a few in flight), and its warp's 32 rows' mean and rstd are read once,
+// lane l holding row l's, and shuffled round, leaving the load slots to x and dy. Lanes past d go along (the
+// shuffles need the whole warp) on column d - 1, their sums unused.
 __global__ void layernorm_backward_partial_kernel(const float* __restrict__ x, const float* __restrict__ mean,
                                                   const float* __restrict__ rstd, const float* __restrict__ dy,
                                                   float* __restrict__ part_w, float* __restrict__ part_b, int n,
@@ -86,13 +220,25 @@ __global__ void layernorm_backward_partial_kernel(const float* __restrict__ x, c
   __shared__ float rw[8][33], rb[8][33];
   const int c = blockIdx.x * 32 + threadIdx.x, r0 = blockIdx.y * kChunk, r1 = min(n, r0 + kChunk);
   float sw = 0.0f, sb = 0.0f;
-  if (c < d)
+  if (r1 - r0 == kChunk) {
+    static_assert(kChunk == 8 * 32, "a full chunk is one row per lane of each warp");
+    const int cc = min(c, d - 1);
+    const float ml = mean[r0 + threadIdx.y + 8 * threadIdx.x], rl = rstd[r0 + threadIdx.y + 8 * threadIdx.x];
+#pragma unroll
+    for (int q = 0; q < 32; ++q) {
+      const size_t i = static_cast<size_t>(r0 + threadIdx.y + 8 * q) * d + cc;
+      const float g = dy[i];
+      sw += g * ((x[i] - __shfl_sync(0xffffffffu, ml, q)) * __shfl_sync(0xffffffffu, rl, q));
+      sb += g;
+    }
+  } else if (c < d) {
     for (int r = r0 + threadIdx.y; r < r1; r += 8) {
       const size_t i = static_cast<size_t>(r) * d + c;
       const float g = dy[i];
       sw += g * ((x[i] - mean[r]) * rstd[r]);
       sb += g;
     }
+  }
   rw[threadIdx.y][threadIdx.x] = sw;
   rb[threadIdx.y][threadIdx.x] = sb;
   __syncthreads();
@@ -147,8 +293,14 @@ void layernorm_forward(const float* x, const float* w, const float* b, float* y,
                        int d, __nv_bfloat16* twin) {
   check(n, d, "layernorm_forward");
   if (n == 0) return;
-  layernorm_forward_kernel<<<(n + kRowsPerBlock - 1) / kRowsPerBlock, 32 * kRowsPerBlock, 0, stream()>>>(
-      x, w, b, y, mean, rstd, twin, n, d);
+  const bool rows = by_lanes(d, [&](auto k) {
+    constexpr int K = decltype(k)::value, per_block = kRowsPerBlock * kWarpRows<K>;
+    layernorm_forward_rows_kernel<K><<<(n + per_block - 1) / per_block, 32 * kRowsPerBlock, 0, stream()>>>(
+        x, w, b, y, mean, rstd, twin, n);
+  });
+  if (!rows)
+    layernorm_forward_kernel<<<(n + kRowsPerBlock - 1) / kRowsPerBlock, 32 * kRowsPerBlock, 0, stream()>>>(
+        x, w, b, y, mean, rstd, twin, n, d);
   RT_CU_LAUNCH("layernorm_forward");
 }
 
@@ -163,8 +315,14 @@ void layernorm_backward_res(const float* x, const float* w, const float* mean, c
   if (n == 0) return;
   if (dx) {
     RT_CHECK(dres, "layernorm_backward: dres must not be null when dx is given");
-    layernorm_backward_dx_kernel<<<(n + kRowsPerBlock - 1) / kRowsPerBlock, 32 * kRowsPerBlock, 0, stream()>>>(
-        x, w, mean, rstd, dy, dres, dx, twin, n, d);
+    const bool rows = by_lanes(d, [&](auto k) {
+      constexpr int K = decltype(k)::value, per_block = kRowsPerBlock * kWarpRows<K>;
+      layernorm_backward_dx_rows_kernel<K><<<(n + per_block - 1) / per_block, 32 * kRowsPerBlock, 0, stream()>>>(
+          x, w, mean, rstd, dy, dres, dx, twin, n);
+    });
+    if (!rows)
+      layernorm_backward_dx_kernel<<<(n + kRowsPerBlock - 1) / kRowsPerBlock, 32 * kRowsPerBlock, 0, stream()>>>(
+          x, w, mean, rstd, dy, dres, dx, twin, n, d);
     RT_CU_LAUNCH("layernorm_backward dx");
   }
   if (dw || db) {
