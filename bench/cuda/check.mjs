@@ -85,6 +85,8 @@ const cases = [
   { variant: 'forget', window: 0, N: 45 },
   { variant: 'accumulate', window: 0, N: 300, heads: 2 },
   { variant: 'forget', window: 4, N: 13, dropout: 0.1, training: true },
+  // accumulate with dropout: the fused chains' input and output-gradient glue (WindowGlue, BackGlue) with masks
+  { variant: 'accumulate', window: 4, N: 14, dropout: 0.1, training: true },
   { variant: 'accumulate', window: 32, N: 100, d: 96, heads: 6, activation: 'relu', B: 3 },
   // The same with gelu, and relu with forget: is a bf16 excess relu's (sign flips near zero) or accumulate's?
   { variant: 'accumulate', window: 32, N: 100, d: 96, heads: 6, activation: 'gelu', B: 3 },

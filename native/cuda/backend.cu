@@ -274,9 +274,11 @@ __global__ void dot_finish_kernel(const double* part, double* out) {
   if (threadIdx.x == 0) *out = s;
 }
 // Backend::alpha_grad_parts: the warps take a slot each, kDotThreads slots at a time, then one thread adds
-// them in order of slot.
+// them in order of slot; then the `count` doubles at `more`, each thread a contiguous range, added in order
+// of thread.
 __global__ void __launch_bounds__(kDotThreads)
-    alpha_grad_parts_kernel(float* grad, const float* st, const double* parts, int slots) {
+    alpha_grad_parts_kernel(float* grad, const float* st, const double* parts, int slots, const double* more,
+                            int count) {
   __shared__ double value[kDotThreads];
   double dalpha = 0;
   for (int j0 = 0; j0 < slots; j0 += kDotThreads) {
@@ -290,7 +292,15 @@ __global__ void __launch_bounds__(kDotThreads)
       for (int j = 0; j < n; ++j) dalpha += value[j];
     __syncthreads();
   }
-  if (threadIdx.x == 0 && alpha_passes_grad(st[0])) *grad += static_cast<float>(dalpha);
+  const int per = (count + kDotThreads - 1) / kDotThreads, j1 = min(count, (threadIdx.x + 1) * per);
+  double s = 0;
+  for (int j = threadIdx.x * per; j < j1; ++j) s += more[j];
+  value[threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int j = 0; j < kDotThreads; ++j) dalpha += value[j];
+    if (alpha_passes_grad(st[0])) *grad += static_cast<float>(dalpha);
+  }
 }
 
 // axpy2d, acc2d and Backend::axpy2d_batch, one kernel: blockIdx.y picks the op; dst[r*ds + c] =
@@ -405,8 +415,9 @@ class CudaBackend final : public Backend {
     alpha_state_kernel<<<1, 1, 0, stream()>>>(st, param);
     RT_CU_LAUNCH("alpha_state");
   }
-  void alpha_grad_parts(float* grad, const float* st, const double* parts, int slots) override {
-    alpha_grad_parts_kernel<<<1, kDotThreads, 0, stream()>>>(grad, st, parts, slots);
+  void alpha_grad_parts(float* grad, const float* st, const double* parts, int slots, const double* more = nullptr,
+                        int count = 0) override {
+    alpha_grad_parts_kernel<<<1, kDotThreads, 0, stream()>>>(grad, st, parts, slots, more, count);
     RT_CU_LAUNCH("alpha_grad_parts");
   }
   void set_seed(uint64_t* dst, uint64_t seed) override {
@@ -646,22 +657,24 @@ class CudaBackend final : public Backend {
   void weight_copies_end() noexcept override { cuda::weight_copies_clear(); }
   bool fused_block(const BlockShape& s) const override { return fused_ && cuda::block_fusable(s.d); }
   size_t fused_weights_size(const BlockShape& s) const override { return cuda::fused_weights_floats(!fp32_, s.d); }
+  int fused_parts(int rows) const override { return cuda::fused_row_blocks(rows); }
   void pack_fused_weights(const BlockShape& s, const BlockWeights& w, float* dst) override {
     RT_PROF("pack_fused_weights");
     cuda::pack_fused_weights(!fp32_, s, w, dst);
   }
-  void block_in_forward(const BlockShape& s, const BlockWeights& w, const BlockCache& c) override {
+  void block_in_forward(const BlockShape& s, const BlockWeights& w, const BlockCache& c,
+                        const WindowGlue* glue) override {
     RT_PROF("block_in_forward");
-    cuda::block_in_forward(!fp32_, s, w, c);
+    cuda::block_in_forward(!fp32_, s, w, c, glue);
   }
   void block_out_forward(const BlockShape& s, const BlockWeights& w, const BlockCache& c, float* y) override {
     RT_PROF("block_out_forward");
     cuda::block_out_forward(!fp32_, s, w, c, y);
   }
   void block_out_backward(const BlockShape& s, const BlockWeights& w, const BlockCache& c, const BlockGradStash& st,
-                          const float* dy, float* dx2, float* datt) override {
+                          float* dy, float* dx2, float* datt, const BackGlue* glue) override {
     RT_PROF("block_out_backward");
-    cuda::block_out_backward(!fp32_, s, w, c, st, dy, dx2, datt);
+    cuda::block_out_backward(!fp32_, s, w, c, st, dy, dx2, datt, glue);
   }
   void block_in_backward(const BlockShape& s, const BlockWeights& w, const BlockCache& c, const BlockGradStash& st,
                          const float* dx2, float* dx) override {

@@ -134,8 +134,13 @@ void pack_fused_weights(bool bf16, const BlockShape& s, const BlockWeights& w, f
   RT_CU_LAUNCH("pack_fused_weights");
 }
 
-void block_in_forward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c) {
-  const InFwd a{c.B * c.n, c.x, w.ln1_w, w.ln1_b, w.attn_b, w.packed, c.h1, c.mean1, c.rstd1, c.qkv};
+void block_in_forward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c,
+                      const WindowGlue* glue) {
+  InFwd a{c.B * c.n, c.x, w.ln1_w, w.ln1_b, w.attn_b, w.packed, c.h1, c.mean1, c.rstd1, c.qkv};
+  if (glue) {
+    a.glue = *glue;
+    a.n = c.n;
+  }
   if (!a.R) return;
   dispatch(bf16, s.d, InForward{a});
 }
@@ -148,12 +153,19 @@ void block_out_forward(bool bf16, const BlockShape& s, const BlockWeights& w, co
   dispatch(bf16, s.d, OutForward{a});
 }
 
+int fused_row_blocks(int rows) { return (rows + kTM - 1) / kTM; }
+
 void block_out_backward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c,
-                        const BlockGradStash& st, const float* dy, float* dx2, float* datt) {
+                        const BlockGradStash& st, float* dy, float* dx2, float* datt, const BackGlue* glue) {
   const bool drop = c.p > 0;
-  const OutBwd a{c.B * c.n, s.gelu, make_drop(c.p, c.seed, c.stream * 4 + 1), make_drop(c.p, c.seed, c.stream * 4 + 2),
-                 dy, c.f, c.x2, c.mean2, c.rstd2, w.ln2_w, w.packed,
-                 (drop || st.dm != dy) ? st.dm : nullptr, st.dg, st.dh2, dx2, drop ? st.da : nullptr, datt};
+  OutBwd a{c.B * c.n, s.gelu, make_drop(c.p, c.seed, c.stream * 4 + 1), make_drop(c.p, c.seed, c.stream * 4 + 2),
+           dy, c.f, c.x2, c.mean2, c.rstd2, w.ln2_w, w.packed,
+           (drop || st.dm != dy) ? st.dm : nullptr, st.dg, st.dh2, dx2, drop ? st.da : nullptr, datt};
+  if (glue) {
+    a.glue = *glue;
+    a.n = c.n;
+    a.dy_out = dy;
+  }
   if (!a.R) return;
   dispatch(bf16, s.d, OutBackward{a});
 }

@@ -318,10 +318,23 @@ __device__ __forceinline__ void row_stats(const float* xr, float& m, float& rs) 
   rs = 1.0f / sqrtf(warp_sum(v) / D + kEps);
 }
 
+// Elements lane, lane + 32, ... of a [D] vector (a LayerNorm's weight or bias) in the calling lane's registers;
+// a null vector holds zeros. Read at a kernel's start: read where the rows are normalized, they were waited
+// for there (ncu, session 12: 17% of in_forward's stall samples on the first product with w).
+template <int D>
+struct LaneVec {
+  float v[D / 32];
+  __device__ __forceinline__ void load(const float* __restrict__ p) {
+    const int lane = tid() & 31;
+#pragma unroll
+    for (int k = 0; k < D / 32; ++k) v[k] = p ? __ldg(p + lane + 32 * k) : 0.0f;
+  }
+};
+
 // LayerNorm of the tile's rows (shared X, [32][D]) into h (global), mean, rstd and A (shared, for the next
-// product); A's rows past R become zeros.
+// product); A's rows past R become zeros. has_b: false without a bias.
 template <bool F32, int D>
-__device__ __forceinline__ void tile_layernorm(const float* X, const float* __restrict__ w, const float* __restrict__ b,
+__device__ __forceinline__ void tile_layernorm(const float* X, const LaneVec<D>& w, const LaneVec<D>& b, bool has_b,
                                                int r0, int R, float* h, float* mean, float* rstd, Elem<F32>* A) {
   const int lane = tid() & 31, warp = tid() >> 5;
   for (int lr = warp; lr < kTM; lr += kWarps) {
@@ -341,9 +354,10 @@ __device__ __forceinline__ void tile_layernorm(const float* X, const float* __re
     }
     float* hr = h + static_cast<size_t>(r) * D;
 #pragma unroll
-    for (int j = lane; j < D; j += 32) {
-      float v = (xr[j] - m) * rs * w[j];
-      if (b) v += b[j];
+    for (int k = 0; k < D / 32; ++k) {
+      const int j = lane + 32 * k;
+      float v = (xr[j] - m) * rs * w.v[k];
+      if (has_b) v += b.v[k];
       hr[j] = v;
       put<F32>(ar + j, v);
     }
@@ -355,7 +369,7 @@ __device__ __forceinline__ void tile_layernorm(const float* X, const float* __re
 // j, dx_j) for each element of the rows below R.
 template <int D, class Out>
 __device__ __forceinline__ void tile_layernorm_backward(const float* X, const float* G, const float* DR,
-                                                        const float* __restrict__ w, const float* __restrict__ mean,
+                                                        const LaneVec<D>& w, const float* __restrict__ mean,
                                                         const float* __restrict__ rstd, int r0, int R, Out&& out) {
   const int lane = tid() & 31, warp = tid() >> 5;
   constexpr int RPW = kTM / kWarps;
@@ -375,16 +389,20 @@ __device__ __forceinline__ void tile_layernorm_backward(const float* X, const fl
     const float m = ms[q], rs = rss[q];
     float s1 = 0.0f, s2 = 0.0f;
 #pragma unroll
-    for (int j = lane; j < D; j += 32) {
-      const float dyw = g[j] * w[j];
+    for (int k = 0; k < D / 32; ++k) {
+      const int j = lane + 32 * k;
+      // Rounded on its own, as layernorm.cu's dx kernels round it (there it has two uses and stays unfused);
+      // the second loop's g * w - m1 is one fused multiply-add in both.
+      const float dyw = __fmul_rn(g[j], w.v[k]);
       s1 += dyw;
       s2 += dyw * ((xr[j] - m) * rs);
     }
     const float m1 = warp_sum(s1) / D, m2 = warp_sum(s2) / D;
 #pragma unroll
-    for (int j = lane; j < D; j += 32) {
+    for (int k = 0; k < D / 32; ++k) {
+      const int j = lane + 32 * k;
       const float xh = (xr[j] - m) * rs;
-      out(r, lr, j, DR[lr * D + j] + rs * (g[j] * w[j] - m1 - xh * m2));
+      out(r, lr, j, DR[lr * D + j] + rs * (g[j] * w.v[k] - m1 - xh * m2));
     }
   }
 }
@@ -434,10 +452,57 @@ __device__ __forceinline__ void stage_wait() {
 
 struct InFwd {
   int R;
-  const float *x, *ln_w, *ln_b, *b;
+  float* x;  // written first when glue.S is set (layer/backend.h's WindowGlue), read otherwise
+  const float *ln_w, *ln_b, *b;
   const void* W;  // packed
   float *h, *mean, *rstd, *qkv;
+  WindowGlue glue{};
+  int n = 0;  // tokens per element, for glue
 };
+
+// The tile of x that glue forms (WindowGlue): each element alpha * P + S (or X), one fused multiply-add as
+// the glue's axpy2d batch computes it, written to x and kept in the tile; the Y copy of rows t < ns made on
+// the way (with P's values where Ysrc is P); between() runs once the reads are issued. Why here: the batch
+// was a launch of its own per window, 4.6 us of the copy step's ~90 us window (bench/cuda/NOTES.md, session 12).
+template <int D, class Between>
+__device__ __forceinline__ void glue_tile(Tile<D>& t, const WindowGlue& g, int n, float* __restrict__ x, int r0,
+                                          int R, Between&& between) {
+  using TL = Tile<D>;
+  const bool y_is_p = g.Ysrc == g.P && g.Ysrcs == g.Ps;
+  float4 s[TL::T], p[TL::T], q[TL::T];  // S or X; P; the Y copy's source
+  const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  // Every read is issued before the first use.
+#pragma unroll
+  for (int k = 0; k < TL::T; ++k) {
+    const int i = tid() + k * kThreads, lr = i / TL::C4, c = (i % TL::C4) * 4, r = r0 + lr;
+    s[k] = p[k] = q[k] = zero;
+    if (i >= TL::N4 || r >= R) continue;
+    const int b = r / n, tk = r % n, row = tk < g.ns ? tk : tk - g.ns;
+    const float* src = tk < g.ns ? g.S + b * g.Ss : g.X + b * g.Xs;
+    s[k] = __ldg(reinterpret_cast<const float4*>(src + static_cast<size_t>(row) * D + c));
+    if (g.P) p[k] = __ldg(reinterpret_cast<const float4*>(g.P + b * g.Ps + static_cast<size_t>(row) * D + c));
+    if (g.Y && tk < g.ns && !y_is_p)
+      q[k] = __ldg(reinterpret_cast<const float4*>(g.Ysrc + b * g.Ysrcs + static_cast<size_t>(tk) * D + c));
+  }
+  between();
+  const float al = g.P ? *g.alpha : 0.0f;
+#pragma unroll
+  for (int k = 0; k < TL::T; ++k) {
+    const int i = tid() + k * kThreads, lr = i / TL::C4, c = (i % TL::C4) * 4, r = r0 + lr;
+    float4 v = zero;
+    if (i < TL::N4 && r < R) {
+      const int b = r / n, tk = r % n;
+      v = s[k];
+      if (g.P)
+        v = make_float4(__fmaf_rn(al, p[k].x, v.x), __fmaf_rn(al, p[k].y, v.y), __fmaf_rn(al, p[k].z, v.z),
+                        __fmaf_rn(al, p[k].w, v.w));
+      *reinterpret_cast<float4*>(x + static_cast<size_t>(r) * D + c) = v;
+      if (g.Y && tk < g.ns)
+        *reinterpret_cast<float4*>(g.Y + b * g.Ys + static_cast<size_t>(tk) * D + c) = y_is_p ? p[k] : q[k];
+    }
+    t.v[k] = v;
+  }
+}
 
 template <bool F32, int D, bool ST>
 __device__ __forceinline__ void in_forward_tile(const InFwd& a, int r0, unsigned char* smem) {
@@ -446,16 +511,26 @@ __device__ __forceinline__ void in_forward_tile(const InFwd& a, int r0, unsigned
   Elem<F32>* A = reinterpret_cast<Elem<F32>*>(smem + S::f);  // [32][D + kPad]: h
   const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W) + Packed::qkv(D);
   Elem<F32>* Ws = reinterpret_cast<Elem<F32>*>(smem + S::in_forward);
+  LaneVec<D> lw, lb;
   {
     // The tiles' loads go out before the weights' copies, which would otherwise queue ahead of them
     // (ncu, session 12: the chains' most-sampled stall was the first use of a tile, behind the weights).
     Tile<D> t;
-    t.load(a.x, r0, a.R);
-    if constexpr (ST) stage_weights<D, 3 * D>(Ws, W);
+    auto rest = [&] {
+      lw.load(a.ln_w);
+      lb.load(a.ln_b);
+      if constexpr (ST) stage_weights<D, 3 * D>(Ws, W);
+    };
+    if (a.glue.S) {
+      glue_tile(t, a.glue, a.n, a.x, r0, a.R, rest);
+    } else {
+      t.load(a.x, r0, a.R);
+      rest();
+    }
     store_tile_f32(t, X);
   }
   __syncthreads();
-  tile_layernorm<F32, D>(X, a.ln_w, a.ln_b, r0, a.R, a.h, a.mean, a.rstd, A);
+  tile_layernorm<F32, D>(X, lw, lb, a.ln_b != nullptr, r0, a.R, a.h, a.mean, a.rstd, A);
   stage_wait<ST, 0>();
   __syncthreads();
   cta_gemm<F32, D, 3 * D, ST>(A, ST ? Ws : W, [&](int lr, int c, float v0, float v1) {
@@ -489,10 +564,13 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
   Elem<F32>* Wp = reinterpret_cast<Elem<F32>*>(smem + S::out_forward);
   Elem<F32>* Wf = reinterpret_cast<Elem<F32>*>(smem + S::out_forward + kStaged<D, D>);
   Elem<F32>* Wm = reinterpret_cast<Elem<F32>*>(smem + S::out_forward + kStaged<D, D> + kStaged<D, F>);
+  LaneVec<D> lw, lb;
   {
     Tile<D> t_att, t_x;  // loaded before the weights are staged (in_forward_tile says why)
     t_att.load(a.att, r0, a.R);
     t_x.load(a.x, r0, a.R);
+    lw.load(a.ln_w);
+    lb.load(a.ln_b);
     if constexpr (ST) {
       stage_weights<D, D>(Wp, W + Packed::proj(D));
       stage_weights<D, F>(Wf, W + Packed::fc(D));
@@ -519,7 +597,7 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
     store2(a.x2 + i, x0, x1);
   });
   __syncthreads();
-  tile_layernorm<F32, D>(X2, a.ln_w, a.ln_b, r0, a.R, a.h2, a.mean2, a.rstd2, A);
+  tile_layernorm<F32, D>(X2, lw, lb, a.ln_b != nullptr, r0, a.R, a.h2, a.mean2, a.rstd2, A);
   stage_wait<ST, 1>();
   __syncthreads();
   // f = c_fc(h2), g = act(f)
@@ -562,7 +640,80 @@ struct OutBwd {
   const float *dy, *f, *x2, *mean2, *rstd2, *ln_w;
   const void* W;  // packed
   float *dm, *dg, *dh2, *dx2, *da, *datt;  // dm, da: null when not written
+  BackGlue glue{};  // with glue.din: dy is formed as glue says and written to dy_out
+  int n = 0;        // tokens per element, for glue
+  float* dy_out = nullptr;
 };
+
+// out_backward's dy tile formed as glue says (layer/backend.h's BackGlue), each element as the glue's axpy2d
+// batch computes it (alpha * din + dY, then + alpha * din's second-half row, as fused multiply-adds), written
+// to dy and kept in the tile; dX's rows added on the way, and this thread's share of alpha's dot products
+// (P's rows times din's, in double) returned. Why here: the batch was a launch of its own per window
+// (bench/cuda/NOTES.md, session 12). between() runs once the reads are issued.
+template <int D, class Between>
+__device__ __forceinline__ double back_glue_tile(Tile<D>& t, const BackGlue& g, int n, float* __restrict__ dy,
+                                                 int r0, int R, Between&& between) {
+  using TL = Tile<D>;
+  const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  float4 a0[TL::T], a1[TL::T], y0[TL::T], p[TL::T], x0[TL::T];  // din rows t and ns + t, dY, P, dX
+  // Every read is issued before the first use.
+#pragma unroll
+  for (int k = 0; k < TL::T; ++k) {
+    const int i = tid() + k * kThreads, lr = i / TL::C4, c = (i % TL::C4) * 4, r = r0 + lr;
+    a0[k] = a1[k] = y0[k] = p[k] = x0[k] = zero;
+    if (i >= TL::N4 || r >= R) continue;
+    const int b = r / n, tk = r % n;
+    const float* din = g.din + b * g.dins + c;
+    if (tk >= g.ns) {
+      a0[k] = __ldg(reinterpret_cast<const float4*>(din + static_cast<size_t>(tk - g.ns) * D));
+      continue;
+    }
+    const size_t at = static_cast<size_t>(tk) * D + c;
+    a0[k] = __ldg(reinterpret_cast<const float4*>(din + static_cast<size_t>(tk) * D));
+    y0[k] = __ldg(reinterpret_cast<const float4*>(g.dY + b * g.dYs + at));
+    if (g.P) p[k] = __ldg(reinterpret_cast<const float4*>(g.P + b * g.Ps + at));
+    if (tk < g.nx) {
+      a1[k] = __ldg(reinterpret_cast<const float4*>(din + static_cast<size_t>(g.ns + tk) * D));
+      x0[k] = *reinterpret_cast<const float4*>(g.dX + b * g.dXs + at);
+    }
+  }
+  between();
+  const float al = g.alpha ? *g.alpha : 0.0f;
+  double dot = 0.0;
+#pragma unroll
+  for (int k = 0; k < TL::T; ++k) {
+    const int i = tid() + k * kThreads, lr = i / TL::C4, c = (i % TL::C4) * 4, r = r0 + lr;
+    float4 v = zero;
+    if (i < TL::N4 && r < R) {
+      const int b = r / n, tk = r % n;
+      v = a0[k];
+      if (tk < g.ns) {
+        const size_t at = static_cast<size_t>(tk) * D + c;
+        const bool second = tk < g.nx;
+        if (g.alpha) {
+          const float4 u = a0[k], e = a1[k], y = y0[k];
+          v = make_float4(__fmaf_rn(al, u.x, y.x), __fmaf_rn(al, u.y, y.y), __fmaf_rn(al, u.z, y.z), __fmaf_rn(al, u.w, y.w));
+          if (second)
+            v = make_float4(__fmaf_rn(al, e.x, v.x), __fmaf_rn(al, e.y, v.y), __fmaf_rn(al, e.z, v.z), __fmaf_rn(al, e.w, v.w));
+        } else {
+          v = y0[k];
+        }
+        if (second) {
+          const float4 x = x0[k], e = a1[k];
+          *reinterpret_cast<float4*>(g.dX + b * g.dXs + at) = make_float4(x.x + e.x, x.y + e.y, x.z + e.z, x.w + e.w);
+        }
+        if (g.P) {
+          const float4 q = p[k], u = a0[k], e = a1[k];
+          dot += double(q.x) * u.x + double(q.y) * u.y + double(q.z) * u.z + double(q.w) * u.w;
+          if (second) dot += double(q.x) * e.x + double(q.y) * e.y + double(q.z) * e.z + double(q.w) * e.w;
+        }
+      }
+      *reinterpret_cast<float4*>(dy + static_cast<size_t>(r) * D + c) = v;
+    }
+    t.v[k] = v;
+  }
+  return dot;
+}
 
 template <bool F32, int D, bool ST>
 __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsigned char* smem) {
@@ -582,13 +733,23 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
     const int r = r0 + lr;
     return r < a.R ? __ldg(reinterpret_cast<const float2*>(a.f + static_cast<size_t>(r) * F + c)) : make_float2(0.0f, 0.0f);
   });
+  LaneVec<D> lw;
+  double dot = 0.0;  // with glue: this thread's share of alpha's gradient
   {
     Tile<D> t_dy, t_x;  // loaded before the weights are staged (in_forward_tile says why)
-    t_dy.load(a.dy, r0, a.R);
-    t_x.load(a.x2, r0, a.R);
-    if constexpr (ST) {
-      stage_weights<D, F>(W1, W + Packed::mproj_t(D));
-      stage_weights<F, D>(W2, W + Packed::fc_t(D));
+    auto rest = [&] {
+      t_x.load(a.x2, r0, a.R);
+      lw.load(a.ln_w);
+      if constexpr (ST) {
+        stage_weights<D, F>(W1, W + Packed::mproj_t(D));
+        stage_weights<F, D>(W2, W + Packed::fc_t(D));
+      }
+    };
+    if (a.glue.din) {
+      dot = back_glue_tile(t_dy, a.glue, a.n, a.dy_out, r0, a.R, rest);
+    } else {
+      t_dy.load(a.dy, r0, a.R);
+      rest();
     }
     store_tile_f32(t_dy, DY);
     store_tile_f32(t_x, X);
@@ -607,8 +768,18 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
       put<F32>(p + 3, m.w);
     });
   }
+  __shared__ double dot_warp[kWarps];
+  if (a.glue.parts) {  // a fixed tree: the same bits every run
+    for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+    if ((tid() & 31) == 0) dot_warp[tid() >> 5] = dot;
+  }
   stage_wait<ST, 1>();
   __syncthreads();
+  if (a.glue.parts && tid() == 0) {
+    double s = 0.0;
+    for (int w = 0; w < kWarps; ++w) s += dot_warp[w];
+    a.glue.parts[blockIdx.x] = s;
+  }
   // dg = act'(f) * (dm W_mp)
   cta_gemm_pre<F32, D, F, ST>(A, ST ? W1 : W + Packed::mproj_t(D), f_pre, [&](int lr, int c, float v0, float v1, float2 fv) {
     const int r = r0 + lr;
@@ -632,7 +803,7 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
   });
   __syncthreads();
   // dx2 = dy + ln_2's input gradient; da = dropout'(dx2); A's rows past R stay zeros from the dy tile
-  tile_layernorm_backward<D>(X, DH, DY, a.ln_w, a.mean2, a.rstd2, r0, a.R, [&](int r, int lr, int j, float v) {
+  tile_layernorm_backward<D>(X, DH, DY, lw, a.mean2, a.rstd2, r0, a.R, [&](int r, int lr, int j, float v) {
     const size_t i = static_cast<size_t>(r) * D + j;
     a.dx2[i] = v;
     const float dav = a.drop1(v, i);
@@ -665,12 +836,14 @@ __device__ __forceinline__ void in_backward_tile(const InBwd& a, int r0, unsigne
   float* DH = reinterpret_cast<float*>(smem + S::a(Q));  // [32][D]: dh1
   float* X = DH + kTM * D;                               // [32][D]: x
   float* DR = X + kTM * D;                               // [32][D]: dres (dx2)
+  LaneVec<D> lw;
   {
     Tile<Q> t_q;
     Tile<D> t_x, t_r;
     t_q.load(a.dqkv, r0, a.R);
     t_x.load(a.x, r0, a.R);
     t_r.load(a.dres, r0, a.R);
+    lw.load(a.ln_w);
     if constexpr (ST) stage_weights<Q, D>(Ws, W);  // after the tiles' loads (in_forward_tile says why)
     store_tile<F32>(t_q, A, Q + kPad);
     store_tile_f32(t_x, X);
@@ -685,7 +858,7 @@ __device__ __forceinline__ void in_backward_tile(const InBwd& a, int r0, unsigne
     store2(DH + lr * D + c, v0, v1);
   });
   __syncthreads();
-  tile_layernorm_backward<D>(X, DH, DR, a.ln_w, a.mean1, a.rstd1, r0, a.R,
+  tile_layernorm_backward<D>(X, DH, DR, lw, a.mean1, a.rstd1, r0, a.R,
                              [&](int r, int, int j, float v) { a.dx[static_cast<size_t>(r) * D + j] = v; });
 }
 

@@ -16,6 +16,8 @@ struct BlockShape;
 struct BlockWeights;
 struct BlockCache;
 struct BlockGradStash;
+struct WindowGlue;
+struct BackGlue;
 }  // namespace rt
 
 namespace rt::cuda {
@@ -105,10 +107,14 @@ bool attention_writes_twin(bool bf16, int n, int d, int H);
 bool block_fusable(int d);
 size_t fused_weights_floats(bool bf16, int d);
 void pack_fused_weights(bool bf16, const BlockShape& s, const BlockWeights& w, float* dst);
-void block_in_forward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c);
+void block_in_forward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c,
+                      const WindowGlue* glue);
 void block_out_forward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c, float* y);
 void block_out_backward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c,
-                        const BlockGradStash& st, const float* dy, float* dx2, float* datt);
+                        const BlockGradStash& st, float* dy, float* dx2, float* datt, const BackGlue* glue);
+// Blocks of a fused chain over `rows` rows (one per tile): how many of alpha's parts block_out_backward
+// leaves with a BackGlue that has P.
+int fused_row_blocks(int rows);
 void block_in_backward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c,
                        const BlockGradStash& st, const float* dx2, float* dx);
 

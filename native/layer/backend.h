@@ -41,6 +41,34 @@ struct Axpy2dOp {
   size_t x2s = 0;
 };
 
+// How a window pair application's input x [B, n, d] is formed from the recurrence's tensors (each a batch
+// of row blocks, one per element, with the given row strides in floats): rows t < ns are S's rows t plus
+// alpha * P's rows t, rows t >= ns are X's rows t - ns plus alpha * P's rows t - ns (no P: S's and X's rows
+// alone; alpha: backend memory, as Axpy2dOp::scale). Besides, Ysrc's rows t < ns are copied into Y's (no Y:
+// nothing), a copy the recurrence needs once per window and that reads what x's rows read. block_forward
+// hands it to a fused in-chain, which forms x as it loads its tile; other paths run glue_ops' batch first.
+struct WindowGlue {
+  const float *S = nullptr, *X = nullptr, *P = nullptr, *alpha = nullptr, *Ysrc = nullptr;
+  float* Y = nullptr;
+  size_t Ss = 0, Xs = 0, Ps = 0, Ys = 0, Ysrcs = 0;
+  int ns = 0;
+};
+
+// The backward's counterpart, for window k >= 2 of recurrence.cc's backward: window k-1's output gradient
+// [B, n, d] formed from din, window k's input gradient (rows of ns + nx per element), as a fused out-chain
+// reads it. Rows t < ns are dY's rows t plus alpha * din's rows t and, for t < nx, plus alpha * din's rows
+// ns + t (no alpha, forget: dY's rows alone); rows t >= ns are din's rows t - ns. Besides, dX's rows t < nx
+// get din's rows ns + t added, and with P each block of the fused chain leaves its share of alpha's
+// gradient, the sum of P's rows t < ns times din's rows t and (t < nx) ns + t, in parts[block]; glue_ops
+// (layer/block.h) makes the same as an axpy2d batch with its dot pair for the other paths.
+struct BackGlue {
+  const float *din = nullptr, *dY = nullptr, *alpha = nullptr, *P = nullptr;
+  float* dX = nullptr;
+  double* parts = nullptr;
+  size_t dins = 0, dYs = 0, Ps = 0, dXs = 0;
+  int ns = 0, nx = 0;
+};
+
 // The operands of one Backend::dot2d.
 struct Dot2dArgs {
   const float* a;
@@ -176,17 +204,23 @@ class Backend {
   // once per layer forward (its backward reuses it): fused_weights_size floats of backend memory, filled by
   // pack_fused_weights, handed to the four ops as BlockWeights::packed.
   virtual size_t fused_weights_size(const BlockShape&) const { return 0; }
+  // The doubles of alpha's gradient a fused out-chain over `rows` rows leaves (BackGlue::parts).
+  virtual int fused_parts(int /*rows*/) const { return 0; }
   virtual void pack_fused_weights(const BlockShape&, const BlockWeights&, float* /*dst*/) { no_fused(); }
-  // cache.x -> h1, mean1, rstd1, qkv.
-  virtual void block_in_forward(const BlockShape&, const BlockWeights&, const BlockCache&) { no_fused(); }
+  // cache.x -> h1, mean1, rstd1, qkv; with glue, cache.x is first written as glue says (and its Y copy made).
+  virtual void block_in_forward(const BlockShape&, const BlockWeights&, const BlockCache&,
+                                const WindowGlue* /*glue*/) {
+    no_fused();
+  }
   // cache.att, cache.x -> x2, h2, mean2, rstd2, f, g and the block's output y (with the cache's dropout).
   virtual void block_out_forward(const BlockShape&, const BlockWeights&, const BlockCache&, float* /*y*/) {
     no_fused();
   }
   // dy -> st.dm (unless it is dy and there is no dropout), st.dg, st.dh2, dx2 (x2's gradient), st.da (only
-  // with dropout: without, dx2 is st.da) and datt, the gradient at the attention's output.
+  // with dropout: without, dx2 is st.da) and datt, the gradient at the attention's output. With glue, dy is
+  // first written as glue says (with its dX rows and alpha's parts).
   virtual void block_out_backward(const BlockShape&, const BlockWeights&, const BlockCache&, const BlockGradStash&,
-                                  const float* /*dy*/, float* /*dx2*/, float* /*datt*/) {
+                                  float* /*dy*/, float* /*dx2*/, float* /*datt*/, const BackGlue* /*glue*/) {
     no_fused();
   }
   // st.dqkv, dx2 -> st.dh1 and dx = dx2 + ln_1's input gradient.
@@ -204,10 +238,13 @@ class Backend {
   }
   // *grad += float(dalpha) where the clamp passes the gradient (alpha_passes_grad(st[0])), dalpha the sum, slot
   // 0 first, of the values of `slots` dot pairs whose parts lie dot_parts() apart from `parts` (here one
-  // double each, as the default axpy2d_batch leaves them).
-  virtual void alpha_grad_parts(float* grad, const float* st, const double* parts, int slots) {
+  // double each, as the default axpy2d_batch leaves them), then of the `count` doubles at `more` in order
+  // (the fused out-chains' shares, BackGlue::parts).
+  virtual void alpha_grad_parts(float* grad, const float* st, const double* parts, int slots,
+                                const double* more = nullptr, int count = 0) {
     double dalpha = 0;
     for (int j = 0; j < slots; ++j) dalpha += parts[j];
+    for (int j = 0; j < count; ++j) dalpha += more[j];
     if (alpha_passes_grad(st[0])) *grad += static_cast<float>(dalpha);
   }
   // *dst = seed, in the backend's order of work (dst: one uint64 in backend memory, two floats of alloc).

@@ -85,8 +85,22 @@ void BlockScratch::allocate(Backend& be, const BlockShape& s, int B_, int cap, b
   datt = DeviceBuffer(be, R * d);
 }
 
+int glue_ops(const WindowGlue& g, float* x, int B, int n, int d, Axpy2dOp (&ops)[3]) {
+  const size_t nd = static_cast<size_t>(n) * d, ns = static_cast<size_t>(g.ns) * d, nx = nd - ns;
+  int count = 0;
+  if (g.P) {
+    ops[count++] = {x, nd, 1.0f, g.P, g.Ps, g.S, g.Ss, size_t(B), ns, false, g.alpha};
+    if (nx) ops[count++] = {x + ns, nd, 1.0f, g.P, g.Ps, g.X, g.Xs, size_t(B), nx, false, g.alpha};
+  } else {
+    ops[count++] = {x, nd, 1.0f, g.S, g.Ss, nullptr, 0, size_t(B), ns, false};
+    if (nx) ops[count++] = {x + ns, nd, 1.0f, g.X, g.Xs, nullptr, 0, size_t(B), nx, false};
+  }
+  if (g.Y) ops[count++] = {g.Y, g.Ys, 1.0f, g.Ysrc, g.Ysrcs, nullptr, 0, size_t(B), ns, false};
+  return count;
+}
+
 void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, BlockCache& c, float* y, float p,
-                   uint64_t seed, uint64_t stream) {
+                   uint64_t seed, uint64_t stream, const WindowGlue* glue) {
   const int d = s.d, R = c.B * c.n;
   const size_t Rd = static_cast<size_t>(R) * d;
   c.p = p;
@@ -94,12 +108,16 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
   c.stream = stream;
 
   if (w.packed) {  // the backend packed them: it has the fused kernels
-    be.block_in_forward(s, w, c);
+    be.block_in_forward(s, w, c, glue);
     be.attention_forward(c.qkv, c.probs, c.att, c.B, c.n, d, s.heads, p, seed, stream * 4 + 0);
     be.block_out_forward(s, w, c, y);
     return;
   }
 
+  if (glue) {
+    Axpy2dOp ops[3];
+    be.axpy2d_batch(ops, glue_ops(*glue, c.x, c.B, c.n, d, ops));
+  }
   // Attention branch: x2 = x + dropout(c_proj(attn(ln_1(x)))).
   be.layernorm_forward(c.x, w.ln1_w, w.ln1_b, c.h1, c.mean1, c.rstd1, R, d);
   be.linear_forward(c.h1, w.attn_w, w.attn_b, c.qkv, R, d, 3 * d);
@@ -125,20 +143,45 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
   }
 }
 
+int glue_ops(const BackGlue& g, float* dy, int B, int n, int d, Axpy2dOp (&ops)[4], DotPairOp& dot) {
+  const size_t nd = static_cast<size_t>(n) * d, ns = static_cast<size_t>(g.ns) * d, nx = static_cast<size_t>(g.nx) * d;
+  int count = 0;
+  ops[count++] = {g.dX, g.dXs, 1.0f, g.din + ns, g.dins, nullptr, 0, size_t(B), nx, true};
+  ops[count++] = {dy + ns, nd, 1.0f, g.din, g.dins, nullptr, 0, size_t(B), nd - ns, false};
+  if (g.alpha) {
+    // Both halves of window k's input added alpha * P: P's gradient is alpha times both halves' input
+    // gradients, the second's terms in the same op as the first's (x2); past nx the first's alone.
+    ops[count++] = {dy, nd, 1.0f, g.din, g.dins, g.dY, g.dYs, size_t(B), nx, false, g.alpha, g.din + ns, g.dins};
+    if (nx < ns)
+      ops[count++] = {dy + nx, nd, 1.0f, g.din + nx, g.dins, g.dY + nx, g.dYs, size_t(B), ns - nx, false, g.alpha};
+  } else {
+    ops[count++] = {dy, nd, 1.0f, g.dY, g.dYs, nullptr, 0, size_t(B), ns, false};
+  }
+  dot = {{{g.P, g.Ps, g.din, g.dins, size_t(B), ns}, {g.P, g.Ps, g.din + ns, g.dins, size_t(B), nx}}, g.parts};
+  return count;
+}
+
 void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
-                    const BlockCache& c, BlockScratch& k, const BlockGradStash& st, const float* dy, float* dx) {
+                    const BlockCache& c, BlockScratch& k, const BlockGradStash& st, float* dy, float* dx,
+                    const BackGlue* glue) {
   const int d = s.d, R = c.B * c.n;
   const size_t Rd = static_cast<size_t>(R) * d;
   const float p = c.p;
 
   if (w.packed) {  // the backend packed them: it has the fused kernels
     float* dx2 = p > 0 ? k.dx2.get() : st.da;
-    be.block_out_backward(s, w, c, st, dy, dx2, k.datt.get());
+    be.block_out_backward(s, w, c, st, dy, dx2, k.datt.get(), glue);
     be.attention_backward(c.qkv, c.probs, k.datt.get(), st.dqkv, c.B, c.n, d, s.heads, p, c.seed, c.stream * 4 + 0);
     be.block_in_backward(s, w, c, st, dx2, dx);
     return;
   }
 
+  if (glue) {
+    Axpy2dOp ops[4];
+    DotPairOp dot{};
+    const int count = glue_ops(*glue, dy, c.B, c.n, d, ops, dot);
+    be.axpy2d_batch(ops, count, glue->P ? &dot : nullptr);
+  }
   // MLP branch. dm: the gradient at mlp c_proj's output.
   if (p > 0) be.dropout_backward(dy, st.dm, Rd, p, c.seed, c.stream * 4 + 2);
   else if (st.dm != dy) be.copy(st.dm, dy, Rd);

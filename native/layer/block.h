@@ -88,17 +88,26 @@ struct BlockScratch {
   void allocate(Backend& be, const BlockShape& s, int B, int capacity, bool dropout);
 };
 
-// cache.x must hold the input [B, n, d]; y [B, n, d] is written (y is none of the cache's buffers). Dropout
-// rate p with streams stream*4 + {0: attention probabilities, 1: after attention's c_proj, 2: after the MLP}.
+// cache.x must hold the input [B, n, d], or glue says how to form it there (backend.h); y [B, n, d] is
+// written (y is none of the cache's buffers). Dropout rate p with streams stream*4 + {0: attention
+// probabilities, 1: after attention's c_proj, 2: after the MLP}.
 void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, BlockCache& cache, float* y,
-                   float p, uint64_t seed, uint64_t stream);
+                   float p, uint64_t seed, uint64_t stream, const WindowGlue* glue = nullptr);
 
-// dy [B, n, d] -> dx [B, n, d] (written; dx is not dy). No weight gradient is computed here: the output
-// gradients of the four Linear layers and the LayerNorms' go to st (st.dm may be dy itself when p == 0,
-// which saves a copy), and block_weight_grads adds them up over all applications at once.
+// glue as a batch of axpy2d ops into x ([B][n][d] rows), for the paths that form x before the block runs:
+// the same values (alpha * P + S, one fused multiply-add an element) as the fused in-chain computes.
+int glue_ops(const WindowGlue& glue, float* x, int B, int n, int d, Axpy2dOp (&ops)[3]);
+// The backward's: glue into dy ([B][n][d] rows), its dX rows and (with P) its dot pair, whose parts go to
+// glue.parts in the backend's dot_parts() layout.
+int glue_ops(const BackGlue& glue, float* dy, int B, int n, int d, Axpy2dOp (&ops)[4], DotPairOp& dot);
+
+// dy [B, n, d] -> dx [B, n, d] (written; dx is not dy), dy first formed as glue says when given (its dot
+// pair then needs a fused backend or glue.parts in the dot_parts() layout: glue_ops). No weight gradient is
+// computed here: the output gradients of the four Linear layers and the LayerNorms' go to st (st.dm may be
+// dy itself when p == 0, which saves a copy), and block_weight_grads adds them up over all applications.
 void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
-                    const BlockCache& cache, BlockScratch& scratch, const BlockGradStash& st, const float* dy,
-                    float* dx);
+                    const BlockCache& cache, BlockScratch& scratch, const BlockGradStash& st, float* dy,
+                    float* dx, const BackGlue* glue = nullptr);
 
 // The weight (and bias) gradients of `rows` kept rows: inputs from a (h1, att, h2, g; x, x2 and their
 // statistics for the LayerNorms), output gradients from st (application 0's view of a BlockGradArena: the

@@ -285,13 +285,15 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
     return c;
   };
   auto stream_of = [&](int app) { return (static_cast<uint64_t>(l) << 32) | static_cast<uint64_t>(app); };
-  auto run = [&](BlockCache& c, float* out) { block_forward(be_, shape_, W, c, out, p, seed, stream_of(app_index++)); };
+  auto run = [&](BlockCache& c, float* out, const WindowGlue* glue) {
+    block_forward(be_, shape_, W, c, out, p, seed, stream_of(app_index++), glue);
+  };
 
   if (w == 0) {
     // The block only reads its input: X itself (kept by the caller until the backward) serves as x.
     BlockCache& c = next_app(N);
     c.x = const_cast<float*>(X);
-    run(c, Y);
+    run(c, Y, nullptr);
     return;
   }
 
@@ -302,36 +304,41 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
   {
     BlockCache& c = next_app(len0);
     be_.axpy2d(c.x, len0 * d, 1.0f, X, Nd, nullptr, 0, B, len0 * d);
-    run(c, out.get());
+    run(c, out.get(), nullptr);
   }
   const float* S = out.get();
   size_t S_stride = len0 * d;
-  // Y_{k-1} = Z[:, :w] of window k's application is copied out of `out` by the next glue batch, which
-  // reads `out` anyway (one launch fewer per window); under accumulate that batch reads P_k = Y_{k-1}
-  // from `out` too, not from Y, which it is writing. copy_y(j) is that copy of Y_j.
+  // Y_{k-1} = Z[:, :w] of window k's application is copied out of `out` by the next window's input glue,
+  // which reads `out` anyway (one launch fewer per window, or none with the fused in-chain, which forms the
+  // input as it loads it); under accumulate that glue reads P_k = Y_{k-1} from `out` too, not from Y, which
+  // it is writing. copy_y(j) is that copy of Y_j.
   auto copy_y = [&](int j) -> Axpy2dOp {
     return {Y + static_cast<size_t>(j) * w * d, Nd, 1.0f, out.get(), S_stride, nullptr, 0, size_t(B), w * d, false};
   };
   for (int k = 1; k < m; ++k) {
     const int lk = window_len(k, m, N, w), n = w + lk;
     BlockCache& c = next_app(n);
-    const float* Xk = X + static_cast<size_t>(k) * w * d;
-    // The window pair's input, both halves in one batch, with the previous window's Y.
-    Axpy2dOp ops[3];
-    int count = 0;
+    // The window pair's input [A + S_{k-1}, A[:, :lk] + X_k] (forget: [S_{k-1}, X_k]), with the copy of
+    // the previous window's Y. P_{k-1} is X_0 for k = 1, else Y_{k-2} (the first half of `out`);
+    // A = alpha * P_{k-1}.
+    WindowGlue glue;
+    glue.S = S;
+    glue.Ss = S_stride;
+    glue.X = X + static_cast<size_t>(k) * w * d;
+    glue.Xs = Nd;
+    glue.ns = w;
     if (cfg_.accumulate) {
-      // P_{k-1} is X_0 for k = 1, else Y_{k-2} (the first half of `out`); A = alpha * P_{k-1}.
-      const float* P = k == 1 ? X : out.get();
-      const size_t Ps = k == 1 ? Nd : S_stride;
-      ops[count++] = {c.x, n * d, 1.0f, P, Ps, S, S_stride, size_t(B), w * d, false, alpha_at};
-      ops[count++] = {c.x + w * d, n * d, 1.0f, P, Ps, Xk, Nd, size_t(B), lk * d, false, alpha_at};
-    } else {
-      ops[count++] = {c.x, n * d, 1.0f, S, S_stride, nullptr, 0, size_t(B), w * d, false};
-      ops[count++] = {c.x + w * d, n * d, 1.0f, Xk, Nd, nullptr, 0, size_t(B), lk * d, false};
+      glue.P = k == 1 ? X : out.get();
+      glue.Ps = k == 1 ? Nd : S_stride;
+      glue.alpha = alpha_at;
     }
-    if (k >= 2) ops[count++] = copy_y(k - 2);
-    be_.axpy2d_batch(ops, count);
-    run(c, out.get());
+    if (k >= 2) {
+      glue.Y = Y + static_cast<size_t>(k - 2) * w * d;
+      glue.Ys = Nd;
+      glue.Ysrc = out.get();
+      glue.Ysrcs = S_stride;
+    }
+    run(c, out.get(), &glue);
     S = out.get() + w * d;
     S_stride = n * d;
   }
@@ -345,7 +352,7 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
     if (m >= 2) ops[count++] = copy_y(m - 2);
     be_.axpy2d_batch(ops, count);
   }
-  run(c, out.get());
+  run(c, out.get(), nullptr);
   be_.axpy2d(Y + static_cast<size_t>(m - 1) * w * d, Nd, 1.0f, out.get(), last * d, nullptr, 0, B, last * d);
 }
 
@@ -422,15 +429,15 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
     if (!st.dm) st.dm = const_cast<float*>(dY);
     return st;
   };
-  auto back = [&](int app, const float* dout, float* din) {
-    block_backward(be_, shape_, W, L.g, cache.apps[app], scratch, view(app), dout, din);
+  auto back = [&](int app, float* dout, float* din, const BackGlue* glue) {
+    block_backward(be_, shape_, W, L.g, cache.apps[app], scratch, view(app), dout, din, glue);
   };
   auto weight_grads = [&] {
     block_weight_grads(be_, shape_, L.w, L.g, cache.apps[0], view(0), static_cast<int>(cache.arena.rows));
   };
 
   if (w == 0) {
-    back(0, dY, dX);
+    back(0, const_cast<float*>(dY), dX, nullptr);
     weight_grads();
     return;
   }
@@ -447,20 +454,29 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   {
     float* o = dout(m);
     be_.axpy2d(o, last * d, 1.0f, dY + static_cast<size_t>(m - 1) * w * d, Nd, nullptr, 0, B, last * d);
-    back(m, o, din.get());
+    back(m, o, din.get(), nullptr);
   }
   const float* dS = din.get();  // gradient of S_{k}, read before din is next overwritten
   size_t dS_stride = last * d;
-  // True when window k's output gradient was already assembled by window k+1's last glue batch (from window
-  // 2 on: one launch fewer per window): its first half dY_{k-1} (+ dP_k under accumulate, P_k = Y_{k-1}
-  // feeding window k+1) and its second half dS_k. The last window's is assembled here.
+  // From window 2 on, window k's input gradient (din) becomes window k-1's output gradient as window k-1's
+  // backward reads it (BackGlue: one launch fewer per window, two with the fused out-chain, which forms it
+  // as it loads it): its first half dY_{k-2} (+ dP under accumulate, P_{k-1} = Y_{k-2} feeding window k),
+  // its second half dS_{k-1}, with window k's dX rows and alpha's dot products. The last window's output
+  // gradient is assembled here, and window 1's input gradient by the batch after its backward.
+  BackGlue glue;
   bool assembled = false;
-  // alpha's gradient: each window's dot products ride on its glue batch, leaving parts in backend memory
-  // (one slot a window, in the order of the loop), summed once at the end.
+  // alpha's gradient: each window's dot products leave parts in backend memory, summed once at the end: one
+  // slot a window (dot_parts() doubles, in the order of the loop) from the glue batches, or with the fused
+  // chains window 1's slot and then fused_parts(rows) doubles a window from windows m-1 .. 2.
   const bool dalpha = cfg_.accumulate && cfg_.alpha_learnable;
+  const bool fused = W.packed != nullptr;
   const size_t slot = dalpha ? static_cast<size_t>(be_.dot_parts()) : 0;
-  DeviceBuffer dalpha_parts(be_, 2 * slot * (m - 1));  // doubles, two floats each
+  const size_t slots = fused ? std::min(m - 1, 1) : m - 1;
+  const size_t per_window = dalpha && fused ? static_cast<size_t>(be_.fused_parts(B * 2 * w)) : 0;
+  const size_t more = per_window * std::max(m - 2, 0);
+  DeviceBuffer dalpha_parts(be_, 2 * (slot * slots + more));  // doubles, two floats each
   double* parts = reinterpret_cast<double*>(dalpha_parts.get());
+  double* more_parts = parts + slot * slots;
 
   for (int k = m - 1; k >= 1; --k) {
     const int lk = window_len(k, m, N, w), n = w + lk;
@@ -472,39 +488,47 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
           {o + w * d, n * d, 1.0f, dS, dS_stride, nullptr, 0, size_t(B), lk * d, false}};
       be_.axpy2d_batch(ops, 2);
     }
-    back(k, o, din.get());
+    back(k, o, din.get(), assembled ? &glue : nullptr);
     float* dXk = dX + static_cast<size_t>(k) * w * d;
-    // Where the input gradient goes, in one batch of disjoint updates. From window 2 on the batch also
-    // assembles window k-1's output gradient: its first half (dY_{k-2}, plus P's gradient under accumulate)
-    // and its second half, dS_{k-1}, the first half of this window's input gradient.
-    Axpy2dOp ops[4];
-    int count = 0;
-    ops[count++] = {dXk, Nd, 1.0f, din.get() + w * d, n * d, nullptr, 0, size_t(B), lk * d, true};
-    float* o1 = k >= 2 ? dout(k - 1) : nullptr;  // (with dropout the same buffer as o, whose window is done)
-    const int lk1 = k >= 2 ? window_len(k - 1, m, N, w) : 0;
-    const size_t n1 = static_cast<size_t>(w) + lk1;
-    if (k >= 2) ops[count++] = {o1 + w * d, n1 * d, 1.0f, din.get(), n * d, nullptr, 0, size_t(B), size_t(lk1) * d, false};
     const float* dY2 = k >= 2 ? dY + static_cast<size_t>(k - 2) * w * d : nullptr;  // dY_{k-2}
-    DotPairOp dot{};
-    if (cfg_.accumulate) {
-      // Both halves of the input added A = alpha * P_{k-1}, the second only its first lk rows: P's gradient
-      // is alpha * (both halves' input gradients), the second's terms in the same op as the first's (x2).
-      // P_0 = X_0 (into dX); P_{k-1} = Y_{k-2}, the first half of window k-1's output: its gradient goes
-      // straight into window k-1's output gradient, with dY_{k-2}.
-      const float* P = k == 1 ? X : Y + static_cast<size_t>(k - 2) * w * d;
-      float* dP = k == 1 ? dX : o1;
-      const size_t dPs = k == 1 ? Nd : n1 * d;
-      const bool acc = k == 1;
-      ops[count++] = {dP, dPs, 1.0f, din.get(), n * d, dY2, Nd, size_t(B), lk * d, acc, alpha_at, din.get() + w * d, n * d};
-      if (lk < w)  // (the last window) the first half's positions past the second half's: x alone
-        ops[count++] = {dP + lk * d, dPs, 1.0f, din.get() + lk * d, n * d, dY2 ? dY2 + lk * d : nullptr, Nd, size_t(B),
-                        (w - lk) * d, acc, alpha_at};
-      dot = {{{P, Nd, din.get(), n * d, size_t(B), w * d}, {P, Nd, din.get() + w * d, n * d, size_t(B), lk * d}},
-             parts + (m - 1 - k) * slot};
-    } else if (k >= 2) {
-      ops[count++] = {o1, n1 * d, 1.0f, dY2, Nd, nullptr, 0, size_t(B), w * d, false};
+    if (k >= 2) {
+      // Window k-1's output gradient, formed in its backward (the next back()).
+      glue = BackGlue{};
+      glue.din = din.get();
+      glue.dins = n * d;
+      glue.dY = dY2;
+      glue.dYs = Nd;
+      glue.dX = dXk;
+      glue.dXs = Nd;
+      glue.ns = w;
+      glue.nx = lk;
+      if (cfg_.accumulate) {
+        // Both halves of window k's input added A = alpha * P_{k-1} (P_{k-1} = Y_{k-2}, the first half of
+        // window k-1's output), the second only its first lk rows: P's gradient, alpha times both halves'
+        // input gradients, goes straight into window k-1's output gradient, with dY_{k-2}.
+        glue.alpha = alpha_at;
+        if (dalpha) {
+          glue.P = Y + static_cast<size_t>(k - 2) * w * d;
+          glue.Ps = Nd;
+          glue.parts = fused ? more_parts + (m - 1 - k) * per_window : parts + (m - 1 - k) * slot;
+        }
+      }
+    } else {
+      // Window 1: its input gradient's second half into dX, and under accumulate P_0 = X_0's gradient, alpha
+      // times both halves' (x2; past lk the first's alone), into dX too, with alpha's dot products.
+      Axpy2dOp ops[3];
+      int count = 0;
+      ops[count++] = {dXk, Nd, 1.0f, din.get() + w * d, n * d, nullptr, 0, size_t(B), lk * d, true};
+      DotPairOp dot{};
+      if (cfg_.accumulate) {
+        ops[count++] = {dX, Nd, 1.0f, din.get(), n * d, nullptr, Nd, size_t(B), lk * d, true, alpha_at, din.get() + w * d, n * d};
+        if (lk < w)
+          ops[count++] = {dX + lk * d, Nd, 1.0f, din.get() + lk * d, n * d, nullptr, Nd, size_t(B), (w - lk) * d, true, alpha_at};
+        dot = {{{X, Nd, din.get(), n * d, size_t(B), w * d}, {X, Nd, din.get() + w * d, n * d, size_t(B), lk * d}},
+               fused ? parts : parts + (m - 2) * slot};
+      }
+      be_.axpy2d_batch(ops, count, dalpha ? &dot : nullptr);
     }
-    be_.axpy2d_batch(ops, count, dalpha ? &dot : nullptr);
     assembled = k >= 2;
     dS = din.get();
     dS_stride = n * d;
@@ -514,12 +538,14 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   {
     float* o = dout(0);
     be_.axpy2d(o, len0 * d, 1.0f, dS, dS_stride, nullptr, 0, B, len0 * d);
-    back(0, o, din.get());
+    back(0, o, din.get(), nullptr);
   }
   be_.acc2d(dX, Nd, 1.0f, din.get(), len0 * d, B, len0 * d);
   weight_grads();
 
-  if (dalpha && m > 1) be_.alpha_grad_parts(L.alpha_grad, cache.alpha_dev.get(), parts, m - 1);
+  if (dalpha && m > 1)
+    be_.alpha_grad_parts(L.alpha_grad, cache.alpha_dev.get(), parts, static_cast<int>(slots), more_parts,
+                         static_cast<int>(more));
 }
 
 // ---- CUDA graphs: one forward (and its backward) recorded per shape, replayed when the shape comes again.
