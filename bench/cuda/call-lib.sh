@@ -29,16 +29,14 @@ checks_stage() {
   grep -E "^FAIL|^check:" "$OUT/check.log"
 }
 # Each kernel's own GPU time per train step of config $2 (default copy), graphs off (Nsight Compute),
-# summed by kernel into $OUT/ncu-dur[-CONFIG].txt; $1 rows printed. copy: one step's launches after the
-# two warm-up steps; other configs: the warm-ups and one step, divided by 3.
+# summed by kernel into $OUT/ncu-dur[-CONFIG].txt; $1 rows printed: the two warm-up steps and one step,
+# divided by 3.
 ncu_durations_stage() {
-  local rows=${1:-16} config=${2:-copy} sfx=""
+  local rows=${1:-16} config=${2:-copy} sfx="" reps=1 div=3
   [[ $config != copy ]] && sfx="-$config"
   t "ncu-durations $config"
-  local range=(--launch-skip 3200 --launch-count 1580) reps=2 div=1
-  [[ $config != copy ]] && { range=(); reps=1; div=3; }
-  RT_CUDA_GRAPH=0 timeout 150 ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --page raw \
-    "${range[@]}" node bench/cuda/bench-model.mjs --no-torch --precisions bf16 --configs "$config" --reps $reps --out /tmp/bm.jsonl \
+  RT_CUDA_GRAPH=0 timeout 200 ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --page raw \
+    node bench/cuda/bench-model.mjs --no-torch --precisions bf16 --configs "$config" --reps $reps --out /tmp/bm.jsonl \
     > "$OUT/ncu-dur$sfx.csv" 2> "$OUT/ncu-dur$sfx.err"
   python3 bench/cuda/ncu-summary.py "$OUT/ncu-dur$sfx.csv" $div | tee "$OUT/ncu-dur$sfx.txt" | head -"$rows"
 }

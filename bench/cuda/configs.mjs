@@ -7,6 +7,9 @@ export const CONFIGS = {
   // The char model on few positions but enough rows (192 x 32 a window pair) for the Hopper GEMM, its weight
   // copies and the paired attention heads: a short run under compute-sanitizer covers the char paths.
   charsmall: { B: 192, N: 32, scored: 32, model: { vocabSize: 65, d: 384, heads: 6, window: 16, variant: 'forget', activation: 'gelu', positional: true, head: 'lm', maxLen: 32, dropout: 0.1 } },
+  // The copy model (fused chains, accumulate: the window glue in the chains, alpha's parts) on few positions,
+  // with dropout, for compute-sanitizer.
+  copysmall: { B: 4, N: 40, scored: 8, model: { vocabSize: 16, d: 96, heads: 6, window: 8, variant: 'accumulate', activation: 'relu', positional: false, head: { copy: 8 }, maxLen: 40, dropout: 0.1 } },
 };
 
 // Tokens [B, N] and targets [B, scored] from a fixed linear congruential sequence, as int32 Tensors.

@@ -25,6 +25,8 @@ echo "addon: $RT_CUDA_ADDON"
 xz -dc .device/kernels_check.xz > /tmp/kernels_check && chmod +x /tmp/kernels_check
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.used --format=csv | tee "$OUT/gpu.txt"
 python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)' | tee -a "$OUT/gpu.txt"
+# The peer's eager steps are bound by the host's launch rate, so its processor is part of the record.
+lscpu | grep -E "^Model name|^CPU\(s\)|MHz" | tee -a "$OUT/gpu.txt"
 status=0
 if has kernels; then
   echo "== kernels_check"
@@ -70,9 +72,9 @@ if has sanitize-fp32; then
   done
 fi
 if has memcheck-model; then
-  echo "== compute-sanitizer memcheck, small train steps (tiny; the char paths on few positions)"
-  RT_BENCH_DEVICE=cuda timeout 240 compute-sanitizer --tool memcheck --print-limit 20 node bench/cuda/bench-model.mjs --configs tiny,charsmall --no-torch --reps 2 > "$OUT/memcheck-model.log" 2>&1
-  grep -E "ERROR SUMMARY|^(tiny|charsmall) " "$OUT/memcheck-model.log" | tail -6
+  echo "== compute-sanitizer memcheck, small train steps (tiny; the char and copy paths on few positions)"
+  RT_BENCH_DEVICE=cuda timeout 240 compute-sanitizer --tool memcheck --print-limit 20 node bench/cuda/bench-model.mjs --configs tiny,charsmall,copysmall --no-torch --reps 2 > "$OUT/memcheck-model.log" 2>&1
+  grep -E "ERROR SUMMARY|^(tiny|charsmall|copysmall) " "$OUT/memcheck-model.log" | tail -8
 fi
 echo "== summary"
 grep -h -E "^kernels_check:|^check:|^check-model:" "$OUT"/*.log 2>/dev/null
