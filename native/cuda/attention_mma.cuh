@@ -182,6 +182,20 @@ __device__ __forceinline__ void rows_times_t(float (&s)[NT][4], const uint32_t (
   }
 }
 
+// o (16 rows, HD columns, in n8 tiles) += a (a 16 x 16 A fragment) times rows [16 kk, 16 kk + 16) of a matrix
+// held transposed in shared memory (T[c][j]): the key-side sum of acc_times_t and keys_times_t.
+template <int HD>
+__device__ __forceinline__ void mma_keys_t(float (&o)[HD / 8][4], const uint32_t (&a)[4], const __nv_bfloat16* T,
+                                           int kk) {
+#pragma unroll
+  for (int cp = 0; cp < HD / 16; ++cp) {
+    uint32_t b[2][2];
+    ldmatrix_b2(b, T, kLdT, 16 * cp, 16 * kk);
+    mma_bf16(o[2 * cp], a, b[0]);
+    mma_bf16(o[2 * cp + 1], a, b[1]);
+  }
+}
+
 // dst[r][c] = sum_j S[r][j] M[j][c] for the warp's query rows r (tile m, keys j < 16(m + 1)), with S in
 // the accumulator layout (one tile of 8 keys per s[nt]) and M held transposed in shared memory (T[c][j]);
 // written as float32 into rows of dst (stride ld). Both attention products with a key-side sum: out = Pd V
@@ -199,13 +213,7 @@ __device__ __forceinline__ void acc_times_t(const float (&s)[NT][4], const __nv_
     if (kk > m) break;
     uint32_t a[4];
     acc_to_a(a, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-    for (int cp = 0; cp < HD / 16; ++cp) {
-      uint32_t b[2][2];
-      ldmatrix_b2(b, T, kLdT, 16 * cp, 16 * kk);
-      mma_bf16(o[2 * cp], a, b[0]);
-      mma_bf16(o[2 * cp + 1], a, b[1]);
-    }
+    mma_keys_t<HD>(o, a, T, kk);
   }
   store_rows<HD>(o, dst, tdst, ld, r, tq);
 }
@@ -226,13 +234,7 @@ __device__ __forceinline__ void keys_times_t(const __nv_bfloat16* A, const __nv_
     if (kk < m || kk >= tiles) continue;
     uint32_t a[4];
     ldmatrix_at(a, A, 16 * m, 16 * kk);
-#pragma unroll
-    for (int cp = 0; cp < HD / 16; ++cp) {
-      uint32_t b[2][2];
-      ldmatrix_b2(b, T, kLdT, 16 * cp, 16 * kk);
-      mma_bf16(o[2 * cp], a, b[0]);
-      mma_bf16(o[2 * cp + 1], a, b[1]);
-    }
+    mma_keys_t<HD>(o, a, T, kk);
   }
   store_rows<HD>(o, dst, tdst, ld, r, tq);
 }

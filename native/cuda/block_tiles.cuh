@@ -460,6 +460,11 @@ struct InFwd {
   int n = 0;  // tokens per element, for glue
 };
 
+// a * x + y element by element, each a fused multiply-add: how the glue's axpy2d batch rounds them.
+__device__ __forceinline__ float4 fma4(float a, float4 x, float4 y) {
+  return make_float4(__fmaf_rn(a, x.x, y.x), __fmaf_rn(a, x.y, y.y), __fmaf_rn(a, x.z, y.z), __fmaf_rn(a, x.w, y.w));
+}
+
 // The tile of x that glue forms (WindowGlue): each element alpha * P + S (or X), one fused multiply-add as
 // the glue's axpy2d batch computes it, written to x and kept in the tile; the Y copy of rows t < ns made on
 // the way (with P's values where Ysrc is P); between() runs once the reads are issued. Why here: the batch
@@ -493,9 +498,7 @@ __device__ __forceinline__ void glue_tile(Tile<D>& t, const WindowGlue& g, int n
     if (i < TL::N4 && r < R) {
       const int b = r / n, tk = r % n;
       v = s[k];
-      if (g.P)
-        v = make_float4(__fmaf_rn(al, p[k].x, v.x), __fmaf_rn(al, p[k].y, v.y), __fmaf_rn(al, p[k].z, v.z),
-                        __fmaf_rn(al, p[k].w, v.w));
+      if (g.P) v = fma4(al, p[k], v);
       *reinterpret_cast<float4*>(x + static_cast<size_t>(r) * D + c) = v;
       if (g.Y && tk < g.ns)
         *reinterpret_cast<float4*>(g.Y + b * g.Ys + static_cast<size_t>(tk) * D + c) = y_is_p ? p[k] : q[k];
@@ -691,10 +694,8 @@ __device__ __forceinline__ double back_glue_tile(Tile<D>& t, const BackGlue& g, 
         const size_t at = static_cast<size_t>(tk) * D + c;
         const bool second = tk < g.nx;
         if (g.alpha) {
-          const float4 u = a0[k], e = a1[k], y = y0[k];
-          v = make_float4(__fmaf_rn(al, u.x, y.x), __fmaf_rn(al, u.y, y.y), __fmaf_rn(al, u.z, y.z), __fmaf_rn(al, u.w, y.w));
-          if (second)
-            v = make_float4(__fmaf_rn(al, e.x, v.x), __fmaf_rn(al, e.y, v.y), __fmaf_rn(al, e.z, v.z), __fmaf_rn(al, e.w, v.w));
+          v = fma4(al, a0[k], y0[k]);
+          if (second) v = fma4(al, a1[k], v);
         } else {
           v = y0[k];
         }
