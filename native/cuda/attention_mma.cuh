@@ -319,10 +319,10 @@ __device__ __forceinline__ void forward_head_mma(const float* __restrict__ qkv, 
 }
 
 // Backward of (element b, head h): dQ, dK and dV into dqkv. K, Q, dO and V are staged (transposed, bf16)
-// and the probabilities read before any product: no global read after the first barrier. Phase 1, warp m over its query rows: dP = mask * (dO V^T),
-// dS = P (dP - rowsum(dP P)) scale, dQ = dS K; dS and Pd go to shared memory, over V^T (read by then).
-// Phase 2, warp m over key rows [16m, 16m + 16): dV = Pd^T dO and dK = dS^T Q over the query tiles at or
-// after it.
+// and the probabilities read before any product: no global read after the first barrier. Phase 1, warp m
+// over its query rows: dP = mask * (dO V^T), dS = P (dP - rowsum(dP P)) scale, dQ = dS K; dS and Pd go to
+// shared memory, over V^T (read by then). Phase 2, warp m over key rows [16m, 16m + 16): dV = Pd^T dO and
+// dK = dS^T Q over the query tiles at or after it.
 template <int HD, bool PAIR>
 __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv, const float* __restrict__ probs,
                                                   const float* __restrict__ dout, float* __restrict__ dqkv,

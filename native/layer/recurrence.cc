@@ -521,9 +521,11 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
       ops[count++] = {dXk, Nd, 1.0f, din.get() + w * d, n * d, nullptr, 0, size_t(B), lk * d, true};
       DotPairOp dot{};
       if (cfg_.accumulate) {
-        ops[count++] = {dX, Nd, 1.0f, din.get(), n * d, nullptr, Nd, size_t(B), lk * d, true, alpha_at, din.get() + w * d, n * d};
+        ops[count++] = {dX, Nd, 1.0f, din.get(), n * d, nullptr, 0, size_t(B), lk * d, true, alpha_at,
+                        din.get() + w * d, n * d};
         if (lk < w)
-          ops[count++] = {dX + lk * d, Nd, 1.0f, din.get() + lk * d, n * d, nullptr, Nd, size_t(B), (w - lk) * d, true, alpha_at};
+          ops[count++] = {dX + lk * d, Nd, 1.0f, din.get() + lk * d, n * d, nullptr, 0, size_t(B), (w - lk) * d, true,
+                          alpha_at};
         dot = {{{X, Nd, din.get(), n * d, size_t(B), w * d}, {X, Nd, din.get() + w * d, n * d, size_t(B), lk * d}},
                fused ? parts : parts + (m - 2) * slot};
       }
