@@ -224,8 +224,8 @@ Napi::Value HeadXent(const Napi::CallbackInfo& info) {
       env, "rt:head",
       [=] {
         if (grad) *dY = Tensor::create(DType::F32, {B, N, d}, be->device());
-        *read = be->head_xent_deferred(Y->f32(), lnw->f32(), ptr(lnb), W->f32(), tg->i32(), B, N, d, V, P, ignore,
-                                       grad ? (*dY)->f32() : nullptr, ptr(dlnw), ptr(dlnb), ptr(dW), fp32);
+        *read = be->head_xent(Y->f32(), lnw->f32(), ptr(lnb), W->f32(), tg->i32(), B, N, d, V, P, ignore,
+                              grad ? (*dY)->f32() : nullptr, ptr(dlnw), ptr(dlnb), ptr(dW), fp32);
         if (defer) be->end_call();
         else *res = (*read)();  // (the read waits for the device)
       },

@@ -196,10 +196,11 @@ class CpuBackend final : public Backend {
                           int, float p, uint64_t seed, uint64_t stream) override {
     cpu::embedding_backward(tokens, dout, dwte, dwpe, B, N, d, p, seed, stream);
   }
-  XentResult head_xent(const float* Y, const float* lnw, const float* lnb, const float* W, const int32_t* targets, int B,
-                       int N, int d, int V, int P, int ignore_index, float* dY, float* dlnw, float* dlnb, float* dW,
-                       bool) override {
-    return cpu::head_xent(Y, lnw, lnb, W, targets, B, N, d, V, P, ignore_index, dY, dlnw, dlnb, dW);
+  std::function<XentResult()> head_xent(const float* Y, const float* lnw, const float* lnb, const float* W,
+                                        const int32_t* targets, int B, int N, int d, int V, int P, int ignore_index,
+                                        float* dY, float* dlnw, float* dlnb, float* dW, bool) override {
+    const XentResult r = cpu::head_xent(Y, lnw, lnb, W, targets, B, N, d, V, P, ignore_index, dY, dlnw, dlnb, dW);
+    return [r] { return r; };
   }
   void head_logits(const float* Y, const float* lnw, const float* lnb, const float* W, int B, int N, int d, int V, int P,
                    float* logits, bool) override {

@@ -733,15 +733,9 @@ class CudaBackend final : public Backend {
     Scratch tok = upload_ints(tokens, static_cast<size_t>(B) * N);
     cuda::embedding_backward(static_cast<const int32_t*>(tok.get()), dout, dwte, dwpe, B, N, d, V, p, seed, stream_id);
   }
-  XentResult head_xent(const float* Y, const float* lnw, const float* lnb, const float* W, const int32_t* targets, int B,
-                       int N, int d, int V, int P, int ignore_index, float* dY, float* dlnw, float* dlnb, float* dW,
-                       bool fp32) override {
-    return head_xent_deferred(Y, lnw, lnb, W, targets, B, N, d, V, P, ignore_index, dY, dlnw, dlnb, dW, fp32)();
-  }
-  std::function<XentResult()> head_xent_deferred(const float* Y, const float* lnw, const float* lnb, const float* W,
-                                                 const int32_t* targets, int B, int N, int d, int V, int P,
-                                                 int ignore_index, float* dY, float* dlnw, float* dlnb, float* dW,
-                                                 bool fp32) override {
+  std::function<XentResult()> head_xent(const float* Y, const float* lnw, const float* lnb, const float* W,
+                                        const int32_t* targets, int B, int N, int d, int V, int P, int ignore_index,
+                                        float* dY, float* dlnw, float* dlnb, float* dW, bool fp32) override {
     RT_PROF("head_xent");
     RT_CHECK(P >= 1 && P <= N, "head: scored positions must be in [1, N], got " + std::to_string(P));
     const int64_t count = cpu::count_scored(targets, B * P, V, ignore_index);

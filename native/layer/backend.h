@@ -271,19 +271,13 @@ class Backend {
                                  int d, int V, float p, uint64_t seed, uint64_t stream) = 0;
   virtual void embedding_backward(const int32_t* tokens, const float* dout, float* dwte, float* dwpe, int B, int N,
                                   int d, int V, float p, uint64_t seed, uint64_t stream) = 0;
-  virtual XentResult head_xent(const float* Y, const float* lnw, const float* lnb, const float* W, const int32_t* targets,
-                               int B, int N, int d, int V, int P, int ignore_index, float* dY, float* dlnw, float* dlnb,
-                               float* dW, bool fp32) = 0;
-  // head_xent with the loss and the hit count left where the backend computed them: the returned function
-  // reads them (waiting for the device then), so that the caller can queue more work in between (the
-  // backward, whatever the loss). The default computes everything at once.
-  virtual std::function<XentResult()> head_xent_deferred(const float* Y, const float* lnw, const float* lnb,
-                                                         const float* W, const int32_t* targets, int B, int N, int d,
-                                                         int V, int P, int ignore_index, float* dY, float* dlnw,
-                                                         float* dlnb, float* dW, bool fp32) {
-    const XentResult r = head_xent(Y, lnw, lnb, W, targets, B, N, d, V, P, ignore_index, dY, dlnw, dlnb, dW, fp32);
-    return [r] { return r; };
-  }
+  // The head and its loss, with the loss and the hit count left where the backend computed them: the
+  // returned function reads them (on a device, waiting for it then), so that the caller can queue more work
+  // in between (the backward, whatever the loss).
+  virtual std::function<XentResult()> head_xent(const float* Y, const float* lnw, const float* lnb, const float* W,
+                                                const int32_t* targets, int B, int N, int d, int V, int P,
+                                                int ignore_index, float* dY, float* dlnw, float* dlnb, float* dW,
+                                                bool fp32) = 0;
   virtual void head_logits(const float* Y, const float* lnw, const float* lnb, const float* W, int B, int N, int d, int V,
                            int P, float* logits, bool fp32) = 0;
   // One optimizer step over every tensor: the global gradient norm (double, fixed order), then, when it is
