@@ -29,7 +29,6 @@
 // the CPU too.
 #include <cstdlib>
 #include <string>
-#include <unordered_map>
 
 #include "core/env.h"
 #include "cuda/block_tiles.cuh"
@@ -52,57 +51,10 @@ RT_TILE_KERNEL(out_backward, OutBwd)
 RT_TILE_KERNEL(in_backward, InBwd)
 #undef RT_TILE_KERNEL
 
-// Blocks per cluster for the staged kernels (block_tiles.cuh's Staging multicasts their weights within
-// one): RT_CUDA_CLUSTER (1, 2, 4 or 8; 1 turns it off), where the kernels were built for sm_90a and run on
-// a 9.0 device.
-int cluster_wanted() {
-#ifdef RT_SM90A
-  static const int n = [] {
-    const char* e = std::getenv("RT_CUDA_CLUSTER");
-    const int v = e && *e ? std::atoi(e) : 4;
-    return v == 2 || v == 4 || v == 8 ? v : 1;
-  }();
-  return limits().cc == 90 ? n : 1;
-#else
-  return 1;
-#endif
-}
-
-// The largest cluster, down from the one wanted, that divides the grid and lets the grid run in one wave
-// (a cluster's blocks must share a GPC, so fewer large clusters than blocks may fit at once).
-template <class Args, void (*K)(Args)>
-int cluster_for(unsigned blocks, size_t smem) {
-  static std::unordered_map<unsigned, int> chosen;  // by grid size
-  const auto it = chosen.find(blocks);
-  if (it != chosen.end()) return it->second;
-  int cl = cluster_wanted();
-  for (; cl > 1; cl /= 2) {
-    if (blocks % cl) continue;
-    cudaLaunchConfig_t cfg{};
-    cudaLaunchAttribute at{};
-    at.id = cudaLaunchAttributeClusterDimension;
-    at.val.clusterDim.x = static_cast<unsigned>(cl);
-    at.val.clusterDim.y = at.val.clusterDim.z = 1;
-    cfg.gridDim = dim3(blocks);
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = smem;
-    cfg.attrs = &at;
-    cfg.numAttrs = 1;
-    int fit = 0;
-    if (cudaOccupancyMaxActiveClusters(&fit, K, &cfg) != cudaSuccess) {
-      (void)cudaGetLastError();
-      continue;
-    }
-    if (static_cast<unsigned>(fit) * cl >= blocks) break;
-  }
-  chosen.emplace(blocks, cl);
-  return cl;
-}
-
 // Launches K over the rows, raising its shared-memory limit first (once) when it needs more than the
-// default 48 KB; in clusters when ST (the weights staged, multicast within a cluster).
+// default 48 KB.
 template <class Args, void (*K)(Args)>
-void launch(const Args& a, size_t smem, const char* what, bool st) {
+void launch(const Args& a, size_t smem, const char* what) {
   static bool raised = false;
   RT_CHECK(smem <= limits().smem_optin, std::string(what) + ": needs " + std::to_string(smem) +
                                             " bytes of shared memory, the GPU allows " +
@@ -111,24 +63,7 @@ void launch(const Args& a, size_t smem, const char* what, bool st) {
     RT_CU(cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     raised = true;
   }
-  const unsigned blocks = (a.R + kTM - 1) / kTM;
-  const int cl = st ? cluster_for<Args, K>(blocks, smem) : 1;
-  if (cl == 1) {
-    K<<<blocks, kThreads, smem, stream()>>>(a);
-  } else {
-    cudaLaunchConfig_t cfg{};
-    cudaLaunchAttribute at{};
-    at.id = cudaLaunchAttributeClusterDimension;
-    at.val.clusterDim.x = static_cast<unsigned>(cl);
-    at.val.clusterDim.y = at.val.clusterDim.z = 1;
-    cfg.gridDim = dim3(blocks);
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = stream();
-    cfg.attrs = &at;
-    cfg.numAttrs = 1;
-    RT_CU(cudaLaunchKernelEx(&cfg, K, a));
-  }
+  K<<<(a.R + kTM - 1) / kTM, kThreads, smem, stream()>>>(a);
   RT_CU_LAUNCH(what);
 }
 
@@ -166,11 +101,11 @@ constexpr size_t kSmemMax = 227 * 1024;  // the most any GPU we build for gives 
       using S = Smem<F32, D>;                                                                        \
       if constexpr (!F32 && S::KERNEL##_st <= kSmemMax) {                                            \
         if (stage_on() && S::KERNEL##_st <= limits().smem_optin) {                                   \
-          launch<ARGS, KERNEL##_kernel<F32, D, true>>(a, S::KERNEL##_st, "block_" #KERNEL, true);    \
+          launch<ARGS, KERNEL##_kernel<F32, D, true>>(a, S::KERNEL##_st, "block_" #KERNEL);          \
           return;                                                                                    \
         }                                                                                            \
       }                                                                                              \
-      launch<ARGS, KERNEL##_kernel<F32, D, false>>(a, S::KERNEL, "block_" #KERNEL, false);           \
+      launch<ARGS, KERNEL##_kernel<F32, D, false>>(a, S::KERNEL, "block_" #KERNEL);                  \
     }                                                                                                \
   };
 RT_FUSED_LAUNCHER(InForward, InFwd, in_forward)

@@ -10,7 +10,6 @@
 
 #include "core/rng.h"
 #include "cuda/activation.cuh"
-#include "cuda/cluster.cuh"
 #include "cuda/common.cuh"
 #include "cuda/gemm_args.cuh"
 #include "cuda/group.cuh"
@@ -451,57 +450,6 @@ __device__ __forceinline__ void stage_wait() {
   if constexpr (ST) gemm_detail::cp_async_wait<N>();
 }
 
-// A kernel's staged weights (ST), NB matrices: each block's own cp.async copies, one commit group a matrix;
-// or, where the kernel runs in a cluster (sm_90a, block_fused.cu's launch), one bulk copy a row that every
-// block of the cluster receives, each block issuing every cl-th row, each matrix counted by an mbarrier.
-// Why: at d = 96 out_forward's 128 blocks each read 175 KB of weights, 22 MB from L2 a launch, which kept
-// L2 at 43% of its throughput while the chains waited on it; a cluster of four reads them a quarter as often.
-template <bool ST, int NB>
-struct Staging {
-  unsigned cl = 1, rank = 0;
-  uint64_t* bar = nullptr;
-  __device__ __forceinline__ Staging() {
-    if constexpr (ST && cluster::cluster_ok()) {
-      __shared__ uint64_t bars[NB];
-      bar = bars;
-      cl = cluster::size();
-      rank = cluster::rank();
-    }
-  }
-  // Once, before the first copy and after the tiles' loads are issued: the barriers ready cluster-wide
-  // before any block's copies can reach them.
-  __device__ __forceinline__ void begin() {
-    if (cl == 1) return;
-    if (tid() == 0) {
-      for (int i = 0; i < NB; ++i) cluster::bar_init(bar + i);
-      cluster::bar_init_fence();
-    }
-    cluster::sync();
-  }
-  // W (packed [N][K]) to dst (rows padded by kPad), as matrix slot.
-  template <int K, int N, class T>
-  __device__ __forceinline__ void copy(T* dst, const T* __restrict__ W, int slot) {
-    if (cl > 1) {
-      constexpr uint32_t row = K * sizeof(T);
-      static_assert(row % 16 == 0 && (K + kPad) * sizeof(T) % 16 == 0, "bulk copies move 16-byte multiples");
-      if (tid() == 0) cluster::bar_expect(bar + slot, N * row);
-      const uint16_t mask = static_cast<uint16_t>((1u << cl) - 1);
-      for (int n = static_cast<int>(rank) + static_cast<int>(cl) * tid(); n < N; n += static_cast<int>(cl) * kThreads)
-        cluster::copy_multicast(dst + n * (K + kPad), W + static_cast<size_t>(n) * K, row, bar + slot, mask);
-      return;
-    }
-    stage_weights<K, N>(dst, W);
-  }
-  // Matrix slot is in shared memory; PENDING: how many cp.async groups were committed after its.
-  template <int PENDING>
-  __device__ __forceinline__ void wait(int slot) {
-    if constexpr (ST) {
-      if (cl > 1) cluster::bar_wait(bar + slot, 0);
-      else gemm_detail::cp_async_wait<PENDING>();
-    }
-  }
-};
-
 struct InFwd {
   int R;
   float* x;  // written first when glue.S is set (layer/backend.h's WindowGlue), read otherwise
@@ -567,7 +515,6 @@ __device__ __forceinline__ void in_forward_tile(const InFwd& a, int r0, unsigned
   const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W) + Packed::qkv(D);
   Elem<F32>* Ws = reinterpret_cast<Elem<F32>*>(smem + S::in_forward);
   LaneVec<D> lw, lb;
-  Staging<ST, 1> st;
   {
     // The tiles' loads go out before the weights' copies, which would otherwise queue ahead of them
     // (ncu, session 12: the chains' most-sampled stall was the first use of a tile, behind the weights).
@@ -575,10 +522,7 @@ __device__ __forceinline__ void in_forward_tile(const InFwd& a, int r0, unsigned
     auto rest = [&] {
       lw.load(a.ln_w);
       lb.load(a.ln_b);
-      if constexpr (ST) {
-        st.begin();
-        st.template copy<D, 3 * D>(Ws, W, 0);
-      }
+      if constexpr (ST) stage_weights<D, 3 * D>(Ws, W);
     };
     if (a.glue.S) {
       glue_tile(t, a.glue, a.n, a.x, r0, a.R, rest);
@@ -590,7 +534,7 @@ __device__ __forceinline__ void in_forward_tile(const InFwd& a, int r0, unsigned
   }
   __syncthreads();
   tile_layernorm<F32, D>(X, lw, lb, a.ln_b != nullptr, r0, a.R, a.h, a.mean, a.rstd, A);
-  st.template wait<0>(0);
+  stage_wait<ST, 0>();
   __syncthreads();
   cta_gemm<F32, D, 3 * D, ST>(A, ST ? Ws : W, [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
@@ -624,7 +568,6 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
   Elem<F32>* Wf = reinterpret_cast<Elem<F32>*>(smem + S::out_forward + kStaged<D, D>);
   Elem<F32>* Wm = reinterpret_cast<Elem<F32>*>(smem + S::out_forward + kStaged<D, D> + kStaged<D, F>);
   LaneVec<D> lw, lb;
-  Staging<ST, 3> st;
   {
     Tile<D> t_att, t_x;  // loaded before the weights are staged (in_forward_tile says why)
     t_att.load(a.att, r0, a.R);
@@ -632,15 +575,14 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
     lw.load(a.ln_w);
     lb.load(a.ln_b);
     if constexpr (ST) {
-      st.begin();
-      st.template copy<D, D>(Wp, W + Packed::proj(D), 0);
-      st.template copy<D, F>(Wf, W + Packed::fc(D), 1);
-      st.template copy<F, D>(Wm, W + Packed::mproj(D), 2);
+      stage_weights<D, D>(Wp, W + Packed::proj(D));
+      stage_weights<D, F>(Wf, W + Packed::fc(D));
+      stage_weights<F, D>(Wm, W + Packed::mproj(D));
     }
     store_tile<F32>(t_att, A, lda);
     store_tile_f32(t_x, X2);
   }
-  st.template wait<2>(0);
+  stage_wait<ST, 2>();
   __syncthreads();
   // x2 = x + dropout(c_proj(att)), in place over x in X2 (each element read and written by one thread)
   cta_gemm<F32, D, D, ST>(A, ST ? Wp : W + Packed::proj(D), [&](int lr, int c, float v0, float v1) {
@@ -659,7 +601,7 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
   });
   __syncthreads();
   tile_layernorm<F32, D>(X2, lw, lb, a.ln_b != nullptr, r0, a.R, a.h2, a.mean2, a.rstd2, A);
-  st.template wait<1>(1);
+  stage_wait<ST, 1>();
   __syncthreads();
   // f = c_fc(h2), g = act(f)
   cta_gemm<F32, D, F, ST>(A, ST ? Wf : W + Packed::fc(D), [&](int lr, int c, float v0, float v1) {
@@ -678,7 +620,7 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
     }
     put2<F32>(G + lr * ldg + c, g0, g1);
   });
-  st.template wait<0>(2);
+  stage_wait<ST, 0>();
   __syncthreads();
   // y = x2 + dropout(c_proj(g))
   cta_gemm<F32, F, D, ST>(G, ST ? Wm : W + Packed::mproj(D), [&](int lr, int c, float v0, float v1) {
@@ -794,16 +736,14 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
   });
   LaneVec<D> lw;
   double dot = 0.0;  // with glue: this thread's share of alpha's gradient
-  Staging<ST, 2> st;
   {
     Tile<D> t_dy, t_x;  // loaded before the weights are staged (in_forward_tile says why)
     auto rest = [&] {
       t_x.load(a.x2, r0, a.R);
       lw.load(a.ln_w);
       if constexpr (ST) {
-        st.begin();
-        st.template copy<D, F>(W1, W + Packed::mproj_t(D), 0);
-        st.template copy<F, D>(W2, W + Packed::fc_t(D), 1);
+        stage_weights<D, F>(W1, W + Packed::mproj_t(D));
+        stage_weights<F, D>(W2, W + Packed::fc_t(D));
       }
     };
     if (a.glue.din) {
@@ -834,7 +774,7 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
     for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
     if ((tid() & 31) == 0) dot_warp[tid() >> 5] = dot;
   }
-  st.template wait<1>(0);
+  stage_wait<ST, 1>();
   __syncthreads();
   if (a.glue.parts && tid() == 0) {
     double s = 0.0;
@@ -853,10 +793,9 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
     }
     put2<F32>(G + lr * ldg + c, g0, g1);
   });
-  st.template wait<0>(1);
+  stage_wait<ST, 0>();
   __syncthreads();
-  // every warp is done with mproj^T; a copy of this block's own (a peer's multicast could land early)
-  if constexpr (ST) stage_weights<D, D>(W1, W + Packed::proj_t(D));
+  if constexpr (ST) stage_weights<D, D>(W1, W + Packed::proj_t(D));  // every warp is done with mproj^T
   // dh2 = dg W_fc
   cta_gemm<F32, F, D, ST>(G, ST ? W2 : W + Packed::fc_t(D), [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
@@ -899,7 +838,6 @@ __device__ __forceinline__ void in_backward_tile(const InBwd& a, int r0, unsigne
   float* X = DH + kTM * D;                               // [32][D]: x
   float* DR = X + kTM * D;                               // [32][D]: dres (dx2)
   LaneVec<D> lw;
-  Staging<ST, 1> st;
   {
     Tile<Q> t_q;
     Tile<D> t_x, t_r;
@@ -907,15 +845,12 @@ __device__ __forceinline__ void in_backward_tile(const InBwd& a, int r0, unsigne
     t_x.load(a.x, r0, a.R);
     t_r.load(a.dres, r0, a.R);
     lw.load(a.ln_w);
-    if constexpr (ST) {  // after the tiles' loads (in_forward_tile says why)
-      st.begin();
-      st.template copy<Q, D>(Ws, W, 0);
-    }
+    if constexpr (ST) stage_weights<Q, D>(Ws, W);  // after the tiles' loads (in_forward_tile says why)
     store_tile<F32>(t_q, A, Q + kPad);
     store_tile_f32(t_x, X);
     store_tile_f32(t_r, DR);
   }
-  st.template wait<0>(0);
+  stage_wait<ST, 0>();
   __syncthreads();
   // dh1 = dqkv W_attn
   cta_gemm<F32, Q, D, ST>(A, ST ? Ws : W, [&](int lr, int c, float v0, float v1) {
