@@ -3,7 +3,7 @@
 # CPU and check-graph with the defaults, then the train steps (AB_CONFIGS, default copy,char) under each
 # set of environment variables in AB_SETS (space-separated sets, each VAR=V,VAR=V), the sets alternated
 # AB_ROUNDS times (default 2), then each kernel's own GPU time over one copy step by Nsight Compute
-# (AB_NCU=0 skips it; AB_NCU_CHAR=1 adds the char config's). AB_QUICK=1 skips the checks. AB_PHASES=1 adds step-phases.mjs (wall time per native
+# (AB_NCU=0 skips it; AB_NCU_CHAR=1 adds the char config's; AB_MEMCHECK=1 then runs compute-sanitizer on small steps). AB_QUICK=1 skips the checks. AB_PHASES=1 adds step-phases.mjs (wall time per native
 # call) for each config, with the defaults. A build to compare against, .device/rt-base.node.xz (carried
 # too), is unpacked to /tmp/rt-base.node: AB_SETS="RT_CUDA_ADDON=/tmp/rt.node RT_CUDA_ADDON=/tmp/rt-base.node"
 # alternates the two.
@@ -34,5 +34,8 @@ if [[ "${AB_NCU:-1}" == 1 ]]; then
 fi
 if [[ "${AB_NCU_CHAR:-0}" == 1 ]]; then
   ncu_durations_stage 24 char
+fi
+if [[ "${AB_MEMCHECK:-0}" == 1 ]]; then
+  t memcheck; bash bench/cuda/run.sh --stages memcheck-model > "$OUT/run-memcheck.log" 2>&1; grep -E "ERROR SUMMARY|^(tiny|charsmall|copysmall) " "$OUT/memcheck-model.log" | tail -8
 fi
 call_done
