@@ -27,6 +27,7 @@
 // F32 (the fp32 check mode) runs the same chains with float32 FMA instead of the tensor cores, accumulating
 // in the same fragment layout from a float32 packed copy, so the fused kernels are checked at 1e-4 against
 // the CPU too.
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -51,19 +52,38 @@ RT_TILE_KERNEL(out_backward, OutBwd)
 RT_TILE_KERNEL(in_backward, InBwd)
 #undef RT_TILE_KERNEL
 
-// Launches K over the rows, raising its shared-memory limit first (once) when it needs more than the
-// default 48 KB.
+// The chains are launched with programmatic dependent launch (pdl.cuh) on Hopper; RT_CUDA_PDL=0 turns it
+// off, for timing. Why: a window is a few microseconds of work in each of ~8 dependent kernels, and each
+// launch gap and each block's start (its weights staged from L2) otherwise sits on the critical path.
+inline bool pdl_on() {
+  static const bool on = rt::env_switch("RT_CUDA_PDL", true);
+  return on && limits().cc >= 90;
+}
+
+// Whether the chain launched next may follow pack_fused_weights directly: if so its predecessor may be the
+// kernel writing its packed weights, and it stages them after pdl_wait() rather than before.
+bool g_after_pack = true;
+
+// Launches K over the rows, raising its shared-memory limit first when it needs more than the default 48 KB.
+// With PDL a block asks for over half an SM's shared memory, so that the blocks placed while the
+// predecessor still runs go one to an SM, as they would otherwise, instead of doubling up on the SMs freed
+// first.
 template <class Args, void (*K)(Args)>
-void launch(const Args& a, size_t smem, const char* what) {
-  static bool raised = false;
+void launch(const Args& args, size_t smem, const char* what) {
+  static size_t raised = 48 * 1024;
   RT_CHECK(smem <= limits().smem_optin, std::string(what) + ": needs " + std::to_string(smem) +
                                             " bytes of shared memory, the GPU allows " +
                                             std::to_string(limits().smem_optin));
-  if (smem > 48 * 1024 && !raised) {
+  Args a = args;
+  const bool pdl = pdl_on();
+  a.early = pdl && !g_after_pack;
+  g_after_pack = false;
+  if (pdl) smem = std::max(smem, std::min(limits().smem_optin, limits().smem_optin / 2 + 1024));
+  if (smem > raised) {
     RT_CU(cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    raised = true;
+    raised = smem;
   }
-  K<<<(a.R + kTM - 1) / kTM, kThreads, smem, stream()>>>(a);
+  launch_pdl(pdl, K, dim3((a.R + kTM - 1) / kTM), dim3(kThreads), smem, a);
   RT_CU_LAUNCH(what);
 }
 
@@ -126,6 +146,7 @@ size_t fused_weights_floats(bool bf16, int d) {
 void pack_fused_weights(bool bf16, const BlockShape& s, const BlockWeights& w, float* dst) {
   const size_t n = Packed::total(s.d);
   const unsigned blocks = blocks_for(n, 256, 1024);
+  g_after_pack = true;
   if (bf16)
     pack_kernel<false><<<blocks, 256, 0, stream()>>>(reinterpret_cast<__nv_bfloat16*>(dst), w.attn_w, w.attn_proj_w,
                                                      w.fc_w, w.mlp_proj_w, s.d);

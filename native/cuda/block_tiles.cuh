@@ -15,6 +15,7 @@
 #include "cuda/group.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/mma.cuh"
+#include "cuda/pdl.cuh"
 #include "cuda/rng.cuh"
 #include "layer/block.h"
 
@@ -458,6 +459,7 @@ struct InFwd {
   float *h, *mean, *rstd, *qkv;
   WindowGlue glue{};
   int n = 0;  // tokens per element, for glue
+  bool early = false;  // stage the weights before pdl_wait() (block_fused.cu's launch says when)
 };
 
 // a * x + y element by element, each a fused multiply-add: how the glue's axpy2d batch rounds them.
@@ -515,14 +517,20 @@ __device__ __forceinline__ void in_forward_tile(const InFwd& a, int r0, unsigned
   const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W) + Packed::qkv(D);
   Elem<F32>* Ws = reinterpret_cast<Elem<F32>*>(smem + S::in_forward);
   LaneVec<D> lw, lb;
+  auto stage = [&] {
+    if constexpr (ST) stage_weights<D, 3 * D>(Ws, W);
+  };
+  if (a.early) stage();
+  pdl_wait();
+  pdl_trigger();
   {
-    // The tiles' loads go out before the weights' copies, which would otherwise queue ahead of them
+    // Otherwise the tiles' loads go out before the weights' copies, which would queue ahead of them
     // (ncu, session 12: the chains' most-sampled stall was the first use of a tile, behind the weights).
     Tile<D> t;
     auto rest = [&] {
       lw.load(a.ln_w);
       lb.load(a.ln_b);
-      if constexpr (ST) stage_weights<D, 3 * D>(Ws, W);
+      if (!a.early) stage();
     };
     if (a.glue.S) {
       glue_tile(t, a.glue, a.n, a.x, r0, a.R, rest);
@@ -554,6 +562,7 @@ struct OutFwd {
   const float *att, *x, *bp, *ln_w, *ln_b, *bfc, *bmp;
   const void* W;  // packed
   float *x2, *h2, *mean2, *rstd2, *f, *g, *y;
+  bool early = false;
 };
 
 template <bool F32, int D, bool ST>
@@ -568,17 +577,23 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
   Elem<F32>* Wf = reinterpret_cast<Elem<F32>*>(smem + S::out_forward + kStaged<D, D>);
   Elem<F32>* Wm = reinterpret_cast<Elem<F32>*>(smem + S::out_forward + kStaged<D, D> + kStaged<D, F>);
   LaneVec<D> lw, lb;
+  auto stage = [&] {
+    if constexpr (ST) {
+      stage_weights<D, D>(Wp, W + Packed::proj(D));
+      stage_weights<D, F>(Wf, W + Packed::fc(D));
+      stage_weights<F, D>(Wm, W + Packed::mproj(D));
+    }
+  };
+  if (a.early) stage();
+  pdl_wait();
+  pdl_trigger();
   {
     Tile<D> t_att, t_x;  // loaded before the weights are staged (in_forward_tile says why)
     t_att.load(a.att, r0, a.R);
     t_x.load(a.x, r0, a.R);
     lw.load(a.ln_w);
     lb.load(a.ln_b);
-    if constexpr (ST) {
-      stage_weights<D, D>(Wp, W + Packed::proj(D));
-      stage_weights<D, F>(Wf, W + Packed::fc(D));
-      stage_weights<F, D>(Wm, W + Packed::mproj(D));
-    }
+    if (!a.early) stage();
     store_tile<F32>(t_att, A, lda);
     store_tile_f32(t_x, X2);
   }
@@ -646,6 +661,7 @@ struct OutBwd {
   BackGlue glue{};  // with glue.din: dy is formed as glue says and written to dy_out
   int n = 0;        // tokens per element, for glue
   float* dy_out = nullptr;
+  bool early = false;
 };
 
 // out_backward's dy tile formed as glue says (layer/backend.h's BackGlue), each element as the glue's axpy2d
@@ -728,6 +744,15 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
   const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W);
   Elem<F32>* W1 = reinterpret_cast<Elem<F32>*>(smem + S::out_backward);          // mproj^T, then proj^T
   Elem<F32>* W2 = reinterpret_cast<Elem<F32>*>(smem + S::out_backward + S::r1);  // fc^T
+  auto stage = [&] {
+    if constexpr (ST) {
+      stage_weights<D, F>(W1, W + Packed::mproj_t(D));
+      stage_weights<F, D>(W2, W + Packed::fc_t(D));
+    }
+  };
+  if (a.early) stage();
+  pdl_wait();
+  pdl_trigger();
   // f for dg = act'(f) * (dm W_mp), read with the tiles (PreRead says why)
   PreRead<F, float2> f_pre;
   f_pre.read([&](int lr, int c) {
@@ -741,10 +766,7 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
     auto rest = [&] {
       t_x.load(a.x2, r0, a.R);
       lw.load(a.ln_w);
-      if constexpr (ST) {
-        stage_weights<D, F>(W1, W + Packed::mproj_t(D));
-        stage_weights<F, D>(W2, W + Packed::fc_t(D));
-      }
+      if (!a.early) stage();
     };
     if (a.glue.din) {
       dot = back_glue_tile(t_dy, a.glue, a.n, a.dy_out, r0, a.R, rest);
@@ -825,6 +847,7 @@ struct InBwd {
   const float *dqkv, *x, *mean1, *rstd1, *ln_w, *dres;
   const void* W;  // packed
   float *dh1, *dx;
+  bool early = false;
 };
 
 template <bool F32, int D, bool ST>
@@ -838,6 +861,12 @@ __device__ __forceinline__ void in_backward_tile(const InBwd& a, int r0, unsigne
   float* X = DH + kTM * D;                               // [32][D]: x
   float* DR = X + kTM * D;                               // [32][D]: dres (dx2)
   LaneVec<D> lw;
+  auto stage = [&] {
+    if constexpr (ST) stage_weights<Q, D>(Ws, W);
+  };
+  if (a.early) stage();
+  pdl_wait();
+  pdl_trigger();
   {
     Tile<Q> t_q;
     Tile<D> t_x, t_r;
@@ -845,7 +874,7 @@ __device__ __forceinline__ void in_backward_tile(const InBwd& a, int r0, unsigne
     t_x.load(a.x, r0, a.R);
     t_r.load(a.dres, r0, a.R);
     lw.load(a.ln_w);
-    if constexpr (ST) stage_weights<Q, D>(Ws, W);  // after the tiles' loads (in_forward_tile says why)
+    if (!a.early) stage();  // after the tiles' loads (in_forward_tile says why)
     store_tile<F32>(t_q, A, Q + kPad);
     store_tile_f32(t_x, X);
     store_tile_f32(t_r, DR);
