@@ -19,6 +19,8 @@ done
 for f in native/cuda/*.cu native/cuda/test/kernels_check.cu; do
   # the Hopper GEMM is built for sm_90a alone, as in CMakeLists.txt
   arch=$ARCH; [[ $f == */matmul_sm90.cu ]] && arch="-gencode=arch=compute_90a,code=sm_90a"
+  # the fused chains as sm_90a too (their weight multicast), as in CMakeLists.txt
+  [[ $f == */block_fused.cu && $ARCH == *compute_90,* ]] && arch="-gencode=arch=compute_90a,code=sm_90a -DRT_SM90A"
   nvcc -O3 -std=c++17 $arch -Inative -c "$f" -o "$OBJ/cu_$(basename "$f" .cu).o" & pids+=($!)
   # two compilers at a time is what a 2-core machine can take
   if (( ${#pids[@]} >= 4 )); then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi

@@ -30,6 +30,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <unordered_map>
 
 #include "core/env.h"
 #include "cuda/block_tiles.cuh"
@@ -60,6 +61,52 @@ inline bool pdl_on() {
   return on && limits().cc >= 90;
 }
 
+// Blocks per cluster for the staged kernels (block_tiles.cuh's Staging multicasts their weights within one):
+// RT_CUDA_CLUSTER (1, 2 or 4; default 4), where this file was built for sm_90a and runs on a 9.0 device.
+int cluster_wanted() {
+#ifdef RT_SM90A
+  static const int n = [] {
+    const char* e = std::getenv("RT_CUDA_CLUSTER");
+    const int v = e && *e ? std::atoi(e) : 4;
+    return v == 2 || v == 4 ? v : 1;
+  }();
+  return limits().cc == 90 ? n : 1;
+#else
+  return 1;
+#endif
+}
+
+// The largest cluster, down from the one wanted, that divides the grid and lets it run in one wave (a
+// cluster's blocks must share a GPC, so fewer blocks may fit at once in clusters than alone).
+template <class Args, void (*K)(Args)>
+int cluster_for(unsigned blocks, size_t smem) {
+  static std::unordered_map<unsigned, int> chosen;  // by grid size
+  const auto it = chosen.find(blocks);
+  if (it != chosen.end()) return it->second;
+  int cl = cluster_wanted();
+  for (; cl > 1; cl /= 2) {
+    if (blocks % cl) continue;
+    cudaLaunchAttribute at{};
+    at.id = cudaLaunchAttributeClusterDimension;
+    at.val.clusterDim.x = static_cast<unsigned>(cl);
+    at.val.clusterDim.y = at.val.clusterDim.z = 1;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(blocks);
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = smem;
+    cfg.attrs = &at;
+    cfg.numAttrs = 1;
+    int fit = 0;
+    if (cudaOccupancyMaxActiveClusters(&fit, K, &cfg) != cudaSuccess) {
+      (void)cudaGetLastError();
+      continue;
+    }
+    if (static_cast<unsigned>(fit) * cl >= blocks) break;
+  }
+  chosen.emplace(blocks, cl);
+  return cl;
+}
+
 // Whether the chain launched next may follow pack_fused_weights directly: if so its predecessor may be the
 // kernel writing its packed weights, and it stages them after pdl_wait() rather than before.
 bool g_after_pack = true;
@@ -69,21 +116,43 @@ bool g_after_pack = true;
 // predecessor still runs go one to an SM, as they would otherwise, instead of doubling up on the SMs freed
 // first.
 template <class Args, void (*K)(Args)>
-void launch(const Args& args, size_t smem, const char* what) {
+void launch(const Args& args, size_t smem, const char* what, bool st) {
   static size_t raised = 48 * 1024;
   RT_CHECK(smem <= limits().smem_optin, std::string(what) + ": needs " + std::to_string(smem) +
                                             " bytes of shared memory, the GPU allows " +
                                             std::to_string(limits().smem_optin));
   Args a = args;
   const bool pdl = pdl_on();
-  a.early = pdl && !g_after_pack;
+  static const bool early = rt::env_switch("RT_CUDA_PDL_EARLY", true);
+  a.early = pdl && early && !g_after_pack;
   g_after_pack = false;
   if (pdl) smem = std::max(smem, std::min(limits().smem_optin, limits().smem_optin / 2 + 1024));
   if (smem > raised) {
     RT_CU(cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     raised = smem;
   }
-  launch_pdl(pdl, K, dim3((a.R + kTM - 1) / kTM), dim3(kThreads), smem, a);
+  const unsigned blocks = (a.R + kTM - 1) / kTM;
+  const int cl = st ? cluster_for<Args, K>(blocks, smem) : 1;
+  cudaLaunchAttribute at[2] = {};
+  unsigned nat = 0;
+  if (pdl) {
+    at[nat].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[nat++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cl > 1) {
+    at[nat].id = cudaLaunchAttributeClusterDimension;
+    at[nat].val.clusterDim.x = static_cast<unsigned>(cl);
+    at[nat].val.clusterDim.y = at[nat].val.clusterDim.z = 1;
+    ++nat;
+  }
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(blocks);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream();
+  cfg.attrs = at;
+  cfg.numAttrs = nat;
+  RT_CU(cudaLaunchKernelEx(&cfg, K, a));
   RT_CU_LAUNCH(what);
 }
 
@@ -121,11 +190,11 @@ constexpr size_t kSmemMax = 227 * 1024;  // the most any GPU we build for gives 
       using S = Smem<F32, D>;                                                                        \
       if constexpr (!F32 && S::KERNEL##_st <= kSmemMax) {                                            \
         if (stage_on() && S::KERNEL##_st <= limits().smem_optin) {                                   \
-          launch<ARGS, KERNEL##_kernel<F32, D, true>>(a, S::KERNEL##_st, "block_" #KERNEL);          \
+          launch<ARGS, KERNEL##_kernel<F32, D, true>>(a, S::KERNEL##_st, "block_" #KERNEL, true);    \
           return;                                                                                    \
         }                                                                                            \
       }                                                                                              \
-      launch<ARGS, KERNEL##_kernel<F32, D, false>>(a, S::KERNEL, "block_" #KERNEL);                  \
+      launch<ARGS, KERNEL##_kernel<F32, D, false>>(a, S::KERNEL, "block_" #KERNEL, false);           \
     }                                                                                                \
   };
 RT_FUSED_LAUNCHER(InForward, InFwd, in_forward)

@@ -10,6 +10,7 @@
 
 #include "core/rng.h"
 #include "cuda/activation.cuh"
+#include "cuda/cluster.cuh"
 #include "cuda/common.cuh"
 #include "cuda/gemm_args.cuh"
 #include "cuda/group.cuh"
@@ -61,41 +62,49 @@ __device__ __forceinline__ void put2(Elem<F32>* p, float a, float b) {
 // The packed copy (pack_fused_weights): offsets in elements of each [N][K] matrix. The forward's are the
 // Linear weights as stored ([out][in]); the input gradient dy W reads W^T, stored as [in][out].
 struct Packed {
-  __host__ __device__ static constexpr size_t qkv(int) { return 0; }                             // [3d][d]
-  __host__ __device__ static constexpr size_t proj(int d) { return 3ull * d * d; }               // [d][d]
-  __host__ __device__ static constexpr size_t fc(int d) { return 4ull * d * d; }                 // [4d][d]
-  __host__ __device__ static constexpr size_t mproj(int d) { return 8ull * d * d; }              // [d][4d]
-  __host__ __device__ static constexpr size_t mproj_t(int d) { return 12ull * d * d; }           // [4d][d]
-  __host__ __device__ static constexpr size_t fc_t(int d) { return 16ull * d * d; }              // [d][4d]
-  __host__ __device__ static constexpr size_t proj_t(int d) { return 20ull * d * d; }            // [d][d]
-  __host__ __device__ static constexpr size_t qkv_t(int d) { return 21ull * d * d; }             // [d][3d]
-  __host__ __device__ static constexpr size_t total(int d) { return 24ull * d * d; }
+  // Each matrix [N][K] with its rows padded by kPad (zeros), as a staged copy has them: one bulk copy moves
+  // a whole matrix into shared memory (Staging).
+  __host__ __device__ static constexpr size_t sz(int n, int k) { return static_cast<size_t>(n) * (k + kPad); }
+  __host__ __device__ static constexpr size_t qkv(int) { return 0; }                               // [3d][d]
+  __host__ __device__ static constexpr size_t proj(int d) { return sz(3 * d, d); }                 // [d][d]
+  __host__ __device__ static constexpr size_t fc(int d) { return proj(d) + sz(d, d); }             // [4d][d]
+  __host__ __device__ static constexpr size_t mproj(int d) { return fc(d) + sz(4 * d, d); }        // [d][4d]
+  __host__ __device__ static constexpr size_t mproj_t(int d) { return mproj(d) + sz(d, 4 * d); }   // [4d][d]
+  __host__ __device__ static constexpr size_t fc_t(int d) { return mproj_t(d) + sz(4 * d, d); }    // [d][4d]
+  __host__ __device__ static constexpr size_t proj_t(int d) { return fc_t(d) + sz(d, 4 * d); }     // [d][d]
+  __host__ __device__ static constexpr size_t qkv_t(int d) { return proj_t(d) + sz(d, d); }        // [d][3d]
+  __host__ __device__ static constexpr size_t total(int d) { return qkv_t(d) + sz(d, 3 * d); }
 };
 
 template <bool F32>
 __global__ void pack_kernel(Elem<F32>* __restrict__ dst, const float* __restrict__ qkv, const float* __restrict__ proj,
                             const float* __restrict__ fc, const float* __restrict__ mproj, int d) {
-  const size_t dd = static_cast<size_t>(d) * d, total = Packed::total(d);
+  const size_t total = Packed::total(d);
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    float v;
-    if (i < 3 * dd) v = qkv[i];
-    else if (i < 4 * dd) v = proj[i - 3 * dd];
-    else if (i < 8 * dd) v = fc[i - 4 * dd];
-    else if (i < 12 * dd) v = mproj[i - 8 * dd];
-    else if (i < 16 * dd) {  // mproj^T [4d][d]: mproj is [d][4d]
-      const size_t j = i - 12 * dd, n = j / d, k = j % d;
-      v = mproj[k * 4 * d + n];
-    } else if (i < 20 * dd) {  // fc^T [d][4d]: fc is [4d][d]
-      const size_t j = i - 16 * dd, n = j / (4 * d), k = j % (4 * d);
-      v = fc[k * d + n];
-    } else if (i < 21 * dd) {  // proj^T
-      const size_t j = i - 20 * dd, n = j / d, k = j % d;
-      v = proj[k * d + n];
-    } else {  // qkv^T [d][3d]: qkv is [3d][d]
-      const size_t j = i - 21 * dd, n = j / (3 * d), k = j % (3 * d);
-      v = qkv[k * d + n];
-    }
+    // which matrix, and its K; then row n, column k of it
+    size_t o;
+    int K, m;
+    if (i < Packed::proj(d)) m = 0, o = Packed::qkv(d), K = d;
+    else if (i < Packed::fc(d)) m = 1, o = Packed::proj(d), K = d;
+    else if (i < Packed::mproj(d)) m = 2, o = Packed::fc(d), K = d;
+    else if (i < Packed::mproj_t(d)) m = 3, o = Packed::mproj(d), K = 4 * d;
+    else if (i < Packed::fc_t(d)) m = 4, o = Packed::mproj_t(d), K = d;
+    else if (i < Packed::proj_t(d)) m = 5, o = Packed::fc_t(d), K = 4 * d;
+    else if (i < Packed::qkv_t(d)) m = 6, o = Packed::proj_t(d), K = d;
+    else m = 7, o = Packed::qkv_t(d), K = 3 * d;
+    const size_t j = i - o, n = j / (K + kPad), k = j % (K + kPad);
+    float v = 0.0f;
+    if (k < static_cast<size_t>(K)) switch (m) {
+        case 0: v = qkv[n * d + k]; break;
+        case 1: v = proj[n * d + k]; break;
+        case 2: v = fc[n * d + k]; break;
+        case 3: v = mproj[n * 4 * d + k]; break;    // mproj is [d][4d]
+        case 4: v = mproj[k * 4 * d + n]; break;    // mproj^T [4d][d]
+        case 5: v = fc[k * d + n]; break;           // fc^T [d][4d]: fc is [4d][d]
+        case 6: v = proj[k * d + n]; break;         // proj^T
+        default: v = qkv[k * d + n]; break;         // qkv^T [d][3d]: qkv is [3d][d]
+      }
     put<F32>(dst + i, v);
   }
 }
@@ -166,12 +175,12 @@ __device__ __forceinline__ void store_tile_f32(const Tile<COLS>& t, float* dst) 
 }
 
 // acc = rows [0, 32) x columns [n0, n0 + 16) of A W^T, with A (32 x K) in shared memory (row stride K + kPad)
-// and W a packed [N][K] matrix in global memory, or (SW) its copy staged in shared memory with rows padded
-// like A's (stage_weights).
+// and W a packed [N][K] matrix (rows padded like A's) in global memory, or (SW) its copy staged in shared
+// memory (Staging).
 template <bool F32, int K, bool SW = false, int MT = kMT>
 __device__ __forceinline__ void warp_gemm(float (&acc)[MT][kNB][4], const Elem<F32>* A,
                                           const Elem<F32>* __restrict__ W, int n0) {
-  constexpr int lda = K + kPad, ldw = SW ? K + kPad : K;
+  constexpr int lda = K + kPad, ldw = K + kPad;  // W's rows are padded in global memory too (Packed)
   const int lane = tid() & 31, gq = lane >> 2, tq = lane & 3;
 #pragma unroll
   for (int i = 0; i < MT; ++i)
@@ -211,8 +220,8 @@ __device__ __forceinline__ void warp_gemm(float (&acc)[MT][kNB][4], const Elem<F
 #pragma unroll
       for (int j = 0; j < kNB; ++j) {
         const int n = n0 + j * 8 + 2 * tq;
-        bv[j][0] = W[static_cast<size_t>(n) * K + k];
-        bv[j][1] = W[static_cast<size_t>(n + 1) * K + k];
+        bv[j][0] = W[static_cast<size_t>(n) * ldw + k];
+        bv[j][1] = W[static_cast<size_t>(n + 1) * ldw + k];
       }
 #pragma unroll
       for (int i = 0; i < MT; ++i) {
@@ -438,18 +447,77 @@ struct Smem {
 // k-step (those waits were half the stall cycles of the chains; bench/cuda/NOTES.md, session 9).
 template <int K, int N, class T>
 __device__ __forceinline__ void stage_weights(T* dst, const T* __restrict__ W) {
-  constexpr int C = K * static_cast<int>(sizeof(T)) / 16;  // 16-byte chunks per row
+  constexpr int C = static_cast<int>(Packed::sz(N, K) * sizeof(T) / 16);  // 16-byte chunks: rows padded alike
   constexpr int per = 16 / static_cast<int>(sizeof(T));
-  for (int i = tid(); i < N * C; i += kThreads) {
-    const int n = i / C, c = i - n * C;
-    gemm_detail::cp_async16(dst + n * (K + kPad) + c * per, W + static_cast<size_t>(n) * K + c * per, true);
-  }
+  for (int i = tid(); i < C; i += kThreads) gemm_detail::cp_async16(dst + i * per, W + i * per, true);
   gemm_detail::cp_async_commit();
 }
 template <bool ST, int N>
 __device__ __forceinline__ void stage_wait() {
   if constexpr (ST) gemm_detail::cp_async_wait<N>();
 }
+
+// A kernel's staged weights (ST), NB matrices. On Hopper each matrix is one bulk copy (its rows are padded in
+// global memory as in shared memory: Packed), issued by one thread and counted by an mbarrier; where the
+// kernel runs in a cluster (sm_90a, block_fused.cu's launch) each block copies a 1/cl slice of every matrix to
+// all the cluster's blocks (multicast), so L2 serves each matrix once a cluster. Below sm_90, cp.async
+// copies by every thread, one commit group a matrix.
+// Why: copying 175 KB by cp.async took ~11,000 instructions a block at d = 96 (the chains stalled on the
+// shared-memory instruction queue), and one bulk copy a row was worse: the copy engine's cost is per copy
+// (session 13: a cluster of four with one multicast a row slowed in_forward from 8.6 to 11.0 us).
+template <bool ST, int NB>
+struct Staging {
+  unsigned cl = 1, rank = 0;
+  uint64_t* bar = nullptr;
+  __device__ __forceinline__ Staging() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if constexpr (ST) {
+      __shared__ uint64_t bars[NB];
+      bar = bars;
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)  // elsewhere a block copies everything itself, even in a cluster
+      cl = cluster::size();
+      rank = cluster::rank();
+#endif
+    }
+#endif
+  }
+  // Once, by every thread, before the first copy: the barriers initialised before any thread waits on them
+  // and (cluster-wide) before any copy can reach them.
+  __device__ __forceinline__ void begin() {
+    if (!bar) return;
+    if (tid() == 0) {
+      for (int i = 0; i < NB; ++i) cluster::bar_init(bar + i);
+      cluster::bar_init_fence();
+    }
+    if (cl > 1) cluster::sync();
+    else __syncthreads();
+  }
+  // W (packed [N][K], rows padded) to dst, as matrix slot.
+  template <int K, int N, class T>
+  __device__ __forceinline__ void copy(T* dst, const T* __restrict__ W, int slot) {
+    if (!bar) {
+      stage_weights<K, N>(dst, W);
+      return;
+    }
+    constexpr uint32_t bytes = static_cast<uint32_t>(Packed::sz(N, K) * sizeof(T));
+    static_assert(bytes % 64 == 0, "slices of a quarter must be whole 16-byte units");
+    if (tid() != 0) return;
+    cluster::bar_expect(bar + slot, bytes);
+    const uint32_t part = bytes / cl;
+    unsigned char* d = reinterpret_cast<unsigned char*>(dst) + rank * part;
+    const unsigned char* w = reinterpret_cast<const unsigned char*>(W) + rank * part;
+    if (cl > 1) cluster::copy_multicast(d, w, part, bar + slot, static_cast<uint16_t>((1u << cl) - 1));
+    else cluster::copy_bulk(d, w, part, bar + slot);
+  }
+  // Matrix slot is in shared memory; PENDING: how many cp.async groups were committed after its.
+  template <int PENDING>
+  __device__ __forceinline__ void wait(int slot) {
+    if constexpr (ST) {
+      if (bar) cluster::bar_wait(bar + slot, 0);
+      else gemm_detail::cp_async_wait<PENDING>();
+    }
+  }
+};
 
 struct InFwd {
   int R;
@@ -517,8 +585,12 @@ __device__ __forceinline__ void in_forward_tile(const InFwd& a, int r0, unsigned
   const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W) + Packed::qkv(D);
   Elem<F32>* Ws = reinterpret_cast<Elem<F32>*>(smem + S::in_forward);
   LaneVec<D> lw, lb;
+  Staging<ST, 1> st;
   auto stage = [&] {
-    if constexpr (ST) stage_weights<D, 3 * D>(Ws, W);
+    if constexpr (ST) {
+      st.begin();
+      st.template copy<D, 3 * D>(Ws, W, 0);
+    }
   };
   if (a.early) stage();
   pdl_wait();
@@ -542,7 +614,7 @@ __device__ __forceinline__ void in_forward_tile(const InFwd& a, int r0, unsigned
   }
   __syncthreads();
   tile_layernorm<F32, D>(X, lw, lb, a.ln_b != nullptr, r0, a.R, a.h, a.mean, a.rstd, A);
-  stage_wait<ST, 0>();
+  st.template wait<0>(0);
   __syncthreads();
   cta_gemm<F32, D, 3 * D, ST>(A, ST ? Ws : W, [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
@@ -577,11 +649,13 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
   Elem<F32>* Wf = reinterpret_cast<Elem<F32>*>(smem + S::out_forward + kStaged<D, D>);
   Elem<F32>* Wm = reinterpret_cast<Elem<F32>*>(smem + S::out_forward + kStaged<D, D> + kStaged<D, F>);
   LaneVec<D> lw, lb;
+  Staging<ST, 3> st;
   auto stage = [&] {
     if constexpr (ST) {
-      stage_weights<D, D>(Wp, W + Packed::proj(D));
-      stage_weights<D, F>(Wf, W + Packed::fc(D));
-      stage_weights<F, D>(Wm, W + Packed::mproj(D));
+      st.begin();
+      st.template copy<D, D>(Wp, W + Packed::proj(D), 0);
+      st.template copy<D, F>(Wf, W + Packed::fc(D), 1);
+      st.template copy<F, D>(Wm, W + Packed::mproj(D), 2);
     }
   };
   if (a.early) stage();
@@ -597,7 +671,7 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
     store_tile<F32>(t_att, A, lda);
     store_tile_f32(t_x, X2);
   }
-  stage_wait<ST, 2>();
+  st.template wait<2>(0);
   __syncthreads();
   // x2 = x + dropout(c_proj(att)), in place over x in X2 (each element read and written by one thread)
   cta_gemm<F32, D, D, ST>(A, ST ? Wp : W + Packed::proj(D), [&](int lr, int c, float v0, float v1) {
@@ -616,7 +690,7 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
   });
   __syncthreads();
   tile_layernorm<F32, D>(X2, lw, lb, a.ln_b != nullptr, r0, a.R, a.h2, a.mean2, a.rstd2, A);
-  stage_wait<ST, 1>();
+  st.template wait<1>(1);
   __syncthreads();
   // f = c_fc(h2), g = act(f)
   cta_gemm<F32, D, F, ST>(A, ST ? Wf : W + Packed::fc(D), [&](int lr, int c, float v0, float v1) {
@@ -635,7 +709,7 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
     }
     put2<F32>(G + lr * ldg + c, g0, g1);
   });
-  stage_wait<ST, 0>();
+  st.template wait<0>(2);
   __syncthreads();
   // y = x2 + dropout(c_proj(g))
   cta_gemm<F32, F, D, ST>(G, ST ? Wm : W + Packed::mproj(D), [&](int lr, int c, float v0, float v1) {
@@ -744,10 +818,12 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
   const Elem<F32>* W = static_cast<const Elem<F32>*>(a.W);
   Elem<F32>* W1 = reinterpret_cast<Elem<F32>*>(smem + S::out_backward);          // mproj^T, then proj^T
   Elem<F32>* W2 = reinterpret_cast<Elem<F32>*>(smem + S::out_backward + S::r1);  // fc^T
+  Staging<ST, 2> st;
   auto stage = [&] {
     if constexpr (ST) {
-      stage_weights<D, F>(W1, W + Packed::mproj_t(D));
-      stage_weights<F, D>(W2, W + Packed::fc_t(D));
+      st.begin();
+      st.template copy<D, F>(W1, W + Packed::mproj_t(D), 0);
+      st.template copy<F, D>(W2, W + Packed::fc_t(D), 1);
     }
   };
   if (a.early) stage();
@@ -796,7 +872,7 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
     for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
     if ((tid() & 31) == 0) dot_warp[tid() >> 5] = dot;
   }
-  stage_wait<ST, 1>();
+  st.template wait<1>(0);
   __syncthreads();
   if (a.glue.parts && tid() == 0) {
     double s = 0.0;
@@ -815,9 +891,10 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
     }
     put2<F32>(G + lr * ldg + c, g0, g1);
   });
-  stage_wait<ST, 0>();
+  st.template wait<0>(1);
   __syncthreads();
-  if constexpr (ST) stage_weights<D, D>(W1, W + Packed::proj_t(D));  // every warp is done with mproj^T
+  // every warp is done with mproj^T; this block's own copy, by cp.async (a peer's could land early)
+  if constexpr (ST) stage_weights<D, D>(W1, W + Packed::proj_t(D));
   // dh2 = dg W_fc
   cta_gemm<F32, F, D, ST>(G, ST ? W2 : W + Packed::fc_t(D), [&](int lr, int c, float v0, float v1) {
     const int r = r0 + lr;
@@ -861,8 +938,12 @@ __device__ __forceinline__ void in_backward_tile(const InBwd& a, int r0, unsigne
   float* X = DH + kTM * D;                               // [32][D]: x
   float* DR = X + kTM * D;                               // [32][D]: dres (dx2)
   LaneVec<D> lw;
+  Staging<ST, 1> st;
   auto stage = [&] {
-    if constexpr (ST) stage_weights<Q, D>(Ws, W);
+    if constexpr (ST) {
+      st.begin();
+      st.template copy<Q, D>(Ws, W, 0);
+    }
   };
   if (a.early) stage();
   pdl_wait();
@@ -879,7 +960,7 @@ __device__ __forceinline__ void in_backward_tile(const InBwd& a, int r0, unsigne
     store_tile_f32(t_x, X);
     store_tile_f32(t_r, DR);
   }
-  stage_wait<ST, 0>();
+  st.template wait<0>(0);
   __syncthreads();
   // dh1 = dqkv W_attn
   cta_gemm<F32, Q, D, ST>(A, ST ? Ws : W, [&](int lr, int c, float v0, float v1) {
