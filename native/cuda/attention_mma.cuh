@@ -201,9 +201,8 @@ __device__ __forceinline__ void mma_keys_t(float (&o)[HD / 8][4], const uint32_t
 // written as float32 into rows of dst (stride ld). Both attention products with a key-side sum: out = Pd V
 // forward, dQ = dS K backward.
 template <int HD, int NT>
-__device__ __forceinline__ void acc_times_t(const float (&s)[NT][4], const __nv_bfloat16* T, int m, float* dst,
-                                            __nv_bfloat16* tdst, size_t ld, const int (&r)[2], int tq) {
-  float o[HD / 8][4];
+__device__ __forceinline__ void acc_times(float (&o)[HD / 8][4], const float (&s)[NT][4], const __nv_bfloat16* T,
+                                          int m) {
 #pragma unroll
   for (int cn = 0; cn < HD / 8; ++cn)
 #pragma unroll
@@ -215,6 +214,12 @@ __device__ __forceinline__ void acc_times_t(const float (&s)[NT][4], const __nv_
     acc_to_a(a, s[2 * kk], s[2 * kk + 1]);
     mma_keys_t<HD>(o, a, T, kk);
   }
+}
+template <int HD, int NT>
+__device__ __forceinline__ void acc_times_t(const float (&s)[NT][4], const __nv_bfloat16* T, int m, float* dst,
+                                            __nv_bfloat16* tdst, size_t ld, const int (&r)[2], int tq) {
+  float o[HD / 8][4];
+  acc_times<HD, NT>(o, s, T, m);
   store_rows<HD>(o, dst, tdst, ld, r, tq);
 }
 
@@ -239,32 +244,16 @@ __device__ __forceinline__ void keys_times_t(const __nv_bfloat16* A, const __nv_
   store_rows<HD>(o, dst, tdst, ld, r, tq);
 }
 
-// Forward of (element b, head h): probs (undropped, zeros past the diagonal) and out = dropout(P) V.
-template <int HD, bool PAIR>
-__device__ __forceinline__ void forward_head_mma(const float* __restrict__ qkv, float* __restrict__ probs,
-                                                 float* __restrict__ out, __nv_bfloat16* __restrict__ twin,
-                                                 const Geo& g, const Mask& mask, int b, int h) {
-  using HT = HeadThreads<PAIR>;
-  constexpr int NT = HT::kRows / 8;
-  __shared__ __align__(16) __nv_bfloat16 Kt_all[HD * kLdT], Vt_all[HD * kLdT];
-  const int sub = HT::sub();  // PAIR: the second head's keys from 32
-  __nv_bfloat16 *Kt = Kt_all + 32 * sub, *Vt = Vt_all + 32 * sub;
-  const int n = g.n, bh = b * g.H + h;
-  const float* base = qkv + static_cast<size_t>(b) * n * g.ld + h * HD;
-  const int lt = HT::local();
-  const int m = lt >> 5, lane = lt & 31, gq = lane >> 2, tq = lane & 3;
-  const bool active = 16 * m < n;
+// The forward of one warp's query rows (tile m) of (element, head) bh, n keys, with the rows' Q in A
+// fragments (qa) and K, V staged transposed (Kt, Vt): their probs rows (undropped, zeros past the diagonal),
+// then out = dropout(P) V handed to store(o, r) in the accumulator layout (rows r[0], r[1]). Shared by the
+// attention kernel and the fused out_forward chain (block_tiles.cuh), so that both give the same bits.
+template <int HD, int NT, class Store>
+__device__ __forceinline__ void forward_rows_mma(const uint32_t (&qa)[HD / 16][4], const __nv_bfloat16* Kt,
+                                                 const __nv_bfloat16* Vt, int m, int n, int bh, float scale,
+                                                 const Mask& mask, float* __restrict__ probs, Store&& store) {
+  const int lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
   const int i0 = 16 * m, nt_end = 2 * m + 2;  // key tiles of 8 that hold a causal pair of these rows
-  uint32_t qa[HD / 16][4];  // the rows' Q, read before the staging so that the loads overlap
-  if (active) frags_a<HD>(qa, base, g.ld, i0, gq, tq);
-  {
-    __nv_bfloat16* const T[2] = {Kt, Vt};
-    const float* const M[2] = {base + g.d, base + 2 * g.d};
-    const int ld[2] = {g.ld, g.ld};
-    stage_t<HD, PAIR, 2>(T, M, ld, n);
-  }
-  __syncthreads();
-  if (!active) return;
   float s[NT][4];
   rows_times_t<HD, NT>(s, qa, Kt, m);  // Q K^T
   // Causal softmax of rows r = i0 + gq (elements 0, 1) and r + 8 (2, 3); a row's values are spread over
@@ -276,7 +265,7 @@ __device__ __forceinline__ void forward_head_mma(const float* __restrict__ qkv, 
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int j = 8 * nt + 2 * tq + (e & 1), hh = e >> 1;
-      s[nt][e] = (nt < nt_end && j <= r[hh]) ? s[nt][e] * g.scale : -INFINITY;
+      s[nt][e] = (nt < nt_end && j <= r[hh]) ? s[nt][e] * scale : -INFINITY;
       mx[hh] = fmaxf(mx[hh], s[nt][e]);
     }
   float sum[2] = {0.0f, 0.0f};
@@ -314,8 +303,40 @@ __device__ __forceinline__ void forward_head_mma(const float* __restrict__ qkv, 
     }
   }
   // out = Pd V over the key tiles kk <= m.
+  float o[HD / 8][4];
+  acc_times<HD, NT>(o, s, Vt, m);
+  store(o, r);
+}
+
+// Forward of (element b, head h): probs (undropped, zeros past the diagonal) and out = dropout(P) V.
+template <int HD, bool PAIR>
+__device__ __forceinline__ void forward_head_mma(const float* __restrict__ qkv, float* __restrict__ probs,
+                                                 float* __restrict__ out, __nv_bfloat16* __restrict__ twin,
+                                                 const Geo& g, const Mask& mask, int b, int h) {
+  using HT = HeadThreads<PAIR>;
+  constexpr int NT = HT::kRows / 8;
+  __shared__ __align__(16) __nv_bfloat16 Kt_all[HD * kLdT], Vt_all[HD * kLdT];
+  const int sub = HT::sub();  // PAIR: the second head's keys from 32
+  __nv_bfloat16 *Kt = Kt_all + 32 * sub, *Vt = Vt_all + 32 * sub;
+  const int n = g.n, bh = b * g.H + h;
+  const float* base = qkv + static_cast<size_t>(b) * n * g.ld + h * HD;
+  const int lt = HT::local();
+  const int m = lt >> 5, lane = lt & 31, gq = lane >> 2, tq = lane & 3;
+  const bool active = 16 * m < n;
+  uint32_t qa[HD / 16][4];  // the rows' Q, read before the staging so that the loads overlap
+  if (active) frags_a<HD>(qa, base, g.ld, 16 * m, gq, tq);
+  {
+    __nv_bfloat16* const T[2] = {Kt, Vt};
+    const float* const M[2] = {base + g.d, base + 2 * g.d};
+    const int ld[2] = {g.ld, g.ld};
+    stage_t<HD, PAIR, 2>(T, M, ld, n);
+  }
+  __syncthreads();
+  if (!active) return;
   const size_t at = static_cast<size_t>(b) * n * g.d + h * HD;
-  acc_times_t<HD, NT>(s, Vt, m, out + at, twin ? twin + at : nullptr, g.d, r, tq);
+  forward_rows_mma<HD, NT>(qa, Kt, Vt, m, n, bh, g.scale, mask, probs, [&](const float (&o)[HD / 8][4], const int (&r)[2]) {
+    store_rows<HD>(o, out + at, twin ? twin + at : nullptr, g.d, r, tq);
+  });
 }
 
 // Backward of (element b, head h): dQ, dK and dV into dqkv. K, Q, dO and V are staged (transposed, bf16)

@@ -667,6 +667,9 @@ class CudaBackend final : public Backend {
     RT_PROF("block_in_forward");
     cuda::block_in_forward(!fp32_, s, w, c, glue);
   }
+  bool block_out_attention(const BlockShape& s, const BlockCache& c) const override {
+    return cuda::block_out_attention(!fp32_, s, c.n);
+  }
   void block_out_forward(const BlockShape& s, const BlockWeights& w, const BlockCache& c, float* y) override {
     RT_PROF("block_out_forward");
     cuda::block_out_forward(!fp32_, s, w, c, y);

@@ -235,10 +235,23 @@ void block_in_forward(bool bf16, const BlockShape& s, const BlockWeights& w, con
   dispatch(bf16, s.d, InForward{a});
 }
 
+bool block_out_attention(bool bf16, const BlockShape& s, int n) {
+  static const bool on = rt::env_switch("RT_CUDA_FUSED_ATTN", true);
+  return on && bf16 && block_fusable(s.d) && s.heads > 0 && s.d == kAttnHD * s.heads && n == 2 * kTM &&
+         n <= attn::kMmaN;
+}
+
 void block_out_forward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c, float* y) {
-  const OutFwd a{c.B * c.n, s.gelu, make_drop(c.p, c.seed, c.stream * 4 + 1), make_drop(c.p, c.seed, c.stream * 4 + 2),
+  OutFwd a{c.B * c.n, s.gelu, make_drop(c.p, c.seed, c.stream * 4 + 1), make_drop(c.p, c.seed, c.stream * 4 + 2),
                  c.att, c.x, w.attn_proj_b, w.ln2_w, w.ln2_b, w.fc_b, w.mlp_proj_b, w.packed,
                  c.x2, c.h2, c.mean2, c.rstd2, c.f, c.g, y};
+  if (block_out_attention(bf16, s, c.n)) {
+    a.qkv = c.qkv;
+    a.probs = c.probs;
+    a.amask = attn::make_mask(c.p, c.seed, c.stream * 4 + 0);
+    a.scale = attn::geo_of(c.B, c.n, s.d, s.heads).scale;
+    a.n = c.n;
+  }
   if (!a.R) return;
   dispatch(bf16, s.d, OutForward{a});
 }

@@ -10,6 +10,7 @@
 
 #include "core/rng.h"
 #include "cuda/activation.cuh"
+#include "cuda/attention_mma.cuh"
 #include "cuda/cluster.cuh"
 #include "cuda/common.cuh"
 #include "cuda/gemm_args.cuh"
@@ -631,11 +632,87 @@ struct OutFwd {
   int R;
   bool gelu;
   Drop drop1, drop2;
-  const float *att, *x, *bp, *ln_w, *ln_b, *bfc, *bmp;
+  float* att;  // read; written first when qkv is set
+  const float *x, *bp, *ln_w, *ln_b, *bfc, *bmp;
   const void* W;  // packed
   float *x2, *h2, *mean2, *rstd2, *f, *g, *y;
   bool early = false;
+  // With qkv: the window's attention (head size kAttnHD, n = 2 kTM) computed here first (tile_attention).
+  const float* qkv = nullptr;
+  float* probs = nullptr;
+  attn::Mask amask{};
+  float scale = 0.0f;
+  int n = 0;
 };
+
+constexpr int kAttnHD = 16;  // the head size out_forward's attention is built for (the copy config's)
+
+// The attention of this block's 32 query rows (half of element b's n = 64), every head: the same
+// computation as attention_mma.cuh's kernel (forward_rows_mma, same bits), writing probs and att as it does,
+// and att as bf16 into A, the first product's input. Warp w takes head w % H, query tile 2 half + w / H;
+// K and V of the keys those rows see are staged transposed for all heads at once in `scratch` (2 D kLdT
+// bf16). Why here: a separate kernel per window was 7.8 us of the copy step's ~80 us a window, plus its
+// launch, for a few thousand mma (bench/cuda/NOTES.md, session 13).
+template <int D>
+__device__ __forceinline__ void tile_attention(const OutFwd& a, int r0, __nv_bfloat16* A, int lda,
+                                               __nv_bfloat16* scratch) {
+  constexpr int HD = kAttnHD, H = D / HD, kTasks = 2 * H, ld = 3 * D, kLdT = attn::kLdT;
+  static_assert(D % HD == 0 && kTasks <= kWarps, "one (head, query tile) a warp");
+  static_assert(2 * kTM == attn::kMmaN, "two row blocks an element of n = 64");
+  const int n = a.n, b = r0 / n, half = (r0 - b * n) / kTM, keys = kTM * (half + 1);
+  const int warp = tid() >> 5, lane = tid() & 31, gq = lane >> 2, tq = lane & 3;
+  const bool active = warp < kTasks;
+  const int h = warp % H, m = 2 * half + warp / H;
+  const float* base = a.qkv + static_cast<size_t>(b) * n * ld;
+  __nv_bfloat16 *Kt = scratch, *Vt = scratch + D * kLdT;  // [D][kLdT]: K^T, V^T, head h from row h HD
+  uint32_t qa[HD / 16][4];  // the warp's Q rows, read first so that the loads overlap
+  if (active) attn::frags_a<HD>(qa, base + h * HD, ld, 16 * m, gq, tq);
+  // Key pairs (j, j + 1) by four columns: two float4 loads, four bf16 pairs of transposed rows; a warp's
+  // lanes take consecutive pairs, so its stores fall in consecutive words. Every load before the first store.
+  constexpr int kPairs = kTM, kQuads = D / 4, kAll = 2 * kPairs * kQuads, kIt = (kAll + kThreads - 1) / kThreads;
+  float4 v[kIt][2];
+  int jj[kIt], cc[kIt];
+  bool vok[kIt];
+#pragma unroll
+  for (int u = 0; u < kIt; ++u) {
+    const int it = tid() + u * kThreads, mat = it / (kPairs * kQuads), rem = it - mat * (kPairs * kQuads);
+    jj[u] = 2 * (rem % kPairs);
+    cc[u] = mat * D + 4 * (rem / kPairs);  // K's columns, then V's
+    vok[u] = it < kAll && jj[u] < keys;
+    if (vok[u]) {
+      const float* p = base + static_cast<size_t>(jj[u]) * ld + D + cc[u];
+      v[u][0] = __ldg(reinterpret_cast<const float4*>(p));
+      v[u][1] = __ldg(reinterpret_cast<const float4*>(p + ld));
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < kIt; ++u)
+    if (vok[u]) {
+      uint32_t* d = reinterpret_cast<uint32_t*>(Kt + cc[u] * kLdT + jj[u]);  // Vt follows Kt: row D on is V^T
+      const float4 x = v[u][0], y = v[u][1];
+      d[0] = pack_bf16(x.x, y.x);
+      d[kLdT / 2] = pack_bf16(x.y, y.y);
+      d[kLdT] = pack_bf16(x.z, y.z);
+      d[3 * kLdT / 2] = pack_bf16(x.w, y.w);
+    }
+  __syncthreads();
+  if (active) {
+    const int bh = b * H + h;
+    attn::forward_rows_mma<HD, attn::kMmaN / 8>(
+        qa, Kt + h * HD * kLdT, Vt + h * HD * kLdT, m, n, bh, a.scale, a.amask, a.probs,
+        [&](const float (&o)[HD / 8][4], const int (&r)[2]) {
+#pragma unroll
+          for (int cn = 0; cn < HD / 8; ++cn)
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) {
+              const int c = h * HD + 8 * cn + 2 * tq;
+              store2(a.att + (static_cast<size_t>(b) * n + r[hh]) * D + c, o[cn][2 * hh], o[cn][2 * hh + 1]);
+              put2<false>(A + (r[hh] - half * kTM) * lda + c, o[cn][2 * hh], o[cn][2 * hh + 1]);
+            }
+        });
+  }
+  __syncthreads();  // scratch is X2 and G, written next
+}
 
 template <bool F32, int D, bool ST>
 __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsigned char* smem) {
@@ -661,7 +738,19 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
   if (a.early) stage();
   pdl_wait();
   pdl_trigger();
-  {
+  if constexpr (!F32) {
+    if (a.qkv) {
+      Tile<D> t_x;
+      t_x.load(a.x, r0, a.R);
+      lw.load(a.ln_w);
+      lb.load(a.ln_b);
+      if (!a.early) stage();
+      static_assert(2 * D * attn::kLdT * 2 <= S::f + S::a(4 * D), "X2 and G hold the attention's K^T, V^T");
+      tile_attention<D>(a, r0, A, lda, reinterpret_cast<__nv_bfloat16*>(X2));  // X2 and G as its scratch
+      store_tile_f32(t_x, X2);
+    }
+  }
+  if (F32 || !a.qkv) {
     Tile<D> t_att, t_x;  // loaded before the weights are staged (in_forward_tile says why)
     t_att.load(a.att, r0, a.R);
     t_x.load(a.x, r0, a.R);

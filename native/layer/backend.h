@@ -212,6 +212,9 @@ class Backend {
                                 const WindowGlue* /*glue*/) {
     no_fused();
   }
+  // Whether block_out_forward also computes the window's attention (cache.qkv -> probs, att) for this
+  // shape, so that attention_forward is not called before it.
+  virtual bool block_out_attention(const BlockShape&, const BlockCache&) const { return false; }
   // cache.att, cache.x -> x2, h2, mean2, rstd2, f, g and the block's output y (with the cache's dropout).
   virtual void block_out_forward(const BlockShape&, const BlockWeights&, const BlockCache&, float* /*y*/) {
     no_fused();

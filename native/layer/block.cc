@@ -109,7 +109,8 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
 
   if (w.packed) {  // the backend packed them: it has the fused kernels
     be.block_in_forward(s, w, c, glue);
-    be.attention_forward(c.qkv, c.probs, c.att, c.B, c.n, d, s.heads, p, seed, stream * 4 + 0);
+    if (!be.block_out_attention(s, c))
+      be.attention_forward(c.qkv, c.probs, c.att, c.B, c.n, d, s.heads, p, seed, stream * 4 + 0);
     be.block_out_forward(s, w, c, y);
     return;
   }
