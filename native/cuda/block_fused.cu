@@ -235,6 +235,15 @@ void block_in_forward(bool bf16, const BlockShape& s, const BlockWeights& w, con
   dispatch(bf16, s.d, InForward{a});
 }
 
+// Under relu the out-chains keep no f: relu'(f) is relu'(g) (g = relu(f) is positive exactly where f is,
+// NaN and -0 included), and g is kept for c_proj's weight gradient anyway. f is [rows][4d] float32 written
+// each window forward and read back each window backward (6.3 MB each way a window for the copy config).
+// RT_CUDA_RELU_G=0 keeps f.
+static bool relu_from_g(const BlockShape& s) {
+  static const bool on = rt::env_switch("RT_CUDA_RELU_G", true);
+  return on && !s.gelu;
+}
+
 bool block_out_attention(bool bf16, const BlockShape& s, int n) {
   static const bool on = rt::env_switch("RT_CUDA_FUSED_ATTN", true);
   return on && bf16 && block_fusable(s.d) && s.heads > 0 && s.d == kAttnHD * s.heads && n == 2 * kTM &&
@@ -245,6 +254,7 @@ void block_out_forward(bool bf16, const BlockShape& s, const BlockWeights& w, co
   OutFwd a{c.B * c.n, s.gelu, make_drop(c.p, c.seed, c.stream * 4 + 1), make_drop(c.p, c.seed, c.stream * 4 + 2),
                  c.att, c.x, w.attn_proj_b, w.ln2_w, w.ln2_b, w.fc_b, w.mlp_proj_b, w.packed,
                  c.x2, c.h2, c.mean2, c.rstd2, c.f, c.g, y};
+  if (relu_from_g(s)) a.f = nullptr;
   if (block_out_attention(bf16, s, c.n)) {
     a.qkv = c.qkv;
     a.probs = c.probs;
@@ -262,7 +272,7 @@ void block_out_backward(bool bf16, const BlockShape& s, const BlockWeights& w, c
                         const BlockGradStash& st, float* dy, float* dx2, float* datt, const BackGlue* glue) {
   const bool drop = c.p > 0;
   OutBwd a{c.B * c.n, s.gelu, make_drop(c.p, c.seed, c.stream * 4 + 1), make_drop(c.p, c.seed, c.stream * 4 + 2),
-           dy, c.f, c.x2, c.mean2, c.rstd2, w.ln2_w, w.packed,
+           dy, relu_from_g(s) ? c.g : c.f, c.x2, c.mean2, c.rstd2, w.ln2_w, w.packed,
            (drop || st.dm != dy) ? st.dm : nullptr, st.dg, st.dh2, dx2, drop ? st.da : nullptr, datt};
   if (glue) {
     a.glue = *glue;

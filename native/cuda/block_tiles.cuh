@@ -635,7 +635,7 @@ struct OutFwd {
   float* att;  // read; written first when qkv is set
   const float *x, *bp, *ln_w, *ln_b, *bfc, *bmp;
   const void* W;  // packed
-  float *x2, *h2, *mean2, *rstd2, *f, *g, *y;
+  float *x2, *h2, *mean2, *rstd2, *f, *g, *y;  // f: null when not kept (relu_from_g in block_fused.cu)
   bool early = false;
   // With qkv: the window's attention (head size kAttnHD, n = 2 kTM) computed here first (tile_attention).
   const float* qkv = nullptr;
@@ -791,7 +791,7 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
         v0 += a.bfc[c];
         v1 += a.bfc[c + 1];
       }
-      store2(a.f + i, v0, v1);
+      if (a.f) store2(a.f + i, v0, v1);
       g0 = a.gelu ? Gelu()(v0) : Relu()(v0);
       g1 = a.gelu ? Gelu()(v1) : Relu()(v1);
       store2(a.g + i, g0, g1);
@@ -818,7 +818,7 @@ struct OutBwd {
   int R;
   bool gelu;
   Drop drop1, drop2;
-  const float *dy, *f, *x2, *mean2, *rstd2, *ln_w;
+  const float *dy, *f, *x2, *mean2, *rstd2, *ln_w;  // f: or g under relu (only its sign is used)
   const void* W;  // packed
   float *dm, *dg, *dh2, *dx2, *da, *datt;  // dm, da: null when not written
   BackGlue glue{};  // with glue.din: dy is formed as glue says and written to dy_out
