@@ -667,6 +667,7 @@ class CudaBackend final : public Backend {
     RT_PROF("block_in_forward");
     cuda::block_in_forward(!fp32_, s, w, c, glue);
   }
+  bool block_keeps_f(const BlockShape& s) const override { return !(fused_block(s) && cuda::relu_from_g(s)); }
   bool block_out_attention(const BlockShape& s, const BlockCache& c) const override {
     return cuda::block_out_attention(!fp32_, s, c.n);
   }

@@ -239,7 +239,7 @@ void block_in_forward(bool bf16, const BlockShape& s, const BlockWeights& w, con
 // NaN and -0 included), and g is kept for c_proj's weight gradient anyway. f is [rows][4d] float32 written
 // each window forward and read back each window backward (6.3 MB each way a window for the copy config).
 // RT_CUDA_RELU_G=0 keeps f.
-static bool relu_from_g(const BlockShape& s) {
+bool relu_from_g(const BlockShape& s) {
   static const bool on = rt::env_switch("RT_CUDA_RELU_G", true);
   return on && !s.gelu;
 }

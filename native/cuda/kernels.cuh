@@ -109,6 +109,8 @@ size_t fused_weights_floats(bool bf16, int d);
 void pack_fused_weights(bool bf16, const BlockShape& s, const BlockWeights& w, float* dst);
 void block_in_forward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c,
                       const WindowGlue* glue);
+// Whether the fused chains take relu' from g and keep no f (relu; RT_CUDA_RELU_G=0 keeps f).
+bool relu_from_g(const BlockShape& s);
 // Whether block_out_forward computes the window's attention itself (bf16, head size 16, n = 64: two
 // row blocks an element; RT_CUDA_FUSED_ATTN=0 turns it off).
 bool block_out_attention(bool bf16, const BlockShape& s, int n);

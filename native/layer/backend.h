@@ -212,6 +212,9 @@ class Backend {
                                 const WindowGlue* /*glue*/) {
     no_fused();
   }
+  // Whether the layer must keep f (c_fc's output) for the backward; the CUDA fused chains under relu take
+  // relu' from g instead, and the arena then holds no f.
+  virtual bool block_keeps_f(const BlockShape&) const { return true; }
   // Whether block_out_forward also computes the window's attention (cache.qkv -> probs, att) for this
   // shape, so that attention_forward is not called before it.
   virtual bool block_out_attention(const BlockShape&, const BlockCache&) const { return false; }

@@ -29,7 +29,7 @@ void BlockArena::allocate(Backend& be, const BlockShape& s, int B_, const std::v
   h2 = DeviceBuffer(be, r * d);
   mean2 = DeviceBuffer(be, r);
   rstd2 = DeviceBuffer(be, r);
-  f = DeviceBuffer(be, r * 4 * d);
+  f = be.block_keeps_f(s) ? DeviceBuffer(be, r * 4 * d) : DeviceBuffer();
   g = DeviceBuffer(be, r * 4 * d);
 }
 
