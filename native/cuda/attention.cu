@@ -54,13 +54,6 @@ __global__ void __launch_bounds__(kThreads) attention_backward_fused(const float
 
 // The (element, head) a block's threads take: blockIdx.x, or with PAIR (n <= 32, B H even) 2 blockIdx.x
 // and 2 blockIdx.x + 1, one per half of the block.
-// The tensor-core kernels launched with PDL (pdl.cuh) on Hopper: RT_CUDA_PDL_ATTN=1 (off by default: a grid
-// of several blocks an SM placed early could crowd onto the SMs its predecessor freed first).
-inline bool attn_pdl() {
-  static const bool on = rt::env_switch("RT_CUDA_PDL_ATTN", false);
-  return on && limits().cc >= 90;
-}
-
 template <bool PAIR>
 __device__ __forceinline__ int head_of_block() {
   return PAIR ? 2 * blockIdx.x + attn::HeadThreads<true>::sub() : blockIdx.x;
@@ -72,7 +65,6 @@ __global__ void __launch_bounds__(attn::kMmaThreads) attention_forward_mma(const
                                                                            float* __restrict__ out,
                                                                            __nv_bfloat16* __restrict__ twin, Geo g,
                                                                            Mask mask) {
-  pdl_wait();     // launched with PDL where attn_pdl() says
   pdl_trigger();  // out_forward's blocks may take the SMs this grid leaves (pdl.cuh)
   const int bh = head_of_block<PAIR>();
   attn::forward_head_mma<HD, PAIR>(qkv, probs, out, twin, g, mask, bh / g.H, bh % g.H);
@@ -85,7 +77,6 @@ __global__ void __launch_bounds__(attn::kMmaThreads) attention_backward_mma(cons
                                                                             float* __restrict__ dqkv,
                                                                             __nv_bfloat16* __restrict__ twin, Geo g,
                                                                             Mask mask) {
-  pdl_wait();
   pdl_trigger();  // in_backward's blocks likewise
   const int bh = head_of_block<PAIR>();
   attn::backward_head_mma<HD, PAIR>(qkv, probs, dout, dqkv, twin, g, mask, bh / g.H, bh % g.H);
@@ -213,10 +204,8 @@ void attention_forward(bool bf16, const float* qkv, float* probs, float* out, in
   if (use_mma(bf16, g)) {
     by_hd(g.hd, [&](auto hd) {
       constexpr int HD = decltype(hd)::value;
-      if (pair_heads(g, BH))
-        launch_pdl(attn_pdl(), attention_forward_mma<HD, true>, BH / 2, attn::kMmaThreads, 0, qkv, probs, out, twin, g, mask);
-      else
-        launch_pdl(attn_pdl(), attention_forward_mma<HD, false>, BH, attn::kMmaThreads, 0, qkv, probs, out, twin, g, mask);
+      if (pair_heads(g, BH)) attention_forward_mma<HD, true><<<BH / 2, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g, mask);
+      else attention_forward_mma<HD, false><<<BH, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g, mask);
     });
     RT_CU_LAUNCH("attention_forward (mma)");
     return;
@@ -263,11 +252,8 @@ void attention_backward(bool bf16, const float* qkv, const float* probs, const f
     by_hd(g.hd, [&](auto hd) {
       constexpr int HD = decltype(hd)::value;
       if (pair_heads(g, BH))
-        launch_pdl(attn_pdl(), attention_backward_mma<HD, true>, BH / 2, attn::kMmaThreads, 0, qkv, probs, dout, dqkv, twin, g,
-                   mask);
-      else
-        launch_pdl(attn_pdl(), attention_backward_mma<HD, false>, BH, attn::kMmaThreads, 0, qkv, probs, dout, dqkv, twin, g,
-                   mask);
+        attention_backward_mma<HD, true><<<BH / 2, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, twin, g, mask);
+      else attention_backward_mma<HD, false><<<BH, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, twin, g, mask);
     });
     RT_CU_LAUNCH("attention_backward (mma)");
     return;

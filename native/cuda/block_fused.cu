@@ -86,18 +86,9 @@ int cluster_for(unsigned blocks, size_t smem) {
   int cl = cluster_wanted();
   for (; cl > 1; cl /= 2) {
     if (blocks % cl) continue;
-    cudaLaunchAttribute at{};
-    at.id = cudaLaunchAttributeClusterDimension;
-    at.val.clusterDim.x = static_cast<unsigned>(cl);
-    at.val.clusterDim.y = at.val.clusterDim.z = 1;
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(blocks);
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = smem;
-    cfg.attrs = &at;
-    cfg.numAttrs = 1;
+    const LaunchEx l(blocks, kThreads, smem, false, static_cast<unsigned>(cl));
     int fit = 0;
-    if (cudaOccupancyMaxActiveClusters(&fit, K, &cfg) != cudaSuccess) {
+    if (cudaOccupancyMaxActiveClusters(&fit, K, &l.cfg) != cudaSuccess) {
       (void)cudaGetLastError();
       continue;
     }
@@ -126,33 +117,15 @@ void launch(const Args& args, size_t smem, const char* what, bool st) {
   static const bool early = rt::env_switch("RT_CUDA_PDL_EARLY", true);
   a.early = pdl && early && !g_after_pack;
   g_after_pack = false;
-  if (pdl) smem = std::max(smem, std::min(limits().smem_optin, limits().smem_optin / 2 + 1024));
+  if (pdl) smem = std::max(smem, limits().smem_optin / 2 + 1024);
   if (smem > raised) {
     RT_CU(cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     raised = smem;
   }
   const unsigned blocks = (a.R + kTM - 1) / kTM;
   const int cl = st ? cluster_for<Args, K>(blocks, smem) : 1;
-  cudaLaunchAttribute at[2] = {};
-  unsigned nat = 0;
-  if (pdl) {
-    at[nat].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[nat++].val.programmaticStreamSerializationAllowed = 1;
-  }
-  if (cl > 1) {
-    at[nat].id = cudaLaunchAttributeClusterDimension;
-    at[nat].val.clusterDim.x = static_cast<unsigned>(cl);
-    at[nat].val.clusterDim.y = at[nat].val.clusterDim.z = 1;
-    ++nat;
-  }
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(blocks);
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream();
-  cfg.attrs = at;
-  cfg.numAttrs = nat;
-  RT_CU(cudaLaunchKernelEx(&cfg, K, a));
+  const LaunchEx l(blocks, kThreads, smem, pdl, static_cast<unsigned>(cl));
+  RT_CU(cudaLaunchKernelEx(&l.cfg, K, a));
   RT_CU_LAUNCH(what);
 }
 
@@ -235,10 +208,11 @@ void block_in_forward(bool bf16, const BlockShape& s, const BlockWeights& w, con
   dispatch(bf16, s.d, InForward{a});
 }
 
-// Under relu the out-chains keep no f: relu'(f) is relu'(g) (g = relu(f) is positive exactly where f is,
+// Under relu the out-chains need no f: relu'(f) is relu'(g) (g = relu(f) is positive exactly where f is,
 // NaN and -0 included), and g is kept for c_proj's weight gradient anyway. f is [rows][4d] float32 written
 // each window forward and read back each window backward (6.3 MB each way a window for the copy config).
-// RT_CUDA_RELU_G=0 keeps f.
+// The layer then allocates none (Backend::block_keeps_f): out_forward writes f where the cache has one, and
+// out_backward reads g where it has none. RT_CUDA_RELU_G=0 keeps f.
 bool relu_from_g(const BlockShape& s) {
   static const bool on = rt::env_switch("RT_CUDA_RELU_G", true);
   return on && !s.gelu;
@@ -246,15 +220,13 @@ bool relu_from_g(const BlockShape& s) {
 
 bool block_out_attention(bool bf16, const BlockShape& s, int n) {
   static const bool on = rt::env_switch("RT_CUDA_FUSED_ATTN", true);
-  return on && bf16 && block_fusable(s.d) && s.heads > 0 && s.d == kAttnHD * s.heads && n == 2 * kTM &&
-         n <= attn::kMmaN;
+  return on && kAttnFits && bf16 && block_fusable(s.d) && s.heads > 0 && s.d == kAttnHD * s.heads && n == 2 * kTM;
 }
 
 void block_out_forward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c, float* y) {
   OutFwd a{c.B * c.n, s.gelu, make_drop(c.p, c.seed, c.stream * 4 + 1), make_drop(c.p, c.seed, c.stream * 4 + 2),
                  c.att, c.x, w.attn_proj_b, w.ln2_w, w.ln2_b, w.fc_b, w.mlp_proj_b, w.packed,
                  c.x2, c.h2, c.mean2, c.rstd2, c.f, c.g, y};
-  if (relu_from_g(s)) a.f = nullptr;
   if (block_out_attention(bf16, s, c.n)) {
     a.qkv = c.qkv;
     a.probs = c.probs;
@@ -272,7 +244,7 @@ void block_out_backward(bool bf16, const BlockShape& s, const BlockWeights& w, c
                         const BlockGradStash& st, float* dy, float* dx2, float* datt, const BackGlue* glue) {
   const bool drop = c.p > 0;
   OutBwd a{c.B * c.n, s.gelu, make_drop(c.p, c.seed, c.stream * 4 + 1), make_drop(c.p, c.seed, c.stream * 4 + 2),
-           dy, relu_from_g(s) ? c.g : c.f, c.x2, c.mean2, c.rstd2, w.ln2_w, w.packed,
+           dy, c.f ? c.f : c.g, c.x2, c.mean2, c.rstd2, w.ln2_w, w.packed,
            (drop || st.dm != dy) ? st.dm : nullptr, st.dg, st.dh2, dx2, drop ? st.da : nullptr, datt};
   if (glue) {
     a.glue = *glue;

@@ -635,7 +635,7 @@ struct OutFwd {
   float* att;  // read; written first when qkv is set
   const float *x, *bp, *ln_w, *ln_b, *bfc, *bmp;
   const void* W;  // packed
-  float *x2, *h2, *mean2, *rstd2, *f, *g, *y;  // f: null when not kept (relu_from_g in block_fused.cu)
+  float *x2, *h2, *mean2, *rstd2, *f, *g, *y;  // f: null when the layer keeps none (relu_from_g in block_fused.cu)
   bool early = false;
   // With qkv: the window's attention (head size kAttnHD, n = 2 kTM) computed here first (tile_attention).
   const float* qkv = nullptr;
@@ -646,6 +646,7 @@ struct OutFwd {
 };
 
 constexpr int kAttnHD = 16;  // the head size out_forward's attention is built for (the copy config's)
+constexpr bool kAttnFits = 2 * kTM == attn::kMmaN;  // two row blocks an element of n = 64 (not with RT_FUSED_TM=16)
 
 // The attention of this block's 32 query rows (half of element b's n = 64), every head: the same
 // computation as attention_mma.cuh's kernel (forward_rows_mma, same bits), writing probs and att as it does,
@@ -658,7 +659,7 @@ __device__ __forceinline__ void tile_attention(const OutFwd& a, int r0, __nv_bfl
                                                __nv_bfloat16* scratch) {
   constexpr int HD = kAttnHD, H = D / HD, kTasks = 2 * H, ld = 3 * D, kLdT = attn::kLdT;
   static_assert(D % HD == 0 && kTasks <= kWarps, "one (head, query tile) a warp");
-  static_assert(2 * kTM == attn::kMmaN, "two row blocks an element of n = 64");
+  static_assert(D > 0 && kAttnFits, "two row blocks an element of n = 64");
   const int n = a.n, b = r0 / n, half = (r0 - b * n) / kTM, keys = kTM * (half + 1);
   const int warp = tid() >> 5, lane = tid() & 31, gq = lane >> 2, tq = lane & 3;
   const bool active = warp < kTasks;
@@ -738,7 +739,8 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
   if (a.early) stage();
   pdl_wait();
   pdl_trigger();
-  if constexpr (!F32) {
+  constexpr bool attn_here = !F32 && kAttnFits;
+  if constexpr (attn_here) {
     if (a.qkv) {
       Tile<D> t_x;
       t_x.load(a.x, r0, a.R);
@@ -750,7 +752,7 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
       store_tile_f32(t_x, X2);
     }
   }
-  if (F32 || !a.qkv) {
+  if (!attn_here || !a.qkv) {
     Tile<D> t_att, t_x;  // loaded before the weights are staged (in_forward_tile says why)
     t_att.load(a.att, r0, a.R);
     t_x.load(a.x, r0, a.R);

@@ -1,4 +1,4 @@
-// Programmatic dependent launch (sm_90): a kernel launched with it (block_fused.cu's chains) may be placed
+// Programmatic dependent launch (sm_90): a kernel launched with it (block_fused.cu's chains, LaunchEx) may be placed
 // on the GPU while its predecessor in the stream still runs, and waits in pdl_wait() for that predecessor
 // to finish and flush its writes. Whatever it reads before pdl_wait() must not be the predecessor's output.
 // A kernel that may precede one calls pdl_trigger() to let it be placed early; without the call it is
@@ -6,8 +6,6 @@
 #pragma once
 
 #include <cuda_runtime.h>
-
-#include <utility>
 
 #include "cuda/common.cuh"
 
@@ -25,24 +23,32 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
-// Launches k on stream(), with the programmatic-stream-serialization attribute when pdl.
-template <class... P, class... A>
-void launch_pdl(bool pdl, void (*k)(P...), dim3 grid, dim3 block, size_t smem, A&&... args) {
-  if (!pdl) {
-    k<<<grid, block, smem, stream()>>>(std::forward<A>(args)...);
-    return;
-  }
-  cudaLaunchAttribute at{};
-  at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  at.val.programmaticStreamSerializationAllowed = 1;
+// The launch of a kernel with the programmatic-stream-serialization attribute (pdl) and, above one block,
+// a cluster dimension: cudaLaunchKernelEx(&l.cfg, kernel, args...) on stream().
+struct LaunchEx {
+  cudaLaunchAttribute at[2] = {};
   cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream();
-  cfg.attrs = &at;
-  cfg.numAttrs = 1;
-  RT_CU(cudaLaunchKernelEx(&cfg, k, std::forward<A>(args)...));
-}
+  LaunchEx(dim3 grid, dim3 block, size_t smem, bool pdl, unsigned cluster) {
+    unsigned n = 0;
+    if (pdl) {
+      at[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      at[n++].val.programmaticStreamSerializationAllowed = 1;
+    }
+    if (cluster > 1) {
+      at[n].id = cudaLaunchAttributeClusterDimension;
+      at[n].val.clusterDim.x = cluster;
+      at[n].val.clusterDim.y = at[n].val.clusterDim.z = 1;
+      ++n;
+    }
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream();
+    cfg.attrs = at;
+    cfg.numAttrs = n;
+  }
+  LaunchEx(const LaunchEx&) = delete;  // cfg points into at
+  LaunchEx& operator=(const LaunchEx&) = delete;
+};
 
 }  // namespace rt::cuda
