@@ -189,6 +189,12 @@ void launch_fused_backward(const Geo& g, const float* qkv, const float* probs, c
 
 unsigned row_blocks(long long rows) { return static_cast<unsigned>((rows + 7) / 8); }
 
+__global__ void to_bf16_kernel(const float* __restrict__ src, __nv_bfloat16* __restrict__ dst, size_t n) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    dst[i] = __float2bfloat16_rn(src[i]);
+}
+
 }  // namespace
 
 bool attention_writes_twin(bool bf16, int n, int d, int H) {
@@ -242,12 +248,28 @@ void attention_forward(bool bf16, const float* qkv, float* probs, float* out, in
   gemm(bf16, false, false, n, g.hd, n, 1.0f, mask.on ? pd.f32() : probs, n, qkv + 2 * d, g.ld, 0.0f, out, d, nullptr, &bt);
 }
 
+void attention_backward_bf16(bool bf16, const float* qkv, const float* probs, const float* dout,
+                             __nv_bfloat16* dqkv, int B, int n, int d, int H, float p, uint64_t seed,
+                             uint64_t stream_id) {
+  if (attention_writes_twin(bf16, n, d, H)) {
+    attention_backward(bf16, qkv, probs, dout, nullptr, B, n, d, H, p, seed, stream_id, dqkv);
+    return;
+  }
+  const size_t count = static_cast<size_t>(B) * n * 3 * d;
+  Scratch f(count * sizeof(float));
+  attention_backward(bf16, qkv, probs, dout, f.f32(), B, n, d, H, p, seed, stream_id, nullptr);
+  if (!count) return;
+  to_bf16_kernel<<<blocks_for(count, 256, 4096), 256, 0, stream()>>>(f.f32(), dqkv, count);
+  RT_CU_LAUNCH("attention_backward (to bf16)");
+}
+
 void attention_backward(bool bf16, const float* qkv, const float* probs, const float* dout, float* dqkv, int B, int n,
                         int d, int H, float p, uint64_t seed, uint64_t stream_id, __nv_bfloat16* twin) {
   const Geo g = check_geo("attention_backward", B, n, d, H, p);
   if (B == 0 || n == 0) return;
   const Mask mask = make_mask(p, seed, stream_id);
   const int BH = B * H;
+  RT_CHECK(dqkv || (twin && use_mma(bf16, g)), "attention_backward: dqkv is null where no bf16 copy is written");
   if (use_mma(bf16, g)) {
     by_hd(g.hd, [&](auto hd) {
       constexpr int HD = decltype(hd)::value;

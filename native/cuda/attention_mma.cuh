@@ -154,7 +154,7 @@ __device__ __forceinline__ void store_rows(const float (&o)[HD / 8][4], float* d
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
       const size_t at = static_cast<size_t>(r[hh]) * ld + 8 * cn + 2 * tq;
-      *reinterpret_cast<float2*>(dst + at) = make_float2(o[cn][2 * hh], o[cn][2 * hh + 1]);
+      if (dst) *reinterpret_cast<float2*>(dst + at) = make_float2(o[cn][2 * hh], o[cn][2 * hh + 1]);
       if (tdst) *reinterpret_cast<__nv_bfloat162*>(tdst + at) = __floats2bfloat162_rn(o[cn][2 * hh], o[cn][2 * hh + 1]);
     }
 }
@@ -364,7 +364,7 @@ __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv,
   const float* base = qkv + static_cast<size_t>(b) * n * g.ld + h * HD;
   const float* ob = dout + static_cast<size_t>(b) * n * g.d + h * HD;
   const size_t at = static_cast<size_t>(b) * n * g.ld + h * HD;
-  float* db = dqkv + at;
+  float* db = dqkv ? dqkv + at : nullptr;  // null: twin only (a bf16 gradient stash, BlockGradStash::half)
   __nv_bfloat16* tb = twin ? twin + at : nullptr;
   const int lt = HT::local();
   const int m = lt >> 5, lane = lt & 31, gq = lane >> 2, tq = lane & 3;
@@ -453,8 +453,8 @@ __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv,
   __syncthreads();  // S and P complete
   if (!active) return;
   // dV = Pd^T dO and dK = dS^T Q for key rows [i0, i0 + 16), one after the other (half the accumulators).
-  keys_times_t<HD, NT>(P, Ot, m, n / 16, db + 2 * g.d, tb ? tb + 2 * g.d : nullptr, g.ld, r, tq);
-  keys_times_t<HD, NT>(S, Qt, m, n / 16, db + g.d, tb ? tb + g.d : nullptr, g.ld, r, tq);
+  keys_times_t<HD, NT>(P, Ot, m, n / 16, db ? db + 2 * g.d : nullptr, tb ? tb + 2 * g.d : nullptr, g.ld, r, tq);
+  keys_times_t<HD, NT>(S, Qt, m, n / 16, db ? db + g.d : nullptr, tb ? tb + g.d : nullptr, g.ld, r, tq);
 }
 
 }  // namespace rt::cuda::attn

@@ -668,6 +668,26 @@ class CudaBackend final : public Backend {
     cuda::block_in_forward(!fp32_, s, w, c, glue);
   }
   bool block_keeps_f(const BlockShape& s) const override { return !(fused_block(s) && cuda::relu_from_g(s)); }
+  // The bf16 chains round h1, h2, g, dg and dqkv to bf16 as the products would (RT_CUDA_HALF=0: float32).
+  bool block_half(const BlockShape& s) const override {
+    static const bool on = rt::env_switch("RT_CUDA_HALF", true);
+    return on && !fp32_ && fused_block(s) && s.d % 8 == 0 && cuda::limits().cc >= 80;
+  }
+  void linear_weight_grad(const void* x, bool x_half, const void* dy, bool dy_half, float* dW, float* db, int n,
+                          int in, int out) override {
+    if (!x_half && !dy_half) {
+      Backend::linear_weight_grad(x, false, dy, false, dW, db, n, in, out);
+      return;
+    }
+    RT_PROF(linear_name(false, in, out));
+    cuda::linear_weight_grad(x, x_half, dy, dy_half, dW, db, n, in, out);
+  }
+  void attention_backward_half(const float* qkv, const float* probs, const float* dout, void* dqkv, int B, int n,
+                               int d, int H, float p, uint64_t seed, uint64_t stream_id) override {
+    RT_PROF("attention_backward");
+    cuda::attention_backward_bf16(!fp32_, qkv, probs, dout, static_cast<__nv_bfloat16*>(dqkv), B, n, d, H, p, seed,
+                                  stream_id);
+  }
   bool block_out_attention(const BlockShape& s, const BlockCache& c) const override {
     return cuda::block_out_attention(!fp32_, s, c.n);
   }

@@ -200,6 +200,7 @@ void pack_fused_weights(bool bf16, const BlockShape& s, const BlockWeights& w, f
 void block_in_forward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c,
                       const WindowGlue* glue) {
   InFwd a{c.B * c.n, c.x, w.ln1_w, w.ln1_b, w.attn_b, w.packed, c.h1, c.mean1, c.rstd1, c.qkv};
+  a.half = c.half;
   if (glue) {
     a.glue = *glue;
     a.n = c.n;
@@ -227,6 +228,7 @@ void block_out_forward(bool bf16, const BlockShape& s, const BlockWeights& w, co
   OutFwd a{c.B * c.n, s.gelu, make_drop(c.p, c.seed, c.stream * 4 + 1), make_drop(c.p, c.seed, c.stream * 4 + 2),
                  c.att, c.x, w.attn_proj_b, w.ln2_w, w.ln2_b, w.fc_b, w.mlp_proj_b, w.packed,
                  c.x2, c.h2, c.mean2, c.rstd2, c.f, c.g, y};
+  a.half = c.half;
   if (block_out_attention(bf16, s, c.n)) {
     a.qkv = c.qkv;
     a.probs = c.probs;
@@ -246,6 +248,8 @@ void block_out_backward(bool bf16, const BlockShape& s, const BlockWeights& w, c
   OutBwd a{c.B * c.n, s.gelu, make_drop(c.p, c.seed, c.stream * 4 + 1), make_drop(c.p, c.seed, c.stream * 4 + 2),
            dy, c.f ? c.f : c.g, c.x2, c.mean2, c.rstd2, w.ln2_w, w.packed,
            (drop || st.dm != dy) ? st.dm : nullptr, st.dg, st.dh2, dx2, drop ? st.da : nullptr, datt};
+  a.f_half = !c.f && c.half;
+  a.dg_half = st.half;
   if (glue) {
     a.glue = *glue;
     a.n = c.n;
@@ -257,7 +261,8 @@ void block_out_backward(bool bf16, const BlockShape& s, const BlockWeights& w, c
 
 void block_in_backward(bool bf16, const BlockShape& s, const BlockWeights& w, const BlockCache& c,
                        const BlockGradStash& st, const float* dx2, float* dx) {
-  const InBwd a{c.B * c.n, st.dqkv, c.x, c.mean1, c.rstd1, w.ln1_w, dx2, w.packed, st.dh1, dx};
+  InBwd a{c.B * c.n, st.dqkv, c.x, c.mean1, c.rstd1, w.ln1_w, dx2, w.packed, st.dh1, dx};
+  a.half = st.half;
   if (!a.R) return;
   dispatch(bf16, s.d, InBackward{a});
 }

@@ -159,6 +159,30 @@ struct Tile {
   }
 };
 
+// The same for a [R][COLS] bf16 array (a bf16 gradient stash: BlockGradStash::half), 8 elements a load,
+// stored as they are into shared bf16 [32][ld] rows (ld a multiple of 8).
+template <int COLS>
+struct HalfTile {
+  static constexpr int C8 = COLS / 8, N8 = kTM * C8, T = (N8 + kThreads - 1) / kThreads;
+  static_assert(COLS % 8 == 0, "rows of whole 16-byte loads");
+  uint4 v[T];
+  __device__ __forceinline__ void load(const __nv_bfloat16* __restrict__ src, int r0, int R) {
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+      const int i = tid() + t * kThreads, lr = i / C8, r = r0 + lr;
+      const uint4* p = reinterpret_cast<const uint4*>(src + static_cast<size_t>(r) * COLS) + i % C8;
+      v[t] = (i < N8 && r < R) ? __ldg(p) : make_uint4(0u, 0u, 0u, 0u);
+    }
+  }
+  __device__ __forceinline__ void store(__nv_bfloat16* dst, int ld) const {
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+      const int i = tid() + t * kThreads;
+      if (i < N8) *reinterpret_cast<uint4*>(dst + (i / C8) * ld + (i % C8) * 8) = v[t];
+    }
+  }
+};
+
 // Stores a tile's values into shared [32][ld] rows.
 template <bool F32, int COLS>
 __device__ __forceinline__ void store_tile(const Tile<COLS>& t, Elem<F32>* dst, int ld) {
@@ -342,11 +366,12 @@ struct LaneVec {
   }
 };
 
-// LayerNorm of the tile's rows (shared X, [32][D]) into h (global), mean, rstd and A (shared, for the next
-// product); A's rows past R become zeros. has_b: false without a bias.
+// LayerNorm of the tile's rows (shared X, [32][D]) into h (global; bf16 where h_half), mean, rstd and A
+// (shared, for the next product); A's rows past R become zeros. has_b: false without a bias.
 template <bool F32, int D>
 __device__ __forceinline__ void tile_layernorm(const float* X, const LaneVec<D>& w, const LaneVec<D>& b, bool has_b,
-                                               int r0, int R, float* h, float* mean, float* rstd, Elem<F32>* A) {
+                                               int r0, int R, float* h, bool h_half, float* mean, float* rstd,
+                                               Elem<F32>* A) {
   const int lane = tid() & 31, warp = tid() >> 5;
   for (int lr = warp; lr < kTM; lr += kWarps) {
     const int r = r0 + lr;
@@ -363,13 +388,14 @@ __device__ __forceinline__ void tile_layernorm(const float* X, const LaneVec<D>&
       mean[r] = m;
       rstd[r] = rs;
     }
-    float* hr = h + static_cast<size_t>(r) * D;
+    const size_t at = static_cast<size_t>(r) * D;
 #pragma unroll
     for (int k = 0; k < D / 32; ++k) {
       const int j = lane + 32 * k;
       float v = (xr[j] - m) * rs * w.v[k];
       if (has_b) v += b.v[k];
-      hr[j] = v;
+      if (h_half) reinterpret_cast<__nv_bfloat16*>(h)[at + j] = __float2bfloat16_rn(v);
+      else h[at + j] = v;
       put<F32>(ar + j, v);
     }
   }
@@ -419,6 +445,15 @@ __device__ __forceinline__ void tile_layernorm_backward(const float* X, const fl
 }
 
 __device__ __forceinline__ void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
+// Elements i, i + 1 of p: float32, or bf16 where half (Backend::block_half's buffers, behind a float pointer).
+__device__ __forceinline__ void store2_as(float* p, bool half, size_t i, float a, float b) {
+  if (half) *reinterpret_cast<__nv_bfloat162*>(reinterpret_cast<__nv_bfloat16*>(p) + i) = __floats2bfloat162_rn(a, b);
+  else store2(p + i, a, b);
+}
+__device__ __forceinline__ float2 load2_as(const float* p, bool half, size_t i) {
+  if (half) return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(reinterpret_cast<const __nv_bfloat16*>(p) + i));
+  return __ldg(reinterpret_cast<const float2*>(p + i));
+}
 
 // Bytes of a packed [N][K] bf16 matrix staged in shared memory, rows padded by kPad.
 template <int K, int N>
@@ -529,6 +564,7 @@ struct InFwd {
   WindowGlue glue{};
   int n = 0;  // tokens per element, for glue
   bool early = false;  // stage the weights before pdl_wait() (block_fused.cu's launch says when)
+  bool half = false;   // h is bf16 (BlockCache::half)
 };
 
 // a * x + y element by element, each a fused multiply-add: how the glue's axpy2d batch rounds them.
@@ -614,7 +650,7 @@ __device__ __forceinline__ void in_forward_tile(const InFwd& a, int r0, unsigned
     store_tile_f32(t, X);
   }
   __syncthreads();
-  tile_layernorm<F32, D>(X, lw, lb, a.ln_b != nullptr, r0, a.R, a.h, a.mean, a.rstd, A);
+  tile_layernorm<F32, D>(X, lw, lb, a.ln_b != nullptr, r0, a.R, a.h, a.half, a.mean, a.rstd, A);
   st.template wait<0>(0);
   __syncthreads();
   cta_gemm<F32, D, 3 * D, ST>(A, ST ? Ws : W, [&](int lr, int c, float v0, float v1) {
@@ -637,6 +673,7 @@ struct OutFwd {
   const void* W;  // packed
   float *x2, *h2, *mean2, *rstd2, *f, *g, *y;  // f: null when the layer keeps none (relu_from_g in block_fused.cu)
   bool early = false;
+  bool half = false;  // h2 and g are bf16 (BlockCache::half)
   // With qkv: the window's attention (head size kAttnHD, n = 2 kTM) computed here first (tile_attention).
   const float* qkv = nullptr;
   float* probs = nullptr;
@@ -780,7 +817,7 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
     store2(a.x2 + i, x0, x1);
   });
   __syncthreads();
-  tile_layernorm<F32, D>(X2, lw, lb, a.ln_b != nullptr, r0, a.R, a.h2, a.mean2, a.rstd2, A);
+  tile_layernorm<F32, D>(X2, lw, lb, a.ln_b != nullptr, r0, a.R, a.h2, a.half, a.mean2, a.rstd2, A);
   st.template wait<1>(1);
   __syncthreads();
   // f = c_fc(h2), g = act(f)
@@ -796,7 +833,7 @@ __device__ __forceinline__ void out_forward_tile(const OutFwd& a, int r0, unsign
       if (a.f) store2(a.f + i, v0, v1);
       g0 = a.gelu ? Gelu()(v0) : Relu()(v0);
       g1 = a.gelu ? Gelu()(v1) : Relu()(v1);
-      store2(a.g + i, g0, g1);
+      store2_as(a.g, a.half, i, g0, g1);
     }
     put2<F32>(G + lr * ldg + c, g0, g1);
   });
@@ -827,6 +864,8 @@ struct OutBwd {
   int n = 0;        // tokens per element, for glue
   float* dy_out = nullptr;
   bool early = false;
+  bool f_half = false;   // f is the cache's g in bf16 (BlockCache::half)
+  bool dg_half = false;  // dg is bf16 (BlockGradStash::half)
 };
 
 // out_backward's dy tile formed as glue says (layer/backend.h's BackGlue), each element as the glue's axpy2d
@@ -924,7 +963,7 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
   PreRead<F, float2> f_pre;
   f_pre.read([&](int lr, int c) {
     const int r = r0 + lr;
-    return r < a.R ? __ldg(reinterpret_cast<const float2*>(a.f + static_cast<size_t>(r) * F + c)) : make_float2(0.0f, 0.0f);
+    return r < a.R ? load2_as(a.f, a.f_half, static_cast<size_t>(r) * F + c) : make_float2(0.0f, 0.0f);
   });
   LaneVec<D> lw;
   double dot = 0.0;  // with glue: this thread's share of alpha's gradient
@@ -978,7 +1017,7 @@ __device__ __forceinline__ void out_backward_tile(const OutBwd& a, int r0, unsig
       const size_t i = static_cast<size_t>(r) * F + c;
       g0 = a.gelu ? GeluGrad()(fv.x, v0) : ReluGrad()(fv.x, v0);
       g1 = a.gelu ? GeluGrad()(fv.y, v1) : ReluGrad()(fv.y, v1);
-      store2(a.dg + i, g0, g1);
+      store2_as(a.dg, a.dg_half, i, g0, g1);
     }
     put2<F32>(G + lr * ldg + c, g0, g1);
   });
@@ -1016,6 +1055,7 @@ struct InBwd {
   const void* W;  // packed
   float *dh1, *dx;
   bool early = false;
+  bool half = false;  // dqkv is bf16 (BlockGradStash::half; bf16 chains only)
 };
 
 template <bool F32, int D, bool ST>
@@ -1039,14 +1079,25 @@ __device__ __forceinline__ void in_backward_tile(const InBwd& a, int r0, unsigne
   if (a.early) stage();
   pdl_wait();
   pdl_trigger();
-  {
-    Tile<Q> t_q;
-    Tile<D> t_x, t_r;
-    t_q.load(a.dqkv, r0, a.R);
+  auto rest = [&](auto& t_x, auto& t_r) {
     t_x.load(a.x, r0, a.R);
     t_r.load(a.dres, r0, a.R);
     lw.load(a.ln_w);
     if (!a.early) stage();  // after the tiles' loads (in_forward_tile says why)
+  };
+  if (!F32 && a.half) {
+    HalfTile<Q> t_q;
+    Tile<D> t_x, t_r;
+    t_q.load(reinterpret_cast<const __nv_bfloat16*>(a.dqkv), r0, a.R);
+    rest(t_x, t_r);
+    if constexpr (!F32) t_q.store(A, Q + kPad);
+    store_tile_f32(t_x, X);
+    store_tile_f32(t_r, DR);
+  } else {
+    Tile<Q> t_q;
+    Tile<D> t_x, t_r;
+    t_q.load(a.dqkv, r0, a.R);
+    rest(t_x, t_r);
     store_tile<F32>(t_q, A, Q + kPad);
     store_tile_f32(t_x, X);
     store_tile_f32(t_r, DR);

@@ -74,30 +74,34 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-// A ROWS x COLS float32 tile of p (row stride ld, contiguous along COLS) from (r0, c0) into shared memory with
-// row stride SS floats, 16 bytes per copy when `vec` (clim then a multiple of 4), else 4; elements at rows
-// >= rlim or columns >= clim become zeros (nothing is read for them). THREADS threads share the copies.
-template <int ROWS, int COLS, int SS, int THREADS>
-__device__ __forceinline__ void load_tile_async(float* s, const float* __restrict__ p, int ld, int r0, int c0,
-                                                int rlim, int clim, bool vec) {
-  constexpr int C4 = COLS / 4, TOTAL = ROWS * C4, CH = (TOTAL + THREADS - 1) / THREADS;
+// A ROWS x COLS tile of p (float32, or bf16 for weight_grad.cu's bf16 operands; row stride ld, contiguous
+// along COLS) from (r0, c0) into shared memory with row stride SS elements, 16 bytes per copy when `vec`
+// (clim then a multiple of 16 bytes' elements), else 4 bytes (float32 only); elements at rows >= rlim or
+// columns >= clim become zeros (nothing is read for them). THREADS threads share the copies.
+template <int ROWS, int COLS, int SS, int THREADS, class T>
+__device__ __forceinline__ void load_tile_async(T* s, const T* __restrict__ p, int ld, int r0, int c0, int rlim,
+                                                int clim, bool vec) {
+  constexpr int E = 16 / sizeof(T), C4 = COLS / E, TOTAL = ROWS * C4, CH = (TOTAL + THREADS - 1) / THREADS;
+  static_assert(COLS % E == 0, "a tile's rows must be whole 16-byte copies");
 #pragma unroll
   for (int v = 0; v < CH; ++v) {
     const int idx = threadIdx.x + v * THREADS;
     if (TOTAL % THREADS != 0 && idx >= TOTAL) break;
-    const int row = idx / C4, col = (idx % C4) * 4, gr = r0 + row, gc = c0 + col;
-    float* dst = s + row * SS + col;
-    const float* src = p + static_cast<size_t>(gr) * ld + gc;
-    if (vec) {
-      const bool ok = gr < rlim && gc < clim;
-      cp_async16(dst, ok ? src : p, ok);
-    } else {
+    const int row = idx / C4, col = (idx % C4) * E, gr = r0 + row, gc = c0 + col;
+    T* dst = s + row * SS + col;
+    const T* src = p + static_cast<size_t>(gr) * ld + gc;
+    if constexpr (sizeof(T) == 4) {
+      if (!vec) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const bool ok = gr < rlim && gc + e < clim;
-        cp_async4(dst + e, ok ? src + e : p, ok);
+        for (int e = 0; e < 4; ++e) {
+          const bool ok = gr < rlim && gc + e < clim;
+          cp_async4(dst + e, ok ? src + e : p, ok);
+        }
+        continue;
       }
     }
+    const bool ok = gr < rlim && gc < clim;
+    cp_async16(dst, ok ? src : p, ok);
   }
 }
 

@@ -73,6 +73,10 @@ void add_chunk_sums(const float* part, int chunks, int count, float* dst);
 // the shape; linear_backward(bf16) takes it when weight_grad_preferred(n, in, out) (the rule is in
 // weight_grad.cu). RT_CUDA_DW=0 in the environment (read once), or set_weight_grad(false), turns that off.
 void linear_weight_grad(const float* x, const float* dy, float* dW, float* db, int n, int in, int out);
+// The same where x (x_half) or x and dy (dy_half) hold bf16, with rows of a multiple of 8 elements, 16-byte
+// aligned (Backend::block_half's buffers; db from dy's bf16 values then).
+void linear_weight_grad(const void* x, bool x_half, const void* dy, bool dy_half, float* dW, float* db, int n, int in,
+                        int out);
 bool weight_grad_preferred(int n, int in, int out);
 void set_weight_grad(bool on);
 
@@ -99,6 +103,10 @@ void attention_forward(bool bf16, const float* qkv, float* probs, float* out, in
 void attention_backward(bool bf16, const float* qkv, const float* probs, const float* dout, float* dqkv, int B,
                         int n, int d, int H, float p, uint64_t seed, uint64_t stream, __nv_bfloat16* twin = nullptr);
 bool attention_writes_twin(bool bf16, int n, int d, int H);
+// attention_backward with dqkv in bf16 only (a bf16 gradient stash: Backend::block_half): the tensor-core
+// kernel writes just the bf16 copy; other shapes go through a float32 scratch and a cast.
+void attention_backward_bf16(bool bf16, const float* qkv, const float* probs, const float* dout,
+                             __nv_bfloat16* dqkv, int B, int n, int d, int H, float p, uint64_t seed, uint64_t stream);
 
 // ---- block_fused.cu ----
 // One block application's row-local chains as one kernel each (the Backend's block_in_forward & co., whose

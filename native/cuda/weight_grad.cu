@@ -50,16 +50,18 @@ constexpr int kWarpTile = 48;                // each warp: 48 x 48 outputs (3 m1
 constexpr size_t kInFlight = 96 * 1024;      // bytes of loads in flight per SM (see above)
 constexpr size_t kSmemPerSM = 220 * 1024;    // what the blocks of one SM may take (H100/H200: 227 KB per block)
 
-// WM x WN warps of 48 x 48: a BM x BN tile of dW (BM along out, BN along in). MINB blocks per SM.
-template <int WM, int WN, int MINB>
+// WM x WN warps of 48 x 48: a BM x BN tile of dW (BM along out, BN along in). MINB blocks per SM. TY, TX:
+// the element types of dy and x in memory (float, or __nv_bfloat16 for the layer's bf16 buffers:
+// Backend::block_half), staged as they are and converted together.
+template <int WM, int WN, int MINB, class TY = float, class TX = float>
 struct WgTile {
   static constexpr int BM = WM * kWarpTile, BN = WN * kWarpTile, THREADS = WM * WN * 32;
   // bf16 rows padded by 8 elements: a stride of 16 * (6k + 1) bytes puts the 8 rows one ldmatrix reads in
   // 8 different 16-byte bank groups.
   static constexpr int SD = BM + 8, SX = BN + 8;
-  static constexpr int F32_STAGE = kBK * (BM + BN);  // floats: dy [kBK][BM], then x [kBK][BN]
+  static constexpr size_t DY_BYTES = kBK * BM * sizeof(TY);                 // dy [kBK][BM] as in memory
+  static constexpr size_t STAGE_BYTES = DY_BYTES + kBK * BN * sizeof(TX);  // then x [kBK][BN]
   static constexpr int B16_BUF = kBK * (SD + SX);    // bf16 elements: dy [kBK][SD], then x [kBK][SX]
-  static constexpr size_t STAGE_BYTES = F32_STAGE * sizeof(float);
   static constexpr size_t B16_BYTES = 2 * B16_BUF * sizeof(__nv_bfloat16);  // two buffers
   static constexpr size_t want = 1 + (kInFlight + MINB * STAGE_BYTES - 1) / (MINB * STAGE_BYTES);
   static constexpr int STAGES = static_cast<int>(want < 3 ? 3 : want);
@@ -67,20 +69,29 @@ struct WgTile {
   // db's column sums: dy's columns in float4 groups, C4 of them, each summed by P threads over its rows.
   static constexpr int C4 = BM / 4, P = THREADS / C4 < kBK ? THREADS / C4 : kBK;
   static_assert(P >= 1, "a tile's dy columns must not outnumber its threads four to one");
-  static_assert(P * BM <= STAGES * F32_STAGE, "db's reduction reuses the stages' shared memory");
+  static_assert(P * BM * sizeof(float) <= STAGES * STAGE_BYTES, "db's reduction reuses the stages' shared memory");
   static_assert(SMEM * MINB <= kSmemPerSM, "stages do not fit the SM's shared memory");
 };
 
 struct WgArgs {
-  const float* x;   // [rows, N]
-  const float* dy;  // [rows, M]
+  const void* x;    // [rows, N], of WgTile's TX
+  const void* dy;   // [rows, M], of its TY
   float* ws;        // [chunks][M][N] partial tiles
   float* ws_db;     // [chunks][M] partial column sums, or null
   int rows, M, N;   // M = out, N = in
   int rpc;          // rows per chunk (a multiple of kBK)
   int tiles_n;      // output tiles along N
-  bool vec;         // 16-byte loads: M, N multiples of 4 and both operands 16-byte aligned
+  bool vec;         // 16-byte loads: M, N whole 16-byte copies and both operands 16-byte aligned
 };
+
+// Four consecutive elements as float (bf16 to float is exact).
+__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 load4(const __nv_bfloat16* p) {
+  const uint2 u = *reinterpret_cast<const uint2*>(p);
+  const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
+  const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
+  return make_float4(a.x, a.y, b.x, b.y);
+}
 
 __device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const __nv_bfloat16* p) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(p));
@@ -90,14 +101,14 @@ __device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const __nv_bfloa
                : "memory");
 }
 
-template <int WM, int WN, int MINB>
+template <int WM, int WN, int MINB, class TY, class TX>
 __global__ void __launch_bounds__(WM * WN * 32, MINB) weight_grad_kernel(WgArgs g) {
-  using T = WgTile<WM, WN, MINB>;
+  using T = WgTile<WM, WN, MINB, TY, TX>;
   constexpr int BM = T::BM, BN = T::BN, THREADS = T::THREADS, S = T::STAGES, SD = T::SD, SX = T::SX;
   constexpr int MI = kWarpTile / 16, NJ = kWarpTile / 16;  // m16 tiles, n16 pairs of n8 tiles per warp
   constexpr int C4 = T::C4, P = T::P, RP = (kBK + P - 1) / P;
   extern __shared__ __align__(16) unsigned char smem[];
-  float* f32 = reinterpret_cast<float*>(smem);
+  float* f32 = reinterpret_cast<float*>(smem);  // db's reduction, once the stages are done
   __nv_bfloat16* b16 = reinterpret_cast<__nv_bfloat16*>(smem + S * T::STAGE_BYTES);
 
   const int tm = blockIdx.x / g.tiles_n, tn = blockIdx.x % g.tiles_n, chunk = blockIdx.y;
@@ -106,20 +117,22 @@ __global__ void __launch_bounds__(WM * WN * 32, MINB) weight_grad_kernel(WgArgs 
   const int nt = (ke - kb + kBK - 1) / kBK;  // the host makes every chunk non-empty
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wm = warp / WN, wn = warp % WN;
 
+  auto stage_dy = [&](int s) { return reinterpret_cast<TY*>(smem + (s % S) * T::STAGE_BYTES); };
+  auto stage_x = [&](int s) { return reinterpret_cast<TX*>(smem + (s % S) * T::STAGE_BYTES + T::DY_BYTES); };
   auto issue = [&](int s) {  // rows kb + s * kBK .. into slot s % S
-    float* Df = f32 + (s % S) * T::F32_STAGE;
     const int r0 = kb + s * kBK;
-    load_tile_async<kBK, BM, BM, THREADS>(Df, g.dy, g.M, r0, m0, ke, g.M, g.vec);
-    load_tile_async<kBK, BN, BN, THREADS>(Df + kBK * BM, g.x, g.N, r0, n0, ke, g.N, g.vec);
+    load_tile_async<kBK, BM, BM, THREADS>(stage_dy(s), static_cast<const TY*>(g.dy), g.M, r0, m0, ke, g.M, g.vec);
+    load_tile_async<kBK, BN, BN, THREADS>(stage_x(s), static_cast<const TX*>(g.x), g.N, r0, n0, ke, g.N, g.vec);
   };
 
   // Conversion: thread tid owns dy's columns 4 dc .. 4 dc + 3 (rows dp, dp + P, ..) for the whole chunk, so
-  // db's sums come from the float32 values it converts anyway; x is spread over all threads.
+  // db's sums come from the values it converts anyway; x is spread over all threads. (A bf16 operand is
+  // converted to float and back: the same bf16, padded for ldmatrix.)
   const int dc = tid % C4, dp = tid / C4;
   float4 dbs = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   auto convert = [&](int s) {
-    const float* Df = f32 + (s % S) * T::F32_STAGE;
-    const float* Xf = Df + kBK * BM;
+    const TY* Df = stage_dy(s);
+    const TX* Xf = stage_x(s);
     __nv_bfloat16* Db = b16 + (s & 1) * T::B16_BUF;
     __nv_bfloat16* Xb = Db + kBK * SD;
     if (dp < P) {
@@ -127,7 +140,7 @@ __global__ void __launch_bounds__(WM * WN * 32, MINB) weight_grad_kernel(WgArgs 
       for (int j = 0; j < RP; ++j) {
         const int r = dp + j * P;
         if (r < kBK) {
-          const float4 v = *reinterpret_cast<const float4*>(Df + r * BM + 4 * dc);
+          const float4 v = load4(Df + r * BM + 4 * dc);
           dbs.x += v.x;
           dbs.y += v.y;
           dbs.z += v.z;
@@ -142,7 +155,7 @@ __global__ void __launch_bounds__(WM * WN * 32, MINB) weight_grad_kernel(WgArgs 
       const int idx = tid + v * THREADS;
       if (XT % THREADS != 0 && idx >= XT) break;
       const int r = idx / X4, c = (idx % X4) * 4;
-      store_bf16x4(Xb + r * SX + c, *reinterpret_cast<const float4*>(Xf + r * BN + c));
+      store_bf16x4(Xb + r * SX + c, load4(Xf + r * BN + c));
     }
   };
 
@@ -295,40 +308,53 @@ struct Config {
   size_t smem;
   void (*kernel)(WgArgs);
 };
-template <int WM, int WN, int MINB>
+template <int WM, int WN, int MINB, class TY, class TX>
 Config config() {
-  using T = WgTile<WM, WN, MINB>;
-  return Config{T::BM, T::BN, T::THREADS, MINB, T::SMEM, weight_grad_kernel<WM, WN, MINB>};
+  using T = WgTile<WM, WN, MINB, TY, TX>;
+  return Config{T::BM, T::BN, T::THREADS, MINB, T::SMEM, weight_grad_kernel<WM, WN, MINB, TY, TX>};
 }
 // The tiles on offer: 96 x 96 for d = 96 squares (two blocks per SM), 288 x 96 and 384 x 96 (96 x 384) to cover
 // the copy config's other products whole, 192 x 192 for the char config (d = 384: fewest L2 re-reads per
 // register), 192 x 96 / 96 x 192 in between.
-constexpr int kConfigs = 7;
-const std::array<Config, kConfigs>& configs() {
-  static const std::array<Config, kConfigs> c = {config<2, 2, 2>(), config<4, 2, 2>(), config<2, 4, 2>(),
-                                                 config<6, 2, 1>(), config<8, 2, 1>(), config<2, 8, 1>(),
-                                                 config<4, 4, 1>()};
-  return c;
+// Each for the operand types: float32 both, or bf16 x, or bf16 both (Types).
+constexpr int kConfigs = 7, kTypes = 3;
+template <class TY, class TX>
+std::array<Config, kConfigs> configs_of() {
+  return {config<2, 2, 2, TY, TX>(), config<4, 2, 2, TY, TX>(), config<2, 4, 2, TY, TX>(), config<6, 2, 1, TY, TX>(),
+          config<8, 2, 1, TY, TX>(), config<2, 8, 1, TY, TX>(), config<4, 4, 1, TY, TX>()};
 }
+const std::array<Config, kConfigs>& configs(int types) {
+  using bf = __nv_bfloat16;
+  static const std::array<std::array<Config, kConfigs>, kTypes> c = {configs_of<float, float>(), configs_of<float, bf>(),
+                                                                    configs_of<bf, bf>()};
+  return c[types];
+}
+// configs()'s index for the operand types (bf16 dy with float32 x has no instance: no caller has one).
+int types_of(bool x_half, bool dy_half) { return dy_half ? 2 : x_half ? 1 : 0; }
 
 // Blocks of each configuration one SM runs at once on this device (at most its MINB; 0: it does not fit).
-const std::array<int, kConfigs>& resident() {
-  static const std::array<int, kConfigs> r = [] {
-    std::array<int, kConfigs> a{};
-    const DeviceLimits& lim = limits();
-    for (int i = 0; i < kConfigs; ++i) {
-      const Config& c = configs()[i];
-      if (lim.cc < 80 || c.smem > lim.smem_optin) continue;
-      RT_CU(cudaFuncSetAttribute(c.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(c.smem)));
-      RT_CU(cudaFuncSetAttribute(c.kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                 static_cast<int>(cudaSharedmemCarveoutMaxShared)));
-      int nb = 0;
-      RT_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, c.kernel, c.threads, c.smem));
-      a[i] = std::min(nb, c.minb);
-    }
-    return a;
+std::array<int, kConfigs> resident_of(int types) {
+  std::array<int, kConfigs> a{};
+  const DeviceLimits& lim = limits();
+  for (int i = 0; i < kConfigs; ++i) {
+    const Config& c = configs(types)[i];
+    if (lim.cc < 80 || c.smem > lim.smem_optin) continue;
+    RT_CU(cudaFuncSetAttribute(c.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(c.smem)));
+    RT_CU(cudaFuncSetAttribute(c.kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                               static_cast<int>(cudaSharedmemCarveoutMaxShared)));
+    int nb = 0;
+    RT_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, c.kernel, c.threads, c.smem));
+    a[i] = std::min(nb, c.minb);
+  }
+  return a;
+}
+const std::array<int, kConfigs>& resident(int types) {
+  static const std::array<std::array<int, kConfigs>, kTypes> r = [] {
+    std::array<std::array<int, kConfigs>, kTypes> all{};
+    for (int t = 0; t < kTypes; ++t) all[t] = resident_of(t);
+    return all;
   }();
-  return r;
+  return r[types];
 }
 
 struct Plan {
@@ -339,15 +365,15 @@ struct Plan {
 // The tile with the least traffic per row: floats read from L2 (each row of dy once per column of tiles, each
 // row of x once per row of tiles) plus the padded multiply-adds, weighted at ~160 per float (an H200 SM's
 // mma.sync rate against its share of L2 bandwidth). Then chunks for one wave of blocks.
-Plan make_plan(int rows, int M, int N) {
+Plan make_plan(int rows, int M, int N, int types = 0) {
   constexpr double kMacsPerFloat = 160.0;
   Plan p;
   double best = std::numeric_limits<double>::infinity();
   int best_res = 0;
   for (int i = 0; i < kConfigs; ++i) {
-    const int res = resident()[i];
+    const int res = resident(types)[i];
     if (res <= 0) continue;
-    const Config& c = configs()[i];
+    const Config& c = configs(types)[i];
     const long long tm = (M + c.bm - 1) / c.bm, tn = (N + c.bn - 1) / c.bn;
     const double l2 = static_cast<double>(tn) * M + static_cast<double>(tm) * N;
     const double macs = static_cast<double>(tm * tn) * c.bm * c.bn;
@@ -394,9 +420,21 @@ bool weight_grad_preferred(int n, int in, int out) {
 }
 
 void linear_weight_grad(const float* x, const float* dy, float* dW, float* db, int n, int in, int out) {
+  linear_weight_grad(x, false, dy, false, dW, db, n, in, out);
+}
+
+void linear_weight_grad(const void* x, bool x_half, const void* dy, bool dy_half, float* dW, float* db, int n, int in,
+                        int out) {
   if (n <= 0) return;
   RT_CHECK(in > 0 && out > 0, "linear_weight_grad: in > 0 and out > 0 required");
-  const Plan p = make_plan(n, out, in);
+  RT_CHECK(x_half || !dy_half, "linear_weight_grad: a bf16 dy needs a bf16 x (no other instance)");
+  const bool half = x_half || dy_half;
+  const bool vec4 = in % 4 == 0 && out % 4 == 0 && aligned16(x) && aligned16(dy);
+  // bf16 operands are copied 16 bytes (8 elements) at a time only.
+  RT_CHECK(!half || (vec4 && in % 8 == 0 && (!dy_half || out % 8 == 0)),
+           "linear_weight_grad: bf16 operands need 16-byte aligned rows of a multiple of 8 elements");
+  const int types = types_of(x_half, dy_half);
+  const Plan p = make_plan(n, out, in, types);
   RT_CHECK(p.c != nullptr, "linear_weight_grad: no tile configuration fits this device");
   const size_t mn = static_cast<size_t>(out) * in;
   const size_t ws_floats = static_cast<size_t>(p.chunks) * mn, db_off = (ws_floats + 3) / 4 * 4;
@@ -411,7 +449,7 @@ void linear_weight_grad(const float* x, const float* dy, float* dW, float* db, i
   g.N = in;
   g.rpc = p.rpc;
   g.tiles_n = p.tiles_n;
-  g.vec = in % 4 == 0 && out % 4 == 0 && aligned16(x) && aligned16(dy);
+  g.vec = vec4;
   const long long tiles = static_cast<long long>(p.tiles_m) * p.tiles_n;
   RT_CHECK(tiles < (1LL << 31) && p.chunks <= 65535, "linear_weight_grad: problem too large for one launch");
   p.c->kernel<<<dim3(static_cast<unsigned>(tiles), p.chunks), p.c->threads, p.c->smem, stream()>>>(g);

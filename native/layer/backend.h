@@ -215,6 +215,27 @@ class Backend {
   // Whether the layer must keep f (c_fc's output) for the backward; the CUDA fused chains under relu take
   // relu' from g instead, and the arena then holds no f.
   virtual bool block_keeps_f(const BlockShape&) const { return true; }
+  // Whether the fused chains keep h1, h2 and g (BlockCache) and dg, dqkv (BlockGradStash) as bf16 rather than
+  // float32 (BlockCache::half, BlockGradStash::half): they are read back only as the operands of the weight
+  // products (g also for relu's sign, dqkv for in_backward's product), which round them to bf16 anyway,
+  // so storing them rounded halves their bytes, written once and read once, for the same weight gradients
+  // (the biases' of c_fc and c_attn excepted, summed from the rounded dg and dqkv). The layer then sizes those buffers in bf16 elements and hands them to
+  // linear_weight_grad with the flags.
+  virtual bool block_half(const BlockShape&) const { return false; }
+  // attention_backward into a bf16 dqkv (a block_half gradient stash's).
+  virtual void attention_backward_half(const float* /*qkv*/, const float* /*probs*/, const float* /*dout*/,
+                                       void* /*dqkv*/, int /*B*/, int /*n*/, int /*d*/, int /*H*/, float /*p*/,
+                                       uint64_t /*seed*/, uint64_t /*stream_id*/) {
+    throw Error(std::string(name()) + ": keeps no bf16 gradients");
+  }
+  // dW += dy^T x and db += dy's column sums over n rows, as linear_backward computes them, where x_half /
+  // dy_half say that the operand holds bf16 (a block_half buffer). Only a backend whose block_half can
+  // return true takes halves.
+  virtual void linear_weight_grad(const void* x, bool x_half, const void* dy, bool dy_half, float* dW, float* db,
+                                  int n, int in, int out) {
+    if (x_half || dy_half) throw Error(std::string(name()) + ": keeps no bf16 operands");
+    linear_backward(static_cast<const float*>(x), nullptr, static_cast<const float*>(dy), nullptr, dW, db, n, in, out);
+  }
   // Whether block_out_forward also computes the window's attention (cache.qkv -> probs, att) for this
   // shape, so that attention_forward is not called before it.
   virtual bool block_out_attention(const BlockShape&, const BlockCache&) const { return false; }

@@ -1,8 +1,23 @@
 #include "layer/block.h"
 
 #include <cstddef>
+#include <cstdint>
 
 namespace rt {
+namespace {
+
+// Floats that hold n elements: n floats, or n bf16 (two a float) where the buffer is half.
+size_t held(bool half, size_t n) { return half ? (n + 1) / 2 : n; }
+
+// Element `off` of a buffer of floats or, where half, of bf16 (2 bytes each), as the float pointer the
+// structs carry.
+float* at_elem(const DeviceBuffer& b, bool half, size_t off) {
+  if (!b.get()) return nullptr;
+  if (!half) return b.get() + off;
+  return reinterpret_cast<float*>(reinterpret_cast<uint16_t*>(b.get()) + off);
+}
+
+}  // namespace
 
 void BlockArena::allocate(Backend& be, const BlockShape& s, int B_, const std::vector<int>& n_, bool with_x) {
   B = B_;
@@ -18,19 +33,20 @@ void BlockArena::allocate(Backend& be, const BlockShape& s, int B_, const std::v
   }
   rows = r;
   const size_t d = s.d;
+  half = be.block_half(s);
   x = with_x ? DeviceBuffer(be, r * d) : DeviceBuffer();
-  h1 = DeviceBuffer(be, r * d);
+  h1 = DeviceBuffer(be, held(half, r * d));
   mean1 = DeviceBuffer(be, r);
   rstd1 = DeviceBuffer(be, r);
   qkv = DeviceBuffer(be, r * 3 * d);
   probs = DeviceBuffer(be, pr);
   att = DeviceBuffer(be, r * d);
   x2 = DeviceBuffer(be, r * d);
-  h2 = DeviceBuffer(be, r * d);
+  h2 = DeviceBuffer(be, held(half, r * d));
   mean2 = DeviceBuffer(be, r);
   rstd2 = DeviceBuffer(be, r);
   f = be.block_keeps_f(s) ? DeviceBuffer(be, r * 4 * d) : DeviceBuffer();
-  g = DeviceBuffer(be, r * 4 * d);
+  g = DeviceBuffer(be, held(half, r * 4 * d));
 }
 
 BlockCache BlockArena::view(const BlockShape& s, int k) const {
@@ -39,28 +55,30 @@ BlockCache BlockArena::view(const BlockShape& s, int k) const {
   c.n = c.capacity = n[k];
   const size_t r = row[k], d = s.d;
   auto at = [](const DeviceBuffer& b, size_t off) -> float* { return b.get() ? b.get() + off : nullptr; };
+  c.half = half;
   c.x = at(x, r * d);
-  c.h1 = at(h1, r * d);
+  c.h1 = at_elem(h1, half, r * d);
   c.mean1 = at(mean1, r);
   c.rstd1 = at(rstd1, r);
   c.qkv = at(qkv, r * 3 * d);
   c.probs = at(probs, prob[k]);
   c.att = at(att, r * d);
   c.x2 = at(x2, r * d);
-  c.h2 = at(h2, r * d);
+  c.h2 = at_elem(h2, half, r * d);
   c.mean2 = at(mean2, r);
   c.rstd2 = at(rstd2, r);
   c.f = at(f, r * 4 * d);
-  c.g = at(g, r * 4 * d);
+  c.g = at_elem(g, half, r * 4 * d);
   return c;
 }
 
 void BlockGradArena::allocate(Backend& be, const BlockShape& s, size_t rows, bool with_dm) {
   const size_t d = s.d;
+  half = be.block_half(s);
   dm = with_dm ? DeviceBuffer(be, rows * d) : DeviceBuffer();
-  dg = DeviceBuffer(be, rows * 4 * d);
+  dg = DeviceBuffer(be, held(half, rows * 4 * d));
   da = DeviceBuffer(be, rows * d);
-  dqkv = DeviceBuffer(be, rows * 3 * d);
+  dqkv = DeviceBuffer(be, held(half, rows * 3 * d));
   dh1 = DeviceBuffer(be, rows * d);
   dh2 = DeviceBuffer(be, rows * d);
 }
@@ -69,9 +87,10 @@ BlockGradStash BlockGradArena::view(const BlockShape& s, const BlockArena& a, in
   const size_t r = a.row[k], d = s.d;
   BlockGradStash st;
   st.dm = dm.get() ? dm.get() + r * d : nullptr;
-  st.dg = dg.get() + r * 4 * d;
+  st.half = half;
+  st.dg = at_elem(dg, half, r * 4 * d);
   st.da = da.get() + r * d;
-  st.dqkv = dqkv.get() + r * 3 * d;
+  st.dqkv = at_elem(dqkv, half, r * 3 * d);
   st.dh1 = dh1.get() + r * d;
   st.dh2 = dh2.get() + r * d;
   return st;
@@ -115,6 +134,7 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
     return;
   }
 
+  if (c.half) throw Error("block_forward: a cache of bf16 buffers needs the backend's fused chains");
   if (glue) {
     Axpy2dOp ops[3];
     be.axpy2d_batch(ops, glue_ops(*glue, c.x, c.B, c.n, d, ops));
@@ -172,10 +192,15 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   if (w.packed) {  // the backend packed them: it has the fused kernels
     float* dx2 = p > 0 ? k.dx2.get() : st.da;
     be.block_out_backward(s, w, c, st, dy, dx2, k.datt.get(), glue);
-    be.attention_backward(c.qkv, c.probs, k.datt.get(), st.dqkv, c.B, c.n, d, s.heads, p, c.seed, c.stream * 4 + 0);
+    if (st.half)
+      be.attention_backward_half(c.qkv, c.probs, k.datt.get(), st.dqkv, c.B, c.n, d, s.heads, p, c.seed,
+                                 c.stream * 4 + 0);
+    else
+      be.attention_backward(c.qkv, c.probs, k.datt.get(), st.dqkv, c.B, c.n, d, s.heads, p, c.seed, c.stream * 4 + 0);
     be.block_in_backward(s, w, c, st, dx2, dx);
     return;
   }
+  if (c.half || st.half) throw Error("block_backward: bf16 buffers need the backend's fused chains");
 
   if (glue) {
     Axpy2dOp ops[4];
@@ -204,10 +229,17 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
 void block_weight_grads(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
                         const BlockCache& a, const BlockGradStash& st, int rows) {
   const int d = s.d;
-  be.linear_backward(a.h1, w.attn_w, st.dqkv, nullptr, g.attn_w, g.attn_b, rows, d, 3 * d);
-  be.linear_backward(a.att, w.attn_proj_w, st.da, nullptr, g.attn_proj_w, g.attn_proj_b, rows, d, d);
-  be.linear_backward(a.h2, w.fc_w, st.dg, nullptr, g.fc_w, g.fc_b, rows, d, 4 * d);
-  be.linear_backward(a.g, w.mlp_proj_w, st.dm, nullptr, g.mlp_proj_w, g.mlp_proj_b, rows, 4 * d, d);
+  if (a.half || st.half) {
+    be.linear_weight_grad(a.h1, a.half, st.dqkv, st.half, g.attn_w, g.attn_b, rows, d, 3 * d);
+    be.linear_weight_grad(a.att, false, st.da, false, g.attn_proj_w, g.attn_proj_b, rows, d, d);
+    be.linear_weight_grad(a.h2, a.half, st.dg, st.half, g.fc_w, g.fc_b, rows, d, 4 * d);
+    be.linear_weight_grad(a.g, a.half, st.dm, false, g.mlp_proj_w, g.mlp_proj_b, rows, 4 * d, d);
+  } else {
+    be.linear_backward(a.h1, w.attn_w, st.dqkv, nullptr, g.attn_w, g.attn_b, rows, d, 3 * d);
+    be.linear_backward(a.att, w.attn_proj_w, st.da, nullptr, g.attn_proj_w, g.attn_proj_b, rows, d, d);
+    be.linear_backward(a.h2, w.fc_w, st.dg, nullptr, g.fc_w, g.fc_b, rows, d, 4 * d);
+    be.linear_backward(a.g, w.mlp_proj_w, st.dm, nullptr, g.mlp_proj_w, g.mlp_proj_b, rows, 4 * d, d);
+  }
   be.layernorm_backward(a.x, w.ln1_w, a.mean1, a.rstd1, st.dh1, nullptr, g.ln1_w, g.ln1_b, rows, d);
   be.layernorm_backward(a.x2, w.ln2_w, a.mean2, a.rstd2, st.dh2, nullptr, g.ln2_w, g.ln2_b, rows, d);
 }

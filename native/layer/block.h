@@ -40,6 +40,7 @@ struct BlockCache {
         *g = nullptr;
   float p = 0;            // dropout rate used in forward (0 when not training)
   uint64_t seed = 0, stream = 0;
+  bool half = false;      // h1, h2 and g hold bf16 (Backend::block_half), behind their float pointers
 };
 
 // Every application's BlockCache of one layer (training), one buffer per field, application k's B*n_k
@@ -55,6 +56,7 @@ struct BlockArena {
   std::vector<size_t> row;       // first row (of B * n_k) of each application
   std::vector<size_t> prob;      // first float of each application's probabilities
   size_t rows = 0;               // B * sum n_k
+  bool half = false;             // h1, h2, g in bf16 (Backend::block_half)
   DeviceBuffer x, h1, mean1, rstd1, qkv, probs, att, x2, h2, mean2, rstd2, f, g;
 
   // with_x false leaves x to the caller (a single application whose input already lives elsewhere).
@@ -73,8 +75,10 @@ struct BlockArena {
 struct BlockGradStash {
   float *dm = nullptr, *dg = nullptr, *da = nullptr, *dqkv = nullptr;  // one application's rows
   float *dh1 = nullptr, *dh2 = nullptr;
+  bool half = false;  // dg and dqkv hold bf16 (Backend::block_half), behind their float pointers
 };
 struct BlockGradArena {
+  bool half = false;
   DeviceBuffer dm, dg, da, dqkv, dh1, dh2;
   // with_dm false: the caller points dm at memory of its own (the layer's dy, when it is already there).
   void allocate(Backend& be, const BlockShape& s, size_t rows, bool with_dm = true);

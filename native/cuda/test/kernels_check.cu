@@ -682,6 +682,66 @@ static void check_twins() {
   }
 }
 
+// The bf16 buffers of Backend::block_half. weight_grad.cu with bf16 x (and dy) gives the same bits as with
+// float32 operands holding the same bf16 values (the kernel rounds float32 to bf16 on chip, and db sums the
+// same float values in the same order); attention_backward_bf16 writes the bf16 copy the float32 kernel's
+// twin is, on the tensor-core path and through the float32 scratch elsewhere (n = 37).
+static VF rounded(const VF& v) {
+  VF r(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    const uint32_t u = static_cast<uint32_t>(bf16_bits(v[i])) << 16;
+    std::memcpy(&r[i], &u, 4);
+  }
+  return r;
+}
+static void upload_bf16(DevBf& d, const VF& v) {
+  std::vector<uint16_t> b(v.size());
+  for (size_t i = 0; i < v.size(); ++i) b[i] = bf16_bits(v[i]);
+  RT_CU(cudaMemcpy(d.p, b.data(), b.size() * 2, cudaMemcpyHostToDevice));
+  RT_CU(cudaDeviceSynchronize());
+}
+static void check_half_buffers() {
+  struct Case { int n, in, out; bool dy_half; };
+  for (const Case c : {Case{4003, 96, 288, true}, Case{4096, 96, 384, true}, Case{4000, 384, 96, false},
+                       Case{70001, 96, 288, false}, Case{3001, 384, 1152, true}, Case{8, 8, 16, true}}) {
+    const std::string s = " n=" + std::to_string(c.n) + " in=" + std::to_string(c.in) + " out=" + std::to_string(c.out) +
+                          (c.dy_half ? " (x, dy bf16)" : " (x bf16)");
+    const VF x = rounded(randv(static_cast<size_t>(c.n) * c.in, 91));
+    const VF dyf = randv(static_cast<size_t>(c.n) * c.out, 92), dy = c.dy_half ? rounded(dyf) : dyf;
+    const VF dW0 = randv(static_cast<size_t>(c.out) * c.in, 93), db0 = randv(c.out, 94);
+    VF dW = dW0, db = db0;
+    rt::cpu::linear_backward(x.data(), x.data(), dy.data(), nullptr, dW.data(), db.data(), c.n, c.in, c.out);
+    Dev gx(x), gdy(dy), fW(dW0), fb(db0), hW(dW0), hb(db0);
+    DevBf hx(x.size()), hdy(c.dy_half ? dy.size() : 0);
+    upload_bf16(hx, x);
+    if (c.dy_half) upload_bf16(hdy, dy);
+    rt::cuda::linear_weight_grad(gx.p, gdy.p, fW.p, fb.p, c.n, c.in, c.out);
+    rt::cuda::linear_weight_grad(hx.p, true, c.dy_half ? static_cast<const void*>(hdy.p) : gdy.p, c.dy_half, hW.p, hb.p,
+                                 c.n, c.in, c.out);
+    const VF a = fW.get(), b = hW.get(), da = fb.get(), dbh = hb.get();
+    check(b, dW, true, "weight_grad bf16 operands dW" + s);
+    check(dbh, db, false, "weight_grad bf16 operands db" + s);
+    expect_le(std::memcmp(a.data(), b.data(), a.size() * 4) == 0 && std::memcmp(da.data(), dbh.data(), da.size() * 4) == 0
+                  ? 0 : 1, 0, "weight_grad bf16 operands: the bits of float32 ones" + s);
+  }
+  for (const int n : {64, 32, 37}) {
+    const int B = 6, d = 96, H = 6;
+    const size_t nq = static_cast<size_t>(B) * n * 3 * d, no = static_cast<size_t>(B) * n * d;
+    Dev gq(randv(nq, 95, -2, 2)), gp(static_cast<size_t>(B) * H * n * n), go(no), gdo(randv(no, 96)), gdq(nq);
+    DevBf tw(nq), half(nq);
+    const bool mma = rt::cuda::attention_writes_twin(true, n, d, H);
+    rt::cuda::attention_forward(true, gq.p, gp.p, go.p, B, n, d, H, 0.1f, 7, 9);
+    rt::cuda::attention_backward(true, gq.p, gp.p, gdo.p, gdq.p, B, n, d, H, 0.1f, 7, 9, mma ? tw.p : nullptr);
+    rt::cuda::attention_backward_bf16(true, gq.p, gp.p, gdo.p, half.p, B, n, d, H, 0.1f, 7, 9);
+    const std::string s = " n=" + std::to_string(n) + (mma ? " (tensor cores)" : " (through float32)");
+    expect_twin(gdq, half, "attention_backward_bf16" + s);
+    if (mma) {
+      const std::vector<uint16_t> a = tw.get(), b = half.get();
+      expect_le(a == b ? 0 : 1, 0, "attention_backward_bf16 = the float32 kernel's twin" + s);
+    }
+  }
+}
+
 // Embedding: the forward bit-identical to the CPU's (dropout included); the backward's gradients against the
 // CPU's, and the token gradient bit-identical between two runs where the table fits a block (V * d small),
 // the atomic path's to rounding. Shapes: the copy config's table, the char config's with positions, an odd
@@ -747,6 +807,7 @@ int main(int argc, char** argv) {
       check_decode();
       check_glue();
       check_twins();
+      check_half_buffers();
       check_embedding();
     }
     std::printf("kernels_check: %d passed, %d failed; worst rel. error f32 %.2e, bf16 %.2e\n", g_passed, g_failed,
