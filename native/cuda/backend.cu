@@ -36,6 +36,7 @@
 #include "cpu/kernels.h"
 #include "cuda/kernels.cuh"
 #include "cuda/matmul_sm90.cuh"
+#include "cuda/readback.cuh"
 #include "cuda/profile.cuh"
 #include "cuda/twin.cuh"
 #include "layer/backend.h"
@@ -682,11 +683,21 @@ class CudaBackend final : public Backend {
     RT_PROF(linear_name(false, in, out));
     cuda::linear_weight_grad(x, x_half, dy, dy_half, dW, db, n, in, out);
   }
-  void attention_backward_half(const float* qkv, const float* probs, const float* dout, void* dqkv, int B, int n,
-                               int d, int H, float p, uint64_t seed, uint64_t stream_id) override {
+  // The fused path's attention: nothing claims a twin of att or dqkv there (the chains read them whole).
+  void block_attention_forward(const BlockShape& s, const BlockCache& c) override {
+    RT_PROF("attention_forward");
+    cuda::attention_forward(!fp32_, c.qkv, c.probs, c.att, c.B, c.n, s.d, s.heads, c.p, c.seed, c.stream * 4 + 0,
+                            nullptr);
+  }
+  void block_attention_backward(const BlockShape& s, const BlockCache& c, const BlockGradStash& st,
+                                const float* datt) override {
     RT_PROF("attention_backward");
-    cuda::attention_backward_bf16(!fp32_, qkv, probs, dout, static_cast<__nv_bfloat16*>(dqkv), B, n, d, H, p, seed,
-                                  stream_id);
+    if (st.half)
+      cuda::attention_backward_bf16(!fp32_, c.qkv, c.probs, datt, reinterpret_cast<__nv_bfloat16*>(st.dqkv), c.B, c.n,
+                                    s.d, s.heads, c.p, c.seed, c.stream * 4 + 0);
+    else
+      cuda::attention_backward(!fp32_, c.qkv, c.probs, datt, st.dqkv, c.B, c.n, s.d, s.heads, c.p, c.seed,
+                               c.stream * 4 + 0, nullptr);
   }
   bool block_out_attention(const BlockShape& s, const BlockCache& c) const override {
     return cuda::block_out_attention(!fp32_, s, c.n);
@@ -764,12 +775,18 @@ class CudaBackend final : public Backend {
     RT_CHECK(P >= 1 && P <= N, "head: scored positions must be in [1, N], got " + std::to_string(P));
     const int64_t count = cpu::count_scored(targets, B * P, V, ignore_index);
     Scratch tg = upload_ints(targets, static_cast<size_t>(B) * P);
-    auto totals = std::make_shared<Scratch>(2 * sizeof(double));
+    Scratch totals(2 * sizeof(double));
     cuda::head_xent(!(fp32 || fp32_), Y, lnw, lnb, W, static_cast<const int32_t*>(tg.get()), B, N, d, V, P, ignore_index,
-                    count, dY, dlnw, dlnb, dW, static_cast<double*>(totals->get()));
-    return [totals, count] {
+                    count, dY, dlnw, dlnb, dW, static_cast<double*>(totals.get()));
+    // Read behind the head only: the backward queued after it need not finish first (readback.cuh).
+    // RT_CUDA_READBACK=0 reads after the whole stream instead, for timing.
+    static const bool behind_head = rt::env_switch("RT_CUDA_READBACK", true);
+    auto rb = behind_head ? std::make_shared<cuda::Readback>(totals.get(), 2 * sizeof(double)) : nullptr;
+    auto kept = behind_head ? nullptr : std::make_shared<Scratch>(std::move(totals));
+    return [rb, kept, count] {
       double t[2];
-      memcpy_kind(t, totals->get(), sizeof t, cudaMemcpyDeviceToHost);
+      if (rb) std::memcpy(t, rb->wait(), sizeof t);
+      else memcpy_kind(t, kept->get(), sizeof t, cudaMemcpyDeviceToHost);
       XentResult res;
       res.count = count;
       res.loss = count ? t[0] / count : 0.0;

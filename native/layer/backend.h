@@ -222,11 +222,13 @@ class Backend {
   // (the biases' of c_fc and c_attn excepted, summed from the rounded dg and dqkv). The layer then sizes those buffers in bf16 elements and hands them to
   // linear_weight_grad with the flags.
   virtual bool block_half(const BlockShape&) const { return false; }
-  // attention_backward into a bf16 dqkv (a block_half gradient stash's).
-  virtual void attention_backward_half(const float* /*qkv*/, const float* /*probs*/, const float* /*dout*/,
-                                       void* /*dqkv*/, int /*B*/, int /*n*/, int /*d*/, int /*H*/, float /*p*/,
-                                       uint64_t /*seed*/, uint64_t /*stream_id*/) {
-    throw Error(std::string(name()) + ": keeps no bf16 gradients");
+  // The window's attention between the fused chains (attention_forward / attention_backward on the cache's
+  // and stash's buffers, in the precisions they keep): cache.qkv -> probs, att with the cache's dropout;
+  // datt -> st.dqkv.
+  virtual void block_attention_forward(const BlockShape&, const BlockCache&) { no_fused(); }
+  virtual void block_attention_backward(const BlockShape&, const BlockCache&, const BlockGradStash&,
+                                        const float* /*datt*/) {
+    no_fused();
   }
   // dW += dy^T x and db += dy's column sums over n rows, as linear_backward computes them, where x_half /
   // dy_half say that the operand holds bf16 (a block_half buffer). Only a backend whose block_half can

@@ -128,8 +128,7 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
 
   if (w.packed) {  // the backend packed them: it has the fused kernels
     be.block_in_forward(s, w, c, glue);
-    if (!be.block_out_attention(s, c))
-      be.attention_forward(c.qkv, c.probs, c.att, c.B, c.n, d, s.heads, p, seed, stream * 4 + 0);
+    if (!be.block_out_attention(s, c)) be.block_attention_forward(s, c);
     be.block_out_forward(s, w, c, y);
     return;
   }
@@ -192,11 +191,7 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   if (w.packed) {  // the backend packed them: it has the fused kernels
     float* dx2 = p > 0 ? k.dx2.get() : st.da;
     be.block_out_backward(s, w, c, st, dy, dx2, k.datt.get(), glue);
-    if (st.half)
-      be.attention_backward_half(c.qkv, c.probs, k.datt.get(), st.dqkv, c.B, c.n, d, s.heads, p, c.seed,
-                                 c.stream * 4 + 0);
-    else
-      be.attention_backward(c.qkv, c.probs, k.datt.get(), st.dqkv, c.B, c.n, d, s.heads, p, c.seed, c.stream * 4 + 0);
+    be.block_attention_backward(s, c, st, k.datt.get());
     be.block_in_backward(s, w, c, st, dx2, dx);
     return;
   }
