@@ -194,6 +194,23 @@ __global__ void to_bf16_kernel(const float* __restrict__ src, __nv_bfloat16* __r
        i += static_cast<size_t>(gridDim.x) * blockDim.x)
     dst[i] = __float2bfloat16_rn(src[i]);
 }
+__global__ void to_f32_kernel(const __nv_bfloat16* __restrict__ src, float* __restrict__ dst, size_t n) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    dst[i] = __bfloat162float(src[i]);
+}
+
+// A bf16 qkv in float32, for the kernels other than the tensor-core ones (which read it as it is).
+Scratch qkv_f32(const float* qkv, int B, int n, int d) {
+  const size_t count = static_cast<size_t>(B) * n * 3 * d;
+  Scratch f(count * sizeof(float));
+  if (count) {
+    to_f32_kernel<<<blocks_for(count, 256, 4096), 256, 0, stream()>>>(reinterpret_cast<const __nv_bfloat16*>(qkv), f.f32(),
+                                                                     count);
+    RT_CU_LAUNCH("attention (qkv to float32)");
+  }
+  return f;
+}
 
 }  // namespace
 
@@ -202,9 +219,15 @@ bool attention_writes_twin(bool bf16, int n, int d, int H) {
 }
 
 void attention_forward(bool bf16, const float* qkv, float* probs, float* out, int B, int n, int d, int H, float p,
-                       uint64_t seed, uint64_t stream_id, __nv_bfloat16* twin) {
-  const Geo g = check_geo("attention_forward", B, n, d, H, p);
+                       uint64_t seed, uint64_t stream_id, __nv_bfloat16* twin, bool qkv_half) {
+  Geo g = check_geo("attention_forward", B, n, d, H, p);
   if (B == 0 || n == 0) return;
+  if (qkv_half && !use_mma(bf16, g)) {
+    const Scratch f = qkv_f32(qkv, B, n, d);
+    attention_forward(bf16, f.f32(), probs, out, B, n, d, H, p, seed, stream_id, twin);
+    return;
+  }
+  g.qkv_half = qkv_half;
   const Mask mask = make_mask(p, seed, stream_id);
   const int BH = B * H;
   if (use_mma(bf16, g)) {
@@ -250,23 +273,29 @@ void attention_forward(bool bf16, const float* qkv, float* probs, float* out, in
 
 void attention_backward_bf16(bool bf16, const float* qkv, const float* probs, const float* dout,
                              __nv_bfloat16* dqkv, int B, int n, int d, int H, float p, uint64_t seed,
-                             uint64_t stream_id) {
+                             uint64_t stream_id, bool qkv_half) {
   if (attention_writes_twin(bf16, n, d, H)) {
-    attention_backward(bf16, qkv, probs, dout, nullptr, B, n, d, H, p, seed, stream_id, dqkv);
+    attention_backward(bf16, qkv, probs, dout, nullptr, B, n, d, H, p, seed, stream_id, dqkv, qkv_half);
     return;
   }
   const size_t count = static_cast<size_t>(B) * n * 3 * d;
   Scratch f(count * sizeof(float));
-  attention_backward(bf16, qkv, probs, dout, f.f32(), B, n, d, H, p, seed, stream_id, nullptr);
+  attention_backward(bf16, qkv, probs, dout, f.f32(), B, n, d, H, p, seed, stream_id, nullptr, qkv_half);
   if (!count) return;
   to_bf16_kernel<<<blocks_for(count, 256, 4096), 256, 0, stream()>>>(f.f32(), dqkv, count);
   RT_CU_LAUNCH("attention_backward (to bf16)");
 }
 
 void attention_backward(bool bf16, const float* qkv, const float* probs, const float* dout, float* dqkv, int B, int n,
-                        int d, int H, float p, uint64_t seed, uint64_t stream_id, __nv_bfloat16* twin) {
-  const Geo g = check_geo("attention_backward", B, n, d, H, p);
+                        int d, int H, float p, uint64_t seed, uint64_t stream_id, __nv_bfloat16* twin, bool qkv_half) {
+  Geo g = check_geo("attention_backward", B, n, d, H, p);
   if (B == 0 || n == 0) return;
+  if (qkv_half && !use_mma(bf16, g)) {
+    const Scratch f = qkv_f32(qkv, B, n, d);
+    attention_backward(bf16, f.f32(), probs, dout, dqkv, B, n, d, H, p, seed, stream_id, twin);
+    return;
+  }
+  g.qkv_half = qkv_half;
   const Mask mask = make_mask(p, seed, stream_id);
   const int BH = B * H;
   RT_CHECK(dqkv || (twin && use_mma(bf16, g)), "attention_backward: dqkv is null where no bf16 copy is written");

@@ -36,23 +36,40 @@ __host__ __device__ inline bool mma_fits(int n, int hd) {
   return n > 0 && n % 16 == 0 && n <= kMmaN && (hd == 16 || hd == 32 || hd == 64);
 }
 
-// Two floats of row r, columns c and c + 1, of a [.., ld] float32 matrix, as a bf16 pair.
-__device__ __forceinline__ uint32_t ld_pair(const float* __restrict__ p) {
-  const float2 v = __ldg(reinterpret_cast<const float2*>(p));
-  return pack_bf16(v.x, v.y);
+// qkv may hold bf16 (Geo::qkv_half, BlockCache::half): then a float pointer into it is the bf16 array's,
+// and element offsets are taken on the bf16 type. Products round float32 operands to bf16 anyway, so both
+// give the same bits.
+__device__ __forceinline__ const float* elem_at(const float* p, bool half, size_t off) {
+  return half ? reinterpret_cast<const float*>(reinterpret_cast<const __nv_bfloat16*>(p) + off) : p + off;
 }
 
-// The A fragments (16 rows from r0, all HD columns) of a float32 row-major matrix in global memory.
+// Elements off, off + 1 of a float32 (or, half, bf16) array, as a bf16 pair.
+__device__ __forceinline__ uint32_t ld_pair(const float* __restrict__ p, bool half = false, size_t off = 0) {
+  if (half) return __ldg(reinterpret_cast<const unsigned*>(reinterpret_cast<const __nv_bfloat16*>(p) + off));
+  const float2 v = __ldg(reinterpret_cast<const float2*>(p + off));
+  return pack_bf16(v.x, v.y);
+}
+// Elements off .. off + 3 likewise, as floats.
+__device__ __forceinline__ float4 ld_quad(const float* __restrict__ p, bool half, size_t off) {
+  if (!half) return __ldg(reinterpret_cast<const float4*>(p + off));
+  const uint2 u = __ldg(reinterpret_cast<const uint2*>(reinterpret_cast<const __nv_bfloat16*>(p) + off));
+  const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
+  const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
+  return make_float4(a.x, a.y, b.x, b.y);
+}
+
+// The A fragments (16 rows from r0, all HD columns) of a row-major matrix in global memory (float32, or
+// bf16 where half).
 template <int HD>
 __device__ __forceinline__ void frags_a(uint32_t (&a)[HD / 16][4], const float* __restrict__ M, int ld, int r0, int gq,
-                                        int tq) {
+                                        int tq, bool half = false) {
 #pragma unroll
   for (int ks = 0; ks < HD / 16; ++ks) {
-    const float* p = M + static_cast<size_t>(r0 + gq) * ld + 16 * ks + 2 * tq;
-    a[ks][0] = ld_pair(p);
-    a[ks][1] = ld_pair(p + 8 * static_cast<size_t>(ld));
-    a[ks][2] = ld_pair(p + 8);
-    a[ks][3] = ld_pair(p + 8 * static_cast<size_t>(ld) + 8);
+    const size_t o = static_cast<size_t>(r0 + gq) * ld + 16 * ks + 2 * tq, o8 = o + 8 * static_cast<size_t>(ld);
+    a[ks][0] = ld_pair(M, half, o);
+    a[ks][1] = ld_pair(M, half, o8);
+    a[ks][2] = ld_pair(M, half, o + 8);
+    a[ks][3] = ld_pair(M, half, o8 + 8);
   }
 }
 
@@ -100,10 +117,11 @@ struct HeadThreads {
 // the same rows' next four columns, so that two lanes read a row's 32-byte sector and the 32 stores of an
 // instruction hit 32 banks (lanes 16 on are four columns of 36 words on: 16 banks). A thread issues all
 // its loads of a matrix before their first store: fixed trip counts, independent loads, latencies that
-// overlap (a load and a store a step left one latency per element in sequence).
+// overlap (a load and a store a step left one latency per element in sequence). Bit i of `half`: M[i] is
+// bf16 (elem_at).
 template <int HD, bool PAIR, int NM>
 __device__ __forceinline__ void stage_t(__nv_bfloat16* const (&T)[NM], const float* const (&M)[NM],
-                                        const int (&ld)[NM], int n) {
+                                        const int (&ld)[NM], int n, unsigned half = 0) {
   using HT = HeadThreads<PAIR>;
   constexpr int kPairs = HT::kRows / 2, kSpan = kPairs / 16, kItems = kPairs * (HD / 4) / HT::kCount;
   static_assert(kItems * HT::kCount == kPairs * (HD / 4), "row pairs x column quads fill the head's threads");
@@ -120,9 +138,10 @@ __device__ __forceinline__ void stage_t(__nv_bfloat16* const (&T)[NM], const flo
 #pragma unroll
     for (int u = 0; u < kItems; ++u)
       if (j[u] < n) {  // n is even: both rows or neither
-        const float* p = M[i] + static_cast<size_t>(j[u]) * ld[i] + c[u];
-        v[u][0] = __ldg(reinterpret_cast<const float4*>(p));
-        v[u][1] = __ldg(reinterpret_cast<const float4*>(p + ld[i]));
+        const size_t o = static_cast<size_t>(j[u]) * ld[i] + c[u];
+        const bool h = (half >> i) & 1u;
+        v[u][0] = ld_quad(M[i], h, o);
+        v[u][1] = ld_quad(M[i], h, o + ld[i]);
       }
 #pragma unroll
     for (int u = 0; u < kItems; ++u)
@@ -319,17 +338,18 @@ __device__ __forceinline__ void forward_head_mma(const float* __restrict__ qkv, 
   const int sub = HT::sub();  // PAIR: the second head's keys from 32
   __nv_bfloat16 *Kt = Kt_all + 32 * sub, *Vt = Vt_all + 32 * sub;
   const int n = g.n, bh = b * g.H + h;
-  const float* base = qkv + static_cast<size_t>(b) * n * g.ld + h * HD;
+  const bool qh = g.qkv_half;
+  const size_t qo = static_cast<size_t>(b) * n * g.ld + h * HD;
   const int lt = HT::local();
   const int m = lt >> 5, lane = lt & 31, gq = lane >> 2, tq = lane & 3;
   const bool active = 16 * m < n;
   uint32_t qa[HD / 16][4];  // the rows' Q, read before the staging so that the loads overlap
-  if (active) frags_a<HD>(qa, base, g.ld, 16 * m, gq, tq);
+  if (active) frags_a<HD>(qa, elem_at(qkv, qh, qo), g.ld, 16 * m, gq, tq, qh);
   {
     __nv_bfloat16* const T[2] = {Kt, Vt};
-    const float* const M[2] = {base + g.d, base + 2 * g.d};
+    const float* const M[2] = {elem_at(qkv, qh, qo + g.d), elem_at(qkv, qh, qo + 2 * g.d)};
     const int ld[2] = {g.ld, g.ld};
-    stage_t<HD, PAIR, 2>(T, M, ld, n);
+    stage_t<HD, PAIR, 2>(T, M, ld, n, qh ? 3u : 0u);
   }
   __syncthreads();
   if (!active) return;
@@ -361,7 +381,7 @@ __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv,
   __nv_bfloat16* S = SP_all + 32 * sub * kLdT;
   __nv_bfloat16* P = PAIR ? S + 32 : S + kMmaN * kLdT;
   const int n = g.n, bh = b * g.H + h;
-  const float* base = qkv + static_cast<size_t>(b) * n * g.ld + h * HD;
+  const bool qh = g.qkv_half;
   const float* ob = dout + static_cast<size_t>(b) * n * g.d + h * HD;
   const size_t at = static_cast<size_t>(b) * n * g.ld + h * HD;
   float* db = dqkv ? dqkv + at : nullptr;  // null: twin only (a bf16 gradient stash, BlockGradStash::half)
@@ -373,9 +393,9 @@ __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv,
   const int r[2] = {i0 + gq, i0 + gq + 8};
   {
     __nv_bfloat16* const T[4] = {Kt, Qt, Ot, Vt};
-    const float* const M[4] = {base + g.d, base, ob, base + 2 * g.d};
+    const float* const M[4] = {elem_at(qkv, qh, at + g.d), elem_at(qkv, qh, at), ob, elem_at(qkv, qh, at + 2 * g.d)};
     const int ld[4] = {g.ld, g.ld, g.d, g.ld};
-    stage_t<HD, PAIR, 4>(T, M, ld, n);
+    stage_t<HD, PAIR, 4>(T, M, ld, n, qh ? 0xbu : 0u);  // K, Q, V from qkv
   }
   float p[NT][4];  // the probabilities, needed after dP: their loads overlap the barrier's wait and dP
   if (active)

@@ -669,7 +669,7 @@ class CudaBackend final : public Backend {
     cuda::block_in_forward(!fp32_, s, w, c, glue);
   }
   bool block_keeps_f(const BlockShape& s) const override { return !(fused_block(s) && cuda::relu_from_g(s)); }
-  // The bf16 chains round h1, h2, g, dg and dqkv to bf16 as the products would (RT_CUDA_HALF=0: float32).
+  // The bf16 chains round h1, qkv, h2, g, dg and dqkv to bf16 as the products would (RT_CUDA_HALF=0: float32).
   bool block_half(const BlockShape& s) const override {
     static const bool on = rt::env_switch("RT_CUDA_HALF", true);
     return on && !fp32_ && fused_block(s) && s.d % 8 == 0 && cuda::limits().cc >= 80;
@@ -687,17 +687,17 @@ class CudaBackend final : public Backend {
   void block_attention_forward(const BlockShape& s, const BlockCache& c) override {
     RT_PROF("attention_forward");
     cuda::attention_forward(!fp32_, c.qkv, c.probs, c.att, c.B, c.n, s.d, s.heads, c.p, c.seed, c.stream * 4 + 0,
-                            nullptr);
+                            nullptr, c.half);
   }
   void block_attention_backward(const BlockShape& s, const BlockCache& c, const BlockGradStash& st,
                                 const float* datt) override {
     RT_PROF("attention_backward");
     if (st.half)
       cuda::attention_backward_bf16(!fp32_, c.qkv, c.probs, datt, reinterpret_cast<__nv_bfloat16*>(st.dqkv), c.B, c.n,
-                                    s.d, s.heads, c.p, c.seed, c.stream * 4 + 0);
+                                    s.d, s.heads, c.p, c.seed, c.stream * 4 + 0, c.half);
     else
       cuda::attention_backward(!fp32_, c.qkv, c.probs, datt, st.dqkv, c.B, c.n, s.d, s.heads, c.p, c.seed,
-                               c.stream * 4 + 0, nullptr);
+                               c.stream * 4 + 0, nullptr, c.half);
   }
   bool block_out_attention(const BlockShape& s, const BlockCache& c) const override {
     return cuda::block_out_attention(!fp32_, s, c.n);

@@ -564,7 +564,7 @@ struct InFwd {
   WindowGlue glue{};
   int n = 0;  // tokens per element, for glue
   bool early = false;  // stage the weights before pdl_wait() (block_fused.cu's launch says when)
-  bool half = false;   // h is bf16 (BlockCache::half)
+  bool half = false;   // h and qkv are bf16 (BlockCache::half)
 };
 
 // a * x + y element by element, each a fused multiply-add: how the glue's axpy2d batch rounds them.
@@ -660,7 +660,7 @@ __device__ __forceinline__ void in_forward_tile(const InFwd& a, int r0, unsigned
       v0 += a.b[c];
       v1 += a.b[c + 1];
     }
-    store2(a.qkv + static_cast<size_t>(r) * 3 * D + c, v0, v1);
+    store2_as(a.qkv, a.half, static_cast<size_t>(r) * 3 * D + c, v0, v1);
   });
 }
 
@@ -673,7 +673,7 @@ struct OutFwd {
   const void* W;  // packed
   float *x2, *h2, *mean2, *rstd2, *f, *g, *y;  // f: null when the layer keeps none (relu_from_g in block_fused.cu)
   bool early = false;
-  bool half = false;  // h2 and g are bf16 (BlockCache::half)
+  bool half = false;  // h2, g and qkv are bf16 (BlockCache::half)
   // With qkv: the window's attention (head size kAttnHD, n = 2 kTM) computed here first (tile_attention).
   const float* qkv = nullptr;
   float* probs = nullptr;
@@ -701,10 +701,10 @@ __device__ __forceinline__ void tile_attention(const OutFwd& a, int r0, __nv_bfl
   const int warp = tid() >> 5, lane = tid() & 31, gq = lane >> 2, tq = lane & 3;
   const bool active = warp < kTasks;
   const int h = warp % H, m = 2 * half + warp / H;
-  const float* base = a.qkv + static_cast<size_t>(b) * n * ld;
+  const size_t qo = static_cast<size_t>(b) * n * ld;  // element b's rows of qkv (bf16 where a.half)
   __nv_bfloat16 *Kt = scratch, *Vt = scratch + D * kLdT;  // [D][kLdT]: K^T, V^T, head h from row h HD
   uint32_t qa[HD / 16][4];  // the warp's Q rows, read first so that the loads overlap
-  if (active) attn::frags_a<HD>(qa, base + h * HD, ld, 16 * m, gq, tq);
+  if (active) attn::frags_a<HD>(qa, attn::elem_at(a.qkv, a.half, qo + h * HD), ld, 16 * m, gq, tq, a.half);
   // Key pairs (j, j + 1) by four columns: two float4 loads, four bf16 pairs of transposed rows; a warp's
   // lanes take consecutive pairs, so its stores fall in consecutive words. Every load before the first store.
   constexpr int kPairs = kTM, kQuads = D / 4, kAll = 2 * kPairs * kQuads, kIt = (kAll + kThreads - 1) / kThreads;
@@ -718,9 +718,9 @@ __device__ __forceinline__ void tile_attention(const OutFwd& a, int r0, __nv_bfl
     cc[u] = mat * D + 4 * (rem / kPairs);  // K's columns, then V's
     vok[u] = it < kAll && jj[u] < keys;
     if (vok[u]) {
-      const float* p = base + static_cast<size_t>(jj[u]) * ld + D + cc[u];
-      v[u][0] = __ldg(reinterpret_cast<const float4*>(p));
-      v[u][1] = __ldg(reinterpret_cast<const float4*>(p + ld));
+      const size_t o = qo + static_cast<size_t>(jj[u]) * ld + D + cc[u];
+      v[u][0] = attn::ld_quad(a.qkv, a.half, o);
+      v[u][1] = attn::ld_quad(a.qkv, a.half, o + ld);
     }
   }
 #pragma unroll

@@ -98,15 +98,19 @@ void layernorm_backward_res(const float* x, const float* w, const float* mean, c
 // (batch, head); long sequences go through batched matrix products (precision `bf16`).
 // twin: a bf16 copy of out / dqkv (twin.cuh), written by the tensor-core kernels only: the caller offers
 // one only where those run (attention_writes_twin).
+// qkv_half: qkv holds bf16 (BlockCache::half), which the tensor-core kernels read as it is (the same bits:
+// they round float32 to bf16) and the others through a float32 copy.
 void attention_forward(bool bf16, const float* qkv, float* probs, float* out, int B, int n, int d, int H, float p,
-                       uint64_t seed, uint64_t stream, __nv_bfloat16* twin = nullptr);
+                       uint64_t seed, uint64_t stream, __nv_bfloat16* twin = nullptr, bool qkv_half = false);
 void attention_backward(bool bf16, const float* qkv, const float* probs, const float* dout, float* dqkv, int B,
-                        int n, int d, int H, float p, uint64_t seed, uint64_t stream, __nv_bfloat16* twin = nullptr);
+                        int n, int d, int H, float p, uint64_t seed, uint64_t stream, __nv_bfloat16* twin = nullptr,
+                        bool qkv_half = false);
 bool attention_writes_twin(bool bf16, int n, int d, int H);
 // attention_backward with dqkv in bf16 only (a bf16 gradient stash: Backend::block_half): the tensor-core
 // kernel writes just the bf16 copy; other shapes go through a float32 scratch and a cast.
 void attention_backward_bf16(bool bf16, const float* qkv, const float* probs, const float* dout,
-                             __nv_bfloat16* dqkv, int B, int n, int d, int H, float p, uint64_t seed, uint64_t stream);
+                             __nv_bfloat16* dqkv, int B, int n, int d, int H, float p, uint64_t seed, uint64_t stream,
+                             bool qkv_half = false);
 
 // ---- block_fused.cu ----
 // One block application's row-local chains as one kernel each (the Backend's block_in_forward & co., whose

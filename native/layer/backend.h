@@ -215,9 +215,9 @@ class Backend {
   // Whether the layer must keep f (c_fc's output) for the backward; the CUDA fused chains under relu take
   // relu' from g instead, and the arena then holds no f.
   virtual bool block_keeps_f(const BlockShape&) const { return true; }
-  // Whether the fused chains keep h1, h2 and g (BlockCache) and dg, dqkv (BlockGradStash) as bf16 rather than
+  // Whether the fused chains keep h1, qkv, h2 and g (BlockCache) and dg, dqkv (BlockGradStash) as bf16 rather than
   // float32 (BlockCache::half, BlockGradStash::half): they are read back only as the operands of the weight
-  // products (g also for relu's sign, dqkv for in_backward's product), which round them to bf16 anyway,
+  // products (g also for relu's sign, qkv for the attention's, dqkv for in_backward's), which round them to bf16 anyway,
   // so storing them rounded halves their bytes, written once and read once, for the same weight gradients
   // (the biases' of c_fc and c_attn excepted, summed from the rounded dg and dqkv). The layer then sizes those buffers in bf16 elements and hands them to
   // linear_weight_grad with the flags.

@@ -38,7 +38,7 @@ void BlockArena::allocate(Backend& be, const BlockShape& s, int B_, const std::v
   h1 = DeviceBuffer(be, held(half, r * d));
   mean1 = DeviceBuffer(be, r);
   rstd1 = DeviceBuffer(be, r);
-  qkv = DeviceBuffer(be, r * 3 * d);
+  qkv = DeviceBuffer(be, held(half, r * 3 * d));
   probs = DeviceBuffer(be, pr);
   att = DeviceBuffer(be, r * d);
   x2 = DeviceBuffer(be, r * d);
@@ -60,7 +60,7 @@ BlockCache BlockArena::view(const BlockShape& s, int k) const {
   c.h1 = at_elem(h1, half, r * d);
   c.mean1 = at(mean1, r);
   c.rstd1 = at(rstd1, r);
-  c.qkv = at(qkv, r * 3 * d);
+  c.qkv = at_elem(qkv, half, r * 3 * d);
   c.probs = at(probs, prob[k]);
   c.att = at(att, r * d);
   c.x2 = at(x2, r * d);

@@ -40,7 +40,7 @@ struct BlockCache {
         *g = nullptr;
   float p = 0;            // dropout rate used in forward (0 when not training)
   uint64_t seed = 0, stream = 0;
-  bool half = false;      // h1, h2 and g hold bf16 (Backend::block_half), behind their float pointers
+  bool half = false;      // h1, qkv, h2 and g hold bf16 (Backend::block_half), behind their float pointers
 };
 
 // Every application's BlockCache of one layer (training), one buffer per field, application k's B*n_k
@@ -56,7 +56,7 @@ struct BlockArena {
   std::vector<size_t> row;       // first row (of B * n_k) of each application
   std::vector<size_t> prob;      // first float of each application's probabilities
   size_t rows = 0;               // B * sum n_k
-  bool half = false;             // h1, h2, g in bf16 (Backend::block_half)
+  bool half = false;             // h1, qkv, h2, g in bf16 (Backend::block_half)
   DeviceBuffer x, h1, mean1, rstd1, qkv, probs, att, x2, h2, mean2, rstd2, f, g;
 
   // with_x false leaves x to the caller (a single application whose input already lives elsewhere).

@@ -685,7 +685,8 @@ static void check_twins() {
 // The bf16 buffers of Backend::block_half. weight_grad.cu with bf16 x (and dy) gives the same bits as with
 // float32 operands holding the same bf16 values (the kernel rounds float32 to bf16 on chip, and db sums the
 // same float values in the same order); attention_backward_bf16 writes the bf16 copy the float32 kernel's
-// twin is, on the tensor-core path and through the float32 scratch elsewhere (n = 37).
+// twin is, on the tensor-core path and through the float32 scratch elsewhere (n = 37); and the attention
+// reads a bf16 qkv as it would the same values in float32.
 static VF rounded(const VF& v) {
   VF r(v.size());
   for (size_t i = 0; i < v.size(); ++i) {
@@ -739,6 +740,21 @@ static void check_half_buffers() {
       const std::vector<uint16_t> a = tw.get(), b = half.get();
       expect_le(a == b ? 0 : 1, 0, "attention_backward_bf16 = the float32 kernel's twin" + s);
     }
+    // A bf16 qkv (BlockCache::half): the bits of a float32 qkv holding the same values, both ways.
+    const VF qr = rounded(gq.get());
+    Dev gqr(qr), p1(static_cast<size_t>(B) * H * n * n), p2(p1.n), o1(no), o2(no), d1(nq), d2(nq);
+    DevBf hq(nq);
+    upload_bf16(hq, qr);
+    const float* hqf = reinterpret_cast<const float*>(hq.p);
+    rt::cuda::attention_forward(true, gqr.p, p1.p, o1.p, B, n, d, H, 0.1f, 7, 9);
+    rt::cuda::attention_forward(true, hqf, p2.p, o2.p, B, n, d, H, 0.1f, 7, 9, nullptr, true);
+    rt::cuda::attention_backward(true, gqr.p, p1.p, gdo.p, d1.p, B, n, d, H, 0.1f, 7, 9);
+    rt::cuda::attention_backward(true, hqf, p1.p, gdo.p, d2.p, B, n, d, H, 0.1f, 7, 9, nullptr, true);
+    const VF a1 = p1.get(), a2 = p2.get(), b1 = o1.get(), b2 = o2.get(), c1 = d1.get(), c2 = d2.get();
+    expect_le(std::memcmp(a1.data(), a2.data(), a1.size() * 4) == 0 && std::memcmp(b1.data(), b2.data(), b1.size() * 4) == 0
+                  ? 0 : 1, 0, "attention_forward from a bf16 qkv = from its float32 values" + s);
+    expect_le(std::memcmp(c1.data(), c2.data(), c1.size() * 4) == 0 ? 0 : 1, 0,
+              "attention_backward from a bf16 qkv = from its float32 values" + s);
   }
 }
 
