@@ -611,13 +611,13 @@ class CudaBackend final : public Backend {
   void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db, int n, int in,
                        int out) override {
     RT_PROF(linear_name(false, in, out));
-    const cuda::Scratch tw = cuda::twin_claim(dy, static_cast<size_t>(n) * out);
+    const cuda::Twin tw = cuda::twin_claim(dy, static_cast<size_t>(n) * out);
     cuda::linear_backward(!fp32_, x, W, dy, dx, dW, db, n, in, out, static_cast<const __nv_bfloat16*>(tw.get()));
   }
   void linear_forward_res(const float* x, const float* W, const float* b, const float* res, float* y, int n, int in,
                           int out) override {
     RT_PROF(linear_name(true, in, out));
-    const cuda::Scratch tw = cuda::twin_claim(x, static_cast<size_t>(n) * in);
+    const cuda::Twin tw = cuda::twin_claim(x, static_cast<size_t>(n) * in);
     cuda::linear_forward(!fp32_, x, W, b, y, n, in, out, res, static_cast<const __nv_bfloat16*>(tw.get()));
   }
   void layernorm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int n,
@@ -669,6 +669,16 @@ class CudaBackend final : public Backend {
     cuda::block_in_forward(!fp32_, s, w, c, glue);
   }
   bool block_keeps_f(const BlockShape& s) const override { return !(fused_block(s) && cuda::relu_from_g(s)); }
+  // The unfused bf16 path keeps its products' bf16 copies for the weight products (RT_CUDA_KEEP_BF16=0: none).
+  bool block_keeps_bf16(const BlockShape& s) const override {
+    static const bool on = rt::env_switch("RT_CUDA_KEEP_BF16", true);
+    return on && !fp32_ && !fused_block(s) && s.d % 8 == 0 && cuda::limits().cc >= 80;
+  }
+  // Not operations of their own (no RT_PROF): the twin offered in between stands for the next operation.
+  void keep_bf16_begin(const float* src, void* dst, size_t n) override {
+    cuda::twin_keep_begin(src, static_cast<__nv_bfloat16*>(dst), n);
+  }
+  void keep_bf16_end() override { cuda::twin_keep_end(); }
   // The bf16 chains round h1, qkv, h2, g, dg and dqkv to bf16 as the products would (RT_CUDA_HALF=0: float32).
   bool block_half(const BlockShape& s) const override {
     static const bool on = rt::env_switch("RT_CUDA_HALF", true);

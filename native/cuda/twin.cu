@@ -11,13 +11,28 @@ namespace rt::cuda {
 namespace {
 
 struct Pending {
-  Scratch buf;
+  Scratch buf;                   // the twin's memory, where it is a scratch of its own
+  __nv_bfloat16* p = nullptr;    // the twin
   const float* src = nullptr;
   size_t n = 0;
   uint64_t op = 0;  // the operation that offered it
 };
 thread_local Pending t_pending;
 thread_local uint64_t t_ops = 0;
+
+struct Keep {
+  const float* src = nullptr;
+  __nv_bfloat16* dst = nullptr;
+  size_t n = 0;
+  bool written = false;
+};
+thread_local Keep t_keep;
+
+__global__ void cast_kernel(const float* __restrict__ src, __nv_bfloat16* __restrict__ dst, size_t n) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    dst[i] = __float2bfloat16_rn(src[i]);
+}
 
 bool twins_enabled() {
   static const bool on = rt::env_switch("RT_CUDA_TWIN", true) && limits().cc == 90;
@@ -30,27 +45,55 @@ void twin_count_op() { ++t_ops; }
 
 __nv_bfloat16* twin_offer(bool bf16, const float* src, size_t n) {
   twin_forget();
+  if (t_keep.src && t_keep.src == src && t_keep.n == n) {
+    t_keep.written = true;
+    t_pending.p = t_keep.dst;
+    t_pending.src = src;
+    t_pending.n = n;
+    t_pending.op = t_ops;
+    return t_keep.dst;
+  }
   // The Hopper path takes products of at least a 128 x 128 tile per SM (K >= 64): a matrix of fewer than
   // 2^20 elements rarely feeds one. (The product checks the rest: rows of a multiple of 8 elements.)
   if (!bf16 || !twins_enabled() || n < (size_t{1} << 20)) return nullptr;
   t_pending.buf = Scratch(n * sizeof(__nv_bfloat16));
+  t_pending.p = static_cast<__nv_bfloat16*>(t_pending.buf.get());
   t_pending.src = src;
   t_pending.n = n;
   t_pending.op = t_ops;
-  return static_cast<__nv_bfloat16*>(t_pending.buf.get());
+  return t_pending.p;
 }
 
-Scratch twin_claim(const float* src, size_t n) {
-  Scratch out;
-  if (t_pending.src && t_pending.src == src && t_pending.n == n && t_ops == t_pending.op + 1)
-    out = std::move(t_pending.buf);
+Twin twin_claim(const float* src, size_t n) {
+  Twin out;
+  if (t_pending.src && t_pending.src == src && t_pending.n == n && t_ops == t_pending.op + 1) {
+    out.owned = std::move(t_pending.buf);
+    out.p = t_pending.p;
+  }
   twin_forget();
   return out;
 }
 
 void twin_forget() {
   t_pending.buf.reset();
+  t_pending.p = nullptr;
   t_pending.src = nullptr;
+}
+
+void twin_keep_begin(const float* src, __nv_bfloat16* dst, size_t n) { t_keep = Keep{src, dst, n, false}; }
+
+void twin_keep_end() {
+  const Keep k = t_keep;
+  t_keep = Keep{};
+  if (k.written || !k.n) return;
+  cast_kernel<<<blocks_for(k.n, 256, 4096), 256, 0, stream()>>>(k.src, k.dst, k.n);
+  RT_CU_LAUNCH("twin_keep (cast)");
+  // Offered to the next operation as if the producer had written it (the same count of operations).
+  twin_forget();
+  t_pending.p = k.dst;
+  t_pending.src = k.src;
+  t_pending.n = k.n;
+  t_pending.op = t_ops;
 }
 
 }  // namespace rt::cuda

@@ -20,9 +20,23 @@ namespace rt::cuda {
 // a product to take the Hopper path.
 __nv_bfloat16* twin_offer(bool bf16, const float* src, size_t n);
 
-// The twin of the n floats from src if the operation just before offered exactly that, else an empty
-// Scratch; forgets the offer either way. The caller keeps the Scratch until its product is queued.
-Scratch twin_claim(const float* src, size_t n);
+// A claimed twin: its bf16 elements (get(), null if none) and, where it was a scratch of its own, that.
+struct Twin {
+  Scratch owned;
+  const __nv_bfloat16* p = nullptr;
+  const void* get() const { return p; }
+};
+
+// The twin of the n floats from src if the operation just before offered exactly that, else none; forgets
+// the offer either way. The caller keeps the Twin until its product is queued.
+Twin twin_claim(const float* src, size_t n);
+
+// A twin kept (Backend::keep_bf16_begin / _end, for the weight products at the end of a layer's backward):
+// the one operation between begin and end that writes src (n floats) offers dst as its twin, whatever the
+// device or size, and end() casts src into dst itself if that operation wrote none. The offer stands for the
+// operation after, as any other.
+void twin_keep_begin(const float* src, __nv_bfloat16* dst, size_t n);
+void twin_keep_end();
 
 // Drops an unclaimed offer (a graph recording starts or ends: a twin never crosses it).
 void twin_forget();

@@ -222,6 +222,15 @@ class Backend {
   // (the biases' of c_fc and c_attn excepted, summed from the rounded dg and dqkv). The layer then sizes those buffers in bf16 elements and hands them to
   // linear_weight_grad with the flags.
   virtual bool block_half(const BlockShape&) const { return false; }
+  // The unfused path's counterpart of block_half: whether the layer keeps bf16 copies of h1, att, h2, g
+  // (BlockCache::b16) and of dqkv, da, dg (BlockGradStash::b16) beside the float32 buffers, for
+  // block_weight_grads. Their producers write such a copy for the next product anyway (a twin); kept, it
+  // halves the weight products' reads, for the same dW bits (the biases of c_attn, attn c_proj and c_fc
+  // summed from the rounded gradients).
+  virtual bool block_keeps_bf16(const BlockShape&) const { return false; }
+  // Around the one operation that writes src (n floats): after keep_bf16_end, dst holds src rounded to bf16.
+  virtual void keep_bf16_begin(const float* /*src*/, void* /*dst*/, size_t /*n*/) {}
+  virtual void keep_bf16_end() {}
   // The window's attention between the fused chains (attention_forward / attention_backward on the cache's
   // and stash's buffers, in the precisions they keep): cache.qkv -> probs, att with the cache's dropout;
   // datt -> st.dqkv.

@@ -17,9 +17,25 @@ float* at_elem(const DeviceBuffer& b, bool half, size_t off) {
   return reinterpret_cast<float*>(reinterpret_cast<uint16_t*>(b.get()) + off);
 }
 
+// Runs op, the one backend operation that writes src (n floats), keeping src's bf16 copy in dst where dst is
+// set (Backend::block_keeps_bf16).
+template <class Op>
+void keeping(Backend& be, const float* src, void* dst, size_t n, Op&& op) {
+  if (!dst) return op();
+  be.keep_bf16_begin(src, dst, n);
+  try {
+    op();
+  } catch (...) {
+    be.keep_bf16_begin(nullptr, nullptr, 0);  // nothing kept
+    throw;
+  }
+  be.keep_bf16_end();
+}
+
 }  // namespace
 
-void BlockArena::allocate(Backend& be, const BlockShape& s, int B_, const std::vector<int>& n_, bool with_x) {
+void BlockArena::allocate(Backend& be, const BlockShape& s, int B_, const std::vector<int>& n_, bool with_x,
+                          bool for_grads) {
   B = B_;
   n = n_;
   row.resize(n.size());
@@ -47,6 +63,12 @@ void BlockArena::allocate(Backend& be, const BlockShape& s, int B_, const std::v
   rstd2 = DeviceBuffer(be, r);
   f = be.block_keeps_f(s) ? DeviceBuffer(be, r * 4 * d) : DeviceBuffer();
   g = DeviceBuffer(be, held(half, r * 4 * d));
+  if (for_grads && be.block_keeps_bf16(s)) {
+    h1_16 = DeviceBuffer(be, held(true, r * d));
+    att_16 = DeviceBuffer(be, held(true, r * d));
+    h2_16 = DeviceBuffer(be, held(true, r * d));
+    g_16 = DeviceBuffer(be, held(true, r * 4 * d));
+  }
 }
 
 BlockCache BlockArena::view(const BlockShape& s, int k) const {
@@ -69,6 +91,10 @@ BlockCache BlockArena::view(const BlockShape& s, int k) const {
   c.rstd2 = at(rstd2, r);
   c.f = at(f, r * 4 * d);
   c.g = at_elem(g, half, r * 4 * d);
+  c.b16.h1 = at_elem(h1_16, true, r * d);
+  c.b16.att = at_elem(att_16, true, r * d);
+  c.b16.h2 = at_elem(h2_16, true, r * d);
+  c.b16.g = at_elem(g_16, true, r * 4 * d);
   return c;
 }
 
@@ -81,6 +107,11 @@ void BlockGradArena::allocate(Backend& be, const BlockShape& s, size_t rows, boo
   dqkv = DeviceBuffer(be, held(half, rows * 3 * d));
   dh1 = DeviceBuffer(be, rows * d);
   dh2 = DeviceBuffer(be, rows * d);
+  if (be.block_keeps_bf16(s)) {
+    dqkv_16 = DeviceBuffer(be, held(true, rows * 3 * d));
+    da_16 = DeviceBuffer(be, held(true, rows * d));
+    dg_16 = DeviceBuffer(be, held(true, rows * 4 * d));
+  }
 }
 
 BlockGradStash BlockGradArena::view(const BlockShape& s, const BlockArena& a, int k) const {
@@ -93,6 +124,9 @@ BlockGradStash BlockGradArena::view(const BlockShape& s, const BlockArena& a, in
   st.dqkv = at_elem(dqkv, half, r * 3 * d);
   st.dh1 = dh1.get() + r * d;
   st.dh2 = dh2.get() + r * d;
+  st.b16.dqkv = at_elem(dqkv_16, true, r * 3 * d);
+  st.b16.da = at_elem(da_16, true, r * d);
+  st.b16.dg = at_elem(dg_16, true, r * 4 * d);
   return st;
 }
 
@@ -139,9 +173,10 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
     be.axpy2d_batch(ops, glue_ops(*glue, c.x, c.B, c.n, d, ops));
   }
   // Attention branch: x2 = x + dropout(c_proj(attn(ln_1(x)))).
-  be.layernorm_forward(c.x, w.ln1_w, w.ln1_b, c.h1, c.mean1, c.rstd1, R, d);
+  keeping(be, c.h1, c.b16.h1, Rd, [&] { be.layernorm_forward(c.x, w.ln1_w, w.ln1_b, c.h1, c.mean1, c.rstd1, R, d); });
   be.linear_forward(c.h1, w.attn_w, w.attn_b, c.qkv, R, d, 3 * d);
-  be.attention_forward(c.qkv, c.probs, c.att, c.B, c.n, d, s.heads, p, seed, stream * 4 + 0);
+  keeping(be, c.att, c.b16.att, Rd,
+          [&] { be.attention_forward(c.qkv, c.probs, c.att, c.B, c.n, d, s.heads, p, seed, stream * 4 + 0); });
   if (p > 0) {
     be.linear_forward(c.att, w.attn_proj_w, w.attn_proj_b, c.x2, R, d, d);
     be.dropout_forward(c.x2, c.x2, Rd, p, seed, stream * 4 + 1);
@@ -151,9 +186,9 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
   }
 
   // MLP branch: y = x2 + dropout(c_proj(act(c_fc(ln_2(x2))))).
-  be.layernorm_forward(c.x2, w.ln2_w, w.ln2_b, c.h2, c.mean2, c.rstd2, R, d);
+  keeping(be, c.h2, c.b16.h2, Rd, [&] { be.layernorm_forward(c.x2, w.ln2_w, w.ln2_b, c.h2, c.mean2, c.rstd2, R, d); });
   be.linear_forward(c.h2, w.fc_w, w.fc_b, c.f, R, d, 4 * d);
-  be.activation_forward(s.gelu, c.f, c.g, Rd * 4);
+  keeping(be, c.g, c.b16.g, Rd * 4, [&] { be.activation_forward(s.gelu, c.f, c.g, Rd * 4); });
   if (p > 0) {
     be.linear_forward(c.g, w.mlp_proj_w, w.mlp_proj_b, y, R, 4 * d, d);
     be.dropout_forward(y, y, Rd, p, seed, stream * 4 + 2);
@@ -207,16 +242,21 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   if (p > 0) be.dropout_backward(dy, st.dm, Rd, p, c.seed, c.stream * 4 + 2);
   else if (st.dm != dy) be.copy(st.dm, dy, Rd);
   be.linear_backward(c.g, w.mlp_proj_w, st.dm, st.dg, nullptr, nullptr, R, 4 * d, d);
-  be.activation_backward(s.gelu, c.f, st.dg, st.dg, Rd * 4);
+  keeping(be, st.dg, st.b16.dg, Rd * 4, [&] { be.activation_backward(s.gelu, c.f, st.dg, st.dg, Rd * 4); });
   be.linear_backward(c.h2, w.fc_w, st.dg, st.dh2, nullptr, nullptr, R, d, 4 * d);
   // x2's gradient: the residual's dy plus ln_2's. Without dropout it is also attn c_proj's output gradient.
   float* dx2 = p > 0 ? k.dx2.get() : st.da;
-  be.layernorm_backward_res(c.x2, w.ln2_w, c.mean2, c.rstd2, st.dh2, dy, dx2, nullptr, nullptr, R, d);
+  keeping(be, st.da, p > 0 ? nullptr : st.b16.da, Rd, [&] {
+    be.layernorm_backward_res(c.x2, w.ln2_w, c.mean2, c.rstd2, st.dh2, dy, dx2, nullptr, nullptr, R, d);
+  });
 
   // Attention branch.
-  if (p > 0) be.dropout_backward(dx2, st.da, Rd, p, c.seed, c.stream * 4 + 1);
+  if (p > 0)
+    keeping(be, st.da, st.b16.da, Rd, [&] { be.dropout_backward(dx2, st.da, Rd, p, c.seed, c.stream * 4 + 1); });
   be.linear_backward(c.att, w.attn_proj_w, st.da, k.datt.get(), nullptr, nullptr, R, d, d);
-  be.attention_backward(c.qkv, c.probs, k.datt.get(), st.dqkv, c.B, c.n, d, s.heads, p, c.seed, c.stream * 4 + 0);
+  keeping(be, st.dqkv, st.b16.dqkv, Rd * 3, [&] {
+    be.attention_backward(c.qkv, c.probs, k.datt.get(), st.dqkv, c.B, c.n, d, s.heads, p, c.seed, c.stream * 4 + 0);
+  });
   be.linear_backward(c.h1, w.attn_w, st.dqkv, st.dh1, nullptr, nullptr, R, d, 3 * d);
   be.layernorm_backward_res(c.x, w.ln1_w, c.mean1, c.rstd1, st.dh1, dx2, dx, nullptr, nullptr, R, d);
 }
@@ -229,6 +269,11 @@ void block_weight_grads(Backend& be, const BlockShape& s, const BlockWeights& w,
     be.linear_weight_grad(a.att, false, st.da, false, g.attn_proj_w, g.attn_proj_b, rows, d, d);
     be.linear_weight_grad(a.h2, a.half, st.dg, st.half, g.fc_w, g.fc_b, rows, d, 4 * d);
     be.linear_weight_grad(a.g, a.half, st.dm, false, g.mlp_proj_w, g.mlp_proj_b, rows, 4 * d, d);
+  } else if (a.b16.h1 && st.b16.dqkv) {  // the kept bf16 copies (Backend::block_keeps_bf16)
+    be.linear_weight_grad(a.b16.h1, true, st.b16.dqkv, true, g.attn_w, g.attn_b, rows, d, 3 * d);
+    be.linear_weight_grad(a.b16.att, true, st.b16.da, true, g.attn_proj_w, g.attn_proj_b, rows, d, d);
+    be.linear_weight_grad(a.b16.h2, true, st.b16.dg, true, g.fc_w, g.fc_b, rows, d, 4 * d);
+    be.linear_weight_grad(a.b16.g, true, st.dm, false, g.mlp_proj_w, g.mlp_proj_b, rows, 4 * d, d);
   } else {
     be.linear_backward(a.h1, w.attn_w, st.dqkv, nullptr, g.attn_w, g.attn_b, rows, d, 3 * d);
     be.linear_backward(a.att, w.attn_proj_w, st.da, nullptr, g.attn_proj_w, g.attn_proj_b, rows, d, d);

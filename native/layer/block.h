@@ -41,6 +41,10 @@ struct BlockCache {
   float p = 0;            // dropout rate used in forward (0 when not training)
   uint64_t seed = 0, stream = 0;
   bool half = false;      // h1, qkv, h2 and g hold bf16 (Backend::block_half), behind their float pointers
+  // bf16 copies of h1, att, h2, g kept for the weight products (Backend::block_keeps_bf16), or nulls.
+  struct Bf16 {
+    void *h1 = nullptr, *att = nullptr, *h2 = nullptr, *g = nullptr;
+  } b16;
 };
 
 // Every application's BlockCache of one layer (training), one buffer per field, application k's B*n_k
@@ -58,9 +62,12 @@ struct BlockArena {
   size_t rows = 0;               // B * sum n_k
   bool half = false;             // h1, qkv, h2, g in bf16 (Backend::block_half)
   DeviceBuffer x, h1, mean1, rstd1, qkv, probs, att, x2, h2, mean2, rstd2, f, g;
+  DeviceBuffer h1_16, att_16, h2_16, g_16;  // Backend::block_keeps_bf16's copies, or none
 
-  // with_x false leaves x to the caller (a single application whose input already lives elsewhere).
-  void allocate(Backend& be, const BlockShape& s, int B, const std::vector<int>& n, bool with_x = true);
+  // with_x false leaves x to the caller (a single application whose input already lives elsewhere);
+  // for_grads false: a forward only, which keeps no bf16 copies for weight products.
+  void allocate(Backend& be, const BlockShape& s, int B, const std::vector<int>& n, bool with_x = true,
+                bool for_grads = true);
   BlockCache view(const BlockShape& s, int k) const;  // application k's cache
   void reset() { *this = BlockArena(); }
 };
@@ -76,10 +83,14 @@ struct BlockGradStash {
   float *dm = nullptr, *dg = nullptr, *da = nullptr, *dqkv = nullptr;  // one application's rows
   float *dh1 = nullptr, *dh2 = nullptr;
   bool half = false;  // dg and dqkv hold bf16 (Backend::block_half), behind their float pointers
+  struct Bf16 {       // bf16 copies of dqkv, da, dg kept for the weight products (block_keeps_bf16), or nulls
+    void *dqkv = nullptr, *da = nullptr, *dg = nullptr;
+  } b16;
 };
 struct BlockGradArena {
   bool half = false;
   DeviceBuffer dm, dg, da, dqkv, dh1, dh2;
+  DeviceBuffer dqkv_16, da_16, dg_16;  // Backend::block_keeps_bf16's copies, or none
   // with_dm false: the caller points dm at memory of its own (the layer's dy, when it is already there).
   void allocate(Backend& be, const BlockShape& s, size_t rows, bool with_dm = true);
   BlockGradStash view(const BlockShape& s, const BlockArena& a, int k) const;

@@ -274,7 +274,7 @@ void LayerStack::forward_layer(int l, const float* X, float* Y, int B, int N, in
     cache.apps.reserve(lengths.size());
     for (size_t k = 0; k < lengths.size(); ++k) cache.apps.push_back(cache.arena.view(shape_, static_cast<int>(k)));
   } else {
-    single_arena.allocate(be_, shape_, B, {nmax});
+    single_arena.allocate(be_, shape_, B, {nmax}, true, false);
     single = single_arena.view(shape_, 0);
   }
   // Each application's dropout stream is unique within the call: (layer, application index).

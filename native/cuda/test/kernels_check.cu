@@ -701,7 +701,25 @@ static void upload_bf16(DevBf& d, const VF& v) {
   RT_CU(cudaMemcpy(d.p, b.data(), b.size() * 2, cudaMemcpyHostToDevice));
   RT_CU(cudaDeviceSynchronize());
 }
+// Backend::keep_bf16_begin / _end around one operation: its twin lands in the kept buffer (an activation,
+// which writes one), or a cast makes it there (a copy, which writes none); either way bf16(src) exactly.
+static void check_keep_bf16() {
+  rt::Backend& be = rt::cuda_backend(false);
+  const size_t n = size_t{3} << 19;
+  Dev gx(randv(n, 97, -2, 2)), gy(n), gz(n);
+  DevBf k1(n), k2(n);
+  be.keep_bf16_begin(gy.p, k1.p, n);
+  be.activation_forward(true, gx.p, gy.p, n);
+  be.keep_bf16_end();
+  be.keep_bf16_begin(gz.p, k2.p, n);
+  be.copy(gz.p, gx.p, n);
+  be.keep_bf16_end();
+  expect_twin(gy, k1, "kept bf16 copy, written by the operation");
+  expect_twin(gz, k2, "kept bf16 copy, cast after the operation");
+}
+
 static void check_half_buffers() {
+  check_keep_bf16();
   struct Case { int n, in, out; bool dy_half; };
   for (const Case c : {Case{4003, 96, 288, true}, Case{4096, 96, 384, true}, Case{4000, 384, 96, false},
                        Case{70001, 96, 288, false}, Case{3001, 384, 1152, true}, Case{8, 8, 16, true}}) {
