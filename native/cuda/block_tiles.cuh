@@ -132,56 +132,41 @@ inline Drop make_drop(float p, uint64_t seed, uint64_t stream_id) {
   return d;
 }
 
-// A 32 x COLS tile of a dense [R][COLS] float32 array held in registers: load() issues every read (one
-// float4 per thread per 1,024 floats, rows past R read as zeros) before each() hands them out.
-template <int COLS>
+// A 32 x COLS tile of a dense [R][COLS] array of E (float32, or bf16 for BlockGradStash::half's) held in
+// registers: load() issues every read (one 16-byte load per thread per 16 bytes x kThreads, rows past R
+// read as zeros) before each() hands them out.
+template <int COLS, class E = float>
 struct Tile {
-  static constexpr int C4 = COLS / 4, N4 = kTM * C4, T = (N4 + kThreads - 1) / kThreads;
-  float4 v[T];
+  static constexpr int kPer = 16 / sizeof(E);  // elements a load
+  static_assert(COLS % kPer == 0, "rows of whole 16-byte loads");
+  static constexpr int C4 = COLS / kPer, N4 = kTM * C4, T = (N4 + kThreads - 1) / kThreads;
+  using V = typename std::conditional<sizeof(E) == 4, float4, uint4>::type;
+  V v[T];
   // Through the read-only cache: no thread writes these arrays while the kernel runs.
-  __device__ __forceinline__ void load(const float* __restrict__ src, int r0, int R) {
+  __device__ __forceinline__ void load(const E* __restrict__ src, int r0, int R) {
 #pragma unroll
     for (int t = 0; t < T; ++t) {
       const int i = tid() + t * kThreads, lr = i / C4, r = r0 + lr;
-      const float4* p = reinterpret_cast<const float4*>(src + static_cast<size_t>(r) * COLS) + i % C4;
-      v[t] = (i < N4 && r < R) ? __ldg(p)
-                               : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      const V* p = reinterpret_cast<const V*>(src + static_cast<size_t>(r) * COLS) + i % C4;
+      v[t] = (i < N4 && r < R) ? __ldg(p) : V{};
     }
   }
-  // f(local row, first column, the four values)
+  // f(local row, first column, the loaded values)
   template <class F>
   __device__ __forceinline__ void each(F&& f) const {
 #pragma unroll
     for (int t = 0; t < T; ++t) {
       const int i = tid() + t * kThreads;
-      if (i < N4) f(i / C4, (i % C4) * 4, v[t]);
+      if (i < N4) f(i / C4, (i % C4) * kPer, v[t]);
     }
   }
 };
 
-// The same for a [R][COLS] bf16 array (a bf16 gradient stash: BlockGradStash::half), 8 elements a load,
-// stored as they are into shared bf16 [32][ld] rows (ld a multiple of 8).
+// A bf16 tile's values as they are into shared bf16 [32][ld] rows (ld a multiple of 8).
 template <int COLS>
-struct HalfTile {
-  static constexpr int C8 = COLS / 8, N8 = kTM * C8, T = (N8 + kThreads - 1) / kThreads;
-  static_assert(COLS % 8 == 0, "rows of whole 16-byte loads");
-  uint4 v[T];
-  __device__ __forceinline__ void load(const __nv_bfloat16* __restrict__ src, int r0, int R) {
-#pragma unroll
-    for (int t = 0; t < T; ++t) {
-      const int i = tid() + t * kThreads, lr = i / C8, r = r0 + lr;
-      const uint4* p = reinterpret_cast<const uint4*>(src + static_cast<size_t>(r) * COLS) + i % C8;
-      v[t] = (i < N8 && r < R) ? __ldg(p) : make_uint4(0u, 0u, 0u, 0u);
-    }
-  }
-  __device__ __forceinline__ void store(__nv_bfloat16* dst, int ld) const {
-#pragma unroll
-    for (int t = 0; t < T; ++t) {
-      const int i = tid() + t * kThreads;
-      if (i < N8) *reinterpret_cast<uint4*>(dst + (i / C8) * ld + (i % C8) * 8) = v[t];
-    }
-  }
-};
+__device__ __forceinline__ void store_tile_b16(const Tile<COLS, __nv_bfloat16>& t, __nv_bfloat16* dst, int ld) {
+  t.each([&](int lr, int c, uint4 v) { *reinterpret_cast<uint4*>(dst + lr * ld + c) = v; });
+}
 
 // Stores a tile's values into shared [32][ld] rows.
 template <bool F32, int COLS>
@@ -1086,11 +1071,11 @@ __device__ __forceinline__ void in_backward_tile(const InBwd& a, int r0, unsigne
     if (!a.early) stage();  // after the tiles' loads (in_forward_tile says why)
   };
   if (!F32 && a.half) {
-    HalfTile<Q> t_q;
+    Tile<Q, __nv_bfloat16> t_q;
     Tile<D> t_x, t_r;
     t_q.load(reinterpret_cast<const __nv_bfloat16*>(a.dqkv), r0, a.R);
     rest(t_x, t_r);
-    if constexpr (!F32) t_q.store(A, Q + kPad);
+    if constexpr (!F32) store_tile_b16(t_q, A, Q + kPad);
     store_tile_f32(t_x, X);
     store_tile_f32(t_r, DR);
   } else {
