@@ -53,7 +53,9 @@ struct BlockCache {
 // Memory is linear in N: with w > 0 the m+1 applications hold exactly 2N tokens per sequence (N when
 // w = 0), so per token of the sequence 2 * (16*d + 4) floats plus at most 4*heads*w attention
 // probabilities (sum_k n_k^2 <= 2w * 2N), per layer (w = 0: one application of N tokens, 16*d + 4 floats
-// and heads*N probabilities per token, x being the layer's input itself).
+// and heads*N probabilities per token, x being the layer's input itself). Those are float32 counts: bf16
+// buffers (Backend::block_half) take half as much, f none where the backend keeps none, and the bf16 copies
+// of Backend::block_keeps_bf16 add 3.5*d floats' worth per kept token.
 struct BlockArena {
   int B = 0;
   std::vector<int> n;            // tokens per sequence of each application
