@@ -22,6 +22,7 @@
 #include "cuda/attention_fused.cuh"
 #include "cuda/attention_mma.cuh"
 #include "cuda/kernels.cuh"
+#include "cuda/twin.cuh"
 #include "cuda/pdl.cuh"
 #include "cuda/rng.cuh"
 
@@ -189,26 +190,11 @@ void launch_fused_backward(const Geo& g, const float* qkv, const float* probs, c
 
 unsigned row_blocks(long long rows) { return static_cast<unsigned>((rows + 7) / 8); }
 
-__global__ void to_bf16_kernel(const float* __restrict__ src, __nv_bfloat16* __restrict__ dst, size_t n) {
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x)
-    dst[i] = __float2bfloat16_rn(src[i]);
-}
-__global__ void to_f32_kernel(const __nv_bfloat16* __restrict__ src, float* __restrict__ dst, size_t n) {
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x)
-    dst[i] = __bfloat162float(src[i]);
-}
-
 // A bf16 qkv in float32, for the kernels other than the tensor-core ones (which read it as it is).
 Scratch qkv_f32(const float* qkv, int B, int n, int d) {
   const size_t count = static_cast<size_t>(B) * n * 3 * d;
   Scratch f(count * sizeof(float));
-  if (count) {
-    to_f32_kernel<<<blocks_for(count, 256, 4096), 256, 0, stream()>>>(reinterpret_cast<const __nv_bfloat16*>(qkv), f.f32(),
-                                                                     count);
-    RT_CU_LAUNCH("attention (qkv to float32)");
-  }
+  to_f32(reinterpret_cast<const __nv_bfloat16*>(qkv), f.f32(), count);
   return f;
 }
 
@@ -281,9 +267,7 @@ void attention_backward_bf16(bool bf16, const float* qkv, const float* probs, co
   const size_t count = static_cast<size_t>(B) * n * 3 * d;
   Scratch f(count * sizeof(float));
   attention_backward(bf16, qkv, probs, dout, f.f32(), B, n, d, H, p, seed, stream_id, nullptr, qkv_half);
-  if (!count) return;
-  to_bf16_kernel<<<blocks_for(count, 256, 4096), 256, 0, stream()>>>(f.f32(), dqkv, count);
-  RT_CU_LAUNCH("attention_backward (to bf16)");
+  to_bf16(f.f32(), dqkv, count);
 }
 
 void attention_backward(bool bf16, const float* qkv, const float* probs, const float* dout, float* dqkv, int B, int n,

@@ -23,6 +23,7 @@
 #include <cstdint>
 
 #include "cuda/attention_fused.cuh"
+#include "cuda/half_ptr.cuh"
 #include "cuda/mma.cuh"
 
 namespace rt::cuda::attn {
@@ -36,26 +37,14 @@ __host__ __device__ inline bool mma_fits(int n, int hd) {
   return n > 0 && n % 16 == 0 && n <= kMmaN && (hd == 16 || hd == 32 || hd == 64);
 }
 
-// qkv may hold bf16 (Geo::qkv_half, BlockCache::half): then a float pointer into it is the bf16 array's,
-// and element offsets are taken on the bf16 type. Products round float32 operands to bf16 anyway, so both
-// give the same bits.
-__device__ __forceinline__ const float* elem_at(const float* p, bool half, size_t off) {
-  return half ? reinterpret_cast<const float*>(reinterpret_cast<const __nv_bfloat16*>(p) + off) : p + off;
-}
+// qkv may hold bf16 (Geo::qkv_half, BlockCache::half; half_ptr.cuh). Products round float32 operands to
+// bf16 anyway, so both give the same bits.
 
 // Elements off, off + 1 of a float32 (or, half, bf16) array, as a bf16 pair.
 __device__ __forceinline__ uint32_t ld_pair(const float* __restrict__ p, bool half = false, size_t off = 0) {
-  if (half) return __ldg(reinterpret_cast<const unsigned*>(reinterpret_cast<const __nv_bfloat16*>(p) + off));
+  if (half) return __ldg(reinterpret_cast<const unsigned*>(elem_at(p, true, off)));
   const float2 v = __ldg(reinterpret_cast<const float2*>(p + off));
   return pack_bf16(v.x, v.y);
-}
-// Elements off .. off + 3 likewise, as floats.
-__device__ __forceinline__ float4 ld_quad(const float* __restrict__ p, bool half, size_t off) {
-  if (!half) return __ldg(reinterpret_cast<const float4*>(p + off));
-  const uint2 u = __ldg(reinterpret_cast<const uint2*>(reinterpret_cast<const __nv_bfloat16*>(p) + off));
-  const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
-  const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
-  return make_float4(a.x, a.y, b.x, b.y);
 }
 
 // The A fragments (16 rows from r0, all HD columns) of a row-major matrix in global memory (float32, or
@@ -140,8 +129,8 @@ __device__ __forceinline__ void stage_t(__nv_bfloat16* const (&T)[NM], const flo
       if (j[u] < n) {  // n is even: both rows or neither
         const size_t o = static_cast<size_t>(j[u]) * ld[i] + c[u];
         const bool h = (half >> i) & 1u;
-        v[u][0] = ld_quad(M[i], h, o);
-        v[u][1] = ld_quad(M[i], h, o + ld[i]);
+        v[u][0] = load4_as(M[i], h, o);
+        v[u][1] = load4_as(M[i], h, o + ld[i]);
       }
 #pragma unroll
     for (int u = 0; u < kItems; ++u)

@@ -669,10 +669,12 @@ class CudaBackend final : public Backend {
     cuda::block_in_forward(!fp32_, s, w, c, glue);
   }
   bool block_keeps_f(const BlockShape& s) const override { return !(fused_block(s) && cuda::relu_from_g(s)); }
+  // bf16 operands for the weight kernel (weight_grad.cu): rows of whole 16-byte loads, sm_80 on.
+  bool bf16_operands(const BlockShape& s) const { return !fp32_ && s.d % 8 == 0 && cuda::limits().cc >= 80; }
   // The unfused bf16 path keeps its products' bf16 copies for the weight products (RT_CUDA_KEEP_BF16=0: none).
   bool block_keeps_bf16(const BlockShape& s) const override {
     static const bool on = rt::env_switch("RT_CUDA_KEEP_BF16", true);
-    return on && !fp32_ && !fused_block(s) && s.d % 8 == 0 && cuda::limits().cc >= 80;
+    return on && !fused_block(s) && bf16_operands(s);
   }
   // Not operations of their own (no RT_PROF): the twin offered in between stands for the next operation.
   void keep_bf16_begin(const float* src, void* dst, size_t n) override {
@@ -682,7 +684,7 @@ class CudaBackend final : public Backend {
   // The bf16 chains round h1, qkv, h2, g, dg and dqkv to bf16 as the products would (RT_CUDA_HALF=0: float32).
   bool block_half(const BlockShape& s) const override {
     static const bool on = rt::env_switch("RT_CUDA_HALF", true);
-    return on && !fp32_ && fused_block(s) && s.d % 8 == 0 && cuda::limits().cc >= 80;
+    return on && fused_block(s) && bf16_operands(s);
   }
   void linear_weight_grad(const void* x, bool x_half, const void* dy, bool dy_half, float* dW, float* db, int n,
                           int in, int out) override {

@@ -430,15 +430,6 @@ __device__ __forceinline__ void tile_layernorm_backward(const float* X, const fl
 }
 
 __device__ __forceinline__ void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
-// Elements i, i + 1 of p: float32, or bf16 where half (Backend::block_half's buffers, behind a float pointer).
-__device__ __forceinline__ void store2_as(float* p, bool half, size_t i, float a, float b) {
-  if (half) *reinterpret_cast<__nv_bfloat162*>(reinterpret_cast<__nv_bfloat16*>(p) + i) = __floats2bfloat162_rn(a, b);
-  else store2(p + i, a, b);
-}
-__device__ __forceinline__ float2 load2_as(const float* p, bool half, size_t i) {
-  if (half) return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(reinterpret_cast<const __nv_bfloat16*>(p) + i));
-  return __ldg(reinterpret_cast<const float2*>(p + i));
-}
 
 // Bytes of a packed [N][K] bf16 matrix staged in shared memory, rows padded by kPad.
 template <int K, int N>
@@ -689,7 +680,7 @@ __device__ __forceinline__ void tile_attention(const OutFwd& a, int r0, __nv_bfl
   const size_t qo = static_cast<size_t>(b) * n * ld;  // element b's rows of qkv (bf16 where a.half)
   __nv_bfloat16 *Kt = scratch, *Vt = scratch + D * kLdT;  // [D][kLdT]: K^T, V^T, head h from row h HD
   uint32_t qa[HD / 16][4];  // the warp's Q rows, read first so that the loads overlap
-  if (active) attn::frags_a<HD>(qa, attn::elem_at(a.qkv, a.half, qo + h * HD), ld, 16 * m, gq, tq, a.half);
+  if (active) attn::frags_a<HD>(qa, elem_at(a.qkv, a.half, qo + h * HD), ld, 16 * m, gq, tq, a.half);
   // Key pairs (j, j + 1) by four columns: two float4 loads, four bf16 pairs of transposed rows; a warp's
   // lanes take consecutive pairs, so its stores fall in consecutive words. Every load before the first store.
   constexpr int kPairs = kTM, kQuads = D / 4, kAll = 2 * kPairs * kQuads, kIt = (kAll + kThreads - 1) / kThreads;
@@ -704,8 +695,8 @@ __device__ __forceinline__ void tile_attention(const OutFwd& a, int r0, __nv_bfl
     vok[u] = it < kAll && jj[u] < keys;
     if (vok[u]) {
       const size_t o = qo + static_cast<size_t>(jj[u]) * ld + D + cc[u];
-      v[u][0] = attn::ld_quad(a.qkv, a.half, o);
-      v[u][1] = attn::ld_quad(a.qkv, a.half, o + ld);
+      v[u][0] = load4_as(a.qkv, a.half, o);
+      v[u][1] = load4_as(a.qkv, a.half, o + ld);
     }
   }
 #pragma unroll

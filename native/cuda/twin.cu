@@ -28,10 +28,23 @@ struct Keep {
 };
 thread_local Keep t_keep;
 
-__global__ void cast_kernel(const float* __restrict__ src, __nv_bfloat16* __restrict__ dst, size_t n) {
+__global__ void to_bf16_kernel(const float* __restrict__ src, __nv_bfloat16* __restrict__ dst, size_t n) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x)
     dst[i] = __float2bfloat16_rn(src[i]);
+}
+__global__ void to_f32_kernel(const __nv_bfloat16* __restrict__ src, float* __restrict__ dst, size_t n) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    dst[i] = __bfloat162float(src[i]);
+}
+
+// p, the twin of src's n floats, offered by the operation counted last.
+void pend(__nv_bfloat16* p, const float* src, size_t n) {
+  t_pending.p = p;
+  t_pending.src = src;
+  t_pending.n = n;
+  t_pending.op = t_ops;
 }
 
 bool twins_enabled() {
@@ -47,20 +60,14 @@ __nv_bfloat16* twin_offer(bool bf16, const float* src, size_t n) {
   twin_forget();
   if (t_keep.src && t_keep.src == src && t_keep.n == n) {
     t_keep.written = true;
-    t_pending.p = t_keep.dst;
-    t_pending.src = src;
-    t_pending.n = n;
-    t_pending.op = t_ops;
+    pend(t_keep.dst, src, n);
     return t_keep.dst;
   }
   // The Hopper path takes products of at least a 128 x 128 tile per SM (K >= 64): a matrix of fewer than
   // 2^20 elements rarely feeds one. (The product checks the rest: rows of a multiple of 8 elements.)
   if (!bf16 || !twins_enabled() || n < (size_t{1} << 20)) return nullptr;
   t_pending.buf = Scratch(n * sizeof(__nv_bfloat16));
-  t_pending.p = static_cast<__nv_bfloat16*>(t_pending.buf.get());
-  t_pending.src = src;
-  t_pending.n = n;
-  t_pending.op = t_ops;
+  pend(static_cast<__nv_bfloat16*>(t_pending.buf.get()), src, n);
   return t_pending.p;
 }
 
@@ -86,14 +93,22 @@ void twin_keep_end() {
   const Keep k = t_keep;
   t_keep = Keep{};
   if (k.written || !k.n) return;
-  cast_kernel<<<blocks_for(k.n, 256, 4096), 256, 0, stream()>>>(k.src, k.dst, k.n);
-  RT_CU_LAUNCH("twin_keep (cast)");
+  to_bf16(k.src, k.dst, k.n);
   // Offered to the next operation as if the producer had written it (the same count of operations).
   twin_forget();
-  t_pending.p = k.dst;
-  t_pending.src = k.src;
-  t_pending.n = k.n;
-  t_pending.op = t_ops;
+  pend(k.dst, k.src, k.n);
+}
+
+void to_bf16(const float* src, __nv_bfloat16* dst, size_t n) {
+  if (!n) return;
+  to_bf16_kernel<<<blocks_for(n, 256, 4096), 256, 0, stream()>>>(src, dst, n);
+  RT_CU_LAUNCH("to_bf16");
+}
+
+void to_f32(const __nv_bfloat16* src, float* dst, size_t n) {
+  if (!n) return;
+  to_f32_kernel<<<blocks_for(n, 256, 4096), 256, 0, stream()>>>(src, dst, n);
+  RT_CU_LAUNCH("to_f32");
 }
 
 }  // namespace rt::cuda

@@ -38,6 +38,11 @@ Twin twin_claim(const float* src, size_t n);
 void twin_keep_begin(const float* src, __nv_bfloat16* dst, size_t n);
 void twin_keep_end();
 
+// n elements converted on stream(), for bf16 copies no kernel wrote as it went (and back, for the kernels
+// that read only float32).
+void to_bf16(const float* src, __nv_bfloat16* dst, size_t n);
+void to_f32(const __nv_bfloat16* src, float* dst, size_t n);
+
 // Drops an unclaimed offer (a graph recording starts or ends: a twin never crosses it).
 void twin_forget();
 

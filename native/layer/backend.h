@@ -215,12 +215,12 @@ class Backend {
   // Whether the layer must keep f (c_fc's output) for the backward; the CUDA fused chains under relu take
   // relu' from g instead, and the arena then holds no f.
   virtual bool block_keeps_f(const BlockShape&) const { return true; }
-  // Whether the fused chains keep h1, qkv, h2 and g (BlockCache) and dg, dqkv (BlockGradStash) as bf16 rather than
-  // float32 (BlockCache::half, BlockGradStash::half): they are read back only as the operands of the weight
-  // products (g also for relu's sign, qkv for the attention's, dqkv for in_backward's), which round them to bf16 anyway,
-  // so storing them rounded halves their bytes, written once and read once, for the same weight gradients
-  // (the biases' of c_fc and c_attn excepted, summed from the rounded dg and dqkv). The layer then sizes those buffers in bf16 elements and hands them to
-  // linear_weight_grad with the flags.
+  // Whether the fused chains keep h1, qkv, h2 and g (BlockCache) and dg, dqkv (BlockGradStash) as bf16
+  // rather than float32 (BlockCache::half, BlockGradStash::half): they are read back only as operands of bf16
+  // products (the weight products; g also for relu's sign, qkv by the attention, dqkv by in_backward), which
+  // round them to bf16 anyway, so storing them rounded halves their bytes for the same weight gradients (the
+  // biases of c_fc and c_attn excepted, summed from the rounded dg and dqkv). The layer then sizes those
+  // buffers in bf16 elements, and block_weight_grads hands them to linear_weight_grad as bf16.
   virtual bool block_half(const BlockShape&) const { return false; }
   // The unfused path's counterpart of block_half: whether the layer keeps bf16 copies of h1, att, h2, g
   // (BlockCache::b16) and of dqkv, da, dg (BlockGradStash::b16) beside the float32 buffers, for
@@ -240,8 +240,8 @@ class Backend {
     no_fused();
   }
   // dW += dy^T x and db += dy's column sums over n rows, as linear_backward computes them, where x_half /
-  // dy_half say that the operand holds bf16 (a block_half buffer). Only a backend whose block_half can
-  // return true takes halves.
+  // dy_half say that the operand holds bf16 (BlockCache::b16 and BlockGradStash::b16). Only a backend whose
+  // block_half or block_keeps_bf16 can return true takes bf16.
   virtual void linear_weight_grad(const void* x, bool x_half, const void* dy, bool dy_half, float* dW, float* db,
                                   int n, int in, int out) {
     if (x_half || dy_half) throw Error(std::string(name()) + ": keeps no bf16 operands");

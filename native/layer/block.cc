@@ -11,7 +11,7 @@ size_t held(bool half, size_t n) { return half ? (n + 1) / 2 : n; }
 
 // Element `off` of a buffer of floats or, where half, of bf16 (2 bytes each), as the float pointer the
 // structs carry.
-float* at_elem(const DeviceBuffer& b, bool half, size_t off) {
+float* at_elem(const DeviceBuffer& b, size_t off, bool half = false) {
   if (!b.get()) return nullptr;
   if (!half) return b.get() + off;
   return reinterpret_cast<float*>(reinterpret_cast<uint16_t*>(b.get()) + off);
@@ -76,25 +76,25 @@ BlockCache BlockArena::view(const BlockShape& s, int k) const {
   c.B = B;
   c.n = c.capacity = n[k];
   const size_t r = row[k], d = s.d;
-  auto at = [](const DeviceBuffer& b, size_t off) -> float* { return b.get() ? b.get() + off : nullptr; };
   c.half = half;
-  c.x = at(x, r * d);
-  c.h1 = at_elem(h1, half, r * d);
-  c.mean1 = at(mean1, r);
-  c.rstd1 = at(rstd1, r);
-  c.qkv = at_elem(qkv, half, r * 3 * d);
-  c.probs = at(probs, prob[k]);
-  c.att = at(att, r * d);
-  c.x2 = at(x2, r * d);
-  c.h2 = at_elem(h2, half, r * d);
-  c.mean2 = at(mean2, r);
-  c.rstd2 = at(rstd2, r);
-  c.f = at(f, r * 4 * d);
-  c.g = at_elem(g, half, r * 4 * d);
-  c.b16.h1 = at_elem(h1_16, true, r * d);
-  c.b16.att = at_elem(att_16, true, r * d);
-  c.b16.h2 = at_elem(h2_16, true, r * d);
-  c.b16.g = at_elem(g_16, true, r * 4 * d);
+  c.x = at_elem(x, r * d);
+  c.h1 = at_elem(h1, r * d, half);
+  c.mean1 = at_elem(mean1, r);
+  c.rstd1 = at_elem(rstd1, r);
+  c.qkv = at_elem(qkv, r * 3 * d, half);
+  c.probs = at_elem(probs, prob[k]);
+  c.att = at_elem(att, r * d);
+  c.x2 = at_elem(x2, r * d);
+  c.h2 = at_elem(h2, r * d, half);
+  c.mean2 = at_elem(mean2, r);
+  c.rstd2 = at_elem(rstd2, r);
+  c.f = at_elem(f, r * 4 * d);
+  c.g = at_elem(g, r * 4 * d, half);
+  // bf16 values of the weight products' operands: the buffers themselves where half, else the kept copies.
+  c.b16.h1 = half ? c.h1 : at_elem(h1_16, r * d, true);
+  c.b16.att = at_elem(att_16, r * d, true);
+  c.b16.h2 = half ? c.h2 : at_elem(h2_16, r * d, true);
+  c.b16.g = half ? c.g : at_elem(g_16, r * 4 * d, true);
   return c;
 }
 
@@ -119,14 +119,14 @@ BlockGradStash BlockGradArena::view(const BlockShape& s, const BlockArena& a, in
   BlockGradStash st;
   st.dm = dm.get() ? dm.get() + r * d : nullptr;
   st.half = half;
-  st.dg = at_elem(dg, half, r * 4 * d);
+  st.dg = at_elem(dg, r * 4 * d, half);
   st.da = da.get() + r * d;
-  st.dqkv = at_elem(dqkv, half, r * 3 * d);
+  st.dqkv = at_elem(dqkv, r * 3 * d, half);
   st.dh1 = dh1.get() + r * d;
   st.dh2 = dh2.get() + r * d;
-  st.b16.dqkv = at_elem(dqkv_16, true, r * 3 * d);
-  st.b16.da = at_elem(da_16, true, r * d);
-  st.b16.dg = at_elem(dg_16, true, r * 4 * d);
+  st.b16.dqkv = half ? st.dqkv : at_elem(dqkv_16, r * 3 * d, true);
+  st.b16.da = at_elem(da_16, r * d, true);
+  st.b16.dg = half ? st.dg : at_elem(dg_16, r * 4 * d, true);
   return st;
 }
 
@@ -264,22 +264,15 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
 void block_weight_grads(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
                         const BlockCache& a, const BlockGradStash& st, int rows) {
   const int d = s.d;
-  if (a.half || st.half) {
-    be.linear_weight_grad(a.h1, a.half, st.dqkv, st.half, g.attn_w, g.attn_b, rows, d, 3 * d);
-    be.linear_weight_grad(a.att, false, st.da, false, g.attn_proj_w, g.attn_proj_b, rows, d, d);
-    be.linear_weight_grad(a.h2, a.half, st.dg, st.half, g.fc_w, g.fc_b, rows, d, 4 * d);
-    be.linear_weight_grad(a.g, a.half, st.dm, false, g.mlp_proj_w, g.mlp_proj_b, rows, 4 * d, d);
-  } else if (a.b16.h1 && st.b16.dqkv) {  // the kept bf16 copies (Backend::block_keeps_bf16)
-    be.linear_weight_grad(a.b16.h1, true, st.b16.dqkv, true, g.attn_w, g.attn_b, rows, d, 3 * d);
-    be.linear_weight_grad(a.b16.att, true, st.b16.da, true, g.attn_proj_w, g.attn_proj_b, rows, d, d);
-    be.linear_weight_grad(a.b16.h2, true, st.b16.dg, true, g.fc_w, g.fc_b, rows, d, 4 * d);
-    be.linear_weight_grad(a.b16.g, true, st.dm, false, g.mlp_proj_w, g.mlp_proj_b, rows, 4 * d, d);
-  } else {
-    be.linear_backward(a.h1, w.attn_w, st.dqkv, nullptr, g.attn_w, g.attn_b, rows, d, 3 * d);
-    be.linear_backward(a.att, w.attn_proj_w, st.da, nullptr, g.attn_proj_w, g.attn_proj_b, rows, d, d);
-    be.linear_backward(a.h2, w.fc_w, st.dg, nullptr, g.fc_w, g.fc_b, rows, d, 4 * d);
-    be.linear_backward(a.g, w.mlp_proj_w, st.dm, nullptr, g.mlp_proj_w, g.mlp_proj_b, rows, 4 * d, d);
-  }
+  // Each product reads an operand's bf16 values where the layer holds them (b16), else its float32 ones.
+  auto grad = [&](const float* x, const void* x16, const float* dy, const void* dy16, float* gw, float* gb, int in,
+                  int out) {
+    be.linear_weight_grad(x16 ? x16 : x, x16 != nullptr, dy16 ? dy16 : dy, dy16 != nullptr, gw, gb, rows, in, out);
+  };
+  grad(a.h1, a.b16.h1, st.dqkv, st.b16.dqkv, g.attn_w, g.attn_b, d, 3 * d);
+  grad(a.att, a.b16.att, st.da, st.b16.da, g.attn_proj_w, g.attn_proj_b, d, d);
+  grad(a.h2, a.b16.h2, st.dg, st.b16.dg, g.fc_w, g.fc_b, d, 4 * d);
+  grad(a.g, a.b16.g, st.dm, nullptr, g.mlp_proj_w, g.mlp_proj_b, 4 * d, d);
   be.layernorm_backward(a.x, w.ln1_w, a.mean1, a.rstd1, st.dh1, nullptr, g.ln1_w, g.ln1_b, rows, d);
   be.layernorm_backward(a.x2, w.ln2_w, a.mean2, a.rstd2, st.dh2, nullptr, g.ln2_w, g.ln2_b, rows, d);
 }

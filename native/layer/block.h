@@ -41,7 +41,8 @@ struct BlockCache {
   float p = 0;            // dropout rate used in forward (0 when not training)
   uint64_t seed = 0, stream = 0;
   bool half = false;      // h1, qkv, h2 and g hold bf16 (Backend::block_half), behind their float pointers
-  // bf16 copies of h1, att, h2, g kept for the weight products (Backend::block_keeps_bf16), or nulls.
+  // The bf16 values of the weight products' operands h1, att, h2, g, or nulls: the buffers themselves where
+  // half, or the copies of Backend::block_keeps_bf16.
   struct Bf16 {
     void *h1 = nullptr, *att = nullptr, *h2 = nullptr, *g = nullptr;
   } b16;
@@ -85,7 +86,7 @@ struct BlockGradStash {
   float *dm = nullptr, *dg = nullptr, *da = nullptr, *dqkv = nullptr;  // one application's rows
   float *dh1 = nullptr, *dh2 = nullptr;
   bool half = false;  // dg and dqkv hold bf16 (Backend::block_half), behind their float pointers
-  struct Bf16 {       // bf16 copies of dqkv, da, dg kept for the weight products (block_keeps_bf16), or nulls
+  struct Bf16 {       // the same for dqkv, da, dg (BlockCache::b16)
     void *dqkv = nullptr, *da = nullptr, *dg = nullptr;
   } b16;
 };
