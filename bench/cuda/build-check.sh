@@ -17,8 +17,8 @@ for f in "${CPU[@]}"; do
   g++ -O3 -std=c++17 -march=x86-64-v3 -pthread -Inative -c "$f" -o "$OBJ/$(basename "$f" .cc).o" & pids+=($!)
 done
 for f in native/cuda/*.cu native/cuda/test/kernels_check.cu; do
-  # the Hopper GEMM is built for sm_90a alone, as in CMakeLists.txt
-  arch=$ARCH; [[ $f == */matmul_sm90.cu ]] && arch="-gencode=arch=compute_90a,code=sm_90a"
+  # the Hopper kernels (*_sm90.cu) are built for sm_90a alone, as in CMakeLists.txt
+  arch=$ARCH; [[ $f == *_sm90.cu ]] && arch="-gencode=arch=compute_90a,code=sm_90a"
   # the fused chains as sm_90a too (their weight multicast), as in CMakeLists.txt
   [[ $f == */block_fused.cu && $ARCH == *compute_90,* ]] && arch="-gencode=arch=compute_90a,code=sm_90a -DRT_SM90A"
   nvcc -O3 -std=c++17 $arch -Inative -c "$f" -o "$OBJ/cu_$(basename "$f" .cu).o" & pids+=($!)

@@ -26,68 +26,18 @@
 #include "cuda/gemm_args.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/matmul_sm90.cuh"
+#include "cuda/wgmma.cuh"
 
 namespace rt::cuda {
 namespace {
 
 using namespace gemm_detail;
+using namespace wgmma;
 
 constexpr int kBM = 128, kBN = 128, kBK = 64, kThreads = 256, kStages = 3;
 constexpr int kTileBytes = 128 * kBK * 2;               // one operand's stage: 128 rows of 128 bytes
 constexpr int kStageBytes = 2 * kTileBytes;             // A then B
 constexpr int kSmem = kStages * kStageBytes + 1024;     // and slack to align the base to 1024 bytes
-
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// Shared-memory matrix descriptor: start address, leading-dimension byte offset (unused by K-major swizzled
-// layouts; 16 by convention), stride byte offset 1024 (from one 8-row group to the next), 128B swizzle.
-__device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
-  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>(16 >> 4) << 16) |
-         (static_cast<uint64_t>(1024 >> 4) << 32) | (1ull << 62);
-}
-
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
-// Shared memory written through the generic proxy (cp.async included) is visible to the tensor cores'
-// async-proxy reads only after this, issued by the writing thread before the barrier.
-__device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-
-// Eight accumulator operands of a wgmma asm statement, d[i] .. d[i + 7], read and written.
-#define RT_D8(i)                                                                                            \
-  "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), \
-      "+f"(d[i + 7])
-
-// d (64 floats per thread: a 64x128 float32 tile of the warpgroup) = A (64x16, desc a) * B (16x128, desc b)
-// + d, or without the + d when accumulate is 0 (a tile's first product: no zeroing of d between products,
-// which would make the compiler wait for the tensor cores there).
-__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t a, uint64_t b, int accumulate) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-      : RT_D8(0), RT_D8(8), RT_D8(16), RT_D8(24), RT_D8(32), RT_D8(40), RT_D8(48), RT_D8(56)
-      : "l"(a), "l"(b), "r"(accumulate));
-}
-
-// d (96 floats per thread: a 64x192 float32 tile of the warpgroup) = A (64x16) * B (16x192) (+ d), as above.
-__device__ __forceinline__ void wgmma_m64n192k16(float (&d)[96], uint64_t a, uint64_t b, int accumulate) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %98, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n192k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95}, %96, %97, p, 1, 1, 0, 0;\n}\n"
-      : RT_D8(0), RT_D8(8), RT_D8(16), RT_D8(24), RT_D8(32), RT_D8(40), RT_D8(48), RT_D8(56), RT_D8(64), RT_D8(72),
-        RT_D8(80), RT_D8(88)
-      : "l"(a), "l"(b), "r"(accumulate));
-}
-
-// Keeps the compiler from moving uses of the accumulators above the wait that completes them.
-template <int N>
-__device__ __forceinline__ void pin(float (&d)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
-}
 
 // dst[r][k] (R rows of Kp, Kp = K rounded up to 8) = bf16 of element (r, k): src[r * ld + k] when KC, else
 // src[k * ld + r]; zeros for k >= K. KC: a thread per 8 elements of a row. Else a 32x32 tile transposed
@@ -253,12 +203,12 @@ __global__ void __launch_bounds__(kThreads, 2)
     cp_async_commit();
     const uint32_t sa = smem_u32(smem + (s % kStages) * kStageBytes);
     const uint32_t abase = sa + wg * 64 * 128, bbase = sa + kTileBytes;
-    wgmma_fence();
+    fence();
 #pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk)
-      wgmma_m64n128k16(acc, smem_desc(abase + kk * 32), smem_desc(bbase + kk * 32), kt > 0 || kk > 0);
-    wgmma_commit();
-    wgmma_wait0();
+      m64n128k16(acc, smem_desc(abase + kk * 32), smem_desc(bbase + kk * 32), kt > 0 || kk > 0);
+    commit();
+    wait0();
     pin(acc);
     if (++kt == ntiles) {  // the next tile's loads are already in flight while this one stores
       store(cur);
@@ -304,14 +254,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     cp_async_commit();
     const uint32_t sa = smem_u32(smem + (kt % kWStages) * kWStageBytes);
     const uint32_t abase = sa + wg * 64 * 128, bbase = sa + kTileBytes;
-    wgmma_fence();
+    fence();
 #pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk)
-      wgmma_m64n192k16(acc, smem_desc(abase + kk * 32), smem_desc(bbase + kk * 32), 1);
-    wgmma_commit();
-    wgmma_wait1();  // step kt - 1's products are done; step kt's run on while the next step is set up
+      m64n192k16(acc, smem_desc(abase + kk * 32), smem_desc(bbase + kk * 32), 1);
+    commit();
+    wait1();  // step kt - 1's products are done; step kt's run on while the next step is set up
   }
-  wgmma_wait0();
+  wait0();
   pin(acc);
   cp_async_wait<0>();
   store_tile(g, br.C, m0 + wg * 64, n0, acc);

@@ -36,6 +36,7 @@
 #include "cuda/gemm_args.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/mma.cuh"
+#include "cuda/weight_grad_sm90.cuh"
 
 namespace rt::cuda {
 namespace {
@@ -256,12 +257,13 @@ __global__ void __launch_bounds__(WM * WN * 32, MINB) weight_grad_kernel(WgArgs 
 // the 8 warps' sums are added in order. (Eight warps of float4 loads keep enough bytes in flight: a thread
 // summing all ~130 chunks alone would leave the reduction latency-bound.)
 __global__ void __launch_bounds__(256) weight_grad_reduce_kernel(const float* __restrict__ ws, size_t mn, int nb0,
-                                                                 const float* __restrict__ ws_db, int m, int chunks,
-                                                                 float* dW, float* db) {
+                                                                 const float* __restrict__ ws_db, int m, int chunks_dw,
+                                                                 int chunks_db, float* dW, float* db) {
   __shared__ float4 red[8][32];
   const bool is_db = static_cast<int>(blockIdx.x) >= nb0;
   const float* src = is_db ? ws_db : ws;
   const size_t count = is_db ? static_cast<size_t>(m) : mn;
+  const int chunks = is_db ? chunks_db : chunks_dw;
   float* dst = is_db ? db : dW;
   const size_t base = static_cast<size_t>(is_db ? blockIdx.x - nb0 : blockIdx.x) * 128;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -427,6 +429,10 @@ void linear_weight_grad(const void* x, bool x_half, const void* dy, bool dy_half
                         int out) {
   if (n <= 0) return;
   RT_CHECK(in > 0 && out > 0, "linear_weight_grad: in > 0 and out > 0 required");
+  if (weight_grad_sm90_takes(x, dy, n, in, out)) {
+    weight_grad_sm90(x, x_half, dy, dy_half, dW, db, n, in, out);
+    return;
+  }
   RT_CHECK(x_half || !dy_half, "linear_weight_grad: a bf16 dy needs a bf16 x (no other instance)");
   const bool half = x_half || dy_half;
   const bool vec4 = in % 4 == 0 && out % 4 == 0 && aligned16(x) && aligned16(dy);
@@ -454,8 +460,13 @@ void linear_weight_grad(const void* x, bool x_half, const void* dy, bool dy_half
   RT_CHECK(tiles < (1LL << 31) && p.chunks <= 65535, "linear_weight_grad: problem too large for one launch");
   p.c->kernel<<<dim3(static_cast<unsigned>(tiles), p.chunks), p.c->threads, p.c->smem, stream()>>>(g);
   RT_CU_LAUNCH("weight_grad");
-  const int nb0 = static_cast<int>((mn + 127) / 128), nb1 = db ? (out + 127) / 128 : 0;
-  weight_grad_reduce_kernel<<<nb0 + nb1, 256, 0, stream()>>>(g.ws, mn, nb0, g.ws_db, out, p.chunks, dW, db);
+  weight_grad_reduce(g.ws, mn, p.chunks, g.ws_db, out, p.chunks, dW, db);
+}
+
+void weight_grad_reduce(const float* ws, size_t mn, int chunks, const float* ws_db, int m, int chunks_db, float* dW,
+                        float* db) {
+  const int nb0 = static_cast<int>((mn + 127) / 128), nb1 = db ? (m + 127) / 128 : 0;
+  weight_grad_reduce_kernel<<<nb0 + nb1, 256, 0, stream()>>>(ws, mn, nb0, ws_db, m, chunks, chunks_db, dW, db);
   RT_CU_LAUNCH("weight_grad_reduce");
 }
 

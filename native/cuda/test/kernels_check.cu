@@ -24,6 +24,8 @@
 #include "cpu/kernels.h"
 #include "cuda/common.cuh"
 #include "cuda/kernels.cuh"
+#include "cuda/twin.cuh"
+#include "cuda/weight_grad_sm90.cuh"
 #ifndef RT_CUDA
 #define RT_CUDA  // layer/backend.h declares cuda_backend() in CUDA builds only
 #endif
@@ -91,6 +93,24 @@ struct Dev {
     RT_CU(cudaStreamSynchronize(rt::cuda::stream()));
     VF v(n);
     if (n) RT_CU(cudaMemcpy(v.data(), p, n * 4, cudaMemcpyDeviceToHost));
+    return v;
+  }
+};
+
+// A bf16 device buffer, poisoned (NaN bits) when made, as Dev.
+struct DevBf {
+  __nv_bfloat16* p = nullptr;
+  size_t n = 0;
+  explicit DevBf(size_t n_) : n(n_) {
+    RT_CU(cudaMalloc(&p, std::max<size_t>(n, 1) * 2));
+    RT_CU(cudaMemset(p, 0xff, std::max<size_t>(n, 1) * 2));  // NaN bits: an unwritten element fails
+    RT_CU(cudaDeviceSynchronize());  // (as Dev: the memset runs on the legacy stream)
+  }
+  ~DevBf() { cudaFree(p); }
+  std::vector<uint16_t> get() const {
+    RT_CU(cudaStreamSynchronize(rt::cuda::stream()));
+    std::vector<uint16_t> v(n);
+    RT_CU(cudaMemcpy(v.data(), p, n * 2, cudaMemcpyDeviceToHost));
     return v;
   }
 };
@@ -243,7 +263,20 @@ static void check_weight_grad() {
       {1001, 70, 100, true, true, false}, {777, 100, 70, false, true, false}, {1003, 100, 68, true, true, false},
       {33, 17, 200, true, true, false}, {5, 3, 7, true, true, false}, {1, 1, 1, true, true, false},
       {3000, 500, 200, true, true, false}, {3000, 96, 96, true, true, true}, {2001, 384, 96, true, true, true},
+      // weight_grad_sm90.cu's tiles (192 x 192) cut by both sides, and its rows' tail
+      {2999, 200, 328, true, true, false}, {4001, 392, 200, false, true, false}, {12345, 576, 1160, true, true, false},
   };
+  // On a Hopper GPU the char config's shapes go to the wgmma kernel (so the cases above check it there).
+  if (rt::cuda::limits().cc == 90) {
+    Dev a(64), b(64);
+    for (const int out : {1152, 384, 1536})
+      expect_le(rt::cuda::weight_grad_sm90_takes(a.p, b.p, 139264, 384, out) ? 0 : 1, 0,
+                "weight_grad_sm90 takes in=384 out=" + std::to_string(out));
+    expect_le(rt::cuda::weight_grad_sm90_takes(a.p, b.p, 139264, 1536, 384) ? 0 : 1, 0,
+              "weight_grad_sm90 takes in=1536 out=384");
+    expect_le(rt::cuda::weight_grad_sm90_takes(a.p, b.p, 528000, 96, 288) ? 1 : 0, 0,
+              "weight_grad_sm90 leaves d = 96 (copy) to weight_grad.cu");
+  }
   for (const Case& c : cases) {
     const std::string s = " n=" + std::to_string(c.n) + " in=" + std::to_string(c.in) + " out=" + std::to_string(c.out) +
                           (c.db ? "" : " no db") + (c.direct ? "" : " (linear_backward)") + (c.unaligned ? " unaligned" : "");
@@ -490,6 +523,9 @@ static void bench_weight_grad() {
     Dev dW(randv(static_cast<size_t>(max_in) * max_out, 81)), db(randv(max_out, 82));
     fill_uniform<<<1024, 256, 0, rt::cuda::stream()>>>(x.p, x.n, 1);
     fill_uniform<<<1024, 256, 0, rt::cuda::stream()>>>(dy.p, dy.n, 2);
+    DevBf xb(x.n), dyb(dy.n);  // the operands as a train step holds them (bf16 buffers)
+    rt::cuda::to_bf16(x.p, xb.p, x.n);
+    rt::cuda::to_bf16(dy.p, dyb.p, dy.n);
     RT_CU(cudaStreamSynchronize(rt::cuda::stream()));
     double tot_new = 0, tot_old = 0, tot_bytes = 0;
     for (const Prod& p : c.p) {
@@ -497,9 +533,30 @@ static void bench_weight_grad() {
       rt::cuda::set_weight_grad(true);
       const bool taken = rt::cuda::weight_grad_preferred(c.rows, p.in, p.out);
       const double t_new = time_ms(run, 10) * 1e3;
+      // weight_grad.cu's mma.sync kernel where weight_grad_sm90.cu takes the shape (RT_CUDA_DW_WGMMA=0)
+      const bool sm90 = rt::cuda::weight_grad_sm90_takes(x.p, dy.p, c.rows, p.in, p.out);
+      rt::cuda::set_weight_grad_sm90(false);
+      const double t_mma = sm90 ? time_ms(run, 10) * 1e3 : t_new;
+      rt::cuda::set_weight_grad_sm90(true);
       rt::cuda::set_weight_grad(false);
       const double t_old = time_ms(run, 10) * 1e3;
       rt::cuda::set_weight_grad(true);
+      if (sm90) {
+        auto run_b = [&] {
+          rt::cuda::linear_weight_grad(xb.p, true, dyb.p, true, dW.p, db.p, c.rows, p.in, p.out);
+        };
+        const double t_b = time_ms(run_b, 10) * 1e3;
+        rt::cuda::set_weight_grad_sm90(false);
+        const double t_bm = time_ms(run_b, 10) * 1e3;
+        rt::cuda::set_weight_grad_sm90(true);
+        const double tf = 2.0 * c.rows * p.in * p.out / 1e12;
+        std::printf("weight_grad %s in %4d out %4d, float32 operands: wgmma %8.1f us %5.0f TFLOP/s | mma.sync %8.1f us "
+                    "%5.0f TFLOP/s | %.2fx\n",
+                    c.name, p.in, p.out, t_new, tf / t_new * 1e6, t_mma, tf / t_mma * 1e6, t_mma / t_new);
+        std::printf("weight_grad %s in %4d out %4d, bf16 operands:    wgmma %8.1f us %5.0f TFLOP/s | mma.sync %8.1f us "
+                    "%5.0f TFLOP/s | %.2fx\n",
+                    c.name, p.in, p.out, t_b, tf / t_b * 1e6, t_bm, tf / t_bm * 1e6, t_bm / t_b);
+      }
       const double bytes = static_cast<double>(c.rows) * (p.in + p.out) * 4;
       tot_new += t_new;
       tot_old += t_old;
@@ -590,22 +647,6 @@ static void check_glue() {
 // bit (vector and scalar paths, the tensor-core attention both ways), and a product fed a twin gives the same
 // bits as one that casts its A operand itself (the Hopper path; elsewhere the twin is ignored, as asserted
 // by the same comparison).
-struct DevBf {
-  __nv_bfloat16* p = nullptr;
-  size_t n = 0;
-  explicit DevBf(size_t n_) : n(n_) {
-    RT_CU(cudaMalloc(&p, std::max<size_t>(n, 1) * 2));
-    RT_CU(cudaMemset(p, 0xff, std::max<size_t>(n, 1) * 2));  // NaN bits: an unwritten element fails
-    RT_CU(cudaDeviceSynchronize());  // (as Dev: the memset runs on the legacy stream)
-  }
-  ~DevBf() { cudaFree(p); }
-  std::vector<uint16_t> get() const {
-    RT_CU(cudaStreamSynchronize(rt::cuda::stream()));
-    std::vector<uint16_t> v(n);
-    RT_CU(cudaMemcpy(v.data(), p, n * 2, cudaMemcpyDeviceToHost));
-    return v;
-  }
-};
 static uint16_t bf16_bits(float f) {  // round to nearest even, as __float2bfloat16_rn (no NaNs here)
   uint32_t u;
   std::memcpy(&u, &f, 4);
@@ -722,7 +763,8 @@ static void check_half_buffers() {
   check_keep_bf16();
   struct Case { int n, in, out; bool dy_half; };
   for (const Case c : {Case{4003, 96, 288, true}, Case{4096, 96, 384, true}, Case{4000, 384, 96, false},
-                       Case{70001, 96, 288, false}, Case{3001, 384, 1152, true}, Case{8, 8, 16, true}}) {
+                       Case{70001, 96, 288, false}, Case{3001, 384, 1152, true}, Case{8, 8, 16, true},
+                       Case{2999, 200, 328, true}, Case{3001, 1536, 384, false}}) {
     const std::string s = " n=" + std::to_string(c.n) + " in=" + std::to_string(c.in) + " out=" + std::to_string(c.out) +
                           (c.dy_half ? " (x, dy bf16)" : " (x bf16)");
     const VF x = rounded(randv(static_cast<size_t>(c.n) * c.in, 91));
@@ -740,8 +782,12 @@ static void check_half_buffers() {
     const VF a = fW.get(), b = hW.get(), da = fb.get(), dbh = hb.get();
     check(b, dW, true, "weight_grad bf16 operands dW" + s);
     check(dbh, db, false, "weight_grad bf16 operands db" + s);
-    expect_le(std::memcmp(a.data(), b.data(), a.size() * 4) == 0 && std::memcmp(da.data(), dbh.data(), da.size() * 4) == 0
-                  ? 0 : 1, 0, "weight_grad bf16 operands: the bits of float32 ones" + s);
+    // weight_grad_sm90.cu sums a bf16 dy's columns from its staged tiles and a float32 one's as it casts it:
+    // the same values in another order, so there db is held to the tolerance above, not to the bits.
+    const bool db_bits = !c.dy_half || !rt::cuda::weight_grad_sm90_takes(hx.p, hdy.p, c.n, c.in, c.out);
+    expect_le(std::memcmp(a.data(), b.data(), a.size() * 4) == 0 &&
+                      (!db_bits || std::memcmp(da.data(), dbh.data(), da.size() * 4) == 0)
+                  ? 0 : 1, 0, std::string("weight_grad bf16 operands: the bits of float32 ones") + (db_bits ? "" : " (dW)") + s);
   }
   for (const int n : {64, 32, 37}) {
     const int B = 6, d = 96, H = 6;
