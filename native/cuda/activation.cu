@@ -1,7 +1,8 @@
 // GELU (exact, through the normal CDF) and ReLU, forward and backward, as cpu/activation.cc: the same
 // special cases (gelu(-inf) = 0, not NaN; NaN propagates through relu). CUDA's normcdff is accurate in
 // the negative tail, where 0.5 * (1 + erf(x / sqrt 2)) would cancel. Memory-bound: one grid-stride pass,
-// which may also write a bf16 twin of its output (twin.cuh) for the product that reads it next.
+// which may also write a bf16 twin of its output (twin.cuh) for the product that reads it next, or that
+// twin alone (a null float32 output: twin_only).
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -29,14 +30,14 @@ __global__ void map1_kernel(const float* __restrict__ x, float* __restrict__ y, 
     for (size_t i = tid(); i < n4; i += nthreads()) {
       const float4 v = reinterpret_cast<const float4*>(x)[i];
       const float4 o = make_float4(f(v.x), f(v.y), f(v.z), f(v.w));
-      reinterpret_cast<float4*>(y)[i] = o;
+      if (y) reinterpret_cast<float4*>(y)[i] = o;
       if (twin) store_bf16x4(twin + 4 * i, o);
     }
     i0 = n4 * 4;
   }
   for (size_t i = i0 + tid(); i < n; i += nthreads()) {
     const float o = f(x[i]);
-    y[i] = o;
+    if (y) y[i] = o;
     if (twin) twin[i] = __float2bfloat16_rn(o);
   }
 }
@@ -51,14 +52,14 @@ __global__ void map2_kernel(const float* __restrict__ x, const float* dy, float*
     for (size_t i = tid(); i < n4; i += nthreads()) {
       const float4 v = reinterpret_cast<const float4*>(x)[i], g = reinterpret_cast<const float4*>(dy)[i];
       const float4 o = make_float4(f(v.x, g.x), f(v.y, g.y), f(v.z, g.z), f(v.w, g.w));
-      reinterpret_cast<float4*>(dx)[i] = o;
+      if (dx) reinterpret_cast<float4*>(dx)[i] = o;
       if (twin) store_bf16x4(twin + 4 * i, o);
     }
     i0 = n4 * 4;
   }
   for (size_t i = i0 + tid(); i < n; i += nthreads()) {
     const float o = f(x[i], dy[i]);
-    dx[i] = o;
+    if (dx) dx[i] = o;
     if (twin) twin[i] = __float2bfloat16_rn(o);
   }
 }
@@ -67,6 +68,7 @@ __global__ void map2_kernel(const float* __restrict__ x, const float* dy, float*
 template <class F>
 void map1(const float* x, float* y, size_t n, __nv_bfloat16* twin, const char* what) {
   if (!n) return;
+  RT_CHECK(y || twin, std::string(what) + ": no output");
   const bool vec = aligned16(x) && aligned16(y) && (!twin || (reinterpret_cast<uintptr_t>(twin) & 7) == 0);
   map1_kernel<<<blocks_for(vec ? (n + 3) / 4 : n, 256), 256, 0, stream()>>>(x, y, twin, n, vec, F());
   RT_CU_LAUNCH(what);
@@ -74,6 +76,7 @@ void map1(const float* x, float* y, size_t n, __nv_bfloat16* twin, const char* w
 template <class F>
 void map2(const float* x, const float* dy, float* dx, size_t n, __nv_bfloat16* twin, const char* what) {
   if (!n) return;
+  RT_CHECK(dx || twin, std::string(what) + ": no output");
   const bool vec = aligned16(x) && aligned16(dy) && aligned16(dx) && (!twin || (reinterpret_cast<uintptr_t>(twin) & 7) == 0);
   map2_kernel<<<blocks_for(vec ? (n + 3) / 4 : n, 256), 256, 0, stream()>>>(x, dy, dx, twin, n, vec, F());
   RT_CU_LAUNCH(what);

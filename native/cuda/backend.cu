@@ -612,18 +612,21 @@ class CudaBackend final : public Backend {
                        int out) override {
     RT_PROF(linear_name(false, in, out));
     const cuda::Twin tw = cuda::twin_claim(dy, static_cast<size_t>(n) * out);
-    cuda::linear_backward(!fp32_, x, W, dy, dx, dW, db, n, in, out, static_cast<const __nv_bfloat16*>(tw.get()));
+    cuda::linear_backward(!fp32_, x, W, tw.only ? nullptr : dy, dx, dW, db, n, in, out,
+                          static_cast<const __nv_bfloat16*>(tw.get()));
   }
   void linear_forward_res(const float* x, const float* W, const float* b, const float* res, float* y, int n, int in,
                           int out) override {
     RT_PROF(linear_name(true, in, out));
     const cuda::Twin tw = cuda::twin_claim(x, static_cast<size_t>(n) * in);
-    cuda::linear_forward(!fp32_, x, W, b, y, n, in, out, res, static_cast<const __nv_bfloat16*>(tw.get()));
+    cuda::linear_forward(!fp32_, tw.only ? nullptr : x, W, b, y, n, in, out, res,
+                         static_cast<const __nv_bfloat16*>(tw.get()));
   }
   void layernorm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int n,
                          int d) override {
     RT_PROF("layernorm_forward");
-    cuda::layernorm_forward(x, w, b, y, mean, rstd, n, d, cuda::twin_offer(!fp32_, y, static_cast<size_t>(n) * d));
+    __nv_bfloat16* tw = cuda::twin_offer(!fp32_, y, static_cast<size_t>(n) * d);
+    cuda::layernorm_forward(x, w, b, tw && cuda::twin_only(y) ? nullptr : y, mean, rstd, n, d, tw);
   }
   void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
                           float* dx, float* dw, float* db, int n, int d) override {
@@ -677,8 +680,12 @@ class CudaBackend final : public Backend {
     return on && !fused_block(s) && bf16_operands(s);
   }
   // Not operations of their own (no RT_PROF): the twin offered in between stands for the next operation.
-  void keep_bf16_begin(const float* src, void* dst, size_t n) override {
-    cuda::twin_keep_begin(src, static_cast<__nv_bfloat16*>(dst), n);
+  // The products read a bf16-only operand as it is on the Hopper path (elsewhere they would cast it back to
+  // float32 first: only the Hopper path leaves float32 values unwritten).
+  void keep_bf16_begin(const float* src, void* dst, size_t n, bool only) override {
+    static const bool on = rt::env_switch("RT_CUDA_BF16_ONLY", true);
+    const bool hopper = cuda::limits().cc == 90 && cuda::wgmma_enabled();
+    cuda::twin_keep_begin(src, static_cast<__nv_bfloat16*>(dst), n, only && on && hopper && !fp32_);
   }
   void keep_bf16_end() override { cuda::twin_keep_end(); }
   // The bf16 chains round h1, qkv, h2, g, dg and dqkv to bf16 as the products would (RT_CUDA_HALF=0: float32).
@@ -751,12 +758,14 @@ class CudaBackend final : public Backend {
   void activation_forward(bool gelu, const float* x, float* y, size_t n) override {
     RT_PROF("activation_forward");
     __nv_bfloat16* tw = cuda::twin_offer(!fp32_, y, n);
-    gelu ? cuda::gelu_forward(x, y, n, tw) : cuda::relu_forward(x, y, n, tw);
+    float* out = tw && cuda::twin_only(y) ? nullptr : y;
+    gelu ? cuda::gelu_forward(x, out, n, tw) : cuda::relu_forward(x, out, n, tw);
   }
   void activation_backward(bool gelu, const float* x, const float* dy, float* dx, size_t n) override {
     RT_PROF("activation_backward");
     __nv_bfloat16* tw = cuda::twin_offer(!fp32_, dx, n);
-    gelu ? cuda::gelu_backward(x, dy, dx, n, tw) : cuda::relu_backward(x, dy, dx, n, tw);
+    float* out = tw && cuda::twin_only(dx) ? nullptr : dx;
+    gelu ? cuda::gelu_backward(x, dy, out, n, tw) : cuda::relu_backward(x, dy, out, n, tw);
   }
   void dropout_forward(const float* x, float* y, size_t n, float p, uint64_t seed, uint64_t stream_id) override {
     RT_PROF("dropout_forward");

@@ -38,7 +38,8 @@ struct Batch {
 // res (ldc apart, may equal C only when beta == 0): added in the epilogue, C = alpha*AB + bias + res
 // (+ beta*C), so a residual connection costs no extra pass.
 // A_twin: A's bf16 twin (twin.cuh: A not transposed, lda == K, K a multiple of 8), which the Hopper kernel
-// reads instead of casting A itself; the other kernels ignore it.
+// reads instead of casting A itself; the other kernels ignore it. A may be null where A_twin holds its values
+// alone (rows of lda == K, not batched): the other kernels then read them cast back to float32.
 void gemm(bool bf16, bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
           const float* B, int ldb, float beta, float* C, int ldc, const float* bias = nullptr,
           const Batch* batch = nullptr, const float* res = nullptr, const __nv_bfloat16* A_twin = nullptr);
@@ -54,11 +55,12 @@ enum class GemmKernel { Auto, MmaBig, MmaSmall, MmaBig2, MmaSmall2, Wmma, WmmaBi
 void set_gemm_kernel(GemmKernel k);
 
 // y[n,out] = x W^T + b (+ res[n,out] when given) (written). y may be res.
-// x_twin: x's bf16 twin, if its producer wrote one (twin.cuh).
+// x_twin: x's bf16 twin, if its producer wrote one (twin.cuh); x may then be null (the twin alone holds its
+// values: Twin::only).
 void linear_forward(bool bf16, const float* x, const float* W, const float* b, float* y, int n, int in, int out,
                     const float* res = nullptr, const __nv_bfloat16* x_twin = nullptr);
 // dx = dy W (written; skipped when null); dW += dy^T x; db += column sums of dy. dy_twin: dy's bf16 twin
-// (for the dx product), if its producer wrote one.
+// (for the dx product), if its producer wrote one; dy may then be null when dW and db are.
 void linear_backward(bool bf16, const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,
                      int n, int in, int out, const __nv_bfloat16* dy_twin = nullptr);
 

@@ -2,7 +2,8 @@
 //
 // Forward: one warp per row, two passes over the row (mean, then mean squared deviation: no
 // E[x^2] - E[x]^2 cancellation), the row staying in L1 between passes.
-// Both may also write a bf16 twin of their output (twin.cuh), for the product that reads it next.
+// Both may also write a bf16 twin of their output (twin.cuh), for the product that reads it next; the forward
+// may write that twin alone (a null y: twin_only).
 // For the d that by_lanes lists, the row kernels read their rows into registers instead, every load issued
 // before the first reduction: the loops to a run-time d keep only a few loads in flight, which left them
 // waiting on DRAM latency well short of its bandwidth. A lane keeps the same elements (lane, lane + 32, ...)
@@ -33,7 +34,7 @@ __global__ void layernorm_forward_kernel(const float* __restrict__ x, const floa
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= n) return;
   const float* xr = x + static_cast<size_t>(row) * d;
-  float* yr = y + static_cast<size_t>(row) * d;
+  float* yr = y ? y + static_cast<size_t>(row) * d : nullptr;
   float s = 0.0f;
   for (int j = lane; j < d; j += 32) s += xr[j];
   const float m = warp_sum(s) / d;
@@ -50,7 +51,7 @@ __global__ void layernorm_forward_kernel(const float* __restrict__ x, const floa
   __nv_bfloat16* tr = twin ? twin + static_cast<size_t>(row) * d : nullptr;
   for (int j = lane; j < d; j += 32) {
     const float o = b ? (xr[j] - m) * rs * w[j] + b[j] : (xr[j] - m) * rs * w[j];
-    yr[j] = o;
+    if (yr) yr[j] = o;
     if (tr) tr[j] = __float2bfloat16_rn(o);
   }
 }
@@ -123,13 +124,13 @@ __global__ void __launch_bounds__(32 * kRowsPerBlock)
       mean[row] = m;
       rstd[row] = rs;
     }
-    float* yr = y + static_cast<size_t>(row) * D;
+    float* yr = y ? y + static_cast<size_t>(row) * D : nullptr;
     __nv_bfloat16* tr = twin ? twin + static_cast<size_t>(row) * D : nullptr;
 #pragma unroll
     for (int k = 0; k < K; ++k) {
       const int j = lane + 32 * k;
       const float o = b ? (xv[q][k] - m) * rs * w[j] + b[j] : (xv[q][k] - m) * rs * w[j];
-      yr[j] = o;
+      if (yr) yr[j] = o;
       if (tr) tr[j] = __float2bfloat16_rn(o);
     }
   }
@@ -293,6 +294,7 @@ void layernorm_forward(const float* x, const float* w, const float* b, float* y,
                        int d, __nv_bfloat16* twin) {
   check(n, d, "layernorm_forward");
   if (n == 0) return;
+  RT_CHECK(y || twin, "layernorm_forward: no output");
   const bool rows = by_lanes(d, [&](auto k) {
     constexpr int K = decltype(k)::value, per_block = kRowsPerBlock * kWarpRows<K>;
     layernorm_forward_rows_kernel<K><<<(n + per_block - 1) / per_block, 32 * kRowsPerBlock, 0, stream()>>>(

@@ -25,6 +25,7 @@
 #include "core/env.h"
 #include "cuda/common.cuh"
 #include "cuda/gemm_args.cuh"
+#include "cuda/twin.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/matmul_sm90.cuh"
 #include "cuda/mma.cuh"
@@ -464,10 +465,21 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
           const __nv_bfloat16* A_twin) {
   if (M <= 0 || N <= 0) return;
   RT_CHECK(!(tA && tB), "cuda gemm: transposing both operands is not supported");
+  // A given as its bf16 twin alone (Twin::only): rows of K, as the Hopper kernel reads it; any other kernel
+  // gets its float32 values back first (A_f32).
+  RT_CHECK(A || (A_twin && !tA && lda == K && !batch), "cuda gemm: A is null without a bf16 twin of K-long rows");
+  Scratch A_f32;
+  auto float_A = [&](GemmArgs& g) {
+    if (g.A) return;
+    A_f32 = Scratch(static_cast<size_t>(M) * K * sizeof(float));
+    to_f32(A_twin, A_f32.f32(), static_cast<size_t>(M) * K);
+    g.A = A_f32.f32();
+    g.vecA = K % 4 == 0;
+  };
   const int count = batch ? batch->count : 1;
   if (count <= 0) return;
 #ifdef RT_CUBLAS
-  if (cublas_enabled() && !bias && !res && g_kernel == GemmKernel::Auto && K > 0 && (!batch || batch->inner <= 1)) {
+  if (cublas_enabled() && A && !bias && !res && g_kernel == GemmKernel::Auto && K > 0 && (!batch || batch->inner <= 1)) {
     gemm_cublas(bf16, tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, batch);
     return;
   }
@@ -526,7 +538,10 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
   dim3 grid((N + bn - 1) / bn, (M + bm - 1) / bm, splits > 1 ? splits : count);
   RT_CHECK(grid.y <= 65535 && grid.z <= 65535, "cuda gemm: problem too large for one launch (M = " +
                                                     std::to_string(M) + ", batch = " + std::to_string(count) + ")");
+  // gemm_sm90 reads A_twin where its rows are whole multiples of 8 (Kp == K), else casts A itself.
+  if (!A && !(k == GemmKernel::Wgmma && K % 8 == 0)) float_A(g);
   if (!(k == GemmKernel::Wgmma && gemm_sm90(tA, tB, grid, g, A_twin))) {
+    float_A(g);
     if (k == GemmKernel::Wgmma) k = GemmKernel::MmaBig2;  // same tiles, same split
     if (!tA && !tB) launch<false, false>(bf16, k, grid, g, "gemm_nn");
     else if (!tA && tB) launch<false, true>(bf16, k, grid, g, "gemm_nt");
@@ -549,6 +564,7 @@ void linear_forward(bool bf16, const float* x, const float* W, const float* b, f
 void linear_backward(bool bf16, const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,
                      int n, int in, int out, const __nv_bfloat16* dy_twin) {
   if (n <= 0) return;
+  RT_CHECK(dy || (!dW && !db), "linear_backward: dW and db need dy's float32 values");
   if (dx) {
     RT_PROF("linear_backward/dx");
     gemm(bf16, false, false, n, in, out, 1.0f, dy, out, W, in, 0.0f, dx, in, nullptr, nullptr, nullptr, dy_twin);

@@ -16,6 +16,7 @@ struct Pending {
   const float* src = nullptr;
   size_t n = 0;
   uint64_t op = 0;  // the operation that offered it
+  bool only = false;  // src's float32 values unwritten (twin_only)
 };
 thread_local Pending t_pending;
 thread_local uint64_t t_ops = 0;
@@ -25,6 +26,7 @@ struct Keep {
   __nv_bfloat16* dst = nullptr;
   size_t n = 0;
   bool written = false;
+  bool only = false;
 };
 thread_local Keep t_keep;
 
@@ -45,6 +47,7 @@ void pend(__nv_bfloat16* p, const float* src, size_t n) {
   t_pending.src = src;
   t_pending.n = n;
   t_pending.op = t_ops;
+  t_pending.only = false;
 }
 
 bool twins_enabled() {
@@ -76,6 +79,11 @@ Twin twin_claim(const float* src, size_t n) {
   if (t_pending.src && t_pending.src == src && t_pending.n == n && t_ops == t_pending.op + 1) {
     out.owned = std::move(t_pending.buf);
     out.p = t_pending.p;
+    out.only = t_pending.only;
+  } else if (t_pending.only && t_pending.src == src) {
+    // The layer asks for a bf16-only output just before the product that reads it (layer/block.cc).
+    twin_forget();
+    throw Error("internal: a product did not claim the bf16 values of its operand, whose float32 values are unwritten");
   }
   twin_forget();
   return out;
@@ -85,9 +93,19 @@ void twin_forget() {
   t_pending.buf.reset();
   t_pending.p = nullptr;
   t_pending.src = nullptr;
+  t_pending.only = false;
 }
 
-void twin_keep_begin(const float* src, __nv_bfloat16* dst, size_t n) { t_keep = Keep{src, dst, n, false}; }
+bool twin_only(const float* src) {
+  if (!t_keep.only || t_keep.src != src || !t_pending.src || t_pending.src != src || t_pending.p != t_keep.dst)
+    return false;
+  t_pending.only = true;
+  return true;
+}
+
+void twin_keep_begin(const float* src, __nv_bfloat16* dst, size_t n, bool only) {
+  t_keep = Keep{src, dst, n, false, only};
+}
 
 void twin_keep_end() {
   const Keep k = t_keep;

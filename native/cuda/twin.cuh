@@ -21,9 +21,11 @@ namespace rt::cuda {
 __nv_bfloat16* twin_offer(bool bf16, const float* src, size_t n);
 
 // A claimed twin: its bf16 elements (get(), null if none) and, where it was a scratch of its own, that.
+// only: the producer wrote no float32 values (twin_only), so the product must read these.
 struct Twin {
   Scratch owned;
   const __nv_bfloat16* p = nullptr;
+  bool only = false;
   const void* get() const { return p; }
 };
 
@@ -34,9 +36,13 @@ Twin twin_claim(const float* src, size_t n);
 // A twin kept (Backend::keep_bf16_begin / _end, for the weight products at the end of a layer's backward):
 // the one operation between begin and end that writes src (n floats) offers dst as its twin, whatever the
 // device or size, and end() casts src into dst itself if that operation wrote none. The offer stands for the
-// operation after, as any other.
-void twin_keep_begin(const float* src, __nv_bfloat16* dst, size_t n);
+// operation after, as any other. only: nothing but the next operation, a product that claims the twin, reads
+// src's float32 values, so a producer may skip writing them (twin_only).
+void twin_keep_begin(const float* src, __nv_bfloat16* dst, size_t n, bool only = false);
 void twin_keep_end();
+// Whether the producer that was just offered a twin of src may write the twin alone (a kept twin begun with
+// only); the offer then tells its claimant so (Twin::only).
+bool twin_only(const float* src);
 
 // n elements converted on stream(), for bf16 copies no kernel wrote as it went (and back, for the kernels
 // that read only float32).

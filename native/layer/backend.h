@@ -229,7 +229,9 @@ class Backend {
   // summed from the rounded gradients).
   virtual bool block_keeps_bf16(const BlockShape&) const { return false; }
   // Around the one operation that writes src (n floats): after keep_bf16_end, dst holds src rounded to bf16.
-  virtual void keep_bf16_begin(const float* /*src*/, void* /*dst*/, size_t /*n*/) {}
+  // only: src is read by nothing but the product right after (and through dst by the weight products), so the
+  // backend may leave src's float32 values unwritten and have that product read dst.
+  virtual void keep_bf16_begin(const float* /*src*/, void* /*dst*/, size_t /*n*/, bool /*only*/) {}
   virtual void keep_bf16_end() {}
   // The window's attention between the fused chains (attention_forward / attention_backward on the cache's
   // and stash's buffers, in the precisions they keep): cache.qkv -> probs, att with the cache's dropout;

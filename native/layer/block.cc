@@ -18,15 +18,16 @@ float* at_elem(const DeviceBuffer& b, size_t off, bool half = false) {
 }
 
 // Runs op, the one backend operation that writes src (n floats), keeping src's bf16 copy in dst where dst is
-// set (Backend::block_keeps_bf16).
+// set (Backend::block_keeps_bf16). only: the caller's next operation is the product that reads src, and
+// nothing else reads src but the weight products (through dst), so src's float32 values may go unwritten.
 template <class Op>
-void keeping(Backend& be, const float* src, void* dst, size_t n, Op&& op) {
+void keeping(Backend& be, const float* src, void* dst, size_t n, Op&& op, bool only = false) {
   if (!dst) return op();
-  be.keep_bf16_begin(src, dst, n);
+  be.keep_bf16_begin(src, dst, n, only);
   try {
     op();
   } catch (...) {
-    be.keep_bf16_begin(nullptr, nullptr, 0);  // nothing kept
+    be.keep_bf16_begin(nullptr, nullptr, 0, false);  // nothing kept
     throw;
   }
   be.keep_bf16_end();
@@ -173,7 +174,9 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
     be.axpy2d_batch(ops, glue_ops(*glue, c.x, c.B, c.n, d, ops));
   }
   // Attention branch: x2 = x + dropout(c_proj(attn(ln_1(x)))).
-  keeping(be, c.h1, c.b16.h1, Rd, [&] { be.layernorm_forward(c.x, w.ln1_w, w.ln1_b, c.h1, c.mean1, c.rstd1, R, d); });
+  // h1, h2, g: read by the product right after, and by its weight product through b16 (only).
+  keeping(be, c.h1, c.b16.h1, Rd, [&] { be.layernorm_forward(c.x, w.ln1_w, w.ln1_b, c.h1, c.mean1, c.rstd1, R, d); },
+          true);
   be.linear_forward(c.h1, w.attn_w, w.attn_b, c.qkv, R, d, 3 * d);
   keeping(be, c.att, c.b16.att, Rd,
           [&] { be.attention_forward(c.qkv, c.probs, c.att, c.B, c.n, d, s.heads, p, seed, stream * 4 + 0); });
@@ -186,9 +189,10 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
   }
 
   // MLP branch: y = x2 + dropout(c_proj(act(c_fc(ln_2(x2))))).
-  keeping(be, c.h2, c.b16.h2, Rd, [&] { be.layernorm_forward(c.x2, w.ln2_w, w.ln2_b, c.h2, c.mean2, c.rstd2, R, d); });
+  keeping(be, c.h2, c.b16.h2, Rd, [&] { be.layernorm_forward(c.x2, w.ln2_w, w.ln2_b, c.h2, c.mean2, c.rstd2, R, d); },
+          true);
   be.linear_forward(c.h2, w.fc_w, w.fc_b, c.f, R, d, 4 * d);
-  keeping(be, c.g, c.b16.g, Rd * 4, [&] { be.activation_forward(s.gelu, c.f, c.g, Rd * 4); });
+  keeping(be, c.g, c.b16.g, Rd * 4, [&] { be.activation_forward(s.gelu, c.f, c.g, Rd * 4); }, true);
   if (p > 0) {
     be.linear_forward(c.g, w.mlp_proj_w, w.mlp_proj_b, y, R, 4 * d, d);
     be.dropout_forward(y, y, Rd, p, seed, stream * 4 + 2);
@@ -242,7 +246,8 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   if (p > 0) be.dropout_backward(dy, st.dm, Rd, p, c.seed, c.stream * 4 + 2);
   else if (st.dm != dy) be.copy(st.dm, dy, Rd);
   be.linear_backward(c.g, w.mlp_proj_w, st.dm, st.dg, nullptr, nullptr, R, 4 * d, d);
-  keeping(be, st.dg, st.b16.dg, Rd * 4, [&] { be.activation_backward(s.gelu, c.f, st.dg, st.dg, Rd * 4); });
+  // dg: read by c_fc's dx product right after, and by its weight product through b16.dg.
+  keeping(be, st.dg, st.b16.dg, Rd * 4, [&] { be.activation_backward(s.gelu, c.f, st.dg, st.dg, Rd * 4); }, true);
   be.linear_backward(c.h2, w.fc_w, st.dg, st.dh2, nullptr, nullptr, R, d, 4 * d);
   // x2's gradient: the residual's dy plus ln_2's. Without dropout it is also attn c_proj's output gradient.
   float* dx2 = p > 0 ? k.dx2.get() : st.da;

@@ -24,6 +24,7 @@
 #include "cpu/kernels.h"
 #include "cuda/common.cuh"
 #include "cuda/kernels.cuh"
+#include "cuda/matmul_sm90.cuh"
 #include "cuda/twin.cuh"
 #include "cuda/weight_grad_sm90.cuh"
 #ifndef RT_CUDA
@@ -749,18 +750,70 @@ static void check_keep_bf16() {
   const size_t n = size_t{3} << 19;
   Dev gx(randv(n, 97, -2, 2)), gy(n), gz(n);
   DevBf k1(n), k2(n);
-  be.keep_bf16_begin(gy.p, k1.p, n);
+  be.keep_bf16_begin(gy.p, k1.p, n, false);
   be.activation_forward(true, gx.p, gy.p, n);
   be.keep_bf16_end();
-  be.keep_bf16_begin(gz.p, k2.p, n);
+  be.keep_bf16_begin(gz.p, k2.p, n, false);
   be.copy(gz.p, gx.p, n);
   be.keep_bf16_end();
   expect_twin(gy, k1, "kept bf16 copy, written by the operation");
   expect_twin(gz, k2, "kept bf16 copy, cast after the operation");
 }
 
+// keep_bf16_begin(only): on the Hopper path the activation writes its kept twin alone (its float32 output
+// stays as it was: poisoned), and the product right after reads the twin, giving the bits of the same
+// product fed the float32 output and its twin; forward (c_proj's x) and backward (c_fc's dy for dx). And
+// gemm() with A given only as bf16 on the other kernels (mma.sync, cast back to float32) against float32 A.
+static void check_bf16_only() {
+  rt::Backend& be = rt::cuda_backend(false);
+  const int rows = 1024, in = 1536, out = 384;
+  const size_t n = static_cast<size_t>(rows) * in;
+  const bool hopper = rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled();
+  Dev gx(randv(n, 98, -2, 2)), gdy(randv(n, 99)), W(randv(static_cast<size_t>(out) * in, 100, -0.05f, 0.05f)),
+      b(randv(out, 101)), Wt(randv(static_cast<size_t>(in) * out, 102, -0.05f, 0.05f));
+  for (const bool backward : {false, true}) {
+    Dev y_ref(n), y_only(n), o_ref(static_cast<size_t>(rows) * out), o_only(static_cast<size_t>(rows) * out);
+    DevBf k_ref(n), k_only(n);
+    for (const bool only : {false, true}) {
+      Dev& y = only ? y_only : y_ref;
+      DevBf& k = only ? k_only : k_ref;
+      Dev& o = only ? o_only : o_ref;
+      be.keep_bf16_begin(y.p, k.p, n, only);
+      if (backward) be.activation_backward(true, gx.p, gdy.p, y.p, n);
+      else be.activation_forward(true, gx.p, y.p, n);
+      be.keep_bf16_end();
+      // forward: o = y W^T + b (W [out, in]); backward: o = dx of a layer [out -> in] = y Wt (Wt [in, out])
+      if (backward) be.linear_backward(nullptr, Wt.p, y.p, o.p, nullptr, nullptr, rows, out, in);
+      else be.linear_forward(y.p, W.p, b.p, o.p, rows, in, out);
+    }
+    const std::string s = backward ? " (activation backward, dx product)" : " (activation forward, product)";
+    expect_twin(y_ref, k_only, "bf16-only output" + s);
+    const VF yo = y_only.get();
+    size_t written = 0;
+    for (float v : yo) written += !std::isnan(v);
+    expect_le(static_cast<double>(hopper ? written : 0), 0, "bf16-only: float32 output left unwritten" + s);
+    const VF a = o_ref.get(), c = o_only.get();
+    expect_le(std::memcmp(a.data(), c.data(), a.size() * 4) == 0 ? 0 : 1, 0, "bf16-only: the product's bits" + s);
+  }
+  // gemm() with A null on the mma.sync kernel: A's twin cast back, against A's float32 values rounded.
+  {
+    const int M = 512, N = 256, K = 384;
+    const VF A = rounded(randv(static_cast<size_t>(M) * K, 103)), B = randv(static_cast<size_t>(N) * K, 104);
+    Dev gA(A), gB(B), c1(static_cast<size_t>(M) * N), c2(static_cast<size_t>(M) * N);
+    DevBf tw(A.size());
+    upload_bf16(tw, A);
+    rt::cuda::set_gemm_kernel(rt::cuda::GemmKernel::MmaBig2);
+    rt::cuda::gemm(true, false, true, M, N, K, 1.0f, gA.p, K, gB.p, K, 0.0f, c1.p, N);
+    rt::cuda::gemm(true, false, true, M, N, K, 1.0f, nullptr, K, gB.p, K, 0.0f, c2.p, N, nullptr, nullptr, nullptr, tw.p);
+    rt::cuda::set_gemm_kernel(rt::cuda::GemmKernel::Auto);
+    const VF a = c1.get(), c = c2.get();
+    expect_le(std::memcmp(a.data(), c.data(), a.size() * 4) == 0 ? 0 : 1, 0, "gemm: A only as bf16 on mma.sync");
+  }
+}
+
 static void check_half_buffers() {
   check_keep_bf16();
+  check_bf16_only();
   struct Case { int n, in, out; bool dy_half; };
   for (const Case c : {Case{4003, 96, 288, true}, Case{4096, 96, 384, true}, Case{4000, 384, 96, false},
                        Case{70001, 96, 288, false}, Case{3001, 384, 1152, true}, Case{8, 8, 16, true},
