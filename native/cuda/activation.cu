@@ -84,9 +84,11 @@ void map2(const float* x, const float* dy, float* dx, size_t n, __nv_bfloat16* t
 
 }  // namespace
 
-void gelu_forward(const float* x, float* y, size_t n, __nv_bfloat16* twin) { map1<Gelu>(x, y, n, twin, "gelu_forward"); }
-void gelu_backward(const float* x, const float* dy, float* dx, size_t n, __nv_bfloat16* twin) {
-  map2<GeluGrad>(x, dy, dx, n, twin, "gelu_backward");
+void gelu_forward(const float* x, float* y, size_t n, __nv_bfloat16* twin, bool fast) {
+  fast ? map1<GeluFast>(x, y, n, twin, "gelu_forward") : map1<Gelu>(x, y, n, twin, "gelu_forward");
+}
+void gelu_backward(const float* x, const float* dy, float* dx, size_t n, __nv_bfloat16* twin, bool fast) {
+  fast ? map2<GeluGradFast>(x, dy, dx, n, twin, "gelu_backward") : map2<GeluGrad>(x, dy, dx, n, twin, "gelu_backward");
 }
 void relu_forward(const float* x, float* y, size_t n, __nv_bfloat16* twin) { map1<Relu>(x, y, n, twin, "relu_forward"); }
 void relu_backward(const float* x, const float* dy, float* dx, size_t n, __nv_bfloat16* twin) {

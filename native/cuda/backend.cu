@@ -755,17 +755,22 @@ class CudaBackend final : public Backend {
     RT_PROF("attention_cached");
     cuda::attention_cached(qkv, cap, B, t0, c, d, H, out);
   }
+  // The bf16 mode's GELU through phi_fast (RT_CUDA_GELU_FAST=0: normcdff, as the fp32 mode).
+  bool gelu_fast() const {
+    static const bool on = rt::env_switch("RT_CUDA_GELU_FAST", true);
+    return on && !fp32_;
+  }
   void activation_forward(bool gelu, const float* x, float* y, size_t n) override {
     RT_PROF("activation_forward");
     __nv_bfloat16* tw = cuda::twin_offer(!fp32_, y, n);
     float* out = tw && cuda::twin_only(y) ? nullptr : y;
-    gelu ? cuda::gelu_forward(x, out, n, tw) : cuda::relu_forward(x, out, n, tw);
+    gelu ? cuda::gelu_forward(x, out, n, tw, gelu_fast()) : cuda::relu_forward(x, out, n, tw);
   }
   void activation_backward(bool gelu, const float* x, const float* dy, float* dx, size_t n) override {
     RT_PROF("activation_backward");
     __nv_bfloat16* tw = cuda::twin_offer(!fp32_, dx, n);
     float* out = tw && cuda::twin_only(dx) ? nullptr : dx;
-    gelu ? cuda::gelu_backward(x, dy, out, n, tw) : cuda::relu_backward(x, dy, out, n, tw);
+    gelu ? cuda::gelu_backward(x, dy, out, n, tw, gelu_fast()) : cuda::relu_backward(x, dy, out, n, tw);
   }
   void dropout_forward(const float* x, float* y, size_t n, float p, uint64_t seed, uint64_t stream_id) override {
     RT_PROF("dropout_forward");

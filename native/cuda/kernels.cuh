@@ -138,8 +138,10 @@ void block_in_backward(bool bf16, const BlockShape& s, const BlockWeights& w, co
                        const BlockGradStash& st, const float* dx2, float* dx);
 
 // ---- activation.cu ----
-void gelu_forward(const float* x, float* y, size_t n, __nv_bfloat16* twin = nullptr);
-void gelu_backward(const float* x, const float* dy, float* dx, size_t n, __nv_bfloat16* twin = nullptr);
+// fast: Phi within 7.5e-8 (activation.cuh's phi_fast), for the bf16 mode; else normcdff.
+void gelu_forward(const float* x, float* y, size_t n, __nv_bfloat16* twin = nullptr, bool fast = false);
+void gelu_backward(const float* x, const float* dy, float* dx, size_t n, __nv_bfloat16* twin = nullptr,
+                   bool fast = false);
 void relu_forward(const float* x, float* y, size_t n, __nv_bfloat16* twin = nullptr);
 void relu_backward(const float* x, const float* dy, float* dx, size_t n, __nv_bfloat16* twin = nullptr);
 

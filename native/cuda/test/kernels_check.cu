@@ -396,6 +396,21 @@ static void check_activation_dropout() {
     gelu ? rt::cuda::gelu_backward(gx.p, gdy.p, gdx.p, n) : rt::cuda::relu_backward(gx.p, gdy.p, gdx.p, n);
     check(gy.get(), y, false, gelu ? "gelu y" : "relu y");
     check(gdx.get(), dx, false, gelu ? "gelu dx" : "relu dx");
+    if (!gelu) continue;
+    // The bf16 mode's GELU (phi_fast): Phi within 7.5e-8, so y within ~|x| 7.5e-8 and dx within a few 1e-7
+    // (|x| <= 6, |dy| <= 1), whatever the sign; -inf and 40 as exactly.
+    Dev fy(n), fdx(n);
+    rt::cuda::gelu_forward(gx.p, fy.p, n, nullptr, true);
+    rt::cuda::gelu_backward(gx.p, gdy.p, fdx.p, n, nullptr, true);
+    const VF a = fy.get(), b = fdx.get();
+    double ey = 0, edx = 0;
+    for (size_t i = 0; i < n; ++i) {
+      ey = std::max(ey, std::isnan(a[i]) ? 1e9 : std::fabs(static_cast<double>(a[i]) - y[i]));
+      edx = std::max(edx, std::isnan(b[i]) ? 1e9 : std::fabs(static_cast<double>(b[i]) - dx[i]));
+    }
+    expect_le(ey, 1e-6, "gelu fast y: largest absolute error");
+    expect_le(edx, 1e-6, "gelu fast dx: largest absolute error");
+    expect_le(a[0] == 0.0f && a[1] == 40.0f ? 0 : 1, 0, "gelu fast y at -inf and 40");
   }
   for (float p : {0.0f, 0.1f, 0.5f}) {
     VF y(n), dx(n);
