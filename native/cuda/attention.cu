@@ -216,6 +216,7 @@ void attention_forward(bool bf16, const float* qkv, float* probs, float* out, in
   g.qkv_half = qkv_half;
   const Mask mask = make_mask(p, seed, stream_id);
   const int BH = B * H;
+  RT_CHECK(out || (twin && use_mma(bf16, g)), "attention_forward: out is null where no bf16 copy is written");
   if (use_mma(bf16, g)) {
     by_hd(g.hd, [&](auto hd) {
       constexpr int HD = decltype(hd)::value;

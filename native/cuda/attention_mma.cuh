@@ -344,7 +344,7 @@ __device__ __forceinline__ void forward_head_mma(const float* __restrict__ qkv, 
   if (!active) return;
   const size_t at = static_cast<size_t>(b) * n * g.d + h * HD;
   forward_rows_mma<HD, NT>(qa, Kt, Vt, m, n, bh, g.scale, mask, probs, [&](const float (&o)[HD / 8][4], const int (&r)[2]) {
-    store_rows<HD>(o, out + at, twin ? twin + at : nullptr, g.d, r, tq);
+    store_rows<HD>(o, out ? out + at : nullptr, twin ? twin + at : nullptr, g.d, r, tq);
   });
 }
 

@@ -741,7 +741,8 @@ class CudaBackend final : public Backend {
     __nv_bfloat16* tw = cuda::attention_writes_twin(!fp32_, n, d, H)
                             ? cuda::twin_offer(!fp32_, out, static_cast<size_t>(B) * n * d)
                             : nullptr;
-    cuda::attention_forward(!fp32_, qkv, probs, out, B, n, d, H, p, seed, stream_id, tw);
+    cuda::attention_forward(!fp32_, qkv, probs, tw && cuda::twin_only(out) ? nullptr : out, B, n, d, H, p, seed,
+                            stream_id, tw);
   }
   void attention_backward(const float* qkv, const float* probs, const float* dout, float* dqkv, int B, int n, int d,
                           int H, float p, uint64_t seed, uint64_t stream_id) override {
@@ -749,7 +750,8 @@ class CudaBackend final : public Backend {
     __nv_bfloat16* tw = cuda::attention_writes_twin(!fp32_, n, d, H)
                             ? cuda::twin_offer(!fp32_, dqkv, static_cast<size_t>(B) * n * 3 * d)
                             : nullptr;
-    cuda::attention_backward(!fp32_, qkv, probs, dout, dqkv, B, n, d, H, p, seed, stream_id, tw);
+    cuda::attention_backward(!fp32_, qkv, probs, dout, tw && cuda::twin_only(dqkv) ? nullptr : dqkv, B, n, d, H, p,
+                             seed, stream_id, tw);
   }
   void attention_cached(const float* qkv, int cap, int B, int t0, int c, int d, int H, float* out) override {
     RT_PROF("attention_cached");

@@ -174,12 +174,13 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
     be.axpy2d_batch(ops, glue_ops(*glue, c.x, c.B, c.n, d, ops));
   }
   // Attention branch: x2 = x + dropout(c_proj(attn(ln_1(x)))).
-  // h1, h2, g: read by the product right after, and by its weight product through b16 (only).
+  // h1, att, h2, g (and in the backward dg, dqkv): read only by the product right after and by its weight
+  // product through b16, so they may stay bf16 alone (keeping's only).
   keeping(be, c.h1, c.b16.h1, Rd, [&] { be.layernorm_forward(c.x, w.ln1_w, w.ln1_b, c.h1, c.mean1, c.rstd1, R, d); },
           true);
   be.linear_forward(c.h1, w.attn_w, w.attn_b, c.qkv, R, d, 3 * d);
   keeping(be, c.att, c.b16.att, Rd,
-          [&] { be.attention_forward(c.qkv, c.probs, c.att, c.B, c.n, d, s.heads, p, seed, stream * 4 + 0); });
+          [&] { be.attention_forward(c.qkv, c.probs, c.att, c.B, c.n, d, s.heads, p, seed, stream * 4 + 0); }, true);
   if (p > 0) {
     be.linear_forward(c.att, w.attn_proj_w, w.attn_proj_b, c.x2, R, d, d);
     be.dropout_forward(c.x2, c.x2, Rd, p, seed, stream * 4 + 1);
@@ -246,7 +247,6 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   if (p > 0) be.dropout_backward(dy, st.dm, Rd, p, c.seed, c.stream * 4 + 2);
   else if (st.dm != dy) be.copy(st.dm, dy, Rd);
   be.linear_backward(c.g, w.mlp_proj_w, st.dm, st.dg, nullptr, nullptr, R, 4 * d, d);
-  // dg: read by c_fc's dx product right after, and by its weight product through b16.dg.
   keeping(be, st.dg, st.b16.dg, Rd * 4, [&] { be.activation_backward(s.gelu, c.f, st.dg, st.dg, Rd * 4); }, true);
   be.linear_backward(c.h2, w.fc_w, st.dg, st.dh2, nullptr, nullptr, R, d, 4 * d);
   // x2's gradient: the residual's dy plus ln_2's. Without dropout it is also attn c_proj's output gradient.
@@ -259,9 +259,12 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   if (p > 0)
     keeping(be, st.da, st.b16.da, Rd, [&] { be.dropout_backward(dx2, st.da, Rd, p, c.seed, c.stream * 4 + 1); });
   be.linear_backward(c.att, w.attn_proj_w, st.da, k.datt.get(), nullptr, nullptr, R, d, d);
-  keeping(be, st.dqkv, st.b16.dqkv, Rd * 3, [&] {
-    be.attention_backward(c.qkv, c.probs, k.datt.get(), st.dqkv, c.B, c.n, d, s.heads, p, c.seed, c.stream * 4 + 0);
-  });
+  keeping(
+      be, st.dqkv, st.b16.dqkv, Rd * 3,
+      [&] {
+        be.attention_backward(c.qkv, c.probs, k.datt.get(), st.dqkv, c.B, c.n, d, s.heads, p, c.seed, c.stream * 4 + 0);
+      },
+      true);
   be.linear_backward(c.h1, w.attn_w, st.dqkv, st.dh1, nullptr, nullptr, R, d, 3 * d);
   be.layernorm_backward_res(c.x, w.ln1_w, c.mean1, c.rstd1, st.dh1, dx2, dx, nullptr, nullptr, R, d);
 }
