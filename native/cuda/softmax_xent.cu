@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <string>
 
+#include "core/env.h"
 #include "cuda/common.cuh"
 #include "cuda/kernels.cuh"
 
@@ -116,7 +117,11 @@ void head_xent(bool bf16, const float* Y, const float* lnw, const float* lnb, co
                                                         static_cast<int*>(row_hit.get()) + r0);
     RT_CU_LAUNCH("head softmax cross-entropy");
     if (dY) {
-      gemm(bf16, true, false, V, d, rc, 1.0f, logits.f32(), V, Hc, d, 1.0f, dW, d);
+      // dW += dlogits^T H over the chunk's rows: weight_grad.cu's kernel where its rule takes the shape (the
+      // char config: 65 x 384 over 65536 rows, 107 us as a split-K product with a transposed operand).
+      static const bool wg = rt::env_switch("RT_CUDA_HEAD_DW", true);
+      if (bf16 && wg && weight_grad_preferred(rc, d, V)) linear_weight_grad(Hc, logits.f32(), dW, nullptr, rc, d, V);
+      else gemm(bf16, true, false, V, d, rc, 1.0f, logits.f32(), V, Hc, d, 1.0f, dW, d);
       gemm(bf16, false, false, rc, d, V, 1.0f, logits.f32(), V, W, d, 0.0f, dH.f32() + static_cast<size_t>(r0) * d, d);
     }
   }
