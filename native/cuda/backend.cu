@@ -681,12 +681,15 @@ class CudaBackend final : public Backend {
   }
   // Not operations of their own (no RT_PROF): the twin offered in between stands for the next operation.
   // The products read a bf16-only operand as it is on the Hopper path (elsewhere they would cast it back to
-  // float32 first: only the Hopper path leaves float32 values unwritten).
-  void keep_bf16_begin(const float* src, void* dst, size_t n, bool only) override {
+  // float32 first: only the Hopper path leaves float32 values unwritten). RT_CUDA_BF16_ONLY=0: never.
+  bool bf16_only() const {
     static const bool on = rt::env_switch("RT_CUDA_BF16_ONLY", true);
-    const bool hopper = cuda::limits().cc == 90 && cuda::wgmma_enabled();
-    cuda::twin_keep_begin(src, static_cast<__nv_bfloat16*>(dst), n, only && on && hopper && !fp32_);
+    return on && !fp32_ && cuda::limits().cc == 90 && cuda::wgmma_enabled();
   }
+  void keep_bf16_begin(const float* src, void* dst, size_t n, bool only) override {
+    cuda::twin_keep_begin(src, static_cast<__nv_bfloat16*>(dst), n, only && bf16_only());
+  }
+  bool block_bf16_only(const BlockShape& s) const override { return block_keeps_bf16(s) && bf16_only(); }
   void keep_bf16_end() override { cuda::twin_keep_end(); }
   // The bf16 chains round h1, qkv, h2, g, dg and dqkv to bf16 as the products would (RT_CUDA_HALF=0: float32).
   bool block_half(const BlockShape& s) const override {

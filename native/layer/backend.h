@@ -232,6 +232,9 @@ class Backend {
   // only: src is read by nothing but the product right after (and through dst by the weight products), so the
   // backend may leave src's float32 values unwritten and have that product read dst.
   virtual void keep_bf16_begin(const float* /*src*/, void* /*dst*/, size_t /*n*/, bool /*only*/) {}
+  // Whether keep_bf16_begin's only is granted for this shape (then the layer allocates no float32 buffers for
+  // those outputs: their pointers only name them, pointing at the bf16 copies).
+  virtual bool block_bf16_only(const BlockShape&) const { return false; }
   virtual void keep_bf16_end() {}
   // The window's attention between the fused chains (attention_forward / attention_backward on the cache's
   // and stash's buffers, in the precisions they keep): cache.qkv -> probs, att with the cache's dropout;

@@ -51,20 +51,26 @@ void BlockArena::allocate(Backend& be, const BlockShape& s, int B_, const std::v
   rows = r;
   const size_t d = s.d;
   half = be.block_half(s);
+  const bool keeps = for_grads && be.block_keeps_bf16(s);
+  // Outputs whose float32 values nobody reads get no float32 buffer: view() names them by their bf16 copies.
+  // Only those of LayerNorm and the activation, which always write the kept copy alone when asked; the
+  // attention does so on its tensor cores only, so att keeps its float32 buffer for the other kernels.
+  only = keeps && be.block_bf16_only(s);
+  auto unless_only = [&](size_t floats) { return only ? DeviceBuffer() : DeviceBuffer(be, floats); };
   x = with_x ? DeviceBuffer(be, r * d) : DeviceBuffer();
-  h1 = DeviceBuffer(be, held(half, r * d));
+  h1 = unless_only(held(half, r * d));
   mean1 = DeviceBuffer(be, r);
   rstd1 = DeviceBuffer(be, r);
   qkv = DeviceBuffer(be, held(half, r * 3 * d));
   probs = DeviceBuffer(be, pr);
   att = DeviceBuffer(be, r * d);
   x2 = DeviceBuffer(be, r * d);
-  h2 = DeviceBuffer(be, held(half, r * d));
+  h2 = unless_only(held(half, r * d));
   mean2 = DeviceBuffer(be, r);
   rstd2 = DeviceBuffer(be, r);
   f = be.block_keeps_f(s) ? DeviceBuffer(be, r * 4 * d) : DeviceBuffer();
-  g = DeviceBuffer(be, held(half, r * 4 * d));
-  if (for_grads && be.block_keeps_bf16(s)) {
+  g = unless_only(held(half, r * 4 * d));
+  if (keeps) {
     h1_16 = DeviceBuffer(be, held(true, r * d));
     att_16 = DeviceBuffer(be, held(true, r * d));
     h2_16 = DeviceBuffer(be, held(true, r * d));
@@ -79,18 +85,18 @@ BlockCache BlockArena::view(const BlockShape& s, int k) const {
   const size_t r = row[k], d = s.d;
   c.half = half;
   c.x = at_elem(x, r * d);
-  c.h1 = at_elem(h1, r * d, half);
+  c.h1 = only ? at_elem(h1_16, r * d, true) : at_elem(h1, r * d, half);
   c.mean1 = at_elem(mean1, r);
   c.rstd1 = at_elem(rstd1, r);
   c.qkv = at_elem(qkv, r * 3 * d, half);
   c.probs = at_elem(probs, prob[k]);
   c.att = at_elem(att, r * d);
   c.x2 = at_elem(x2, r * d);
-  c.h2 = at_elem(h2, r * d, half);
+  c.h2 = only ? at_elem(h2_16, r * d, true) : at_elem(h2, r * d, half);
   c.mean2 = at_elem(mean2, r);
   c.rstd2 = at_elem(rstd2, r);
   c.f = at_elem(f, r * 4 * d);
-  c.g = at_elem(g, r * 4 * d, half);
+  c.g = only ? at_elem(g_16, r * 4 * d, true) : at_elem(g, r * 4 * d, half);
   // bf16 values of the weight products' operands: the buffers themselves where half, else the kept copies.
   c.b16.h1 = half ? c.h1 : at_elem(h1_16, r * d, true);
   c.b16.att = at_elem(att_16, r * d, true);

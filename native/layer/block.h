@@ -56,7 +56,8 @@ struct BlockCache {
 // probabilities (sum_k n_k^2 <= 2w * 2N), per layer (w = 0: one application of N tokens, 16*d + 4 floats
 // and heads*N probabilities per token, x being the layer's input itself). Those are float32 counts: bf16
 // buffers (Backend::block_half) take half as much, f none where the backend keeps none, and the bf16 copies
-// of Backend::block_keeps_bf16 add 3.5*d floats' worth per kept token.
+// of Backend::block_keeps_bf16 add 3.5*d floats' worth per kept token, and replace h1, h2 and g where the
+// backend writes those alone (Backend::block_bf16_only: 6*d floats fewer).
 struct BlockArena {
   int B = 0;
   std::vector<int> n;            // tokens per sequence of each application
@@ -64,6 +65,7 @@ struct BlockArena {
   std::vector<size_t> prob;      // first float of each application's probabilities
   size_t rows = 0;               // B * sum n_k
   bool half = false;             // h1, qkv, h2, g in bf16 (Backend::block_half)
+  bool only = false;             // h1, h2, g kept as their bf16 copies alone (Backend::block_bf16_only)
   DeviceBuffer x, h1, mean1, rstd1, qkv, probs, att, x2, h2, mean2, rstd2, f, g;
   DeviceBuffer h1_16, att_16, h2_16, g_16;  // Backend::block_keeps_bf16's copies, or none
 
