@@ -162,11 +162,13 @@ class CpuBackend final : public Backend {
     cpu::layernorm_backward(x, w, mean, rstd, dy, dx, dw, db, n, d);
   }
   void attention_forward(const float* qkv, float* probs, float* out, int B, int n, int d, int H, float p,
-                         uint64_t seed, uint64_t stream) override {
+                         uint64_t seed, uint64_t stream, bool qkv_half) override {
+    if (qkv_half) throw Error("cpu attention_forward: a bf16 qkv is not supported");
     cpu::attention_forward(qkv, probs, out, B, n, d, H, p, seed, stream);
   }
   void attention_backward(const float* qkv, const float* probs, const float* dout, float* dqkv, int B, int n, int d,
-                          int H, float p, uint64_t seed, uint64_t stream) override {
+                          int H, float p, uint64_t seed, uint64_t stream, bool qkv_half) override {
+    if (qkv_half) throw Error("cpu attention_backward: a bf16 qkv is not supported");
     cpu::attention_backward(qkv, probs, dout, dqkv, B, n, d, H, p, seed, stream);
   }
   void attention_cached(const float* qkv, int cap, int B, int t0, int c, int d, int H, float* out) override {

@@ -690,6 +690,21 @@ class CudaBackend final : public Backend {
     cuda::twin_keep_begin(src, static_cast<__nv_bfloat16*>(dst), n, only && bf16_only());
   }
   bool block_bf16_only(const BlockShape& s) const override { return block_keeps_bf16(s) && bf16_only(); }
+  // RT_CUDA_QKV_HALF=0: qkv in float32 on the unfused path.
+  bool block_qkv_half(const BlockShape& s, const std::vector<int>& n) const override {
+    static const bool on = rt::env_switch("RT_CUDA_QKV_HALF", true);
+    if (!on || !bf16_only() || fused_block(s) || !bf16_operands(s)) return false;
+    for (const int nk : n)
+      if (!cuda::attention_writes_twin(true, nk, s.d, s.heads)) return false;
+    return true;
+  }
+  void linear_forward_half(const float* x, const float* W, const float* b, float* y, int n, int in,
+                           int out) override {
+    RT_PROF(linear_name(true, in, out));
+    const cuda::Twin tw = cuda::twin_claim(x, static_cast<size_t>(n) * in);
+    cuda::linear_forward(!fp32_, tw.only ? nullptr : x, W, b, y, n, in, out, nullptr,
+                         static_cast<const __nv_bfloat16*>(tw.get()), true);
+  }
   void keep_bf16_end() override { cuda::twin_keep_end(); }
   // The bf16 chains round h1, qkv, h2, g, dg and dqkv to bf16 as the products would (RT_CUDA_HALF=0: float32).
   bool block_half(const BlockShape& s) const override {
@@ -739,22 +754,22 @@ class CudaBackend final : public Backend {
     cuda::block_in_backward(!fp32_, s, w, c, st, dx2, dx);
   }
   void attention_forward(const float* qkv, float* probs, float* out, int B, int n, int d, int H, float p, uint64_t seed,
-                         uint64_t stream_id) override {
+                         uint64_t stream_id, bool qkv_half) override {
     RT_PROF("attention_forward");
     __nv_bfloat16* tw = cuda::attention_writes_twin(!fp32_, n, d, H)
                             ? cuda::twin_offer(!fp32_, out, static_cast<size_t>(B) * n * d)
                             : nullptr;
     cuda::attention_forward(!fp32_, qkv, probs, tw && cuda::twin_only(out) ? nullptr : out, B, n, d, H, p, seed,
-                            stream_id, tw);
+                            stream_id, tw, qkv_half);
   }
   void attention_backward(const float* qkv, const float* probs, const float* dout, float* dqkv, int B, int n, int d,
-                          int H, float p, uint64_t seed, uint64_t stream_id) override {
+                          int H, float p, uint64_t seed, uint64_t stream_id, bool qkv_half) override {
     RT_PROF("attention_backward");
     __nv_bfloat16* tw = cuda::attention_writes_twin(!fp32_, n, d, H)
                             ? cuda::twin_offer(!fp32_, dqkv, static_cast<size_t>(B) * n * 3 * d)
                             : nullptr;
     cuda::attention_backward(!fp32_, qkv, probs, dout, tw && cuda::twin_only(dqkv) ? nullptr : dqkv, B, n, d, H, p,
-                             seed, stream_id, tw);
+                             seed, stream_id, tw, qkv_half);
   }
   void attention_cached(const float* qkv, int cap, int B, int t0, int c, int d, int H, float* out) override {
     RT_PROF("attention_cached");

@@ -20,6 +20,7 @@ struct GemmArgs {
   int kchunk;  // reduction range per blockIdx.z when split over K (ws != null)
   float* ws;   // split-K partials [splits][M][N], or null
   bool vecA, vecB;  // 16-byte loads allowed along each operand's contiguous dimension
+  bool c_half;      // C holds bf16 (rows of ldc elements behind the float pointer): the Hopper kernels only
 };
 
 // Where blockIdx.z puts this block: a batch item (offsets applied to A, B, C) or a split of K.

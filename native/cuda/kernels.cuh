@@ -40,9 +40,12 @@ struct Batch {
 // A_twin: A's bf16 twin (twin.cuh: A not transposed, lda == K, K a multiple of 8), which the Hopper kernel
 // reads instead of casting A itself; the other kernels ignore it. A may be null where A_twin holds its values
 // alone (rows of lda == K, not batched): the other kernels then read them cast back to float32.
+// C_half: C is written as bf16 (ldc == N, beta == 0, no residual, not batched); the Hopper kernel rounds its
+// float32 results in the epilogue, any other one through a float32 scratch (the same bits).
 void gemm(bool bf16, bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
           const float* B, int ldb, float beta, float* C, int ldc, const float* bias = nullptr,
-          const Batch* batch = nullptr, const float* res = nullptr, const __nv_bfloat16* A_twin = nullptr);
+          const Batch* batch = nullptr, const float* res = nullptr, const __nv_bfloat16* A_twin = nullptr,
+          bool C_half = false);
 
 // The bf16 kernel products run on. Auto (the default): mma.sync, 128x128 tiles in two stages (MmaBig2)
 // when they fill the GPU, else 64x64 in three (MmaSmall). The others force one, for benchmarks and checks
@@ -57,8 +60,9 @@ void set_gemm_kernel(GemmKernel k);
 // y[n,out] = x W^T + b (+ res[n,out] when given) (written). y may be res.
 // x_twin: x's bf16 twin, if its producer wrote one (twin.cuh); x may then be null (the twin alone holds its
 // values: Twin::only).
+// y_half: y is written as bf16 (gemm's C_half).
 void linear_forward(bool bf16, const float* x, const float* W, const float* b, float* y, int n, int in, int out,
-                    const float* res = nullptr, const __nv_bfloat16* x_twin = nullptr);
+                    const float* res = nullptr, const __nv_bfloat16* x_twin = nullptr, bool y_half = false);
 // dx = dy W (written; skipped when null); dW += dy^T x; db += column sums of dy. dy_twin: dy's bf16 twin
 // (for the dx product), if its producer wrote one; dy may then be null when dW and db are.
 void linear_backward(bool bf16, const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,

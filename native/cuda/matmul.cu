@@ -462,8 +462,10 @@ void gemm_cublas(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, 
 
 void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
           int ldb, float beta, float* C, int ldc, const float* bias, const Batch* batch, const float* res,
-          const __nv_bfloat16* A_twin) {
+          const __nv_bfloat16* A_twin, bool C_half) {
   if (M <= 0 || N <= 0) return;
+  RT_CHECK(!C_half || (ldc == N && beta == 0.0f && !res && !batch),
+           "cuda gemm: a bf16 C needs ldc == N, beta 0, no residual and no batch");
   RT_CHECK(!(tA && tB), "cuda gemm: transposing both operands is not supported");
   // A given as its bf16 twin alone (Twin::only): rows of K, as the Hopper kernel reads it; any other kernel
   // gets its float32 values back first (A_f32).
@@ -479,7 +481,7 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
   const int count = batch ? batch->count : 1;
   if (count <= 0) return;
 #ifdef RT_CUBLAS
-  if (cublas_enabled() && A && !bias && !res && g_kernel == GemmKernel::Auto && K > 0 && (!batch || batch->inner <= 1)) {
+  if (cublas_enabled() && A && !C_half && !bias && !res && g_kernel == GemmKernel::Auto && K > 0 && (!batch || batch->inner <= 1)) {
     gemm_cublas(bf16, tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, batch);
     return;
   }
@@ -540,8 +542,18 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
                                                     std::to_string(M) + ", batch = " + std::to_string(count) + ")");
   // gemm_sm90 reads A_twin where its rows are whole multiples of 8 (Kp == K), else casts A itself.
   if (!A && !(k == GemmKernel::Wgmma && K % 8 == 0)) float_A(g);
+  // A bf16 C from the Hopper kernel's epilogue (unsplit), else through a float32 scratch cast afterwards.
+  Scratch C_f32;
+  auto float_C = [&] {
+    g.c_half = false;
+    C_f32 = Scratch(static_cast<size_t>(M) * N * sizeof(float));
+    g.C = C_f32.f32();
+  };
+  g.c_half = C_half && k == GemmKernel::Wgmma && splits == 1;
+  if (C_half && !g.c_half) float_C();
   if (!(k == GemmKernel::Wgmma && gemm_sm90(tA, tB, grid, g, A_twin))) {
     float_A(g);
+    if (g.c_half) float_C();  // no sm_90a image after all
     if (k == GemmKernel::Wgmma) k = GemmKernel::MmaBig2;  // same tiles, same split
     if (!tA && !tB) launch<false, false>(bf16, k, grid, g, "gemm_nn");
     else if (!tA && tB) launch<false, true>(bf16, k, grid, g, "gemm_nt");
@@ -549,16 +561,17 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
   }
   if (splits > 1) {
     splitk_reduce_kernel<<<blocks_for(static_cast<size_t>(M) * N, 256), 256, 0, stream()>>>(
-        g.ws, splits, M, N, alpha, beta, bias, res, C, ldc);
+        g.ws, splits, M, N, alpha, beta, bias, res, g.C, ldc);
     RT_CU_LAUNCH("gemm splitk_reduce");
   }
+  if (C_half && !g.c_half) to_bf16(g.C, reinterpret_cast<__nv_bfloat16*>(C), static_cast<size_t>(M) * N);
 }
 
 void set_gemm_kernel(GemmKernel k) { g_kernel = k; }
 
 void linear_forward(bool bf16, const float* x, const float* W, const float* b, float* y, int n, int in, int out,
-                    const float* res, const __nv_bfloat16* x_twin) {
-  gemm(bf16, false, true, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out, b, nullptr, res, x_twin);
+                    const float* res, const __nv_bfloat16* x_twin, bool y_half) {
+  gemm(bf16, false, true, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out, b, nullptr, res, x_twin, y_half);
 }
 
 void linear_backward(bool bf16, const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,

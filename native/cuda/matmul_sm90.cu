@@ -95,6 +95,20 @@ constexpr int kWTileB = kWN * kBK * 2;                  // B's stage: 192 rows o
 constexpr int kWStageBytes = kTileBytes + kWTileB;
 constexpr int kWSmem = kWStages * kWStageBytes + 1024;
 
+// A bf16 C (GemmArgs::c_half: unsplit, no residual, beta 0): one or two outputs from column gc of row gr,
+// rounded after alpha and the bias, as one 4-byte store where the address allows.
+__device__ __forceinline__ void epilogue_half(const GemmArgs& g, float* C, int gr, int gc, float v0, float v1, bool two) {
+  __nv_bfloat16* p = reinterpret_cast<__nv_bfloat16*>(C) + static_cast<size_t>(gr) * g.ldc + gc;
+  float o0 = v0 * g.alpha, o1 = v1 * g.alpha;
+  if (g.bias) o0 += g.bias[gc], o1 += two ? g.bias[gc + 1] : 0.0f;
+  if (two && (reinterpret_cast<uintptr_t>(p) & 3) == 0) {
+    *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(o0, o1);
+  } else {
+    p[0] = __float2bfloat16_rn(o0);
+    if (two) p[1] = __float2bfloat16_rn(o1);
+  }
+}
+
 // Two float32 outputs side by side (columns gc, gc + 1 of row gr, both inside C) through the epilogue, as one
 // 8-byte store where the address allows (the accumulator layout gives each thread column pairs).
 __device__ __forceinline__ void epilogue_store2(const GemmArgs& g, float* C, int gr, int gc, float v0, float v1) {
@@ -125,7 +139,8 @@ __device__ __forceinline__ void epilogue_store2(const GemmArgs& g, float* C, int
 // A warpgroup's 64 x (N / 2) accumulator tile into C from (m0, n0) through the epilogue. Layout of m64nNk16:
 // warp w of the warpgroup holds rows 16 w + lane / 4 (+ 8 for elements 2, 3 of each group of four), columns
 // 8 j + 2 (lane % 4) (+ 1 for odd elements), j = element / 4.
-template <int N>
+// CH: C is bf16 (a template parameter: a runtime branch here slowed every product by 10-25%, session 15).
+template <bool CH, int N>
 __device__ __forceinline__ void store_tile(const GemmArgs& g, float* C, int m0, int n0, const float (&acc)[N]) {
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
   const int row = m0 + warp * 16 + (lane >> 2), col = n0 + 2 * (lane & 3);
@@ -136,7 +151,8 @@ __device__ __forceinline__ void store_tile(const GemmArgs& g, float* C, int m0, 
       const int gr = row + h * 8, gc = col + 8 * j;
       const float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
       if (gr >= g.M || gc >= g.N) continue;
-      if (gc + 1 < g.N) epilogue_store2(g, C, gr, gc, v0, v1);
+      if constexpr (CH) epilogue_half(g, C, gr, gc, v0, v1, gc + 1 < g.N);
+      else if (gc + 1 < g.N) epilogue_store2(g, C, gr, gc, v0, v1);
       else epilogue_store(g, C, gr, gc, v0);
     }
 }
@@ -146,6 +162,7 @@ __device__ __forceinline__ void store_tile(const GemmArgs& g, float* C, int m0, 
 // K steps are in flight while this one's epilogue stores. The char config's products with K = 384 (6 K
 // steps a tile): a fresh block per tile spent about as long waiting for its first tiles and storing its last
 // as multiplying.
+template <bool CH>
 __global__ void __launch_bounds__(kThreads, 2)
     gemm_wgmma_kernel(GemmArgs g, const __nv_bfloat16* __restrict__ A, const __nv_bfloat16* __restrict__ B, int Kp,
                       int tiles_n, int tiles) {
@@ -168,7 +185,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   float acc[64];
 #pragma unroll
   for (int e = 0; e < 64; ++e) acc[e] = 0.0f;  // (read only by an empty reduction's store)
-  auto store = [&](Pos p) { store_tile(g, br.C, p.m0 + wg * 64, p.n0, acc); };
+  auto store = [&](Pos p) { store_tile<CH>(g, br.C, p.m0 + wg * 64, p.n0, acc); };
 
   if (ntiles == 0) {  // an empty reduction still writes its tiles (bias, beta * C)
     for (int i = 0; i < mine; ++i) store(tile_at(i));
@@ -219,6 +236,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   cp_async_wait<0>();
 }
 
+template <bool CH>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_wgmma_wide_kernel(GemmArgs g, const __nv_bfloat16* __restrict__ A, const __nv_bfloat16* __restrict__ B,
                            int Kp, int tiles_n) {
@@ -264,7 +282,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   wait0();
   pin(acc);
   cp_async_wait<0>();
-  store_tile(g, br.C, m0 + wg * 64, n0, acc);
+  store_tile<CH>(g, br.C, m0 + wg * 64, n0, acc);
 }
 
 // The bf16 K-major copy of an operand with R rows (M or N) over K: stored K-contiguous (kc) or not.
@@ -282,7 +300,10 @@ void cast(const float* src, int ld, bool kc, int R, int K, int Kp, __nv_bfloat16
 // once per process.
 bool usable() {
   static const bool ok = [] {
-    if (cudaFuncSetAttribute(gemm_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem) == cudaSuccess)
+    if (cudaFuncSetAttribute(gemm_wgmma_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem) ==
+            cudaSuccess &&
+        cudaFuncSetAttribute(gemm_wgmma_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem) ==
+            cudaSuccess)
       return true;
     cudaGetLastError();
     return false;
@@ -295,8 +316,10 @@ bool usable() {
 bool wide_usable() {
   static const bool ok = [] {
     if (!rt::env_switch("RT_CUDA_WGMMA_WIDE", true)) return false;
-    if (cudaFuncSetAttribute(gemm_wgmma_wide_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kWSmem) ==
-        cudaSuccess)
+    if (cudaFuncSetAttribute(gemm_wgmma_wide_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kWSmem) ==
+            cudaSuccess &&
+        cudaFuncSetAttribute(gemm_wgmma_wide_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kWSmem) ==
+            cudaSuccess)
       return true;
     cudaGetLastError();
     return false;
@@ -349,7 +372,8 @@ bool gemm_sm90(bool transA, bool transB, dim3 grid, const GemmArgs& g, const __n
   // a train step with it everywhere (char 15.9 -> 16.9 ms).
   if (grid.z == 1 && g.N > kWN && g.N <= 2 * kWN && g.K > 512 && wide_usable()) {
     const int tn = (g.N + kWN - 1) / kWN;
-    gemm_wgmma_wide_kernel<<<tn * grid.y, kThreads, kWSmem, stream()>>>(g, A, B, Kp, tn);
+    (g.c_half ? gemm_wgmma_wide_kernel<true> : gemm_wgmma_wide_kernel<false>)<<<tn * grid.y, kThreads, kWSmem,
+                                                                                stream()>>>(g, A, B, Kp, tn);
     RT_CU_LAUNCH("gemm_wgmma (wide)");
     return true;
   }
@@ -359,7 +383,8 @@ bool gemm_sm90(bool transA, bool transB, dim3 grid, const GemmArgs& g, const __n
   const int tiles = static_cast<int>(grid.x * grid.y);
   const int slots = g.K <= 512 ? std::max(1, 2 * limits().sms / static_cast<int>(grid.z)) : tiles;
   const dim3 pgrid(static_cast<unsigned>(std::min(tiles, slots)), 1, grid.z);
-  gemm_wgmma_kernel<<<pgrid, kThreads, kSmem, stream()>>>(g, A, B, Kp, static_cast<int>(grid.x), tiles);
+  (g.c_half ? gemm_wgmma_kernel<true> : gemm_wgmma_kernel<false>)<<<pgrid, kThreads, kSmem, stream()>>>(
+      g, A, B, Kp, static_cast<int>(grid.x), tiles);
   RT_CU_LAUNCH("gemm_wgmma");
   return true;
 }

@@ -164,10 +164,12 @@ class Backend {
     if (dx != dres) copy(dx, dres, static_cast<size_t>(n) * d);
     layernorm_backward(x, w, mean, rstd, dy, dx, dw, db, n, d);
   }
+  // qkv_half: qkv holds bf16 behind its float pointer (block_qkv_half).
   virtual void attention_forward(const float* qkv, float* probs, float* out, int B, int n, int d, int H,
-                                 float p, uint64_t seed, uint64_t stream) = 0;
+                                 float p, uint64_t seed, uint64_t stream, bool qkv_half) = 0;
   virtual void attention_backward(const float* qkv, const float* probs, const float* dout, float* dqkv,
-                                  int B, int n, int d, int H, float p, uint64_t seed, uint64_t stream) = 0;
+                                  int B, int n, int d, int H, float p, uint64_t seed, uint64_t stream,
+                                  bool qkv_half) = 0;
   virtual void attention_cached(const float* qkv, int cap, int B, int t0, int c, int d, int H, float* out) = 0;
   // Row-wise form for sequences at different positions (continuous batching): row r is the query at
   // position t[r] of the sequence in cache slot slot[r]. The default runs one attention_cached per row;
@@ -235,6 +237,14 @@ class Backend {
   // Whether keep_bf16_begin's only is granted for this shape (then the layer allocates no float32 buffers for
   // those outputs: their pointers only name them, pointing at the bf16 copies).
   virtual bool block_bf16_only(const BlockShape&) const { return false; }
+  // Whether the unfused path keeps qkv as bf16 alone for windows of these sizes (a training arena's): c_attn's
+  // product writes it rounded (linear_forward_half) and the attention reads it so. Only where the attention
+  // rounds q, k, v to bf16 itself for every window (its tensor cores), so that the results keep their bits.
+  virtual bool block_qkv_half(const BlockShape&, const std::vector<int>& /*n*/) const { return false; }
+  virtual void linear_forward_half(const float* /*x*/, const float* /*W*/, const float* /*b*/, float* /*y*/,
+                                   int /*n*/, int /*in*/, int /*out*/) {
+    throw Error(std::string(name()) + ": has no bf16 outputs");
+  }
   virtual void keep_bf16_end() {}
   // The window's attention between the fused chains (attention_forward / attention_backward on the cache's
   // and stash's buffers, in the precisions they keep): cache.qkv -> probs, att with the cache's dropout;

@@ -57,11 +57,12 @@ void BlockArena::allocate(Backend& be, const BlockShape& s, int B_, const std::v
   // attention does so on its tensor cores only, so att keeps its float32 buffer for the other kernels.
   only = keeps && be.block_bf16_only(s);
   auto unless_only = [&](size_t floats) { return only ? DeviceBuffer() : DeviceBuffer(be, floats); };
+  qkv_half = half || (keeps && be.block_qkv_half(s, n));
   x = with_x ? DeviceBuffer(be, r * d) : DeviceBuffer();
   h1 = unless_only(held(half, r * d));
   mean1 = DeviceBuffer(be, r);
   rstd1 = DeviceBuffer(be, r);
-  qkv = DeviceBuffer(be, held(half, r * 3 * d));
+  qkv = DeviceBuffer(be, held(qkv_half, r * 3 * d));
   probs = DeviceBuffer(be, pr);
   att = DeviceBuffer(be, r * d);
   x2 = DeviceBuffer(be, r * d);
@@ -84,11 +85,12 @@ BlockCache BlockArena::view(const BlockShape& s, int k) const {
   c.n = c.capacity = n[k];
   const size_t r = row[k], d = s.d;
   c.half = half;
+  c.qkv_half = qkv_half;
   c.x = at_elem(x, r * d);
   c.h1 = only ? at_elem(h1_16, r * d, true) : at_elem(h1, r * d, half);
   c.mean1 = at_elem(mean1, r);
   c.rstd1 = at_elem(rstd1, r);
-  c.qkv = at_elem(qkv, r * 3 * d, half);
+  c.qkv = at_elem(qkv, r * 3 * d, qkv_half);
   c.probs = at_elem(probs, prob[k]);
   c.att = at_elem(att, r * d);
   c.x2 = at_elem(x2, r * d);
@@ -184,9 +186,12 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
   // product through b16, so they may stay bf16 alone (keeping's only).
   keeping(be, c.h1, c.b16.h1, Rd, [&] { be.layernorm_forward(c.x, w.ln1_w, w.ln1_b, c.h1, c.mean1, c.rstd1, R, d); },
           true);
-  be.linear_forward(c.h1, w.attn_w, w.attn_b, c.qkv, R, d, 3 * d);
-  keeping(be, c.att, c.b16.att, Rd,
-          [&] { be.attention_forward(c.qkv, c.probs, c.att, c.B, c.n, d, s.heads, p, seed, stream * 4 + 0); }, true);
+  if (c.qkv_half) be.linear_forward_half(c.h1, w.attn_w, w.attn_b, c.qkv, R, d, 3 * d);
+  else be.linear_forward(c.h1, w.attn_w, w.attn_b, c.qkv, R, d, 3 * d);
+  keeping(
+      be, c.att, c.b16.att, Rd,
+      [&] { be.attention_forward(c.qkv, c.probs, c.att, c.B, c.n, d, s.heads, p, seed, stream * 4 + 0, c.qkv_half); },
+      true);
   if (p > 0) {
     be.linear_forward(c.att, w.attn_proj_w, w.attn_proj_b, c.x2, R, d, d);
     be.dropout_forward(c.x2, c.x2, Rd, p, seed, stream * 4 + 1);
@@ -268,7 +273,8 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   keeping(
       be, st.dqkv, st.b16.dqkv, Rd * 3,
       [&] {
-        be.attention_backward(c.qkv, c.probs, k.datt.get(), st.dqkv, c.B, c.n, d, s.heads, p, c.seed, c.stream * 4 + 0);
+        be.attention_backward(c.qkv, c.probs, k.datt.get(), st.dqkv, c.B, c.n, d, s.heads, p, c.seed, c.stream * 4 + 0,
+                              c.qkv_half);
       },
       true);
   be.linear_backward(c.h1, w.attn_w, st.dqkv, st.dh1, nullptr, nullptr, R, d, 3 * d);

@@ -41,6 +41,7 @@ struct BlockCache {
   float p = 0;            // dropout rate used in forward (0 when not training)
   uint64_t seed = 0, stream = 0;
   bool half = false;      // h1, qkv, h2 and g hold bf16 (Backend::block_half), behind their float pointers
+  bool qkv_half = false;  // qkv holds bf16 (half, or Backend::block_qkv_half on the unfused path)
   // The bf16 values of the weight products' operands h1, att, h2, g, or nulls: the buffers themselves where
   // half, or the copies of Backend::block_keeps_bf16.
   struct Bf16 {
@@ -66,6 +67,7 @@ struct BlockArena {
   size_t rows = 0;               // B * sum n_k
   bool half = false;             // h1, qkv, h2, g in bf16 (Backend::block_half)
   bool only = false;             // h1, h2, g kept as their bf16 copies alone (Backend::block_bf16_only)
+  bool qkv_half = false;         // qkv in bf16 (half, or Backend::block_qkv_half)
   DeviceBuffer x, h1, mean1, rstd1, qkv, probs, att, x2, h2, mean2, rstd2, f, g;
   DeviceBuffer h1_16, att_16, h2_16, g_16;  // Backend::block_keeps_bf16's copies, or none
 

@@ -824,6 +824,24 @@ static void check_bf16_only() {
     const VF a = c1.get(), c = c2.get();
     expect_le(std::memcmp(a.data(), c.data(), a.size() * 4) == 0 ? 0 : 1, 0, "gemm: A only as bf16 on mma.sync");
   }
+  // gemm() writing a bf16 C (c_attn's qkv, Backend::block_qkv_half): the rounding of the float32 C, bit for bit,
+  // from the Hopper kernels' epilogue (K = 384: the 128 x 128 kernel; K = 1536, N = 384: the 128 x 192 one; with
+  // a bias; N odd for the single-element tail) and through the float32 scratch of the other kernels.
+  struct CCase { int N, K; };
+  for (const auto kn : {rt::cuda::GemmKernel::Auto, rt::cuda::GemmKernel::MmaBig2})
+    for (const CCase cc : {CCase{1152, 384}, CCase{333, 384}, CCase{384, 1536}}) {
+      const int M = 4096, N = cc.N, K = cc.K;
+      Dev gA(randv(static_cast<size_t>(M) * K, 105)), gB(randv(static_cast<size_t>(N) * K, 106)), gb(randv(N, 107));
+      Dev cf(static_cast<size_t>(M) * N);
+      DevBf ch(static_cast<size_t>(M) * N);
+      rt::cuda::set_gemm_kernel(kn);
+      rt::cuda::gemm(true, false, true, M, N, K, 1.0f, gA.p, K, gB.p, K, 0.0f, cf.p, N, gb.p);
+      rt::cuda::gemm(true, false, true, M, N, K, 1.0f, gA.p, K, gB.p, K, 0.0f, reinterpret_cast<float*>(ch.p), N, gb.p,
+                     nullptr, nullptr, nullptr, true);
+      rt::cuda::set_gemm_kernel(rt::cuda::GemmKernel::Auto);
+      expect_twin(cf, ch, "gemm bf16 C, N=" + std::to_string(N) + " K=" + std::to_string(K) +
+                              (kn == rt::cuda::GemmKernel::Auto ? " (Auto)" : " (mma.sync)"));
+    }
 }
 
 static void check_half_buffers() {
