@@ -13,7 +13,7 @@
 //
 // A block owns a 192 x 192 tile of dW (three warpgroups of 64 out rows, m64n192k16: 96 accumulators a
 // thread) and a chunk of the rows; 48 KB a stage (64 rows of both operands), four stages, loads two steps
-// ahead, one group of products left in flight. 77 FLOPs per byte of shared-memory fill. The grid is
+// ahead, one group of products left in flight: 96 FLOPs per byte of shared-memory fill. The grid is
 // (tiles) x (chunks) for one wave; partial tiles go to a workspace that weight_grad.cu's reduction sums in a
 // fixed order, so the same inputs give the same bits. A bf16 dy's column sums come from the staged tiles:
 // the tiles_n blocks that share a row of tiles each sum every tiles_n-th row of a stage.
