@@ -617,10 +617,15 @@ class CudaBackend final : public Backend {
   }
   void linear_forward_res(const float* x, const float* W, const float* b, const float* res, float* y, int n, int in,
                           int out) override {
+    linear_forward_as(x, W, b, res, y, n, in, out, false);
+  }
+  // y_half: y written as bf16 (linear_forward_half).
+  void linear_forward_as(const float* x, const float* W, const float* b, const float* res, float* y, int n, int in, int out,
+               bool y_half) {
     RT_PROF(linear_name(true, in, out));
     const cuda::Twin tw = cuda::twin_claim(x, static_cast<size_t>(n) * in);
     cuda::linear_forward(!fp32_, tw.only ? nullptr : x, W, b, y, n, in, out, res,
-                         static_cast<const __nv_bfloat16*>(tw.get()));
+                         static_cast<const __nv_bfloat16*>(tw.get()), y_half);
   }
   void layernorm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int n,
                          int d) override {
@@ -700,10 +705,7 @@ class CudaBackend final : public Backend {
   }
   void linear_forward_half(const float* x, const float* W, const float* b, float* y, int n, int in,
                            int out) override {
-    RT_PROF(linear_name(true, in, out));
-    const cuda::Twin tw = cuda::twin_claim(x, static_cast<size_t>(n) * in);
-    cuda::linear_forward(!fp32_, tw.only ? nullptr : x, W, b, y, n, in, out, nullptr,
-                         static_cast<const __nv_bfloat16*>(tw.get()), true);
+    linear_forward_as(x, W, b, nullptr, y, n, in, out, true);
   }
   void keep_bf16_end() override { cuda::twin_keep_end(); }
   // The bf16 chains round h1, qkv, h2, g, dg and dqkv to bf16 as the products would (RT_CUDA_HALF=0: float32).

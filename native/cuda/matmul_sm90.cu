@@ -218,7 +218,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     __syncthreads();  // everyone's part, and everyone is past the products of step s - 1
     if (s + kStages - 1 < steps) issue_next(s + kStages - 1);  // into the stage step s - 1 used
     cp_async_commit();
-    const uint32_t sa = smem_u32(smem + (s % kStages) * kStageBytes);
+    const uint32_t sa = smem_addr(smem + (s % kStages) * kStageBytes);
     const uint32_t abase = sa + wg * 64 * 128, bbase = sa + kTileBytes;
     fence();
 #pragma unroll
@@ -270,7 +270,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     __syncthreads();
     if (kt + kWAhead < ntiles) issue(kt + kWAhead);
     cp_async_commit();
-    const uint32_t sa = smem_u32(smem + (kt % kWStages) * kWStageBytes);
+    const uint32_t sa = smem_addr(smem + (kt % kWStages) * kWStageBytes);
     const uint32_t abase = sa + wg * 64 * 128, bbase = sa + kTileBytes;
     fence();
 #pragma unroll

@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <string>
 
-#include "core/env.h"
 #include "cuda/common.cuh"
 #include "cuda/kernels.cuh"
 
@@ -116,14 +115,10 @@ void head_xent(bool bf16, const float* Y, const float* lnw, const float* lnb, co
                                                         dY != nullptr, static_cast<double*>(row_loss.get()) + r0,
                                                         static_cast<int*>(row_hit.get()) + r0);
     RT_CU_LAUNCH("head softmax cross-entropy");
-    if (dY) {
-      // dW += dlogits^T H over the chunk's rows: weight_grad.cu's kernel where its rule takes the shape (the
-      // char config: 65 x 384 over 65536 rows, 107 us as a split-K product with a transposed operand).
-      static const bool wg = rt::env_switch("RT_CUDA_HEAD_DW", true);
-      if (bf16 && wg && weight_grad_preferred(rc, d, V)) linear_weight_grad(Hc, logits.f32(), dW, nullptr, rc, d, V);
-      else gemm(bf16, true, false, V, d, rc, 1.0f, logits.f32(), V, Hc, d, 1.0f, dW, d);
-      gemm(bf16, false, false, rc, d, V, 1.0f, logits.f32(), V, W, d, 0.0f, dH.f32() + static_cast<size_t>(r0) * d, d);
-    }
+    // The head is a linear layer [d -> V] without bias: dH = dlogits W, dW += dlogits^T H (on weight_grad.cu's
+    // kernel where its rule takes the shape: the char config's 65 x 384 over 65536 rows, 107 us as a split-K
+    // product with a transposed operand, 60 on it).
+    if (dY) linear_backward(bf16, Hc, W, logits.f32(), dH.f32() + static_cast<size_t>(r0) * d, dW, nullptr, rc, d, V);
   }
   xent_total_kernel<<<1, kTotalThreads, 0, stream()>>>(static_cast<double*>(row_loss.get()),
                                                        static_cast<int*>(row_hit.get()), R, totals);

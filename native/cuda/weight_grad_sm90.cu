@@ -111,7 +111,7 @@ __global__ void __launch_bounds__(kThreads, 1) dw_wgmma_kernel(Args g) {
         dbs.y += v.y;
       }
     }
-    const uint32_t sa = wgmma::smem_u32(st) + wg * kAtom, sb = wgmma::smem_u32(st + kOpBytes);
+    const uint32_t sa = wgmma::smem_addr(st) + wg * kAtom, sb = wgmma::smem_addr(st + kOpBytes);
     wgmma::fence();
 #pragma unroll
     for (int kk = 0; kk < kK / 16; ++kk)

@@ -4,11 +4,11 @@
 #pragma once
 #include <cstdint>
 
+#include "cuda/cluster.cuh"
+
 namespace rt::cuda::wgmma {
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
+using cluster::smem_addr;  // a shared-memory pointer as the 32-bit address the descriptors take
 
 // Shared-memory matrix descriptor with the 128B swizzle: start address; leading-dimension byte offset (unused
 // by K-major swizzled layouts, 16 by convention; for MN-major ones, the distance between blocks of 64 bf16
