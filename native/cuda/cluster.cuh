@@ -35,10 +35,11 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// An mbarrier expecting one arrival (the block's own expect_tx), made visible to the cluster's copies.
-__device__ __forceinline__ void bar_init(uint64_t* bar) {
+// An mbarrier expecting `count` arrivals a phase (by default one: the block's own expect_tx), made visible to
+// the cluster's copies by bar_init_fence.
+__device__ __forceinline__ void bar_init(uint64_t* bar, uint32_t count = 1) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(smem_addr(bar)) : "memory");
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
 #endif
 }
 __device__ __forceinline__ void bar_init_fence() {
@@ -88,6 +89,26 @@ __device__ __forceinline__ void copy_bulk(void* dst, const void* src, uint32_t b
                    smem_addr(dst)),
                "l"(src), "r"(bytes), "r"(smem_addr(bar))
                : "memory");
+#endif
+}
+
+// One arrival on this block's bar.
+__device__ __forceinline__ void bar_arrive(uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+#endif
+}
+
+// The tensor copy engine (TMA): the box at element coordinates (x, y) of the 2-D tensor map `map` (a kernel
+// parameter: its generic address) into this block's dst, counted on bar; elements outside the tensor
+// arrive as zeros, and the byte count is always the whole box's.
+__device__ __forceinline__ void tma_load_2d(void* dst, const void* map, int x, int y, uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n" ::"r"(
+          smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(x), "r"(y)
+      : "memory");
 #endif
 }
 

@@ -26,6 +26,8 @@
 #include "cuda/gemm_args.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/matmul_sm90.cuh"
+#include "cuda/matmul_tma_sm90.cuh"
+#include "cuda/store_tile_sm90.cuh"
 #include "cuda/wgmma.cuh"
 
 namespace rt::cuda {
@@ -95,68 +97,6 @@ constexpr int kWTileB = kWN * kBK * 2;                  // B's stage: 192 rows o
 constexpr int kWStageBytes = kTileBytes + kWTileB;
 constexpr int kWSmem = kWStages * kWStageBytes + 1024;
 
-// A bf16 C (GemmArgs::c_half: unsplit, no residual, beta 0): one or two outputs from column gc of row gr,
-// rounded after alpha and the bias, as one 4-byte store where the address allows.
-__device__ __forceinline__ void epilogue_half(const GemmArgs& g, float* C, int gr, int gc, float v0, float v1, bool two) {
-  __nv_bfloat16* p = reinterpret_cast<__nv_bfloat16*>(C) + static_cast<size_t>(gr) * g.ldc + gc;
-  float o0 = v0 * g.alpha, o1 = v1 * g.alpha;
-  if (g.bias) o0 += g.bias[gc], o1 += two ? g.bias[gc + 1] : 0.0f;
-  if (two && (reinterpret_cast<uintptr_t>(p) & 3) == 0) {
-    *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(o0, o1);
-  } else {
-    p[0] = __float2bfloat16_rn(o0);
-    if (two) p[1] = __float2bfloat16_rn(o1);
-  }
-}
-
-// Two float32 outputs side by side (columns gc, gc + 1 of row gr, both inside C) through the epilogue, as one
-// 8-byte store where the address allows (the accumulator layout gives each thread column pairs).
-__device__ __forceinline__ void epilogue_store2(const GemmArgs& g, float* C, int gr, int gc, float v0, float v1) {
-  float* p;
-  float o0 = v0, o1 = v1;
-  if (g.ws) {
-    p = g.ws + (static_cast<size_t>(blockIdx.z) * g.M + gr) * g.N + gc;
-  } else {
-    o0 *= g.alpha;
-    o1 *= g.alpha;
-    if (g.bias) o0 += g.bias[gc], o1 += g.bias[gc + 1];
-    if (g.res) {
-      const float* r = g.res + static_cast<size_t>(gr) * g.ldc + gc;
-      o0 += r[0];
-      o1 += r[1];
-    }
-    p = C + static_cast<size_t>(gr) * g.ldc + gc;
-    if (g.beta != 0.0f) o0 += g.beta * p[0], o1 += g.beta * p[1];
-  }
-  if ((reinterpret_cast<uintptr_t>(p) & 7) == 0) {
-    *reinterpret_cast<float2*>(p) = make_float2(o0, o1);
-  } else {
-    p[0] = o0;
-    p[1] = o1;
-  }
-}
-
-// A warpgroup's 64 x (N / 2) accumulator tile into C from (m0, n0) through the epilogue. Layout of m64nNk16:
-// warp w of the warpgroup holds rows 16 w + lane / 4 (+ 8 for elements 2, 3 of each group of four), columns
-// 8 j + 2 (lane % 4) (+ 1 for odd elements), j = element / 4.
-// CH: C is bf16 (a template parameter: a runtime branch here slowed every product by 10-25%, session 15).
-template <bool CH, int N>
-__device__ __forceinline__ void store_tile(const GemmArgs& g, float* C, int m0, int n0, const float (&acc)[N]) {
-  const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
-  const int row = m0 + warp * 16 + (lane >> 2), col = n0 + 2 * (lane & 3);
-#pragma unroll
-  for (int j = 0; j < N / 4; ++j)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int gr = row + h * 8, gc = col + 8 * j;
-      const float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
-      if (gr >= g.M || gc >= g.N) continue;
-      if constexpr (CH) epilogue_half(g, C, gr, gc, v0, v1, gc + 1 < g.N);
-      else if (gc + 1 < g.N) epilogue_store2(g, C, gr, gc, v0, v1);
-      else epilogue_store(g, C, gr, gc, v0);
-    }
-}
-
 // Block b takes tiles b, b + gridDim.x, ... of its blockIdx.z (batch item or split); with fewer blocks than
 // tiles it is persistent, and the cp.async pipeline runs on across tile boundaries, so the next tile's first
 // K steps are in flight while this one's epilogue stores. The char config's products with K = 384 (6 K
@@ -185,7 +125,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   float acc[64];
 #pragma unroll
   for (int e = 0; e < 64; ++e) acc[e] = 0.0f;  // (read only by an empty reduction's store)
-  auto store = [&](Pos p) { store_tile<CH>(g, br.C, p.m0 + wg * 64, p.n0, acc); };
+  auto store = [&](Pos p) { store_tile<CH ? 1 : 0>(g, br.C, p.m0 + wg * 64, p.n0, acc); };
 
   if (ntiles == 0) {  // an empty reduction still writes its tiles (bias, beta * C)
     for (int i = 0; i < mine; ++i) store(tile_at(i));
@@ -282,7 +222,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   wait0();
   pin(acc);
   cp_async_wait<0>();
-  store_tile<CH>(g, br.C, m0 + wg * 64, n0, acc);
+  store_tile<CH ? 1 : 0>(g, br.C, m0 + wg * 64, n0, acc);
 }
 
 // The bf16 K-major copy of an operand with R rows (M or N) over K: stored K-contiguous (kc) or not.
@@ -366,6 +306,7 @@ bool gemm_sm90(bool transA, bool transB, dim3 grid, const GemmArgs& g, const __n
   const __nv_bfloat16* B = Bc ? Bc : static_cast<const __nv_bfloat16*>(b.get());
   if (!twin) cast(g.A, g.lda, !transA, g.M, g.K, Kp, static_cast<__nv_bfloat16*>(a.get()));
   if (!Bc) cast(g.B, g.ldb, transB, g.N, g.K, Kp, static_cast<__nv_bfloat16*>(b.get()));
+  if (aligned16(A) && aligned16(B) && gemm_tma(g, A, B, Kp, static_cast<int>(grid.z))) return true;
   // The wide kernel where it measured faster (bench/results/cuda-kernels-2026-12-04b.log): N up to two of
   // its tiles with a long reduction (char mlp c_proj forward and c_fc dx: N 384, K 1536: 141 -> 179 and
   // 140 -> 180 TFLOP/s); wider products with K = 384 ran slower on it (c_fc forward 164 -> 146), and so did

@@ -10,7 +10,11 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <execinfo.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <csignal>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -25,6 +29,7 @@
 #include "cuda/common.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/matmul_sm90.cuh"
+#include "cuda/matmul_tma_sm90.cuh"
 #include "cuda/twin.cuh"
 #include "cuda/weight_grad_sm90.cuh"
 #ifndef RT_CUDA
@@ -123,14 +128,20 @@ static std::string shape(int a, int b, int c) {
 struct KernelName {
   rt::cuda::GemmKernel k;
   const char* name;
+  bool tma = true;  // Wgmma: matmul_tma_sm90.cu's kernel, else matmul_sm90.cu's cp.async ones
 };
+static void use(const KernelName& kn) {
+  rt::cuda::set_gemm_kernel(kn.k);
+  rt::cuda::set_tma_gemm(kn.tma);
+}
 static const KernelName kKernels[] = {{rt::cuda::GemmKernel::MmaBig, "mma128"},
                                       {rt::cuda::GemmKernel::MmaSmall, "mma64"},
                                       {rt::cuda::GemmKernel::MmaBig2, "mma128s2"},
                                       {rt::cuda::GemmKernel::MmaSmall2, "mma64s2"},
                                       {rt::cuda::GemmKernel::WmmaBig, "wmma128"},
                                       {rt::cuda::GemmKernel::WmmaSmall, "wmma64"},
-                                      {rt::cuda::GemmKernel::Wgmma, "wgmma"}};
+                                      {rt::cuda::GemmKernel::Wgmma, "wgmma"},
+                                      {rt::cuda::GemmKernel::Wgmma, "wgmma-cpasync", false}};
 
 static void check_gemm() {
   struct Case { bool ta, tb; int M, N, K; float beta; };
@@ -149,7 +160,7 @@ static void check_gemm() {
   for (const Case& c : cases)
     for (bool bf16 : {false, true}) {
       if (!bf16 && kn.k != rt::cuda::GemmKernel::MmaBig) continue;  // one float32 kernel
-      rt::cuda::set_gemm_kernel(kn.k);
+      use(kn);
       const int lda = c.ta ? c.M : c.K, ldb = c.tb ? c.K : c.N;
       VF A = randv(static_cast<size_t>(c.ta ? c.K : c.M) * lda, 1), B = randv(static_cast<size_t>(c.tb ? c.N : c.K) * ldb, 2);
       VF C = randv(static_cast<size_t>(c.M) * c.N, 3), want = C;
@@ -159,10 +170,10 @@ static void check_gemm() {
       check(dC.get(), want, bf16, std::string("gemm ") + kn.name + " " + (c.ta ? "T" : "N") + (c.tb ? "T " : "N ") +
                                       shape(c.M, c.N, c.K));
     }
-  rt::cuda::set_gemm_kernel(rt::cuda::GemmKernel::Auto);
+  use({rt::cuda::GemmKernel::Auto, "auto"});
   // Operands at odd offsets and odd leading dimensions: the element-wise (non-16-byte) load paths.
   for (const KernelName& kn : kKernels) {
-    rt::cuda::set_gemm_kernel(kn.k);
+    use(kn);
     const int M = 70, N = 45, K = 67;
     VF A = randv(1 + static_cast<size_t>(M) * K, 51), B = randv(1 + static_cast<size_t>(N) * K, 52);
     VF want(static_cast<size_t>(M) * N);
@@ -171,13 +182,13 @@ static void check_gemm() {
     rt::cuda::gemm(true, false, true, M, N, K, 1.0f, dA.p + 1, K, dB.p + 1, K, 0.0f, dC.p, N);
     check(dC.get(), want, true, std::string("gemm ") + kn.name + " NT unaligned " + shape(M, N, K));
   }
-  rt::cuda::set_gemm_kernel(rt::cuda::GemmKernel::Auto);
+  use({rt::cuda::GemmKernel::Auto, "auto"});
   // A residual added in the epilogue (C = alpha AB + bias + res): separate and in place, with and without
   // split-K, on every bf16 kernel and in float32.
   for (const KernelName& kn : kKernels)
     for (bool bf16 : {false, true}) {
       if (!bf16 && kn.k != rt::cuda::GemmKernel::MmaBig) continue;
-      rt::cuda::set_gemm_kernel(kn.k);
+      use(kn);
       struct RC { bool ta; int M, N, K; bool in_place; };
       for (const RC& c : {RC{false, 130, 290, 96, false}, RC{false, 77, 64, 40, true}, RC{true, 288, 96, 4096, false}}) {
         const int lda = c.ta ? c.M : c.K, ldb = c.N;
@@ -193,7 +204,7 @@ static void check_gemm() {
                                                            shape(c.M, c.N, c.K) + (c.in_place ? " in place" : ""));
       }
     }
-  rt::cuda::set_gemm_kernel(rt::cuda::GemmKernel::Auto);
+  use({rt::cuda::GemmKernel::Auto, "auto"});
   // Batched over (batch, head) with two-level strides, as the attention's long path uses it.
   for (bool bf16 : {false, true}) {
     const int Bb = 3, H = 2, n = 40, hd = 8, d = H * hd, ld = 3 * d;
@@ -468,19 +479,19 @@ static void bench() {
                   {"char_fc_dW", true, false, 1536, 384, 8192}, {"copy_fc_fwd", false, true, 4096, 384, 96},
                   {"copy_fc_dW", true, false, 384, 96, 4096}, {"big_4096", false, true, 4096, 4096, 4096}};
   const KernelName variants[] = {{rt::cuda::GemmKernel::Auto, "auto"}, kKernels[0], kKernels[1], kKernels[2],
-                                 kKernels[3], kKernels[4], kKernels[6]};
+                                 kKernels[3], kKernels[4], kKernels[6], kKernels[7]};
   for (const G& g : gs) {
     const int lda = g.ta ? g.M : g.K, ldb = g.tb ? g.K : g.N;
     Dev A(randv(static_cast<size_t>(g.ta ? g.K : g.M) * lda, 1)), B(randv(static_cast<size_t>(g.tb ? g.N : g.K) * ldb, 2));
     Dev C(randv(static_cast<size_t>(g.M) * g.N, 3));
     for (const KernelName& kn : variants) {
-      rt::cuda::set_gemm_kernel(kn.k);
+      use(kn);
       const double ms = time_ms([&] { rt::cuda::gemm(true, g.ta, g.tb, g.M, g.N, g.K, 1.0f, A.p, lda, B.p, ldb, 0.0f, C.p, g.N); });
       char buf[160];
       std::snprintf(buf, sizeof buf, ",\"%s_%s\":%.1f", g.name, kn.name, 2.0 * g.M * g.N * g.K / ms / 1e9);
       json += buf;
     }
-    rt::cuda::set_gemm_kernel(rt::cuda::GemmKernel::Auto);
+    use({rt::cuda::GemmKernel::Auto, "auto"});
     const double ms = time_ms([&] { rt::cuda::gemm(false, g.ta, g.tb, g.M, g.N, g.K, 1.0f, A.p, lda, B.p, ldb, 0.0f, C.p, g.N); });
     char buf[160];
     std::snprintf(buf, sizeof buf, ",\"%s_f32\":%.1f", g.name, 2.0 * g.M * g.N * g.K / ms / 1e9);
@@ -820,7 +831,7 @@ static void check_bf16_only() {
     rt::cuda::set_gemm_kernel(rt::cuda::GemmKernel::MmaBig2);
     rt::cuda::gemm(true, false, true, M, N, K, 1.0f, gA.p, K, gB.p, K, 0.0f, c1.p, N);
     rt::cuda::gemm(true, false, true, M, N, K, 1.0f, nullptr, K, gB.p, K, 0.0f, c2.p, N, nullptr, nullptr, nullptr, tw.p);
-    rt::cuda::set_gemm_kernel(rt::cuda::GemmKernel::Auto);
+    use({rt::cuda::GemmKernel::Auto, "auto"});
     const VF a = c1.get(), c = c2.get();
     expect_le(std::memcmp(a.data(), c.data(), a.size() * 4) == 0 ? 0 : 1, 0, "gemm: A only as bf16 on mma.sync");
   }
@@ -828,23 +839,55 @@ static void check_bf16_only() {
   // from the Hopper kernels' epilogue (K = 384: the 128 x 128 kernel; K = 1536, N = 384: the 128 x 192 one; with
   // a bias; N odd for the single-element tail) and through the float32 scratch of the other kernels.
   struct CCase { int N, K; };
-  for (const auto kn : {rt::cuda::GemmKernel::Auto, rt::cuda::GemmKernel::MmaBig2})
+  const KernelName ckernels[] = {{rt::cuda::GemmKernel::Auto, "Auto"},
+                                 {rt::cuda::GemmKernel::Auto, "Auto, cp.async", false},
+                                 {rt::cuda::GemmKernel::MmaBig2, "mma.sync"}};
+  for (const KernelName& kn : ckernels)
     for (const CCase cc : {CCase{1152, 384}, CCase{333, 384}, CCase{384, 1536}}) {
       const int M = 4096, N = cc.N, K = cc.K;
       Dev gA(randv(static_cast<size_t>(M) * K, 105)), gB(randv(static_cast<size_t>(N) * K, 106)), gb(randv(N, 107));
       Dev cf(static_cast<size_t>(M) * N);
       DevBf ch(static_cast<size_t>(M) * N);
-      rt::cuda::set_gemm_kernel(kn);
+      use(kn);
       rt::cuda::gemm(true, false, true, M, N, K, 1.0f, gA.p, K, gB.p, K, 0.0f, cf.p, N, gb.p);
       rt::cuda::gemm(true, false, true, M, N, K, 1.0f, gA.p, K, gB.p, K, 0.0f, reinterpret_cast<float*>(ch.p), N, gb.p,
                      nullptr, nullptr, nullptr, true);
-      rt::cuda::set_gemm_kernel(rt::cuda::GemmKernel::Auto);
+      use({rt::cuda::GemmKernel::Auto, "auto"});
       expect_twin(cf, ch, "gemm bf16 C, N=" + std::to_string(N) + " K=" + std::to_string(K) +
-                              (kn == rt::cuda::GemmKernel::Auto ? " (Auto)" : " (mma.sync)"));
+                              " (" + kn.name + ")");
     }
 }
 
+// matmul_tma_sm90.cu's kernel against matmul_sm90.cu's cp.async ones on the same bf16 operands: the same
+// products in the same K order into float32 accumulators, so the same bits (both tile shapes, row and column
+// tails, a bias and a residual, a split reduction, a bf16 C).
+static void check_tma_bits() {
+  if (!(rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled())) return;
+  struct Case { int M, N, K; bool bias, res, half; };
+  for (const Case c : {Case{8192, 1152, 384, true, false, true}, Case{8192, 384, 1536, true, true, false},
+                       Case{8192, 384, 1152, false, false, false}, Case{1000, 300, 200, true, true, false},
+                       Case{333, 1000, 4000, false, false, false}, Case{96, 96, 8192, false, false, false},
+                       Case{4096, 384, 384, true, true, false}, Case{130, 130, 8, false, false, true}}) {
+    const VF a = rounded(randv(static_cast<size_t>(c.M) * c.K, 121));
+    DevBf A(a.size());
+    upload_bf16(A, a);
+    Dev W(randv(static_cast<size_t>(c.N) * c.K, 122)), b(randv(c.N, 123)), r(randv(static_cast<size_t>(c.M) * c.N, 124));
+    Dev C0(static_cast<size_t>(c.M) * c.N), C1(static_cast<size_t>(c.M) * c.N);
+    for (int v = 0; v < 2; ++v) {
+      use({rt::cuda::GemmKernel::Auto, "auto", v == 0});
+      rt::cuda::gemm(true, false, true, c.M, c.N, c.K, 1.0f, nullptr, c.K, W.p, c.K, 0.0f, (v ? C1 : C0).p, c.N,
+                     c.bias ? b.p : nullptr, nullptr, c.res ? r.p : nullptr, A.p, c.half);
+    }
+    use({rt::cuda::GemmKernel::Auto, "auto"});
+    const VF x = C0.get(), y = C1.get();
+    const size_t bytes = static_cast<size_t>(c.M) * c.N * (c.half ? 2 : 4);
+    expect_le(std::memcmp(x.data(), y.data(), bytes) == 0 ? 0 : 1, 0,
+              "gemm TMA vs cp.async, same bits " + shape(c.M, c.N, c.K) + (c.half ? " bf16 C" : ""));
+  }
+}
+
 static void check_half_buffers() {
+  check_tma_bits();
   check_keep_bf16();
   check_bf16_only();
   struct Case { int n, in, out; bool dy_half; };
@@ -952,7 +995,71 @@ static void check_embedding() {
   }
 }
 
+// The char config's window products with bf16 operands as the layer feeds them (A its kept bf16 copy, B a
+// weight copy: no casts timed), on matmul_tma_sm90.cu's kernel against matmul_sm90.cu's cp.async ones, plus a
+// large square product; one JSON line. The TMA kernel's cluster size is RT_CUDA_TMA_CM's.
+static void bench_hopper_gemm() {
+  if (!(rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled())) return;
+  struct G { const char* name; int M, N, K; };
+  const G gs[] = {{"qkv_fwd", 8192, 1152, 384},  {"proj_fwd", 8192, 384, 384},   {"fc_fwd", 8192, 1536, 384},
+                  {"proj2_fwd", 8192, 384, 1536}, {"qkv_dx", 8192, 384, 1152},   {"big_4096", 4096, 4096, 4096}};
+  const char* cm = std::getenv("RT_CUDA_TMA_CM");
+  std::string json = std::string("{\"bench\":\"hopper_gemm\",\"unit\":\"TFLOP/s\",\"tma_cm\":\"") + (cm ? cm : "default") + "\"";
+  double flops_all = 0, ms_all[2] = {0, 0};
+  for (const G& g : gs) {
+    const VF a = rounded(randv(static_cast<size_t>(g.M) * g.K, 111));
+    DevBf A(a.size());
+    upload_bf16(A, a);
+    Dev W(randv(static_cast<size_t>(g.N) * g.K, 112, -0.05f, 0.05f)), C(static_cast<size_t>(g.M) * g.N);
+    const int out = g.N, in = g.K;
+    Dev copies(rt::cuda::weight_copies_floats(&out, &in, 1));
+    const float* w = W.p;
+    rt::cuda::weight_copies_make(&w, &out, &in, 1, false, copies.p);
+    double ms[2];
+    for (int v = 0; v < 2; ++v) {
+      use({rt::cuda::GemmKernel::Auto, "auto", v == 0});
+      ms[v] = time_ms([&] {
+        rt::cuda::gemm(true, false, true, g.M, g.N, g.K, 1.0f, nullptr, g.K, W.p, g.K, 0.0f, C.p, g.N, nullptr, nullptr,
+                       nullptr, A.p);
+      });
+    }
+    use({rt::cuda::GemmKernel::Auto, "auto"});
+    rt::cuda::weight_copies_clear();
+    const double f = 2.0 * g.M * g.N * g.K;
+    if (std::strcmp(g.name, "big_4096") != 0) flops_all += f, ms_all[0] += ms[0], ms_all[1] += ms[1];
+    char buf[200];
+    std::snprintf(buf, sizeof buf, ",\"%s_tma\":%.1f,\"%s_cpasync\":%.1f,\"%s_us_tma\":%.2f,\"%s_us_cpasync\":%.2f", g.name,
+                  f / ms[0] / 1e9, g.name, f / ms[1] / 1e9, g.name, ms[0] * 1e3, g.name, ms[1] * 1e3);
+    json += buf;
+  }
+  char buf[160];
+  std::snprintf(buf, sizeof buf, ",\"window_tma\":%.1f,\"window_cpasync\":%.1f,\"ratio\":%.3f}", flops_all / ms_all[0] / 1e9,
+                flops_all / ms_all[1] / 1e9, ms_all[1] / ms_all[0]);
+  std::printf("%s%s\n", json.c_str(), buf);
+}
+
+// A crash in the host code prints its stack (addresses resolve with addr2line -f -e kernels_check) before the
+// process ends, since stdout into a pipe is lost with its buffer.
+static void on_crash(int sig) {
+  void* frames[64];
+  const int n = backtrace(frames, 64);
+  std::fflush(stdout);
+  const char msg[] = "kernels_check: crashed; stack:\n";
+  (void)!write(2, msg, sizeof msg - 1);
+  backtrace_symbols_fd(frames, n, 2);
+  _exit(128 + sig);
+}
+
 int main(int argc, char** argv) {
+  static char alt[1 << 16];  // the handler's own stack, so that a stack overflow reports too
+  stack_t ss{};
+  ss.ss_sp = alt;
+  ss.ss_size = sizeof alt;
+  sigaltstack(&ss, nullptr);
+  struct sigaction sa{};
+  sa.sa_handler = on_crash;
+  sa.sa_flags = SA_ONSTACK;
+  for (int sig : {SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE}) sigaction(sig, &sa, nullptr);
   try {
     cudaDeviceProp prop{};
     RT_CU(cudaGetDeviceProperties(&prop, 0));
@@ -961,6 +1068,10 @@ int main(int argc, char** argv) {
     // --weight-grad: only weight_grad.cu's checks and timing (a quick look at that kernel).
     const std::string arg = argc >= 2 ? argv[1] : "";
     const bool dw_only = arg == "--weight-grad";
+    if (arg == "--hopper-gemm") {  // only the Hopper products' timing (after a check of the same shapes above)
+      bench_hopper_gemm();
+      return 0;
+    }
     if (!dw_only) {
       check_gemm();
       check_linear();
@@ -979,7 +1090,7 @@ int main(int argc, char** argv) {
     std::printf("kernels_check: %d passed, %d failed; worst rel. error f32 %.2e, bf16 %.2e\n", g_passed, g_failed,
                 g_worst_f32, g_worst_bf16);
     if (arg != "--no-bench") {
-      if (!dw_only) bench();
+      if (!dw_only) bench(), bench_hopper_gemm();
       bench_weight_grad();
     }
   } catch (const std::exception& e) {

@@ -1,0 +1,210 @@
+// Matrix products on Hopper fed by the tensor copy engine (TMA), warp-specialized (sm_90a only; built for that
+// target alone, see CMakeLists.txt). The same products as matmul_sm90.cu's cp.async kernels, on the same bf16
+// K-major operand copies, with the same epilogue (store_tile_sm90.cuh).
+//
+// Why: the cp.async kernels move every 16-byte chunk of a stage with an instruction of each of 256 threads,
+// then stop the whole block at a barrier and wait for the tensor cores at every 64-deep K step (session 15:
+// ~190 TFLOP/s on 128 x 128 tiles, ~245 on 128 x 192). Here one thread of a producer warp asks the copy
+// engine for a stage's two boxes, which land already in wgmma's 128B-swizzled layout and count themselves on
+// the stage's "full" mbarrier; the two consumer warpgroups (rows 0-63 and 64-127 of the tile) wait on that
+// barrier alone, keep one group of products in flight, and hand a stage back through its "empty" barrier.
+// The producer runs ahead over tile boundaries, so the next tile's stages load while a tile is stored.
+//
+// Clusters sharing each B box by multicast (every block of 2 or 4 along M loading 1/CM of it) were built
+// and measured slower on every product (session 16: the char window's products 255 -> 152 TFLOP/s at CM = 2,
+// 103 at CM = 4), and so were one block an SM with six stages (198) and 128 x 256 tiles (133).
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cudaTypedefs.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "core/env.h"
+#include "cuda/cluster.cuh"
+#include "cuda/common.cuh"
+#include "cuda/gemm_args.cuh"
+#include "cuda/kernels.cuh"
+#include "cuda/matmul_tma_sm90.cuh"
+#include "cuda/store_tile_sm90.cuh"
+#include "cuda/wgmma.cuh"
+
+namespace rt::cuda {
+namespace {
+
+using namespace gemm_detail;
+using namespace wgmma;
+
+constexpr int kBM = 128, kBK = 64, kConsumers = 256, kThreads = kConsumers + 32;
+constexpr int kATile = kBM * kBK * 2;  // A's stage: 128 rows of 128 bytes
+
+template <int BN, int STAGES>
+struct Layout {
+  static constexpr int kBTile = BN * kBK * 2;
+  static constexpr int kStage = kATile + kBTile;  // a multiple of 1024: every box starts swizzle-aligned
+  static constexpr int kBars = STAGES * kStage;   // then full[STAGES], empty[STAGES]
+  static constexpr int kSmem = kBars + 2 * STAGES * 8 + 1024;  // and slack to align the base to 1024 bytes
+};
+
+template <int BN>
+__device__ __forceinline__ void mma_k16(float (&acc)[BN / 2], uint64_t a, uint64_t b, int accumulate) {
+  if constexpr (BN == 128) m64n128k16(acc, a, b, accumulate);
+  else m64n192k16<false>(acc, a, b, accumulate);
+}
+
+// Block b takes tiles b, b + gridDim.x, ... (row tile t / tiles_n, column tile t % tiles_n: consecutive
+// tiles share their rows of A, which stay in L2). EPI: store_tile's.
+template <int BN, int STAGES, int MINB, int EPI>
+__global__ void __launch_bounds__(kThreads, MINB)
+    gemm_tma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b, GemmArgs g,
+                    int tiles_n, int tiles) {
+  using L = Layout<BN, STAGES>;
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + L::kBars);
+  uint64_t* empty = full + STAGES;
+  const BlockRange br = block_range(g);
+  const int nk = br.ke > br.kb ? (br.ke - br.kb + kBK - 1) / kBK : 0;
+  const int mine = tiles > static_cast<int>(blockIdx.x) ? (tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      cluster::bar_init(full + s, 1);
+      cluster::bar_init(empty + s, 8);  // every consumer warp
+    }
+    cluster::bar_init_fence();
+  }
+  __syncthreads();
+
+  auto tile_m0 = [&](int i) { return (blockIdx.x + i * gridDim.x) / tiles_n * kBM; };
+  auto tile_n0 = [&](int i) { return (blockIdx.x + i * gridDim.x) % tiles_n * BN; };
+
+  if (threadIdx.x >= kConsumers) {  // the producer warp: one thread issues every copy
+    if (threadIdx.x == kConsumers && nk > 0) {
+      int s = 0;
+      uint32_t ph = 0;
+      for (int i = 0; i < mine; ++i) {
+        const int m0 = tile_m0(i), n0 = tile_n0(i);
+        for (int kt = 0; kt < nk; ++kt) {
+          cluster::bar_wait(empty + s, ph ^ 1);  // a fresh barrier's "previous" phase counts as complete
+          cluster::bar_expect(full + s, L::kStage);
+          uint8_t* st = smem + s * L::kStage;
+          const int k = br.kb + kt * kBK;
+          cluster::tma_load_2d(st, &map_a, k, m0, full + s);
+          cluster::tma_load_2d(st + kATile, &map_b, k, n0, full + s);
+          if (++s == STAGES) s = 0, ph ^= 1;
+        }
+      }
+    }
+  } else {
+    const int wg = threadIdx.x >> 7, lane = threadIdx.x & 31;
+    auto release = [&](int s) {  // a consumer warp hands stage s back to the producer
+      if (lane == 0) cluster::bar_arrive(empty + s);
+    };
+    float acc[BN / 2];
+#pragma unroll
+    for (int e = 0; e < BN / 2; ++e) acc[e] = 0.0f;  // (read only by an empty reduction's store)
+    int s = 0;
+    uint32_t ph = 0;
+    for (int i = 0; i < mine; ++i) {
+      const int m0 = tile_m0(i), n0 = tile_n0(i);
+      int prev = -1;
+      for (int kt = 0; kt < nk; ++kt) {
+        cluster::bar_wait(full + s, ph);
+        const uint32_t sa = smem_addr(smem + s * L::kStage);
+        const uint32_t abase = sa + wg * 64 * 128, bbase = sa + kATile;
+        fence();
+#pragma unroll
+        for (int kk = 0; kk < kBK / 16; ++kk)
+          mma_k16<BN>(acc, smem_desc(abase + kk * 32), smem_desc(bbase + kk * 32), kt > 0 || kk > 0);
+        commit();
+        wait1();  // the previous step's products are done: its stage goes back
+        if (prev >= 0) release(prev);
+        prev = s;
+        if (++s == STAGES) s = 0, ph ^= 1;
+      }
+      wait0();
+      if (prev >= 0) release(prev);
+      pin(acc);
+      store_tile<EPI>(g, br.C, m0 + wg * 64, n0, acc);
+    }
+  }
+}
+
+// cuTensorMapEncodeTiled from the driver (the runtime is linked statically and libcuda is not: the entry point
+// is looked up at run time); null where the driver has none.
+PFN_cuTensorMapEncodeTiled_v12000 encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      return static_cast<PFN_cuTensorMapEncodeTiled_v12000>(nullptr);
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  }();
+  return fn;
+}
+
+// The map of a K-major bf16 operand copy: R rows of Kp elements, read in boxes of 64 K by `rows`, 128B-swizzled
+// as wgmma's descriptors expect.
+bool encode(CUtensorMap* map, const __nv_bfloat16* p, int R, int Kp, int rows) {
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(Kp), static_cast<cuuint64_t>(R)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(Kp) * 2};
+  const cuuint32_t box[2] = {static_cast<cuuint32_t>(kBK), static_cast<cuuint32_t>(rows)};
+  const cuuint32_t estrides[2] = {1, 1};
+  return encoder()(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<__nv_bfloat16*>(p), dims, strides, box, estrides,
+                   CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                   CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+template <int BN, int STAGES, int MINB, int EPI>
+bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits) {
+  using L = Layout<BN, STAGES>;
+  auto kernel = gemm_tma_kernel<BN, STAGES, MINB, EPI>;
+  // Per instantiation, once: the shared-memory limit raised, and how many blocks fit the GPU at once (the
+  // grid is persistent: as many blocks as run together, each taking tiles in turn).
+  static const int resident = [&] {
+    int n = 0;
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmem) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, L::kSmem) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+    return n * limits().sms;
+  }();
+  if (resident <= 0) return false;
+  CUtensorMap ma, mb;
+  if (!encode(&ma, A, g.M, Kp, kBM) || !encode(&mb, B, g.N, Kp, BN)) return false;
+  const int tiles_n = (g.N + BN - 1) / BN, tiles = tiles_n * ((g.M + kBM - 1) / kBM);
+  const dim3 grid(static_cast<unsigned>(std::max(1, std::min(tiles, resident / splits))), 1, static_cast<unsigned>(splits));
+  kernel<<<grid, kThreads, L::kSmem, stream()>>>(ma, mb, g, tiles_n, tiles);
+  RT_CU_LAUNCH("gemm_tma");
+  return true;
+}
+
+template <int BN, int STAGES, int MINB>
+bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits) {
+  return g.c_half ? launch<BN, STAGES, MINB, 1>(g, A, B, Kp, splits) : launch<BN, STAGES, MINB, 0>(g, A, B, Kp, splits);
+}
+
+}  // namespace
+
+namespace {
+bool g_tma = rt::env_switch("RT_CUDA_GEMM_TMA", true);
+}  // namespace
+
+void set_tma_gemm(bool on) { g_tma = on; }
+
+bool gemm_tma(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits) {
+  if (!g_tma || !encoder()) return false;
+  // Products up to two 192-wide column tiles with a long reduction (the char config's N = 384, K = 1536 and
+  // 1152 ones): 128 x 192 tiles, one block an SM, five stages. Else 128 x 128, two blocks an SM, three stages.
+  if (splits == 1 && g.N > 128 && g.N <= 384 && g.K > 512) return launch_epi<192, 5, 1>(g, A, B, Kp, splits);
+  return launch_epi<128, 3, 2>(g, A, B, Kp, splits);
+}
+
+}  // namespace rt::cuda

@@ -1,0 +1,16 @@
+// The TMA-fed, warp-specialized Hopper GEMM of matmul_tma_sm90.cu, called by matmul_sm90.cu's gemm_sm90 once
+// the operands' bf16 K-major copies exist (A: M rows, B: N rows, each of Kp elements, 16-byte aligned).
+#pragma once
+#include <cuda_bf16.h>
+
+#include "cuda/gemm_args.cuh"
+
+namespace rt::cuda {
+// Launches the product over `splits` splits of K (g.ws and g.kchunk as gemm() set them) and returns true; or
+// returns false, having launched nothing, where the driver has no tensor-map encoder or the kernel cannot run
+// here (the caller then uses its own kernels). RT_CUDA_GEMM_TMA=0 turns it off.
+bool gemm_tma(const gemm_detail::GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits);
+// Turns it on or off for the products launched after (kernels_check compares both; default: on, unless
+// RT_CUDA_GEMM_TMA=0).
+void set_tma_gemm(bool on);
+}  // namespace rt::cuda

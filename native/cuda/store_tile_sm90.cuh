@@ -1,0 +1,76 @@
+// The Hopper GEMMs' epilogue (matmul_sm90.cu's cp.async kernels and matmul_tma_sm90.cu's TMA kernel): a
+// warpgroup's wgmma accumulators through GemmArgs' epilogue (split-K workspace, alpha, bias, residual, beta)
+// into float32 C, or rounded into a bf16 C. Included by files built for sm_90a only.
+#pragma once
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "cuda/gemm_args.cuh"
+
+namespace rt::cuda::gemm_detail {
+
+// A bf16 C (GemmArgs::c_half: unsplit, no residual, beta 0): one or two outputs from column gc of row gr,
+// rounded after alpha and the bias, as one 4-byte store where the address allows.
+__device__ __forceinline__ void epilogue_half(const GemmArgs& g, float* C, int gr, int gc, float v0, float v1, bool two) {
+  __nv_bfloat16* p = reinterpret_cast<__nv_bfloat16*>(C) + static_cast<size_t>(gr) * g.ldc + gc;
+  float o0 = v0 * g.alpha, o1 = v1 * g.alpha;
+  if (g.bias) o0 += g.bias[gc], o1 += two ? g.bias[gc + 1] : 0.0f;
+  if (two && (reinterpret_cast<uintptr_t>(p) & 3) == 0) {
+    *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(o0, o1);
+  } else {
+    p[0] = __float2bfloat16_rn(o0);
+    if (two) p[1] = __float2bfloat16_rn(o1);
+  }
+}
+
+// Two float32 outputs side by side (columns gc, gc + 1 of row gr, both inside C) through the epilogue, as one
+// 8-byte store where the address allows (the accumulator layout gives each thread column pairs).
+__device__ __forceinline__ void epilogue_store2(const GemmArgs& g, float* C, int gr, int gc, float v0, float v1) {
+  float* p;
+  float o0 = v0, o1 = v1;
+  if (g.ws) {
+    p = g.ws + (static_cast<size_t>(blockIdx.z) * g.M + gr) * g.N + gc;
+  } else {
+    o0 *= g.alpha;
+    o1 *= g.alpha;
+    if (g.bias) o0 += g.bias[gc], o1 += g.bias[gc + 1];
+    if (g.res) {
+      const float* r = g.res + static_cast<size_t>(gr) * g.ldc + gc;
+      o0 += r[0];
+      o1 += r[1];
+    }
+    p = C + static_cast<size_t>(gr) * g.ldc + gc;
+    if (g.beta != 0.0f) o0 += g.beta * p[0], o1 += g.beta * p[1];
+  }
+  if ((reinterpret_cast<uintptr_t>(p) & 7) == 0) {
+    *reinterpret_cast<float2*>(p) = make_float2(o0, o1);
+  } else {
+    p[0] = o0;
+    p[1] = o1;
+  }
+}
+
+// A warpgroup's 64 x (N / 2) accumulator tile into C from (m0, n0) through the epilogue. Layout of m64nNk16:
+// warp w of the warpgroup holds rows 16 w + lane / 4 (+ 8 for elements 2, 3 of each group of four), columns
+// 8 j + 2 (lane % 4) (+ 1 for odd elements), j = element / 4.
+// EPI: 0, float32 C; 1, bf16 C (GemmArgs::c_half). A template parameter: a runtime branch here slowed every
+// product by 10-25% (session 15).
+template <int EPI, int N>
+__device__ __forceinline__ void store_tile(const GemmArgs& g, float* C, int m0, int n0, const float (&acc)[N]) {
+  const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+  const int row = m0 + warp * 16 + (lane >> 2), col = n0 + 2 * (lane & 3);
+#pragma unroll
+  for (int j = 0; j < N / 4; ++j)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int gr = row + h * 8, gc = col + 8 * j;
+      const float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
+      if (gr >= g.M || gc >= g.N) continue;
+      if constexpr (EPI == 1) epilogue_half(g, C, gr, gc, v0, v1, gc + 1 < g.N);
+      else if (gc + 1 < g.N) epilogue_store2(g, C, gr, gc, v0, v1);
+      else epilogue_store(g, C, gr, gc, v0);
+    }
+}
+
+}  // namespace rt::cuda::gemm_detail
