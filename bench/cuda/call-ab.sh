@@ -2,7 +2,7 @@
 # One device call for switches of the CUDA build: the kernel checks, the layer and model checks against the
 # CPU and check-graph with the defaults, then the train steps (AB_CONFIGS, default copy,char) under each
 # set of environment variables in AB_SETS (space-separated sets, each VAR=V,VAR=V), the sets alternated
-# AB_ROUNDS times (default 2; AB_HOPPER_CM="1 4" first times the Hopper products under those TMA cluster sizes), then each kernel's own GPU time over one copy step by Nsight Compute
+# AB_ROUNDS times (default 2; AB_HOPPER_SETS="VAR=V,VAR=V ..." first times the Hopper products again under each set), then each kernel's own GPU time over one copy step by Nsight Compute
 # (AB_NCU=0 skips it; AB_NCU_CHAR=1 adds the char config's; AB_MEMCHECK=1 then runs compute-sanitizer on small steps). AB_QUICK=1 skips the checks. AB_PHASES=1 adds step-phases.mjs (wall time per native
 # call) for each config, with the defaults. A build to compare against, .device/rt-base.node.xz (carried
 # too), is unpacked to /tmp/rt-base.node: AB_SETS="RT_CUDA_ADDON=/tmp/rt.node RT_CUDA_ADDON=/tmp/rt-base.node"
@@ -13,8 +13,8 @@ source "$(dirname "$0")/call-lib.sh"
 sets=${AB_SETS:-"RT_CUDA_STAGE=1,RT_CUDA_ATTN_MMA=1 RT_CUDA_STAGE=0,RT_CUDA_ATTN_MMA=0"}
 if [[ "${AB_QUICK:-0}" == 1 ]]; then unpack_stage; else
   kernels_stage; grep '"hopper_gemm"' "$OUT/kernels.log" | cut -c1-900
-  for cm in ${AB_HOPPER_CM:-}; do  # the Hopper products' timing under other TMA cluster sizes
-    t "hopper gemm CM=$cm"; RT_CUDA_TMA_CM=$cm /tmp/kernels_check --hopper-gemm | tee -a "$OUT/hopper-gemm.log" | grep hopper_gemm | cut -c1-900
+  for set in ${AB_HOPPER_SETS:-}; do  # the Hopper products' timing again under other environments
+    t "hopper gemm $set"; env ${set//,/ } /tmp/kernels_check --hopper-gemm | tee -a "$OUT/hopper-gemm.log" | grep hopper_gemm | cut -c1-900
   done
   checks_stage 90
   t graph; timeout 150 node bench/cuda/check-graph.mjs --out "$OUT/check-graph.jsonl" > "$OUT/check-graph.log" 2>&1; tail -1 "$OUT/check-graph.log" | cut -c1-200

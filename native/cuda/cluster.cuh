@@ -112,4 +112,34 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const void* map, int x, i
 #endif
 }
 
+// The reverse: this block's src (a dense box, 16-byte aligned) into the box at (x, y) of the 2-D tensor `map`,
+// elements outside the tensor skipped; one bulk group per tma_store_commit. Shared memory written by threads
+// must be made visible to the copy engine first (wgmma.cuh's fence_async_shared, then a barrier).
+__device__ __forceinline__ void tma_store_2d(const void* map, int x, int y, const void* src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(
+                   reinterpret_cast<uint64_t>(map)),
+               "r"(x), "r"(y), "r"(smem_addr(src))
+               : "memory");
+#endif
+}
+__device__ __forceinline__ void tma_store_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+#endif
+}
+// Until at most N of this thread's bulk groups are still reading their shared-memory sources.
+template <int N>
+__device__ __forceinline__ void tma_store_wait_read() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
+#endif
+}
+// Until all of this thread's bulk groups are complete (their writes done).
+__device__ __forceinline__ void tma_store_wait_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+#endif
+}
+
 }  // namespace rt::cuda::cluster

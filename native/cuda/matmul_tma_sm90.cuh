@@ -13,4 +13,7 @@ bool gemm_tma(const gemm_detail::GemmArgs& g, const __nv_bfloat16* A, const __nv
 // Turns it on or off for the products launched after (kernels_check compares both; default: on, unless
 // RT_CUDA_GEMM_TMA=0).
 void set_tma_gemm(bool on);
+// Its epilogue staged through shared memory and stored by the copy engine (store_tile_staged) where C allows,
+// for the products launched after; default off unless RT_CUDA_TMA_STORE=1 (not yet checked on a GPU).
+void set_tma_store(bool on);
 }  // namespace rt::cuda

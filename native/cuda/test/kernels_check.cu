@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "core/env.h"
 #include "core/error.h"
 #include "cuda/attention_mma.cuh"
 #include "cpu/kernels.h"
@@ -860,8 +861,11 @@ static void check_bf16_only() {
 
 // matmul_tma_sm90.cu's kernel against matmul_sm90.cu's cp.async ones on the same bf16 operands: the same
 // products in the same K order into float32 accumulators, so the same bits (both tile shapes, row and column
-// tails, a bias and a residual, a split reduction, a bf16 C).
+// tails, a bias and a residual, a split reduction, a bf16 C), with the TMA kernel's direct epilogue and its
+// staged one (set_tma_store).
 static void check_tma_bits() {
+  for (const bool staged : {false, true}) {
+  rt::cuda::set_tma_store(staged);
   if (!(rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled())) return;
   struct Case { int M, N, K; bool bias, res, half; };
   for (const Case c : {Case{8192, 1152, 384, true, false, true}, Case{8192, 384, 1536, true, true, false},
@@ -882,8 +886,11 @@ static void check_tma_bits() {
     const VF x = C0.get(), y = C1.get();
     const size_t bytes = static_cast<size_t>(c.M) * c.N * (c.half ? 2 : 4);
     expect_le(std::memcmp(x.data(), y.data(), bytes) == 0 ? 0 : 1, 0,
-              "gemm TMA vs cp.async, same bits " + shape(c.M, c.N, c.K) + (c.half ? " bf16 C" : ""));
+              "gemm TMA vs cp.async, same bits " + shape(c.M, c.N, c.K) + (c.half ? " bf16 C" : "") +
+                  (staged ? ", staged epilogue" : ""));
   }
+  }
+  rt::cuda::set_tma_store(rt::env_switch("RT_CUDA_TMA_STORE", false));  // back to the process's setting
 }
 
 static void check_half_buffers() {
@@ -997,15 +1004,14 @@ static void check_embedding() {
 
 // The char config's window products with bf16 operands as the layer feeds them (A its kept bf16 copy, B a
 // weight copy: no casts timed), on matmul_tma_sm90.cu's kernel against matmul_sm90.cu's cp.async ones, plus a
-// large square product; one JSON line. The TMA kernel's cluster size is RT_CUDA_TMA_CM's.
+// large square product, and the TMA kernel again with its staged epilogue; one JSON line.
 static void bench_hopper_gemm() {
   if (!(rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled())) return;
   struct G { const char* name; int M, N, K; };
   const G gs[] = {{"qkv_fwd", 8192, 1152, 384},  {"proj_fwd", 8192, 384, 384},   {"fc_fwd", 8192, 1536, 384},
                   {"proj2_fwd", 8192, 384, 1536}, {"qkv_dx", 8192, 384, 1152},   {"big_4096", 4096, 4096, 4096}};
-  const char* cm = std::getenv("RT_CUDA_TMA_CM");
-  std::string json = std::string("{\"bench\":\"hopper_gemm\",\"unit\":\"TFLOP/s\",\"tma_cm\":\"") + (cm ? cm : "default") + "\"";
-  double flops_all = 0, ms_all[2] = {0, 0};
+  std::string json = "{\"bench\":\"hopper_gemm\",\"unit\":\"TFLOP/s\"";
+  double flops_all = 0, ms_all[3] = {0, 0, 0};
   for (const G& g : gs) {
     const VF a = rounded(randv(static_cast<size_t>(g.M) * g.K, 111));
     DevBf A(a.size());
@@ -1015,26 +1021,32 @@ static void bench_hopper_gemm() {
     Dev copies(rt::cuda::weight_copies_floats(&out, &in, 1));
     const float* w = W.p;
     rt::cuda::weight_copies_make(&w, &out, &in, 1, false, copies.p);
-    double ms[2];
-    for (int v = 0; v < 2; ++v) {
-      use({rt::cuda::GemmKernel::Auto, "auto", v == 0});
+    double ms[3];  // the TMA kernel, the cp.async ones, the TMA kernel with its staged epilogue
+    for (int v = 0; v < 3; ++v) {
+      use({rt::cuda::GemmKernel::Auto, "auto", v != 1});
+      rt::cuda::set_tma_store(v == 2);
       ms[v] = time_ms([&] {
         rt::cuda::gemm(true, false, true, g.M, g.N, g.K, 1.0f, nullptr, g.K, W.p, g.K, 0.0f, C.p, g.N, nullptr, nullptr,
                        nullptr, A.p);
       });
     }
     use({rt::cuda::GemmKernel::Auto, "auto"});
+    rt::cuda::set_tma_store(false);
     rt::cuda::weight_copies_clear();
     const double f = 2.0 * g.M * g.N * g.K;
-    if (std::strcmp(g.name, "big_4096") != 0) flops_all += f, ms_all[0] += ms[0], ms_all[1] += ms[1];
-    char buf[200];
-    std::snprintf(buf, sizeof buf, ",\"%s_tma\":%.1f,\"%s_cpasync\":%.1f,\"%s_us_tma\":%.2f,\"%s_us_cpasync\":%.2f", g.name,
-                  f / ms[0] / 1e9, g.name, f / ms[1] / 1e9, g.name, ms[0] * 1e3, g.name, ms[1] * 1e3);
+    if (std::strcmp(g.name, "big_4096") != 0)
+      flops_all += f, ms_all[0] += ms[0], ms_all[1] += ms[1], ms_all[2] += ms[2];
+    char buf[320];
+    std::snprintf(buf, sizeof buf,
+                  ",\"%s_tma\":%.1f,\"%s_cpasync\":%.1f,\"%s_staged\":%.1f,\"%s_us_tma\":%.2f,\"%s_us_cpasync\":%.2f,\"%s_us_staged\":%.2f",
+                  g.name, f / ms[0] / 1e9, g.name, f / ms[1] / 1e9, g.name, f / ms[2] / 1e9, g.name, ms[0] * 1e3, g.name,
+                  ms[1] * 1e3, g.name, ms[2] * 1e3);
     json += buf;
   }
-  char buf[160];
-  std::snprintf(buf, sizeof buf, ",\"window_tma\":%.1f,\"window_cpasync\":%.1f,\"ratio\":%.3f}", flops_all / ms_all[0] / 1e9,
-                flops_all / ms_all[1] / 1e9, ms_all[1] / ms_all[0]);
+  char buf[200];
+  std::snprintf(buf, sizeof buf, ",\"window_tma\":%.1f,\"window_cpasync\":%.1f,\"window_staged\":%.1f,\"ratio\":%.3f}",
+                flops_all / ms_all[0] / 1e9, flops_all / ms_all[1] / 1e9, flops_all / ms_all[2] / 1e9,
+                ms_all[1] / ms_all[0]);
   std::printf("%s%s\n", json.c_str(), buf);
 }
 
