@@ -58,17 +58,18 @@ struct Layout {
 // to global memory cost as much as the products themselves for K = 384 (an 8-row by 32-byte pattern per
 // instruction, the warps stalled on it): session 16, 35 -> 13 us for the char config's c_attn product
 // without the stores. HALF: C is bf16.
+// boxes: the warp's count of boxes stored so far (which of the two is next, across tiles).
 template <bool HALF, int BN>
 __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUtensorMap* map_c, int m0, int n0,
-                                                  const float (&acc)[BN / 2], uint8_t* staging) {
+                                                  const float (&acc)[BN / 2], uint8_t* staging, int& boxes) {
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, r = lane >> 2, q = lane & 3;
   const int row0 = m0 + warp * 16;
   uint8_t* box0 = staging + (threadIdx.x >> 5) * 2 * kChunk;
   constexpr int J = HALF ? 2 : 1;  // accumulator column groups (8 columns) per box
 #pragma unroll
   for (int c = 0; c < BN / 8 / J; ++c) {
-    uint8_t* box = box0 + (c & 1) * kChunk;
-    if (lane == 0) cluster::tma_store_wait_read<1>();  // this box's store from two chunks ago has read it
+    uint8_t* box = box0 + (boxes++ & 1) * kChunk;
+    if (lane == 0) cluster::tma_store_wait_read<1>();  // this box's previous store (two back) has read it
     __syncwarp();
 #pragma unroll
     for (int jj = 0; jj < J; ++jj) {
@@ -155,7 +156,7 @@ __global__ void __launch_bounds__(kThreads, MINB)
     float acc[BN / 2];
 #pragma unroll
     for (int e = 0; e < BN / 2; ++e) acc[e] = 0.0f;  // (read only by an empty reduction's store)
-    int s = 0;
+    int s = 0, boxes = 0;
     uint32_t ph = 0;
     for (int i = 0; i < mine; ++i) {
       const int m0 = tile_m0(i), n0 = tile_n0(i);
@@ -177,7 +178,8 @@ __global__ void __launch_bounds__(kThreads, MINB)
       wait0();
       if (prev >= 0) release(prev);
       pin(acc);
-      if constexpr (EPI >= 2) store_tile_staged<EPI == 3, BN>(g, &map_c, m0 + wg * 64, n0, acc, smem + L::kStaging);
+      if constexpr (EPI >= 2)
+        store_tile_staged<EPI == 3, BN>(g, &map_c, m0 + wg * 64, n0, acc, smem + L::kStaging, boxes);
       else store_tile<EPI>(g, br.C, m0 + wg * 64, n0, acc);
     }
     if (EPI >= 2 && lane == 0) cluster::tma_store_wait_all();
