@@ -631,7 +631,7 @@ class CudaBackend final : public Backend {
                          int d) override {
     RT_PROF("layernorm_forward");
     __nv_bfloat16* tw = cuda::twin_offer(!fp32_, y, static_cast<size_t>(n) * d);
-    cuda::layernorm_forward(x, w, b, tw && cuda::twin_only(y) ? nullptr : y, mean, rstd, n, d, tw);
+    cuda::layernorm_forward(x, w, b, cuda::float_output(tw, y), mean, rstd, n, d, tw);
   }
   void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
                           float* dx, float* dw, float* db, int n, int d) override {
@@ -761,7 +761,7 @@ class CudaBackend final : public Backend {
     __nv_bfloat16* tw = cuda::attention_writes_twin(!fp32_, n, d, H)
                             ? cuda::twin_offer(!fp32_, out, static_cast<size_t>(B) * n * d)
                             : nullptr;
-    cuda::attention_forward(!fp32_, qkv, probs, tw && cuda::twin_only(out) ? nullptr : out, B, n, d, H, p, seed,
+    cuda::attention_forward(!fp32_, qkv, probs, cuda::float_output(tw, out), B, n, d, H, p, seed,
                             stream_id, tw, qkv_half);
   }
   void attention_backward(const float* qkv, const float* probs, const float* dout, float* dqkv, int B, int n, int d,
@@ -770,7 +770,7 @@ class CudaBackend final : public Backend {
     __nv_bfloat16* tw = cuda::attention_writes_twin(!fp32_, n, d, H)
                             ? cuda::twin_offer(!fp32_, dqkv, static_cast<size_t>(B) * n * 3 * d)
                             : nullptr;
-    cuda::attention_backward(!fp32_, qkv, probs, dout, tw && cuda::twin_only(dqkv) ? nullptr : dqkv, B, n, d, H, p,
+    cuda::attention_backward(!fp32_, qkv, probs, dout, cuda::float_output(tw, dqkv), B, n, d, H, p,
                              seed, stream_id, tw, qkv_half);
   }
   void attention_cached(const float* qkv, int cap, int B, int t0, int c, int d, int H, float* out) override {
@@ -785,13 +785,13 @@ class CudaBackend final : public Backend {
   void activation_forward(bool gelu, const float* x, float* y, size_t n) override {
     RT_PROF("activation_forward");
     __nv_bfloat16* tw = cuda::twin_offer(!fp32_, y, n);
-    float* out = tw && cuda::twin_only(y) ? nullptr : y;
+    float* out = cuda::float_output(tw, y);
     gelu ? cuda::gelu_forward(x, out, n, tw, gelu_fast()) : cuda::relu_forward(x, out, n, tw);
   }
   void activation_backward(bool gelu, const float* x, const float* dy, float* dx, size_t n) override {
     RT_PROF("activation_backward");
     __nv_bfloat16* tw = cuda::twin_offer(!fp32_, dx, n);
-    float* out = tw && cuda::twin_only(dx) ? nullptr : dx;
+    float* out = cuda::float_output(tw, dx);
     gelu ? cuda::gelu_backward(x, dy, out, n, tw, gelu_fast()) : cuda::relu_backward(x, dy, out, n, tw);
   }
   void dropout_forward(const float* x, float* y, size_t n, float p, uint64_t seed, uint64_t stream_id) override {

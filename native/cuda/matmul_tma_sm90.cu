@@ -19,14 +19,11 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 
 #include "core/env.h"
 #include "cuda/cluster.cuh"
 #include "cuda/common.cuh"
 #include "cuda/gemm_args.cuh"
-#include "cuda/kernels.cuh"
 #include "cuda/matmul_tma_sm90.cuh"
 #include "cuda/store_tile_sm90.cuh"
 #include "cuda/wgmma.cuh"
@@ -77,15 +74,13 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int gr = row0 + r + 8 * h;
-        float o0 = acc[4 * j + 2 * h] * g.alpha, o1 = acc[4 * j + 2 * h + 1] * g.alpha;
-        if (g.bias) o0 += gc < g.N ? g.bias[gc] : 0.0f, o1 += gc + 1 < g.N ? g.bias[gc + 1] : 0.0f;
-        if (g.res && gr < g.M) {
-          const float* p = g.res + static_cast<size_t>(gr) * g.ldc + gc;
-          o0 += gc < g.N ? p[0] : 0.0f, o1 += gc + 1 < g.N ? p[1] : 0.0f;
-        }
+        // (outside C nothing is read: the engine drops those elements)
+        const float2 o = gr < g.M && gc < g.N ? epilogue_value<!HALF>(g, gr, gc, acc[4 * j + 2 * h],
+                                                                    acc[4 * j + 2 * h + 1], gc + 1 < g.N)
+                                              : make_float2(0.0f, 0.0f);
         const int e = (r + 8 * h) * 8 * J + 8 * jj + 2 * q;  // element within the 16 x (8 J) box
-        if constexpr (HALF) *reinterpret_cast<__nv_bfloat162*>(box + e * 2) = __floats2bfloat162_rn(o0, o1);
-        else *reinterpret_cast<float2*>(box + e * 4) = make_float2(o0, o1);
+        if constexpr (HALF) *reinterpret_cast<__nv_bfloat162*>(box + e * 2) = __floats2bfloat162_rn(o.x, o.y);
+        else *reinterpret_cast<float2*>(box + e * 4) = o;
       }
     }
     fence_async_shared();
@@ -228,8 +223,10 @@ bool encode_c(CUtensorMap* map, const GemmArgs& g) {
                    CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
+// mc: C's map (encode_c) for the staged epilogues (EPI 2, 3).
 template <int BN, int STAGES, int MINB, int EPI>
-bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits) {
+bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
+            const CUtensorMap& mc) {
   using L = Layout<BN, STAGES>;
   auto kernel = gemm_tma_kernel<BN, STAGES, MINB, EPI>;
   // Per instantiation, once: the shared-memory limit raised, and how many blocks fit the GPU at once (the
@@ -244,9 +241,8 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
     return n * limits().sms;
   }();
   if (resident <= 0) return false;
-  CUtensorMap ma, mb, mc{};
+  CUtensorMap ma, mb;
   if (!encode(&ma, A, g.M, Kp, kBM) || !encode(&mb, B, g.N, Kp, BN)) return false;
-  if (EPI >= 2 && !encode_c(&mc, g)) return false;
   const int tiles_n = (g.N + BN - 1) / BN, tiles = tiles_n * ((g.M + kBM - 1) / kBM);
   const dim3 grid(static_cast<unsigned>(std::max(1, std::min(tiles, resident / splits))), 1, static_cast<unsigned>(splits));
   kernel<<<grid, kThreads, L::kSmem, stream()>>>(ma, mb, mc, g, tiles_n, tiles);
@@ -262,10 +258,14 @@ bool g_tma_store = rt::env_switch("RT_CUDA_TMA_STORE", false);
 // direct one.
 template <int BN, int STAGES, int MINB>
 bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits) {
-  CUtensorMap probe;
-  if (g_tma_store && !g.ws && g.beta == 0.0f && encode_c(&probe, g))
-    return g.c_half ? launch<BN, STAGES, MINB, 3>(g, A, B, Kp, splits) : launch<BN, STAGES, MINB, 2>(g, A, B, Kp, splits);
-  return g.c_half ? launch<BN, STAGES, MINB, 1>(g, A, B, Kp, splits) : launch<BN, STAGES, MINB, 0>(g, A, B, Kp, splits);
+  CUtensorMap mc{};
+  const int epi = (g_tma_store && !g.ws && g.beta == 0.0f && encode_c(&mc, g) ? 2 : 0) + (g.c_half ? 1 : 0);
+  switch (epi) {
+    case 0: return launch<BN, STAGES, MINB, 0>(g, A, B, Kp, splits, mc);
+    case 1: return launch<BN, STAGES, MINB, 1>(g, A, B, Kp, splits, mc);
+    case 2: return launch<BN, STAGES, MINB, 2>(g, A, B, Kp, splits, mc);
+    default: return launch<BN, STAGES, MINB, 3>(g, A, B, Kp, splits, mc);
+  }
 }
 
 }  // namespace

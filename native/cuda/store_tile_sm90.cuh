@@ -10,12 +10,26 @@
 
 namespace rt::cuda::gemm_detail {
 
+// alpha v + bias (+ the residual where RES) for columns gc and, where `two`, gc + 1 of row gr (inside C): the
+// values of an unsplit product's outputs before beta C, in the order every Hopper epilogue adds them.
+template <bool RES>
+__device__ __forceinline__ float2 epilogue_value(const GemmArgs& g, int gr, int gc, float v0, float v1, bool two) {
+  float o0 = v0 * g.alpha, o1 = v1 * g.alpha;
+  if (g.bias) o0 += g.bias[gc], o1 += two ? g.bias[gc + 1] : 0.0f;
+  if (RES && g.res) {
+    const float* r = g.res + static_cast<size_t>(gr) * g.ldc + gc;
+    o0 += r[0];
+    o1 += two ? r[1] : 0.0f;
+  }
+  return make_float2(o0, o1);
+}
+
 // A bf16 C (GemmArgs::c_half: unsplit, no residual, beta 0): one or two outputs from column gc of row gr,
 // rounded after alpha and the bias, as one 4-byte store where the address allows.
 __device__ __forceinline__ void epilogue_half(const GemmArgs& g, float* C, int gr, int gc, float v0, float v1, bool two) {
   __nv_bfloat16* p = reinterpret_cast<__nv_bfloat16*>(C) + static_cast<size_t>(gr) * g.ldc + gc;
-  float o0 = v0 * g.alpha, o1 = v1 * g.alpha;
-  if (g.bias) o0 += g.bias[gc], o1 += two ? g.bias[gc + 1] : 0.0f;
+  const float2 o = epilogue_value<false>(g, gr, gc, v0, v1, two);
+  const float o0 = o.x, o1 = o.y;
   if (two && (reinterpret_cast<uintptr_t>(p) & 3) == 0) {
     *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(o0, o1);
   } else {
@@ -32,14 +46,8 @@ __device__ __forceinline__ void epilogue_store2(const GemmArgs& g, float* C, int
   if (g.ws) {
     p = g.ws + (static_cast<size_t>(blockIdx.z) * g.M + gr) * g.N + gc;
   } else {
-    o0 *= g.alpha;
-    o1 *= g.alpha;
-    if (g.bias) o0 += g.bias[gc], o1 += g.bias[gc + 1];
-    if (g.res) {
-      const float* r = g.res + static_cast<size_t>(gr) * g.ldc + gc;
-      o0 += r[0];
-      o1 += r[1];
-    }
+    const float2 o = epilogue_value<true>(g, gr, gc, v0, v1, true);
+    o0 = o.x, o1 = o.y;
     p = C + static_cast<size_t>(gr) * g.ldc + gc;
     if (g.beta != 0.0f) o0 += g.beta * p[0], o1 += g.beta * p[1];
   }

@@ -43,6 +43,9 @@ void twin_keep_end();
 // Whether the producer that was just offered a twin of src may write the twin alone (a kept twin begun with
 // only); the offer then tells its claimant so (Twin::only).
 bool twin_only(const float* src);
+// The float32 output y a producer writes beside the twin tw it was offered (null: none offered): none (null)
+// where it may write the twin alone.
+inline float* float_output(const __nv_bfloat16* tw, float* y) { return tw && twin_only(y) ? nullptr : y; }
 
 // n elements converted on stream(), for bf16 copies no kernel wrote as it went (and back, for the kernels
 // that read only float32).

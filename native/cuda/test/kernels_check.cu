@@ -864,31 +864,31 @@ static void check_bf16_only() {
 // tails, a bias and a residual, a split reduction, a bf16 C), with the TMA kernel's direct epilogue and its
 // staged one (set_tma_store).
 static void check_tma_bits() {
-  for (const bool staged : {false, true}) {
-  rt::cuda::set_tma_store(staged);
   if (!(rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled())) return;
   struct Case { int M, N, K; bool bias, res, half; };
-  for (const Case c : {Case{8192, 1152, 384, true, false, true}, Case{8192, 384, 1536, true, true, false},
-                       Case{8192, 384, 1152, false, false, false}, Case{1000, 300, 200, true, true, false},
-                       Case{333, 1000, 4000, false, false, false}, Case{96, 96, 8192, false, false, false},
-                       Case{4096, 384, 384, true, true, false}, Case{130, 130, 8, false, false, true}}) {
-    const VF a = rounded(randv(static_cast<size_t>(c.M) * c.K, 121));
-    DevBf A(a.size());
-    upload_bf16(A, a);
-    Dev W(randv(static_cast<size_t>(c.N) * c.K, 122)), b(randv(c.N, 123)), r(randv(static_cast<size_t>(c.M) * c.N, 124));
-    Dev C0(static_cast<size_t>(c.M) * c.N), C1(static_cast<size_t>(c.M) * c.N);
-    for (int v = 0; v < 2; ++v) {
-      use({rt::cuda::GemmKernel::Auto, "auto", v == 0});
-      rt::cuda::gemm(true, false, true, c.M, c.N, c.K, 1.0f, nullptr, c.K, W.p, c.K, 0.0f, (v ? C1 : C0).p, c.N,
-                     c.bias ? b.p : nullptr, nullptr, c.res ? r.p : nullptr, A.p, c.half);
+  for (const bool staged : {false, true}) {
+    rt::cuda::set_tma_store(staged);
+    for (const Case c : {Case{8192, 1152, 384, true, false, true}, Case{8192, 384, 1536, true, true, false},
+                         Case{8192, 384, 1152, false, false, false}, Case{1000, 300, 200, true, true, false},
+                         Case{333, 1000, 4000, false, false, false}, Case{96, 96, 8192, false, false, false},
+                         Case{4096, 384, 384, true, true, false}, Case{130, 130, 8, false, false, true}}) {
+      const VF a = rounded(randv(static_cast<size_t>(c.M) * c.K, 121));
+      DevBf A(a.size());
+      upload_bf16(A, a);
+      Dev W(randv(static_cast<size_t>(c.N) * c.K, 122)), b(randv(c.N, 123)), r(randv(static_cast<size_t>(c.M) * c.N, 124));
+      Dev C0(static_cast<size_t>(c.M) * c.N), C1(static_cast<size_t>(c.M) * c.N);
+      for (int v = 0; v < 2; ++v) {
+        use({rt::cuda::GemmKernel::Auto, "auto", v == 0});
+        rt::cuda::gemm(true, false, true, c.M, c.N, c.K, 1.0f, nullptr, c.K, W.p, c.K, 0.0f, (v ? C1 : C0).p, c.N,
+                       c.bias ? b.p : nullptr, nullptr, c.res ? r.p : nullptr, A.p, c.half);
+      }
+      use({rt::cuda::GemmKernel::Auto, "auto"});
+      const VF x = C0.get(), y = C1.get();
+      const size_t bytes = static_cast<size_t>(c.M) * c.N * (c.half ? 2 : 4);
+      expect_le(std::memcmp(x.data(), y.data(), bytes) == 0 ? 0 : 1, 0,
+                "gemm TMA vs cp.async, same bits " + shape(c.M, c.N, c.K) + (c.half ? " bf16 C" : "") +
+                    (staged ? ", staged epilogue" : ""));
     }
-    use({rt::cuda::GemmKernel::Auto, "auto"});
-    const VF x = C0.get(), y = C1.get();
-    const size_t bytes = static_cast<size_t>(c.M) * c.N * (c.half ? 2 : 4);
-    expect_le(std::memcmp(x.data(), y.data(), bytes) == 0 ? 0 : 1, 0,
-              "gemm TMA vs cp.async, same bits " + shape(c.M, c.N, c.K) + (c.half ? " bf16 C" : "") +
-                  (staged ? ", staged epilogue" : ""));
-  }
   }
   rt::cuda::set_tma_store(rt::env_switch("RT_CUDA_TMA_STORE", false));  // back to the process's setting
 }
