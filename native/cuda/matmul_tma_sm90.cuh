@@ -13,7 +13,11 @@ bool gemm_tma(const gemm_detail::GemmArgs& g, const __nv_bfloat16* A, const __nv
 // Turns it on or off for the products launched after (kernels_check compares both; default: on, unless
 // RT_CUDA_GEMM_TMA=0).
 void set_tma_gemm(bool on);
-// Its epilogue staged through shared memory and stored by the copy engine (store_tile_staged) where C allows,
-// for the products launched after; default off unless RT_CUDA_TMA_STORE=1 (not yet checked on a GPU).
+// Its epilogue staged through shared memory and stored by the copy engine (store_tile_staged) where C allows
+// (unsplit, beta 0, C and its rows 16-byte aligned), for the products launched after; the same bits as the
+// direct stores. Default on; RT_CUDA_TMA_STORE=0 turns it off.
 void set_tma_store(bool on);
+bool tma_store();
+// Products it has launched in this process (kernels_check: that a product ran here, not on the fallback).
+long tma_launches();
 }  // namespace rt::cuda

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -866,22 +867,28 @@ static void check_bf16_only() {
 static void check_tma_bits() {
   if (!(rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled())) return;
   struct Case { int M, N, K; bool bias, res, half; };
+  const bool process = rt::cuda::tma_store();
   for (const bool staged : {false, true}) {
     rt::cuda::set_tma_store(staged);
     for (const Case c : {Case{8192, 1152, 384, true, false, true}, Case{8192, 384, 1536, true, true, false},
                          Case{8192, 384, 1152, false, false, false}, Case{1000, 300, 200, true, true, false},
                          Case{333, 1000, 4000, false, false, false}, Case{96, 96, 8192, false, false, false},
-                         Case{4096, 384, 384, true, true, false}, Case{130, 130, 8, false, false, true}}) {
+                         Case{4096, 384, 384, true, true, false}, Case{130, 130, 8, false, false, true},
+                         Case{5000, 2000, 100, true, false, true}}) {
       const VF a = rounded(randv(static_cast<size_t>(c.M) * c.K, 121));
       DevBf A(a.size());
       upload_bf16(A, a);
       Dev W(randv(static_cast<size_t>(c.N) * c.K, 122)), b(randv(c.N, 123)), r(randv(static_cast<size_t>(c.M) * c.N, 124));
       Dev C0(static_cast<size_t>(c.M) * c.N), C1(static_cast<size_t>(c.M) * c.N);
+      // (the Hopper kernels asked for by name: Auto gives products too small to fill the GPU to others)
+      const long launched = rt::cuda::tma_launches();
       for (int v = 0; v < 2; ++v) {
-        use({rt::cuda::GemmKernel::Auto, "auto", v == 0});
+        use({rt::cuda::GemmKernel::Wgmma, "wgmma", v == 0});
         rt::cuda::gemm(true, false, true, c.M, c.N, c.K, 1.0f, nullptr, c.K, W.p, c.K, 0.0f, (v ? C1 : C0).p, c.N,
                        c.bias ? b.p : nullptr, nullptr, c.res ? r.p : nullptr, A.p, c.half);
       }
+      expect_le(std::labs(rt::cuda::tma_launches() - launched - 1), 0,
+                "gemm TMA kernel launched, not a fallback " + shape(c.M, c.N, c.K) + (staged ? ", staged epilogue" : ""));
       use({rt::cuda::GemmKernel::Auto, "auto"});
       const VF x = C0.get(), y = C1.get();
       const size_t bytes = static_cast<size_t>(c.M) * c.N * (c.half ? 2 : 4);
@@ -890,7 +897,7 @@ static void check_tma_bits() {
                     (staged ? ", staged epilogue" : ""));
     }
   }
-  rt::cuda::set_tma_store(rt::env_switch("RT_CUDA_TMA_STORE", false));  // back to the process's setting
+  rt::cuda::set_tma_store(process);
 }
 
 static void check_half_buffers() {
@@ -1012,6 +1019,7 @@ static void bench_hopper_gemm() {
                   {"proj2_fwd", 8192, 384, 1536}, {"qkv_dx", 8192, 384, 1152},   {"big_4096", 4096, 4096, 4096}};
   std::string json = "{\"bench\":\"hopper_gemm\",\"unit\":\"TFLOP/s\"";
   double flops_all = 0, ms_all[3] = {0, 0, 0};
+  const bool process = rt::cuda::tma_store();
   for (const G& g : gs) {
     const VF a = rounded(randv(static_cast<size_t>(g.M) * g.K, 111));
     DevBf A(a.size());
@@ -1031,7 +1039,7 @@ static void bench_hopper_gemm() {
       });
     }
     use({rt::cuda::GemmKernel::Auto, "auto"});
-    rt::cuda::set_tma_store(false);
+    rt::cuda::set_tma_store(process);
     rt::cuda::weight_copies_clear();
     const double f = 2.0 * g.M * g.N * g.K;
     if (std::strcmp(g.name, "big_4096") != 0)
