@@ -178,10 +178,13 @@ class CpuBackend final : public Backend {
                              float* out) override {
     cpu::attention_cached_rows(qkv, cap, slot, t, S, d, H, out);
   }
-  void activation_forward(bool gelu, const float* x, float* y, size_t n) override {
+  void activation_forward(bool gelu, const float* x, float* y, size_t n, bool x_half) override {
+    if (x_half) throw Error("cpu activation_forward: a bf16 input is not supported");
     gelu ? cpu::gelu_forward(x, y, n) : cpu::relu_forward(x, y, n);
   }
-  void activation_backward(bool gelu, const float* x, const float* dy, float* dx, size_t n) override {
+  void activation_backward(bool gelu, const float* x, const float* dy, float* dx, size_t n, bool x_half,
+                           bool dy_half) override {
+    if (x_half || dy_half) throw Error("cpu activation_backward: a bf16 input is not supported");
     gelu ? cpu::gelu_backward(x, dy, dx, n) : cpu::relu_backward(x, dy, dx, n);
   }
   void dropout_forward(const float* x, float* y, size_t n, float p, uint64_t seed, uint64_t stream) override {

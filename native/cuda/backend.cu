@@ -703,6 +703,17 @@ class CudaBackend final : public Backend {
       if (!cuda::attention_writes_twin(true, nk, s.d, s.heads)) return false;
     return true;
   }
+  void linear_backward_dx_half(const float* W, const float* dy, float* dx, int n, int in, int out) override {
+    RT_PROF(linear_name(false, in, out));
+    const cuda::Twin tw = cuda::twin_claim(dy, static_cast<size_t>(n) * out);
+    cuda::linear_backward(!fp32_, nullptr, W, tw.only ? nullptr : dy, dx, nullptr, nullptr, n, in, out,
+                          static_cast<const __nv_bfloat16*>(tw.get()), true);
+  }
+  // RT_CUDA_F_HALF=0: f and dg in float32 on the unfused path.
+  bool block_f_half(const BlockShape& s) const override {
+    static const bool on = rt::env_switch("RT_CUDA_F_HALF", true);
+    return on && bf16_only() && !fused_block(s) && bf16_operands(s);
+  }
   void linear_forward_half(const float* x, const float* W, const float* b, float* y, int n, int in,
                            int out) override {
     linear_forward_as(x, W, b, nullptr, y, n, in, out, true);
@@ -782,17 +793,21 @@ class CudaBackend final : public Backend {
     static const bool on = rt::env_switch("RT_CUDA_GELU_FAST", true);
     return on && !fp32_;
   }
-  void activation_forward(bool gelu, const float* x, float* y, size_t n) override {
+  void activation_forward(bool gelu, const float* x, float* y, size_t n, bool x_half) override {
     RT_PROF("activation_forward");
     __nv_bfloat16* tw = cuda::twin_offer(!fp32_, y, n);
     float* out = cuda::float_output(tw, y);
-    gelu ? cuda::gelu_forward(x, out, n, tw, gelu_fast()) : cuda::relu_forward(x, out, n, tw);
+    gelu ? cuda::gelu_forward(x, out, n, tw, gelu_fast(), x_half) : cuda::relu_forward(x, out, n, tw, x_half);
   }
-  void activation_backward(bool gelu, const float* x, const float* dy, float* dx, size_t n) override {
+  void activation_backward(bool gelu, const float* x, const float* dy, float* dx, size_t n, bool x_half,
+                           bool dy_half) override {
     RT_PROF("activation_backward");
     __nv_bfloat16* tw = cuda::twin_offer(!fp32_, dx, n);
     float* out = cuda::float_output(tw, dx);
-    gelu ? cuda::gelu_backward(x, dy, out, n, tw, gelu_fast()) : cuda::relu_backward(x, dy, out, n, tw);
+    // A bf16 dy's buffer holds half the bytes a float32 dx would (dx is dy on the layer's path): only its twin.
+    RT_CHECK(!dy_half || (tw && !out), "activation_backward: a bf16 dy needs its output as the bf16 copy alone");
+    gelu ? cuda::gelu_backward(x, dy, out, n, tw, gelu_fast(), x_half, dy_half)
+         : cuda::relu_backward(x, dy, out, n, tw, x_half, dy_half);
   }
   void dropout_forward(const float* x, float* y, size_t n, float p, uint64_t seed, uint64_t stream_id) override {
     RT_PROF("dropout_forward");

@@ -65,8 +65,9 @@ void linear_forward(bool bf16, const float* x, const float* W, const float* b, f
                     const float* res = nullptr, const __nv_bfloat16* x_twin = nullptr, bool y_half = false);
 // dx = dy W (written; skipped when null); dW += dy^T x; db += column sums of dy. dy_twin: dy's bf16 twin
 // (for the dx product), if its producer wrote one; dy may then be null when dW and db are.
+// dx_half: dx written as bf16 (behind its float pointer).
 void linear_backward(bool bf16, const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,
-                     int n, int in, int out, const __nv_bfloat16* dy_twin = nullptr);
+                     int n, int in, int out, const __nv_bfloat16* dy_twin = nullptr, bool dx_half = false);
 
 // dst[e] += sum over k < chunks of part[k * count + e], k in order (per-chunk partial sums, added up the
 // same way every run).
@@ -142,12 +143,15 @@ void block_in_backward(bool bf16, const BlockShape& s, const BlockWeights& w, co
                        const BlockGradStash& st, const float* dx2, float* dx);
 
 // ---- activation.cu ----
-// fast: Phi within 7.5e-8 (activation.cuh's phi_fast), for the bf16 mode; else normcdff.
-void gelu_forward(const float* x, float* y, size_t n, __nv_bfloat16* twin = nullptr, bool fast = false);
+// fast: Phi within 7.5e-8 (activation.cuh's phi_fast), for the bf16 mode; else normcdff. x_half, dy_half: x, dy
+// hold bf16 behind their float pointers.
+void gelu_forward(const float* x, float* y, size_t n, __nv_bfloat16* twin = nullptr, bool fast = false,
+                  bool x_half = false);
 void gelu_backward(const float* x, const float* dy, float* dx, size_t n, __nv_bfloat16* twin = nullptr,
-                   bool fast = false);
-void relu_forward(const float* x, float* y, size_t n, __nv_bfloat16* twin = nullptr);
-void relu_backward(const float* x, const float* dy, float* dx, size_t n, __nv_bfloat16* twin = nullptr);
+                   bool fast = false, bool x_half = false, bool dy_half = false);
+void relu_forward(const float* x, float* y, size_t n, __nv_bfloat16* twin = nullptr, bool x_half = false);
+void relu_backward(const float* x, const float* dy, float* dx, size_t n, __nv_bfloat16* twin = nullptr,
+                   bool x_half = false, bool dy_half = false);
 
 // ---- dropout.cu ----
 void dropout_forward(const float* x, float* y, size_t n, float p, uint64_t seed, uint64_t stream);

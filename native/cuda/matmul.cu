@@ -575,12 +575,12 @@ void linear_forward(bool bf16, const float* x, const float* W, const float* b, f
 }
 
 void linear_backward(bool bf16, const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,
-                     int n, int in, int out, const __nv_bfloat16* dy_twin) {
+                     int n, int in, int out, const __nv_bfloat16* dy_twin, bool dx_half) {
   if (n <= 0) return;
   RT_CHECK(dy || (!dW && !db), "linear_backward: dW and db need dy's float32 values");
   if (dx) {
     RT_PROF("linear_backward/dx");
-    gemm(bf16, false, false, n, in, out, 1.0f, dy, out, W, in, 0.0f, dx, in, nullptr, nullptr, nullptr, dy_twin);
+    gemm(bf16, false, false, n, in, out, 1.0f, dy, out, W, in, 0.0f, dx, in, nullptr, nullptr, nullptr, dy_twin, dx_half);
   }
   if (dW) {
     RT_PROF("linear_backward/dW");

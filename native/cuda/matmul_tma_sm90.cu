@@ -286,8 +286,7 @@ bool gemm_tma(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B,
   if (!g_tma || !encoder()) return false;
   // Products up to two 192-wide column tiles with a long reduction (the char config's N = 384, K = 1536 and
   // 1152 ones): 128 x 192 tiles, one block an SM, five stages. Else 128 x 128, two blocks an SM, three stages.
-  static const bool wide_all = rt::env_switch("RT_X_WIDE_ALL", false);  // (experiment, session 17)
-  if (splits == 1 && g.N > 128 && (wide_all || (g.N <= 384 && g.K > 512))) return launch_epi<192, 5, 1>(g, A, B, Kp, splits);
+  if (splits == 1 && g.N > 128 && g.N <= 384 && g.K > 512) return launch_epi<192, 5, 1>(g, A, B, Kp, splits);
   return launch_epi<128, 3, 2>(g, A, B, Kp, splits);
 }
 

@@ -179,8 +179,10 @@ class Backend {
     const size_t seq = static_cast<size_t>(cap) * 3 * d;
     for (int r = 0; r < S; ++r) attention_cached(qkv + slot[r] * seq, cap, 1, t[r], 1, d, H, out + static_cast<size_t>(r) * d);
   }
-  virtual void activation_forward(bool gelu, const float* x, float* y, size_t n) = 0;
-  virtual void activation_backward(bool gelu, const float* x, const float* dy, float* dx, size_t n) = 0;
+  // x_half, dy_half: x, dy hold bf16 behind their float pointers (block_f_half's f and dg).
+  virtual void activation_forward(bool gelu, const float* x, float* y, size_t n, bool x_half = false) = 0;
+  virtual void activation_backward(bool gelu, const float* x, const float* dy, float* dx, size_t n,
+                                   bool x_half = false, bool dy_half = false) = 0;
   virtual void dropout_forward(const float* x, float* y, size_t n, float p, uint64_t seed,
                                uint64_t stream) = 0;
   virtual void dropout_backward(const float* dy, float* dx, size_t n, float p, uint64_t seed,
@@ -241,6 +243,14 @@ class Backend {
   // product writes it rounded (linear_forward_half) and the attention reads it so. Only where the attention
   // rounds q, k, v to bf16 itself for every window (its tensor cores), so that the results keep their bits.
   virtual bool block_qkv_half(const BlockShape&, const std::vector<int>& /*n*/) const { return false; }
+  // Whether the unfused path keeps f (c_fc's output) and dg (the gradient at the activation's output) as bf16
+  // alone: the products write them rounded (linear_forward_half, linear_backward_dx_half) and the activation
+  // reads them so (as a bf16 autocast would), writing its output's bf16 copy alone (block_bf16_only).
+  virtual bool block_f_half(const BlockShape&) const { return false; }
+  virtual void linear_backward_dx_half(const float* /*W*/, const float* /*dy*/, float* /*dx*/, int /*n*/, int /*in*/,
+                                       int /*out*/) {
+    throw Error(std::string(name()) + ": has no bf16 outputs");
+  }
   virtual void linear_forward_half(const float* /*x*/, const float* /*W*/, const float* /*b*/, float* /*y*/,
                                    int /*n*/, int /*in*/, int /*out*/) {
     throw Error(std::string(name()) + ": has no bf16 outputs");

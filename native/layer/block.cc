@@ -69,7 +69,8 @@ void BlockArena::allocate(Backend& be, const BlockShape& s, int B_, const std::v
   h2 = unless_only(held(half, r * d));
   mean2 = DeviceBuffer(be, r);
   rstd2 = DeviceBuffer(be, r);
-  f = be.block_keeps_f(s) ? DeviceBuffer(be, r * 4 * d) : DeviceBuffer();
+  f_half = !half && keeps && be.block_f_half(s);
+  f = be.block_keeps_f(s) ? DeviceBuffer(be, held(f_half, r * 4 * d)) : DeviceBuffer();
   g = unless_only(held(half, r * 4 * d));
   if (keeps) {
     h1_16 = DeviceBuffer(be, held(true, r * d));
@@ -97,7 +98,8 @@ BlockCache BlockArena::view(const BlockShape& s, int k) const {
   c.h2 = only ? at_elem(h2_16, r * d, true) : at_elem(h2, r * d, half);
   c.mean2 = at_elem(mean2, r);
   c.rstd2 = at_elem(rstd2, r);
-  c.f = at_elem(f, r * 4 * d);
+  c.f = at_elem(f, r * 4 * d, f_half);
+  c.f_half = f_half;
   c.g = only ? at_elem(g_16, r * 4 * d, true) : at_elem(g, r * 4 * d, half);
   // bf16 values of the weight products' operands: the buffers themselves where half, else the kept copies.
   c.b16.h1 = half ? c.h1 : at_elem(h1_16, r * d, true);
@@ -110,8 +112,10 @@ BlockCache BlockArena::view(const BlockShape& s, int k) const {
 void BlockGradArena::allocate(Backend& be, const BlockShape& s, size_t rows, bool with_dm) {
   const size_t d = s.d;
   half = be.block_half(s);
+  // (as BlockArena's f_half, whose arena is one for gradients)
+  dg_half = !half && be.block_keeps_bf16(s) && be.block_f_half(s);
   dm = with_dm ? DeviceBuffer(be, rows * d) : DeviceBuffer();
-  dg = DeviceBuffer(be, held(half, rows * 4 * d));
+  dg = DeviceBuffer(be, held(half || dg_half, rows * 4 * d));
   da = DeviceBuffer(be, rows * d);
   dqkv = DeviceBuffer(be, held(half, rows * 3 * d));
   dh1 = DeviceBuffer(be, rows * d);
@@ -128,7 +132,8 @@ BlockGradStash BlockGradArena::view(const BlockShape& s, const BlockArena& a, in
   BlockGradStash st;
   st.dm = dm.get() ? dm.get() + r * d : nullptr;
   st.half = half;
-  st.dg = at_elem(dg, r * 4 * d, half);
+  st.dg = at_elem(dg, r * 4 * d, half || dg_half);
+  st.dg_half = dg_half;
   st.da = da.get() + r * d;
   st.dqkv = at_elem(dqkv, r * 3 * d, half);
   st.dh1 = dh1.get() + r * d;
@@ -203,8 +208,9 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
   // MLP branch: y = x2 + dropout(c_proj(act(c_fc(ln_2(x2))))).
   keeping(be, c.h2, c.b16.h2, Rd, [&] { be.layernorm_forward(c.x2, w.ln2_w, w.ln2_b, c.h2, c.mean2, c.rstd2, R, d); },
           true);
-  be.linear_forward(c.h2, w.fc_w, w.fc_b, c.f, R, d, 4 * d);
-  keeping(be, c.g, c.b16.g, Rd * 4, [&] { be.activation_forward(s.gelu, c.f, c.g, Rd * 4); }, true);
+  if (c.f_half) be.linear_forward_half(c.h2, w.fc_w, w.fc_b, c.f, R, d, 4 * d);
+  else be.linear_forward(c.h2, w.fc_w, w.fc_b, c.f, R, d, 4 * d);
+  keeping(be, c.g, c.b16.g, Rd * 4, [&] { be.activation_forward(s.gelu, c.f, c.g, Rd * 4, c.f_half); }, true);
   if (p > 0) {
     be.linear_forward(c.g, w.mlp_proj_w, w.mlp_proj_b, y, R, 4 * d, d);
     be.dropout_forward(y, y, Rd, p, seed, stream * 4 + 2);
@@ -257,8 +263,10 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   // MLP branch. dm: the gradient at mlp c_proj's output.
   if (p > 0) be.dropout_backward(dy, st.dm, Rd, p, c.seed, c.stream * 4 + 2);
   else if (st.dm != dy) be.copy(st.dm, dy, Rd);
-  be.linear_backward(c.g, w.mlp_proj_w, st.dm, st.dg, nullptr, nullptr, R, 4 * d, d);
-  keeping(be, st.dg, st.b16.dg, Rd * 4, [&] { be.activation_backward(s.gelu, c.f, st.dg, st.dg, Rd * 4); }, true);
+  if (st.dg_half) be.linear_backward_dx_half(w.mlp_proj_w, st.dm, st.dg, R, 4 * d, d);
+  else be.linear_backward(c.g, w.mlp_proj_w, st.dm, st.dg, nullptr, nullptr, R, 4 * d, d);
+  keeping(be, st.dg, st.b16.dg, Rd * 4,
+          [&] { be.activation_backward(s.gelu, c.f, st.dg, st.dg, Rd * 4, c.f_half, st.dg_half); }, true);
   be.linear_backward(c.h2, w.fc_w, st.dg, st.dh2, nullptr, nullptr, R, d, 4 * d);
   // x2's gradient: the residual's dy plus ln_2's. Without dropout it is also attn c_proj's output gradient.
   float* dx2 = p > 0 ? k.dx2.get() : st.da;

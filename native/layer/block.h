@@ -42,6 +42,7 @@ struct BlockCache {
   uint64_t seed = 0, stream = 0;
   bool half = false;      // h1, qkv, h2 and g hold bf16 (Backend::block_half), behind their float pointers
   bool qkv_half = false;  // qkv holds bf16 (half, or Backend::block_qkv_half on the unfused path)
+  bool f_half = false;    // f holds bf16 (Backend::block_f_half on the unfused path)
   // The bf16 values of the weight products' operands h1, att, h2, g, or nulls: the buffers themselves where
   // half, or the copies of Backend::block_keeps_bf16.
   struct Bf16 {
@@ -68,6 +69,7 @@ struct BlockArena {
   bool half = false;             // h1, qkv, h2, g in bf16 (Backend::block_half)
   bool only = false;             // h1, h2, g kept as their bf16 copies alone (Backend::block_bf16_only)
   bool qkv_half = false;         // qkv in bf16 (half, or Backend::block_qkv_half)
+  bool f_half = false;           // f in bf16 (Backend::block_f_half)
   DeviceBuffer x, h1, mean1, rstd1, qkv, probs, att, x2, h2, mean2, rstd2, f, g;
   DeviceBuffer h1_16, att_16, h2_16, g_16;  // Backend::block_keeps_bf16's copies, or none
 
@@ -90,12 +92,14 @@ struct BlockGradStash {
   float *dm = nullptr, *dg = nullptr, *da = nullptr, *dqkv = nullptr;  // one application's rows
   float *dh1 = nullptr, *dh2 = nullptr;
   bool half = false;  // dg and dqkv hold bf16 (Backend::block_half), behind their float pointers
+  bool dg_half = false;  // dg holds bf16 (Backend::block_f_half on the unfused path)
   struct Bf16 {       // the same for dqkv, da, dg (BlockCache::b16)
     void *dqkv = nullptr, *da = nullptr, *dg = nullptr;
   } b16;
 };
 struct BlockGradArena {
   bool half = false;
+  bool dg_half = false;  // dg in bf16 (Backend::block_f_half)
   DeviceBuffer dm, dg, da, dqkv, dh1, dh2;
   DeviceBuffer dqkv_16, da_16, dg_16;  // Backend::block_keeps_bf16's copies, or none
   // with_dm false: the caller points dm at memory of its own (the layer's dy, when it is already there).

@@ -771,6 +771,51 @@ static void upload_bf16(DevBf& d, const VF& v) {
   RT_CU(cudaMemcpy(d.p, b.data(), b.size() * 2, cudaMemcpyHostToDevice));
   RT_CU(cudaDeviceSynchronize());
 }
+// The activations from a bf16 x and dy (Backend::block_f_half: c_fc's output and the gradient at the
+// activation's output kept rounded) give the same bits as from float32 ones holding the same values: GELU
+// (normcdff and phi_fast) and ReLU, forward and backward, through the 16-byte path and, one element in (not
+// 8-byte aligned), the scalar one; a twin written alongside too.
+static void check_activation_half_input() {
+  const size_t n = 100003;
+  VF x = rounded(randv(n, 131, -6, 6));
+  x[5] = -INFINITY;
+  const VF dy = rounded(randv(n, 132));
+  DevBf hx(n), hdy(n);
+  upload_bf16(hx, x);
+  upload_bf16(hdy, dy);
+  Dev gx(x), gdy(dy);
+  for (int kind = 0; kind < 3; ++kind)  // GELU exact, GELU fast, ReLU
+    for (size_t off : {size_t{0}, size_t{1}}) {
+      const size_t m = n - off;
+      const float* fx = gx.p + off;
+      const float* bx = reinterpret_cast<const float*>(hx.p + off);
+      Dev y1(m), y2(m), d1(m), d2(m);
+      DevBf t1(m), t2(m);
+      for (int v = 0; v < 2; ++v) {
+        const float* xin = v ? bx : fx;
+        const float* dyin = v ? reinterpret_cast<const float*>(hdy.p + off) : gdy.p + off;
+        Dev& y = v ? y2 : y1;
+        Dev& d = v ? d2 : d1;
+        DevBf& t = v ? t2 : t1;
+        if (kind < 2) {
+          rt::cuda::gelu_forward(xin, y.p, m, t.p, kind == 1, v == 1);
+          rt::cuda::gelu_backward(xin, dyin, d.p, m, nullptr, kind == 1, v == 1, v == 1);
+        } else {
+          rt::cuda::relu_forward(xin, y.p, m, t.p, v == 1);
+          rt::cuda::relu_backward(xin, dyin, d.p, m, nullptr, v == 1, v == 1);
+        }
+      }
+      const VF a1 = y1.get(), a2 = y2.get(), b1 = d1.get(), b2 = d2.get();
+      const std::vector<uint16_t> c1 = t1.get(), c2 = t2.get();
+      const bool same = std::memcmp(a1.data(), a2.data(), m * 4) == 0 && std::memcmp(b1.data(), b2.data(), m * 4) == 0 &&
+                        c1 == c2;
+      expect_le(same ? 0 : 1, 0,
+                std::string(kind == 0 ? "gelu" : kind == 1 ? "gelu fast" : "relu") +
+                    " from bf16 x and dy = from their float32 values, forward, twin and backward" +
+                    (off ? " (unaligned)" : ""));
+    }
+}
+
 // Backend::keep_bf16_begin / _end around one operation: its twin lands in the kept buffer (an activation,
 // which writes one), or a cast makes it there (a copy, which writes none); either way bf16(src) exactly.
 static void check_keep_bf16() {
@@ -902,6 +947,7 @@ static void check_tma_bits() {
 
 static void check_half_buffers() {
   check_tma_bits();
+  check_activation_half_input();
   check_keep_bf16();
   check_bf16_only();
   struct Case { int n, in, out; bool dy_half; };
