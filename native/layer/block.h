@@ -57,7 +57,8 @@ struct BlockCache {
 // w = 0), so per token of the sequence 2 * (16*d + 4) floats plus at most 4*heads*w attention
 // probabilities (sum_k n_k^2 <= 2w * 2N), per layer (w = 0: one application of N tokens, 16*d + 4 floats
 // and heads*N probabilities per token, x being the layer's input itself). Those are float32 counts: bf16
-// buffers (Backend::block_half) take half as much, f none where the backend keeps none, and the bf16 copies
+// buffers (Backend::block_half) take half as much, f none where the backend keeps none (half where it keeps
+// f and dg in bf16: Backend::block_f_half), and the bf16 copies
 // of Backend::block_keeps_bf16 add 3.5*d floats' worth per kept token, and replace h1, h2 and g where the
 // backend writes those alone (Backend::block_bf16_only: 6*d floats fewer).
 struct BlockArena {
