@@ -610,10 +610,15 @@ class CudaBackend final : public Backend {
   }
   void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db, int n, int in,
                        int out) override {
+    linear_backward_as(x, W, dy, dx, dW, db, n, in, out, false);
+  }
+  // dx_half: dx written as bf16 (linear_backward_dx_half).
+  void linear_backward_as(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db, int n,
+                          int in, int out, bool dx_half) {
     RT_PROF(linear_name(false, in, out));
     const cuda::Twin tw = cuda::twin_claim(dy, static_cast<size_t>(n) * out);
     cuda::linear_backward(!fp32_, x, W, tw.only ? nullptr : dy, dx, dW, db, n, in, out,
-                          static_cast<const __nv_bfloat16*>(tw.get()));
+                          static_cast<const __nv_bfloat16*>(tw.get()), dx_half);
   }
   void linear_forward_res(const float* x, const float* W, const float* b, const float* res, float* y, int n, int in,
                           int out) override {
@@ -704,15 +709,12 @@ class CudaBackend final : public Backend {
     return true;
   }
   void linear_backward_dx_half(const float* W, const float* dy, float* dx, int n, int in, int out) override {
-    RT_PROF(linear_name(false, in, out));
-    const cuda::Twin tw = cuda::twin_claim(dy, static_cast<size_t>(n) * out);
-    cuda::linear_backward(!fp32_, nullptr, W, tw.only ? nullptr : dy, dx, nullptr, nullptr, n, in, out,
-                          static_cast<const __nv_bfloat16*>(tw.get()), true);
+    linear_backward_as(nullptr, W, dy, dx, nullptr, nullptr, n, in, out, true);
   }
   // RT_CUDA_F_HALF=0: f and dg in float32 on the unfused path.
   bool block_f_half(const BlockShape& s) const override {
     static const bool on = rt::env_switch("RT_CUDA_F_HALF", true);
-    return on && bf16_only() && !fused_block(s) && bf16_operands(s);
+    return on && block_bf16_only(s);
   }
   void linear_forward_half(const float* x, const float* W, const float* b, float* y, int n, int in,
                            int out) override {

@@ -245,7 +245,8 @@ class Backend {
   virtual bool block_qkv_half(const BlockShape&, const std::vector<int>& /*n*/) const { return false; }
   // Whether the unfused path keeps f (c_fc's output) and dg (the gradient at the activation's output) as bf16
   // alone: the products write them rounded (linear_forward_half, linear_backward_dx_half) and the activation
-  // reads them so (as a bf16 autocast would), writing its output's bf16 copy alone (block_bf16_only).
+  // reads them so (as a bf16 autocast would), writing its output's bf16 copy alone. Only where block_bf16_only
+  // holds (so never with block_half), which that last needs.
   virtual bool block_f_half(const BlockShape&) const { return false; }
   virtual void linear_backward_dx_half(const float* /*W*/, const float* /*dy*/, float* /*dx*/, int /*n*/, int /*in*/,
                                        int /*out*/) {

@@ -69,7 +69,7 @@ void BlockArena::allocate(Backend& be, const BlockShape& s, int B_, const std::v
   h2 = unless_only(held(half, r * d));
   mean2 = DeviceBuffer(be, r);
   rstd2 = DeviceBuffer(be, r);
-  f_half = !half && keeps && be.block_f_half(s);
+  f_half = keeps && be.block_f_half(s);
   f = be.block_keeps_f(s) ? DeviceBuffer(be, held(f_half, r * 4 * d)) : DeviceBuffer();
   g = unless_only(held(half, r * 4 * d));
   if (keeps) {
@@ -112,8 +112,7 @@ BlockCache BlockArena::view(const BlockShape& s, int k) const {
 void BlockGradArena::allocate(Backend& be, const BlockShape& s, size_t rows, bool with_dm) {
   const size_t d = s.d;
   half = be.block_half(s);
-  // (as BlockArena's f_half, whose arena is one for gradients)
-  dg_half = !half && be.block_keeps_bf16(s) && be.block_f_half(s);
+  dg_half = be.block_f_half(s);  // (as BlockArena's f_half, whose arena is one for gradients)
   dm = with_dm ? DeviceBuffer(be, rows * d) : DeviceBuffer();
   dg = DeviceBuffer(be, held(half || dg_half, rows * 4 * d));
   da = DeviceBuffer(be, rows * d);
