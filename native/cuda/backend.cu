@@ -720,6 +720,23 @@ class CudaBackend final : public Backend {
                            int out) override {
     linear_forward_as(x, W, b, nullptr, y, n, in, out, true);
   }
+  // RT_CUDA_FC_ACT=1: c_fc's product writes the activation too (the TMA kernel's staged epilogue). Off by
+  // default until measured on the GPU (written in session 18, which had none).
+  bool block_fc_act(const BlockShape& s) const override {
+    static const bool on = rt::env_switch("RT_CUDA_FC_ACT", false);
+    return on && block_f_half(s) && (!s.gelu || gelu_fast());
+  }
+  void linear_forward_act_half(const float* x, const float* W, const float* b, float* y, float* act_y, int n, int in,
+                               int out, bool gelu) override {
+    RT_PROF(linear_name(true, in, out));
+    const cuda::Twin tw = cuda::twin_claim(x, static_cast<size_t>(n) * in);
+    __nv_bfloat16* at = cuda::twin_offer(!fp32_, act_y, static_cast<size_t>(n) * out);
+    RT_CHECK(at && !cuda::float_output(at, act_y),
+             "linear_forward_act_half: the activation is written as the bf16 copy alone of act_y (keep_bf16_begin)");
+    RT_CHECK(!gelu || gelu_fast(), "linear_forward_act_half: GELU is fused in its bf16-mode form only");
+    cuda::linear_forward_act(!fp32_, tw.only ? nullptr : x, W, b, y, n, in, out,
+                             static_cast<const __nv_bfloat16*>(tw.get()), cuda::GemmAct{at, gelu});
+  }
   void keep_bf16_end() override { cuda::twin_keep_end(); }
   // The bf16 chains round h1, qkv, h2, g, dg and dqkv to bf16 as the products would (RT_CUDA_HALF=0: float32).
   bool block_half(const BlockShape& s) const override {

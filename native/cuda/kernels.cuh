@@ -42,10 +42,16 @@ struct Batch {
 // alone (rows of lda == K, not batched): the other kernels then read them cast back to float32.
 // C_half: C is written as bf16 (ldc == N, beta == 0, no residual, not batched); the Hopper kernel rounds its
 // float32 results in the epilogue, any other one through a float32 scratch (the same bits).
+// act: an activation of the bf16 C written beside it as bf16 (GemmAct), by the Hopper TMA kernel's epilogue
+// where it runs, else by a pass of activation.cu's after the product (the same bits either way).
+struct GemmAct {
+  __nv_bfloat16* out;  // M x N bf16, rows of N (ldc)
+  bool gelu;           // GELU through phi_fast (the bf16 mode's), else ReLU
+};
 void gemm(bool bf16, bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
           const float* B, int ldb, float beta, float* C, int ldc, const float* bias = nullptr,
           const Batch* batch = nullptr, const float* res = nullptr, const __nv_bfloat16* A_twin = nullptr,
-          bool C_half = false);
+          bool C_half = false, const GemmAct* act = nullptr);
 
 // The bf16 kernel products run on. Auto (the default): mma.sync, 128x128 tiles in two stages (MmaBig2)
 // when they fill the GPU, else 64x64 in three (MmaSmall). The others force one, for benchmarks and checks
@@ -63,6 +69,10 @@ void set_gemm_kernel(GemmKernel k);
 // y_half: y is written as bf16 (gemm's C_half).
 void linear_forward(bool bf16, const float* x, const float* W, const float* b, float* y, int n, int in, int out,
                     const float* res = nullptr, const __nv_bfloat16* x_twin = nullptr, bool y_half = false);
+// y[n,out] = x W^T + b written as bf16, and act(y) beside it (gemm's act): c_fc and its activation in one
+// product where the Hopper kernel can (block_forward, Backend::linear_forward_act).
+void linear_forward_act(bool bf16, const float* x, const float* W, const float* b, float* y, int n, int in, int out,
+                        const __nv_bfloat16* x_twin, const GemmAct& act);
 // dx = dy W (written; skipped when null); dW += dy^T x; db += column sums of dy. dy_twin: dy's bf16 twin
 // (for the dx product), if its producer wrote one; dy may then be null when dW and db are.
 // dx_half: dx written as bf16 (behind its float pointer).

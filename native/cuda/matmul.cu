@@ -462,10 +462,11 @@ void gemm_cublas(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, 
 
 void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
           int ldb, float beta, float* C, int ldc, const float* bias, const Batch* batch, const float* res,
-          const __nv_bfloat16* A_twin, bool C_half) {
+          const __nv_bfloat16* A_twin, bool C_half, const GemmAct* act) {
   if (M <= 0 || N <= 0) return;
   RT_CHECK(!C_half || (ldc == N && beta == 0.0f && !res && !batch),
            "cuda gemm: a bf16 C needs ldc == N, beta 0, no residual and no batch");
+  RT_CHECK(!act || (C_half && act->out), "cuda gemm: an activation of C needs a bf16 C and an output");
   RT_CHECK(!(tA && tB), "cuda gemm: transposing both operands is not supported");
   // A given as its bf16 twin alone (Twin::only): rows of K, as the Hopper kernel reads it; any other kernel
   // gets its float32 values back first (A_f32).
@@ -551,7 +552,12 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
   };
   g.c_half = C_half && k == GemmKernel::Wgmma && splits == 1;
   if (C_half && !g.c_half) float_C();
-  if (!(k == GemmKernel::Wgmma && gemm_sm90(tA, tB, grid, g, A_twin))) {
+  if (act && g.c_half) {
+    g.act = act->gelu ? kActGeluFast : kActRelu;
+    g.act_out = act->out;
+  }
+  bool act_applied = false;
+  if (!(k == GemmKernel::Wgmma && gemm_sm90(tA, tB, grid, g, A_twin, &act_applied))) {
     float_A(g);
     if (g.c_half) float_C();  // no sm_90a image after all
     if (k == GemmKernel::Wgmma) k = GemmKernel::MmaBig2;  // same tiles, same split
@@ -565,6 +571,12 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
     RT_CU_LAUNCH("gemm splitk_reduce");
   }
   if (C_half && !g.c_half) to_bf16(g.C, reinterpret_cast<__nv_bfloat16*>(C), static_cast<size_t>(M) * N);
+  // Where no epilogue wrote act(C): activation.cu's pass over the bf16 C, for the same bits.
+  if (act && !act_applied) {
+    const size_t n = static_cast<size_t>(M) * N;
+    if (act->gelu) gelu_forward(C, nullptr, n, act->out, true, true);
+    else relu_forward(C, nullptr, n, act->out, true);
+  }
 }
 
 void set_gemm_kernel(GemmKernel k) { g_kernel = k; }
@@ -572,6 +584,11 @@ void set_gemm_kernel(GemmKernel k) { g_kernel = k; }
 void linear_forward(bool bf16, const float* x, const float* W, const float* b, float* y, int n, int in, int out,
                     const float* res, const __nv_bfloat16* x_twin, bool y_half) {
   gemm(bf16, false, true, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out, b, nullptr, res, x_twin, y_half);
+}
+
+void linear_forward_act(bool bf16, const float* x, const float* W, const float* b, float* y, int n, int in, int out,
+                        const __nv_bfloat16* x_twin, const GemmAct& act) {
+  gemm(bf16, false, true, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out, b, nullptr, nullptr, x_twin, true, &act);
 }
 
 void linear_backward(bool bf16, const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,

@@ -296,7 +296,9 @@ void copy_shape(bool backward, int out, int in, int* R, int* K) {
 
 }  // namespace
 
-bool gemm_sm90(bool transA, bool transB, dim3 grid, const GemmArgs& g, const __nv_bfloat16* A_twin) {
+bool gemm_sm90(bool transA, bool transB, dim3 grid, const GemmArgs& g, const __nv_bfloat16* A_twin,
+               bool* act_applied) {
+  *act_applied = false;
   if (!usable()) return false;  // no sm_90a image loads on this device: matmul.cu falls back
   const int Kp = (g.K + 7) / 8 * 8;
   const bool twin = A_twin && !transA && g.lda == g.K && Kp == g.K;
@@ -306,7 +308,7 @@ bool gemm_sm90(bool transA, bool transB, dim3 grid, const GemmArgs& g, const __n
   const __nv_bfloat16* B = Bc ? Bc : static_cast<const __nv_bfloat16*>(b.get());
   if (!twin) cast(g.A, g.lda, !transA, g.M, g.K, Kp, static_cast<__nv_bfloat16*>(a.get()));
   if (!Bc) cast(g.B, g.ldb, transB, g.N, g.K, Kp, static_cast<__nv_bfloat16*>(b.get()));
-  if (aligned16(A) && aligned16(B) && gemm_tma(g, A, B, Kp, static_cast<int>(grid.z))) return true;
+  if (aligned16(A) && aligned16(B) && gemm_tma(g, A, B, Kp, static_cast<int>(grid.z), act_applied)) return true;
   // The wide kernel where it measured faster (bench/results/cuda-kernels-2026-12-04b.log): N up to two of
   // its tiles with a long reduction (char mlp c_proj forward and c_fc dx: N 384, K 1536: 141 -> 179 and
   // 140 -> 180 TFLOP/s); wider products with K = 384 ran slower on it (c_fc forward 164 -> 146), and so did

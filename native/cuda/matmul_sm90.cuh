@@ -10,7 +10,9 @@
 
 namespace rt::cuda {
 // A_twin: A's bf16 K-major copy already made (twin.cuh; not transposed, lda == K, K a multiple of 8).
-bool gemm_sm90(bool transA, bool transB, dim3 grid, const gemm_detail::GemmArgs& g, const __nv_bfloat16* A_twin);
+// act_applied: whether g.act's output was written too (only the TMA kernel writes it; else the caller does).
+bool gemm_sm90(bool transA, bool transB, dim3 grid, const gemm_detail::GemmArgs& g, const __nv_bfloat16* A_twin,
+               bool* act_applied);
 // RT_CUDA_WGMMA=0 in the environment keeps gemm()'s Auto choice off this kernel (to compare in one build).
 bool wgmma_enabled();
 

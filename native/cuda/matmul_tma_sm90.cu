@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "core/env.h"
+#include "cuda/activation.cuh"
 #include "cuda/cluster.cuh"
 #include "cuda/common.cuh"
 #include "cuda/gemm_args.cuh"
@@ -54,11 +55,16 @@ struct Layout {
 // are dropped by the engine), so the warp goes on while the stores drain. Writing the accumulators straight
 // to global memory cost as much as the products themselves for K = 384 (an 8-row by 32-byte pattern per
 // instruction, the warps stalled on it): session 16, 35 -> 13 us for the char config's c_attn product
-// without the stores. HALF: C is bf16.
+// without the stores.
+// EPI: 2, float32 C; 3, bf16 C; 4 and 5, bf16 C and act(C) (GELU through phi_fast, ReLU) by map_g, each
+// box of C followed by its box of act(C) from the same rounded values (what activation.cu's pass would
+// read back), so that c_fc's activation costs its stores and not a pass of its own.
 // boxes: the warp's count of boxes stored so far (which of the two is next, across tiles).
-template <bool HALF, int BN>
-__device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUtensorMap* map_c, int m0, int n0,
-                                                  const float (&acc)[BN / 2], uint8_t* staging, int& boxes) {
+template <int EPI, int BN>
+__device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUtensorMap* map_c, const CUtensorMap* map_g,
+                                                  int m0, int n0, const float (&acc)[BN / 2], uint8_t* staging,
+                                                  int& boxes) {
+  constexpr bool HALF = EPI >= 3;
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, r = lane >> 2, q = lane & 3;
   const int row0 = m0 + warp * 16;
   uint8_t* box0 = staging + (threadIdx.x >> 5) * 2 * kChunk;
@@ -89,6 +95,30 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
       cluster::tma_store_2d(map_c, n0 + c * 8 * J, row0, box);
       cluster::tma_store_commit();
     }
+    if constexpr (EPI >= 4) {
+      // act(C)'s box from the values this lane has just put in C's (read back, so that they need no registers
+      // of their own beside the accumulators)
+      uint8_t* abox = box0 + (boxes++ & 1) * kChunk;
+      if (lane == 0) cluster::tma_store_wait_read<1>();
+      __syncwarp();
+#pragma unroll
+      for (int jj = 0; jj < J; ++jj)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int e = (r + 8 * h) * 8 * J + 8 * jj + 2 * q;
+          const float2 v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(box + e * 2));
+          float2 a;
+          if constexpr (EPI == 4) a = make_float2(GeluFast()(v.x), GeluFast()(v.y));
+          else a = make_float2(Relu()(v.x), Relu()(v.y));
+          *reinterpret_cast<__nv_bfloat162*>(abox + e * 2) = __floats2bfloat162_rn(a.x, a.y);
+        }
+      fence_async_shared();
+      __syncwarp();
+      if (lane == 0) {
+        cluster::tma_store_2d(map_g, n0 + c * 8 * J, row0, abox);
+        cluster::tma_store_commit();
+      }
+    }
   }
 }
 
@@ -99,12 +129,13 @@ __device__ __forceinline__ void mma_k16(float (&acc)[BN / 2], uint64_t a, uint64
 }
 
 // Block b takes tiles b, b + gridDim.x, ... (row tile t / tiles_n, column tile t % tiles_n: consecutive
-// tiles share their rows of A, which stay in L2). EPI: 0, 1 store_tile's (float32, bf16 C); 2, 3 the same
-// through store_tile_staged and map_c.
+// tiles share their rows of A, which stay in L2). EPI: 0, 1 store_tile's (float32, bf16 C); 2 to 5
+// store_tile_staged's, through map_c (and map_g).
 template <int BN, int STAGES, int MINB, int EPI>
 __global__ void __launch_bounds__(kThreads, MINB)
     gemm_tma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
-                    const __grid_constant__ CUtensorMap map_c, GemmArgs g, int tiles_n, int tiles) {
+                    const __grid_constant__ CUtensorMap map_c, const __grid_constant__ CUtensorMap map_g, GemmArgs g,
+                    int tiles_n, int tiles) {
   using L = Layout<BN, STAGES>;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
@@ -174,7 +205,7 @@ __global__ void __launch_bounds__(kThreads, MINB)
       if (prev >= 0) release(prev);
       pin(acc);
       if constexpr (EPI >= 2)
-        store_tile_staged<EPI == 3, BN>(g, &map_c, m0 + wg * 64, n0, acc, smem + L::kStaging, boxes);
+        store_tile_staged<EPI, BN>(g, &map_c, &map_g, m0 + wg * 64, n0, acc, smem + L::kStaging, boxes);
       else store_tile<EPI>(g, br.C, m0 + wg * 64, n0, acc);
     }
     if (EPI >= 2 && lane == 0) cluster::tma_store_wait_all();
@@ -209,26 +240,26 @@ bool encode(CUtensorMap* map, const __nv_bfloat16* p, int R, int Kp, int rows) {
                    CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-// The map of C (M rows of N, ldc apart; float32 or bf16) in store_tile_staged's boxes: 16 rows of 32 bytes.
-// False where the copy engine cannot address it (C or a row stride not 16-byte aligned).
-bool encode_c(CUtensorMap* map, const GemmArgs& g) {
-  const int esz = g.c_half ? 2 : 4;
-  if (!aligned16(g.C) || (static_cast<size_t>(g.ldc) * esz) % 16 != 0) return false;
+// The map of an output (M rows of N, ld apart; float32 or bf16 `half`) in store_tile_staged's boxes: 16 rows
+// of 32 bytes. False where the copy engine cannot address it (p or a row stride not 16-byte aligned).
+bool encode_c(CUtensorMap* map, const void* p, bool half, int ld, const GemmArgs& g) {
+  const int esz = half ? 2 : 4;
+  if (!aligned16(p) || (static_cast<size_t>(ld) * esz) % 16 != 0) return false;
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(g.N), static_cast<cuuint64_t>(g.M)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(g.ldc) * esz};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld) * esz};
   const cuuint32_t box[2] = {static_cast<cuuint32_t>(32 / esz), 16};
   const cuuint32_t estrides[2] = {1, 1};
-  return encoder()(map, g.c_half ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, g.C, dims,
-                   strides, box, estrides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+  return encoder()(map, half ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, const_cast<void*>(p),
+                   dims, strides, box, estrides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
                    CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
 long g_launches = 0;
 
-// mc: C's map (encode_c) for the staged epilogues (EPI 2, 3).
+// mc, mg: the maps of C and act(C) (encode_c) for the staged epilogues (EPI 2 to 5; mg 4 and 5).
 template <int BN, int STAGES, int MINB, int EPI>
 bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
-            const CUtensorMap& mc) {
+            const CUtensorMap& mc, const CUtensorMap& mg) {
   using L = Layout<BN, STAGES>;
   auto kernel = gemm_tma_kernel<BN, STAGES, MINB, EPI>;
   // Per instantiation, once: the shared-memory limit raised, and how many blocks fit the GPU at once (the
@@ -247,7 +278,7 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
   if (!encode(&ma, A, g.M, Kp, kBM) || !encode(&mb, B, g.N, Kp, BN)) return false;
   const int tiles_n = (g.N + BN - 1) / BN, tiles = tiles_n * ((g.M + kBM - 1) / kBM);
   const dim3 grid(static_cast<unsigned>(std::max(1, std::min(tiles, resident / splits))), 1, static_cast<unsigned>(splits));
-  kernel<<<grid, kThreads, L::kSmem, stream()>>>(ma, mb, mc, g, tiles_n, tiles);
+  kernel<<<grid, kThreads, L::kSmem, stream()>>>(ma, mb, mc, mg, g, tiles_n, tiles);
   RT_CU_LAUNCH("gemm_tma");
   ++g_launches;
   return true;
@@ -258,16 +289,24 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
 bool g_tma_store = rt::env_switch("RT_CUDA_TMA_STORE", true);
 
 // The staged epilogue where it is on, C is unsplit, beta is 0 and the copy engine can address C; else the
-// direct one.
+// direct one. g.act is applied (*act_applied) where the staged epilogue runs on a bf16 C and the engine can
+// address act_out too; else the product runs without it.
 template <int BN, int STAGES, int MINB>
-bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits) {
-  CUtensorMap mc{};
-  const int epi = (g_tma_store && !g.ws && g.beta == 0.0f && encode_c(&mc, g) ? 2 : 0) + (g.c_half ? 1 : 0);
-  switch (epi) {
-    case 0: return launch<BN, STAGES, MINB, 0>(g, A, B, Kp, splits, mc);
-    case 1: return launch<BN, STAGES, MINB, 1>(g, A, B, Kp, splits, mc);
-    case 2: return launch<BN, STAGES, MINB, 2>(g, A, B, Kp, splits, mc);
-    default: return launch<BN, STAGES, MINB, 3>(g, A, B, Kp, splits, mc);
+bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits, bool* act_applied) {
+  CUtensorMap mc{}, mg{};
+  const bool staged = g_tma_store && !g.ws && g.beta == 0.0f && encode_c(&mc, g.C, g.c_half, g.ldc, g);
+  if (g.act != kActNone && staged && g.c_half && encode_c(&mg, g.act_out, true, g.ldc, g)) {
+    if (!(g.act == kActGeluFast ? launch<BN, STAGES, MINB, 4>(g, A, B, Kp, splits, mc, mg)
+                                : launch<BN, STAGES, MINB, 5>(g, A, B, Kp, splits, mc, mg)))
+      return false;
+    *act_applied = true;
+    return true;
+  }
+  switch ((staged ? 2 : 0) + (g.c_half ? 1 : 0)) {
+    case 0: return launch<BN, STAGES, MINB, 0>(g, A, B, Kp, splits, mc, mg);
+    case 1: return launch<BN, STAGES, MINB, 1>(g, A, B, Kp, splits, mc, mg);
+    case 2: return launch<BN, STAGES, MINB, 2>(g, A, B, Kp, splits, mc, mg);
+    default: return launch<BN, STAGES, MINB, 3>(g, A, B, Kp, splits, mc, mg);
   }
 }
 
@@ -282,12 +321,14 @@ void set_tma_store(bool on) { g_tma_store = on; }
 bool tma_store() { return g_tma_store; }
 long tma_launches() { return g_launches; }
 
-bool gemm_tma(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits) {
+bool gemm_tma(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
+              bool* act_applied) {
+  *act_applied = false;
   if (!g_tma || !encoder()) return false;
   // Products up to two 192-wide column tiles with a long reduction (the char config's N = 384, K = 1536 and
   // 1152 ones): 128 x 192 tiles, one block an SM, five stages. Else 128 x 128, two blocks an SM, three stages.
-  if (splits == 1 && g.N > 128 && g.N <= 384 && g.K > 512) return launch_epi<192, 5, 1>(g, A, B, Kp, splits);
-  return launch_epi<128, 3, 2>(g, A, B, Kp, splits);
+  if (splits == 1 && g.N > 128 && g.N <= 384 && g.K > 512) return launch_epi<192, 5, 1>(g, A, B, Kp, splits, act_applied);
+  return launch_epi<128, 3, 2>(g, A, B, Kp, splits, act_applied);
 }
 
 }  // namespace rt::cuda

@@ -9,7 +9,9 @@ namespace rt::cuda {
 // Launches the product over `splits` splits of K (g.ws and g.kchunk as gemm() set them) and returns true; or
 // returns false, having launched nothing, where the driver has no tensor-map encoder or the kernel cannot run
 // here (the caller then uses its own kernels). RT_CUDA_GEMM_TMA=0 turns it off.
-bool gemm_tma(const gemm_detail::GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits);
+// act_applied: whether it also wrote g.act's output (GemmArgs::act; else the caller applies it).
+bool gemm_tma(const gemm_detail::GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
+              bool* act_applied);
 // Turns it on or off for the products launched after (kernels_check compares both; default: on, unless
 // RT_CUDA_GEMM_TMA=0).
 void set_tma_gemm(bool on);

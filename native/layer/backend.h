@@ -256,6 +256,16 @@ class Backend {
                                    int /*n*/, int /*in*/, int /*out*/) {
     throw Error(std::string(name()) + ": has no bf16 outputs");
   }
+  // Whether the unfused path, where f is bf16 (block_f_half), runs c_fc and its activation as one operation
+  // (linear_forward_act_half) rather than a product and a pass.
+  virtual bool block_fc_act(const BlockShape&) const { return false; }
+  // y = x W^T + b written as bf16 (as linear_forward_half) and act(y) (GELU or ReLU of y's rounded values, as
+  // activation_forward with x_half) written as act_y's bf16 copy alone: the copy keep_bf16_begin(act_y, ...,
+  // only) asked for, which the product after claims.
+  virtual void linear_forward_act_half(const float* /*x*/, const float* /*W*/, const float* /*b*/, float* /*y*/,
+                                       float* /*act_y*/, int /*n*/, int /*in*/, int /*out*/, bool /*gelu*/) {
+    throw Error(std::string(name()) + ": has no fused activation products");
+  }
   virtual void keep_bf16_end() {}
   // The window's attention between the fused chains (attention_forward / attention_backward on the cache's
   // and stash's buffers, in the precisions they keep): cache.qkv -> probs, att with the cache's dropout;

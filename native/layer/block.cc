@@ -207,9 +207,15 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
   // MLP branch: y = x2 + dropout(c_proj(act(c_fc(ln_2(x2))))).
   keeping(be, c.h2, c.b16.h2, Rd, [&] { be.layernorm_forward(c.x2, w.ln2_w, w.ln2_b, c.h2, c.mean2, c.rstd2, R, d); },
           true);
-  if (c.f_half) be.linear_forward_half(c.h2, w.fc_w, w.fc_b, c.f, R, d, 4 * d);
-  else be.linear_forward(c.h2, w.fc_w, w.fc_b, c.f, R, d, 4 * d);
-  keeping(be, c.g, c.b16.g, Rd * 4, [&] { be.activation_forward(s.gelu, c.f, c.g, Rd * 4, c.f_half); }, true);
+  if (c.f_half && c.b16.g && be.block_fc_act(s)) {
+    keeping(
+        be, c.g, c.b16.g, Rd * 4,
+        [&] { be.linear_forward_act_half(c.h2, w.fc_w, w.fc_b, c.f, c.g, R, d, 4 * d, s.gelu); }, true);
+  } else {
+    if (c.f_half) be.linear_forward_half(c.h2, w.fc_w, w.fc_b, c.f, R, d, 4 * d);
+    else be.linear_forward(c.h2, w.fc_w, w.fc_b, c.f, R, d, 4 * d);
+    keeping(be, c.g, c.b16.g, Rd * 4, [&] { be.activation_forward(s.gelu, c.f, c.g, Rd * 4, c.f_half); }, true);
+  }
   if (p > 0) {
     be.linear_forward(c.g, w.mlp_proj_w, w.mlp_proj_b, y, R, 4 * d, d);
     be.dropout_forward(y, y, Rd, p, seed, stream * 4 + 2);

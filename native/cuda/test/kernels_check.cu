@@ -945,8 +945,49 @@ static void check_tma_bits() {
   rt::cuda::set_tma_store(process);
 }
 
+// c_fc with its activation in the epilogue (gemm's act, Backend::linear_forward_act_half): the same bits of C
+// and of act(C) as the product alone followed by activation.cu's pass over its bf16 output, on the TMA
+// kernel (which must have launched) staged, and through the pass where the staged epilogue is off. Shapes:
+// the char config's c_fc, row and column tails on 128-wide tiles, and a 192-wide tile's product.
+static void check_fc_act() {
+  if (!(rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled())) return;
+  struct Case { int M, N, K; };
+  const bool process = rt::cuda::tma_store();
+  for (const bool staged : {true, false}) {
+    rt::cuda::set_tma_store(staged);
+    for (const Case c : {Case{8192, 1536, 384}, Case{1000, 328, 200}, Case{777, 2000, 96}, Case{3000, 384, 1536}})
+      for (const bool gelu : {true, false}) {
+        const size_t mn = static_cast<size_t>(c.M) * c.N;
+        const VF a = rounded(randv(static_cast<size_t>(c.M) * c.K, 141, -2, 2));
+        DevBf A(a.size()), C0(mn), C1(mn), G0(mn), G1(mn);
+        upload_bf16(A, a);
+        Dev W(randv(static_cast<size_t>(c.N) * c.K, 142, -0.2f, 0.2f)), b(randv(c.N, 143));
+        use({rt::cuda::GemmKernel::Wgmma, "wgmma"});
+        const long launched = rt::cuda::tma_launches();
+        rt::cuda::gemm(true, false, true, c.M, c.N, c.K, 1.0f, nullptr, c.K, W.p, c.K, 0.0f,
+                       reinterpret_cast<float*>(C0.p), c.N, b.p, nullptr, nullptr, A.p, true);
+        const float* c0 = reinterpret_cast<const float*>(C0.p);
+        if (gelu) rt::cuda::gelu_forward(c0, nullptr, mn, G0.p, true, true);
+        else rt::cuda::relu_forward(c0, nullptr, mn, G0.p, true);
+        const rt::cuda::GemmAct act{G1.p, gelu};
+        rt::cuda::gemm(true, false, true, c.M, c.N, c.K, 1.0f, nullptr, c.K, W.p, c.K, 0.0f,
+                       reinterpret_cast<float*>(C1.p), c.N, b.p, nullptr, nullptr, A.p, true, &act);
+        expect_le(std::labs(rt::cuda::tma_launches() - launched - 2), 0,
+                  "gemm with act: the TMA kernel launched " + shape(c.M, c.N, c.K));
+        use({rt::cuda::GemmKernel::Auto, "auto"});
+        const std::vector<uint16_t> x0 = C0.get(), x1 = C1.get(), y0 = G0.get(), y1 = G1.get();
+        const std::string what = std::string(gelu ? " gelu " : " relu ") + shape(c.M, c.N, c.K) +
+                                 (staged ? ", staged epilogue" : ", through the pass");
+        expect_le(x0 == x1 ? 0 : 1, 0, "gemm with act: C's bits" + what);
+        expect_le(y0 == y1 ? 0 : 1, 0, "gemm with act: act(C)'s bits = the pass's" + what);
+      }
+  }
+  rt::cuda::set_tma_store(process);
+}
+
 static void check_half_buffers() {
   check_tma_bits();
+  check_fc_act();
   check_activation_half_input();
   check_keep_bf16();
   check_bf16_only();
