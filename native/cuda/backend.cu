@@ -737,6 +737,24 @@ class CudaBackend final : public Backend {
     cuda::linear_forward_act(!fp32_, tw.only ? nullptr : x, W, b, y, n, in, out,
                              static_cast<const __nv_bfloat16*>(tw.get()), cuda::GemmAct{at, gelu});
   }
+  // RT_CUDA_FC_DACT=1: mlp c_proj's dx product applies the activation's backward in its epilogue (reading f
+  // there) and writes df, not dg. Off by default until measured on the GPU (written in session 18).
+  bool block_fc_dact(const BlockShape& s) const override {
+    static const bool on = rt::env_switch("RT_CUDA_FC_DACT", false);
+    return on && block_f_half(s) && (!s.gelu || gelu_fast());
+  }
+  void linear_backward_dx_act_half(const float* W, const float* dy, const float* x, float* dx, int n, int in, int out,
+                                   bool gelu) override {
+    RT_PROF(linear_name(false, in, out));
+    const cuda::Twin tw = cuda::twin_claim(dy, static_cast<size_t>(n) * out);
+    __nv_bfloat16* dt = cuda::twin_offer(!fp32_, dx, static_cast<size_t>(n) * in);
+    RT_CHECK(dt && !cuda::float_output(dt, dx),
+             "linear_backward_dx_act_half: dx is written as its bf16 copy alone (keep_bf16_begin)");
+    RT_CHECK(!gelu || gelu_fast(), "linear_backward_dx_act_half: GELU is fused in its bf16-mode form only");
+    cuda::linear_backward_dx_act(!fp32_, W, tw.only ? nullptr : dy, reinterpret_cast<float*>(dt), n, in, out,
+                                 static_cast<const __nv_bfloat16*>(tw.get()), reinterpret_cast<const __nv_bfloat16*>(x),
+                                 gelu);
+  }
   void keep_bf16_end() override { cuda::twin_keep_end(); }
   // The bf16 chains round h1, qkv, h2, g, dg and dqkv to bf16 as the products would (RT_CUDA_HALF=0: float32).
   bool block_half(const BlockShape& s) const override {

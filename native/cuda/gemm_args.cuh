@@ -21,13 +21,16 @@ struct GemmArgs {
   float* ws;   // split-K partials [splits][M][N], or null
   bool vecA, vecB;  // 16-byte loads allowed along each operand's contiguous dimension
   bool c_half;      // C holds bf16 (rows of ldc elements behind the float pointer): the Hopper kernels only
-  // An activation of the bf16 C written beside it (rows of ldc bf16 elements at act_out): kActGeluFast or
-  // kActRelu, applied to C's rounded values as activation.cu's pass applies it to them. Only the TMA kernel's
-  // staged epilogue writes it (gemm_tma's act_applied says whether it did); every other kernel ignores it.
+  // An activation in the epilogue of a bf16 C, as activation.cu's passes apply it to C's rounded values:
+  // kActGeluFast, kActRelu: act(C) written beside C (rows of ldc bf16 elements at act_out);
+  // kActGeluGradFast, kActReluGrad: C becomes act'(x) C, x the activation's input at act_x (bf16, rows of ldc).
+  // Only the TMA kernel's staged epilogue applies it (gemm_tma's act_applied says whether it did); every other
+  // kernel ignores it.
   int act;
   void* act_out;
+  const void* act_x;
 };
-constexpr int kActNone = 0, kActGeluFast = 1, kActRelu = 2;
+constexpr int kActNone = 0, kActGeluFast = 1, kActRelu = 2, kActGeluGradFast = 3, kActReluGrad = 4;
 
 // Where blockIdx.z puts this block: a batch item (offsets applied to A, B, C) or a split of K.
 struct BlockRange {

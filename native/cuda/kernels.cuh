@@ -42,11 +42,14 @@ struct Batch {
 // alone (rows of lda == K, not batched): the other kernels then read them cast back to float32.
 // C_half: C is written as bf16 (ldc == N, beta == 0, no residual, not batched); the Hopper kernel rounds its
 // float32 results in the epilogue, any other one through a float32 scratch (the same bits).
-// act: an activation of the bf16 C written beside it as bf16 (GemmAct), by the Hopper TMA kernel's epilogue
-// where it runs, else by a pass of activation.cu's after the product (the same bits either way).
+// act: an activation in the product with a bf16 C (GemmAct), by the Hopper TMA kernel's epilogue where it
+// runs, else by a pass of activation.cu's after the product (the same bits either way). Forward (x null):
+// act(C) written beside C at out. Backward (x set): C becomes act'(x) C, the gradient at the activation's
+// input from the one at its output (rounded to bf16 first, as the unfused path holds it); out unused.
 struct GemmAct {
-  __nv_bfloat16* out;  // M x N bf16, rows of N (ldc)
-  bool gelu;           // GELU through phi_fast (the bf16 mode's), else ReLU
+  __nv_bfloat16* out;                 // M x N bf16, rows of N (ldc)
+  bool gelu;                          // GELU through phi_fast (the bf16 mode's), else ReLU
+  const __nv_bfloat16* x = nullptr;  // M x N bf16, rows of N: the activation's input
 };
 void gemm(bool bf16, bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
           const float* B, int ldb, float beta, float* C, int ldc, const float* bias = nullptr,
@@ -73,6 +76,10 @@ void linear_forward(bool bf16, const float* x, const float* W, const float* b, f
 // product where the Hopper kernel can (block_forward, Backend::linear_forward_act).
 void linear_forward_act(bool bf16, const float* x, const float* W, const float* b, float* y, int n, int in, int out,
                         const __nv_bfloat16* x_twin, const GemmAct& act);
+// dx = act'(x) (dy W) written as bf16 (gemm's act, backward): mlp c_proj's dx product and the activation's
+// backward in one (block_backward, Backend::linear_backward_dx_act_half). x: bf16, n x in.
+void linear_backward_dx_act(bool bf16, const float* W, const float* dy, float* dx, int n, int in, int out,
+                            const __nv_bfloat16* dy_twin, const __nv_bfloat16* x, bool gelu);
 // dx = dy W (written; skipped when null); dW += dy^T x; db += column sums of dy. dy_twin: dy's bf16 twin
 // (for the dx product), if its producer wrote one; dy may then be null when dW and db are.
 // dx_half: dx written as bf16 (behind its float pointer).

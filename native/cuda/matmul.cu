@@ -466,7 +466,7 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
   if (M <= 0 || N <= 0) return;
   RT_CHECK(!C_half || (ldc == N && beta == 0.0f && !res && !batch),
            "cuda gemm: a bf16 C needs ldc == N, beta 0, no residual and no batch");
-  RT_CHECK(!act || (C_half && act->out), "cuda gemm: an activation of C needs a bf16 C and an output");
+  RT_CHECK(!act || (C_half && (act->x || act->out)), "cuda gemm: an activation needs a bf16 C and its input or output");
   RT_CHECK(!(tA && tB), "cuda gemm: transposing both operands is not supported");
   // A given as its bf16 twin alone (Twin::only): rows of K, as the Hopper kernel reads it; any other kernel
   // gets its float32 values back first (A_f32).
@@ -553,8 +553,10 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
   g.c_half = C_half && k == GemmKernel::Wgmma && splits == 1;
   if (C_half && !g.c_half) float_C();
   if (act && g.c_half) {
-    g.act = act->gelu ? kActGeluFast : kActRelu;
+    if (act->x) g.act = act->gelu ? kActGeluGradFast : kActReluGrad;
+    else g.act = act->gelu ? kActGeluFast : kActRelu;
     g.act_out = act->out;
+    g.act_x = act->x;
   }
   bool act_applied = false;
   if (!(k == GemmKernel::Wgmma && gemm_sm90(tA, tB, grid, g, A_twin, &act_applied))) {
@@ -571,11 +573,22 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
     RT_CU_LAUNCH("gemm splitk_reduce");
   }
   if (C_half && !g.c_half) to_bf16(g.C, reinterpret_cast<__nv_bfloat16*>(C), static_cast<size_t>(M) * N);
-  // Where no epilogue wrote act(C): activation.cu's pass over the bf16 C, for the same bits.
+  // Where no epilogue applied the activation: activation.cu's pass over the bf16 C, for the same bits (the
+  // backward's reads C from a copy, to write C).
   if (act && !act_applied) {
     const size_t n = static_cast<size_t>(M) * N;
-    if (act->gelu) gelu_forward(C, nullptr, n, act->out, true, true);
-    else relu_forward(C, nullptr, n, act->out, true);
+    if (act->x) {
+      Scratch dy(n * sizeof(__nv_bfloat16));
+      RT_CU(cudaMemcpyAsync(dy.get(), C, n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToDevice, stream()));
+      const float* x = reinterpret_cast<const float*>(act->x);
+      auto* out = reinterpret_cast<__nv_bfloat16*>(C);
+      if (act->gelu) gelu_backward(x, dy.f32(), nullptr, n, out, true, true, true);
+      else relu_backward(x, dy.f32(), nullptr, n, out, true, true);
+    } else if (act->gelu) {
+      gelu_forward(C, nullptr, n, act->out, true, true);
+    } else {
+      relu_forward(C, nullptr, n, act->out, true);
+    }
   }
 }
 
@@ -589,6 +602,12 @@ void linear_forward(bool bf16, const float* x, const float* W, const float* b, f
 void linear_forward_act(bool bf16, const float* x, const float* W, const float* b, float* y, int n, int in, int out,
                         const __nv_bfloat16* x_twin, const GemmAct& act) {
   gemm(bf16, false, true, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out, b, nullptr, nullptr, x_twin, true, &act);
+}
+
+void linear_backward_dx_act(bool bf16, const float* W, const float* dy, float* dx, int n, int in, int out,
+                            const __nv_bfloat16* dy_twin, const __nv_bfloat16* x, bool gelu) {
+  const GemmAct act{nullptr, gelu, x};
+  gemm(bf16, false, false, n, in, out, 1.0f, dy, out, W, in, 0.0f, dx, in, nullptr, nullptr, nullptr, dy_twin, true, &act);
 }
 
 void linear_backward(bool bf16, const float* x, const float* W, const float* dy, float* dx, float* dW, float* db,

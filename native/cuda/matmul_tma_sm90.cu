@@ -58,12 +58,17 @@ struct Layout {
 // without the stores.
 // EPI: 2, float32 C; 3, bf16 C; 4 and 5, bf16 C and act(C) (GELU through phi_fast, ReLU) by map_g, each
 // box of C followed by its box of act(C) from the same rounded values (what activation.cu's pass would
-// read back), so that c_fc's activation costs its stores and not a pass of its own.
+// read back), so that c_fc's activation costs its stores and not a pass of its own; 6 and 7, bf16 C holding
+// act'(x) times the rounded values (GELU's, ReLU's), x from fx: the activation's backward in mlp c_proj's dx
+// product, which then stores df and not dg, and no pass reads dg back.
+// fx (EPI 6, 7): the shared-memory address of the warpgroup's 64 rows of x's 128 x 128 tile, as the producer
+// loaded it into a stage (two 64-column boxes of 128 rows, 128B-swizzled: a warp's 8 rows by 16 bytes per load
+// hit distinct banks).
 // boxes: the warp's count of boxes stored so far (which of the two is next, across tiles).
 template <int EPI, int BN>
 __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUtensorMap* map_c, const CUtensorMap* map_g,
                                                   int m0, int n0, const float (&acc)[BN / 2], uint8_t* staging,
-                                                  int& boxes) {
+                                                  int& boxes, uint32_t fx) {
   constexpr bool HALF = EPI >= 3;
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, r = lane >> 2, q = lane & 3;
   const int row0 = m0 + warp * 16;
@@ -89,13 +94,34 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
         else *reinterpret_cast<float2*>(box + e * 4) = o;
       }
     }
+    if constexpr (EPI >= 6) {
+      // act'(x) times the rounded values this lane has just put in the box, in place (read back, as EPI 4 and
+      // 5 do, so that they need no registers of their own beside the accumulators). Row 16 warp + r + 8 h of
+      // the warpgroup's x: its 16-byte chunk k sits at k ^ r (the swizzle; outside C the engine filled zeros).
+#pragma unroll
+      for (int jj = 0; jj < J; ++jj)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int j = c * J + jj, e = (r + 8 * h) * 8 * J + 8 * jj + 2 * q;
+          const uint32_t xp = fx + (j >> 3) * (128 * 128) + (warp * 16 + r + 8 * h) * 128 + (((j & 7) ^ r) << 4) + 4 * q;
+          uint32_t xu;
+          asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(xu) : "r"(xp));
+          const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&xu));
+          __nv_bfloat162* p = reinterpret_cast<__nv_bfloat162*>(box + e * 2);
+          const float2 v = __bfloat1622float2(*p);
+          float2 a;
+          if constexpr (EPI == 6) a = make_float2(GeluGradFast()(x.x, v.x), GeluGradFast()(x.y, v.y));
+          else a = make_float2(ReluGrad()(x.x, v.x), ReluGrad()(x.y, v.y));
+          *p = __floats2bfloat162_rn(a.x, a.y);
+        }
+    }
     fence_async_shared();
     __syncwarp();
     if (lane == 0) {
       cluster::tma_store_2d(map_c, n0 + c * 8 * J, row0, box);
       cluster::tma_store_commit();
     }
-    if constexpr (EPI >= 4) {
+    if constexpr (EPI == 4 || EPI == 5) {
       // act(C)'s box from the values this lane has just put in C's (read back, so that they need no registers
       // of their own beside the accumulators)
       uint8_t* abox = box0 + (boxes++ & 1) * kChunk;
@@ -122,6 +148,21 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
   }
 }
 
+// Named barriers 1 and 2 between the producer warp and the eight consumer warps, not .aligned: one thread of
+// the producer warp arrives (the rest of its warp has exited; the arrival counts for the warp), after it saw
+// x's stage complete, so the consumers' reads after their sync are ordered after the copy's writes. Each
+// consumer warp syncs whole. x's tile for tile i is announced on 1 + i % 2. Two barriers, so that the
+// announcement for tile i + 1 cannot land in the phase of tile i's; the producer cannot reach tile i + 2's
+// before every consumer has passed tile i's, since x's stage for tile i + 2 is at least STAGES + 1 stages on
+// in the ring (2 (nk + 1) >= 4 > 3 = STAGES, the 128-wide kernel's): its load waited for tile i's x stage to
+// be handed back.
+__device__ __forceinline__ void named_sync(int id) {
+  asm volatile("barrier.cta.sync %0, %1;\n" ::"r"(id), "n"(kThreads) : "memory");
+}
+__device__ __forceinline__ void named_arrive(int id) {
+  asm volatile("barrier.cta.arrive %0, %1;\n" ::"r"(id), "n"(kThreads) : "memory");
+}
+
 template <int BN>
 __device__ __forceinline__ void mma_k16(float (&acc)[BN / 2], uint64_t a, uint64_t b, int accumulate) {
   if constexpr (BN == 128) m64n128k16(acc, a, b, accumulate);
@@ -129,8 +170,10 @@ __device__ __forceinline__ void mma_k16(float (&acc)[BN / 2], uint64_t a, uint64
 }
 
 // Block b takes tiles b, b + gridDim.x, ... (row tile t / tiles_n, column tile t % tiles_n: consecutive
-// tiles share their rows of A, which stay in L2). EPI: 0, 1 store_tile's (float32, bf16 C); 2 to 5
-// store_tile_staged's, through map_c (and map_g).
+// tiles share their rows of A, which stay in L2). EPI: 0, 1 store_tile's (float32, bf16 C); 2 to 7
+// store_tile_staged's, through map_c (and map_g: act(C)'s map for 4 and 5, x's for 6 and 7, whose tile the
+// producer loads after each tile's K steps into the next stage, which the consumers hand back after their
+// epilogue).
 template <int BN, int STAGES, int MINB, int EPI>
 __global__ void __launch_bounds__(kThreads, MINB)
     gemm_tma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
@@ -172,6 +215,17 @@ __global__ void __launch_bounds__(kThreads, MINB)
           cluster::tma_load_2d(st + kATile, &map_b, k, n0, full + s);
           if (++s == STAGES) s = 0, ph ^= 1;
         }
+        if constexpr (EPI >= 6) {  // the epilogue's x tile, into the next stage (128 x 128 bf16: one stage)
+          static_assert(BN == 128 && STAGES == 3, "x's tile is a stage's bytes at 128 x 128 only (named_sync)");
+          cluster::bar_wait(empty + s, ph ^ 1);
+          cluster::bar_expect(full + s, L::kStage);
+          uint8_t* st = smem + s * L::kStage;
+          cluster::tma_load_2d(st, &map_g, n0, m0, full + s);
+          cluster::tma_load_2d(st + 128 * 128, &map_g, n0 + 64, m0, full + s);
+          cluster::bar_wait(full + s, ph);
+          named_arrive(1 + (i & 1));
+          if (++s == STAGES) s = 0, ph ^= 1;
+        }
       }
     }
   } else {
@@ -204,9 +258,21 @@ __global__ void __launch_bounds__(kThreads, MINB)
       wait0();
       if (prev >= 0) release(prev);
       pin(acc);
+      uint32_t fx = 0;
+      if constexpr (EPI >= 6) {
+        // The producer waits for x's stage and says so through a named barrier: a wait loop here, between
+        // the products and the epilogue, made ptxas spill ~400 bytes a thread.
+        named_sync(1 + (i & 1));
+        fx = smem_addr(smem + s * L::kStage + wg * 64 * 128);
+      }
       if constexpr (EPI >= 2)
-        store_tile_staged<EPI, BN>(g, &map_c, &map_g, m0 + wg * 64, n0, acc, smem + L::kStaging, boxes);
+        store_tile_staged<EPI, BN>(g, &map_c, &map_g, m0 + wg * 64, n0, acc, smem + L::kStaging, boxes, fx);
       else store_tile<EPI>(g, br.C, m0 + wg * 64, n0, acc);
+      if constexpr (EPI >= 6) {  // x's stage back to the producer, once every lane has read its part
+        __syncwarp();
+        release(s);
+        if (++s == STAGES) s = 0, ph ^= 1;
+      }
     }
     if (EPI >= 2 && lane == 0) cluster::tma_store_wait_all();
   }
@@ -254,7 +320,7 @@ bool encode_c(CUtensorMap* map, const void* p, bool half, int ld, const GemmArgs
                    CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-long g_launches = 0;
+long g_launches = 0, g_act_launches = 0;
 
 // mc, mg: the maps of C and act(C) (encode_c) for the staged epilogues (EPI 2 to 5; mg 4 and 5).
 template <int BN, int STAGES, int MINB, int EPI>
@@ -281,6 +347,7 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
   kernel<<<grid, kThreads, L::kSmem, stream()>>>(ma, mb, mc, mg, g, tiles_n, tiles);
   RT_CU_LAUNCH("gemm_tma");
   ++g_launches;
+  if (EPI >= 4) ++g_act_launches;
   return true;
 }
 
@@ -290,12 +357,24 @@ bool g_tma_store = rt::env_switch("RT_CUDA_TMA_STORE", true);
 
 // The staged epilogue where it is on, C is unsplit, beta is 0 and the copy engine can address C; else the
 // direct one. g.act is applied (*act_applied) where the staged epilogue runs on a bf16 C and the engine can
-// address act_out too; else the product runs without it.
+// address act_out (act_x, on 128-wide tiles) too; else the product runs without it.
 template <int BN, int STAGES, int MINB>
 bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits, bool* act_applied) {
   CUtensorMap mc{}, mg{};
   const bool staged = g_tma_store && !g.ws && g.beta == 0.0f && encode_c(&mc, g.C, g.c_half, g.ldc, g);
-  if (g.act != kActNone && staged && g.c_half && encode_c(&mg, g.act_out, true, g.ldc, g)) {
+  if constexpr (BN == 128) {
+    // x's tile fills one stage at BN = 128 only; K > 0 so that the producer runs (it loads x)
+    if ((g.act == kActGeluGradFast || g.act == kActReluGrad) && staged && g.c_half && g.K > 0 && g.ldc == g.N &&
+        g.N % 8 == 0 && aligned16(g.act_x) && encode(&mg, static_cast<const __nv_bfloat16*>(g.act_x), g.M, g.N, 128)) {
+      if (!(g.act == kActGeluGradFast ? launch<BN, STAGES, MINB, 6>(g, A, B, Kp, splits, mc, mg)
+                                      : launch<BN, STAGES, MINB, 7>(g, A, B, Kp, splits, mc, mg)))
+        return false;
+      *act_applied = true;
+      return true;
+    }
+  }
+  if ((g.act == kActGeluFast || g.act == kActRelu) && staged && g.c_half &&
+      encode_c(&mg, g.act_out, true, g.ldc, g)) {
     if (!(g.act == kActGeluFast ? launch<BN, STAGES, MINB, 4>(g, A, B, Kp, splits, mc, mg)
                                 : launch<BN, STAGES, MINB, 5>(g, A, B, Kp, splits, mc, mg)))
       return false;
@@ -320,6 +399,7 @@ void set_tma_gemm(bool on) { g_tma = on; }
 void set_tma_store(bool on) { g_tma_store = on; }
 bool tma_store() { return g_tma_store; }
 long tma_launches() { return g_launches; }
+long tma_act_launches() { return g_act_launches; }
 
 bool gemm_tma(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
               bool* act_applied) {

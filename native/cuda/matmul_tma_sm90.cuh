@@ -22,4 +22,6 @@ void set_tma_store(bool on);
 bool tma_store();
 // Products it has launched in this process (kernels_check: that a product ran here, not on the fallback).
 long tma_launches();
+// Those of them that applied an activation in the epilogue (GemmArgs::act).
+long tma_act_launches();
 }  // namespace rt::cuda

@@ -266,6 +266,16 @@ class Backend {
                                        float* /*act_y*/, int /*n*/, int /*in*/, int /*out*/, bool /*gelu*/) {
     throw Error(std::string(name()) + ": has no fused activation products");
   }
+  // Whether the unfused path, where f and dg are bf16 (block_f_half), runs mlp c_proj's dx product and the
+  // activation's backward as one operation (linear_backward_dx_act_half).
+  virtual bool block_fc_dact(const BlockShape&) const { return false; }
+  // dx = act'(x) (dy W), with dy W rounded to bf16 first (as linear_backward_dx_half writes it and
+  // activation_backward with x_half and dy_half reads it), written as dx's bf16 copy alone (the copy
+  // keep_bf16_begin(dx, ..., only) asked for). x: bf16 behind its float pointer (block_f_half's f).
+  virtual void linear_backward_dx_act_half(const float* /*W*/, const float* /*dy*/, const float* /*x*/, float* /*dx*/,
+                                           int /*n*/, int /*in*/, int /*out*/, bool /*gelu*/) {
+    throw Error(std::string(name()) + ": has no fused activation products");
+  }
   virtual void keep_bf16_end() {}
   // The window's attention between the fused chains (attention_forward / attention_backward on the cache's
   // and stash's buffers, in the precisions they keep): cache.qkv -> probs, att with the cache's dropout;

@@ -268,10 +268,16 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   // MLP branch. dm: the gradient at mlp c_proj's output.
   if (p > 0) be.dropout_backward(dy, st.dm, Rd, p, c.seed, c.stream * 4 + 2);
   else if (st.dm != dy) be.copy(st.dm, dy, Rd);
-  if (st.dg_half) be.linear_backward_dx_half(w.mlp_proj_w, st.dm, st.dg, R, 4 * d, d);
-  else be.linear_backward(c.g, w.mlp_proj_w, st.dm, st.dg, nullptr, nullptr, R, 4 * d, d);
-  keeping(be, st.dg, st.b16.dg, Rd * 4,
-          [&] { be.activation_backward(s.gelu, c.f, st.dg, st.dg, Rd * 4, c.f_half, st.dg_half); }, true);
+  if (st.dg_half && c.f_half && st.b16.dg && be.block_fc_dact(s)) {
+    keeping(
+        be, st.dg, st.b16.dg, Rd * 4,
+        [&] { be.linear_backward_dx_act_half(w.mlp_proj_w, st.dm, c.f, st.dg, R, 4 * d, d, s.gelu); }, true);
+  } else {
+    if (st.dg_half) be.linear_backward_dx_half(w.mlp_proj_w, st.dm, st.dg, R, 4 * d, d);
+    else be.linear_backward(c.g, w.mlp_proj_w, st.dm, st.dg, nullptr, nullptr, R, 4 * d, d);
+    keeping(be, st.dg, st.b16.dg, Rd * 4,
+            [&] { be.activation_backward(s.gelu, c.f, st.dg, st.dg, Rd * 4, c.f_half, st.dg_half); }, true);
+  }
   be.linear_backward(c.h2, w.fc_w, st.dg, st.dh2, nullptr, nullptr, R, d, 4 * d);
   // x2's gradient: the residual's dy plus ln_2's. Without dropout it is also attn c_proj's output gradient.
   float* dx2 = p > 0 ? k.dx2.get() : st.da;

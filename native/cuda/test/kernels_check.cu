@@ -945,49 +945,69 @@ static void check_tma_bits() {
   rt::cuda::set_tma_store(process);
 }
 
-// c_fc with its activation in the epilogue (gemm's act, Backend::linear_forward_act_half): the same bits of C
-// and of act(C) as the product alone followed by activation.cu's pass over its bf16 output, on the TMA
-// kernel (which must have launched) staged, and through the pass where the staged epilogue is off. Shapes:
-// the char config's c_fc, row and column tails on 128-wide tiles, and a 192-wide tile's product.
-static void check_fc_act() {
+// The activations in the TMA product's epilogue (gemm's act): the same bits as the product alone followed by
+// activation.cu's pass over its bf16 output. Forward (c_fc, Backend::linear_forward_act_half): C and act(C);
+// backward (mlp c_proj's dx, linear_backward_dx_act_half): act'(x) times the rounded product. Staged, the
+// fused kernel must have launched where the shape allows it (the backward on 128-wide tiles only: not the
+// 192-wide K = 1536 shape); with the staged epilogue off, the pass does it. Shapes: the char config's, row and column
+// tails, and a product on 192-wide tiles.
+static void check_gemm_act() {
   if (!(rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled())) return;
   struct Case { int M, N, K; };
   const bool process = rt::cuda::tma_store();
   for (const bool staged : {true, false}) {
     rt::cuda::set_tma_store(staged);
-    for (const Case c : {Case{8192, 1536, 384}, Case{1000, 328, 200}, Case{777, 2000, 96}, Case{3000, 384, 1536}})
-      for (const bool gelu : {true, false}) {
-        const size_t mn = static_cast<size_t>(c.M) * c.N;
-        const VF a = rounded(randv(static_cast<size_t>(c.M) * c.K, 141, -2, 2));
-        DevBf A(a.size()), C0(mn), C1(mn), G0(mn), G1(mn);
-        upload_bf16(A, a);
-        Dev W(randv(static_cast<size_t>(c.N) * c.K, 142, -0.2f, 0.2f)), b(randv(c.N, 143));
-        use({rt::cuda::GemmKernel::Wgmma, "wgmma"});
-        const long launched = rt::cuda::tma_launches();
-        rt::cuda::gemm(true, false, true, c.M, c.N, c.K, 1.0f, nullptr, c.K, W.p, c.K, 0.0f,
-                       reinterpret_cast<float*>(C0.p), c.N, b.p, nullptr, nullptr, A.p, true);
-        const float* c0 = reinterpret_cast<const float*>(C0.p);
-        if (gelu) rt::cuda::gelu_forward(c0, nullptr, mn, G0.p, true, true);
-        else rt::cuda::relu_forward(c0, nullptr, mn, G0.p, true);
-        const rt::cuda::GemmAct act{G1.p, gelu};
-        rt::cuda::gemm(true, false, true, c.M, c.N, c.K, 1.0f, nullptr, c.K, W.p, c.K, 0.0f,
-                       reinterpret_cast<float*>(C1.p), c.N, b.p, nullptr, nullptr, A.p, true, &act);
-        expect_le(std::labs(rt::cuda::tma_launches() - launched - 2), 0,
-                  "gemm with act: the TMA kernel launched " + shape(c.M, c.N, c.K));
-        use({rt::cuda::GemmKernel::Auto, "auto"});
-        const std::vector<uint16_t> x0 = C0.get(), x1 = C1.get(), y0 = G0.get(), y1 = G1.get();
-        const std::string what = std::string(gelu ? " gelu " : " relu ") + shape(c.M, c.N, c.K) +
-                                 (staged ? ", staged epilogue" : ", through the pass");
-        expect_le(x0 == x1 ? 0 : 1, 0, "gemm with act: C's bits" + what);
-        expect_le(y0 == y1 ? 0 : 1, 0, "gemm with act: act(C)'s bits = the pass's" + what);
-      }
+    for (const Case c : {Case{8192, 1536, 384}, Case{1000, 328, 200}, Case{777, 2000, 96}, Case{8192, 384, 1536}})
+      for (const bool backward : {false, true})
+        for (const bool gelu : {true, false}) {
+          const size_t mn = static_cast<size_t>(c.M) * c.N;
+          const VF a = rounded(randv(static_cast<size_t>(c.M) * c.K, 141, -2, 2));
+          DevBf A(a.size()), X(mn), C0(mn), C1(mn), G0(mn), G1(mn);
+          upload_bf16(A, a);
+          upload_bf16(X, rounded(randv(mn, 144, -4, 4)));
+          Dev W(randv(static_cast<size_t>(c.N) * c.K, 142, -0.2f, 0.2f)), b(randv(c.N, 143));
+          // forward: C = A W^T + b (W: N x K); backward: C = A W (W: K x N), no bias
+          auto product = [&](DevBf& C, const rt::cuda::GemmAct* act) {
+            rt::cuda::gemm(true, false, !backward, c.M, c.N, c.K, 1.0f, nullptr, c.K, W.p, backward ? c.N : c.K, 0.0f,
+                           reinterpret_cast<float*>(C.p), c.N, backward ? nullptr : b.p, nullptr, nullptr, A.p, true, act);
+          };
+          use({rt::cuda::GemmKernel::Wgmma, "wgmma"});
+          const long launched = rt::cuda::tma_launches(), fused = rt::cuda::tma_act_launches();
+          product(C0, nullptr);
+          const float* c0 = reinterpret_cast<const float*>(C0.p);
+          const float* x = reinterpret_cast<const float*>(X.p);
+          if (backward) {
+            if (gelu) rt::cuda::gelu_backward(x, c0, nullptr, mn, G0.p, true, true, true);
+            else rt::cuda::relu_backward(x, c0, nullptr, mn, G0.p, true, true);
+          } else if (gelu) {
+            rt::cuda::gelu_forward(c0, nullptr, mn, G0.p, true, true);
+          } else {
+            rt::cuda::relu_forward(c0, nullptr, mn, G0.p, true);
+          }
+          const rt::cuda::GemmAct act{backward ? nullptr : G1.p, gelu, backward ? X.p : nullptr};
+          product(C1, &act);
+          // (gemm_tma's rule: 192-wide tiles for 128 < N <= 384 with K > 512; none of these is split over K)
+          const bool wide = c.N > 128 && c.N <= 384 && c.K > 512, want = staged && !(backward && wide);
+          const std::string what = std::string(backward ? " backward" : " forward") + (gelu ? " gelu " : " relu ") +
+                                   shape(c.M, c.N, c.K) + (staged ? ", staged epilogue" : ", through the pass");
+          expect_le(std::labs(rt::cuda::tma_launches() - launched - 2), 0, "gemm with act: the TMA kernel launched" + what);
+          expect_le(std::labs(rt::cuda::tma_act_launches() - fused - (want ? 1 : 0)), 0,
+                    std::string("gemm with act: ") + (want ? "applied in the epilogue" : "left to the pass") + what);
+          use({rt::cuda::GemmKernel::Auto, "auto"});
+          if (backward) {  // C1 holds act'(x) C: the pass's output
+            expect_le(C1.get() == G0.get() ? 0 : 1, 0, "gemm with act: act'(x) C's bits = the pass's" + what);
+          } else {
+            expect_le(C0.get() == C1.get() ? 0 : 1, 0, "gemm with act: C's bits" + what);
+            expect_le(G0.get() == G1.get() ? 0 : 1, 0, "gemm with act: act(C)'s bits = the pass's" + what);
+          }
+        }
   }
   rt::cuda::set_tma_store(process);
 }
 
 static void check_half_buffers() {
   check_tma_bits();
-  check_fc_act();
+  check_gemm_act();
   check_activation_half_input();
   check_keep_bf16();
   check_bf16_only();
