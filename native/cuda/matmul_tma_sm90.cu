@@ -49,6 +49,25 @@ struct Layout {
   static constexpr int kSmem = kStaging + 8 * 2 * kChunk + 1024;  // and slack to align the base to 1024 bytes
 };
 
+// A warp's staged box (16 rows of 32 bytes) into out (rows of ld elements of ESZ bytes) at column x, rows from
+// row0, by the warp's own 16-byte stores (two lanes a row) instead of the copy engine: the LANES variant of
+// store_tile_staged (RT_CUDA_LANE_STORE=1), an experiment against the engine's cost per small box. out and its
+// rows are 16-byte aligned (encode_c's conditions); columns past N are not written.
+template <int ESZ>
+__device__ __forceinline__ void lane_store(void* out, int ld, int M, int N, int x, int row0, const uint8_t* box) {
+  constexpr int per = 16 / ESZ;
+  const int lane = threadIdx.x & 31, rr = lane >> 1, gr = row0 + rr, gc = x + (lane & 1) * per;
+  if (gr >= M || gc >= N) return;
+  const uint8_t* src = box + rr * 32 + (lane & 1) * 16;
+  uint8_t* dst = static_cast<uint8_t*>(out) + (static_cast<size_t>(gr) * ld + gc) * ESZ;
+  if (gc + per <= N) {
+    *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+  } else {
+    for (int e = 0; e < (N - gc) * ESZ; e += 2)
+      *reinterpret_cast<uint16_t*>(dst + e) = *reinterpret_cast<const uint16_t*>(src + e);
+  }
+}
+
 // A warpgroup's 64 x BN accumulator tile (from (m0, n0)) through the epilogue (alpha, bias, residual; no
 // split, beta 0) into C by the copy engine: each warp writes its 16 rows 32 bytes of columns at a time (8
 // float32 or 16 bf16) into one of its two staging boxes and lane 0 stores the box (rows and columns outside C
@@ -65,7 +84,8 @@ struct Layout {
 // loaded it into a stage (two 64-column boxes of 128 rows, 128B-swizzled: a warp's 8 rows by 16 bytes per load
 // hit distinct banks).
 // boxes: the warp's count of boxes stored so far (which of the two is next, across tiles).
-template <int EPI, int BN>
+// LANES: the boxes stored by the warp's lanes (lane_store), not the copy engine.
+template <int EPI, int BN, bool LANES>
 __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUtensorMap* map_c, const CUtensorMap* map_g,
                                                   int m0, int n0, const float (&acc)[BN / 2], uint8_t* staging,
                                                   int& boxes, uint32_t fx) {
@@ -77,7 +97,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
 #pragma unroll
   for (int c = 0; c < BN / 8 / J; ++c) {
     uint8_t* box = box0 + (boxes++ & 1) * kChunk;
-    if (lane == 0) cluster::tma_store_wait_read<1>();  // this box's previous store (two back) has read it
+    if (!LANES && lane == 0) cluster::tma_store_wait_read<1>();  // this box's previous store (two back) has read it
     __syncwarp();
 #pragma unroll
     for (int jj = 0; jj < J; ++jj) {
@@ -115,17 +135,22 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
           *p = __floats2bfloat162_rn(a.x, a.y);
         }
     }
-    fence_async_shared();
-    __syncwarp();
-    if (lane == 0) {
-      cluster::tma_store_2d(map_c, n0 + c * 8 * J, row0, box);
-      cluster::tma_store_commit();
+    if constexpr (LANES) {
+      __syncwarp();
+      lane_store<HALF ? 2 : 4>(g.C, g.ldc, g.M, g.N, n0 + c * 8 * J, row0, box);
+    } else {
+      fence_async_shared();
+      __syncwarp();
+      if (lane == 0) {
+        cluster::tma_store_2d(map_c, n0 + c * 8 * J, row0, box);
+        cluster::tma_store_commit();
+      }
     }
     if constexpr (EPI == 4 || EPI == 5) {
       // act(C)'s box from the values this lane has just put in C's (read back, so that they need no registers
       // of their own beside the accumulators)
       uint8_t* abox = box0 + (boxes++ & 1) * kChunk;
-      if (lane == 0) cluster::tma_store_wait_read<1>();
+      if (!LANES && lane == 0) cluster::tma_store_wait_read<1>();
       __syncwarp();
 #pragma unroll
       for (int jj = 0; jj < J; ++jj)
@@ -138,11 +163,16 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
           else a = make_float2(Relu()(v.x), Relu()(v.y));
           *reinterpret_cast<__nv_bfloat162*>(abox + e * 2) = __floats2bfloat162_rn(a.x, a.y);
         }
-      fence_async_shared();
-      __syncwarp();
-      if (lane == 0) {
-        cluster::tma_store_2d(map_g, n0 + c * 8 * J, row0, abox);
-        cluster::tma_store_commit();
+      if constexpr (LANES) {
+        __syncwarp();
+        lane_store<2>(g.act_out, g.ldc, g.M, g.N, n0 + c * 8 * J, row0, abox);
+      } else {
+        fence_async_shared();
+        __syncwarp();
+        if (lane == 0) {
+          cluster::tma_store_2d(map_g, n0 + c * 8 * J, row0, abox);
+          cluster::tma_store_commit();
+        }
       }
     }
   }
@@ -173,8 +203,8 @@ __device__ __forceinline__ void mma_k16(float (&acc)[BN / 2], uint64_t a, uint64
 // tiles share their rows of A, which stay in L2). EPI: 0, 1 store_tile's (float32, bf16 C); 2 to 7
 // store_tile_staged's, through map_c (and map_g: act(C)'s map for 4 and 5, x's for 6 and 7, whose tile the
 // producer loads after each tile's K steps into the next stage, which the consumers hand back after their
-// epilogue).
-template <int BN, int STAGES, int MINB, int EPI>
+// epilogue); LANES: store_tile_staged's boxes stored by the lanes.
+template <int BN, int STAGES, int MINB, int EPI, bool LANES>
 __global__ void __launch_bounds__(kThreads, MINB)
     gemm_tma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
                     const __grid_constant__ CUtensorMap map_c, const __grid_constant__ CUtensorMap map_g, GemmArgs g,
@@ -266,7 +296,7 @@ __global__ void __launch_bounds__(kThreads, MINB)
         fx = smem_addr(smem + s * L::kStage + wg * 64 * 128);
       }
       if constexpr (EPI >= 2)
-        store_tile_staged<EPI, BN>(g, &map_c, &map_g, m0 + wg * 64, n0, acc, smem + L::kStaging, boxes, fx);
+        store_tile_staged<EPI, BN, LANES>(g, &map_c, &map_g, m0 + wg * 64, n0, acc, smem + L::kStaging, boxes, fx);
       else store_tile<EPI>(g, br.C, m0 + wg * 64, n0, acc);
       if constexpr (EPI >= 6) {  // x's stage back to the producer, once every lane has read its part
         __syncwarp();
@@ -323,11 +353,11 @@ bool encode_c(CUtensorMap* map, const void* p, bool half, int ld, const GemmArgs
 long g_launches = 0, g_act_launches = 0;
 
 // mc, mg: the maps of C and act(C) (encode_c) for the staged epilogues (EPI 2 to 5; mg 4 and 5).
-template <int BN, int STAGES, int MINB, int EPI>
+template <int BN, int STAGES, int MINB, int EPI, bool LANES = false>
 bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
             const CUtensorMap& mc, const CUtensorMap& mg) {
   using L = Layout<BN, STAGES>;
-  auto kernel = gemm_tma_kernel<BN, STAGES, MINB, EPI>;
+  auto kernel = gemm_tma_kernel<BN, STAGES, MINB, EPI, LANES>;
   // Per instantiation, once: the shared-memory limit raised, and how many blocks fit the GPU at once (the
   // grid is persistent: as many blocks as run together, each taking tiles in turn).
   static const int resident = [&] {
@@ -355,6 +385,18 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
 // window's products 263 -> 336 TFLOP/s, a char train step 10.31-10.37 -> 9.06-9.13 ms, the same bits.
 bool g_tma_store = rt::env_switch("RT_CUDA_TMA_STORE", true);
 
+// RT_CUDA_LANE_STORE=1 (set_lane_store): the staged boxes stored by the warps' lanes, not the copy engine.
+// Off by default: written in session 18 without a GPU, to find out whether the engine's cost per 512-byte box
+// is what keeps the K = 384 products at twice their time without stores.
+bool g_lane_store = rt::env_switch("RT_CUDA_LANE_STORE", false);
+
+template <int BN, int STAGES, int MINB, int EPI>
+bool launch_staged(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
+                   const CUtensorMap& mc, const CUtensorMap& mg) {
+  return g_lane_store ? launch<BN, STAGES, MINB, EPI, true>(g, A, B, Kp, splits, mc, mg)
+                      : launch<BN, STAGES, MINB, EPI, false>(g, A, B, Kp, splits, mc, mg);
+}
+
 // The staged epilogue where it is on, C is unsplit, beta is 0 and the copy engine can address C; else the
 // direct one. g.act is applied (*act_applied) where the staged epilogue runs on a bf16 C and the engine can
 // address act_out (act_x, on 128-wide tiles) too; else the product runs without it.
@@ -366,8 +408,8 @@ bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* 
     // x's tile fills one stage at BN = 128 only; K > 0 so that the producer runs (it loads x)
     if ((g.act == kActGeluGradFast || g.act == kActReluGrad) && staged && g.c_half && g.K > 0 && g.ldc == g.N &&
         g.N % 8 == 0 && aligned16(g.act_x) && encode(&mg, static_cast<const __nv_bfloat16*>(g.act_x), g.M, g.N, 128)) {
-      if (!(g.act == kActGeluGradFast ? launch<BN, STAGES, MINB, 6>(g, A, B, Kp, splits, mc, mg)
-                                      : launch<BN, STAGES, MINB, 7>(g, A, B, Kp, splits, mc, mg)))
+      if (!(g.act == kActGeluGradFast ? launch_staged<BN, STAGES, MINB, 6>(g, A, B, Kp, splits, mc, mg)
+                                      : launch_staged<BN, STAGES, MINB, 7>(g, A, B, Kp, splits, mc, mg)))
         return false;
       *act_applied = true;
       return true;
@@ -375,8 +417,8 @@ bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* 
   }
   if ((g.act == kActGeluFast || g.act == kActRelu) && staged && g.c_half &&
       encode_c(&mg, g.act_out, true, g.ldc, g)) {
-    if (!(g.act == kActGeluFast ? launch<BN, STAGES, MINB, 4>(g, A, B, Kp, splits, mc, mg)
-                                : launch<BN, STAGES, MINB, 5>(g, A, B, Kp, splits, mc, mg)))
+    if (!(g.act == kActGeluFast ? launch_staged<BN, STAGES, MINB, 4>(g, A, B, Kp, splits, mc, mg)
+                                : launch_staged<BN, STAGES, MINB, 5>(g, A, B, Kp, splits, mc, mg)))
       return false;
     *act_applied = true;
     return true;
@@ -384,8 +426,8 @@ bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* 
   switch ((staged ? 2 : 0) + (g.c_half ? 1 : 0)) {
     case 0: return launch<BN, STAGES, MINB, 0>(g, A, B, Kp, splits, mc, mg);
     case 1: return launch<BN, STAGES, MINB, 1>(g, A, B, Kp, splits, mc, mg);
-    case 2: return launch<BN, STAGES, MINB, 2>(g, A, B, Kp, splits, mc, mg);
-    default: return launch<BN, STAGES, MINB, 3>(g, A, B, Kp, splits, mc, mg);
+    case 2: return launch_staged<BN, STAGES, MINB, 2>(g, A, B, Kp, splits, mc, mg);
+    default: return launch_staged<BN, STAGES, MINB, 3>(g, A, B, Kp, splits, mc, mg);
   }
 }
 
@@ -397,6 +439,8 @@ bool g_tma = rt::env_switch("RT_CUDA_GEMM_TMA", true);
 
 void set_tma_gemm(bool on) { g_tma = on; }
 void set_tma_store(bool on) { g_tma_store = on; }
+void set_lane_store(bool on) { g_lane_store = on; }
+bool lane_store() { return g_lane_store; }
 bool tma_store() { return g_tma_store; }
 long tma_launches() { return g_launches; }
 long tma_act_launches() { return g_act_launches; }

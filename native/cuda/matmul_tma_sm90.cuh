@@ -20,6 +20,10 @@ void set_tma_gemm(bool on);
 // direct stores. Default on; RT_CUDA_TMA_STORE=0 turns it off.
 void set_tma_store(bool on);
 bool tma_store();
+// The staged epilogue's boxes stored by the warps' lanes rather than the copy engine, for the products launched
+// after (the same bits). Default off; RT_CUDA_LANE_STORE=1 turns it on.
+void set_lane_store(bool on);
+bool lane_store();
 // Products it has launched in this process (kernels_check: that a product ran here, not on the fallback).
 long tma_launches();
 // Those of them that applied an activation in the epilogue (GemmArgs::act).

@@ -912,9 +912,11 @@ static void check_bf16_only() {
 static void check_tma_bits() {
   if (!(rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled())) return;
   struct Case { int M, N, K; bool bias, res, half; };
-  const bool process = rt::cuda::tma_store();
-  for (const bool staged : {false, true}) {
+  const bool process = rt::cuda::tma_store(), lanes_process = rt::cuda::lane_store();
+  for (const int mode : {0, 1, 2}) {  // the direct epilogue, the staged one by the engine, by the lanes
+    const bool staged = mode > 0;
     rt::cuda::set_tma_store(staged);
+    rt::cuda::set_lane_store(mode == 2);
     for (const Case c : {Case{8192, 1152, 384, true, false, true}, Case{8192, 384, 1536, true, true, false},
                          Case{8192, 384, 1152, false, false, false}, Case{1000, 300, 200, true, true, false},
                          Case{333, 1000, 4000, false, false, false}, Case{96, 96, 8192, false, false, false},
@@ -932,17 +934,18 @@ static void check_tma_bits() {
         rt::cuda::gemm(true, false, true, c.M, c.N, c.K, 1.0f, nullptr, c.K, W.p, c.K, 0.0f, (v ? C1 : C0).p, c.N,
                        c.bias ? b.p : nullptr, nullptr, c.res ? r.p : nullptr, A.p, c.half);
       }
+      const std::string how = mode == 0 ? "" : mode == 1 ? ", staged epilogue" : ", staged epilogue stored by the lanes";
       expect_le(std::labs(rt::cuda::tma_launches() - launched - 1), 0,
-                "gemm TMA kernel launched, not a fallback " + shape(c.M, c.N, c.K) + (staged ? ", staged epilogue" : ""));
+                "gemm TMA kernel launched, not a fallback " + shape(c.M, c.N, c.K) + how);
       use({rt::cuda::GemmKernel::Auto, "auto"});
       const VF x = C0.get(), y = C1.get();
       const size_t bytes = static_cast<size_t>(c.M) * c.N * (c.half ? 2 : 4);
       expect_le(std::memcmp(x.data(), y.data(), bytes) == 0 ? 0 : 1, 0,
-                "gemm TMA vs cp.async, same bits " + shape(c.M, c.N, c.K) + (c.half ? " bf16 C" : "") +
-                    (staged ? ", staged epilogue" : ""));
+                "gemm TMA vs cp.async, same bits " + shape(c.M, c.N, c.K) + (c.half ? " bf16 C" : "") + how);
     }
   }
   rt::cuda::set_tma_store(process);
+  rt::cuda::set_lane_store(lanes_process);
 }
 
 // The activations in the TMA product's epilogue (gemm's act): the same bits as the product alone followed by
@@ -954,9 +957,11 @@ static void check_tma_bits() {
 static void check_gemm_act() {
   if (!(rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled())) return;
   struct Case { int M, N, K; };
-  const bool process = rt::cuda::tma_store();
-  for (const bool staged : {true, false}) {
+  const bool process = rt::cuda::tma_store(), lanes_process = rt::cuda::lane_store();
+  for (const int mode : {1, 2, 0}) {  // staged by the engine, by the lanes; the direct epilogue (the pass)
+    const bool staged = mode > 0;
     rt::cuda::set_tma_store(staged);
+    rt::cuda::set_lane_store(mode == 2);
     for (const Case c : {Case{8192, 1536, 384}, Case{1000, 328, 200}, Case{777, 2000, 96}, Case{8192, 384, 1536}})
       for (const bool backward : {false, true})
         for (const bool gelu : {true, false}) {
@@ -989,7 +994,8 @@ static void check_gemm_act() {
           // (gemm_tma's rule: 192-wide tiles for 128 < N <= 384 with K > 512; none of these is split over K)
           const bool wide = c.N > 128 && c.N <= 384 && c.K > 512, want = staged && !(backward && wide);
           const std::string what = std::string(backward ? " backward" : " forward") + (gelu ? " gelu " : " relu ") +
-                                   shape(c.M, c.N, c.K) + (staged ? ", staged epilogue" : ", through the pass");
+                                   shape(c.M, c.N, c.K) +
+                                   (mode == 0 ? ", through the pass" : mode == 1 ? ", staged epilogue" : ", staged by the lanes");
           expect_le(std::labs(rt::cuda::tma_launches() - launched - 2), 0, "gemm with act: the TMA kernel launched" + what);
           expect_le(std::labs(rt::cuda::tma_act_launches() - fused - (want ? 1 : 0)), 0,
                     std::string("gemm with act: ") + (want ? "applied in the epilogue" : "left to the pass") + what);
@@ -1003,6 +1009,7 @@ static void check_gemm_act() {
         }
   }
   rt::cuda::set_tma_store(process);
+  rt::cuda::set_lane_store(lanes_process);
 }
 
 static void check_half_buffers() {
