@@ -158,7 +158,8 @@ class CpuBackend final : public Backend {
     cpu::layernorm_forward(x, w, b, y, mean, rstd, n, d);
   }
   void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
-                          float* dx, float* dw, float* db, int n, int d) override {
+                          float* dx, float* dw, float* db, int n, int d, bool dy_half) override {
+    if (dy_half) throw Error("cpu layernorm_backward: a bf16 dy is not supported");
     cpu::layernorm_backward(x, w, mean, rstd, dy, dx, dw, db, n, d);
   }
   void attention_forward(const float* qkv, float* probs, float* out, int B, int n, int d, int H, float p,

@@ -639,15 +639,15 @@ class CudaBackend final : public Backend {
     cuda::layernorm_forward(x, w, b, cuda::float_output(tw, y), mean, rstd, n, d, tw);
   }
   void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
-                          float* dx, float* dw, float* db, int n, int d) override {
+                          float* dx, float* dw, float* db, int n, int d, bool dy_half) override {
     RT_PROF("layernorm_backward");
-    cuda::layernorm_backward(x, w, mean, rstd, dy, dx, dw, db, n, d);
+    cuda::layernorm_backward(x, w, mean, rstd, dy, dx, dw, db, n, d, dy_half);
   }
   void layernorm_backward_res(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
-                              const float* dres, float* dx, float* dw, float* db, int n, int d) override {
+                              const float* dres, float* dx, float* dw, float* db, int n, int d, bool dy_half) override {
     RT_PROF("layernorm_backward");
     __nv_bfloat16* tw = dx ? cuda::twin_offer(!fp32_, dx, static_cast<size_t>(n) * d) : nullptr;
-    cuda::layernorm_backward_res(x, w, mean, rstd, dy, dres, dx, dw, db, n, d, tw);
+    cuda::layernorm_backward_res(x, w, mean, rstd, dy, dres, dx, dw, db, n, d, tw, dy_half);
   }
   // The block's four matrices as [out, in] (the fused chains have their own packed copy).
   struct BlockMatrices {
@@ -719,6 +719,11 @@ class CudaBackend final : public Backend {
   void linear_forward_half(const float* x, const float* W, const float* b, float* y, int n, int in,
                            int out) override {
     linear_forward_as(x, W, b, nullptr, y, n, in, out, true);
+  }
+  // RT_CUDA_DH_HALF=1: dh1 and dh2 in bf16. Off by default until measured on the GPU (written in session 18).
+  bool block_dh_half(const BlockShape& s) const override {
+    static const bool on = rt::env_switch("RT_CUDA_DH_HALF", false);
+    return on && block_f_half(s);
   }
   // RT_CUDA_FC_ACT=1: c_fc's product writes the activation too (the TMA kernel's staged epilogue). Off by
   // default until measured on the GPU (written in session 18, which had none).

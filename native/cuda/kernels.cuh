@@ -108,13 +108,14 @@ void set_weight_grad(bool on);
 // twin (here and in the activations): also write a bf16 copy of the output there (twin.cuh), when not null.
 void layernorm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int n,
                        int d, __nv_bfloat16* twin = nullptr);
-// dx += ...; dw += ...; db += ... (db may be null).
+// dx += ...; dw += ...; db += ... (db may be null). dy_half: dy holds bf16 behind its float pointer (the same
+// bits as a float32 dy holding the same values).
 void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
-                        float* dx, float* dw, float* db, int n, int d);
+                        float* dx, float* dw, float* db, int n, int d, bool dy_half = false);
 // dx = dres + ... (written; dres may equal dx, which is layernorm_backward); dw += ...; db += ... (db may be null).
 void layernorm_backward_res(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
                             const float* dres, float* dx, float* dw, float* db, int n, int d,
-                            __nv_bfloat16* twin = nullptr);
+                            __nv_bfloat16* twin = nullptr, bool dy_half = false);
 
 // ---- attention.cu ----
 // As cpu::attention_forward / attention_backward (probs [B,H,n,n] before dropout, upper triangle 0;

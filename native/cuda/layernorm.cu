@@ -28,6 +28,11 @@ constexpr float kEps = 1e-5f;
 constexpr int kRowsPerBlock = 8;  // warps per block, one row each
 constexpr int kChunk = 256;       // rows per partial sum of dw / db
 
+// Element i of dy, float32 or bf16 (Backend::block_dh_half: the backward kernels read either, for the same
+// bits from the same values).
+__device__ __forceinline__ float dy_at(const float* __restrict__ dy, size_t i) { return dy[i]; }
+__device__ __forceinline__ float dy_at(const __nv_bfloat16* __restrict__ dy, size_t i) { return __bfloat162float(dy[i]); }
+
 __global__ void layernorm_forward_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                          const float* __restrict__ b, float* __restrict__ y, float* __restrict__ mean,
                                          float* __restrict__ rstd, __nv_bfloat16* __restrict__ twin, int n, int d) {
@@ -58,20 +63,21 @@ __global__ void layernorm_forward_kernel(const float* __restrict__ x, const floa
 
 // dx = dres + (the LayerNorm's gradient); dres may be dx itself (accumulate: element j is read before it is
 // written, by the same thread), so neither carries __restrict__.
+template <class TD>
 __global__ void layernorm_backward_dx_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                              const float* __restrict__ mean, const float* __restrict__ rstd,
-                                             const float* __restrict__ dy, const float* dres, float* dx,
+                                             const TD* __restrict__ dy, const float* dres, float* dx,
                                              __nv_bfloat16* __restrict__ twin, int n, int d) {
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= n) return;
   const float* xr = x + static_cast<size_t>(row) * d;
-  const float* gr = dy + static_cast<size_t>(row) * d;
+  const TD* gr = dy + static_cast<size_t>(row) * d;
   const float* rr = dres + static_cast<size_t>(row) * d;
   float* dxr = dx + static_cast<size_t>(row) * d;
   const float m = mean[row], rs = rstd[row];
   float s1 = 0.0f, s2 = 0.0f;
   for (int j = lane; j < d; j += 32) {
-    const float dyw = gr[j] * w[j];
+    const float dyw = dy_at(gr, j) * w[j];
     s1 += dyw;
     s2 += dyw * ((xr[j] - m) * rs);
   }
@@ -79,7 +85,7 @@ __global__ void layernorm_backward_dx_kernel(const float* __restrict__ x, const 
   __nv_bfloat16* tr = twin ? twin + static_cast<size_t>(row) * d : nullptr;
   for (int j = lane; j < d; j += 32) {
     const float xh = (xr[j] - m) * rs;
-    const float o = rr[j] + rs * (gr[j] * w[j] - m1 - xh * m2);
+    const float o = rr[j] + rs * (dy_at(gr, j) * w[j] - m1 - xh * m2);
     dxr[j] = o;
     if (tr) tr[j] = __float2bfloat16_rn(o);
   }
@@ -138,11 +144,11 @@ __global__ void __launch_bounds__(32 * kRowsPerBlock)
 
 // layernorm_backward_dx_kernel for d = 32 K, the warp's kWarpRows<K> rows of x, dy and dres in registers: all
 // of dres is read before any of dx is written, so dres = dx still works.
-template <int K>
+template <int K, class TD>
 __global__ void __launch_bounds__(32 * kRowsPerBlock)
     layernorm_backward_dx_rows_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                       const float* __restrict__ mean, const float* __restrict__ rstd,
-                                      const float* __restrict__ dy, const float* dres, float* dx,
+                                      const TD* __restrict__ dy, const float* dres, float* dx,
                                       __nv_bfloat16* __restrict__ twin, int n) {
   constexpr int D = 32 * K, R = kWarpRows<K>;
   const int row0 = (blockIdx.x * kRowsPerBlock + threadIdx.x / 32) * R, lane = threadIdx.x % 32;
@@ -157,7 +163,7 @@ __global__ void __launch_bounds__(32 * kRowsPerBlock)
     for (int k = 0; k < K; ++k) {
       const size_t i = static_cast<size_t>(row) * D + lane + 32 * k;
       xv[q][k] = x[i];
-      gv[q][k] = dy[i];
+      gv[q][k] = dy_at(dy, i);
       rv[q][k] = dres[i];
     }
   }
@@ -214,8 +220,9 @@ bool by_lanes(int d, F&& f) {
 // ahead of the sums (the loop to n kept a few in flight), and its warp's 32 rows' mean and rstd are read once,
 // lane l holding row l's, and shuffled round, leaving the load slots to x and dy. Lanes past d go along (the
 // shuffles need the whole warp) on column d - 1, their sums unused.
+template <class TD>
 __global__ void layernorm_backward_partial_kernel(const float* __restrict__ x, const float* __restrict__ mean,
-                                                  const float* __restrict__ rstd, const float* __restrict__ dy,
+                                                  const float* __restrict__ rstd, const TD* __restrict__ dy,
                                                   float* __restrict__ part_w, float* __restrict__ part_b, int n,
                                                   int d) {
   __shared__ float rw[8][33], rb[8][33];
@@ -228,14 +235,14 @@ __global__ void layernorm_backward_partial_kernel(const float* __restrict__ x, c
 #pragma unroll
     for (int q = 0; q < 32; ++q) {
       const size_t i = static_cast<size_t>(r0 + threadIdx.y + 8 * q) * d + cc;
-      const float g = dy[i];
+      const float g = dy_at(dy, i);
       sw += g * ((x[i] - __shfl_sync(0xffffffffu, ml, q)) * __shfl_sync(0xffffffffu, rl, q));
       sb += g;
     }
   } else if (c < d) {
     for (int r = r0 + threadIdx.y; r < r1; r += 8) {
       const size_t i = static_cast<size_t>(r) * d + c;
-      const float g = dy[i];
+      const float g = dy_at(dy, i);
       sw += g * ((x[i] - mean[r]) * rstd[r]);
       sb += g;
     }
@@ -307,14 +314,14 @@ void layernorm_forward(const float* x, const float* w, const float* b, float* y,
 }
 
 void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
-                        float* dx, float* dw, float* db, int n, int d) {
-  layernorm_backward_res(x, w, mean, rstd, dy, dx, dx, dw, db, n, d);
+                        float* dx, float* dw, float* db, int n, int d, bool dy_half) {
+  layernorm_backward_res(x, w, mean, rstd, dy, dx, dx, dw, db, n, d, nullptr, dy_half);
 }
 
-void layernorm_backward_res(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
-                            const float* dres, float* dx, float* dw, float* db, int n, int d, __nv_bfloat16* twin) {
-  check(n, d, "layernorm_backward");
-  if (n == 0) return;
+namespace {
+template <class TD>
+void layernorm_backward_as(const float* x, const float* w, const float* mean, const float* rstd, const TD* dy,
+                           const float* dres, float* dx, float* dw, float* db, int n, int d, __nv_bfloat16* twin) {
   if (dx) {
     RT_CHECK(dres, "layernorm_backward: dres must not be null when dx is given");
     const bool rows = by_lanes(d, [&](auto k) {
@@ -339,6 +346,17 @@ void layernorm_backward_res(const float* x, const float* w, const float* mean, c
     layernorm_backward_finish_kernel<<<(d + 31) / 32, dim3(32, kFinishRows), 0, stream()>>>(pw, pb, chunks, d, dw, db);
     RT_CU_LAUNCH("layernorm_backward finish");
   }
+}
+}  // namespace
+
+void layernorm_backward_res(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
+                            const float* dres, float* dx, float* dw, float* db, int n, int d, __nv_bfloat16* twin,
+                            bool dy_half) {
+  check(n, d, "layernorm_backward");
+  if (n == 0) return;
+  if (dy_half)
+    layernorm_backward_as(x, w, mean, rstd, reinterpret_cast<const __nv_bfloat16*>(dy), dres, dx, dw, db, n, d, twin);
+  else layernorm_backward_as(x, w, mean, rstd, dy, dres, dx, dw, db, n, d, twin);
 }
 
 }  // namespace rt::cuda

@@ -153,16 +153,18 @@ class Backend {
   }
   virtual void layernorm_forward(const float* x, const float* w, const float* b, float* y, float* mean,
                                  float* rstd, int n, int d) = 0;
+  // dy_half: dy holds bf16 behind its float pointer (block_dh_half's dh1, dh2).
   virtual void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd,
-                                  const float* dy, float* dx, float* dw, float* db, int n, int d) = 0;
+                                  const float* dy, float* dx, float* dw, float* db, int n, int d,
+                                  bool dy_half = false) = 0;
   // dx = dres + (layernorm_backward's dx contribution) (written, not accumulated; dres may be dx itself);
   // dw, db accumulate as in layernorm_backward. The residual connection's gradient passing round the
   // LayerNorm, in one pass on a device backend; the default copies then accumulates.
   virtual void layernorm_backward_res(const float* x, const float* w, const float* mean, const float* rstd,
                                       const float* dy, const float* dres, float* dx, float* dw, float* db, int n,
-                                      int d) {
+                                      int d, bool dy_half = false) {
     if (dx != dres) copy(dx, dres, static_cast<size_t>(n) * d);
-    layernorm_backward(x, w, mean, rstd, dy, dx, dw, db, n, d);
+    layernorm_backward(x, w, mean, rstd, dy, dx, dw, db, n, d, dy_half);
   }
   // qkv_half: qkv holds bf16 behind its float pointer (block_qkv_half).
   virtual void attention_forward(const float* qkv, float* probs, float* out, int B, int n, int d, int H,
@@ -266,6 +268,11 @@ class Backend {
                                        float* /*act_y*/, int /*n*/, int /*in*/, int /*out*/, bool /*gelu*/) {
     throw Error(std::string(name()) + ": has no fused activation products");
   }
+  // Whether the unfused path (where block_f_half holds) keeps dh1 and dh2, the gradients at the LayerNorms'
+  // outputs, as bf16: the dx products of c_attn and c_fc write them rounded (linear_backward_dx_half), as a
+  // bf16 autocast would hold them, and the LayerNorm backward (dx per window, dw and db over all rows) reads
+  // them so (dy_half).
+  virtual bool block_dh_half(const BlockShape&) const { return false; }
   // Whether the unfused path, where f and dg are bf16 (block_f_half), runs mlp c_proj's dx product and the
   // activation's backward as one operation (linear_backward_dx_act_half).
   virtual bool block_fc_dact(const BlockShape&) const { return false; }

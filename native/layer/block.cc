@@ -117,8 +117,9 @@ void BlockGradArena::allocate(Backend& be, const BlockShape& s, size_t rows, boo
   dg = DeviceBuffer(be, held(half || dg_half, rows * 4 * d));
   da = DeviceBuffer(be, rows * d);
   dqkv = DeviceBuffer(be, held(half, rows * 3 * d));
-  dh1 = DeviceBuffer(be, rows * d);
-  dh2 = DeviceBuffer(be, rows * d);
+  dh_half = be.block_dh_half(s);
+  dh1 = DeviceBuffer(be, held(dh_half, rows * d));
+  dh2 = DeviceBuffer(be, held(dh_half, rows * d));
   if (be.block_keeps_bf16(s)) {
     dqkv_16 = DeviceBuffer(be, held(true, rows * 3 * d));
     da_16 = DeviceBuffer(be, held(true, rows * d));
@@ -135,8 +136,9 @@ BlockGradStash BlockGradArena::view(const BlockShape& s, const BlockArena& a, in
   st.dg_half = dg_half;
   st.da = da.get() + r * d;
   st.dqkv = at_elem(dqkv, r * 3 * d, half);
-  st.dh1 = dh1.get() + r * d;
-  st.dh2 = dh2.get() + r * d;
+  st.dh1 = at_elem(dh1, r * d, dh_half);
+  st.dh2 = at_elem(dh2, r * d, dh_half);
+  st.dh_half = dh_half;
   st.b16.dqkv = half ? st.dqkv : at_elem(dqkv_16, r * 3 * d, true);
   st.b16.da = at_elem(da_16, r * d, true);
   st.b16.dg = half ? st.dg : at_elem(dg_16, r * 4 * d, true);
@@ -278,11 +280,12 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
     keeping(be, st.dg, st.b16.dg, Rd * 4,
             [&] { be.activation_backward(s.gelu, c.f, st.dg, st.dg, Rd * 4, c.f_half, st.dg_half); }, true);
   }
-  be.linear_backward(c.h2, w.fc_w, st.dg, st.dh2, nullptr, nullptr, R, d, 4 * d);
+  if (st.dh_half) be.linear_backward_dx_half(w.fc_w, st.dg, st.dh2, R, d, 4 * d);
+  else be.linear_backward(c.h2, w.fc_w, st.dg, st.dh2, nullptr, nullptr, R, d, 4 * d);
   // x2's gradient: the residual's dy plus ln_2's. Without dropout it is also attn c_proj's output gradient.
   float* dx2 = p > 0 ? k.dx2.get() : st.da;
   keeping(be, st.da, p > 0 ? nullptr : st.b16.da, Rd, [&] {
-    be.layernorm_backward_res(c.x2, w.ln2_w, c.mean2, c.rstd2, st.dh2, dy, dx2, nullptr, nullptr, R, d);
+    be.layernorm_backward_res(c.x2, w.ln2_w, c.mean2, c.rstd2, st.dh2, dy, dx2, nullptr, nullptr, R, d, st.dh_half);
   });
 
   // Attention branch.
@@ -296,8 +299,9 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
                               c.qkv_half);
       },
       true);
-  be.linear_backward(c.h1, w.attn_w, st.dqkv, st.dh1, nullptr, nullptr, R, d, 3 * d);
-  be.layernorm_backward_res(c.x, w.ln1_w, c.mean1, c.rstd1, st.dh1, dx2, dx, nullptr, nullptr, R, d);
+  if (st.dh_half) be.linear_backward_dx_half(w.attn_w, st.dqkv, st.dh1, R, d, 3 * d);
+  else be.linear_backward(c.h1, w.attn_w, st.dqkv, st.dh1, nullptr, nullptr, R, d, 3 * d);
+  be.layernorm_backward_res(c.x, w.ln1_w, c.mean1, c.rstd1, st.dh1, dx2, dx, nullptr, nullptr, R, d, st.dh_half);
 }
 
 void block_weight_grads(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
@@ -312,8 +316,8 @@ void block_weight_grads(Backend& be, const BlockShape& s, const BlockWeights& w,
   grad(a.att, a.b16.att, st.da, st.b16.da, g.attn_proj_w, g.attn_proj_b, d, d);
   grad(a.h2, a.b16.h2, st.dg, st.b16.dg, g.fc_w, g.fc_b, d, 4 * d);
   grad(a.g, a.b16.g, st.dm, nullptr, g.mlp_proj_w, g.mlp_proj_b, 4 * d, d);
-  be.layernorm_backward(a.x, w.ln1_w, a.mean1, a.rstd1, st.dh1, nullptr, g.ln1_w, g.ln1_b, rows, d);
-  be.layernorm_backward(a.x2, w.ln2_w, a.mean2, a.rstd2, st.dh2, nullptr, g.ln2_w, g.ln2_b, rows, d);
+  be.layernorm_backward(a.x, w.ln1_w, a.mean1, a.rstd1, st.dh1, nullptr, g.ln1_w, g.ln1_b, rows, d, st.dh_half);
+  be.layernorm_backward(a.x2, w.ln2_w, a.mean2, a.rstd2, st.dh2, nullptr, g.ln2_w, g.ln2_b, rows, d, st.dh_half);
 }
 
 void ChunkScratch::ensure(Backend& be, const BlockShape& s, int tokens) {

@@ -94,6 +94,7 @@ struct BlockGradStash {
   float *dh1 = nullptr, *dh2 = nullptr;
   bool half = false;  // dg and dqkv hold bf16 (Backend::block_half), behind their float pointers
   bool dg_half = false;  // dg holds bf16 (Backend::block_f_half on the unfused path)
+  bool dh_half = false;  // dh1 and dh2 hold bf16 (Backend::block_dh_half)
   struct Bf16 {       // the same for dqkv, da, dg (BlockCache::b16)
     void *dqkv = nullptr, *da = nullptr, *dg = nullptr;
   } b16;
@@ -101,6 +102,7 @@ struct BlockGradStash {
 struct BlockGradArena {
   bool half = false;
   bool dg_half = false;  // dg in bf16 (Backend::block_f_half)
+  bool dh_half = false;  // dh1, dh2 in bf16 (Backend::block_dh_half)
   DeviceBuffer dm, dg, da, dqkv, dh1, dh2;
   DeviceBuffer dqkv_16, da_16, dg_16;  // Backend::block_keeps_bf16's copies, or none
   // with_dm false: the caller points dm at memory of its own (the layer's dy, when it is already there).

@@ -948,6 +948,32 @@ static void check_tma_bits() {
   rt::cuda::set_lane_store(lanes_process);
 }
 
+// The LayerNorm backward from a bf16 dy (Backend::block_dh_half) gives the bits of a float32 dy holding the same
+// values: dx, its twin, and dw, db over rows with a partial chunk; the register kernel (d = 384) and the
+// generic one (d = 100).
+static void check_layernorm_half_dy() {
+  for (const int d : {384, 100}) {
+    const int n = 1000;
+    const VF x = randv(static_cast<size_t>(n) * d, 151, -2, 3), w = randv(d, 152), b = randv(d, 153);
+    const VF dy = rounded(randv(x.size(), 154)), dres = randv(x.size(), 155), dw0 = randv(d, 156), db0 = randv(d, 157);
+    Dev gx(x), gw(w), gb(b), gy(x.size()), gm(n), gr(n), gdy(dy), gres(dres);
+    DevBf hdy(dy.size());
+    upload_bf16(hdy, dy);
+    rt::cuda::layernorm_forward(gx.p, gw.p, gb.p, gy.p, gm.p, gr.p, n, d);
+    Dev dx1(x.size()), dx2(x.size()), dw1(dw0), dw2(dw0), db1(db0), db2(db0);
+    DevBf t1(x.size()), t2(x.size());
+    rt::cuda::layernorm_backward_res(gx.p, gw.p, gm.p, gr.p, gdy.p, gres.p, dx1.p, dw1.p, db1.p, n, d, t1.p);
+    rt::cuda::layernorm_backward_res(gx.p, gw.p, gm.p, gr.p, reinterpret_cast<const float*>(hdy.p), gres.p, dx2.p, dw2.p,
+                                     db2.p, n, d, t2.p, true);
+    const VF a1 = dx1.get(), a2 = dx2.get(), w1 = dw1.get(), w2 = dw2.get(), b1 = db1.get(), b2 = db2.get();
+    const bool same = std::memcmp(a1.data(), a2.data(), a1.size() * 4) == 0 && t1.get() == t2.get() &&
+                      std::memcmp(w1.data(), w2.data(), w1.size() * 4) == 0 &&
+                      std::memcmp(b1.data(), b2.data(), b1.size() * 4) == 0;
+    expect_le(same ? 0 : 1, 0, "layernorm_backward from a bf16 dy = from its float32 values, dx, twin, dw, db d=" +
+                                   std::to_string(d));
+  }
+}
+
 // The activations in the TMA product's epilogue (gemm's act): the same bits as the product alone followed by
 // activation.cu's pass over its bf16 output. Forward (c_fc, Backend::linear_forward_act_half): C and act(C);
 // backward (mlp c_proj's dx, linear_backward_dx_act_half): act'(x) times the rounded product. Staged, the
@@ -1015,6 +1041,7 @@ static void check_gemm_act() {
 static void check_half_buffers() {
   check_tma_bits();
   check_gemm_act();
+  check_layernorm_half_dy();
   check_activation_half_input();
   check_keep_bf16();
   check_bf16_only();
