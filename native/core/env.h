@@ -13,4 +13,13 @@ inline bool env_switch(const char* name, bool otherwise) {
   return std::strcmp(e, "0") != 0;
 }
 
+// A non-negative integer setting; unset, empty or not a number leaves it at `otherwise`.
+inline int env_int(const char* name, int otherwise) {
+  const char* e = std::getenv(name);
+  if (!e || !*e) return otherwise;
+  char* end = nullptr;
+  const long v = std::strtol(e, &end, 10);
+  return *end || v < 0 || v > 1000000000L ? otherwise : static_cast<int>(v);
+}
+
 }  // namespace rt

@@ -208,7 +208,7 @@ template <int BN, int STAGES, int MINB, int EPI, bool LANES>
 __global__ void __launch_bounds__(kThreads, MINB)
     gemm_tma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
                     const __grid_constant__ CUtensorMap map_c, const __grid_constant__ CUtensorMap map_g, GemmArgs g,
-                    int tiles_n, int tiles) {
+                    int tiles_n, int tiles, int stagger_ns) {
   using L = Layout<BN, STAGES>;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
@@ -232,6 +232,10 @@ __global__ void __launch_bounds__(kThreads, MINB)
 
   if (threadIdx.x >= kConsumers) {  // the producer warp: one thread issues every copy
     if (threadIdx.x == kConsumers && nk > 0) {
+      // The second half of the grid (likely the second block on each SM) starts late, so that two blocks of
+      // an SM stop being in step: products in one while the other stores (RT_CUDA_TMA_STAGGER_NS, an
+      // experiment; 0 by default).
+      if (stagger_ns > 0 && blockIdx.x >= gridDim.x / 2) __nanosleep(stagger_ns);
       int s = 0;
       uint32_t ph = 0;
       for (int i = 0; i < mine; ++i) {
@@ -374,7 +378,8 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
   if (!encode(&ma, A, g.M, Kp, kBM) || !encode(&mb, B, g.N, Kp, BN)) return false;
   const int tiles_n = (g.N + BN - 1) / BN, tiles = tiles_n * ((g.M + kBM - 1) / kBM);
   const dim3 grid(static_cast<unsigned>(std::max(1, std::min(tiles, resident / splits))), 1, static_cast<unsigned>(splits));
-  kernel<<<grid, kThreads, L::kSmem, stream()>>>(ma, mb, mc, mg, g, tiles_n, tiles);
+  static const int stagger_ns = rt::env_int("RT_CUDA_TMA_STAGGER_NS", 0);
+  kernel<<<grid, kThreads, L::kSmem, stream()>>>(ma, mb, mc, mg, g, tiles_n, tiles, stagger_ns);
   RT_CU_LAUNCH("gemm_tma");
   ++g_launches;
   if (EPI >= 4) ++g_act_launches;
