@@ -178,10 +178,9 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
   }
 }
 
-// Named barriers 1 and 2 between the producer warp and the eight consumer warps, not .aligned: one thread of
-// the producer warp arrives (the rest of its warp has exited; the arrival counts for the warp), after it saw
-// x's stage complete, so the consumers' reads after their sync are ordered after the copy's writes. Each
-// consumer warp syncs whole. x's tile for tile i is announced on 1 + i % 2. Two barriers, so that the
+// Named barriers 1 and 2 between the producer warp and the eight consumer warps, each arriving or syncing
+// whole: the producer warp arrives after it saw x's stage complete, so the consumers' reads after their sync
+// are ordered after the copy's writes. x's tile for tile i is announced on 1 + i % 2. Two barriers, so that the
 // announcement for tile i + 1 cannot land in the phase of tile i's; the producer cannot reach tile i + 2's
 // before every consumer has passed tile i's, since x's stage for tile i + 2 is at least STAGES + 1 stages on
 // in the ring (2 (nk + 1) >= 4 > 3 = STAGES, the 128-wide kernel's): its load waited for tile i's x stage to
@@ -231,7 +230,12 @@ __global__ void __launch_bounds__(kThreads, MINB)
   auto tile_n0 = [&](int i) { return (blockIdx.x + i * gridDim.x) % tiles_n * BN; };
 
   if (threadIdx.x >= kConsumers) {  // the producer warp: one thread issues every copy
-    if (threadIdx.x == kConsumers && nk > 0) {
+    // With x's tiles (EPI 6, 7) the whole warp walks the ring, so that it arrives at the named barrier whole:
+    // a lone thread's arrival waits for the rest of its warp, which must then not sit at a reconvergence point
+    // waiting for that thread. Else the other 31 lanes leave at once.
+    constexpr bool kWholeWarp = EPI >= 6;
+    const bool leader = threadIdx.x == kConsumers;
+    if ((kWholeWarp || leader) && nk > 0) {
       // The second half of the grid (likely the second block on each SM) starts late, so that two blocks of
       // an SM stop being in step: products in one while the other stores (RT_CUDA_TMA_STAGGER_NS, an
       // experiment; 0 by default).
@@ -242,21 +246,26 @@ __global__ void __launch_bounds__(kThreads, MINB)
         const int m0 = tile_m0(i), n0 = tile_n0(i);
         for (int kt = 0; kt < nk; ++kt) {
           cluster::bar_wait(empty + s, ph ^ 1);  // a fresh barrier's "previous" phase counts as complete
-          cluster::bar_expect(full + s, L::kStage);
-          uint8_t* st = smem + s * L::kStage;
-          const int k = br.kb + kt * kBK;
-          cluster::tma_load_2d(st, &map_a, k, m0, full + s);
-          cluster::tma_load_2d(st + kATile, &map_b, k, n0, full + s);
+          if (leader) {
+            cluster::bar_expect(full + s, L::kStage);
+            uint8_t* st = smem + s * L::kStage;
+            const int k = br.kb + kt * kBK;
+            cluster::tma_load_2d(st, &map_a, k, m0, full + s);
+            cluster::tma_load_2d(st + kATile, &map_b, k, n0, full + s);
+          }
           if (++s == STAGES) s = 0, ph ^= 1;
         }
         if constexpr (EPI >= 6) {  // the epilogue's x tile, into the next stage (128 x 128 bf16: one stage)
           static_assert(BN == 128 && STAGES == 3, "x's tile is a stage's bytes at 128 x 128 only (named_sync)");
           cluster::bar_wait(empty + s, ph ^ 1);
-          cluster::bar_expect(full + s, L::kStage);
-          uint8_t* st = smem + s * L::kStage;
-          cluster::tma_load_2d(st, &map_g, n0, m0, full + s);
-          cluster::tma_load_2d(st + 128 * 128, &map_g, n0 + 64, m0, full + s);
+          if (leader) {
+            cluster::bar_expect(full + s, L::kStage);
+            uint8_t* st = smem + s * L::kStage;
+            cluster::tma_load_2d(st, &map_g, n0, m0, full + s);
+            cluster::tma_load_2d(st + 128 * 128, &map_g, n0 + 64, m0, full + s);
+          }
           cluster::bar_wait(full + s, ph);
+          __syncwarp();
           named_arrive(1 + (i & 1));
           if (++s == STAGES) s = 0, ph ^= 1;
         }
