@@ -725,6 +725,15 @@ class CudaBackend final : public Backend {
     static const bool on = rt::env_switch("RT_CUDA_DH_HALF", false);
     return on && block_f_half(s);
   }
+  // The fused activation products' output: the bf16 copy alone of dst (n floats) that keep_bf16_begin(dst, ...,
+  // only) asked for, which they write in place of dst; GELU in its bf16-mode form only.
+  __nv_bfloat16* only_twin(float* dst, size_t n, bool gelu, const char* who) {
+    __nv_bfloat16* t = cuda::twin_offer(!fp32_, dst, n);
+    RT_CHECK(t && !cuda::float_output(t, dst),
+             std::string(who) + ": its output is written as a bf16 copy alone (keep_bf16_begin with only)");
+    RT_CHECK(!gelu || gelu_fast(), std::string(who) + ": GELU is fused in its bf16-mode form only");
+    return t;
+  }
   // RT_CUDA_FC_ACT=1: c_fc's product writes the activation too (the TMA kernel's staged epilogue). Off by
   // default until measured on the GPU (written in session 18, which had none).
   bool block_fc_act(const BlockShape& s) const override {
@@ -735,10 +744,7 @@ class CudaBackend final : public Backend {
                                int out, bool gelu) override {
     RT_PROF(linear_name(true, in, out));
     const cuda::Twin tw = cuda::twin_claim(x, static_cast<size_t>(n) * in);
-    __nv_bfloat16* at = cuda::twin_offer(!fp32_, act_y, static_cast<size_t>(n) * out);
-    RT_CHECK(at && !cuda::float_output(at, act_y),
-             "linear_forward_act_half: the activation is written as the bf16 copy alone of act_y (keep_bf16_begin)");
-    RT_CHECK(!gelu || gelu_fast(), "linear_forward_act_half: GELU is fused in its bf16-mode form only");
+    __nv_bfloat16* at = only_twin(act_y, static_cast<size_t>(n) * out, gelu, "linear_forward_act_half");
     cuda::linear_forward_act(!fp32_, tw.only ? nullptr : x, W, b, y, n, in, out,
                              static_cast<const __nv_bfloat16*>(tw.get()), cuda::GemmAct{at, gelu});
   }
@@ -752,10 +758,7 @@ class CudaBackend final : public Backend {
                                    bool gelu) override {
     RT_PROF(linear_name(false, in, out));
     const cuda::Twin tw = cuda::twin_claim(dy, static_cast<size_t>(n) * out);
-    __nv_bfloat16* dt = cuda::twin_offer(!fp32_, dx, static_cast<size_t>(n) * in);
-    RT_CHECK(dt && !cuda::float_output(dt, dx),
-             "linear_backward_dx_act_half: dx is written as its bf16 copy alone (keep_bf16_begin)");
-    RT_CHECK(!gelu || gelu_fast(), "linear_backward_dx_act_half: GELU is fused in its bf16-mode form only");
+    __nv_bfloat16* dt = only_twin(dx, static_cast<size_t>(n) * in, gelu, "linear_backward_dx_act_half");
     cuda::linear_backward_dx_act(!fp32_, W, tw.only ? nullptr : dy, reinterpret_cast<float*>(dt), n, in, out,
                                  static_cast<const __nv_bfloat16*>(tw.get()), reinterpret_cast<const __nv_bfloat16*>(x),
                                  gelu);

@@ -68,6 +68,33 @@ __device__ __forceinline__ void lane_store(void* out, int ld, int M, int N, int 
   }
 }
 
+// A warp's next staging box (of its two, by its count `boxes`), once the engine's store from it two boxes back
+// has read it (LANES: the lanes' own stores read it before they left).
+template <bool LANES>
+__device__ __forceinline__ uint8_t* take_box(uint8_t* box0, int& boxes) {
+  uint8_t* box = box0 + (boxes++ & 1) * kChunk;
+  if (!LANES && (threadIdx.x & 31) == 0) cluster::tma_store_wait_read<1>();
+  __syncwarp();
+  return box;
+}
+// The warp's filled box out to columns from x, rows from row0: by the copy engine through map, or (LANES) by
+// the lanes into out (ESZ-byte elements, rows of g.ldc).
+template <bool LANES, int ESZ>
+__device__ __forceinline__ void put_box(const GemmArgs& g, const CUtensorMap* map, void* out, int x, int row0,
+                                        const uint8_t* box) {
+  if constexpr (LANES) {
+    __syncwarp();
+    lane_store<ESZ>(out, g.ldc, g.M, g.N, x, row0, box);
+  } else {
+    fence_async_shared();
+    __syncwarp();
+    if ((threadIdx.x & 31) == 0) {
+      cluster::tma_store_2d(map, x, row0, box);
+      cluster::tma_store_commit();
+    }
+  }
+}
+
 // A warpgroup's 64 x BN accumulator tile (from (m0, n0)) through the epilogue (alpha, bias, residual; no
 // split, beta 0) into C by the copy engine: each warp writes its 16 rows 32 bytes of columns at a time (8
 // float32 or 16 bf16) into one of its two staging boxes and lane 0 stores the box (rows and columns outside C
@@ -96,9 +123,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
   constexpr int J = HALF ? 2 : 1;  // accumulator column groups (8 columns) per box
 #pragma unroll
   for (int c = 0; c < BN / 8 / J; ++c) {
-    uint8_t* box = box0 + (boxes++ & 1) * kChunk;
-    if (!LANES && lane == 0) cluster::tma_store_wait_read<1>();  // this box's previous store (two back) has read it
-    __syncwarp();
+    uint8_t* box = take_box<LANES>(box0, boxes);
 #pragma unroll
     for (int jj = 0; jj < J; ++jj) {
       const int j = c * J + jj, gc = n0 + 8 * j + 2 * q;
@@ -135,23 +160,11 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
           *p = __floats2bfloat162_rn(a.x, a.y);
         }
     }
-    if constexpr (LANES) {
-      __syncwarp();
-      lane_store<HALF ? 2 : 4>(g.C, g.ldc, g.M, g.N, n0 + c * 8 * J, row0, box);
-    } else {
-      fence_async_shared();
-      __syncwarp();
-      if (lane == 0) {
-        cluster::tma_store_2d(map_c, n0 + c * 8 * J, row0, box);
-        cluster::tma_store_commit();
-      }
-    }
+    put_box<LANES, HALF ? 2 : 4>(g, map_c, g.C, n0 + c * 8 * J, row0, box);
     if constexpr (EPI == 4 || EPI == 5) {
       // act(C)'s box from the values this lane has just put in C's (read back, so that they need no registers
       // of their own beside the accumulators)
-      uint8_t* abox = box0 + (boxes++ & 1) * kChunk;
-      if (!LANES && lane == 0) cluster::tma_store_wait_read<1>();
-      __syncwarp();
+      uint8_t* abox = take_box<LANES>(box0, boxes);
 #pragma unroll
       for (int jj = 0; jj < J; ++jj)
 #pragma unroll
@@ -163,17 +176,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
           else a = make_float2(Relu()(v.x), Relu()(v.y));
           *reinterpret_cast<__nv_bfloat162*>(abox + e * 2) = __floats2bfloat162_rn(a.x, a.y);
         }
-      if constexpr (LANES) {
-        __syncwarp();
-        lane_store<2>(g.act_out, g.ldc, g.M, g.N, n0 + c * 8 * J, row0, abox);
-      } else {
-        fence_async_shared();
-        __syncwarp();
-        if (lane == 0) {
-          cluster::tma_store_2d(map_g, n0 + c * 8 * J, row0, abox);
-          cluster::tma_store_commit();
-        }
-      }
+      put_box<LANES, 2>(g, map_g, g.act_out, n0 + c * 8 * J, row0, abox);
     }
   }
 }
