@@ -14,7 +14,7 @@ sets=${AB_SETS:-"RT_CUDA_STAGE=1,RT_CUDA_ATTN_MMA=1 RT_CUDA_STAGE=0,RT_CUDA_ATTN
 if [[ "${AB_QUICK:-0}" == 1 ]]; then unpack_stage; else
   kernels_stage; grep '"hopper_gemm"' "$OUT/kernels.log" | cut -c1-900
   for set in ${AB_HOPPER_SETS:-}; do  # the Hopper products' timing again under other environments
-    t "hopper gemm $set"; env ${set//,/ } /tmp/kernels_check --hopper-gemm | tee -a "$OUT/hopper-gemm.log" | grep hopper_gemm | cut -c1-900
+    t "hopper gemm $set"; env ${set//,/ } timeout 120 /tmp/kernels_check --hopper-gemm | tee -a "$OUT/hopper-gemm.log" | grep hopper_gemm | cut -c1-900
   done
   checks_stage 90
   t graph; timeout 150 node bench/cuda/check-graph.mjs --out "$OUT/check-graph.jsonl" > "$OUT/check-graph.log" 2>&1; tail -1 "$OUT/check-graph.log" | cut -c1-200

@@ -30,7 +30,11 @@ lscpu | grep -E "^Model name|^CPU\(s\)|MHz" | tee -a "$OUT/gpu.txt"
 status=0
 if has kernels; then
   echo "== kernels_check"
-  /tmp/kernels_check 2>&1 | tee "$OUT/kernels.log" || status=1
+  # (a time limit: a kernel that hangs must not take the whole device call with it)
+  timeout "${KERNELS_TIMEOUT:-300}" /tmp/kernels_check 2>&1 | tee "$OUT/kernels.log"
+  rc=${PIPESTATUS[0]}
+  [[ $rc == 0 ]] || status=1
+  [[ $rc == 124 ]] && echo "kernels_check: timed out after ${KERNELS_TIMEOUT:-300} s" | tee -a "$OUT/kernels.log"
 fi
 if has layer; then
   echo "== layer check (cuda vs cpu)"
