@@ -306,7 +306,8 @@ __global__ void __launch_bounds__(kDotThreads)
 
 // axpy2d, acc2d and Backend::axpy2d_batch, one kernel: blockIdx.y picks the op; dst[r*ds + c] =
 // alpha * x[r*xs + c] + (acc ? dst : y ? y[r*ys + c] : 0) (+ alpha * x2[r*x2s + c]), dst may alias x or y
-// (same element). Strides and cols in units of V floats (V = 4 when every stride and pointer allows
+// (same element); and where the op has a twin (axpy2d_batch_twin), that value rounded to bf16 at the same
+// place of it. Strides and cols in units of V floats (V = 4 when every stride and pointer allows
 // float4). With a dot pair, the two rows of blocks past the ops are its products' (kDotBlocks blocks each).
 constexpr int kAxpyThreads = 256;
 static_assert(kAxpyThreads == kDotThreads, "dot_block runs in the batch's blocks");
@@ -342,10 +343,18 @@ __global__ void __launch_bounds__(kAxpyThreads) axpy2d_batch_kernel(AxpyBatch b)
         v.x += al * e.x; v.y += al * e.y; v.z += al * e.z; v.w += al * e.w;
       }
       d = v;
+      if (o.twin) {
+        const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+        uint2 u;
+        u.x = *reinterpret_cast<const uint32_t*>(&lo);
+        u.y = *reinterpret_cast<const uint32_t*>(&hi);
+        reinterpret_cast<uint2*>(o.twin)[r * o.ds + c] = u;
+      }
     } else {
       float v = o.acc ? d + al * a : (o.y ? al * a + o.y[r * o.ys + c] : al * a);
       if (o.x2) v += al * o.x2[r * o.x2s + c];
       d = v;
+      if (o.twin) static_cast<__nv_bfloat16*>(o.twin)[r * o.ds + c] = __float2bfloat16_rn(v);
     }
   }
 }
@@ -545,6 +554,18 @@ class CudaBackend final : public Backend {
     RT_CHECK(count >= 0 && count <= kMaxAxpyBatch, "axpy2d_batch: count must be in [0, 4], got " + std::to_string(count));
     run_axpy(ops, count, dot);
   }
+  void axpy2d_batch_twin(const Axpy2dOp* ops, int count, const DotPairOp* dot, const float* src,
+                         size_t n) override {
+    RT_PROF("axpy2d_batch");
+    RT_CHECK(count >= 0 && count <= kMaxAxpyBatch, "axpy2d_batch: count must be in [0, 4], got " + std::to_string(count));
+    __nv_bfloat16* tw = cuda::twin_offer(!fp32_, src, n);
+    Axpy2dOp o[kMaxAxpyBatch];
+    for (int i = 0; i < count; ++i) {
+      o[i] = ops[i];
+      if (tw && o[i].dst >= src && o[i].dst < src + n) o[i].twin = tw + (o[i].dst - src);
+    }
+    run_axpy(o, count, dot);
+  }
   int dot_parts() const override { return kDotParts; }
   // One launch of axpy2d_batch_kernel over the ops (float4 when every op allows it), empty ops dropped, and
   // the dot pair's products.
@@ -558,7 +579,7 @@ class CudaBackend final : public Backend {
       if (!o.rows || !o.cols) continue;
       b.op[n++] = o;
       v4 = v4 && o.cols % 4 == 0 && vec4(o.dst, o.ds) && vec4(o.x, o.xs) && (o.acc || !o.y || vec4(o.y, o.ys)) &&
-           (!o.x2 || vec4(o.x2, o.x2s));
+           (!o.x2 || vec4(o.x2, o.x2s)) && (!o.twin || (reinterpret_cast<uintptr_t>(o.twin) & 7) == 0);
       most = std::max(most, o.rows * o.cols);
     }
     if (!n && !dot) return;
@@ -719,6 +740,11 @@ class CudaBackend final : public Backend {
   void linear_forward_half(const float* x, const float* W, const float* b, float* y, int n, int in,
                            int out) override {
     linear_forward_as(x, W, b, nullptr, y, n, in, out, true);
+  }
+  // RT_CUDA_KEEP_DM=1: dm's bf16 copy kept too. Off by default until measured on the GPU (written in session 18).
+  bool block_keeps_dm(const BlockShape& s) const override {
+    static const bool on = rt::env_switch("RT_CUDA_KEEP_DM", false);
+    return on && block_keeps_bf16(s);
   }
   // RT_CUDA_DH_HALF=1: dh1 and dh2 in bf16. Off by default until measured on the GPU (written in session 18).
   bool block_dh_half(const BlockShape& s) const override {

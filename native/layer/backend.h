@@ -39,6 +39,7 @@ struct Axpy2dOp {
   const float* scale = nullptr;
   const float* x2 = nullptr;
   size_t x2s = 0;
+  void* twin = nullptr;  // bf16 copy of dst, same strides (set by a backend's axpy2d_batch_twin)
 };
 
 // How a window pair application's input x [B, n, d] is formed from the recurrence's tensors (each a batch
@@ -132,6 +133,12 @@ class Backend {
     }
   }
   void axpy2d_batch(const Axpy2dOp* ops, int count) { axpy2d_batch(ops, count, nullptr); }
+  // axpy2d_batch, where the ops whose dst lies in [src, src + n) also write the bf16 copy of what they write
+  // there, a twin of src that the next operation may take (a device backend's; the default runs the batch).
+  virtual void axpy2d_batch_twin(const Axpy2dOp* ops, int count, const DotPairOp* dot, const float* /*src*/,
+                                 size_t /*n*/) {
+    axpy2d_batch(ops, count, dot);
+  }
   // Sum over r, c of a[r*as + c] * b[r*bs + c], accumulated in double.
   virtual double dot2d(const float* a, size_t as, const float* b, size_t bs, size_t rows, size_t cols) = 0;
   // How many doubles a DotPairOp writes at its part.
@@ -268,6 +275,10 @@ class Backend {
                                        float* /*act_y*/, int /*n*/, int /*in*/, int /*out*/, bool /*gelu*/) {
     throw Error(std::string(name()) + ": has no fused activation products");
   }
+  // Whether the unfused path (where block_keeps_bf16 holds) keeps a bf16 copy of dm too, the gradient at mlp
+  // c_proj's output (BlockGradStash::b16.dm): written by the operation that writes dm (the window glue, with
+  // axpy2d_batch_twin), taken by mlp c_proj's dx product in place of a cast, and read by its weight product.
+  virtual bool block_keeps_dm(const BlockShape&) const { return false; }
   // Whether the unfused path (where block_f_half holds) keeps dh1 and dh2, the gradients at the LayerNorms'
   // outputs, as bf16: the dx products of c_attn and c_fc write them rounded (linear_backward_dx_half), as a
   // bf16 autocast would hold them, and the LayerNorm backward (dx per window, dw and db over all rows) reads

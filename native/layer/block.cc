@@ -125,6 +125,7 @@ void BlockGradArena::allocate(Backend& be, const BlockShape& s, size_t rows, boo
     da_16 = DeviceBuffer(be, held(true, rows * d));
     dg_16 = DeviceBuffer(be, held(true, rows * 4 * d));
   }
+  if (be.block_keeps_dm(s)) dm_16 = DeviceBuffer(be, held(true, rows * d));
 }
 
 BlockGradStash BlockGradArena::view(const BlockShape& s, const BlockArena& a, int k) const {
@@ -142,6 +143,7 @@ BlockGradStash BlockGradArena::view(const BlockShape& s, const BlockArena& a, in
   st.b16.dqkv = half ? st.dqkv : at_elem(dqkv_16, r * 3 * d, true);
   st.b16.da = at_elem(da_16, r * d, true);
   st.b16.dg = half ? st.dg : at_elem(dg_16, r * 4 * d, true);
+  st.b16.dm = at_elem(dm_16, r * d, true);
   return st;
 }
 
@@ -261,15 +263,28 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   }
   if (c.half || st.half) throw Error("block_backward: bf16 buffers need the backend's fused chains");
 
+  // MLP branch. dm: the gradient at mlp c_proj's output (dy itself without dropout), its bf16 copy kept in dm16
+  // (where the backend keeps one) by whichever operation writes it, and taken by mlp c_proj's dx product.
+  void* dm16 = st.b16.dm;
+  const bool dm_is_dy = p <= 0 && st.dm == dy;
   if (glue) {
     Axpy2dOp ops[4];
     DotPairOp dot{};
     const int count = glue_ops(*glue, dy, c.B, c.n, d, ops, dot);
-    be.axpy2d_batch(ops, count, glue->P ? &dot : nullptr);
+    if (dm16 && dm_is_dy) {
+      keeping(be, dy, dm16, Rd, [&] { be.axpy2d_batch_twin(ops, count, glue->P ? &dot : nullptr, dy, Rd); });
+    } else {
+      be.axpy2d_batch(ops, count, glue->P ? &dot : nullptr);
+    }
   }
-  // MLP branch. dm: the gradient at mlp c_proj's output.
-  if (p > 0) be.dropout_backward(dy, st.dm, Rd, p, c.seed, c.stream * 4 + 2);
-  else if (st.dm != dy) be.copy(st.dm, dy, Rd);
+  if (p > 0) {
+    keeping(be, st.dm, dm16, Rd, [&] { be.dropout_backward(dy, st.dm, Rd, p, c.seed, c.stream * 4 + 2); });
+  } else if (st.dm != dy) {
+    keeping(be, st.dm, dm16, Rd, [&] { be.copy(st.dm, dy, Rd); });
+  } else if (dm16 && !glue) {  // dy came from the caller: the copy by a cast, offered to the product as a twin
+    be.keep_bf16_begin(dy, dm16, Rd, false);
+    be.keep_bf16_end();
+  }
   if (st.dg_half && c.f_half && st.b16.dg && be.block_fc_dact(s)) {
     keeping(
         be, st.dg, st.b16.dg, Rd * 4,
@@ -315,7 +330,7 @@ void block_weight_grads(Backend& be, const BlockShape& s, const BlockWeights& w,
   grad(a.h1, a.b16.h1, st.dqkv, st.b16.dqkv, g.attn_w, g.attn_b, d, 3 * d);
   grad(a.att, a.b16.att, st.da, st.b16.da, g.attn_proj_w, g.attn_proj_b, d, d);
   grad(a.h2, a.b16.h2, st.dg, st.b16.dg, g.fc_w, g.fc_b, d, 4 * d);
-  grad(a.g, a.b16.g, st.dm, nullptr, g.mlp_proj_w, g.mlp_proj_b, 4 * d, d);
+  grad(a.g, a.b16.g, st.dm, st.b16.dm, g.mlp_proj_w, g.mlp_proj_b, 4 * d, d);
   be.layernorm_backward(a.x, w.ln1_w, a.mean1, a.rstd1, st.dh1, nullptr, g.ln1_w, g.ln1_b, rows, d, st.dh_half);
   be.layernorm_backward(a.x2, w.ln2_w, a.mean2, a.rstd2, st.dh2, nullptr, g.ln2_w, g.ln2_b, rows, d, st.dh_half);
 }

@@ -95,8 +95,8 @@ struct BlockGradStash {
   bool half = false;  // dg and dqkv hold bf16 (Backend::block_half), behind their float pointers
   bool dg_half = false;  // dg holds bf16 (Backend::block_f_half on the unfused path)
   bool dh_half = false;  // dh1 and dh2 hold bf16 (Backend::block_dh_half)
-  struct Bf16 {       // the same for dqkv, da, dg (BlockCache::b16)
-    void *dqkv = nullptr, *da = nullptr, *dg = nullptr;
+  struct Bf16 {       // the same for dqkv, da, dg (BlockCache::b16), and dm (Backend::block_keeps_dm)
+    void *dqkv = nullptr, *da = nullptr, *dg = nullptr, *dm = nullptr;
   } b16;
 };
 struct BlockGradArena {
@@ -105,6 +105,7 @@ struct BlockGradArena {
   bool dh_half = false;  // dh1, dh2 in bf16 (Backend::block_dh_half)
   DeviceBuffer dm, dg, da, dqkv, dh1, dh2;
   DeviceBuffer dqkv_16, da_16, dg_16;  // Backend::block_keeps_bf16's copies, or none
+  DeviceBuffer dm_16;                  // Backend::block_keeps_dm's, or none
   // with_dm false: the caller points dm at memory of its own (the layer's dy, when it is already there).
   void allocate(Backend& be, const BlockShape& s, size_t rows, bool with_dm = true);
   BlockGradStash view(const BlockShape& s, const BlockArena& a, int k) const;

@@ -948,6 +948,37 @@ static void check_tma_bits() {
   rt::cuda::set_lane_store(lanes_process);
 }
 
+// The window glue writing a twin of what it writes into a range (Backend::axpy2d_batch_twin, kept as
+// block_backward keeps dm's): each op inside the range writes its values rounded to bf16 at the same place of
+// the twin, ops outside it write none, in the float4 and the scalar path.
+static void check_glue_twin() {
+  rt::Backend& be = rt::cuda_backend(false);
+  const size_t rows = 5, ds = 64;
+  const VF x = randv(rows * ds, 71), y = randv(rows * ds, 72), d0 = randv(2 * rows * ds, 73);
+  for (size_t cols : {size_t(12), size_t(13)}) {
+    Dev gx(x), gy(y), gd(d0);
+    DevBf tw(rows * ds);
+    // Two ops into [gd, gd + rows * ds) (the twin's range), one past it.
+    const rt::Axpy2dOp ops[3] = {{gd.p, ds, 1.0f, gx.p, ds, gy.p, ds, rows, cols, false},
+                                 {gd.p + 32, ds, 0.5f, gx.p + 32, ds, nullptr, 0, rows, cols, true},
+                                 {gd.p + rows * ds, ds, 1.0f, gx.p, ds, nullptr, 0, rows, cols, false}};
+    be.keep_bf16_begin(gd.p, tw.p, rows * ds, false);
+    be.axpy2d_batch_twin(ops, 3, nullptr, gd.p, rows * ds);
+    be.keep_bf16_end();
+    const VF out = gd.get();
+    const std::vector<uint16_t> t = tw.get();
+    size_t bad = 0;
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t c = 0; c < ds; ++c) {
+        const size_t i = r * ds + c;
+        const bool written = c < cols || (c >= 32 && c < 32 + cols);
+        bad += t[i] != (written ? bf16_bits(out[i]) : uint16_t{0xffff});
+      }
+    expect_le(static_cast<double>(bad), 0, "axpy2d_batch_twin: the twin of the ops in its range cols=" +
+                                               std::to_string(cols));
+  }
+}
+
 // The LayerNorm backward from a bf16 dy (Backend::block_dh_half) gives the bits of a float32 dy holding the same
 // values: dx, its twin, and dw, db over rows with a partial chunk; the register kernel (d = 384) and the
 // generic one (d = 100).
@@ -1042,6 +1073,7 @@ static void check_half_buffers() {
   check_tma_bits();
   check_gemm_act();
   check_layernorm_half_dy();
+  check_glue_twin();
   check_activation_half_input();
   check_keep_bf16();
   check_bf16_only();
