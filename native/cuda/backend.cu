@@ -562,7 +562,9 @@ class CudaBackend final : public Backend {
     Axpy2dOp o[kMaxAxpyBatch];
     for (int i = 0; i < count; ++i) {
       o[i] = ops[i];
-      if (tw && o[i].dst >= src && o[i].dst < src + n) o[i].twin = tw + (o[i].dst - src);
+      const Axpy2dOp& a = o[i];
+      const bool inside = a.rows && a.cols && a.dst >= src && a.dst + (a.rows - 1) * a.ds + a.cols <= src + n;
+      if (tw && inside) o[i].twin = tw + (a.dst - src);
     }
     run_axpy(o, count, dot);
   }

@@ -133,7 +133,7 @@ class Backend {
     }
   }
   void axpy2d_batch(const Axpy2dOp* ops, int count) { axpy2d_batch(ops, count, nullptr); }
-  // axpy2d_batch, where the ops whose dst lies in [src, src + n) also write the bf16 copy of what they write
+  // axpy2d_batch, where the ops whose rows lie wholly in [src, src + n) also write the bf16 copy of what they write
   // there, a twin of src that the next operation may take (a device backend's; the default runs the batch).
   virtual void axpy2d_batch_twin(const Axpy2dOp* ops, int count, const DotPairOp* dot, const float* /*src*/,
                                  size_t /*n*/) {
