@@ -743,6 +743,18 @@ class CudaBackend final : public Backend {
                            int out) override {
     linear_forward_as(x, W, b, nullptr, y, n, in, out, true);
   }
+  // RT_CUDA_LN_GLUE=1: the forward's window glue in ln_1's pass. Off by default until measured on the GPU
+  // (written in session 18).
+  bool block_ln_glue(const BlockShape& s) const override {
+    static const bool on = rt::env_switch("RT_CUDA_LN_GLUE", false);
+    return on && !fused_block(s) && cuda::layernorm_glue_fits(s.d);
+  }
+  void layernorm_forward_glue(const WindowGlue& glue, float* x, int B, int n, const float* w, const float* b, float* y,
+                              float* mean, float* rstd, int d) override {
+    RT_PROF("layernorm_forward");
+    __nv_bfloat16* tw = cuda::twin_offer(!fp32_, y, static_cast<size_t>(B) * n * d);
+    cuda::layernorm_forward_glue(glue, x, B, n, w, b, cuda::float_output(tw, y), mean, rstd, d, tw);
+  }
   // RT_CUDA_KEEP_DM=1: dm's bf16 copy kept too. Off by default until measured on the GPU (written in session 18).
   bool block_keeps_dm(const BlockShape& s) const override {
     static const bool on = rt::env_switch("RT_CUDA_KEEP_DM", false);

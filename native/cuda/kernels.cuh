@@ -108,6 +108,12 @@ void set_weight_grad(bool on);
 // twin (here and in the activations): also write a bf16 copy of the output there (twin.cuh), when not null.
 void layernorm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int n,
                        int d, __nv_bfloat16* twin = nullptr);
+// The window glue (WindowGlue) forming x [B, np, d] and layernorm_forward of it in one pass (ln_1's input on the
+// unfused path, Backend::layernorm_forward_glue): x written as the glue's batch writes it, Y's copy made, y (and
+// its twin) and the stats as layernorm_forward's. For the d that layernorm_glue_fits (its register kernels).
+bool layernorm_glue_fits(int d);
+void layernorm_forward_glue(const WindowGlue& glue, float* x, int B, int np, const float* w, const float* b, float* y,
+                            float* mean, float* rstd, int d, __nv_bfloat16* twin = nullptr);
 // dx += ...; dw += ...; db += ... (db may be null). dy_half: dy holds bf16 behind its float pointer (the same
 // bits as a float32 dy holding the same values).
 void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,

@@ -20,6 +20,7 @@
 #include "cuda/common.cuh"
 #include "cuda/group.cuh"
 #include "cuda/kernels.cuh"
+#include "layer/backend.h"
 
 namespace rt::cuda {
 namespace {
@@ -96,21 +97,14 @@ __global__ void layernorm_backward_dx_kernel(const float* __restrict__ x, const 
 template <int K>
 constexpr int kWarpRows = (8 + K - 1) / K;
 
-// layernorm_forward_kernel for d = 32 K, the warp's kWarpRows<K> rows in registers.
-template <int K>
-__global__ void __launch_bounds__(32 * kRowsPerBlock)
-    layernorm_forward_rows_kernel(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b,
-                                  float* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd,
-                                  __nv_bfloat16* __restrict__ twin, int n) {
-  constexpr int D = 32 * K, R = kWarpRows<K>;
-  const int row0 = (blockIdx.x * kRowsPerBlock + threadIdx.x / 32) * R, lane = threadIdx.x % 32;
-  float xv[R][K];
-#pragma unroll
-  for (int q = 0; q < R; ++q) {
-    if (row0 + q >= n) break;
-#pragma unroll
-    for (int k = 0; k < K; ++k) xv[q][k] = x[static_cast<size_t>(row0 + q) * D + lane + 32 * k];
-  }
+// The register kernels' second half: the warp's R rows from row0 (xv, each lane's elements lane + 32 k)
+// normalized into y and its twin, their mean and rstd written.
+template <int K, int R>
+__device__ __forceinline__ void layernorm_rows_out(const float (&xv)[R][K], int row0, int lane, const float* __restrict__ w,
+                                                   const float* __restrict__ b, float* __restrict__ y,
+                                                   float* __restrict__ mean, float* __restrict__ rstd,
+                                                   __nv_bfloat16* __restrict__ twin, int n) {
+  constexpr int D = 32 * K;
 #pragma unroll
   for (int q = 0; q < R; ++q) {
     const int row = row0 + q;
@@ -140,6 +134,67 @@ __global__ void __launch_bounds__(32 * kRowsPerBlock)
       if (tr) tr[j] = __float2bfloat16_rn(o);
     }
   }
+}
+
+// layernorm_forward_kernel for d = 32 K, the warp's kWarpRows<K> rows in registers.
+template <int K>
+__global__ void __launch_bounds__(32 * kRowsPerBlock)
+    layernorm_forward_rows_kernel(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b,
+                                  float* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd,
+                                  __nv_bfloat16* __restrict__ twin, int n) {
+  constexpr int D = 32 * K, R = kWarpRows<K>;
+  const int row0 = (blockIdx.x * kRowsPerBlock + threadIdx.x / 32) * R, lane = threadIdx.x % 32;
+  float xv[R][K];
+#pragma unroll
+  for (int q = 0; q < R; ++q) {
+    if (row0 + q >= n) break;
+#pragma unroll
+    for (int k = 0; k < K; ++k) xv[q][k] = x[static_cast<size_t>(row0 + q) * D + lane + 32 * k];
+  }
+  layernorm_rows_out<K, R>(xv, row0, lane, w, b, y, mean, rstd, twin, n);
+}
+
+// The same with the window glue (WindowGlue, layer/backend.h) in front: row t of element e of x [B][np][D] is
+// S's row t (t < ns) or X's row t - ns, plus alpha times P's row t or t - ns, formed as the glue's batch forms
+// it (one fused multiply-add, alpha read when the kernel runs), written to x and normalized from registers;
+// rows t < ns also copy Ysrc's row t into Y's. The glue's pass over x and ln_1's read of it, in one.
+struct GlueRows {
+  const float *S, *X, *P, *alpha, *Ysrc;
+  float* Y;
+  size_t Ss, Xs, Ps, Ys, Ysrcs;
+  int ns, np;
+};
+template <int K>
+__global__ void __launch_bounds__(32 * kRowsPerBlock)
+    layernorm_forward_glue_rows_kernel(GlueRows g, float* __restrict__ x, const float* __restrict__ w,
+                                       const float* __restrict__ b, float* __restrict__ y, float* __restrict__ mean,
+                                       float* __restrict__ rstd, __nv_bfloat16* __restrict__ twin, int n) {
+  constexpr int D = 32 * K, R = kWarpRows<K>;
+  const int row0 = (blockIdx.x * kRowsPerBlock + threadIdx.x / 32) * R, lane = threadIdx.x % 32;
+  const float al = g.P ? *g.alpha : 0.0f;
+  float xv[R][K];
+#pragma unroll
+  for (int q = 0; q < R; ++q) {
+    const int row = row0 + q;
+    if (row >= n) break;
+    const int e = row / g.np, t = row % g.np, tt = t < g.ns ? t : t - g.ns;
+    const float* src = t < g.ns ? g.S + e * g.Ss + static_cast<size_t>(t) * D : g.X + e * g.Xs + static_cast<size_t>(tt) * D;
+    const float* p = g.P ? g.P + e * g.Ps + static_cast<size_t>(tt) * D : nullptr;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const int j = lane + 32 * k;
+      xv[q][k] = p ? fmaf(al, p[j], src[j]) : src[j];
+    }
+#pragma unroll
+    for (int k = 0; k < K; ++k) x[static_cast<size_t>(row) * D + lane + 32 * k] = xv[q][k];
+    if (g.Y && t < g.ns) {
+      const float* ys = g.Ysrc + e * g.Ysrcs + static_cast<size_t>(t) * D;
+      float* yd = g.Y + e * g.Ys + static_cast<size_t>(t) * D;
+#pragma unroll
+      for (int k = 0; k < K; ++k) yd[lane + 32 * k] = ys[lane + 32 * k];
+    }
+  }
+  layernorm_rows_out<K, R>(xv, row0, lane, w, b, y, mean, rstd, twin, n);
 }
 
 // layernorm_backward_dx_kernel for d = 32 K, the warp's kWarpRows<K> rows of x, dy and dres in registers: all
@@ -311,6 +366,29 @@ void layernorm_forward(const float* x, const float* w, const float* b, float* y,
     layernorm_forward_kernel<<<(n + kRowsPerBlock - 1) / kRowsPerBlock, 32 * kRowsPerBlock, 0, stream()>>>(
         x, w, b, y, mean, rstd, twin, n, d);
   RT_CU_LAUNCH("layernorm_forward");
+}
+
+bool layernorm_glue_fits(int d) {
+  return by_lanes(d, [](auto) {});
+}
+
+void layernorm_forward_glue(const WindowGlue& glue, float* x, int B, int np, const float* w, const float* b, float* y,
+                            float* mean, float* rstd, int d, __nv_bfloat16* twin) {
+  const int n = B * np;
+  check(n, d, "layernorm_forward_glue");
+  if (n == 0) return;
+  RT_CHECK(y || twin, "layernorm_forward_glue: no output");
+  RT_CHECK(glue.S && glue.X && glue.ns >= 0 && glue.ns <= np && (!glue.P || glue.alpha) && (!glue.Y || glue.Ysrc),
+           "layernorm_forward_glue: S, X, 0 <= ns <= n, alpha with P and Ysrc with Y required");
+  const GlueRows g{glue.S, glue.X, glue.P, glue.alpha, glue.Ysrc, glue.Y, glue.Ss, glue.Xs, glue.Ps, glue.Ys, glue.Ysrcs,
+                   glue.ns, np};
+  const bool rows = by_lanes(d, [&](auto k) {
+    constexpr int K = decltype(k)::value, per_block = kRowsPerBlock * kWarpRows<K>;
+    layernorm_forward_glue_rows_kernel<K><<<(n + per_block - 1) / per_block, 32 * kRowsPerBlock, 0, stream()>>>(
+        g, x, w, b, y, mean, rstd, twin, n);
+  });
+  RT_CHECK(rows, "layernorm_forward_glue: d = " + std::to_string(d) + " has no register kernel (layernorm_glue_fits)");
+  RT_CU_LAUNCH("layernorm_forward_glue");
 }
 
 void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,

@@ -275,6 +275,14 @@ class Backend {
                                        float* /*act_y*/, int /*n*/, int /*in*/, int /*out*/, bool /*gelu*/) {
     throw Error(std::string(name()) + ": has no fused activation products");
   }
+  // Whether the unfused path forms ln_1's input from the window glue in ln_1's own pass
+  // (layernorm_forward_glue) rather than a glue batch first.
+  virtual bool block_ln_glue(const BlockShape&) const { return false; }
+  // cache x [B, n, d] formed as glue says (glue_ops' batch, Y's copy included), then layernorm_forward of it.
+  virtual void layernorm_forward_glue(const WindowGlue& /*glue*/, float* /*x*/, int /*B*/, int /*n*/, const float* /*w*/,
+                                      const float* /*b*/, float* /*y*/, float* /*mean*/, float* /*rstd*/, int /*d*/) {
+    throw Error(std::string(name()) + ": has no layernorm_forward_glue");
+  }
   // Whether the unfused path (where block_keeps_bf16 holds) keeps a bf16 copy of dm too, the gradient at mlp
   // c_proj's output (BlockGradStash::b16.dm): written by the operation that writes dm (the window glue, with
   // axpy2d_batch_twin), taken by mlp c_proj's dx product in place of a cast, and read by its weight product.

@@ -185,15 +185,21 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
   }
 
   if (c.half) throw Error("block_forward: a cache of bf16 buffers needs the backend's fused chains");
-  if (glue) {
+  const bool ln_glue = glue && be.block_ln_glue(s);
+  if (glue && !ln_glue) {
     Axpy2dOp ops[3];
     be.axpy2d_batch(ops, glue_ops(*glue, c.x, c.B, c.n, d, ops));
   }
   // Attention branch: x2 = x + dropout(c_proj(attn(ln_1(x)))).
   // h1, att, h2, g (and in the backward dg, dqkv): read only by the product right after and by its weight
   // product through b16, so they may stay bf16 alone (keeping's only).
-  keeping(be, c.h1, c.b16.h1, Rd, [&] { be.layernorm_forward(c.x, w.ln1_w, w.ln1_b, c.h1, c.mean1, c.rstd1, R, d); },
-          true);
+  keeping(
+      be, c.h1, c.b16.h1, Rd,
+      [&] {
+        if (ln_glue) be.layernorm_forward_glue(*glue, c.x, c.B, c.n, w.ln1_w, w.ln1_b, c.h1, c.mean1, c.rstd1, d);
+        else be.layernorm_forward(c.x, w.ln1_w, w.ln1_b, c.h1, c.mean1, c.rstd1, R, d);
+      },
+      true);
   if (c.qkv_half) be.linear_forward_half(c.h1, w.attn_w, w.attn_b, c.qkv, R, d, 3 * d);
   else be.linear_forward(c.h1, w.attn_w, w.attn_b, c.qkv, R, d, 3 * d);
   keeping(

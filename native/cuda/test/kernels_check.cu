@@ -979,6 +979,63 @@ static void check_glue_twin() {
   }
 }
 
+// ln_1 with the window glue in its pass (cuda::layernorm_forward_glue, RT_CUDA_LN_GLUE): the bits of the glue's
+// batch (glue_ops) then layernorm_forward, for x, Y's copy, y, its twin, mean and rstd; forget (no P, with Y)
+// and accumulate (P, alpha, no Y), d = 384 and 96, a partial last block of rows.
+static void check_layernorm_glue() {
+  rt::Backend& be = rt::cuda_backend(false);
+  for (const int d : {384, 96})
+    for (const bool acc : {false, true}) {
+      const int B = 37, ns = 16, np = 32, n = B * np;
+      const size_t Ss = static_cast<size_t>(np) * d, Xs = 5 * static_cast<size_t>(np) * d;  // strides past a row block
+      Dev S(randv(B * Ss, 161)), X(randv(B * Xs, 162)), P(randv(B * Ss, 163)), alpha(VF{0.625f}),
+          Ysrc(randv(B * Ss, 164)), w(randv(d, 165)), bb(randv(d, 166));
+      rt::WindowGlue g;
+      g.S = S.p + ns * d;  // as the recurrence's: the second half of the previous output
+      g.Ss = Ss;
+      g.X = X.p + 3 * d;
+      g.Xs = Xs;
+      g.ns = ns;
+      if (acc) {
+        g.P = P.p;
+        g.Ps = Ss;
+        g.alpha = alpha.p;
+      }
+      Dev Y1(B * Ss), Y2(B * Ss), x1(static_cast<size_t>(n) * d), x2(x1.n), y1(x1.n), y2(x1.n), m1(n), m2(n), r1(n), r2(n);
+      DevBf t1(x1.n), t2(x1.n);
+      if (!acc) {
+        g.Ysrc = Ysrc.p;
+        g.Ysrcs = Ss;
+        g.Y = Y1.p;
+        g.Ys = Ss;
+      }
+      // The glue as WindowGlue documents it, one axpy2d batch (as layer/block.cc's glue_ops, not linked here).
+      const size_t nd = static_cast<size_t>(np) * d, nsd = static_cast<size_t>(ns) * d;
+      rt::Axpy2dOp ops[3];
+      int count = 0;
+      if (acc) {
+        ops[count++] = {x1.p, nd, 1.0f, g.P, g.Ps, g.S, g.Ss, size_t(B), nsd, false, g.alpha};
+        ops[count++] = {x1.p + nsd, nd, 1.0f, g.P, g.Ps, g.X, g.Xs, size_t(B), nd - nsd, false, g.alpha};
+      } else {
+        ops[count++] = {x1.p, nd, 1.0f, g.S, g.Ss, nullptr, 0, size_t(B), nsd, false};
+        ops[count++] = {x1.p + nsd, nd, 1.0f, g.X, g.Xs, nullptr, 0, size_t(B), nd - nsd, false};
+        ops[count++] = {g.Y, g.Ys, 1.0f, g.Ysrc, g.Ysrcs, nullptr, 0, size_t(B), nsd, false};
+      }
+      be.axpy2d_batch(ops, count);
+      rt::cuda::layernorm_forward(x1.p, w.p, bb.p, y1.p, m1.p, r1.p, n, d, t1.p);
+      if (!acc) g.Y = Y2.p;
+      rt::cuda::layernorm_forward_glue(g, x2.p, B, np, w.p, bb.p, y2.p, m2.p, r2.p, d, t2.p);
+      auto same = [](const Dev& a, const Dev& b) {
+        const VF u = a.get(), v = b.get();
+        return std::memcmp(u.data(), v.data(), u.size() * 4) == 0;
+      };
+      const bool ok = same(x1, x2) && same(y1, y2) && same(m1, m2) && same(r1, r2) && t1.get() == t2.get() &&
+                      (acc || same(Y1, Y2));
+      expect_le(ok ? 0 : 1, 0, std::string("layernorm_forward_glue = the glue's batch then layernorm_forward, ") +
+                                   (acc ? "accumulate" : "forget with Y") + " d=" + std::to_string(d));
+    }
+}
+
 // The LayerNorm backward from a bf16 dy (Backend::block_dh_half) gives the bits of a float32 dy holding the same
 // values: dx, its twin, and dw, db over rows with a partial chunk; the register kernel (d = 384) and the
 // generic one (d = 100).
@@ -1074,6 +1131,7 @@ static void check_half_buffers() {
   check_gemm_act();
   check_layernorm_half_dy();
   check_glue_twin();
+  check_layernorm_glue();
   check_activation_half_input();
   check_keep_bf16();
   check_bf16_only();
