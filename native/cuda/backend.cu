@@ -550,15 +550,14 @@ class CudaBackend final : public Backend {
     run_axpy(&op, 1);
   }
   void axpy2d_batch(const Axpy2dOp* ops, int count, const DotPairOp* dot) override {
-    RT_PROF("axpy2d_batch");
-    RT_CHECK(count >= 0 && count <= kMaxAxpyBatch, "axpy2d_batch: count must be in [0, 4], got " + std::to_string(count));
-    run_axpy(ops, count, dot);
+    axpy2d_batch_twin(ops, count, dot, nullptr, 0);
   }
+  // src null: no twin (and no offer, so one pending from the operation before is left alone).
   void axpy2d_batch_twin(const Axpy2dOp* ops, int count, const DotPairOp* dot, const float* src,
                          size_t n) override {
     RT_PROF("axpy2d_batch");
     RT_CHECK(count >= 0 && count <= kMaxAxpyBatch, "axpy2d_batch: count must be in [0, 4], got " + std::to_string(count));
-    __nv_bfloat16* tw = cuda::twin_offer(!fp32_, src, n);
+    __nv_bfloat16* tw = src ? cuda::twin_offer(!fp32_, src, n) : nullptr;
     Axpy2dOp o[kMaxAxpyBatch];
     for (int i = 0; i < count; ++i) {
       o[i] = ops[i];
@@ -774,11 +773,13 @@ class CudaBackend final : public Backend {
     RT_CHECK(!gelu || gelu_fast(), std::string(who) + ": GELU is fused in its bf16-mode form only");
     return t;
   }
+  // Where the product epilogues may take the activation: f in bf16 and, for GELU, its bf16-mode form.
+  bool act_fusable(const BlockShape& s) const { return block_f_half(s) && (!s.gelu || gelu_fast()); }
   // RT_CUDA_FC_ACT=1: c_fc's product writes the activation too (the TMA kernel's staged epilogue). Off by
   // default until measured on the GPU (written in session 18, which had none).
   bool block_fc_act(const BlockShape& s) const override {
     static const bool on = rt::env_switch("RT_CUDA_FC_ACT", false);
-    return on && block_f_half(s) && (!s.gelu || gelu_fast());
+    return on && act_fusable(s);
   }
   void linear_forward_act_half(const float* x, const float* W, const float* b, float* y, float* act_y, int n, int in,
                                int out, bool gelu) override {
@@ -792,7 +793,7 @@ class CudaBackend final : public Backend {
   // there) and writes df, not dg. Off by default until measured on the GPU (written in session 18).
   bool block_fc_dact(const BlockShape& s) const override {
     static const bool on = rt::env_switch("RT_CUDA_FC_DACT", false);
-    return on && block_f_half(s) && (!s.gelu || gelu_fast());
+    return on && act_fusable(s);
   }
   void linear_backward_dx_act_half(const float* W, const float* dy, const float* x, float* dx, int n, int in, int out,
                                    bool gelu) override {

@@ -421,31 +421,30 @@ template <int BN, int STAGES, int MINB>
 bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits, bool* act_applied) {
   CUtensorMap mc{}, mg{};
   const bool staged = g_tma_store && !g.ws && g.beta == 0.0f && encode_c(&mc, g.C, g.c_half, g.ldc, g);
-  if constexpr (BN == 128) {
-    // x's tile fills one stage at BN = 128 only; K > 0 so that the producer runs (it loads x)
-    if ((g.act == kActGeluGradFast || g.act == kActReluGrad) && staged && g.c_half && g.K > 0 && g.ldc == g.N &&
-        g.N % 8 == 0 && aligned16(g.act_x) && encode(&mg, static_cast<const __nv_bfloat16*>(g.act_x), g.M, g.N, 128)) {
-      if (!(g.act == kActGeluGradFast ? launch_staged<BN, STAGES, MINB, 6>(g, A, B, Kp, splits, mc, mg)
-                                      : launch_staged<BN, STAGES, MINB, 7>(g, A, B, Kp, splits, mc, mg)))
-        return false;
-      *act_applied = true;
-      return true;
-    }
+  const bool backward = g.act == kActGeluGradFast || g.act == kActReluGrad;
+  const bool forward = g.act == kActGeluFast || g.act == kActRelu;
+  int epi = (staged ? 2 : 0) + (g.c_half ? 1 : 0);
+  // x's tile fills one stage at BN = 128 only; K > 0 so that the producer runs (it loads x)
+  if (BN == 128 && backward && staged && g.c_half && g.K > 0 && g.ldc == g.N && g.N % 8 == 0 && aligned16(g.act_x) &&
+      encode(&mg, static_cast<const __nv_bfloat16*>(g.act_x), g.M, g.N, 128))
+    epi = g.act == kActGeluGradFast ? 6 : 7;
+  else if (forward && staged && g.c_half && encode_c(&mg, g.act_out, true, g.ldc, g))
+    epi = g.act == kActGeluFast ? 4 : 5;
+  bool launched = false;
+  switch (epi) {
+    case 0: launched = launch<BN, STAGES, MINB, 0>(g, A, B, Kp, splits, mc, mg); break;
+    case 1: launched = launch<BN, STAGES, MINB, 1>(g, A, B, Kp, splits, mc, mg); break;
+    case 2: launched = launch_staged<BN, STAGES, MINB, 2>(g, A, B, Kp, splits, mc, mg); break;
+    case 3: launched = launch_staged<BN, STAGES, MINB, 3>(g, A, B, Kp, splits, mc, mg); break;
+    case 4: launched = launch_staged<BN, STAGES, MINB, 4>(g, A, B, Kp, splits, mc, mg); break;
+    case 5: launched = launch_staged<BN, STAGES, MINB, 5>(g, A, B, Kp, splits, mc, mg); break;
+    default:
+      if constexpr (BN == 128)
+        launched = epi == 6 ? launch_staged<BN, STAGES, MINB, 6>(g, A, B, Kp, splits, mc, mg)
+                            : launch_staged<BN, STAGES, MINB, 7>(g, A, B, Kp, splits, mc, mg);
   }
-  if ((g.act == kActGeluFast || g.act == kActRelu) && staged && g.c_half &&
-      encode_c(&mg, g.act_out, true, g.ldc, g)) {
-    if (!(g.act == kActGeluFast ? launch_staged<BN, STAGES, MINB, 4>(g, A, B, Kp, splits, mc, mg)
-                                : launch_staged<BN, STAGES, MINB, 5>(g, A, B, Kp, splits, mc, mg)))
-      return false;
-    *act_applied = true;
-    return true;
-  }
-  switch ((staged ? 2 : 0) + (g.c_half ? 1 : 0)) {
-    case 0: return launch<BN, STAGES, MINB, 0>(g, A, B, Kp, splits, mc, mg);
-    case 1: return launch<BN, STAGES, MINB, 1>(g, A, B, Kp, splits, mc, mg);
-    case 2: return launch_staged<BN, STAGES, MINB, 2>(g, A, B, Kp, splits, mc, mg);
-    default: return launch_staged<BN, STAGES, MINB, 3>(g, A, B, Kp, splits, mc, mg);
-  }
+  *act_applied = launched && epi >= 4;
+  return launched;
 }
 
 }  // namespace
