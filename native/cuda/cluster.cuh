@@ -69,6 +69,16 @@ __device__ __forceinline__ void bar_wait(uint64_t* bar, uint32_t parity) {
 #endif
 }
 
+// One test of the barrier's phase, no loop: for a thread that knows the phase complete (told through another
+// barrier) and wants the acquire that observing it gives.
+__device__ __forceinline__ void bar_test(uint64_t* bar, uint32_t parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "{\n.reg .pred p;\nmbarrier.test_wait.parity.shared::cta.b64 p, [%0], %1;\n}\n" ::"r"(smem_addr(bar)), "r"(parity)
+      : "memory");
+#endif
+}
+
 // bytes (a multiple of 16, both addresses 16-byte aligned) from global memory to the same shared-memory
 // offset in every block of mask, each block's bar (same offset) counting them.
 __device__ __forceinline__ void copy_multicast(void* dst, const void* src, uint32_t bytes, uint64_t* bar,

@@ -188,6 +188,8 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
 // before every consumer has passed tile i's, since x's stage for tile i + 2 is at least STAGES + 1 stages on
 // in the ring (2 (nk + 1) >= 4 > 3 = STAGES, the 128-wide kernel's): its load waited for tile i's x stage to
 // be handed back.
+// The id comes in a register, so ptxas counts all 16 barriers as used, which allows at most 4 blocks an SM (2
+// run). Immediate ids, chosen by a branch on the tile's parity, made it spill ~750 bytes a thread.
 __device__ __forceinline__ void named_sync(int id) {
   asm volatile("barrier.cta.sync %0, %1;\n" ::"r"(id), "n"(kThreads) : "memory");
 }
@@ -309,6 +311,9 @@ __global__ void __launch_bounds__(kThreads, MINB)
         // The producer waits for x's stage and says so through a named barrier: a wait loop here, between
         // the products and the epilogue, made ptxas spill ~400 bytes a thread.
         named_sync(1 + (i & 1));
+        // The stage's phase is complete by now (the producer saw it before arriving); one test of it, not a loop,
+        // gives these threads' reads of the copy's bytes the barrier's acquire themselves.
+        cluster::bar_test(full + s, ph);
         fx = smem_addr(smem + s * L::kStage + wg * 64 * 128);
       }
       if constexpr (EPI >= 2)

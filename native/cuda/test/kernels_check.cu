@@ -1076,7 +1076,10 @@ static void check_gemm_act() {
     const bool staged = mode > 0;
     rt::cuda::set_tma_store(staged);
     rt::cuda::set_lane_store(mode == 2);
-    for (const Case c : {Case{8192, 1536, 384}, Case{1000, 328, 200}, Case{777, 2000, 96}, Case{8192, 384, 1536}})
+    // 4096 x 1536 over K = 64 and 96: one and two K steps, more tiles than blocks (the ring at its tightest, both
+    // named barriers); N = 296: x's second 64-column box wholly past N
+    for (const Case c : {Case{8192, 1536, 384}, Case{1000, 328, 200}, Case{777, 2000, 96}, Case{8192, 384, 1536},
+                         Case{4096, 1536, 64}, Case{4096, 1536, 96}, Case{2048, 296, 200}})
       for (const bool backward : {false, true})
         for (const bool gelu : {true, false}) {
           const size_t mn = static_cast<size_t>(c.M) * c.N;
