@@ -333,14 +333,19 @@ __global__ void __launch_bounds__(kAxpyThreads) axpy2d_batch_kernel(AxpyBatch b)
     T& d = reinterpret_cast<T*>(o.dst)[r * o.ds + c];
     if constexpr (V == 4) {
       float4 v = o.acc ? d : (o.y ? reinterpret_cast<const float4*>(o.y)[r * o.ys + c] : make_float4(0, 0, 0, 0));
+      // Fused multiply-adds written out: left to the compiler, the product shared with the branch without y
+      // was rounded on its own for .x alone, so the glue inside ln_1's kernel (layernorm_forward_glue) and the
+      // fused chains' glue (fma4), one fused multiply-add an element, differed from it in the last bit.
       if (o.acc || o.y) {
-        v.x += al * a.x; v.y += al * a.y; v.z += al * a.z; v.w += al * a.w;
+        v.x = __fmaf_rn(al, a.x, v.x); v.y = __fmaf_rn(al, a.y, v.y);
+        v.z = __fmaf_rn(al, a.z, v.z); v.w = __fmaf_rn(al, a.w, v.w);
       } else {
         v = make_float4(al * a.x, al * a.y, al * a.z, al * a.w);
       }
       if (o.x2) {
         const float4 e = reinterpret_cast<const float4*>(o.x2)[r * o.x2s + c];
-        v.x += al * e.x; v.y += al * e.y; v.z += al * e.z; v.w += al * e.w;
+        v.x = __fmaf_rn(al, e.x, v.x); v.y = __fmaf_rn(al, e.y, v.y);
+        v.z = __fmaf_rn(al, e.z, v.z); v.w = __fmaf_rn(al, e.w, v.w);
       }
       d = v;
       if (o.twin) {
@@ -351,8 +356,8 @@ __global__ void __launch_bounds__(kAxpyThreads) axpy2d_batch_kernel(AxpyBatch b)
         reinterpret_cast<uint2*>(o.twin)[r * o.ds + c] = u;
       }
     } else {
-      float v = o.acc ? d + al * a : (o.y ? al * a + o.y[r * o.ys + c] : al * a);
-      if (o.x2) v += al * o.x2[r * o.x2s + c];
+      float v = o.acc ? __fmaf_rn(al, a, d) : (o.y ? __fmaf_rn(al, a, o.y[r * o.ys + c]) : al * a);
+      if (o.x2) v = __fmaf_rn(al, o.x2[r * o.x2s + c], v);
       d = v;
       if (o.twin) static_cast<__nv_bfloat16*>(o.twin)[r * o.ds + c] = __float2bfloat16_rn(v);
     }
@@ -557,13 +562,19 @@ class CudaBackend final : public Backend {
                          size_t n) override {
     RT_PROF("axpy2d_batch");
     RT_CHECK(count >= 0 && count <= kMaxAxpyBatch, "axpy2d_batch: count must be in [0, 4], got " + std::to_string(count));
-    __nv_bfloat16* tw = src ? cuda::twin_offer(!fp32_, src, n) : nullptr;
+    auto inside = [&](const Axpy2dOp& a) {
+      return src && a.rows && a.cols && a.dst >= src && a.dst + (a.rows - 1) * a.ds + a.cols <= src + n;
+    };
+    // The twin is offered only where the ops inside the range write all of it (the glue's ops are disjoint):
+    // an offer marks the kept copy written, so a gap would stay stale rather than be cast.
+    size_t covered = 0;
+    for (int i = 0; i < count; ++i)
+      if (inside(ops[i])) covered += ops[i].rows * ops[i].cols;
+    __nv_bfloat16* tw = covered == n && n ? cuda::twin_offer(!fp32_, src, n) : nullptr;
     Axpy2dOp o[kMaxAxpyBatch];
     for (int i = 0; i < count; ++i) {
       o[i] = ops[i];
-      const Axpy2dOp& a = o[i];
-      const bool inside = a.rows && a.cols && a.dst >= src && a.dst + (a.rows - 1) * a.ds + a.cols <= src + n;
-      if (tw && inside) o[i].twin = tw + (a.dst - src);
+      if (tw && inside(o[i])) o[i].twin = tw + (o[i].dst - src);
     }
     run_axpy(o, count, dot);
   }

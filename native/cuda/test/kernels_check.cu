@@ -949,34 +949,38 @@ static void check_tma_bits() {
 }
 
 // The window glue writing a twin of what it writes into a range (Backend::axpy2d_batch_twin, kept as
-// block_backward keeps dm's): each op inside the range writes its values rounded to bf16 at the same place of
-// the twin, ops outside it write none, in the float4 and the scalar path.
+// block_backward keeps dm's), in the float4 and the scalar path. Where its ops inside the range write all of
+// it, the twin holds each op's values rounded to bf16, written by the ops themselves: the float32 range is
+// zeroed before keep_bf16_end, whose cast would copy the zeros. Where they leave a gap, the glue offers
+// nothing and the cast fills the kept copy (the zeros), so no stale gap can be taken for written.
 static void check_glue_twin() {
   rt::Backend& be = rt::cuda_backend(false);
-  const size_t rows = 5, ds = 64;
-  const VF x = randv(rows * ds, 71), y = randv(rows * ds, 72), d0 = randv(2 * rows * ds, 73);
-  for (size_t cols : {size_t(12), size_t(13)}) {
-    Dev gx(x), gy(y), gd(d0);
-    DevBf tw(rows * ds);
-    // Two ops into [gd, gd + rows * ds) (the twin's range), one past it.
-    const rt::Axpy2dOp ops[3] = {{gd.p, ds, 1.0f, gx.p, ds, gy.p, ds, rows, cols, false},
-                                 {gd.p + 32, ds, 0.5f, gx.p + 32, ds, nullptr, 0, rows, cols, true},
-                                 {gd.p + rows * ds, ds, 1.0f, gx.p, ds, nullptr, 0, rows, cols, false}};
-    be.keep_bf16_begin(gd.p, tw.p, rows * ds, false);
-    be.axpy2d_batch_twin(ops, 3, nullptr, gd.p, rows * ds);
-    be.keep_bf16_end();
-    const VF out = gd.get();
-    const std::vector<uint16_t> t = tw.get();
-    size_t bad = 0;
-    for (size_t r = 0; r < rows; ++r)
-      for (size_t c = 0; c < ds; ++c) {
-        const size_t i = r * ds + c;
-        const bool written = c < cols || (c >= 32 && c < 32 + cols);
-        bad += t[i] != (written ? bf16_bits(out[i]) : uint16_t{0xffff});
-      }
-    expect_le(static_cast<double>(bad), 0, "axpy2d_batch_twin: the twin of the ops in its range cols=" +
-                                               std::to_string(cols));
-  }
+  const size_t rows = 5;
+  for (const size_t cols : {size_t(12), size_t(13)})
+    for (const bool gap : {false, true}) {
+      const size_t ds = cols, n = rows * ds;  // whole rows: ops of whole rows cover the range
+      const VF x = randv(n, 71), y = randv(n, 72), d0 = randv(2 * n, 73);
+      Dev gx(x), gy(y), gd(d0);
+      DevBf tw(n);
+      // Rows 0-1 and 2-4 (or 2-3: a gap) of the range, and one op past it.
+      const rt::Axpy2dOp ops[3] = {{gd.p, ds, 1.0f, gx.p, ds, gy.p, ds, 2, cols, false},
+                                   {gd.p + 2 * ds, ds, 0.5f, gx.p + 2 * ds, ds, nullptr, 0, gap ? 2u : 3u, cols, true},
+                                   {gd.p + n, ds, 1.0f, gx.p, ds, nullptr, 0, rows, cols, false}};
+      be.keep_bf16_begin(gd.p, tw.p, n, false);
+      be.axpy2d_batch_twin(ops, 3, nullptr, gd.p, n);
+      const VF out = gd.get();
+      RT_CU(cudaStreamSynchronize(rt::cuda::stream()));
+      RT_CU(cudaMemset(gd.p, 0, n * 4));
+      RT_CU(cudaDeviceSynchronize());
+      be.keep_bf16_end();
+      const std::vector<uint16_t> t = tw.get();
+      size_t bad = 0;
+      for (size_t i = 0; i < n; ++i) bad += t[i] != (gap ? uint16_t{0} : bf16_bits(out[i]));
+      expect_le(static_cast<double>(bad), 0,
+                std::string("axpy2d_batch_twin: ") +
+                    (gap ? "ops leaving a gap offer no twin (the cast fills it)" : "the twin written by the ops") +
+                    " cols=" + std::to_string(cols));
+    }
 }
 
 // ln_1 with the window glue in its pass (cuda::layernorm_forward_glue, RT_CUDA_LN_GLUE): the bits of the glue's
