@@ -66,6 +66,7 @@ __global__ void __launch_bounds__(attn::kMmaThreads) attention_forward_mma(const
                                                                            float* __restrict__ out,
                                                                            __nv_bfloat16* __restrict__ twin, Geo g,
                                                                            Mask mask) {
+  pdl_wait();  // (launched with PDL where pdl_all())
   pdl_trigger();  // out_forward's blocks may take the SMs this grid leaves (pdl.cuh)
   const int bh = head_of_block<PAIR>();
   attn::forward_head_mma<HD, PAIR>(qkv, probs, out, twin, g, mask, bh / g.H, bh % g.H);
@@ -78,6 +79,7 @@ __global__ void __launch_bounds__(attn::kMmaThreads) attention_backward_mma(cons
                                                                             float* __restrict__ dqkv,
                                                                             __nv_bfloat16* __restrict__ twin, Geo g,
                                                                             Mask mask) {
+  pdl_wait();  // (launched with PDL where pdl_all())
   pdl_trigger();  // in_backward's blocks likewise
   const int bh = head_of_block<PAIR>();
   attn::backward_head_mma<HD, PAIR>(qkv, probs, dout, dqkv, twin, g, mask, bh / g.H, bh % g.H);
@@ -220,8 +222,12 @@ void attention_forward(bool bf16, const float* qkv, float* probs, float* out, in
   if (use_mma(bf16, g)) {
     by_hd(g.hd, [&](auto hd) {
       constexpr int HD = decltype(hd)::value;
-      if (pair_heads(g, BH)) attention_forward_mma<HD, true><<<BH / 2, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g, mask);
-      else attention_forward_mma<HD, false><<<BH, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g, mask);
+      if (pair_heads(g, BH))
+        launch_window_kernel("attention_forward", attention_forward_mma<HD, true>, BH / 2, attn::kMmaThreads, 0, qkv, probs,
+                             out, twin, g, mask);
+      else
+        launch_window_kernel("attention_forward", attention_forward_mma<HD, false>, BH, attn::kMmaThreads, 0, qkv, probs,
+                             out, twin, g, mask);
     });
     RT_CU_LAUNCH("attention_forward (mma)");
     return;
@@ -288,8 +294,11 @@ void attention_backward(bool bf16, const float* qkv, const float* probs, const f
     by_hd(g.hd, [&](auto hd) {
       constexpr int HD = decltype(hd)::value;
       if (pair_heads(g, BH))
-        attention_backward_mma<HD, true><<<BH / 2, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, twin, g, mask);
-      else attention_backward_mma<HD, false><<<BH, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, twin, g, mask);
+        launch_window_kernel("attention_backward", attention_backward_mma<HD, true>, BH / 2, attn::kMmaThreads, 0, qkv,
+                             probs, dout, dqkv, twin, g, mask);
+      else
+        launch_window_kernel("attention_backward", attention_backward_mma<HD, false>, BH, attn::kMmaThreads, 0, qkv, probs,
+                             dout, dqkv, twin, g, mask);
     });
     RT_CU_LAUNCH("attention_backward (mma)");
     return;

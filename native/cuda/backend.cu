@@ -36,6 +36,7 @@
 #include "cpu/kernels.h"
 #include "cuda/kernels.cuh"
 #include "cuda/matmul_sm90.cuh"
+#include "cuda/pdl.cuh"
 #include "cuda/readback.cuh"
 #include "cuda/profile.cuh"
 #include "cuda/twin.cuh"
@@ -318,6 +319,8 @@ struct AxpyBatch {
 };
 template <int V>
 __global__ void __launch_bounds__(kAxpyThreads) axpy2d_batch_kernel(AxpyBatch b) {
+  pdl_wait();  // (pdl.cuh: launched with PDL where pdl_all())
+  pdl_trigger();
   using T = typename std::conditional<V == 4, float4, float>::type;
   if (static_cast<int>(blockIdx.y) >= b.ops) {
     const int p = blockIdx.y - b.ops;
@@ -608,9 +611,7 @@ class CudaBackend final : public Backend {
     if (dot) b.dot = *dot;
     const dim3 grid(std::max(blocks_for(v4 ? most / 4 : most, kAxpyThreads), dot ? unsigned(kDotBlocks) : 1u),
                     n + (dot ? 2 : 0));
-    if (v4) axpy2d_batch_kernel<4><<<grid, kAxpyThreads, 0, stream()>>>(b);
-    else axpy2d_batch_kernel<1><<<grid, kAxpyThreads, 0, stream()>>>(b);
-    RT_CU_LAUNCH("axpy2d_batch");
+    launch_window_kernel("axpy2d_batch", v4 ? axpy2d_batch_kernel<4> : axpy2d_batch_kernel<1>, grid, kAxpyThreads, 0, b);
   }
   double dot2d(const float* a, size_t as, const float* b, size_t bs, size_t rows, size_t cols) override {
     RT_PROF("dot2d");

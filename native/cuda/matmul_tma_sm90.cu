@@ -26,6 +26,7 @@
 #include "cuda/common.cuh"
 #include "cuda/gemm_args.cuh"
 #include "cuda/matmul_tma_sm90.cuh"
+#include "cuda/pdl.cuh"
 #include "cuda/store_tile_sm90.cuh"
 #include "cuda/wgmma.cuh"
 
@@ -230,6 +231,8 @@ __global__ void __launch_bounds__(kThreads, MINB)
     cluster::bar_init_fence();
   }
   __syncthreads();
+  pdl_wait();  // (launched with PDL: the barriers above were set up while the kernel before finished)
+  pdl_trigger();
 
   auto tile_m0 = [&](int i) { return (blockIdx.x + i * gridDim.x) / tiles_n * kBM; };
   auto tile_n0 = [&](int i) { return (blockIdx.x + i * gridDim.x) % tiles_n * BN; };
@@ -396,8 +399,7 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
   const int tiles_n = (g.N + BN - 1) / BN, tiles = tiles_n * ((g.M + kBM - 1) / kBM);
   const dim3 grid(static_cast<unsigned>(std::max(1, std::min(tiles, resident / splits))), 1, static_cast<unsigned>(splits));
   static const int stagger_ns = rt::env_int("RT_CUDA_TMA_STAGGER_NS", 0);
-  kernel<<<grid, kThreads, L::kSmem, stream()>>>(ma, mb, mc, mg, g, tiles_n, tiles, stagger_ns);
-  RT_CU_LAUNCH("gemm_tma");
+  launch_window_kernel("gemm_tma", kernel, grid, dim3(kThreads), L::kSmem, ma, mb, mc, mg, g, tiles_n, tiles, stagger_ns);
   ++g_launches;
   if (EPI >= 4) ++g_act_launches;
   return true;
