@@ -168,8 +168,8 @@ class CpuBackend final : public Backend {
     cpu::attention_forward(qkv, probs, out, B, n, d, H, p, seed, stream);
   }
   void attention_backward(const float* qkv, const float* probs, const float* dout, float* dqkv, int B, int n, int d,
-                          int H, float p, uint64_t seed, uint64_t stream, bool qkv_half) override {
-    if (qkv_half) throw Error("cpu attention_backward: a bf16 qkv is not supported");
+                          int H, float p, uint64_t seed, uint64_t stream, bool qkv_half, bool dout_half) override {
+    if (qkv_half || dout_half) throw Error("cpu attention_backward: bf16 qkv or dout is not supported");
     cpu::attention_backward(qkv, probs, dout, dqkv, B, n, d, H, p, seed, stream);
   }
   void attention_cached(const float* qkv, int cap, int B, int t0, int c, int d, int H, float* out) override {

@@ -193,12 +193,13 @@ void launch_fused_backward(const Geo& g, const float* qkv, const float* probs, c
 unsigned row_blocks(long long rows) { return static_cast<unsigned>((rows + 7) / 8); }
 
 // A bf16 qkv in float32, for the kernels other than the tensor-core ones (which read it as it is).
-Scratch qkv_f32(const float* qkv, int B, int n, int d) {
-  const size_t count = static_cast<size_t>(B) * n * 3 * d;
+// A float32 copy of count bf16 values (behind a float pointer), for the kernels that read float32 only.
+Scratch f32_copy(const float* half, size_t count) {
   Scratch f(count * sizeof(float));
-  to_f32(reinterpret_cast<const __nv_bfloat16*>(qkv), f.f32(), count);
+  to_f32(reinterpret_cast<const __nv_bfloat16*>(half), f.f32(), count);
   return f;
 }
+Scratch qkv_f32(const float* qkv, int B, int n, int d) { return f32_copy(qkv, static_cast<size_t>(B) * n * 3 * d); }
 
 }  // namespace
 
@@ -278,15 +279,19 @@ void attention_backward_bf16(bool bf16, const float* qkv, const float* probs, co
 }
 
 void attention_backward(bool bf16, const float* qkv, const float* probs, const float* dout, float* dqkv, int B, int n,
-                        int d, int H, float p, uint64_t seed, uint64_t stream_id, __nv_bfloat16* twin, bool qkv_half) {
+                        int d, int H, float p, uint64_t seed, uint64_t stream_id, __nv_bfloat16* twin, bool qkv_half,
+                        bool dout_half) {
   Geo g = check_geo("attention_backward", B, n, d, H, p);
   if (B == 0 || n == 0) return;
-  if (qkv_half && !use_mma(bf16, g)) {
-    const Scratch f = qkv_f32(qkv, B, n, d);
-    attention_backward(bf16, f.f32(), probs, dout, dqkv, B, n, d, H, p, seed, stream_id, twin);
+  if ((qkv_half || dout_half) && !use_mma(bf16, g)) {
+    const Scratch f = qkv_half ? qkv_f32(qkv, B, n, d) : Scratch();
+    const Scratch o = dout_half ? f32_copy(dout, static_cast<size_t>(B) * n * d) : Scratch();
+    attention_backward(bf16, qkv_half ? f.f32() : qkv, probs, dout_half ? o.f32() : dout, dqkv, B, n, d, H, p, seed,
+                       stream_id, twin);
     return;
   }
   g.qkv_half = qkv_half;
+  g.dout_half = dout_half;
   const Mask mask = make_mask(p, seed, stream_id);
   const int BH = B * H;
   RT_CHECK(dqkv || (twin && use_mma(bf16, g)), "attention_backward: dqkv is null where no bf16 copy is written");

@@ -371,7 +371,7 @@ __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv,
   __nv_bfloat16* P = PAIR ? S + 32 : S + kMmaN * kLdT;
   const int n = g.n, bh = b * g.H + h;
   const bool qh = g.qkv_half;
-  const float* ob = dout + static_cast<size_t>(b) * n * g.d + h * HD;
+  const float* ob = elem_at(dout, g.dout_half, static_cast<size_t>(b) * n * g.d + h * HD);
   const size_t at = static_cast<size_t>(b) * n * g.ld + h * HD;
   float* db = dqkv ? dqkv + at : nullptr;  // null: twin only (a bf16 gradient stash, BlockGradStash::half)
   __nv_bfloat16* tb = twin ? twin + at : nullptr;
@@ -384,7 +384,7 @@ __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv,
     __nv_bfloat16* const T[4] = {Kt, Qt, Ot, Vt};
     const float* const M[4] = {elem_at(qkv, qh, at + g.d), elem_at(qkv, qh, at), ob, elem_at(qkv, qh, at + 2 * g.d)};
     const int ld[4] = {g.ld, g.ld, g.d, g.ld};
-    stage_t<HD, PAIR, 4>(T, M, ld, n, qh ? 0xbu : 0u);  // K, Q, V from qkv
+    stage_t<HD, PAIR, 4>(T, M, ld, n, (qh ? 0xbu : 0u) | (g.dout_half ? 4u : 0u));  // K, Q, V from qkv; dO
   }
   float p[NT][4];  // the probabilities, needed after dP: their loads overlap the barrier's wait and dP
   if (active)

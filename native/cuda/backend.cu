@@ -771,6 +771,12 @@ class CudaBackend final : public Backend {
     static const bool on = rt::env_switch("RT_CUDA_KEEP_DM", false);
     return on && block_keeps_bf16(s);
   }
+  // RT_CUDA_DATT_HALF=1: the attention's output gradient in bf16. Off by default until measured on the GPU
+  // (written in session 19).
+  bool block_datt_half(const BlockShape& s) const override {
+    static const bool on = rt::env_switch("RT_CUDA_DATT_HALF", false);
+    return on && block_f_half(s);
+  }
   // RT_CUDA_DH_HALF=1: dh1 and dh2 in bf16. Off by default until measured on the GPU (written in session 18).
   bool block_dh_half(const BlockShape& s) const override {
     static const bool on = rt::env_switch("RT_CUDA_DH_HALF", false);
@@ -874,13 +880,13 @@ class CudaBackend final : public Backend {
                             stream_id, tw, qkv_half);
   }
   void attention_backward(const float* qkv, const float* probs, const float* dout, float* dqkv, int B, int n, int d,
-                          int H, float p, uint64_t seed, uint64_t stream_id, bool qkv_half) override {
+                          int H, float p, uint64_t seed, uint64_t stream_id, bool qkv_half, bool dout_half) override {
     RT_PROF("attention_backward");
     __nv_bfloat16* tw = cuda::attention_writes_twin(!fp32_, n, d, H)
                             ? cuda::twin_offer(!fp32_, dqkv, static_cast<size_t>(B) * n * 3 * d)
                             : nullptr;
     cuda::attention_backward(!fp32_, qkv, probs, dout, cuda::float_output(tw, dqkv), B, n, d, H, p,
-                             seed, stream_id, tw, qkv_half);
+                             seed, stream_id, tw, qkv_half, dout_half);
   }
   void attention_cached(const float* qkv, int cap, int B, int t0, int c, int d, int H, float* out) override {
     RT_PROF("attention_cached");

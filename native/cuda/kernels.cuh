@@ -133,9 +133,11 @@ void layernorm_backward_res(const float* x, const float* w, const float* mean, c
 // they round float32 to bf16) and the others through a float32 copy.
 void attention_forward(bool bf16, const float* qkv, float* probs, float* out, int B, int n, int d, int H, float p,
                        uint64_t seed, uint64_t stream, __nv_bfloat16* twin = nullptr, bool qkv_half = false);
+// dout_half: dout holds bf16 (Backend::block_datt_half), read as it is by the tensor-core kernel (the same
+// bits as a float32 dout holding the same values) and by the others through a float32 copy.
 void attention_backward(bool bf16, const float* qkv, const float* probs, const float* dout, float* dqkv, int B,
                         int n, int d, int H, float p, uint64_t seed, uint64_t stream, __nv_bfloat16* twin = nullptr,
-                        bool qkv_half = false);
+                        bool qkv_half = false, bool dout_half = false);
 bool attention_writes_twin(bool bf16, int n, int d, int H);
 // attention_backward with dqkv in bf16 only (a bf16 gradient stash: Backend::block_half): the tensor-core
 // kernel writes just the bf16 copy; other shapes go through a float32 scratch and a cast.

@@ -176,9 +176,10 @@ class Backend {
   // qkv_half: qkv holds bf16 behind its float pointer (block_qkv_half).
   virtual void attention_forward(const float* qkv, float* probs, float* out, int B, int n, int d, int H,
                                  float p, uint64_t seed, uint64_t stream, bool qkv_half) = 0;
+  // dout_half: dout holds bf16 behind its float pointer (block_datt_half).
   virtual void attention_backward(const float* qkv, const float* probs, const float* dout, float* dqkv,
                                   int B, int n, int d, int H, float p, uint64_t seed, uint64_t stream,
-                                  bool qkv_half) = 0;
+                                  bool qkv_half, bool dout_half) = 0;
   virtual void attention_cached(const float* qkv, int cap, int B, int t0, int c, int d, int H, float* out) = 0;
   // Row-wise form for sequences at different positions (continuous batching): row r is the query at
   // position t[r] of the sequence in cache slot slot[r]. The default runs one attention_cached per row;
@@ -292,6 +293,11 @@ class Backend {
   // bf16 autocast would hold them, and the LayerNorm backward (dx per window, dw and db over all rows) reads
   // them so (dy_half).
   virtual bool block_dh_half(const BlockShape&) const { return false; }
+  // Whether the unfused path, where f is bf16 (block_f_half) and the cache's qkv is (the tensor-core attention
+  // for every window), writes datt, the gradient at the attention's output, as bf16 alone: attn c_proj's dx
+  // product writes it rounded (linear_backward_dx_half), as a bf16 autocast would hold it, and the attention
+  // backward, its only reader, reads it so (dout_half).
+  virtual bool block_datt_half(const BlockShape&) const { return false; }
   // Whether the unfused path, where f and dg are bf16 (block_f_half), runs mlp c_proj's dx product and the
   // activation's backward as one operation (linear_backward_dx_act_half).
   virtual bool block_fc_dact(const BlockShape&) const { return false; }

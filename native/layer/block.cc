@@ -312,12 +312,14 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   // Attention branch.
   if (p > 0)
     keeping(be, st.da, st.b16.da, Rd, [&] { be.dropout_backward(dx2, st.da, Rd, p, c.seed, c.stream * 4 + 1); });
-  be.linear_backward(c.att, w.attn_proj_w, st.da, k.datt.get(), nullptr, nullptr, R, d, d);
+  const bool datt_half = c.qkv_half && st.dg_half && be.block_datt_half(s);
+  if (datt_half) be.linear_backward_dx_half(w.attn_proj_w, st.da, k.datt.get(), R, d, d);
+  else be.linear_backward(c.att, w.attn_proj_w, st.da, k.datt.get(), nullptr, nullptr, R, d, d);
   keeping(
       be, st.dqkv, st.b16.dqkv, Rd * 3,
       [&] {
         be.attention_backward(c.qkv, c.probs, k.datt.get(), st.dqkv, c.B, c.n, d, s.heads, p, c.seed, c.stream * 4 + 0,
-                              c.qkv_half);
+                              c.qkv_half, datt_half);
       },
       true);
   if (st.dh_half) be.linear_backward_dx_half(w.attn_w, st.dqkv, st.dh1, R, d, 3 * d);

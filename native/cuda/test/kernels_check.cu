@@ -1134,6 +1134,35 @@ static void check_gemm_act() {
   rt::cuda::set_lane_store(lanes_process);
 }
 
+// The attention backward from a bf16 dout (Backend::block_datt_half) gives the bits of a float32 dout holding the
+// same values: dqkv and its twin, on the tensor-core kernel (the char config's window pair, two heads a block;
+// the copy config's) with and without dropout, and through the float32 copy on a shape it does not take (n = 40).
+static void check_attention_half_dout() {
+  struct Case { int B, n, d, H; float p; };
+  for (const Case c : {Case{64, 32, 384, 6, 0.0f}, Case{64, 32, 384, 6, 0.1f}, Case{16, 64, 96, 6, 0.0f},
+                       Case{8, 40, 64, 4, 0.0f}})
+    for (const bool qh : {false, true}) {
+      const size_t nq = static_cast<size_t>(c.B) * c.n * 3 * c.d, no = static_cast<size_t>(c.B) * c.n * c.d;
+      const VF qkv = rounded(randv(nq, 201)), dout = rounded(randv(no, 202));
+      Dev gq(qkv), gp(static_cast<size_t>(c.B) * c.H * c.n * c.n), go(no), gdo(dout), d1(nq), d2(nq);
+      DevBf hq(nq), hdo(no), t1(nq), t2(nq);
+      upload_bf16(hq, qkv);
+      upload_bf16(hdo, dout);
+      const float* q = qh ? reinterpret_cast<const float*>(hq.p) : gq.p;
+      const bool twins = rt::cuda::attention_writes_twin(true, c.n, c.d, c.H);
+      rt::cuda::attention_forward(true, q, gp.p, go.p, c.B, c.n, c.d, c.H, c.p, 5, 6, nullptr, qh);
+      rt::cuda::attention_backward(true, q, gp.p, gdo.p, d1.p, c.B, c.n, c.d, c.H, c.p, 5, 6, twins ? t1.p : nullptr, qh);
+      rt::cuda::attention_backward(true, q, gp.p, reinterpret_cast<const float*>(hdo.p), d2.p, c.B, c.n, c.d, c.H, c.p, 5,
+                                   6, twins ? t2.p : nullptr, qh, true);
+      const VF a = d1.get(), b = d2.get();
+      const bool same = std::memcmp(a.data(), b.data(), a.size() * 4) == 0 && (!twins || t1.get() == t2.get());
+      expect_le(same ? 0 : 1, 0,
+                "attention_backward from a bf16 dout = from its float32 values B=" + std::to_string(c.B) +
+                    " n=" + std::to_string(c.n) + " d=" + std::to_string(c.d) + " p=" + std::to_string(c.p) +
+                    (qh ? " bf16 qkv" : "") + (twins ? " (tensor cores, twin)" : " (float32 copy)"));
+    }
+}
+
 // RT_CUDA_PDL_ALL (pdl.cuh): a window's chain of kernels launched with PDL gives the bits of plain launches, each
 // kernel waiting for the one before it. The char config's shapes (8192 rows, d = 384, 6 heads over window pairs of
 // 32): ln_1 (bf16 twin) -> c_attn (TMA, bf16 C) -> attention -> c_proj (its float32 operand cast) -> the residual
@@ -1200,6 +1229,7 @@ static void check_half_buffers() {
   check_tma_bits();
   check_gemm_act();
   check_pdl_chain();
+  check_attention_half_dout();
   check_layernorm_half_dy();
   check_glue_twin();
   check_layernorm_glue();
