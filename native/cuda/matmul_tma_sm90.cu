@@ -201,6 +201,7 @@ __device__ __forceinline__ void named_arrive(int id) {
 template <int BN>
 __device__ __forceinline__ void mma_k16(float (&acc)[BN / 2], uint64_t a, uint64_t b, int accumulate) {
   if constexpr (BN == 128) m64n128k16(acc, a, b, accumulate);
+  else if constexpr (BN == 96) m64n96k16(acc, a, b, accumulate);
   else m64n192k16<false>(acc, a, b, accumulate);
 }
 
@@ -414,6 +415,21 @@ bool g_tma_store = rt::env_switch("RT_CUDA_TMA_STORE", true);
 // is what keeps the K = 384 products at twice their time without stores.
 bool g_lane_store = rt::env_switch("RT_CUDA_LANE_STORE", false);
 
+// RT_CUDA_TMA_BN96=1 (set_tma_bn96): 128 x 96 tiles where they leave the SMs less uneven work than 128 x 128 ones
+// (tiles_per_sm_span); 2: for every product the 192-wide rule does not take (kernels_check). Off by default:
+// written in session 19 without a GPU. Why: the char config's N = 384, K = 384 products make 192 tiles of
+// 128 x 128 for 264 slots, so 60 SMs take two tiles and 72 one (73% of an even spread); 128 x 96 makes 256,
+// two on 124 SMs, each three quarters the work. c_attn's 576 tiles spread 5 or 4 an SM; 96-wide, 768 spread
+// 6 or 5, less work in all at the busiest SM (576 columns against 640).
+int g_tma_bn96 = rt::env_int("RT_CUDA_TMA_BN96", 0);
+
+// The busiest SM's share of a product on BN-wide tiles, in tile columns times tiles (a block's tiles are
+// consecutive strides of the grid, and the grid's blocks spread evenly over the SMs).
+long tiles_per_sm_span(const GemmArgs& g, int bn) {
+  const long tiles = static_cast<long>((g.M + kBM - 1) / kBM) * ((g.N + bn - 1) / bn), sms = limits().sms;
+  return (tiles + sms - 1) / sms * bn;
+}
+
 template <int BN, int STAGES, int MINB, int EPI>
 bool launch_staged(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
                    const CUtensorMap& mc, const CUtensorMap& mg) {
@@ -463,6 +479,8 @@ bool g_tma = rt::env_switch("RT_CUDA_GEMM_TMA", true);
 void set_tma_gemm(bool on) { g_tma = on; }
 void set_tma_store(bool on) { g_tma_store = on; }
 void set_lane_store(bool on) { g_lane_store = on; }
+void set_tma_bn96(int mode) { g_tma_bn96 = mode; }
+int tma_bn96() { return g_tma_bn96; }
 bool lane_store() { return g_lane_store; }
 bool tma_store() { return g_tma_store; }
 long tma_launches() { return g_launches; }
@@ -475,6 +493,10 @@ bool gemm_tma(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B,
   // Products up to two 192-wide column tiles with a long reduction (the char config's N = 384, K = 1536 and
   // 1152 ones): 128 x 192 tiles, one block an SM, five stages. Else 128 x 128, two blocks an SM, three stages.
   if (splits == 1 && g.N > 128 && g.N <= 384 && g.K > 512) return launch_epi<192, 5, 1>(g, A, B, Kp, splits, act_applied);
+  // (not the activation's backward: x's tile fills a stage only at 128 x 128)
+  if (g_tma_bn96 && splits == 1 && !g.act_x &&
+      (g_tma_bn96 == 2 || tiles_per_sm_span(g, 96) < tiles_per_sm_span(g, 128)))
+    return launch_epi<96, 3, 2>(g, A, B, Kp, splits, act_applied);
   return launch_epi<128, 3, 2>(g, A, B, Kp, splits, act_applied);
 }
 

@@ -42,6 +42,15 @@ __device__ __forceinline__ void m64n128k16(float (&d)[64], uint64_t a, uint64_t 
       : "l"(a), "l"(b), "r"(accumulate));
 }
 
+// d (48 floats per thread: a 64x96 float32 tile of the warpgroup) = A (64x16) * B (16x96) (+ d), as above.
+__device__ __forceinline__ void m64n96k16(float (&d)[48], uint64_t a, uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %50, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n96k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, %48, %49, p, 1, 1, 0, 0;\n}\n"
+      : RT_D8(0), RT_D8(8), RT_D8(16), RT_D8(24), RT_D8(32), RT_D8(40)
+      : "l"(a), "l"(b), "r"(accumulate));
+}
+
 // d (96 floats per thread: a 64x192 float32 tile of the warpgroup) = A (64x16) * B (16x192) (+ d), as above.
 // MN: both operands MN-major (A stored along M, B along N: the instruction transposes them), else K-major.
 template <bool MN = false>

@@ -914,10 +914,13 @@ static void check_tma_bits() {
   if (!(rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled())) return;
   struct Case { int M, N, K; bool bias, res, half; };
   const bool process = rt::cuda::tma_store(), lanes_process = rt::cuda::lane_store();
+  const int bn96_process = rt::cuda::tma_bn96();
+  for (const int bn96 : {0, 2})  // 128-wide tiles (192 where the rule says); 96-wide for all it does not
   for (const int mode : {0, 1, 2}) {  // the direct epilogue, the staged one by the engine, by the lanes
     const bool staged = mode > 0;
     rt::cuda::set_tma_store(staged);
     rt::cuda::set_lane_store(mode == 2);
+    rt::cuda::set_tma_bn96(bn96);
     for (const Case c : {Case{8192, 1152, 384, true, false, true}, Case{8192, 384, 1536, true, true, false},
                          Case{8192, 384, 1152, false, false, false}, Case{1000, 300, 200, true, true, false},
                          Case{333, 1000, 4000, false, false, false}, Case{96, 96, 8192, false, false, false},
@@ -935,7 +938,8 @@ static void check_tma_bits() {
         rt::cuda::gemm(true, false, true, c.M, c.N, c.K, 1.0f, nullptr, c.K, W.p, c.K, 0.0f, (v ? C1 : C0).p, c.N,
                        c.bias ? b.p : nullptr, nullptr, c.res ? r.p : nullptr, A.p, c.half);
       }
-      const std::string how = mode == 0 ? "" : mode == 1 ? ", staged epilogue" : ", staged epilogue stored by the lanes";
+      const std::string how = std::string(mode == 0 ? "" : mode == 1 ? ", staged epilogue" : ", staged epilogue stored by the lanes") +
+                              (bn96 ? ", 96-wide tiles" : "");
       expect_le(std::labs(rt::cuda::tma_launches() - launched - 1), 0,
                 "gemm TMA kernel launched, not a fallback " + shape(c.M, c.N, c.K) + how);
       use({rt::cuda::GemmKernel::Auto, "auto"});
@@ -947,6 +951,7 @@ static void check_tma_bits() {
   }
   rt::cuda::set_tma_store(process);
   rt::cuda::set_lane_store(lanes_process);
+  rt::cuda::set_tma_bn96(bn96_process);
 }
 
 // The window glue writing a twin of what it writes into a range (Backend::axpy2d_batch_twin, kept as
@@ -1077,10 +1082,13 @@ static void check_gemm_act() {
   if (!(rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled())) return;
   struct Case { int M, N, K; };
   const bool process = rt::cuda::tma_store(), lanes_process = rt::cuda::lane_store();
+  const int bn96_process = rt::cuda::tma_bn96();
+  for (const int bn96 : {0, 2})  // and the forward on 96-wide tiles (the backward's fusion needs 128)
   for (const int mode : {1, 2, 0}) {  // staged by the engine, by the lanes; the direct epilogue (the pass)
     const bool staged = mode > 0;
     rt::cuda::set_tma_store(staged);
     rt::cuda::set_lane_store(mode == 2);
+    rt::cuda::set_tma_bn96(bn96);
     // 4096 x 1536 over K = 64 and 96: one and two K steps, more tiles than blocks (the ring at its tightest, both
     // named barriers); N = 296: x's second 64-column box wholly past N
     for (const Case c : {Case{8192, 1536, 384}, Case{1000, 328, 200}, Case{777, 2000, 96}, Case{8192, 384, 1536},
@@ -1117,7 +1125,8 @@ static void check_gemm_act() {
           const bool wide = c.N > 128 && c.N <= 384 && c.K > 512, want = staged && !(backward && wide);
           const std::string what = std::string(backward ? " backward" : " forward") + (gelu ? " gelu " : " relu ") +
                                    shape(c.M, c.N, c.K) +
-                                   (mode == 0 ? ", through the pass" : mode == 1 ? ", staged epilogue" : ", staged by the lanes");
+                                   (mode == 0 ? ", through the pass" : mode == 1 ? ", staged epilogue" : ", staged by the lanes") +
+                                   (bn96 ? ", 96-wide tiles" : "");
           expect_le(std::labs(rt::cuda::tma_launches() - launched - 2), 0, "gemm with act: the TMA kernel launched" + what);
           expect_le(std::labs(rt::cuda::tma_act_launches() - fused - (want ? 1 : 0)), 0,
                     std::string("gemm with act: ") + (want ? "applied in the epilogue" : "left to the pass") + what);
@@ -1132,6 +1141,7 @@ static void check_gemm_act() {
   }
   rt::cuda::set_tma_store(process);
   rt::cuda::set_lane_store(lanes_process);
+  rt::cuda::set_tma_bn96(bn96_process);
 }
 
 // The attention backward from a bf16 dout (Backend::block_datt_half) gives the bits of a float32 dout holding the
