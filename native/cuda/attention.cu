@@ -72,7 +72,10 @@ __global__ void __launch_bounds__(attn::kMmaThreads) attention_forward_mma(const
   attn::forward_head_mma<HD, PAIR>(qkv, probs, out, twin, g, mask, bh / g.H, bh % g.H);
 }
 
-template <int HD, bool PAIR>
+// DH: dout holds bf16 (attention_backward's dout_half). A template parameter: as a run-time flag it took the
+// char config's instantiation from 80 registers a thread to 84, which the allocator rounds to 88: five blocks
+// an SM instead of six, and its 768 blocks in two waves.
+template <int HD, bool PAIR, bool DH>
 __global__ void __launch_bounds__(attn::kMmaThreads) attention_backward_mma(const float* __restrict__ qkv,
                                                                             const float* __restrict__ probs,
                                                                             const float* __restrict__ dout,
@@ -82,8 +85,24 @@ __global__ void __launch_bounds__(attn::kMmaThreads) attention_backward_mma(cons
   pdl_wait();  // (launched with PDL where pdl_all())
   pdl_trigger();  // in_backward's blocks likewise
   const int bh = head_of_block<PAIR>();
-  attn::backward_head_mma<HD, PAIR>(qkv, probs, dout, dqkv, twin, g, mask, bh / g.H, bh % g.H);
+  attn::backward_head_mma<HD, PAIR, DH>(qkv, probs, dout, dqkv, twin, g, mask, bh / g.H, bh % g.H);
 }
+
+// forward_heads_persist's kernel: `units` (element, head) units (pairs with PAIR) over a grid of a few blocks an SM.
+template <int HD, bool PAIR>
+__global__ void __launch_bounds__(attn::kMmaThreads) attention_forward_mma_persist(const float* __restrict__ qkv,
+                                                                                   float* __restrict__ probs,
+                                                                                   float* __restrict__ out,
+                                                                                   __nv_bfloat16* __restrict__ twin,
+                                                                                   Geo g, Mask mask, int units) {
+  pdl_wait();  // (launched with PDL where pdl_all())
+  pdl_trigger();
+  attn::forward_heads_persist<HD, PAIR>(qkv, probs, out, twin, g, mask, units);
+}
+
+// RT_CUDA_ATTN_PERSIST=N (set_attn_persist): the forward of a bf16 qkv by attention_forward_mma_persist with N
+// blocks an SM (0: the one-unit-a-block kernel). Off by default: written in session 19 without a GPU.
+int g_attn_persist = rt::env_int("RT_CUDA_ATTN_PERSIST", 0);
 
 // The tensor-core kernels take bf16 window pairs of the shapes they are written for (attention_mma.cuh);
 // RT_CUDA_ATTN_MMA=0 keeps every shape on the float32 kernels, for timing and checking.
@@ -203,6 +222,9 @@ Scratch qkv_f32(const float* qkv, int B, int n, int d) { return f32_copy(qkv, st
 
 }  // namespace
 
+void set_attn_persist(int blocks_per_sm) { g_attn_persist = blocks_per_sm; }
+int attn_persist() { return g_attn_persist; }
+
 bool attention_writes_twin(bool bf16, int n, int d, int H) {
   return H > 0 && d > 0 && d % H == 0 && use_mma(bf16, attn::geo_of(1, n, d, H));
 }
@@ -223,7 +245,17 @@ void attention_forward(bool bf16, const float* qkv, float* probs, float* out, in
   if (use_mma(bf16, g)) {
     by_hd(g.hd, [&](auto hd) {
       constexpr int HD = decltype(hd)::value;
-      if (pair_heads(g, BH))
+      const bool pair = pair_heads(g, BH);
+      const int units = pair ? BH / 2 : BH;
+      if (qkv_half && g_attn_persist > 0) {
+        const int grid = std::min(units, g_attn_persist * limits().sms);
+        if (pair)
+          launch_window_kernel("attention_forward", attention_forward_mma_persist<HD, true>, grid, attn::kMmaThreads, 0,
+                               qkv, probs, out, twin, g, mask, units);
+        else
+          launch_window_kernel("attention_forward", attention_forward_mma_persist<HD, false>, grid, attn::kMmaThreads, 0,
+                               qkv, probs, out, twin, g, mask, units);
+      } else if (pair)
         launch_window_kernel("attention_forward", attention_forward_mma<HD, true>, BH / 2, attn::kMmaThreads, 0, qkv, probs,
                              out, twin, g, mask);
       else
@@ -291,19 +323,23 @@ void attention_backward(bool bf16, const float* qkv, const float* probs, const f
     return;
   }
   g.qkv_half = qkv_half;
-  g.dout_half = dout_half;
   const Mask mask = make_mask(p, seed, stream_id);
   const int BH = B * H;
   RT_CHECK(dqkv || (twin && use_mma(bf16, g)), "attention_backward: dqkv is null where no bf16 copy is written");
   if (use_mma(bf16, g)) {
     by_hd(g.hd, [&](auto hd) {
       constexpr int HD = decltype(hd)::value;
-      if (pair_heads(g, BH))
-        launch_window_kernel("attention_backward", attention_backward_mma<HD, true>, BH / 2, attn::kMmaThreads, 0, qkv,
-                             probs, dout, dqkv, twin, g, mask);
-      else
-        launch_window_kernel("attention_backward", attention_backward_mma<HD, false>, BH, attn::kMmaThreads, 0, qkv, probs,
-                             dout, dqkv, twin, g, mask);
+      auto launch = [&](auto dh) {
+        constexpr bool DH = decltype(dh)::value;
+        if (pair_heads(g, BH))
+          launch_window_kernel("attention_backward", attention_backward_mma<HD, true, DH>, BH / 2, attn::kMmaThreads, 0,
+                               qkv, probs, dout, dqkv, twin, g, mask);
+        else
+          launch_window_kernel("attention_backward", attention_backward_mma<HD, false, DH>, BH, attn::kMmaThreads, 0, qkv,
+                               probs, dout, dqkv, twin, g, mask);
+      };
+      if (dout_half) launch(std::true_type());
+      else launch(std::false_type());
     });
     RT_CU_LAUNCH("attention_backward (mma)");
     return;

@@ -16,8 +16,7 @@ namespace rt::cuda::attn {
 struct Geo {
   int B, n, d, H, hd, ld;  // ld = 3d
   float scale;
-  bool qkv_half = false;   // qkv holds bf16 (the tensor-core kernels only: BlockCache::half)
-  bool dout_half = false;  // the backward's dout holds bf16 (the tensor-core kernel only: block_datt_half)
+  bool qkv_half = false;  // qkv holds bf16 (the tensor-core kernels only: BlockCache::half)
 };
 
 // B elements of n tokens, d split into H heads, scores scaled by 1 / sqrt(d / H); qkv rows 3d wide.

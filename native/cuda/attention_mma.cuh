@@ -108,19 +108,26 @@ struct HeadThreads {
 // its loads of a matrix before their first store: fixed trip counts, independent loads, latencies that
 // overlap (a load and a store a step left one latency per element in sequence). Bit i of `half`: M[i] is
 // bf16 (elem_at).
+// The row pairs and column quads of stage_t's items: the thread's item u is rows j, j + 1 and columns c .. c + 3.
+template <int HD, bool PAIR>
+struct StageItems {
+  using HT = HeadThreads<PAIR>;
+  static constexpr int kPairs = HT::kRows / 2, kSpan = kPairs / 16, kItems = kPairs * (HD / 4) / HT::kCount;
+  static_assert(kItems * HT::kCount == kPairs * (HD / 4), "row pairs x column quads fill the head's threads");
+  __device__ __forceinline__ static void at(int u, int& j, int& c) {
+    const int t = HT::local() + HT::kCount * u;
+    j = 2 * ((t & 15) + 16 * ((t >> 5) % kSpan));
+    c = 4 * (2 * ((t >> 5) / kSpan) + ((t >> 4) & 1));
+  }
+};
+
 template <int HD, bool PAIR, int NM>
 __device__ __forceinline__ void stage_t(__nv_bfloat16* const (&T)[NM], const float* const (&M)[NM],
                                         const int (&ld)[NM], int n, unsigned half = 0) {
-  using HT = HeadThreads<PAIR>;
-  constexpr int kPairs = HT::kRows / 2, kSpan = kPairs / 16, kItems = kPairs * (HD / 4) / HT::kCount;
-  static_assert(kItems * HT::kCount == kPairs * (HD / 4), "row pairs x column quads fill the head's threads");
+  constexpr int kItems = StageItems<HD, PAIR>::kItems;
   int j[kItems], c[kItems];
 #pragma unroll
-  for (int u = 0; u < kItems; ++u) {
-    const int t = HT::local() + HT::kCount * u;
-    j[u] = 2 * ((t & 15) + 16 * ((t >> 5) % kSpan));
-    c[u] = 4 * (2 * ((t >> 5) / kSpan) + ((t >> 4) & 1));
-  }
+  for (int u = 0; u < kItems; ++u) StageItems<HD, PAIR>::at(u, j[u], c[u]);
 #pragma unroll
   for (int i = 0; i < NM; ++i) {
     float4 v[kItems][2];
@@ -348,12 +355,109 @@ __device__ __forceinline__ void forward_head_mma(const float* __restrict__ qkv, 
   });
 }
 
+// stage_t in two halves for bf16 matrices, so that a pair's loads can be in flight while another pair's
+// products run (forward_heads_persist): load_t_raw takes the items' rows as they are (two 8-byte loads an
+// item), store_t_raw writes them transposed, the bf16 pairs (j, j + 1) of a column picked out by byte
+// permutes: the bits stage_t writes.
+template <int HD, bool PAIR, int NM>
+struct RawRows {
+  uint2 v[NM][StageItems<HD, PAIR>::kItems][2];
+};
+template <int HD, bool PAIR, int NM>
+__device__ __forceinline__ void load_t_raw(RawRows<HD, PAIR, NM>& r, const float* const (&M)[NM], const int (&ld)[NM],
+                                           int n) {
+#pragma unroll
+  for (int i = 0; i < NM; ++i)
+#pragma unroll
+    for (int u = 0; u < StageItems<HD, PAIR>::kItems; ++u) {
+      int j, c;
+      StageItems<HD, PAIR>::at(u, j, c);
+      if (j < n) {
+        const size_t o = static_cast<size_t>(j) * ld[i] + c;
+        r.v[i][u][0] = __ldg(reinterpret_cast<const uint2*>(elem_at(M[i], true, o)));
+        r.v[i][u][1] = __ldg(reinterpret_cast<const uint2*>(elem_at(M[i], true, o + ld[i])));
+      }
+    }
+}
+template <int HD, bool PAIR, int NM>
+__device__ __forceinline__ void store_t_raw(__nv_bfloat16* const (&T)[NM], const RawRows<HD, PAIR, NM>& r, int n) {
+#pragma unroll
+  for (int i = 0; i < NM; ++i)
+#pragma unroll
+    for (int u = 0; u < StageItems<HD, PAIR>::kItems; ++u) {
+      int j, c;
+      StageItems<HD, PAIR>::at(u, j, c);
+      if (j < n) {
+        uint32_t* d = reinterpret_cast<uint32_t*>(T[i] + c * kLdT + j);
+        const uint2 a = r.v[i][u][0], b = r.v[i][u][1];  // rows j and j + 1, columns c .. c + 3
+        d[0] = __byte_perm(a.x, b.x, 0x5410);
+        d[kLdT / 2] = __byte_perm(a.x, b.x, 0x7632);
+        d[kLdT] = __byte_perm(a.y, b.y, 0x5410);
+        d[3 * kLdT / 2] = __byte_perm(a.y, b.y, 0x7632);
+      }
+    }
+}
+
+// forward_head_mma over units u = blockIdx.x, + gridDim.x, ... (a unit: the block's (element, head), or with
+// PAIR its two), for a bf16 qkv: the next unit's Q fragments and K, V rows are loaded into registers before
+// this unit's products, so that they are in flight while those run and its probs and out are stored. Why:
+// the one-unit-a-block kernel is a single wave whose blocks all load, then all compute, then all store
+// (ncu: ~50% of HBM bandwidth for the char config, 18 us a window); with a few blocks an SM, each walking a
+// few units, one unit's loads overlap another's products and stores. The same products in the same order as
+// forward_head_mma: the same bits.
+template <int HD, bool PAIR>
+__device__ __forceinline__ void forward_heads_persist(const float* __restrict__ qkv, float* __restrict__ probs,
+                                                      float* __restrict__ out, __nv_bfloat16* __restrict__ twin,
+                                                      const Geo& g, const Mask& mask, int units) {
+  using HT = HeadThreads<PAIR>;
+  constexpr int NT = HT::kRows / 8;
+  __shared__ __align__(16) __nv_bfloat16 Kt_all[HD * kLdT], Vt_all[HD * kLdT];
+  const int sub = HT::sub();
+  __nv_bfloat16* const T[2] = {Kt_all + 32 * sub, Vt_all + 32 * sub};
+  const int n = g.n;
+  const int lt = HT::local();
+  const int m = lt >> 5, lane = lt & 31, gq = lane >> 2, tq = lane & 3;
+  const bool active = 16 * m < n;
+  auto head = [&](int unit) { return PAIR ? 2 * unit + sub : unit; };
+  uint32_t nq[HD / 16][4];  // the next unit's Q fragments and K, V rows
+  RawRows<HD, PAIR, 2> nkv;
+  auto load = [&](int unit) {
+    const int bh = head(unit), b = bh / g.H, h = bh % g.H;
+    const size_t qo = static_cast<size_t>(b) * n * g.ld + h * HD;
+    if (active) frags_a<HD>(nq, elem_at(qkv, true, qo), g.ld, 16 * m, gq, tq, true);
+    const float* const M[2] = {elem_at(qkv, true, qo + g.d), elem_at(qkv, true, qo + 2 * g.d)};
+    const int ld[2] = {g.ld, g.ld};
+    load_t_raw<HD, PAIR, 2>(nkv, M, ld, n);
+  };
+  int unit = blockIdx.x;
+  if (unit < units) load(unit);
+  for (; unit < units; unit += gridDim.x) {
+    uint32_t qa[HD / 16][4];
+#pragma unroll
+    for (int ks = 0; ks < HD / 16; ++ks)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) qa[ks][e] = nq[ks][e];
+    __syncthreads();  // the previous unit's products have read K and V
+    store_t_raw<HD, PAIR, 2>(T, nkv, n);
+    __syncthreads();
+    if (unit + static_cast<int>(gridDim.x) < units) load(unit + gridDim.x);
+    if (active) {
+      const int bh = head(unit), b = bh / g.H, h = bh % g.H;
+      const size_t at = static_cast<size_t>(b) * n * g.d + h * HD;
+      forward_rows_mma<HD, NT>(qa, T[0], T[1], m, n, bh, g.scale, mask, probs,
+                               [&](const float (&o)[HD / 8][4], const int (&r)[2]) {
+                                 store_rows<HD>(o, out ? out + at : nullptr, twin ? twin + at : nullptr, g.d, r, tq);
+                               });
+    }
+  }
+}
+
 // Backward of (element b, head h): dQ, dK and dV into dqkv. K, Q, dO and V are staged (transposed, bf16)
 // and the probabilities read before any product: no global read after the first barrier. Phase 1, warp m
 // over its query rows: dP = mask * (dO V^T), dS = P (dP - rowsum(dP P)) scale, dQ = dS K; dS and Pd go to
 // shared memory, over V^T (read by then). Phase 2, warp m over key rows [16m, 16m + 16): dV = Pd^T dO and
 // dK = dS^T Q over the query tiles at or after it.
-template <int HD, bool PAIR>
+template <int HD, bool PAIR, bool DH = false>
 __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv, const float* __restrict__ probs,
                                                   const float* __restrict__ dout, float* __restrict__ dqkv,
                                                   __nv_bfloat16* __restrict__ twin, const Geo& g, const Mask& mask,
@@ -371,7 +475,7 @@ __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv,
   __nv_bfloat16* P = PAIR ? S + 32 : S + kMmaN * kLdT;
   const int n = g.n, bh = b * g.H + h;
   const bool qh = g.qkv_half;
-  const float* ob = elem_at(dout, g.dout_half, static_cast<size_t>(b) * n * g.d + h * HD);
+  const float* ob = elem_at(dout, DH, static_cast<size_t>(b) * n * g.d + h * HD);  // DH: dout bf16
   const size_t at = static_cast<size_t>(b) * n * g.ld + h * HD;
   float* db = dqkv ? dqkv + at : nullptr;  // null: twin only (a bf16 gradient stash, BlockGradStash::half)
   __nv_bfloat16* tb = twin ? twin + at : nullptr;
@@ -384,7 +488,7 @@ __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv,
     __nv_bfloat16* const T[4] = {Kt, Qt, Ot, Vt};
     const float* const M[4] = {elem_at(qkv, qh, at + g.d), elem_at(qkv, qh, at), ob, elem_at(qkv, qh, at + 2 * g.d)};
     const int ld[4] = {g.ld, g.ld, g.d, g.ld};
-    stage_t<HD, PAIR, 4>(T, M, ld, n, (qh ? 0xbu : 0u) | (g.dout_half ? 4u : 0u));  // K, Q, V from qkv; dO
+    stage_t<HD, PAIR, 4>(T, M, ld, n, (qh ? 0xbu : 0u) | (DH ? 4u : 0u));  // K, Q, V from qkv; dO
   }
   float p[NT][4];  // the probabilities, needed after dP: their loads overlap the barrier's wait and dP
   if (active)

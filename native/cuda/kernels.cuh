@@ -139,6 +139,11 @@ void attention_backward(bool bf16, const float* qkv, const float* probs, const f
                         int n, int d, int H, float p, uint64_t seed, uint64_t stream, __nv_bfloat16* twin = nullptr,
                         bool qkv_half = false, bool dout_half = false);
 bool attention_writes_twin(bool bf16, int n, int d, int H);
+// The forward of a bf16 qkv on the tensor cores by a kernel of this many blocks an SM, each walking several
+// (element, head) units with the next unit's loads in flight (0: a block a unit, the default;
+// RT_CUDA_ATTN_PERSIST), for the calls after. The same bits either way.
+void set_attn_persist(int blocks_per_sm);
+int attn_persist();
 // attention_backward with dqkv in bf16 only (a bf16 gradient stash: Backend::block_half): the tensor-core
 // kernel writes just the bf16 copy; other shapes go through a float32 scratch and a cast.
 void attention_backward_bf16(bool bf16, const float* qkv, const float* probs, const float* dout,

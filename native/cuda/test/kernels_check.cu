@@ -1173,6 +1173,38 @@ static void check_attention_half_dout() {
     }
 }
 
+// The persistent tensor-core attention forward (RT_CUDA_ATTN_PERSIST, forward_heads_persist) gives the bits of
+// the one-unit-a-block kernel: probs, out and its twin, from a bf16 qkv, with and without dropout; two heads a
+// block (n <= 32, the char config's) and one (the copy config's n = 64), a window shorter than the pair's rows
+// (n = 16), units that do not fill the last round; one block an SM (many units a block) and three.
+static void check_attention_persist() {
+  struct Case { int B, n, d, H; float p; };
+  const int process = rt::cuda::attn_persist();
+  for (const Case c : {Case{256, 32, 384, 6, 0.0f}, Case{64, 32, 384, 6, 0.1f}, Case{16, 64, 96, 6, 0.0f},
+                       Case{8, 16, 128, 2, 0.1f}, Case{5, 32, 128, 2, 0.0f}, Case{7, 48, 128, 4, 0.0f}})
+    for (const int per_sm : {1, 3}) {
+      if (!rt::cuda::attention_writes_twin(true, c.n, c.d, c.H)) continue;
+      const size_t nq = static_cast<size_t>(c.B) * c.n * 3 * c.d, no = static_cast<size_t>(c.B) * c.n * c.d;
+      const size_t np = static_cast<size_t>(c.B) * c.H * c.n * c.n;
+      DevBf hq(nq), t0(no), t1(no);
+      upload_bf16(hq, rounded(randv(nq, 211)));
+      Dev p0(np), p1(np), o0(no), o1(no);
+      const float* q = reinterpret_cast<const float*>(hq.p);
+      rt::cuda::set_attn_persist(0);
+      rt::cuda::attention_forward(true, q, p0.p, o0.p, c.B, c.n, c.d, c.H, c.p, 3, 4, t0.p, true);
+      rt::cuda::set_attn_persist(per_sm);
+      rt::cuda::attention_forward(true, q, p1.p, o1.p, c.B, c.n, c.d, c.H, c.p, 3, 4, t1.p, true);
+      rt::cuda::set_attn_persist(process);
+      const VF a = p0.get(), b = p1.get(), x = o0.get(), y = o1.get();
+      const bool same = std::memcmp(a.data(), b.data(), a.size() * 4) == 0 &&
+                        std::memcmp(x.data(), y.data(), x.size() * 4) == 0 && t0.get() == t1.get();
+      expect_le(same ? 0 : 1, 0,
+                "attention_forward persistent = a block a unit, B=" + std::to_string(c.B) + " n=" + std::to_string(c.n) +
+                    " d=" + std::to_string(c.d) + " H=" + std::to_string(c.H) + " p=" + std::to_string(c.p) + ", " +
+                    std::to_string(per_sm) + " blocks an SM");
+    }
+}
+
 // RT_CUDA_PDL_ALL (pdl.cuh): a window's chain of kernels launched with PDL gives the bits of plain launches, each
 // kernel waiting for the one before it. The char config's shapes (8192 rows, d = 384, 6 heads over window pairs of
 // 32): ln_1 (bf16 twin) -> c_attn (TMA, bf16 C) -> attention -> c_proj (its float32 operand cast) -> the residual
@@ -1240,6 +1272,7 @@ static void check_half_buffers() {
   check_gemm_act();
   check_pdl_chain();
   check_attention_half_dout();
+  check_attention_persist();
   check_layernorm_half_dy();
   check_glue_twin();
   check_layernorm_glue();
