@@ -100,8 +100,22 @@ __global__ void __launch_bounds__(attn::kMmaThreads) attention_forward_mma_persi
   attn::forward_heads_persist<HD, PAIR>(qkv, probs, out, twin, g, mask, units);
 }
 
-// RT_CUDA_ATTN_PERSIST=N (set_attn_persist): the forward of a bf16 qkv by attention_forward_mma_persist with N
-// blocks an SM (0: the one-unit-a-block kernel). Off by default: written in session 19 without a GPU.
+// backward_heads_persist's kernel, likewise (qkv and dout bf16).
+template <int HD, bool PAIR>
+__global__ void __launch_bounds__(attn::kMmaThreads) attention_backward_mma_persist(const float* __restrict__ qkv,
+                                                                                    const float* __restrict__ probs,
+                                                                                    const float* __restrict__ dout,
+                                                                                    float* __restrict__ dqkv,
+                                                                                    __nv_bfloat16* __restrict__ twin,
+                                                                                    Geo g, Mask mask, int units) {
+  pdl_wait();  // (launched with PDL where pdl_all())
+  pdl_trigger();
+  attn::backward_heads_persist<HD, PAIR>(qkv, probs, dout, dqkv, twin, g, mask, units);
+}
+
+// RT_CUDA_ATTN_PERSIST=N (set_attn_persist): the forward of a bf16 qkv, and the backward of a bf16 qkv and dout,
+// by the persistent kernels with N blocks an SM (0: the kernels of a block a unit). Off by default: written in
+// session 19 without a GPU.
 int g_attn_persist = rt::env_int("RT_CUDA_ATTN_PERSIST", 0);
 
 // The tensor-core kernels take bf16 window pairs of the shapes they are written for (attention_mma.cuh);
@@ -329,9 +343,20 @@ void attention_backward(bool bf16, const float* qkv, const float* probs, const f
   if (use_mma(bf16, g)) {
     by_hd(g.hd, [&](auto hd) {
       constexpr int HD = decltype(hd)::value;
+      const bool pair = pair_heads(g, BH);
+      if (qkv_half && dout_half && g_attn_persist > 0) {
+        const int units = pair ? BH / 2 : BH, grid = std::min(units, g_attn_persist * limits().sms);
+        if (pair)
+          launch_window_kernel("attention_backward", attention_backward_mma_persist<HD, true>, grid, attn::kMmaThreads,
+                               0, qkv, probs, dout, dqkv, twin, g, mask, units);
+        else
+          launch_window_kernel("attention_backward", attention_backward_mma_persist<HD, false>, grid, attn::kMmaThreads,
+                               0, qkv, probs, dout, dqkv, twin, g, mask, units);
+        return;
+      }
       auto launch = [&](auto dh) {
         constexpr bool DH = decltype(dh)::value;
-        if (pair_heads(g, BH))
+        if (pair)
           launch_window_kernel("attention_backward", attention_backward_mma<HD, true, DH>, BH / 2, attn::kMmaThreads, 0,
                                qkv, probs, dout, dqkv, twin, g, mask);
         else

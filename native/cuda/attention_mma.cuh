@@ -452,65 +452,71 @@ __device__ __forceinline__ void forward_heads_persist(const float* __restrict__ 
   }
 }
 
-// Backward of (element b, head h): dQ, dK and dV into dqkv. K, Q, dO and V are staged (transposed, bf16)
-// and the probabilities read before any product: no global read after the first barrier. Phase 1, warp m
-// over its query rows: dP = mask * (dO V^T), dS = P (dP - rowsum(dP P)) scale, dQ = dS K; dS and Pd go to
-// shared memory, over V^T (read by then). Phase 2, warp m over key rows [16m, 16m + 16): dV = Pd^T dO and
-// dK = dS^T Q over the query tiles at or after it.
-template <int HD, bool PAIR, bool DH = false>
-__device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv, const float* __restrict__ probs,
-                                                  const float* __restrict__ dout, float* __restrict__ dqkv,
-                                                  __nv_bfloat16* __restrict__ twin, const Geo& g, const Mask& mask,
-                                                  int b, int h) {
+// The backward's shared-memory copies for one head: K, Q, dO transposed, V transposed in the space dS and Pd
+// take after it (row-major, [query][key]). PAIR: a head's rows from 32, and at most 32 keys, so Pd takes the
+// columns from 32 of dS's rows: 36 KB a block with hd = 64, so that six blocks fit an SM (the char config's 768
+// blocks in one wave) while a thread takes at most 80 registers.
+template <int HD, bool PAIR>
+struct BackwardTiles {
+  __nv_bfloat16 *Kt, *Qt, *Ot, *Vt, *S, *P;
+  __device__ __forceinline__ BackwardTiles(__nv_bfloat16* K_all, __nv_bfloat16* Q_all, __nv_bfloat16* O_all,
+                                           __nv_bfloat16* SP_all) {
+    const int sub = HeadThreads<PAIR>::sub();  // PAIR: the second head's keys and queries from 32
+    Kt = K_all + 32 * sub;
+    Qt = Q_all + 32 * sub;
+    Ot = O_all + 32 * sub;
+    Vt = SP_all + 32 * sub;
+    S = SP_all + 32 * sub * kLdT;
+    P = PAIR ? S + 32 : S + kMmaN * kLdT;
+  }
+};
+#define RT_BACKWARD_SMEM(HD, PAIR)                                                                   \
+  __shared__ __align__(16) __nv_bfloat16 Kt_all[HD * kLdT], Qt_all[HD * kLdT], Ot_all[HD * kLdT]; \
+  __shared__ __align__(16) __nv_bfloat16 SP_all[(PAIR ? 1 : 2) * kMmaN * kLdT];                    \
+  const BackwardTiles<HD, PAIR> tl(Kt_all, Qt_all, Ot_all, SP_all)
+
+// A warp's query rows' probabilities (tile m, rows r; zeros in the key tiles past the diagonal's).
+template <int NT>
+__device__ __forceinline__ void load_probs(float (&p)[NT][4], const float* __restrict__ probs, int bh, int n, int m,
+                                           const int (&r)[2], int tq) {
+  const int nt_end = 2 * m + 2;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      float2 v = make_float2(0.0f, 0.0f);
+      if (nt < nt_end)
+        v = __ldg(reinterpret_cast<const float2*>(probs + (static_cast<size_t>(bh) * n + r[hh]) * n + 8 * nt + 2 * tq));
+      p[nt][2 * hh] = v.x;
+      p[nt][2 * hh + 1] = v.y;
+    }
+}
+
+// The backward of one (element, head) bh from its staged copies (tl, complete) and its probabilities p (this
+// warp's rows): phase 1, warp m over its query rows: dP = mask * (dO V^T), dS = P (dP - rowsum(dP P)) scale,
+// dQ = dS K; dS and Pd go to shared memory, over V^T (read by then). Phase 2, warp m over key rows
+// [16m, 16m + 16): dV = Pd^T dO and dK = dS^T Q over the query tiles at or after it. db, tb: dqkv and its twin
+// at (element, head) (either null).
+template <int HD, bool PAIR>
+__device__ __forceinline__ void backward_rows_staged(const BackwardTiles<HD, PAIR>& tl,
+                                                     const float (&p)[HeadThreads<PAIR>::kRows / 8][4], const Geo& g,
+                                                     const Mask& mask, int bh, float* db, __nv_bfloat16* tb) {
   using HT = HeadThreads<PAIR>;
   constexpr int NT = HT::kRows / 8;
-  __shared__ __align__(16) __nv_bfloat16 Kt_all[HD * kLdT], Qt_all[HD * kLdT], Ot_all[HD * kLdT];
-  // dS and Pd, row-major ([query][key]), and V^T before them. PAIR: a head's rows from 32, and at most 32
-  // keys, so Pd takes the columns from 32 of dS's rows: 36 KB a block with hd = 64, so that six blocks fit
-  // an SM (the char config's 768 blocks in one wave) while a thread takes at most 80 registers.
-  __shared__ __align__(16) __nv_bfloat16 SP_all[(PAIR ? 1 : 2) * kMmaN * kLdT];
-  const int sub = HT::sub();  // PAIR: the second head's keys and queries from 32
-  __nv_bfloat16 *Kt = Kt_all + 32 * sub, *Qt = Qt_all + 32 * sub, *Ot = Ot_all + 32 * sub, *Vt = SP_all + 32 * sub;
-  __nv_bfloat16* S = SP_all + 32 * sub * kLdT;
-  __nv_bfloat16* P = PAIR ? S + 32 : S + kMmaN * kLdT;
-  const int n = g.n, bh = b * g.H + h;
-  const bool qh = g.qkv_half;
-  const float* ob = elem_at(dout, DH, static_cast<size_t>(b) * n * g.d + h * HD);  // DH: dout bf16
-  const size_t at = static_cast<size_t>(b) * n * g.ld + h * HD;
-  float* db = dqkv ? dqkv + at : nullptr;  // null: twin only (a bf16 gradient stash, BlockGradStash::half)
-  __nv_bfloat16* tb = twin ? twin + at : nullptr;
+  const int n = g.n;
   const int lt = HT::local();
   const int m = lt >> 5, lane = lt & 31, gq = lane >> 2, tq = lane & 3;
   const bool active = 16 * m < n;
   const int i0 = 16 * m, nt_end = 2 * m + 2;
   const int r[2] = {i0 + gq, i0 + gq + 8};
-  {
-    __nv_bfloat16* const T[4] = {Kt, Qt, Ot, Vt};
-    const float* const M[4] = {elem_at(qkv, qh, at + g.d), elem_at(qkv, qh, at), ob, elem_at(qkv, qh, at + 2 * g.d)};
-    const int ld[4] = {g.ld, g.ld, g.d, g.ld};
-    stage_t<HD, PAIR, 4>(T, M, ld, n, (qh ? 0xbu : 0u) | (DH ? 4u : 0u));  // K, Q, V from qkv; dO
-  }
-  float p[NT][4];  // the probabilities, needed after dP: their loads overlap the barrier's wait and dP
-  if (active)
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        float2 v = make_float2(0.0f, 0.0f);
-        if (nt < nt_end)
-          v = __ldg(reinterpret_cast<const float2*>(probs + (static_cast<size_t>(bh) * n + r[hh]) * n + 8 * nt + 2 * tq));
-        p[nt][2 * hh] = v.x;
-        p[nt][2 * hh + 1] = v.y;
-      }
-  __syncthreads();  // the staged copies complete
   uint32_t pk[NT][2], sk[NT][2];  // Pd and dS as bf16 pairs, rows r[hh] (stored once V^T is no longer read)
   if (active) {
     float ds[NT][4];
     {
       uint32_t oa[HD / 16][4];
 #pragma unroll
-      for (int ks = 0; ks < HD / 16; ++ks) ldmatrix_at(oa[ks], Ot, i0, 16 * ks);
-      rows_times_t<HD, NT>(ds, oa, Vt, m);  // dP = dO V^T
+      for (int ks = 0; ks < HD / 16; ++ks) ldmatrix_at(oa[ks], tl.Ot, i0, 16 * ks);
+      rows_times_t<HD, NT>(ds, oa, tl.Vt, m);  // dP = dO V^T
     }
     // Mask, rowsum(dP P), dS; Pd and dS with zeros past the diagonal.
     float t[2] = {0.0f, 0.0f};
@@ -550,7 +556,7 @@ __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv,
       sk[nt][0] = pack_bf16(ds[nt][0], ds[nt][1]);
       sk[nt][1] = pack_bf16(ds[nt][2], ds[nt][3]);
     }
-    acc_times_t<HD, NT>(ds, Kt, m, db, tb, g.ld, r, tq);  // dQ = dS K over key tiles kk <= m
+    acc_times_t<HD, NT>(ds, tl.Kt, m, db, tb, g.ld, r, tq);  // dQ = dS K over key tiles kk <= m
   }
   __syncthreads();  // V^T read by every warp
   if (active)
@@ -560,14 +566,93 @@ __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv,
 #pragma unroll
         for (int hh = 0; hh < 2; ++hh) {
           const int c = r[hh] * kLdT + 8 * nt + 2 * tq;
-          *reinterpret_cast<uint32_t*>(P + c) = pk[nt][hh];
-          *reinterpret_cast<uint32_t*>(S + c) = sk[nt][hh];
+          *reinterpret_cast<uint32_t*>(tl.P + c) = pk[nt][hh];
+          *reinterpret_cast<uint32_t*>(tl.S + c) = sk[nt][hh];
         }
   __syncthreads();  // S and P complete
   if (!active) return;
   // dV = Pd^T dO and dK = dS^T Q for key rows [i0, i0 + 16), one after the other (half the accumulators).
-  keys_times_t<HD, NT>(P, Ot, m, n / 16, db ? db + 2 * g.d : nullptr, tb ? tb + 2 * g.d : nullptr, g.ld, r, tq);
-  keys_times_t<HD, NT>(S, Qt, m, n / 16, db ? db + g.d : nullptr, tb ? tb + g.d : nullptr, g.ld, r, tq);
+  keys_times_t<HD, NT>(tl.P, tl.Ot, m, n / 16, db ? db + 2 * g.d : nullptr, tb ? tb + 2 * g.d : nullptr, g.ld, r, tq);
+  keys_times_t<HD, NT>(tl.S, tl.Qt, m, n / 16, db ? db + g.d : nullptr, tb ? tb + g.d : nullptr, g.ld, r, tq);
 }
+
+// Backward of (element b, head h): dQ, dK and dV into dqkv. K, Q, dO and V are staged (transposed, bf16)
+// and the probabilities read before any product: no global read after the first barrier. DH: dout holds bf16.
+template <int HD, bool PAIR, bool DH = false>
+__device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv, const float* __restrict__ probs,
+                                                  const float* __restrict__ dout, float* __restrict__ dqkv,
+                                                  __nv_bfloat16* __restrict__ twin, const Geo& g, const Mask& mask,
+                                                  int b, int h) {
+  using HT = HeadThreads<PAIR>;
+  constexpr int NT = HT::kRows / 8;
+  RT_BACKWARD_SMEM(HD, PAIR);
+  const int n = g.n, bh = b * g.H + h;
+  const bool qh = g.qkv_half;
+  const float* ob = elem_at(dout, DH, static_cast<size_t>(b) * n * g.d + h * HD);
+  const size_t at = static_cast<size_t>(b) * n * g.ld + h * HD;
+  float* db = dqkv ? dqkv + at : nullptr;  // null: twin only (a bf16 gradient stash, BlockGradStash::half)
+  __nv_bfloat16* tb = twin ? twin + at : nullptr;
+  const int lt = HT::local();
+  const int m = lt >> 5, lane = lt & 31, gq = lane >> 2, tq = lane & 3;
+  const int r[2] = {16 * m + gq, 16 * m + gq + 8};
+  {
+    __nv_bfloat16* const T[4] = {tl.Kt, tl.Qt, tl.Ot, tl.Vt};
+    const float* const M[4] = {elem_at(qkv, qh, at + g.d), elem_at(qkv, qh, at), ob, elem_at(qkv, qh, at + 2 * g.d)};
+    const int ld[4] = {g.ld, g.ld, g.d, g.ld};
+    stage_t<HD, PAIR, 4>(T, M, ld, n, (qh ? 0xbu : 0u) | (DH ? 4u : 0u));  // K, Q, V from qkv; dO
+  }
+  float p[NT][4];  // the probabilities, needed after dP: their loads overlap the barrier's wait and dP
+  if (16 * m < n) load_probs<NT>(p, probs, bh, n, m, r, tq);
+  __syncthreads();  // the staged copies complete
+  backward_rows_staged<HD, PAIR>(tl, p, g, mask, bh, db, tb);
+}
+
+// backward_head_mma over units as forward_heads_persist walks them, for a bf16 qkv and dout: the next unit's K,
+// Q, dO, V rows and probabilities are loaded into registers before this unit's products. The same bits.
+template <int HD, bool PAIR>
+__device__ __forceinline__ void backward_heads_persist(const float* __restrict__ qkv, const float* __restrict__ probs,
+                                                       const float* __restrict__ dout, float* __restrict__ dqkv,
+                                                       __nv_bfloat16* __restrict__ twin, const Geo& g, const Mask& mask,
+                                                       int units) {
+  using HT = HeadThreads<PAIR>;
+  constexpr int NT = HT::kRows / 8;
+  RT_BACKWARD_SMEM(HD, PAIR);
+  __nv_bfloat16* const T[4] = {tl.Kt, tl.Qt, tl.Ot, tl.Vt};
+  const int n = g.n;
+  const int lt = HT::local();
+  const int m = lt >> 5, lane = lt & 31, gq = lane >> 2, tq = lane & 3;
+  const bool active = 16 * m < n;
+  const int r[2] = {16 * m + gq, 16 * m + gq + 8};
+  auto head = [&](int unit) { return PAIR ? 2 * unit + HT::sub() : unit; };
+  RawRows<HD, PAIR, 4> nraw;  // the next unit's rows and probabilities
+  float np[NT][4];
+  auto load = [&](int unit) {
+    const int bh = head(unit), b = bh / g.H, h = bh % g.H;
+    const size_t at = static_cast<size_t>(b) * n * g.ld + h * HD;
+    const float* const M[4] = {elem_at(qkv, true, at + g.d), elem_at(qkv, true, at),
+                               elem_at(dout, true, static_cast<size_t>(b) * n * g.d + h * HD),
+                               elem_at(qkv, true, at + 2 * g.d)};
+    const int ld[4] = {g.ld, g.ld, g.d, g.ld};
+    load_t_raw<HD, PAIR, 4>(nraw, M, ld, n);
+    if (active) load_probs<NT>(np, probs, bh, n, m, r, tq);
+  };
+  int unit = blockIdx.x;
+  if (unit < units) load(unit);
+  for (; unit < units; unit += gridDim.x) {
+    float p[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) p[nt][e] = np[nt][e];
+    __syncthreads();  // the previous unit's products have read the copies
+    store_t_raw<HD, PAIR, 4>(T, nraw, n);
+    __syncthreads();
+    if (unit + static_cast<int>(gridDim.x) < units) load(unit + gridDim.x);
+    const int bh = head(unit), b = bh / g.H, h = bh % g.H;
+    const size_t at = static_cast<size_t>(b) * n * g.ld + h * HD;
+    backward_rows_staged<HD, PAIR>(tl, p, g, mask, bh, dqkv ? dqkv + at : nullptr, twin ? twin + at : nullptr);
+  }
+}
+#undef RT_BACKWARD_SMEM
 
 }  // namespace rt::cuda::attn

@@ -1173,10 +1173,11 @@ static void check_attention_half_dout() {
     }
 }
 
-// The persistent tensor-core attention forward (RT_CUDA_ATTN_PERSIST, forward_heads_persist) gives the bits of
-// the one-unit-a-block kernel: probs, out and its twin, from a bf16 qkv, with and without dropout; two heads a
-// block (n <= 32, the char config's) and one (the copy config's n = 64), a window shorter than the pair's rows
-// (n = 16), units that do not fill the last round; one block an SM (many units a block) and three.
+// The persistent tensor-core attention (RT_CUDA_ATTN_PERSIST, forward_heads_persist, backward_heads_persist)
+// gives the bits of the kernels of a block a unit: probs, out and its twin from a bf16 qkv; dqkv and its twin
+// from a bf16 qkv and dout; with and without dropout; two heads a block (n <= 32, the char config's) and one
+// (the copy config's n = 64), a window shorter than the pair's rows (n = 16), units that do not fill the last
+// round; one block an SM (many units a block) and three.
 static void check_attention_persist() {
   struct Case { int B, n, d, H; float p; };
   const int process = rt::cuda::attn_persist();
@@ -1198,10 +1199,22 @@ static void check_attention_persist() {
       const VF a = p0.get(), b = p1.get(), x = o0.get(), y = o1.get();
       const bool same = std::memcmp(a.data(), b.data(), a.size() * 4) == 0 &&
                         std::memcmp(x.data(), y.data(), x.size() * 4) == 0 && t0.get() == t1.get();
-      expect_le(same ? 0 : 1, 0,
-                "attention_forward persistent = a block a unit, B=" + std::to_string(c.B) + " n=" + std::to_string(c.n) +
-                    " d=" + std::to_string(c.d) + " H=" + std::to_string(c.H) + " p=" + std::to_string(c.p) + ", " +
-                    std::to_string(per_sm) + " blocks an SM");
+      const std::string what = " persistent = a block a unit, B=" + std::to_string(c.B) + " n=" + std::to_string(c.n) +
+                               " d=" + std::to_string(c.d) + " H=" + std::to_string(c.H) + " p=" + std::to_string(c.p) +
+                               ", " + std::to_string(per_sm) + " blocks an SM";
+      expect_le(same ? 0 : 1, 0, "attention_forward" + what);
+      DevBf hdo(no), u0(nq), u1(nq);
+      upload_bf16(hdo, rounded(randv(no, 212)));
+      Dev g0(nq), g1(nq);
+      const float* dout = reinterpret_cast<const float*>(hdo.p);
+      rt::cuda::set_attn_persist(0);
+      rt::cuda::attention_backward(true, q, p0.p, dout, g0.p, c.B, c.n, c.d, c.H, c.p, 3, 4, u0.p, true, true);
+      rt::cuda::set_attn_persist(per_sm);
+      rt::cuda::attention_backward(true, q, p0.p, dout, g1.p, c.B, c.n, c.d, c.H, c.p, 3, 4, u1.p, true, true);
+      rt::cuda::set_attn_persist(process);
+      const VF e = g0.get(), f = g1.get();
+      const bool same_b = std::memcmp(e.data(), f.data(), e.size() * 4) == 0 && u0.get() == u1.get();
+      expect_le(same_b ? 0 : 1, 0, "attention_backward" + what);
     }
 }
 
