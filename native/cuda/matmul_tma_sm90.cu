@@ -415,13 +415,14 @@ bool g_tma_store = rt::env_switch("RT_CUDA_TMA_STORE", true);
 // is what keeps the K = 384 products at twice their time without stores.
 bool g_lane_store = rt::env_switch("RT_CUDA_LANE_STORE", false);
 
-// RT_CUDA_TMA_BN96=1 (set_tma_bn96): 128 x 96 tiles where they leave the SMs less uneven work than 128 x 128 ones
-// (tiles_per_sm_span); 2: for every product the 192-wide rule does not take (kernels_check). Off by default:
-// written in session 19 without a GPU. Why: the char config's N = 384, K = 384 products make 192 tiles of
+// RT_CUDA_TMA_BN96 (set_tma_bn96): 1, the default, 128 x 96 tiles where they leave the SMs less uneven work than
+// 128 x 128 ones (tiles_per_sm_span); 0 never; 2 for every product the 192-wide rule does not take
+// (kernels_check). H200, session 19 (s19b): a char step 8.18 ms against 8.37 with 0; c_attn's product alone
+// 26.1 against 29.1 us. Why: the char config's N = 384, K = 384 products make 192 tiles of
 // 128 x 128 for 264 slots, so 60 SMs take two tiles and 72 one (73% of an even spread); 128 x 96 makes 256,
 // two on 124 SMs, each three quarters the work. c_attn's 576 tiles spread 5 or 4 an SM; 96-wide, 768 spread
 // 6 or 5, less work in all at the busiest SM (576 columns against 640).
-int g_tma_bn96 = rt::env_int("RT_CUDA_TMA_BN96", 0);
+int g_tma_bn96 = rt::env_int("RT_CUDA_TMA_BN96", 1);
 
 // The busiest SM's share of a product on BN-wide tiles, in tile columns times tiles (a block's tiles are
 // consecutive strides of the grid, and the grid's blocks spread evenly over the SMs).
