@@ -13,7 +13,6 @@
 #include "cuda/common.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/mma.cuh"
-#include "cuda/pdl.cuh"
 
 namespace rt::cuda {
 namespace {
@@ -38,8 +37,6 @@ __device__ __forceinline__ float load1(const __nv_bfloat16* x, size_t i) { retur
 template <class TX, class F>
 __global__ void map1_kernel(const TX* __restrict__ x, float* __restrict__ y, __nv_bfloat16* __restrict__ twin,
                             size_t n, bool vec, F f) {
-  pdl_wait();  // (pdl.cuh: launched with PDL where pdl_all())
-  pdl_trigger();
   size_t i0 = 0;
   if (vec) {
     const size_t n4 = n / 4;
@@ -62,8 +59,6 @@ __global__ void map1_kernel(const TX* __restrict__ x, float* __restrict__ y, __n
 template <class TX, class TD, class F>
 __global__ void map2_kernel(const TX* __restrict__ x, const TD* dy, float* dx, __nv_bfloat16* __restrict__ twin,
                             size_t n, bool vec, F f) {
-  pdl_wait();  // (pdl.cuh: launched with PDL where pdl_all())
-  pdl_trigger();
   size_t i0 = 0;
   if (vec) {
     const size_t n4 = n / 4;
@@ -94,18 +89,16 @@ void map1(const float* x, float* y, size_t n, __nv_bfloat16* twin, bool x_half, 
   RT_CHECK(y || twin, std::string(what) + ": no output");
   const bool vec = x_aligned(x, x_half) && aligned16(y) && (!twin || (reinterpret_cast<uintptr_t>(twin) & 7) == 0);
   const unsigned blocks = blocks_for(vec ? (n + 3) / 4 : n, 256);
-  if (x_half)
-    launch_window_kernel(what, map1_kernel<__nv_bfloat16, F>, blocks, 256, 0, reinterpret_cast<const __nv_bfloat16*>(x), y,
-                         twin, n, vec, F());
-  else launch_window_kernel(what, map1_kernel<float, F>, blocks, 256, 0, x, y, twin, n, vec, F());
+  if (x_half) map1_kernel<<<blocks, 256, 0, stream()>>>(reinterpret_cast<const __nv_bfloat16*>(x), y, twin, n, vec, F());
+  else map1_kernel<<<blocks, 256, 0, stream()>>>(x, y, twin, n, vec, F());
+  RT_CU_LAUNCH(what);
 }
 template <class F, class TX>
 void map2_as(const TX* x, const float* dy, bool dy_half, float* dx, size_t n, __nv_bfloat16* twin, unsigned blocks,
-             bool vec, const char* what) {
+             bool vec) {
   if (dy_half)
-    launch_window_kernel(what, map2_kernel<TX, __nv_bfloat16, F>, blocks, 256, 0, x,
-                         reinterpret_cast<const __nv_bfloat16*>(dy), dx, twin, n, vec, F());
-  else launch_window_kernel(what, map2_kernel<TX, float, F>, blocks, 256, 0, x, dy, dx, twin, n, vec, F());
+    map2_kernel<<<blocks, 256, 0, stream()>>>(x, reinterpret_cast<const __nv_bfloat16*>(dy), dx, twin, n, vec, F());
+  else map2_kernel<<<blocks, 256, 0, stream()>>>(x, dy, dx, twin, n, vec, F());
 }
 template <class F>
 void map2(const float* x, const float* dy, float* dx, size_t n, __nv_bfloat16* twin, bool x_half, bool dy_half,
@@ -115,8 +108,9 @@ void map2(const float* x, const float* dy, float* dx, size_t n, __nv_bfloat16* t
   const bool vec = x_aligned(x, x_half) && x_aligned(dy, dy_half) && aligned16(dx) &&
                    (!twin || (reinterpret_cast<uintptr_t>(twin) & 7) == 0);
   const unsigned blocks = blocks_for(vec ? (n + 3) / 4 : n, 256);
-  if (x_half) map2_as<F>(reinterpret_cast<const __nv_bfloat16*>(x), dy, dy_half, dx, n, twin, blocks, vec, what);
-  else map2_as<F>(x, dy, dy_half, dx, n, twin, blocks, vec, what);
+  if (x_half) map2_as<F>(reinterpret_cast<const __nv_bfloat16*>(x), dy, dy_half, dx, n, twin, blocks, vec);
+  else map2_as<F>(x, dy, dy_half, dx, n, twin, blocks, vec);
+  RT_CU_LAUNCH(what);
 }
 
 }  // namespace

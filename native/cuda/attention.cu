@@ -66,7 +66,6 @@ __global__ void __launch_bounds__(attn::kMmaThreads) attention_forward_mma(const
                                                                            float* __restrict__ out,
                                                                            __nv_bfloat16* __restrict__ twin, Geo g,
                                                                            Mask mask) {
-  pdl_wait();  // (launched with PDL where pdl_all())
   pdl_trigger();  // out_forward's blocks may take the SMs this grid leaves (pdl.cuh)
   const int bh = head_of_block<PAIR>();
   attn::forward_head_mma<HD, PAIR>(qkv, probs, out, twin, g, mask, bh / g.H, bh % g.H);
@@ -82,7 +81,6 @@ __global__ void __launch_bounds__(attn::kMmaThreads) attention_backward_mma(cons
                                                                             float* __restrict__ dqkv,
                                                                             __nv_bfloat16* __restrict__ twin, Geo g,
                                                                             Mask mask) {
-  pdl_wait();  // (launched with PDL where pdl_all())
   pdl_trigger();  // in_backward's blocks likewise
   const int bh = head_of_block<PAIR>();
   attn::backward_head_mma<HD, PAIR, DH>(qkv, probs, dout, dqkv, twin, g, mask, bh / g.H, bh % g.H);
@@ -95,8 +93,6 @@ __global__ void __launch_bounds__(attn::kMmaThreads) attention_forward_mma_persi
                                                                                    float* __restrict__ out,
                                                                                    __nv_bfloat16* __restrict__ twin,
                                                                                    Geo g, Mask mask, int units) {
-  pdl_wait();  // (launched with PDL where pdl_all())
-  pdl_trigger();
   attn::forward_heads_persist<HD, PAIR>(qkv, probs, out, twin, g, mask, units);
 }
 
@@ -108,14 +104,13 @@ __global__ void __launch_bounds__(attn::kMmaThreads) attention_backward_mma_pers
                                                                                     float* __restrict__ dqkv,
                                                                                     __nv_bfloat16* __restrict__ twin,
                                                                                     Geo g, Mask mask, int units) {
-  pdl_wait();  // (launched with PDL where pdl_all())
-  pdl_trigger();
   attn::backward_heads_persist<HD, PAIR>(qkv, probs, dout, dqkv, twin, g, mask, units);
 }
 
 // RT_CUDA_ATTN_PERSIST=N (set_attn_persist): the forward of a bf16 qkv, and the backward of a bf16 qkv and dout,
-// by the persistent kernels with N blocks an SM (0: the kernels of a block a unit). Off by default: written in
-// session 19 without a GPU.
+// by the persistent kernels with N blocks an SM (0: the kernels of a block a unit). Off by default: H200,
+// session 19 (s19a, s19b), the kernels shrank (ncu: backward 37.3 -> 31.1 us a window, forward 18.3 -> 16.4)
+// but a char step did not (8.16 ms with 0, 8.18 with 2, 8.19 with 3).
 int g_attn_persist = rt::env_int("RT_CUDA_ATTN_PERSIST", 0);
 
 // The tensor-core kernels take bf16 window pairs of the shapes they are written for (attention_mma.cuh);
@@ -262,19 +257,18 @@ void attention_forward(bool bf16, const float* qkv, float* probs, float* out, in
       const bool pair = pair_heads(g, BH);
       const int units = pair ? BH / 2 : BH;
       if (qkv_half && g_attn_persist > 0) {
-        const int grid = std::min(units, g_attn_persist * limits().sms);
+        const unsigned grid = static_cast<unsigned>(std::min(units, g_attn_persist * limits().sms));
         if (pair)
-          launch_window_kernel("attention_forward", attention_forward_mma_persist<HD, true>, grid, attn::kMmaThreads, 0,
-                               qkv, probs, out, twin, g, mask, units);
+          attention_forward_mma_persist<HD, true><<<grid, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g, mask,
+                                                                                             units);
         else
-          launch_window_kernel("attention_forward", attention_forward_mma_persist<HD, false>, grid, attn::kMmaThreads, 0,
-                               qkv, probs, out, twin, g, mask, units);
-      } else if (pair)
-        launch_window_kernel("attention_forward", attention_forward_mma<HD, true>, BH / 2, attn::kMmaThreads, 0, qkv, probs,
-                             out, twin, g, mask);
-      else
-        launch_window_kernel("attention_forward", attention_forward_mma<HD, false>, BH, attn::kMmaThreads, 0, qkv, probs,
-                             out, twin, g, mask);
+          attention_forward_mma_persist<HD, false><<<grid, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g, mask,
+                                                                                              units);
+      } else if (pair) {
+        attention_forward_mma<HD, true><<<BH / 2, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g, mask);
+      } else {
+        attention_forward_mma<HD, false><<<BH, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g, mask);
+      }
     });
     RT_CU_LAUNCH("attention_forward (mma)");
     return;
@@ -345,23 +339,24 @@ void attention_backward(bool bf16, const float* qkv, const float* probs, const f
       constexpr int HD = decltype(hd)::value;
       const bool pair = pair_heads(g, BH);
       if (qkv_half && dout_half && g_attn_persist > 0) {
-        const int units = pair ? BH / 2 : BH, grid = std::min(units, g_attn_persist * limits().sms);
+        const int units = pair ? BH / 2 : BH;
+        const unsigned grid = static_cast<unsigned>(std::min(units, g_attn_persist * limits().sms));
         if (pair)
-          launch_window_kernel("attention_backward", attention_backward_mma_persist<HD, true>, grid, attn::kMmaThreads,
-                               0, qkv, probs, dout, dqkv, twin, g, mask, units);
+          attention_backward_mma_persist<HD, true><<<grid, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, twin,
+                                                                                              g, mask, units);
         else
-          launch_window_kernel("attention_backward", attention_backward_mma_persist<HD, false>, grid, attn::kMmaThreads,
-                               0, qkv, probs, dout, dqkv, twin, g, mask, units);
+          attention_backward_mma_persist<HD, false><<<grid, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, twin,
+                                                                                               g, mask, units);
         return;
       }
       auto launch = [&](auto dh) {
         constexpr bool DH = decltype(dh)::value;
         if (pair)
-          launch_window_kernel("attention_backward", attention_backward_mma<HD, true, DH>, BH / 2, attn::kMmaThreads, 0,
-                               qkv, probs, dout, dqkv, twin, g, mask);
+          attention_backward_mma<HD, true, DH><<<BH / 2, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, twin, g,
+                                                                                            mask);
         else
-          launch_window_kernel("attention_backward", attention_backward_mma<HD, false, DH>, BH, attn::kMmaThreads, 0, qkv,
-                               probs, dout, dqkv, twin, g, mask);
+          attention_backward_mma<HD, false, DH><<<BH, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, twin, g,
+                                                                                         mask);
       };
       if (dout_half) launch(std::true_type());
       else launch(std::false_type());

@@ -36,7 +36,6 @@
 #include "cpu/kernels.h"
 #include "cuda/kernels.cuh"
 #include "cuda/matmul_sm90.cuh"
-#include "cuda/pdl.cuh"
 #include "cuda/readback.cuh"
 #include "cuda/profile.cuh"
 #include "cuda/twin.cuh"
@@ -319,8 +318,6 @@ struct AxpyBatch {
 };
 template <int V>
 __global__ void __launch_bounds__(kAxpyThreads) axpy2d_batch_kernel(AxpyBatch b) {
-  pdl_wait();  // (pdl.cuh: launched with PDL where pdl_all())
-  pdl_trigger();
   using T = typename std::conditional<V == 4, float4, float>::type;
   if (static_cast<int>(blockIdx.y) >= b.ops) {
     const int p = blockIdx.y - b.ops;
@@ -611,7 +608,9 @@ class CudaBackend final : public Backend {
     if (dot) b.dot = *dot;
     const dim3 grid(std::max(blocks_for(v4 ? most / 4 : most, kAxpyThreads), dot ? unsigned(kDotBlocks) : 1u),
                     n + (dot ? 2 : 0));
-    launch_window_kernel("axpy2d_batch", v4 ? axpy2d_batch_kernel<4> : axpy2d_batch_kernel<1>, grid, kAxpyThreads, 0, b);
+    if (v4) axpy2d_batch_kernel<4><<<grid, kAxpyThreads, 0, stream()>>>(b);
+    else axpy2d_batch_kernel<1><<<grid, kAxpyThreads, 0, stream()>>>(b);
+    RT_CU_LAUNCH("axpy2d_batch");
   }
   double dot2d(const float* a, size_t as, const float* b, size_t bs, size_t rows, size_t cols) override {
     RT_PROF("dot2d");
@@ -754,8 +753,8 @@ class CudaBackend final : public Backend {
                            int out) override {
     linear_forward_as(x, W, b, nullptr, y, n, in, out, true);
   }
-  // RT_CUDA_LN_GLUE=1: the forward's window glue in ln_1's pass. Off by default until measured on the GPU
-  // (written in session 18).
+  // RT_CUDA_LN_GLUE=1: the forward's window glue in ln_1's pass. Off by default: H200 session 19 (s19b), a char
+  // step 8.18 ms with it, 8.17 without.
   bool block_ln_glue(const BlockShape& s) const override {
     static const bool on = rt::env_switch("RT_CUDA_LN_GLUE", false);
     return on && !fused_block(s) && cuda::layernorm_glue_fits(s.d);
@@ -794,7 +793,8 @@ class CudaBackend final : public Backend {
   // Where the product epilogues may take the activation: f in bf16 and, for GELU, its bf16-mode form.
   bool act_fusable(const BlockShape& s) const { return block_f_half(s) && (!s.gelu || gelu_fast()); }
   // RT_CUDA_FC_ACT=1: c_fc's product writes the activation too (the TMA kernel's staged epilogue). Off by
-  // default until measured on the GPU (written in session 18, which had none).
+  // default: H200 session 19 (s19a, s19b), the products took 0.49 ms more a char step (ncu, with FC_DACT) and
+  // the passes' 0.79 ms went, but the step did not change (8.18 ms both ways; 8.21 without FC_ACT alone).
   bool block_fc_act(const BlockShape& s) const override {
     static const bool on = rt::env_switch("RT_CUDA_FC_ACT", false);
     return on && act_fusable(s);
@@ -808,7 +808,7 @@ class CudaBackend final : public Backend {
                              static_cast<const __nv_bfloat16*>(tw.get()), cuda::GemmAct{at, gelu});
   }
   // RT_CUDA_FC_DACT=1: mlp c_proj's dx product applies the activation's backward in its epilogue (reading f
-  // there) and writes df, not dg. Off by default until measured on the GPU (written in session 18).
+  // there) and writes df, not dg. Off by default: no faster (session 19, s19b: 8.18 ms both ways).
   bool block_fc_dact(const BlockShape& s) const override {
     static const bool on = rt::env_switch("RT_CUDA_FC_DACT", false);
     return on && act_fusable(s);

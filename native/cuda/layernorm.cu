@@ -20,7 +20,6 @@
 #include "cuda/common.cuh"
 #include "cuda/group.cuh"
 #include "cuda/kernels.cuh"
-#include "cuda/pdl.cuh"
 #include "layer/backend.h"
 
 namespace rt::cuda {
@@ -38,8 +37,6 @@ __device__ __forceinline__ float dy_at(const __nv_bfloat16* __restrict__ dy, siz
 __global__ void layernorm_forward_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                          const float* __restrict__ b, float* __restrict__ y, float* __restrict__ mean,
                                          float* __restrict__ rstd, __nv_bfloat16* __restrict__ twin, int n, int d) {
-  pdl_wait();  // (pdl.cuh: launched with PDL where pdl_all())
-  pdl_trigger();
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= n) return;
   const float* xr = x + static_cast<size_t>(row) * d;
@@ -72,8 +69,6 @@ __global__ void layernorm_backward_dx_kernel(const float* __restrict__ x, const 
                                              const float* __restrict__ mean, const float* __restrict__ rstd,
                                              const TD* __restrict__ dy, const float* dres, float* dx,
                                              __nv_bfloat16* __restrict__ twin, int n, int d) {
-  pdl_wait();  // (pdl.cuh: launched with PDL where pdl_all())
-  pdl_trigger();
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= n) return;
   const float* xr = x + static_cast<size_t>(row) * d;
@@ -147,8 +142,6 @@ __global__ void __launch_bounds__(32 * kRowsPerBlock)
     layernorm_forward_rows_kernel(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b,
                                   float* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd,
                                   __nv_bfloat16* __restrict__ twin, int n) {
-  pdl_wait();  // (pdl.cuh: launched with PDL where pdl_all())
-  pdl_trigger();
   constexpr int D = 32 * K, R = kWarpRows<K>;
   const int row0 = (blockIdx.x * kRowsPerBlock + threadIdx.x / 32) * R, lane = threadIdx.x % 32;
   float xv[R][K];
@@ -176,8 +169,6 @@ __global__ void __launch_bounds__(32 * kRowsPerBlock)
     layernorm_forward_glue_rows_kernel(GlueRows g, float* __restrict__ x, const float* __restrict__ w,
                                        const float* __restrict__ b, float* __restrict__ y, float* __restrict__ mean,
                                        float* __restrict__ rstd, __nv_bfloat16* __restrict__ twin, int n) {
-  pdl_wait();  // (pdl.cuh: launched with PDL where pdl_all())
-  pdl_trigger();
   constexpr int D = 32 * K, R = kWarpRows<K>;
   const int row0 = (blockIdx.x * kRowsPerBlock + threadIdx.x / 32) * R, lane = threadIdx.x % 32;
   const float al = g.P ? *g.alpha : 0.0f;
@@ -214,8 +205,6 @@ __global__ void __launch_bounds__(32 * kRowsPerBlock)
                                       const float* __restrict__ mean, const float* __restrict__ rstd,
                                       const TD* __restrict__ dy, const float* dres, float* dx,
                                       __nv_bfloat16* __restrict__ twin, int n) {
-  pdl_wait();  // (pdl.cuh: launched with PDL where pdl_all())
-  pdl_trigger();
   constexpr int D = 32 * K, R = kWarpRows<K>;
   const int row0 = (blockIdx.x * kRowsPerBlock + threadIdx.x / 32) * R, lane = threadIdx.x % 32;
   float xv[R][K], gv[R][K], rv[R][K], ms[R], rss[R];
@@ -370,12 +359,13 @@ void layernorm_forward(const float* x, const float* w, const float* b, float* y,
   RT_CHECK(y || twin, "layernorm_forward: no output");
   const bool rows = by_lanes(d, [&](auto k) {
     constexpr int K = decltype(k)::value, per_block = kRowsPerBlock * kWarpRows<K>;
-    launch_window_kernel("layernorm_forward", layernorm_forward_rows_kernel<K>, (n + per_block - 1) / per_block,
-                         32 * kRowsPerBlock, 0, x, w, b, y, mean, rstd, twin, n);
+    layernorm_forward_rows_kernel<K><<<(n + per_block - 1) / per_block, 32 * kRowsPerBlock, 0, stream()>>>(
+        x, w, b, y, mean, rstd, twin, n);
   });
   if (!rows)
-    launch_window_kernel("layernorm_forward", layernorm_forward_kernel, (n + kRowsPerBlock - 1) / kRowsPerBlock,
-                         32 * kRowsPerBlock, 0, x, w, b, y, mean, rstd, twin, n, d);
+    layernorm_forward_kernel<<<(n + kRowsPerBlock - 1) / kRowsPerBlock, 32 * kRowsPerBlock, 0, stream()>>>(
+        x, w, b, y, mean, rstd, twin, n, d);
+  RT_CU_LAUNCH("layernorm_forward");
 }
 
 bool layernorm_glue_fits(int d) {
@@ -394,10 +384,11 @@ void layernorm_forward_glue(const WindowGlue& glue, float* x, int B, int np, con
                    glue.ns, np};
   const bool rows = by_lanes(d, [&](auto k) {
     constexpr int K = decltype(k)::value, per_block = kRowsPerBlock * kWarpRows<K>;
-    launch_window_kernel("layernorm_forward_glue", layernorm_forward_glue_rows_kernel<K>,
-                         (n + per_block - 1) / per_block, 32 * kRowsPerBlock, 0, g, x, w, b, y, mean, rstd, twin, n);
+    layernorm_forward_glue_rows_kernel<K><<<(n + per_block - 1) / per_block, 32 * kRowsPerBlock, 0, stream()>>>(
+        g, x, w, b, y, mean, rstd, twin, n);
   });
   RT_CHECK(rows, "layernorm_forward_glue: d = " + std::to_string(d) + " has no register kernel (layernorm_glue_fits)");
+  RT_CU_LAUNCH("layernorm_forward_glue");
 }
 
 void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
@@ -413,13 +404,13 @@ void layernorm_backward_as(const float* x, const float* w, const float* mean, co
     RT_CHECK(dres, "layernorm_backward: dres must not be null when dx is given");
     const bool rows = by_lanes(d, [&](auto k) {
       constexpr int K = decltype(k)::value, per_block = kRowsPerBlock * kWarpRows<K>;
-      launch_window_kernel("layernorm_backward dx", layernorm_backward_dx_rows_kernel<K, TD>,
-                           (n + per_block - 1) / per_block, 32 * kRowsPerBlock, 0, x, w, mean, rstd, dy, dres, dx, twin, n);
+      layernorm_backward_dx_rows_kernel<K><<<(n + per_block - 1) / per_block, 32 * kRowsPerBlock, 0, stream()>>>(
+          x, w, mean, rstd, dy, dres, dx, twin, n);
     });
     if (!rows)
-      launch_window_kernel("layernorm_backward dx", layernorm_backward_dx_kernel<TD>,
-                           (n + kRowsPerBlock - 1) / kRowsPerBlock, 32 * kRowsPerBlock, 0, x, w, mean, rstd, dy, dres, dx,
-                           twin, n, d);
+      layernorm_backward_dx_kernel<<<(n + kRowsPerBlock - 1) / kRowsPerBlock, 32 * kRowsPerBlock, 0, stream()>>>(
+          x, w, mean, rstd, dy, dres, dx, twin, n, d);
+    RT_CU_LAUNCH("layernorm_backward dx");
   }
   if (dw || db) {
     const int chunks = (n + kChunk - 1) / kChunk;

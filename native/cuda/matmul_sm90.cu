@@ -27,7 +27,6 @@
 #include "cuda/kernels.cuh"
 #include "cuda/matmul_sm90.cuh"
 #include "cuda/matmul_tma_sm90.cuh"
-#include "cuda/pdl.cuh"
 #include "cuda/store_tile_sm90.cuh"
 #include "cuda/wgmma.cuh"
 
@@ -46,8 +45,6 @@ constexpr int kSmem = kStages * kStageBytes + 1024;     // and slack to align th
 // src[k * ld + r]; zeros for k >= K. KC: a thread per 8 elements of a row. Else a 32x32 tile transposed
 // through shared memory, so that reads and writes are both along memory.
 __global__ void cast_k_kernel(const float* __restrict__ src, int ld, int R, int K, int Kp, __nv_bfloat16* dst) {
-  pdl_wait();  // (pdl.cuh: launched with PDL where pdl_all())
-  pdl_trigger();
   const int chunks = Kp / 8;
   const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= static_cast<size_t>(R) * chunks) return;
@@ -232,12 +229,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 void cast(const float* src, int ld, bool kc, int R, int K, int Kp, __nv_bfloat16* dst) {
   if (kc) {
     const size_t n = static_cast<size_t>(R) * (Kp / 8);
-    launch_window_kernel("gemm_wgmma cast", cast_k_kernel, static_cast<unsigned>((n + 255) / 256), 256, 0, src, ld, R, K,
-                         Kp, dst);
+    cast_k_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream()>>>(src, ld, R, K, Kp, dst);
   } else {
     cast_t_kernel<<<dim3((R + 31) / 32, (Kp + 31) / 32), dim3(32, 8), 0, stream()>>>(src, ld, R, K, Kp, dst);
-    RT_CU_LAUNCH("gemm_wgmma cast");
   }
+  RT_CU_LAUNCH("gemm_wgmma cast");
 }
 
 // Whether this device can run the kernel (an sm_90a image loads), with its shared-memory limit raised;

@@ -26,7 +26,6 @@
 #include "cuda/common.cuh"
 #include "cuda/gemm_args.cuh"
 #include "cuda/matmul_tma_sm90.cuh"
-#include "cuda/pdl.cuh"
 #include "cuda/store_tile_sm90.cuh"
 #include "cuda/wgmma.cuh"
 
@@ -214,7 +213,7 @@ template <int BN, int STAGES, int MINB, int EPI, bool LANES>
 __global__ void __launch_bounds__(kThreads, MINB)
     gemm_tma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
                     const __grid_constant__ CUtensorMap map_c, const __grid_constant__ CUtensorMap map_g, GemmArgs g,
-                    int tiles_n, int tiles, int stagger_ns) {
+                    int tiles_n, int tiles) {
   using L = Layout<BN, STAGES>;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
@@ -232,8 +231,6 @@ __global__ void __launch_bounds__(kThreads, MINB)
     cluster::bar_init_fence();
   }
   __syncthreads();
-  pdl_wait();  // (launched with PDL: the barriers above were set up while the kernel before finished)
-  pdl_trigger();
 
   auto tile_m0 = [&](int i) { return (blockIdx.x + i * gridDim.x) / tiles_n * kBM; };
   auto tile_n0 = [&](int i) { return (blockIdx.x + i * gridDim.x) % tiles_n * BN; };
@@ -245,10 +242,6 @@ __global__ void __launch_bounds__(kThreads, MINB)
     constexpr bool kWholeWarp = EPI >= 6;
     const bool leader = threadIdx.x == kConsumers;
     if ((kWholeWarp || leader) && nk > 0) {
-      // The second half of the grid (likely the second block on each SM) starts late, so that two blocks of
-      // an SM stop being in step: products in one while the other stores (RT_CUDA_TMA_STAGGER_NS, an
-      // experiment; 0 by default).
-      if (stagger_ns > 0 && blockIdx.x >= gridDim.x / 2) __nanosleep(stagger_ns);
       int s = 0;
       uint32_t ph = 0;
       for (int i = 0; i < mine; ++i) {
@@ -399,8 +392,8 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
   if (!encode(&ma, A, g.M, Kp, kBM) || !encode(&mb, B, g.N, Kp, BN)) return false;
   const int tiles_n = (g.N + BN - 1) / BN, tiles = tiles_n * ((g.M + kBM - 1) / kBM);
   const dim3 grid(static_cast<unsigned>(std::max(1, std::min(tiles, resident / splits))), 1, static_cast<unsigned>(splits));
-  static const int stagger_ns = rt::env_int("RT_CUDA_TMA_STAGGER_NS", 0);
-  launch_window_kernel("gemm_tma", kernel, grid, dim3(kThreads), L::kSmem, ma, mb, mc, mg, g, tiles_n, tiles, stagger_ns);
+  kernel<<<grid, kThreads, L::kSmem, stream()>>>(ma, mb, mc, mg, g, tiles_n, tiles);
+  RT_CU_LAUNCH("gemm_tma");
   ++g_launches;
   if (EPI >= 4) ++g_act_launches;
   return true;
@@ -411,8 +404,9 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
 bool g_tma_store = rt::env_switch("RT_CUDA_TMA_STORE", true);
 
 // RT_CUDA_LANE_STORE=1 (set_lane_store): the staged boxes stored by the warps' lanes, not the copy engine.
-// Off by default: written in session 18 without a GPU, to find out whether the engine's cost per 512-byte box
-// is what keeps the K = 384 products at twice their time without stores.
+// An experiment: whether the engine's cost per 512-byte box is what keeps the K = 384 products at twice their
+// time without stores. H200 session 19 (s19a, s19b): the products alone 3-6% faster (c_attn 24.9 against 26.1
+// us), a char step slower (8.39 against 8.18 ms); off.
 bool g_lane_store = rt::env_switch("RT_CUDA_LANE_STORE", false);
 
 // RT_CUDA_TMA_BN96 (set_tma_bn96): 1, the default, 128 x 96 tiles where they leave the SMs less uneven work than

@@ -32,7 +32,6 @@
 #include "cuda/kernels.cuh"
 #include "cuda/matmul_sm90.cuh"
 #include "cuda/matmul_tma_sm90.cuh"
-#include "cuda/pdl.cuh"
 #include "cuda/twin.cuh"
 #include "cuda/weight_grad_sm90.cuh"
 #ifndef RT_CUDA
@@ -1218,72 +1217,9 @@ static void check_attention_persist() {
     }
 }
 
-// RT_CUDA_PDL_ALL (pdl.cuh): a window's chain of kernels launched with PDL gives the bits of plain launches, each
-// kernel waiting for the one before it. The char config's shapes (8192 rows, d = 384, 6 heads over window pairs of
-// 32): ln_1 (bf16 twin) -> c_attn (TMA, bf16 C) -> attention -> c_proj (its float32 operand cast) -> the residual
-// (axpy2d_batch) -> ln_2 -> c_fc (bf16 C) -> GELU -> mlp c_proj -> the residual; then backward kernels on those:
-// the attention's, GELU's, a LayerNorm's dx. Three runs with PDL against one without (a kernel that read its
-// input before waiting would race its predecessor); the launches must have been made with PDL.
-static void check_pdl_chain() {
-  if (!(rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled())) return;
-  const int B = 256, n = 32, d = 384, H = 6, M = B * n;
-  const size_t Md = static_cast<size_t>(M) * d;
-  rt::Backend& be = rt::cuda_backend(true);
-  Dev x(randv(Md, 181, -2, 2)), w1(randv(d, 182, 0.5f, 1.5f)), b1(randv(d, 183)), w2(randv(d, 184, 0.5f, 1.5f)),
-      b2(randv(d, 185));
-  Dev Wqkv(randv(static_cast<size_t>(3) * d * d, 186, -0.1f, 0.1f)), Wo(randv(static_cast<size_t>(d) * d, 187, -0.1f, 0.1f)),
-      Wfc(randv(static_cast<size_t>(4) * d * d, 188, -0.1f, 0.1f)), Wp(randv(static_cast<size_t>(4) * d * d, 189, -0.05f, 0.05f)),
-      bq(randv(3 * d, 190)), bo(randv(d, 191)), bf(randv(4 * d, 192)), bp(randv(d, 193));
-  auto run = [&](bool pdl) {
-    rt::cuda::set_pdl_all(pdl);
-    Dev m1(M), r1(M), m2(M), r2(M), att(Md), x2(Md), y(Md), probs(static_cast<size_t>(B) * H * n * n), dqkv(3 * Md),
-        dxl(Md), dgl(3 * Md);
-    DevBf h1(Md), qkv(3 * Md), h2(Md), f(4 * Md), g(4 * Md);
-    auto F = [](DevBf& t) { return reinterpret_cast<float*>(t.p); };
-    rt::cuda::layernorm_forward(x.p, w1.p, b1.p, nullptr, m1.p, r1.p, M, d, h1.p);
-    rt::cuda::gemm(true, false, true, M, 3 * d, d, 1.0f, nullptr, d, Wqkv.p, d, 0.0f, F(qkv), 3 * d, bq.p, nullptr, nullptr,
-                   h1.p, true);
-    rt::cuda::attention_forward(true, F(qkv), probs.p, att.p, B, n, d, H, 0.0f, 1, 2, nullptr, true);
-    rt::cuda::gemm(true, false, true, M, d, d, 1.0f, att.p, d, Wo.p, d, 0.0f, x2.p, d, bo.p);
-    const rt::Axpy2dOp res1{x2.p, size_t(d), 1.0f, x.p, size_t(d), nullptr, 0, size_t(M), size_t(d), true};
-    be.axpy2d_batch(&res1, 1);
-    rt::cuda::layernorm_forward(x2.p, w2.p, b2.p, nullptr, m2.p, r2.p, M, d, h2.p);
-    rt::cuda::gemm(true, false, true, M, 4 * d, d, 1.0f, nullptr, d, Wfc.p, d, 0.0f, F(f), 4 * d, bf.p, nullptr, nullptr,
-                   h2.p, true);
-    rt::cuda::gelu_forward(F(f), nullptr, 4 * Md, g.p, true, true);
-    rt::cuda::gemm(true, false, true, M, d, 4 * d, 1.0f, nullptr, 4 * d, Wp.p, 4 * d, 0.0f, y.p, d, bp.p, nullptr,
-                   nullptr, g.p);
-    const rt::Axpy2dOp res2{y.p, size_t(d), 1.0f, x2.p, size_t(d), nullptr, 0, size_t(M), size_t(d), true};
-    be.axpy2d_batch(&res2, 1);
-    rt::cuda::attention_backward(true, F(qkv), probs.p, y.p, dqkv.p, B, n, d, H, 0.0f, 1, 2, nullptr, true);
-    rt::cuda::gelu_backward(F(f), dqkv.p, dgl.p, 3 * Md, nullptr, true, true);  // (f's first 3 M d values, dqkv as dy)
-    rt::cuda::layernorm_backward_res(x2.p, w2.p, m2.p, r2.p, dgl.p, y.p, dxl.p, nullptr, nullptr, M, d);
-    const std::vector<VF> out{y.get(), dqkv.get(), dgl.get(), dxl.get()};
-    rt::cuda::set_pdl_all(false);
-    return out;
-  };
-  use({rt::cuda::GemmKernel::Wgmma, "wgmma"});
-  const std::vector<VF> want = run(false);
-  for (int t = 0; t < 3; ++t) {
-    const long before = rt::cuda::pdl_launches();
-    const std::vector<VF> got = run(true);
-    bool same = true;
-    for (size_t i = 0; i < want.size(); ++i)
-      same = same && got[i].size() == want[i].size() &&
-             std::memcmp(got[i].data(), want[i].data(), want[i].size() * 4) == 0;
-    expect_le(same ? 0 : 1, 0, "pdl: a window's kernels with PDL give the bits of plain launches, run " + std::to_string(t));
-    // ln 2, gemm_tma 4, cast 1, attention 2, axpy 2, gelu 2, ln dx 1: at least 13 with PDL
-    expect_le(rt::cuda::pdl_launches() - before >= 13 ? 0 : 1, 0,
-              "pdl: the chain's kernels were launched with PDL, run " + std::to_string(t) + " (" +
-                  std::to_string(rt::cuda::pdl_launches() - before) + ")");
-  }
-  use({rt::cuda::GemmKernel::Auto, "auto"});
-}
-
 static void check_half_buffers() {
   check_tma_bits();
   check_gemm_act();
-  check_pdl_chain();
   check_attention_half_dout();
   check_attention_persist();
   check_layernorm_half_dy();
