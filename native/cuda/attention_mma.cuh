@@ -119,6 +119,18 @@ struct StageItems {
     j = 2 * ((t & 15) + 16 * ((t >> 5) % kSpan));
     c = 4 * (2 * ((t >> 5) / kSpan) + ((t >> 4) & 1));
   }
+  // f(i, u, j, c) for each of NM matrices and each item whose rows lie below n.
+  template <int NM, class F>
+  __device__ __forceinline__ static void each(int n, F&& f) {
+#pragma unroll
+    for (int i = 0; i < NM; ++i)
+#pragma unroll
+      for (int u = 0; u < kItems; ++u) {
+        int j, c;
+        at(u, j, c);
+        if (j < n) f(i, u, j, c);
+      }
+  }
 };
 
 template <int HD, bool PAIR, int NM>
@@ -366,36 +378,22 @@ struct RawRows {
 template <int HD, bool PAIR, int NM>
 __device__ __forceinline__ void load_t_raw(RawRows<HD, PAIR, NM>& r, const float* const (&M)[NM], const int (&ld)[NM],
                                            int n) {
-#pragma unroll
-  for (int i = 0; i < NM; ++i)
-#pragma unroll
-    for (int u = 0; u < StageItems<HD, PAIR>::kItems; ++u) {
-      int j, c;
-      StageItems<HD, PAIR>::at(u, j, c);
-      if (j < n) {
-        const size_t o = static_cast<size_t>(j) * ld[i] + c;
-        r.v[i][u][0] = __ldg(reinterpret_cast<const uint2*>(elem_at(M[i], true, o)));
-        r.v[i][u][1] = __ldg(reinterpret_cast<const uint2*>(elem_at(M[i], true, o + ld[i])));
-      }
-    }
+  StageItems<HD, PAIR>::template each<NM>(n, [&](int i, int u, int j, int c) {
+    const size_t o = static_cast<size_t>(j) * ld[i] + c;
+    r.v[i][u][0] = __ldg(reinterpret_cast<const uint2*>(elem_at(M[i], true, o)));
+    r.v[i][u][1] = __ldg(reinterpret_cast<const uint2*>(elem_at(M[i], true, o + ld[i])));
+  });
 }
 template <int HD, bool PAIR, int NM>
 __device__ __forceinline__ void store_t_raw(__nv_bfloat16* const (&T)[NM], const RawRows<HD, PAIR, NM>& r, int n) {
-#pragma unroll
-  for (int i = 0; i < NM; ++i)
-#pragma unroll
-    for (int u = 0; u < StageItems<HD, PAIR>::kItems; ++u) {
-      int j, c;
-      StageItems<HD, PAIR>::at(u, j, c);
-      if (j < n) {
-        uint32_t* d = reinterpret_cast<uint32_t*>(T[i] + c * kLdT + j);
-        const uint2 a = r.v[i][u][0], b = r.v[i][u][1];  // rows j and j + 1, columns c .. c + 3
-        d[0] = __byte_perm(a.x, b.x, 0x5410);
-        d[kLdT / 2] = __byte_perm(a.x, b.x, 0x7632);
-        d[kLdT] = __byte_perm(a.y, b.y, 0x5410);
-        d[3 * kLdT / 2] = __byte_perm(a.y, b.y, 0x7632);
-      }
-    }
+  StageItems<HD, PAIR>::template each<NM>(n, [&](int i, int u, int j, int c) {
+    uint32_t* d = reinterpret_cast<uint32_t*>(T[i] + c * kLdT + j);
+    const uint2 a = r.v[i][u][0], b = r.v[i][u][1];  // rows j and j + 1, columns c .. c + 3
+    d[0] = __byte_perm(a.x, b.x, 0x5410);
+    d[kLdT / 2] = __byte_perm(a.x, b.x, 0x7632);
+    d[kLdT] = __byte_perm(a.y, b.y, 0x5410);
+    d[3 * kLdT / 2] = __byte_perm(a.y, b.y, 0x7632);
+  });
 }
 
 // forward_head_mma over units u = blockIdx.x, + gridDim.x, ... (a unit: the block's (element, head), or with
