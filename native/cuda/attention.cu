@@ -126,6 +126,13 @@ bool pair_heads(const Geo& g, int BH) {
   return on && g.n <= 32 && BH % 2 == 0;
 }
 
+// f(std::true_type) or f(std::false_type): a run-time flag as a template parameter.
+template <class F>
+void by_bool(bool b, F&& f) {
+  if (b) f(std::true_type());
+  else f(std::false_type());
+}
+
 template <class F>
 void by_hd(int hd, F&& f) {
   switch (hd) {
@@ -220,8 +227,8 @@ void launch_fused_backward(const Geo& g, const float* qkv, const float* probs, c
 
 unsigned row_blocks(long long rows) { return static_cast<unsigned>((rows + 7) / 8); }
 
-// A bf16 qkv in float32, for the kernels other than the tensor-core ones (which read it as it is).
-// A float32 copy of count bf16 values (behind a float pointer), for the kernels that read float32 only.
+// A float32 copy of count bf16 values (behind a float pointer: a bf16 qkv or dout), for the kernels other than
+// the tensor-core ones, which read bf16 as it is.
 Scratch f32_copy(const float* half, size_t count) {
   Scratch f(count * sizeof(float));
   to_f32(reinterpret_cast<const __nv_bfloat16*>(half), f.f32(), count);
@@ -254,21 +261,17 @@ void attention_forward(bool bf16, const float* qkv, float* probs, float* out, in
   if (use_mma(bf16, g)) {
     by_hd(g.hd, [&](auto hd) {
       constexpr int HD = decltype(hd)::value;
-      const bool pair = pair_heads(g, BH);
-      const int units = pair ? BH / 2 : BH;
-      if (qkv_half && g_attn_persist > 0) {
-        const unsigned grid = static_cast<unsigned>(std::min(units, g_attn_persist * limits().sms));
-        if (pair)
-          attention_forward_mma_persist<HD, true><<<grid, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g, mask,
+      by_bool(pair_heads(g, BH), [&](auto pair) {
+        constexpr bool PAIR = decltype(pair)::value;
+        const int units = PAIR ? BH / 2 : BH;
+        if (qkv_half && g_attn_persist > 0) {
+          const unsigned grid = static_cast<unsigned>(std::min(units, g_attn_persist * limits().sms));
+          attention_forward_mma_persist<HD, PAIR><<<grid, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g, mask,
                                                                                              units);
-        else
-          attention_forward_mma_persist<HD, false><<<grid, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g, mask,
-                                                                                              units);
-      } else if (pair) {
-        attention_forward_mma<HD, true><<<BH / 2, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g, mask);
-      } else {
-        attention_forward_mma<HD, false><<<BH, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g, mask);
-      }
+        } else {
+          attention_forward_mma<HD, PAIR><<<units, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g, mask);
+        }
+      });
     });
     RT_CU_LAUNCH("attention_forward (mma)");
     return;
@@ -337,29 +340,21 @@ void attention_backward(bool bf16, const float* qkv, const float* probs, const f
   if (use_mma(bf16, g)) {
     by_hd(g.hd, [&](auto hd) {
       constexpr int HD = decltype(hd)::value;
-      const bool pair = pair_heads(g, BH);
-      if (qkv_half && dout_half && g_attn_persist > 0) {
-        const int units = pair ? BH / 2 : BH;
-        const unsigned grid = static_cast<unsigned>(std::min(units, g_attn_persist * limits().sms));
-        if (pair)
-          attention_backward_mma_persist<HD, true><<<grid, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, twin,
+      by_bool(pair_heads(g, BH), [&](auto pair) {
+        constexpr bool PAIR = decltype(pair)::value;
+        const int units = PAIR ? BH / 2 : BH;
+        if (qkv_half && dout_half && g_attn_persist > 0) {
+          const unsigned grid = static_cast<unsigned>(std::min(units, g_attn_persist * limits().sms));
+          attention_backward_mma_persist<HD, PAIR><<<grid, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, twin,
                                                                                               g, mask, units);
-        else
-          attention_backward_mma_persist<HD, false><<<grid, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, twin,
-                                                                                               g, mask, units);
-        return;
-      }
-      auto launch = [&](auto dh) {
-        constexpr bool DH = decltype(dh)::value;
-        if (pair)
-          attention_backward_mma<HD, true, DH><<<BH / 2, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, twin, g,
-                                                                                            mask);
-        else
-          attention_backward_mma<HD, false, DH><<<BH, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, twin, g,
-                                                                                         mask);
-      };
-      if (dout_half) launch(std::true_type());
-      else launch(std::false_type());
+          return;
+        }
+        by_bool(dout_half, [&](auto dh) {
+          constexpr bool DH = decltype(dh)::value;
+          attention_backward_mma<HD, PAIR, DH><<<units, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, twin, g,
+                                                                                           mask);
+        });
+      });
     });
     RT_CU_LAUNCH("attention_backward (mma)");
     return;

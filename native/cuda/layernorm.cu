@@ -158,15 +158,9 @@ __global__ void __launch_bounds__(32 * kRowsPerBlock)
 // S's row t (t < ns) or X's row t - ns, plus alpha times P's row t or t - ns, formed as the glue's batch forms
 // it (one fused multiply-add, alpha read when the kernel runs), written to x and normalized from registers;
 // rows t < ns also copy Ysrc's row t into Y's. The glue's pass over x and ln_1's read of it, in one.
-struct GlueRows {
-  const float *S, *X, *P, *alpha, *Ysrc;
-  float* Y;
-  size_t Ss, Xs, Ps, Ys, Ysrcs;
-  int ns, np;
-};
 template <int K>
 __global__ void __launch_bounds__(32 * kRowsPerBlock)
-    layernorm_forward_glue_rows_kernel(GlueRows g, float* __restrict__ x, const float* __restrict__ w,
+    layernorm_forward_glue_rows_kernel(WindowGlue g, int np, float* __restrict__ x, const float* __restrict__ w,
                                        const float* __restrict__ b, float* __restrict__ y, float* __restrict__ mean,
                                        float* __restrict__ rstd, __nv_bfloat16* __restrict__ twin, int n) {
   constexpr int D = 32 * K, R = kWarpRows<K>;
@@ -177,7 +171,7 @@ __global__ void __launch_bounds__(32 * kRowsPerBlock)
   for (int q = 0; q < R; ++q) {
     const int row = row0 + q;
     if (row >= n) break;
-    const int e = row / g.np, t = row % g.np, tt = t < g.ns ? t : t - g.ns;
+    const int e = row / np, t = row % np, tt = t < g.ns ? t : t - g.ns;
     const float* src = t < g.ns ? g.S + e * g.Ss + static_cast<size_t>(t) * D : g.X + e * g.Xs + static_cast<size_t>(tt) * D;
     const float* p = g.P ? g.P + e * g.Ps + static_cast<size_t>(tt) * D : nullptr;
 #pragma unroll
@@ -380,12 +374,10 @@ void layernorm_forward_glue(const WindowGlue& glue, float* x, int B, int np, con
   RT_CHECK(y || twin, "layernorm_forward_glue: no output");
   RT_CHECK(glue.S && glue.X && glue.ns >= 0 && glue.ns <= np && (!glue.P || glue.alpha) && (!glue.Y || glue.Ysrc),
            "layernorm_forward_glue: S, X, 0 <= ns <= n, alpha with P and Ysrc with Y required");
-  const GlueRows g{glue.S, glue.X, glue.P, glue.alpha, glue.Ysrc, glue.Y, glue.Ss, glue.Xs, glue.Ps, glue.Ys, glue.Ysrcs,
-                   glue.ns, np};
   const bool rows = by_lanes(d, [&](auto k) {
     constexpr int K = decltype(k)::value, per_block = kRowsPerBlock * kWarpRows<K>;
     layernorm_forward_glue_rows_kernel<K><<<(n + per_block - 1) / per_block, 32 * kRowsPerBlock, 0, stream()>>>(
-        g, x, w, b, y, mean, rstd, twin, n);
+        glue, np, x, w, b, y, mean, rstd, twin, n);
   });
   RT_CHECK(rows, "layernorm_forward_glue: d = " + std::to_string(d) + " has no register kernel (layernorm_glue_fits)");
   RT_CU_LAUNCH("layernorm_forward_glue");

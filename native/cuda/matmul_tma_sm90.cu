@@ -486,7 +486,8 @@ bool gemm_tma(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B,
   *act_applied = false;
   if (!g_tma || !encoder()) return false;
   // Products up to two 192-wide column tiles with a long reduction (the char config's N = 384, K = 1536 and
-  // 1152 ones): 128 x 192 tiles, one block an SM, five stages. Else 128 x 128, two blocks an SM, three stages.
+  // 1152 ones): 128 x 192 tiles, one block an SM, five stages. Else 128 x 128 or (tiles_per_sm_span) 128 x 96,
+  // two blocks an SM, three stages.
   if (splits == 1 && g.N > 128 && g.N <= 384 && g.K > 512) return launch_epi<192, 5, 1>(g, A, B, Kp, splits, act_applied);
   // (not the activation's backward: x's tile fills a stage only at 128 x 128)
   if (g_tma_bn96 && splits == 1 && !g.act_x &&

@@ -312,7 +312,7 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   // Attention branch.
   if (p > 0)
     keeping(be, st.da, st.b16.da, Rd, [&] { be.dropout_backward(dx2, st.da, Rd, p, c.seed, c.stream * 4 + 1); });
-  const bool datt_half = c.qkv_half && st.dg_half && be.block_datt_half(s);
+  const bool datt_half = c.qkv_half && be.block_datt_half(s);
   if (datt_half) be.linear_backward_dx_half(w.attn_proj_w, st.da, k.datt.get(), R, d, d);
   else be.linear_backward(c.att, w.attn_proj_w, st.da, k.datt.get(), nullptr, nullptr, R, d, d);
   keeping(

@@ -905,6 +905,19 @@ static void check_bf16_only() {
     }
 }
 
+// The TMA products' epilogue and tile modes (set_tma_store, set_lane_store, set_tma_bn96), set for a check and
+// put back as the process had them when it ends.
+struct ProductModes {
+  const bool staged = rt::cuda::tma_store(), lanes = rt::cuda::lane_store();
+  const int bn96 = rt::cuda::tma_bn96();
+  static void set(bool staged_, bool lanes_, int bn96_) {
+    rt::cuda::set_tma_store(staged_);
+    rt::cuda::set_lane_store(lanes_);
+    rt::cuda::set_tma_bn96(bn96_);
+  }
+  ~ProductModes() { set(staged, lanes, bn96); }
+};
+
 // matmul_tma_sm90.cu's kernel against matmul_sm90.cu's cp.async ones on the same bf16 operands: the same
 // products in the same K order into float32 accumulators, so the same bits (both tile shapes, row and column
 // tails, a bias and a residual, a split reduction, a bf16 C), with the TMA kernel's direct epilogue and its
@@ -912,14 +925,10 @@ static void check_bf16_only() {
 static void check_tma_bits() {
   if (!(rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled())) return;
   struct Case { int M, N, K; bool bias, res, half; };
-  const bool process = rt::cuda::tma_store(), lanes_process = rt::cuda::lane_store();
-  const int bn96_process = rt::cuda::tma_bn96();
+  const ProductModes process;
   for (const int bn96 : {0, 2})  // 128-wide tiles (192 where the rule says); 96-wide for all it does not
   for (const int mode : {0, 1, 2}) {  // the direct epilogue, the staged one by the engine, by the lanes
-    const bool staged = mode > 0;
-    rt::cuda::set_tma_store(staged);
-    rt::cuda::set_lane_store(mode == 2);
-    rt::cuda::set_tma_bn96(bn96);
+    ProductModes::set(mode > 0, mode == 2, bn96);
     for (const Case c : {Case{8192, 1152, 384, true, false, true}, Case{8192, 384, 1536, true, true, false},
                          Case{8192, 384, 1152, false, false, false}, Case{1000, 300, 200, true, true, false},
                          Case{333, 1000, 4000, false, false, false}, Case{96, 96, 8192, false, false, false},
@@ -948,9 +957,6 @@ static void check_tma_bits() {
                 "gemm TMA vs cp.async, same bits " + shape(c.M, c.N, c.K) + (c.half ? " bf16 C" : "") + how);
     }
   }
-  rt::cuda::set_tma_store(process);
-  rt::cuda::set_lane_store(lanes_process);
-  rt::cuda::set_tma_bn96(bn96_process);
 }
 
 // The window glue writing a twin of what it writes into a range (Backend::axpy2d_batch_twin, kept as
@@ -1080,14 +1086,11 @@ static void check_layernorm_half_dy() {
 static void check_gemm_act() {
   if (!(rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled())) return;
   struct Case { int M, N, K; };
-  const bool process = rt::cuda::tma_store(), lanes_process = rt::cuda::lane_store();
-  const int bn96_process = rt::cuda::tma_bn96();
+  const ProductModes process;
   for (const int bn96 : {0, 2})  // and the forward on 96-wide tiles (the backward's fusion needs 128)
   for (const int mode : {1, 2, 0}) {  // staged by the engine, by the lanes; the direct epilogue (the pass)
     const bool staged = mode > 0;
-    rt::cuda::set_tma_store(staged);
-    rt::cuda::set_lane_store(mode == 2);
-    rt::cuda::set_tma_bn96(bn96);
+    ProductModes::set(staged, mode == 2, bn96);
     // 4096 x 1536 over K = 64 and 96: one and two K steps, more tiles than blocks (the ring at its tightest, both
     // named barriers); N = 296: x's second 64-column box wholly past N
     for (const Case c : {Case{8192, 1536, 384}, Case{1000, 328, 200}, Case{777, 2000, 96}, Case{8192, 384, 1536},
@@ -1138,9 +1141,6 @@ static void check_gemm_act() {
           }
         }
   }
-  rt::cuda::set_tma_store(process);
-  rt::cuda::set_lane_store(lanes_process);
-  rt::cuda::set_tma_bn96(bn96_process);
 }
 
 // The attention backward from a bf16 dout (Backend::block_datt_half) gives the bits of a float32 dout holding the
