@@ -90,6 +90,16 @@ export type NativeHeadArgs = [
   grads: { dlnw: NativeTensor; dlnb: NativeTensor | null; dW: NativeTensor } | null,
 ];
 
+export type NativeAdamWArgs = [
+  params: NativeTensor[],
+  grads: NativeTensor[],
+  m: NativeTensor[],
+  v: NativeTensor[],
+  decay: boolean[],
+  count: NativeTensor,
+  hyper: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; maxNorm: number },
+];
+
 /** A deferred head's queued result: read its numbers with `xentResult(pending)`. */
 export interface NativeHeadPending {
   dY?: NativeTensor;
@@ -183,14 +193,15 @@ export interface NativeAddon {
   /** The loss, hit count and scored count of a deferred headXent (waits for the device). */
   xentResult(pending: object): Promise<{ loss: number; correct: number; count: number }>;
   headLogits(y: NativeTensor, lnw: NativeTensor, lnb: NativeTensor | null, W: NativeTensor, positions: number, fp32?: boolean): Promise<NativeTensor>;
-  adamw(
-    params: NativeTensor[],
-    grads: NativeTensor[],
-    m: NativeTensor[],
-    v: NativeTensor[],
-    decay: boolean[],
-    hyper: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number; maxNorm: number },
-  ): Promise<{ norm: number; skipped: boolean }>;
+  /**
+   * One AdamW step over every tensor; `count` (int32, one element, beside the parameters) holds the steps
+   * applied so far, and the step advances it unless the norm is not finite (then nothing changes).
+   */
+  adamw(...args: [...NativeAdamWArgs, defer?: false]): Promise<{ norm: number; skipped: boolean }>;
+  /** As adamw, resolving once queued (on the GPU, before the norm is known); adamwResult reads it. */
+  adamw(...args: [...NativeAdamWArgs, defer: true]): Promise<{ pending: object }>;
+  /** The norm and skip of a deferred adamw (waits for the device). */
+  adamwResult(pending: object): Promise<{ norm: number; skipped: boolean }>;
   /** In a build without CUDA, these three throw an Error saying that multi-GPU needs the CUDA build. */
   CommHandle: new (id: Uint8Array, nranks: number, rank: number, timeoutMs?: number) => NativeComm;
   /** A fresh 128-byte NCCL unique id (loads libnccl.so.2, or RT_NCCL_LIBRARY). */

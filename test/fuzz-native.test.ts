@@ -597,7 +597,23 @@ const DIRECT_CASES: Record<string, string> = {
   'adamw: int32 gradient': `
     const p = T('float32', [4], Float32Array.from([1, 2, 3, 4]))
     const g = T('int32', [4], Int32Array.from([1, 1, 1, 1]))
-    await A.adamw([p], [g], [T('float32', [4])], [T('float32', [4])], [false], { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: 1, maxNorm: 0 })`,
+    await A.adamw([p], [g], [T('float32', [4])], [T('float32', [4])], [false], T('int32', [1]), { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxNorm: 0 })`,
+  'adamw: float32 step count': `
+    const p = T('float32', [4], Float32Array.from([1, 2, 3, 4]))
+    await A.adamw([p], [T('float32', [4])], [T('float32', [4])], [T('float32', [4])], [false], T('float32', [1]), { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxNorm: 0 })`,
+  'adamw: step count of two elements': `
+    const p = T('float32', [4], Float32Array.from([1, 2, 3, 4]))
+    await A.adamw([p], [T('float32', [4])], [T('float32', [4])], [T('float32', [4])], [false], T('int32', [2]), { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxNorm: 0 })`,
+  'adamw: no step count': `
+    const p = T('float32', [4], Float32Array.from([1, 2, 3, 4]))
+    await A.adamw([p], [T('float32', [4])], [T('float32', [4])], [T('float32', [4])], [false], { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxNorm: 0 })`,
+  'adamwResult: the pending of a deferred headXent': `
+    const h = await A.headXent(T('float32', [1, 2, 4]), T('float32', [4]), null, T('float32', [3, 4]), T('int32', [1, 2], Int32Array.from([0, 1])), -100, null, false, true)
+    await A.adamwResult(h.pending)`,
+  'xentResult: the pending of a deferred adamw': `
+    const p = T('float32', [4], Float32Array.from([1, 2, 3, 4]))
+    const r = await A.adamw([p], [T('float32', [4])], [T('float32', [4])], [T('float32', [4])], [false], T('int32', [1]), { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxNorm: 0 }, true)
+    await A.xentResult(r.pending)`,
   'xentResult: not the pending of a deferred headXent': `
     await A.xentResult({ loss: 1 })`,
   'xentResult: nothing': `

@@ -269,6 +269,55 @@ describe('AdamW vs float64 AdamW (torch semantics)', () => {
     }
   })
 
+  it('queue(): queued steps, their results read late and out of order, give step()\'s bits; a skip between them does not count', async () => {
+    const h: Required<AdamWOptions> = { lr: 1e-2, betas: [0.8, 0.95], eps: 1e-6, weightDecay: 0.1, maxGradNorm: 3 }
+    const a = new AdamW(ps, model.decayMask(), h)
+    const other = newModel()
+    const ps2 = other.parameters()
+    const b = new AdamW(ps2, other.decayMask(), h)
+    const ref = new RefAdamW(values(ps).map((v) => Float64Array.from(v)), model.decayMask(), h)
+    const rng = new Rng(9)
+    const lrs = [undefined, 3e-3, 2e-2, undefined, 1e-2]
+    try {
+      const pending = []
+      const expected: { norm: number; skipped: boolean }[] = []
+      for (const [i, lr] of lrs.entries()) {
+        const g = writeRandomGrads(ps, rng)
+        if (i === 2) {
+          // Step 3's gradient is not finite: it is skipped, and step 4 applies bias correction t = 3.
+          const gk = Float32Array.from(g[1])
+          gk[0] = NaN
+          ps[1].grad.handle().write(gk)
+          g[1] = Float64Array.from(gk)
+        }
+        ps2.forEach((p, k) => p.grad.handle().write(Float32Array.from(g[k])))
+        pending.push(await a.queue(lr))
+        const rb = await b.step(lr)
+        const rr = ref.step(g, lr)
+        expected.push(rr)
+        expect(rb.skipped).toBe(rr.skipped)
+      }
+      // Read in reverse order, one twice.
+      const got = []
+      for (let i = pending.length - 1; i >= 0; i--) got[i] = await pending[i].result()
+      expect(await pending[1].result()).toEqual(got[1])
+      expect(got.map((r) => r.skipped)).toEqual([false, false, true, false, false])
+      got.forEach((r, i) => {
+        if (expected[i].skipped) expect(Number.isFinite(r.gradNorm)).toBe(false)
+        else expect(Math.abs(r.gradNorm - expected[i].norm) / expected[i].norm).toBeLessThanOrEqual(1e-12)
+      })
+      expect(a.stepCount).toBe(4)
+      expect(a.state().step).toBe(4)
+      expectClose(values(ps), ref.p, names, 'param')
+      const va = values(ps)
+      values(ps2).forEach((x, k) => expect(sameBits(x, va[k]), names[k]).toBe(true))
+    } finally {
+      a.dispose()
+      b.dispose()
+      other.dispose()
+    }
+  })
+
   it('state() / loadState() round trip: a restored optimizer continues bit for bit', async () => {
     const h: AdamWOptions = { lr: 1e-2, betas: [0.9, 0.99], weightDecay: 0.05, maxGradNorm: 2 }
     const a = new AdamW(ps, model.decayMask(), h)

@@ -88,6 +88,27 @@ for (const precision of args.precision.split(',')) {
     const og = new AdamW(gpu.parameters(), gpu.decayMask(), hyper);
     const sc = await oc.step(), sg = await og.step();
     errs['grad norm'] = Math.abs(sc.gradNorm - sg.gradNorm) / sc.gradNorm;
+    // Three more steps as the trainer queues them (AdamW.queue: the step count on the device, the norms read
+    // last), the middle one skipped for a NaN gradient: each must report as the CPU's, and the third must use
+    // bias correction t = 3 (the skip not counted).
+    const grads = cps.map((p) => p.grad.toArray());
+    const queued = [];
+    for (const bad of [false, true, false]) {
+      for (let i = 0; i < cps.length; i++) {
+        const g = Float32Array.from(grads[i], (x) => x * (bad ? 1 : 0.5));
+        if (bad && i === 0) g[0] = NaN;
+        cps[i].grad.handle().write(g);
+        gps[i].grad.handle().write(g);
+      }
+      queued.push([await oc.step(), await og.queue()]);
+    }
+    let queuedErr = 0;
+    for (const [c, q] of queued) {
+      const g = await q.result();
+      queuedErr = Math.max(queuedErr, c.skipped !== g.skipped ? Infinity : c.skipped ? 0 : Math.abs(c.gradNorm - g.gradNorm) / c.gradNorm);
+    }
+    errs['queued steps: norms, skip'] = queuedErr;
+    errs['step count (3)'] = oc.stepCount === 3 && og.stepCount === 3 ? 0 : Infinity;
     for (let i = 0; i < cps.length; i++) {
       const e = errors(cps[i].value.toArray(), gps[i].value.toArray());
       errs[`w ${cps[i].name}`] = precision === 'fp32' ? e.max : e.norm;

@@ -187,6 +187,24 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
 //   grads = {dlnw, dlnb | null, dW} -> Promise<{loss, correct, count, dY?}>; with defer, the Promise resolves
 //   once the work is queued, with {dY?, pending} instead of the numbers, which xentResult(pending) reads.
 using XentRead = std::function<XentResult()>;
+// A pending is an External holding a function of one type: the tag tells a head's from an optimizer's (or
+// any other External), which the cast below would otherwise take on trust.
+constexpr napi_type_tag kXentTag = {0x8f3a6c1e52d04b97ULL, 0xa1c2e3f405162738ULL};
+constexpr napi_type_tag kAdamWTag = {0x3d7b9e2a41c65f08ULL, 0xb4d6f8091a2b3c4dULL};
+
+template <typename F>
+Napi::External<F> wrap_pending(Napi::Env env, F&& f, const napi_type_tag& tag) {
+  auto ext = Napi::External<F>::New(env, new F(std::move(f)), [](Napi::Env, F* p) { delete p; });
+  ext.TypeTag(&tag);
+  return ext;
+}
+
+template <typename F>
+F unwrap_pending(const Napi::Value& v, const napi_type_tag& tag, const char* what) {
+  if (!v.IsExternal() || !v.As<Napi::External<F>>().CheckTypeTag(&tag))
+    throw Napi::TypeError::New(v.Env(), what);
+  return *v.As<Napi::External<F>>().Data();
+}
 Napi::Value HeadXent(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto Y = f32(info[0], "y", 3);
@@ -232,8 +250,7 @@ Napi::Value HeadXent(const Napi::CallbackInfo& info) {
       [res, read, dY, defer](Napi::Env e) -> Napi::Value {
         Napi::Object o = Napi::Object::New(e);
         if (defer) {
-          o.Set("pending", Napi::External<XentRead>::New(e, new XentRead(std::move(*read)),
-                                                         [](Napi::Env, XentRead* f) { delete f; }));
+          o.Set("pending", wrap_pending(e, std::move(*read), kXentTag));
         } else {
           o.Set("loss", res->loss);
           o.Set("correct", static_cast<double>(res->correct));
@@ -247,12 +264,11 @@ Napi::Value HeadXent(const Napi::CallbackInfo& info) {
 // xentResult(pending) -> Promise<{loss, correct, count}>: the numbers of a deferred headXent, once its work
 // (and whatever was queued after it) has run.
 Napi::Value XentResultOf(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!info[0].IsExternal()) throw Napi::TypeError::New(env, "xentResult: expected the `pending` of a deferred headXent");
-  const XentRead read = *info[0].As<Napi::External<XentRead>>().Data();
+  const XentRead read =
+      unwrap_pending<XentRead>(info[0], kXentTag, "xentResult: expected the `pending` of a deferred headXent");
   auto res = std::make_shared<XentResult>();
   return PromiseWorker::Run(
-      env, "rt:head-result", [read, res] { *res = read(); },
+      info.Env(), "rt:head-result", [read, res] { *res = read(); },
       [res](Napi::Env e) -> Napi::Value {
         Napi::Object o = Napi::Object::New(e);
         o.Set("loss", res->loss);
@@ -288,9 +304,13 @@ Napi::Value HeadLogits(const Napi::CallbackInfo& info) {
       [out](Napi::Env e) -> Napi::Value { return TensorHandle::Wrap(e, *out); });
 }
 
-// adamw(params[], grads[], m[], v[], decay[], {lr, beta1, beta2, eps, weightDecay, step, maxNorm})
+// adamw(params[], grads[], m[], v[], decay[], count, {lr, beta1, beta2, eps, weightDecay, maxNorm}, defer)
 //   -> Promise<{norm, skipped}>. The global gradient norm is computed first; a non-finite norm skips the
-//   update (nothing changes); maxNorm > 0 scales the gradients to at most that norm.
+//   update (nothing changes); maxNorm > 0 scales the gradients to at most that norm. `count` is an int32
+//   tensor of one element beside the parameters: the steps applied so far, which the step reads for its bias
+//   corrections and advances unless it skips. With defer, the Promise resolves once the step is queued, with
+//   {pending}, which adamwResult(pending) reads: on a device nothing waits for the step until then.
+using AdamWRead = std::function<AdamWResult()>;
 Napi::Value AdamW(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   for (int i = 0; i < 5; ++i)
@@ -318,20 +338,26 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
     expect(env, G[i]->numel() == k && M[i]->numel() == k && Vv[i]->numel() == k,
            "adamw: tensor " + std::to_string(i) + " has mismatched sizes");
   }
+  TensorPtr count = TensorHandle::GetAny(info[5], "count");
+  if (count->dtype != DType::I32 || count->numel() != 1)
+    throw Napi::TypeError::New(env, "count: expected an int32 tensor of one element, got " + std::string(dtype_name(count->dtype)) +
+                                        " " + count->shape_string());
+  if (n && count->device() != P[0]->device())
+    throw Napi::TypeError::New(env, std::string("count: is on '") + device_name(count->device()) + "', the parameters on '" +
+                                        device_name(P[0]->device()) + "'");
   Backend* be = n ? &backend_of(env, {&P[0]}) : &cpu_backend();
-  if (!info[5].IsObject()) throw Napi::TypeError::New(env, "adamw: expected hyper-parameters");
-  Napi::Object h = info[5].As<Napi::Object>();
+  if (!info[6].IsObject()) throw Napi::TypeError::New(env, "adamw: expected hyper-parameters");
+  Napi::Object h = info[6].As<Napi::Object>();
   AdamWHyper hp;
   hp.lr = real(h.Get("lr"), "lr");
   hp.beta1 = real(h.Get("beta1"), "beta1");
   hp.beta2 = real(h.Get("beta2"), "beta2");
   hp.eps = real(h.Get("eps"), "eps");
   hp.weight_decay = real(h.Get("weightDecay"), "weightDecay");
-  hp.step = integer(h.Get("step"), "step", 1, 2147483647.0);
   double max_norm = number(h.Get("maxNorm"), "maxNorm");
-  expect(env, hp.step >= 1, "step: expected an integer >= 1");
-  auto norm = std::make_shared<double>(0);
-  auto skipped = std::make_shared<bool>(false);
+  const bool defer = flag(info[7]);
+  auto res = std::make_shared<AdamWResult>();
+  auto read = std::make_shared<AdamWRead>();
   return PromiseWorker::Run(
       env, "rt:adamw",
       [=] {
@@ -339,15 +365,33 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
         ts.reserve(P.size());
         for (size_t i = 0; i < P.size(); ++i)
           ts.push_back({P[i]->f32(), G[i]->f32(), M[i]->f32(), Vv[i]->f32(), P[i]->numel(), decay[i] != 0});
-        AdamWResult r = be->adamw_step(ts, hp, max_norm);
-        be->synchronize();
-        *norm = r.norm;
-        *skipped = r.skipped;
+        *read = be->adamw_step(ts, hp, max_norm, count->i32());
+        if (defer) be->end_call();
+        else *res = (*read)();  // (the read waits for the device)
       },
-      [norm, skipped](Napi::Env e) -> Napi::Value {
+      [res, read, defer](Napi::Env e) -> Napi::Value {
         Napi::Object o = Napi::Object::New(e);
-        o.Set("norm", *norm);
-        o.Set("skipped", *skipped);
+        if (defer) {
+          o.Set("pending", wrap_pending(e, std::move(*read), kAdamWTag));
+        } else {
+          o.Set("norm", res->norm);
+          o.Set("skipped", res->skipped);
+        }
+        return o;
+      });
+}
+
+// adamwResult(pending) -> Promise<{norm, skipped}>: the numbers of a deferred adamw, once it has run.
+Napi::Value AdamWResultOf(const Napi::CallbackInfo& info) {
+  const AdamWRead read =
+      unwrap_pending<AdamWRead>(info[0], kAdamWTag, "adamwResult: expected the `pending` of a deferred adamw");
+  auto res = std::make_shared<AdamWResult>();
+  return PromiseWorker::Run(
+      info.Env(), "rt:adamw-result", [read, res] { *res = read(); },
+      [res](Napi::Env e) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(e);
+        o.Set("norm", res->norm);
+        o.Set("skipped", res->skipped);
         return o;
       });
 }
@@ -361,6 +405,7 @@ void InitOps(Napi::Env env, Napi::Object exports) {
   exports.Set("xentResult", Napi::Function::New(env, XentResultOf));
   exports.Set("headLogits", Napi::Function::New(env, HeadLogits));
   exports.Set("adamw", Napi::Function::New(env, AdamW));
+  exports.Set("adamwResult", Napi::Function::New(env, AdamWResultOf));
 }
 
 }  // namespace rt::addon

@@ -4,6 +4,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/hd.h"
+
 namespace rt {
 
 // What the head's softmax cross-entropy reports.
@@ -15,9 +17,15 @@ struct XentResult {
 
 struct AdamWHyper {
   float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
-  int64_t step = 1;         // 1-based, for bias correction
+  int64_t step = 1;         // 1-based, for bias correction (Backend::adamw_step sets it from its count)
   float grad_scale = 1.0f;  // multiplies the gradient first (global-norm clipping)
 };
+
+// The step an AdamW update applies after `count` applied steps: count + 1, held at the int32 range (the bias
+// corrections are exactly 1 long before) and from 0 (a count is never negative, but one given is not trusted).
+inline RT_HD int32_t adamw_next_step(int32_t count) {
+  return count < 0 ? 1 : count < INT32_MAX ? count + 1 : INT32_MAX;
+}
 
 // One parameter tensor of an optimizer step (all four buffers of n floats on one device).
 struct AdamWTensor {

@@ -212,18 +212,20 @@ class CpuBackend final : public Backend {
                    float* logits, bool) override {
     cpu::head_logits(Y, lnw, lnb, W, B, N, d, V, P, logits);
   }
-  AdamWResult adamw_step(const std::vector<AdamWTensor>& tensors, AdamWHyper h, double max_norm) override {
+  std::function<AdamWResult()> adamw_step(const std::vector<AdamWTensor>& tensors, AdamWHyper h, double max_norm,
+                                          int32_t* count) override {
     AdamWResult r;
     double ss = 0;
     for (const AdamWTensor& t : tensors) ss += cpu::sum_squares(t.grad, t.n);
     r.norm = std::sqrt(ss);
-    if (!std::isfinite(r.norm)) {
-      r.skipped = true;
-      return r;
+    r.skipped = !std::isfinite(r.norm);
+    if (!r.skipped) {
+      h.step = adamw_next_step(*count);
+      if (max_norm > 0 && r.norm > max_norm) h.grad_scale = static_cast<float>(max_norm / (r.norm + 1e-6));
+      for (const AdamWTensor& t : tensors) cpu::adamw_update(t.param, t.grad, t.m, t.v, t.n, h, t.decay);
+      *count = static_cast<int32_t>(h.step);
     }
-    if (max_norm > 0 && r.norm > max_norm) h.grad_scale = static_cast<float>(max_norm / (r.norm + 1e-6));
-    for (const AdamWTensor& t : tensors) cpu::adamw_update(t.param, t.grad, t.m, t.v, t.n, h, t.decay);
-    return r;
+    return [r] { return r; };
   }
 
 

@@ -1,14 +1,21 @@
 // AdamW over every parameter tensor at once, the mirror of cpu/adamw.cc: three launches per step whatever
 // the number of tensors. The tensors are cut into chunks (a table in device memory); one launch sums the
 // squared gradients per chunk (double), one thread adds the chunks in order and decides the clipping
-// scale (or that the step is skipped: a non-finite norm), and one launch updates every chunk, reading that
-// decision from device memory, so the host waits only once, for the norm it reports.
+// scale (or that the step is skipped: a non-finite norm), the bias corrections and the step count, and one
+// launch updates every chunk, reading those from device memory. So the host never waits: the step count
+// lives on the device, and the norm is read back behind the update only when the caller asks for it.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "cuda/common.cuh"
 #include "cuda/kernels.cuh"
+#include "cuda/readback.cuh"
 
 namespace rt::cuda {
 namespace {
@@ -25,12 +32,23 @@ struct Chunk {
   float* m;
   float* v;
   unsigned n;
-  float shrink;  // 1 - lr * weight_decay for decayed tensors, else 1
+  unsigned decay;  // whether weight decay applies: the table holds no learning rate, so it does not change
 };
 
+bool operator==(const Chunk& a, const Chunk& b) {
+  return a.p == b.p && a.g == b.g && a.m == b.m && a.v == b.v && a.n == b.n && a.decay == b.decay;
+}
+
 struct Step {
-  float beta1, beta2, step_size, inv_sqrt_bc2, eps;
+  float lr, beta1, beta2, eps, shrink;  // shrink = 1 - lr * weight_decay, for decayed tensors
   double max_norm;
+};
+
+// What norm_kernel leaves for update_kernel and the host.
+struct Decision {
+  double norm;
+  double scale;  // the gradient's clipping scale, or NaN: skip the update
+  float step_size, inv_sqrt_bc2;
 };
 
 // The sum of every thread's v over a block of kThreads, in a fixed tree (the same bits every run), for
@@ -54,26 +72,37 @@ __global__ void __launch_bounds__(kThreads) sumsq_kernel(const Chunk* __restrict
   if (threadIdx.x == 0) part[blockIdx.x] = s;
 }
 
-// state[0] = the norm; state[1] = the gradient scale, or NaN to skip the update. One block, a fixed order
-// (thread t sums parts t, t + kThreads, ...; then a tree), so the norm is the same in every run.
-__global__ void __launch_bounds__(kThreads) norm_kernel(const double* __restrict__ part, int chunks, double max_norm,
-                                                        double* __restrict__ state) {
+// The norm, then (when it is finite) the clipping scale, the bias corrections of step count + 1 (in double,
+// as the CPU computes them) and the count advanced. One block, a fixed order (thread t sums parts t,
+// t + kThreads, ...; then a tree), so the norm is the same in every run.
+__global__ void __launch_bounds__(kThreads) norm_kernel(const double* __restrict__ part, int chunks, Step h,
+                                                        int32_t* __restrict__ count, Decision* __restrict__ out) {
   double s = 0;
   for (int k = threadIdx.x; k < chunks; k += kThreads) s += part[k];
   s = block_sum(s);
   if (threadIdx.x) return;
   const double norm = sqrt(s);
-  state[0] = norm;
-  state[1] = isfinite(norm) ? (max_norm > 0 && norm > max_norm ? static_cast<double>(static_cast<float>(max_norm / (norm + 1e-6))) : 1.0)
-                            : NAN;
+  out->norm = norm;
+  if (!isfinite(norm)) {
+    out->scale = NAN;
+    return;
+  }
+  const int32_t t = adamw_next_step(*count);
+  const double bc1 = 1.0 - pow(static_cast<double>(h.beta1), static_cast<double>(t));
+  const double bc2 = 1.0 - pow(static_cast<double>(h.beta2), static_cast<double>(t));
+  out->scale = h.max_norm > 0 && norm > h.max_norm ? static_cast<double>(static_cast<float>(h.max_norm / (norm + 1e-6))) : 1.0;
+  out->step_size = static_cast<float>(h.lr / bc1);
+  out->inv_sqrt_bc2 = static_cast<float>(1.0 / sqrt(bc2));
+  *count = t;
 }
 
 __global__ void __launch_bounds__(kThreads) update_kernel(const Chunk* __restrict__ chunks, Step h,
-                                                          const double* __restrict__ state) {
-  const double scale_d = state[1];
+                                                          const Decision* __restrict__ dec) {
+  const double scale_d = dec->scale;
   if (isnan(scale_d)) return;
-  const float scale = static_cast<float>(scale_d);
+  const float scale = static_cast<float>(scale_d), step_size = dec->step_size, inv_sqrt_bc2 = dec->inv_sqrt_bc2;
   const Chunk c = chunks[blockIdx.x];
+  const float shrink = c.decay ? h.shrink : 1.0f;
   // All loads first: the stores could alias the next element's loads as far as the compiler knows, which
   // would otherwise serialise one element's four loads after the previous element's three stores.
   float g[kPerThread], m[kPerThread], v[kPerThread], p[kPerThread];
@@ -91,43 +120,74 @@ __global__ void __launch_bounds__(kThreads) update_kernel(const Chunk* __restric
     const float vk = h.beta2 * v[k] + (1.0f - h.beta2) * gs * gs;
     c.m[i] = mk;
     c.v[i] = vk;
-    c.p[i] = p[k] * c.shrink - h.step_size * mk / (sqrtf(vk) * h.inv_sqrt_bc2 + h.eps);
+    c.p[i] = p[k] * shrink - step_size * mk / (sqrtf(vk) * inv_sqrt_bc2 + h.eps);
   }
+}
+
+// The chunk table of the last step on each device, kept there: it changes only when the tensors do, and a
+// copy from pageable memory may wait for the stream. The lock covers a whole step's queueing, so that no
+// other step rewrites the table between this step's copy and its launches.
+struct TableCache {
+  std::vector<Chunk> host;
+  Chunk* dev = nullptr;
+  size_t capacity = 0;
+};
+std::mutex g_table_mu;
+std::unordered_map<int, TableCache>& table_caches() {
+  static auto* m = new std::unordered_map<int, TableCache>();  // never destroyed: no exit order
+  return *m;
 }
 
 }  // namespace
 
-double adamw_step(const AdamWTensor* tensors, size_t count, const AdamWHyper& hp, double max_norm, bool* skipped) {
+std::function<AdamWResult()> adamw_step(const AdamWTensor* tensors, size_t count, const AdamWHyper& hp,
+                                        double max_norm, int32_t* step_count) {
   std::vector<Chunk> chunks;
   for (size_t t = 0; t < count; ++t) {
     const AdamWTensor& x = tensors[t];
-    const float shrink = x.decay ? 1.0f - hp.lr * hp.weight_decay : 1.0f;
     for (size_t o = 0; o < x.n; o += kChunk)
-      chunks.push_back({x.param + o, x.grad + o, x.m + o, x.v + o, static_cast<unsigned>(std::min(kChunk, x.n - o)), shrink});
+      chunks.push_back({x.param + o, x.grad + o, x.m + o, x.v + o, static_cast<unsigned>(std::min(kChunk, x.n - o)),
+                        x.decay ? 1u : 0u});
   }
-  *skipped = false;
-  if (chunks.empty()) return 0.0;
-  // Bias corrections in double on the host, as the CPU does.
-  const double bc1 = 1.0 - std::pow(static_cast<double>(hp.beta1), static_cast<double>(hp.step));
-  const double bc2 = 1.0 - std::pow(static_cast<double>(hp.beta2), static_cast<double>(hp.step));
-  const Step h{hp.beta1, hp.beta2, static_cast<float>(hp.lr / bc1), static_cast<float>(1.0 / std::sqrt(bc2)), hp.eps,
-               max_norm};
+  if (chunks.empty()) return [] { return AdamWResult{}; };
+  const Step h{hp.lr, hp.beta1, hp.beta2, hp.eps, 1.0f - hp.lr * hp.weight_decay, max_norm};
   const unsigned n = static_cast<unsigned>(chunks.size());
-  Scratch table(sizeof(Chunk) * n), part(sizeof(double) * n), state(sizeof(double) * 2);
-  RT_CU(cudaMemcpyAsync(table.get(), chunks.data(), sizeof(Chunk) * n, cudaMemcpyHostToDevice, stream()));
-  const Chunk* tab = static_cast<const Chunk*>(table.get());
-  sumsq_kernel<<<n, kThreads, 0, stream()>>>(tab, static_cast<double*>(part.get()));
-  RT_CU_LAUNCH("adamw sum of squares");
-  norm_kernel<<<1, kThreads, 0, stream()>>>(static_cast<double*>(part.get()), static_cast<int>(n), max_norm,
-                                     static_cast<double*>(state.get()));
-  RT_CU_LAUNCH("adamw norm");
-  update_kernel<<<n, kThreads, 0, stream()>>>(tab, h, static_cast<double*>(state.get()));
-  RT_CU_LAUNCH("adamw update");
-  double out[2];
-  RT_CU(cudaMemcpyAsync(out, state.get(), sizeof out, cudaMemcpyDeviceToHost, stream()));
-  RT_CU(cudaStreamSynchronize(stream()));
-  *skipped = std::isnan(out[1]);
-  return out[0];
+  Scratch part(sizeof(double) * n), dec(sizeof(Decision));
+  int dev = 0;
+  RT_CU(cudaGetDevice(&dev));
+  {
+    std::lock_guard<std::mutex> lock(g_table_mu);
+    TableCache& tc = table_caches()[dev];
+    if (tc.host != chunks) {
+      tc.host.clear();  // (until the copy is queued)
+      if (tc.capacity < n) {
+        // cudaFree waits for the device: the old table may still be read by a queued step.
+        if (tc.dev) RT_CU(cudaFree(tc.dev));
+        tc.dev = nullptr;
+        tc.capacity = 0;
+        RT_CU(cudaMalloc(&tc.dev, sizeof(Chunk) * n));
+        tc.capacity = n;
+      }
+      RT_CU(cudaMemcpyAsync(tc.dev, chunks.data(), sizeof(Chunk) * n, cudaMemcpyHostToDevice, stream()));
+      tc.host = std::move(chunks);
+    }
+    sumsq_kernel<<<n, kThreads, 0, stream()>>>(tc.dev, static_cast<double*>(part.get()));
+    RT_CU_LAUNCH("adamw sum of squares");
+    norm_kernel<<<1, kThreads, 0, stream()>>>(static_cast<double*>(part.get()), static_cast<int>(n), h, step_count,
+                                              static_cast<Decision*>(dec.get()));
+    RT_CU_LAUNCH("adamw norm");
+    update_kernel<<<n, kThreads, 0, stream()>>>(tc.dev, h, static_cast<const Decision*>(dec.get()));
+    RT_CU_LAUNCH("adamw update");
+  }
+  auto rb = std::make_shared<Readback>(dec.get(), 2 * sizeof(double));
+  return [rb] {
+    double out[2];
+    std::memcpy(out, rb->wait(), sizeof out);
+    AdamWResult r;
+    r.norm = out[0];
+    r.skipped = std::isnan(out[1]);
+    return r;
+  };
 }
 
 }  // namespace rt::cuda

@@ -967,11 +967,10 @@ class CudaBackend final : public Backend {
     RT_CHECK(P >= 1 && P <= N, "head: scored positions must be in [1, N], got " + std::to_string(P));
     cuda::head_logits(!(fp32 || fp32_), Y, lnw, lnb, W, B, N, d, V, P, logits);
   }
-  AdamWResult adamw_step(const std::vector<AdamWTensor>& tensors, AdamWHyper h, double max_norm) override {
+  std::function<AdamWResult()> adamw_step(const std::vector<AdamWTensor>& tensors, AdamWHyper h, double max_norm,
+                                          int32_t* count) override {
     RT_PROF("adamw_step");
-    AdamWResult r;
-    r.norm = cuda::adamw_step(tensors.data(), tensors.size(), h, max_norm, &r.skipped);
-    return r;
+    return cuda::adamw_step(tensors.data(), tensors.size(), h, max_norm, count);
   }
 
  private:

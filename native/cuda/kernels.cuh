@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 
 #include "core/op_types.h"
 
@@ -208,7 +209,9 @@ void head_logits(bool bf16, const float* Y, const float* lnw, const float* lnb, 
                  int V, int P, float* logits);
 
 // ---- adamw.cu ----
-// One step over `count` tensors (device pointers); returns the global gradient norm (waits for it).
-double adamw_step(const AdamWTensor* tensors, size_t count, const AdamWHyper& h, double max_norm, bool* skipped);
+// One step over `count` tensors (device pointers) at step *step_count + 1 (a device int32, advanced unless
+// the step is skipped); nothing waits. The returned function reads the norm and the skip, waiting for them.
+std::function<AdamWResult()> adamw_step(const AdamWTensor* tensors, size_t count, const AdamWHyper& h,
+                                        double max_norm, int32_t* step_count);
 
 }  // namespace rt::cuda

@@ -397,8 +397,12 @@ class Backend {
   virtual void head_logits(const float* Y, const float* lnw, const float* lnb, const float* W, int B, int N, int d, int V,
                            int P, float* logits, bool fp32) = 0;
   // One optimizer step over every tensor: the global gradient norm (double, fixed order), then, when it is
-  // finite, clipping to max_norm (when > 0) and the AdamW update of each tensor.
-  virtual AdamWResult adamw_step(const std::vector<AdamWTensor>& tensors, AdamWHyper h, double max_norm) = 0;
+  // finite, clipping to max_norm (when > 0), the AdamW update of each tensor at step *count + 1 (h.step is
+  // ignored), and *count advanced. `count` (one int32, the steps applied so far) lives where the tensors do:
+  // on a device the skip decision never leaves it, so nothing waits. The returned function reads the norm
+  // (on a device, waiting for the step then), as head_xent's does.
+  virtual std::function<AdamWResult()> adamw_step(const std::vector<AdamWTensor>& tensors, AdamWHyper h,
+                                                  double max_norm, int32_t* count) = 0;
  private:
   [[noreturn]] void no_fused() const { throw Error(std::string(name()) + ": has no fused block kernels"); }
 };

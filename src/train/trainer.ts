@@ -8,7 +8,7 @@ import type { GradientSync } from '../distributed/sync.js';
 import { loadCheckpoint, saveCheckpoint } from '../io/checkpoint.js';
 import { flopsPerSample } from '../model/flops.js';
 import type { RecurrentTransformer } from '../model/transformer.js';
-import { AdamW, type AdamWOptions } from '../optim/adamw.js';
+import { AdamW, type AdamWOptions, type PendingStep } from '../optim/adamw.js';
 import { AdaptiveLmLr, CurriculumLr, constantLr, warmupCosine, type LrState } from '../optim/schedule.js';
 import { Tensor } from '../tensor.js';
 import { NoiseCurriculum, evalWindow, sampleWindow, type CurriculumOptions } from './curriculum.js';
@@ -241,6 +241,14 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   };
 
   let lastEval: EvalResult | null = null;
+  // The last step's report (its gradient norm, a skip): made once the next step is queued, or before
+  // anything that reads the state (an evaluation, a checkpoint, the end).
+  let unreported: (() => Promise<void>) | null = null;
+  const flushReport = async (): Promise<void> => {
+    const report = unreported;
+    unreported = null;
+    if (report) await report();
+  };
   let aborted = false;
   let stoppedEarly = false;
   const started = performance.now() - state.seconds * 1000;
@@ -253,6 +261,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         aborted = true;
         break;
       }
+      // (Put back if this step is dropped for an abort seen at the last step's report, below.)
+      const drawn = { data: rngData.getState(), window: rngWindow.getState() };
       const noise = curriculum?.length;
       const window = cfg.windowRange ? sampleWindow(rngWindow, { min: cfg.windowRange[0], max: cfg.windowRange[1] }) : cfg.window;
       const full = data.batch(rngData, batchSize, 'train', { noise });
@@ -262,7 +272,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       const lr = lrAt(state.step);
       model.zeroGrad();
       let r;
-      let info;
+      let queued: PendingStep | null;
       let loss: number;
       let accuracy: number;
       try {
@@ -275,7 +285,18 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
           [loss, accuracy] = [m[0]!, m[1]!];
           stopVote = m[2]! > 0;
         }
-        info = Number.isFinite(loss) ? await optimizer.step(lr) : { gradNorm: NaN, skipped: true };
+        // The last step's report comes only now: its optimizer step was queued, not waited for, so the GPU
+        // went on to this step's work at once. Its norm is known by now (this step's loss came after it).
+        await flushReport();
+        // An abort fired at that report stops the run after that step, as without the deferral: this step's
+        // gradients are dropped, and the random draws it made are put back, so that a resume repeats them.
+        if (!dist && opts.signal?.aborted) {
+          rngData.setState(drawn.data);
+          rngWindow.setState(drawn.window);
+          aborted = true;
+          break;
+        }
+        queued = Number.isFinite(loss) ? await optimizer.queue(lr) : null;
       } finally {
         tok.dispose();
         tgt.dispose();
@@ -285,27 +306,22 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       // Counted at this step's sequence length and window: the curriculum and random widths change both.
       state.flops = (state.flops ?? 0) + full.batch * flopsPerSample({ ...cfg, window }, b.seqLen).training;
       state.seconds = (performance.now() - started) / 1000;
-      if (info.skipped) {
-        state.badSteps++;
-        emit({ type: 'skip', step: state.step, reason: Number.isFinite(loss) ? 'non-finite gradient norm' : 'non-finite loss' });
-        if (state.badSteps >= maxBad) throw new Error(`training stopped: ${state.badSteps} consecutive steps had a non-finite loss or gradient (maxBadSteps = ${maxBad})`);
-      } else {
-        state.badSteps = 0;
-      }
       const dt = (performance.now() - t0) / 1000;
-      emit({
-        type: 'step',
-        step: state.step,
-        loss,
-        accuracy,
-        lr,
-        gradNorm: info.gradNorm,
-        tokensPerSec: (full.batch * full.seqLen) / dt,
-        window,
-        noise,
-        samples: state.samples,
-        flops: state.flops,
-      });
+      const event = { step: state.step, loss, accuracy, lr, tokensPerSec: (full.batch * full.seqLen) / dt, window, noise, samples: state.samples, flops: state.flops };
+      unreported = async () => {
+        const info = queued ? await queued.result() : { gradNorm: NaN, skipped: true };
+        if (info.skipped) {
+          state.badSteps++;
+          emit({ type: 'skip', step: event.step, reason: Number.isFinite(event.loss) ? 'non-finite gradient norm' : 'non-finite loss' });
+          if (state.badSteps >= maxBad) throw new Error(`training stopped: ${state.badSteps} consecutive steps had a non-finite loss or gradient (maxBadSteps = ${maxBad})`);
+        } else {
+          state.badSteps = 0;
+        }
+        emit({ type: 'step', ...event, gradNorm: info.gradNorm });
+      };
+      const evalNow = state.step % evalEvery === 0 || state.step === steps;
+      const saveNow = opts.checkpoint?.every !== undefined && state.step % opts.checkpoint.every === 0;
+      if (evalNow || saveNow) await flushReport();
 
       if (state.step % evalEvery === 0 || state.step === steps) {
         lastEval = await evaluate();
@@ -328,8 +344,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         if (opts.checkpoint && opts.checkpoint.every === undefined) await saveTo(opts.checkpoint.path);
         if (stoppedEarly) break;
       }
-      if (opts.checkpoint?.every && state.step % opts.checkpoint.every === 0) await saveTo(opts.checkpoint.path);
+      if (saveNow) await saveTo(opts.checkpoint!.path);
     }
+    await flushReport();
     if (opts.checkpoint) await saveTo(opts.checkpoint.path);
   } finally {
     optimizer.dispose();
