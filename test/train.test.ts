@@ -295,6 +295,48 @@ describe('train: checkpoints, resume and abort', () => {
     expectSameParams(A.params, E.params)
   })
 
+  // overlapSteps is the GPU's default (each step reported after the next is queued); on the CPU it must give
+  // the same run, only with the reports later.
+  const withoutSpeed = (ev: TrainEvent[]) =>
+    ev.map((e) => (e.type === 'step' ? { ...e, tokensPerSec: 0 } : e.type === 'eval' ? { ...e, seconds: 0 } : e))
+
+  it('overlapSteps: the same events (but speed), in the same order, and the same weights', async () => {
+    const pathO = path.join(tmp, 'O.safetensors')
+    const O = await run(cfg, data, { ...base, steps: 2 * N, overlapSteps: true, checkpoint: { path: pathO, every: 5 } })
+    expect(O.result.step).toBe(2 * N)
+    expect(withoutSpeed(O.events).map((e) => (e.type === 'checkpoint' ? { ...e, path: '' } : e))).toEqual(
+      withoutSpeed(A.events).map((e) => (e.type === 'checkpoint' ? { ...e, path: '' } : e)),
+    )
+    expect(stepsOf(O.events).every((e) => Number.isFinite(e.gradNorm) && e.gradNorm > 0)).toBe(true)
+    expectSameParams(A.params, O.params)
+  })
+
+  it('overlapSteps: an abort at step k\'s event (reported after step k + 1 ran) still stops after step k; the run resumes bit for bit', async () => {
+    const k = 13
+    const pathF = path.join(tmp, 'F.safetensors')
+    const controller = new AbortController()
+    const F = await run(cfg, data, {
+      ...base,
+      steps: 2 * N,
+      overlapSteps: true,
+      signal: controller.signal,
+      checkpoint: { path: pathF },
+      onEvent: (e) => {
+        if (e.type === 'step' && e.step === k) controller.abort()
+      },
+    })
+    expect(F.result.aborted).toBe(true)
+    expect(F.result.step).toBe(k)
+    expect(stepsOf(F.events).length).toBe(k)
+    const ck = await loadCheckpoint(pathF)
+    expect((ck.training as { step: number }).step).toBe(k)
+    expect(ck.optimizer?.step).toBe(k)
+    const G = await run(cfg, data, { ...base, steps: 2 * N, overlapSteps: true, resumeFrom: pathF })
+    expect(G.result.step).toBe(2 * N)
+    expect(stepsOf(G.events).map((e) => e.loss)).toEqual(stepsOf(A.events).slice(k).map((e) => e.loss))
+    expectSameParams(A.params, G.params)
+  })
+
   it('an already-aborted signal runs no step', async () => {
     const controller = new AbortController()
     controller.abort()

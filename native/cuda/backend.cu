@@ -37,6 +37,7 @@
 #include "cuda/kernels.cuh"
 #include "cuda/matmul_sm90.cuh"
 #include "cuda/readback.cuh"
+#include "cuda/upload.cuh"
 #include "cuda/profile.cuh"
 #include "cuda/twin.cuh"
 #include "layer/backend.h"
@@ -974,9 +975,13 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  // Through pinned memory (upload.cuh), so that the host does not wait for the stream to reach the copy;
+  // RT_CUDA_PINNED_UPLOAD=0 copies from the caller's pageable memory, for timing.
   static Scratch upload_ints(const int32_t* host, size_t n) {
+    static const bool pinned = rt::env_switch("RT_CUDA_PINNED_UPLOAD", true);
     Scratch d(n * sizeof(int32_t));
-    memcpy_kind(d.get(), host, n * sizeof(int32_t), cudaMemcpyHostToDevice);
+    if (pinned) upload_async(d.get(), host, n * sizeof(int32_t));
+    else memcpy_kind(d.get(), host, n * sizeof(int32_t), cudaMemcpyHostToDevice);
     return d;
   }
   bool fp32_;
