@@ -106,7 +106,8 @@ export class AdamW {
   /**
    * As step(), but resolves once the update is queued, before its norm is known: on the GPU the next step's
    * work can then be queued behind it while it runs, where step() would leave the GPU idle until JavaScript
-   * had read the norm. Read the result (in any order, or never) with `result()`.
+   * had read the norm. Read the result (in any order, or never) with `result()`; one never read keeps a few
+   * pinned bytes of the GPU's until it is garbage-collected.
    */
   async queue(lr: number = this.lr): Promise<PendingStep> {
     const { pending } = (await this.#locked(lr, true)) as { pending: object };
