@@ -108,10 +108,12 @@ __global__ void __launch_bounds__(attn::kMmaThreads) attention_backward_mma_pers
 }
 
 // RT_CUDA_ATTN_PERSIST=N (set_attn_persist): the forward of a bf16 qkv, and the backward of a bf16 qkv and dout,
-// by the persistent kernels with N blocks an SM (0: the kernels of a block a unit). Off by default: H200,
-// session 19 (s19a, s19b), the kernels shrank (ncu: backward 37.3 -> 31.1 us a window, forward 18.3 -> 16.4)
-// but a char step did not (8.16 ms with 0, 8.18 with 2, 8.19 with 3).
-int g_attn_persist = rt::env_int("RT_CUDA_ATTN_PERSIST", 0);
+// by the persistent kernels with N blocks an SM (0: the kernels of a block a unit). Two by default since
+// session 20: the kernels shrank in session 19 (ncu: backward 37.3 -> 31.1 us a window, forward 18.3 -> 16.4),
+// but a char step did not while the optimizer's wait drained the GPU every step; with that gone, a char step
+// 7.51 ms with this, the fused activations and LN_GLUE against 7.68 with the activations alone (H200, three
+// rounds alternated: bench/results/cuda-model-2026-12-05b-peer.log).
+int g_attn_persist = rt::env_int("RT_CUDA_ATTN_PERSIST", 2);
 
 // The tensor-core kernels take bf16 window pairs of the shapes they are written for (attention_mma.cuh);
 // RT_CUDA_ATTN_MMA=0 keeps every shape on the float32 kernels, for timing and checking.

@@ -754,10 +754,10 @@ class CudaBackend final : public Backend {
                            int out) override {
     linear_forward_as(x, W, b, nullptr, y, n, in, out, true);
   }
-  // RT_CUDA_LN_GLUE=1: the forward's window glue in ln_1's pass. Off by default: H200 session 19 (s19b), a char
-  // step 8.18 ms with it, 8.17 without.
+  // The forward's window glue in ln_1's pass; RT_CUDA_LN_GLUE=0 keeps the glue's own pass. On by default since
+  // session 20 (with FC_ACT, FC_DACT and ATTN_PERSIST: see block_fc_act).
   bool block_ln_glue(const BlockShape& s) const override {
-    static const bool on = rt::env_switch("RT_CUDA_LN_GLUE", false);
+    static const bool on = rt::env_switch("RT_CUDA_LN_GLUE", true);
     return on && !fused_block(s) && cuda::layernorm_glue_fits(s.d);
   }
   void layernorm_forward_glue(const WindowGlue& glue, float* x, int B, int n, const float* w, const float* b, float* y,
@@ -793,11 +793,14 @@ class CudaBackend final : public Backend {
   }
   // Where the product epilogues may take the activation: f in bf16 and, for GELU, its bf16-mode form.
   bool act_fusable(const BlockShape& s) const { return block_f_half(s) && (!s.gelu || gelu_fast()); }
-  // RT_CUDA_FC_ACT=1: c_fc's product writes the activation too (the TMA kernel's staged epilogue). Off by
-  // default: H200 session 19 (s19a, s19b), the products took 0.49 ms more a char step (ncu, with FC_DACT) and
-  // the passes' 0.79 ms went, but the step did not change (8.18 ms both ways; 8.21 without FC_ACT alone).
+  // c_fc's product writes the activation too (the TMA kernel's staged epilogue); RT_CUDA_FC_ACT=0 runs the
+  // activation's pass. In session 19 the products took 0.49 ms more a char step (ncu, with FC_DACT) and the
+  // passes' 0.79 ms went, but the step did not change (8.18 ms both ways): the optimizer's wait drained the GPU
+  // every step. With that gone (session 20, H200, three rounds alternated,
+  // bench/results/cuda-model-2026-12-05b-peer.log), a char step 7.74 ms with none of FC_ACT, FC_DACT,
+  // ATTN_PERSIST and LN_GLUE, 7.68 with the two activations, 7.51 with all four: on by default since.
   bool block_fc_act(const BlockShape& s) const override {
-    static const bool on = rt::env_switch("RT_CUDA_FC_ACT", false);
+    static const bool on = rt::env_switch("RT_CUDA_FC_ACT", true);
     return on && act_fusable(s);
   }
   void linear_forward_act_half(const float* x, const float* W, const float* b, float* y, float* act_y, int n, int in,
@@ -808,10 +811,10 @@ class CudaBackend final : public Backend {
     cuda::linear_forward_act(!fp32_, tw.only ? nullptr : x, W, b, y, n, in, out,
                              static_cast<const __nv_bfloat16*>(tw.get()), cuda::GemmAct{at, gelu});
   }
-  // RT_CUDA_FC_DACT=1: mlp c_proj's dx product applies the activation's backward in its epilogue (reading f
-  // there) and writes df, not dg. Off by default: no faster (session 19, s19b: 8.18 ms both ways).
+  // mlp c_proj's dx product applies the activation's backward in its epilogue (reading f there) and writes df,
+  // not dg; RT_CUDA_FC_DACT=0 runs the pass. On by default since session 20 (see block_fc_act).
   bool block_fc_dact(const BlockShape& s) const override {
-    static const bool on = rt::env_switch("RT_CUDA_FC_DACT", false);
+    static const bool on = rt::env_switch("RT_CUDA_FC_DACT", true);
     return on && act_fusable(s);
   }
   void linear_backward_dx_act_half(const float* W, const float* dy, const float* x, float* dx, int n, int in, int out,
