@@ -5,10 +5,10 @@
 //
 //   node bench/cuda/bench-model.mjs [--configs copy,char] [--reps 10] [--no-torch] [--torch-modes ...] [--out FILE.jsonl]
 //
-// Wall time per step, median of --reps after 2 warm-ups, random tokens already made. Steps run as a training
-// loop runs them (src/train/trainer.ts): the optimizer step is queued, and its norm is read after the next
-// step's loss, so a step's time is from its start to the next step's start. RT_BENCH_WAIT_STEP=1 waits for
-// each optimizer step instead (AdamW.step()), which leaves the GPU idle between steps. FLOPs: the layer stack as bench/lib/flops.mjs counts it (the peer uses the same).
+// Wall time per step, median of --reps after 2 warm-ups, random tokens already made. The optimizer step is
+// taken as the trainer takes it (configs.mjs optimizerSteps: queued, its norm read after the next step's loss;
+// RT_BENCH_WAIT_STEP=1 waits), so a step's time runs to the next step's start. FLOPs: the layer stack as
+// bench/lib/flops.mjs counts it (the peer uses the same).
 import { execFileSync } from 'node:child_process';
 import { appendFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 import { layerFlops } from '../lib/flops.mjs';
-import { CONFIGS, randomBatch } from './configs.mjs';
+import { CONFIGS, optimizerSteps, randomBatch } from './configs.mjs';
 import { median } from '../lib/stats.mjs';
 import { printTable } from '../lib/table.mjs';
 
@@ -53,20 +53,13 @@ async function timeOurs(name, c, precision) {
   const opt = new AdamW(model.parameters(), model.decayMask(), { lr: 5e-4, maxGradNorm: 1 });
   const { tokens, targets } = randomBatch(Tensor, c);
   const parts = { fwdbwd: [], opt: [] };
-  const waitStep = process.env.RT_BENCH_WAIT_STEP === '1';
-  let pending = null;
+  const optimizer = optimizerSteps(opt);
   const step = async () => {
     const t0 = performance.now();
     model.zeroGrad();
     await model.lossAndGrad(tokens, targets, { seed: 1 });
     const t1 = performance.now();
-    if (waitStep) {
-      await opt.step();
-    } else {
-      const last = pending;
-      pending = await opt.queue();
-      if (last && (await last.result()).skipped) throw new Error('bench: an optimizer step was skipped');
-    }
+    await optimizer.step();
     const t2 = performance.now();
     return [t2 - t0, t1 - t0, t2 - t1];
   };
@@ -78,7 +71,7 @@ async function timeOurs(name, c, precision) {
     parts.fwdbwd.push(a);
     parts.opt.push(b);
   }
-  if (pending) await pending.result();
+  await optimizer.finish();
   tokens.dispose();
   targets.dispose();
   opt.dispose();

@@ -21,3 +21,19 @@ export function randomBatch(Tensor, c) {
   const targets = Tensor.fromArray(Int32Array.from({ length: c.B * c.scored }, () => next(V)), [c.B, c.scored], 'int32');
   return { tokens, targets };
 }
+
+// The optimizer step as src/train/trainer.ts takes it on the GPU: queued, its norm read after the next step's
+// loss; RT_BENCH_WAIT_STEP=1 waits for each step instead (AdamW.step()), which leaves the GPU idle between
+// steps. step() after each lossAndGrad; finish() reads the last queued step.
+export function optimizerSteps(opt) {
+  if (process.env.RT_BENCH_WAIT_STEP === '1') return { step: async () => { await opt.step(); }, finish: async () => {} };
+  let pending = null;
+  return {
+    step: async () => {
+      const last = pending;
+      pending = await opt.queue();
+      if (last && (await last.result()).skipped) throw new Error('bench: an optimizer step was skipped');
+    },
+    finish: async () => { await pending?.result(); },
+  };
+}

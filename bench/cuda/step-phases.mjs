@@ -7,7 +7,7 @@
 //   node bench/cuda/step-phases.mjs [--config char|copy|tiny] [--reps 10] [--device cuda]
 import { parseArgs } from 'node:util';
 
-import { CONFIGS, randomBatch } from './configs.mjs';
+import { CONFIGS, optimizerSteps, randomBatch } from './configs.mjs';
 
 const { loadNative } = await import('../../dist/native.js');
 const { RecurrentTransformer } = await import('../../dist/model/transformer.js');
@@ -41,22 +41,16 @@ const model = new RecurrentTransformer({ ...c.model, seed: 1, device: args.devic
 const opt = new AdamW(model.parameters(), model.decayMask(), { lr: 5e-4, maxGradNorm: 1 });
 const { tokens, targets } = randomBatch(Tensor, c);
 const steps = [];
-let pending = null;
+const optimizer = optimizerSteps(opt);
 for (let i = 0; i < 2 + Number(args.reps); i++) {
   if (i === 2) times.clear();
   const t0 = performance.now();
   model.zeroGrad();
   await model.lossAndGrad(tokens, targets, { seed: 1 });
-  // As the trainer does: queued, its norm read after the next step's loss (RT_BENCH_WAIT_STEP=1: waited for).
-  if (process.env.RT_BENCH_WAIT_STEP === '1') await opt.step();
-  else {
-    const last = pending;
-    pending = await opt.queue();
-    await last?.result();
-  }
+  await optimizer.step();
   if (i >= 2) steps.push(performance.now() - t0);
 }
-await pending?.result();
+await optimizer.finish();
 const med = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 const step = steps.reduce((a, b) => a + b, 0) / steps.length;  // mean, as the per-call sums
 let inCalls = 0;

@@ -205,6 +205,32 @@ F unwrap_pending(const Napi::Value& v, const napi_type_tag& tag, const char* wha
     throw Napi::TypeError::New(v.Env(), what);
   return *v.As<Napi::External<F>>().Data();
 }
+
+// The numbers of a head's or an optimizer step's result, as the JavaScript objects carry them.
+void set_numbers(Napi::Object& o, const XentResult& r) {
+  o.Set("loss", r.loss);
+  o.Set("correct", static_cast<double>(r.correct));
+  o.Set("count", static_cast<double>(r.count));
+}
+void set_numbers(Napi::Object& o, const AdamWResult& r) {
+  o.Set("norm", r.norm);
+  o.Set("skipped", r.skipped);
+}
+
+// xentResult / adamwResult: a deferred call's numbers, read off the event loop (the read waits for the device).
+template <typename R>
+Napi::Value read_pending(const Napi::CallbackInfo& info, const napi_type_tag& tag, const char* what, const char* name) {
+  using Read = std::function<R()>;
+  const Read read = unwrap_pending<Read>(info[0], tag, what);
+  auto res = std::make_shared<R>();
+  return PromiseWorker::Run(
+      info.Env(), name, [read, res] { *res = read(); },
+      [res](Napi::Env e) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(e);
+        set_numbers(o, *res);
+        return o;
+      });
+}
 Napi::Value HeadXent(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto Y = f32(info[0], "y", 3);
@@ -252,9 +278,7 @@ Napi::Value HeadXent(const Napi::CallbackInfo& info) {
         if (defer) {
           o.Set("pending", wrap_pending(e, std::move(*read), kXentTag));
         } else {
-          o.Set("loss", res->loss);
-          o.Set("correct", static_cast<double>(res->correct));
-          o.Set("count", static_cast<double>(res->count));
+          set_numbers(o, *res);
         }
         if (*dY) o.Set("dY", TensorHandle::Wrap(e, *dY));
         return o;
@@ -264,18 +288,8 @@ Napi::Value HeadXent(const Napi::CallbackInfo& info) {
 // xentResult(pending) -> Promise<{loss, correct, count}>: the numbers of a deferred headXent, once its work
 // (and whatever was queued after it) has run.
 Napi::Value XentResultOf(const Napi::CallbackInfo& info) {
-  const XentRead read =
-      unwrap_pending<XentRead>(info[0], kXentTag, "xentResult: expected the `pending` of a deferred headXent");
-  auto res = std::make_shared<XentResult>();
-  return PromiseWorker::Run(
-      info.Env(), "rt:head-result", [read, res] { *res = read(); },
-      [res](Napi::Env e) -> Napi::Value {
-        Napi::Object o = Napi::Object::New(e);
-        o.Set("loss", res->loss);
-        o.Set("correct", static_cast<double>(res->correct));
-        o.Set("count", static_cast<double>(res->count));
-        return o;
-      });
+  return read_pending<XentResult>(info, kXentTag, "xentResult: expected the `pending` of a deferred headXent",
+                                  "rt:head-result");
 }
 
 // headLogits(Y, lnw, lnb | null, W, P) -> Promise<Tensor [B,P,V]>
@@ -374,8 +388,7 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
         if (defer) {
           o.Set("pending", wrap_pending(e, std::move(*read), kAdamWTag));
         } else {
-          o.Set("norm", res->norm);
-          o.Set("skipped", res->skipped);
+          set_numbers(o, *res);
         }
         return o;
       });
@@ -383,17 +396,8 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
 
 // adamwResult(pending) -> Promise<{norm, skipped}>: the numbers of a deferred adamw, once it has run.
 Napi::Value AdamWResultOf(const Napi::CallbackInfo& info) {
-  const AdamWRead read =
-      unwrap_pending<AdamWRead>(info[0], kAdamWTag, "adamwResult: expected the `pending` of a deferred adamw");
-  auto res = std::make_shared<AdamWResult>();
-  return PromiseWorker::Run(
-      info.Env(), "rt:adamw-result", [read, res] { *res = read(); },
-      [res](Napi::Env e) -> Napi::Value {
-        Napi::Object o = Napi::Object::New(e);
-        o.Set("norm", res->norm);
-        o.Set("skipped", res->skipped);
-        return o;
-      });
+  return read_pending<AdamWResult>(info, kAdamWTag, "adamwResult: expected the `pending` of a deferred adamw",
+                                   "rt:adamw-result");
 }
 
 }  // namespace

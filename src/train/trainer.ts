@@ -333,7 +333,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       const saveNow = opts.checkpoint?.every !== undefined && state.step % opts.checkpoint.every === 0;
       if (!overlap || evalNow || saveNow) await flushReport();
 
-      if (state.step % evalEvery === 0 || state.step === steps) {
+      if (evalNow) {
         lastEval = await evaluate();
         if (curriculum) {
           const ev = curriculum.onEval(lastEval.loss);
