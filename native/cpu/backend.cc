@@ -162,6 +162,13 @@ class CpuBackend final : public Backend {
     if (dy_half) throw Error("cpu layernorm_backward: a bf16 dy is not supported");
     cpu::layernorm_backward(x, w, mean, rstd, dy, dx, dw, db, n, d);
   }
+  // RT_CPU_LN_BACK_GLUE=1: the recurrence's backward takes the path of a backend whose ln_1 scatters its input
+  // gradient (Backend::layernorm_backward_scatter's default, no faster here), so that the CPU's tests check that
+  // path's plumbing in layer/ against the plain one, bit for bit (test/layer-scatter.test.ts).
+  bool block_ln_back_glue(const BlockShape&) const override {
+    static const bool on = rt::env_switch("RT_CPU_LN_BACK_GLUE", false);
+    return on;
+  }
   void attention_forward(const float* qkv, float* probs, float* out, int B, int n, int d, int H, float p,
                          uint64_t seed, uint64_t stream, bool qkv_half) override {
     if (qkv_half) throw Error("cpu attention_forward: a bf16 qkv is not supported");

@@ -766,6 +766,21 @@ class CudaBackend final : public Backend {
     __nv_bfloat16* tw = cuda::twin_offer(!fp32_, y, static_cast<size_t>(B) * n * d);
     cuda::layernorm_forward_glue(glue, x, B, n, w, b, cuda::float_output(tw, y), mean, rstd, d, tw);
   }
+  // The backward's window glue in ln_1's pass (RT_CUDA_LN_BACK_GLUE=1; off until measured on a GPU): din is
+  // neither written nor read back, nor its bf16 copy written, which no product took.
+  bool block_ln_back_glue(const BlockShape& s) const override {
+    static const bool on = rt::env_switch("RT_CUDA_LN_BACK_GLUE", false);
+    return on && !fused_block(s) && cuda::layernorm_glue_fits(s.d);
+  }
+  void layernorm_backward_scatter(const float* x, const float* w, const float* mean, const float* rstd,
+                                  const float* dy, const float* dres, const BackScatter& sc, int B, int d,
+                                  bool dy_half) override {
+    RT_PROF("layernorm_backward");
+    // Offered only where its rows fill dy (as axpy2d_batch_twin: no gap may pass for written).
+    const size_t n = static_cast<size_t>(B) * sc.dys;
+    __nv_bfloat16* tw = sc.dys == 2 * static_cast<size_t>(sc.ns) * d ? cuda::twin_offer(!fp32_, sc.dy, n) : nullptr;
+    cuda::layernorm_backward_scatter(x, w, mean, rstd, dy, dres, sc, B, d, tw, dy_half);
+  }
   // dm's bf16 copy kept too; RT_CUDA_KEEP_DM=0 does without. H200, session 19 (s19b): a char step 8.18 ms
   // against 8.37 without (medians of five, alternated).
   bool block_keeps_dm(const BlockShape& s) const override {

@@ -18,6 +18,7 @@ struct BlockWeights;
 struct BlockCache;
 struct BlockGradStash;
 struct WindowGlue;
+struct BackScatter;
 struct BackGlue;
 }  // namespace rt
 
@@ -123,6 +124,12 @@ void layernorm_backward(const float* x, const float* w, const float* mean, const
 void layernorm_backward_res(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
                             const float* dres, float* dx, float* dw, float* db, int n, int d,
                             __nv_bfloat16* twin = nullptr, bool dy_half = false);
+// layernorm_backward_res with ln_1's dx scattered as BackScatter (layer/backend.h) says, and dY's rows copied, in
+// one pass (Backend::layernorm_backward_scatter): the bits of dx then BackGlue's batch. twin: dy's bf16 copy (its
+// rows written here), or null. For the d that layernorm_glue_fits.
+void layernorm_backward_scatter(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
+                                const float* dres, const BackScatter& s, int B, int d, __nv_bfloat16* twin = nullptr,
+                                bool dy_half = false);
 
 // ---- attention.cu ----
 // As cpu::attention_forward / attention_backward (probs [B,H,n,n] before dropout, upper triangle 0;

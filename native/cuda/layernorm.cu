@@ -191,16 +191,49 @@ __global__ void __launch_bounds__(32 * kRowsPerBlock)
   layernorm_rows_out<K, R>(xv, row0, lane, w, b, y, mean, rstd, twin, n);
 }
 
+// Where one row of the backward's output goes: dst (added to it where add), and its bf16 copy (or none).
+struct RowOut {
+  float* dst;
+  __nv_bfloat16* twin;
+  bool add;
+};
+
+// dx's row and its twin's.
+struct DxOut {
+  float* dx;
+  __nv_bfloat16* twin;
+  int d;
+  __device__ RowOut at(int row) const {
+    const size_t o = static_cast<size_t>(row) * d;
+    return {dx + o, twin ? twin + o : nullptr, false};
+  }
+};
+
+// BackScatter's places for row t of element e (np = ns + nx rows an element): t < ns to dy's row ns + t (and
+// its twin's), t >= ns added to dX's row t - ns.
+struct ScatterOut {
+  BackScatter s;
+  __nv_bfloat16* twin;
+  int np, d;
+  __device__ RowOut at(int row) const {
+    const int e = row / np, t = row % np;
+    if (t < s.ns) {
+      const size_t o = e * s.dys + static_cast<size_t>(s.ns + t) * d;
+      return {s.dy + o, twin ? twin + o : nullptr, false};
+    }
+    return {s.dX + e * s.dXs + static_cast<size_t>(t - s.ns) * d, nullptr, true};
+  }
+};
+
 // layernorm_backward_dx_kernel for d = 32 K, the warp's kWarpRows<K> rows of x, dy and dres in registers: all
-// of dres is read before any of dx is written, so dres = dx still works.
-template <int K, class TD>
-__global__ void __launch_bounds__(32 * kRowsPerBlock)
-    layernorm_backward_dx_rows_kernel(const float* __restrict__ x, const float* __restrict__ w,
-                                      const float* __restrict__ mean, const float* __restrict__ rstd,
-                                      const TD* __restrict__ dy, const float* dres, float* dx,
-                                      __nv_bfloat16* __restrict__ twin, int n) {
+// of dres is read before any of dx is written, so dres = dx still works. Each row's output goes where
+// out.at(row) says (DxOut: dx, and its twin; ScatterOut: BackScatter's places), added there where it says so.
+template <int K, class TD, class Out>
+__device__ __forceinline__ void layernorm_backward_rows(const float* __restrict__ x, const float* __restrict__ w,
+                                                        const float* __restrict__ mean, const float* __restrict__ rstd,
+                                                        const TD* __restrict__ dy, const float* dres, int row0, int lane,
+                                                        int n, const Out& out) {
   constexpr int D = 32 * K, R = kWarpRows<K>;
-  const int row0 = (blockIdx.x * kRowsPerBlock + threadIdx.x / 32) * R, lane = threadIdx.x % 32;
   float xv[R][K], gv[R][K], rv[R][K], ms[R], rss[R];
 #pragma unroll
   for (int q = 0; q < R; ++q) {
@@ -232,16 +265,56 @@ __global__ void __launch_bounds__(32 * kRowsPerBlock)
       s2 += dyw * ((xv[q][k] - m) * rs);
     }
     const float m1 = warp_sum(s1) / D, m2 = warp_sum(s2) / D;
-    float* dxr = dx + static_cast<size_t>(row) * D;
-    __nv_bfloat16* tr = twin ? twin + static_cast<size_t>(row) * D : nullptr;
+    const RowOut o = out.at(row);
 #pragma unroll
     for (int k = 0; k < K; ++k) {
       const int j = lane + 32 * k;
       const float xh = (xv[q][k] - m) * rs;
-      const float o = rv[q][k] + rs * (gv[q][k] * w[j] - m1 - xh * m2);
-      dxr[j] = o;
-      if (tr) tr[j] = __float2bfloat16_rn(o);
+      const float v = rv[q][k] + rs * (gv[q][k] * w[j] - m1 - xh * m2);
+      // The glue's accumulating op: one fused multiply-add by 1 (axpy2d_batch_kernel), the same rounding.
+      o.dst[j] = o.add ? __fadd_rn(o.dst[j], v) : v;
+      if (o.twin) o.twin[j] = __float2bfloat16_rn(v);
     }
+  }
+}
+
+template <int K, class TD>
+__global__ void __launch_bounds__(32 * kRowsPerBlock)
+    layernorm_backward_dx_rows_kernel(const float* __restrict__ x, const float* __restrict__ w,
+                                      const float* __restrict__ mean, const float* __restrict__ rstd,
+                                      const TD* __restrict__ dy, const float* dres, float* dx,
+                                      __nv_bfloat16* __restrict__ twin, int n) {
+  const int row0 = (blockIdx.x * kRowsPerBlock + threadIdx.x / 32) * kWarpRows<K>, lane = threadIdx.x % 32;
+  layernorm_backward_rows<K>(x, w, mean, rstd, dy, dres, row0, lane, n, DxOut{dx, twin, 32 * K});
+}
+
+// The same scattered as BackScatter says (n = B (ns + nx) rows), and in the blocks past ln_blocks, dY's rows
+// t < ns copied into dy's rows t (and the twin), one row a warp: the window glue of the backward, in ln_1's pass.
+template <int K, class TD>
+__global__ void __launch_bounds__(32 * kRowsPerBlock)
+    layernorm_backward_scatter_rows_kernel(const float* __restrict__ x, const float* __restrict__ w,
+                                           const float* __restrict__ mean, const float* __restrict__ rstd,
+                                           const TD* __restrict__ dy, const float* __restrict__ dres, BackScatter s,
+                                           __nv_bfloat16* __restrict__ twin, int n, int ln_blocks) {
+  constexpr int D = 32 * K;
+  const int lane = threadIdx.x % 32, np = s.ns + s.nx;
+  if (static_cast<int>(blockIdx.x) < ln_blocks) {
+    const int row0 = (blockIdx.x * kRowsPerBlock + threadIdx.x / 32) * kWarpRows<K>;
+    layernorm_backward_rows<K>(x, w, mean, rstd, dy, dres, row0, lane, n, ScatterOut{s, twin, np, D});
+    return;
+  }
+  const int r = (blockIdx.x - ln_blocks) * kRowsPerBlock + threadIdx.x / 32, B = n / np;
+  if (r >= B * s.ns) return;
+  const int e = r / s.ns, t = r % s.ns;
+  const float* src = s.dY + e * s.dYs + static_cast<size_t>(t) * D;
+  const size_t o = e * s.dys + static_cast<size_t>(t) * D;
+  float v[K];
+#pragma unroll
+  for (int k = 0; k < K; ++k) v[k] = src[lane + 32 * k];
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    s.dy[o + lane + 32 * k] = v[k];
+    if (twin) twin[o + lane + 32 * k] = __float2bfloat16_rn(v[k]);
   }
 }
 
@@ -427,6 +500,38 @@ void layernorm_backward_res(const float* x, const float* w, const float* mean, c
   if (dy_half)
     layernorm_backward_as(x, w, mean, rstd, reinterpret_cast<const __nv_bfloat16*>(dy), dres, dx, dw, db, n, d, twin);
   else layernorm_backward_as(x, w, mean, rstd, dy, dres, dx, dw, db, n, d, twin);
+}
+
+namespace {
+template <class TD>
+void layernorm_backward_scatter_as(const float* x, const float* w, const float* mean, const float* rstd, const TD* dy,
+                                   const float* dres, const BackScatter& s, int n, int d, __nv_bfloat16* twin) {
+  const bool rows = by_lanes(d, [&](auto k) {
+    constexpr int K = decltype(k)::value, per_block = kRowsPerBlock * kWarpRows<K>;
+    const int ln_blocks = (n + per_block - 1) / per_block, B = n / (s.ns + s.nx);
+    const int copy_blocks = (B * s.ns + kRowsPerBlock - 1) / kRowsPerBlock;
+    layernorm_backward_scatter_rows_kernel<K><<<ln_blocks + copy_blocks, 32 * kRowsPerBlock, 0, stream()>>>(
+        x, w, mean, rstd, dy, dres, s, twin, n, ln_blocks);
+  });
+  RT_CHECK(rows, "layernorm_backward_scatter: d = " + std::to_string(d) +
+                     " has no register kernel (layernorm_glue_fits)");
+  RT_CU_LAUNCH("layernorm_backward_scatter");
+}
+}  // namespace
+
+void layernorm_backward_scatter(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
+                                const float* dres, const BackScatter& s, int B, int d, __nv_bfloat16* twin,
+                                bool dy_half) {
+  const int n = B * (s.ns + s.nx);
+  check(n, d, "layernorm_backward_scatter");
+  const size_t nd = static_cast<size_t>(s.ns) * d;
+  RT_CHECK(s.dy && s.dY && (s.dX || !s.nx) && s.ns > 0 && s.nx >= 0 && s.dys >= 2 * nd && s.dYs >= nd &&
+               s.dXs >= static_cast<size_t>(s.nx) * d,
+           "layernorm_backward_scatter: dy, dY, dX (with nx), ns > 0 and strides holding their rows required");
+  if (n == 0) return;
+  if (dy_half)
+    layernorm_backward_scatter_as(x, w, mean, rstd, reinterpret_cast<const __nv_bfloat16*>(dy), dres, s, n, d, twin);
+  else layernorm_backward_scatter_as(x, w, mean, rstd, dy, dres, s, n, d, twin);
 }
 
 }  // namespace rt::cuda

@@ -70,6 +70,20 @@ struct BackGlue {
   int ns = 0, nx = 0;
 };
 
+// Where ln_1's backward of window k >= 2 puts its input gradient din (rows of ns + nx per element) when the
+// next window's BackGlue would only move it (forget: no alpha, no P), so that no din is written and read
+// back: din's rows t < ns become window k-1's output gradient dy's rows ns + t, rows t >= ns are added to
+// dX's rows t - ns, and dY's rows t < ns are copied into dy's rows t (dy: [B, 2 ns, d], row strides dys,
+// dYs, dXs in floats). dy16: dy's bf16 copy to keep (Backend::keep_bf16_begin), or null.
+struct BackScatter {
+  float* dy = nullptr;
+  const float* dY = nullptr;
+  float* dX = nullptr;
+  void* dy16 = nullptr;
+  size_t dys = 0, dYs = 0, dXs = 0;
+  int ns = 0, nx = 0;
+};
+
 // The operands of one Backend::dot2d.
 struct Dot2dArgs {
   const float* a;
@@ -284,6 +298,14 @@ class Backend {
                                       const float* /*b*/, float* /*y*/, float* /*mean*/, float* /*rstd*/, int /*d*/) {
     throw Error(std::string(name()) + ": has no layernorm_forward_glue");
   }
+  // Whether ln_1's backward may scatter its input gradient as BackScatter says (layernorm_backward_scatter) in
+  // place of the next window's BackGlue batch.
+  virtual bool block_ln_back_glue(const BlockShape&) const { return false; }
+  // layernorm_backward_res with dx = din, scattered as sc says (B elements of sc.ns + sc.nx rows). The default
+  // (layer/block.cc) writes din to a scratch buffer and moves it with the glue's batch: the same bits.
+  virtual void layernorm_backward_scatter(const float* x, const float* w, const float* mean, const float* rstd,
+                                          const float* dy, const float* dres, const BackScatter& sc, int B, int d,
+                                          bool dy_half);
   // Whether the unfused path (where block_keeps_bf16 holds) keeps a bf16 copy of dm too, the gradient at mlp
   // c_proj's output (BlockGradStash::b16.dm): written by the operation that writes dm (the window glue, with
   // axpy2d_batch_twin), taken by mlp c_proj's dx product in place of a cast, and read by its weight product.

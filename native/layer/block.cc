@@ -253,13 +253,30 @@ int glue_ops(const BackGlue& g, float* dy, int B, int n, int d, Axpy2dOp (&ops)[
   return count;
 }
 
+void Backend::layernorm_backward_scatter(const float* x, const float* w, const float* mean, const float* rstd,
+                                         const float* dy, const float* dres, const BackScatter& sc, int B, int d,
+                                         bool dy_half) {
+  const int n = sc.ns + sc.nx;
+  const size_t nd = static_cast<size_t>(n) * d, nsd = static_cast<size_t>(sc.ns) * d;
+  DeviceBuffer din(*this, B * nd);
+  layernorm_backward_res(x, w, mean, rstd, dy, dres, din.get(), nullptr, nullptr, B * n, d, dy_half);
+  // glue_ops(BackGlue)'s batch without alpha, whose din is this one.
+  const Axpy2dOp ops[3] = {
+      {sc.dX, sc.dXs, 1.0f, din.get() + nsd, nd, nullptr, 0, size_t(B), static_cast<size_t>(sc.nx) * d, true},
+      {sc.dy + nsd, sc.dys, 1.0f, din.get(), nd, nullptr, 0, size_t(B), sc.dys - nsd, false},
+      {sc.dy, sc.dys, 1.0f, sc.dY, sc.dYs, nullptr, 0, size_t(B), nsd, false}};
+  axpy2d_batch_twin(ops, 3, nullptr, sc.dy, static_cast<size_t>(B) * sc.dys);
+}
+
 void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
                     const BlockCache& c, BlockScratch& k, const BlockGradStash& st, float* dy, float* dx,
-                    const BackGlue* glue) {
+                    const BackGlue* glue, const BackScatter* scatter, bool dy_formed) {
   const int d = s.d, R = c.B * c.n;
   const size_t Rd = static_cast<size_t>(R) * d;
   const float p = c.p;
 
+  if ((scatter || dy_formed) && (w.packed || glue))
+    throw Error("block_backward: a scattered input gradient is for the unfused path, without a glue");
   if (w.packed) {  // the backend packed them: it has the fused kernels
     float* dx2 = p > 0 ? k.dx2.get() : st.da;
     be.block_out_backward(s, w, c, st, dy, dx2, k.datt.get(), glue);
@@ -287,7 +304,7 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
     keeping(be, st.dm, dm16, Rd, [&] { be.dropout_backward(dy, st.dm, Rd, p, c.seed, c.stream * 4 + 2); });
   } else if (st.dm != dy) {
     keeping(be, st.dm, dm16, Rd, [&] { be.copy(st.dm, dy, Rd); });
-  } else if (dm16 && !glue) {  // dy came from the caller: the copy by a cast, offered to the product as a twin
+  } else if (dm16 && !glue && !dy_formed) {  // dy came from the caller: the copy by a cast, offered to the product
     be.keep_bf16_begin(dy, dm16, Rd, false);
     be.keep_bf16_end();
   }
@@ -324,7 +341,15 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
       true);
   if (st.dh_half) be.linear_backward_dx_half(w.attn_w, st.dqkv, st.dh1, R, d, 3 * d);
   else be.linear_backward(c.h1, w.attn_w, st.dqkv, st.dh1, nullptr, nullptr, R, d, 3 * d);
-  be.layernorm_backward_res(c.x, w.ln1_w, c.mean1, c.rstd1, st.dh1, dx2, dx, nullptr, nullptr, R, d, st.dh_half);
+  if (scatter) {
+    if (scatter->ns + scatter->nx != c.n)
+      throw Error("block_backward: the scatter's rows (ns + nx) are not the window's");
+    keeping(be, scatter->dy, scatter->dy16, static_cast<size_t>(c.B) * scatter->dys, [&] {
+      be.layernorm_backward_scatter(c.x, w.ln1_w, c.mean1, c.rstd1, st.dh1, dx2, *scatter, c.B, d, st.dh_half);
+    });
+  } else {
+    be.layernorm_backward_res(c.x, w.ln1_w, c.mean1, c.rstd1, st.dh1, dx2, dx, nullptr, nullptr, R, d, st.dh_half);
+  }
 }
 
 void block_weight_grads(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,

@@ -135,9 +135,13 @@ int glue_ops(const BackGlue& glue, float* dy, int B, int n, int d, Axpy2dOp (&op
 // pair then needs a fused backend or glue.parts in the dot_parts() layout: glue_ops). No weight gradient is
 // computed here: the output gradients of the four Linear layers and the LayerNorms' go to st (st.dm may be
 // dy itself when p == 0, which saves a copy), and block_weight_grads adds them up over all applications.
+// With scatter (Backend::block_ln_back_glue, unfused path only), dx is not written: ln_1's backward puts it
+// where scatter says, forming the previous window's dy, whose own block_backward is then told dy_formed (dy
+// and its kept bf16 copy written by the operation just before, no glue).
 void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
                     const BlockCache& cache, BlockScratch& scratch, const BlockGradStash& st, float* dy,
-                    float* dx, const BackGlue* glue = nullptr);
+                    float* dx, const BackGlue* glue = nullptr, const BackScatter* scatter = nullptr,
+                    bool dy_formed = false);
 
 // The weight (and bias) gradients of `rows` kept rows: inputs from a (h1, att, h2, g; x, x2 and their
 // statistics for the LayerNorms), output gradients from st (application 0's view of a BlockGradArena: the

@@ -429,8 +429,9 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
     if (!st.dm) st.dm = const_cast<float*>(dY);
     return st;
   };
-  auto back = [&](int app, float* dout, float* din, const BackGlue* glue) {
-    block_backward(be_, shape_, W, L.g, cache.apps[app], scratch, view(app), dout, din, glue);
+  auto back = [&](int app, float* dout, float* din, const BackGlue* glue, const BackScatter* scatter = nullptr,
+                  bool formed = false) {
+    block_backward(be_, shape_, W, L.g, cache.apps[app], scratch, view(app), dout, din, glue, scatter, formed);
   };
   auto weight_grads = [&] {
     block_weight_grads(be_, shape_, L.w, L.g, cache.apps[0], view(0), static_cast<int>(cache.arena.rows));
@@ -478,20 +479,40 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   double* parts = reinterpret_cast<double*>(dalpha_parts.get());
   double* more_parts = parts + slot * slots;
 
+  // Forget mode, where the backend offers it: window k's ln_1 backward writes its input gradient straight into
+  // window k-1's output gradient and dX (BackScatter) rather than into din for window k-1's glue to move.
+  const bool scatter_on = !fused && !cfg_.accumulate && be_.block_ln_back_glue(shape_);
+  bool formed = false;  // window k's output gradient already formed by window k+1's scatter
   for (int k = m - 1; k >= 1; --k) {
     const int lk = window_len(k, m, N, w), n = w + lk;
     float* o = dout(k);
     // Z = [Y_{k-1}, S_k]; Y_{k-1} is also P_k, which the next window read.
-    if (!assembled) {
+    if (!assembled && !formed) {
       const Axpy2dOp ops[2] = {
           {o, n * d, 1.0f, dY + static_cast<size_t>(k - 1) * w * d, Nd, nullptr, 0, size_t(B), w * d, false},
           {o + w * d, n * d, 1.0f, dS, dS_stride, nullptr, 0, size_t(B), lk * d, false}};
       be_.axpy2d_batch(ops, 2);
     }
-    back(k, o, din.get(), assembled ? &glue : nullptr);
     float* dXk = dX + static_cast<size_t>(k) * w * d;
     const float* dY2 = k >= 2 ? dY + static_cast<size_t>(k - 2) * w * d : nullptr;  // dY_{k-2}
-    if (k >= 2) {
+    // Window k-1 (k >= 2) is a full one: its output gradient has 2 w rows, as the scatter's dy wants.
+    const bool scatter = scatter_on && k >= 2;
+    BackScatter sc;
+    if (scatter) {
+      sc.dy = dout(k - 1);
+      sc.dys = 2 * static_cast<size_t>(w) * d;
+      sc.dY = dY2;
+      sc.dYs = Nd;
+      sc.dX = dXk;
+      sc.dXs = Nd;
+      sc.ns = w;
+      sc.nx = lk;
+      sc.dy16 = drop ? nullptr : view(k - 1).b16.dm;  // dm is dy itself without dropout
+    }
+    back(k, o, din.get(), assembled ? &glue : nullptr, scatter ? &sc : nullptr, formed);
+    if (scatter) {
+      // Window k-1's output gradient and dX's rows already where they belong.
+    } else if (k >= 2) {
       // Window k-1's output gradient, formed in its backward (the next back()).
       glue = BackGlue{};
       glue.din = din.get();
@@ -531,8 +552,9 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
       }
       be_.axpy2d_batch(ops, count, dalpha ? &dot : nullptr);
     }
-    assembled = k >= 2;
-    dS = din.get();
+    assembled = k >= 2 && !scatter;
+    formed = scatter;
+    dS = din.get();  // (not written by a scattering window: read only where the next window is not formed)
     dS_stride = n * d;
   }
   // First application: S_0 = T(X_0).

@@ -1051,6 +1051,61 @@ static void check_layernorm_glue() {
     }
 }
 
+// ln_1's backward with the backward's window glue in its pass (Backend::layernorm_backward_scatter,
+// RT_CUDA_LN_BACK_GLUE): the bits of layernorm_backward_res into din and then BackGlue's batch (glue_ops, forget:
+// no alpha) with dy's bf16 copy kept, for dy (all of it, both halves), its twin and dX (added to); dy float32
+// and bf16, d = 384 and 96, a full next window and a short one (nx < ns), a partial last block of rows.
+static void check_layernorm_back_glue() {
+  rt::Backend& be = rt::cuda_backend(false);
+  for (const int d : {384, 96})
+    for (const int nx : {16, 7})
+      for (const bool half : {false, true}) {
+        const int B = 37, ns = 16, np = ns + nx, n = B * np;
+        const size_t nd = static_cast<size_t>(n) * d, Nd = 9 * static_cast<size_t>(ns) * d;  // dY, dX: rows of a sequence
+        const size_t dys = 2 * static_cast<size_t>(ns) * d, Rd = B * dys;
+        const VF x = randv(nd, 171, -2, 3), w = randv(d, 172), b = randv(d, 173), dh = rounded(randv(nd, 174));
+        Dev gx(x), gw(w), gb(b), gy(nd), gm(n), gr(n), gdh(dh), gres(randv(nd, 175)), gdY(randv(B * Nd, 176));
+        DevBf hdh(nd);
+        upload_bf16(hdh, dh);
+        rt::cuda::layernorm_forward(gx.p, gw.p, gb.p, gy.p, gm.p, gr.p, n, d);
+        const float* dy = half ? reinterpret_cast<const float*>(hdh.p) : gdh.p;
+        const VF dX0 = randv(B * Nd, 177), dy0 = randv(Rd, 178);
+        Dev din(nd), dX1(dX0), dX2(dX0), dy1(dy0), dy2(dy0);
+        DevBf t1(Rd), t2(Rd);
+        // As recurrence.cc: dX's rows of window k at an offset into a sequence, dY's of window k-2.
+        const size_t dX_at = 2 * static_cast<size_t>(ns) * d, dY_at = 3 * static_cast<size_t>(d);
+        rt::cuda::layernorm_backward_res(gx.p, gw.p, gm.p, gr.p, dy, gres.p, din.p, nullptr, nullptr, n, d, nullptr, half);
+        const size_t nsd = static_cast<size_t>(ns) * d, nxd = static_cast<size_t>(nx) * d;
+        const rt::Axpy2dOp ops[3] = {
+            {dX1.p + dX_at, Nd, 1.0f, din.p + nsd, nd / B, nullptr, 0, size_t(B), nxd, true},
+            {dy1.p + nsd, dys, 1.0f, din.p, nd / B, nullptr, 0, size_t(B), dys - nsd, false},
+            {dy1.p, dys, 1.0f, gdY.p + dY_at, Nd, nullptr, 0, size_t(B), nsd, false}};
+        be.keep_bf16_begin(dy1.p, t1.p, Rd, false);
+        be.axpy2d_batch_twin(ops, 3, nullptr, dy1.p, Rd);
+        be.keep_bf16_end();
+        rt::BackScatter sc;
+        sc.dy = dy2.p;
+        sc.dys = dys;
+        sc.dY = gdY.p + dY_at;
+        sc.dYs = Nd;
+        sc.dX = dX2.p + dX_at;
+        sc.dXs = Nd;
+        sc.ns = ns;
+        sc.nx = nx;
+        be.keep_bf16_begin(dy2.p, t2.p, Rd, false);
+        be.layernorm_backward_scatter(gx.p, gw.p, gm.p, gr.p, dy, gres.p, sc, B, d, half);
+        be.keep_bf16_end();
+        auto same = [](const Dev& u, const Dev& v) {
+          const VF a = u.get(), c = v.get();
+          return std::memcmp(a.data(), c.data(), a.size() * 4) == 0;
+        };
+        const bool ok = same(dy1, dy2) && same(dX1, dX2) && t1.get() == t2.get();
+        expect_le(ok ? 0 : 1, 0,
+                  "layernorm_backward_scatter = layernorm_backward_res then the glue's batch (dy, twin, dX) d=" +
+                      std::to_string(d) + " nx=" + std::to_string(nx) + (half ? " bf16 dy" : ""));
+      }
+}
+
 // The LayerNorm backward from a bf16 dy (Backend::block_dh_half) gives the bits of a float32 dy holding the same
 // values: dx, its twin, and dw, db over rows with a partial chunk; the register kernel (d = 384) and the
 // generic one (d = 100).
@@ -1225,6 +1280,7 @@ static void check_half_buffers() {
   check_layernorm_half_dy();
   check_glue_twin();
   check_layernorm_glue();
+  check_layernorm_back_glue();
   check_activation_half_input();
   check_keep_bf16();
   check_bf16_only();
