@@ -776,9 +776,11 @@ class CudaBackend final : public Backend {
                                   const float* dy, const float* dres, const BackScatter& sc, int B, int d,
                                   bool dy_half) override {
     RT_PROF("layernorm_backward");
-    // Offered only where its rows fill dy (as axpy2d_batch_twin: no gap may pass for written).
+    // dy's copy where the layer keeps one (without dropout, dm is dy), and only where the rows fill dy (as
+    // axpy2d_batch_twin: no gap may pass for written).
     const size_t n = static_cast<size_t>(B) * sc.dys;
-    __nv_bfloat16* tw = sc.dys == 2 * static_cast<size_t>(sc.ns) * d ? cuda::twin_offer(!fp32_, sc.dy, n) : nullptr;
+    const bool whole = sc.dys == 2 * static_cast<size_t>(sc.ns) * d;
+    __nv_bfloat16* tw = sc.dy16 && whole ? cuda::twin_offer(!fp32_, sc.dy, n) : nullptr;
     cuda::layernorm_backward_scatter(x, w, mean, rstd, dy, dres, sc, B, d, tw, dy_half);
   }
   // dm's bf16 copy kept too; RT_CUDA_KEEP_DM=0 does without. H200, session 19 (s19b): a char step 8.18 ms

@@ -1092,6 +1092,7 @@ static void check_layernorm_back_glue() {
         sc.dXs = Nd;
         sc.ns = ns;
         sc.nx = nx;
+        sc.dy16 = t2.p;
         be.keep_bf16_begin(dy2.p, t2.p, Rd, false);
         be.layernorm_backward_scatter(gx.p, gw.p, gm.p, gr.p, dy, gres.p, sc, B, d, half);
         be.keep_bf16_end();
