@@ -1,9 +1,12 @@
-// The recurrence's backward where a backend's ln_1 scatters its input gradient straight into the previous
-// window's output gradient and dX (layer/backend.h BackScatter: the CUDA backend's RT_CUDA_LN_BACK_GLUE).
-// RT_CPU_LN_BACK_GLUE=1 sends the CPU backend down that path, with the default scatter (the LayerNorm into a
-// scratch, then the glue's batch), so the plumbing in layer/ (which window forms which, what is skipped) is
-// checked here against the plain path, bit for bit: output, input gradient and every parameter gradient.
-// Each run is a fresh node process, since the switch is read once per process.
+// Two paths of the recurrence's backward that the CUDA backend takes behind switches, run on the CPU through
+// the Backend's default implementations, so that their plumbing in layer/ is checked against the plain path:
+// - ln_1 scattering its input gradient straight into the previous window's output gradient and dX
+//   (layer/backend.h BackScatter; RT_CUDA_LN_BACK_GLUE): RT_CPU_LN_BACK_GLUE=1, the default scatter being the
+//   LayerNorm into a scratch then the glue's batch. Which window forms which, what is skipped: bit for bit.
+// - the LayerNorms' dw, db left per application as partial sums and added up at the end (LnParts;
+//   RT_CUDA_LN_PARTS): RT_CPU_LN_PARTS=1, one row of sums per application. The sums group otherwise, so the
+//   LayerNorms' gradients agree to float32 rounding and everything else bit for bit.
+// Each run is a fresh node process, since the switches are read once per process.
 import { spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -51,8 +54,13 @@ const cases: Case[] = [
   { name: 'accumulate (no scatter)', layer: { d: 16, heads: 2, window: 4, variant: 'accumulate', bias: true, seed: 4 }, B: 2, N: 17 },
 ]
 
-function run(c: Case, scatter: boolean): Record<string, string> {
-  const env: NodeJS.ProcessEnv = { ...process.env, RT_CPU_LN_BACK_GLUE: scatter ? '1' : '0', RT_CPU_POISON: '1' }
+function run(c: Case, scatter: boolean, parts = false): Record<string, string> {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    RT_CPU_LN_BACK_GLUE: scatter ? '1' : '0',
+    RT_CPU_LN_PARTS: parts ? '1' : '0',
+    RT_CPU_POISON: '1',
+  }
   for (const k of ['RT_DEVICE', 'RT_DEVICE_STRICT', 'NODE_OPTIONS']) delete env[k]
   const opts = JSON.stringify({ layer: c.layer, B: c.B, N: c.N, seed: 11 })
   const r = spawnSync(process.execPath, [join(work, 'child.mjs'), join(ROOT, 'dist', 'index.js'), opts], {
@@ -87,5 +95,38 @@ describe('ln_1 scattering its input gradient (BackScatter) gives the plain path\
         expect(scattered[k], `${k}: the same bits with the scatter`).toBe(plain[k])
       }
     }, 120_000)
+  }
+})
+
+const floats = (b64: string): Float32Array => new Float32Array(Uint8Array.from(Buffer.from(b64, 'base64')).buffer)
+
+describe('the LayerNorms\' dw, db from per-application partial sums (LnParts) match the pass over all rows', () => {
+  for (const c of cases.slice(0, 3)) {
+    for (const scatter of [false, true]) {
+      it(`${c.name}${scatter ? ', with the scatter' : ''}`, () => {
+        const plain = run(c, false)
+        const split = run(c, scatter, true)
+        const keys = Object.keys(plain).sort()
+        expect(Object.keys(split).sort()).toEqual(keys)
+        const ln = keys.filter((k) => /\.ln_[12]\.(weight|bias)$/.test(k))
+        // The partial sums ran: grouped otherwise, some sum rounds otherwise (these inputs are fixed).
+        if (c === cases[0]) expect(ln.some((k) => split[k] !== plain[k])).toBe(true)
+        expect(ln.length).toBeGreaterThanOrEqual(2 * ((c.layer.layers as number | undefined) ?? 1))
+        for (const k of keys) {
+          if (!ln.includes(k)) {
+            expect(split[k], `${k}: the same bits`).toBe(plain[k])
+            continue
+          }
+          const a = floats(plain[k]!), b = floats(split[k]!)
+          let err = 0, scale = 0
+          for (let i = 0; i < a.length; i++) {
+            err = Math.max(err, Math.abs(a[i]! - b[i]!))
+            scale = Math.max(scale, Math.abs(a[i]!))
+          }
+          expect(scale, `${k} not all zero`).toBeGreaterThan(0)
+          expect(err / scale, `${k}: the same sums to float32 rounding`).toBeLessThan(1e-5)
+        }
+      }, 120_000)
+    }
   }
 })

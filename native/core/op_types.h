@@ -8,6 +8,13 @@
 
 namespace rt {
 
+// Partial sums of a LayerNorm's dw and db that a backward pass over some rows may leave in place of the sums
+// themselves (Backend::layernorm_part_rows): w and b, rows of d floats each, where the pass writes its first.
+struct LnParts {
+  float* w = nullptr;
+  float* b = nullptr;
+};
+
 // What the head's softmax cross-entropy reports.
 struct XentResult {
   double loss = 0;       // mean over scored rows (0 when none)

@@ -169,6 +169,12 @@ class CpuBackend final : public Backend {
     static const bool on = rt::env_switch("RT_CPU_LN_BACK_GLUE", false);
     return on;
   }
+  // RT_CPU_LN_PARTS=1 likewise for the LayerNorms' dw, db left per application (Backend's default: one row of
+  // partial sums each, their whole sums), added up by layernorm_parts_finish.
+  bool block_ln_parts(const BlockShape&) const override {
+    static const bool on = rt::env_switch("RT_CPU_LN_PARTS", false);
+    return on;
+  }
   void attention_forward(const float* qkv, float* probs, float* out, int B, int n, int d, int H, float p,
                          uint64_t seed, uint64_t stream, bool qkv_half) override {
     if (qkv_half) throw Error("cpu attention_forward: a bf16 qkv is not supported");

@@ -678,10 +678,23 @@ class CudaBackend final : public Backend {
     cuda::layernorm_backward(x, w, mean, rstd, dy, dx, dw, db, n, d, dy_half);
   }
   void layernorm_backward_res(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
-                              const float* dres, float* dx, float* dw, float* db, int n, int d, bool dy_half) override {
+                              const float* dres, float* dx, float* dw, float* db, int n, int d, bool dy_half,
+                              LnParts parts) override {
     RT_PROF("layernorm_backward");
     __nv_bfloat16* tw = dx ? cuda::twin_offer(!fp32_, dx, static_cast<size_t>(n) * d) : nullptr;
-    cuda::layernorm_backward_res(x, w, mean, rstd, dy, dres, dx, dw, db, n, d, tw, dy_half);
+    cuda::layernorm_backward_res(x, w, mean, rstd, dy, dres, dx, dw, db, n, d, tw, dy_half, parts);
+  }
+  // The LayerNorms' dw, db left by their per-window backward passes (RT_CUDA_LN_PARTS=1; off until measured on
+  // a GPU): no pass of its own over all rows' x and dy (0.21 ms a char step by session 20's ncu, for ln_1, ln_2
+  // and the head's ln_f, of which this takes the first two).
+  bool block_ln_parts(const BlockShape& s) const override {
+    static const bool on = rt::env_switch("RT_CUDA_LN_PARTS", false);
+    return on && !fused_block(s) && cuda::layernorm_glue_fits(s.d);
+  }
+  int layernorm_part_rows(int n, int d) const override { return cuda::layernorm_part_rows(n, d); }
+  void layernorm_parts_finish(LnParts parts, int rows, int d, float* dw, float* db) override {
+    RT_PROF("layernorm_backward");
+    cuda::layernorm_parts_finish(parts, rows, d, dw, db);
   }
   // The block's four matrices as [out, in] (the fused chains have their own packed copy).
   struct BlockMatrices {
@@ -774,14 +787,14 @@ class CudaBackend final : public Backend {
   }
   void layernorm_backward_scatter(const float* x, const float* w, const float* mean, const float* rstd,
                                   const float* dy, const float* dres, const BackScatter& sc, int B, int d,
-                                  bool dy_half) override {
+                                  bool dy_half, LnParts parts) override {
     RT_PROF("layernorm_backward");
     // dy's copy where the layer keeps one (without dropout, dm is dy), and only where the rows fill dy (as
     // axpy2d_batch_twin: no gap may pass for written).
     const size_t n = static_cast<size_t>(B) * sc.dys;
     const bool whole = sc.dys == 2 * static_cast<size_t>(sc.ns) * d;
     __nv_bfloat16* tw = sc.dy16 && whole ? cuda::twin_offer(!fp32_, sc.dy, n) : nullptr;
-    cuda::layernorm_backward_scatter(x, w, mean, rstd, dy, dres, sc, B, d, tw, dy_half);
+    cuda::layernorm_backward_scatter(x, w, mean, rstd, dy, dres, sc, B, d, tw, dy_half, parts);
   }
   // dm's bf16 copy kept too; RT_CUDA_KEEP_DM=0 does without. H200, session 19 (s19b): a char step 8.18 ms
   // against 8.37 without (medians of five, alternated).

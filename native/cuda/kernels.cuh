@@ -121,15 +121,21 @@ void layernorm_forward_glue(const WindowGlue& glue, float* x, int B, int np, con
 void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
                         float* dx, float* dw, float* db, int n, int d, bool dy_half = false);
 // dx = dres + ... (written; dres may equal dx, which is layernorm_backward); dw += ...; db += ... (db may be null).
+// parts: also leave the rows' dw and db sums as layernorm_part_rows(n, d) rows of partial sums there (for the d
+// that layernorm_glue_fits).
 void layernorm_backward_res(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
                             const float* dres, float* dx, float* dw, float* db, int n, int d,
-                            __nv_bfloat16* twin = nullptr, bool dy_half = false);
+                            __nv_bfloat16* twin = nullptr, bool dy_half = false, LnParts parts = {});
 // layernorm_backward_res with ln_1's dx scattered as BackScatter (layer/backend.h) says, and dY's rows copied, in
 // one pass (Backend::layernorm_backward_scatter): the bits of dx then BackGlue's batch. twin: dy's bf16 copy (its
 // rows written here), or null. For the d that layernorm_glue_fits.
 void layernorm_backward_scatter(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
                                 const float* dres, const BackScatter& s, int B, int d, __nv_bfloat16* twin = nullptr,
-                                bool dy_half = false);
+                                bool dy_half = false, LnParts parts = {});
+// The rows of partial sums a backward over n rows leaves (-1: d has no register kernel), and their sum over
+// `rows` rows (in order, deterministic) added to dw and db (db may be null).
+int layernorm_part_rows(int n, int d);
+void layernorm_parts_finish(LnParts parts, int rows, int d, float* dw, float* db);
 
 // ---- attention.cu ----
 // As cpu::attention_forward / attention_backward (probs [B,H,n,n] before dropout, upper triangle 0;

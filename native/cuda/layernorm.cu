@@ -225,14 +225,49 @@ struct ScatterOut {
   }
 };
 
+// A lane's sums of dy * xhat and of dy over the rows its warp takes, for its columns lane + 32 k: the
+// LayerNorm's dw and db, left per block of rows (LnParts) by the dx kernels where asked (PARTS), in place of
+// the pass over all rows that layernorm_backward_partial_kernel makes.
+template <int K, bool PARTS>
+struct PartSums {
+  float w[K] = {}, b[K] = {};
+  __device__ __forceinline__ void add(int k, float g, float xh) {
+    w[k] += g * xh;
+    b[k] += g;
+  }
+  // The block's sums (its warps' in order) into row `slot` of parts.w and parts.b. All its threads call it.
+  __device__ void store(const LnParts& parts, int slot, int warp, int lane) const {
+    constexpr int D = 32 * K;
+    __shared__ float red[kRowsPerBlock][D];
+    float* out[2] = {parts.w + static_cast<size_t>(slot) * D, parts.b + static_cast<size_t>(slot) * D};
+    for (int h = 0; h < 2; ++h) {
+#pragma unroll
+      for (int k = 0; k < K; ++k) red[warp][lane + 32 * k] = h ? b[k] : w[k];
+      __syncthreads();
+      for (int c = threadIdx.x; c < D; c += blockDim.x) {
+        float t = 0.0f;
+#pragma unroll
+        for (int q = 0; q < kRowsPerBlock; ++q) t += red[q][c];
+        out[h][c] = t;
+      }
+      __syncthreads();
+    }
+  }
+};
+template <int K>
+struct PartSums<K, false> {
+  __device__ __forceinline__ void add(int, float, float) {}
+};
+
 // layernorm_backward_dx_kernel for d = 32 K, the warp's kWarpRows<K> rows of x, dy and dres in registers: all
 // of dres is read before any of dx is written, so dres = dx still works. Each row's output goes where
-// out.at(row) says (DxOut: dx, and its twin; ScatterOut: BackScatter's places), added there where it says so.
-template <int K, class TD, class Out>
+// out.at(row) says (DxOut: dx, and its twin; ScatterOut: BackScatter's places), added there where it says so;
+// acc adds the rows' dw and db terms (PartSums).
+template <int K, class TD, class Out, class Acc>
 __device__ __forceinline__ void layernorm_backward_rows(const float* __restrict__ x, const float* __restrict__ w,
                                                         const float* __restrict__ mean, const float* __restrict__ rstd,
                                                         const TD* __restrict__ dy, const float* dres, int row0, int lane,
-                                                        int n, const Out& out) {
+                                                        int n, const Out& out, Acc& acc) {
   constexpr int D = 32 * K, R = kWarpRows<K>;
   float xv[R][K], gv[R][K], rv[R][K], ms[R], rss[R];
 #pragma unroll
@@ -274,33 +309,55 @@ __device__ __forceinline__ void layernorm_backward_rows(const float* __restrict_
       // The glue's accumulating op: one fused multiply-add by 1 (axpy2d_batch_kernel), the same rounding.
       o.dst[j] = o.add ? __fadd_rn(o.dst[j], v) : v;
       if (o.twin) o.twin[j] = __float2bfloat16_rn(v);
+      acc.add(k, gv[q][k], xh);
     }
   }
 }
 
-template <int K, class TD>
+// Rows a block of the dx kernels takes: kRowsPerBlock warps of kWarpRows<K> rows, one pass; with PARTS
+// kPartPasses passes in turn (fewer blocks, so fewer partial sums to add up after).
+constexpr int kPartPasses = 4;
+template <int K, bool PARTS>
+constexpr int kBlockRows = kRowsPerBlock * kWarpRows<K> * (PARTS ? kPartPasses : 1);
+
+// Block blk's rows through layernorm_backward_rows, and with PARTS their dw, db sums into row blk of parts.
+template <int K, bool PARTS, class TD, class Out>
+__device__ __forceinline__ void layernorm_backward_block(const float* __restrict__ x, const float* __restrict__ w,
+                                                         const float* __restrict__ mean,
+                                                         const float* __restrict__ rstd, const TD* __restrict__ dy,
+                                                         const float* dres, int n, const Out& out, int blk,
+                                                         const LnParts& parts) {
+  constexpr int R = kWarpRows<K>, P = PARTS ? kPartPasses : 1;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  PartSums<K, PARTS> acc;
+#pragma unroll 1
+  for (int p = 0; p < P; ++p)
+    layernorm_backward_rows<K>(x, w, mean, rstd, dy, dres, ((blk * P + p) * kRowsPerBlock + warp) * R, lane, n, out,
+                               acc);
+  if constexpr (PARTS) acc.store(parts, blk, warp, lane);
+}
+
+template <int K, bool PARTS, class TD>
 __global__ void __launch_bounds__(32 * kRowsPerBlock)
     layernorm_backward_dx_rows_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                       const float* __restrict__ mean, const float* __restrict__ rstd,
                                       const TD* __restrict__ dy, const float* dres, float* dx,
-                                      __nv_bfloat16* __restrict__ twin, int n) {
-  const int row0 = (blockIdx.x * kRowsPerBlock + threadIdx.x / 32) * kWarpRows<K>, lane = threadIdx.x % 32;
-  layernorm_backward_rows<K>(x, w, mean, rstd, dy, dres, row0, lane, n, DxOut{dx, twin, 32 * K});
+                                      __nv_bfloat16* __restrict__ twin, int n, LnParts parts) {
+  layernorm_backward_block<K, PARTS>(x, w, mean, rstd, dy, dres, n, DxOut{dx, twin, 32 * K}, blockIdx.x, parts);
 }
 
 // The same scattered as BackScatter says (n = B (ns + nx) rows), and in the blocks past ln_blocks, dY's rows
 // t < ns copied into dy's rows t (and the twin), one row a warp: the window glue of the backward, in ln_1's pass.
-template <int K, class TD>
+template <int K, bool PARTS, class TD>
 __global__ void __launch_bounds__(32 * kRowsPerBlock)
     layernorm_backward_scatter_rows_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                            const float* __restrict__ mean, const float* __restrict__ rstd,
                                            const TD* __restrict__ dy, const float* __restrict__ dres, BackScatter s,
-                                           __nv_bfloat16* __restrict__ twin, int n, int ln_blocks) {
+                                           __nv_bfloat16* __restrict__ twin, int n, int ln_blocks, LnParts parts) {
   constexpr int D = 32 * K;
   const int lane = threadIdx.x % 32, np = s.ns + s.nx;
   if (static_cast<int>(blockIdx.x) < ln_blocks) {
-    const int row0 = (blockIdx.x * kRowsPerBlock + threadIdx.x / 32) * kWarpRows<K>;
-    layernorm_backward_rows<K>(x, w, mean, rstd, dy, dres, row0, lane, n, ScatterOut{s, twin, np, D});
+    layernorm_backward_block<K, PARTS>(x, w, mean, rstd, dy, dres, n, ScatterOut{s, twin, np, D}, blockIdx.x, parts);
     return;
   }
   const int r = (blockIdx.x - ln_blocks) * kRowsPerBlock + threadIdx.x / 32, B = n / np;
@@ -383,19 +440,21 @@ __global__ void layernorm_backward_partial_kernel(const float* __restrict__ x, c
   }
 }
 
-// Sums the chunks' partials per column: a block per 32 columns, its 16 thread rows each taking every 16th
-// chunk, then a fixed tree (deterministic). One thread per column walking all chunks took 78 us for the
-// copy config's 2,080 chunks.
+// Sums rows of partial sums per column: rows [g per, (g + 1) per) of pw and pb (up to `rows`) for group g =
+// blockIdx.y, written to row g of ow and ob, or with add (one group) added to ow and ob (either may be null).
+// A block per 32 columns, its 16 thread rows each taking every 16th row, then a fixed tree: deterministic, no
+// atomics. One thread per column walking all rows took 78 us for the copy config's 2,080 chunks.
 constexpr int kFinishRows = 16;
-__global__ void __launch_bounds__(32 * kFinishRows) layernorm_backward_finish_kernel(
-    const float* __restrict__ part_w, const float* __restrict__ part_b, int chunks, int d, float* dw, float* db) {
+__global__ void __launch_bounds__(32 * kFinishRows)
+    layernorm_parts_reduce_kernel(const float* __restrict__ pw, const float* __restrict__ pb, int rows, int per, int d,
+                                  float* ow, float* ob, bool add) {
   __shared__ float rw[kFinishRows][33], rb[kFinishRows][33];
-  const int c = blockIdx.x * 32 + threadIdx.x;
+  const int c = blockIdx.x * 32 + threadIdx.x, g = blockIdx.y, r1 = min(rows, (g + 1) * per);
   float tw = 0.0f, tb = 0.0f;
   if (c < d)
-    for (int k = threadIdx.y; k < chunks; k += kFinishRows) {
-      tw += part_w[static_cast<size_t>(k) * d + c];
-      tb += part_b[static_cast<size_t>(k) * d + c];
+    for (int r = g * per + threadIdx.y; r < r1; r += kFinishRows) {
+      tw += pw[static_cast<size_t>(r) * d + c];
+      tb += pb[static_cast<size_t>(r) * d + c];
     }
   rw[threadIdx.y][threadIdx.x] = tw;
   rb[threadIdx.y][threadIdx.x] = tb;
@@ -408,10 +467,14 @@ __global__ void __launch_bounds__(32 * kFinishRows) layernorm_backward_finish_ke
     __syncthreads();
   }
   if (threadIdx.y || c >= d) return;
-  if (dw) dw[c] += rw[0][threadIdx.x];
-  if (db) db[c] += rb[0][threadIdx.x];
+  if (add) {
+    if (ow) ow[c] += rw[0][threadIdx.x];
+    if (ob) ob[c] += rb[0][threadIdx.x];
+  } else {
+    ow[static_cast<size_t>(g) * d + c] = rw[0][threadIdx.x];
+    ob[static_cast<size_t>(g) * d + c] = rb[0][threadIdx.x];
+  }
 }
-
 void check(int n, int d, const char* who) {
   RT_CHECK(n >= 0 && d > 0, std::string(who) + ": n >= 0 and d > 0 required, got n=" + std::to_string(n) +
                                 " d=" + std::to_string(d));
@@ -462,16 +525,31 @@ void layernorm_backward(const float* x, const float* w, const float* mean, const
 }
 
 namespace {
+// The register kernels' launch for d = 32 K with or without parts: f(integral_constant K, bool_constant PARTS).
+template <class F>
+bool by_lanes_parts(int d, bool parts, F&& f) {
+  return by_lanes(d, [&](auto k) {
+    if (parts) f(k, std::true_type());
+    else f(k, std::false_type());
+  });
+}
+
 template <class TD>
 void layernorm_backward_as(const float* x, const float* w, const float* mean, const float* rstd, const TD* dy,
-                           const float* dres, float* dx, float* dw, float* db, int n, int d, __nv_bfloat16* twin) {
+                           const float* dres, float* dx, float* dw, float* db, int n, int d, __nv_bfloat16* twin,
+                           const LnParts& parts) {
   if (dx) {
     RT_CHECK(dres, "layernorm_backward: dres must not be null when dx is given");
-    const bool rows = by_lanes(d, [&](auto k) {
-      constexpr int K = decltype(k)::value, per_block = kRowsPerBlock * kWarpRows<K>;
-      layernorm_backward_dx_rows_kernel<K><<<(n + per_block - 1) / per_block, 32 * kRowsPerBlock, 0, stream()>>>(
-          x, w, mean, rstd, dy, dres, dx, twin, n);
+    const bool rows = by_lanes_parts(d, parts.w != nullptr, [&](auto k, auto with_parts) {
+      constexpr int K = decltype(k)::value;
+      constexpr bool PARTS = decltype(with_parts)::value;
+      constexpr int per_block = kBlockRows<K, PARTS>;
+      layernorm_backward_dx_rows_kernel<K, PARTS>
+          <<<(n + per_block - 1) / per_block, 32 * kRowsPerBlock, 0, stream()>>>(x, w, mean, rstd, dy, dres, dx,
+                                                                                 twin, n, parts);
     });
+    RT_CHECK(rows || !parts.w, "layernorm_backward: partial sums (LnParts) for d = " + std::to_string(d) +
+                                   ", which has no register kernel (layernorm_part_rows)");
     if (!rows)
       layernorm_backward_dx_kernel<<<(n + kRowsPerBlock - 1) / kRowsPerBlock, 32 * kRowsPerBlock, 0, stream()>>>(
           x, w, mean, rstd, dy, dres, dx, twin, n, d);
@@ -486,7 +564,8 @@ void layernorm_backward_as(const float* x, const float* w, const float* mean, co
     layernorm_backward_partial_kernel<<<dim3((d + 31) / 32, chunks), dim3(32, 8), 0, stream()>>>(x, mean, rstd, dy, pw,
                                                                                                   pb, n, d);
     RT_CU_LAUNCH("layernorm_backward partial");
-    layernorm_backward_finish_kernel<<<(d + 31) / 32, dim3(32, kFinishRows), 0, stream()>>>(pw, pb, chunks, d, dw, db);
+    layernorm_parts_reduce_kernel<<<dim3((d + 31) / 32, 1), dim3(32, kFinishRows), 0, stream()>>>(pw, pb, chunks, chunks,
+                                                                                                  d, dw, db, true);
     RT_CU_LAUNCH("layernorm_backward finish");
   }
 }
@@ -494,44 +573,80 @@ void layernorm_backward_as(const float* x, const float* w, const float* mean, co
 
 void layernorm_backward_res(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
                             const float* dres, float* dx, float* dw, float* db, int n, int d, __nv_bfloat16* twin,
-                            bool dy_half) {
+                            bool dy_half, LnParts parts) {
   check(n, d, "layernorm_backward");
+  RT_CHECK(!parts.w || (dx && parts.b), "layernorm_backward: partial sums need dx and both of their rows");
   if (n == 0) return;
   if (dy_half)
-    layernorm_backward_as(x, w, mean, rstd, reinterpret_cast<const __nv_bfloat16*>(dy), dres, dx, dw, db, n, d, twin);
-  else layernorm_backward_as(x, w, mean, rstd, dy, dres, dx, dw, db, n, d, twin);
+    layernorm_backward_as(x, w, mean, rstd, reinterpret_cast<const __nv_bfloat16*>(dy), dres, dx, dw, db, n, d, twin,
+                          parts);
+  else layernorm_backward_as(x, w, mean, rstd, dy, dres, dx, dw, db, n, d, twin, parts);
 }
 
 namespace {
 template <class TD>
 void layernorm_backward_scatter_as(const float* x, const float* w, const float* mean, const float* rstd, const TD* dy,
-                                   const float* dres, const BackScatter& s, int n, int d, __nv_bfloat16* twin) {
-  const bool rows = by_lanes(d, [&](auto k) {
-    constexpr int K = decltype(k)::value, per_block = kRowsPerBlock * kWarpRows<K>;
+                                   const float* dres, const BackScatter& s, int n, int d, __nv_bfloat16* twin,
+                                   const LnParts& parts) {
+  const bool rows = by_lanes_parts(d, parts.w != nullptr, [&](auto k, auto with_parts) {
+    constexpr int K = decltype(k)::value;
+    constexpr bool PARTS = decltype(with_parts)::value;
+    constexpr int per_block = kBlockRows<K, PARTS>;
     const int ln_blocks = (n + per_block - 1) / per_block, B = n / (s.ns + s.nx);
     const int copy_blocks = (B * s.ns + kRowsPerBlock - 1) / kRowsPerBlock;
-    layernorm_backward_scatter_rows_kernel<K><<<ln_blocks + copy_blocks, 32 * kRowsPerBlock, 0, stream()>>>(
-        x, w, mean, rstd, dy, dres, s, twin, n, ln_blocks);
+    layernorm_backward_scatter_rows_kernel<K, PARTS><<<ln_blocks + copy_blocks, 32 * kRowsPerBlock, 0, stream()>>>(
+        x, w, mean, rstd, dy, dres, s, twin, n, ln_blocks, parts);
   });
   RT_CHECK(rows, "layernorm_backward_scatter: d = " + std::to_string(d) +
                      " has no register kernel (layernorm_glue_fits)");
   RT_CU_LAUNCH("layernorm_backward_scatter");
 }
+
 }  // namespace
 
 void layernorm_backward_scatter(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
                                 const float* dres, const BackScatter& s, int B, int d, __nv_bfloat16* twin,
-                                bool dy_half) {
+                                bool dy_half, LnParts parts) {
   const int n = B * (s.ns + s.nx);
   check(n, d, "layernorm_backward_scatter");
   const size_t nd = static_cast<size_t>(s.ns) * d;
   RT_CHECK(s.dy && s.dY && (s.dX || !s.nx) && s.ns > 0 && s.nx >= 0 && s.dys >= 2 * nd && s.dYs >= nd &&
                s.dXs >= static_cast<size_t>(s.nx) * d,
            "layernorm_backward_scatter: dy, dY, dX (with nx), ns > 0 and strides holding their rows required");
+  RT_CHECK(!parts.w || parts.b, "layernorm_backward_scatter: partial sums need both of their rows");
   if (n == 0) return;
   if (dy_half)
-    layernorm_backward_scatter_as(x, w, mean, rstd, reinterpret_cast<const __nv_bfloat16*>(dy), dres, s, n, d, twin);
-  else layernorm_backward_scatter_as(x, w, mean, rstd, dy, dres, s, n, d, twin);
+    layernorm_backward_scatter_as(x, w, mean, rstd, reinterpret_cast<const __nv_bfloat16*>(dy), dres, s, n, d, twin,
+                                  parts);
+  else layernorm_backward_scatter_as(x, w, mean, rstd, dy, dres, s, n, d, twin, parts);
+}
+
+int layernorm_part_rows(int n, int d) {
+  int rows = -1;
+  by_lanes(d, [&](auto k) {
+    constexpr int per_block = kBlockRows<decltype(k)::value, true>;
+    rows = (n + per_block - 1) / per_block;
+  });
+  return rows;
+}
+
+void layernorm_parts_finish(LnParts parts, int rows, int d, float* dw, float* db) {
+  RT_CHECK(parts.w && parts.b && dw && rows >= 0 && d > 0,
+           "layernorm_parts_finish: both rows of partial sums, dw, rows >= 0 and d > 0 required");
+  if (rows == 0) return;
+  // Groups of 64 rows first (many blocks: the rows of a char step's windows are ~4,000), then the groups.
+  constexpr int kPer = 64;
+  const int groups = (rows + kPer - 1) / kPer;
+  RT_CHECK(groups <= 65535, "layernorm_parts_finish: too many rows of partial sums");
+  Scratch mid(2 * static_cast<size_t>(groups) * d * sizeof(float));
+  float* mw = mid.f32();
+  float* mb = mw + static_cast<size_t>(groups) * d;
+  layernorm_parts_reduce_kernel<<<dim3((d + 31) / 32, groups), dim3(32, kFinishRows), 0, stream()>>>(
+      parts.w, parts.b, rows, kPer, d, mw, mb, false);
+  RT_CU_LAUNCH("layernorm_parts_finish groups");
+  layernorm_parts_reduce_kernel<<<dim3((d + 31) / 32, 1), dim3(32, kFinishRows), 0, stream()>>>(mw, mb, groups, groups,
+                                                                                                 d, dw, db, true);
+  RT_CU_LAUNCH("layernorm_parts_finish");
 }
 
 }  // namespace rt::cuda

@@ -181,11 +181,30 @@ class Backend {
   // dx = dres + (layernorm_backward's dx contribution) (written, not accumulated; dres may be dx itself);
   // dw, db accumulate as in layernorm_backward. The residual connection's gradient passing round the
   // LayerNorm, in one pass on a device backend; the default copies then accumulates.
+  // parts (where block_ln_parts): also leave these rows' dw and db sums as layernorm_part_rows(n, d) rows of
+  // partial sums there; the default leaves one, their whole sums.
   virtual void layernorm_backward_res(const float* x, const float* w, const float* mean, const float* rstd,
                                       const float* dy, const float* dres, float* dx, float* dw, float* db, int n,
-                                      int d, bool dy_half = false) {
+                                      int d, bool dy_half = false, LnParts parts = {}) {
     if (dx != dres) copy(dx, dres, static_cast<size_t>(n) * d);
     layernorm_backward(x, w, mean, rstd, dy, dx, dw, db, n, d, dy_half);
+    if (parts.w) {
+      zero(parts.w, d);
+      zero(parts.b, d);
+      layernorm_backward(x, w, mean, rstd, dy, nullptr, parts.w, parts.b, n, d, dy_half);
+    }
+  }
+  // Whether the block's LayerNorms leave their dw and db per application as partial sums (LnParts) in their
+  // backward passes, added up once by layernorm_parts_finish, rather than in a pass of their own over all rows.
+  virtual bool block_ln_parts(const BlockShape&) const { return false; }
+  virtual int layernorm_part_rows(int /*n*/, int /*d*/) const { return 1; }
+  // dw += the sum of `rows` rows of partial sums (in order), db likewise.
+  virtual void layernorm_parts_finish(LnParts parts, int rows, int d, float* dw, float* db) {
+    for (int r = 0; r < rows; ++r) {
+      const size_t o = static_cast<size_t>(r) * d;
+      acc2d(dw, d, 1.0f, parts.w + o, d, 1, d);
+      if (db) acc2d(db, d, 1.0f, parts.b + o, d, 1, d);
+    }
   }
   // qkv_half: qkv holds bf16 behind its float pointer (block_qkv_half).
   virtual void attention_forward(const float* qkv, float* probs, float* out, int B, int n, int d, int H,
@@ -302,10 +321,10 @@ class Backend {
   // place of the next window's BackGlue batch.
   virtual bool block_ln_back_glue(const BlockShape&) const { return false; }
   // layernorm_backward_res with dx = din, scattered as sc says (B elements of sc.ns + sc.nx rows). The default
-  // (layer/block.cc) writes din to a scratch buffer and moves it with the glue's batch: the same bits.
+  // (below) writes din to a scratch buffer and moves it with the glue's batch: the same bits.
   virtual void layernorm_backward_scatter(const float* x, const float* w, const float* mean, const float* rstd,
                                           const float* dy, const float* dres, const BackScatter& sc, int B, int d,
-                                          bool dy_half);
+                                          bool dy_half, LnParts parts = {});
   // Whether the unfused path (where block_keeps_bf16 holds) keeps a bf16 copy of dm too, the gradient at mlp
   // c_proj's output (BlockGradStash::b16.dm): written by the operation that writes dm (the window glue, with
   // axpy2d_batch_twin), taken by mlp c_proj's dx product in place of a cast, and read by its weight product.
@@ -459,5 +478,21 @@ class DeviceBuffer {
   size_t n_ = 0;
   float* p_ = nullptr;
 };
+
+// Defined here, inline, so that no file defines a virtual of Backend and its vtable goes wherever it is used.
+inline void Backend::layernorm_backward_scatter(const float* x, const float* w, const float* mean, const float* rstd,
+                                                const float* dy, const float* dres, const BackScatter& sc, int B,
+                                                int d, bool dy_half, LnParts parts) {
+  const int n = sc.ns + sc.nx;
+  const size_t nd = static_cast<size_t>(n) * d, nsd = static_cast<size_t>(sc.ns) * d;
+  DeviceBuffer din(*this, B * nd);
+  layernorm_backward_res(x, w, mean, rstd, dy, dres, din.get(), nullptr, nullptr, B * n, d, dy_half, parts);
+  // glue_ops(BackGlue)'s batch without alpha, whose din is this one.
+  const Axpy2dOp ops[3] = {
+      {sc.dX, sc.dXs, 1.0f, din.get() + nsd, nd, nullptr, 0, size_t(B), static_cast<size_t>(sc.nx) * d, true},
+      {sc.dy + nsd, sc.dys, 1.0f, din.get(), nd, nullptr, 0, size_t(B), sc.dys - nsd, false},
+      {sc.dy, sc.dys, 1.0f, sc.dY, sc.dYs, nullptr, 0, size_t(B), nsd, false}};
+  axpy2d_batch_twin(ops, 3, nullptr, sc.dy, static_cast<size_t>(B) * sc.dys);
+}
 
 }  // namespace rt

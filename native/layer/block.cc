@@ -253,21 +253,6 @@ int glue_ops(const BackGlue& g, float* dy, int B, int n, int d, Axpy2dOp (&ops)[
   return count;
 }
 
-void Backend::layernorm_backward_scatter(const float* x, const float* w, const float* mean, const float* rstd,
-                                         const float* dy, const float* dres, const BackScatter& sc, int B, int d,
-                                         bool dy_half) {
-  const int n = sc.ns + sc.nx;
-  const size_t nd = static_cast<size_t>(n) * d, nsd = static_cast<size_t>(sc.ns) * d;
-  DeviceBuffer din(*this, B * nd);
-  layernorm_backward_res(x, w, mean, rstd, dy, dres, din.get(), nullptr, nullptr, B * n, d, dy_half);
-  // glue_ops(BackGlue)'s batch without alpha, whose din is this one.
-  const Axpy2dOp ops[3] = {
-      {sc.dX, sc.dXs, 1.0f, din.get() + nsd, nd, nullptr, 0, size_t(B), static_cast<size_t>(sc.nx) * d, true},
-      {sc.dy + nsd, sc.dys, 1.0f, din.get(), nd, nullptr, 0, size_t(B), sc.dys - nsd, false},
-      {sc.dy, sc.dys, 1.0f, sc.dY, sc.dYs, nullptr, 0, size_t(B), nsd, false}};
-  axpy2d_batch_twin(ops, 3, nullptr, sc.dy, static_cast<size_t>(B) * sc.dys);
-}
-
 void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
                     const BlockCache& c, BlockScratch& k, const BlockGradStash& st, float* dy, float* dx,
                     const BackGlue* glue, const BackScatter* scatter, bool dy_formed) {
@@ -323,7 +308,8 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   // x2's gradient: the residual's dy plus ln_2's. Without dropout it is also attn c_proj's output gradient.
   float* dx2 = p > 0 ? k.dx2.get() : st.da;
   keeping(be, st.da, p > 0 ? nullptr : st.b16.da, Rd, [&] {
-    be.layernorm_backward_res(c.x2, w.ln2_w, c.mean2, c.rstd2, st.dh2, dy, dx2, nullptr, nullptr, R, d, st.dh_half);
+    be.layernorm_backward_res(c.x2, w.ln2_w, c.mean2, c.rstd2, st.dh2, dy, dx2, nullptr, nullptr, R, d, st.dh_half,
+                              st.ln2);
   });
 
   // Attention branch.
@@ -345,10 +331,12 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
     if (scatter->ns + scatter->nx != c.n)
       throw Error("block_backward: the scatter's rows (ns + nx) are not the window's");
     keeping(be, scatter->dy, scatter->dy16, static_cast<size_t>(c.B) * scatter->dys, [&] {
-      be.layernorm_backward_scatter(c.x, w.ln1_w, c.mean1, c.rstd1, st.dh1, dx2, *scatter, c.B, d, st.dh_half);
+      be.layernorm_backward_scatter(c.x, w.ln1_w, c.mean1, c.rstd1, st.dh1, dx2, *scatter, c.B, d, st.dh_half,
+                                    st.ln1);
     });
   } else {
-    be.layernorm_backward_res(c.x, w.ln1_w, c.mean1, c.rstd1, st.dh1, dx2, dx, nullptr, nullptr, R, d, st.dh_half);
+    be.layernorm_backward_res(c.x, w.ln1_w, c.mean1, c.rstd1, st.dh1, dx2, dx, nullptr, nullptr, R, d, st.dh_half,
+                              st.ln1);
   }
 }
 
@@ -364,6 +352,11 @@ void block_weight_grads(Backend& be, const BlockShape& s, const BlockWeights& w,
   grad(a.att, a.b16.att, st.da, st.b16.da, g.attn_proj_w, g.attn_proj_b, d, d);
   grad(a.h2, a.b16.h2, st.dg, st.b16.dg, g.fc_w, g.fc_b, d, 4 * d);
   grad(a.g, a.b16.g, st.dm, st.b16.dm, g.mlp_proj_w, g.mlp_proj_b, 4 * d, d);
+  if (st.ln1.w) {  // the LayerNorms' backward passes left their sums per application
+    be.layernorm_parts_finish(st.ln1, st.ln_part_rows, d, g.ln1_w, g.ln1_b);
+    be.layernorm_parts_finish(st.ln2, st.ln_part_rows, d, g.ln2_w, g.ln2_b);
+    return;
+  }
   be.layernorm_backward(a.x, w.ln1_w, a.mean1, a.rstd1, st.dh1, nullptr, g.ln1_w, g.ln1_b, rows, d, st.dh_half);
   be.layernorm_backward(a.x2, w.ln2_w, a.mean2, a.rstd2, st.dh2, nullptr, g.ln2_w, g.ln2_b, rows, d, st.dh_half);
 }

@@ -98,6 +98,11 @@ struct BlockGradStash {
   struct Bf16 {       // the same for dqkv, da, dg (BlockCache::b16), and dm (Backend::block_keeps_dm)
     void *dqkv = nullptr, *da = nullptr, *dg = nullptr, *dm = nullptr;
   } b16;
+  // Where the application's ln_1 and ln_2 backward passes leave their dw, db partial sums (Backend::
+  // block_ln_parts; else none), and how many rows of them all applications leave (from the first's, where
+  // block_weight_grads adds them up).
+  LnParts ln1, ln2;
+  int ln_part_rows = 0;
 };
 struct BlockGradArena {
   bool half = false;

@@ -424,9 +424,28 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
   // straight into the stash (w = 0: it is dY).
   BlockGradArena stash;
   stash.allocate(be_, shape_, cache.arena.rows, !(w == 0 && !drop));
+  // Where the backend's LayerNorm backward passes leave their dw, db partial sums (block_ln_parts): each
+  // application its rows of them, in application order, ln_1's and ln_2's w and b rows in four blocks.
+  std::vector<int> part_at;
+  int part_rows = 0;
+  DeviceBuffer ln_parts;
+  if (!W.packed && be_.block_ln_parts(shape_)) {
+    for (const BlockCache& a : cache.apps) {
+      part_at.push_back(part_rows);
+      part_rows += be_.layernorm_part_rows(a.B * a.n, static_cast<int>(d));
+    }
+    ln_parts = DeviceBuffer(be_, 4 * static_cast<size_t>(part_rows) * d);
+  }
   auto view = [&](int app) {
     BlockGradStash st = stash.view(shape_, cache.arena, app);
     if (!st.dm) st.dm = const_cast<float*>(dY);
+    if (ln_parts.get()) {
+      float* at = ln_parts.get() + static_cast<size_t>(part_at[app]) * d;
+      const size_t block = static_cast<size_t>(part_rows) * d;
+      st.ln1 = {at, at + block};
+      st.ln2 = {at + 2 * block, at + 3 * block};
+      st.ln_part_rows = part_rows;
+    }
     return st;
   };
   auto back = [&](int app, float* dout, float* din, const BackGlue* glue, const BackScatter* scatter = nullptr,
