@@ -689,7 +689,7 @@ class CudaBackend final : public Backend {
   // and the head's ln_f, of which this takes the first two).
   bool block_ln_parts(const BlockShape& s) const override {
     static const bool on = rt::env_switch("RT_CUDA_LN_PARTS", false);
-    return on && !fused_block(s) && cuda::layernorm_glue_fits(s.d);
+    return on && !fused_block(s) && cuda::layernorm_part_rows(1, s.d) > 0;
   }
   int layernorm_part_rows(int n, int d) const override { return cuda::layernorm_part_rows(n, d); }
   void layernorm_parts_finish(LnParts parts, int rows, int d, float* dw, float* db) override {

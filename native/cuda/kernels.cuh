@@ -122,7 +122,7 @@ void layernorm_backward(const float* x, const float* w, const float* mean, const
                         float* dx, float* dw, float* db, int n, int d, bool dy_half = false);
 // dx = dres + ... (written; dres may equal dx, which is layernorm_backward); dw += ...; db += ... (db may be null).
 // parts: also leave the rows' dw and db sums as layernorm_part_rows(n, d) rows of partial sums there (for the d
-// that layernorm_glue_fits).
+// where that is not -1).
 void layernorm_backward_res(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
                             const float* dres, float* dx, float* dw, float* db, int n, int d,
                             __nv_bfloat16* twin = nullptr, bool dy_half = false, LnParts parts = {});
@@ -132,7 +132,7 @@ void layernorm_backward_res(const float* x, const float* w, const float* mean, c
 void layernorm_backward_scatter(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
                                 const float* dres, const BackScatter& s, int B, int d, __nv_bfloat16* twin = nullptr,
                                 bool dy_half = false, LnParts parts = {});
-// The rows of partial sums a backward over n rows leaves (-1: d has no register kernel), and their sum over
+// The rows of partial sums a backward over n rows leaves (-1: none for this d), and their sum over
 // `rows` rows (in order, deterministic) added to dw and db (db may be null).
 int layernorm_part_rows(int n, int d);
 void layernorm_parts_finish(LnParts parts, int rows, int d, float* dw, float* db);

@@ -525,13 +525,25 @@ void layernorm_backward(const float* x, const float* w, const float* mean, const
 }
 
 namespace {
-// The register kernels' launch for d = 32 K with or without parts: f(integral_constant K, bool_constant PARTS).
+// The widest rows the dx kernels leave partial sums for: at d = 768 their registers (~190 a thread) leave one
+// block an SM.
+constexpr int kPartsMaxK = 16;
+
+// The register kernels' launch for d = 32 K with or without parts: f(integral_constant K, bool_constant PARTS);
+// false where d has no register kernel, or none with parts.
 template <class F>
 bool by_lanes_parts(int d, bool parts, F&& f) {
-  return by_lanes(d, [&](auto k) {
-    if (parts) f(k, std::true_type());
-    else f(k, std::false_type());
+  bool ok = true;
+  const bool lanes = by_lanes(d, [&](auto k) {
+    if constexpr (decltype(k)::value <= kPartsMaxK) {
+      if (parts) f(k, std::true_type());
+      else f(k, std::false_type());
+    } else {
+      if (parts) ok = false;
+      else f(k, std::false_type());
+    }
   });
+  return lanes && ok;
 }
 
 template <class TD>
@@ -549,7 +561,7 @@ void layernorm_backward_as(const float* x, const float* w, const float* mean, co
                                                                                  twin, n, parts);
     });
     RT_CHECK(rows || !parts.w, "layernorm_backward: partial sums (LnParts) for d = " + std::to_string(d) +
-                                   ", which has no register kernel (layernorm_part_rows)");
+                                   ", which has no kernel leaving them (layernorm_part_rows)");
     if (!rows)
       layernorm_backward_dx_kernel<<<(n + kRowsPerBlock - 1) / kRowsPerBlock, 32 * kRowsPerBlock, 0, stream()>>>(
           x, w, mean, rstd, dy, dres, dx, twin, n, d);
@@ -597,8 +609,8 @@ void layernorm_backward_scatter_as(const float* x, const float* w, const float* 
     layernorm_backward_scatter_rows_kernel<K, PARTS><<<ln_blocks + copy_blocks, 32 * kRowsPerBlock, 0, stream()>>>(
         x, w, mean, rstd, dy, dres, s, twin, n, ln_blocks, parts);
   });
-  RT_CHECK(rows, "layernorm_backward_scatter: d = " + std::to_string(d) +
-                     " has no register kernel (layernorm_glue_fits)");
+  RT_CHECK(rows, "layernorm_backward_scatter: d = " + std::to_string(d) + " has no register kernel" +
+                     (parts.w ? " leaving partial sums (layernorm_part_rows)" : " (layernorm_glue_fits)"));
   RT_CU_LAUNCH("layernorm_backward_scatter");
 }
 
@@ -624,8 +636,8 @@ void layernorm_backward_scatter(const float* x, const float* w, const float* mea
 int layernorm_part_rows(int n, int d) {
   int rows = -1;
   by_lanes(d, [&](auto k) {
-    constexpr int per_block = kBlockRows<decltype(k)::value, true>;
-    rows = (n + per_block - 1) / per_block;
+    constexpr int K = decltype(k)::value, per_block = kBlockRows<K, true>;
+    if (K <= kPartsMaxK) rows = (n + per_block - 1) / per_block;
   });
   return rows;
 }
