@@ -36,6 +36,8 @@ const CASES = [
   { name: 'lm plain w=0 2 layers bias', cfg: { vocabSize: 50, d: 32, heads: 2, window: 0, layers: 2, bias: true, maxLen: 40 }, B: 2, N: 33 },
   { name: 'copy accumulate relu nopos', cfg: { vocabSize: 16, d: 96, heads: 6, window: 32, variant: 'accumulate', activation: 'relu', positional: false, head: { copy: 16 }, maxLen: 400 }, B: 4, N: 300 },
   { name: 'copy accumulate gelu nopos drop', cfg: { vocabSize: 16, d: 96, heads: 6, window: 32, variant: 'accumulate', activation: 'gelu', positional: false, head: { copy: 16 }, maxLen: 400, dropout: 0.05 }, B: 4, N: 300, training: true },
+  // Unfused (d = 256 has no fused chains): the LayerNorm paths behind RT_CUDA_LN_BACK_GLUE and RT_CUDA_LN_PARTS.
+  { name: 'lm forget unfused d=256', cfg: { vocabSize: 65, d: 256, heads: 4, window: 8, variant: 'forget', activation: 'gelu', maxLen: 64 }, B: 3, N: 45 },
   { name: 'classify forget gelu', cfg: { vocabSize: 256, d: 48, heads: 3, window: 16, head: { classify: 10 }, maxLen: 100 }, B: 5, N: 100 },
   { name: 'lm ignored targets, big vocab', cfg: { vocabSize: 3000, d: 64, heads: 4, window: 4, maxLen: 32 }, B: 2, N: 19, ignore: true },
 ];

@@ -92,6 +92,10 @@ const cases = [
   { variant: 'accumulate', window: 32, N: 100, d: 96, heads: 6, activation: 'gelu', B: 3 },
   { variant: 'forget', window: 32, N: 100, d: 96, heads: 6, activation: 'relu', B: 3 },
   { variant: 'forget', window: 16, N: 64, d: 384, heads: 6, B: 2 },
+  // Unfused forget (d = 256 has no fused chains), where RT_CUDA_LN_BACK_GLUE scatters ln_1's input gradient and
+  // RT_CUDA_LN_PARTS leaves the LayerNorms' partial sums: a short last window, two layers, and dropout.
+  { variant: 'forget', window: 8, N: 45, d: 256, heads: 4, B: 3, layers: 2, bias: true },
+  { variant: 'forget', window: 8, N: 40, d: 256, heads: 4, B: 3, dropout: 0.1, training: true },
   // Enough rows (192 x 32 a window pair) for every product to take the Hopper GEMM, and with it the
   // layer pass's bf16 weight copies (Backend::weight_copies_begin); bf16 only, which is what it is for
   // (in fp32 a relu case this large fails max-rel 1e-4 by relu's kinks alone: 1.5e-3, norm-rel 9e-5).

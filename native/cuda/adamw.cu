@@ -149,13 +149,17 @@ std::function<AdamWResult()> adamw_step(const AdamWTensor* tensors, size_t count
       chunks.push_back({x.param + o, x.grad + o, x.m + o, x.v + o, static_cast<unsigned>(std::min(kChunk, x.n - o)),
                         x.decay ? 1u : 0u});
   }
-  if (chunks.empty()) return [] { return AdamWResult{}; };
   const Step h{hp.lr, hp.beta1, hp.beta2, hp.eps, 1.0f - hp.lr * hp.weight_decay, max_norm};
   const unsigned n = static_cast<unsigned>(chunks.size());
-  Scratch part(sizeof(double) * n), dec(sizeof(Decision));
+  Scratch part(sizeof(double) * std::max(n, 1u)), dec(sizeof(Decision));
   int dev = 0;
   RT_CU(cudaGetDevice(&dev));
-  {
+  if (n == 0) {
+    // No elements at all: the norm is 0 and the step counts, as on the CPU (CpuBackend::adamw_step).
+    norm_kernel<<<1, kThreads, 0, stream()>>>(static_cast<double*>(part.get()), 0, h, step_count,
+                                              static_cast<Decision*>(dec.get()));
+    RT_CU_LAUNCH("adamw norm");
+  } else {
     std::lock_guard<std::mutex> lock(g_table_mu);
     TableCache& tc = table_caches()[dev];
     if (tc.host != chunks) {

@@ -1107,6 +1107,26 @@ static void check_layernorm_back_glue() {
       }
 }
 
+// An AdamW step over tensors of no elements (or none at all) counts as an applied step with norm 0, as on the
+// CPU (CpuBackend::adamw_step): the device step count advances, from 5 to 6 and then to 7.
+static void check_adamw_empty() {
+  int32_t* count = nullptr;
+  RT_CU(cudaMalloc(&count, sizeof(int32_t)));
+  const int32_t five = 5;
+  RT_CU(cudaMemcpy(count, &five, sizeof five, cudaMemcpyHostToDevice));
+  Dev p(VF{1.0f}), g(VF{2.0f}), m(VF{0.0f}), v(VF{0.0f});
+  const rt::AdamWTensor empty{p.p, g.p, m.p, v.p, 0, true};
+  rt::AdamWHyper h;
+  h.lr = 0.1f;
+  const rt::AdamWResult a = rt::cuda::adamw_step(&empty, 1, h, 1.0, count)();
+  const rt::AdamWResult b = rt::cuda::adamw_step(nullptr, 0, h, 1.0, count)();
+  int32_t after = 0;
+  RT_CU(cudaMemcpy(&after, count, sizeof after, cudaMemcpyDeviceToHost));
+  RT_CU(cudaFree(count));
+  const bool ok = a.norm == 0 && !a.skipped && b.norm == 0 && !b.skipped && after == 7 && p.get()[0] == 1.0f;
+  expect_le(ok ? 0 : 1, 0, "adamw over no elements: norm 0, not skipped, the count advanced (5 -> 7), nothing else");
+}
+
 // The LayerNorm's dw and db left as partial sums by the dx kernels over three runs of rows (as windows'
 // applications: LnParts, RT_CUDA_LN_PARTS), added up by layernorm_parts_finish: the sums of the pass over all
 // rows to float32 rounding, dx the same bits as without; plain and scattered (one run through
@@ -1358,6 +1378,7 @@ static void check_half_buffers() {
   check_layernorm_glue();
   check_layernorm_back_glue();
   check_layernorm_parts();
+  check_adamw_empty();
   check_activation_half_input();
   check_keep_bf16();
   check_bf16_only();
