@@ -686,10 +686,9 @@ class CudaBackend final : public Backend {
   }
   // The LayerNorms' dw, db left by their per-window backward passes (RT_CUDA_LN_PARTS=1; off until measured on
   // a GPU): no pass of its own over all rows' x and dy (0.21 ms a char step by session 20's ncu, for ln_1, ln_2
-  // and the head's ln_f, of which this takes the first two).
+  // and the head's ln_f, which takes the same switch in softmax_xent.cu).
   bool block_ln_parts(const BlockShape& s) const override {
-    static const bool on = rt::env_switch("RT_CUDA_LN_PARTS", false);
-    return on && !fused_block(s) && cuda::layernorm_part_rows(1, s.d) > 0;
+    return cuda::ln_parts_wanted() && !fused_block(s) && cuda::layernorm_part_rows(1, s.d) > 0;
   }
   int layernorm_part_rows(int n, int d) const override { return cuda::layernorm_part_rows(n, d); }
   void layernorm_parts_finish(LnParts parts, int rows, int d, float* dw, float* db) override {

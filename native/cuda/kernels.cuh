@@ -120,7 +120,8 @@ void layernorm_forward_glue(const WindowGlue& glue, float* x, int B, int np, con
 // bits as a float32 dy holding the same values).
 void layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
                         float* dx, float* dw, float* db, int n, int d, bool dy_half = false);
-// dx = dres + ... (written; dres may equal dx, which is layernorm_backward); dw += ...; db += ... (db may be null).
+// dx = dres + ... (written; dres may equal dx, which is layernorm_backward, or be null: zeros); dw += ...; db +=
+// ... (db may be null).
 // parts: also leave the rows' dw and db sums as layernorm_part_rows(n, d) rows of partial sums there (for the d
 // where that is not -1).
 void layernorm_backward_res(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
@@ -135,6 +136,9 @@ void layernorm_backward_scatter(const float* x, const float* w, const float* mea
 // The rows of partial sums a backward over n rows leaves (-1: none for this d), and their sum over
 // `rows` rows (in order, deterministic) added to dw and db (db may be null).
 int layernorm_part_rows(int n, int d);
+// RT_CUDA_LN_PARTS=1: the LayerNorms' backward passes leave partial sums (the block's, Backend::block_ln_parts,
+// and the head's ln_f) rather than a pass of their own over all rows.
+bool ln_parts_wanted();
 void layernorm_parts_finish(LnParts parts, int rows, int d, float* dw, float* db);
 
 // ---- attention.cu ----

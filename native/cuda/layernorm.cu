@@ -17,6 +17,7 @@
 #include <string>
 #include <type_traits>
 
+#include "core/env.h"
 #include "cuda/common.cuh"
 #include "cuda/group.cuh"
 #include "cuda/kernels.cuh"
@@ -63,7 +64,8 @@ __global__ void layernorm_forward_kernel(const float* __restrict__ x, const floa
 }
 
 // dx = dres + (the LayerNorm's gradient); dres may be dx itself (accumulate: element j is read before it is
-// written, by the same thread), so neither carries __restrict__.
+// written, by the same thread), so neither carries __restrict__; a null dres adds +0 (the bits of a dres of
+// zeros, without their memset and read).
 template <class TD>
 __global__ void layernorm_backward_dx_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                              const float* __restrict__ mean, const float* __restrict__ rstd,
@@ -73,7 +75,7 @@ __global__ void layernorm_backward_dx_kernel(const float* __restrict__ x, const 
   if (row >= n) return;
   const float* xr = x + static_cast<size_t>(row) * d;
   const TD* gr = dy + static_cast<size_t>(row) * d;
-  const float* rr = dres + static_cast<size_t>(row) * d;
+  const float* rr = dres ? dres + static_cast<size_t>(row) * d : nullptr;
   float* dxr = dx + static_cast<size_t>(row) * d;
   const float m = mean[row], rs = rstd[row];
   float s1 = 0.0f, s2 = 0.0f;
@@ -86,7 +88,7 @@ __global__ void layernorm_backward_dx_kernel(const float* __restrict__ x, const 
   __nv_bfloat16* tr = twin ? twin + static_cast<size_t>(row) * d : nullptr;
   for (int j = lane; j < d; j += 32) {
     const float xh = (xr[j] - m) * rs;
-    const float o = rr[j] + rs * (dy_at(gr, j) * w[j] - m1 - xh * m2);
+    const float o = (rr ? rr[j] : 0.0f) + rs * (dy_at(gr, j) * w[j] - m1 - xh * m2);
     dxr[j] = o;
     if (tr) tr[j] = __float2bfloat16_rn(o);
   }
@@ -281,7 +283,7 @@ __device__ __forceinline__ void layernorm_backward_rows(const float* __restrict_
       const size_t i = static_cast<size_t>(row) * D + lane + 32 * k;
       xv[q][k] = x[i];
       gv[q][k] = dy_at(dy, i);
-      rv[q][k] = dres[i];
+      rv[q][k] = dres ? dres[i] : 0.0f;
     }
   }
 #pragma unroll
@@ -551,7 +553,6 @@ void layernorm_backward_as(const float* x, const float* w, const float* mean, co
                            const float* dres, float* dx, float* dw, float* db, int n, int d, __nv_bfloat16* twin,
                            const LnParts& parts) {
   if (dx) {
-    RT_CHECK(dres, "layernorm_backward: dres must not be null when dx is given");
     const bool rows = by_lanes_parts(d, parts.w != nullptr, [&](auto k, auto with_parts) {
       constexpr int K = decltype(k)::value;
       constexpr bool PARTS = decltype(with_parts)::value;
@@ -631,6 +632,11 @@ void layernorm_backward_scatter(const float* x, const float* w, const float* mea
     layernorm_backward_scatter_as(x, w, mean, rstd, reinterpret_cast<const __nv_bfloat16*>(dy), dres, s, n, d, twin,
                                   parts);
   else layernorm_backward_scatter_as(x, w, mean, rstd, dy, dres, s, n, d, twin, parts);
+}
+
+bool ln_parts_wanted() {
+  static const bool on = rt::env_switch("RT_CUDA_LN_PARTS", false);
+  return on;
 }
 
 int layernorm_part_rows(int n, int d) {

@@ -124,16 +124,29 @@ void head_xent(bool bf16, const float* Y, const float* lnw, const float* lnb, co
                                                        static_cast<int*>(row_hit.get()), R, totals);
   RT_CU_LAUNCH("head loss total");
   if (dY) {
-    RT_CU(cudaMemsetAsync(dY, 0, sizeof(float) * B * N * d, stream()));
-    if (P == N) {
-      layernorm_backward(X, lnw, mean.f32(), rstd.f32(), dH.f32(), dY, dlnw, dlnb, R, d);
-    } else {
-      Scratch dX(sizeof(float) * R * d);
-      RT_CU(cudaMemsetAsync(dX.get(), 0, sizeof(float) * R * d, stream()));
-      layernorm_backward(X, lnw, mean.f32(), rstd.f32(), dH.f32(), dX.f32(), dlnw, dlnb, R, d);
-      RT_CU(cudaMemcpy2DAsync(dY + static_cast<size_t>(N - P) * d, sizeof(float) * N * d, dX.get(), sizeof(float) * P * d,
-                              sizeof(float) * P * d, B, cudaMemcpyDeviceToDevice, stream()));
+    // The LayerNorm's dx written, not added to zeros (a null dres: no memset of dY and read of it back, 2 x 100 MB
+    // a char step); only the positions before the scored ones are zeroed.
+    float* dX = dY;
+    Scratch dXs;
+    if (P != N) {
+      RT_CU(cudaMemset2DAsync(dY, sizeof(float) * N * d, 0, sizeof(float) * (N - P) * d, B, stream()));
+      dXs = Scratch(sizeof(float) * R * d);
+      dX = dXs.f32();
     }
+    // ln_f's dw, db: as partial sums left by the dx kernel (RT_CUDA_LN_PARTS), or a pass of their own.
+    const int part_rows = ln_parts_wanted() && dlnw ? layernorm_part_rows(R, d) : -1;
+    if (part_rows > 0) {
+      Scratch parts(2 * sizeof(float) * static_cast<size_t>(part_rows) * d);
+      const LnParts lp{parts.f32(), parts.f32() + static_cast<size_t>(part_rows) * d};
+      layernorm_backward_res(X, lnw, mean.f32(), rstd.f32(), dH.f32(), nullptr, dX, nullptr, nullptr, R, d, nullptr,
+                             false, lp);
+      layernorm_parts_finish(lp, part_rows, d, dlnw, dlnb);
+    } else {
+      layernorm_backward_res(X, lnw, mean.f32(), rstd.f32(), dH.f32(), nullptr, dX, dlnw, dlnb, R, d);
+    }
+    if (P != N)
+      RT_CU(cudaMemcpy2DAsync(dY + static_cast<size_t>(N - P) * d, sizeof(float) * N * d, dX, sizeof(float) * P * d,
+                              sizeof(float) * P * d, B, cudaMemcpyDeviceToDevice, stream()));
   }
 }
 

@@ -1107,6 +1107,24 @@ static void check_layernorm_back_glue() {
       }
 }
 
+// The LayerNorm backward with no dres (the head's ln_f, which has no residual to add) gives the bits of a dres of
+// zeros: the register kernel (d = 384) and the generic one (d = 100), dx and its twin.
+static void check_layernorm_null_dres() {
+  for (const int d : {384, 100}) {
+    const int n = 777;
+    const size_t nd = static_cast<size_t>(n) * d;
+    const VF x = randv(nd, 191, -2, 3), w = randv(d, 192), b = randv(d, 193), dy = randv(nd, 194);
+    Dev gx(x), gw(w), gb(b), gy(nd), gm(n), gr(n), gdy(dy), zeros(VF(nd, 0.0f)), dx1(nd), dx2(nd);
+    DevBf t1(nd), t2(nd);
+    rt::cuda::layernorm_forward(gx.p, gw.p, gb.p, gy.p, gm.p, gr.p, n, d);
+    rt::cuda::layernorm_backward_res(gx.p, gw.p, gm.p, gr.p, gdy.p, zeros.p, dx1.p, nullptr, nullptr, n, d, t1.p);
+    rt::cuda::layernorm_backward_res(gx.p, gw.p, gm.p, gr.p, gdy.p, nullptr, dx2.p, nullptr, nullptr, n, d, t2.p);
+    const VF a = dx1.get(), c = dx2.get();
+    const bool same = std::memcmp(a.data(), c.data(), a.size() * 4) == 0 && t1.get() == t2.get();
+    expect_le(same ? 0 : 1, 0, "layernorm_backward without dres = with a dres of zeros, dx and twin d=" + std::to_string(d));
+  }
+}
+
 // An AdamW step over tensors of no elements (or none at all) counts as an applied step with norm 0, as on the
 // CPU (CpuBackend::adamw_step): the device step count advances, from 5 to 6 and then to 7.
 static void check_adamw_empty() {
@@ -1379,6 +1397,7 @@ static void check_half_buffers() {
   check_layernorm_back_glue();
   check_layernorm_parts();
   check_adamw_empty();
+  check_layernorm_null_dres();
   check_activation_half_input();
   check_keep_bf16();
   check_bf16_only();
