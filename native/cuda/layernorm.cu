@@ -321,6 +321,11 @@ __device__ __forceinline__ void layernorm_backward_rows(const float* __restrict_
 constexpr int kPartPasses = 4;
 template <int K, bool PARTS>
 constexpr int kBlockRows = kRowsPerBlock * kWarpRows<K> * (PARTS ? kPartPasses : 1);
+// Blocks an SM the dx kernels ask registers for: with PARTS, two (at d = 512 the scattering kernel took 140
+// registers, one block an SM; now 128, no spills); without, none asked (0: the code as before, where a bound
+// of 1 took d = 384's kernel from 64 registers to 70, four blocks an SM to three).
+template <bool PARTS>
+constexpr int kMinBlocks = PARTS ? 2 : 0;
 
 // Block blk's rows through layernorm_backward_rows, and with PARTS their dw, db sums into row blk of parts.
 template <int K, bool PARTS, class TD, class Out>
@@ -340,7 +345,7 @@ __device__ __forceinline__ void layernorm_backward_block(const float* __restrict
 }
 
 template <int K, bool PARTS, class TD>
-__global__ void __launch_bounds__(32 * kRowsPerBlock)
+__global__ void __launch_bounds__(32 * kRowsPerBlock, kMinBlocks<PARTS>)
     layernorm_backward_dx_rows_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                       const float* __restrict__ mean, const float* __restrict__ rstd,
                                       const TD* __restrict__ dy, const float* dres, float* dx,
@@ -351,7 +356,7 @@ __global__ void __launch_bounds__(32 * kRowsPerBlock)
 // The same scattered as BackScatter says (n = B (ns + nx) rows), and in the blocks past ln_blocks, dY's rows
 // t < ns copied into dy's rows t (and the twin), one row a warp: the window glue of the backward, in ln_1's pass.
 template <int K, bool PARTS, class TD>
-__global__ void __launch_bounds__(32 * kRowsPerBlock)
+__global__ void __launch_bounds__(32 * kRowsPerBlock, kMinBlocks<PARTS>)
     layernorm_backward_scatter_rows_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                            const float* __restrict__ mean, const float* __restrict__ rstd,
                                            const TD* __restrict__ dy, const float* __restrict__ dres, BackScatter s,
