@@ -43,33 +43,57 @@ constexpr int kSmem = kStages * kStageBytes + 1024;     // and slack to align th
 
 // dst[r][k] (R rows of Kp, Kp = K rounded up to 8) = bf16 of element (r, k): src[r * ld + k] when KC, else
 // src[k * ld + r]; zeros for k >= K. KC: a thread per 8 elements of a row. Else a 32x32 tile transposed
-// through shared memory, so that reads and writes are both along memory.
-__global__ void cast_k_kernel(const float* __restrict__ src, int ld, int R, int K, int Kp, __nv_bfloat16* dst) {
-  const int chunks = Kp / 8;
-  const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= static_cast<size_t>(R) * chunks) return;
+// through shared memory, so that reads and writes are both along memory. The batch kernels run several such
+// casts in one launch (blockIdx.z picks the cast): a layer pass's weight copies (weight_copies_make).
+struct CastJob {
+  const float* src;
+  int ld, R, K, Kp;
+  __nv_bfloat16* dst;
+};
+constexpr int kMaxCastJobs = 8;
+struct CastBatch {
+  CastJob job[kMaxCastJobs];
+};
+
+__device__ __forceinline__ void cast_k_at(const CastJob& c, size_t i) {
+  const int chunks = c.Kp / 8;
+  if (i >= static_cast<size_t>(c.R) * chunks) return;
   const int r = static_cast<int>(i / chunks), k0 = static_cast<int>(i % chunks) * 8;
-  const float* p = src + static_cast<size_t>(r) * ld;
+  const float* p = c.src + static_cast<size_t>(r) * c.ld;
   __align__(16) __nv_bfloat16 v[8];
 #pragma unroll
-  for (int e = 0; e < 8; ++e) v[e] = __float2bfloat16_rn(k0 + e < K ? p[k0 + e] : 0.0f);
-  *reinterpret_cast<uint4*>(dst + static_cast<size_t>(r) * Kp + k0) = *reinterpret_cast<const uint4*>(v);
+  for (int e = 0; e < 8; ++e) v[e] = __float2bfloat16_rn(k0 + e < c.K ? p[k0 + e] : 0.0f);
+  *reinterpret_cast<uint4*>(c.dst + static_cast<size_t>(r) * c.Kp + k0) = *reinterpret_cast<const uint4*>(v);
 }
 
-__global__ void cast_t_kernel(const float* __restrict__ src, int ld, int R, int K, int Kp, __nv_bfloat16* dst) {
-  __shared__ float t[32][33];
-  const int r0 = blockIdx.x * 32, k0 = blockIdx.y * 32, tx = threadIdx.x, ty = threadIdx.y;
+// The tile at (r0, k0) of a transposing cast (blockDim 32 x 8); t: the block's shared tile.
+__device__ __forceinline__ void cast_t_at(const CastJob& c, int r0, int k0, float (&t)[32][33]) {
+  if (r0 >= c.R || k0 >= c.Kp) return;  // (whole blocks: the barrier below is the block's)
+  const int tx = threadIdx.x, ty = threadIdx.y;
 #pragma unroll
   for (int j = 0; j < 32; j += 8) {
     const int k = k0 + ty + j, r = r0 + tx;
-    t[ty + j][tx] = k < K && r < R ? src[static_cast<size_t>(k) * ld + r] : 0.0f;
+    t[ty + j][tx] = k < c.K && r < c.R ? c.src[static_cast<size_t>(k) * c.ld + r] : 0.0f;
   }
   __syncthreads();
 #pragma unroll
   for (int j = 0; j < 32; j += 8) {
     const int r = r0 + ty + j, k = k0 + tx;
-    if (r < R && k < Kp) dst[static_cast<size_t>(r) * Kp + k] = __float2bfloat16_rn(t[tx][ty + j]);
+    if (r < c.R && k < c.Kp) c.dst[static_cast<size_t>(r) * c.Kp + k] = __float2bfloat16_rn(t[tx][ty + j]);
   }
+}
+
+__global__ void cast_k_kernel(CastJob c) { cast_k_at(c, static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x); }
+__global__ void cast_t_kernel(CastJob c) {
+  __shared__ float t[32][33];
+  cast_t_at(c, blockIdx.x * 32, blockIdx.y * 32, t);
+}
+__global__ void cast_k_batch_kernel(CastBatch b) {
+  cast_k_at(b.job[blockIdx.z], static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x);
+}
+__global__ void cast_t_batch_kernel(CastBatch b) {
+  __shared__ float t[32][33];
+  cast_t_at(b.job[blockIdx.z], blockIdx.x * 32, blockIdx.y * 32, t);
 }
 
 // One ROWS x 64 stage of an operand's K-major bf16 copy (rows of Kp) into the swizzled tile, 16 bytes per
@@ -227,13 +251,34 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 // The bf16 K-major copy of an operand with R rows (M or N) over K: stored K-contiguous (kc) or not.
 void cast(const float* src, int ld, bool kc, int R, int K, int Kp, __nv_bfloat16* dst) {
+  const CastJob c{src, ld, R, K, Kp, dst};
   if (kc) {
     const size_t n = static_cast<size_t>(R) * (Kp / 8);
-    cast_k_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream()>>>(src, ld, R, K, Kp, dst);
+    cast_k_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream()>>>(c);
   } else {
-    cast_t_kernel<<<dim3((R + 31) / 32, (Kp + 31) / 32), dim3(32, 8), 0, stream()>>>(src, ld, R, K, Kp, dst);
+    cast_t_kernel<<<dim3((R + 31) / 32, (Kp + 31) / 32), dim3(32, 8), 0, stream()>>>(c);
   }
   RT_CU_LAUNCH("gemm_wgmma cast");
+}
+
+// cast() of `count` jobs of one kind in one launch, each as cast() would make it (the same bits).
+void cast_batch(const CastJob* jobs, int count, bool kc) {
+  if (count == 0) return;
+  RT_CHECK(count <= kMaxCastJobs, "cast_batch: at most " + std::to_string(kMaxCastJobs) + " casts");
+  CastBatch b{};
+  unsigned gx = 1, gy = 1;
+  for (int i = 0; i < count; ++i) {
+    const CastJob& c = b.job[i] = jobs[i];
+    if (kc) {
+      gx = std::max(gx, static_cast<unsigned>((static_cast<size_t>(c.R) * (c.Kp / 8) + 255) / 256));
+    } else {
+      gx = std::max(gx, static_cast<unsigned>((c.R + 31) / 32));
+      gy = std::max(gy, static_cast<unsigned>((c.Kp + 31) / 32));
+    }
+  }
+  if (kc) cast_k_batch_kernel<<<dim3(gx, 1, count), 256, 0, stream()>>>(b);
+  else cast_t_batch_kernel<<<dim3(gx, gy, count), dim3(32, 8), 0, stream()>>>(b);
+  RT_CU_LAUNCH("gemm_wgmma cast (batch)");
 }
 
 // Whether this device can run the kernel (an sm_90a image loads), with its shared-memory limit raised;
@@ -360,15 +405,24 @@ void weight_copies_make(const float* const* W, const int* out, const int* in, in
   RT_CHECK(count <= kMaxCopies, "weight_copies_make: at most " + std::to_string(kMaxCopies) + " matrices");
   t_copy_count = 0;
   auto* at = reinterpret_cast<__nv_bfloat16*>(dst);
+  CastJob jobs[kMaxCopies];
   for (int i = 0; i < count; ++i) {
     int R, K;
     copy_shape(backward, out[i], in[i], &R, &K);
     const int Kp = (K + 7) / 8 * 8;
     // The layouts gemm_sm90 casts a weight to: K-contiguous (kc) as stored for the forward, transposed
     // for the backward. Each copy starts 16-byte aligned (R * Kp * 2 bytes is a multiple of 16).
-    cast(W[i], in[i], !backward, R, K, Kp, at);
+    jobs[i] = {W[i], in[i], R, K, Kp, at};
     t_copies[t_copy_count++] = {W[i], !backward, R, K, in[i], at};
     at += static_cast<size_t>(R) * Kp;
+  }
+  // One launch for all of them (RT_CUDA_CAST_BATCH=0: one each, as before), a few microseconds and a launch
+  // gap less per copy.
+  static const bool batch = rt::env_switch("RT_CUDA_CAST_BATCH", true);
+  if (batch) {
+    cast_batch(jobs, count, !backward);
+  } else {
+    for (int i = 0; i < count; ++i) cast(jobs[i].src, jobs[i].ld, !backward, jobs[i].R, jobs[i].K, jobs[i].Kp, jobs[i].dst);
   }
 }
 

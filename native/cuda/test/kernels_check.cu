@@ -1130,6 +1130,42 @@ static void check_layernorm_null_dres() {
   }
 }
 
+// A layer pass's bf16 weight copies (weight_copies_make, one launch for all since session 21): each the bf16
+// bits of its weight, K-contiguous as stored for the forward and transposed for the backward, rows padded with
+// zeros to a multiple of 8; the char block's four shapes and one with both sides odd.
+static void check_weight_copies() {
+  if (!(rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled())) return;
+  const int count = 5, out[count] = {1152, 384, 1536, 384, 65}, in[count] = {384, 384, 384, 1536, 100};
+  std::vector<Dev> W;
+  std::vector<VF> w;
+  const float* ptr[count];
+  for (int i = 0; i < count; ++i) {
+    w.push_back(randv(static_cast<size_t>(out[i]) * in[i], 201 + i));
+    W.emplace_back(w.back());
+    ptr[i] = W.back().p;
+  }
+  for (const bool backward : {false, true}) {
+    const size_t floats = rt::cuda::weight_copies_floats(out, in, count);
+    Dev dst(floats);
+    rt::cuda::weight_copies_make(ptr, out, in, count, backward, dst.p);
+    const VF got = dst.get();
+    rt::cuda::weight_copies_clear();
+    const auto* bits = reinterpret_cast<const uint16_t*>(got.data());
+    size_t at = 0, bad = 0;
+    for (int i = 0; i < count; ++i) {
+      const int R = backward ? in[i] : out[i], K = backward ? out[i] : in[i], Kp = (K + 7) / 8 * 8;
+      for (int r = 0; r < R; ++r)
+        for (int k = 0; k < Kp; ++k) {
+          const float v = k >= K ? 0.0f : backward ? w[i][static_cast<size_t>(k) * in[i] + r] : w[i][static_cast<size_t>(r) * in[i] + k];
+          bad += bits[at + static_cast<size_t>(r) * Kp + k] != bf16_bits(v);
+        }
+      at += static_cast<size_t>(R) * Kp;
+    }
+    expect_le(static_cast<double>(bad), 0, std::string("weight_copies_make: the weights' bf16 bits, ") +
+                                               (backward ? "transposed (backward)" : "as stored (forward)"));
+  }
+}
+
 // An AdamW step over tensors of no elements (or none at all) counts as an applied step with norm 0, as on the
 // CPU (CpuBackend::adamw_step): the device step count advances, from 5 to 6 and then to 7.
 static void check_adamw_empty() {
@@ -1397,6 +1433,7 @@ static void check_half_buffers() {
   check_layernorm_parts();
   check_adamw_empty();
   check_layernorm_null_dres();
+  check_weight_copies();
   check_activation_half_input();
   check_keep_bf16();
   check_bf16_only();
