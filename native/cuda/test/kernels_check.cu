@@ -157,6 +157,9 @@ static void check_gemm() {
       {true, false, 4, 8, 4, 0}, {false, true, 1000, 4, 68, 0},
       // The wide Hopper kernel (N >= 384, no split: 128x192 tiles): tails in M, N and K, each orientation.
       {false, true, 300, 400, 100, 0.5f}, {false, false, 260, 777, 136, 0}, {true, false, 200, 384, 72, 1},
+      // Between half a wave and a wave of 128x128 tiles (the char config's first window: RT_CUDA_WGMMA_HALF_WAVE
+      // sends Auto to the Hopper path, unsplit), short and long reductions.
+      {false, true, 4096, 384, 384, 0}, {false, false, 4096, 384, 1536, 0.5f},
   };
   for (const KernelName& kn : kKernels)
   for (const Case& c : cases)
@@ -192,7 +195,8 @@ static void check_gemm() {
       if (!bf16 && kn.k != rt::cuda::GemmKernel::MmaBig) continue;
       use(kn);
       struct RC { bool ta; int M, N, K; bool in_place; };
-      for (const RC& c : {RC{false, 130, 290, 96, false}, RC{false, 77, 64, 40, true}, RC{true, 288, 96, 4096, false}}) {
+      for (const RC& c : {RC{false, 130, 290, 96, false}, RC{false, 77, 64, 40, true}, RC{true, 288, 96, 4096, false},
+                          RC{false, 4096, 384, 1536, false}}) {
         const int lda = c.ta ? c.M : c.K, ldb = c.N;
         VF A = randv(static_cast<size_t>(c.ta ? c.K : c.M) * lda, 61), B = randv(static_cast<size_t>(c.K) * ldb, 62);
         VF bias = randv(c.N, 63), R = randv(static_cast<size_t>(c.M) * c.N, 64), want = R;
