@@ -33,6 +33,10 @@ const CASES = [
   { name: 'copy accumulate relu drop', cfg: { vocabSize: 16, d: 96, heads: 6, window: 32, variant: 'accumulate', activation: 'relu', head: { copy: 16 }, maxLen: 400, dropout: 0.1 }, B: 4, Ns: [300, 300, 300, 200, 200, 300, 300, 100, 100, 300] },
   { name: 'lm forget gelu drop', cfg: { vocabSize: 65, d: 64, heads: 4, window: 8, variant: 'forget', activation: 'gelu', maxLen: 64, dropout: 0.1 }, B: 3, Ns: [45, 45, 45, 45, 30, 30, 45] },
   { name: 'lm plain w=0 2 layers bias', cfg: { vocabSize: 50, d: 32, heads: 2, window: 0, layers: 2, bias: true, maxLen: 40, dropout: 0.1 }, B: 2, Ns: [33, 33, 33, 33] },
+  // Unfused forget with register LayerNorm kernels (d = 256): where RT_CUDA_LN_BACK_GLUE and RT_CUDA_LN_PARTS act,
+  // without dropout (dm's bf16 copy handed from the scatter to the product) and with.
+  { name: 'lm forget gelu d256 (unfused)', cfg: { vocabSize: 65, d: 256, heads: 4, window: 8, variant: 'forget', activation: 'gelu', maxLen: 64 }, B: 3, Ns: [45, 45, 45, 30, 30, 45] },
+  { name: 'lm forget gelu d256 (unfused) drop', cfg: { vocabSize: 65, d: 256, heads: 4, window: 8, variant: 'forget', activation: 'gelu', maxLen: 64, dropout: 0.1 }, B: 3, Ns: [45, 45, 30, 45] },
   { name: 'classify accumulate gelu d48 (unfused) drop', cfg: { vocabSize: 256, d: 48, heads: 3, window: 16, variant: 'accumulate', head: { classify: 10 }, maxLen: 100, dropout: 0.1 }, B: 5, Ns: [100, 100, 100, 100] },
 ];
 
