@@ -516,18 +516,10 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
     const float* dY2 = k >= 2 ? dY + static_cast<size_t>(k - 2) * w * d : nullptr;  // dY_{k-2}
     // Window k-1 (k >= 2) is a full one: its output gradient has 2 w rows, as the scatter's dy wants.
     const bool scatter = scatter_on && k >= 2;
-    BackScatter sc;
-    if (scatter) {
-      sc.dy = dout(k - 1);
-      sc.dys = 2 * static_cast<size_t>(w) * d;
-      sc.dY = dY2;
-      sc.dYs = Nd;
-      sc.dX = dXk;
-      sc.dXs = Nd;
-      sc.ns = w;
-      sc.nx = lk;
-      sc.dy16 = drop ? nullptr : view(k - 1).b16.dm;  // dm is dy itself without dropout
-    }
+    // (dy16: dm is dy itself without dropout)
+    const BackScatter sc = scatter ? BackScatter{dout(k - 1), dY2, dXk, drop ? nullptr : view(k - 1).b16.dm,
+                                                 2 * static_cast<size_t>(w) * d, Nd, Nd, w, lk}
+                                   : BackScatter{};
     back(k, o, din.get(), assembled ? &glue : nullptr, scatter ? &sc : nullptr, formed);
     if (scatter) {
       // Window k-1's output gradient and dX's rows already where they belong.
