@@ -1170,6 +1170,53 @@ static void check_weight_copies() {
   }
 }
 
+// The head (ln_f, logits through W, softmax cross-entropy and its backward) against cpu::head_xent: the loss, the
+// hits, dY (written, zero before the scored positions), and dlnw, dlnb, dW (added to). Since session 21 the
+// LayerNorm's dx is written without a dres and the logits product reads H's bf16 copy. All positions scored
+// (d = 384, V = 65: the char head) and the last P (d = 96, V = 16: the copy head), ignored targets among them,
+// float32 and bf16, and with RT_CUDA_LN_PARTS in the environment the partial sums' path for ln_f.
+static void check_head_xent() {
+  struct Case { int B, N, d, V, P; };
+  for (const Case c : {Case{40, 64, 384, 65, 64}, Case{8, 50, 96, 16, 7}})
+    for (const bool bf16 : {false, true}) {
+      const int R = c.B * c.P, ignore = -100;
+      const size_t nY = static_cast<size_t>(c.B) * c.N * c.d;
+      const VF Y = randv(nY, 211, -2, 2), lnw = randv(c.d, 212, 0.5f, 1.5f), lnb = randv(c.d, 213),
+               W = randv(static_cast<size_t>(c.V) * c.d, 214, -0.2f, 0.2f), dlnw0 = randv(c.d, 215),
+               dlnb0 = randv(c.d, 216), dW0 = randv(W.size(), 217);
+      std::vector<int32_t> tgt(R);
+      std::mt19937 g(static_cast<uint32_t>(c.V * 13 + c.d));
+      for (auto& t : tgt) t = g() % 11 == 0 ? ignore : static_cast<int32_t>(g() % c.V);
+      VF dY(nY, NAN), dlnw = dlnw0, dlnb = dlnb0, dW = dW0;
+      const rt::XentResult r = rt::cpu::head_xent(Y.data(), lnw.data(), lnb.data(), W.data(), tgt.data(), c.B, c.N, c.d,
+                                                  c.V, c.P, ignore, dY.data(), dlnw.data(), dlnb.data(), dW.data());
+      int32_t* gt = nullptr;
+      double* totals = nullptr;
+      RT_CU(cudaMalloc(&gt, R * sizeof(int32_t)));
+      RT_CU(cudaMalloc(&totals, 2 * sizeof(double)));
+      RT_CU(cudaMemcpy(gt, tgt.data(), R * sizeof(int32_t), cudaMemcpyHostToDevice));
+      RT_CU(cudaDeviceSynchronize());
+      Dev gY(Y), glnw(lnw), glnb(lnb), gW(W), gdY(nY), gdlnw(dlnw0), gdlnb(dlnb0), gdW(dW0);
+      rt::cuda::head_xent(bf16, gY.p, glnw.p, glnb.p, gW.p, gt, c.B, c.N, c.d, c.V, c.P, ignore, r.count, gdY.p, gdlnw.p,
+                          gdlnb.p, gdW.p, totals);
+      double t[2];
+      RT_CU(cudaMemcpy(t, totals, sizeof t, cudaMemcpyDeviceToHost));
+      RT_CU(cudaFree(gt));
+      RT_CU(cudaFree(totals));
+      const std::string what = "head_xent B=" + std::to_string(c.B) + " N=" + std::to_string(c.N) + " P=" +
+                               std::to_string(c.P) + " d=" + std::to_string(c.d) + " V=" + std::to_string(c.V);
+      expect_le(std::fabs(t[0] / static_cast<double>(r.count) - r.loss) / r.loss, bf16 ? 1e-2 : 1e-5,
+                what + " loss" + (bf16 ? " [bf16]" : " [f32]"));
+      // (argmax hits may flip on near-ties under bf16 rounding)
+      expect_le(std::fabs(t[1] - static_cast<double>(r.correct)), bf16 ? 0.02 * r.count + 1 : 1,
+                what + " hits" + (bf16 ? " [bf16]" : " [f32]"));
+      check(gdY.get(), dY, bf16, what + " dY", 2e-2);  // (bf16 logits and dlogits: check-model's limit)
+      check(gdlnw.get(), dlnw, bf16, what + " dlnw");
+      check(gdlnb.get(), dlnb, bf16, what + " dlnb");
+      check(gdW.get(), dW, bf16, what + " dW");
+    }
+}
+
 // An AdamW step over tensors of no elements (or none at all) counts as an applied step with norm 0, as on the
 // CPU (CpuBackend::adamw_step): the device step count advances, from 5 to 6 and then to 7.
 static void check_adamw_empty() {
@@ -1438,6 +1485,7 @@ static void check_half_buffers() {
   check_adamw_empty();
   check_layernorm_null_dres();
   check_weight_copies();
+  check_head_xent();
   check_activation_half_input();
   check_keep_bf16();
   check_bf16_only();
