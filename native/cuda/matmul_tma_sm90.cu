@@ -112,17 +112,44 @@ __device__ __forceinline__ void put_box(const GemmArgs& g, const CUtensorMap* ma
 // hit distinct banks).
 // boxes: the warp's count of boxes stored so far (which of the two is next, across tiles).
 // LANES: the boxes stored by the warp's lanes (lane_store), not the copy engine.
-template <int EPI, int BN, bool LANES>
+// PRE (EPI 2 with a residual; RT_CUDA_RES_PREFETCH): each box's residual values loaded kResAhead boxes ahead, so
+// that their latency runs under the boxes before. Loaded in the epilogue's own order, each box's waited for in
+// turn (take_box's wait is a barrier to the compiler), a residual product's tile of 8 to 24 boxes a warp spent
+// a global load's latency on each (session 16: attn c_proj 15.5 us against 7.4 without its epilogue, mlp c_proj
+// 23.9 against 14.7). The same values, added in the same order: the same bits.
+constexpr int kResAhead = 2;
+template <int EPI, int BN, bool LANES, bool PRE = false>
 __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUtensorMap* map_c, const CUtensorMap* map_g,
                                                   int m0, int n0, const float (&acc)[BN / 2], uint8_t* staging,
                                                   int& boxes, uint32_t fx) {
   constexpr bool HALF = EPI >= 3;
+  static_assert(!PRE || EPI == 2, "the residual's prefetch is for a float32 C (EPI 2)");
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, r = lane >> 2, q = lane & 3;
   const int row0 = m0 + warp * 16;
   uint8_t* box0 = staging + (threadIdx.x >> 5) * 2 * kChunk;
   constexpr int J = HALF ? 2 : 1;  // accumulator column groups (8 columns) per box
+  constexpr int C = BN / 8 / J;    // boxes
+  // PRE: box c's residual values for rows r and r + 8 (zeros outside C, and in the second where gc + 1 is past N,
+  // as epilogue_value reads them); fully unrolled, so registers, live from their load to their box.
+  float2 res[PRE ? C : 1][2];
+  auto load_res = [&](int c) {
+    const int gc = n0 + 8 * c + 2 * q;
 #pragma unroll
-  for (int c = 0; c < BN / 8 / J; ++c) {
+    for (int h = 0; h < 2; ++h) {
+      const int gr = row0 + r + 8 * h;
+      const float* p = g.res + static_cast<size_t>(gr) * g.ldc + gc;
+      res[c][h] = gr < g.M && gc < g.N ? make_float2(p[0], gc + 1 < g.N ? p[1] : 0.0f) : make_float2(0.0f, 0.0f);
+    }
+  };
+  if constexpr (PRE) {
+#pragma unroll
+    for (int c = 0; c < kResAhead && c < C; ++c) load_res(c);
+  }
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+    if constexpr (PRE) {
+      if (c + kResAhead < C) load_res(c + kResAhead);
+    }
     uint8_t* box = take_box<LANES>(box0, boxes);
 #pragma unroll
     for (int jj = 0; jj < J; ++jj) {
@@ -131,9 +158,15 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
       for (int h = 0; h < 2; ++h) {
         const int gr = row0 + r + 8 * h;
         // (outside C nothing is read: the engine drops those elements)
-        const float2 o = gr < g.M && gc < g.N ? epilogue_value<!HALF>(g, gr, gc, acc[4 * j + 2 * h],
-                                                                    acc[4 * j + 2 * h + 1], gc + 1 < g.N)
-                                              : make_float2(0.0f, 0.0f);
+        float2 o;
+        if constexpr (PRE)
+          o = gr < g.M && gc < g.N ? epilogue_value_res(g, gc, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1],
+                                                        gc + 1 < g.N, res[c][h])
+                                   : make_float2(0.0f, 0.0f);
+        else
+          o = gr < g.M && gc < g.N ? epilogue_value<!HALF>(g, gr, gc, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1],
+                                                           gc + 1 < g.N)
+                                   : make_float2(0.0f, 0.0f);
         const int e = (r + 8 * h) * 8 * J + 8 * jj + 2 * q;  // element within the 16 x (8 J) box
         if constexpr (HALF) *reinterpret_cast<__nv_bfloat162*>(box + e * 2) = __floats2bfloat162_rn(o.x, o.y);
         else *reinterpret_cast<float2*>(box + e * 4) = o;
@@ -209,7 +242,7 @@ __device__ __forceinline__ void mma_k16(float (&acc)[BN / 2], uint64_t a, uint64
 // store_tile_staged's, through map_c (and map_g: act(C)'s map for 4 and 5, x's for 6 and 7, whose tile the
 // producer loads after each tile's K steps into the next stage, which the consumers hand back after their
 // epilogue); LANES: store_tile_staged's boxes stored by the lanes.
-template <int BN, int STAGES, int MINB, int EPI, bool LANES>
+template <int BN, int STAGES, int MINB, int EPI, bool LANES, bool PRE>
 __global__ void __launch_bounds__(kThreads, MINB)
     gemm_tma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
                     const __grid_constant__ CUtensorMap map_c, const __grid_constant__ CUtensorMap map_g, GemmArgs g,
@@ -314,7 +347,8 @@ __global__ void __launch_bounds__(kThreads, MINB)
         fx = smem_addr(smem + s * L::kStage + wg * 64 * 128);
       }
       if constexpr (EPI >= 2)
-        store_tile_staged<EPI, BN, LANES>(g, &map_c, &map_g, m0 + wg * 64, n0, acc, smem + L::kStaging, boxes, fx);
+        store_tile_staged<EPI, BN, LANES, PRE>(g, &map_c, &map_g, m0 + wg * 64, n0, acc, smem + L::kStaging, boxes,
+                                               fx);
       else store_tile<EPI>(g, br.C, m0 + wg * 64, n0, acc);
       if constexpr (EPI >= 6) {  // x's stage back to the producer, once every lane has read its part
         __syncwarp();
@@ -371,11 +405,11 @@ bool encode_c(CUtensorMap* map, const void* p, bool half, int ld, const GemmArgs
 long g_launches = 0, g_act_launches = 0;
 
 // mc, mg: the maps of C and act(C) (encode_c) for the staged epilogues (EPI 2 to 5; mg 4 and 5).
-template <int BN, int STAGES, int MINB, int EPI, bool LANES = false>
+template <int BN, int STAGES, int MINB, int EPI, bool LANES = false, bool PRE = false>
 bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
             const CUtensorMap& mc, const CUtensorMap& mg) {
   using L = Layout<BN, STAGES>;
-  auto kernel = gemm_tma_kernel<BN, STAGES, MINB, EPI, LANES>;
+  auto kernel = gemm_tma_kernel<BN, STAGES, MINB, EPI, LANES, PRE>;
   // Per instantiation, once: the shared-memory limit raised, and how many blocks fit the GPU at once (the
   // grid is persistent: as many blocks as run together, each taking tiles in turn).
   static const int resident = [&] {
@@ -409,6 +443,11 @@ bool g_tma_store = rt::env_switch("RT_CUDA_TMA_STORE", true);
 // us), a char step slower (8.39 against 8.18 ms); off.
 bool g_lane_store = rt::env_switch("RT_CUDA_LANE_STORE", false);
 
+// RT_CUDA_RES_PREFETCH=1 (set_res_prefetch; off until measured): a float32 C's residual values loaded ahead of
+// their boxes in the staged epilogue (store_tile_staged's PRE), on 96- and 192-wide tiles: the char config's attn
+// c_proj and mlp c_proj forward, with their residual stream.
+bool g_res_prefetch = rt::env_switch("RT_CUDA_RES_PREFETCH", false);
+
 // RT_CUDA_TMA_BN96 (set_tma_bn96): 1, the default, 128 x 96 tiles where they leave the SMs less uneven work than
 // 128 x 128 ones (tiles_per_sm_span); 0 never; 2 for every product the 192-wide rule does not take
 // (kernels_check). H200, session 19 (s19b): a char step 8.18 ms against 8.37 with 0; c_attn's product alone
@@ -425,11 +464,11 @@ long tiles_per_sm_span(const GemmArgs& g, int bn) {
   return (tiles + sms - 1) / sms * bn;
 }
 
-template <int BN, int STAGES, int MINB, int EPI>
+template <int BN, int STAGES, int MINB, int EPI, bool PRE = false>
 bool launch_staged(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
                    const CUtensorMap& mc, const CUtensorMap& mg) {
-  return g_lane_store ? launch<BN, STAGES, MINB, EPI, true>(g, A, B, Kp, splits, mc, mg)
-                      : launch<BN, STAGES, MINB, EPI, false>(g, A, B, Kp, splits, mc, mg);
+  return g_lane_store ? launch<BN, STAGES, MINB, EPI, true, PRE>(g, A, B, Kp, splits, mc, mg)
+                      : launch<BN, STAGES, MINB, EPI, false, PRE>(g, A, B, Kp, splits, mc, mg);
 }
 
 // The staged epilogue where it is on, C is unsplit, beta is 0 and the copy engine can address C; else the
@@ -452,7 +491,16 @@ bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* 
   switch (epi) {
     case 0: launched = launch<BN, STAGES, MINB, 0>(g, A, B, Kp, splits, mc, mg); break;
     case 1: launched = launch<BN, STAGES, MINB, 1>(g, A, B, Kp, splits, mc, mg); break;
-    case 2: launched = launch_staged<BN, STAGES, MINB, 2>(g, A, B, Kp, splits, mc, mg); break;
+    case 2:
+      // (not on 128-wide tiles: there the prefetched values spilled 560-912 bytes a thread at 96 registers)
+      if constexpr (BN != 128) {
+        if (g_res_prefetch && g.res) {
+          launched = launch_staged<BN, STAGES, MINB, 2, true>(g, A, B, Kp, splits, mc, mg);
+          break;
+        }
+      }
+      launched = launch_staged<BN, STAGES, MINB, 2>(g, A, B, Kp, splits, mc, mg);
+      break;
     case 3: launched = launch_staged<BN, STAGES, MINB, 3>(g, A, B, Kp, splits, mc, mg); break;
     case 4: launched = launch_staged<BN, STAGES, MINB, 4>(g, A, B, Kp, splits, mc, mg); break;
     case 5: launched = launch_staged<BN, STAGES, MINB, 5>(g, A, B, Kp, splits, mc, mg); break;
@@ -474,6 +522,8 @@ bool g_tma = rt::env_switch("RT_CUDA_GEMM_TMA", true);
 void set_tma_gemm(bool on) { g_tma = on; }
 void set_tma_store(bool on) { g_tma_store = on; }
 void set_lane_store(bool on) { g_lane_store = on; }
+void set_res_prefetch(bool on) { g_res_prefetch = on; }
+bool res_prefetch() { return g_res_prefetch; }
 void set_tma_bn96(int mode) { g_tma_bn96 = mode; }
 int tma_bn96() { return g_tma_bn96; }
 bool lane_store() { return g_lane_store; }

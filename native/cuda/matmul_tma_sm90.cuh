@@ -24,6 +24,10 @@ bool tma_store();
 // after (the same bits). Default off; RT_CUDA_LANE_STORE=1 turns it on.
 void set_lane_store(bool on);
 bool lane_store();
+// A float32 C's residual values loaded two boxes ahead in the staged epilogue, for the products launched after
+// (the same bits). Default off; RT_CUDA_RES_PREFETCH=1 turns it on.
+void set_res_prefetch(bool on);
+bool res_prefetch();
 // 128 x 96 tiles (RT_CUDA_TMA_BN96): 0 never, 1 (the default) where they spread the work more evenly over the SMs, 2 for
 // every product not on 192-wide tiles (kernels_check), for the products launched after.
 void set_tma_bn96(int mode);

@@ -24,6 +24,16 @@ __device__ __forceinline__ float2 epilogue_value(const GemmArgs& g, int gr, int 
   return make_float2(o0, o1);
 }
 
+// epilogue_value<true> with the residual's two values already loaded (rv: rv.y 0 where !two), for a product that
+// has one (store_tile_staged's PRE): the same operations in the same order.
+__device__ __forceinline__ float2 epilogue_value_res(const GemmArgs& g, int gc, float v0, float v1, bool two, float2 rv) {
+  float o0 = v0 * g.alpha, o1 = v1 * g.alpha;
+  if (g.bias) o0 += g.bias[gc], o1 += two ? g.bias[gc + 1] : 0.0f;
+  o0 += rv.x;
+  o1 += rv.y;
+  return make_float2(o0, o1);
+}
+
 // A bf16 C (GemmArgs::c_half: unsplit, no residual, beta 0): one or two outputs from column gc of row gr,
 // rounded after alpha and the bias, as one 4-byte store where the address allows.
 __device__ __forceinline__ void epilogue_half(const GemmArgs& g, float* C, int gr, int gc, float v0, float v1, bool two) {

@@ -912,14 +912,15 @@ static void check_bf16_only() {
 // The TMA products' epilogue and tile modes (set_tma_store, set_lane_store, set_tma_bn96), set for a check and
 // put back as the process had them when it ends.
 struct ProductModes {
-  const bool staged = rt::cuda::tma_store(), lanes = rt::cuda::lane_store();
+  const bool staged = rt::cuda::tma_store(), lanes = rt::cuda::lane_store(), prefetch = rt::cuda::res_prefetch();
   const int bn96 = rt::cuda::tma_bn96();
-  static void set(bool staged_, bool lanes_, int bn96_) {
+  static void set(bool staged_, bool lanes_, int bn96_, bool prefetch_ = false) {
     rt::cuda::set_tma_store(staged_);
     rt::cuda::set_lane_store(lanes_);
     rt::cuda::set_tma_bn96(bn96_);
+    rt::cuda::set_res_prefetch(prefetch_);
   }
-  ~ProductModes() { set(staged, lanes, bn96); }
+  ~ProductModes() { set(staged, lanes, bn96, prefetch); }
 };
 
 // matmul_tma_sm90.cu's kernel against matmul_sm90.cu's cp.async ones on the same bf16 operands: the same
@@ -931,8 +932,10 @@ static void check_tma_bits() {
   struct Case { int M, N, K; bool bias, res, half; };
   const ProductModes process;
   for (const int bn96 : {0, 2})  // 128-wide tiles (192 where the rule says); 96-wide for all it does not
-  for (const int mode : {0, 1, 2}) {  // the direct epilogue, the staged one by the engine, by the lanes
-    ProductModes::set(mode > 0, mode == 2, bn96);
+  // the direct epilogue, the staged one by the engine, by the lanes, and by the engine with the residual's values
+  // loaded ahead (RT_CUDA_RES_PREFETCH: on 96- and 192-wide tiles)
+  for (const int mode : {0, 1, 2, 3}) {
+    ProductModes::set(mode > 0, mode == 2, bn96, mode == 3);
     for (const Case c : {Case{8192, 1152, 384, true, false, true}, Case{8192, 384, 1536, true, true, false},
                          Case{8192, 384, 1152, false, false, false}, Case{1000, 300, 200, true, true, false},
                          Case{333, 1000, 4000, false, false, false}, Case{96, 96, 8192, false, false, false},
@@ -950,7 +953,10 @@ static void check_tma_bits() {
         rt::cuda::gemm(true, false, true, c.M, c.N, c.K, 1.0f, nullptr, c.K, W.p, c.K, 0.0f, (v ? C1 : C0).p, c.N,
                        c.bias ? b.p : nullptr, nullptr, c.res ? r.p : nullptr, A.p, c.half);
       }
-      const std::string how = std::string(mode == 0 ? "" : mode == 1 ? ", staged epilogue" : ", staged epilogue stored by the lanes") +
+      const std::string how = std::string(mode == 0   ? ""
+                                          : mode == 1 ? ", staged epilogue"
+                                          : mode == 2 ? ", staged epilogue stored by the lanes"
+                                                      : ", staged epilogue, residual loaded ahead") +
                               (bn96 ? ", 96-wide tiles" : "");
       expect_le(std::labs(rt::cuda::tma_launches() - launched - 1), 0,
                 "gemm TMA kernel launched, not a fallback " + shape(c.M, c.N, c.K) + how);
