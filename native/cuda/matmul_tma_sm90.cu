@@ -117,7 +117,10 @@ __device__ __forceinline__ void put_box(const GemmArgs& g, const CUtensorMap* ma
 // turn (take_box's wait is a barrier to the compiler), a residual product's tile of 8 to 24 boxes a warp spent
 // a global load's latency on each (session 16: attn c_proj 15.5 us against 7.4 without its epilogue, mlp c_proj
 // 23.9 against 14.7). The same values, added in the same order: the same bits.
-constexpr int kResAhead = 2;
+// Boxes ahead: on 192-wide tiles (one block an SM, ~150 registers of 224) six, on 96-wide ones (two blocks, 96
+// registers) two, which fit without spills.
+template <int BN>
+constexpr int kResAhead = BN == 192 ? 6 : 2;
 template <int EPI, int BN, bool LANES, bool PRE = false>
 __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUtensorMap* map_c, const CUtensorMap* map_g,
                                                   int m0, int n0, const float (&acc)[BN / 2], uint8_t* staging,
@@ -143,12 +146,12 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
   };
   if constexpr (PRE) {
 #pragma unroll
-    for (int c = 0; c < kResAhead && c < C; ++c) load_res(c);
+    for (int c = 0; c < kResAhead<BN> && c < C; ++c) load_res(c);
   }
 #pragma unroll
   for (int c = 0; c < C; ++c) {
     if constexpr (PRE) {
-      if (c + kResAhead < C) load_res(c + kResAhead);
+      if (c + kResAhead<BN> < C) load_res(c + kResAhead<BN>);
     }
     uint8_t* box = take_box<LANES>(box0, boxes);
 #pragma unroll
