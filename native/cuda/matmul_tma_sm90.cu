@@ -95,6 +95,24 @@ __device__ __forceinline__ void put_box(const GemmArgs& g, const CUtensorMap* ma
   }
 }
 
+// With store_tile_staged's PRE on 192-wide tiles, before a tile's K steps: the warpgroup's 64 rows of the residual
+// under its tile asked into L2 (one prefetch per 128-byte line, the warpgroup's 128 threads in turn), so that the
+// epilogue's loads ahead of their boxes find them there rather than in DRAM. That is mlp c_proj forward, whose
+// residual x2 c_fc's 50 MB of outputs have likely pushed out of L2. A hint: nothing waits for it, and the values
+// are read as before. (On 96-wide tiles, at their 96 registers, it spilled 28 bytes a thread.)
+template <int BN>
+__device__ __forceinline__ void prefetch_res_l2(const GemmArgs& g, int r0, int c0) {
+  constexpr int kPerRow = BN * 4 / 128, kLines = 64 * kPerRow;
+  static_assert(BN * 4 % 128 == 0, "whole lines a row");
+#pragma unroll
+  for (int k = 0; k < (kLines + 127) / 128; ++k) {
+    const int l = (threadIdx.x & 127) + 128 * k;
+    const int r = r0 + l / kPerRow, c = c0 + (l % kPerRow) * 32;
+    if (l < kLines && r < g.M && c < g.N)
+      asm volatile("prefetch.global.L2 [%0];\n" ::"l"(g.res + static_cast<size_t>(r) * g.ldc + c));
+  }
+}
+
 // A warpgroup's 64 x BN accumulator tile (from (m0, n0)) through the epilogue (alpha, bias, residual; no
 // split, beta 0) into C by the copy engine: each warp writes its 16 rows 32 bytes of columns at a time (8
 // float32 or 16 bf16) into one of its two staging boxes and lane 0 stores the box (rows and columns outside C
@@ -117,26 +135,8 @@ __device__ __forceinline__ void put_box(const GemmArgs& g, const CUtensorMap* ma
 // turn (take_box's wait is a barrier to the compiler), a residual product's tile of 8 to 24 boxes a warp spent
 // a global load's latency on each (session 16: attn c_proj 15.5 us against 7.4 without its epilogue, mlp c_proj
 // 23.9 against 14.7). The same values, added in the same order: the same bits.
-// PRE on 192-wide tiles (mlp c_proj forward, whose residual x2 c_fc's 50 MB of outputs have likely pushed out of
-// L2), before a tile's K steps: the warpgroup's 64 rows of the residual under its tile asked into L2 (one prefetch per
-// 128-byte line, the warpgroup's 128 threads in turn), so that the epilogue's loads ahead of their boxes find them
-// there rather than in DRAM. A hint: nothing waits for it, and the values are read as before. (On 96-wide tiles,
-// at their 96 registers, it spilled 28 bytes a thread.)
-template <int BN>
-__device__ __forceinline__ void prefetch_res_l2(const GemmArgs& g, int r0, int c0) {
-  constexpr int kPerRow = BN * 4 / 128, kLines = 64 * kPerRow;
-  static_assert(BN * 4 % 128 == 0, "whole lines a row");
-#pragma unroll
-  for (int k = 0; k < (kLines + 127) / 128; ++k) {
-    const int l = (threadIdx.x & 127) + 128 * k;
-    const int r = r0 + l / kPerRow, c = c0 + (l % kPerRow) * 32;
-    if (l < kLines && r < g.M && c < g.N)
-      asm volatile("prefetch.global.L2 [%0];\n" ::"l"(g.res + static_cast<size_t>(r) * g.ldc + c));
-  }
-}
-
-// Boxes ahead: on 192-wide tiles (one block an SM, ~150 registers of 224) six, on 96-wide ones (two blocks, 96
-// registers) two, which fit without spills.
+// PRE's boxes ahead: on 192-wide tiles (one block an SM) six, on 96-wide ones (two blocks an SM) two: 168 and 96
+// registers, the most each may take, without spills.
 template <int BN>
 constexpr int kResAhead = BN == 192 ? 6 : 2;
 template <int EPI, int BN, bool LANES, bool PRE = false>
