@@ -416,9 +416,9 @@ void weight_copies_make(const float* const* W, const int* out, const int* in, in
     t_copies[t_copy_count++] = {W[i], !backward, R, K, in[i], at};
     at += static_cast<size_t>(R) * Kp;
   }
-  // One launch for all of them (RT_CUDA_CAST_BATCH=0: one each, as before), a few microseconds and a launch
-  // gap less per copy.
-  static const bool batch = rt::env_switch("RT_CUDA_CAST_BATCH", true);
+  // One launch for all of them (RT_CUDA_CAST_BATCH=1; off until it has run on a GPU: every product reads these
+  // copies), a few microseconds and a launch gap less per copy.
+  static const bool batch = rt::env_switch("RT_CUDA_CAST_BATCH", false);
   if (batch) {
     cast_batch(jobs, count, !backward);
   } else {
