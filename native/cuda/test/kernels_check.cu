@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -97,6 +98,8 @@ struct Dev {
     RT_CU(cudaDeviceSynchronize());
   }
   ~Dev() { cudaFree(p); }
+  Dev(const Dev&) = delete;  // owns p: a copy would free it twice
+  Dev& operator=(const Dev&) = delete;
   VF get() const {
     RT_CU(cudaStreamSynchronize(rt::cuda::stream()));
     VF v(n);
@@ -115,6 +118,8 @@ struct DevBf {
     RT_CU(cudaDeviceSynchronize());  // (as Dev: the memset runs on the legacy stream)
   }
   ~DevBf() { cudaFree(p); }
+  DevBf(const DevBf&) = delete;
+  DevBf& operator=(const DevBf&) = delete;
   std::vector<uint16_t> get() const {
     RT_CU(cudaStreamSynchronize(rt::cuda::stream()));
     std::vector<uint16_t> v(n);
@@ -1146,13 +1151,13 @@ static void check_layernorm_null_dres() {
 static void check_weight_copies() {
   if (!(rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled())) return;
   const int count = 5, out[count] = {1152, 384, 1536, 384, 65}, in[count] = {384, 384, 384, 1536, 100};
-  std::vector<Dev> W;
+  std::vector<std::unique_ptr<Dev>> W;  // (Dev owns its memory and has no move: not in a vector by value)
   std::vector<VF> w;
   const float* ptr[count];
   for (int i = 0; i < count; ++i) {
     w.push_back(randv(static_cast<size_t>(out[i]) * in[i], 201 + i));
-    W.emplace_back(w.back());
-    ptr[i] = W.back().p;
+    W.push_back(std::make_unique<Dev>(w.back()));
+    ptr[i] = W.back()->p;
   }
   for (const bool backward : {false, true}) {
     const size_t floats = rt::cuda::weight_copies_floats(out, in, count);
