@@ -526,7 +526,7 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
   // each (57 TFLOP/s; session 20's ncu), where a whole window's take ~6 on the TMA kernel; and their K = 1152 and
   // 1536 products were split in three, reduced by a pass of their own (11 us each) and cast to bf16 after.
   const long long t128 = tiles(128, 128);
-  const bool half_wave = k == GemmKernel::Auto && bf16 && count == 1 && g.K <= 2048 && 2 * t128 >= sms &&
+  const bool half_wave = k == GemmKernel::Auto && bf16 && count == 1 && g.K > 0 && g.K <= 2048 && 2 * t128 >= sms &&
                          t128 < sms && limits().cc == 90 && wgmma_half_wave();
   if (k == GemmKernel::Auto || k == GemmKernel::Wmma) {
     const bool big = t128 * count * split_for(t128) >= sms || half_wave;

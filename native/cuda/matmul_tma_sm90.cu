@@ -136,7 +136,8 @@ __device__ __forceinline__ void prefetch_res_l2(const GemmArgs& g, int r0, int c
 // a global load's latency on each (session 16: attn c_proj 15.5 us against 7.4 without its epilogue, mlp c_proj
 // 23.9 against 14.7). The same values, added in the same order: the same bits.
 // PRE's boxes ahead: on 192-wide tiles (one block an SM) six, on 96-wide ones (two blocks an SM) two: 168 and 96
-// registers, the most each may take, without spills.
+// registers, the most each may take, without spills with the copy engine's stores (the lanes' variant, off by
+// default, spills 188 and 32 bytes).
 template <int BN>
 constexpr int kResAhead = BN == 192 ? 6 : 2;
 template <int EPI, int BN, bool LANES, bool PRE = false>
