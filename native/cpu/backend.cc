@@ -16,6 +16,7 @@
 #include "core/thread_pool.h"
 #include "cpu/kernels.h"
 #include "layer/backend.h"
+#include "layer/block.h"
 
 namespace rt {
 namespace {
@@ -163,11 +164,16 @@ class CpuBackend final : public Backend {
     cpu::layernorm_backward(x, w, mean, rstd, dy, dx, dw, db, n, d);
   }
   // RT_CPU_LN_BACK_GLUE=1: the recurrence's backward takes the path of a backend whose ln_1 scatters its input
-  // gradient (Backend::layernorm_backward_scatter's default, no faster here), so that the CPU's tests check that
-  // path's plumbing in layer/ against the plain one, bit for bit (test/layer-scatter.test.ts).
+  // gradient (here by the glue's batch after all, no faster), so that the CPU's tests check that path's plumbing
+  // in layer/ against the plain one, bit for bit (test/layer-scatter.test.ts).
   bool block_ln_back_glue(const BlockShape&) const override {
     static const bool on = rt::env_switch("RT_CPU_LN_BACK_GLUE", false);
     return on;
+  }
+  void layernorm_backward_scatter(const float* x, const float* w, const float* mean, const float* rstd,
+                                  const float* dy, const float* dres, const BackScatter& sc, int B, int d,
+                                  bool dy_half, LnParts parts) override {
+    layernorm_backward_scatter_by_glue(*this, x, w, mean, rstd, dy, dres, sc, B, d, dy_half, parts);
   }
   // RT_CPU_LN_PARTS=1 likewise for the LayerNorms' dw, db left per application (Backend's default: one row of
   // partial sums each, their whole sums), added up by layernorm_parts_finish.

@@ -320,11 +320,14 @@ class Backend {
   // Whether ln_1's backward may scatter its input gradient as BackScatter says (layernorm_backward_scatter) in
   // place of the next window's BackGlue batch.
   virtual bool block_ln_back_glue(const BlockShape&) const { return false; }
-  // layernorm_backward_res with dx = din, scattered as sc says (B elements of sc.ns + sc.nx rows). The default
-  // (below) writes din to a scratch buffer and moves it with the glue's batch: the same bits.
-  virtual void layernorm_backward_scatter(const float* x, const float* w, const float* mean, const float* rstd,
-                                          const float* dy, const float* dres, const BackScatter& sc, int B, int d,
-                                          bool dy_half, LnParts parts = {});
+  // layernorm_backward_res with dx = din, scattered as sc says (B elements of sc.ns + sc.nx rows).
+  // (layer/block.h's layernorm_backward_scatter_by_glue does it with a backend's other operations.)
+  virtual void layernorm_backward_scatter(const float* /*x*/, const float* /*w*/, const float* /*mean*/,
+                                          const float* /*rstd*/, const float* /*dy*/, const float* /*dres*/,
+                                          const BackScatter& /*sc*/, int /*B*/, int /*d*/, bool /*dy_half*/,
+                                          LnParts /*parts*/ = {}) {
+    throw Error(std::string(name()) + ": has no layernorm_backward_scatter");
+  }
   // Whether the unfused path (where block_keeps_bf16 holds) keeps a bf16 copy of dm too, the gradient at mlp
   // c_proj's output (BlockGradStash::b16.dm): written by the operation that writes dm (the window glue, with
   // axpy2d_batch_twin), taken by mlp c_proj's dx product in place of a cast, and read by its weight product.
@@ -478,21 +481,5 @@ class DeviceBuffer {
   size_t n_ = 0;
   float* p_ = nullptr;
 };
-
-// Defined here, inline, so that no file defines a virtual of Backend and its vtable goes wherever it is used.
-inline void Backend::layernorm_backward_scatter(const float* x, const float* w, const float* mean, const float* rstd,
-                                                const float* dy, const float* dres, const BackScatter& sc, int B,
-                                                int d, bool dy_half, LnParts parts) {
-  const int n = sc.ns + sc.nx;
-  const size_t nd = static_cast<size_t>(n) * d, nsd = static_cast<size_t>(sc.ns) * d;
-  DeviceBuffer din(*this, B * nd);
-  layernorm_backward_res(x, w, mean, rstd, dy, dres, din.get(), nullptr, nullptr, B * n, d, dy_half, parts);
-  // glue_ops(BackGlue)'s batch without alpha, whose din is this one.
-  const Axpy2dOp ops[3] = {
-      {sc.dX, sc.dXs, 1.0f, din.get() + nsd, nd, nullptr, 0, size_t(B), static_cast<size_t>(sc.nx) * d, true},
-      {sc.dy + nsd, sc.dys, 1.0f, din.get(), nd, nullptr, 0, size_t(B), sc.dys - nsd, false},
-      {sc.dy, sc.dys, 1.0f, sc.dY, sc.dYs, nullptr, 0, size_t(B), nsd, false}};
-  axpy2d_batch_twin(ops, 3, nullptr, sc.dy, static_cast<size_t>(B) * sc.dys);
-}
 
 }  // namespace rt

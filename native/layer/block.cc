@@ -253,6 +253,27 @@ int glue_ops(const BackGlue& g, float* dy, int B, int n, int d, Axpy2dOp (&ops)[
   return count;
 }
 
+void layernorm_backward_scatter_by_glue(Backend& be, const float* x, const float* w, const float* mean,
+                                        const float* rstd, const float* dy, const float* dres, const BackScatter& sc,
+                                        int B, int d, bool dy_half, LnParts parts) {
+  const int n = sc.ns + sc.nx;
+  DeviceBuffer din(be, static_cast<size_t>(B) * n * d);
+  be.layernorm_backward_res(x, w, mean, rstd, dy, dres, din.get(), nullptr, nullptr, B * n, d, dy_half, parts);
+  BackGlue g;
+  g.din = din.get();
+  g.dins = static_cast<size_t>(n) * d;
+  g.dY = sc.dY;
+  g.dYs = sc.dYs;
+  g.dX = sc.dX;
+  g.dXs = sc.dXs;
+  g.ns = sc.ns;
+  g.nx = sc.nx;
+  Axpy2dOp ops[4];
+  DotPairOp dot{};
+  const int count = glue_ops(g, sc.dy, B, static_cast<int>(sc.dys / d), d, ops, dot);
+  be.axpy2d_batch_twin(ops, count, nullptr, sc.dy, static_cast<size_t>(B) * sc.dys);
+}
+
 void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, const BlockGrads& g,
                     const BlockCache& c, BlockScratch& k, const BlockGradStash& st, float* dy, float* dx,
                     const BackGlue* glue, const BackScatter* scatter, bool dy_formed) {

@@ -136,6 +136,13 @@ int glue_ops(const WindowGlue& glue, float* x, int B, int n, int d, Axpy2dOp (&o
 // glue.parts in the backend's dot_parts() layout.
 int glue_ops(const BackGlue& glue, float* dy, int B, int n, int d, Axpy2dOp (&ops)[4], DotPairOp& dot);
 
+// Backend::layernorm_backward_scatter by a backend's other operations: layernorm_backward_res into a scratch din,
+// then the BackGlue batch (glue_ops) that would have moved it, so the same bits (the CPU's, under
+// RT_CPU_LN_BACK_GLUE, for tests of the plumbing).
+void layernorm_backward_scatter_by_glue(Backend& be, const float* x, const float* w, const float* mean,
+                                        const float* rstd, const float* dy, const float* dres, const BackScatter& sc,
+                                        int B, int d, bool dy_half, LnParts parts);
+
 // dy [B, n, d] -> dx [B, n, d] (written; dx is not dy), dy first formed as glue says when given (its dot
 // pair then needs a fused backend or glue.parts in the dot_parts() layout: glue_ops). No weight gradient is
 // computed here: the output gradients of the four Linear layers and the LayerNorms' go to st (st.dm may be
