@@ -553,6 +553,13 @@ bool by_lanes_parts(int d, bool parts, F&& f) {
   return lanes && ok;
 }
 
+// f(dy) with dy as the type it holds: float32, or bf16 behind its float pointer (dy_half).
+template <class F>
+void by_dy(const float* dy, bool dy_half, F&& f) {
+  if (dy_half) f(reinterpret_cast<const __nv_bfloat16*>(dy));
+  else f(dy);
+}
+
 template <class TD>
 void layernorm_backward_as(const float* x, const float* w, const float* mean, const float* rstd, const TD* dy,
                            const float* dres, float* dx, float* dw, float* db, int n, int d, __nv_bfloat16* twin,
@@ -595,10 +602,7 @@ void layernorm_backward_res(const float* x, const float* w, const float* mean, c
   check(n, d, "layernorm_backward");
   RT_CHECK(!parts.w || (dx && parts.b), "layernorm_backward: partial sums need dx and both of their rows");
   if (n == 0) return;
-  if (dy_half)
-    layernorm_backward_as(x, w, mean, rstd, reinterpret_cast<const __nv_bfloat16*>(dy), dres, dx, dw, db, n, d, twin,
-                          parts);
-  else layernorm_backward_as(x, w, mean, rstd, dy, dres, dx, dw, db, n, d, twin, parts);
+  by_dy(dy, dy_half, [&](auto g) { layernorm_backward_as(x, w, mean, rstd, g, dres, dx, dw, db, n, d, twin, parts); });
 }
 
 namespace {
@@ -633,10 +637,7 @@ void layernorm_backward_scatter(const float* x, const float* w, const float* mea
            "layernorm_backward_scatter: dy, dY, dX (with nx), ns > 0 and strides holding their rows required");
   RT_CHECK(!parts.w || parts.b, "layernorm_backward_scatter: partial sums need both of their rows");
   if (n == 0) return;
-  if (dy_half)
-    layernorm_backward_scatter_as(x, w, mean, rstd, reinterpret_cast<const __nv_bfloat16*>(dy), dres, s, n, d, twin,
-                                  parts);
-  else layernorm_backward_scatter_as(x, w, mean, rstd, dy, dres, s, n, d, twin, parts);
+  by_dy(dy, dy_half, [&](auto g) { layernorm_backward_scatter_as(x, w, mean, rstd, g, dres, s, n, d, twin, parts); });
 }
 
 bool ln_parts_wanted() {
@@ -646,9 +647,9 @@ bool ln_parts_wanted() {
 
 int layernorm_part_rows(int n, int d) {
   int rows = -1;
-  by_lanes(d, [&](auto k) {
-    constexpr int K = decltype(k)::value, per_block = kBlockRows<K, true>;
-    if (K <= kPartsMaxK) rows = (n + per_block - 1) / per_block;
+  by_lanes_parts(d, true, [&](auto k, auto) {
+    constexpr int per_block = kBlockRows<decltype(k)::value, true>;
+    rows = (n + per_block - 1) / per_block;
   });
   return rows;
 }
