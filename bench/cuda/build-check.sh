@@ -21,7 +21,8 @@ for f in native/cuda/*.cu native/cuda/test/kernels_check.cu; do
   arch=$ARCH; [[ $f == *_sm90.cu ]] && arch="-gencode=arch=compute_90a,code=sm_90a"
   # the fused chains as sm_90a too (their weight multicast), as in CMakeLists.txt
   [[ $f == */block_fused.cu && $ARCH == *compute_90,* ]] && arch="-gencode=arch=compute_90a,code=sm_90a -DRT_SM90A"
-  nvcc -O3 -std=c++17 $arch -Inative -c "$f" -o "$OBJ/cu_$(basename "$f" .cu).o" & pids+=($!)
+  # RT_GEMM_DIAG: the Hopper products' diagnostic variants (kernels_check --gemm-diag); the addon has none
+  nvcc -O3 -std=c++17 $arch -Inative -DRT_GEMM_DIAG -c "$f" -o "$OBJ/cu_$(basename "$f" .cu).o" & pids+=($!)
   # two compilers at a time is what a 2-core machine can take
   if (( ${#pids[@]} >= 4 )); then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
 done

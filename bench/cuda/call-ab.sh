@@ -3,7 +3,8 @@
 # CPU and check-graph with the defaults, then the train steps (AB_CONFIGS, default copy,char) under each
 # set of environment variables in AB_SETS (space-separated sets, each VAR=V,VAR=V), the sets alternated
 # AB_ROUNDS times (default 2; AB_HOPPER_SETS="VAR=V,VAR=V ..." first times the Hopper products again under each set), then each kernel's own GPU time over one copy step by Nsight Compute
-# (AB_NCU=0 skips it; AB_NCU_CHAR=1 adds the char config's; AB_MEMCHECK=1 then runs compute-sanitizer on small steps). AB_QUICK=1 skips the checks. AB_PHASES=1 adds step-phases.mjs (wall time per native
+# (AB_NCU=0 skips it; AB_NCU_CHAR=1 adds the char config's; AB_MEMCHECK=1 then runs compute-sanitizer on small steps). AB_QUICK=1 skips the checks;
+# AB_GEMM_DIAG=1 adds, after the kernel checks, kernels_check --gemm-diag (what each part of a char window's products costs). AB_PHASES=1 adds step-phases.mjs (wall time per native
 # call) for each config, with the defaults. A build to compare against, .device/rt-base.node.xz (carried
 # too), is unpacked to /tmp/rt-base.node: AB_SETS="RT_CUDA_ADDON=/tmp/rt.node RT_CUDA_ADDON=/tmp/rt-base.node"
 # alternates the two.
@@ -13,6 +14,9 @@ source "$(dirname "$0")/call-lib.sh"
 sets=${AB_SETS:-"RT_CUDA_STAGE=1,RT_CUDA_ATTN_MMA=1 RT_CUDA_STAGE=0,RT_CUDA_ATTN_MMA=0"}
 if [[ "${AB_QUICK:-0}" == 1 ]]; then unpack_stage; else
   kernels_stage; grep '"hopper_gemm"' "$OUT/kernels.log" | cut -c1-900
+  if [[ "${AB_GEMM_DIAG:-0}" == 1 ]]; then  # the char window's products part by part (kernels_check --gemm-diag)
+    t gemm-diag; timeout 120 /tmp/kernels_check --gemm-diag > "$OUT/gemm-diag.log" 2>&1; grep -v '^{' "$OUT/gemm-diag.log"
+  fi
   for set in ${AB_HOPPER_SETS:-}; do  # the Hopper products' timing again under other environments
     t "hopper gemm $set"; env ${set//,/ } timeout 120 /tmp/kernels_check --hopper-gemm | tee -a "$OUT/hopper-gemm.log" | grep hopper_gemm | cut -c1-900
   done

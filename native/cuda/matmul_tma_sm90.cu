@@ -40,6 +40,14 @@ constexpr int kATile = kBM * kBK * 2;  // A's stage: 128 rows of 128 bytes
 
 constexpr int kChunk = 512;  // one consumer warp's staged output box: 16 rows x 32 bytes
 
+// The kernel's diagnostic variants, each leaving one part of a product out to show what that part costs
+// (kernels_check --gemm-diag, in its own build with RT_GEMM_DIAG; the addon has kDiagNone alone). The values
+// they write are not the product's.
+// kDiagNoStores: the staged epilogue without the engine's stores (its values, boxes and fences kept);
+// kDiagNoEpilogue: no epilogue at all; kDiagNoMma: no tensor-core products (C from zero accumulators);
+// kDiagNoLoads: the producer completes each stage's barrier without loading it (the products read stale bytes).
+constexpr int kDiagNone = 0, kDiagNoStores = 1, kDiagNoEpilogue = 2, kDiagNoMma = 3, kDiagNoLoads = 4;
+
 template <int BN, int STAGES>
 struct Layout {
   static constexpr int kBTile = BN * kBK * 2;
@@ -79,7 +87,8 @@ __device__ __forceinline__ uint8_t* take_box(uint8_t* box0, int& boxes) {
 }
 // The warp's filled box out to columns from x, rows from row0: by the copy engine through map, or (LANES) by
 // the lanes into out (ESZ-byte elements, rows of g.ldc).
-template <bool LANES, int ESZ>
+// NOSTORE (a diagnostic build's kDiagNoStores): everything but the engine's store itself.
+template <bool LANES, int ESZ, bool NOSTORE = false>
 __device__ __forceinline__ void put_box(const GemmArgs& g, const CUtensorMap* map, void* out, int x, int row0,
                                         const uint8_t* box) {
   if constexpr (LANES) {
@@ -88,7 +97,7 @@ __device__ __forceinline__ void put_box(const GemmArgs& g, const CUtensorMap* ma
   } else {
     fence_async_shared();
     __syncwarp();
-    if ((threadIdx.x & 31) == 0) {
+    if (!NOSTORE && (threadIdx.x & 31) == 0) {
       cluster::tma_store_2d(map, x, row0, box);
       cluster::tma_store_commit();
     }
@@ -140,7 +149,7 @@ __device__ __forceinline__ void prefetch_res_l2(const GemmArgs& g, int r0, int c
 // default, spills 188 and 32 bytes).
 template <int BN>
 constexpr int kResAhead = BN == 192 ? 6 : 2;
-template <int EPI, int BN, bool LANES, bool PRE = false>
+template <int EPI, int BN, bool LANES, bool PRE = false, bool NOSTORE = false>
 __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUtensorMap* map_c, const CUtensorMap* map_g,
                                                   int m0, int n0, const float (&acc)[BN / 2], uint8_t* staging,
                                                   int& boxes, uint32_t fx) {
@@ -215,7 +224,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
           *p = __floats2bfloat162_rn(a.x, a.y);
         }
     }
-    put_box<LANES, HALF ? 2 : 4>(g, map_c, g.C, n0 + c * 8 * J, row0, box);
+    put_box<LANES, HALF ? 2 : 4, NOSTORE>(g, map_c, g.C, n0 + c * 8 * J, row0, box);
     if constexpr (EPI == 4 || EPI == 5) {
       // act(C)'s box from the values this lane has just put in C's (read back, so that they need no registers
       // of their own beside the accumulators)
@@ -231,7 +240,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
           else a = make_float2(Relu()(v.x), Relu()(v.y));
           *reinterpret_cast<__nv_bfloat162*>(abox + e * 2) = __floats2bfloat162_rn(a.x, a.y);
         }
-      put_box<LANES, 2>(g, map_g, g.act_out, n0 + c * 8 * J, row0, abox);
+      put_box<LANES, 2, NOSTORE>(g, map_g, g.act_out, n0 + c * 8 * J, row0, abox);
     }
   }
 }
@@ -264,7 +273,7 @@ __device__ __forceinline__ void mma_k16(float (&acc)[BN / 2], uint64_t a, uint64
 // store_tile_staged's, through map_c (and map_g: act(C)'s map for 4 and 5, x's for 6 and 7, whose tile the
 // producer loads after each tile's K steps into the next stage, which the consumers hand back after their
 // epilogue); LANES: store_tile_staged's boxes stored by the lanes.
-template <int BN, int STAGES, int MINB, int EPI, bool LANES, bool PRE>
+template <int BN, int STAGES, int MINB, int EPI, bool LANES, bool PRE, int DIAG>
 __global__ void __launch_bounds__(kThreads, MINB)
     gemm_tma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
                     const __grid_constant__ CUtensorMap map_c, const __grid_constant__ CUtensorMap map_g, GemmArgs g,
@@ -303,7 +312,9 @@ __global__ void __launch_bounds__(kThreads, MINB)
         const int m0 = tile_m0(i), n0 = tile_n0(i);
         for (int kt = 0; kt < nk; ++kt) {
           cluster::bar_wait(empty + s, ph ^ 1);  // a fresh barrier's "previous" phase counts as complete
-          if (leader) {
+          if constexpr (DIAG == kDiagNoLoads) {
+            if (leader) cluster::bar_arrive(full + s);
+          } else if (leader) {
             cluster::bar_expect(full + s, L::kStage);
             uint8_t* st = smem + s * L::kStage;
             const int k = br.kb + kt * kBK;
@@ -315,7 +326,9 @@ __global__ void __launch_bounds__(kThreads, MINB)
         if constexpr (EPI >= 6) {  // the epilogue's x tile, into the next stage (128 x 128 bf16: one stage)
           static_assert(BN == 128 && STAGES == 3, "x's tile is a stage's bytes at 128 x 128 only (named_sync)");
           cluster::bar_wait(empty + s, ph ^ 1);
-          if (leader) {
+          if constexpr (DIAG == kDiagNoLoads) {
+            if (leader) cluster::bar_arrive(full + s);
+          } else if (leader) {
             cluster::bar_expect(full + s, L::kStage);
             uint8_t* st = smem + s * L::kStage;
             cluster::tma_load_2d(st, &map_g, n0, m0, full + s);
@@ -347,9 +360,11 @@ __global__ void __launch_bounds__(kThreads, MINB)
         const uint32_t sa = smem_addr(smem + s * L::kStage);
         const uint32_t abase = sa + wg * 64 * 128, bbase = sa + kATile;
         fence();
+        if constexpr (DIAG != kDiagNoMma) {
 #pragma unroll
-        for (int kk = 0; kk < kBK / 16; ++kk)
-          mma_k16<BN>(acc, smem_desc(abase + kk * 32), smem_desc(bbase + kk * 32), kt > 0 || kk > 0);
+          for (int kk = 0; kk < kBK / 16; ++kk)
+            mma_k16<BN>(acc, smem_desc(abase + kk * 32), smem_desc(bbase + kk * 32), kt > 0 || kk > 0);
+        }
         commit();
         wait1();  // the previous step's products are done: its stage goes back
         if (prev >= 0) release(prev);
@@ -369,10 +384,13 @@ __global__ void __launch_bounds__(kThreads, MINB)
         cluster::bar_test(full + s, ph);
         fx = smem_addr(smem + s * L::kStage + wg * 64 * 128);
       }
-      if constexpr (EPI >= 2)
-        store_tile_staged<EPI, BN, LANES, PRE>(g, &map_c, &map_g, m0 + wg * 64, n0, acc, smem + L::kStaging, boxes,
-                                               fx);
-      else store_tile<EPI>(g, br.C, m0 + wg * 64, n0, acc);
+      if constexpr (DIAG == kDiagNoEpilogue) {
+      } else if constexpr (EPI >= 2) {
+        store_tile_staged<EPI, BN, LANES, PRE, DIAG == kDiagNoStores>(g, &map_c, &map_g, m0 + wg * 64, n0, acc,
+                                                                       smem + L::kStaging, boxes, fx);
+      } else {
+        store_tile<EPI>(g, br.C, m0 + wg * 64, n0, acc);
+      }
       if constexpr (EPI >= 6) {  // x's stage back to the producer, once every lane has read its part
         __syncwarp();
         release(s);
@@ -428,11 +446,11 @@ bool encode_c(CUtensorMap* map, const void* p, bool half, int ld, const GemmArgs
 long g_launches = 0, g_act_launches = 0;
 
 // mc, mg: the maps of C and act(C) (encode_c) for the staged epilogues (EPI 2 to 5; mg 4 and 5).
-template <int BN, int STAGES, int MINB, int EPI, bool LANES = false, bool PRE = false>
+template <int BN, int STAGES, int MINB, int EPI, bool LANES = false, bool PRE = false, int DIAG = kDiagNone>
 bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
             const CUtensorMap& mc, const CUtensorMap& mg) {
   using L = Layout<BN, STAGES>;
-  auto kernel = gemm_tma_kernel<BN, STAGES, MINB, EPI, LANES, PRE>;
+  auto kernel = gemm_tma_kernel<BN, STAGES, MINB, EPI, LANES, PRE, DIAG>;
   // Per instantiation, once: the shared-memory limit raised, and how many blocks fit the GPU at once (the
   // grid is persistent: as many blocks as run together, each taking tiles in turn).
   static const int resident = [&] {
@@ -487,9 +505,22 @@ long tiles_per_sm_span(const GemmArgs& g, int bn) {
   return (tiles + sms - 1) / sms * bn;
 }
 
+#ifdef RT_GEMM_DIAG
+int g_diag = kDiagNone;
+#endif
+
 template <int BN, int STAGES, int MINB, int EPI, bool PRE = false>
 bool launch_staged(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
                    const CUtensorMap& mc, const CUtensorMap& mg) {
+#ifdef RT_GEMM_DIAG
+  switch (g_diag) {  // (the engine's stores, no residual prefetch)
+    case kDiagNoStores: return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoStores>(g, A, B, Kp, splits, mc, mg);
+    case kDiagNoEpilogue: return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoEpilogue>(g, A, B, Kp, splits, mc, mg);
+    case kDiagNoMma: return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoMma>(g, A, B, Kp, splits, mc, mg);
+    case kDiagNoLoads: return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoLoads>(g, A, B, Kp, splits, mc, mg);
+    default: break;
+  }
+#endif
   return g_lane_store ? launch<BN, STAGES, MINB, EPI, true, PRE>(g, A, B, Kp, splits, mc, mg)
                       : launch<BN, STAGES, MINB, EPI, false, PRE>(g, A, B, Kp, splits, mc, mg);
 }
@@ -552,6 +583,9 @@ int tma_bn96() { return g_tma_bn96; }
 bool lane_store() { return g_lane_store; }
 bool tma_store() { return g_tma_store; }
 long tma_launches() { return g_launches; }
+#ifdef RT_GEMM_DIAG
+void set_tma_diag(int mode) { g_diag = mode; }
+#endif
 long tma_act_launches() { return g_act_launches; }
 
 bool gemm_tma(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,

@@ -32,6 +32,12 @@ bool res_prefetch();
 // every product not on 192-wide tiles (kernels_check), for the products launched after.
 void set_tma_bn96(int mode);
 int tma_bn96();
+#ifdef RT_GEMM_DIAG
+// A diagnostic build's variant of the staged products launched after (matmul_tma_sm90.cu's kDiag*: 0 the
+// product; 1 without the engine's stores, 2 without the epilogue, 3 without the tensor-core products, 4 without
+// the operand loads). Their outputs are not the product's: for timing alone (kernels_check --gemm-diag).
+void set_tma_diag(int mode);
+#endif
 // Products it has launched in this process (kernels_check: that a product ran here, not on the fallback).
 long tma_launches();
 // Those of them that applied an activation in the epilogue (GemmArgs::act).

@@ -1696,6 +1696,85 @@ static void bench_hopper_gemm() {
   std::printf("%s%s\n", json.c_str(), buf);
 }
 
+// What each part of the char window's Hopper products costs (--gemm-diag; a build with RT_GEMM_DIAG, as
+// bench/cuda/build-check.sh makes): the eight products a window runs, as the layer asks for them (A's bf16 copy,
+// the weights' bf16 copies made once, bf16 or float32 C, the residual, GELU in the epilogue both ways), each timed
+// as it is, then in matmul_tma_sm90.cu's diagnostic variants (without the copy engine's stores, without the
+// epilogue, without the tensor-core products, without the operand loads), with the lanes' stores and with the
+// residual's prefetch. Session 16 measured the K = 384 products at 2.4-2.7x their time without their stores, and
+// neither the lanes' stores nor more staging boxes moved that: this says which part the time is in. One JSON
+// line a product (us a call, and whether every call of every variant ran on the TMA kernel), then a table.
+static void bench_gemm_diag() {
+#ifdef RT_GEMM_DIAG
+  if (!(rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled())) {
+    std::printf("gemm-diag: needs a compute-capability 9.0 GPU with the Hopper kernels\n");
+    return;
+  }
+  // act: 0 none, 1 GELU of C beside it (c_fc), 2 C times GELU'(x) (mlp c_proj's dx)
+  struct P { const char* name; int M, N, K; bool backward, half, res; int act; };
+  const P ps[] = {{"c_attn", 8192, 1152, 384, false, true, false, 0},   {"attn_proj", 8192, 384, 384, false, false, true, 0},
+                  {"c_fc_gelu", 8192, 1536, 384, false, true, false, 1}, {"mlp_proj", 8192, 384, 1536, false, false, true, 0},
+                  {"mlp_proj_dx", 8192, 1536, 384, true, true, false, 2}, {"attn_proj_dx", 8192, 384, 384, true, true, false, 0},
+                  {"c_attn_dx", 8192, 384, 1152, true, true, false, 0},  {"c_fc_dx", 8192, 384, 1536, true, true, false, 0}};
+  const char* names[] = {"as_is", "no_stores", "no_epilogue", "no_mma", "no_loads", "lanes", "res_prefetch"};
+  constexpr int kModes = 7, kReps = 20;
+  const ProductModes process;
+  std::string table = "gemm-diag (us a call; the char window's products, 8192 rows)\nproduct          TFLOP/s";
+  for (const char* n : names) table += " " + std::string(12 - std::min<size_t>(12, std::strlen(n)), ' ') + n;
+  table += "\n";
+  for (const P& p : ps) {
+    const size_t mk = static_cast<size_t>(p.M) * p.K, mn = static_cast<size_t>(p.M) * p.N;
+    DevBf A(mk), X(mn), G(mn), Ch(p.half ? mn : 1);
+    upload_bf16(A, rounded(randv(mk, 161, -2, 2)));
+    upload_bf16(X, rounded(randv(mn, 162, -4, 4)));
+    Dev W(randv(static_cast<size_t>(p.N) * p.K, 163, -0.05f, 0.05f)), Cf(p.half ? 1 : mn), R(p.res ? mn : 1);
+    // W: [out, in] as the layer holds it; forward C = A W^T (out = N), backward dx = A W (out = K)
+    const int out = p.backward ? p.K : p.N, in = p.backward ? p.N : p.K;
+    Dev copies(rt::cuda::weight_copies_floats(&out, &in, 1));
+    const float* w = W.p;
+    rt::cuda::weight_copies_make(&w, &out, &in, 1, p.backward, copies.p);
+    const rt::cuda::GemmAct act{p.act == 1 ? G.p : nullptr, true, p.act == 2 ? X.p : nullptr};
+    float* C = p.half ? reinterpret_cast<float*>(Ch.p) : Cf.p;
+    auto product = [&] {
+      rt::cuda::gemm(true, false, !p.backward, p.M, p.N, p.K, 1.0f, nullptr, p.K, W.p, p.backward ? p.N : p.K, 0.0f, C,
+                     p.N, nullptr, nullptr, p.res ? R.p : nullptr, A.p, p.half, p.act ? &act : nullptr);
+    };
+    double us[kModes];
+    bool all_tma = true;
+    for (int m = 0; m < kModes; ++m) {
+      ProductModes::set(true, m == 5, process.bn96, m == 6);
+      rt::cuda::set_tma_diag(m <= 4 ? m : 0);
+      const long before = rt::cuda::tma_launches();
+      us[m] = time_ms(product, kReps) * 1e3;
+      all_tma = all_tma && rt::cuda::tma_launches() - before == kReps + 3;  // time_ms: 3 warm-up calls
+    }
+    rt::cuda::set_tma_diag(0);
+    rt::cuda::weight_copies_clear();
+    RT_CU(cudaStreamSynchronize(rt::cuda::stream()));
+    const double tflops = 2.0 * p.M * p.N * p.K / (us[0] * 1e-6) / 1e12;
+    std::string json = std::string("{\"bench\":\"gemm_diag\",\"product\":\"") + p.name + "\",\"M\":" + std::to_string(p.M) +
+                       ",\"N\":" + std::to_string(p.N) + ",\"K\":" + std::to_string(p.K);
+    char buf[96];
+    for (int m = 0; m < kModes; ++m) {
+      std::snprintf(buf, sizeof buf, ",\"us_%s\":%.2f", names[m], us[m]);
+      json += buf;
+    }
+    std::snprintf(buf, sizeof buf, ",\"tflops_as_is\":%.1f,\"all_tma\":%s}", tflops, all_tma ? "true" : "false");
+    std::printf("%s%s\n", json.c_str(), buf);
+    std::snprintf(buf, sizeof buf, "%-16s %7.1f", p.name, tflops);
+    table += buf;
+    for (int m = 0; m < kModes; ++m) {
+      std::snprintf(buf, sizeof buf, " %12.2f", us[m]);
+      table += buf;
+    }
+    table += all_tma ? "\n" : "  (not every call on the TMA kernel)\n";
+  }
+  std::printf("%s", table.c_str());
+#else
+  std::printf("gemm-diag: this kernels_check was built without RT_GEMM_DIAG (bench/cuda/build-check.sh defines it)\n");
+#endif
+}
+
 // A crash in the host code prints its stack (addresses resolve with addr2line -f -e kernels_check) before the
 // process ends, since stdout into a pipe is lost with its buffer.
 static void on_crash(int sig) {
@@ -1728,6 +1807,10 @@ int main(int argc, char** argv) {
     const bool dw_only = arg == "--weight-grad";
     if (arg == "--hopper-gemm") {  // only the Hopper products' timing (after a check of the same shapes above)
       bench_hopper_gemm();
+      return 0;
+    }
+    if (arg == "--gemm-diag") {  // only the char window's products, part by part
+      bench_gemm_diag();
       return 0;
     }
     if (!dw_only) {
