@@ -57,6 +57,17 @@ struct Layout {
   static constexpr int kSmem = kStaging + 8 * 2 * kChunk + 1024;  // and slack to align the base to 1024 bytes
 };
 
+// x's tile in the epilogue of the activation's backward (EPI 6, 7): the stage after a tile's K steps holds the
+// tile's 128 rows of x, as boxes of kXCols columns: on 128-wide tiles two boxes of 64 (rows of 128 bytes, 128B
+// swizzle: 32 KB, the stage's bytes), on 96-wide ones (RT_CUDA_TMA_X96) three of 32 (rows of 64 bytes, 64B
+// swizzle: 24 KB of the stage's 28). Either way the lanes' reads of a row's 16-byte chunks spread over the banks.
+template <int BN>
+struct XTile {
+  static_assert(BN == 128 || BN == 96, "x's tile fills a stage at 128 x 128 and 128 x 96 only");
+  static constexpr int kCols = BN == 128 ? 64 : 32, kBoxes = BN / kCols, kRowBytes = kCols * 2;
+  static constexpr int kBoxBytes = 128 * kRowBytes, kBytes = kBoxes * kBoxBytes;
+};
+
 // A warp's staged box (16 rows of 32 bytes) into out (rows of ld elements of ESZ bytes) at column x, rows from
 // row0, by the warp's own 16-byte stores (two lanes a row) instead of the copy engine: the LANES variant of
 // store_tile_staged (RT_CUDA_LANE_STORE=1), an experiment against the engine's cost per small box. out and its
@@ -212,7 +223,12 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int j = c * J + jj, e = (r + 8 * h) * 8 * J + 8 * jj + 2 * q;
-          const uint32_t xp = fx + (j >> 3) * (128 * 128) + (warp * 16 + r + 8 * h) * 128 + (((j & 7) ^ r) << 4) + 4 * q;
+          // 128-wide: chunk j & 7 of a 128-byte row at (j & 7) ^ r (row & 7 == r); 96-wide: chunk j & 3 of a 64-byte
+          // row at (j & 3) ^ (r >> 1) (the 64B swizzle XORs address bits 7-8, (row >> 1) & 3 == (r >> 1) & 3)
+          using X = XTile<BN>;
+          constexpr int kChunks = X::kRowBytes / 16;
+          const int chunk = BN == 128 ? (j & 7) ^ r : (j & 3) ^ ((r >> 1) & 3);
+          const uint32_t xp = fx + (j / kChunks) * X::kBoxBytes + (warp * 16 + r + 8 * h) * X::kRowBytes + (chunk << 4) + 4 * q;
           uint32_t xu;
           asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(xu) : "r"(xp));
           const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&xu));
@@ -323,16 +339,18 @@ __global__ void __launch_bounds__(kThreads, MINB)
           }
           if (++s == STAGES) s = 0, ph ^= 1;
         }
-        if constexpr (EPI >= 6) {  // the epilogue's x tile, into the next stage (128 x 128 bf16: one stage)
-          static_assert(BN == 128 && STAGES == 3, "x's tile is a stage's bytes at 128 x 128 only (named_sync)");
+        if constexpr (EPI >= 6) {  // the epilogue's x tile, into the next stage (XTile: at most a stage's bytes)
+          static_assert(STAGES == 3 && XTile<BN>::kBytes <= L::kStage, "x's tile in one stage of a 3-stage ring (named_sync)");
           cluster::bar_wait(empty + s, ph ^ 1);
           if constexpr (DIAG == kDiagNoLoads) {
             if (leader) cluster::bar_arrive(full + s);
           } else if (leader) {
-            cluster::bar_expect(full + s, L::kStage);
+            using X = XTile<BN>;
+            cluster::bar_expect(full + s, X::kBytes);
             uint8_t* st = smem + s * L::kStage;
-            cluster::tma_load_2d(st, &map_g, n0, m0, full + s);
-            cluster::tma_load_2d(st + 128 * 128, &map_g, n0 + 64, m0, full + s);
+#pragma unroll
+            for (int b = 0; b < X::kBoxes; ++b)
+              cluster::tma_load_2d(st + b * X::kBoxBytes, &map_g, n0 + b * X::kCols, m0, full + s);
           }
           cluster::bar_wait(full + s, ph);
           __syncwarp();
@@ -382,7 +400,7 @@ __global__ void __launch_bounds__(kThreads, MINB)
         // The stage's phase is complete by now (the producer saw it before arriving); one test of it, not a loop,
         // gives these threads' reads of the copy's bytes the barrier's acquire themselves.
         cluster::bar_test(full + s, ph);
-        fx = smem_addr(smem + s * L::kStage + wg * 64 * 128);
+        fx = smem_addr(smem + s * L::kStage + wg * 64 * XTile<BN>::kRowBytes);
       }
       if constexpr (DIAG == kDiagNoEpilogue) {
       } else if constexpr (EPI >= 2) {
@@ -429,6 +447,20 @@ bool encode(CUtensorMap* map, const __nv_bfloat16* p, int R, int Kp, int rows) {
                    CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
+// The map of x (M rows of N bf16, rows of N) in XTile<BN>'s boxes: kCols columns by 128 rows, swizzled as
+// the epilogue reads them (128B for 64-column boxes, as encode's; 64B for 32-column ones).
+template <int BN>
+bool encode_x(CUtensorMap* map, const __nv_bfloat16* p, int M, int N) {
+  using X = XTile<BN>;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(N), static_cast<cuuint64_t>(M)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(N) * 2};
+  const cuuint32_t box[2] = {static_cast<cuuint32_t>(X::kCols), 128};
+  const cuuint32_t estrides[2] = {1, 1};
+  return encoder()(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<__nv_bfloat16*>(p), dims, strides, box, estrides,
+                   CU_TENSOR_MAP_INTERLEAVE_NONE, BN == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B,
+                   CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 // The map of an output (M rows of N, ld apart; float32 or bf16 `half`) in store_tile_staged's boxes: 16 rows
 // of 32 bytes. False where the copy engine cannot address it (p or a row stride not 16-byte aligned).
 bool encode_c(CUtensorMap* map, const void* p, bool half, int ld, const GemmArgs& g) {
@@ -443,7 +475,7 @@ bool encode_c(CUtensorMap* map, const void* p, bool half, int ld, const GemmArgs
                    CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-long g_launches = 0, g_act_launches = 0;
+long g_launches = 0, g_act_launches = 0, g_x96_launches = 0;
 
 // mc, mg: the maps of C and act(C) (encode_c) for the staged epilogues (EPI 2 to 5; mg 4 and 5).
 template <int BN, int STAGES, int MINB, int EPI, bool LANES = false, bool PRE = false, int DIAG = kDiagNone>
@@ -471,6 +503,7 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
   RT_CU_LAUNCH("gemm_tma");
   ++g_launches;
   if (EPI >= 4) ++g_act_launches;
+  if (EPI >= 6 && BN == 96) ++g_x96_launches;
   return true;
 }
 
@@ -488,6 +521,13 @@ bool g_lane_store = rt::env_switch("RT_CUDA_LANE_STORE", false);
 // their boxes in the staged epilogue (store_tile_staged's PRE), on 96- and 192-wide tiles: the char config's attn
 // c_proj and mlp c_proj forward, with their residual stream.
 bool g_res_prefetch = rt::env_switch("RT_CUDA_RES_PREFETCH", false);
+
+// RT_CUDA_TMA_X96=1 (set_tma_x96; off until measured): the activation's backward in the product (EPI 6, 7: mlp
+// c_proj's dx with GELU's or ReLU's gradient) on 128 x 96 tiles rather than 128 x 128, x's tile as three 32-column
+// boxes (XTile). Why: at 128 x 128 these kernels hold 64 accumulators a thread under the 96-register cap of two
+// blocks an SM, and ptxas spills: EPI 6 328 bytes of stores and 332 of loads a thread, EPI 7 104 and 108 (since
+// 00de567; 124 / 0 before). At 128 x 96 (48 accumulators) they spill nothing. The same bits.
+bool g_tma_x96 = rt::env_switch("RT_CUDA_TMA_X96", false);
 
 // RT_CUDA_TMA_BN96 (set_tma_bn96): 1, the default, 128 x 96 tiles where they leave the SMs less uneven work than
 // 128 x 128 ones (tiles_per_sm_span); 0 never; 2 for every product the 192-wide rule does not take
@@ -527,7 +567,8 @@ bool launch_staged(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat1
 
 // The staged epilogue where it is on, C is unsplit, beta is 0 and the copy engine can address C; else the
 // direct one. g.act is applied (*act_applied) where the staged epilogue runs on a bf16 C and the engine can
-// address act_out (act_x, on 128-wide tiles) too; else the product runs without it.
+// address act_out (act_x, on 128-wide tiles, or 96-wide ones with RT_CUDA_TMA_X96) too; else the product runs
+// without it.
 template <int BN, int STAGES, int MINB>
 bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits, bool* act_applied) {
   CUtensorMap mc{}, mg{};
@@ -535,9 +576,10 @@ bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* 
   const bool backward = g.act == kActGeluGradFast || g.act == kActReluGrad;
   const bool forward = g.act == kActGeluFast || g.act == kActRelu;
   int epi = (staged ? 2 : 0) + (g.c_half ? 1 : 0);
-  // x's tile fills one stage at BN = 128 only; K > 0 so that the producer runs (it loads x)
-  if (BN == 128 && backward && staged && g.c_half && g.K > 0 && g.ldc == g.N && g.N % 8 == 0 && aligned16(g.act_x) &&
-      encode(&mg, static_cast<const __nv_bfloat16*>(g.act_x), g.M, g.N, 128))
+  // x's tile fills a stage at BN = 128 and 96 only (XTile); K > 0 so that the producer runs (it loads x)
+  constexpr bool kXTile = BN == 128 || BN == 96;
+  if (kXTile && backward && staged && g.c_half && g.K > 0 && g.ldc == g.N && g.N % 8 == 0 && aligned16(g.act_x) &&
+      encode_x<kXTile ? BN : 128>(&mg, static_cast<const __nv_bfloat16*>(g.act_x), g.M, g.N))
     epi = g.act == kActGeluGradFast ? 6 : 7;
   else if (forward && staged && g.c_half && encode_c(&mg, g.act_out, true, g.ldc, g))
     epi = g.act == kActGeluFast ? 4 : 5;
@@ -559,7 +601,7 @@ bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* 
     case 4: launched = launch_staged<BN, STAGES, MINB, 4>(g, A, B, Kp, splits, mc, mg); break;
     case 5: launched = launch_staged<BN, STAGES, MINB, 5>(g, A, B, Kp, splits, mc, mg); break;
     default:
-      if constexpr (BN == 128)
+      if constexpr (kXTile)
         launched = epi == 6 ? launch_staged<BN, STAGES, MINB, 6>(g, A, B, Kp, splits, mc, mg)
                             : launch_staged<BN, STAGES, MINB, 7>(g, A, B, Kp, splits, mc, mg);
   }
@@ -579,6 +621,9 @@ void set_lane_store(bool on) { g_lane_store = on; }
 void set_res_prefetch(bool on) { g_res_prefetch = on; }
 bool res_prefetch() { return g_res_prefetch; }
 void set_tma_bn96(int mode) { g_tma_bn96 = mode; }
+void set_tma_x96(bool on) { g_tma_x96 = on; }
+bool tma_x96() { return g_tma_x96; }
+long tma_x96_launches() { return g_x96_launches; }
 int tma_bn96() { return g_tma_bn96; }
 bool lane_store() { return g_lane_store; }
 bool tma_store() { return g_tma_store; }
@@ -596,10 +641,11 @@ bool gemm_tma(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B,
   // 1152 ones): 128 x 192 tiles, one block an SM, five stages. Else 128 x 128 or (tiles_per_sm_span) 128 x 96,
   // two blocks an SM, three stages.
   if (splits == 1 && g.N > 128 && g.N <= 384 && g.K > 512) return launch_epi<192, 5, 1>(g, A, B, Kp, splits, act_applied);
-  // (not the activation's backward: x's tile fills a stage only at 128 x 128)
+  // (the activation's backward by its own switch: x's tile in three boxes there)
   if (g_tma_bn96 && splits == 1 && !g.act_x &&
       (g_tma_bn96 == 2 || tiles_per_sm_span(g, 96) < tiles_per_sm_span(g, 128)))
     return launch_epi<96, 3, 2>(g, A, B, Kp, splits, act_applied);
+  if (g_tma_x96 && splits == 1 && g.act_x) return launch_epi<96, 3, 2>(g, A, B, Kp, splits, act_applied);
   return launch_epi<128, 3, 2>(g, A, B, Kp, splits, act_applied);
 }
 

@@ -38,6 +38,12 @@ int tma_bn96();
 // the operand loads). Their outputs are not the product's: for timing alone (kernels_check --gemm-diag).
 void set_tma_diag(int mode);
 #endif
+// The activation's backward in the product (GemmArgs::act_x) on 128 x 96 tiles rather than 128 x 128, for the
+// products launched after (the same bits). Default off; RT_CUDA_TMA_X96=1 turns it on.
+void set_tma_x96(bool on);
+bool tma_x96();
+// Products of the activation's backward it has launched on 128 x 96 tiles (kernels_check: that they did).
+long tma_x96_launches();
 // Products it has launched in this process (kernels_check: that a product ran here, not on the fallback).
 long tma_launches();
 // Those of them that applied an activation in the epilogue (GemmArgs::act).

@@ -935,14 +935,16 @@ static void check_bf16_only() {
 // put back as the process had them when it ends.
 struct ProductModes {
   const bool staged = rt::cuda::tma_store(), lanes = rt::cuda::lane_store(), prefetch = rt::cuda::res_prefetch();
+  const bool x96 = rt::cuda::tma_x96();
   const int bn96 = rt::cuda::tma_bn96();
-  static void set(bool staged_, bool lanes_, int bn96_, bool prefetch_ = false) {
+  static void set(bool staged_, bool lanes_, int bn96_, bool prefetch_ = false, bool x96_ = false) {
     rt::cuda::set_tma_store(staged_);
     rt::cuda::set_lane_store(lanes_);
     rt::cuda::set_tma_bn96(bn96_);
     rt::cuda::set_res_prefetch(prefetch_);
+    rt::cuda::set_tma_x96(x96_);
   }
-  ~ProductModes() { set(staged, lanes, bn96, prefetch); }
+  ~ProductModes() { set(staged, lanes, bn96, prefetch, x96); }
 };
 
 // matmul_tma_sm90.cu's kernel against matmul_sm90.cu's cp.async ones on the same bf16 operands: the same
@@ -1395,10 +1397,14 @@ static void check_gemm_act() {
   if (!(rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled())) return;
   struct Case { int M, N, K; };
   const ProductModes process;
-  for (const int bn96 : {0, 2})  // and the forward on 96-wide tiles (the backward's fusion needs 128)
+  // 128-wide tiles; the forward on 96-wide ones; the backward on 96-wide ones (RT_CUDA_TMA_X96: x's tile in three
+  // 32-column boxes)
+  for (const int tiles : {0, 1, 2})
   for (const int mode : {1, 2, 0}) {  // staged by the engine, by the lanes; the direct epilogue (the pass)
     const bool staged = mode > 0;
-    ProductModes::set(staged, mode == 2, bn96);
+    const int bn96 = tiles == 1 ? 2 : 0;
+    const bool x96 = tiles == 2;
+    ProductModes::set(staged, mode == 2, bn96, false, x96);
     // 4096 x 1536 over K = 64 and 96: one and two K steps, more tiles than blocks (the ring at its tightest, both
     // named barriers); N = 296: x's second 64-column box wholly past N
     for (const Case c : {Case{8192, 1536, 384}, Case{1000, 328, 200}, Case{777, 2000, 96}, Case{8192, 384, 1536},
@@ -1417,7 +1423,8 @@ static void check_gemm_act() {
                            reinterpret_cast<float*>(C.p), c.N, backward ? nullptr : b.p, nullptr, nullptr, A.p, true, act);
           };
           use({rt::cuda::GemmKernel::Wgmma, "wgmma"});
-          const long launched = rt::cuda::tma_launches(), fused = rt::cuda::tma_act_launches();
+          const long launched = rt::cuda::tma_launches(), fused = rt::cuda::tma_act_launches(),
+                     narrow = rt::cuda::tma_x96_launches();
           product(C0, nullptr);
           const float* c0 = reinterpret_cast<const float*>(C0.p);
           const float* x = reinterpret_cast<const float*>(X.p);
@@ -1436,10 +1443,14 @@ static void check_gemm_act() {
           const std::string what = std::string(backward ? " backward" : " forward") + (gelu ? " gelu " : " relu ") +
                                    shape(c.M, c.N, c.K) +
                                    (mode == 0 ? ", through the pass" : mode == 1 ? ", staged epilogue" : ", staged by the lanes") +
-                                   (bn96 ? ", 96-wide tiles" : "");
+                                   (bn96 ? ", 96-wide tiles" : "") + (x96 ? ", the backward on 96-wide tiles" : "");
           expect_le(std::labs(rt::cuda::tma_launches() - launched - 2), 0, "gemm with act: the TMA kernel launched" + what);
           expect_le(std::labs(rt::cuda::tma_act_launches() - fused - (want ? 1 : 0)), 0,
                     std::string("gemm with act: ") + (want ? "applied in the epilogue" : "left to the pass") + what);
+          // RT_CUDA_TMA_X96: the backward's fused product on 96-wide tiles wherever it is fused (not split)
+          const bool on96 = x96 && backward && want;
+          expect_le(std::labs(rt::cuda::tma_x96_launches() - narrow - (on96 ? 1 : 0)), 0,
+                    std::string("gemm with act: ") + (on96 ? "on 96-wide tiles" : "not on 96-wide tiles") + what);
           use({rt::cuda::GemmKernel::Auto, "auto"});
           if (backward) {  // C1 holds act'(x) C: the pass's output
             expect_le(C1.get() == G0.get() ? 0 : 1, 0, "gemm with act: act'(x) C's bits = the pass's" + what);
@@ -1700,8 +1711,8 @@ static void bench_hopper_gemm() {
 // bench/cuda/build-check.sh makes): the eight products a window runs, as the layer asks for them (A's bf16 copy,
 // the weights' bf16 copies made once, bf16 or float32 C, the residual, GELU in the epilogue both ways), each timed
 // as it is, then in matmul_tma_sm90.cu's diagnostic variants (without the copy engine's stores, without the
-// epilogue, without the tensor-core products, without the operand loads), with the lanes' stores and with the
-// residual's prefetch. Session 16 measured the K = 384 products at 2.4-2.7x their time without their stores, and
+// epilogue, without the tensor-core products, without the operand loads), with the lanes' stores, with the
+// residual's prefetch and with the activation's backward on 96-wide tiles (RT_CUDA_TMA_X96: mlp_proj_dx alone). Session 16 measured the K = 384 products at 2.4-2.7x their time without their stores, and
 // neither the lanes' stores nor more staging boxes moved that: this says which part the time is in. One JSON
 // line a product (us a call, and whether every call of every variant ran on the TMA kernel), then a table.
 static void bench_gemm_diag() {
@@ -1716,8 +1727,8 @@ static void bench_gemm_diag() {
                   {"c_fc_gelu", 8192, 1536, 384, false, true, false, 1}, {"mlp_proj", 8192, 384, 1536, false, false, true, 0},
                   {"mlp_proj_dx", 8192, 1536, 384, true, true, false, 2}, {"attn_proj_dx", 8192, 384, 384, true, true, false, 0},
                   {"c_attn_dx", 8192, 384, 1152, true, true, false, 0},  {"c_fc_dx", 8192, 384, 1536, true, true, false, 0}};
-  const char* names[] = {"as_is", "no_stores", "no_epilogue", "no_mma", "no_loads", "lanes", "res_prefetch"};
-  constexpr int kModes = 7, kReps = 20;
+  const char* names[] = {"as_is", "no_stores", "no_epilogue", "no_mma", "no_loads", "lanes", "res_prefetch", "x96"};
+  constexpr int kModes = 8, kReps = 20;
   const ProductModes process;
   std::string table = "gemm-diag (us a call; the char window's products, 8192 rows)\nproduct          TFLOP/s";
   for (const char* n : names) table += " " + std::string(12 - std::min<size_t>(12, std::strlen(n)), ' ') + n;
@@ -1742,7 +1753,7 @@ static void bench_gemm_diag() {
     double us[kModes];
     bool all_tma = true;
     for (int m = 0; m < kModes; ++m) {
-      ProductModes::set(true, m == 5, process.bn96, m == 6);
+      ProductModes::set(true, m == 5, process.bn96, m == 6, m == 7);
       rt::cuda::set_tma_diag(m <= 4 ? m : 0);
       const long before = rt::cuda::tma_launches();
       us[m] = time_ms(product, kReps) * 1e3;
