@@ -145,9 +145,9 @@ __device__ __forceinline__ void prefetch_res_l2(const GemmArgs& g, int r0, int c
 // read back), so that c_fc's activation costs its stores and not a pass of its own; 6 and 7, bf16 C holding
 // act'(x) times the rounded values (GELU's, ReLU's), x from fx: the activation's backward in mlp c_proj's dx
 // product, which then stores df and not dg, and no pass reads dg back.
-// fx (EPI 6, 7): the shared-memory address of the warpgroup's 64 rows of x's 128 x 128 tile, as the producer
-// loaded it into a stage (two 64-column boxes of 128 rows, 128B-swizzled: a warp's 8 rows by 16 bytes per load
-// hit distinct banks).
+// fx (EPI 6, 7): the shared-memory address of the warpgroup's 64 rows of x's 128 x BN tile, as the producer
+// loaded it into a stage (XTile: 64- or 32-column boxes of 128 rows, swizzled so that a warp's 8 rows by 16 bytes
+// per load hit distinct banks).
 // boxes: the warp's count of boxes stored so far (which of the two is next, across tiles).
 // LANES: the boxes stored by the warp's lanes (lane_store), not the copy engine.
 // PRE (EPI 2 with a residual; RT_CUDA_RES_PREFETCH): each box's residual values loaded kResAhead boxes ahead, so
@@ -217,7 +217,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
     if constexpr (EPI >= 6) {
       // act'(x) times the rounded values this lane has just put in the box, in place (read back, as EPI 4 and
       // 5 do, so that they need no registers of their own beside the accumulators). Row 16 warp + r + 8 h of
-      // the warpgroup's x: its 16-byte chunk k sits at k ^ r (the swizzle; outside C the engine filled zeros).
+      // the warpgroup's x, its 16-byte chunks where the swizzle put them (below; outside C the engine filled zeros).
 #pragma unroll
       for (int jj = 0; jj < J; ++jj)
 #pragma unroll
@@ -266,7 +266,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
 // are ordered after the copy's writes. x's tile for tile i is announced on 1 + i % 2. Two barriers, so that the
 // announcement for tile i + 1 cannot land in the phase of tile i's; the producer cannot reach tile i + 2's
 // before every consumer has passed tile i's, since x's stage for tile i + 2 is at least STAGES + 1 stages on
-// in the ring (2 (nk + 1) >= 4 > 3 = STAGES, the 128-wide kernel's): its load waited for tile i's x stage to
+// in the ring (2 (nk + 1) >= 4 > 3 = STAGES, the kernels' with x's tile): its load waited for tile i's x stage to
 // be handed back.
 // The id comes in a register, so ptxas counts all 16 barriers as used, which allows at most 4 blocks an SM (2
 // run). Immediate ids, chosen by a branch on the tile's parity, made it spill ~750 bytes a thread.
@@ -367,6 +367,12 @@ __global__ void __launch_bounds__(kThreads, MINB)
     float acc[BN / 2];
 #pragma unroll
     for (int e = 0; e < BN / 2; ++e) acc[e] = 0.0f;  // (read only by an empty reduction's store)
+    if constexpr (DIAG == kDiagNoMma) {  // values ptxas cannot know (else it folds the accumulators to zeros)
+      if (g.M < 0) {
+#pragma unroll
+        for (int e = 0; e < BN / 2; ++e) acc[e] = br.C[e * kThreads + threadIdx.x];
+      }
+    }
     int s = 0, boxes = 0;
     uint32_t ph = 0;
     for (int i = 0; i < mine; ++i) {
@@ -403,6 +409,11 @@ __global__ void __launch_bounds__(kThreads, MINB)
         fx = smem_addr(smem + s * L::kStage + wg * 64 * XTile<BN>::kRowBytes);
       }
       if constexpr (DIAG == kDiagNoEpilogue) {
+        // a use of the accumulators that never runs (without one ptxas drops the products with their results)
+        if (g.M < 0) {
+#pragma unroll
+          for (int e = 0; e < BN / 2; ++e) br.C[e * kThreads + threadIdx.x] = acc[e];
+        }
       } else if constexpr (EPI >= 2) {
         store_tile_staged<EPI, BN, LANES, PRE, DIAG == kDiagNoStores>(g, &map_c, &map_g, m0 + wg * 64, n0, acc,
                                                                        smem + L::kStaging, boxes, fx);
@@ -476,6 +487,9 @@ bool encode_c(CUtensorMap* map, const void* p, bool half, int ld, const GemmArgs
 }
 
 long g_launches = 0, g_act_launches = 0, g_x96_launches = 0;
+#ifdef RT_GEMM_DIAG
+cudaFuncAttributes g_last_attrs{};  // the kernel launched last: its registers and local (spilled) bytes
+#endif
 
 // mc, mg: the maps of C and act(C) (encode_c) for the staged epilogues (EPI 2 to 5; mg 4 and 5).
 template <int BN, int STAGES, int MINB, int EPI, bool LANES = false, bool PRE = false, int DIAG = kDiagNone>
@@ -501,6 +515,14 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
   const dim3 grid(static_cast<unsigned>(std::max(1, std::min(tiles, resident / splits))), 1, static_cast<unsigned>(splits));
   kernel<<<grid, kThreads, L::kSmem, stream()>>>(ma, mb, mc, mg, g, tiles_n, tiles);
   RT_CU_LAUNCH("gemm_tma");
+#ifdef RT_GEMM_DIAG
+  static const cudaFuncAttributes attrs = [&] {
+    cudaFuncAttributes a{};
+    if (cudaFuncGetAttributes(&a, kernel) != cudaSuccess) cudaGetLastError();
+    return a;
+  }();
+  g_last_attrs = attrs;
+#endif
   ++g_launches;
   if (EPI >= 4) ++g_act_launches;
   if (EPI >= 6 && BN == 96) ++g_x96_launches;
@@ -630,6 +652,10 @@ bool tma_store() { return g_tma_store; }
 long tma_launches() { return g_launches; }
 #ifdef RT_GEMM_DIAG
 void set_tma_diag(int mode) { g_diag = mode; }
+void tma_last_kernel(int* regs, int* local_bytes) {
+  *regs = g_last_attrs.numRegs;
+  *local_bytes = static_cast<int>(g_last_attrs.localSizeBytes);
+}
 #endif
 long tma_act_launches() { return g_act_launches; }
 
@@ -645,7 +671,9 @@ bool gemm_tma(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B,
   if (g_tma_bn96 && splits == 1 && !g.act_x &&
       (g_tma_bn96 == 2 || tiles_per_sm_span(g, 96) < tiles_per_sm_span(g, 128)))
     return launch_epi<96, 3, 2>(g, A, B, Kp, splits, act_applied);
-  if (g_tma_x96 && splits == 1 && g.act_x) return launch_epi<96, 3, 2>(g, A, B, Kp, splits, act_applied);
+  // (only where the staged epilogue would apply the activation: launch_epi checks the rest)
+  if (g_tma_x96 && splits == 1 && g.act_x && g_tma_store && !g.ws && g.beta == 0.0f && g.c_half)
+    return launch_epi<96, 3, 2>(g, A, B, Kp, splits, act_applied);
   return launch_epi<128, 3, 2>(g, A, B, Kp, splits, act_applied);
 }
 

@@ -37,6 +37,8 @@ int tma_bn96();
 // product; 1 without the engine's stores, 2 without the epilogue, 3 without the tensor-core products, 4 without
 // the operand loads). Their outputs are not the product's: for timing alone (kernels_check --gemm-diag).
 void set_tma_diag(int mode);
+// The registers a thread and the local memory (spills) a thread of the kernel launched last.
+void tma_last_kernel(int* regs, int* local_bytes);
 #endif
 // The activation's backward in the product (GemmArgs::act_x) on 128 x 96 tiles rather than 128 x 128, for the
 // products launched after (the same bits). Default off; RT_CUDA_TMA_X96=1 turns it on.

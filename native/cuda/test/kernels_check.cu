@@ -1390,8 +1390,8 @@ static void check_layernorm_half_dy() {
 // The activations in the TMA product's epilogue (gemm's act): the same bits as the product alone followed by
 // activation.cu's pass over its bf16 output. Forward (c_fc, Backend::linear_forward_act_half): C and act(C);
 // backward (mlp c_proj's dx, linear_backward_dx_act_half): act'(x) times the rounded product. Staged, the
-// fused kernel must have launched where the shape allows it (the backward on 128-wide tiles only: not the
-// 192-wide K = 1536 shape); with the staged epilogue off, the pass does it. Shapes: the char config's, row and column
+// fused kernel must have launched where the shape allows it (the backward on 128- or, with RT_CUDA_TMA_X96,
+// 96-wide tiles: not the 192-wide K = 1536 shape); with the staged epilogue off, the pass does it. Shapes: the char config's, row and column
 // tails, and a product on 192-wide tiles.
 static void check_gemm_act() {
   if (!(rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled())) return;
@@ -1406,11 +1406,13 @@ static void check_gemm_act() {
     const bool x96 = tiles == 2;
     ProductModes::set(staged, mode == 2, bn96, false, x96);
     // 4096 x 1536 over K = 64 and 96: one and two K steps, more tiles than blocks (the ring at its tightest, both
-    // named barriers); N = 296: x's second 64-column box wholly past N
+    // named barriers); N = 296: x's second 64-column box wholly past N (on 96-wide tiles the last tile's second and
+    // third 32-column boxes)
     for (const Case c : {Case{8192, 1536, 384}, Case{1000, 328, 200}, Case{777, 2000, 96}, Case{8192, 384, 1536},
                          Case{4096, 1536, 64}, Case{4096, 1536, 96}, Case{2048, 296, 200}})
       for (const bool backward : {false, true})
         for (const bool gelu : {true, false}) {
+          if (x96 && !backward) continue;  // (the forward as at tiles 0: the switch is the backward's)
           const size_t mn = static_cast<size_t>(c.M) * c.N;
           const VF a = rounded(randv(static_cast<size_t>(c.M) * c.K, 141, -2, 2));
           DevBf A(a.size()), X(mn), C0(mn), C1(mn), G0(mn), G1(mn);
@@ -1721,7 +1723,8 @@ static void bench_gemm_diag() {
     std::printf("gemm-diag: needs a compute-capability 9.0 GPU with the Hopper kernels\n");
     return;
   }
-  // act: 0 none, 1 GELU of C beside it (c_fc), 2 C times GELU'(x) (mlp c_proj's dx)
+  // act: 0 none, 1 GELU of C beside it (c_fc), 2 C times GELU'(x) (mlp c_proj's dx); no biases (the char
+  // config's layers have none)
   struct P { const char* name; int M, N, K; bool backward, half, res; int act; };
   const P ps[] = {{"c_attn", 8192, 1152, 384, false, true, false, 0},   {"attn_proj", 8192, 384, 384, false, false, true, 0},
                   {"c_fc_gelu", 8192, 1536, 384, false, true, false, 1}, {"mlp_proj", 8192, 384, 1536, false, false, true, 0},
@@ -1751,13 +1754,16 @@ static void bench_gemm_diag() {
                      p.N, nullptr, nullptr, p.res ? R.p : nullptr, A.p, p.half, p.act ? &act : nullptr);
     };
     double us[kModes];
-    bool all_tma = true;
+    int regs[kModes], local[kModes];
+    bool all_tma = true, x96_ran = true;
     for (int m = 0; m < kModes; ++m) {
       ProductModes::set(true, m == 5, process.bn96, m == 6, m == 7);
       rt::cuda::set_tma_diag(m <= 4 ? m : 0);
-      const long before = rt::cuda::tma_launches();
+      const long before = rt::cuda::tma_launches(), before96 = rt::cuda::tma_x96_launches();
       us[m] = time_ms(product, kReps) * 1e3;
       all_tma = all_tma && rt::cuda::tma_launches() - before == kReps + 3;  // time_ms: 3 warm-up calls
+      if (m == 7 && p.act == 2) x96_ran = rt::cuda::tma_x96_launches() - before96 == kReps + 3;
+      rt::cuda::tma_last_kernel(&regs[m], &local[m]);  // (the variants' registers differ: see NOTES, session 22)
     }
     rt::cuda::set_tma_diag(0);
     rt::cuda::weight_copies_clear();
@@ -1770,7 +1776,12 @@ static void bench_gemm_diag() {
       std::snprintf(buf, sizeof buf, ",\"us_%s\":%.2f", names[m], us[m]);
       json += buf;
     }
-    std::snprintf(buf, sizeof buf, ",\"tflops_as_is\":%.1f,\"all_tma\":%s}", tflops, all_tma ? "true" : "false");
+    for (int m = 0; m < kModes; ++m) {
+      std::snprintf(buf, sizeof buf, ",\"regs_%s\":%d,\"local_bytes_%s\":%d", names[m], regs[m], names[m], local[m]);
+      json += buf;
+    }
+    std::snprintf(buf, sizeof buf, ",\"tflops_as_is\":%.1f,\"all_tma\":%s,\"x96_ran\":%s}", tflops,
+                  all_tma ? "true" : "false", x96_ran ? "true" : "false");
     std::printf("%s%s\n", json.c_str(), buf);
     std::snprintf(buf, sizeof buf, "%-16s %7.1f", p.name, tflops);
     table += buf;
@@ -1778,7 +1789,15 @@ static void bench_gemm_diag() {
       std::snprintf(buf, sizeof buf, " %12.2f", us[m]);
       table += buf;
     }
-    table += all_tma ? "\n" : "  (not every call on the TMA kernel)\n";
+    table += all_tma ? "" : "  (not every call on the TMA kernel)";
+    table += x96_ran ? "\n" : "  (x96: not on 96-wide tiles)\n";
+    std::snprintf(buf, sizeof buf, "%-16s %7s", "  regs/local", "");
+    table += buf;
+    for (int m = 0; m < kModes; ++m) {
+      std::snprintf(buf, sizeof buf, " %7d/%4d", regs[m], local[m]);
+      table += buf;
+    }
+    table += "\n";
   }
   std::printf("%s", table.c_str());
 #else
