@@ -87,22 +87,52 @@ __device__ __forceinline__ void lane_store(void* out, int ld, int M, int N, int 
   }
 }
 
+// A named barrier of the warpgroup's four warps (ids 3 and 4; 1 and 2 are x's tile's, named_sync below).
+__device__ __forceinline__ void warpgroup_sync() {
+  asm volatile("barrier.cta.sync %0, 128;\n" ::"r"(3 + (static_cast<int>(threadIdx.x) >> 7)) : "memory");
+}
+
+// TEAM (RT_CUDA_TMA_TEAM): the staged epilogue's boxes are the warpgroup's, 64 rows of 32 bytes (each warp
+// writing its 16 rows), stored by one copy-engine store from the warpgroup's first thread, not one a warp: a
+// quarter of the stores, with the same staging bytes (two boxes a warpgroup), at the cost of the warpgroup's
+// barrier where each warp's was enough. Whether the engine's cost per store is what the K = 384 products'
+// epilogue waits on is what it tests.
+constexpr int kTeamChunk = 4 * kChunk;
+
 // A warp's next staging box (of its two, by its count `boxes`), once the engine's store from it two boxes back
-// has read it (LANES: the lanes' own stores read it before they left).
-template <bool LANES>
+// has read it (LANES: the lanes' own stores read it before they left). TEAM: the warp's 16 rows of the
+// warpgroup's next box, box0 the warpgroup's two.
+template <bool LANES, bool TEAM = false>
 __device__ __forceinline__ uint8_t* take_box(uint8_t* box0, int& boxes) {
-  uint8_t* box = box0 + (boxes++ & 1) * kChunk;
-  if (!LANES && (threadIdx.x & 31) == 0) cluster::tma_store_wait_read<1>();
-  __syncwarp();
-  return box;
+  if constexpr (TEAM) {
+    uint8_t* box = box0 + (boxes++ & 1) * kTeamChunk;
+    if ((threadIdx.x & 127) == 0) cluster::tma_store_wait_read<1>();
+    warpgroup_sync();
+    return box + ((threadIdx.x >> 5) & 3) * kChunk;
+  } else {
+    uint8_t* box = box0 + (boxes++ & 1) * kChunk;
+    if (!LANES && (threadIdx.x & 31) == 0) cluster::tma_store_wait_read<1>();
+    __syncwarp();
+    return box;
+  }
 }
 // The warp's filled box out to columns from x, rows from row0: by the copy engine through map, or (LANES) by
 // the lanes into out (ESZ-byte elements, rows of g.ldc).
 // NOSTORE (a diagnostic build's kDiagNoStores): everything but the engine's store itself.
-template <bool LANES, int ESZ, bool NOSTORE = false>
+// TEAM: the warpgroup's box, once its four warps have filled their rows; row0 and box are the warp's (its
+// 16 rows), the store the warpgroup's from 16 rows and 512 bytes before, for the warp of rows 0-15.
+template <bool LANES, int ESZ, bool NOSTORE = false, bool TEAM = false>
 __device__ __forceinline__ void put_box(const GemmArgs& g, const CUtensorMap* map, void* out, int x, int row0,
                                         const uint8_t* box) {
-  if constexpr (LANES) {
+  if constexpr (TEAM) {
+    static_assert(!LANES, "the warpgroup's boxes go by the copy engine");
+    fence_async_shared();
+    warpgroup_sync();
+    if (!NOSTORE && (threadIdx.x & 127) == 0) {  // (warp 0 of the warpgroup: its rows and box are the first)
+      cluster::tma_store_2d(map, x, row0, box);
+      cluster::tma_store_commit();
+    }
+  } else if constexpr (LANES) {
     __syncwarp();
     lane_store<ESZ>(out, g.ldc, g.M, g.N, x, row0, box);
   } else {
@@ -160,7 +190,7 @@ __device__ __forceinline__ void prefetch_res_l2(const GemmArgs& g, int r0, int c
 // default, spills 188 and 32 bytes).
 template <int BN>
 constexpr int kResAhead = BN == 192 ? 6 : 2;
-template <int EPI, int BN, bool LANES, bool PRE = false, bool NOSTORE = false>
+template <int EPI, int BN, bool LANES, bool PRE = false, bool NOSTORE = false, bool TEAM = false>
 __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUtensorMap* map_c, const CUtensorMap* map_g,
                                                   int m0, int n0, const float (&acc)[BN / 2], uint8_t* staging,
                                                   int& boxes, uint32_t fx) {
@@ -168,7 +198,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
   static_assert(!PRE || EPI == 2, "the residual's prefetch is for a float32 C (EPI 2)");
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, r = lane >> 2, q = lane & 3;
   const int row0 = m0 + warp * 16;
-  uint8_t* box0 = staging + (threadIdx.x >> 5) * 2 * kChunk;
+  uint8_t* box0 = TEAM ? staging + (threadIdx.x >> 7) * 2 * kTeamChunk : staging + (threadIdx.x >> 5) * 2 * kChunk;
   constexpr int J = HALF ? 2 : 1;  // accumulator column groups (8 columns) per box
   constexpr int C = BN / 8 / J;    // boxes
   // PRE: box c's residual values for rows r and r + 8 (zeros outside C, and in the second where gc + 1 is past N,
@@ -192,7 +222,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
     if constexpr (PRE) {
       if (c + kResAhead<BN> < C) load_res(c + kResAhead<BN>);
     }
-    uint8_t* box = take_box<LANES>(box0, boxes);
+    uint8_t* box = take_box<LANES, TEAM>(box0, boxes);
 #pragma unroll
     for (int jj = 0; jj < J; ++jj) {
       const int j = c * J + jj, gc = n0 + 8 * j + 2 * q;
@@ -240,11 +270,11 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
           *p = __floats2bfloat162_rn(a.x, a.y);
         }
     }
-    put_box<LANES, HALF ? 2 : 4, NOSTORE>(g, map_c, g.C, n0 + c * 8 * J, row0, box);
+    put_box<LANES, HALF ? 2 : 4, NOSTORE, TEAM>(g, map_c, g.C, n0 + c * 8 * J, row0, box);
     if constexpr (EPI == 4 || EPI == 5) {
       // act(C)'s box from the values this lane has just put in C's (read back, so that they need no registers
       // of their own beside the accumulators)
-      uint8_t* abox = take_box<LANES>(box0, boxes);
+      uint8_t* abox = take_box<LANES, TEAM>(box0, boxes);
 #pragma unroll
       for (int jj = 0; jj < J; ++jj)
 #pragma unroll
@@ -256,7 +286,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
           else a = make_float2(Relu()(v.x), Relu()(v.y));
           *reinterpret_cast<__nv_bfloat162*>(abox + e * 2) = __floats2bfloat162_rn(a.x, a.y);
         }
-      put_box<LANES, 2, NOSTORE>(g, map_g, g.act_out, n0 + c * 8 * J, row0, abox);
+      put_box<LANES, 2, NOSTORE, TEAM>(g, map_g, g.act_out, n0 + c * 8 * J, row0, abox);
     }
   }
 }
@@ -289,7 +319,7 @@ __device__ __forceinline__ void mma_k16(float (&acc)[BN / 2], uint64_t a, uint64
 // store_tile_staged's, through map_c (and map_g: act(C)'s map for 4 and 5, x's for 6 and 7, whose tile the
 // producer loads after each tile's K steps into the next stage, which the consumers hand back after their
 // epilogue); LANES: store_tile_staged's boxes stored by the lanes.
-template <int BN, int STAGES, int MINB, int EPI, bool LANES, bool PRE, int DIAG>
+template <int BN, int STAGES, int MINB, int EPI, bool LANES, bool PRE, int DIAG, bool TEAM>
 __global__ void __launch_bounds__(kThreads, MINB)
     gemm_tma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
                     const __grid_constant__ CUtensorMap map_c, const __grid_constant__ CUtensorMap map_g, GemmArgs g,
@@ -415,8 +445,8 @@ __global__ void __launch_bounds__(kThreads, MINB)
           for (int e = 0; e < BN / 2; ++e) br.C[e * kThreads + threadIdx.x] = acc[e];
         }
       } else if constexpr (EPI >= 2) {
-        store_tile_staged<EPI, BN, LANES, PRE, DIAG == kDiagNoStores>(g, &map_c, &map_g, m0 + wg * 64, n0, acc,
-                                                                       smem + L::kStaging, boxes, fx);
+        store_tile_staged<EPI, BN, LANES, PRE, DIAG == kDiagNoStores, TEAM>(g, &map_c, &map_g, m0 + wg * 64, n0, acc,
+                                                                             smem + L::kStaging, boxes, fx);
       } else {
         store_tile<EPI>(g, br.C, m0 + wg * 64, n0, acc);
       }
@@ -474,29 +504,30 @@ bool encode_x(CUtensorMap* map, const __nv_bfloat16* p, int M, int N) {
 
 // The map of an output (M rows of N, ld apart; float32 or bf16 `half`) in store_tile_staged's boxes: 16 rows
 // of 32 bytes. False where the copy engine cannot address it (p or a row stride not 16-byte aligned).
-bool encode_c(CUtensorMap* map, const void* p, bool half, int ld, const GemmArgs& g) {
+bool encode_c(CUtensorMap* map, const void* p, bool half, int ld, const GemmArgs& g, int rows = 16) {
   const int esz = half ? 2 : 4;
   if (!aligned16(p) || (static_cast<size_t>(ld) * esz) % 16 != 0) return false;
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(g.N), static_cast<cuuint64_t>(g.M)};
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld) * esz};
-  const cuuint32_t box[2] = {static_cast<cuuint32_t>(32 / esz), 16};
+  const cuuint32_t box[2] = {static_cast<cuuint32_t>(32 / esz), static_cast<cuuint32_t>(rows)};
   const cuuint32_t estrides[2] = {1, 1};
   return encoder()(map, half ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, const_cast<void*>(p),
                    dims, strides, box, estrides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
                    CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-long g_launches = 0, g_act_launches = 0, g_x96_launches = 0;
+long g_launches = 0, g_act_launches = 0, g_x96_launches = 0, g_team_launches = 0;
 #ifdef RT_GEMM_DIAG
 cudaFuncAttributes g_last_attrs{};  // the kernel launched last: its registers and local (spilled) bytes
 #endif
 
 // mc, mg: the maps of C and act(C) (encode_c) for the staged epilogues (EPI 2 to 5; mg 4 and 5).
-template <int BN, int STAGES, int MINB, int EPI, bool LANES = false, bool PRE = false, int DIAG = kDiagNone>
+template <int BN, int STAGES, int MINB, int EPI, bool LANES = false, bool PRE = false, int DIAG = kDiagNone,
+          bool TEAM = false>
 bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
             const CUtensorMap& mc, const CUtensorMap& mg) {
   using L = Layout<BN, STAGES>;
-  auto kernel = gemm_tma_kernel<BN, STAGES, MINB, EPI, LANES, PRE, DIAG>;
+  auto kernel = gemm_tma_kernel<BN, STAGES, MINB, EPI, LANES, PRE, DIAG, TEAM>;
   // Per instantiation, once: the shared-memory limit raised, and how many blocks fit the GPU at once (the
   // grid is persistent: as many blocks as run together, each taking tiles in turn).
   static const int resident = [&] {
@@ -524,6 +555,7 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
   g_last_attrs = attrs;
 #endif
   ++g_launches;
+  if (TEAM) ++g_team_launches;
   if (EPI >= 4) ++g_act_launches;
   if (EPI >= 6 && BN == 96) ++g_x96_launches;
   return true;
@@ -538,6 +570,10 @@ bool g_tma_store = rt::env_switch("RT_CUDA_TMA_STORE", true);
 // time without stores. H200 session 19 (s19a, s19b): the products alone 3-6% faster (c_attn 24.9 against 26.1
 // us), a char step slower (8.39 against 8.18 ms); off.
 bool g_lane_store = rt::env_switch("RT_CUDA_LANE_STORE", false);
+
+// RT_CUDA_TMA_TEAM=1 (set_tma_team; off until measured): the staged epilogue's boxes the warpgroups' (take_box's
+// TEAM), a quarter of the copy engine's stores. Not with the lanes' stores, which take precedence.
+bool g_tma_team = rt::env_switch("RT_CUDA_TMA_TEAM", false);
 
 // RT_CUDA_RES_PREFETCH=1 (set_res_prefetch; off until measured): a float32 C's residual values loaded ahead of
 // their boxes in the staged epilogue (store_tile_staged's PRE), on 96- and 192-wide tiles: the char config's attn
@@ -571,9 +607,18 @@ long tiles_per_sm_span(const GemmArgs& g, int bn) {
 int g_diag = kDiagNone;
 #endif
 
+// Whether the staged products launched now take the warpgroups' boxes (not the lanes', not a diagnostic variant).
+bool staged_team() {
+#ifdef RT_GEMM_DIAG
+  if (g_diag != kDiagNone) return false;
+#endif
+  return g_tma_team && !g_lane_store;
+}
+
+// team: the warpgroups' boxes (TEAM; the maps were made for them: staged_box_rows).
 template <int BN, int STAGES, int MINB, int EPI, bool PRE = false>
 bool launch_staged(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
-                   const CUtensorMap& mc, const CUtensorMap& mg) {
+                   const CUtensorMap& mc, const CUtensorMap& mg, bool team) {
 #ifdef RT_GEMM_DIAG
   switch (g_diag) {  // (the engine's stores, no residual prefetch)
     case kDiagNoStores: return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoStores>(g, A, B, Kp, splits, mc, mg);
@@ -583,6 +628,7 @@ bool launch_staged(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat1
     default: break;
   }
 #endif
+  if (team) return launch<BN, STAGES, MINB, EPI, false, PRE, kDiagNone, true>(g, A, B, Kp, splits, mc, mg);
   return g_lane_store ? launch<BN, STAGES, MINB, EPI, true, PRE>(g, A, B, Kp, splits, mc, mg)
                       : launch<BN, STAGES, MINB, EPI, false, PRE>(g, A, B, Kp, splits, mc, mg);
 }
@@ -594,7 +640,9 @@ bool launch_staged(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat1
 template <int BN, int STAGES, int MINB>
 bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits, bool* act_applied) {
   CUtensorMap mc{}, mg{};
-  const bool staged = g_tma_store && !g.ws && g.beta == 0.0f && encode_c(&mc, g.C, g.c_half, g.ldc, g);
+  const bool team = staged_team();
+  const int rows = team ? 64 : 16;  // the staged boxes' rows: the warpgroup's or the warp's
+  const bool staged = g_tma_store && !g.ws && g.beta == 0.0f && encode_c(&mc, g.C, g.c_half, g.ldc, g, rows);
   const bool backward = g.act == kActGeluGradFast || g.act == kActReluGrad;
   const bool forward = g.act == kActGeluFast || g.act == kActRelu;
   int epi = (staged ? 2 : 0) + (g.c_half ? 1 : 0);
@@ -603,7 +651,7 @@ bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* 
   if (kXTile && backward && staged && g.c_half && g.K > 0 && g.ldc == g.N && g.N % 8 == 0 && aligned16(g.act_x) &&
       encode_x<kXTile ? BN : 128>(&mg, static_cast<const __nv_bfloat16*>(g.act_x), g.M, g.N))
     epi = g.act == kActGeluGradFast ? 6 : 7;
-  else if (forward && staged && g.c_half && encode_c(&mg, g.act_out, true, g.ldc, g))
+  else if (forward && staged && g.c_half && encode_c(&mg, g.act_out, true, g.ldc, g, rows))
     epi = g.act == kActGeluFast ? 4 : 5;
   bool launched = false;
   switch (epi) {
@@ -613,19 +661,19 @@ bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* 
       // (not on 128-wide tiles: there the prefetched values spilled 560-912 bytes a thread at 96 registers)
       if constexpr (BN != 128) {
         if (g_res_prefetch && g.res) {
-          launched = launch_staged<BN, STAGES, MINB, 2, true>(g, A, B, Kp, splits, mc, mg);
+          launched = launch_staged<BN, STAGES, MINB, 2, true>(g, A, B, Kp, splits, mc, mg, team);
           break;
         }
       }
-      launched = launch_staged<BN, STAGES, MINB, 2>(g, A, B, Kp, splits, mc, mg);
+      launched = launch_staged<BN, STAGES, MINB, 2>(g, A, B, Kp, splits, mc, mg, team);
       break;
-    case 3: launched = launch_staged<BN, STAGES, MINB, 3>(g, A, B, Kp, splits, mc, mg); break;
-    case 4: launched = launch_staged<BN, STAGES, MINB, 4>(g, A, B, Kp, splits, mc, mg); break;
-    case 5: launched = launch_staged<BN, STAGES, MINB, 5>(g, A, B, Kp, splits, mc, mg); break;
+    case 3: launched = launch_staged<BN, STAGES, MINB, 3>(g, A, B, Kp, splits, mc, mg, team); break;
+    case 4: launched = launch_staged<BN, STAGES, MINB, 4>(g, A, B, Kp, splits, mc, mg, team); break;
+    case 5: launched = launch_staged<BN, STAGES, MINB, 5>(g, A, B, Kp, splits, mc, mg, team); break;
     default:
       if constexpr (kXTile)
-        launched = epi == 6 ? launch_staged<BN, STAGES, MINB, 6>(g, A, B, Kp, splits, mc, mg)
-                            : launch_staged<BN, STAGES, MINB, 7>(g, A, B, Kp, splits, mc, mg);
+        launched = epi == 6 ? launch_staged<BN, STAGES, MINB, 6>(g, A, B, Kp, splits, mc, mg, team)
+                            : launch_staged<BN, STAGES, MINB, 7>(g, A, B, Kp, splits, mc, mg, team);
   }
   *act_applied = launched && epi >= 4;
   return launched;
@@ -644,6 +692,9 @@ void set_res_prefetch(bool on) { g_res_prefetch = on; }
 bool res_prefetch() { return g_res_prefetch; }
 void set_tma_bn96(int mode) { g_tma_bn96 = mode; }
 void set_tma_x96(bool on) { g_tma_x96 = on; }
+void set_tma_team(bool on) { g_tma_team = on; }
+bool tma_team() { return g_tma_team; }
+long tma_team_launches() { return g_team_launches; }
 bool tma_x96() { return g_tma_x96; }
 long tma_x96_launches() { return g_x96_launches; }
 int tma_bn96() { return g_tma_bn96; }

@@ -46,6 +46,12 @@ void set_tma_x96(bool on);
 bool tma_x96();
 // Products of the activation's backward it has launched on 128 x 96 tiles (kernels_check: that they did).
 long tma_x96_launches();
+// The staged epilogue's boxes stored a warpgroup's at a time (64 rows) rather than a warp's (16), for the products
+// launched after (the same bits). Default off; RT_CUDA_TMA_TEAM=1 turns it on. The lanes' stores take precedence.
+void set_tma_team(bool on);
+bool tma_team();
+// Products it has launched with the warpgroups' boxes (kernels_check: that they did).
+long tma_team_launches();
 // Products it has launched in this process (kernels_check: that a product ran here, not on the fallback).
 long tma_launches();
 // Those of them that applied an activation in the epilogue (GemmArgs::act).

@@ -935,16 +935,17 @@ static void check_bf16_only() {
 // put back as the process had them when it ends.
 struct ProductModes {
   const bool staged = rt::cuda::tma_store(), lanes = rt::cuda::lane_store(), prefetch = rt::cuda::res_prefetch();
-  const bool x96 = rt::cuda::tma_x96();
+  const bool x96 = rt::cuda::tma_x96(), team = rt::cuda::tma_team();
   const int bn96 = rt::cuda::tma_bn96();
-  static void set(bool staged_, bool lanes_, int bn96_, bool prefetch_ = false, bool x96_ = false) {
+  static void set(bool staged_, bool lanes_, int bn96_, bool prefetch_ = false, bool x96_ = false, bool team_ = false) {
     rt::cuda::set_tma_store(staged_);
     rt::cuda::set_lane_store(lanes_);
     rt::cuda::set_tma_bn96(bn96_);
     rt::cuda::set_res_prefetch(prefetch_);
     rt::cuda::set_tma_x96(x96_);
+    rt::cuda::set_tma_team(team_);
   }
-  ~ProductModes() { set(staged, lanes, bn96, prefetch, x96); }
+  ~ProductModes() { set(staged, lanes, bn96, prefetch, x96, team); }
 };
 
 // matmul_tma_sm90.cu's kernel against matmul_sm90.cu's cp.async ones on the same bf16 operands: the same
@@ -956,10 +957,11 @@ static void check_tma_bits() {
   struct Case { int M, N, K; bool bias, res, half; };
   const ProductModes process;
   for (const int bn96 : {0, 2})  // 128-wide tiles (192 where the rule says); 96-wide for all it does not
-  // the direct epilogue, the staged one by the engine, by the lanes, and by the engine with the residual's values
-  // loaded ahead (RT_CUDA_RES_PREFETCH: on 96- and 192-wide tiles)
-  for (const int mode : {0, 1, 2, 3}) {
-    ProductModes::set(mode > 0, mode == 2, bn96, mode == 3);
+  // the direct epilogue, the staged one by the engine, by the lanes, by the engine with the residual's values
+  // loaded ahead (RT_CUDA_RES_PREFETCH: on 96- and 192-wide tiles), by the engine a warpgroup's box at a time
+  // (RT_CUDA_TMA_TEAM), and that with the residual loaded ahead
+  for (const int mode : {0, 1, 2, 3, 4, 5}) {
+    ProductModes::set(mode > 0, mode == 2, bn96, mode == 3 || mode == 5, false, mode >= 4);
     for (const Case c : {Case{8192, 1152, 384, true, false, true}, Case{8192, 384, 1536, true, true, false},
                          Case{8192, 384, 1152, false, false, false}, Case{1000, 300, 200, true, true, false},
                          Case{333, 1000, 4000, false, false, false}, Case{96, 96, 8192, false, false, false},
@@ -975,7 +977,7 @@ static void check_tma_bits() {
       Dev W(randv(static_cast<size_t>(c.N) * c.K, 122)), b(randv(c.N, 123)), r(randv(static_cast<size_t>(c.M) * c.N, 124));
       Dev C0(static_cast<size_t>(c.M) * c.N), C1(static_cast<size_t>(c.M) * c.N);
       // (the Hopper kernels asked for by name: Auto gives products too small to fill the GPU to others)
-      const long launched = rt::cuda::tma_launches();
+      const long launched = rt::cuda::tma_launches(), teamed = rt::cuda::tma_team_launches();
       for (int v = 0; v < 2; ++v) {
         use({rt::cuda::GemmKernel::Wgmma, "wgmma", v == 0});
         rt::cuda::gemm(true, false, true, c.M, c.N, c.K, 1.0f, nullptr, c.K, W.p, c.K, 0.0f, (v ? C1 : C0).p, c.N,
@@ -984,10 +986,19 @@ static void check_tma_bits() {
       const std::string how = std::string(mode == 0   ? ""
                                           : mode == 1 ? ", staged epilogue"
                                           : mode == 2 ? ", staged epilogue stored by the lanes"
-                                                      : ", staged epilogue, residual loaded ahead") +
+                                          : mode == 3 ? ", staged epilogue, residual loaded ahead"
+                                          : mode == 4 ? ", staged epilogue, the warpgroups' boxes"
+                                                      : ", staged epilogue, the warpgroups' boxes, residual loaded ahead") +
                               (bn96 ? ", 96-wide tiles" : "");
       expect_le(std::labs(rt::cuda::tma_launches() - launched - 1), 0,
                 "gemm TMA kernel launched, not a fallback " + shape(c.M, c.N, c.K) + how);
+      // the warpgroups' boxes wherever the staged epilogue runs: C unsplit (gemm() splits K >= 512 when 128 x 128
+      // tiles do not fill the SMs) and its rows 16-byte aligned (else the engine cannot address it)
+      const bool split = static_cast<long>((c.M + 127) / 128) * ((c.N + 127) / 128) < rt::cuda::limits().sms && c.K >= 512;
+      const bool aligned = c.N * (c.half ? 2 : 4) % 16 == 0;
+      if (mode >= 4 && !split && aligned)
+        expect_le(std::labs(rt::cuda::tma_team_launches() - teamed - 1), 0,
+                  "gemm TMA kernel with the warpgroups' boxes " + shape(c.M, c.N, c.K) + how);
       use({rt::cuda::GemmKernel::Auto, "auto"});
       const VF x = C0.get(), y = C1.get();
       const size_t bytes = static_cast<size_t>(c.M) * c.N * (c.half ? 2 : 4);
@@ -1400,11 +1411,12 @@ static void check_gemm_act() {
   // 128-wide tiles; the forward on 96-wide ones; the backward on 96-wide ones (RT_CUDA_TMA_X96: x's tile in three
   // 32-column boxes)
   for (const int tiles : {0, 1, 2})
-  for (const int mode : {1, 2, 0}) {  // staged by the engine, by the lanes; the direct epilogue (the pass)
+  // staged by the engine, by the lanes, by the engine a warpgroup's box at a time; the direct epilogue (the pass)
+  for (const int mode : {1, 2, 3, 0}) {
     const bool staged = mode > 0;
     const int bn96 = tiles == 1 ? 2 : 0;
     const bool x96 = tiles == 2;
-    ProductModes::set(staged, mode == 2, bn96, false, x96);
+    ProductModes::set(staged, mode == 2, bn96, false, x96, mode == 3);
     // 4096 x 1536 over K = 64 and 96: one and two K steps, more tiles than blocks (the ring at its tightest, both
     // named barriers); N = 296: x's second 64-column box wholly past N (on 96-wide tiles the last tile's second and
     // third 32-column boxes)
@@ -1426,7 +1438,7 @@ static void check_gemm_act() {
           };
           use({rt::cuda::GemmKernel::Wgmma, "wgmma"});
           const long launched = rt::cuda::tma_launches(), fused = rt::cuda::tma_act_launches(),
-                     narrow = rt::cuda::tma_x96_launches();
+                     narrow = rt::cuda::tma_x96_launches(), teamed = rt::cuda::tma_team_launches();
           product(C0, nullptr);
           const float* c0 = reinterpret_cast<const float*>(C0.p);
           const float* x = reinterpret_cast<const float*>(X.p);
@@ -1444,13 +1456,20 @@ static void check_gemm_act() {
           const bool wide = c.N > 128 && c.N <= 384 && c.K > 512, want = staged && !(backward && wide);
           const std::string what = std::string(backward ? " backward" : " forward") + (gelu ? " gelu " : " relu ") +
                                    shape(c.M, c.N, c.K) +
-                                   (mode == 0 ? ", through the pass" : mode == 1 ? ", staged epilogue" : ", staged by the lanes") +
+                                   (mode == 0   ? ", through the pass"
+                                    : mode == 1 ? ", staged epilogue"
+                                    : mode == 2 ? ", staged by the lanes"
+                                                : ", staged, the warpgroups' boxes") +
                                    (bn96 ? ", 96-wide tiles" : "") + (x96 ? ", the backward on 96-wide tiles" : "");
           expect_le(std::labs(rt::cuda::tma_launches() - launched - 2), 0, "gemm with act: the TMA kernel launched" + what);
           expect_le(std::labs(rt::cuda::tma_act_launches() - fused - (want ? 1 : 0)), 0,
                     std::string("gemm with act: ") + (want ? "applied in the epilogue" : "left to the pass") + what);
           // RT_CUDA_TMA_X96: the backward's fused product on 96-wide tiles wherever it is fused (not split)
           const bool on96 = x96 && backward && want;
+          // RT_CUDA_TMA_TEAM: both products (the plain and the fused) with the warpgroups' boxes, unless split (none is)
+          if (mode == 3)
+            expect_le(std::labs(rt::cuda::tma_team_launches() - teamed - 2), 0,
+                      "gemm with act: the warpgroups' boxes" + what);
           expect_le(std::labs(rt::cuda::tma_x96_launches() - narrow - (on96 ? 1 : 0)), 0,
                     std::string("gemm with act: ") + (on96 ? "on 96-wide tiles" : "not on 96-wide tiles") + what);
           use({rt::cuda::GemmKernel::Auto, "auto"});
@@ -1730,8 +1749,8 @@ static void bench_gemm_diag() {
                   {"c_fc_gelu", 8192, 1536, 384, false, true, false, 1}, {"mlp_proj", 8192, 384, 1536, false, false, true, 0},
                   {"mlp_proj_dx", 8192, 1536, 384, true, true, false, 2}, {"attn_proj_dx", 8192, 384, 384, true, true, false, 0},
                   {"c_attn_dx", 8192, 384, 1152, true, true, false, 0},  {"c_fc_dx", 8192, 384, 1536, true, true, false, 0}};
-  const char* names[] = {"as_is", "no_stores", "no_epilogue", "no_mma", "no_loads", "lanes", "res_prefetch", "x96"};
-  constexpr int kModes = 8, kReps = 20;
+  const char* names[] = {"as_is", "no_stores", "no_epilogue", "no_mma", "no_loads", "lanes", "res_prefetch", "x96", "team"};
+  constexpr int kModes = 9, kReps = 20;
   const ProductModes process;
   std::string table = "gemm-diag (us a call; the char window's products, 8192 rows)\nproduct          TFLOP/s";
   for (const char* n : names) table += " " + std::string(12 - std::min<size_t>(12, std::strlen(n)), ' ') + n;
@@ -1757,7 +1776,7 @@ static void bench_gemm_diag() {
     int regs[kModes], local[kModes];
     bool all_tma = true, x96_ran = true;
     for (int m = 0; m < kModes; ++m) {
-      ProductModes::set(true, m == 5, process.bn96, m == 6, m == 7);
+      ProductModes::set(true, m == 5, process.bn96, m == 6, m == 7, m == 8);
       rt::cuda::set_tma_diag(m <= 4 ? m : 0);
       const long before = rt::cuda::tma_launches(), before96 = rt::cuda::tma_x96_launches();
       us[m] = time_ms(product, kReps) * 1e3;
