@@ -180,6 +180,8 @@ __device__ __forceinline__ void prefetch_res_l2(const GemmArgs& g, int r0, int c
 // per load hit distinct banks).
 // boxes: the warp's count of boxes stored so far (which of the two is next, across tiles).
 // LANES: the boxes stored by the warp's lanes (lane_store), not the copy engine.
+// TEAM: the boxes the warpgroup's, 64 rows (each warp's 16 in it), stored by the warpgroup's first thread
+// (take_box, put_box).
 // PRE (EPI 2 with a residual; RT_CUDA_RES_PREFETCH): each box's residual values loaded kResAhead boxes ahead, so
 // that their latency runs under the boxes before. Loaded in the epilogue's own order, each box's waited for in
 // turn (take_box's wait is a barrier to the compiler), a residual product's tile of 8 to 24 boxes a warp spent
@@ -298,6 +300,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
 // before every consumer has passed tile i's, since x's stage for tile i + 2 is at least STAGES + 1 stages on
 // in the ring (2 (nk + 1) >= 4 > 3 = STAGES, the kernels' with x's tile): its load waited for tile i's x stage to
 // be handed back.
+// (The same holds of warpgroup_sync's ids 3 and 4 in the TEAM kernels.)
 // The id comes in a register, so ptxas counts all 16 barriers as used, which allows at most 4 blocks an SM (2
 // run). Immediate ids, chosen by a branch on the tile's parity, made it spill ~750 bytes a thread.
 __device__ __forceinline__ void named_sync(int id) {
@@ -502,8 +505,8 @@ bool encode_x(CUtensorMap* map, const __nv_bfloat16* p, int M, int N) {
                    CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-// The map of an output (M rows of N, ld apart; float32 or bf16 `half`) in store_tile_staged's boxes: 16 rows
-// of 32 bytes. False where the copy engine cannot address it (p or a row stride not 16-byte aligned).
+// The map of an output (M rows of N, ld apart; float32 or bf16 `half`) in store_tile_staged's boxes: `rows`
+// rows (16, a warp's; 64, a warpgroup's with TEAM) of 32 bytes. False where the copy engine cannot address it (p or a row stride not 16-byte aligned).
 bool encode_c(CUtensorMap* map, const void* p, bool half, int ld, const GemmArgs& g, int rows = 16) {
   const int esz = half ? 2 : 4;
   if (!aligned16(p) || (static_cast<size_t>(ld) * esz) % 16 != 0) return false;
@@ -615,7 +618,7 @@ bool staged_team() {
   return g_tma_team && !g_lane_store;
 }
 
-// team: the warpgroups' boxes (TEAM; the maps were made for them: staged_box_rows).
+// team: the warpgroups' boxes (TEAM; mc and mg were made with 64-row boxes for them: launch_epi's rows).
 template <int BN, int STAGES, int MINB, int EPI, bool PRE = false>
 bool launch_staged(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
                    const CUtensorMap& mc, const CUtensorMap& mg, bool team) {
