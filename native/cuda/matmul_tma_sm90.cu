@@ -35,8 +35,7 @@ namespace {
 using namespace gemm_detail;
 using namespace wgmma;
 
-constexpr int kBM = 128, kBK = 64, kConsumers = 256, kThreads = kConsumers + 32;
-constexpr int kATile = kBM * kBK * 2;  // A's stage: 128 rows of 128 bytes
+constexpr int kBM = 128, kConsumers = 256, kThreads = kConsumers + 32;
 
 constexpr int kChunk = 512;  // one consumer warp's staged output box: 16 rows x 32 bytes
 
@@ -48,9 +47,13 @@ constexpr int kChunk = 512;  // one consumer warp's staged output box: 16 rows x
 // kDiagNoLoads: the producer completes each stage's barrier without loading it (the products read stale bytes).
 constexpr int kDiagNone = 0, kDiagNoStores = 1, kDiagNoEpilogue = 2, kDiagNoMma = 3, kDiagNoLoads = 4;
 
-template <int BN, int STAGES>
+// BK: the K a stage holds, 64 (rows of 128 bytes, the 128B swizzle) or 32 (RT_CUDA_TMA_BK32: rows of 64 bytes,
+// the 64B swizzle; twice the stages in the same bytes).
+template <int BN, int STAGES, int BK = 64>
 struct Layout {
-  static constexpr int kBTile = BN * kBK * 2;
+  static_assert(BK == 64 || BK == 32, "a stage holds 64 or 32 of K");
+  static constexpr int kATile = kBM * BK * 2;  // A's stage: 128 rows of BK * 2 bytes
+  static constexpr int kBTile = BN * BK * 2;
   static constexpr int kStage = kATile + kBTile;  // a multiple of 1024: every box starts swizzle-aligned
   static constexpr int kBars = STAGES * kStage;   // then full[STAGES], empty[STAGES]
   static constexpr int kStaging = kBars + 1024;   // then two output boxes per consumer warp
@@ -310,6 +313,19 @@ __device__ __forceinline__ void named_arrive(int id) {
   asm volatile("barrier.cta.arrive %0, %1;\n" ::"r"(id), "n"(kThreads) : "memory");
 }
 
+// The descriptor of a stage's operand rows (K-major, BK * 2 bytes a row): wgmma.cuh's 128B-swizzle one for BK 64;
+// for BK 32 the 64B swizzle (layout type 2) and 512 bytes from one group of 8 rows to the next. Either way the
+// k-th 16 of K starts 32 k bytes into the row (the swizzle applies to the address the tensor cores form).
+template <int BK>
+__device__ __forceinline__ uint64_t stage_desc(uint32_t addr) {
+  if constexpr (BK == 64) {
+    return smem_desc(addr);
+  } else {
+    return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>(16 >> 4) << 16) |
+           (static_cast<uint64_t>(512 >> 4) << 32) | (2ull << 62);
+  }
+}
+
 template <int BN>
 __device__ __forceinline__ void mma_k16(float (&acc)[BN / 2], uint64_t a, uint64_t b, int accumulate) {
   if constexpr (BN == 128) m64n128k16(acc, a, b, accumulate);
@@ -322,18 +338,19 @@ __device__ __forceinline__ void mma_k16(float (&acc)[BN / 2], uint64_t a, uint64
 // store_tile_staged's, through map_c (and map_g: act(C)'s map for 4 and 5, x's for 6 and 7, whose tile the
 // producer loads after each tile's K steps into the next stage, which the consumers hand back after their
 // epilogue); LANES: store_tile_staged's boxes stored by the lanes.
-template <int BN, int STAGES, int MINB, int EPI, bool LANES, bool PRE, int DIAG, bool TEAM>
+template <int BN, int STAGES, int MINB, int EPI, bool LANES, bool PRE, int DIAG, bool TEAM, int BK>
 __global__ void __launch_bounds__(kThreads, MINB)
     gemm_tma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
                     const __grid_constant__ CUtensorMap map_c, const __grid_constant__ CUtensorMap map_g, GemmArgs g,
                     int tiles_n, int tiles) {
-  using L = Layout<BN, STAGES>;
+  using L = Layout<BN, STAGES, BK>;
+  static_assert(BK == 64 || EPI < 6, "x's tile needs a stage of 64 K");
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + L::kBars);
   uint64_t* empty = full + STAGES;
   const BlockRange br = block_range(g);
-  const int nk = br.ke > br.kb ? (br.ke - br.kb + kBK - 1) / kBK : 0;
+  const int nk = br.ke > br.kb ? (br.ke - br.kb + BK - 1) / BK : 0;
   const int mine = tiles > static_cast<int>(blockIdx.x) ? (tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
 
   if (threadIdx.x == 0) {
@@ -366,9 +383,9 @@ __global__ void __launch_bounds__(kThreads, MINB)
           } else if (leader) {
             cluster::bar_expect(full + s, L::kStage);
             uint8_t* st = smem + s * L::kStage;
-            const int k = br.kb + kt * kBK;
+            const int k = br.kb + kt * BK;
             cluster::tma_load_2d(st, &map_a, k, m0, full + s);
-            cluster::tma_load_2d(st + kATile, &map_b, k, n0, full + s);
+            cluster::tma_load_2d(st + L::kATile, &map_b, k, n0, full + s);
           }
           if (++s == STAGES) s = 0, ph ^= 1;
         }
@@ -415,12 +432,12 @@ __global__ void __launch_bounds__(kThreads, MINB)
       for (int kt = 0; kt < nk; ++kt) {
         cluster::bar_wait(full + s, ph);
         const uint32_t sa = smem_addr(smem + s * L::kStage);
-        const uint32_t abase = sa + wg * 64 * 128, bbase = sa + kATile;
+        const uint32_t abase = sa + wg * 64 * (BK * 2), bbase = sa + L::kATile;
         fence();
         if constexpr (DIAG != kDiagNoMma) {
 #pragma unroll
-          for (int kk = 0; kk < kBK / 16; ++kk)
-            mma_k16<BN>(acc, smem_desc(abase + kk * 32), smem_desc(bbase + kk * 32), kt > 0 || kk > 0);
+          for (int kk = 0; kk < BK / 16; ++kk)
+            mma_k16<BN>(acc, stage_desc<BK>(abase + kk * 32), stage_desc<BK>(bbase + kk * 32), kt > 0 || kk > 0);
         }
         commit();
         wait1();  // the previous step's products are done: its stage goes back
@@ -479,16 +496,16 @@ PFN_cuTensorMapEncodeTiled_v12000 encoder() {
   return fn;
 }
 
-// The map of a K-major bf16 operand copy: R rows of Kp elements, read in boxes of 64 K by `rows`, 128B-swizzled
-// as wgmma's descriptors expect.
-bool encode(CUtensorMap* map, const __nv_bfloat16* p, int R, int Kp, int rows) {
+// The map of a K-major bf16 operand copy: R rows of Kp elements, read in boxes of bk (64 or 32) K by `rows`,
+// swizzled as wgmma's descriptors expect (128B for 64, 64B for 32: stage_desc).
+bool encode(CUtensorMap* map, const __nv_bfloat16* p, int R, int Kp, int rows, int bk = 64) {
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(Kp), static_cast<cuuint64_t>(R)};
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(Kp) * 2};
-  const cuuint32_t box[2] = {static_cast<cuuint32_t>(kBK), static_cast<cuuint32_t>(rows)};
+  const cuuint32_t box[2] = {static_cast<cuuint32_t>(bk), static_cast<cuuint32_t>(rows)};
   const cuuint32_t estrides[2] = {1, 1};
   return encoder()(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<__nv_bfloat16*>(p), dims, strides, box, estrides,
-                   CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                   CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+                   CU_TENSOR_MAP_INTERLEAVE_NONE, bk == 64 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B,
+                   CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
 // The map of x (M rows of N bf16, rows of N) in XTile<BN>'s boxes: kCols columns by 128 rows, swizzled as
@@ -519,18 +536,18 @@ bool encode_c(CUtensorMap* map, const void* p, bool half, int ld, const GemmArgs
                    CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-long g_launches = 0, g_act_launches = 0, g_x96_launches = 0, g_team_launches = 0;
+long g_launches = 0, g_act_launches = 0, g_x96_launches = 0, g_team_launches = 0, g_bk32_launches = 0;
 #ifdef RT_GEMM_DIAG
 cudaFuncAttributes g_last_attrs{};  // the kernel launched last: its registers and local (spilled) bytes
 #endif
 
 // mc, mg: the maps of C and act(C) (encode_c) for the staged epilogues (EPI 2 to 5; mg 4 and 5).
 template <int BN, int STAGES, int MINB, int EPI, bool LANES = false, bool PRE = false, int DIAG = kDiagNone,
-          bool TEAM = false>
+          bool TEAM = false, int BK = 64>
 bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
             const CUtensorMap& mc, const CUtensorMap& mg) {
-  using L = Layout<BN, STAGES>;
-  auto kernel = gemm_tma_kernel<BN, STAGES, MINB, EPI, LANES, PRE, DIAG, TEAM>;
+  using L = Layout<BN, STAGES, BK>;
+  auto kernel = gemm_tma_kernel<BN, STAGES, MINB, EPI, LANES, PRE, DIAG, TEAM, BK>;
   // Per instantiation, once: the shared-memory limit raised, and how many blocks fit the GPU at once (the
   // grid is persistent: as many blocks as run together, each taking tiles in turn).
   static const int resident = [&] {
@@ -544,7 +561,7 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
   }();
   if (resident <= 0) return false;
   CUtensorMap ma, mb;
-  if (!encode(&ma, A, g.M, Kp, kBM) || !encode(&mb, B, g.N, Kp, BN)) return false;
+  if (!encode(&ma, A, g.M, Kp, kBM, BK) || !encode(&mb, B, g.N, Kp, BN, BK)) return false;
   const int tiles_n = (g.N + BN - 1) / BN, tiles = tiles_n * ((g.M + kBM - 1) / kBM);
   const dim3 grid(static_cast<unsigned>(std::max(1, std::min(tiles, resident / splits))), 1, static_cast<unsigned>(splits));
   kernel<<<grid, kThreads, L::kSmem, stream()>>>(ma, mb, mc, mg, g, tiles_n, tiles);
@@ -559,6 +576,7 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
 #endif
   ++g_launches;
   if (TEAM) ++g_team_launches;
+  if (BK == 32) ++g_bk32_launches;
   if (EPI >= 4) ++g_act_launches;
   if (EPI >= 6 && BN == 96) ++g_x96_launches;
   return true;
@@ -577,6 +595,14 @@ bool g_lane_store = rt::env_switch("RT_CUDA_LANE_STORE", false);
 // RT_CUDA_TMA_TEAM=1 (set_tma_team; off until measured): the staged epilogue's boxes the warpgroups' (take_box's
 // TEAM), a quarter of the copy engine's stores. Not with the lanes' stores, which take precedence.
 bool g_tma_team = rt::env_switch("RT_CUDA_TMA_TEAM", false);
+
+// RT_CUDA_TMA_BK32=1 (set_tma_bk32; off until measured): stages of 32 K (rows of 64 bytes, the 64B swizzle) rather
+// than 64, twice as many in the same shared memory: 7 on 96-wide tiles, 6 on 128-wide, 10 on 192-wide. A consumer
+// warpgroup holds the stage it multiplies and the one before until their products are done, so with three stages
+// of 64 K a block keeps only about one stage (28 KB at 96 wide) of loads in flight, two an SM; with seven of 32 K
+// about five (70 KB). For the K = 384 products, six K steps a tile, should their loads prove exposed
+// (kernels_check --gemm-diag's no_loads column well under as_is). Twice the barriers and copies a K.
+bool g_tma_bk32 = rt::env_switch("RT_CUDA_TMA_BK32", false);
 
 // RT_CUDA_RES_PREFETCH=1 (set_res_prefetch; off until measured): a float32 C's residual values loaded ahead of
 // their boxes in the staged epilogue (store_tile_staged's PRE), on 96- and 192-wide tiles: the char config's attn
@@ -619,38 +645,44 @@ bool staged_team() {
 }
 
 // team: the warpgroups' boxes (TEAM; mc and mg were made with 64-row boxes for them: launch_epi's rows).
-template <int BN, int STAGES, int MINB, int EPI, bool PRE = false>
+// BK 32: the engine's stores by each warp alone (no lanes, no team, no diagnostic variant).
+template <int BN, int STAGES, int MINB, int EPI, bool PRE = false, int BK = 64>
 bool launch_staged(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
                    const CUtensorMap& mc, const CUtensorMap& mg, bool team) {
+  if constexpr (BK != 64) {
+    return launch<BN, STAGES, MINB, EPI, false, PRE, kDiagNone, false, BK>(g, A, B, Kp, splits, mc, mg);
+  } else {
 #ifdef RT_GEMM_DIAG
-  switch (g_diag) {  // (the engine's stores, no residual prefetch)
-    case kDiagNoStores: return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoStores>(g, A, B, Kp, splits, mc, mg);
-    case kDiagNoEpilogue: return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoEpilogue>(g, A, B, Kp, splits, mc, mg);
-    case kDiagNoMma: return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoMma>(g, A, B, Kp, splits, mc, mg);
-    case kDiagNoLoads: return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoLoads>(g, A, B, Kp, splits, mc, mg);
-    default: break;
-  }
+    switch (g_diag) {  // (the engine's stores, no residual prefetch)
+      case kDiagNoStores: return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoStores>(g, A, B, Kp, splits, mc, mg);
+      case kDiagNoEpilogue:
+        return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoEpilogue>(g, A, B, Kp, splits, mc, mg);
+      case kDiagNoMma: return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoMma>(g, A, B, Kp, splits, mc, mg);
+      case kDiagNoLoads: return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoLoads>(g, A, B, Kp, splits, mc, mg);
+      default: break;
+    }
 #endif
-  if (team) return launch<BN, STAGES, MINB, EPI, false, PRE, kDiagNone, true>(g, A, B, Kp, splits, mc, mg);
-  return g_lane_store ? launch<BN, STAGES, MINB, EPI, true, PRE>(g, A, B, Kp, splits, mc, mg)
-                      : launch<BN, STAGES, MINB, EPI, false, PRE>(g, A, B, Kp, splits, mc, mg);
+    if (team) return launch<BN, STAGES, MINB, EPI, false, PRE, kDiagNone, true>(g, A, B, Kp, splits, mc, mg);
+    return g_lane_store ? launch<BN, STAGES, MINB, EPI, true, PRE>(g, A, B, Kp, splits, mc, mg)
+                        : launch<BN, STAGES, MINB, EPI, false, PRE>(g, A, B, Kp, splits, mc, mg);
+  }
 }
 
 // The staged epilogue where it is on, C is unsplit, beta is 0 and the copy engine can address C; else the
 // direct one. g.act is applied (*act_applied) where the staged epilogue runs on a bf16 C and the engine can
 // address act_out (act_x, on 128-wide tiles, or 96-wide ones with RT_CUDA_TMA_X96) too; else the product runs
 // without it.
-template <int BN, int STAGES, int MINB>
+template <int BN, int STAGES, int MINB, int BK = 64>
 bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits, bool* act_applied) {
   CUtensorMap mc{}, mg{};
-  const bool team = staged_team();
+  const bool team = BK == 64 && staged_team();
   const int rows = team ? 64 : 16;  // the staged boxes' rows: the warpgroup's or the warp's
   const bool staged = g_tma_store && !g.ws && g.beta == 0.0f && encode_c(&mc, g.C, g.c_half, g.ldc, g, rows);
   const bool backward = g.act == kActGeluGradFast || g.act == kActReluGrad;
   const bool forward = g.act == kActGeluFast || g.act == kActRelu;
   int epi = (staged ? 2 : 0) + (g.c_half ? 1 : 0);
   // x's tile fills a stage at BN = 128 and 96 only (XTile); K > 0 so that the producer runs (it loads x)
-  constexpr bool kXTile = BN == 128 || BN == 96;
+  constexpr bool kXTile = (BN == 128 || BN == 96) && BK == 64;
   if (kXTile && backward && staged && g.c_half && g.K > 0 && g.ldc == g.N && g.N % 8 == 0 && aligned16(g.act_x) &&
       encode_x<kXTile ? BN : 128>(&mg, static_cast<const __nv_bfloat16*>(g.act_x), g.M, g.N))
     epi = g.act == kActGeluGradFast ? 6 : 7;
@@ -658,21 +690,21 @@ bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* 
     epi = g.act == kActGeluFast ? 4 : 5;
   bool launched = false;
   switch (epi) {
-    case 0: launched = launch<BN, STAGES, MINB, 0>(g, A, B, Kp, splits, mc, mg); break;
-    case 1: launched = launch<BN, STAGES, MINB, 1>(g, A, B, Kp, splits, mc, mg); break;
+    case 0: launched = launch<BN, STAGES, MINB, 0, false, false, kDiagNone, false, BK>(g, A, B, Kp, splits, mc, mg); break;
+    case 1: launched = launch<BN, STAGES, MINB, 1, false, false, kDiagNone, false, BK>(g, A, B, Kp, splits, mc, mg); break;
     case 2:
       // (not on 128-wide tiles: there the prefetched values spilled 560-912 bytes a thread at 96 registers)
       if constexpr (BN != 128) {
         if (g_res_prefetch && g.res) {
-          launched = launch_staged<BN, STAGES, MINB, 2, true>(g, A, B, Kp, splits, mc, mg, team);
+          launched = launch_staged<BN, STAGES, MINB, 2, true, BK>(g, A, B, Kp, splits, mc, mg, team);
           break;
         }
       }
-      launched = launch_staged<BN, STAGES, MINB, 2>(g, A, B, Kp, splits, mc, mg, team);
+      launched = launch_staged<BN, STAGES, MINB, 2, false, BK>(g, A, B, Kp, splits, mc, mg, team);
       break;
-    case 3: launched = launch_staged<BN, STAGES, MINB, 3>(g, A, B, Kp, splits, mc, mg, team); break;
-    case 4: launched = launch_staged<BN, STAGES, MINB, 4>(g, A, B, Kp, splits, mc, mg, team); break;
-    case 5: launched = launch_staged<BN, STAGES, MINB, 5>(g, A, B, Kp, splits, mc, mg, team); break;
+    case 3: launched = launch_staged<BN, STAGES, MINB, 3, false, BK>(g, A, B, Kp, splits, mc, mg, team); break;
+    case 4: launched = launch_staged<BN, STAGES, MINB, 4, false, BK>(g, A, B, Kp, splits, mc, mg, team); break;
+    case 5: launched = launch_staged<BN, STAGES, MINB, 5, false, BK>(g, A, B, Kp, splits, mc, mg, team); break;
     default:
       if constexpr (kXTile)
         launched = epi == 6 ? launch_staged<BN, STAGES, MINB, 6>(g, A, B, Kp, splits, mc, mg, team)
@@ -696,6 +728,9 @@ bool res_prefetch() { return g_res_prefetch; }
 void set_tma_bn96(int mode) { g_tma_bn96 = mode; }
 void set_tma_x96(bool on) { g_tma_x96 = on; }
 void set_tma_team(bool on) { g_tma_team = on; }
+void set_tma_bk32(bool on) { g_tma_bk32 = on; }
+bool tma_bk32() { return g_tma_bk32; }
+long tma_bk32_launches() { return g_bk32_launches; }
 bool tma_team() { return g_tma_team; }
 long tma_team_launches() { return g_team_launches; }
 bool tma_x96() { return g_tma_x96; }
@@ -720,15 +755,25 @@ bool gemm_tma(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B,
   // Products up to two 192-wide column tiles with a long reduction (the char config's N = 384, K = 1536 and
   // 1152 ones): 128 x 192 tiles, one block an SM, five stages. Else 128 x 128 or (tiles_per_sm_span) 128 x 96,
   // two blocks an SM, three stages.
-  if (splits == 1 && g.N > 128 && g.N <= 384 && g.K > 512) return launch_epi<192, 5, 1>(g, A, B, Kp, splits, act_applied);
+  // RT_CUDA_TMA_BK32: stages of 32 K, twice as many in the same bytes (not the activation's backward, whose x
+  // tile fills a stage of 64 K; not a diagnostic variant).
+  bool bk32 = g_tma_bk32 && !g.act_x;
+#ifdef RT_GEMM_DIAG
+  bk32 = bk32 && g_diag == kDiagNone;
+#endif
+  if (splits == 1 && g.N > 128 && g.N <= 384 && g.K > 512)
+    return bk32 ? launch_epi<192, 10, 1, 32>(g, A, B, Kp, splits, act_applied)
+                : launch_epi<192, 5, 1>(g, A, B, Kp, splits, act_applied);
   // (the activation's backward by its own switch: x's tile in three boxes there)
   if (g_tma_bn96 && splits == 1 && !g.act_x &&
       (g_tma_bn96 == 2 || tiles_per_sm_span(g, 96) < tiles_per_sm_span(g, 128)))
-    return launch_epi<96, 3, 2>(g, A, B, Kp, splits, act_applied);
+    return bk32 ? launch_epi<96, 7, 2, 32>(g, A, B, Kp, splits, act_applied)
+                : launch_epi<96, 3, 2>(g, A, B, Kp, splits, act_applied);
   // (only where the staged epilogue would apply the activation: launch_epi checks the rest)
   if (g_tma_x96 && splits == 1 && g.act_x && g_tma_store && !g.ws && g.beta == 0.0f && g.c_half)
     return launch_epi<96, 3, 2>(g, A, B, Kp, splits, act_applied);
-  return launch_epi<128, 3, 2>(g, A, B, Kp, splits, act_applied);
+  return bk32 ? launch_epi<128, 6, 2, 32>(g, A, B, Kp, splits, act_applied)
+              : launch_epi<128, 3, 2>(g, A, B, Kp, splits, act_applied);
 }
 
 }  // namespace rt::cuda

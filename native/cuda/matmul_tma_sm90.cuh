@@ -52,6 +52,12 @@ void set_tma_team(bool on);
 bool tma_team();
 // Products it has launched with the warpgroups' boxes (kernels_check: that they did).
 long tma_team_launches();
+// Stages of 32 K rather than 64 (twice as many in the same bytes), for the products launched after, except the
+// activation's backward (the same bits). Default off; RT_CUDA_TMA_BK32=1 turns it on.
+void set_tma_bk32(bool on);
+bool tma_bk32();
+// Products it has launched with stages of 32 K (kernels_check: that they did).
+long tma_bk32_launches();
 // Products it has launched in this process (kernels_check: that a product ran here, not on the fallback).
 long tma_launches();
 // Those of them that applied an activation in the epilogue (GemmArgs::act).

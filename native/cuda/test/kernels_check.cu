@@ -935,17 +935,19 @@ static void check_bf16_only() {
 // put back as the process had them when it ends.
 struct ProductModes {
   const bool staged = rt::cuda::tma_store(), lanes = rt::cuda::lane_store(), prefetch = rt::cuda::res_prefetch();
-  const bool x96 = rt::cuda::tma_x96(), team = rt::cuda::tma_team();
+  const bool x96 = rt::cuda::tma_x96(), team = rt::cuda::tma_team(), bk32 = rt::cuda::tma_bk32();
   const int bn96 = rt::cuda::tma_bn96();
-  static void set(bool staged_, bool lanes_, int bn96_, bool prefetch_ = false, bool x96_ = false, bool team_ = false) {
+  static void set(bool staged_, bool lanes_, int bn96_, bool prefetch_ = false, bool x96_ = false, bool team_ = false,
+                  bool bk32_ = false) {
     rt::cuda::set_tma_store(staged_);
     rt::cuda::set_lane_store(lanes_);
     rt::cuda::set_tma_bn96(bn96_);
     rt::cuda::set_res_prefetch(prefetch_);
     rt::cuda::set_tma_x96(x96_);
     rt::cuda::set_tma_team(team_);
+    rt::cuda::set_tma_bk32(bk32_);
   }
-  ~ProductModes() { set(staged, lanes, bn96, prefetch, x96, team); }
+  ~ProductModes() { set(staged, lanes, bn96, prefetch, x96, team, bk32); }
 };
 
 // matmul_tma_sm90.cu's kernel against matmul_sm90.cu's cp.async ones on the same bf16 operands: the same
@@ -960,9 +962,12 @@ static void check_tma_bits() {
   // the direct epilogue, the staged one by the engine, by the lanes, by the engine with the residual's values
   // loaded ahead (RT_CUDA_RES_PREFETCH: on 96- and 192-wide tiles), by the engine a warpgroup's box at a time
   // (RT_CUDA_TMA_TEAM), and that with the residual loaded ahead
-  // (mode 6: the lanes' stores and the warpgroups' boxes both asked for: the lanes' take precedence)
-  for (const int mode : {0, 1, 2, 3, 4, 5, 6}) {
-    ProductModes::set(mode > 0, mode == 2 || mode == 6, bn96, mode == 3 || mode == 5, false, mode >= 4);
+  // (mode 6: the lanes' stores and the warpgroups' boxes both asked for: the lanes' take precedence); then stages
+  // of 32 K (RT_CUDA_TMA_BK32): staged (7), with the residual loaded ahead (8), the direct epilogue (9)
+  for (const int mode : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}) {
+    const bool bk32 = mode >= 7;
+    ProductModes::set(mode > 0 && mode != 9, mode == 2 || mode == 6, bn96, mode == 3 || mode == 5 || mode == 8, false,
+                      mode >= 4 && mode <= 6, bk32);
     for (const Case c : {Case{8192, 1152, 384, true, false, true}, Case{8192, 384, 1536, true, true, false},
                          Case{8192, 384, 1152, false, false, false}, Case{1000, 300, 200, true, true, false},
                          Case{333, 1000, 4000, false, false, false}, Case{96, 96, 8192, false, false, false},
@@ -979,7 +984,8 @@ static void check_tma_bits() {
       Dev W(randv(static_cast<size_t>(c.N) * c.K, 122)), b(randv(c.N, 123)), r(randv(static_cast<size_t>(c.M) * c.N, 124));
       Dev C0(static_cast<size_t>(c.M) * c.N), C1(static_cast<size_t>(c.M) * c.N);
       // (the Hopper kernels asked for by name: Auto gives products too small to fill the GPU to others)
-      const long launched = rt::cuda::tma_launches(), teamed = rt::cuda::tma_team_launches();
+      const long launched = rt::cuda::tma_launches(), teamed = rt::cuda::tma_team_launches(),
+                 halved = rt::cuda::tma_bk32_launches();
       for (int v = 0; v < 2; ++v) {
         use({rt::cuda::GemmKernel::Wgmma, "wgmma", v == 0});
         rt::cuda::gemm(true, false, true, c.M, c.N, c.K, 1.0f, nullptr, c.K, W.p, c.K, 0.0f, (v ? C1 : C0).p, c.N,
@@ -991,7 +997,10 @@ static void check_tma_bits() {
                                           : mode == 3 ? ", staged epilogue, residual loaded ahead"
                                           : mode == 4 ? ", staged epilogue, the warpgroups' boxes"
                                           : mode == 5 ? ", staged epilogue, the warpgroups' boxes, residual loaded ahead"
-                                                      : ", staged epilogue, the lanes' stores over the warpgroups' boxes") +
+                                          : mode == 6 ? ", staged epilogue, the lanes' stores over the warpgroups' boxes"
+                                          : mode == 7 ? ", staged epilogue, stages of 32 K"
+                                          : mode == 8 ? ", staged epilogue, stages of 32 K, residual loaded ahead"
+                                                      : ", stages of 32 K") +
                               (bn96 ? ", 96-wide tiles" : "");
       expect_le(std::labs(rt::cuda::tma_launches() - launched - 1), 0,
                 "gemm TMA kernel launched, not a fallback " + shape(c.M, c.N, c.K) + how);
@@ -1000,6 +1009,9 @@ static void check_tma_bits() {
       const bool split = static_cast<long>((c.M + 127) / 128) * ((c.N + 127) / 128) < rt::cuda::limits().sms && c.K >= 512;
       const bool aligned = c.N * (c.half ? 2 : 4) % 16 == 0;
       const long want_team = (mode == 4 || mode == 5) && !split && aligned ? 1 : 0;
+      expect_le(std::labs(rt::cuda::tma_bk32_launches() - halved - (bk32 ? 1 : 0)), 0,
+                std::string("gemm TMA kernel ") + (bk32 ? "with" : "without") + " stages of 32 K " +
+                    shape(c.M, c.N, c.K) + how);
       expect_le(std::labs(rt::cuda::tma_team_launches() - teamed - want_team), 0,
                 std::string("gemm TMA kernel ") + (want_team ? "with" : "without") + " the warpgroups' boxes " +
                     shape(c.M, c.N, c.K) + how);
@@ -1414,13 +1426,14 @@ static void check_gemm_act() {
   const ProductModes process;
   // 128-wide tiles; the forward on 96-wide ones; the backward on 96-wide ones (RT_CUDA_TMA_X96: x's tile in three
   // 32-column boxes)
-  for (const int tiles : {0, 1, 2})
+  // (tiles 3: stages of 32 K, RT_CUDA_TMA_BK32, which the forward takes: the backward's x needs stages of 64)
+  for (const int tiles : {0, 1, 2, 3})
   // staged by the engine, by the lanes, by the engine a warpgroup's box at a time; the direct epilogue (the pass)
   for (const int mode : {1, 2, 3, 0}) {
     const bool staged = mode > 0;
     const int bn96 = tiles == 1 ? 2 : 0;
-    const bool x96 = tiles == 2;
-    ProductModes::set(staged, mode == 2, bn96, false, x96, mode == 3);
+    const bool x96 = tiles == 2, bk32 = tiles == 3;
+    ProductModes::set(staged, mode == 2, bn96, false, x96, mode == 3, bk32);
     // 4096 x 1536 over K = 64 and 96: one and two K steps, more tiles than blocks (the ring at its tightest, both
     // named barriers); N = 296: x's second 64-column box wholly past N (on 96-wide tiles the last tile's second and
     // third 32-column boxes)
@@ -1429,6 +1442,7 @@ static void check_gemm_act() {
       for (const bool backward : {false, true})
         for (const bool gelu : {true, false}) {
           if (x96 && !backward) continue;  // (the forward as at tiles 0: the switch is the backward's)
+          if (bk32 && backward) continue;  // (the backward as at tiles 0: the switch is the forward's here)
           const size_t mn = static_cast<size_t>(c.M) * c.N;
           const VF a = rounded(randv(static_cast<size_t>(c.M) * c.K, 141, -2, 2));
           DevBf A(a.size()), X(mn), C0(mn), C1(mn), G0(mn), G1(mn);
@@ -1442,7 +1456,8 @@ static void check_gemm_act() {
           };
           use({rt::cuda::GemmKernel::Wgmma, "wgmma"});
           const long launched = rt::cuda::tma_launches(), fused = rt::cuda::tma_act_launches(),
-                     narrow = rt::cuda::tma_x96_launches(), teamed = rt::cuda::tma_team_launches();
+                     narrow = rt::cuda::tma_x96_launches(), teamed = rt::cuda::tma_team_launches(),
+                     halved = rt::cuda::tma_bk32_launches();
           product(C0, nullptr);
           const float* c0 = reinterpret_cast<const float*>(C0.p);
           const float* x = reinterpret_cast<const float*>(X.p);
@@ -1464,16 +1479,21 @@ static void check_gemm_act() {
                                     : mode == 1 ? ", staged epilogue"
                                     : mode == 2 ? ", staged by the lanes"
                                                 : ", staged, the warpgroups' boxes") +
-                                   (bn96 ? ", 96-wide tiles" : "") + (x96 ? ", the backward on 96-wide tiles" : "");
+                                   (bn96 ? ", 96-wide tiles" : "") + (x96 ? ", the backward on 96-wide tiles" : "") +
+                                   (bk32 ? ", stages of 32 K" : "");
           expect_le(std::labs(rt::cuda::tma_launches() - launched - 2), 0, "gemm with act: the TMA kernel launched" + what);
           expect_le(std::labs(rt::cuda::tma_act_launches() - fused - (want ? 1 : 0)), 0,
                     std::string("gemm with act: ") + (want ? "applied in the epilogue" : "left to the pass") + what);
           // RT_CUDA_TMA_X96: the backward's fused product on 96-wide tiles wherever it is fused (not split)
           const bool on96 = x96 && backward && want;
+          // RT_CUDA_TMA_BK32: both forward products with stages of 32 K
+          expect_le(std::labs(rt::cuda::tma_bk32_launches() - halved - (bk32 ? 2 : 0)), 0,
+                    std::string("gemm with act: ") + (bk32 ? "stages of 32 K" : "stages of 64 K") + what);
           // RT_CUDA_TMA_TEAM: both products (the plain and the fused) with the warpgroups' boxes, unless split (none is)
-          if (mode == 3)
-            expect_le(std::labs(rt::cuda::tma_team_launches() - teamed - 2), 0,
-                      "gemm with act: the warpgroups' boxes" + what);
+          // (not with stages of 32 K, whose kernels store a warp's boxes)
+          const long want_team = mode == 3 && !bk32 ? 2 : 0;
+          expect_le(std::labs(rt::cuda::tma_team_launches() - teamed - want_team), 0,
+                    std::string("gemm with act: ") + (want_team ? "the warpgroups' boxes" : "a warp's boxes") + what);
           expect_le(std::labs(rt::cuda::tma_x96_launches() - narrow - (on96 ? 1 : 0)), 0,
                     std::string("gemm with act: ") + (on96 ? "on 96-wide tiles" : "not on 96-wide tiles") + what);
           use({rt::cuda::GemmKernel::Auto, "auto"});
@@ -1753,8 +1773,9 @@ static void bench_gemm_diag() {
                   {"c_fc_gelu", 8192, 1536, 384, false, true, false, 1}, {"mlp_proj", 8192, 384, 1536, false, false, true, 0},
                   {"mlp_proj_dx", 8192, 1536, 384, true, true, false, 2}, {"attn_proj_dx", 8192, 384, 384, true, true, false, 0},
                   {"c_attn_dx", 8192, 384, 1152, true, true, false, 0},  {"c_fc_dx", 8192, 384, 1536, true, true, false, 0}};
-  const char* names[] = {"as_is", "no_stores", "no_epilogue", "no_mma", "no_loads", "lanes", "res_prefetch", "x96", "team"};
-  constexpr int kModes = 9, kReps = 20;
+  const char* names[] = {"as_is", "no_stores", "no_epilogue", "no_mma", "no_loads",
+                         "lanes", "res_prefetch", "x96", "team", "bk32"};
+  constexpr int kModes = 10, kReps = 20;
   const ProductModes process;
   std::string table = "gemm-diag (us a call; the char window's products, 8192 rows)\nproduct          TFLOP/s";
   for (const char* n : names) table += " " + std::string(12 - std::min<size_t>(12, std::strlen(n)), ' ') + n;
@@ -1778,16 +1799,17 @@ static void bench_gemm_diag() {
     };
     double us[kModes];
     int regs[kModes], local[kModes];
-    bool all_tma = true, x96_ran = true, team_ran = true;
+    bool all_tma = true, x96_ran = true, team_ran = true, bk32_ran = true;
     for (int m = 0; m < kModes; ++m) {
-      ProductModes::set(true, m == 5, process.bn96, m == 6, m == 7, m == 8);
+      ProductModes::set(true, m == 5, process.bn96, m == 6, m == 7, m == 8, m == 9);
       rt::cuda::set_tma_diag(m <= 4 ? m : 0);
       const long before = rt::cuda::tma_launches(), before96 = rt::cuda::tma_x96_launches(),
-                 before_team = rt::cuda::tma_team_launches();
+                 before_team = rt::cuda::tma_team_launches(), before_bk32 = rt::cuda::tma_bk32_launches();
       us[m] = time_ms(product, kReps) * 1e3;
       all_tma = all_tma && rt::cuda::tma_launches() - before == kReps + 3;  // time_ms: 3 warm-up calls
       if (m == 7 && p.act == 2) x96_ran = rt::cuda::tma_x96_launches() - before96 == kReps + 3;
       if (m == 8) team_ran = rt::cuda::tma_team_launches() - before_team == kReps + 3;
+      if (m == 9 && p.act != 2) bk32_ran = rt::cuda::tma_bk32_launches() - before_bk32 == kReps + 3;
       rt::cuda::tma_last_kernel(&regs[m], &local[m]);  // (the variants' registers differ: see NOTES, session 22)
     }
     rt::cuda::set_tma_diag(0);
@@ -1796,7 +1818,7 @@ static void bench_gemm_diag() {
     const double tflops = 2.0 * p.M * p.N * p.K / (us[0] * 1e-6) / 1e12;
     std::string json = std::string("{\"bench\":\"gemm_diag\",\"product\":\"") + p.name + "\",\"M\":" + std::to_string(p.M) +
                        ",\"N\":" + std::to_string(p.N) + ",\"K\":" + std::to_string(p.K);
-    char buf[96];
+    char buf[192];
     for (int m = 0; m < kModes; ++m) {
       std::snprintf(buf, sizeof buf, ",\"us_%s\":%.2f", names[m], us[m]);
       json += buf;
@@ -1805,8 +1827,9 @@ static void bench_gemm_diag() {
       std::snprintf(buf, sizeof buf, ",\"regs_%s\":%d,\"local_bytes_%s\":%d", names[m], regs[m], names[m], local[m]);
       json += buf;
     }
-    std::snprintf(buf, sizeof buf, ",\"tflops_as_is\":%.1f,\"all_tma\":%s,\"x96_ran\":%s,\"team_ran\":%s}", tflops,
-                  all_tma ? "true" : "false", x96_ran ? "true" : "false", team_ran ? "true" : "false");
+    std::snprintf(buf, sizeof buf, ",\"tflops_as_is\":%.1f,\"all_tma\":%s,\"x96_ran\":%s,\"team_ran\":%s,\"bk32_ran\":%s}",
+                  tflops, all_tma ? "true" : "false", x96_ran ? "true" : "false", team_ran ? "true" : "false",
+                  bk32_ran ? "true" : "false");
     std::printf("%s%s\n", json.c_str(), buf);
     std::snprintf(buf, sizeof buf, "%-16s %7.1f", p.name, tflops);
     table += buf;
@@ -1816,7 +1839,8 @@ static void bench_gemm_diag() {
     }
     table += all_tma ? "" : "  (not every call on the TMA kernel)";
     table += x96_ran ? "" : "  (x96: not on 96-wide tiles)";
-    table += team_ran ? "\n" : "  (team: not with the warpgroups' boxes)\n";
+    table += team_ran ? "" : "  (team: not with the warpgroups' boxes)";
+    table += bk32_ran ? "\n" : "  (bk32: not with stages of 32 K)\n";
     std::snprintf(buf, sizeof buf, "%-16s %7s", "  regs/local", "");
     table += buf;
     for (int m = 0; m < kModes; ++m) {
