@@ -55,6 +55,7 @@ struct Layout {
   static constexpr int kATile = kBM * BK * 2;  // A's stage: 128 rows of BK * 2 bytes
   static constexpr int kBTile = BN * BK * 2;
   static constexpr int kStage = kATile + kBTile;  // a multiple of 1024: every box starts swizzle-aligned
+  static_assert(kATile % 1024 == 0 && kStage % 1024 == 0, "stages and B's box 1024-aligned (the swizzles' atoms)");
   static constexpr int kBars = STAGES * kStage;   // then full[STAGES], empty[STAGES]
   static constexpr int kStaging = kBars + 1024;   // then two output boxes per consumer warp
   static constexpr int kSmem = kStaging + 8 * 2 * kChunk + 1024;  // and slack to align the base to 1024 bytes
