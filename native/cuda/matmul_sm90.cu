@@ -250,15 +250,17 @@ __global__ void __launch_bounds__(kThreads, 1)
 }
 
 // The bf16 K-major copy of an operand with R rows (M or N) over K: stored K-contiguous (kc) or not.
-void cast(const float* src, int ld, bool kc, int R, int K, int Kp, __nv_bfloat16* dst) {
-  const CastJob c{src, ld, R, K, Kp, dst};
+void cast(const CastJob& c, bool kc) {
   if (kc) {
-    const size_t n = static_cast<size_t>(R) * (Kp / 8);
+    const size_t n = static_cast<size_t>(c.R) * (c.Kp / 8);
     cast_k_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream()>>>(c);
   } else {
-    cast_t_kernel<<<dim3((R + 31) / 32, (Kp + 31) / 32), dim3(32, 8), 0, stream()>>>(c);
+    cast_t_kernel<<<dim3((c.R + 31) / 32, (c.Kp + 31) / 32), dim3(32, 8), 0, stream()>>>(c);
   }
   RT_CU_LAUNCH("gemm_wgmma cast");
+}
+void cast(const float* src, int ld, bool kc, int R, int K, int Kp, __nv_bfloat16* dst) {
+  cast(CastJob{src, ld, R, K, Kp, dst}, kc);
 }
 
 // cast() of `count` jobs of one kind in one launch, each as cast() would make it (the same bits).
@@ -422,7 +424,7 @@ void weight_copies_make(const float* const* W, const int* out, const int* in, in
   if (batch) {
     cast_batch(jobs, count, !backward);
   } else {
-    for (int i = 0; i < count; ++i) cast(jobs[i].src, jobs[i].ld, !backward, jobs[i].R, jobs[i].K, jobs[i].Kp, jobs[i].dst);
+    for (int i = 0; i < count; ++i) cast(jobs[i], !backward);
   }
 }
 

@@ -314,17 +314,12 @@ __device__ __forceinline__ void named_arrive(int id) {
   asm volatile("barrier.cta.arrive %0, %1;\n" ::"r"(id), "n"(kThreads) : "memory");
 }
 
-// The descriptor of a stage's operand rows (K-major, BK * 2 bytes a row): wgmma.cuh's 128B-swizzle one for BK 64;
-// for BK 32 the 64B swizzle (layout type 2) and 512 bytes from one group of 8 rows to the next. Either way the
-// k-th 16 of K starts 32 k bytes into the row (the swizzle applies to the address the tensor cores form).
+// The descriptor of a stage's operand rows (K-major, BK * 2 bytes a row): the 128B swizzle for BK 64; for BK 32
+// the 64B swizzle, 512 bytes from one group of 8 rows to the next. Either way the k-th 16 of K starts 32 k bytes
+// into the row (the swizzle applies to the address the tensor cores form).
 template <int BK>
 __device__ __forceinline__ uint64_t stage_desc(uint32_t addr) {
-  if constexpr (BK == 64) {
-    return smem_desc(addr);
-  } else {
-    return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>(16 >> 4) << 16) |
-           (static_cast<uint64_t>(512 >> 4) << 32) | (2ull << 62);
-  }
+  return BK == 64 ? smem_desc(addr) : smem_desc(addr, 16, 512, 2);
 }
 
 template <int BN>
@@ -498,7 +493,7 @@ PFN_cuTensorMapEncodeTiled_v12000 encoder() {
 }
 
 // The map of a K-major bf16 operand copy: R rows of Kp elements, read in boxes of bk (64 or 32) K by `rows`,
-// swizzled as wgmma's descriptors expect (128B for 64, 64B for 32: stage_desc).
+// swizzled as wgmma's descriptors expect (128B for 64, 64B for 32: stage_desc); also x's tile (XTile's boxes).
 bool encode(CUtensorMap* map, const __nv_bfloat16* p, int R, int Kp, int rows, int bk = 64) {
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(Kp), static_cast<cuuint64_t>(R)};
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(Kp) * 2};
@@ -506,20 +501,6 @@ bool encode(CUtensorMap* map, const __nv_bfloat16* p, int R, int Kp, int rows, i
   const cuuint32_t estrides[2] = {1, 1};
   return encoder()(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<__nv_bfloat16*>(p), dims, strides, box, estrides,
                    CU_TENSOR_MAP_INTERLEAVE_NONE, bk == 64 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B,
-                   CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
-}
-
-// The map of x (M rows of N bf16, rows of N) in XTile<BN>'s boxes: kCols columns by 128 rows, swizzled as
-// the epilogue reads them (128B for 64-column boxes, as encode's; 64B for 32-column ones).
-template <int BN>
-bool encode_x(CUtensorMap* map, const __nv_bfloat16* p, int M, int N) {
-  using X = XTile<BN>;
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(N), static_cast<cuuint64_t>(M)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(N) * 2};
-  const cuuint32_t box[2] = {static_cast<cuuint32_t>(X::kCols), 128};
-  const cuuint32_t estrides[2] = {1, 1};
-  return encoder()(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<__nv_bfloat16*>(p), dims, strides, box, estrides,
-                   CU_TENSOR_MAP_INTERLEAVE_NONE, BN == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B,
                    CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
@@ -637,13 +618,17 @@ long tiles_per_sm_span(const GemmArgs& g, int bn) {
 int g_diag = kDiagNone;
 #endif
 
-// Whether the staged products launched now take the warpgroups' boxes (not the lanes', not a diagnostic variant).
-bool staged_team() {
+// Whether a diagnostic variant is asked for (kernels_check --gemm-diag): the switches below then stand aside.
+bool diag_asked() {
 #ifdef RT_GEMM_DIAG
-  if (g_diag != kDiagNone) return false;
+  return g_diag != kDiagNone;
+#else
+  return false;
 #endif
-  return g_tma_team && !g_lane_store;
 }
+
+// Whether the staged products launched now take the warpgroups' boxes (not the lanes', not a diagnostic variant).
+bool staged_team() { return g_tma_team && !g_lane_store && !diag_asked(); }
 
 // team: the warpgroups' boxes (TEAM; mc and mg were made with 64-row boxes for them: launch_epi's rows).
 // BK 32: the engine's stores by each warp alone (no lanes, no team, no diagnostic variant).
@@ -682,10 +667,11 @@ bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* 
   const bool backward = g.act == kActGeluGradFast || g.act == kActReluGrad;
   const bool forward = g.act == kActGeluFast || g.act == kActRelu;
   int epi = (staged ? 2 : 0) + (g.c_half ? 1 : 0);
-  // x's tile fills a stage at BN = 128 and 96 only (XTile); K > 0 so that the producer runs (it loads x)
+  // x's tile fills a stage at BN = 128 and 96 only (XTile); K > 0 so that the producer runs (it loads x); x read
+  // as an operand copy is (M rows of N, in XTile's boxes of 128 rows, swizzled as the epilogue reads them)
   constexpr bool kXTile = (BN == 128 || BN == 96) && BK == 64;
   if (kXTile && backward && staged && g.c_half && g.K > 0 && g.ldc == g.N && g.N % 8 == 0 && aligned16(g.act_x) &&
-      encode_x<kXTile ? BN : 128>(&mg, static_cast<const __nv_bfloat16*>(g.act_x), g.M, g.N))
+      encode(&mg, static_cast<const __nv_bfloat16*>(g.act_x), g.M, g.N, 128, XTile<kXTile ? BN : 128>::kCols))
     epi = g.act == kActGeluGradFast ? 6 : 7;
   else if (forward && staged && g.c_half && encode_c(&mg, g.act_out, true, g.ldc, g, rows))
     epi = g.act == kActGeluFast ? 4 : 5;
@@ -713,6 +699,14 @@ bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* 
   }
   *act_applied = launched && epi >= 4;
   return launched;
+}
+
+// launch_epi with stages of 64 K (STAGES of them) or, where bk32, of 32 K (STAGES32: as many as fit the same blocks).
+template <int BN, int STAGES, int STAGES32, int MINB>
+bool launch_k(bool bk32, const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
+              bool* act_applied) {
+  return bk32 ? launch_epi<BN, STAGES32, MINB, 32>(g, A, B, Kp, splits, act_applied)
+              : launch_epi<BN, STAGES, MINB>(g, A, B, Kp, splits, act_applied);
 }
 
 }  // namespace
@@ -758,23 +752,17 @@ bool gemm_tma(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B,
   // two blocks an SM, three stages.
   // RT_CUDA_TMA_BK32: stages of 32 K, twice as many in the same bytes (not the activation's backward, whose x
   // tile fills a stage of 64 K; not a diagnostic variant).
-  bool bk32 = g_tma_bk32 && !g.act_x;
-#ifdef RT_GEMM_DIAG
-  bk32 = bk32 && g_diag == kDiagNone;
-#endif
+  const bool bk32 = g_tma_bk32 && !g.act_x && !diag_asked();
   if (splits == 1 && g.N > 128 && g.N <= 384 && g.K > 512)
-    return bk32 ? launch_epi<192, 10, 1, 32>(g, A, B, Kp, splits, act_applied)
-                : launch_epi<192, 5, 1>(g, A, B, Kp, splits, act_applied);
+    return launch_k<192, 5, 10, 1>(bk32, g, A, B, Kp, splits, act_applied);
   // (the activation's backward by its own switch: x's tile in three boxes there)
   if (g_tma_bn96 && splits == 1 && !g.act_x &&
       (g_tma_bn96 == 2 || tiles_per_sm_span(g, 96) < tiles_per_sm_span(g, 128)))
-    return bk32 ? launch_epi<96, 7, 2, 32>(g, A, B, Kp, splits, act_applied)
-                : launch_epi<96, 3, 2>(g, A, B, Kp, splits, act_applied);
+    return launch_k<96, 3, 7, 2>(bk32, g, A, B, Kp, splits, act_applied);
   // (only where the staged epilogue would apply the activation: launch_epi checks the rest)
   if (g_tma_x96 && splits == 1 && g.act_x && g_tma_store && !g.ws && g.beta == 0.0f && g.c_half)
     return launch_epi<96, 3, 2>(g, A, B, Kp, splits, act_applied);
-  return bk32 ? launch_epi<128, 6, 2, 32>(g, A, B, Kp, splits, act_applied)
-              : launch_epi<128, 3, 2>(g, A, B, Kp, splits, act_applied);
+  return launch_k<128, 3, 6, 2>(bk32, g, A, B, Kp, splits, act_applied);
 }
 
 }  // namespace rt::cuda

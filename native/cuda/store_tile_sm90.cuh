@@ -10,28 +10,33 @@
 
 namespace rt::cuda::gemm_detail {
 
+// alpha v + bias for columns gc and, where `two`, gc + 1: the first two of the epilogue's terms.
+__device__ __forceinline__ float2 epilogue_scaled(const GemmArgs& g, int gc, float v0, float v1, bool two) {
+  float o0 = v0 * g.alpha, o1 = v1 * g.alpha;
+  if (g.bias) o0 += g.bias[gc], o1 += two ? g.bias[gc + 1] : 0.0f;
+  return make_float2(o0, o1);
+}
+
 // alpha v + bias (+ the residual where RES) for columns gc and, where `two`, gc + 1 of row gr (inside C): the
 // values of an unsplit product's outputs before beta C, in the order every Hopper epilogue adds them.
 template <bool RES>
 __device__ __forceinline__ float2 epilogue_value(const GemmArgs& g, int gr, int gc, float v0, float v1, bool two) {
-  float o0 = v0 * g.alpha, o1 = v1 * g.alpha;
-  if (g.bias) o0 += g.bias[gc], o1 += two ? g.bias[gc + 1] : 0.0f;
+  float2 o = epilogue_scaled(g, gc, v0, v1, two);
   if (RES && g.res) {
     const float* r = g.res + static_cast<size_t>(gr) * g.ldc + gc;
-    o0 += r[0];
-    o1 += two ? r[1] : 0.0f;
+    o.x += r[0];
+    o.y += two ? r[1] : 0.0f;
   }
-  return make_float2(o0, o1);
+  return o;
 }
 
 // epilogue_value<true> with the residual's two values already loaded (rv: rv.y 0 where !two), for a product that
 // has one (store_tile_staged's PRE): the same operations in the same order.
 __device__ __forceinline__ float2 epilogue_value_res(const GemmArgs& g, int gc, float v0, float v1, bool two, float2 rv) {
-  float o0 = v0 * g.alpha, o1 = v1 * g.alpha;
-  if (g.bias) o0 += g.bias[gc], o1 += two ? g.bias[gc + 1] : 0.0f;
-  o0 += rv.x;
-  o1 += rv.y;
-  return make_float2(o0, o1);
+  float2 o = epilogue_scaled(g, gc, v0, v1, two);
+  o.x += rv.x;
+  o.y += rv.y;
+  return o;
 }
 
 // A bf16 C (GemmArgs::c_half: unsplit, no residual, beta 0): one or two outputs from column gc of row gr,

@@ -10,12 +10,14 @@ namespace rt::cuda::wgmma {
 
 using cluster::smem_addr;  // a shared-memory pointer as the 32-bit address the descriptors take
 
-// Shared-memory matrix descriptor with the 128B swizzle: start address; leading-dimension byte offset (unused
-// by K-major swizzled layouts, 16 by convention; for MN-major ones, the distance between blocks of 64 bf16
-// along M or N); stride byte offset 1024 (from one group of 8 rows, K-major, or of 8 K, MN-major, to the next).
-__device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo = 16) {
+// Shared-memory matrix descriptor, by default with the 128B swizzle: start address; leading-dimension byte offset
+// (unused by K-major swizzled layouts, 16 by convention; for MN-major ones, the distance between blocks of 64 bf16
+// along M or N); stride byte offset (1024 for 128B: from one group of 8 rows, K-major, or of 8 K, MN-major, to the
+// next); swizzle (the layout type: 1 the 128B swizzle, 2 the 64B one, whose 8 rows of 64 bytes take sbo 512).
+__device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo = 16, uint32_t sbo = 1024,
+                                              uint64_t swizzle = 1) {
   return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>((lbo & 0x3FFFF) >> 4) << 16) |
-         (static_cast<uint64_t>(1024 >> 4) << 32) | (1ull << 62);
+         (static_cast<uint64_t>(sbo >> 4) << 32) | (swizzle << 62);
 }
 
 __device__ __forceinline__ void fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }

@@ -68,6 +68,20 @@ struct BackGlue {
   double* parts = nullptr;
   size_t dins = 0, dYs = 0, Ps = 0, dXs = 0;
   int ns = 0, nx = 0;
+  // The glue that moves din alone (no alpha, no P): din's rows to dy's and dX's, dY's into dy.
+  static BackGlue moving(const float* din, size_t dins, const float* dY, size_t dYs, float* dX, size_t dXs, int ns,
+                         int nx) {
+    BackGlue g;
+    g.din = din;
+    g.dins = dins;
+    g.dY = dY;
+    g.dYs = dYs;
+    g.dX = dX;
+    g.dXs = dXs;
+    g.ns = ns;
+    g.nx = nx;
+    return g;
+  }
 };
 
 // Where ln_1's backward of window k >= 2 puts its input gradient din (rows of ns + nx per element) when the

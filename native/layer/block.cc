@@ -259,15 +259,7 @@ void layernorm_backward_scatter_by_glue(Backend& be, const float* x, const float
   const int n = sc.ns + sc.nx;
   DeviceBuffer din(be, static_cast<size_t>(B) * n * d);
   be.layernorm_backward_res(x, w, mean, rstd, dy, dres, din.get(), nullptr, nullptr, B * n, d, dy_half, parts);
-  BackGlue g;
-  g.din = din.get();
-  g.dins = static_cast<size_t>(n) * d;
-  g.dY = sc.dY;
-  g.dYs = sc.dYs;
-  g.dX = sc.dX;
-  g.dXs = sc.dXs;
-  g.ns = sc.ns;
-  g.nx = sc.nx;
+  const BackGlue g = BackGlue::moving(din.get(), static_cast<size_t>(n) * d, sc.dY, sc.dYs, sc.dX, sc.dXs, sc.ns, sc.nx);
   Axpy2dOp ops[4];
   DotPairOp dot{};
   const int count = glue_ops(g, sc.dy, B, static_cast<int>(sc.dys / d), d, ops, dot);

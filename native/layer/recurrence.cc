@@ -525,15 +525,7 @@ void LayerStack::backward_layer(int l, const float* dY, float* dX, int B, int N,
       // Window k-1's output gradient and dX's rows already where they belong.
     } else if (k >= 2) {
       // Window k-1's output gradient, formed in its backward (the next back()).
-      glue = BackGlue{};
-      glue.din = din.get();
-      glue.dins = n * d;
-      glue.dY = dY2;
-      glue.dYs = Nd;
-      glue.dX = dXk;
-      glue.dXs = Nd;
-      glue.ns = w;
-      glue.nx = lk;
+      glue = BackGlue::moving(din.get(), n * d, dY2, Nd, dXk, Nd, w, lk);
       if (cfg_.accumulate) {
         // Both halves of window k's input added A = alpha * P_{k-1} (P_{k-1} = Y_{k-2}, the first half of
         // window k-1's output), the second only its first lk rows: P's gradient, alpha times both halves'
