@@ -5,12 +5,12 @@
 # AB_ROUNDS times (default 2; AB_HOPPER_SETS="VAR=V,VAR=V ..." first times the Hopper products again under each set), then each kernel's own GPU time over one copy step by Nsight Compute
 # (AB_NCU=0 skips it; AB_NCU_CHAR=1 adds the char config's; AB_MEMCHECK=1 then runs compute-sanitizer on small steps). AB_QUICK=1 skips the checks;
 # AB_GEMM_DIAG=1 adds, after the kernel checks, kernels_check --gemm-diag (what each part of a char window's products costs). AB_PHASES=1 adds step-phases.mjs (wall time per native
-# call) for each config, with the defaults. A build to compare against, .device/rt-base.node.xz (carried
-# too), is unpacked to /tmp/rt-base.node: AB_SETS="RT_CUDA_ADDON=/tmp/rt.node RT_CUDA_ADDON=/tmp/rt-base.node"
+# call) for each config, with the defaults. Builds to compare against, .device/rt-NAME.node.xz (carried
+# too; rt-base, say), are unpacked to /tmp/rt-NAME.node: AB_SETS="RT_CUDA_ADDON=/tmp/rt.node RT_CUDA_ADDON=/tmp/rt-base.node"
 # alternates the two.
 #   carry: .device/node.xz .device/rt.node.xz .device/kernels_check.xz .device/nm.tar.xz dist
 source "$(dirname "$0")/call-lib.sh"
-[[ -f .device/rt-base.node.xz ]] && xz -dc .device/rt-base.node.xz > /tmp/rt-base.node
+for f in .device/rt-*.node.xz; do [[ -f "$f" ]] && xz -dc "$f" > "/tmp/$(basename "$f" .xz)"; done
 sets=${AB_SETS:-"RT_CUDA_STAGE=1,RT_CUDA_ATTN_MMA=1 RT_CUDA_STAGE=0,RT_CUDA_ATTN_MMA=0"}
 if [[ "${AB_QUICK:-0}" == 1 ]]; then unpack_stage; else
   kernels_stage; grep '"hopper_gemm"' "$OUT/kernels.log" | cut -c1-900

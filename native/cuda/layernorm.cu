@@ -641,7 +641,7 @@ void layernorm_backward_scatter(const float* x, const float* w, const float* mea
 }
 
 bool ln_parts_wanted() {
-  static const bool on = rt::env_switch("RT_CUDA_LN_PARTS", false);
+  static const bool on = rt::env_switch("RT_CUDA_LN_PARTS", true);
   return on;
 }
 

@@ -394,7 +394,7 @@ __global__ void chunk_sums_kernel(const float* __restrict__ part, int chunks, in
 GemmKernel g_kernel = GemmKernel::Auto;
 
 bool wgmma_half_wave() {
-  static const bool on = rt::env_switch("RT_CUDA_WGMMA_HALF_WAVE", false);
+  static const bool on = rt::env_switch("RT_CUDA_WGMMA_HALF_WAVE", true);
   return on && wgmma_enabled();
 }
 
@@ -520,7 +520,7 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
   // Measured on the H200 (bench/cuda/NOTES.md): 128x128 tiles with two stages and two blocks per SM are
   // fastest whenever they give at least one block per SM (splits included); else 64x64 tiles.
   GemmKernel k = g_kernel;
-  // RT_CUDA_WGMMA_HALF_WAVE=1 (off until measured): on the Hopper path, unsplit, from half a wave of 128 x 128
+  // RT_CUDA_WGMMA_HALF_WAVE (default on; =0 turns it off; H100, 2026-12-05 session 23: char 7.64 -> 7.44 ms a step): on the Hopper path, unsplit, from half a wave of 128 x 128
   // tiles up (reductions up to 2,048 long). The char config's first and last window applications (4,096 rows)
   // have attn c_proj's forward and input gradient at 96 such tiles, which took the 64 x 64 mma.sync kernel, 21 us
   // each (57 TFLOP/s; session 20's ncu), where a whole window's take ~6 on the TMA kernel; and their K = 1152 and

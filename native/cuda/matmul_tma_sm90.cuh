@@ -25,7 +25,7 @@ bool tma_store();
 void set_lane_store(bool on);
 bool lane_store();
 // A float32 C's residual values loaded two boxes ahead in the staged epilogue, for the products launched after
-// (the same bits). Default off; RT_CUDA_RES_PREFETCH=1 turns it on.
+// (the same bits). Default on; RT_CUDA_RES_PREFETCH=0 turns it off.
 void set_res_prefetch(bool on);
 bool res_prefetch();
 // 128 x 96 tiles (RT_CUDA_TMA_BN96): 0 never, 1 (the default) where they spread the work more evenly over the SMs, 2 for
@@ -41,7 +41,7 @@ void set_tma_diag(int mode);
 void tma_last_kernel(int* regs, int* local_bytes);
 #endif
 // The activation's backward in the product (GemmArgs::act_x) on 128 x 96 tiles rather than 128 x 128, for the
-// products launched after (the same bits). Default off; RT_CUDA_TMA_X96=1 turns it on.
+// products launched after (the same bits). Default on; RT_CUDA_TMA_X96=0 turns it off.
 void set_tma_x96(bool on);
 bool tma_x96();
 // Products of the activation's backward it has launched on 128 x 96 tiles (kernels_check: that they did).

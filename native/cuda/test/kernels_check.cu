@@ -179,11 +179,11 @@ static void check_gemm() {
     }
   use({rt::cuda::GemmKernel::Auto, "auto"});
   // Auto between half a wave and a wave of 128x128 tiles (the char config's first and last windows), short and
-  // long reductions, bf16: with RT_CUDA_WGMMA_HALF_WAVE=1 in the environment on the TMA kernel, unsplit (one
-  // launch of it), else where the rule sends them.
+  // long reductions, bf16: with RT_CUDA_WGMMA_HALF_WAVE on (the default; =0 in the environment turns it off) on
+  // the TMA kernel, unsplit (one launch of it), else where the rule sends them.
   {
-    const char* hw = std::getenv("RT_CUDA_WGMMA_HALF_WAVE");
-    const bool half_wave = hw && std::strcmp(hw, "1") == 0 && rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled();
+    const bool half_wave = rt::env_switch("RT_CUDA_WGMMA_HALF_WAVE", true) && rt::cuda::limits().cc == 90 &&
+                           rt::cuda::wgmma_enabled();
     for (const Case& c : {Case{false, true, 4096, 384, 384, 0}, Case{false, false, 4096, 384, 1536, 0.5f}}) {
       const int lda = c.ta ? c.M : c.K, ldb = c.tb ? c.K : c.N;
       VF A = randv(static_cast<size_t>(c.M) * lda, 5), B = randv(static_cast<size_t>(c.tb ? c.N : c.K) * ldb, 6);
