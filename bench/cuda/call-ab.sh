@@ -4,6 +4,7 @@
 # set of environment variables in AB_SETS (space-separated sets, each VAR=V,VAR=V), the sets alternated
 # AB_ROUNDS times (default 2; AB_HOPPER_SETS="VAR=V,VAR=V ..." first times the Hopper products again under each set), then each kernel's own GPU time over one copy step by Nsight Compute
 # (AB_NCU=0 skips it; AB_NCU_CHAR=1 adds the char config's; AB_MEMCHECK=1 then runs compute-sanitizer on small steps). AB_QUICK=1 skips the checks;
+# AB_PEER=1 then times issue 5's table against the PyTorch peer (call-peer.sh's bench stage);
 # AB_GEMM_DIAG=1 adds, after the kernel checks, kernels_check --gemm-diag (what each part of a char window's products costs). AB_PHASES=1 adds step-phases.mjs (wall time per native
 # call) for each config, with the defaults. Builds to compare against, .device/rt-NAME.node.xz (carried
 # too; rt-base, say), are unpacked to /tmp/rt-NAME.node: AB_SETS="RT_CUDA_ADDON=/tmp/rt.node RT_CUDA_ADDON=/tmp/rt-base.node"
@@ -36,6 +37,14 @@ if [[ "${AB_PHASES:-0}" == 1 ]]; then
   for c in ${configs//,/ }; do
     t "phases $c"; timeout 60 node bench/cuda/step-phases.mjs --config "$c" > "$OUT/phases-$c.log" 2>&1; tail -8 "$OUT/phases-$c.log"
   done
+fi
+if [[ "${AB_PEER:-0}" == 1 ]]; then  # issue 5's table with the default build, as call-peer.sh times it
+  if [[ "${AB_QUICK:-0}" == 1 ]] || grep -q "^kernels_check: [0-9]* passed, 0 failed" "$OUT/kernels.log"; then
+    t peer; TORCH_MODES=${TORCH_MODES:-fp32,bf16,bf16-sdpa} timeout 330 bash bench/cuda/run.sh --stages bench-model > "$OUT/run-bench.log" 2>&1
+    grep -A 14 "^config " "$OUT/bench-model.log"
+  else
+    echo "kernels_check failed: no peer table"
+  fi
 fi
 if [[ "${AB_NCU:-1}" == 1 ]]; then
   ncu_durations_stage 16
