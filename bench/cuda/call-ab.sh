@@ -39,12 +39,7 @@ if [[ "${AB_PHASES:-0}" == 1 ]]; then
   done
 fi
 if [[ "${AB_PEER:-0}" == 1 ]]; then  # issue 5's table with the default build, as call-peer.sh times it
-  if [[ "${AB_QUICK:-0}" == 1 ]] || grep -q "^kernels_check: [0-9]* passed, 0 failed" "$OUT/kernels.log"; then
-    t peer; TORCH_MODES=${TORCH_MODES:-fp32,bf16,bf16-sdpa} timeout 330 bash bench/cuda/run.sh --stages bench-model > "$OUT/run-bench.log" 2>&1
-    grep -A 14 "^config " "$OUT/bench-model.log"
-  else
-    echo "kernels_check failed: no peer table"
-  fi
+  if [[ "${AB_QUICK:-0}" == 1 ]]; then peer_stage force; else peer_stage; fi
 fi
 if [[ "${AB_NCU:-1}" == 1 ]]; then
   ncu_durations_stage 16

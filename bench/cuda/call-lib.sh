@@ -40,4 +40,15 @@ ncu_durations_stage() {
     > "$OUT/ncu-dur$sfx.csv" 2> "$OUT/ncu-dur$sfx.err"
   python3 bench/cuda/ncu-summary.py "$OUT/ncu-dur$sfx.csv" $div | tee "$OUT/ncu-dur$sfx.txt" | head -"$rows"
 }
+# Issue 5's table (run.sh's bench-model stage: our steps next to the PyTorch peer modes in TORCH_MODES), if
+# kernels_check passed in this call or `force` is given.
+peer_stage() {
+  if [[ "${1:-}" == force ]] || grep -q "^kernels_check: [0-9]* passed, 0 failed" "$OUT/kernels.log"; then
+    t bench; TORCH_MODES=${TORCH_MODES:-fp32,bf16,bf16-sdpa} timeout 330 bash bench/cuda/run.sh --stages bench-model > "$OUT/run-bench.log" 2>&1
+    grep -A 14 "^config " "$OUT/bench-model.log"
+    return 0
+  fi
+  echo "kernels_check failed: no timings"
+  return 1
+}
 call_done() { t end; tar -C /tmp -czf "$RESULT_DIR/all.tar.gz" res; }

@@ -7,11 +7,5 @@
 source "$(dirname "$0")/call-lib.sh"
 kernels_stage; checks_stage 90
 t graph; timeout 150 node bench/cuda/check-graph.mjs --out "$OUT/check-graph.jsonl" > "$OUT/check-graph.log" 2>&1; tail -1 "$OUT/check-graph.log" | cut -c1-200
-if grep -q "^kernels_check: [0-9]* passed, 0 failed" "$OUT/kernels.log"; then
-  t bench; TORCH_MODES=${TORCH_MODES:-fp32,bf16,bf16-sdpa} timeout 330 bash bench/cuda/run.sh --stages bench-model > "$OUT/run-bench.log" 2>&1
-  grep -A 14 "^config " "$OUT/bench-model.log"
-  ncu_durations_stage 14
-else
-  echo "kernels_check failed: no timings"
-fi
+peer_stage && ncu_durations_stage 14
 call_done

@@ -780,7 +780,8 @@ class CudaBackend final : public Backend {
     cuda::layernorm_forward_glue(glue, x, B, n, w, b, cuda::float_output(tw, y), mean, rstd, d, tw);
   }
   // The backward's window glue in ln_1's pass (RT_CUDA_LN_BACK_GLUE=1; off: no faster on the H100 in
-  // session 23, char 7.42 ms without and 7.44 with): din is neither written nor read back, nor its bf16 copy written, which no product took.
+  // session 23, char 7.42 ms without and 7.44 with): din is neither written nor read back, nor its bf16 copy
+  // written, which no product took.
   bool block_ln_back_glue(const BlockShape& s) const override {
     static const bool on = rt::env_switch("RT_CUDA_LN_BACK_GLUE", false);
     return on && !fused_block(s) && cuda::layernorm_glue_fits(s.d);

@@ -136,8 +136,8 @@ void layernorm_backward_scatter(const float* x, const float* w, const float* mea
 // The rows of partial sums a backward over n rows leaves (-1: none for this d), and their sum over
 // `rows` rows (in order, deterministic) added to dw and db (db may be null).
 int layernorm_part_rows(int n, int d);
-// RT_CUDA_LN_PARTS (default on; =0 turns it off): the LayerNorms' backward passes leave partial sums (the block's, Backend::block_ln_parts,
-// and the head's ln_f) rather than a pass of their own over all rows.
+// RT_CUDA_LN_PARTS (default on; =0 turns it off): the LayerNorms' backward passes leave partial sums (the
+// block's, Backend::block_ln_parts, and the head's ln_f) rather than a pass of their own over all rows.
 bool ln_parts_wanted();
 void layernorm_parts_finish(LnParts parts, int rows, int d, float* dw, float* db);
 

@@ -393,11 +393,6 @@ __global__ void chunk_sums_kernel(const float* __restrict__ part, int chunks, in
 // Which kernel a product runs on (set_gemm_kernel: for benchmarks and checks).
 GemmKernel g_kernel = GemmKernel::Auto;
 
-bool wgmma_half_wave() {
-  static const bool on = rt::env_switch("RT_CUDA_WGMMA_HALF_WAVE", true);
-  return on && wgmma_enabled();
-}
-
 template <int BM, int BN, int WM, int WN, int STAGES, int MINB, bool TA, bool TB>
 void launch_mma(dim3 grid, const GemmArgs& g) {
   using T = MmaTile<BM, BN, WM, WN, STAGES, TA, TB>;
@@ -465,6 +460,11 @@ void gemm_cublas(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, 
 
 }  // namespace
 
+bool wgmma_half_wave() {
+  static const bool on = rt::env_switch("RT_CUDA_WGMMA_HALF_WAVE", true);
+  return on && wgmma_enabled();
+}
+
 void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
           int ldb, float beta, float* C, int ldc, const float* bias, const Batch* batch, const float* res,
           const __nv_bfloat16* A_twin, bool C_half, const GemmAct* act) {
@@ -520,11 +520,12 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
   // Measured on the H200 (bench/cuda/NOTES.md): 128x128 tiles with two stages and two blocks per SM are
   // fastest whenever they give at least one block per SM (splits included); else 64x64 tiles.
   GemmKernel k = g_kernel;
-  // RT_CUDA_WGMMA_HALF_WAVE (default on; =0 turns it off; H100, 2026-12-05 session 23: char 7.64 -> 7.44 ms a step): on the Hopper path, unsplit, from half a wave of 128 x 128
-  // tiles up (reductions up to 2,048 long). The char config's first and last window applications (4,096 rows)
-  // have attn c_proj's forward and input gradient at 96 such tiles, which took the 64 x 64 mma.sync kernel, 21 us
-  // each (57 TFLOP/s; session 20's ncu), where a whole window's take ~6 on the TMA kernel; and their K = 1152 and
-  // 1536 products were split in three, reduced by a pass of their own (11 us each) and cast to bf16 after.
+  // RT_CUDA_WGMMA_HALF_WAVE (wgmma_half_wave; default on, =0 turns it off; H100, 2026-12-05 session 23: char 7.64 ->
+  // 7.44 ms a step): on the Hopper path, unsplit, from half a wave of 128 x 128 tiles up (reductions up to 2,048
+  // long). The char config's first and last window applications (4,096 rows) have attn c_proj's forward and input
+  // gradient at 96 such tiles, which took the 64 x 64 mma.sync kernel, 21 us each (57 TFLOP/s; session 20's ncu),
+  // where a whole window's take ~6 on the TMA kernel; and their K = 1152 and 1536 products were split in three,
+  // reduced by a pass of their own (11 us each) and cast to bf16 after.
   const long long t128 = tiles(128, 128);
   const bool half_wave = k == GemmKernel::Auto && bf16 && count == 1 && g.K > 0 && g.K <= 2048 && 2 * t128 >= sms &&
                          t128 < sms && limits().cc == 90 && wgmma_half_wave();

@@ -15,6 +15,9 @@ bool gemm_sm90(bool transA, bool transB, dim3 grid, const gemm_detail::GemmArgs&
                bool* act_applied);
 // RT_CUDA_WGMMA=0 in the environment keeps gemm()'s Auto choice off this kernel (to compare in one build).
 bool wgmma_enabled();
+// gemm()'s Auto choice of this kernel, unsplit, for products of half a wave to a wave of 128 x 128 tiles
+// (RT_CUDA_WGMMA_HALF_WAVE, default on; =0 turns it off), where wgmma_enabled().
+bool wgmma_half_wave();
 
 // Weight copies (Backend::weight_copies_begin): the bf16 copies of `count` weights W[i] [out[i], in[i]] in
 // the layout the forward's products (backward false) or the backward's dx products read them as B, made

@@ -574,30 +574,31 @@ bool g_tma_store = rt::env_switch("RT_CUDA_TMA_STORE", true);
 // us), a char step slower (8.39 against 8.18 ms); off.
 bool g_lane_store = rt::env_switch("RT_CUDA_LANE_STORE", false);
 
-// RT_CUDA_TMA_TEAM=1 (set_tma_team; off: measured slower; H100, 2026-12-05 session 23: char 7.34 ms without, 7.44 with): the staged epilogue's boxes the warpgroups' (take_box's
-// TEAM), a quarter of the copy engine's stores. Not with the lanes' stores, which take precedence.
+// RT_CUDA_TMA_TEAM=1 (set_tma_team; off: measured slower; H100, 2026-12-05 session 23: char 7.34 ms without, 7.44
+// with): the staged epilogue's boxes the warpgroups' (take_box's TEAM), a quarter of the copy engine's stores. Not
+// with the lanes' stores, which take precedence.
 bool g_tma_team = rt::env_switch("RT_CUDA_TMA_TEAM", false);
 
-// RT_CUDA_TMA_BK32=1 (set_tma_bk32; off: measured slower; H100, 2026-12-05 session 23: char 7.34 -> 7.73 ms; every product of a char
-// window slower by kernels_check --gemm-diag, c_attn 19.7 -> 25.6 us): stages of 32 K (rows of 64 bytes, the 64B swizzle) rather
-// than 64, twice as many in the same shared memory: 7 on 96-wide tiles, 6 on 128-wide, 10 on 192-wide. A consumer
-// warpgroup holds the stage it multiplies and the one before until their products are done, so with three stages
-// of 64 K a block keeps only about one stage (28 KB at 96 wide) of loads in flight, two an SM; with seven of 32 K
-// about five (70 KB). For the K = 384 products, six K steps a tile, should their loads prove exposed
-// (kernels_check --gemm-diag's no_loads column well under as_is). Twice the barriers and copies a K.
+// RT_CUDA_TMA_BK32=1 (set_tma_bk32; off: measured slower; H100, 2026-12-05 session 23: char 7.34 -> 7.73 ms; every
+// product of a char window slower by kernels_check --gemm-diag, c_attn 19.7 -> 25.6 us): stages of 32 K (rows of 64
+// bytes, the 64B swizzle) rather than 64, twice as many in the same shared memory: 7 on 96-wide tiles, 6 on 128-wide,
+// 10 on 192-wide. A consumer warpgroup holds the stage it multiplies and the one before until their products are
+// done, so with three stages of 64 K a block keeps only about one stage (28 KB at 96 wide) of loads in flight, two an
+// SM; with seven of 32 K about five (70 KB). For the K = 384 products, six K steps a tile, should their loads prove
+// exposed (kernels_check --gemm-diag's no_loads column well under as_is). Twice the barriers and copies a K.
 bool g_tma_bk32 = rt::env_switch("RT_CUDA_TMA_BK32", false);
 
-// RT_CUDA_RES_PREFETCH (set_res_prefetch; default on, =0 turns it off; H100, 2026-12-05 session 23: char 7.66 -> 7.44 ms;
-// mlp c_proj 41.8 -> 29.0 us, attn c_proj 15.7 -> 13.7 by --gemm-diag): a float32 C's residual values loaded ahead of
-// their boxes in the staged epilogue (store_tile_staged's PRE), on 96- and 192-wide tiles: the char config's attn
-// c_proj and mlp c_proj forward, with their residual stream.
+// RT_CUDA_RES_PREFETCH (set_res_prefetch; default on, =0 turns it off; H100, 2026-12-05 session 23: char 7.66 -> 7.44
+// ms; mlp c_proj 41.8 -> 29.0 us, attn c_proj 15.7 -> 13.7 by --gemm-diag): a float32 C's residual values loaded
+// ahead of their boxes in the staged epilogue (store_tile_staged's PRE), on 96- and 192-wide tiles: the char config's
+// attn c_proj and mlp c_proj forward, with their residual stream.
 bool g_res_prefetch = rt::env_switch("RT_CUDA_RES_PREFETCH", true);
 
-// RT_CUDA_TMA_X96 (set_tma_x96; default on, =0 turns it off; H100, 2026-12-05 session 23: char 7.49 -> 7.44 ms, copy 9.91
-// -> 9.71; mlp c_proj dx 48.7 -> 46.5 us by --gemm-diag): the activation's backward in the product (EPI 6, 7: mlp
-// c_proj's dx with GELU's or ReLU's gradient) on 128 x 96 tiles rather than 128 x 128, x's tile as three 32-column
-// boxes (XTile). Why: at 128 x 128 these kernels hold 64 accumulators a thread under the 96-register cap of two
-// blocks an SM, and ptxas spills: EPI 6 328 bytes of stores and 332 of loads a thread, EPI 7 104 and 108 (since
+// RT_CUDA_TMA_X96 (set_tma_x96; default on, =0 turns it off; H100, 2026-12-05 session 23: char 7.49 -> 7.44 ms, copy
+// 9.91 -> 9.71; mlp c_proj dx 48.7 -> 46.5 us by --gemm-diag): the activation's backward in the product (EPI 6, 7:
+// mlp c_proj's dx with GELU's or ReLU's gradient) on 128 x 96 tiles rather than 128 x 128, x's tile as three
+// 32-column boxes (XTile). Why: at 128 x 128 these kernels hold 64 accumulators a thread under the 96-register cap of
+// two blocks an SM, and ptxas spills: EPI 6 328 bytes of stores and 332 of loads a thread, EPI 7 104 and 108 (since
 // 00de567; 124 / 0 before). At 128 x 96 (48 accumulators) they spill nothing. The same bits.
 bool g_tma_x96 = rt::env_switch("RT_CUDA_TMA_X96", true);
 

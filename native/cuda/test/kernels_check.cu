@@ -179,11 +179,10 @@ static void check_gemm() {
     }
   use({rt::cuda::GemmKernel::Auto, "auto"});
   // Auto between half a wave and a wave of 128x128 tiles (the char config's first and last windows), short and
-  // long reductions, bf16: with RT_CUDA_WGMMA_HALF_WAVE on (the default; =0 in the environment turns it off) on
-  // the TMA kernel, unsplit (one launch of it), else where the rule sends them.
+  // long reductions, bf16: with RT_CUDA_WGMMA_HALF_WAVE on (wgmma_half_wave) on the TMA kernel, unsplit (one
+  // launch of it), else where the rule sends them.
   {
-    const bool half_wave = rt::env_switch("RT_CUDA_WGMMA_HALF_WAVE", true) && rt::cuda::limits().cc == 90 &&
-                           rt::cuda::wgmma_enabled();
+    const bool half_wave = rt::cuda::limits().cc == 90 && rt::cuda::wgmma_half_wave();
     for (const Case& c : {Case{false, true, 4096, 384, 384, 0}, Case{false, false, 4096, 384, 1536, 0.5f}}) {
       const int lda = c.ta ? c.M : c.K, ldb = c.tb ? c.K : c.N;
       VF A = randv(static_cast<size_t>(c.M) * lda, 5), B = randv(static_cast<size_t>(c.tb ? c.N : c.K) * ldb, 6);
@@ -1235,7 +1234,7 @@ static void check_weight_copies() {
 // hits, dY (written, zero before the scored positions), and dlnw, dlnb, dW (added to). Since session 21 the
 // LayerNorm's dx is written without a dres and the logits product reads H's bf16 copy. All positions scored
 // (d = 384, V = 65: the char head) and the last P (d = 96, V = 16: the copy head), ignored targets among them,
-// float32 and bf16, and with RT_CUDA_LN_PARTS in the environment the partial sums' path for ln_f.
+// float32 and bf16, and with RT_CUDA_LN_PARTS on (the default) the partial sums' path for ln_f.
 static void check_head_xent() {
   struct Case { int B, N, d, V, P; };
   // (272 x 64 rows: 136 tiles of 128 rows, so that the logits product takes the Hopper path, which reads H's copy)
