@@ -3,8 +3,9 @@
 # CPU and check-graph with the defaults, then the train steps (AB_CONFIGS, default copy,char) under each
 # set of environment variables in AB_SETS (space-separated sets, each VAR=V,VAR=V), the sets alternated
 # AB_ROUNDS times (default 2; AB_HOPPER_SETS="VAR=V,VAR=V ..." first times the Hopper products again under each set), then each kernel's own GPU time over one copy step by Nsight Compute
-# (AB_NCU=0 skips it; AB_NCU_CHAR=1 adds the char config's; AB_MEMCHECK=1 then runs compute-sanitizer on small steps). AB_QUICK=1 skips the checks;
-# AB_PEER=1 then times issue 5's table against the PyTorch peer (call-peer.sh's bench stage);
+# (AB_NCU=0 skips it; AB_NCU_CHAR=1 adds the char config's). AB_MEMCHECK=1 runs compute-sanitizer on small steps after the A/B. AB_QUICK=1 skips the checks;
+# AB_PEER=1 then times issue 5's table against the PyTorch peer (call-peer.sh's bench stage), cut short where the call
+# nears CALL_LIMIT (call-lib.sh's budget);
 # AB_GEMM_DIAG=1 adds, after the kernel checks, kernels_check --gemm-diag (what each part of a char window's products costs). AB_PHASES=1 adds step-phases.mjs (wall time per native
 # call) for each config, with the defaults. Builds to compare against, .device/rt-NAME.node.xz (carried
 # too; rt-base, say), are unpacked to /tmp/rt-NAME.node: AB_SETS="RT_CUDA_ADDON=/tmp/rt.node RT_CUDA_ADDON=/tmp/rt-base.node"
@@ -38,6 +39,9 @@ if [[ "${AB_PHASES:-0}" == 1 ]]; then
     t "phases $c"; timeout 60 node bench/cuda/step-phases.mjs --config "$c" > "$OUT/phases-$c.log" 2>&1; tail -8 "$OUT/phases-$c.log"
   done
 fi
+if [[ "${AB_MEMCHECK:-0}" == 1 ]]; then
+  t memcheck; bash bench/cuda/run.sh --stages memcheck-model > "$OUT/run-memcheck.log" 2>&1; grep -E "ERROR SUMMARY|^(tiny|charsmall|copysmall) " "$OUT/memcheck-model.log" | tail -8
+fi
 if [[ "${AB_PEER:-0}" == 1 ]]; then  # issue 5's table with the default build, as call-peer.sh times it
   if [[ "${AB_QUICK:-0}" == 1 ]]; then peer_stage force; else peer_stage; fi
 fi
@@ -46,8 +50,5 @@ if [[ "${AB_NCU:-1}" == 1 ]]; then
 fi
 if [[ "${AB_NCU_CHAR:-0}" == 1 ]]; then
   ncu_durations_stage 24 char
-fi
-if [[ "${AB_MEMCHECK:-0}" == 1 ]]; then
-  t memcheck; bash bench/cuda/run.sh --stages memcheck-model > "$OUT/run-memcheck.log" 2>&1; grep -E "ERROR SUMMARY|^(tiny|charsmall|copysmall) " "$OUT/memcheck-model.log" | tail -8
 fi
 call_done

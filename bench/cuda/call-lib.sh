@@ -10,6 +10,9 @@ RESULT_DIR=$OUT; export OUT=/tmp/res; mkdir -p "$OUT"
 mkdir -p node_modules && tar -xJf .device/nm.tar.xz -C node_modules
 call_start=$(date +%s)
 t() { echo "[$(( $(date +%s) - call_start )) s] $*"; }
+# Seconds a stage may take: at most $1, and no later than CALL_LIMIT (default 580) seconds into the call, so that
+# a late stage is cut by its own timeout and call_done still packs the results before the device tool's limit.
+budget() { local left=$(( ${CALL_LIMIT:-580} - ($(date +%s) - call_start) )); (( left < $1 )) && echo $(( left > 10 ? left : 10 )) || echo "$1"; }
 # node and the addon into /tmp, on PATH, without running kernels_check (as run.sh does before its stages).
 unpack_stage() {
   [[ -x /tmp/node ]] || { xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node; }
@@ -44,7 +47,7 @@ ncu_durations_stage() {
 # kernels_check passed in this call or `force` is given.
 peer_stage() {
   if [[ "${1:-}" == force ]] || grep -q "^kernels_check: [0-9]* passed, 0 failed" "$OUT/kernels.log"; then
-    t bench; TORCH_MODES=${TORCH_MODES:-fp32,bf16,bf16-sdpa} timeout 330 bash bench/cuda/run.sh --stages bench-model > "$OUT/run-bench.log" 2>&1
+    t bench; TORCH_MODES=${TORCH_MODES:-fp32,bf16,bf16-sdpa} timeout "$(budget 330)" bash bench/cuda/run.sh --stages bench-model > "$OUT/run-bench.log" 2>&1
     grep -A 14 "^config " "$OUT/bench-model.log"
     return 0
   fi
