@@ -91,6 +91,29 @@ __device__ __forceinline__ void lane_store(void* out, int ld, int M, int N, int 
   }
 }
 
+// The staging boxes' words by shared-memory instructions at 32-bit addresses. Through the generic pointers the
+// block's aligned base gives (its address space lost in the integer cast), every write was a generic st and every
+// read back a generic ld, waited for on the long scoreboard, and each such store could alias the bias, which was
+// then loaded again after it.
+__device__ __forceinline__ void sts32(uint32_t a, uint32_t v) {
+  asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(a), "r"(v) : "memory");
+}
+__device__ __forceinline__ void sts64(uint32_t a, float2 v) {
+  asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(a), "f"(v.x), "f"(v.y) : "memory");
+}
+__device__ __forceinline__ uint32_t lds32(uint32_t a) {
+  uint32_t v;
+  asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(v) : "r"(a) : "memory");
+  return v;
+}
+__device__ __forceinline__ uint32_t bf16x2_bits(float a, float b) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+__device__ __forceinline__ float2 bf16x2_float2(uint32_t u) {
+  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u));
+}
+
 // A named barrier of the warpgroup's four warps (ids 3 and 4; 1 and 2 are x's tile's, named_sync below).
 __device__ __forceinline__ void warpgroup_sync() {
   asm volatile("barrier.cta.sync %0, 128;\n" ::"r"(3 + (static_cast<int>(threadIdx.x) >> 7)) : "memory");
@@ -191,11 +214,16 @@ __device__ __forceinline__ void prefetch_res_l2(const GemmArgs& g, int r0, int c
 // turn (take_box's wait is a barrier to the compiler), a residual product's tile of 8 to 24 boxes a warp spent
 // a global load's latency on each (session 16: attn c_proj 15.5 us against 7.4 without its epilogue, mlp c_proj
 // 23.9 against 14.7). The same values, added in the same order: the same bits.
-// PRE's boxes ahead: on 192-wide tiles (one block an SM) six, on 96-wide ones (two blocks an SM) two: 168 and 96
-// registers, the most each may take, without spills with the copy engine's stores (the lanes' variant, off by
-// default, spills 188 and 32 bytes).
+// PRE's boxes ahead: on 192-wide tiles (one block an SM) five, on 96-wide ones (two blocks an SM) two: at most 168
+// and 96 registers, without spills with the copy engine's stores and the bias a box ahead (the lanes' variant, off by
+// default, spills 204 and 136 bytes).
 template <int BN>
-constexpr int kResAhead = BN == 192 ? 6 : 2;
+constexpr int kResAhead = BN == 192 ? 5 : 2;
+// The bias a box ahead where its registers fit: not on 128-wide tiles, where at the 96-register cap of two blocks
+// an SM it made the float32 and activation epilogues spill 56-80 bytes a thread. (Beside it, the residual's boxes
+// ahead on 192-wide tiles are five: six spilled 32 bytes.)
+template <int BN>
+constexpr bool kBiasAhead = BN != 128;
 template <int EPI, int BN, bool LANES, bool PRE = false, bool NOSTORE = false, bool TEAM = false>
 __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUtensorMap* map_c, const CUtensorMap* map_g,
                                                   int m0, int n0, const float (&acc)[BN / 2], uint8_t* staging,
@@ -223,12 +251,27 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
 #pragma unroll
     for (int c = 0; c < kResAhead<BN> && c < C; ++c) load_res(c);
   }
+  // The bias under box c's columns (the same for both its rows), asked for one box ahead (kBiasAhead): its load's
+  // latency runs under the box before rather than in each box's chain of store, fence and copy.
+  constexpr bool kAhead = kBiasAhead<BN>;
+  float2 bias[2][J];
+  auto load_bias = [&](int c) {
+#pragma unroll
+    for (int jj = 0; jj < J; ++jj) {
+      const int gc = n0 + 8 * (c * J + jj) + 2 * q;
+      bias[c & 1][jj] = bias_pair(g, gc, gc + 1 < g.N);
+    }
+  };
+  if constexpr (kAhead) load_bias(0);
 #pragma unroll
   for (int c = 0; c < C; ++c) {
     if constexpr (PRE) {
       if (c + kResAhead<BN> < C) load_res(c + kResAhead<BN>);
     }
+    if (!kAhead) load_bias(c);
+    else if (c + 1 < C) load_bias(c + 1);
     uint8_t* box = take_box<LANES, TEAM>(box0, boxes);
+    const uint32_t sbox = smem_addr(box);
 #pragma unroll
     for (int jj = 0; jj < J; ++jj) {
       const int j = c * J + jj, gc = n0 + 8 * j + 2 * q;
@@ -238,16 +281,16 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
         // (outside C nothing is read: the engine drops those elements)
         float2 o;
         if constexpr (PRE)
-          o = gr < g.M && gc < g.N ? epilogue_value_res(g, gc, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1],
-                                                        gc + 1 < g.N, res[c][h])
+          o = gr < g.M && gc < g.N ? epilogue_value_res(g, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1], bias[c & 1][jj],
+                                                        res[c][h])
                                    : make_float2(0.0f, 0.0f);
         else
-          o = gr < g.M && gc < g.N ? epilogue_value<!HALF>(g, gr, gc, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1],
-                                                           gc + 1 < g.N)
+          o = gr < g.M && gc < g.N ? epilogue_value_b<!HALF>(g, gr, gc, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1],
+                                                             gc + 1 < g.N, bias[c & 1][jj])
                                    : make_float2(0.0f, 0.0f);
         const int e = (r + 8 * h) * 8 * J + 8 * jj + 2 * q;  // element within the 16 x (8 J) box
-        if constexpr (HALF) *reinterpret_cast<__nv_bfloat162*>(box + e * 2) = __floats2bfloat162_rn(o.x, o.y);
-        else *reinterpret_cast<float2*>(box + e * 4) = o;
+        if constexpr (HALF) sts32(sbox + e * 2, bf16x2_bits(o.x, o.y));
+        else sts64(sbox + e * 4, o);
       }
     }
     if constexpr (EPI >= 6) {
@@ -265,15 +308,12 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
           constexpr int kChunks = X::kRowBytes / 16;
           const int chunk = BN == 128 ? (j & 7) ^ r : (j & 3) ^ ((r >> 1) & 3);
           const uint32_t xp = fx + (j / kChunks) * X::kBoxBytes + (warp * 16 + r + 8 * h) * X::kRowBytes + (chunk << 4) + 4 * q;
-          uint32_t xu;
-          asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(xu) : "r"(xp));
-          const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&xu));
-          __nv_bfloat162* p = reinterpret_cast<__nv_bfloat162*>(box + e * 2);
-          const float2 v = __bfloat1622float2(*p);
+          const float2 x = bf16x2_float2(lds32(xp));
+          const float2 v = bf16x2_float2(lds32(sbox + e * 2));
           float2 a;
           if constexpr (EPI == 6) a = make_float2(GeluGradFast()(x.x, v.x), GeluGradFast()(x.y, v.y));
           else a = make_float2(ReluGrad()(x.x, v.x), ReluGrad()(x.y, v.y));
-          *p = __floats2bfloat162_rn(a.x, a.y);
+          sts32(sbox + e * 2, bf16x2_bits(a.x, a.y));
         }
     }
     put_box<LANES, HALF ? 2 : 4, NOSTORE, TEAM>(g, map_c, g.C, n0 + c * 8 * J, row0, box);
@@ -281,16 +321,17 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
       // act(C)'s box from the values this lane has just put in C's (read back, so that they need no registers
       // of their own beside the accumulators)
       uint8_t* abox = take_box<LANES, TEAM>(box0, boxes);
+      const uint32_t sabox = smem_addr(abox);
 #pragma unroll
       for (int jj = 0; jj < J; ++jj)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int e = (r + 8 * h) * 8 * J + 8 * jj + 2 * q;
-          const float2 v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(box + e * 2));
+          const float2 v = bf16x2_float2(lds32(sbox + e * 2));
           float2 a;
           if constexpr (EPI == 4) a = make_float2(GeluFast()(v.x), GeluFast()(v.y));
           else a = make_float2(Relu()(v.x), Relu()(v.y));
-          *reinterpret_cast<__nv_bfloat162*>(abox + e * 2) = __floats2bfloat162_rn(a.x, a.y);
+          sts32(sabox + e * 2, bf16x2_bits(a.x, a.y));
         }
       put_box<LANES, 2, NOSTORE, TEAM>(g, map_g, g.act_out, n0 + c * 8 * J, row0, abox);
     }

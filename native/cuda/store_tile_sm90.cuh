@@ -10,18 +10,32 @@
 
 namespace rt::cuda::gemm_detail {
 
-// alpha v + bias for columns gc and, where `two`, gc + 1: the first two of the epilogue's terms.
-__device__ __forceinline__ float2 epilogue_scaled(const GemmArgs& g, int gc, float v0, float v1, bool two) {
+// The bias under columns gc and, where `two`, gc + 1 (else 0 in .y); zeros where there is none or gc is past N.
+// Loaded apart from its use so that the staged epilogue can ask for a box's values ahead of it.
+__device__ __forceinline__ float2 bias_pair(const GemmArgs& g, int gc, bool two) {
+  return g.bias && gc < g.N ? make_float2(__ldg(g.bias + gc), two ? __ldg(g.bias + gc + 1) : 0.0f)
+                            : make_float2(0.0f, 0.0f);
+}
+
+// alpha v + bias (b, from bias_pair) for two columns: the first two of the epilogue's terms.
+__device__ __forceinline__ float2 epilogue_scaled_b(const GemmArgs& g, float v0, float v1, float2 b) {
   float o0 = v0 * g.alpha, o1 = v1 * g.alpha;
-  if (g.bias) o0 += g.bias[gc], o1 += two ? g.bias[gc + 1] : 0.0f;
+  if (g.bias) o0 += b.x, o1 += b.y;
   return make_float2(o0, o1);
+}
+
+// alpha v + bias for columns gc (inside C) and, where `two`, gc + 1.
+__device__ __forceinline__ float2 epilogue_scaled(const GemmArgs& g, int gc, float v0, float v1, bool two) {
+  return epilogue_scaled_b(g, v0, v1, bias_pair(g, gc, two));
 }
 
 // alpha v + bias (+ the residual where RES) for columns gc and, where `two`, gc + 1 of row gr (inside C): the
 // values of an unsplit product's outputs before beta C, in the order every Hopper epilogue adds them.
+// epilogue_value_b: with the bias's two values already loaded (b, from bias_pair).
 template <bool RES>
-__device__ __forceinline__ float2 epilogue_value(const GemmArgs& g, int gr, int gc, float v0, float v1, bool two) {
-  float2 o = epilogue_scaled(g, gc, v0, v1, two);
+__device__ __forceinline__ float2 epilogue_value_b(const GemmArgs& g, int gr, int gc, float v0, float v1, bool two,
+                                                   float2 b) {
+  float2 o = epilogue_scaled_b(g, v0, v1, b);
   if (RES && g.res) {
     const float* r = g.res + static_cast<size_t>(gr) * g.ldc + gc;
     o.x += r[0];
@@ -29,11 +43,15 @@ __device__ __forceinline__ float2 epilogue_value(const GemmArgs& g, int gr, int 
   }
   return o;
 }
+template <bool RES>
+__device__ __forceinline__ float2 epilogue_value(const GemmArgs& g, int gr, int gc, float v0, float v1, bool two) {
+  return epilogue_value_b<RES>(g, gr, gc, v0, v1, two, bias_pair(g, gc, two));
+}
 
-// epilogue_value<true> with the residual's two values already loaded (rv: rv.y 0 where !two), for a product that
-// has one (store_tile_staged's PRE): the same operations in the same order.
-__device__ __forceinline__ float2 epilogue_value_res(const GemmArgs& g, int gc, float v0, float v1, bool two, float2 rv) {
-  float2 o = epilogue_scaled(g, gc, v0, v1, two);
+// epilogue_value<true> with the bias's (b, from bias_pair) and the residual's two values already loaded (rv: rv.y 0
+// where !two), for a product that has one (store_tile_staged's PRE): the same operations in the same order.
+__device__ __forceinline__ float2 epilogue_value_res(const GemmArgs& g, float v0, float v1, float2 b, float2 rv) {
+  float2 o = epilogue_scaled_b(g, v0, v1, b);
   o.x += rv.x;
   o.y += rv.y;
   return o;
