@@ -58,6 +58,13 @@ void set_tma_bk32(bool on);
 bool tma_bk32();
 // Products it has launched with stages of 32 K (kernels_check: that they did).
 long tma_bk32_launches();
+// The staged epilogue of a block's last tile with every box at its own place in the stages, for the products
+// launched after (the same bits). Default off; RT_CUDA_TMA_WIDE=1 turns it on. The lanes and the warpgroups' boxes
+// take precedence.
+void set_tma_wide(bool on);
+bool tma_wide();
+// Products it has launched so (kernels_check: that they did).
+long tma_wide_launches();
 // Products it has launched in this process (kernels_check: that a product ran here, not on the fallback).
 long tma_launches();
 // Those of them that applied an activation in the epilogue (GemmArgs::act).
