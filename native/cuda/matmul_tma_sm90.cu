@@ -45,7 +45,9 @@ constexpr int kChunk = 512;  // one consumer warp's staged output box: 16 rows x
 // kDiagNoStores: the staged epilogue without the engine's stores (its values, boxes and fences kept);
 // kDiagNoEpilogue: no epilogue at all; kDiagNoMma: no tensor-core products (C from zero accumulators);
 // kDiagNoLoads: the producer completes each stage's barrier without loading it (the products read stale bytes).
-constexpr int kDiagNone = 0, kDiagNoStores = 1, kDiagNoEpilogue = 2, kDiagNoMma = 3, kDiagNoLoads = 4;
+// kDiagNoFence: the staged epilogue without the proxy fence before each box's store (the engine may then read
+// a box before its values: a timing, not a product).
+constexpr int kDiagNone = 0, kDiagNoStores = 1, kDiagNoEpilogue = 2, kDiagNoMma = 3, kDiagNoLoads = 4, kDiagNoFence = 5;
 
 // BK: the K a stage holds, 64 (rows of 128 bytes, the 128B swizzle) or 32 (RT_CUDA_TMA_BK32: rows of 64 bytes,
 // the 64B swizzle; twice the stages in the same bytes).
@@ -148,7 +150,7 @@ __device__ __forceinline__ uint8_t* take_box(uint8_t* box0, int& boxes) {
 // NOSTORE (a diagnostic build's kDiagNoStores): everything but the engine's store itself.
 // TEAM: the warpgroup's box, once its four warps have filled their rows; row0 and box are the warp's (its
 // 16 rows), the store the warpgroup's from 16 rows and 512 bytes before, for the warp of rows 0-15.
-template <bool LANES, int ESZ, bool NOSTORE = false, bool TEAM = false>
+template <bool LANES, int ESZ, bool NOSTORE = false, bool TEAM = false, bool NOFENCE = false>
 __device__ __forceinline__ void put_box(const GemmArgs& g, const CUtensorMap* map, void* out, int x, int row0,
                                         const uint8_t* box) {
   if constexpr (TEAM) {
@@ -163,7 +165,7 @@ __device__ __forceinline__ void put_box(const GemmArgs& g, const CUtensorMap* ma
     __syncwarp();
     lane_store<ESZ>(out, g.ldc, g.M, g.N, x, row0, box);
   } else {
-    fence_async_shared();
+    if constexpr (!NOFENCE) fence_async_shared();
     __syncwarp();
     if (!NOSTORE && (threadIdx.x & 31) == 0) {
       cluster::tma_store_2d(map, x, row0, box);
@@ -220,8 +222,8 @@ __device__ __forceinline__ void prefetch_res_l2(const GemmArgs& g, int r0, int c
 template <int BN>
 constexpr int kResAhead = BN == 192 ? 5 : 2;
 // The bias a box ahead where its registers fit: not on 128-wide tiles, where at the 96-register cap of two blocks
-// an SM it made the float32 and activation epilogues spill 56-80 bytes a thread. (Beside it, the residual's boxes
-// ahead on 192-wide tiles are five: six spilled 32 bytes.)
+// an SM it made the float32 and activation epilogues spill 56-80 bytes a thread, and not beside the residual's boxes
+// ahead (PRE), whose registers those are (mlp c_proj with both: 29.0 -> 32.2 us, H100, session 24).
 template <int BN>
 constexpr bool kBiasAhead = BN != 128;
 // A warp's boxes of one tile (C's, and act(C)'s for EPI 4 and 5), in bytes: what WIDE's places take.
@@ -230,7 +232,8 @@ constexpr int kWideBytes = BN / 8 / (EPI >= 3 ? 2 : 1) * (EPI == 4 || EPI == 5 ?
 // WIDE (RT_CUDA_TMA_WIDE): the warp's boxes of the tile each at their own place from wide0 (kWideBytes of them),
 // none taken back, so no box waits for the engine's read of one before; wide0 is in the stages, which a block's
 // only tile leaves unused once its products are done (gemm_tma_kernel).
-template <int EPI, int BN, bool LANES, bool PRE = false, bool NOSTORE = false, bool TEAM = false, bool WIDE = false>
+template <int EPI, int BN, bool LANES, bool PRE = false, bool NOSTORE = false, bool TEAM = false, bool WIDE = false,
+          bool NOFENCE = false>
 __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUtensorMap* map_c, const CUtensorMap* map_g,
                                                   int m0, int n0, const float (&acc)[BN / 2], uint8_t* staging,
                                                   int& boxes, uint32_t fx, uint8_t* wide0 = nullptr) {
@@ -244,7 +247,10 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
   static_assert(!WIDE || (!LANES && !TEAM && EPI < 6), "the wide boxes: the warp's own, stored by the engine");
   int wn = 0;  // (WIDE) the boxes taken from wide0
   auto next_box = [&]() -> uint8_t* {
-    if constexpr (WIDE) return wide0 + (wn++) * kChunk;
+    if constexpr (WIDE) {  // (the warp's barrier keeps ptxas from holding several boxes' values at once: it spilled)
+      __syncwarp();
+      return wide0 + (wn++) * kChunk;
+    }
     else return take_box<LANES, TEAM>(box0, boxes);
   };
   // PRE: box c's residual values for rows r and r + 8 (zeros outside C, and in the second where gc + 1 is past N,
@@ -265,7 +271,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
   }
   // The bias under box c's columns (the same for both its rows), asked for one box ahead (kBiasAhead): its load's
   // latency runs under the box before rather than in each box's chain of store, fence and copy.
-  constexpr bool kAhead = kBiasAhead<BN>;
+  constexpr bool kAhead = kBiasAhead<BN> && !PRE;
   float2 bias[2][J];
   auto load_bias = [&](int c) {
 #pragma unroll
@@ -328,7 +334,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
           sts32(sbox + e * 2, bf16x2_bits(a.x, a.y));
         }
     }
-    put_box<LANES, HALF ? 2 : 4, NOSTORE, TEAM>(g, map_c, g.C, n0 + c * 8 * J, row0, box);
+    if constexpr (!WIDE) put_box<LANES, HALF ? 2 : 4, NOSTORE, TEAM, NOFENCE>(g, map_c, g.C, n0 + c * 8 * J, row0, box);
     if constexpr (EPI == 4 || EPI == 5) {
       // act(C)'s box from the values this lane has just put in C's (read back, so that they need no registers
       // of their own beside the accumulators)
@@ -345,7 +351,22 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
           else a = make_float2(Relu()(v.x), Relu()(v.y));
           sts32(sabox + e * 2, bf16x2_bits(a.x, a.y));
         }
-      put_box<LANES, 2, NOSTORE, TEAM>(g, map_g, g.act_out, n0 + c * 8 * J, row0, abox);
+      if constexpr (!WIDE) put_box<LANES, 2, NOSTORE, TEAM, NOFENCE>(g, map_g, g.act_out, n0 + c * 8 * J, row0, abox);
+    }
+  }
+  if constexpr (WIDE) {
+    // Every box filled, then one fence and the stores, rather than a fence a box: the fence (MEMBAR.ALL.CTA in SASS)
+    // may wait for the thread's loads in flight, which would hold up the residual's loads ahead at each box.
+    fence_async_shared();
+    __syncwarp();
+    if (!NOSTORE && lane == 0) {
+      constexpr int per = EPI == 4 || EPI == 5 ? 2 : 1;
+#pragma unroll 1
+      for (int c = 0; c < C; ++c) {
+        cluster::tma_store_2d(map_c, n0 + c * 8 * J, row0, wide0 + c * per * kChunk);
+        if constexpr (per == 2) cluster::tma_store_2d(map_g, n0 + c * 8 * J, row0, wide0 + (c * per + 1) * kChunk);
+      }
+      cluster::tma_store_commit();
     }
   }
 }
@@ -525,7 +546,7 @@ __global__ void __launch_bounds__(kThreads, MINB)
           consumers_sync();
           wide0 = smem + (threadIdx.x >> 5) * kWideBytes<EPI, BN>;
         }
-        store_tile_staged<EPI, BN, LANES, PRE, DIAG == kDiagNoStores, TEAM, WIDE>(g, &map_c, &map_g, m0 + wg * 64, n0,
+        store_tile_staged<EPI, BN, LANES, PRE, DIAG == kDiagNoStores, TEAM, WIDE, DIAG == kDiagNoFence>(g, &map_c, &map_g, m0 + wg * 64, n0,
                                                                                    acc, smem + L::kStaging, boxes, fx,
                                                                                    wide0);
       } else {
@@ -729,6 +750,7 @@ bool launch_staged(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat1
         return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoEpilogue>(g, A, B, Kp, splits, mc, mg);
       case kDiagNoMma: return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoMma>(g, A, B, Kp, splits, mc, mg);
       case kDiagNoLoads: return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoLoads>(g, A, B, Kp, splits, mc, mg);
+      case kDiagNoFence: return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoFence>(g, A, B, Kp, splits, mc, mg);
       default: break;
     }
 #endif

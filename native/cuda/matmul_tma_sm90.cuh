@@ -35,7 +35,8 @@ int tma_bn96();
 #ifdef RT_GEMM_DIAG
 // A diagnostic build's variant of the staged products launched after (matmul_tma_sm90.cu's kDiag*: 0 the
 // product; 1 without the engine's stores, 2 without the epilogue, 3 without the tensor-core products, 4 without
-// the operand loads). Their outputs are not the product's: for timing alone (kernels_check --gemm-diag).
+// the operand loads, 5 without the proxy fence before each staged box's store). Their outputs are not the product's: for
+// timing alone (kernels_check --gemm-diag).
 void set_tma_diag(int mode);
 // The registers a thread and the local memory (spills) a thread of the kernel launched last.
 void tma_last_kernel(int* regs, int* local_bytes);

@@ -1804,8 +1804,8 @@ static void bench_gemm_diag() {
                   {"mlp_proj_dx", 8192, 1536, 384, true, true, false, 2}, {"attn_proj_dx", 8192, 384, 384, true, true, false, 0},
                   {"c_attn_dx", 8192, 384, 1152, true, true, false, 0},  {"c_fc_dx", 8192, 384, 1536, true, true, false, 0}};
   const char* names[] = {"as_is", "no_stores", "no_epilogue", "no_mma", "no_loads",
-                         "lanes", "res_prefetch", "x96", "team", "bk32", "wide"};
-  constexpr int kModes = 11, kReps = 20;
+                         "lanes", "res_prefetch", "x96", "team", "bk32", "wide", "no_fence"};
+  constexpr int kModes = 12, kReps = 20;
   const ProductModes process;
   std::string table = "gemm-diag (us a call; the char window's products, 8192 rows)\nproduct          TFLOP/s";
   for (const char* n : names) table += " " + std::string(12 - std::min<size_t>(12, std::strlen(n)), ' ') + n;
@@ -1833,7 +1833,7 @@ static void bench_gemm_diag() {
     for (int m = 0; m < kModes; ++m) {
       // (wide: with the residual's prefetch, as res_prefetch, where the product has one)
       ProductModes::set(true, m == 5, process.bn96, m == 6 || m == 10, m == 7, m == 8, m == 9, m == 10);
-      rt::cuda::set_tma_diag(m <= 4 ? m : 0);
+      rt::cuda::set_tma_diag(m <= 4 ? m : m == 11 ? 5 : 0);  // (no_fence: diagnostic variant 5)
       const long before = rt::cuda::tma_launches(), before96 = rt::cuda::tma_x96_launches(),
                  before_team = rt::cuda::tma_team_launches(), before_bk32 = rt::cuda::tma_bk32_launches();
       us[m] = time_ms(product, kReps) * 1e3;
