@@ -222,21 +222,14 @@ __device__ __forceinline__ void prefetch_res_l2(const GemmArgs& g, int r0, int c
 template <int BN>
 constexpr int kResAhead = BN == 192 ? 5 : 2;
 // The bias a box ahead where its registers fit: not on 128-wide tiles, where at the 96-register cap of two blocks
-// an SM it made the float32 and activation epilogues spill 56-80 bytes a thread, and not beside the residual's boxes
-// ahead (PRE), whose registers those are (mlp c_proj with both: 29.0 -> 32.2 us, H100, session 24).
+// an SM it made the float32 and activation epilogues spill 56-80 bytes a thread; not beside the residual's boxes
+// ahead (PRE), whose registers those are.
 template <int BN>
 constexpr bool kBiasAhead = BN != 128;
-// A warp's boxes of one tile (C's, and act(C)'s for EPI 4 and 5), in bytes: what WIDE's places take.
-template <int EPI, int BN>
-constexpr int kWideBytes = BN / 8 / (EPI >= 3 ? 2 : 1) * (EPI == 4 || EPI == 5 ? 2 : 1) * kChunk;
-// WIDE (RT_CUDA_TMA_WIDE): the warp's boxes of the tile each at their own place from wide0 (kWideBytes of them),
-// none taken back, so no box waits for the engine's read of one before; wide0 is in the stages, which a block's
-// only tile leaves unused once its products are done (gemm_tma_kernel).
-template <int EPI, int BN, bool LANES, bool PRE = false, bool NOSTORE = false, bool TEAM = false, bool WIDE = false,
-          bool NOFENCE = false>
+template <int EPI, int BN, bool LANES, bool PRE = false, bool NOSTORE = false, bool TEAM = false, bool NOFENCE = false>
 __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUtensorMap* map_c, const CUtensorMap* map_g,
                                                   int m0, int n0, const float (&acc)[BN / 2], uint8_t* staging,
-                                                  int& boxes, uint32_t fx, uint8_t* wide0 = nullptr) {
+                                                  int& boxes, uint32_t fx) {
   constexpr bool HALF = EPI >= 3;
   static_assert(!PRE || EPI == 2, "the residual's prefetch is for a float32 C (EPI 2)");
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, r = lane >> 2, q = lane & 3;
@@ -244,15 +237,6 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
   uint8_t* box0 = TEAM ? staging + (threadIdx.x >> 7) * 2 * kTeamChunk : staging + (threadIdx.x >> 5) * 2 * kChunk;
   constexpr int J = HALF ? 2 : 1;  // accumulator column groups (8 columns) per box
   constexpr int C = BN / 8 / J;    // boxes
-  static_assert(!WIDE || (!LANES && !TEAM && EPI < 6), "the wide boxes: the warp's own, stored by the engine");
-  int wn = 0;  // (WIDE) the boxes taken from wide0
-  auto next_box = [&]() -> uint8_t* {
-    if constexpr (WIDE) {  // (the warp's barrier keeps ptxas from holding several boxes' values at once: it spilled)
-      __syncwarp();
-      return wide0 + (wn++) * kChunk;
-    }
-    else return take_box<LANES, TEAM>(box0, boxes);
-  };
   // PRE: box c's residual values for rows r and r + 8 (zeros outside C, and in the second where gc + 1 is past N,
   // as epilogue_value reads them); fully unrolled, so registers, live from their load to their box.
   float2 res[PRE ? C : 1][2];
@@ -288,7 +272,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
     }
     if (!kAhead) load_bias(c);
     else if (c + 1 < C) load_bias(c + 1);
-    uint8_t* box = next_box();
+    uint8_t* box = take_box<LANES, TEAM>(box0, boxes);
     const uint32_t sbox = smem_addr(box);
 #pragma unroll
     for (int jj = 0; jj < J; ++jj) {
@@ -334,11 +318,11 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
           sts32(sbox + e * 2, bf16x2_bits(a.x, a.y));
         }
     }
-    if constexpr (!WIDE) put_box<LANES, HALF ? 2 : 4, NOSTORE, TEAM, NOFENCE>(g, map_c, g.C, n0 + c * 8 * J, row0, box);
+    put_box<LANES, HALF ? 2 : 4, NOSTORE, TEAM, NOFENCE>(g, map_c, g.C, n0 + c * 8 * J, row0, box);
     if constexpr (EPI == 4 || EPI == 5) {
       // act(C)'s box from the values this lane has just put in C's (read back, so that they need no registers
       // of their own beside the accumulators)
-      uint8_t* abox = next_box();
+      uint8_t* abox = take_box<LANES, TEAM>(box0, boxes);
       const uint32_t sabox = smem_addr(abox);
 #pragma unroll
       for (int jj = 0; jj < J; ++jj)
@@ -351,22 +335,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
           else a = make_float2(Relu()(v.x), Relu()(v.y));
           sts32(sabox + e * 2, bf16x2_bits(a.x, a.y));
         }
-      if constexpr (!WIDE) put_box<LANES, 2, NOSTORE, TEAM, NOFENCE>(g, map_g, g.act_out, n0 + c * 8 * J, row0, abox);
-    }
-  }
-  if constexpr (WIDE) {
-    // Every box filled, then one fence and the stores, rather than a fence a box: the fence (MEMBAR.ALL.CTA in SASS)
-    // may wait for the thread's loads in flight, which would hold up the residual's loads ahead at each box.
-    fence_async_shared();
-    __syncwarp();
-    if (!NOSTORE && lane == 0) {
-      constexpr int per = EPI == 4 || EPI == 5 ? 2 : 1;
-#pragma unroll 1
-      for (int c = 0; c < C; ++c) {
-        cluster::tma_store_2d(map_c, n0 + c * 8 * J, row0, wide0 + c * per * kChunk);
-        if constexpr (per == 2) cluster::tma_store_2d(map_g, n0 + c * 8 * J, row0, wide0 + (c * per + 1) * kChunk);
-      }
-      cluster::tma_store_commit();
+      put_box<LANES, 2, NOSTORE, TEAM, NOFENCE>(g, map_g, g.act_out, n0 + c * 8 * J, row0, abox);
     }
   }
 }
@@ -387,8 +356,6 @@ __device__ __forceinline__ void named_sync(int id) {
 __device__ __forceinline__ void named_arrive(int id) {
   asm volatile("barrier.cta.arrive %0, %1;\n" ::"r"(id), "n"(kThreads) : "memory");
 }
-// The eight consumer warps' barrier (id 5; the producer warp takes no part).
-__device__ __forceinline__ void consumers_sync() { asm volatile("barrier.cta.sync 5, %0;\n" ::"n"(kConsumers) : "memory"); }
 
 // The descriptor of a stage's operand rows (K-major, BK * 2 bytes a row): the 128B swizzle for BK 64; for BK 32
 // the 64B swizzle, 512 bytes from one group of 8 rows to the next. Either way the k-th 16 of K starts 32 k bytes
@@ -410,14 +377,13 @@ __device__ __forceinline__ void mma_k16(float (&acc)[BN / 2], uint64_t a, uint64
 // store_tile_staged's, through map_c (and map_g: act(C)'s map for 4 and 5, x's for 6 and 7, whose tile the
 // producer loads after each tile's K steps into the next stage, which the consumers hand back after their
 // epilogue); LANES: store_tile_staged's boxes stored by the lanes.
-template <int BN, int STAGES, int MINB, int EPI, bool LANES, bool PRE, int DIAG, bool TEAM, int BK, bool WIDE>
+template <int BN, int STAGES, int MINB, int EPI, bool LANES, bool PRE, int DIAG, bool TEAM, int BK>
 __global__ void __launch_bounds__(kThreads, MINB)
     gemm_tma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
                     const __grid_constant__ CUtensorMap map_c, const __grid_constant__ CUtensorMap map_g, GemmArgs g,
                     int tiles_n, int tiles) {
   using L = Layout<BN, STAGES, BK>;
   static_assert(BK == 64 || EPI < 6, "x's tile needs a stage of 64 K");
-  static_assert(!WIDE || (EPI >= 2 && EPI < 6 && 8 * kWideBytes<EPI, BN> <= L::kBars), "WIDE's boxes in the stages");
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + L::kBars);
@@ -538,17 +504,8 @@ __global__ void __launch_bounds__(kThreads, MINB)
           for (int e = 0; e < BN / 2; ++e) br.C[e * kThreads + threadIdx.x] = acc[e];
         }
       } else if constexpr (EPI >= 2) {
-        // WIDE (launched with one tile a block): the tile's boxes in the stages, each warp's at their own places.
-        // Every stage's loads have landed (the consumers waited for each) and the producer has no more to make; the
-        // barrier of the eight consumer warps waits until both warpgroups' products, which read the stages, are done.
-        uint8_t* wide0 = nullptr;
-        if constexpr (WIDE) {
-          consumers_sync();
-          wide0 = smem + (threadIdx.x >> 5) * kWideBytes<EPI, BN>;
-        }
-        store_tile_staged<EPI, BN, LANES, PRE, DIAG == kDiagNoStores, TEAM, WIDE, DIAG == kDiagNoFence>(g, &map_c, &map_g, m0 + wg * 64, n0,
-                                                                                   acc, smem + L::kStaging, boxes, fx,
-                                                                                   wide0);
+        store_tile_staged<EPI, BN, LANES, PRE, DIAG == kDiagNoStores, TEAM, DIAG == kDiagNoFence>(
+            g, &map_c, &map_g, m0 + wg * 64, n0, acc, smem + L::kStaging, boxes, fx);
       } else {
         store_tile<EPI>(g, br.C, m0 + wg * 64, n0, acc);
       }
@@ -604,18 +561,18 @@ bool encode_c(CUtensorMap* map, const void* p, bool half, int ld, const GemmArgs
                    CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-long g_launches = 0, g_act_launches = 0, g_x96_launches = 0, g_team_launches = 0, g_bk32_launches = 0, g_wide_launches = 0;
+long g_launches = 0, g_act_launches = 0, g_x96_launches = 0, g_team_launches = 0, g_bk32_launches = 0;
 #ifdef RT_GEMM_DIAG
 cudaFuncAttributes g_last_attrs{};  // the kernel launched last: its registers and local (spilled) bytes
 #endif
 
 // mc, mg: the maps of C and act(C) (encode_c) for the staged epilogues (EPI 2 to 5; mg 4 and 5).
 template <int BN, int STAGES, int MINB, int EPI, bool LANES = false, bool PRE = false, int DIAG = kDiagNone,
-          bool TEAM = false, int BK = 64, bool WIDE = false>
+          bool TEAM = false, int BK = 64>
 bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
             const CUtensorMap& mc, const CUtensorMap& mg) {
   using L = Layout<BN, STAGES, BK>;
-  auto kernel = gemm_tma_kernel<BN, STAGES, MINB, EPI, LANES, PRE, DIAG, TEAM, BK, WIDE>;
+  auto kernel = gemm_tma_kernel<BN, STAGES, MINB, EPI, LANES, PRE, DIAG, TEAM, BK>;
   // Per instantiation, once: the shared-memory limit raised, and how many blocks fit the GPU at once (the
   // grid is persistent: as many blocks as run together, each taking tiles in turn).
   static const int resident = [&] {
@@ -628,10 +585,6 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
     return n * limits().sms;
   }();
   if (resident <= 0) return false;
-  if constexpr (WIDE) {  // (its epilogue's boxes in the stages: one tile a block, or the kernel without)
-    const long tiles = static_cast<long>((g.N + BN - 1) / BN) * ((g.M + kBM - 1) / kBM);
-    if (tiles > resident / splits) return launch<BN, STAGES, MINB, EPI, LANES, PRE, DIAG, TEAM, BK, false>(g, A, B, Kp, splits, mc, mg);
-  }
   CUtensorMap ma, mb;
   if (!encode(&ma, A, g.M, Kp, kBM, BK) || !encode(&mb, B, g.N, Kp, BN, BK)) return false;
   const int tiles_n = (g.N + BN - 1) / BN, tiles = tiles_n * ((g.M + kBM - 1) / kBM);
@@ -648,7 +601,6 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
 #endif
   ++g_launches;
   if (TEAM) ++g_team_launches;
-  if (WIDE) ++g_wide_launches;
   if (BK == 32) ++g_bk32_launches;
   if (EPI >= 4) ++g_act_launches;
   if (EPI >= 6 && BN == 96) ++g_x96_launches;
@@ -678,16 +630,6 @@ bool g_tma_team = rt::env_switch("RT_CUDA_TMA_TEAM", false);
 // SM; with seven of 32 K about five (70 KB). For the K = 384 products, six K steps a tile, should their loads prove
 // exposed (kernels_check --gemm-diag's no_loads column well under as_is). Twice the barriers and copies a K.
 bool g_tma_bk32 = rt::env_switch("RT_CUDA_TMA_BK32", false);
-
-// RT_CUDA_TMA_WIDE=1 (set_tma_wide; off until measured): where a product's tiles are no more than the blocks that
-// fit the GPU at once, so that each block takes one, the staged epilogue (EPI 2 to 5, the warps' own boxes) writes
-// every box at its own place in the stages, which the tile's products leave unused, rather than in the warp's two
-// boxes, each of which waits for the engine's read of the store from it two boxes back. Those are the products whose
-// epilogue no other tile's products run under: the char config's 192-wide ones (mlp c_proj, the dx of c_fc and
-// c_attn: 128 tiles for 132 SMs) and attn c_proj on 96-wide tiles (256 for 264). kernels_check --gemm-diag's
-// no_stores column bounds the gain: mlp c_proj 41.8 -> 34.7 us without the stores' waits (H100, session 23). Only
-// there: with a branch between it and the ring, the 96-register kernels spilled up to 892 bytes a thread.
-bool g_tma_wide = rt::env_switch("RT_CUDA_TMA_WIDE", false);
 
 // RT_CUDA_RES_PREFETCH (set_res_prefetch; default on, =0 turns it off; H100, 2026-12-05 session 23: char 7.66 -> 7.44
 // ms; mlp c_proj 41.8 -> 29.0 us, attn c_proj 15.7 -> 13.7 by --gemm-diag): a float32 C's residual values loaded
@@ -755,10 +697,6 @@ bool launch_staged(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat1
     }
 #endif
     if (team) return launch<BN, STAGES, MINB, EPI, false, PRE, kDiagNone, true>(g, A, B, Kp, splits, mc, mg);
-    if constexpr (EPI < 6 && BN != 128) {  // (at 128 wide its float32 kernel spilled 112 bytes a thread)
-      if (g_tma_wide && !g_lane_store)
-        return launch<BN, STAGES, MINB, EPI, false, PRE, kDiagNone, false, 64, true>(g, A, B, Kp, splits, mc, mg);
-    }
     return g_lane_store ? launch<BN, STAGES, MINB, EPI, true, PRE>(g, A, B, Kp, splits, mc, mg)
                         : launch<BN, STAGES, MINB, EPI, false, PRE>(g, A, B, Kp, splits, mc, mg);
   }
@@ -834,9 +772,6 @@ void set_tma_bn96(int mode) { g_tma_bn96 = mode; }
 void set_tma_x96(bool on) { g_tma_x96 = on; }
 void set_tma_team(bool on) { g_tma_team = on; }
 void set_tma_bk32(bool on) { g_tma_bk32 = on; }
-void set_tma_wide(bool on) { g_tma_wide = on; }
-bool tma_wide() { return g_tma_wide; }
-long tma_wide_launches() { return g_wide_launches; }
 bool tma_bk32() { return g_tma_bk32; }
 long tma_bk32_launches() { return g_bk32_launches; }
 bool tma_team() { return g_tma_team; }

@@ -35,8 +35,8 @@ int tma_bn96();
 #ifdef RT_GEMM_DIAG
 // A diagnostic build's variant of the staged products launched after (matmul_tma_sm90.cu's kDiag*: 0 the
 // product; 1 without the engine's stores, 2 without the epilogue, 3 without the tensor-core products, 4 without
-// the operand loads, 5 without the proxy fence before each staged box's store). Their outputs are not the product's: for
-// timing alone (kernels_check --gemm-diag).
+// the operand loads, 5 without the proxy fence before each staged box's store). Their outputs are not the
+// product's: for timing alone (kernels_check --gemm-diag).
 void set_tma_diag(int mode);
 // The registers a thread and the local memory (spills) a thread of the kernel launched last.
 void tma_last_kernel(int* regs, int* local_bytes);
@@ -59,13 +59,6 @@ void set_tma_bk32(bool on);
 bool tma_bk32();
 // Products it has launched with stages of 32 K (kernels_check: that they did).
 long tma_bk32_launches();
-// The staged epilogue of a block's last tile with every box at its own place in the stages, for the products
-// launched after (the same bits). Default off; RT_CUDA_TMA_WIDE=1 turns it on. The lanes and the warpgroups' boxes
-// take precedence.
-void set_tma_wide(bool on);
-bool tma_wide();
-// Products it has launched so (kernels_check: that they did).
-long tma_wide_launches();
 // Products it has launched in this process (kernels_check: that a product ran here, not on the fallback).
 long tma_launches();
 // Those of them that applied an activation in the epilogue (GemmArgs::act).

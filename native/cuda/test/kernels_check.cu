@@ -935,10 +935,9 @@ static void check_bf16_only() {
 struct ProductModes {
   const bool staged = rt::cuda::tma_store(), lanes = rt::cuda::lane_store(), prefetch = rt::cuda::res_prefetch();
   const bool x96 = rt::cuda::tma_x96(), team = rt::cuda::tma_team(), bk32 = rt::cuda::tma_bk32();
-  const bool wide = rt::cuda::tma_wide();
   const int bn96 = rt::cuda::tma_bn96();
   static void set(bool staged_, bool lanes_, int bn96_, bool prefetch_ = false, bool x96_ = false, bool team_ = false,
-                  bool bk32_ = false, bool wide_ = false) {
+                  bool bk32_ = false) {
     rt::cuda::set_tma_store(staged_);
     rt::cuda::set_lane_store(lanes_);
     rt::cuda::set_tma_bn96(bn96_);
@@ -946,19 +945,9 @@ struct ProductModes {
     rt::cuda::set_tma_x96(x96_);
     rt::cuda::set_tma_team(team_);
     rt::cuda::set_tma_bk32(bk32_);
-    rt::cuda::set_tma_wide(wide_);
   }
-  ~ProductModes() { set(staged, lanes, bn96, prefetch, x96, team, bk32, wide); }
+  ~ProductModes() { set(staged, lanes, bn96, prefetch, x96, team, bk32); }
 };
-
-// Whether RT_CUDA_TMA_WIDE takes an unsplit staged product on its TMA kernel: gemm_tma's tile rule (192 wide for
-// 128 < N <= 384 with K > 512; else 96 wide where set_tma_bn96(2) and x is not an operand, else 128), then one tile a
-// block where the tiles are no more than the blocks that fit at once (192 wide one an SM, 96 wide two), not 128 wide.
-static long takes_wide(int M, int N, int K, int bn96, bool x_operand) {
-  const int bn = N > 128 && N <= 384 && K > 512 ? 192 : bn96 == 2 && !x_operand ? 96 : 128;
-  const long tiles = static_cast<long>((M + 127) / 128) * ((N + bn - 1) / bn);
-  return bn != 128 && tiles <= (bn == 192 ? 1 : 2) * rt::cuda::limits().sms ? 1 : 0;
-}
 
 // matmul_tma_sm90.cu's kernel against matmul_sm90.cu's cp.async ones on the same bf16 operands: the same
 // products in the same K order into float32 accumulators, so the same bits (both tile shapes, row and column
@@ -973,12 +962,11 @@ static void check_tma_bits() {
   // loaded ahead (RT_CUDA_RES_PREFETCH: on 96- and 192-wide tiles), by the engine a warpgroup's box at a time
   // (RT_CUDA_TMA_TEAM), and that with the residual loaded ahead
   // (mode 6: the lanes' stores and the warpgroups' boxes both asked for: the lanes' take precedence); then stages
-  // of 32 K (RT_CUDA_TMA_BK32): staged (7), with the residual loaded ahead (8), the direct epilogue (9); then the last
-  // tile's boxes in the stages (RT_CUDA_TMA_WIDE): staged (10), with the residual loaded ahead (11)
-  for (const int mode : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}) {
-    const bool bk32 = mode >= 7 && mode <= 9, wide = mode >= 10;
-    ProductModes::set(mode > 0 && mode != 9, mode == 2 || mode == 6, bn96, mode == 3 || mode == 5 || mode == 8 || mode == 11,
-                      false, mode >= 4 && mode <= 6, bk32, wide);
+  // of 32 K (RT_CUDA_TMA_BK32): staged (7), with the residual loaded ahead (8), the direct epilogue (9)
+  for (const int mode : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}) {
+    const bool bk32 = mode >= 7;
+    ProductModes::set(mode > 0 && mode != 9, mode == 2 || mode == 6, bn96, mode == 3 || mode == 5 || mode == 8, false,
+                      mode >= 4 && mode <= 6, bk32);
     for (const Case c : {Case{8192, 1152, 384, true, false, true}, Case{8192, 384, 1536, true, true, false},
                          Case{8192, 384, 1152, false, false, false}, Case{1000, 300, 200, true, true, false},
                          Case{333, 1000, 4000, false, false, false}, Case{96, 96, 8192, false, false, false},
@@ -996,7 +984,7 @@ static void check_tma_bits() {
       Dev C0(static_cast<size_t>(c.M) * c.N), C1(static_cast<size_t>(c.M) * c.N);
       // (the Hopper kernels asked for by name: Auto gives products too small to fill the GPU to others)
       const long launched = rt::cuda::tma_launches(), teamed = rt::cuda::tma_team_launches(),
-                 halved = rt::cuda::tma_bk32_launches(), widened = rt::cuda::tma_wide_launches();
+                 halved = rt::cuda::tma_bk32_launches();
       for (int v = 0; v < 2; ++v) {
         use({rt::cuda::GemmKernel::Wgmma, "wgmma", v == 0});
         rt::cuda::gemm(true, false, true, c.M, c.N, c.K, 1.0f, nullptr, c.K, W.p, c.K, 0.0f, (v ? C1 : C0).p, c.N,
@@ -1011,9 +999,7 @@ static void check_tma_bits() {
                                           : mode == 6 ? ", staged epilogue, the lanes' stores over the warpgroups' boxes"
                                           : mode == 7 ? ", staged epilogue, stages of 32 K"
                                           : mode == 8 ? ", staged epilogue, stages of 32 K, residual loaded ahead"
-                                          : mode == 9 ? ", stages of 32 K"
-                                          : mode == 10 ? ", staged epilogue, the last tile's boxes in the stages"
-                                                       : ", staged epilogue, the last tile's boxes in the stages, residual loaded ahead") +
+                                                      : ", stages of 32 K") +
                               (bn96 ? ", 96-wide tiles" : "");
       expect_le(std::labs(rt::cuda::tma_launches() - launched - 1), 0,
                 "gemm TMA kernel launched, not a fallback " + shape(c.M, c.N, c.K) + how);
@@ -1022,10 +1008,6 @@ static void check_tma_bits() {
       const bool split = static_cast<long>((c.M + 127) / 128) * ((c.N + 127) / 128) < rt::cuda::limits().sms && c.K >= 512;
       const bool aligned = c.N * (c.half ? 2 : 4) % 16 == 0;
       const long want_team = (mode == 4 || mode == 5) && !split && aligned ? 1 : 0;
-      const long want_wide = wide && !split && aligned ? takes_wide(c.M, c.N, c.K, bn96, false) : 0;
-      expect_le(std::labs(rt::cuda::tma_wide_launches() - widened - want_wide), 0,
-                std::string("gemm TMA kernel ") + (want_wide ? "with" : "without") + " the last tile's boxes in the stages " +
-                    shape(c.M, c.N, c.K) + how);
       expect_le(std::labs(rt::cuda::tma_bk32_launches() - halved - (bk32 ? 1 : 0)), 0,
                 std::string("gemm TMA kernel ") + (bk32 ? "with" : "without") + " stages of 32 K " +
                     shape(c.M, c.N, c.K) + how);
@@ -1446,15 +1428,13 @@ static void check_gemm_act() {
   // (tiles 3: stages of 32 K, RT_CUDA_TMA_BK32, on 96-wide tiles where the rule allows: the forward's products take
   // them, the backward's fused one not, its x needing stages of 64)
   for (const int tiles : {0, 1, 2, 3})
-  // staged by the engine, by the lanes, by the engine a warpgroup's box at a time; the direct epilogue (the pass); the
-  // last tile's boxes in the stages (RT_CUDA_TMA_WIDE: the forward's and the plain products, on 128- and 96-wide tiles)
-  for (const int mode : {1, 2, 3, 0, 4}) {
+  // staged by the engine, by the lanes, by the engine a warpgroup's box at a time; the direct epilogue (the pass)
+  for (const int mode : {1, 2, 3, 0}) {
     if (tiles == 3 && mode == 2) continue;  // (stages of 32 K store by the engine: the lanes' mode is not theirs)
-    if (tiles >= 2 && mode == 4) continue;
     const bool staged = mode > 0;
     const int bn96 = tiles == 1 || tiles == 3 ? 2 : 0;
     const bool x96 = tiles == 2, bk32 = tiles == 3;
-    ProductModes::set(staged, mode == 2, bn96, false, x96, mode == 3, bk32, mode == 4);
+    ProductModes::set(staged, mode == 2, bn96, false, x96, mode == 3, bk32);
     // 4096 x 1536 over K = 64 and 96: one and two K steps, more tiles than blocks (the ring at its tightest, both
     // named barriers); N = 296: x's second 64-column box wholly past N (on 96-wide tiles the last tile's second and
     // third 32-column boxes)
@@ -1477,7 +1457,7 @@ static void check_gemm_act() {
           use({rt::cuda::GemmKernel::Wgmma, "wgmma"});
           const long launched = rt::cuda::tma_launches(), fused = rt::cuda::tma_act_launches(),
                      narrow = rt::cuda::tma_x96_launches(), teamed = rt::cuda::tma_team_launches(),
-                     halved = rt::cuda::tma_bk32_launches(), widened = rt::cuda::tma_wide_launches();
+                     halved = rt::cuda::tma_bk32_launches();
           product(C0, nullptr);
           const float* c0 = reinterpret_cast<const float*>(C0.p);
           const float* x = reinterpret_cast<const float*>(X.p);
@@ -1498,8 +1478,7 @@ static void check_gemm_act() {
                                    (mode == 0   ? ", through the pass"
                                     : mode == 1 ? ", staged epilogue"
                                     : mode == 2 ? ", staged by the lanes"
-                                    : mode == 3 ? ", staged, the warpgroups' boxes"
-                                                : ", staged, the last tile's boxes in the stages") +
+                                                : ", staged, the warpgroups' boxes") +
                                    (bn96 ? ", 96-wide tiles" : "") + (x96 ? ", the backward on 96-wide tiles" : "") +
                                    (bk32 ? ", stages of 32 K" : "");
           expect_le(std::labs(rt::cuda::tma_launches() - launched - 2), 0, "gemm with act: the TMA kernel launched" + what);
@@ -1517,13 +1496,6 @@ static void check_gemm_act() {
           const long want_team = mode != 3 ? 0 : !bk32 ? 2 : backward ? 1 : 0;
           expect_le(std::labs(rt::cuda::tma_team_launches() - teamed - want_team), 0,
                     std::string("gemm with act: ") + (want_team ? "the warpgroups' boxes" : "a warp's boxes") + what);
-          // RT_CUDA_TMA_WIDE: the staged products takes_wide takes, but the backward's fused one (x's tile is in a stage)
-          const long want_wide = mode != 4 ? 0
-                                           : takes_wide(c.M, c.N, c.K, bn96, false) +
-                                                 (backward && want ? 0 : takes_wide(c.M, c.N, c.K, bn96, backward));
-          expect_le(std::labs(rt::cuda::tma_wide_launches() - widened - want_wide), 0,
-                    std::string("gemm with act: ") + std::to_string(want_wide) + " with the last tile's boxes in the stages" +
-                        what);
           expect_le(std::labs(rt::cuda::tma_x96_launches() - narrow - (on96 ? 1 : 0)), 0,
                     std::string("gemm with act: ") + (on96 ? "on 96-wide tiles" : "not on 96-wide tiles") + what);
           use({rt::cuda::GemmKernel::Auto, "auto"});
@@ -1804,8 +1776,8 @@ static void bench_gemm_diag() {
                   {"mlp_proj_dx", 8192, 1536, 384, true, true, false, 2}, {"attn_proj_dx", 8192, 384, 384, true, true, false, 0},
                   {"c_attn_dx", 8192, 384, 1152, true, true, false, 0},  {"c_fc_dx", 8192, 384, 1536, true, true, false, 0}};
   const char* names[] = {"as_is", "no_stores", "no_epilogue", "no_mma", "no_loads",
-                         "lanes", "res_prefetch", "x96", "team", "bk32", "wide", "no_fence"};
-  constexpr int kModes = 12, kReps = 20;
+                         "lanes", "res_prefetch", "x96", "team", "bk32", "no_fence"};
+  constexpr int kModes = 11, kReps = 20;
   const ProductModes process;
   std::string table = "gemm-diag (us a call; the char window's products, 8192 rows)\nproduct          TFLOP/s";
   for (const char* n : names) table += " " + std::string(12 - std::min<size_t>(12, std::strlen(n)), ' ') + n;
@@ -1831,9 +1803,8 @@ static void bench_gemm_diag() {
     int regs[kModes], local[kModes];
     bool all_tma = true, x96_ran = true, team_ran = true, bk32_ran = true;
     for (int m = 0; m < kModes; ++m) {
-      // (wide: with the residual's prefetch, as res_prefetch, where the product has one)
-      ProductModes::set(true, m == 5, process.bn96, m == 6 || m == 10, m == 7, m == 8, m == 9, m == 10);
-      rt::cuda::set_tma_diag(m <= 4 ? m : m == 11 ? 5 : 0);  // (no_fence: diagnostic variant 5)
+      ProductModes::set(true, m == 5, process.bn96, m == 6, m == 7, m == 8, m == 9);
+      rt::cuda::set_tma_diag(m <= 4 ? m : m == 10 ? 5 : 0);  // (no_fence: diagnostic variant 5)
       const long before = rt::cuda::tma_launches(), before96 = rt::cuda::tma_x96_launches(),
                  before_team = rt::cuda::tma_team_launches(), before_bk32 = rt::cuda::tma_bk32_launches();
       us[m] = time_ms(product, kReps) * 1e3;
