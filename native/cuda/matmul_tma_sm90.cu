@@ -216,9 +216,9 @@ __device__ __forceinline__ void prefetch_res_l2(const GemmArgs& g, int r0, int c
 // turn (take_box's wait is a barrier to the compiler), a residual product's tile of 8 to 24 boxes a warp spent
 // a global load's latency on each (session 16: attn c_proj 15.5 us against 7.4 without its epilogue, mlp c_proj
 // 23.9 against 14.7). The same values, added in the same order: the same bits.
-// PRE's boxes ahead: on 192-wide tiles (one block an SM) five, on 96-wide ones (two blocks an SM) two: at most 168
-// and 96 registers, without spills with the copy engine's stores and the bias a box ahead (the lanes' variant, off by
-// default, spills 204 and 136 bytes).
+// PRE's boxes ahead: on 192-wide tiles (one block an SM) five, on 96-wide ones (two blocks an SM) two: 164 and 95
+// registers (of 168 and 96), without spills with the copy engine's stores (six on 192-wide tiles spilled 32 bytes; the
+// lanes' variant, off by default, spills on both).
 template <int BN>
 constexpr int kResAhead = BN == 192 ? 5 : 2;
 // The bias a box ahead where its registers fit: not on 128-wide tiles, where at the 96-register cap of two blocks
