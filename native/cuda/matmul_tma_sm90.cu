@@ -26,6 +26,7 @@
 #include "cuda/common.cuh"
 #include "cuda/gemm_args.cuh"
 #include "cuda/matmul_tma_sm90.cuh"
+#include "cuda/mma.cuh"
 #include "cuda/store_tile_sm90.cuh"
 #include "cuda/wgmma.cuh"
 
@@ -107,10 +108,6 @@ __device__ __forceinline__ uint32_t lds32(uint32_t a) {
   uint32_t v;
   asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(v) : "r"(a) : "memory");
   return v;
-}
-__device__ __forceinline__ uint32_t bf16x2_bits(float a, float b) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-  return *reinterpret_cast<const uint32_t*>(&h);
 }
 __device__ __forceinline__ float2 bf16x2_float2(uint32_t u) {
   return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u));
@@ -224,8 +221,8 @@ constexpr int kResAhead = BN == 192 ? 5 : 2;
 // The bias a box ahead where its registers fit: not on 128-wide tiles, where at the 96-register cap of two blocks
 // an SM it made the float32 and activation epilogues spill 56-80 bytes a thread; not beside the residual's boxes
 // ahead (PRE), whose registers those are.
-template <int BN>
-constexpr bool kBiasAhead = BN != 128;
+template <int BN, bool PRE>
+constexpr bool kBiasAhead = BN != 128 && !PRE;
 template <int EPI, int BN, bool LANES, bool PRE = false, bool NOSTORE = false, bool TEAM = false, bool NOFENCE = false>
 __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUtensorMap* map_c, const CUtensorMap* map_g,
                                                   int m0, int n0, const float (&acc)[BN / 2], uint8_t* staging,
@@ -255,7 +252,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
   }
   // The bias under box c's columns (the same for both its rows), asked for one box ahead (kBiasAhead): its load's
   // latency runs under the box before rather than in each box's chain of store, fence and copy.
-  constexpr bool kAhead = kBiasAhead<BN> && !PRE;
+  constexpr bool kAhead = kBiasAhead<BN, PRE>;
   float2 bias[2][J];
   auto load_bias = [&](int c) {
 #pragma unroll
@@ -291,7 +288,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
                                                              gc + 1 < g.N, bias[c & 1][jj])
                                    : make_float2(0.0f, 0.0f);
         const int e = (r + 8 * h) * 8 * J + 8 * jj + 2 * q;  // element within the 16 x (8 J) box
-        if constexpr (HALF) sts32(sbox + e * 2, bf16x2_bits(o.x, o.y));
+        if constexpr (HALF) sts32(sbox + e * 2, pack_bf16(o.x, o.y));
         else sts64(sbox + e * 4, o);
       }
     }
@@ -315,7 +312,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
           float2 a;
           if constexpr (EPI == 6) a = make_float2(GeluGradFast()(x.x, v.x), GeluGradFast()(x.y, v.y));
           else a = make_float2(ReluGrad()(x.x, v.x), ReluGrad()(x.y, v.y));
-          sts32(sbox + e * 2, bf16x2_bits(a.x, a.y));
+          sts32(sbox + e * 2, pack_bf16(a.x, a.y));
         }
     }
     put_box<LANES, HALF ? 2 : 4, NOSTORE, TEAM, NOFENCE>(g, map_c, g.C, n0 + c * 8 * J, row0, box);
@@ -333,7 +330,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
           float2 a;
           if constexpr (EPI == 4) a = make_float2(GeluFast()(v.x), GeluFast()(v.y));
           else a = make_float2(Relu()(v.x), Relu()(v.y));
-          sts32(sabox + e * 2, bf16x2_bits(a.x, a.y));
+          sts32(sabox + e * 2, pack_bf16(a.x, a.y));
         }
       put_box<LANES, 2, NOSTORE, TEAM, NOFENCE>(g, map_g, g.act_out, n0 + c * 8 * J, row0, abox);
     }

@@ -24,11 +24,6 @@ __device__ __forceinline__ float2 epilogue_scaled_b(const GemmArgs& g, float v0,
   return make_float2(o0, o1);
 }
 
-// alpha v + bias for columns gc (inside C) and, where `two`, gc + 1.
-__device__ __forceinline__ float2 epilogue_scaled(const GemmArgs& g, int gc, float v0, float v1, bool two) {
-  return epilogue_scaled_b(g, v0, v1, bias_pair(g, gc, two));
-}
-
 // alpha v + bias (+ the residual where RES) for columns gc and, where `two`, gc + 1 of row gr (inside C): the
 // values of an unsplit product's outputs before beta C, in the order every Hopper epilogue adds them.
 // epilogue_value_b: with the bias's two values already loaded (b, from bias_pair).
