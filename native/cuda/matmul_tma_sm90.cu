@@ -189,6 +189,32 @@ __device__ __forceinline__ void prefetch_res_l2(const GemmArgs& g, int r0, int c
   }
 }
 
+// kResAcc, before a tile's K steps: the warpgroup's accumulators (rows m0 + 16 warp + r + 8 h, columns n0 + 8 j + 2 q
+// and the one after, wgmma's layout) start as residual + bias (zeros outside C), and the products are added onto
+// them. Every value's load is in flight at once, their latency under the first stages' copies, where the epilogue's
+// loads waited box by box (session 24: mlp c_proj 42 us, 34 with PRE, against 15 without an epilogue). The sum is
+// (res + bias) + the products in wgmma's order, not (products + bias) + res: the same terms, other roundings (so not
+// the cp.async kernels' bits: kernels_check compares it within float32's rounding). alpha is 1 (launch_epi).
+template <int BN>
+__device__ __forceinline__ void acc_from_res(const GemmArgs& g, int m0, int n0, float (&acc)[BN / 2]) {
+  const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, r = lane >> 2, q = lane & 3;
+  const int row0 = m0 + warp * 16;
+#pragma unroll
+  for (int j = 0; j < BN / 8; ++j) {
+    const int gc = n0 + 8 * j + 2 * q;
+    const bool two = gc + 1 < g.N;
+    const float2 b = bias_pair(g, gc, two);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int gr = row0 + r + 8 * h;
+      const float* p = g.res + static_cast<size_t>(gr) * g.ldc + gc;
+      const bool in = gr < g.M && gc < g.N;
+      acc[4 * j + 2 * h] = in ? p[0] + b.x : 0.0f;
+      acc[4 * j + 2 * h + 1] = in && two ? p[1] + b.y : 0.0f;
+    }
+  }
+}
+
 // A warpgroup's 64 x BN accumulator tile (from (m0, n0)) through the epilogue (alpha, bias, residual; no
 // split, beta 0) into C by the copy engine: each warp writes its 16 rows 32 bytes of columns at a time (8
 // float32 or 16 bf16) into one of its two staging boxes and lane 0 stores the box (rows and columns outside C
@@ -218,17 +244,22 @@ __device__ __forceinline__ void prefetch_res_l2(const GemmArgs& g, int r0, int c
 // lanes' variant, off by default, spills on both).
 template <int BN>
 constexpr int kResAhead = BN == 192 ? 5 : 2;
+// Where a float32 C's residual (and bias) comes in: loaded in the epilogue box by box (kResLoads), kResAhead boxes
+// ahead (kResPrefetch: PRE), or into the accumulators before the tile's K steps (kResAcc: acc_from_res), so that
+// the products add onto it and the epilogue only stores.
+constexpr int kResLoads = 0, kResPrefetch = 1, kResAcc = 2;
 // The bias a box ahead where its registers fit: not on 128-wide tiles, where at the 96-register cap of two blocks
 // an SM it made the float32 and activation epilogues spill 56-80 bytes a thread; not beside the residual's boxes
 // ahead (PRE), whose registers those are.
 template <int BN, bool PRE>
 constexpr bool kBiasAhead = BN != 128 && !PRE;
-template <int EPI, int BN, bool LANES, bool PRE = false, bool NOSTORE = false, bool TEAM = false, bool NOFENCE = false>
+template <int EPI, int BN, bool LANES, int RES = kResLoads, bool NOSTORE = false, bool TEAM = false, bool NOFENCE = false>
 __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUtensorMap* map_c, const CUtensorMap* map_g,
                                                   int m0, int n0, const float (&acc)[BN / 2], uint8_t* staging,
                                                   int& boxes, uint32_t fx) {
   constexpr bool HALF = EPI >= 3;
-  static_assert(!PRE || EPI == 2, "the residual's prefetch is for a float32 C (EPI 2)");
+  constexpr bool PRE = RES == kResPrefetch, IN_ACC = RES == kResAcc;
+  static_assert(RES == kResLoads || EPI == 2, "the residual's prefetch or start is for a float32 C (EPI 2)");
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, r = lane >> 2, q = lane & 3;
   const int row0 = m0 + warp * 16;
   uint8_t* box0 = TEAM ? staging + (threadIdx.x >> 7) * 2 * kTeamChunk : staging + (threadIdx.x >> 5) * 2 * kChunk;
@@ -252,7 +283,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
   }
   // The bias under box c's columns (the same for both its rows), asked for one box ahead (kBiasAhead): its load's
   // latency runs under the box before rather than in each box's chain of store, fence and copy.
-  constexpr bool kAhead = kBiasAhead<BN, PRE>;
+  constexpr bool kAhead = kBiasAhead<BN, PRE> && !IN_ACC;
   float2 bias[2][J];
   auto load_bias = [&](int c) {
 #pragma unroll
@@ -267,8 +298,10 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
     if constexpr (PRE) {
       if (c + kResAhead<BN> < C) load_res(c + kResAhead<BN>);
     }
-    if (!kAhead) load_bias(c);
-    else if (c + 1 < C) load_bias(c + 1);
+    if constexpr (!IN_ACC) {
+      if (!kAhead) load_bias(c);
+      else if (c + 1 < C) load_bias(c + 1);
+    }
     uint8_t* box = take_box<LANES, TEAM>(box0, boxes);
     const uint32_t sbox = smem_addr(box);
 #pragma unroll
@@ -279,7 +312,9 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
         const int gr = row0 + r + 8 * h;
         // (outside C nothing is read: the engine drops those elements)
         float2 o;
-        if constexpr (PRE)
+        if constexpr (IN_ACC)
+          o = gr < g.M && gc < g.N ? make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]) : make_float2(0.0f, 0.0f);
+        else if constexpr (PRE)
           o = gr < g.M && gc < g.N ? epilogue_value_res(g, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1], bias[c & 1][jj],
                                                         res[c][h])
                                    : make_float2(0.0f, 0.0f);
@@ -374,7 +409,7 @@ __device__ __forceinline__ void mma_k16(float (&acc)[BN / 2], uint64_t a, uint64
 // store_tile_staged's, through map_c (and map_g: act(C)'s map for 4 and 5, x's for 6 and 7, whose tile the
 // producer loads after each tile's K steps into the next stage, which the consumers hand back after their
 // epilogue); LANES: store_tile_staged's boxes stored by the lanes.
-template <int BN, int STAGES, int MINB, int EPI, bool LANES, bool PRE, int DIAG, bool TEAM, int BK>
+template <int BN, int STAGES, int MINB, int EPI, bool LANES, int RES, int DIAG, bool TEAM, int BK>
 __global__ void __launch_bounds__(kThreads, MINB)
     gemm_tma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
                     const __grid_constant__ CUtensorMap map_c, const __grid_constant__ CUtensorMap map_g, GemmArgs g,
@@ -463,7 +498,8 @@ __global__ void __launch_bounds__(kThreads, MINB)
     uint32_t ph = 0;
     for (int i = 0; i < mine; ++i) {
       const int m0 = tile_m0(i), n0 = tile_n0(i);
-      if constexpr (PRE && BN == 192) prefetch_res_l2<BN>(g, m0 + wg * 64, n0);
+      if constexpr (RES == kResPrefetch && BN == 192) prefetch_res_l2<BN>(g, m0 + wg * 64, n0);
+      if constexpr (RES == kResAcc) acc_from_res<BN>(g, m0 + wg * 64, n0, acc);
       int prev = -1;
       for (int kt = 0; kt < nk; ++kt) {
         cluster::bar_wait(full + s, ph);
@@ -473,7 +509,8 @@ __global__ void __launch_bounds__(kThreads, MINB)
         if constexpr (DIAG != kDiagNoMma) {
 #pragma unroll
           for (int kk = 0; kk < BK / 16; ++kk)
-            mma_k16<BN>(acc, stage_desc<BK>(abase + kk * 32), stage_desc<BK>(bbase + kk * 32), kt > 0 || kk > 0);
+            mma_k16<BN>(acc, stage_desc<BK>(abase + kk * 32), stage_desc<BK>(bbase + kk * 32),
+                        RES == kResAcc || kt > 0 || kk > 0);
         }
         commit();
         wait1();  // the previous step's products are done: its stage goes back
@@ -501,7 +538,7 @@ __global__ void __launch_bounds__(kThreads, MINB)
           for (int e = 0; e < BN / 2; ++e) br.C[e * kThreads + threadIdx.x] = acc[e];
         }
       } else if constexpr (EPI >= 2) {
-        store_tile_staged<EPI, BN, LANES, PRE, DIAG == kDiagNoStores, TEAM, DIAG == kDiagNoFence>(
+        store_tile_staged<EPI, BN, LANES, RES, DIAG == kDiagNoStores, TEAM, DIAG == kDiagNoFence>(
             g, &map_c, &map_g, m0 + wg * 64, n0, acc, smem + L::kStaging, boxes, fx);
       } else {
         store_tile<EPI>(g, br.C, m0 + wg * 64, n0, acc);
@@ -558,18 +595,18 @@ bool encode_c(CUtensorMap* map, const void* p, bool half, int ld, const GemmArgs
                    CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-long g_launches = 0, g_act_launches = 0, g_x96_launches = 0, g_team_launches = 0, g_bk32_launches = 0;
+long g_launches = 0, g_act_launches = 0, g_res_acc_launches = 0, g_x96_launches = 0, g_team_launches = 0, g_bk32_launches = 0;
 #ifdef RT_GEMM_DIAG
 cudaFuncAttributes g_last_attrs{};  // the kernel launched last: its registers and local (spilled) bytes
 #endif
 
 // mc, mg: the maps of C and act(C) (encode_c) for the staged epilogues (EPI 2 to 5; mg 4 and 5).
-template <int BN, int STAGES, int MINB, int EPI, bool LANES = false, bool PRE = false, int DIAG = kDiagNone,
+template <int BN, int STAGES, int MINB, int EPI, bool LANES = false, int RES = kResLoads, int DIAG = kDiagNone,
           bool TEAM = false, int BK = 64>
 bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
             const CUtensorMap& mc, const CUtensorMap& mg) {
   using L = Layout<BN, STAGES, BK>;
-  auto kernel = gemm_tma_kernel<BN, STAGES, MINB, EPI, LANES, PRE, DIAG, TEAM, BK>;
+  auto kernel = gemm_tma_kernel<BN, STAGES, MINB, EPI, LANES, RES, DIAG, TEAM, BK>;
   // Per instantiation, once: the shared-memory limit raised, and how many blocks fit the GPU at once (the
   // grid is persistent: as many blocks as run together, each taking tiles in turn).
   static const int resident = [&] {
@@ -600,6 +637,7 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
   if (TEAM) ++g_team_launches;
   if (BK == 32) ++g_bk32_launches;
   if (EPI >= 4) ++g_act_launches;
+  if (RES == kResAcc) ++g_res_acc_launches;
   if (EPI >= 6 && BN == 96) ++g_x96_launches;
   return true;
 }
@@ -633,6 +671,11 @@ bool g_tma_bk32 = rt::env_switch("RT_CUDA_TMA_BK32", false);
 // ahead of their boxes in the staged epilogue (store_tile_staged's PRE), on 96- and 192-wide tiles: the char config's
 // attn c_proj and mlp c_proj forward, with their residual stream.
 bool g_res_prefetch = rt::env_switch("RT_CUDA_RES_PREFETCH", true);
+
+// RT_CUDA_RES_ACC (set_res_acc; default on, =0 turns it off): a float32 C's residual and bias as the accumulators'
+// starting values (acc_from_res), on every tile width, ahead of the prefetch: the products add onto them and the
+// epilogue only stores. Not the same bits as the epilogue's sum (another order of the same terms).
+bool g_res_acc = rt::env_switch("RT_CUDA_RES_ACC", true);
 
 // RT_CUDA_TMA_X96 (set_tma_x96; default on, =0 turns it off; H100, 2026-12-05 session 23: char 7.49 -> 7.44 ms, copy
 // 9.91 -> 9.71; mlp c_proj dx 48.7 -> 46.5 us by --gemm-diag): the activation's backward in the product (EPI 6, 7:
@@ -676,26 +719,26 @@ bool staged_team() { return g_tma_team && !g_lane_store && !diag_asked(); }
 
 // team: the warpgroups' boxes (TEAM; mc and mg were made with 64-row boxes for them: launch_epi's rows).
 // BK 32: the engine's stores by each warp alone (no lanes, no team, no diagnostic variant).
-template <int BN, int STAGES, int MINB, int EPI, bool PRE = false, int BK = 64>
+template <int BN, int STAGES, int MINB, int EPI, int RES = kResLoads, int BK = 64>
 bool launch_staged(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
                    const CUtensorMap& mc, const CUtensorMap& mg, bool team) {
   if constexpr (BK != 64) {
-    return launch<BN, STAGES, MINB, EPI, false, PRE, kDiagNone, false, BK>(g, A, B, Kp, splits, mc, mg);
+    return launch<BN, STAGES, MINB, EPI, false, RES, kDiagNone, false, BK>(g, A, B, Kp, splits, mc, mg);
   } else {
 #ifdef RT_GEMM_DIAG
     switch (g_diag) {  // (the engine's stores, no residual prefetch)
-      case kDiagNoStores: return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoStores>(g, A, B, Kp, splits, mc, mg);
+      case kDiagNoStores: return launch<BN, STAGES, MINB, EPI, false, kResLoads, kDiagNoStores>(g, A, B, Kp, splits, mc, mg);
       case kDiagNoEpilogue:
-        return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoEpilogue>(g, A, B, Kp, splits, mc, mg);
-      case kDiagNoMma: return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoMma>(g, A, B, Kp, splits, mc, mg);
-      case kDiagNoLoads: return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoLoads>(g, A, B, Kp, splits, mc, mg);
-      case kDiagNoFence: return launch<BN, STAGES, MINB, EPI, false, false, kDiagNoFence>(g, A, B, Kp, splits, mc, mg);
+        return launch<BN, STAGES, MINB, EPI, false, kResLoads, kDiagNoEpilogue>(g, A, B, Kp, splits, mc, mg);
+      case kDiagNoMma: return launch<BN, STAGES, MINB, EPI, false, kResLoads, kDiagNoMma>(g, A, B, Kp, splits, mc, mg);
+      case kDiagNoLoads: return launch<BN, STAGES, MINB, EPI, false, kResLoads, kDiagNoLoads>(g, A, B, Kp, splits, mc, mg);
+      case kDiagNoFence: return launch<BN, STAGES, MINB, EPI, false, kResLoads, kDiagNoFence>(g, A, B, Kp, splits, mc, mg);
       default: break;
     }
 #endif
-    if (team) return launch<BN, STAGES, MINB, EPI, false, PRE, kDiagNone, true>(g, A, B, Kp, splits, mc, mg);
-    return g_lane_store ? launch<BN, STAGES, MINB, EPI, true, PRE>(g, A, B, Kp, splits, mc, mg)
-                        : launch<BN, STAGES, MINB, EPI, false, PRE>(g, A, B, Kp, splits, mc, mg);
+    if (team) return launch<BN, STAGES, MINB, EPI, false, RES, kDiagNone, true>(g, A, B, Kp, splits, mc, mg);
+    return g_lane_store ? launch<BN, STAGES, MINB, EPI, true, RES>(g, A, B, Kp, splits, mc, mg)
+                        : launch<BN, STAGES, MINB, EPI, false, RES>(g, A, B, Kp, splits, mc, mg);
   }
 }
 
@@ -725,14 +768,20 @@ bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* 
     case 0: launched = launch<BN, STAGES, MINB, 0, false, false, kDiagNone, false, BK>(g, A, B, Kp, splits, mc, mg); break;
     case 1: launched = launch<BN, STAGES, MINB, 1, false, false, kDiagNone, false, BK>(g, A, B, Kp, splits, mc, mg); break;
     case 2:
+      // (the residual into the accumulators takes precedence over its prefetch; alpha 1, so that it adds onto the
+      // products unscaled)
+      if (g_res_acc && g.res && g.alpha == 1.0f) {
+        launched = launch_staged<BN, STAGES, MINB, 2, kResAcc, BK>(g, A, B, Kp, splits, mc, mg, team);
+        break;
+      }
       // (not on 128-wide tiles: there the prefetched values spilled 560-912 bytes a thread at 96 registers)
       if constexpr (BN != 128) {
         if (g_res_prefetch && g.res) {
-          launched = launch_staged<BN, STAGES, MINB, 2, true, BK>(g, A, B, Kp, splits, mc, mg, team);
+          launched = launch_staged<BN, STAGES, MINB, 2, kResPrefetch, BK>(g, A, B, Kp, splits, mc, mg, team);
           break;
         }
       }
-      launched = launch_staged<BN, STAGES, MINB, 2, false, BK>(g, A, B, Kp, splits, mc, mg, team);
+      launched = launch_staged<BN, STAGES, MINB, 2, kResLoads, BK>(g, A, B, Kp, splits, mc, mg, team);
       break;
     case 3: launched = launch_staged<BN, STAGES, MINB, 3, false, BK>(g, A, B, Kp, splits, mc, mg, team); break;
     case 4: launched = launch_staged<BN, STAGES, MINB, 4, false, BK>(g, A, B, Kp, splits, mc, mg, team); break;
@@ -764,6 +813,9 @@ void set_tma_gemm(bool on) { g_tma = on; }
 void set_tma_store(bool on) { g_tma_store = on; }
 void set_lane_store(bool on) { g_lane_store = on; }
 void set_res_prefetch(bool on) { g_res_prefetch = on; }
+void set_res_acc(bool on) { g_res_acc = on; }
+bool res_acc() { return g_res_acc; }
+long res_acc_launches() { return g_res_acc_launches; }
 bool res_prefetch() { return g_res_prefetch; }
 void set_tma_bn96(int mode) { g_tma_bn96 = mode; }
 void set_tma_x96(bool on) { g_tma_x96 = on; }

@@ -28,6 +28,13 @@ bool lane_store();
 // (the same bits). Default on; RT_CUDA_RES_PREFETCH=0 turns it off.
 void set_res_prefetch(bool on);
 bool res_prefetch();
+// A float32 C's residual and bias as the accumulators' starting values (the products added onto them; alpha 1),
+// ahead of the prefetch, for the products launched after: the same terms in another order, so not the same bits.
+// Default on; RT_CUDA_RES_ACC=0 turns it off.
+void set_res_acc(bool on);
+bool res_acc();
+// Products it has launched with the residual in the accumulators (kernels_check: that they did).
+long res_acc_launches();
 // 128 x 96 tiles (RT_CUDA_TMA_BN96): 0 never, 1 (the default) where they spread the work more evenly over the SMs, 2 for
 // every product not on 192-wide tiles (kernels_check), for the products launched after.
 void set_tma_bn96(int mode);
