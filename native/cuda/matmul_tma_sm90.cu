@@ -39,6 +39,10 @@ using namespace wgmma;
 constexpr int kBM = 128, kConsumers = 256, kThreads = kConsumers + 32;
 
 constexpr int kChunk = 512;  // one consumer warp's staged output box: 16 rows x 32 bytes
+// The staging boxes' shape (BOX): a warp's 16 rows of 32 bytes (kBoxWarp); the warpgroup's 64 rows of 32 bytes
+// (kBoxTeam, RT_CUDA_TMA_TEAM); a warp's 16 rows of 64 bytes (kBoxWide, RT_CUDA_TMA_BOX64: 192-wide tiles, their
+// staging twice the bytes, each row's four 16-byte chunks swizzled by the engine's 64B pattern, wide_offset).
+constexpr int kBoxWarp = 0, kBoxTeam = 1, kBoxWide = 2;
 
 // The kernel's diagnostic variants, each leaving one part of a product out to show what that part costs
 // (kernels_check --gemm-diag, in its own build with RT_GEMM_DIAG; the addon has kDiagNone alone). The values
@@ -52,7 +56,7 @@ constexpr int kDiagNone = 0, kDiagNoStores = 1, kDiagNoEpilogue = 2, kDiagNoMma 
 
 // BK: the K a stage holds, 64 (rows of 128 bytes, the 128B swizzle) or 32 (RT_CUDA_TMA_BK32: rows of 64 bytes,
 // the 64B swizzle; twice the stages in the same bytes).
-template <int BN, int STAGES, int BK = 64>
+template <int BN, int STAGES, int BK = 64, int BOX = kBoxWarp>
 struct Layout {
   static_assert(BK == 64 || BK == 32, "a stage holds 64 or 32 of K");
   static constexpr int kATile = kBM * BK * 2;  // A's stage: 128 rows of BK * 2 bytes
@@ -61,7 +65,7 @@ struct Layout {
   static_assert(kATile % 1024 == 0 && kStage % 1024 == 0, "stages and B's box 1024-aligned (the swizzles' atoms)");
   static constexpr int kBars = STAGES * kStage;   // then full[STAGES], empty[STAGES]
   static constexpr int kStaging = kBars + 1024;   // then two output boxes per consumer warp
-  static constexpr int kSmem = kStaging + 8 * 2 * kChunk + 1024;  // and slack to align the base to 1024 bytes
+  static constexpr int kSmem = kStaging + 8 * 2 * kChunk * (BOX == kBoxWide ? 2 : 1) + 1024;  // and slack to align the base to 1024 bytes
 };
 
 // x's tile in the epilogue of the activation's backward (EPI 6, 7): the stage after a tile's K steps holds the
@@ -118,6 +122,13 @@ __device__ __forceinline__ void warpgroup_sync() {
   asm volatile("barrier.cta.sync %0, 128;\n" ::"r"(3 + (static_cast<int>(threadIdx.x) >> 7)) : "memory");
 }
 
+// kBoxWide: the byte of row `row` (of 16), byte `col` (of 64) in a box as the engine reads it with the 64B swizzle
+// (16-byte chunk c of a row at c ^ ((row >> 1) & 3)): a warp's 8-byte (float32) or 4-byte (bf16) writes of 8 rows
+// then spread over the banks, where plain 64-byte rows would put rows r and r + 2 on the same ones.
+__device__ __forceinline__ uint32_t wide_offset(int row, int col) {
+  return static_cast<uint32_t>(row * 64 + ((((col >> 4) ^ (row >> 1)) & 3) << 4) + (col & 15));
+}
+
 // TEAM (RT_CUDA_TMA_TEAM): the staged epilogue's boxes are the warpgroup's, 64 rows of 32 bytes (each warp
 // writing its 16 rows), stored by one copy-engine store from the warpgroup's first thread, not one a warp: a
 // quarter of the stores, with the same staging bytes (two boxes a warpgroup), at the cost of the warpgroup's
@@ -128,15 +139,15 @@ constexpr int kTeamChunk = 4 * kChunk;
 // A warp's next staging box (of its two, by its count `boxes`), once the engine's store from it two boxes back
 // has read it (LANES: the lanes' own stores read it before they left). TEAM: the warp's 16 rows of the
 // warpgroup's next box, box0 the warpgroup's two.
-template <bool LANES, bool TEAM = false>
+template <bool LANES, int BOX = kBoxWarp>
 __device__ __forceinline__ uint8_t* take_box(uint8_t* box0, int& boxes) {
-  if constexpr (TEAM) {
+  if constexpr (BOX == kBoxTeam) {
     uint8_t* box = box0 + (boxes++ & 1) * kTeamChunk;
     if ((threadIdx.x & 127) == 0) cluster::tma_store_wait_read<1>();
     warpgroup_sync();
     return box + ((threadIdx.x >> 5) & 3) * kChunk;
   } else {
-    uint8_t* box = box0 + (boxes++ & 1) * kChunk;
+    uint8_t* box = box0 + (boxes++ & 1) * (BOX == kBoxWide ? 2 * kChunk : kChunk);
     if (!LANES && (threadIdx.x & 31) == 0) cluster::tma_store_wait_read<1>();
     __syncwarp();
     return box;
@@ -253,17 +264,20 @@ constexpr int kResLoads = 0, kResPrefetch = 1, kResAcc = 2;
 // ahead (PRE), whose registers those are.
 template <int BN, bool PRE>
 constexpr bool kBiasAhead = BN != 128 && !PRE;
-template <int EPI, int BN, bool LANES, int RES = kResLoads, bool NOSTORE = false, bool TEAM = false, bool NOFENCE = false>
+template <int EPI, int BN, bool LANES, int RES = kResLoads, bool NOSTORE = false, int BOX = kBoxWarp, bool NOFENCE = false>
 __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUtensorMap* map_c, const CUtensorMap* map_g,
                                                   int m0, int n0, const float (&acc)[BN / 2], uint8_t* staging,
                                                   int& boxes, uint32_t fx) {
   constexpr bool HALF = EPI >= 3;
-  constexpr bool PRE = RES == kResPrefetch, IN_ACC = RES == kResAcc;
+  constexpr bool PRE = RES == kResPrefetch, IN_ACC = RES == kResAcc, TEAM = BOX == kBoxTeam, WIDE = BOX == kBoxWide;
+  static_assert(!WIDE || (!LANES && EPI <= 3 && !PRE), "64-byte boxes by the engine, for C alone, without PRE");
   static_assert(RES == kResLoads || EPI == 2, "the residual's prefetch or start is for a float32 C (EPI 2)");
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, r = lane >> 2, q = lane & 3;
   const int row0 = m0 + warp * 16;
-  uint8_t* box0 = TEAM ? staging + (threadIdx.x >> 7) * 2 * kTeamChunk : staging + (threadIdx.x >> 5) * 2 * kChunk;
-  constexpr int J = HALF ? 2 : 1;  // accumulator column groups (8 columns) per box
+  uint8_t* box0 = TEAM   ? staging + (threadIdx.x >> 7) * 2 * kTeamChunk
+                  : WIDE ? staging + (threadIdx.x >> 5) * 4 * kChunk
+                         : staging + (threadIdx.x >> 5) * 2 * kChunk;
+  constexpr int J = (HALF ? 2 : 1) * (WIDE ? 2 : 1);  // accumulator column groups (8 columns) per box
   constexpr int C = BN / 8 / J;    // boxes
   // PRE: box c's residual values for rows r and r + 8 (zeros outside C, and in the second where gc + 1 is past N,
   // as epilogue_value reads them); fully unrolled, so registers, live from their load to their box.
@@ -302,7 +316,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
       if (!kAhead) load_bias(c);
       else if (c + 1 < C) load_bias(c + 1);
     }
-    uint8_t* box = take_box<LANES, TEAM>(box0, boxes);
+    uint8_t* box = take_box<LANES, BOX>(box0, boxes);
     const uint32_t sbox = smem_addr(box);
 #pragma unroll
     for (int jj = 0; jj < J; ++jj) {
@@ -323,7 +337,11 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
                                                              gc + 1 < g.N, bias[c & 1][jj])
                                    : make_float2(0.0f, 0.0f);
         const int e = (r + 8 * h) * 8 * J + 8 * jj + 2 * q;  // element within the 16 x (8 J) box
-        if constexpr (HALF) sts32(sbox + e * 2, pack_bf16(o.x, o.y));
+        if constexpr (WIDE) {
+          const uint32_t a = sbox + wide_offset(r + 8 * h, (8 * jj + 2 * q) * (HALF ? 2 : 4));
+          if constexpr (HALF) sts32(a, pack_bf16(o.x, o.y));
+          else sts64(a, o);
+        } else if constexpr (HALF) sts32(sbox + e * 2, pack_bf16(o.x, o.y));
         else sts64(sbox + e * 4, o);
       }
     }
@@ -354,7 +372,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
     if constexpr (EPI == 4 || EPI == 5) {
       // act(C)'s box from the values this lane has just put in C's (read back, so that they need no registers
       // of their own beside the accumulators)
-      uint8_t* abox = take_box<LANES, TEAM>(box0, boxes);
+      uint8_t* abox = take_box<LANES, BOX>(box0, boxes);
       const uint32_t sabox = smem_addr(abox);
 #pragma unroll
       for (int jj = 0; jj < J; ++jj)
@@ -409,12 +427,12 @@ __device__ __forceinline__ void mma_k16(float (&acc)[BN / 2], uint64_t a, uint64
 // store_tile_staged's, through map_c (and map_g: act(C)'s map for 4 and 5, x's for 6 and 7, whose tile the
 // producer loads after each tile's K steps into the next stage, which the consumers hand back after their
 // epilogue); LANES: store_tile_staged's boxes stored by the lanes.
-template <int BN, int STAGES, int MINB, int EPI, bool LANES, int RES, int DIAG, bool TEAM, int BK>
+template <int BN, int STAGES, int MINB, int EPI, bool LANES, int RES, int DIAG, int BOX, int BK>
 __global__ void __launch_bounds__(kThreads, MINB)
     gemm_tma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
                     const __grid_constant__ CUtensorMap map_c, const __grid_constant__ CUtensorMap map_g, GemmArgs g,
                     int tiles_n, int tiles) {
-  using L = Layout<BN, STAGES, BK>;
+  using L = Layout<BN, STAGES, BK, BOX>;
   static_assert(BK == 64 || EPI < 6, "x's tile needs a stage of 64 K");
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
@@ -538,7 +556,7 @@ __global__ void __launch_bounds__(kThreads, MINB)
           for (int e = 0; e < BN / 2; ++e) br.C[e * kThreads + threadIdx.x] = acc[e];
         }
       } else if constexpr (EPI >= 2) {
-        store_tile_staged<EPI, BN, LANES, RES, DIAG == kDiagNoStores, TEAM, DIAG == kDiagNoFence>(
+        store_tile_staged<EPI, BN, LANES, RES, DIAG == kDiagNoStores, BOX, DIAG == kDiagNoFence>(
             g, &map_c, &map_g, m0 + wg * 64, n0, acc, smem + L::kStaging, boxes, fx);
       } else {
         store_tile<EPI>(g, br.C, m0 + wg * 64, n0, acc);
@@ -583,30 +601,32 @@ bool encode(CUtensorMap* map, const __nv_bfloat16* p, int R, int Kp, int rows, i
 
 // The map of an output (M rows of N, ld apart; float32 or bf16 `half`) in store_tile_staged's boxes: `rows`
 // rows (16, a warp's; 64, a warpgroup's with TEAM) of 32 bytes. False where the copy engine cannot address it (p or a row stride not 16-byte aligned).
-bool encode_c(CUtensorMap* map, const void* p, bool half, int ld, const GemmArgs& g, int rows = 16) {
+bool encode_c(CUtensorMap* map, const void* p, bool half, int ld, const GemmArgs& g, int rows = 16, bool wide = false) {
   const int esz = half ? 2 : 4;
   if (!aligned16(p) || (static_cast<size_t>(ld) * esz) % 16 != 0) return false;
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(g.N), static_cast<cuuint64_t>(g.M)};
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld) * esz};
-  const cuuint32_t box[2] = {static_cast<cuuint32_t>(32 / esz), static_cast<cuuint32_t>(rows)};
+  const cuuint32_t box[2] = {static_cast<cuuint32_t>((wide ? 64 : 32) / esz), static_cast<cuuint32_t>(rows)};
   const cuuint32_t estrides[2] = {1, 1};
   return encoder()(map, half ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, const_cast<void*>(p),
-                   dims, strides, box, estrides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+                   dims, strides, box, estrides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                   wide ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_NONE,
                    CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-long g_launches = 0, g_act_launches = 0, g_res_acc_launches = 0, g_x96_launches = 0, g_team_launches = 0, g_bk32_launches = 0;
+long g_launches = 0, g_act_launches = 0, g_res_acc_launches = 0, g_x96_launches = 0, g_team_launches = 0, g_bk32_launches = 0,
+     g_box64_launches = 0;
 #ifdef RT_GEMM_DIAG
 cudaFuncAttributes g_last_attrs{};  // the kernel launched last: its registers and local (spilled) bytes
 #endif
 
 // mc, mg: the maps of C and act(C) (encode_c) for the staged epilogues (EPI 2 to 5; mg 4 and 5).
 template <int BN, int STAGES, int MINB, int EPI, bool LANES = false, int RES = kResLoads, int DIAG = kDiagNone,
-          bool TEAM = false, int BK = 64>
+          int BOX = kBoxWarp, int BK = 64>
 bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
             const CUtensorMap& mc, const CUtensorMap& mg) {
-  using L = Layout<BN, STAGES, BK>;
-  auto kernel = gemm_tma_kernel<BN, STAGES, MINB, EPI, LANES, RES, DIAG, TEAM, BK>;
+  using L = Layout<BN, STAGES, BK, BOX>;
+  auto kernel = gemm_tma_kernel<BN, STAGES, MINB, EPI, LANES, RES, DIAG, BOX, BK>;
   // Per instantiation, once: the shared-memory limit raised, and how many blocks fit the GPU at once (the
   // grid is persistent: as many blocks as run together, each taking tiles in turn).
   static const int resident = [&] {
@@ -634,7 +654,8 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
   g_last_attrs = attrs;
 #endif
   ++g_launches;
-  if (TEAM) ++g_team_launches;
+  if (BOX == kBoxTeam) ++g_team_launches;
+  if (BOX == kBoxWide) ++g_box64_launches;
   if (BK == 32) ++g_bk32_launches;
   if (EPI >= 4) ++g_act_launches;
   if (RES == kResAcc) ++g_res_acc_launches;
@@ -665,6 +686,12 @@ bool g_tma_team = rt::env_switch("RT_CUDA_TMA_TEAM", false);
 // SM; with seven of 32 K about five (70 KB). For the K = 384 products, six K steps a tile, should their loads prove
 // exposed (kernels_check --gemm-diag's no_loads column well under as_is). Twice the barriers and copies a K.
 bool g_tma_bk32 = rt::env_switch("RT_CUDA_TMA_BK32", false);
+
+// RT_CUDA_TMA_BOX64=1 (set_tma_box64; off until measured): on 192-wide tiles (one block an SM, the char config's mlp
+// c_proj forward and the N = 384 dx products), C's staging boxes 64 bytes wide rather than 32 (kBoxWide): half the
+// engine's stores, each of 16 row segments of 64 bytes rather than 32. Whether the epilogue of a tile that follows
+// no other (mlp c_proj: 19 us to store 96 KB an SM from the accumulators, session 25) waits on the number of stores.
+bool g_tma_box64 = rt::env_switch("RT_CUDA_TMA_BOX64", false);
 
 // RT_CUDA_RES_PREFETCH (set_res_prefetch; default on, =0 turns it off; H100, 2026-12-05 session 23: char 7.66 -> 7.44
 // ms; mlp c_proj 41.8 -> 29.0 us, attn c_proj 15.7 -> 13.7 by --gemm-diag): a float32 C's residual values loaded
@@ -721,22 +748,26 @@ bool staged_team() { return g_tma_team && !g_lane_store && !diag_asked(); }
 // BK 32: the engine's stores by each warp alone (no lanes, no team, no diagnostic variant).
 template <int BN, int STAGES, int MINB, int EPI, int RES = kResLoads, int BK = 64>
 bool launch_staged(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
-                   const CUtensorMap& mc, const CUtensorMap& mg, bool team) {
+                   const CUtensorMap& mc, const CUtensorMap& mg, int box) {
   if constexpr (BK != 64) {
-    return launch<BN, STAGES, MINB, EPI, false, RES, kDiagNone, false, BK>(g, A, B, Kp, splits, mc, mg);
+    return launch<BN, STAGES, MINB, EPI, false, RES, kDiagNone, kBoxWarp, BK>(g, A, B, Kp, splits, mc, mg);
   } else {
 #ifdef RT_GEMM_DIAG
-    switch (g_diag) {  // (the engine's stores, no residual prefetch)
-      case kDiagNoStores: return launch<BN, STAGES, MINB, EPI, false, kResLoads, kDiagNoStores>(g, A, B, Kp, splits, mc, mg);
+    constexpr int kDiagRes = RES == kResPrefetch ? kResLoads : RES;
+    switch (g_diag) {  // (the engine's stores, no residual prefetch; the residual in the accumulators where asked)
+      case kDiagNoStores: return launch<BN, STAGES, MINB, EPI, false, kDiagRes, kDiagNoStores>(g, A, B, Kp, splits, mc, mg);
       case kDiagNoEpilogue:
-        return launch<BN, STAGES, MINB, EPI, false, kResLoads, kDiagNoEpilogue>(g, A, B, Kp, splits, mc, mg);
-      case kDiagNoMma: return launch<BN, STAGES, MINB, EPI, false, kResLoads, kDiagNoMma>(g, A, B, Kp, splits, mc, mg);
-      case kDiagNoLoads: return launch<BN, STAGES, MINB, EPI, false, kResLoads, kDiagNoLoads>(g, A, B, Kp, splits, mc, mg);
-      case kDiagNoFence: return launch<BN, STAGES, MINB, EPI, false, kResLoads, kDiagNoFence>(g, A, B, Kp, splits, mc, mg);
+        return launch<BN, STAGES, MINB, EPI, false, kDiagRes, kDiagNoEpilogue>(g, A, B, Kp, splits, mc, mg);
+      case kDiagNoMma: return launch<BN, STAGES, MINB, EPI, false, kDiagRes, kDiagNoMma>(g, A, B, Kp, splits, mc, mg);
+      case kDiagNoLoads: return launch<BN, STAGES, MINB, EPI, false, kDiagRes, kDiagNoLoads>(g, A, B, Kp, splits, mc, mg);
+      case kDiagNoFence: return launch<BN, STAGES, MINB, EPI, false, kDiagRes, kDiagNoFence>(g, A, B, Kp, splits, mc, mg);
       default: break;
     }
 #endif
-    if (team) return launch<BN, STAGES, MINB, EPI, false, RES, kDiagNone, true>(g, A, B, Kp, splits, mc, mg);
+    if (box == kBoxTeam) return launch<BN, STAGES, MINB, EPI, false, RES, kDiagNone, kBoxTeam>(g, A, B, Kp, splits, mc, mg);
+    if constexpr (BN == 192 && EPI <= 3 && RES != kResPrefetch) {
+      if (box == kBoxWide) return launch<BN, STAGES, MINB, EPI, false, RES, kDiagNone, kBoxWide>(g, A, B, Kp, splits, mc, mg);
+    }
     return g_lane_store ? launch<BN, STAGES, MINB, EPI, true, RES>(g, A, B, Kp, splits, mc, mg)
                         : launch<BN, STAGES, MINB, EPI, false, RES>(g, A, B, Kp, splits, mc, mg);
   }
@@ -750,8 +781,13 @@ template <int BN, int STAGES, int MINB, int BK = 64>
 bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits, bool* act_applied) {
   CUtensorMap mc{}, mg{};
   const bool team = BK == 64 && staged_team();
+  // 64-byte boxes for C alone (no activation) on 192-wide tiles, a residual only in the accumulators (PRE's boxes
+  // ahead are a column group each)
+  const bool wide = BN == 192 && BK == 64 && g_tma_box64 && !team && !g_lane_store && !diag_asked() &&
+                    g.act == kActNone && (!g.res || (g_res_acc && g.alpha == 1.0f));
+  const int box = team ? kBoxTeam : wide ? kBoxWide : kBoxWarp;
   const int rows = team ? 64 : 16;  // the staged boxes' rows: the warpgroup's or the warp's
-  const bool staged = g_tma_store && !g.ws && g.beta == 0.0f && encode_c(&mc, g.C, g.c_half, g.ldc, g, rows);
+  const bool staged = g_tma_store && !g.ws && g.beta == 0.0f && encode_c(&mc, g.C, g.c_half, g.ldc, g, rows, wide);
   const bool backward = g.act == kActGeluGradFast || g.act == kActReluGrad;
   const bool forward = g.act == kActGeluFast || g.act == kActRelu;
   int epi = (staged ? 2 : 0) + (g.c_half ? 1 : 0);
@@ -765,31 +801,31 @@ bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* 
     epi = g.act == kActGeluFast ? 4 : 5;
   bool launched = false;
   switch (epi) {
-    case 0: launched = launch<BN, STAGES, MINB, 0, false, false, kDiagNone, false, BK>(g, A, B, Kp, splits, mc, mg); break;
-    case 1: launched = launch<BN, STAGES, MINB, 1, false, false, kDiagNone, false, BK>(g, A, B, Kp, splits, mc, mg); break;
+    case 0: launched = launch<BN, STAGES, MINB, 0, false, kResLoads, kDiagNone, kBoxWarp, BK>(g, A, B, Kp, splits, mc, mg); break;
+    case 1: launched = launch<BN, STAGES, MINB, 1, false, kResLoads, kDiagNone, kBoxWarp, BK>(g, A, B, Kp, splits, mc, mg); break;
     case 2:
       // (the residual into the accumulators takes precedence over its prefetch; alpha 1, so that it adds onto the
       // products unscaled)
       if (g_res_acc && g.res && g.alpha == 1.0f) {
-        launched = launch_staged<BN, STAGES, MINB, 2, kResAcc, BK>(g, A, B, Kp, splits, mc, mg, team);
+        launched = launch_staged<BN, STAGES, MINB, 2, kResAcc, BK>(g, A, B, Kp, splits, mc, mg, box);
         break;
       }
       // (not on 128-wide tiles: there the prefetched values spilled 560-912 bytes a thread at 96 registers)
       if constexpr (BN != 128) {
         if (g_res_prefetch && g.res) {
-          launched = launch_staged<BN, STAGES, MINB, 2, kResPrefetch, BK>(g, A, B, Kp, splits, mc, mg, team);
+          launched = launch_staged<BN, STAGES, MINB, 2, kResPrefetch, BK>(g, A, B, Kp, splits, mc, mg, box);
           break;
         }
       }
-      launched = launch_staged<BN, STAGES, MINB, 2, kResLoads, BK>(g, A, B, Kp, splits, mc, mg, team);
+      launched = launch_staged<BN, STAGES, MINB, 2, kResLoads, BK>(g, A, B, Kp, splits, mc, mg, box);
       break;
-    case 3: launched = launch_staged<BN, STAGES, MINB, 3, false, BK>(g, A, B, Kp, splits, mc, mg, team); break;
-    case 4: launched = launch_staged<BN, STAGES, MINB, 4, false, BK>(g, A, B, Kp, splits, mc, mg, team); break;
-    case 5: launched = launch_staged<BN, STAGES, MINB, 5, false, BK>(g, A, B, Kp, splits, mc, mg, team); break;
+    case 3: launched = launch_staged<BN, STAGES, MINB, 3, kResLoads, BK>(g, A, B, Kp, splits, mc, mg, box); break;
+    case 4: launched = launch_staged<BN, STAGES, MINB, 4, kResLoads, BK>(g, A, B, Kp, splits, mc, mg, box); break;
+    case 5: launched = launch_staged<BN, STAGES, MINB, 5, kResLoads, BK>(g, A, B, Kp, splits, mc, mg, box); break;
     default:
       if constexpr (kXTile)
-        launched = epi == 6 ? launch_staged<BN, STAGES, MINB, 6>(g, A, B, Kp, splits, mc, mg, team)
-                            : launch_staged<BN, STAGES, MINB, 7>(g, A, B, Kp, splits, mc, mg, team);
+        launched = epi == 6 ? launch_staged<BN, STAGES, MINB, 6>(g, A, B, Kp, splits, mc, mg, box)
+                            : launch_staged<BN, STAGES, MINB, 7>(g, A, B, Kp, splits, mc, mg, box);
   }
   *act_applied = launched && epi >= 4;
   return launched;
@@ -821,6 +857,9 @@ void set_tma_bn96(int mode) { g_tma_bn96 = mode; }
 void set_tma_x96(bool on) { g_tma_x96 = on; }
 void set_tma_team(bool on) { g_tma_team = on; }
 void set_tma_bk32(bool on) { g_tma_bk32 = on; }
+void set_tma_box64(bool on) { g_tma_box64 = on; }
+bool tma_box64() { return g_tma_box64; }
+long tma_box64_launches() { return g_box64_launches; }
 bool tma_bk32() { return g_tma_bk32; }
 long tma_bk32_launches() { return g_bk32_launches; }
 bool tma_team() { return g_tma_team; }

@@ -935,10 +935,10 @@ static void check_bf16_only() {
 struct ProductModes {
   const bool staged = rt::cuda::tma_store(), lanes = rt::cuda::lane_store(), prefetch = rt::cuda::res_prefetch();
   const bool x96 = rt::cuda::tma_x96(), team = rt::cuda::tma_team(), bk32 = rt::cuda::tma_bk32();
-  const bool res_acc = rt::cuda::res_acc();
+  const bool res_acc = rt::cuda::res_acc(), box64 = rt::cuda::tma_box64();
   const int bn96 = rt::cuda::tma_bn96();
   static void set(bool staged_, bool lanes_, int bn96_, bool prefetch_ = false, bool x96_ = false, bool team_ = false,
-                  bool bk32_ = false, bool res_acc_ = false) {
+                  bool bk32_ = false, bool res_acc_ = false, bool box64_ = false) {
     rt::cuda::set_tma_store(staged_);
     rt::cuda::set_lane_store(lanes_);
     rt::cuda::set_tma_bn96(bn96_);
@@ -947,8 +947,9 @@ struct ProductModes {
     rt::cuda::set_tma_team(team_);
     rt::cuda::set_tma_bk32(bk32_);
     rt::cuda::set_res_acc(res_acc_);
+    rt::cuda::set_tma_box64(box64_);
   }
-  ~ProductModes() { set(staged, lanes, bn96, prefetch, x96, team, bk32, res_acc); }
+  ~ProductModes() { set(staged, lanes, bn96, prefetch, x96, team, bk32, res_acc, box64); }
 };
 
 // matmul_tma_sm90.cu's kernel against matmul_sm90.cu's cp.async ones on the same bf16 operands: the same
@@ -966,11 +967,13 @@ static void check_tma_bits() {
   // (mode 6: the lanes' stores and the warpgroups' boxes both asked for: the lanes' take precedence); then stages
   // of 32 K (RT_CUDA_TMA_BK32): staged (7), with the residual loaded ahead (8), the direct epilogue (9); then the
   // residual and bias as the accumulators' start (RT_CUDA_RES_ACC), by the warps' boxes (10), the warpgroups' (11)
-  // and with stages of 32 K (12): not the same bits (another order of the same sums), so within float32's rounding
-  for (const int mode : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}) {
-    const bool bk32 = mode >= 7 && mode <= 9 || mode == 12, res_acc = mode >= 10;
+  // and with stages of 32 K (12): not the same bits (another order of the same sums), so within float32's rounding;
+  // C's 64-byte boxes on 192-wide tiles (RT_CUDA_TMA_BOX64), without (13, the same bits; the residual's products
+  // then keep the 32-byte boxes) and with the residual in the accumulators (14)
+  for (const int mode : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}) {
+    const bool bk32 = mode >= 7 && mode <= 9 || mode == 12, res_acc = mode >= 10 && mode != 13, box64 = mode >= 13;
     ProductModes::set(mode > 0 && mode != 9, mode == 2 || mode == 6, bn96, mode == 3 || mode == 5 || mode == 8, false,
-                      mode >= 4 && mode <= 6 || mode == 11, bk32, res_acc);
+                      mode >= 4 && mode <= 6 || mode == 11, bk32, res_acc, box64);
     for (const Case c : {Case{8192, 1152, 384, true, false, true}, Case{8192, 384, 1536, true, true, false},
                          Case{8192, 384, 1152, false, false, false}, Case{1000, 300, 200, true, true, false},
                          Case{333, 1000, 4000, false, false, false}, Case{96, 96, 8192, false, false, false},
@@ -980,7 +983,9 @@ static void check_tma_bits() {
                          // residual prefetch's tiles, modes 3 and 5): 8000 rows, so that 128 x 128 tiles fill the
                          // SMs and gemm() does not split K (1000 rows did, and took the direct epilogue)
                          Case{4096, 384, 384, false, true, false}, Case{8000, 300, 600, true, true, false},
-                         Case{8000, 300, 600, false, true, false}}) {
+                         Case{8000, 300, 600, false, true, false},
+                         // a bf16 C on 192-wide tiles (64-byte boxes of 32 columns: modes 13, 14)
+                         Case{8192, 384, 1536, false, false, true}}) {
       const VF a = rounded(randv(static_cast<size_t>(c.M) * c.K, 121));
       DevBf A(a.size());
       upload_bf16(A, a);
@@ -988,7 +993,8 @@ static void check_tma_bits() {
       Dev C0(static_cast<size_t>(c.M) * c.N), C1(static_cast<size_t>(c.M) * c.N);
       // (the Hopper kernels asked for by name: Auto gives products too small to fill the GPU to others)
       const long launched = rt::cuda::tma_launches(), teamed = rt::cuda::tma_team_launches(),
-                 halved = rt::cuda::tma_bk32_launches(), started = rt::cuda::res_acc_launches();
+                 halved = rt::cuda::tma_bk32_launches(), started = rt::cuda::res_acc_launches(),
+                 widened = rt::cuda::tma_box64_launches();
       for (int v = 0; v < 2; ++v) {
         use({rt::cuda::GemmKernel::Wgmma, "wgmma", v == 0});
         rt::cuda::gemm(true, false, true, c.M, c.N, c.K, 1.0f, nullptr, c.K, W.p, c.K, 0.0f, (v ? C1 : C0).p, c.N,
@@ -1006,7 +1012,9 @@ static void check_tma_bits() {
                                           : mode == 9 ? ", stages of 32 K"
                                           : mode == 10 ? ", staged epilogue, residual in the accumulators"
                                           : mode == 11 ? ", staged epilogue, residual in the accumulators, the warpgroups' boxes"
-                                                       : ", staged epilogue, residual in the accumulators, stages of 32 K") +
+                                          : mode == 12 ? ", staged epilogue, residual in the accumulators, stages of 32 K"
+                                          : mode == 13 ? ", staged epilogue, 64-byte boxes"
+                                                       : ", staged epilogue, 64-byte boxes, residual in the accumulators") +
                               (bn96 ? ", 96-wide tiles" : "");
       expect_le(std::labs(rt::cuda::tma_launches() - launched - 1), 0,
                 "gemm TMA kernel launched, not a fallback " + shape(c.M, c.N, c.K) + how);
@@ -1016,6 +1024,12 @@ static void check_tma_bits() {
       const bool aligned = c.N * (c.half ? 2 : 4) % 16 == 0;
       const long want_team = (mode == 4 || mode == 5 || mode == 11) && !split && aligned ? 1 : 0;
       const long want_acc = res_acc && c.res && !c.half && !split && aligned ? 1 : 0;
+      // (gemm_tma's rule for 192-wide tiles)
+      const bool wide192 = c.N > 128 && c.N <= 384 && c.K > 512;
+      const long want_box64 = box64 && wide192 && !split && aligned && (!c.res || res_acc) ? 1 : 0;
+      expect_le(std::labs(rt::cuda::tma_box64_launches() - widened - want_box64), 0,
+                std::string("gemm TMA kernel ") + (want_box64 ? "with" : "without") + " 64-byte boxes " +
+                    shape(c.M, c.N, c.K) + how);
       expect_le(std::labs(rt::cuda::res_acc_launches() - started - want_acc), 0,
                 std::string("gemm TMA kernel ") + (want_acc ? "with" : "without") + " the residual in the accumulators " +
                     shape(c.M, c.N, c.K) + how);
@@ -1797,8 +1811,9 @@ static void bench_gemm_diag() {
                   {"mlp_proj_dx", 8192, 1536, 384, true, true, false, 2}, {"attn_proj_dx", 8192, 384, 384, true, true, false, 0},
                   {"c_attn_dx", 8192, 384, 1152, true, true, false, 0},  {"c_fc_dx", 8192, 384, 1536, true, true, false, 0}};
   const char* names[] = {"as_is", "no_stores", "no_epilogue", "no_mma", "no_loads",
-                         "lanes", "res_prefetch", "x96", "team", "bk32", "no_fence", "res_acc"};
-  constexpr int kModes = 12, kReps = 20;
+                         "lanes", "res_prefetch", "x96", "team", "bk32", "no_fence", "res_acc", "acc_nostore",
+                         "acc_box64"};
+  constexpr int kModes = 14, kReps = 20;
   const ProductModes process;
   std::string table = "gemm-diag (us a call; the char window's products, 8192 rows)\nproduct          TFLOP/s";
   for (const char* n : names) table += " " + std::string(12 - std::min<size_t>(12, std::strlen(n)), ' ') + n;
@@ -1824,8 +1839,9 @@ static void bench_gemm_diag() {
     int regs[kModes], local[kModes];
     bool all_tma = true, x96_ran = true, team_ran = true, bk32_ran = true;
     for (int m = 0; m < kModes; ++m) {
-      ProductModes::set(true, m == 5, process.bn96, m == 6, m == 7, m == 8, m == 9, m == 11);
-      rt::cuda::set_tma_diag(m <= 4 ? m : m == 10 ? 5 : 0);  // (no_fence: diagnostic variant 5)
+      ProductModes::set(true, m == 5, process.bn96, m == 6, m == 7, m == 8, m == 9, m >= 11, m == 13);
+      // (no_fence: diagnostic variant 5; acc_nostore: 1, no stores, with the residual in the accumulators)
+      rt::cuda::set_tma_diag(m <= 4 ? m : m == 10 ? 5 : m == 12 ? 1 : 0);
       const long before = rt::cuda::tma_launches(), before96 = rt::cuda::tma_x96_launches(),
                  before_team = rt::cuda::tma_team_launches(), before_bk32 = rt::cuda::tma_bk32_launches();
       us[m] = time_ms(product, kReps) * 1e3;
