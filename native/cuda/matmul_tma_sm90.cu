@@ -270,7 +270,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
                                                   int& boxes, uint32_t fx) {
   constexpr bool HALF = EPI >= 3;
   constexpr bool PRE = RES == kResPrefetch, IN_ACC = RES == kResAcc, TEAM = BOX == kBoxTeam, WIDE = BOX == kBoxWide;
-  static_assert(!WIDE || (!LANES && EPI <= 3 && !PRE), "64-byte boxes by the engine, for C alone, without PRE");
+  static_assert(!WIDE || (!LANES && EPI == 3), "64-byte boxes by the engine, for a bf16 C alone");
   static_assert(RES == kResLoads || EPI == 2, "the residual's prefetch or start is for a float32 C (EPI 2)");
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, r = lane >> 2, q = lane & 3;
   const int row0 = m0 + warp * 16;
@@ -687,10 +687,10 @@ bool g_tma_team = rt::env_switch("RT_CUDA_TMA_TEAM", false);
 // exposed (kernels_check --gemm-diag's no_loads column well under as_is). Twice the barriers and copies a K.
 bool g_tma_bk32 = rt::env_switch("RT_CUDA_TMA_BK32", false);
 
-// RT_CUDA_TMA_BOX64=1 (set_tma_box64; off until measured): on 192-wide tiles (one block an SM, the char config's mlp
-// c_proj forward and the N = 384 dx products), C's staging boxes 64 bytes wide rather than 32 (kBoxWide): half the
-// engine's stores, each of 16 row segments of 64 bytes rather than 32. Whether the epilogue of a tile that follows
-// no other (mlp c_proj: 19 us to store 96 KB an SM from the accumulators, session 25) waits on the number of stores.
+// RT_CUDA_TMA_BOX64=1 (set_tma_box64; off until measured): on 192-wide tiles (one block an SM), a bf16 C's staging
+// boxes 64 bytes wide rather than 32 (kBoxWide): half the engine's stores, each of 16 row segments of 64 bytes rather
+// than 32: the char config's N = 384 dx products. H100, session 25, --gemm-diag: c_attn dx 14.33 -> 13.88 us, c_fc dx
+// 16.94 -> 16.49; a float32 C's (mlp c_proj, the residual in the accumulators) slower, 32.5 -> 35.7, so not there.
 bool g_tma_box64 = rt::env_switch("RT_CUDA_TMA_BOX64", false);
 
 // RT_CUDA_RES_PREFETCH (set_res_prefetch; default on, =0 turns it off; H100, 2026-12-05 session 23: char 7.66 -> 7.44
@@ -765,7 +765,7 @@ bool launch_staged(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat1
     }
 #endif
     if (box == kBoxTeam) return launch<BN, STAGES, MINB, EPI, false, RES, kDiagNone, kBoxTeam>(g, A, B, Kp, splits, mc, mg);
-    if constexpr (BN == 192 && EPI <= 3 && RES != kResPrefetch) {
+    if constexpr (BN == 192 && EPI == 3) {
       if (box == kBoxWide) return launch<BN, STAGES, MINB, EPI, false, RES, kDiagNone, kBoxWide>(g, A, B, Kp, splits, mc, mg);
     }
     return g_lane_store ? launch<BN, STAGES, MINB, EPI, true, RES>(g, A, B, Kp, splits, mc, mg)
@@ -781,10 +781,9 @@ template <int BN, int STAGES, int MINB, int BK = 64>
 bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits, bool* act_applied) {
   CUtensorMap mc{}, mg{};
   const bool team = BK == 64 && staged_team();
-  // 64-byte boxes for C alone (no activation) on 192-wide tiles, a residual only in the accumulators (PRE's boxes
-  // ahead are a column group each)
+  // 64-byte boxes for a bf16 C alone (no activation) on 192-wide tiles
   const bool wide = BN == 192 && BK == 64 && g_tma_box64 && !team && !g_lane_store && !diag_asked() &&
-                    g.act == kActNone && (!g.res || (g_res_acc && g.alpha == 1.0f));
+                    g.act == kActNone && g.c_half;
   const int box = team ? kBoxTeam : wide ? kBoxWide : kBoxWarp;
   const int rows = team ? 64 : 16;  // the staged boxes' rows: the warpgroup's or the warp's
   const bool staged = g_tma_store && !g.ws && g.beta == 0.0f && encode_c(&mc, g.C, g.c_half, g.ldc, g, rows, wide);

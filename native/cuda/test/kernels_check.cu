@@ -968,8 +968,8 @@ static void check_tma_bits() {
   // of 32 K (RT_CUDA_TMA_BK32): staged (7), with the residual loaded ahead (8), the direct epilogue (9); then the
   // residual and bias as the accumulators' start (RT_CUDA_RES_ACC), by the warps' boxes (10), the warpgroups' (11)
   // and with stages of 32 K (12): not the same bits (another order of the same sums), so within float32's rounding;
-  // C's 64-byte boxes on 192-wide tiles (RT_CUDA_TMA_BOX64), without (13, the same bits; the residual's products
-  // then keep the 32-byte boxes) and with the residual in the accumulators (14)
+  // a bf16 C's 64-byte boxes on 192-wide tiles (RT_CUDA_TMA_BOX64; the same bits), without (13) and with the residual
+  // in the accumulators (14, for the float32 C's beside them)
   for (const int mode : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}) {
     const bool bk32 = mode >= 7 && mode <= 9 || mode == 12, res_acc = mode >= 10 && mode != 13, box64 = mode >= 13;
     ProductModes::set(mode > 0 && mode != 9, mode == 2 || mode == 6, bn96, mode == 3 || mode == 5 || mode == 8, false,
@@ -1026,7 +1026,7 @@ static void check_tma_bits() {
       const long want_acc = res_acc && c.res && !c.half && !split && aligned ? 1 : 0;
       // (gemm_tma's rule for 192-wide tiles)
       const bool wide192 = c.N > 128 && c.N <= 384 && c.K > 512;
-      const long want_box64 = box64 && wide192 && !split && aligned && (!c.res || res_acc) ? 1 : 0;
+      const long want_box64 = box64 && wide192 && c.half && !split && aligned ? 1 : 0;
       expect_le(std::labs(rt::cuda::tma_box64_launches() - widened - want_box64), 0,
                 std::string("gemm TMA kernel ") + (want_box64 ? "with" : "without") + " 64-byte boxes " +
                     shape(c.M, c.N, c.K) + how);
@@ -1812,8 +1812,8 @@ static void bench_gemm_diag() {
                   {"c_attn_dx", 8192, 384, 1152, true, true, false, 0},  {"c_fc_dx", 8192, 384, 1536, true, true, false, 0}};
   const char* names[] = {"as_is", "no_stores", "no_epilogue", "no_mma", "no_loads",
                          "lanes", "res_prefetch", "x96", "team", "bk32", "no_fence", "res_acc", "acc_nostore",
-                         "acc_box64"};
-  constexpr int kModes = 14, kReps = 20;
+                         "acc_box64", "acc_noepi"};
+  constexpr int kModes = 15, kReps = 20;
   const ProductModes process;
   std::string table = "gemm-diag (us a call; the char window's products, 8192 rows)\nproduct          TFLOP/s";
   for (const char* n : names) table += " " + std::string(12 - std::min<size_t>(12, std::strlen(n)), ' ') + n;
@@ -1840,8 +1840,9 @@ static void bench_gemm_diag() {
     bool all_tma = true, x96_ran = true, team_ran = true, bk32_ran = true;
     for (int m = 0; m < kModes; ++m) {
       ProductModes::set(true, m == 5, process.bn96, m == 6, m == 7, m == 8, m == 9, m >= 11, m == 13);
-      // (no_fence: diagnostic variant 5; acc_nostore: 1, no stores, with the residual in the accumulators)
-      rt::cuda::set_tma_diag(m <= 4 ? m : m == 10 ? 5 : m == 12 ? 1 : 0);
+      // (no_fence: diagnostic variant 5; acc_nostore, acc_noepi: 1, no stores, and 2, no epilogue, with the residual
+      // in the accumulators)
+      rt::cuda::set_tma_diag(m <= 4 ? m : m == 10 ? 5 : m == 12 ? 1 : m == 14 ? 2 : 0);
       const long before = rt::cuda::tma_launches(), before96 = rt::cuda::tma_x96_launches(),
                  before_team = rt::cuda::tma_team_launches(), before_bk32 = rt::cuda::tma_bk32_launches();
       us[m] = time_ms(product, kReps) * 1e3;
