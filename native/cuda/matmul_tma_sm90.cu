@@ -243,8 +243,10 @@ __device__ __forceinline__ void acc_from_res(const GemmArgs& g, int m0, int n0, 
 // per load hit distinct banks).
 // boxes: the warp's count of boxes stored so far (which of the two is next, across tiles).
 // LANES: the boxes stored by the warp's lanes (lane_store), not the copy engine.
-// TEAM: the boxes the warpgroup's, 64 rows (each warp's 16 in it), stored by the warpgroup's first thread
-// (take_box, put_box).
+// BOX: the boxes' shape. kBoxTeam: the warpgroup's, 64 rows (each warp's 16 in it), stored by the warpgroup's first
+// thread (take_box, put_box); kBoxWide: the warp's 16 rows of 64 bytes (wide_offset), for a bf16 C alone.
+// RES: where a float32 C's residual comes in (kResLoads, kResPrefetch, kResAcc; PRE is kResPrefetch). With kResAcc
+// the accumulators already hold it and the bias (acc_from_res), and the boxes take them as they are.
 // PRE (EPI 2 with a residual; RT_CUDA_RES_PREFETCH): each box's residual values loaded kResAhead boxes ahead, so
 // that their latency runs under the boxes before. Loaded in the epilogue's own order, each box's waited for in
 // turn (take_box's wait is a barrier to the compiler), a residual product's tile of 8 to 24 boxes a warp spent
