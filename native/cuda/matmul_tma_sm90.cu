@@ -219,13 +219,9 @@ __device__ __forceinline__ void acc_from_res(const GemmArgs& g, int m0, int n0, 
     for (int h = 0; h < 2; ++h) {
       const int gr = row0 + r + 8 * h;
       const float* p = g.res + static_cast<size_t>(gr) * g.ldc + gc;
-      // one 8-byte load a pair where both columns are in C (gc even, ldc a multiple of 4 and res 8-byte aligned:
-      // launch_epi), full 32-byte sectors a quad of lanes, half the instructions of two 4-byte loads
-      float2 v = make_float2(0.0f, 0.0f);
-      if (gr < g.M && two) v = *reinterpret_cast<const float2*>(p);
-      else if (gr < g.M && gc < g.N) v.x = p[0];
-      acc[4 * j + 2 * h] = v.x + b.x;
-      acc[4 * j + 2 * h + 1] = v.y + b.y;
+      const bool in = gr < g.M && gc < g.N;
+      acc[4 * j + 2 * h] = in ? p[0] + b.x : 0.0f;
+      acc[4 * j + 2 * h + 1] = in && two ? p[1] + b.y : 0.0f;
     }
   }
 }
@@ -811,7 +807,7 @@ bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* 
     case 2:
       // (the residual into the accumulators takes precedence over its prefetch; alpha 1, so that it adds onto the
       // products unscaled)
-      if (g_res_acc && g.res && g.alpha == 1.0f && reinterpret_cast<uintptr_t>(g.res) % 8 == 0) {
+      if (g_res_acc && g.res && g.alpha == 1.0f) {
         launched = launch_staged<BN, STAGES, MINB, 2, kResAcc, BK>(g, A, B, Kp, splits, mc, mg, box);
         break;
       }
