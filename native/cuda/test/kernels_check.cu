@@ -969,11 +969,13 @@ static void check_tma_bits() {
   // residual and bias as the accumulators' start (RT_CUDA_RES_ACC), by the warps' boxes (10), the warpgroups' (11)
   // and with stages of 32 K (12): not the same bits (another order of the same sums), so within float32's rounding;
   // a bf16 C's 64-byte boxes on 192-wide tiles (RT_CUDA_TMA_BOX64; the same bits), without (13) and with the residual
-  // in the accumulators (14, for the float32 C's beside them)
-  for (const int mode : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}) {
-    const bool bk32 = mode >= 7 && mode <= 9 || mode == 12, res_acc = mode >= 10 && mode != 13, box64 = mode >= 13;
-    ProductModes::set(mode > 0 && mode != 9, mode == 2 || mode == 6, bn96, mode == 3 || mode == 5 || mode == 8, false,
-                      mode >= 4 && mode <= 6 || mode == 11, bk32, res_acc, box64);
+  // in the accumulators (14, for the float32 C's beside them); the residual in the accumulators with the lanes' stores (15)
+  for (const int mode : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}) {
+    const bool bk32 = mode >= 7 && mode <= 9 || mode == 12, res_acc = mode >= 10 && mode != 13,
+               box64 = mode == 13 || mode == 14;
+    ProductModes::set(mode > 0 && mode != 9, mode == 2 || mode == 6 || mode == 15, bn96,
+                      mode == 3 || mode == 5 || mode == 8, false, mode >= 4 && mode <= 6 || mode == 11, bk32, res_acc,
+                      box64);
     for (const Case c : {Case{8192, 1152, 384, true, false, true}, Case{8192, 384, 1536, true, true, false},
                          Case{8192, 384, 1152, false, false, false}, Case{1000, 300, 200, true, true, false},
                          Case{333, 1000, 4000, false, false, false}, Case{96, 96, 8192, false, false, false},
@@ -1014,7 +1016,8 @@ static void check_tma_bits() {
                                           : mode == 11 ? ", staged epilogue, residual in the accumulators, the warpgroups' boxes"
                                           : mode == 12 ? ", staged epilogue, residual in the accumulators, stages of 32 K"
                                           : mode == 13 ? ", staged epilogue, 64-byte boxes"
-                                                       : ", staged epilogue, 64-byte boxes, residual in the accumulators") +
+                                          : mode == 14 ? ", staged epilogue, 64-byte boxes, residual in the accumulators"
+                                                       : ", staged epilogue stored by the lanes, residual in the accumulators") +
                               (bn96 ? ", 96-wide tiles" : "");
       expect_le(std::labs(rt::cuda::tma_launches() - launched - 1), 0,
                 "gemm TMA kernel launched, not a fallback " + shape(c.M, c.N, c.K) + how);
