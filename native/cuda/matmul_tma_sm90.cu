@@ -226,6 +226,36 @@ __device__ __forceinline__ void acc_from_res(const GemmArgs& g, int m0, int n0, 
   }
 }
 
+// kResEnd, after a tile's K steps: the warpgroup's accumulators through epilogue_value_b (alpha, bias, residual: the
+// epilogue's own terms in its order, so the cp.async kernels' bits), every residual load in flight at once rather than
+// box by box, from L2 (prefetch_res_l2 asked for them before the K steps) rather than from DRAM while the products
+// wait (kResAcc: mlp c_proj's residual, loaded before them, took 7 us of its 28 on the H200, session 25). Outside C
+// the accumulators take alpha and the bias alone (the engine drops those elements).
+template <int BN>
+__device__ __forceinline__ void acc_add_res(const GemmArgs& g, int m0, int n0, float (&acc)[BN / 2]) {
+  const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, r = lane >> 2, q = lane & 3;
+  const int row0 = m0 + warp * 16;
+#pragma unroll
+  for (int j = 0; j < BN / 8; ++j) {
+    const int gc = n0 + 8 * j + 2 * q;
+    const bool two = gc + 1 < g.N;
+    const float2 b = bias_pair(g, gc, two);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      // epilogue_value_b<true>'s operations, with the loads as selects rather than behind a branch, so that they can
+      // all be issued before the first is waited for (8-byte loads behind a branch in acc_from_res doubled its time,
+      // session 25, call 5)
+      const int gr = row0 + r + 8 * h;
+      const bool in = gr < g.M && gc < g.N;
+      const float* p = g.res + static_cast<size_t>(in ? gr : 0) * g.ldc + (in ? gc : 0);
+      const float r0 = in ? p[0] : 0.0f, r1 = in && two ? p[1] : 0.0f;
+      const float2 o = epilogue_scaled_b(g, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1], b);
+      acc[4 * j + 2 * h] = o.x + r0;
+      acc[4 * j + 2 * h + 1] = o.y + r1;
+    }
+  }
+}
+
 // A warpgroup's 64 x BN accumulator tile (from (m0, n0)) through the epilogue (alpha, bias, residual; no
 // split, beta 0) into C by the copy engine: each warp writes its 16 rows 32 bytes of columns at a time (8
 // float32 or 16 bf16) into one of its two staging boxes and lane 0 stores the box (rows and columns outside C
@@ -260,7 +290,8 @@ constexpr int kResAhead = BN == 192 ? 5 : 2;
 // Where a float32 C's residual (and bias) comes in: loaded in the epilogue box by box (kResLoads), kResAhead boxes
 // ahead (kResPrefetch: PRE), or into the accumulators before the tile's K steps (kResAcc: acc_from_res), so that
 // the products add onto it and the epilogue only stores.
-constexpr int kResLoads = 0, kResPrefetch = 1, kResAcc = 2;
+// kResEnd (RT_CUDA_RES_END, 192-wide tiles): added to the accumulators after the K steps, all at once (acc_add_res).
+constexpr int kResLoads = 0, kResPrefetch = 1, kResAcc = 2, kResEnd = 3;
 // The bias a box ahead where its registers fit: not on 128-wide tiles, where at the 96-register cap of two blocks
 // an SM it made the float32 and activation epilogues spill 56-80 bytes a thread; not beside the residual's boxes
 // ahead (PRE), whose registers those are.
@@ -271,7 +302,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
                                                   int m0, int n0, const float (&acc)[BN / 2], uint8_t* staging,
                                                   int& boxes, uint32_t fx) {
   constexpr bool HALF = EPI >= 3;
-  constexpr bool PRE = RES == kResPrefetch, IN_ACC = RES == kResAcc, TEAM = BOX == kBoxTeam, WIDE = BOX == kBoxWide;
+  constexpr bool PRE = RES == kResPrefetch, IN_ACC = RES == kResAcc || RES == kResEnd, TEAM = BOX == kBoxTeam, WIDE = BOX == kBoxWide;
   static_assert(!WIDE || (!LANES && EPI == 3), "64-byte boxes by the engine, for a bf16 C alone");
   static_assert(RES == kResLoads || EPI == 2, "the residual's prefetch or start is for a float32 C (EPI 2)");
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, r = lane >> 2, q = lane & 3;
@@ -518,7 +549,7 @@ __global__ void __launch_bounds__(kThreads, MINB)
     uint32_t ph = 0;
     for (int i = 0; i < mine; ++i) {
       const int m0 = tile_m0(i), n0 = tile_n0(i);
-      if constexpr (RES == kResPrefetch && BN == 192) prefetch_res_l2<BN>(g, m0 + wg * 64, n0);
+      if constexpr ((RES == kResPrefetch || RES == kResEnd) && BN == 192) prefetch_res_l2<BN>(g, m0 + wg * 64, n0);
       if constexpr (RES == kResAcc) acc_from_res<BN>(g, m0 + wg * 64, n0, acc);
       int prev = -1;
       for (int kt = 0; kt < nk; ++kt) {
@@ -541,6 +572,7 @@ __global__ void __launch_bounds__(kThreads, MINB)
       wait0();
       if (prev >= 0) release(prev);
       pin(acc);
+      if constexpr (RES == kResEnd && DIAG != kDiagNoEpilogue) acc_add_res<BN>(g, m0 + wg * 64, n0, acc);
       uint32_t fx = 0;
       if constexpr (EPI >= 6) {
         // The producer waits for x's stage and says so through a named barrier: a wait loop here, between
@@ -616,7 +648,7 @@ bool encode_c(CUtensorMap* map, const void* p, bool half, int ld, const GemmArgs
                    CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-long g_launches = 0, g_act_launches = 0, g_res_acc_launches = 0, g_x96_launches = 0, g_team_launches = 0, g_bk32_launches = 0,
+long g_launches = 0, g_act_launches = 0, g_res_acc_launches = 0, g_res_end_launches = 0, g_x96_launches = 0, g_team_launches = 0, g_bk32_launches = 0,
      g_box64_launches = 0;
 #ifdef RT_GEMM_DIAG
 cudaFuncAttributes g_last_attrs{};  // the kernel launched last: its registers and local (spilled) bytes
@@ -661,6 +693,7 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
   if (BK == 32) ++g_bk32_launches;
   if (EPI >= 4) ++g_act_launches;
   if (RES == kResAcc) ++g_res_acc_launches;
+  if (RES == kResEnd) ++g_res_end_launches;
   if (EPI >= 6 && BN == 96) ++g_x96_launches;
   return true;
 }
@@ -705,6 +738,11 @@ bool g_res_prefetch = rt::env_switch("RT_CUDA_RES_PREFETCH", true);
 // starting values (acc_from_res), on every tile width, ahead of the prefetch: the products add onto them and the
 // epilogue only stores. Not the same bits as the epilogue's sum (another order of the same terms).
 bool g_res_acc = rt::env_switch("RT_CUDA_RES_ACC", true);
+
+// RT_CUDA_RES_END=1 (set_res_end; off, not yet run on a GPU): on 192-wide tiles (mlp c_proj forward), a float32 C's
+// residual asked into L2 before the K steps and added to the accumulators after them, every load at once
+// (acc_add_res), ahead of RES_ACC there: the cp.async kernels' bits, and the products do not wait for the residual.
+bool g_res_end = rt::env_switch("RT_CUDA_RES_END", false);
 
 // RT_CUDA_TMA_X96 (set_tma_x96; default on, =0 turns it off; H100, 2026-12-05 session 23: char 7.49 -> 7.44 ms, copy
 // 9.91 -> 9.71; mlp c_proj dx 48.7 -> 46.5 us by --gemm-diag): the activation's backward in the product (EPI 6, 7:
@@ -805,6 +843,13 @@ bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* 
     case 0: launched = launch<BN, STAGES, MINB, 0, false, kResLoads, kDiagNone, kBoxWarp, BK>(g, A, B, Kp, splits, mc, mg); break;
     case 1: launched = launch<BN, STAGES, MINB, 1, false, kResLoads, kDiagNone, kBoxWarp, BK>(g, A, B, Kp, splits, mc, mg); break;
     case 2:
+      // (the residual added after the K steps first, on 192-wide tiles: it has their prefetch's registers)
+      if constexpr (BN == 192) {
+        if (g_res_end && g.res) {
+          launched = launch_staged<BN, STAGES, MINB, 2, kResEnd, BK>(g, A, B, Kp, splits, mc, mg, box);
+          break;
+        }
+      }
       // (the residual into the accumulators takes precedence over its prefetch; alpha 1, so that it adds onto the
       // products unscaled)
       if (g_res_acc && g.res && g.alpha == 1.0f) {
@@ -851,6 +896,9 @@ void set_tma_store(bool on) { g_tma_store = on; }
 void set_lane_store(bool on) { g_lane_store = on; }
 void set_res_prefetch(bool on) { g_res_prefetch = on; }
 void set_res_acc(bool on) { g_res_acc = on; }
+void set_res_end(bool on) { g_res_end = on; }
+bool res_end() { return g_res_end; }
+long res_end_launches() { return g_res_end_launches; }
 bool res_acc() { return g_res_acc; }
 long res_acc_launches() { return g_res_acc_launches; }
 bool res_prefetch() { return g_res_prefetch; }

@@ -35,6 +35,12 @@ void set_res_acc(bool on);
 bool res_acc();
 // Products it has launched with the residual in the accumulators (kernels_check: that they did).
 long res_acc_launches();
+// On 192-wide tiles, a float32 C's residual asked into L2 before the K steps and added to the accumulators after them
+// (the same bits), ahead of the above, for the products launched after. Default off; RT_CUDA_RES_END=1 turns it on.
+void set_res_end(bool on);
+bool res_end();
+// Products it has launched so (kernels_check: that they did).
+long res_end_launches();
 // 128 x 96 tiles (RT_CUDA_TMA_BN96): 0 never, 1 (the default) where they spread the work more evenly over the SMs, 2 for
 // every product not on 192-wide tiles (kernels_check), for the products launched after.
 void set_tma_bn96(int mode);

@@ -935,10 +935,10 @@ static void check_bf16_only() {
 struct ProductModes {
   const bool staged = rt::cuda::tma_store(), lanes = rt::cuda::lane_store(), prefetch = rt::cuda::res_prefetch();
   const bool x96 = rt::cuda::tma_x96(), team = rt::cuda::tma_team(), bk32 = rt::cuda::tma_bk32();
-  const bool res_acc = rt::cuda::res_acc(), box64 = rt::cuda::tma_box64();
+  const bool res_acc = rt::cuda::res_acc(), box64 = rt::cuda::tma_box64(), res_end = rt::cuda::res_end();
   const int bn96 = rt::cuda::tma_bn96();
   static void set(bool staged_, bool lanes_, int bn96_, bool prefetch_ = false, bool x96_ = false, bool team_ = false,
-                  bool bk32_ = false, bool res_acc_ = false, bool box64_ = false) {
+                  bool bk32_ = false, bool res_acc_ = false, bool box64_ = false, bool res_end_ = false) {
     rt::cuda::set_tma_store(staged_);
     rt::cuda::set_lane_store(lanes_);
     rt::cuda::set_tma_bn96(bn96_);
@@ -948,8 +948,9 @@ struct ProductModes {
     rt::cuda::set_tma_bk32(bk32_);
     rt::cuda::set_res_acc(res_acc_);
     rt::cuda::set_tma_box64(box64_);
+    rt::cuda::set_res_end(res_end_);
   }
-  ~ProductModes() { set(staged, lanes, bn96, prefetch, x96, team, bk32, res_acc, box64); }
+  ~ProductModes() { set(staged, lanes, bn96, prefetch, x96, team, bk32, res_acc, box64, res_end); }
 };
 
 // matmul_tma_sm90.cu's kernel against matmul_sm90.cu's cp.async ones on the same bf16 operands: the same
@@ -969,13 +970,15 @@ static void check_tma_bits() {
   // residual and bias as the accumulators' start (RT_CUDA_RES_ACC), by the warps' boxes (10), the warpgroups' (11)
   // and with stages of 32 K (12): not the same bits (another order of the same sums), so within float32's rounding;
   // a bf16 C's 64-byte boxes on 192-wide tiles (RT_CUDA_TMA_BOX64; the same bits), without (13) and with the residual
-  // in the accumulators (14, for the float32 C's beside them); the residual in the accumulators with the lanes' stores (15)
-  for (const int mode : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}) {
-    const bool bk32 = mode >= 7 && mode <= 9 || mode == 12, res_acc = mode >= 10 && mode != 13,
-               box64 = mode == 13 || mode == 14;
+  // in the accumulators (14, for the float32 C's beside them); the residual in the accumulators with the lanes' stores
+  // (15); the residual added after the K steps on 192-wide tiles (RT_CUDA_RES_END; the same bits), by the warps' boxes
+  // (16) and with stages of 32 K (17)
+  for (const int mode : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17}) {
+    const bool bk32 = mode >= 7 && mode <= 9 || mode == 12 || mode == 17,
+               res_acc = mode >= 10 && mode != 13 && mode <= 15, box64 = mode == 13 || mode == 14, res_end = mode >= 16;
     ProductModes::set(mode > 0 && mode != 9, mode == 2 || mode == 6 || mode == 15, bn96,
                       mode == 3 || mode == 5 || mode == 8, false, mode >= 4 && mode <= 6 || mode == 11, bk32, res_acc,
-                      box64);
+                      box64, res_end);
     for (const Case c : {Case{8192, 1152, 384, true, false, true}, Case{8192, 384, 1536, true, true, false},
                          Case{8192, 384, 1152, false, false, false}, Case{1000, 300, 200, true, true, false},
                          Case{333, 1000, 4000, false, false, false}, Case{96, 96, 8192, false, false, false},
@@ -996,7 +999,7 @@ static void check_tma_bits() {
       // (the Hopper kernels asked for by name: Auto gives products too small to fill the GPU to others)
       const long launched = rt::cuda::tma_launches(), teamed = rt::cuda::tma_team_launches(),
                  halved = rt::cuda::tma_bk32_launches(), started = rt::cuda::res_acc_launches(),
-                 widened = rt::cuda::tma_box64_launches();
+                 widened = rt::cuda::tma_box64_launches(), ended = rt::cuda::res_end_launches();
       for (int v = 0; v < 2; ++v) {
         use({rt::cuda::GemmKernel::Wgmma, "wgmma", v == 0});
         rt::cuda::gemm(true, false, true, c.M, c.N, c.K, 1.0f, nullptr, c.K, W.p, c.K, 0.0f, (v ? C1 : C0).p, c.N,
@@ -1017,7 +1020,9 @@ static void check_tma_bits() {
                                           : mode == 12 ? ", staged epilogue, residual in the accumulators, stages of 32 K"
                                           : mode == 13 ? ", staged epilogue, 64-byte boxes"
                                           : mode == 14 ? ", staged epilogue, 64-byte boxes, residual in the accumulators"
-                                                       : ", staged epilogue stored by the lanes, residual in the accumulators") +
+                                          : mode == 15 ? ", staged epilogue stored by the lanes, residual in the accumulators"
+                                          : mode == 16 ? ", staged epilogue, residual added after the K steps"
+                                                       : ", staged epilogue, residual added after the K steps, stages of 32 K") +
                               (bn96 ? ", 96-wide tiles" : "");
       expect_le(std::labs(rt::cuda::tma_launches() - launched - 1), 0,
                 "gemm TMA kernel launched, not a fallback " + shape(c.M, c.N, c.K) + how);
@@ -1030,6 +1035,10 @@ static void check_tma_bits() {
       // (gemm_tma's rule for 192-wide tiles)
       const bool wide192 = c.N > 128 && c.N <= 384 && c.K > 512;
       const long want_box64 = box64 && wide192 && c.half && !split && aligned ? 1 : 0;
+      const long want_end = res_end && wide192 && c.res && !split && aligned ? 1 : 0;
+      expect_le(std::labs(rt::cuda::res_end_launches() - ended - want_end), 0,
+                std::string("gemm TMA kernel ") + (want_end ? "with" : "without") + " the residual added after the K steps " +
+                    shape(c.M, c.N, c.K) + how);
       expect_le(std::labs(rt::cuda::tma_box64_launches() - widened - want_box64), 0,
                 std::string("gemm TMA kernel ") + (want_box64 ? "with" : "without") + " 64-byte boxes " +
                     shape(c.M, c.N, c.K) + how);
@@ -1815,8 +1824,8 @@ static void bench_gemm_diag() {
                   {"c_attn_dx", 8192, 384, 1152, true, true, false, 0},  {"c_fc_dx", 8192, 384, 1536, true, true, false, 0}};
   const char* names[] = {"as_is", "no_stores", "no_epilogue", "no_mma", "no_loads",
                          "lanes", "res_prefetch", "x96", "team", "bk32", "no_fence", "res_acc", "acc_nostore",
-                         "acc_box64", "acc_noepi"};
-  constexpr int kModes = 15, kReps = 20;
+                         "acc_box64", "acc_noepi", "res_end"};
+  constexpr int kModes = 16, kReps = 20;
   const ProductModes process;
   std::string table = "gemm-diag (us a call; the char window's products, 8192 rows)\nproduct          TFLOP/s";
   for (const char* n : names) table += " " + std::string(12 - std::min<size_t>(12, std::strlen(n)), ' ') + n;
@@ -1842,7 +1851,7 @@ static void bench_gemm_diag() {
     int regs[kModes], local[kModes];
     bool all_tma = true, x96_ran = true, team_ran = true, bk32_ran = true;
     for (int m = 0; m < kModes; ++m) {
-      ProductModes::set(true, m == 5, process.bn96, m == 6, m == 7, m == 8, m == 9, m >= 11, m == 13);
+      ProductModes::set(true, m == 5, process.bn96, m == 6, m == 7, m == 8, m == 9, m >= 11 && m <= 14, m == 13, m == 15);
       // (no_fence: diagnostic variant 5; acc_nostore, acc_noepi: 1, no stores, and 2, no epilogue, with the residual
       // in the accumulators)
       rt::cuda::set_tma_diag(m <= 4 ? m : m == 10 ? 5 : m == 12 ? 1 : m == 14 ? 2 : 0);
