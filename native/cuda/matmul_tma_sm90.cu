@@ -200,14 +200,10 @@ __device__ __forceinline__ void prefetch_res_l2(const GemmArgs& g, int r0, int c
   }
 }
 
-// kResAcc, before a tile's K steps: the warpgroup's accumulators (rows m0 + 16 warp + r + 8 h, columns n0 + 8 j + 2 q
-// and the one after, wgmma's layout) start as residual + bias (zeros outside C), and the products are added onto
-// them. Every value's load is in flight at once, their latency under the first stages' copies, where the epilogue's
-// loads waited box by box (session 24: mlp c_proj 42 us, 34 with PRE, against 15 without an epilogue). The sum is
-// (res + bias) + the products in wgmma's order, not (products + bias) + res: the same terms, other roundings (so not
-// the cp.async kernels' bits: kernels_check compares it within float32's rounding). alpha is 1 (launch_epi).
-template <int BN>
-__device__ __forceinline__ void acc_from_res(const GemmArgs& g, int m0, int n0, float (&acc)[BN / 2]) {
+// Each of the warpgroup's accumulator pairs in wgmma's layout: f(e, gr, gc, two, b) for acc[e] and acc[e + 1], row gr
+// (m0 + 16 warp + r + 8 h), columns gc (n0 + 8 j + 2 q) and, where `two`, gc + 1, b the bias under them (bias_pair).
+template <int BN, typename F>
+__device__ __forceinline__ void for_acc_pairs(const GemmArgs& g, int m0, int n0, F&& f) {
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, r = lane >> 2, q = lane & 3;
   const int row0 = m0 + warp * 16;
 #pragma unroll
@@ -216,44 +212,43 @@ __device__ __forceinline__ void acc_from_res(const GemmArgs& g, int m0, int n0, 
     const bool two = gc + 1 < g.N;
     const float2 b = bias_pair(g, gc, two);
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int gr = row0 + r + 8 * h;
-      const float* p = g.res + static_cast<size_t>(gr) * g.ldc + gc;
-      const bool in = gr < g.M && gc < g.N;
-      acc[4 * j + 2 * h] = in ? p[0] + b.x : 0.0f;
-      acc[4 * j + 2 * h + 1] = in && two ? p[1] + b.y : 0.0f;
-    }
+    for (int h = 0; h < 2; ++h) f(4 * j + 2 * h, row0 + r + 8 * h, gc, two, b);
   }
 }
 
-// kResEnd, after a tile's K steps: the warpgroup's accumulators through epilogue_value_b (alpha, bias, residual: the
-// epilogue's own terms in its order, so the cp.async kernels' bits), every residual load in flight at once rather than
-// box by box, from L2 (prefetch_res_l2 asked for them before the K steps) rather than from DRAM while the products
-// wait (kResAcc: mlp c_proj's residual, loaded before them, took 7 us of its 28 on the H200, session 25). Outside C
-// the accumulators take alpha and the bias alone (the engine drops those elements).
+// kResAcc, before a tile's K steps: the warpgroup's accumulators start as residual + bias (zeros outside C), and the
+// products are added onto them. Every value's load is in flight at once, their latency under the first stages'
+// copies, where the epilogue's loads waited box by box (session 24: mlp c_proj 42 us, 34 with PRE, against 15 without
+// an epilogue). The sum is (res + bias) + the products in wgmma's order, not (products + bias) + res: the same terms,
+// other roundings (so not the cp.async kernels' bits: kernels_check compares it within float32's rounding). alpha is 1
+// (launch_epi).
+template <int BN>
+__device__ __forceinline__ void acc_from_res(const GemmArgs& g, int m0, int n0, float (&acc)[BN / 2]) {
+  for_acc_pairs<BN>(g, m0, n0, [&](int e, int gr, int gc, bool two, float2 b) {
+    const float* p = g.res + static_cast<size_t>(gr) * g.ldc + gc;
+    const bool in = gr < g.M && gc < g.N;
+    acc[e] = in ? p[0] + b.x : 0.0f;
+    acc[e + 1] = in && two ? p[1] + b.y : 0.0f;
+  });
+}
+
+// kResEnd, after a tile's K steps: the warpgroup's accumulators through epilogue_value_b's operations (alpha, bias,
+// residual: the epilogue's own terms in its order, so the cp.async kernels' bits), every residual load in flight at
+// once rather than box by box, from L2 (prefetch_res_l2 asked for them before the K steps) rather than from DRAM while
+// the products wait (kResAcc: mlp c_proj's residual, loaded before them, took 7 us of its 28 on the H200, session 25).
+// The loads are selects, not behind a branch, so that they can all be issued before the first is waited for (8-byte
+// loads behind a branch in acc_from_res doubled its time, session 25, call 5). Outside C the accumulators take alpha
+// and the bias alone (the engine drops those elements).
 template <int BN>
 __device__ __forceinline__ void acc_add_res(const GemmArgs& g, int m0, int n0, float (&acc)[BN / 2]) {
-  const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, r = lane >> 2, q = lane & 3;
-  const int row0 = m0 + warp * 16;
-#pragma unroll
-  for (int j = 0; j < BN / 8; ++j) {
-    const int gc = n0 + 8 * j + 2 * q;
-    const bool two = gc + 1 < g.N;
-    const float2 b = bias_pair(g, gc, two);
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      // epilogue_value_b<true>'s operations, with the loads as selects rather than behind a branch, so that they can
-      // all be issued before the first is waited for (8-byte loads behind a branch in acc_from_res doubled its time,
-      // session 25, call 5)
-      const int gr = row0 + r + 8 * h;
-      const bool in = gr < g.M && gc < g.N;
-      const float* p = g.res + static_cast<size_t>(in ? gr : 0) * g.ldc + (in ? gc : 0);
-      const float r0 = in ? p[0] : 0.0f, r1 = in && two ? p[1] : 0.0f;
-      const float2 o = epilogue_scaled_b(g, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1], b);
-      acc[4 * j + 2 * h] = o.x + r0;
-      acc[4 * j + 2 * h + 1] = o.y + r1;
-    }
-  }
+  for_acc_pairs<BN>(g, m0, n0, [&](int e, int gr, int gc, bool two, float2 b) {
+    const bool in = gr < g.M && gc < g.N;
+    const float* p = g.res + static_cast<size_t>(in ? gr : 0) * g.ldc + (in ? gc : 0);
+    const float r0 = in ? p[0] : 0.0f, r1 = in && two ? p[1] : 0.0f;
+    const float2 o = epilogue_scaled_b(g, acc[e], acc[e + 1], b);
+    acc[e] = o.x + r0;
+    acc[e + 1] = o.y + r1;
+  });
 }
 
 // A warpgroup's 64 x BN accumulator tile (from (m0, n0)) through the epilogue (alpha, bias, residual; no
