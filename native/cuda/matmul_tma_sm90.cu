@@ -43,6 +43,9 @@ constexpr int kChunk = 512;  // one consumer warp's staged output box: 16 rows x
 // (kBoxTeam, RT_CUDA_TMA_TEAM); a warp's 16 rows of 64 bytes (kBoxWide, RT_CUDA_TMA_BOX64: 192-wide tiles, their
 // staging twice the bytes, each row's four 16-byte chunks swizzled by the engine's 64B pattern, wide_offset).
 constexpr int kBoxWarp = 0, kBoxTeam = 1, kBoxWide = 2;
+// A warp's staging box in bytes (of its two; kBoxTeam's are the warpgroup's, four of these, kTeamChunk).
+template <int BOX>
+constexpr int kBoxBytes = BOX == kBoxWide ? 2 * kChunk : kChunk;
 
 // The kernel's diagnostic variants, each leaving one part of a product out to show what that part costs
 // (kernels_check --gemm-diag, in its own build with RT_GEMM_DIAG; the addon has kDiagNone alone). The values
@@ -65,7 +68,7 @@ struct Layout {
   static_assert(kATile % 1024 == 0 && kStage % 1024 == 0, "stages and B's box 1024-aligned (the swizzles' atoms)");
   static constexpr int kBars = STAGES * kStage;   // then full[STAGES], empty[STAGES]
   static constexpr int kStaging = kBars + 1024;   // then two output boxes per consumer warp
-  static constexpr int kSmem = kStaging + 8 * 2 * kChunk * (BOX == kBoxWide ? 2 : 1) + 1024;  // and slack to align the base to 1024 bytes
+  static constexpr int kSmem = kStaging + 8 * 2 * kBoxBytes<BOX> + 1024;  // and slack to align the base to 1024 bytes
 };
 
 // x's tile in the epilogue of the activation's backward (EPI 6, 7): the stage after a tile's K steps holds the
@@ -147,7 +150,7 @@ __device__ __forceinline__ uint8_t* take_box(uint8_t* box0, int& boxes) {
     warpgroup_sync();
     return box + ((threadIdx.x >> 5) & 3) * kChunk;
   } else {
-    uint8_t* box = box0 + (boxes++ & 1) * (BOX == kBoxWide ? 2 * kChunk : kChunk);
+    uint8_t* box = box0 + (boxes++ & 1) * kBoxBytes<BOX>;
     if (!LANES && (threadIdx.x & 31) == 0) cluster::tma_store_wait_read<1>();
     __syncwarp();
     return box;
@@ -236,18 +239,18 @@ __device__ __forceinline__ void acc_from_res(const GemmArgs& g, int m0, int n0, 
 // residual: the epilogue's own terms in its order, so the cp.async kernels' bits), every residual load in flight at
 // once rather than box by box, from L2 (prefetch_res_l2 asked for them before the K steps) rather than from DRAM while
 // the products wait (kResAcc: mlp c_proj's residual, loaded before them, took 7 us of its 28 on the H200, session 25).
-// The loads are selects, not behind a branch, so that they can all be issued before the first is waited for (8-byte
-// loads behind a branch in acc_from_res doubled its time, session 25, call 5). Outside C the accumulators take alpha
-// and the bias alone (the engine drops those elements).
+// The loads are selects (as acc_from_res's), not behind a branch, so that they can all be issued before the
+// first is waited for (8-byte loads behind a branch in acc_from_res doubled its time, session 25, call 5). Outside C
+// the accumulators take alpha and the bias alone (the engine drops those elements).
 template <int BN>
 __device__ __forceinline__ void acc_add_res(const GemmArgs& g, int m0, int n0, float (&acc)[BN / 2]) {
   for_acc_pairs<BN>(g, m0, n0, [&](int e, int gr, int gc, bool two, float2 b) {
     const bool in = gr < g.M && gc < g.N;
     const float* p = g.res + static_cast<size_t>(in ? gr : 0) * g.ldc + (in ? gc : 0);
-    const float r0 = in ? p[0] : 0.0f, r1 = in && two ? p[1] : 0.0f;
-    const float2 o = epilogue_scaled_b(g, acc[e], acc[e + 1], b);
-    acc[e] = o.x + r0;
-    acc[e + 1] = o.y + r1;
+    const float2 rv = make_float2(in ? p[0] : 0.0f, in && two ? p[1] : 0.0f);
+    const float2 o = epilogue_value_res(g, acc[e], acc[e + 1], b, rv);
+    acc[e] = o.x;
+    acc[e + 1] = o.y;
   });
 }
 
@@ -302,9 +305,8 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
   static_assert(RES == kResLoads || EPI == 2, "the residual's prefetch or start is for a float32 C (EPI 2)");
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, r = lane >> 2, q = lane & 3;
   const int row0 = m0 + warp * 16;
-  uint8_t* box0 = TEAM   ? staging + (threadIdx.x >> 7) * 2 * kTeamChunk
-                  : WIDE ? staging + (threadIdx.x >> 5) * 4 * kChunk
-                         : staging + (threadIdx.x >> 5) * 2 * kChunk;
+  uint8_t* box0 = TEAM ? staging + (threadIdx.x >> 7) * 2 * kTeamChunk
+                       : staging + (threadIdx.x >> 5) * 2 * kBoxBytes<BOX>;
   constexpr int J = (HALF ? 2 : 1) * (WIDE ? 2 : 1);  // accumulator column groups (8 columns) per box
   constexpr int C = BN / 8 / J;    // boxes
   // PRE: box c's residual values for rows r and r + 8 (zeros outside C, and in the second where gc + 1 is past N,
@@ -643,8 +645,8 @@ bool encode_c(CUtensorMap* map, const void* p, bool half, int ld, const GemmArgs
                    CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-long g_launches = 0, g_act_launches = 0, g_res_acc_launches = 0, g_res_end_launches = 0, g_x96_launches = 0, g_team_launches = 0, g_bk32_launches = 0,
-     g_box64_launches = 0;
+long g_launches = 0, g_act_launches = 0, g_res_acc_launches = 0, g_res_end_launches = 0, g_x96_launches = 0,
+     g_team_launches = 0, g_bk32_launches = 0, g_box64_launches = 0;
 #ifdef RT_GEMM_DIAG
 cudaFuncAttributes g_last_attrs{};  // the kernel launched last: its registers and local (spilled) bytes
 #endif

@@ -66,14 +66,14 @@ void set_tma_team(bool on);
 bool tma_team();
 // Products it has launched with the warpgroups' boxes (kernels_check: that they did).
 long tma_team_launches();
-// Stages of 32 K rather than 64 (twice as many in the same bytes), for the products launched after, except the
-// activation's backward (the same bits). Default off; RT_CUDA_TMA_BK32=1 turns it on.
-// C's staging boxes 64 bytes wide rather than 32 on 192-wide tiles (C alone, no activation), for the products launched
-// after (the same bits). Default off; RT_CUDA_TMA_BOX64=1 turns it on.
+// A bf16 C's staging boxes 64 bytes wide rather than 32 on 192-wide tiles (C alone, no activation), for the products
+// launched after (the same bits). Default off; RT_CUDA_TMA_BOX64=1 turns it on.
 void set_tma_box64(bool on);
 bool tma_box64();
 // Products it has launched with 64-byte boxes (kernels_check: that they did).
 long tma_box64_launches();
+// Stages of 32 K rather than 64 (twice as many in the same bytes), for the products launched after, except the
+// activation's backward (the same bits). Default off; RT_CUDA_TMA_BK32=1 turns it on.
 void set_tma_bk32(bool on);
 bool tma_bk32();
 // Products it has launched with stages of 32 K (kernels_check: that they did).
