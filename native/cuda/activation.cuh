@@ -18,13 +18,16 @@ struct GeluGrad {
     return g * (pdf == 0.0f ? cdf : cdf + x * pdf);
   }
 };
-// Phi and the density for the bf16 mode's activations: erfc(|x| / sqrt 2) through Abramowitz & Stegun's
-// formula 7.1.26 (erf's absolute error at most 1.5e-7, so Phi's at most 7.5e-8: four orders of magnitude below
-// the bf16 rounding of the activation's output, which is what the next product reads), with exp(-x^2 / 2)
-// shared by both. About 15 instructions where normcdff takes ~75: with it the char config's activation passes
-// were bound by arithmetic, not memory. The fp32 mode keeps normcdff (a few ulp, relative, in the tail too).
-struct PhiPdf {
-  float cdf, pdf;
+// Phi's tail and the density for the bf16 mode's activations: Abramowitz & Stegun's formula 26.2.17, Phi(-|x|) =
+// phi(x) t P(t), t = 1 / (1 + 0.2316419 |x|), P of degree 5 (absolute error at most 7.5e-8: four orders of magnitude
+// below the bf16 rounding of the activation's output, which is what the next product reads), with the density
+// phi(x) = 2^(x^2 (-log2(e) / 2) - log2(sqrt(2 pi))) shared by both: 11 instructions, where normcdff takes ~75 (with
+// it the char config's activation passes were bound by arithmetic, not memory). The fp32 mode keeps normcdff (a few
+// ulp, relative, in the tail too). Emulated in float32 against erfc on [-14, 14] (session 26): Phi within 2.5e-7,
+// GELU within 3.4e-7 and its gradient within 2.9e-7, each a little inside 7.1.26's form that it replaces (2.9e-7,
+// 4.2e-7, 3.1e-7), which took 2 and 3 instructions more a value (|x| / sqrt 2, the density's product apart).
+struct TailPdf {
+  float q, pdf;  // Phi(-|x|), phi(x)
 };
 // 1 / d for d >= 1 by the reciprocal unit alone: __fdividef's division also tests d for a denormal and scales it
 // (four instructions more a value, in the products' epilogues too), which d >= 1 never is, so the same bits.
@@ -41,29 +44,29 @@ __device__ __forceinline__ float exp2_ftz(float a) {
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(a));
   return r;
 }
-// Abramowitz & Stegun's coefficients halved (exactly: powers of two), so that Phi(-|x|) = t P(t) exp(-x^2 / 2) / 2
-// is (t e) P'(t), two products after the polynomial rather than three; and exp(-x^2 / 2) as 2^(x^2 (-log2(e) / 2)),
-// one product fewer than -x^2 / 2 then times log2(e). Two instructions of ~20 a value, in the products' GELU
-// epilogues too (session 25); the roundings differ from the formula's order by a few ulp, well inside its 7.5e-8.
-__device__ __forceinline__ PhiPdf phi_fast(float x) {
-  const float z = fabsf(x) * 0.707106781186547524f;
-  const float t = rcp_ge1(fmaf(0.3275911f, z, 1.0f));
-  const float e = exp2_ftz(x * x * -0.721347520444481703f);
-  const float p =
-      fmaf(t, fmaf(t, fmaf(t, fmaf(t, 0.5307027145f, -0.7265760135f), 0.7107068705f), -0.142248368f), 0.127414796f);
-  const float q = (t * e) * p;  // Phi(-|x|)
-  return {x < 0.0f ? q : 1.0f - q, e * 0.398942280401432678f};
+__device__ __forceinline__ TailPdf phi_fast(float x) {
+  const float t = rcp_ge1(fmaf(0.2316419f, fabsf(x), 1.0f));
+  const float pdf = exp2_ftz(fmaf(x * x, -0.721347520444481703f, -1.32574806473615918f));
+  const float p = fmaf(t, fmaf(t, fmaf(t, fmaf(t, 1.330274429f, -1.821255978f), 1.781477937f), -0.356563782f), 0.319381530f);
+  return {(t * pdf) * p, pdf};
 }
+// |x| where it multiplies the tail or the density, taken at most 14: both are 0 from |x| > 13.2 (exp2_ftz), so for
+// finite x the same values, and x = +-inf gives 0 rather than inf * 0.
+__device__ __forceinline__ float abs_to_14(float x) { return fminf(fabsf(x), 14.0f); }
+// x Phi(x) as relu(x) - |x| Phi(-|x|): one fused multiply-add, with neither Phi(x)'s select by the sign nor a test
+// for x = -inf; gelu(-inf) = 0 and gelu(inf) = inf as before, NaN propagates through the tail.
 struct GeluFast {
   __device__ float operator()(float x) const {
-    const float cdf = phi_fast(x).cdf;
-    return cdf == 0.0f ? 0.0f : x * cdf;
+    return fmaf(-abs_to_14(x), phi_fast(x).q, fmaxf(x, 0.0f));
   }
 };
+// Phi(x) + x phi(x) as s = Phi(-|x|) - |x| phi(x) where x < 0, else 1 - s: one select, where Phi(x) took one and the
+// density's test for x = +-inf another.
 struct GeluGradFast {
   __device__ float operator()(float x, float g) const {
-    const PhiPdf p = phi_fast(x);
-    return g * (p.pdf == 0.0f ? p.cdf : p.cdf + x * p.pdf);
+    const TailPdf p = phi_fast(x);
+    const float s = fmaf(-abs_to_14(x), p.pdf, p.q);
+    return g * (x < 0.0f ? s : 1.0f - s);
   }
 };
 struct Relu {

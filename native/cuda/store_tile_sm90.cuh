@@ -17,11 +17,11 @@ __device__ __forceinline__ float2 bias_pair(const GemmArgs& g, int gc, bool two)
                             : make_float2(0.0f, 0.0f);
 }
 
-// alpha v + bias (b, from bias_pair) for two columns: the first two of the epilogue's terms.
+// alpha v + bias (b, from bias_pair: zeros where there is none) for two columns: the first two of the epilogue's
+// terms, one fused multiply-add each (before session 26 a multiply, a test of g.bias and an add). Where alpha is 1 (the
+// model's products) the same bits as before; else alpha v is no longer rounded before the bias is added.
 __device__ __forceinline__ float2 epilogue_scaled_b(const GemmArgs& g, float v0, float v1, float2 b) {
-  float o0 = v0 * g.alpha, o1 = v1 * g.alpha;
-  if (g.bias) o0 += b.x, o1 += b.y;
-  return make_float2(o0, o1);
+  return make_float2(fmaf(v0, g.alpha, b.x), fmaf(v1, g.alpha, b.y));
 }
 
 // alpha v + bias (+ the residual where RES) for columns gc and, where `two`, gc + 1 of row gr (inside C): the
