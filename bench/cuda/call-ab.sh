@@ -6,7 +6,7 @@
 # (AB_NCU=0 skips it; AB_NCU_CHAR=1 adds the char config's). AB_MEMCHECK=1 runs compute-sanitizer on small steps after the A/B. AB_QUICK=1 skips the checks;
 # AB_PEER=1 then times issue 5's table against the PyTorch peer (call-peer.sh's bench stage), cut short where the call
 # nears CALL_LIMIT (call-lib.sh's budget);
-# AB_GEMM_DIAG=1 adds, after the kernel checks, kernels_check --gemm-diag (what each part of a char window's products costs). AB_PHASES=1 adds step-phases.mjs (wall time per native
+# AB_SASS="REGEX ..." dumps those kernels' SASS (sass_stage). AB_GEMM_DIAG=1 adds, after the kernel checks, kernels_check --gemm-diag (what each part of a char window's products costs). AB_PHASES=1 adds step-phases.mjs (wall time per native
 # call) for each config, with the defaults. Builds to compare against, .device/rt-NAME.node.xz (carried
 # too; rt-base, say), are unpacked to /tmp/rt-NAME.node: AB_SETS="RT_CUDA_ADDON=/tmp/rt.node RT_CUDA_ADDON=/tmp/rt-base.node"
 # alternates the two.
@@ -44,6 +44,9 @@ if [[ "${AB_MEMCHECK:-0}" == 1 ]]; then
 fi
 if [[ "${AB_PEER:-0}" == 1 ]]; then  # issue 5's table with the default build, as call-peer.sh times it
   if [[ "${AB_QUICK:-0}" == 1 ]]; then peer_stage force; else peer_stage; fi
+fi
+if [[ -n "${AB_SASS:-}" ]]; then  # the SASS of kernels by regexes of their mangled names (sass_stage)
+  sass_stage "$AB_SASS"
 fi
 if [[ "${AB_NCU:-1}" == 1 ]]; then
   ncu_durations_stage 16

@@ -54,4 +54,25 @@ peer_stage() {
   echo "kernels_check failed: no timings"
   return 1
 }
+# The SASS of the addon's kernels whose mangled names match each of the regexes in $1 (space-separated), each into
+# $OUT/sass-N.txt with its opcodes counted at the top: this build machine has no cuobjdump to read them itself.
+sass_stage() {
+  t sass; [[ -f /tmp/rt.node ]] || xz -dc .device/rt.node.xz > /tmp/rt.node
+  cuobjdump -sass /tmp/rt.node > /tmp/all.sass 2> "$OUT/sass.err" || { echo "cuobjdump failed"; return 0; }
+  python3 - /tmp/all.sass "$OUT" "$1" <<'PY'
+import collections, re, sys
+text, out, pats = open(sys.argv[1]).read(), sys.argv[2], sys.argv[3].split()
+funcs = re.split(r"\n\s*Function : ", text)[1:]
+for n, pat in enumerate(pats):
+    for f in funcs:
+        name = f.split("\n", 1)[0].strip()
+        if not re.search(pat, name): continue
+        ops = re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", f)
+        count = collections.Counter(o.split(".")[0] for o in ops)
+        with open(f"{out}/sass-{n}.txt", "w") as w:
+            w.write(f"{name}\n{len(ops)} instructions: " + ", ".join(f"{o} {c}" for o, c in count.most_common()) + "\n\n" + f)
+        print(f"sass-{n}: {len(ops)} instructions, {name[:140]}")
+        break
+PY
+}
 call_done() { t end; tar -C /tmp -czf "$RESULT_DIR/all.tar.gz" res; }
