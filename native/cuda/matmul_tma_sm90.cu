@@ -261,9 +261,9 @@ __device__ __forceinline__ void acc_add_res(const GemmArgs& g, int m0, int n0, f
 // to global memory cost as much as the products themselves for K = 384 (an 8-row by 32-byte pattern per
 // instruction, the warps stalled on it): session 16, 35 -> 13 us for the char config's c_attn product
 // without the stores.
-// EPI: 2, float32 C; 3, bf16 C; 4 and 5, bf16 C and act(C) (GELU through phi_fast, ReLU) by map_g, each
-// box of C followed by its box of act(C) from the same rounded values (what activation.cu's pass would
-// read back), so that c_fc's activation costs its stores and not a pass of its own; 6 and 7, bf16 C holding
+// EPI: 2, float32 C; 3, bf16 C; 4 and 5, bf16 C and act(C) (GELU through phi_fast, ReLU) by map_g, C's boxes
+// followed by act(C)'s from the same rounded values (what activation.cu's pass would read back), so that
+// c_fc's activation costs its stores and not a pass of its own; 6 and 7, bf16 C holding
 // act'(x) times the rounded values (GELU's, ReLU's), x from fx: the activation's backward in mlp c_proj's dx
 // product, which then stores df and not dg, and no pass reads dg back.
 // fx (EPI 6, 7): the shared-memory address of the warpgroup's 64 rows of x's 128 x BN tile, as the producer
@@ -336,6 +336,25 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
       bias[c & 1][jj] = bias_pair(g, gc, gc + 1 < g.N);
     }
   };
+  // Output pair (jj, h) of box c through the epilogue. Outside C the engine drops the elements, so the value there is
+  // whatever the registers give; only where it reads the residual from memory (a float32 C's, box by box) is the
+  // test needed. Without it elsewhere each pair is 2-3 instructions shorter (the tests and the selects: session 26).
+  auto value = [&](int c, int jj, int h) -> float2 {
+    const int j = c * J + jj, gc = n0 + 8 * j + 2 * q, gr = row0 + r + 8 * h;
+    const float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
+    if constexpr (IN_ACC) return make_float2(v0, v1);
+    else if constexpr (PRE) return epilogue_value_res(g, v0, v1, bias[c & 1][jj], res[c][h]);
+    else if constexpr (HALF) return epilogue_value_b<false>(g, gr, gc, v0, v1, gc + 1 < g.N, bias[c & 1][jj]);
+    else
+      return gr < g.M && gc < g.N ? epilogue_value_b<true>(g, gr, gc, v0, v1, gc + 1 < g.N, bias[c & 1][jj])
+                                  : make_float2(0.0f, 0.0f);
+  };
+  // EPI 4 to 7: C's rounded pairs (bf16x2) kept for the activation's boxes, which follow all of C's: by then the
+  // accumulators are dead and the activation's chains have their registers. Box by box, each act box right after its
+  // C box and read back from it, the 96-register kernels ran the activation one value at a time, every MUFU and FFMA
+  // waited for in turn (session 26's SASS). EPI 6, 7 store no C box of their own: act'(x) C goes where C would.
+  constexpr bool LATE = EPI >= 4;
+  uint32_t pk[LATE ? C : 1][J][2];
   if constexpr (kAhead) load_bias(0);
 #pragma unroll
   for (int c = 0; c < C; ++c) {
@@ -346,79 +365,74 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
       if (!kAhead) load_bias(c);
       else if (c + 1 < C) load_bias(c + 1);
     }
+    if constexpr (EPI >= 6) {  // (act'(x) C's boxes after all of C's values: below)
+#pragma unroll
+      for (int jj = 0; jj < J; ++jj)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float2 o = value(c, jj, h);
+          pk[c][jj][h] = pack_bf16(o.x, o.y);
+        }
+      continue;
+    }
     uint8_t* box = take_box<LANES, BOX>(box0, boxes);
     const uint32_t sbox = smem_addr(box);
 #pragma unroll
     for (int jj = 0; jj < J; ++jj) {
-      const int j = c * J + jj, gc = n0 + 8 * j + 2 * q;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int gr = row0 + r + 8 * h;
-        // Outside C the engine drops the elements, so the value there is whatever the registers give; only where
-        // it reads the residual from memory (a float32 C's, box by box) is the test needed. Without it elsewhere
-        // each pair is 2-3 instructions shorter (the tests and the selects: session 26).
-        float2 o;
-        if constexpr (IN_ACC)
-          o = make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
-        else if constexpr (PRE)
-          o = epilogue_value_res(g, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1], bias[c & 1][jj], res[c][h]);
-        else if constexpr (HALF)
-          o = epilogue_value_b<false>(g, gr, gc, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1], gc + 1 < g.N,
-                                      bias[c & 1][jj]);
-        else
-          o = gr < g.M && gc < g.N ? epilogue_value_b<true>(g, gr, gc, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1],
-                                                            gc + 1 < g.N, bias[c & 1][jj])
-                                   : make_float2(0.0f, 0.0f);
+        const float2 o = value(c, jj, h);
         const int e = (r + 8 * h) * 8 * J + 8 * jj + 2 * q;  // element within the 16 x (8 J) box
         if constexpr (WIDE) {
           const uint32_t a = sbox + wide_offset(r + 8 * h, (8 * jj + 2 * q) * (HALF ? 2 : 4));
           if constexpr (HALF) sts32(a, pack_bf16(o.x, o.y));
           else sts64(a, o);
-        } else if constexpr (HALF) sts32(sbox + e * 2, pack_bf16(o.x, o.y));
-        else sts64(sbox + e * 4, o);
+        } else if constexpr (HALF) {
+          const uint32_t v = pack_bf16(o.x, o.y);
+          sts32(sbox + e * 2, v);
+          if constexpr (LATE) pk[c][jj][h] = v;
+        } else {
+          sts64(sbox + e * 4, o);
+        }
       }
     }
-    if constexpr (EPI >= 6) {
-      // act'(x) times the rounded values this lane has just put in the box, in place (read back, as EPI 4 and
-      // 5 do, so that they need no registers of their own beside the accumulators). Row 16 warp + r + 8 h of
-      // the warpgroup's x, its 16-byte chunks where the swizzle put them (below; outside C the engine filled zeros).
+    put_box<LANES, HALF ? 2 : 4, NOSTORE, TEAM, NOFENCE>(g, map_c, g.C, n0 + c * 8 * J, row0, box);
+  }
+  if constexpr (LATE) {
+    // act(C)'s boxes (EPI 4, 5: through map_g into act_out) or act'(x) C's (6, 7: through map_c into C) from the
+    // rounded values kept in pk. For act'(x): row 16 warp + r + 8 h of the warpgroup's x, its 16-byte chunks where
+    // the swizzle put them (outside C the engine filled zeros).
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      uint8_t* box = take_box<LANES, BOX>(box0, boxes);
+      const uint32_t sbox = smem_addr(box);
 #pragma unroll
       for (int jj = 0; jj < J; ++jj)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int j = c * J + jj, e = (r + 8 * h) * 8 * J + 8 * jj + 2 * q;
-          // 128-wide: chunk j & 7 of a 128-byte row at (j & 7) ^ r (row & 7 == r); 96-wide: chunk j & 3 of a 64-byte
-          // row at (j & 3) ^ (r >> 1) (the 64B swizzle XORs address bits 7-8, (row >> 1) & 3 == (r >> 1) & 3)
-          using X = XTile<BN>;
-          constexpr int kChunks = X::kRowBytes / 16;
-          const int chunk = BN == 128 ? (j & 7) ^ r : (j & 3) ^ ((r >> 1) & 3);
-          const uint32_t xp = fx + (j / kChunks) * X::kBoxBytes + (warp * 16 + r + 8 * h) * X::kRowBytes + (chunk << 4) + 4 * q;
-          const float2 x = bf16x2_float2(lds32(xp));
-          const float2 v = bf16x2_float2(lds32(sbox + e * 2));
+          const float2 v = bf16x2_float2(pk[c][jj][h]);
           float2 a;
-          if constexpr (EPI == 6) a = make_float2(GeluGradFast()(x.x, v.x), GeluGradFast()(x.y, v.y));
-          else a = make_float2(ReluGrad()(x.x, v.x), ReluGrad()(x.y, v.y));
+          if constexpr (EPI == 4) {
+            a = make_float2(GeluFast()(v.x), GeluFast()(v.y));
+          } else if constexpr (EPI == 5) {
+            a = make_float2(Relu()(v.x), Relu()(v.y));
+          } else {
+            // 128-wide: chunk j & 7 of a 128-byte row at (j & 7) ^ r (row & 7 == r); 96-wide: chunk j & 3 of a
+            // 64-byte row at (j & 3) ^ (r >> 1) (the 64B swizzle XORs address bits 7-8, (row >> 1) & 3 == (r >> 1) & 3)
+            using X = XTile<BN>;
+            constexpr int kChunks = X::kRowBytes / 16;
+            const int chunk = BN == 128 ? (j & 7) ^ r : (j & 3) ^ ((r >> 1) & 3);
+            const uint32_t xp =
+                fx + (j / kChunks) * X::kBoxBytes + (warp * 16 + r + 8 * h) * X::kRowBytes + (chunk << 4) + 4 * q;
+            const float2 x = bf16x2_float2(lds32(xp));
+            if constexpr (EPI == 6) a = make_float2(GeluGradFast()(x.x, v.x), GeluGradFast()(x.y, v.y));
+            else a = make_float2(ReluGrad()(x.x, v.x), ReluGrad()(x.y, v.y));
+          }
           sts32(sbox + e * 2, pack_bf16(a.x, a.y));
         }
-    }
-    put_box<LANES, HALF ? 2 : 4, NOSTORE, TEAM, NOFENCE>(g, map_c, g.C, n0 + c * 8 * J, row0, box);
-    if constexpr (EPI == 4 || EPI == 5) {
-      // act(C)'s box from the values this lane has just put in C's (read back, so that they need no registers
-      // of their own beside the accumulators)
-      uint8_t* abox = take_box<LANES, BOX>(box0, boxes);
-      const uint32_t sabox = smem_addr(abox);
-#pragma unroll
-      for (int jj = 0; jj < J; ++jj)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int e = (r + 8 * h) * 8 * J + 8 * jj + 2 * q;
-          const float2 v = bf16x2_float2(lds32(sbox + e * 2));
-          float2 a;
-          if constexpr (EPI == 4) a = make_float2(GeluFast()(v.x), GeluFast()(v.y));
-          else a = make_float2(Relu()(v.x), Relu()(v.y));
-          sts32(sabox + e * 2, pack_bf16(a.x, a.y));
-        }
-      put_box<LANES, 2, NOSTORE, TEAM, NOFENCE>(g, map_g, g.act_out, n0 + c * 8 * J, row0, abox);
+      if constexpr (EPI <= 5) put_box<LANES, 2, NOSTORE, TEAM, NOFENCE>(g, map_g, g.act_out, n0 + c * 8 * J, row0, box);
+      else put_box<LANES, 2, NOSTORE, TEAM, NOFENCE>(g, map_c, g.C, n0 + c * 8 * J, row0, box);
     }
   }
 }
@@ -549,6 +563,13 @@ __global__ void __launch_bounds__(kThreads, MINB)
     uint32_t ph = 0;
     for (int i = 0; i < mine; ++i) {
       const int m0 = tile_m0(i), n0 = tile_n0(i);
+      // The first product of a tile ignores the accumulators (scale-d 0), but its instruction reads them: without
+      // fresh values here the last tile's stay live through its epilogue, whose activation boxes (EPI 4 to 7) need
+      // those registers for C's kept values (store_tile_staged's pk) once each has been stored.
+      if constexpr (EPI >= 4 && DIAG != kDiagNoMma) {
+#pragma unroll
+        for (int e = 0; e < BN / 2; ++e) acc[e] = 0.0f;
+      }
       if constexpr ((RES == kResPrefetch || RES == kResEnd) && BN == 192) prefetch_res_l2<BN>(g, m0 + wg * 64, n0);
       if constexpr (RES == kResAcc) acc_from_res<BN>(g, m0 + wg * 64, n0, acc);
       int prev = -1;
