@@ -912,6 +912,9 @@ namespace {
 bool g_tma = rt::env_switch("RT_CUDA_GEMM_TMA", true);
 }  // namespace
 
+bool tma_map_bf16(CUtensorMap* map, const __nv_bfloat16* p, int R, int Kp, int rows, int bk) {
+  return encoder() && aligned16(p) && (static_cast<size_t>(Kp) * 2) % 16 == 0 && encode(map, p, R, Kp, rows, bk);
+}
 void set_tma_gemm(bool on) { g_tma = on; }
 void set_tma_store(bool on) { g_tma_store = on; }
 void set_lane_store(bool on) { g_lane_store = on; }

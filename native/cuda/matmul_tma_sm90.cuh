@@ -5,7 +5,13 @@
 
 #include "cuda/gemm_args.cuh"
 
+struct CUtensorMap_st;
+
 namespace rt::cuda {
+// The copy engine's map of a bf16 matrix of R rows of Kp elements (rows 16-byte aligned), read in boxes of bk (64 or
+// 32) elements by `rows` rows, swizzled 128B (bk 64) or 64B (32): the TMA products' operands, and weight_grad_sm90's
+// stages (RT_CUDA_DW_TMA). False where the driver has no encoder or the matrix does not suit it.
+bool tma_map_bf16(CUtensorMap_st* map, const __nv_bfloat16* p, int R, int Kp, int rows, int bk);
 // Launches the product over `splits` splits of K (g.ws and g.kchunk as gemm() set them) and returns true; or
 // returns false, having launched nothing, where the driver has no tensor-map encoder or the kernel cannot run
 // here (the caller then uses its own kernels). RT_CUDA_GEMM_TMA=0 turns it off.

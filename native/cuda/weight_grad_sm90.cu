@@ -7,9 +7,10 @@
 // shared memory, and on the char config it is bound by those instructions (493 GFLOP in 2.1 ms, ~235
 // TFLOP/s). wgmma reads both operands from shared memory as they arrive: dy's rows (out along memory) and
 // x's rows (in along memory) are MN-major operands for dW = dy^T x, which the instruction transposes itself
-// (imm-trans 1), so each stage goes global -> shared by cp.async into the 128B-swizzled MN-major layout and
-// nothing else touches it. float32 operands are first cast to bf16 (the same values the mma.sync kernel
-// rounded to), and a float32 dy's column sums are taken from its float32 values in that pass.
+// (imm-trans 1), so each stage goes global -> shared by the copy engine (or, RT_CUDA_DW_TMA=0, by cp.async) into
+// the 128B-swizzled MN-major layout and nothing else touches it. float32 operands are first cast to bf16 (the same
+// values the mma.sync kernel rounded to), and a float32 dy's column sums are taken from its float32 values in that
+// pass.
 //
 // A block owns a 192 x 192 tile of dW (three warpgroups of 64 out rows, m64n192k16: 96 accumulators a
 // thread) and a chunk of the rows; 48 KB a stage (64 rows of both operands), four stages, loads two steps
@@ -17,14 +18,17 @@
 // (tiles) x (chunks) for one wave; partial tiles go to a workspace that weight_grad.cu's reduction sums in a
 // fixed order, so the same inputs give the same bits. A bf16 dy's column sums come from the staged tiles:
 // the tiles_n blocks that share a row of tiles each sum every tiles_n-th row of a stage.
+#include <cuda.h>
 #include <cuda_bf16.h>
 
 #include <algorithm>
 #include <cstdint>
 
 #include "core/env.h"
+#include "cuda/cluster.cuh"
 #include "cuda/common.cuh"
 #include "cuda/gemm_args.cuh"
+#include "cuda/matmul_tma_sm90.cuh"
 #include "cuda/twin.cuh"
 #include "cuda/weight_grad_sm90.cuh"
 #include "cuda/wgmma.cuh"
@@ -43,7 +47,8 @@ constexpr int kAtom = 64 * 128;                // 64 columns x 64 rows of 128 by
 constexpr int kOpBytes = kT * kK * 2;          // one operand's stage (three blocks)
 constexpr int kStageBytes = 2 * kOpBytes;      // dy then x
 constexpr int kStages = 4, kAhead = kStages - 2;
-constexpr int kSmem = kStages * kStageBytes + 1024;
+constexpr int kBars = kStages * kStageBytes;  // then (TMA) the stages' barriers
+constexpr int kSmem = kBars + 64 + 1024;
 constexpr int kChunks16 = kT / 8;              // 16-byte copies along a stage row of one operand
 
 struct Args {
@@ -60,7 +65,14 @@ __device__ __forceinline__ int at(int k, int c) {
   return (c >> 6) * kAtom + k * 128 + ((((c & 63) >> 3) ^ (k & 7)) << 4) + (c & 7) * 2;
 }
 
-__global__ void __launch_bounds__(kThreads, 1) dw_wgmma_kernel(Args g) {
+// TMA (RT_CUDA_DW_TMA=1): each stage's six 64 x 64 boxes (three of dy's columns, three of x's) by the copy engine
+// from thread 0, on the stage's barrier, rather than by every thread's 16-byte cp.async copies and their address
+// arithmetic. at()'s layout is the engine's 128B swizzle of such a box (row k at 128 k, chunk c ^ (k % 8)), and rows
+// past the last arrive as zeros, as cp.async's do; a chunk's rows are whole stages but the last chunk's, so no stage
+// reaches into the next chunk. The same bytes in the same places: the same bits.
+template <bool TMA>
+__global__ void __launch_bounds__(kThreads, 1)
+    dw_wgmma_kernel(Args g, const __grid_constant__ CUtensorMap map_dy, const __grid_constant__ CUtensorMap map_x) {
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   const int tm = blockIdx.x / g.tiles_n, tn = blockIdx.x % g.tiles_n, chunk = blockIdx.y;
@@ -69,16 +81,36 @@ __global__ void __launch_bounds__(kThreads, 1) dw_wgmma_kernel(Args g) {
   const int nt = (ke - kb + kK - 1) / kK;  // the host makes every chunk non-empty
   const int tid = threadIdx.x, wg = tid >> 7;
 
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kBars);
+  if constexpr (TMA) {
+    if (tid == 0) {
+      for (int s = 0; s < kStages; ++s) cluster::bar_init(full + s, 1);
+      cluster::bar_init_fence();
+    }
+    __syncthreads();
+  }
   auto issue = [&](int kt) {
     uint8_t* st = smem + (kt % kStages) * kStageBytes;
     const int r0 = kb + kt * kK;
+    if constexpr (TMA) {
+      if (tid == 0) {
+        uint64_t* bar = full + kt % kStages;
+        cluster::bar_expect(bar, kStageBytes);
 #pragma unroll
-    for (int i = 0; i < kK * kChunks16 / kThreads; ++i) {
-      const int c = tid + kThreads * i, row = c / kChunks16, col = (c % kChunks16) * 8, r = r0 + row;
-      const int off = at(row, col);
-      const bool okd = r < ke && m0 + col < g.M, okx = r < ke && n0 + col < g.N;
-      cp_async16(st + off, okd ? g.dy + static_cast<size_t>(r) * g.M + m0 + col : g.dy, okd);
-      cp_async16(st + kOpBytes + off, okx ? g.x + static_cast<size_t>(r) * g.N + n0 + col : g.x, okx);
+        for (int b = 0; b < kT / 64; ++b) {
+          cluster::tma_load_2d(st + b * kAtom, &map_dy, m0 + 64 * b, r0, bar);
+          cluster::tma_load_2d(st + kOpBytes + b * kAtom, &map_x, n0 + 64 * b, r0, bar);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < kK * kChunks16 / kThreads; ++i) {
+        const int c = tid + kThreads * i, row = c / kChunks16, col = (c % kChunks16) * 8, r = r0 + row;
+        const int off = at(row, col);
+        const bool okd = r < ke && m0 + col < g.M, okx = r < ke && n0 + col < g.N;
+        cp_async16(st + off, okd ? g.dy + static_cast<size_t>(r) * g.M + m0 + col : g.dy, okd);
+        cp_async16(st + kOpBytes + off, okx ? g.x + static_cast<size_t>(r) * g.N + n0 + col : g.x, okx);
+      }
     }
   };
 
@@ -96,7 +128,8 @@ __global__ void __launch_bounds__(kThreads, 1) dw_wgmma_kernel(Args g) {
     cp_async_commit();  // empty groups too: the waits count groups
   }
   for (int kt = 0; kt < nt; ++kt) {
-    cp_async_wait<kAhead - 1>();  // this thread's part of step kt has landed
+    if constexpr (TMA) cluster::bar_wait(full + kt % kStages, (kt / kStages) & 1);  // step kt's stage has landed
+    else cp_async_wait<kAhead - 1>();  // this thread's part of step kt has landed
     wgmma::fence_async_shared();
     // Everyone's part has; and everyone is past step kt - 1's wait, so the products of step kt - 2 are done
     // in every warpgroup and its stage, (kt + kAhead) % kStages, can be refilled.
@@ -189,7 +222,8 @@ __global__ void cast_colsum_kernel(const float* __restrict__ src, int rows, int 
 bool usable() {
   static const bool ok = [] {
     if (limits().cc != 90) return false;
-    if (cudaFuncSetAttribute(dw_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem) == cudaSuccess)
+    if (cudaFuncSetAttribute(dw_wgmma_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem) == cudaSuccess &&
+        cudaFuncSetAttribute(dw_wgmma_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem) == cudaSuccess)
       return true;
     cudaGetLastError();
     return false;
@@ -204,6 +238,19 @@ bool& sm90_flag() {
   return on;
 }
 void set_weight_grad_sm90(bool on) { sm90_flag() = on; }
+
+// RT_CUDA_DW_TMA (set_weight_grad_sm90_tma; default on, =0 turns it off): the stages by the copy engine
+// (dw_wgmma_kernel's TMA) rather than by the 384 threads' eight 16-byte cp.async copies each a stage and their
+// addresses, beside the products. H100, session 26 (bench/results/cuda-ab-2026-12-05-s26e.log): the kernel 228 -> 167
+// us a call by ncu (0.91 -> 0.67 ms a char step), the char step 7.09 -> 6.87 ms (medians of three); the same bits.
+bool& tma_flag() {
+  static bool on = rt::env_switch("RT_CUDA_DW_TMA", true);
+  return on;
+}
+void set_weight_grad_sm90_tma(bool on) { tma_flag() = on; }
+bool weight_grad_sm90_tma() { return tma_flag(); }
+long g_dw_tma_launches = 0;
+long weight_grad_sm90_tma_launches() { return g_dw_tma_launches; }
 
 bool weight_grad_sm90_takes(const void* x, const void* dy, int n, int in, int out) {
   if (!sm90_flag() || n <= 0 || in < kT || out < kT || in % 8 != 0 || out % 8 != 0) return false;
@@ -243,7 +290,14 @@ void weight_grad_sm90(const void* x, bool x_half, const void* dy, bool dy_half, 
   g.N = in;
   g.rpc = rpc;
   g.tiles_n = tiles_n;
-  dw_wgmma_kernel<<<dim3(static_cast<unsigned>(tiles), chunks), kThreads, kSmem, stream()>>>(g);
+  const dim3 grid(static_cast<unsigned>(tiles), chunks);
+  CUtensorMap map_dy{}, map_x{};
+  if (tma_flag() && tma_map_bf16(&map_dy, g.dy, n, out, kK, 64) && tma_map_bf16(&map_x, g.x, n, in, kK, 64)) {
+    dw_wgmma_kernel<true><<<grid, kThreads, kSmem, stream()>>>(g, map_dy, map_x);
+    ++g_dw_tma_launches;
+  } else {
+    dw_wgmma_kernel<false><<<grid, kThreads, kSmem, stream()>>>(g, map_dy, map_x);
+  }
   RT_CU_LAUNCH("weight_grad_sm90");
   weight_grad_reduce(g.ws, mn, chunks, ws_db, out, db_chunks, dW, db);
 }

@@ -12,6 +12,11 @@ namespace rt::cuda {
 bool weight_grad_sm90_takes(const void* x, const void* dy, int n, int in, int out);
 // For checks and benchmarks: as RT_CUDA_DW_WGMMA=0 (false) or its default (true), from now on.
 void set_weight_grad_sm90(bool on);
+// For checks and benchmarks: as RT_CUDA_DW_TMA=0 (false) or its default (true), from now on; and how many launches
+// took the copy engine's stages.
+void set_weight_grad_sm90_tma(bool on);
+bool weight_grad_sm90_tma();
+long weight_grad_sm90_tma_launches();
 void weight_grad_sm90(const void* x, bool x_half, const void* dy, bool dy_half, float* dW, float* db, int n, int in,
                       int out);
 
