@@ -38,7 +38,8 @@ ncu_durations_stage() {
   local rows=${1:-16} config=${2:-copy} sfx="" reps=1 div=3
   [[ $config != copy ]] && sfx="-$config"
   t "ncu-durations $config"
-  RT_CUDA_GRAPH=0 timeout 200 ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --page raw \
+  RT_CUDA_GRAPH=0 timeout 200 ncu --clock-control none --cache-control none --print-units base \
+    --metrics gpu__time_duration.sum${NCU_BYTES:+,dram__bytes_read.sum,dram__bytes_write.sum} --csv --page raw \
     node bench/cuda/bench-model.mjs --no-torch --precisions bf16 --configs "$config" --reps $reps --out /tmp/bm.jsonl \
     > "$OUT/ncu-dur$sfx.csv" 2> "$OUT/ncu-dur$sfx.err"
   python3 bench/cuda/ncu-summary.py "$OUT/ncu-dur$sfx.csv" $div | tee "$OUT/ncu-dur$sfx.txt" | head -"$rows"

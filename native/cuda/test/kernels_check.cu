@@ -496,6 +496,9 @@ static double time_ms(F f, int reps = 20) {
   return ms / reps;
 }
 
+static VF rounded(const VF& v);
+static void upload_bf16(DevBf& d, const VF& v);
+
 static void bench() {
   std::string json = "{\"bench\":\"cuda_kernels\",\"unit\":\"gemm TFLOP/s, others us\"";
   // The layer's products for the char config (R = 256 * 32 tokens, d = 384) and the copy config
@@ -543,6 +546,25 @@ static void bench() {
     const double b = time_ms([&] { rt::cuda::layernorm_backward(x.p, w.p, m.p, r.p, dy.p, dx.p, dw.p, nullptr, n, d); });
     char buf[160];
     std::snprintf(buf, sizeof buf, ",\"ln_8192x384_fwd_us\":%.1f,\"ln_8192x384_bwd_us\":%.1f", f * 1e3, b * 1e3);
+    json += buf;
+    // As a char window's backward runs it: bf16 dy, the residual's gradient, the twin, partial sums; the passes
+    // pipelined (RT_CUDA_LN_PIPE) and not.
+    const int part_rows = rt::cuda::layernorm_part_rows(n, d);
+    Dev dres(randv(static_cast<size_t>(n) * d, 10)), pw(static_cast<size_t>(part_rows) * d), pb(pw.n);
+    DevBf hdy(static_cast<size_t>(n) * d), tw(static_cast<size_t>(n) * d);
+    upload_bf16(hdy, rounded(randv(static_cast<size_t>(n) * d, 11)));
+    const bool was = rt::cuda::ln_pipe();
+    double t[2];
+    for (int pipe = 0; pipe < 2; ++pipe) {
+      rt::cuda::set_ln_pipe(pipe == 1);
+      t[pipe] = time_ms([&] {
+        rt::cuda::layernorm_backward_res(x.p, w.p, m.p, r.p, reinterpret_cast<const float*>(hdy.p), dres.p, dx.p,
+                                         nullptr, nullptr, n, d, tw.p, true, {pw.p, pb.p});
+      });
+    }
+    rt::cuda::set_ln_pipe(was);
+    std::snprintf(buf, sizeof buf, ",\"ln_8192x384_bwd_parts_us\":%.1f,\"ln_8192x384_bwd_parts_pipe_us\":%.1f",
+                  t[0] * 1e3, t[1] * 1e3);
     json += buf;
   }
   std::printf("%s}\n", json.c_str());
@@ -1364,10 +1386,13 @@ static void check_adamw_empty() {
 // applications: LnParts, RT_CUDA_LN_PARTS), added up by layernorm_parts_finish: the sums of the pass over all
 // rows to float32 rounding, dx the same bits as without; plain and scattered (one run through
 // layernorm_backward_scatter), dy float32 and bf16, d = 384, 96, 512 (the widest with partial sums) and 32 (8
-// rows a warp), runs with partial blocks.
+// rows a warp), runs with partial blocks; with the passes' loads pipelined (RT_CUDA_LN_PIPE) and without.
 static void check_layernorm_parts() {
+  const bool was = rt::cuda::ln_pipe();
+  for (const bool pipe : {false, true})
   for (const int d : {384, 96, 512, 32})
     for (const bool half : {false, true}) {
+      rt::cuda::set_ln_pipe(pipe);
       const int ns = 16, np = 32, Bs = 37;
       const int runs[3] = {Bs * np, 1000, 8}, N = runs[0] + runs[1] + runs[2];
       const size_t Nd = static_cast<size_t>(N) * d;
@@ -1420,7 +1445,8 @@ static void check_layernorm_parts() {
           for (int j = 0; j < d; ++j)
             c[(static_cast<size_t>(e) * np + t) * d + j] =
                 t < ns ? sy[e * dys + static_cast<size_t>(ns + t) * d + j] : sX[(static_cast<size_t>(e) * (np - ns) + t - ns) * d + j];
-      const std::string s = " d=" + std::to_string(d) + (half ? " bf16 dy" : "");
+      rt::cuda::set_ln_pipe(was);
+      const std::string s = " d=" + std::to_string(d) + (half ? " bf16 dy" : "") + (pipe ? " pipelined" : "");
       expect_le(std::memcmp(a.data(), c.data(), a.size() * 4) == 0 ? 0 : 1, 0,
                 "layernorm backward leaving partial sums: dx the same bits" + s);
       // (rel is NaN where a partial row went unwritten: the rows start as NaN, and expect_le fails on NaN)
