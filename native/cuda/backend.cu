@@ -330,6 +330,12 @@ struct RowCol {
   }
   __device__ __forceinline__ uint32_t row(uint32_t i) const { return mul ? __umulhi(i, mul) >> shift : i; }
 };
+// RT_CUDA_GLUE_IDX32 (set_glue_idx32; off until measured): RowCol's division where it is exact, rather than
+// size_t's. Built in session 27, which had no GPU after writing it.
+bool& glue_idx32_flag() {
+  static bool on = rt::env_switch("RT_CUDA_GLUE_IDX32", false);
+  return on;
+}
 struct AxpyBatch {
   Axpy2dOp op[Backend::kMaxAxpyBatch];
   RowCol rc[Backend::kMaxAxpyBatch];
@@ -643,7 +649,7 @@ class CudaBackend final : public Backend {
     const dim3 grid(std::max(blocks_for(v4 ? most / 4 : most, kAxpyThreads), dot ? unsigned(kDotBlocks) : 1u),
                     n + (dot ? 2 : 0));
     const size_t reach = static_cast<size_t>(grid.x) * kAxpyThreads;
-    b.idx32 = true;
+    b.idx32 = glue_idx32_flag();
     for (int i = 0; i < n; ++i) {
       b.rc[i] = RowCol::of(b.op[i].cols);
       b.idx32 = b.idx32 && b.op[i].rows * b.op[i].cols + reach < (size_t(1) << 31);
@@ -1062,6 +1068,9 @@ class CudaBackend final : public Backend {
 };
 
 }  // namespace
+
+void set_glue_idx32(bool on) { glue_idx32_flag() = on; }
+bool glue_idx32() { return glue_idx32_flag(); }
 
 void throw_cuda(cudaError_t e, const char* call) {
   std::string msg = std::string("CUDA error in ") + call + ": " + cudaGetErrorString(e) + " (" + cudaGetErrorName(e) + ")";

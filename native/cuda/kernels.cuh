@@ -235,4 +235,10 @@ void head_logits(bool bf16, const float* Y, const float* lnw, const float* lnb, 
 std::function<AdamWResult()> adamw_step(const AdamWTensor* tensors, size_t count, const AdamWHyper& h,
                                         double max_norm, int32_t* step_count);
 
+// ---- backend.cu ----
+// RT_CUDA_GLUE_IDX32 (off until measured): the glue's batch (axpy2d_batch_kernel) finds an element's row and
+// column by a multiply-high (RowCol) rather than a size_t division; the same elements, so the same bits.
+void set_glue_idx32(bool on);
+bool glue_idx32();
+
 }  // namespace rt::cuda

@@ -1122,6 +1122,41 @@ static void check_glue_twin() {
     }
 }
 
+// RT_CUDA_GLUE_IDX32: the glue's batch finding rows and columns by RowCol's multiply-high gives the bits of
+// size_t's division, on ops of a char window's shape (256 elements of 16 rows x 384, float4: 1,536 float4
+// columns) and odd ones (the scalar path, columns not a power of two, 70,001 rows of 7, one column), with y, acc,
+// x2 and alpha among them; and check_glue's and check_glue_twin's values with it on.
+static void check_glue_idx32() {
+  rt::Backend& be = rt::cuda_backend(true);
+  const bool was = rt::cuda::glue_idx32();
+  struct Shape { size_t rows, cols, ds; };
+  for (const Shape sh : {Shape{256, 16 * 384, 32 * 384}, Shape{256, 16 * 384 + 1, 32 * 384 + 3}, Shape{70001, 7, 9},
+                         Shape{3, 1, 1}}) {
+    const size_t n = sh.rows * sh.ds;
+    const VF x = randv(n, 91), y = randv(n, 92), x2 = randv(n, 93), d0 = randv(2 * n, 94);
+    Dev scale(VF{0.75f});
+    VF out[2];
+    for (int on = 0; on < 2; ++on) {
+      rt::cuda::set_glue_idx32(on == 1);
+      Dev gx(x), gy(y), gx2(x2), gd(d0);
+      const rt::Axpy2dOp ops[3] = {
+          {gd.p, sh.ds, 1.0f, gx.p, sh.ds, gy.p, sh.ds, sh.rows, sh.cols, false, scale.p, gx2.p, sh.ds},
+          {gd.p + n, sh.ds, 0.5f, gx2.p, sh.ds, nullptr, 0, sh.rows, sh.cols, true},
+          {gd.p + sh.cols, sh.ds, 1.0f, gy.p, sh.ds, nullptr, 0, sh.rows, sh.ds - sh.cols, false}};
+      be.axpy2d_batch(ops, 3);
+      out[on] = gd.get();
+    }
+    rt::cuda::set_glue_idx32(was);
+    expect_le(std::memcmp(out[0].data(), out[1].data(), out[0].size() * 4) == 0 ? 0 : 1, 0,
+              "glue batch with RT_CUDA_GLUE_IDX32: the bits of size_t's division rows=" + std::to_string(sh.rows) +
+                  " cols=" + std::to_string(sh.cols));
+  }
+  rt::cuda::set_glue_idx32(true);
+  check_glue();
+  check_glue_twin();
+  rt::cuda::set_glue_idx32(was);
+}
+
 // ln_1 with the window glue in its pass (cuda::layernorm_forward_glue, RT_CUDA_LN_GLUE): the bits of the glue's
 // batch (glue_ops) then layernorm_forward, for x, Y's copy, y, its twin, mean and rstd; forget (no P, with Y)
 // and accumulate (P, alpha, no Y), d = 384 and 96, a partial last block of rows.
@@ -1995,6 +2030,7 @@ int main(int argc, char** argv) {
       check_activation_dropout();
       check_decode();
       check_glue();
+      check_glue_idx32();
       check_twins();
       check_half_buffers();
       check_embedding();
