@@ -363,12 +363,16 @@ __device__ __forceinline__ void layernorm_backward_block(const float* __restrict
   PartSums<K, PARTS> acc;
   auto row0 = [&](int p) { return ((blk * P + p) * kRowsPerBlock + warp) * R; };
   if constexpr (PIPE && P > 1) {
-    RowsIn<K> in[2];
-    in[0].load(x, mean, rstd, dy, dres, row0(0), lane, n);
-#pragma unroll
-    for (int p = 0; p < P; ++p) {
-      if (p + 1 < P) in[(p + 1) & 1].load(x, mean, rstd, dy, dres, row0(p + 1), lane, n);
-      in[p & 1].emit(w, row0(p), lane, n, out, acc);
+    static_assert(P % 2 == 0, "passes taken two at a time, one set of registers each");
+    RowsIn<K> a, b;
+    a.load(x, mean, rstd, dy, dres, row0(0), lane, n);
+    // Two passes an iteration, not unrolled further: the kernels stay the size of two passes' code.
+#pragma unroll 1
+    for (int p = 0; p < P; p += 2) {
+      b.load(x, mean, rstd, dy, dres, row0(p + 1), lane, n);
+      a.emit(w, row0(p), lane, n, out, acc);
+      if (p + 2 < P) a.load(x, mean, rstd, dy, dres, row0(p + 2), lane, n);
+      b.emit(w, row0(p + 1), lane, n, out, acc);
     }
   } else {
 #pragma unroll 1
@@ -587,19 +591,21 @@ bool by_lanes_parts(int d, bool parts, F&& f) {
   return lanes && ok;
 }
 
-// RT_CUDA_LN_PIPE (set_ln_pipe; off until measured): the dx kernels that leave partial sums load each pass's rows
-// while the pass before runs (layernorm_backward_block's PIPE). At d = 384 a block makes four passes of one row a
-// warp, 256 blocks for a char window's 8,192 rows (about two an SM, one wave), and each pass waited for its loads
-// with nothing else in flight.
+// RT_CUDA_LN_PIPE (set_ln_pipe; off until measured): the dx kernels that leave partial sums, at d >= 256, load
+// each pass's rows while the pass before runs (layernorm_backward_block's PIPE). At d = 384 a block makes four
+// passes of one row a warp, 256 blocks for a char window's 8,192 rows (about two an SM, one wave), and each pass
+// waited for its loads with nothing else in flight.
 bool& pipe_flag() {
   static bool on = rt::env_switch("RT_CUDA_LN_PIPE", false);
   return on;
 }
 
-// f(bool_constant PIPE): PIPE only where there are passes to overlap (PARTS) and the switch is on.
-template <bool PARTS, class F>
+// f(bool_constant PIPE): PIPE only where there are passes to overlap (PARTS), a warp takes one row a pass (d >= 256:
+// with more, it has two or more rows' loads in flight already) and the switch is on. (Every d would add ~1.6 MB of
+// code an architecture to the addon.)
+template <bool ELIGIBLE, class F>
 void with_pipe(F&& f) {
-  if constexpr (PARTS) {
+  if constexpr (ELIGIBLE) {
     if (pipe_flag()) {
       f(std::true_type());
       return;
@@ -624,7 +630,7 @@ void layernorm_backward_as(const float* x, const float* w, const float* mean, co
       constexpr int K = decltype(k)::value;
       constexpr bool PARTS = decltype(with_parts)::value;
       constexpr int per_block = kBlockRows<K, PARTS>;
-      with_pipe<PARTS>([&](auto pipe) {
+      with_pipe<PARTS && kWarpRows<K> == 1>([&](auto pipe) {
         layernorm_backward_dx_rows_kernel<K, PARTS, decltype(pipe)::value>
             <<<(n + per_block - 1) / per_block, 32 * kRowsPerBlock, 0, stream()>>>(x, w, mean, rstd, dy, dres, dx,
                                                                                    twin, n, parts);
@@ -673,7 +679,7 @@ void layernorm_backward_scatter_as(const float* x, const float* w, const float* 
     constexpr int per_block = kBlockRows<K, PARTS>;
     const int ln_blocks = (n + per_block - 1) / per_block, B = n / (s.ns + s.nx);
     const int copy_blocks = (B * s.ns + kRowsPerBlock - 1) / kRowsPerBlock;
-    with_pipe<PARTS>([&](auto pipe) {
+    with_pipe<PARTS && kWarpRows<K> == 1>([&](auto pipe) {
       layernorm_backward_scatter_rows_kernel<K, PARTS, decltype(pipe)::value>
           <<<ln_blocks + copy_blocks, 32 * kRowsPerBlock, 0, stream()>>>(x, w, mean, rstd, dy, dres, s, twin, n,
                                                                          ln_blocks, parts);
