@@ -162,10 +162,15 @@ void attention_backward(bool bf16, const float* qkv, const float* probs, const f
                         bool qkv_half = false, bool dout_half = false);
 bool attention_writes_twin(bool bf16, int n, int d, int H);
 // The forward of a bf16 qkv on the tensor cores by a kernel of this many blocks an SM, each walking several
-// (element, head) units with the next unit's loads in flight (0: a block a unit, the default;
-// RT_CUDA_ATTN_PERSIST), for the calls after. The same bits either way.
+// (element, head) units with the next unit's loads in flight (0: a block a unit; RT_CUDA_ATTN_PERSIST, default
+// 2), for the calls after. The same bits either way.
 void set_attn_persist(int blocks_per_sm);
 int attn_persist();
+// RT_CUDA_ATTN_FIT (off until measured): with a persist of 3 or 4, the hd = 64 paired kernels capped in registers so
+// that many blocks fit an SM (the backward three at most); the same bits. attn_fit_launches counts the launches.
+void set_attn_fit(bool on);
+bool attn_fit();
+long attn_fit_launches();
 // attention_backward with dqkv in bf16 only (a bf16 gradient stash: Backend::block_half): the tensor-core
 // kernel writes just the bf16 copy; other shapes go through a float32 scratch and a cast.
 void attention_backward_bf16(bool bf16, const float* qkv, const float* probs, const float* dout,

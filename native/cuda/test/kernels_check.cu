@@ -1649,10 +1649,19 @@ static void check_attention_half_dout() {
 static void check_attention_persist() {
   struct Case { int B, n, d, H; float p; };
   const int process = rt::cuda::attn_persist();
+  const bool process_fit = rt::cuda::attn_fit();
+  // Blocks an SM, and RT_CUDA_ATTN_FIT: the kernels capped in registers for 3 and 4 blocks (hd = 64, paired heads).
+  struct Mode { int per_sm; bool fit; };
   for (const Case c : {Case{256, 32, 384, 6, 0.0f}, Case{64, 32, 384, 6, 0.1f}, Case{16, 64, 96, 6, 0.0f},
                        Case{8, 16, 128, 2, 0.1f}, Case{5, 32, 128, 2, 0.0f}, Case{7, 48, 128, 4, 0.0f}})
-    for (const int per_sm : {1, 3}) {
+    for (const Mode mode : {Mode{1, false}, Mode{3, false}, Mode{3, true}, Mode{4, true}}) {
+      const int per_sm = mode.per_sm;
       if (!rt::cuda::attention_writes_twin(true, c.n, c.d, c.H)) continue;
+      // hd = 64 with two heads a block (n <= 32, an even count of heads): where the fitted kernels run
+      const bool fits = mode.fit && c.d / c.H == 64 && c.n <= 32 && (c.B * c.H) % 2 == 0;
+      if (mode.fit && !fits) continue;
+      rt::cuda::set_attn_fit(mode.fit);
+      const long fit0 = rt::cuda::attn_fit_launches();
       const size_t nq = static_cast<size_t>(c.B) * c.n * 3 * c.d, no = static_cast<size_t>(c.B) * c.n * c.d;
       const size_t np = static_cast<size_t>(c.B) * c.H * c.n * c.n;
       DevBf hq(nq), t0(no), t1(no);
@@ -1669,7 +1678,7 @@ static void check_attention_persist() {
                         std::memcmp(x.data(), y.data(), x.size() * 4) == 0 && t0.get() == t1.get();
       const std::string what = " persistent = a block a unit, B=" + std::to_string(c.B) + " n=" + std::to_string(c.n) +
                                " d=" + std::to_string(c.d) + " H=" + std::to_string(c.H) + " p=" + std::to_string(c.p) +
-                               ", " + std::to_string(per_sm) + " blocks an SM";
+                               ", " + std::to_string(per_sm) + " blocks an SM" + (mode.fit ? " (RT_CUDA_ATTN_FIT)" : "");
       expect_le(same ? 0 : 1, 0, "attention_forward" + what);
       DevBf hdo(no), u0(nq), u1(nq);
       upload_bf16(hdo, rounded(randv(no, 212)));
@@ -1683,6 +1692,11 @@ static void check_attention_persist() {
       const VF e = g0.get(), f = g1.get();
       const bool same_b = std::memcmp(e.data(), f.data(), e.size() * 4) == 0 && u0.get() == u1.get();
       expect_le(same_b ? 0 : 1, 0, "attention_backward" + what);
+      if (mode.fit)
+        // the backward's at 3 and 4 blocks, the forward's at 4 (at 3 its uncapped registers fit already)
+        expect_le(rt::cuda::attn_fit_launches() - fit0 == (per_sm >= 4 ? 2 : 1) ? 0 : 1, 0,
+                  "attention: the fitted kernels launched" + what);
+      rt::cuda::set_attn_fit(process_fit);
     }
 }
 
