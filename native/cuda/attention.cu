@@ -128,10 +128,13 @@ int g_attn_persist = rt::env_int("RT_CUDA_ATTN_PERSIST", 2);
 bool g_attn_fit = rt::env_switch("RT_CUDA_ATTN_FIT", false);
 long g_fit_launches = 0;
 
-// The blocks an SM the persistent kernels of this head size and pairing are built for (0: uncapped).
+// The shape with capped kernels (the char config's), and the blocks an SM the persistent kernels of this head size
+// and pairing are built for (0: uncapped).
+template <int HD, bool PAIR>
+constexpr bool kFitShape = HD == 64 && PAIR;
 template <int HD, bool PAIR>
 int fit_blocks(bool backward) {
-  if (!(HD == 64 && PAIR) || !g_attn_fit || g_attn_persist < 3) return 0;
+  if (!kFitShape<HD, PAIR> || !g_attn_fit || g_attn_persist < 3) return 0;
   if (backward) return 3;
   return g_attn_persist >= 4 ? 4 : 0;  // uncapped, the forward already fits three
 }
@@ -294,7 +297,7 @@ void attention_forward(bool bf16, const float* qkv, float* probs, float* out, in
           const unsigned grid = static_cast<unsigned>(std::min(units, g_attn_persist * limits().sms));
           const int fit = fit_blocks<HD, PAIR>(false);
           auto kernel = attention_forward_mma_persist<HD, PAIR>;
-          if constexpr (HD == 64 && PAIR) {
+          if constexpr (kFitShape<HD, PAIR>) {
             if (fit == 4) kernel = attention_forward_mma_persist<HD, PAIR, 4>;
           }
           kernel<<<grid, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g, mask, units);
@@ -378,7 +381,7 @@ void attention_backward(bool bf16, const float* qkv, const float* probs, const f
           const int fit = fit_blocks<HD, PAIR>(true);
           const unsigned grid = static_cast<unsigned>(std::min(units, (fit ? fit : g_attn_persist) * limits().sms));
           auto kernel = attention_backward_mma_persist<HD, PAIR>;
-          if constexpr (HD == 64 && PAIR) {
+          if constexpr (kFitShape<HD, PAIR>) {
             if (fit == 3) kernel = attention_backward_mma_persist<HD, PAIR, 3>;
           }
           kernel<<<grid, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, twin, g, mask, units);

@@ -650,9 +650,9 @@ class CudaBackend final : public Backend {
                     n + (dot ? 2 : 0));
     const size_t reach = static_cast<size_t>(grid.x) * kAxpyThreads;
     b.idx32 = glue_idx32_flag();
-    for (int i = 0; i < n; ++i) {
+    for (int i = 0; i < n && b.idx32; ++i) {
       b.rc[i] = RowCol::of(b.op[i].cols);
-      b.idx32 = b.idx32 && b.op[i].rows * b.op[i].cols + reach < (size_t(1) << 31);
+      b.idx32 = b.op[i].rows * b.op[i].cols + reach < (size_t(1) << 31);
     }
     if (v4) axpy2d_batch_kernel<4><<<grid, kAxpyThreads, 0, stream()>>>(b);
     else axpy2d_batch_kernel<1><<<grid, kAxpyThreads, 0, stream()>>>(b);

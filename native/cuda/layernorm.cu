@@ -600,12 +600,12 @@ bool& pipe_flag() {
   return on;
 }
 
-// f(bool_constant PIPE): PIPE only where there are passes to overlap (PARTS), a warp takes one row a pass (d >= 256:
-// with more, it has two or more rows' loads in flight already) and the switch is on. (Every d would add ~1.6 MB of
-// code an architecture to the addon.)
-template <bool ELIGIBLE, class F>
+// f(bool_constant PIPE) for the dx kernels of d = 32 K: PIPE only where there are passes to overlap (PARTS), a warp
+// takes one row a pass (d >= 256: with more, it has two or more rows' loads in flight already) and the switch is on.
+// (Every d would add ~1.6 MB of code an architecture to the addon.)
+template <int K, bool PARTS, class F>
 void with_pipe(F&& f) {
-  if constexpr (ELIGIBLE) {
+  if constexpr (PARTS && kWarpRows<K> == 1) {
     if (pipe_flag()) {
       f(std::true_type());
       return;
@@ -630,7 +630,7 @@ void layernorm_backward_as(const float* x, const float* w, const float* mean, co
       constexpr int K = decltype(k)::value;
       constexpr bool PARTS = decltype(with_parts)::value;
       constexpr int per_block = kBlockRows<K, PARTS>;
-      with_pipe<PARTS && kWarpRows<K> == 1>([&](auto pipe) {
+      with_pipe<K, PARTS>([&](auto pipe) {
         layernorm_backward_dx_rows_kernel<K, PARTS, decltype(pipe)::value>
             <<<(n + per_block - 1) / per_block, 32 * kRowsPerBlock, 0, stream()>>>(x, w, mean, rstd, dy, dres, dx,
                                                                                    twin, n, parts);
@@ -679,7 +679,7 @@ void layernorm_backward_scatter_as(const float* x, const float* w, const float* 
     constexpr int per_block = kBlockRows<K, PARTS>;
     const int ln_blocks = (n + per_block - 1) / per_block, B = n / (s.ns + s.nx);
     const int copy_blocks = (B * s.ns + kRowsPerBlock - 1) / kRowsPerBlock;
-    with_pipe<PARTS && kWarpRows<K> == 1>([&](auto pipe) {
+    with_pipe<K, PARTS>([&](auto pipe) {
       layernorm_backward_scatter_rows_kernel<K, PARTS, decltype(pipe)::value>
           <<<ln_blocks + copy_blocks, 32 * kRowsPerBlock, 0, stream()>>>(x, w, mean, rstd, dy, dres, s, twin, n,
                                                                          ln_blocks, parts);

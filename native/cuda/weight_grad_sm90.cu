@@ -125,7 +125,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
   for (int s = 0; s < kAhead; ++s) {
     if (s < nt) issue(s);
-    cp_async_commit();  // empty groups too: the waits count groups
+    if constexpr (!TMA) cp_async_commit();  // empty groups too: the waits count groups
   }
   for (int kt = 0; kt < nt; ++kt) {
     if constexpr (TMA) cluster::bar_wait(full + kt % kStages, (kt / kStages) & 1);  // step kt's stage has landed
@@ -135,7 +135,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     // in every warpgroup and its stage, (kt + kAhead) % kStages, can be refilled.
     __syncthreads();
     if (kt + kAhead < nt) issue(kt + kAhead);
-    cp_async_commit();
+    if constexpr (!TMA) cp_async_commit();
     uint8_t* st = smem + (kt % kStages) * kStageBytes;
     if (sum_db) {
       for (int k = tn + g.tiles_n * rg; k < kK; k += 4 * g.tiles_n) {
@@ -154,7 +154,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   wgmma::wait0();
   wgmma::pin(acc);
-  cp_async_wait<0>();
+  if constexpr (!TMA) cp_async_wait<0>();  // (the copy engine's stages were each waited for in the loop)
 
   if (sum_db) {
     __syncthreads();  // every stage read; the shared memory becomes the reduction's
