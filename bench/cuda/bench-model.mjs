@@ -32,7 +32,7 @@ const { values: args } = parseArgs({
     reps: { type: 'string', default: '10' },
     precisions: { type: 'string', default: 'bf16,fp32' },
     'no-torch': { type: 'boolean', default: false },
-    'torch-modes': { type: 'string', default: 'fp32,bf16,bf16-sdpa,compile' },
+    'torch-modes': { type: 'string', default: 'fp32,bf16,bf16-sdpa,bf16-graph,compile' },
     out: { type: 'string' },
     python: { type: 'string', default: process.env.RT_TORCH_PYTHON ?? 'python3' },
   },

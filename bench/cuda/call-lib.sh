@@ -48,7 +48,7 @@ ncu_durations_stage() {
 # kernels_check passed in this call or `force` is given.
 peer_stage() {
   if [[ "${1:-}" == force ]] || grep -q "^kernels_check: [0-9]* passed, 0 failed" "$OUT/kernels.log"; then
-    t bench; TORCH_MODES=${TORCH_MODES:-fp32,bf16,bf16-sdpa} timeout "$(budget 330)" bash bench/cuda/run.sh --stages bench-model > "$OUT/run-bench.log" 2>&1
+    t bench; TORCH_MODES=${TORCH_MODES:-fp32,bf16,bf16-sdpa,bf16-graph} timeout "$(budget 330)" bash bench/cuda/run.sh --stages bench-model > "$OUT/run-bench.log" 2>&1
     grep -A 14 "^config " "$OUT/bench-model.log"
     return 0
   fi

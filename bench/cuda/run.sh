@@ -50,7 +50,7 @@ if has bench-layer; then
 fi
 if has bench-model; then
   echo "== train-step timing (ours, then the torch peer)"
-  node bench/cuda/bench-model.mjs --torch-modes "${TORCH_MODES:-fp32,bf16,bf16-sdpa,compile}" --out "$OUT/bench-model.jsonl" 2>&1 | tee "$OUT/bench-model.log" || status=1
+  node bench/cuda/bench-model.mjs --torch-modes "${TORCH_MODES:-fp32,bf16,bf16-sdpa,bf16-graph,compile}" --out "$OUT/bench-model.jsonl" 2>&1 | tee "$OUT/bench-model.log" || status=1
 fi
 if has ab-fused; then
   echo "== train step, fused block chains off then on (ours only)"

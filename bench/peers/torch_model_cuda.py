@@ -12,6 +12,11 @@ torch.compile(mode=$RT_TORCH_COMPILE_MODE or "default", dynamic=False); its comp
 and not timed; "max-autotune-no-cudagraphs" took over 150 s on the copy config's block on the H200). The block, not the whole model, is compiled: the model is a Python loop of N/w window steps that
 dynamo would unroll into one graph of thousands of nodes (minutes to compile, and different for every N),
 while T has two shapes (w and 2w rows) and is what a user of torch would compile.
+bf16-graph is the bf16-sdpa step (zero_grad, forward, backward, clipping, fused AdamW with capturable=True)
+captured once as a CUDA graph (torch.cuda.graph, after three warm-up steps on a side stream) and replayed: the
+time of PyTorch's own kernels with no host in the loop. The eager modes wait on the host to launch each of their
+thousands of kernels, so their time moves with the host's CPU (char bf16: 16.8 to 36.3 ms across the H100 and
+H200 hosts the device tool lends); this one should not.
 
 One JSON line per mode: {"impl": "torch-cuda-model", "mode", "ms_step" (median of --reps after --warmup,
 CUDA events), "tokens_per_s", "gflops" (layer FLOPs as bench/lib/flops.mjs counts them), ...}.
@@ -56,9 +61,10 @@ class Model(torch.nn.Module):
 def run(a, mode):
     dev = torch.device("cuda")
     gen = torch.Generator(device=dev).manual_seed(a.seed)
-    model = Model(a, sdpa=mode in ("bf16-sdpa", "compile")).to(dev)
+    graph = mode == "bf16-graph"
+    model = Model(a, sdpa=mode in ("bf16-sdpa", "compile", "bf16-graph")).to(dev)
     init_nanogpt(model.h, a.layers, gen)
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, fused=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, fused=True, capturable=graph)
     tokens = torch.randint(0, a.vocab, (a.batch, a.N), device=dev, generator=gen)
     targets = torch.randint(0, a.vocab, (a.batch, a.scored), device=dev, generator=gen)
     autocast = mode != "fp32"
@@ -70,11 +76,32 @@ def run(a, mode):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        # (autocast's cast cache off under capture: cached casts would be the capture's, freed after it)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast, cache_enabled=not graph):
             loss = fwd(tokens, targets)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+
+    if graph:
+        # PyTorch's recipe for capturing a whole network: warm-up steps on a side stream (AdamW's state and
+        # cuBLAS's workspaces are made there, outside the capture), grads set to None so that backward allocates
+        # them from the graph's pool, then one capture; each timed step is one replay.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(g):
+            with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+                loss = fwd(tokens, targets)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+        step = g.replay
 
     t0 = time.time()
     step()
@@ -108,7 +135,7 @@ CONFIGS = {
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="copy,char")
-    p.add_argument("--modes", default="fp32,bf16,bf16-sdpa,compile")
+    p.add_argument("--modes", default="fp32,bf16,bf16-sdpa,bf16-graph,compile")
     p.add_argument("--layers", type=int, default=1)
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)

@@ -87,9 +87,8 @@ __global__ void __launch_bounds__(attn::kMmaThreads) attention_backward_mma(cons
 }
 
 // forward_heads_persist's kernel: `units` (element, head) units (pairs with PAIR) over a grid of a few blocks an SM.
-// MINB: the blocks an SM its registers are capped for (0: no cap; RT_CUDA_ATTN_FIT).
-template <int HD, bool PAIR, int MINB = 0>
-__global__ void __launch_bounds__(attn::kMmaThreads, MINB) attention_forward_mma_persist(const float* __restrict__ qkv,
+template <int HD, bool PAIR>
+__global__ void __launch_bounds__(attn::kMmaThreads) attention_forward_mma_persist(const float* __restrict__ qkv,
                                                                                    float* __restrict__ probs,
                                                                                    float* __restrict__ out,
                                                                                    __nv_bfloat16* __restrict__ twin,
@@ -98,8 +97,8 @@ __global__ void __launch_bounds__(attn::kMmaThreads, MINB) attention_forward_mma
 }
 
 // backward_heads_persist's kernel, likewise (qkv and dout bf16).
-template <int HD, bool PAIR, int MINB = 0>
-__global__ void __launch_bounds__(attn::kMmaThreads, MINB) attention_backward_mma_persist(const float* __restrict__ qkv,
+template <int HD, bool PAIR>
+__global__ void __launch_bounds__(attn::kMmaThreads) attention_backward_mma_persist(const float* __restrict__ qkv,
                                                                                     const float* __restrict__ probs,
                                                                                     const float* __restrict__ dout,
                                                                                     float* __restrict__ dqkv,
@@ -115,29 +114,6 @@ __global__ void __launch_bounds__(attn::kMmaThreads, MINB) attention_backward_mm
 // 7.51 ms with this, the fused activations and LN_GLUE against 7.68 with the activations alone (H200, three
 // rounds alternated: bench/results/cuda-model-2026-12-05b-peer.log).
 int g_attn_persist = rt::env_int("RT_CUDA_ATTN_PERSIST", 2);
-
-// RT_CUDA_ATTN_FIT=1 (set_attn_fit; off until measured): with RT_CUDA_ATTN_PERSIST=3 or 4, the char shape's
-// persistent kernels (hd = 64, two heads a block) capped in registers so that that many blocks fit an SM. Uncapped
-// (forward 146 registers a thread, backward 193) they fit three and two blocks of 128 threads, so session 19's
-// PERSIST=3 ran the backward's third block in a second round rather than beside the others, and the backward now
-// runs two warps a scheduler; its time a unit (~10 us at ~2.9 units a block, session 26's ncu) is far above what
-// its bytes and products need, which fits latency left in the open. Capped, ptxas gives the backward 168 registers
-// at three blocks and the forward 126 at four, neither spilling (the backward at four would spill 252 bytes, so it
-// stays at three; the forward fits three uncapped, so it changes at four only). The same operations in the same
-// order, so the same bits (kernels_check's check_attention_persist).
-bool g_attn_fit = rt::env_switch("RT_CUDA_ATTN_FIT", false);
-long g_fit_launches = 0;
-
-// The shape with capped kernels (the char config's), and the blocks an SM the persistent kernels of this head size
-// and pairing are built for (0: uncapped).
-template <int HD, bool PAIR>
-constexpr bool kFitShape = HD == 64 && PAIR;
-template <int HD, bool PAIR>
-int fit_blocks(bool backward) {
-  if (!kFitShape<HD, PAIR> || !g_attn_fit || g_attn_persist < 3) return 0;
-  if (backward) return 3;
-  return g_attn_persist >= 4 ? 4 : 0;  // uncapped, the forward already fits three
-}
 
 // The tensor-core kernels take bf16 window pairs of the shapes they are written for (attention_mma.cuh);
 // RT_CUDA_ATTN_MMA=0 keeps every shape on the float32 kernels, for timing and checking.
@@ -266,9 +242,6 @@ Scratch qkv_f32(const float* qkv, int B, int n, int d) { return f32_copy(qkv, st
 
 void set_attn_persist(int blocks_per_sm) { g_attn_persist = blocks_per_sm; }
 int attn_persist() { return g_attn_persist; }
-void set_attn_fit(bool on) { g_attn_fit = on; }
-bool attn_fit() { return g_attn_fit; }
-long attn_fit_launches() { return g_fit_launches; }
 
 bool attention_writes_twin(bool bf16, int n, int d, int H) {
   return H > 0 && d > 0 && d % H == 0 && use_mma(bf16, attn::geo_of(1, n, d, H));
@@ -295,13 +268,8 @@ void attention_forward(bool bf16, const float* qkv, float* probs, float* out, in
         const int units = PAIR ? BH / 2 : BH;
         if (qkv_half && g_attn_persist > 0) {
           const unsigned grid = static_cast<unsigned>(std::min(units, g_attn_persist * limits().sms));
-          const int fit = fit_blocks<HD, PAIR>(false);
-          auto kernel = attention_forward_mma_persist<HD, PAIR>;
-          if constexpr (kFitShape<HD, PAIR>) {
-            if (fit == 4) kernel = attention_forward_mma_persist<HD, PAIR, 4>;
-          }
-          kernel<<<grid, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g, mask, units);
-          if (fit) ++g_fit_launches;
+          attention_forward_mma_persist<HD, PAIR><<<grid, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g, mask,
+                                                                                             units);
         } else {
           attention_forward_mma<HD, PAIR><<<units, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g, mask);
         }
@@ -378,14 +346,9 @@ void attention_backward(bool bf16, const float* qkv, const float* probs, const f
         constexpr bool PAIR = decltype(pair)::value;
         const int units = PAIR ? BH / 2 : BH;
         if (qkv_half && dout_half && g_attn_persist > 0) {
-          const int fit = fit_blocks<HD, PAIR>(true);
-          const unsigned grid = static_cast<unsigned>(std::min(units, (fit ? fit : g_attn_persist) * limits().sms));
-          auto kernel = attention_backward_mma_persist<HD, PAIR>;
-          if constexpr (kFitShape<HD, PAIR>) {
-            if (fit == 3) kernel = attention_backward_mma_persist<HD, PAIR, 3>;
-          }
-          kernel<<<grid, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, twin, g, mask, units);
-          if (fit) ++g_fit_launches;
+          const unsigned grid = static_cast<unsigned>(std::min(units, g_attn_persist * limits().sms));
+          attention_backward_mma_persist<HD, PAIR><<<grid, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, twin,
+                                                                                              g, mask, units);
           return;
         }
         by_bool(dout_half, [&](auto dh) {

@@ -312,77 +312,14 @@ __global__ void __launch_bounds__(kDotThreads)
 // float4). With a dot pair, the two rows of blocks past the ops are its products' (kDotBlocks blocks each).
 constexpr int kAxpyThreads = 256;
 static_assert(kAxpyThreads == kDotThreads, "dot_block runs in the batch's blocks");
-// An element's row and column in an op without a 64-bit division each (size_t's, even on its 32-bit path, cost
-// ~25 instructions an element of a kernel that moves 14-16 bytes of DRAM an element): i / cols as
-// umulhi(i, mul) >> shift, exact for i < 2^31 (Granlund and Montgomery's round-up method: mul =
-// ceil(2^(31 + ceil(log2 cols)) / cols) fits 32 bits). mul = 0 where cols is 1.
-struct RowCol {
-  uint32_t cols = 1, mul = 0, shift = 0;
-  static RowCol of(size_t cols) {
-    RowCol f;
-    f.cols = static_cast<uint32_t>(cols);
-    if (cols == 1) return f;
-    uint32_t l = 0;
-    while ((uint64_t(1) << l) < cols) ++l;
-    f.mul = static_cast<uint32_t>(((uint64_t(1) << (31 + l)) + cols - 1) / cols);
-    f.shift = l - 1;
-    return f;
-  }
-  __device__ __forceinline__ uint32_t row(uint32_t i) const { return mul ? __umulhi(i, mul) >> shift : i; }
-};
-// RT_CUDA_GLUE_IDX32 (set_glue_idx32; off until measured): RowCol's division where it is exact, rather than
-// size_t's. Built in session 27, which had no GPU after writing it.
-bool& glue_idx32_flag() {
-  static bool on = rt::env_switch("RT_CUDA_GLUE_IDX32", false);
-  return on;
-}
 struct AxpyBatch {
   Axpy2dOp op[Backend::kMaxAxpyBatch];
-  RowCol rc[Backend::kMaxAxpyBatch];
   int ops;
-  bool idx32;  // every op's elements, and each index a thread reaches, below 2^31: rc's division
   DotPairOp dot;
 };
-// axpy2d_batch_kernel's element (r, c) of op o (units of V floats).
-template <int V>
-__device__ __forceinline__ void axpy_element(const Axpy2dOp& o, float al, size_t r, size_t c) {
-  using T = typename std::conditional<V == 4, float4, float>::type;
-  const T a = reinterpret_cast<const T*>(o.x)[r * o.xs + c];
-  T& d = reinterpret_cast<T*>(o.dst)[r * o.ds + c];
-  if constexpr (V == 4) {
-    float4 v = o.acc ? d : (o.y ? reinterpret_cast<const float4*>(o.y)[r * o.ys + c] : make_float4(0, 0, 0, 0));
-    // Fused multiply-adds written out: left to the compiler, the product shared with the branch without y
-    // was rounded on its own for .x alone, so the glue inside ln_1's kernel (layernorm_forward_glue) and the
-    // fused chains' glue (fma4), one fused multiply-add an element, differed from it in the last bit.
-    if (o.acc || o.y) {
-      v.x = __fmaf_rn(al, a.x, v.x); v.y = __fmaf_rn(al, a.y, v.y);
-      v.z = __fmaf_rn(al, a.z, v.z); v.w = __fmaf_rn(al, a.w, v.w);
-    } else {
-      v = make_float4(al * a.x, al * a.y, al * a.z, al * a.w);
-    }
-    if (o.x2) {
-      const float4 e = reinterpret_cast<const float4*>(o.x2)[r * o.x2s + c];
-      v.x = __fmaf_rn(al, e.x, v.x); v.y = __fmaf_rn(al, e.y, v.y);
-      v.z = __fmaf_rn(al, e.z, v.z); v.w = __fmaf_rn(al, e.w, v.w);
-    }
-    d = v;
-    if (o.twin) {
-      const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
-      uint2 u;
-      u.x = *reinterpret_cast<const uint32_t*>(&lo);
-      u.y = *reinterpret_cast<const uint32_t*>(&hi);
-      reinterpret_cast<uint2*>(o.twin)[r * o.ds + c] = u;
-    }
-  } else {
-    float v = o.acc ? __fmaf_rn(al, a, d) : (o.y ? __fmaf_rn(al, a, o.y[r * o.ys + c]) : al * a);
-    if (o.x2) v = __fmaf_rn(al, o.x2[r * o.x2s + c], v);
-    d = v;
-    if (o.twin) static_cast<__nv_bfloat16*>(o.twin)[r * o.ds + c] = __float2bfloat16_rn(v);
-  }
-}
-
 template <int V>
 __global__ void __launch_bounds__(kAxpyThreads) axpy2d_batch_kernel(AxpyBatch b) {
+  using T = typename std::conditional<V == 4, float4, float>::type;
   if (static_cast<int>(blockIdx.y) >= b.ops) {
     const int p = blockIdx.y - b.ops;
     if (blockIdx.x < kDotBlocks) dot_block(b.dot.d[p], b.dot.part + p * kDotBlocks + blockIdx.x);
@@ -391,17 +328,41 @@ __global__ void __launch_bounds__(kAxpyThreads) axpy2d_batch_kernel(AxpyBatch b)
   const Axpy2dOp& o = b.op[blockIdx.y];
   const size_t total = o.rows * o.cols, stride = static_cast<size_t>(gridDim.x) * blockDim.x;
   const float al = o.scale ? o.alpha * *o.scale : o.alpha;
-  if (b.idx32) {
-    const RowCol rc = b.rc[blockIdx.y];
-    const uint32_t n = static_cast<uint32_t>(total), step = static_cast<uint32_t>(stride);
-    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {
-      const uint32_t r = rc.row(i);
-      axpy_element<V>(o, al, r, i - r * rc.cols);
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total; i += stride) {
+    const size_t r = i / o.cols, c = i % o.cols;
+    const T a = reinterpret_cast<const T*>(o.x)[r * o.xs + c];
+    T& d = reinterpret_cast<T*>(o.dst)[r * o.ds + c];
+    if constexpr (V == 4) {
+      float4 v = o.acc ? d : (o.y ? reinterpret_cast<const float4*>(o.y)[r * o.ys + c] : make_float4(0, 0, 0, 0));
+      // Fused multiply-adds written out: left to the compiler, the product shared with the branch without y
+      // was rounded on its own for .x alone, so the glue inside ln_1's kernel (layernorm_forward_glue) and the
+      // fused chains' glue (fma4), one fused multiply-add an element, differed from it in the last bit.
+      if (o.acc || o.y) {
+        v.x = __fmaf_rn(al, a.x, v.x); v.y = __fmaf_rn(al, a.y, v.y);
+        v.z = __fmaf_rn(al, a.z, v.z); v.w = __fmaf_rn(al, a.w, v.w);
+      } else {
+        v = make_float4(al * a.x, al * a.y, al * a.z, al * a.w);
+      }
+      if (o.x2) {
+        const float4 e = reinterpret_cast<const float4*>(o.x2)[r * o.x2s + c];
+        v.x = __fmaf_rn(al, e.x, v.x); v.y = __fmaf_rn(al, e.y, v.y);
+        v.z = __fmaf_rn(al, e.z, v.z); v.w = __fmaf_rn(al, e.w, v.w);
+      }
+      d = v;
+      if (o.twin) {
+        const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+        uint2 u;
+        u.x = *reinterpret_cast<const uint32_t*>(&lo);
+        u.y = *reinterpret_cast<const uint32_t*>(&hi);
+        reinterpret_cast<uint2*>(o.twin)[r * o.ds + c] = u;
+      }
+    } else {
+      float v = o.acc ? __fmaf_rn(al, a, d) : (o.y ? __fmaf_rn(al, a, o.y[r * o.ys + c]) : al * a);
+      if (o.x2) v = __fmaf_rn(al, o.x2[r * o.x2s + c], v);
+      d = v;
+      if (o.twin) static_cast<__nv_bfloat16*>(o.twin)[r * o.ds + c] = __float2bfloat16_rn(v);
     }
-    return;
   }
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total; i += stride)
-    axpy_element<V>(o, al, i / o.cols, i % o.cols);
 }
 
 __global__ void all_finite_kernel(const float* x, size_t n, int* bad) {
@@ -648,12 +609,6 @@ class CudaBackend final : public Backend {
     if (dot) b.dot = *dot;
     const dim3 grid(std::max(blocks_for(v4 ? most / 4 : most, kAxpyThreads), dot ? unsigned(kDotBlocks) : 1u),
                     n + (dot ? 2 : 0));
-    const size_t reach = static_cast<size_t>(grid.x) * kAxpyThreads;
-    b.idx32 = glue_idx32_flag();
-    for (int i = 0; i < n && b.idx32; ++i) {
-      b.rc[i] = RowCol::of(b.op[i].cols);
-      b.idx32 = b.op[i].rows * b.op[i].cols + reach < (size_t(1) << 31);
-    }
     if (v4) axpy2d_batch_kernel<4><<<grid, kAxpyThreads, 0, stream()>>>(b);
     else axpy2d_batch_kernel<1><<<grid, kAxpyThreads, 0, stream()>>>(b);
     RT_CU_LAUNCH("axpy2d_batch");
@@ -1068,9 +1023,6 @@ class CudaBackend final : public Backend {
 };
 
 }  // namespace
-
-void set_glue_idx32(bool on) { glue_idx32_flag() = on; }
-bool glue_idx32() { return glue_idx32_flag(); }
 
 void throw_cuda(cudaError_t e, const char* call) {
   std::string msg = std::string("CUDA error in ") + call + ": " + cudaGetErrorString(e) + " (" + cudaGetErrorName(e) + ")";

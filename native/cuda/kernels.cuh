@@ -139,10 +139,6 @@ int layernorm_part_rows(int n, int d);
 // RT_CUDA_LN_PARTS (default on; =0 turns it off): the LayerNorms' backward passes leave partial sums (the
 // block's, Backend::block_ln_parts, and the head's ln_f) rather than a pass of their own over all rows.
 bool ln_parts_wanted();
-// RT_CUDA_LN_PIPE (off until measured): those passes' loads pipelined (layernorm.cu's layernorm_backward_block);
-// the same bits.
-void set_ln_pipe(bool on);
-bool ln_pipe();
 void layernorm_parts_finish(LnParts parts, int rows, int d, float* dw, float* db);
 
 // ---- attention.cu ----
@@ -166,11 +162,6 @@ bool attention_writes_twin(bool bf16, int n, int d, int H);
 // 2), for the calls after. The same bits either way.
 void set_attn_persist(int blocks_per_sm);
 int attn_persist();
-// RT_CUDA_ATTN_FIT (off until measured): with a persist of 3 or 4, the hd = 64 paired kernels capped in registers so
-// that many blocks fit an SM (the backward three at most); the same bits. attn_fit_launches counts the launches.
-void set_attn_fit(bool on);
-bool attn_fit();
-long attn_fit_launches();
 // attention_backward with dqkv in bf16 only (a bf16 gradient stash: Backend::block_half): the tensor-core
 // kernel writes just the bf16 copy; other shapes go through a float32 scratch and a cast.
 void attention_backward_bf16(bool bf16, const float* qkv, const float* probs, const float* dout,
@@ -239,11 +230,5 @@ void head_logits(bool bf16, const float* Y, const float* lnw, const float* lnb, 
 // the step is skipped); nothing waits. The returned function reads the norm and the skip, waiting for them.
 std::function<AdamWResult()> adamw_step(const AdamWTensor* tensors, size_t count, const AdamWHyper& h,
                                         double max_norm, int32_t* step_count);
-
-// ---- backend.cu ----
-// RT_CUDA_GLUE_IDX32 (off until measured): the glue's batch (axpy2d_batch_kernel) finds an element's row and
-// column by a multiply-high (RowCol) rather than a size_t division; the same elements, so the same bits.
-void set_glue_idx32(bool on);
-bool glue_idx32();
 
 }  // namespace rt::cuda

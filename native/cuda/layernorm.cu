@@ -261,80 +261,59 @@ struct PartSums<K, false> {
   __device__ __forceinline__ void add(int, float, float) {}
 };
 
-// A warp's kWarpRows<K> rows of x, dy and dres and their stats, in registers (RowsIn::load), before the
-// arithmetic (RowsIn::emit): the pipelined passes (RT_CUDA_LN_PIPE) load a pass's rows while the pass before
-// it reduces and stores.
-template <int K>
-struct RowsIn {
-  static constexpr int D = 32 * K, R = kWarpRows<K>;
-  float xv[R][K], gv[R][K], rv[R][K], ms[R], rss[R];
-
-  template <class TD>
-  __device__ __forceinline__ void load(const float* __restrict__ x, const float* __restrict__ mean,
-                                       const float* __restrict__ rstd, const TD* __restrict__ dy, const float* dres,
-                                       int row0, int lane, int n) {
-#pragma unroll
-    for (int q = 0; q < R; ++q) {
-      const int row = row0 + q;
-      if (row >= n) break;
-      ms[q] = mean[row];
-      rss[q] = rstd[row];
-#pragma unroll
-      for (int k = 0; k < K; ++k) {
-        const size_t i = static_cast<size_t>(row) * D + lane + 32 * k;
-        xv[q][k] = x[i];
-        gv[q][k] = dy_at(dy, i);
-        rv[q][k] = dres ? dres[i] : 0.0f;
-      }
-    }
-  }
-
-  // Each row's output goes where out.at(row) says (DxOut: dx, and its twin; ScatterOut: BackScatter's places),
-  // added there where it says so; acc adds the rows' dw and db terms (PartSums).
-  template <class Out, class Acc>
-  __device__ __forceinline__ void emit(const float* __restrict__ w, int row0, int lane, int n, const Out& out,
-                                       Acc& acc) const {
-#pragma unroll
-    for (int q = 0; q < R; ++q) {
-      const int row = row0 + q;
-      if (row >= n) return;
-      const float m = ms[q], rs = rss[q];
-      float s1 = 0.0f, s2 = 0.0f;
-#pragma unroll
-      for (int k = 0; k < K; ++k) {
-        // Rounded on its own, as in layernorm_backward_dx_kernel, where it has two uses and ptxas leaves it
-        // unfused. As a plain product it would also stand in for the second loop's dy * w, which there has
-        // one use and is fused with - m1: other bits.
-        const float dyw = __fmul_rn(gv[q][k], w[lane + 32 * k]);
-        s1 += dyw;
-        s2 += dyw * ((xv[q][k] - m) * rs);
-      }
-      const float m1 = warp_sum(s1) / D, m2 = warp_sum(s2) / D;
-      const RowOut o = out.at(row);
-#pragma unroll
-      for (int k = 0; k < K; ++k) {
-        const int j = lane + 32 * k;
-        const float xh = (xv[q][k] - m) * rs;
-        const float v = rv[q][k] + rs * (gv[q][k] * w[j] - m1 - xh * m2);
-        // The glue's accumulating op: one fused multiply-add by 1 (axpy2d_batch_kernel), the same rounding.
-        o.dst[j] = o.add ? __fadd_rn(o.dst[j], v) : v;
-        if (o.twin) o.twin[j] = __float2bfloat16_rn(v);
-        acc.add(k, gv[q][k], xh);
-      }
-    }
-  }
-};
-
 // layernorm_backward_dx_kernel for d = 32 K, the warp's kWarpRows<K> rows of x, dy and dres in registers: all
-// of dres is read before any of dx is written, so dres = dx still works.
+// of dres is read before any of dx is written, so dres = dx still works. Each row's output goes where
+// out.at(row) says (DxOut: dx, and its twin; ScatterOut: BackScatter's places), added there where it says so;
+// acc adds the rows' dw and db terms (PartSums).
 template <int K, class TD, class Out, class Acc>
 __device__ __forceinline__ void layernorm_backward_rows(const float* __restrict__ x, const float* __restrict__ w,
                                                         const float* __restrict__ mean, const float* __restrict__ rstd,
                                                         const TD* __restrict__ dy, const float* dres, int row0, int lane,
                                                         int n, const Out& out, Acc& acc) {
-  RowsIn<K> in;
-  in.load(x, mean, rstd, dy, dres, row0, lane, n);
-  in.emit(w, row0, lane, n, out, acc);
+  constexpr int D = 32 * K, R = kWarpRows<K>;
+  float xv[R][K], gv[R][K], rv[R][K], ms[R], rss[R];
+#pragma unroll
+  for (int q = 0; q < R; ++q) {
+    const int row = row0 + q;
+    if (row >= n) break;
+    ms[q] = mean[row];
+    rss[q] = rstd[row];
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const size_t i = static_cast<size_t>(row) * D + lane + 32 * k;
+      xv[q][k] = x[i];
+      gv[q][k] = dy_at(dy, i);
+      rv[q][k] = dres ? dres[i] : 0.0f;
+    }
+  }
+#pragma unroll
+  for (int q = 0; q < R; ++q) {
+    const int row = row0 + q;
+    if (row >= n) return;
+    const float m = ms[q], rs = rss[q];
+    float s1 = 0.0f, s2 = 0.0f;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      // Rounded on its own, as in layernorm_backward_dx_kernel, where it has two uses and ptxas leaves it
+      // unfused. As a plain product it would also stand in for the second loop's dy * w, which there has
+      // one use and is fused with - m1: other bits.
+      const float dyw = __fmul_rn(gv[q][k], w[lane + 32 * k]);
+      s1 += dyw;
+      s2 += dyw * ((xv[q][k] - m) * rs);
+    }
+    const float m1 = warp_sum(s1) / D, m2 = warp_sum(s2) / D;
+    const RowOut o = out.at(row);
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const int j = lane + 32 * k;
+      const float xh = (xv[q][k] - m) * rs;
+      const float v = rv[q][k] + rs * (gv[q][k] * w[j] - m1 - xh * m2);
+      // The glue's accumulating op: one fused multiply-add by 1 (axpy2d_batch_kernel), the same rounding.
+      o.dst[j] = o.add ? __fadd_rn(o.dst[j], v) : v;
+      if (o.twin) o.twin[j] = __float2bfloat16_rn(v);
+      acc.add(k, gv[q][k], xh);
+    }
+  }
 }
 
 // Rows a block of the dx kernels takes: kRowsPerBlock warps of kWarpRows<K> rows, one pass; with PARTS
@@ -349,10 +328,7 @@ template <bool PARTS>
 constexpr int kMinBlocks = PARTS ? 2 : 0;
 
 // Block blk's rows through layernorm_backward_rows, and with PARTS their dw, db sums into row blk of parts.
-// PIPE (with PARTS): pass p + 1's rows loaded before pass p's arithmetic and stores, the two sets of registers
-// taken in turn. Other rows than the pass's own, so dres = dx (the same rows) still reads before it writes; the
-// arithmetic is the same, so the bits are too.
-template <int K, bool PARTS, bool PIPE, class TD, class Out>
+template <int K, bool PARTS, class TD, class Out>
 __device__ __forceinline__ void layernorm_backward_block(const float* __restrict__ x, const float* __restrict__ w,
                                                          const float* __restrict__ mean,
                                                          const float* __restrict__ rstd, const TD* __restrict__ dy,
@@ -361,38 +337,25 @@ __device__ __forceinline__ void layernorm_backward_block(const float* __restrict
   constexpr int R = kWarpRows<K>, P = PARTS ? kPartPasses : 1;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   PartSums<K, PARTS> acc;
-  auto row0 = [&](int p) { return ((blk * P + p) * kRowsPerBlock + warp) * R; };
-  if constexpr (PIPE && P > 1) {
-    static_assert(P % 2 == 0, "passes taken two at a time, one set of registers each");
-    RowsIn<K> a, b;
-    a.load(x, mean, rstd, dy, dres, row0(0), lane, n);
-    // Two passes an iteration, not unrolled further: the kernels stay the size of two passes' code.
 #pragma unroll 1
-    for (int p = 0; p < P; p += 2) {
-      b.load(x, mean, rstd, dy, dres, row0(p + 1), lane, n);
-      a.emit(w, row0(p), lane, n, out, acc);
-      if (p + 2 < P) a.load(x, mean, rstd, dy, dres, row0(p + 2), lane, n);
-      b.emit(w, row0(p + 1), lane, n, out, acc);
-    }
-  } else {
-#pragma unroll 1
-    for (int p = 0; p < P; ++p) layernorm_backward_rows<K>(x, w, mean, rstd, dy, dres, row0(p), lane, n, out, acc);
-  }
+  for (int p = 0; p < P; ++p)
+    layernorm_backward_rows<K>(x, w, mean, rstd, dy, dres, ((blk * P + p) * kRowsPerBlock + warp) * R, lane, n, out,
+                               acc);
   if constexpr (PARTS) acc.store(parts, blk, warp, lane);
 }
 
-template <int K, bool PARTS, bool PIPE, class TD>
+template <int K, bool PARTS, class TD>
 __global__ void __launch_bounds__(32 * kRowsPerBlock, kMinBlocks<PARTS>)
     layernorm_backward_dx_rows_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                       const float* __restrict__ mean, const float* __restrict__ rstd,
                                       const TD* __restrict__ dy, const float* dres, float* dx,
                                       __nv_bfloat16* __restrict__ twin, int n, LnParts parts) {
-  layernorm_backward_block<K, PARTS, PIPE>(x, w, mean, rstd, dy, dres, n, DxOut{dx, twin, 32 * K}, blockIdx.x, parts);
+  layernorm_backward_block<K, PARTS>(x, w, mean, rstd, dy, dres, n, DxOut{dx, twin, 32 * K}, blockIdx.x, parts);
 }
 
 // The same scattered as BackScatter says (n = B (ns + nx) rows), and in the blocks past ln_blocks, dY's rows
 // t < ns copied into dy's rows t (and the twin), one row a warp: the window glue of the backward, in ln_1's pass.
-template <int K, bool PARTS, bool PIPE, class TD>
+template <int K, bool PARTS, class TD>
 __global__ void __launch_bounds__(32 * kRowsPerBlock, kMinBlocks<PARTS>)
     layernorm_backward_scatter_rows_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                            const float* __restrict__ mean, const float* __restrict__ rstd,
@@ -401,8 +364,7 @@ __global__ void __launch_bounds__(32 * kRowsPerBlock, kMinBlocks<PARTS>)
   constexpr int D = 32 * K;
   const int lane = threadIdx.x % 32, np = s.ns + s.nx;
   if (static_cast<int>(blockIdx.x) < ln_blocks) {
-    layernorm_backward_block<K, PARTS, PIPE>(x, w, mean, rstd, dy, dres, n, ScatterOut{s, twin, np, D}, blockIdx.x,
-                                             parts);
+    layernorm_backward_block<K, PARTS>(x, w, mean, rstd, dy, dres, n, ScatterOut{s, twin, np, D}, blockIdx.x, parts);
     return;
   }
   const int r = (blockIdx.x - ln_blocks) * kRowsPerBlock + threadIdx.x / 32, B = n / np;
@@ -591,29 +553,6 @@ bool by_lanes_parts(int d, bool parts, F&& f) {
   return lanes && ok;
 }
 
-// RT_CUDA_LN_PIPE (set_ln_pipe; off until measured): the dx kernels that leave partial sums, at d >= 256, load
-// each pass's rows while the pass before runs (layernorm_backward_block's PIPE). At d = 384 a block makes four
-// passes of one row a warp, 256 blocks for a char window's 8,192 rows (about two an SM, one wave), and each pass
-// waited for its loads with nothing else in flight.
-bool& pipe_flag() {
-  static bool on = rt::env_switch("RT_CUDA_LN_PIPE", false);
-  return on;
-}
-
-// f(bool_constant PIPE) for the dx kernels of d = 32 K: PIPE only where there are passes to overlap (PARTS), a warp
-// takes one row a pass (d >= 256: with more, it has two or more rows' loads in flight already) and the switch is on.
-// (Every d would add ~1.6 MB of code an architecture to the addon.)
-template <int K, bool PARTS, class F>
-void with_pipe(F&& f) {
-  if constexpr (PARTS && kWarpRows<K> == 1) {
-    if (pipe_flag()) {
-      f(std::true_type());
-      return;
-    }
-  }
-  f(std::false_type());
-}
-
 // f(dy) with dy as the type it holds: float32, or bf16 behind its float pointer (dy_half).
 template <class F>
 void by_dy(const float* dy, bool dy_half, F&& f) {
@@ -630,11 +569,9 @@ void layernorm_backward_as(const float* x, const float* w, const float* mean, co
       constexpr int K = decltype(k)::value;
       constexpr bool PARTS = decltype(with_parts)::value;
       constexpr int per_block = kBlockRows<K, PARTS>;
-      with_pipe<K, PARTS>([&](auto pipe) {
-        layernorm_backward_dx_rows_kernel<K, PARTS, decltype(pipe)::value>
-            <<<(n + per_block - 1) / per_block, 32 * kRowsPerBlock, 0, stream()>>>(x, w, mean, rstd, dy, dres, dx,
-                                                                                   twin, n, parts);
-      });
+      layernorm_backward_dx_rows_kernel<K, PARTS>
+          <<<(n + per_block - 1) / per_block, 32 * kRowsPerBlock, 0, stream()>>>(x, w, mean, rstd, dy, dres, dx,
+                                                                                 twin, n, parts);
     });
     RT_CHECK(rows || !parts.w, "layernorm_backward: partial sums (LnParts) for d = " + std::to_string(d) +
                                    ", which has no kernel leaving them (layernorm_part_rows)");
@@ -679,11 +616,8 @@ void layernorm_backward_scatter_as(const float* x, const float* w, const float* 
     constexpr int per_block = kBlockRows<K, PARTS>;
     const int ln_blocks = (n + per_block - 1) / per_block, B = n / (s.ns + s.nx);
     const int copy_blocks = (B * s.ns + kRowsPerBlock - 1) / kRowsPerBlock;
-    with_pipe<K, PARTS>([&](auto pipe) {
-      layernorm_backward_scatter_rows_kernel<K, PARTS, decltype(pipe)::value>
-          <<<ln_blocks + copy_blocks, 32 * kRowsPerBlock, 0, stream()>>>(x, w, mean, rstd, dy, dres, s, twin, n,
-                                                                         ln_blocks, parts);
-    });
+    layernorm_backward_scatter_rows_kernel<K, PARTS><<<ln_blocks + copy_blocks, 32 * kRowsPerBlock, 0, stream()>>>(
+        x, w, mean, rstd, dy, dres, s, twin, n, ln_blocks, parts);
   });
   RT_CHECK(rows, "layernorm_backward_scatter: d = " + std::to_string(d) + " has no register kernel" +
                      (parts.w ? " leaving partial sums (layernorm_part_rows)" : " (layernorm_glue_fits)"));
@@ -705,9 +639,6 @@ void layernorm_backward_scatter(const float* x, const float* w, const float* mea
   if (n == 0) return;
   by_dy(dy, dy_half, [&](auto g) { layernorm_backward_scatter_as(x, w, mean, rstd, g, dres, s, n, d, twin, parts); });
 }
-
-void set_ln_pipe(bool on) { pipe_flag() = on; }
-bool ln_pipe() { return pipe_flag(); }
 
 bool ln_parts_wanted() {
   static const bool on = rt::env_switch("RT_CUDA_LN_PARTS", true);

@@ -496,9 +496,6 @@ static double time_ms(F f, int reps = 20) {
   return ms / reps;
 }
 
-static VF rounded(const VF& v);
-static void upload_bf16(DevBf& d, const VF& v);
-
 static void bench() {
   std::string json = "{\"bench\":\"cuda_kernels\",\"unit\":\"gemm TFLOP/s, others us\"";
   // The layer's products for the char config (R = 256 * 32 tokens, d = 384) and the copy config
@@ -546,25 +543,6 @@ static void bench() {
     const double b = time_ms([&] { rt::cuda::layernorm_backward(x.p, w.p, m.p, r.p, dy.p, dx.p, dw.p, nullptr, n, d); });
     char buf[160];
     std::snprintf(buf, sizeof buf, ",\"ln_8192x384_fwd_us\":%.1f,\"ln_8192x384_bwd_us\":%.1f", f * 1e3, b * 1e3);
-    json += buf;
-    // As a char window's backward runs it: bf16 dy, the residual's gradient, the twin, partial sums; the passes
-    // pipelined (RT_CUDA_LN_PIPE) and not.
-    const int part_rows = rt::cuda::layernorm_part_rows(n, d);
-    Dev dres(randv(static_cast<size_t>(n) * d, 10)), pw(static_cast<size_t>(part_rows) * d), pb(pw.n);
-    DevBf hdy(static_cast<size_t>(n) * d), tw(static_cast<size_t>(n) * d);
-    upload_bf16(hdy, rounded(randv(static_cast<size_t>(n) * d, 11)));
-    const bool was = rt::cuda::ln_pipe();
-    double t[2];
-    for (int pipe = 0; pipe < 2; ++pipe) {
-      rt::cuda::set_ln_pipe(pipe == 1);
-      t[pipe] = time_ms([&] {
-        rt::cuda::layernorm_backward_res(x.p, w.p, m.p, r.p, reinterpret_cast<const float*>(hdy.p), dres.p, dx.p,
-                                         nullptr, nullptr, n, d, tw.p, true, {pw.p, pb.p});
-      });
-    }
-    rt::cuda::set_ln_pipe(was);
-    std::snprintf(buf, sizeof buf, ",\"ln_8192x384_bwd_parts_us\":%.1f,\"ln_8192x384_bwd_parts_pipe_us\":%.1f",
-                  t[0] * 1e3, t[1] * 1e3);
     json += buf;
   }
   std::printf("%s}\n", json.c_str());
@@ -1122,41 +1100,6 @@ static void check_glue_twin() {
     }
 }
 
-// RT_CUDA_GLUE_IDX32: the glue's batch finding rows and columns by RowCol's multiply-high gives the bits of
-// size_t's division, on ops of a char window's shape (256 elements of 16 rows x 384, float4: 1,536 float4
-// columns) and odd ones (the scalar path, columns not a power of two, 70,001 rows of 7, one column), with y, acc,
-// x2 and alpha among them; and check_glue's and check_glue_twin's values with it on.
-static void check_glue_idx32() {
-  rt::Backend& be = rt::cuda_backend(true);
-  const bool was = rt::cuda::glue_idx32();
-  struct Shape { size_t rows, cols, ds; };
-  for (const Shape sh : {Shape{256, 16 * 384, 32 * 384}, Shape{256, 16 * 384 + 1, 32 * 384 + 3}, Shape{70001, 7, 9},
-                         Shape{3, 1, 1}}) {
-    const size_t n = sh.rows * sh.ds;
-    const VF x = randv(n, 91), y = randv(n, 92), x2 = randv(n, 93), d0 = randv(2 * n, 94);
-    Dev scale(VF{0.75f});
-    VF out[2];
-    for (int on = 0; on < 2; ++on) {
-      rt::cuda::set_glue_idx32(on == 1);
-      Dev gx(x), gy(y), gx2(x2), gd(d0);
-      const rt::Axpy2dOp ops[3] = {
-          {gd.p, sh.ds, 1.0f, gx.p, sh.ds, gy.p, sh.ds, sh.rows, sh.cols, false, scale.p, gx2.p, sh.ds},
-          {gd.p + n, sh.ds, 0.5f, gx2.p, sh.ds, nullptr, 0, sh.rows, sh.cols, true},
-          {gd.p + sh.cols, sh.ds, 1.0f, gy.p, sh.ds, nullptr, 0, sh.rows, sh.ds - sh.cols, false}};
-      be.axpy2d_batch(ops, 3);
-      out[on] = gd.get();
-    }
-    rt::cuda::set_glue_idx32(was);
-    expect_le(std::memcmp(out[0].data(), out[1].data(), out[0].size() * 4) == 0 ? 0 : 1, 0,
-              "glue batch with RT_CUDA_GLUE_IDX32: the bits of size_t's division rows=" + std::to_string(sh.rows) +
-                  " cols=" + std::to_string(sh.cols));
-  }
-  rt::cuda::set_glue_idx32(true);
-  check_glue();
-  check_glue_twin();
-  rt::cuda::set_glue_idx32(was);
-}
-
 // ln_1 with the window glue in its pass (cuda::layernorm_forward_glue, RT_CUDA_LN_GLUE): the bits of the glue's
 // batch (glue_ops) then layernorm_forward, for x, Y's copy, y, its twin, mean and rstd; forget (no P, with Y)
 // and accumulate (P, alpha, no Y), d = 384 and 96, a partial last block of rows.
@@ -1421,74 +1364,69 @@ static void check_adamw_empty() {
 // applications: LnParts, RT_CUDA_LN_PARTS), added up by layernorm_parts_finish: the sums of the pass over all
 // rows to float32 rounding, dx the same bits as without; plain and scattered (one run through
 // layernorm_backward_scatter), dy float32 and bf16, d = 384, 96, 512 (the widest with partial sums) and 32 (8
-// rows a warp), runs with partial blocks; with the passes' loads pipelined (RT_CUDA_LN_PIPE, d >= 256) and without.
+// rows a warp), runs with partial blocks.
 static void check_layernorm_parts() {
-  const bool was = rt::cuda::ln_pipe();
-  for (const bool pipe : {false, true})
-    for (const int d : {384, 96, 512, 32})
-      for (const bool half : {false, true}) {
-        if (pipe && d < 256) continue;  // pipelined at d >= 256 only: below, the same kernels as without
-        rt::cuda::set_ln_pipe(pipe);
-        const int ns = 16, np = 32, Bs = 37;
-        const int runs[3] = {Bs * np, 1000, 8}, N = runs[0] + runs[1] + runs[2];
-        const size_t Nd = static_cast<size_t>(N) * d;
-        const VF x = randv(Nd, 181, -2, 3), w = randv(d, 182), b = randv(d, 183), dh = rounded(randv(Nd, 184));
-        const VF dres = randv(Nd, 185), dw0 = randv(d, 186), db0 = randv(d, 187);
-        Dev gx(x), gw(w), gb(b), gy(Nd), gm(N), gr(N), gdh(dh), gres(dres);
-        DevBf hdh(Nd);
-        upload_bf16(hdh, dh);
-        rt::cuda::layernorm_forward(gx.p, gw.p, gb.p, gy.p, gm.p, gr.p, N, d);
-        auto dy_at = [&](size_t row) {
-          return half ? reinterpret_cast<const float*>(hdh.p + row * d) : gdh.p + row * d;
-        };
-        Dev dx1(Nd), dx2(Nd), dw1(dw0), db1(db0), dw2(dw0), db2(db0);
-        rt::cuda::layernorm_backward_res(gx.p, gw.p, gm.p, gr.p, dy_at(0), gres.p, dx1.p, dw1.p, db1.p, N, d, nullptr, half);
-        int rows = 0;
-        for (const int n : runs) rows += rt::cuda::layernorm_part_rows(n, d);
-        Dev pw(static_cast<size_t>(rows) * d), pb(pw.n);
-        // The first run scattered (dy of 2 ns rows an element, dX and dY strided), its dx rebuilt from there for
-        // the comparison: rows t < ns from dy's rows ns + t, rows t >= ns from dX (zeroed, so added to nothing).
-        const size_t dys = 2 * static_cast<size_t>(ns) * d;
-        Dev sdy(Bs * dys), sdX(static_cast<size_t>(Bs) * (np - ns) * d), sdY(randv(Bs * dys, 188));
-        RT_CU(cudaMemset(sdX.p, 0, sdX.n * 4));
-        rt::BackScatter sc;
-        sc.dy = sdy.p;
-        sc.dys = dys;
-        sc.dY = sdY.p;
-        sc.dYs = dys;
-        sc.dX = sdX.p;
-        sc.dXs = static_cast<size_t>(np - ns) * d;
-        sc.ns = ns;
-        sc.nx = np - ns;
-        size_t row = 0;
-        int at = 0;
-        for (int i = 0; i < 3; ++i) {
-          const int n = runs[i];
-          const rt::LnParts parts{pw.p + static_cast<size_t>(at) * d, pb.p + static_cast<size_t>(at) * d};
-          if (i == 0)
-            rt::cuda::layernorm_backward_scatter(gx.p, gw.p, gm.p, gr.p, dy_at(0), gres.p, sc, Bs, d, nullptr, half, parts);
-          else
-            rt::cuda::layernorm_backward_res(gx.p + row * d, gw.p, gm.p + row, gr.p + row, dy_at(row), gres.p + row * d,
-                                             dx2.p + row * d, nullptr, nullptr, n, d, nullptr, half, parts);
-          row += n;
-          at += rt::cuda::layernorm_part_rows(n, d);
-        }
-        rt::cuda::layernorm_parts_finish({pw.p, pb.p}, rows, d, dw2.p, db2.p);
-        const VF sy = sdy.get(), sX = sdX.get();
-        VF a = dx1.get(), c = dx2.get();
-        for (int e = 0; e < Bs; ++e)
-          for (int t = 0; t < np; ++t)
-            for (int j = 0; j < d; ++j)
-              c[(static_cast<size_t>(e) * np + t) * d + j] =
-                  t < ns ? sy[e * dys + static_cast<size_t>(ns + t) * d + j] : sX[(static_cast<size_t>(e) * (np - ns) + t - ns) * d + j];
-        rt::cuda::set_ln_pipe(was);
-        const std::string s = " d=" + std::to_string(d) + (half ? " bf16 dy" : "") + (pipe ? " pipelined" : "");
-        expect_le(std::memcmp(a.data(), c.data(), a.size() * 4) == 0 ? 0 : 1, 0,
-                  "layernorm backward leaving partial sums: dx the same bits" + s);
-        // (rel is NaN where a partial row went unwritten: the rows start as NaN, and expect_le fails on NaN)
-        expect_le(rel(dw2.get(), dw1.get()), 1e-5, "layernorm partial sums (LnParts) then layernorm_parts_finish: dw" + s);
-        expect_le(rel(db2.get(), db1.get()), 1e-5, "layernorm partial sums (LnParts) then layernorm_parts_finish: db" + s);
+  for (const int d : {384, 96, 512, 32})
+    for (const bool half : {false, true}) {
+      const int ns = 16, np = 32, Bs = 37;
+      const int runs[3] = {Bs * np, 1000, 8}, N = runs[0] + runs[1] + runs[2];
+      const size_t Nd = static_cast<size_t>(N) * d;
+      const VF x = randv(Nd, 181, -2, 3), w = randv(d, 182), b = randv(d, 183), dh = rounded(randv(Nd, 184));
+      const VF dres = randv(Nd, 185), dw0 = randv(d, 186), db0 = randv(d, 187);
+      Dev gx(x), gw(w), gb(b), gy(Nd), gm(N), gr(N), gdh(dh), gres(dres);
+      DevBf hdh(Nd);
+      upload_bf16(hdh, dh);
+      rt::cuda::layernorm_forward(gx.p, gw.p, gb.p, gy.p, gm.p, gr.p, N, d);
+      auto dy_at = [&](size_t row) {
+        return half ? reinterpret_cast<const float*>(hdh.p + row * d) : gdh.p + row * d;
+      };
+      Dev dx1(Nd), dx2(Nd), dw1(dw0), db1(db0), dw2(dw0), db2(db0);
+      rt::cuda::layernorm_backward_res(gx.p, gw.p, gm.p, gr.p, dy_at(0), gres.p, dx1.p, dw1.p, db1.p, N, d, nullptr, half);
+      int rows = 0;
+      for (const int n : runs) rows += rt::cuda::layernorm_part_rows(n, d);
+      Dev pw(static_cast<size_t>(rows) * d), pb(pw.n);
+      // The first run scattered (dy of 2 ns rows an element, dX and dY strided), its dx rebuilt from there for
+      // the comparison: rows t < ns from dy's rows ns + t, rows t >= ns from dX (zeroed, so added to nothing).
+      const size_t dys = 2 * static_cast<size_t>(ns) * d;
+      Dev sdy(Bs * dys), sdX(static_cast<size_t>(Bs) * (np - ns) * d), sdY(randv(Bs * dys, 188));
+      RT_CU(cudaMemset(sdX.p, 0, sdX.n * 4));
+      rt::BackScatter sc;
+      sc.dy = sdy.p;
+      sc.dys = dys;
+      sc.dY = sdY.p;
+      sc.dYs = dys;
+      sc.dX = sdX.p;
+      sc.dXs = static_cast<size_t>(np - ns) * d;
+      sc.ns = ns;
+      sc.nx = np - ns;
+      size_t row = 0;
+      int at = 0;
+      for (int i = 0; i < 3; ++i) {
+        const int n = runs[i];
+        const rt::LnParts parts{pw.p + static_cast<size_t>(at) * d, pb.p + static_cast<size_t>(at) * d};
+        if (i == 0)
+          rt::cuda::layernorm_backward_scatter(gx.p, gw.p, gm.p, gr.p, dy_at(0), gres.p, sc, Bs, d, nullptr, half, parts);
+        else
+          rt::cuda::layernorm_backward_res(gx.p + row * d, gw.p, gm.p + row, gr.p + row, dy_at(row), gres.p + row * d,
+                                           dx2.p + row * d, nullptr, nullptr, n, d, nullptr, half, parts);
+        row += n;
+        at += rt::cuda::layernorm_part_rows(n, d);
       }
+      rt::cuda::layernorm_parts_finish({pw.p, pb.p}, rows, d, dw2.p, db2.p);
+      const VF sy = sdy.get(), sX = sdX.get();
+      VF a = dx1.get(), c = dx2.get();
+      for (int e = 0; e < Bs; ++e)
+        for (int t = 0; t < np; ++t)
+          for (int j = 0; j < d; ++j)
+            c[(static_cast<size_t>(e) * np + t) * d + j] =
+                t < ns ? sy[e * dys + static_cast<size_t>(ns + t) * d + j] : sX[(static_cast<size_t>(e) * (np - ns) + t - ns) * d + j];
+      const std::string s = " d=" + std::to_string(d) + (half ? " bf16 dy" : "");
+      expect_le(std::memcmp(a.data(), c.data(), a.size() * 4) == 0 ? 0 : 1, 0,
+                "layernorm backward leaving partial sums: dx the same bits" + s);
+      // (rel is NaN where a partial row went unwritten: the rows start as NaN, and expect_le fails on NaN)
+      expect_le(rel(dw2.get(), dw1.get()), 1e-5, "layernorm partial sums (LnParts) then layernorm_parts_finish: dw" + s);
+      expect_le(rel(db2.get(), db1.get()), 1e-5, "layernorm partial sums (LnParts) then layernorm_parts_finish: db" + s);
+    }
 }
 
 // The LayerNorm backward from a bf16 dy (Backend::block_dh_half) gives the bits of a float32 dy holding the same
@@ -1650,19 +1588,10 @@ static void check_attention_half_dout() {
 static void check_attention_persist() {
   struct Case { int B, n, d, H; float p; };
   const int process = rt::cuda::attn_persist();
-  const bool process_fit = rt::cuda::attn_fit();
-  // Blocks an SM, and RT_CUDA_ATTN_FIT: the kernels capped in registers for 3 and 4 blocks (hd = 64, paired heads).
-  struct Mode { int per_sm; bool fit; };
   for (const Case c : {Case{256, 32, 384, 6, 0.0f}, Case{64, 32, 384, 6, 0.1f}, Case{16, 64, 96, 6, 0.0f},
                        Case{8, 16, 128, 2, 0.1f}, Case{5, 32, 128, 2, 0.0f}, Case{7, 48, 128, 4, 0.0f}})
-    for (const Mode mode : {Mode{1, false}, Mode{3, false}, Mode{3, true}, Mode{4, true}}) {
-      const int per_sm = mode.per_sm;
+    for (const int per_sm : {1, 3}) {
       if (!rt::cuda::attention_writes_twin(true, c.n, c.d, c.H)) continue;
-      // hd = 64 with two heads a block (n <= 32, an even count of heads): where the fitted kernels run
-      const bool fits = mode.fit && c.d / c.H == 64 && c.n <= 32 && (c.B * c.H) % 2 == 0;
-      if (mode.fit && !fits) continue;
-      rt::cuda::set_attn_fit(mode.fit);
-      const long fit0 = rt::cuda::attn_fit_launches();
       const size_t nq = static_cast<size_t>(c.B) * c.n * 3 * c.d, no = static_cast<size_t>(c.B) * c.n * c.d;
       const size_t np = static_cast<size_t>(c.B) * c.H * c.n * c.n;
       DevBf hq(nq), t0(no), t1(no);
@@ -1679,7 +1608,7 @@ static void check_attention_persist() {
                         std::memcmp(x.data(), y.data(), x.size() * 4) == 0 && t0.get() == t1.get();
       const std::string what = " persistent = a block a unit, B=" + std::to_string(c.B) + " n=" + std::to_string(c.n) +
                                " d=" + std::to_string(c.d) + " H=" + std::to_string(c.H) + " p=" + std::to_string(c.p) +
-                               ", " + std::to_string(per_sm) + " blocks an SM" + (mode.fit ? " (RT_CUDA_ATTN_FIT)" : "");
+                               ", " + std::to_string(per_sm) + " blocks an SM";
       expect_le(same ? 0 : 1, 0, "attention_forward" + what);
       DevBf hdo(no), u0(nq), u1(nq);
       upload_bf16(hdo, rounded(randv(no, 212)));
@@ -1693,11 +1622,6 @@ static void check_attention_persist() {
       const VF e = g0.get(), f = g1.get();
       const bool same_b = std::memcmp(e.data(), f.data(), e.size() * 4) == 0 && u0.get() == u1.get();
       expect_le(same_b ? 0 : 1, 0, "attention_backward" + what);
-      if (mode.fit)
-        // the backward's at 3 and 4 blocks, the forward's at 4 (at 3 its uncapped registers fit already)
-        expect_le(rt::cuda::attn_fit_launches() - fit0 == (per_sm >= 4 ? 2 : 1) ? 0 : 1, 0,
-                  "attention: the fitted kernels launched" + what);
-      rt::cuda::set_attn_fit(process_fit);
     }
 }
 
@@ -2045,7 +1969,6 @@ int main(int argc, char** argv) {
       check_activation_dropout();
       check_decode();
       check_glue();
-      check_glue_idx32();
       check_twins();
       check_half_buffers();
       check_embedding();
