@@ -74,11 +74,15 @@ def run(a, mode):
         for layer in model.h:
             layer.block = torch.compile(layer.block, mode=COMPILE_MODE, dynamic=False)
 
+    first_loss = []  # the first step's loss, the same model and data in every mode (read after the timing)
+
     def step():
         opt.zero_grad(set_to_none=True)
         # (autocast's cast cache off under capture: cached casts would be the capture's, freed after it)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast, cache_enabled=not graph):
             loss = fwd(tokens, targets)
+        if not first_loss:
+            first_loss.append(loss.detach().clone())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -114,7 +118,7 @@ def run(a, mode):
     print(json.dumps({
         "impl": "torch-cuda-model", "config": a.name, "mode": mode, "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(), "batch": a.batch, "N": a.N, "d": a.d, "window": a.window,
-        "ms_step": round(med, 3), "ms_min": round(min(times), 3), "ms_all": [round(t, 2) for t in times],
+        "ms_step": round(med, 3), "loss_first": round(first_loss[0].item(), 5), "ms_min": round(min(times), 3), "ms_all": [round(t, 2) for t in times],
         "tokens_per_s": round(a.batch * a.N / med * 1e3), "gflops": round(fl / med / 1e6, 1),
         "compile_s": compile_s, "compile_mode": COMPILE_MODE if mode == "compile" else None, "max_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20),
     }), flush=True)
