@@ -78,6 +78,26 @@ __global__ void map2_kernel(const TX* __restrict__ x, const TD* dy, float* dx, _
 }
 
 
+// g = GELU(f) and f = GELU'(f) in place, both bf16 (gelu_forward_dact): four elements a step where both pointers allow.
+__global__ void gelu_dact_kernel(__nv_bfloat16* f, __nv_bfloat16* __restrict__ g, size_t n, bool vec) {
+  size_t i0 = 0;
+  if (vec) {
+    const size_t n4 = n / 4;
+    for (size_t i = tid(); i < n4; i += nthreads()) {
+      const float4 v = load4(f, i);
+      const float2 a = GeluBothFast()(v.x), b = GeluBothFast()(v.y), c = GeluBothFast()(v.z), d = GeluBothFast()(v.w);
+      store_bf16x4(g + 4 * i, make_float4(a.x, b.x, c.x, d.x));
+      store_bf16x4(f + 4 * i, make_float4(a.y, b.y, c.y, d.y));
+    }
+    i0 = n4 * 4;
+  }
+  for (size_t i = i0 + tid(); i < n; i += nthreads()) {
+    const float2 o = GeluBothFast()(__bfloat162float(f[i]));
+    g[i] = __float2bfloat16_rn(o.x);
+    f[i] = __float2bfloat16_rn(o.y);
+  }
+}
+
 // x: float32, or bf16 behind the float pointer where x_half.
 bool x_aligned(const float* x, bool x_half) {
   return x_half ? (reinterpret_cast<uintptr_t>(x) & 7) == 0 : aligned16(x);
@@ -122,6 +142,17 @@ void gelu_backward(const float* x, const float* dy, float* dx, size_t n, __nv_bf
                    bool dy_half) {
   fast ? map2<GeluGradFast>(x, dy, dx, n, twin, x_half, dy_half, "gelu_backward")
        : map2<GeluGrad>(x, dy, dx, n, twin, x_half, dy_half, "gelu_backward");
+}
+void gelu_forward_dact(__nv_bfloat16* f, __nv_bfloat16* g, size_t n) {
+  if (!n) return;
+  RT_CHECK(f && g, "gelu_forward_dact: f and g must be given");
+  const bool vec = (reinterpret_cast<uintptr_t>(f) & 7) == 0 && (reinterpret_cast<uintptr_t>(g) & 7) == 0;
+  gelu_dact_kernel<<<blocks_for(vec ? (n + 3) / 4 : n, 256), 256, 0, stream()>>>(f, g, n, vec);
+  RT_CU_LAUNCH("gelu_forward_dact");
+}
+void mul_backward(const float* x, const float* dy, float* dx, size_t n, __nv_bfloat16* twin, bool x_half,
+                  bool dy_half) {
+  map2<MulGrad>(x, dy, dx, n, twin, x_half, dy_half, "mul_backward");
 }
 void relu_forward(const float* x, float* y, size_t n, __nv_bfloat16* twin, bool x_half) {
   map1<Relu>(x, y, n, twin, x_half, "relu_forward");

@@ -69,6 +69,19 @@ struct GeluGradFast {
     return g * (x < 0.0f ? s : 1.0f - s);
   }
 };
+// GELU and its derivative from one phi_fast, for the bf16 mode's c_fc when the layer keeps GELU'(f) rather than f
+// (RT_CUDA_KEEP_DGELU): .x is GeluFast's value, .y GeluGradFast's at g = 1 (the same operations, so the same bits).
+struct GeluBothFast {
+  __device__ float2 operator()(float x) const {
+    const TailPdf p = phi_fast(x);
+    const float a = abs_to_14(x), s = fmaf(-a, p.pdf, p.q);
+    return make_float2(fmaf(-a, p.q, fmaxf(x, 0.0f)), x < 0.0f ? s : 1.0f - s);
+  }
+};
+// The gradient at GELU's input from GELU'(f) as kept (x) and the gradient at its output (g).
+struct MulGrad {
+  __device__ float operator()(float x, float g) const { return x * g; }
+};
 struct Relu {
   __device__ float operator()(float x) const { return x < 0.0f ? 0.0f : x; }
 };

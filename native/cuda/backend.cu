@@ -835,12 +835,12 @@ class CudaBackend final : public Backend {
     return on && act_fusable(s);
   }
   void linear_forward_act_half(const float* x, const float* W, const float* b, float* y, float* act_y, int n, int in,
-                               int out, bool gelu) override {
+                               int out, bool gelu, bool dgelu) override {
     RT_PROF(linear_name(true, in, out));
     const cuda::Twin tw = cuda::twin_claim(x, static_cast<size_t>(n) * in);
     __nv_bfloat16* at = only_twin(act_y, static_cast<size_t>(n) * out, gelu, "linear_forward_act_half");
     cuda::linear_forward_act(!fp32_, tw.only ? nullptr : x, W, b, y, n, in, out,
-                             static_cast<const __nv_bfloat16*>(tw.get()), cuda::GemmAct{at, gelu});
+                             static_cast<const __nv_bfloat16*>(tw.get()), cuda::GemmAct{at, gelu, nullptr, dgelu});
   }
   // mlp c_proj's dx product applies the activation's backward in its epilogue (reading f there) and writes df,
   // not dg; RT_CUDA_FC_DACT=0 runs the pass. On by default since session 20 (see block_fc_act).
@@ -849,13 +849,21 @@ class CudaBackend final : public Backend {
     return on && act_fusable(s);
   }
   void linear_backward_dx_act_half(const float* W, const float* dy, const float* x, float* dx, int n, int in, int out,
-                                   bool gelu) override {
+                                   bool gelu, bool dgelu) override {
     RT_PROF(linear_name(false, in, out));
     const cuda::Twin tw = cuda::twin_claim(dy, static_cast<size_t>(n) * out);
     __nv_bfloat16* dt = only_twin(dx, static_cast<size_t>(n) * in, gelu, "linear_backward_dx_act_half");
     cuda::linear_backward_dx_act(!fp32_, W, tw.only ? nullptr : dy, reinterpret_cast<float*>(dt), n, in, out,
                                  static_cast<const __nv_bfloat16*>(tw.get()), reinterpret_cast<const __nv_bfloat16*>(x),
-                                 gelu);
+                                 gelu, dgelu);
+  }
+  // RT_CUDA_KEEP_DGELU=1 (off until measured): f's buffer keeps GELU'(f), which c_fc's epilogue works out beside
+  // GELU(f) from the same phi_fast (two instructions more a value), so that mlp c_proj's dx epilogue multiplies
+  // rather than running phi_fast again (two MUFU and ~12 FMA a value: 36.0 against 17.9 us a char window without an
+  // epilogue, session 27's H200). df's bits change: GELU'(f) is rounded to bf16 before the product with dg.
+  bool block_keeps_dgelu(const BlockShape& s) const override {
+    static const bool on = rt::env_switch("RT_CUDA_KEEP_DGELU", false);
+    return on && s.gelu && block_fc_act(s) && block_fc_dact(s);
   }
   void keep_bf16_end() override { cuda::twin_keep_end(); }
   // The bf16 chains round h1, qkv, h2, g, dg and dqkv to bf16 as the products would (RT_CUDA_HALF=0: float32).

@@ -24,13 +24,16 @@ struct GemmArgs {
   // An activation in the epilogue of a bf16 C, as activation.cu's passes apply it to C's rounded values:
   // kActGeluFast, kActRelu: act(C) written beside C (rows of ldc bf16 elements at act_out);
   // kActGeluGradFast, kActReluGrad: C becomes act'(x) C, x the activation's input at act_x (bf16, rows of ldc).
+  // kActGeluBoth: GELU(C) written at act_out and GELU'(C) where C would go; kActMul: C becomes x C, x (at act_x)
+  // the GELU'(f) that kActGeluBoth wrote (GemmAct::dgelu).
   // Only the TMA kernel's staged epilogue applies it (gemm_tma's act_applied says whether it did); every other
   // kernel ignores it.
   int act;
   void* act_out;
   const void* act_x;
 };
-constexpr int kActNone = 0, kActGeluFast = 1, kActRelu = 2, kActGeluGradFast = 3, kActReluGrad = 4;
+constexpr int kActNone = 0, kActGeluFast = 1, kActRelu = 2, kActGeluGradFast = 3, kActReluGrad = 4, kActGeluBoth = 5,
+              kActMul = 6;
 
 // Where blockIdx.z puts this block: a batch item (offsets applied to A, B, C) or a split of K.
 struct BlockRange {

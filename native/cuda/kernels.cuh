@@ -48,10 +48,13 @@ struct Batch {
 // runs, else by a pass of activation.cu's after the product (the same bits either way). Forward (x null):
 // act(C) written beside C at out. Backward (x set): C becomes act'(x) C, the gradient at the activation's
 // input from the one at its output (rounded to bf16 first, as the unfused path holds it); out unused.
+// dgelu (GELU only): the forward writes GELU'(C) into C rather than C itself, beside act(C) at out; the backward's x
+// holds that GELU'(f), so C becomes x C (RT_CUDA_KEEP_DGELU: the layer keeps the derivative, not f).
 struct GemmAct {
   __nv_bfloat16* out;                 // M x N bf16, rows of N (ldc)
   bool gelu;                          // GELU through phi_fast (the bf16 mode's), else ReLU
-  const __nv_bfloat16* x = nullptr;  // M x N bf16, rows of N: the activation's input
+  const __nv_bfloat16* x = nullptr;  // M x N bf16, rows of N: the activation's input (with dgelu: GELU'(input))
+  bool dgelu = false;
 };
 void gemm(bool bf16, bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
           const float* B, int ldb, float beta, float* C, int ldc, const float* bias = nullptr,
@@ -80,8 +83,9 @@ void linear_forward_act(bool bf16, const float* x, const float* W, const float* 
                         const __nv_bfloat16* x_twin, const GemmAct& act);
 // dx = act'(x) (dy W) written as bf16 (gemm's act, backward): mlp c_proj's dx product and the activation's
 // backward in one (block_backward, Backend::linear_backward_dx_act_half). x: bf16, n x in.
+// dgelu: x holds GELU'(f) (GemmAct::dgelu), and dx = x (dy W).
 void linear_backward_dx_act(bool bf16, const float* W, const float* dy, float* dx, int n, int in, int out,
-                            const __nv_bfloat16* dy_twin, const __nv_bfloat16* x, bool gelu);
+                            const __nv_bfloat16* dy_twin, const __nv_bfloat16* x, bool gelu, bool dgelu = false);
 // dx = dy W (written; skipped when null); dW += dy^T x; db += column sums of dy. dy_twin: dy's bf16 twin
 // (for the dx product), if its producer wrote one; dy may then be null when dW and db are.
 // dx_half: dx written as bf16 (behind its float pointer).
@@ -198,6 +202,12 @@ void gelu_forward(const float* x, float* y, size_t n, __nv_bfloat16* twin = null
                   bool x_half = false);
 void gelu_backward(const float* x, const float* dy, float* dx, size_t n, __nv_bfloat16* twin = nullptr,
                    bool fast = false, bool x_half = false, bool dy_half = false);
+// The bf16 mode's GELU when the layer keeps GELU'(f) rather than f (RT_CUDA_KEEP_DGELU): g = GELU(f) and f
+// overwritten by GELU'(f), both bf16 (the values gemm's act with dgelu writes); and its backward, dx = x dy with x
+// that GELU'(f) (map2's kinds of operand).
+void gelu_forward_dact(__nv_bfloat16* f, __nv_bfloat16* g, size_t n);
+void mul_backward(const float* x, const float* dy, float* dx, size_t n, __nv_bfloat16* twin = nullptr,
+                  bool x_half = false, bool dy_half = false);
 void relu_forward(const float* x, float* y, size_t n, __nv_bfloat16* twin = nullptr, bool x_half = false);
 void relu_backward(const float* x, const float* dy, float* dx, size_t n, __nv_bfloat16* twin = nullptr,
                    bool x_half = false, bool dy_half = false);

@@ -472,6 +472,7 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
   RT_CHECK(!C_half || (ldc == N && beta == 0.0f && !res && !batch),
            "cuda gemm: a bf16 C needs ldc == N, beta 0, no residual and no batch");
   RT_CHECK(!act || (C_half && (act->x || act->out)), "cuda gemm: an activation needs a bf16 C and its input or output");
+  RT_CHECK(!act || !act->dgelu || act->gelu, "cuda gemm: dgelu (GELU's derivative kept) is for GELU only");
   RT_CHECK(!(tA && tB), "cuda gemm: transposing both operands is not supported");
   // A given as its bf16 twin alone (Twin::only): rows of K, as the Hopper kernel reads it; any other kernel
   // gets its float32 values back first (A_f32).
@@ -566,8 +567,8 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
   g.c_half = C_half && k == GemmKernel::Wgmma && splits == 1;
   if (C_half && !g.c_half) float_C();
   if (act && g.c_half) {
-    if (act->x) g.act = act->gelu ? kActGeluGradFast : kActReluGrad;
-    else g.act = act->gelu ? kActGeluFast : kActRelu;
+    if (act->x) g.act = act->dgelu ? kActMul : act->gelu ? kActGeluGradFast : kActReluGrad;
+    else g.act = act->dgelu ? kActGeluBoth : act->gelu ? kActGeluFast : kActRelu;
     g.act_out = act->out;
     g.act_x = act->x;
   }
@@ -595,8 +596,11 @@ void gemm(bool bf16, bool tA, bool tB, int M, int N, int K, float alpha, const f
       RT_CU(cudaMemcpyAsync(dy.get(), C, n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToDevice, stream()));
       const float* x = reinterpret_cast<const float*>(act->x);
       auto* out = reinterpret_cast<__nv_bfloat16*>(C);
-      if (act->gelu) gelu_backward(x, dy.f32(), nullptr, n, out, true, true, true);
+      if (act->dgelu) mul_backward(x, dy.f32(), nullptr, n, out, true, true);
+      else if (act->gelu) gelu_backward(x, dy.f32(), nullptr, n, out, true, true, true);
       else relu_backward(x, dy.f32(), nullptr, n, out, true, true);
+    } else if (act->dgelu) {
+      gelu_forward_dact(reinterpret_cast<__nv_bfloat16*>(C), act->out, n);
     } else if (act->gelu) {
       gelu_forward(C, nullptr, n, act->out, true, true);
     } else {
@@ -618,8 +622,8 @@ void linear_forward_act(bool bf16, const float* x, const float* W, const float* 
 }
 
 void linear_backward_dx_act(bool bf16, const float* W, const float* dy, float* dx, int n, int in, int out,
-                            const __nv_bfloat16* dy_twin, const __nv_bfloat16* x, bool gelu) {
-  const GemmAct act{nullptr, gelu, x};
+                            const __nv_bfloat16* dy_twin, const __nv_bfloat16* x, bool gelu, bool dgelu) {
+  const GemmAct act{nullptr, gelu, x, dgelu};
   gemm(bf16, false, false, n, in, out, 1.0f, dy, out, W, in, 0.0f, dx, in, nullptr, nullptr, nullptr, dy_twin, true, &act);
 }
 

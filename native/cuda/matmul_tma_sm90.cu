@@ -71,7 +71,14 @@ struct Layout {
   static constexpr int kSmem = kStaging + 8 * 2 * kBoxBytes<BOX> + 1024;  // and slack to align the base to 1024 bytes
 };
 
-// x's tile in the epilogue of the activation's backward (EPI 6, 7): the stage after a tile's K steps holds the
+// The epilogues with an activation (store_tile_staged): those that write act(C) through map_g (4 GELU, 5 ReLU, 8 GELU
+// with GELU'(C) where C goes: RT_CUDA_KEEP_DGELU) and those that read x's tile (6 GELU', 7 ReLU', 9 x C with x GELU'(f)).
+template <int EPI>
+constexpr bool kGEpi = EPI == 4 || EPI == 5 || EPI == 8;
+template <int EPI>
+constexpr bool kXEpi = EPI == 6 || EPI == 7 || EPI == 9;
+
+// x's tile in the epilogue of the activation's backward (EPI 6, 7, 9): the stage after a tile's K steps holds the
 // tile's 128 rows of x, as boxes of kXCols columns: on 128-wide tiles two boxes of 64 (rows of 128 bytes, 128B
 // swizzle: 32 KB, the stage's bytes), on 96-wide ones (RT_CUDA_TMA_X96) three of 32 (rows of 64 bytes, 64B
 // swizzle: 24 KB of the stage's 28). Either way the lanes' reads of a row's 16-byte chunks spread over the banks.
@@ -265,8 +272,9 @@ __device__ __forceinline__ void acc_add_res(const GemmArgs& g, int m0, int n0, f
 // followed by act(C)'s from the same rounded values (what activation.cu's pass would read back), so that
 // c_fc's activation costs its stores and not a pass of its own; 6 and 7, bf16 C holding
 // act'(x) times the rounded values (GELU's, ReLU's), x from fx: the activation's backward in mlp c_proj's dx
-// product, which then stores df and not dg, and no pass reads dg back.
-// fx (EPI 6, 7): the shared-memory address of the warpgroup's 64 rows of x's 128 x BN tile, as the producer
+// product, which then stores df and not dg, and no pass reads dg back. 8: as 4, but GELU'(C) goes where C would
+// (its boxes after each GELU box, not before all of them), GELU(C) beside it; 9: as 6, x C with x that GELU'(f) (GemmAct::dgelu: one multiply, not GELU').
+// fx (EPI 6, 7, 9): the shared-memory address of the warpgroup's 64 rows of x's 128 x BN tile, as the producer
 // loaded it into a stage (XTile: 64- or 32-column boxes of 128 rows, swizzled so that a warp's 8 rows by 16 bytes
 // per load hit distinct banks).
 // boxes: the warp's count of boxes stored so far (which of the two is next, across tiles).
@@ -365,7 +373,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
       if (!kAhead) load_bias(c);
       else if (c + 1 < C) load_bias(c + 1);
     }
-    if constexpr (EPI >= 6) {  // (act'(x) C's boxes after all of C's values: below)
+    if constexpr (kXEpi<EPI> || EPI == 8) {  // (act'(x) C's or GELU'(C)'s boxes after all of C's values: below)
 #pragma unroll
       for (int jj = 0; jj < J; ++jj)
 #pragma unroll
@@ -399,13 +407,15 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
     put_box<LANES, HALF ? 2 : 4, NOSTORE, TEAM, NOFENCE>(g, map_c, g.C, n0 + c * 8 * J, row0, box);
   }
   if constexpr (LATE) {
-    // act(C)'s boxes (EPI 4, 5: through map_g into act_out) or act'(x) C's (6, 7: through map_c into C) from the
-    // rounded values kept in pk. For act'(x): row 16 warp + r + 8 h of the warpgroup's x, its 16-byte chunks where
-    // the swizzle put them (outside C the engine filled zeros).
+    // act(C)'s boxes (EPI 4, 5, 8: through map_g into act_out) or act'(x) C's (6, 7, 9: through map_c into C) from
+    // the rounded values kept in pk. For act'(x): row 16 warp + r + 8 h of the warpgroup's x, its 16-byte chunks
+    // where the swizzle put them (outside C the engine filled zeros). EPI 8: each GELU box, then its GELU' box into C
+    // (both from one phi_fast, the derivative's pairs held in dk meanwhile).
 #pragma unroll
     for (int c = 0; c < C; ++c) {
       uint8_t* box = take_box<LANES, BOX>(box0, boxes);
       const uint32_t sbox = smem_addr(box);
+      uint32_t dk[EPI == 8 ? J : 1][2];
 #pragma unroll
       for (int jj = 0; jj < J; ++jj)
 #pragma unroll
@@ -413,7 +423,11 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
           const int j = c * J + jj, e = (r + 8 * h) * 8 * J + 8 * jj + 2 * q;
           const float2 v = bf16x2_float2(pk[c][jj][h]);
           float2 a;
-          if constexpr (EPI == 4) {
+          if constexpr (EPI == 8) {
+            const float2 x = GeluBothFast()(v.x), y = GeluBothFast()(v.y);
+            a = make_float2(x.x, y.x);
+            dk[jj][h] = pack_bf16(x.y, y.y);
+          } else if constexpr (EPI == 4) {
             a = make_float2(GeluFast()(v.x), GeluFast()(v.y));
           } else if constexpr (EPI == 5) {
             a = make_float2(Relu()(v.x), Relu()(v.y));
@@ -427,12 +441,22 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
                 fx + (j / kChunks) * X::kBoxBytes + (warp * 16 + r + 8 * h) * X::kRowBytes + (chunk << 4) + 4 * q;
             const float2 x = bf16x2_float2(lds32(xp));
             if constexpr (EPI == 6) a = make_float2(GeluGradFast()(x.x, v.x), GeluGradFast()(x.y, v.y));
+            else if constexpr (EPI == 9) a = make_float2(MulGrad()(x.x, v.x), MulGrad()(x.y, v.y));
             else a = make_float2(ReluGrad()(x.x, v.x), ReluGrad()(x.y, v.y));
           }
           sts32(sbox + e * 2, pack_bf16(a.x, a.y));
         }
-      if constexpr (EPI <= 5) put_box<LANES, 2, NOSTORE, TEAM, NOFENCE>(g, map_g, g.act_out, n0 + c * 8 * J, row0, box);
+      if constexpr (kGEpi<EPI>) put_box<LANES, 2, NOSTORE, TEAM, NOFENCE>(g, map_g, g.act_out, n0 + c * 8 * J, row0, box);
       else put_box<LANES, 2, NOSTORE, TEAM, NOFENCE>(g, map_c, g.C, n0 + c * 8 * J, row0, box);
+      if constexpr (EPI == 8) {
+        uint8_t* dbox = take_box<LANES, BOX>(box0, boxes);
+        const uint32_t sd = smem_addr(dbox);
+#pragma unroll
+        for (int jj = 0; jj < J; ++jj)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) sts32(sd + ((r + 8 * h) * 8 * J + 8 * jj + 2 * q) * 2, dk[jj][h]);
+        put_box<LANES, 2, NOSTORE, TEAM, NOFENCE>(g, map_c, g.C, n0 + c * 8 * J, row0, dbox);
+      }
     }
   }
 }
@@ -480,7 +504,7 @@ __global__ void __launch_bounds__(kThreads, MINB)
                     const __grid_constant__ CUtensorMap map_c, const __grid_constant__ CUtensorMap map_g, GemmArgs g,
                     int tiles_n, int tiles) {
   using L = Layout<BN, STAGES, BK, BOX>;
-  static_assert(BK == 64 || EPI < 6, "x's tile needs a stage of 64 K");
+  static_assert(BK == 64 || !kXEpi<EPI>, "x's tile needs a stage of 64 K");
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + L::kBars);
@@ -502,10 +526,10 @@ __global__ void __launch_bounds__(kThreads, MINB)
   auto tile_n0 = [&](int i) { return (blockIdx.x + i * gridDim.x) % tiles_n * BN; };
 
   if (threadIdx.x >= kConsumers) {  // the producer warp: one thread issues every copy
-    // With x's tiles (EPI 6, 7) the whole warp walks the ring, so that it arrives at the named barrier whole:
+    // With x's tiles (EPI 6, 7, 9) the whole warp walks the ring, so that it arrives at the named barrier whole:
     // a lone thread's arrival waits for the rest of its warp, which must then not sit at a reconvergence point
     // waiting for that thread. Else the other 31 lanes leave at once.
-    constexpr bool kWholeWarp = EPI >= 6;
+    constexpr bool kWholeWarp = kXEpi<EPI>;
     const bool leader = threadIdx.x == kConsumers;
     if ((kWholeWarp || leader) && nk > 0) {
       int s = 0;
@@ -525,7 +549,7 @@ __global__ void __launch_bounds__(kThreads, MINB)
           }
           if (++s == STAGES) s = 0, ph ^= 1;
         }
-        if constexpr (EPI >= 6) {  // the epilogue's x tile, into the next stage (XTile: at most a stage's bytes)
+        if constexpr (kXEpi<EPI>) {  // the epilogue's x tile, into the next stage (XTile: at most a stage's bytes)
           static_assert(STAGES == 3 && XTile<BN>::kBytes <= L::kStage, "x's tile in one stage of a 3-stage ring (named_sync)");
           cluster::bar_wait(empty + s, ph ^ 1);
           if constexpr (DIAG == kDiagNoLoads) {
@@ -595,7 +619,7 @@ __global__ void __launch_bounds__(kThreads, MINB)
       pin(acc);
       if constexpr (RES == kResEnd && DIAG != kDiagNoEpilogue) acc_add_res<BN>(g, m0 + wg * 64, n0, acc);
       uint32_t fx = 0;
-      if constexpr (EPI >= 6) {
+      if constexpr (kXEpi<EPI>) {
         // The producer waits for x's stage and says so through a named barrier: a wait loop here, between
         // the products and the epilogue, made ptxas spill ~400 bytes a thread.
         named_sync(1 + (i & 1));
@@ -616,7 +640,7 @@ __global__ void __launch_bounds__(kThreads, MINB)
       } else {
         store_tile<EPI>(g, br.C, m0 + wg * 64, n0, acc);
       }
-      if constexpr (EPI >= 6) {  // x's stage back to the producer, once every lane has read its part
+      if constexpr (kXEpi<EPI>) {  // x's stage back to the producer, once every lane has read its part
         __syncwarp();
         release(s);
         if (++s == STAGES) s = 0, ph ^= 1;
@@ -715,7 +739,7 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
   if (EPI >= 4) ++g_act_launches;
   if (RES == kResAcc) ++g_res_acc_launches;
   if (RES == kResEnd) ++g_res_end_launches;
-  if (EPI >= 6 && BN == 96) ++g_x96_launches;
+  if (kXEpi<EPI> && BN == 96) ++g_x96_launches;
   return true;
 }
 
@@ -848,17 +872,17 @@ bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* 
   const int box = team ? kBoxTeam : wide ? kBoxWide : kBoxWarp;
   const int rows = team ? 64 : 16;  // the staged boxes' rows: the warpgroup's or the warp's
   const bool staged = g_tma_store && !g.ws && g.beta == 0.0f && encode_c(&mc, g.C, g.c_half, g.ldc, g, rows, wide);
-  const bool backward = g.act == kActGeluGradFast || g.act == kActReluGrad;
-  const bool forward = g.act == kActGeluFast || g.act == kActRelu;
+  const bool backward = g.act == kActGeluGradFast || g.act == kActReluGrad || g.act == kActMul;
+  const bool forward = g.act == kActGeluFast || g.act == kActRelu || g.act == kActGeluBoth;
   int epi = (staged ? 2 : 0) + (g.c_half ? 1 : 0);
   // x's tile fills a stage at BN = 128 and 96 only (XTile); K > 0 so that the producer runs (it loads x); x read
   // as an operand copy is (M rows of N, in XTile's boxes of 128 rows, swizzled as the epilogue reads them)
   constexpr bool kXTile = (BN == 128 || BN == 96) && BK == 64;
   if (kXTile && backward && staged && g.c_half && g.K > 0 && g.ldc == g.N && g.N % 8 == 0 && aligned16(g.act_x) &&
       encode(&mg, static_cast<const __nv_bfloat16*>(g.act_x), g.M, g.N, 128, XTile<kXTile ? BN : 128>::kCols))
-    epi = g.act == kActGeluGradFast ? 6 : 7;
+    epi = g.act == kActGeluGradFast ? 6 : g.act == kActMul ? 9 : 7;
   else if (forward && staged && g.c_half && encode_c(&mg, g.act_out, true, g.ldc, g, rows))
-    epi = g.act == kActGeluFast ? 4 : 5;
+    epi = g.act == kActGeluFast ? 4 : g.act == kActGeluBoth ? 8 : 5;
   bool launched = false;
   switch (epi) {
     case 0: launched = launch<BN, STAGES, MINB, 0, false, kResLoads, kDiagNone, kBoxWarp, BK>(g, A, B, Kp, splits, mc, mg); break;
@@ -889,12 +913,14 @@ bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* 
     case 3: launched = launch_staged<BN, STAGES, MINB, 3, kResLoads, BK>(g, A, B, Kp, splits, mc, mg, box); break;
     case 4: launched = launch_staged<BN, STAGES, MINB, 4, kResLoads, BK>(g, A, B, Kp, splits, mc, mg, box); break;
     case 5: launched = launch_staged<BN, STAGES, MINB, 5, kResLoads, BK>(g, A, B, Kp, splits, mc, mg, box); break;
+    case 8: launched = launch_staged<BN, STAGES, MINB, 8, kResLoads, BK>(g, A, B, Kp, splits, mc, mg, box); break;
     default:
       if constexpr (kXTile)
-        launched = epi == 6 ? launch_staged<BN, STAGES, MINB, 6>(g, A, B, Kp, splits, mc, mg, box)
-                            : launch_staged<BN, STAGES, MINB, 7>(g, A, B, Kp, splits, mc, mg, box);
+        launched = epi == 6   ? launch_staged<BN, STAGES, MINB, 6>(g, A, B, Kp, splits, mc, mg, box)
+                   : epi == 9 ? launch_staged<BN, STAGES, MINB, 9>(g, A, B, Kp, splits, mc, mg, box)
+                              : launch_staged<BN, STAGES, MINB, 7>(g, A, B, Kp, splits, mc, mg, box);
   }
-  *act_applied = launched && epi >= 4;
+  *act_applied = launched && epi >= 4;  // (4 to 9)
   return launched;
 }
 

@@ -319,8 +319,10 @@ class Backend {
   // y = x W^T + b written as bf16 (as linear_forward_half) and act(y) (GELU or ReLU of y's rounded values, as
   // activation_forward with x_half) written as act_y's bf16 copy alone: the copy keep_bf16_begin(act_y, ...,
   // only) asked for, which the product after claims.
+  // dgelu (block_keeps_dgelu): y holds GELU'(y) instead, GELU's derivative at y's rounded values.
   virtual void linear_forward_act_half(const float* /*x*/, const float* /*W*/, const float* /*b*/, float* /*y*/,
-                                       float* /*act_y*/, int /*n*/, int /*in*/, int /*out*/, bool /*gelu*/) {
+                                       float* /*act_y*/, int /*n*/, int /*in*/, int /*out*/, bool /*gelu*/,
+                                       bool /*dgelu*/) {
     throw Error(std::string(name()) + ": has no fused activation products");
   }
   // Whether the unfused path forms ln_1's input from the window glue in ln_1's own pass
@@ -359,11 +361,16 @@ class Backend {
   // Whether the unfused path, where f and dg are bf16 (block_f_half), runs mlp c_proj's dx product and the
   // activation's backward as one operation (linear_backward_dx_act_half).
   virtual bool block_fc_dact(const BlockShape&) const { return false; }
+  // Whether the unfused path, where block_fc_act and block_fc_dact both hold and the activation is GELU, keeps
+  // GELU'(f) in f's buffer rather than f (BlockCache::f_dgelu): c_fc's product writes it beside GELU(f), and mlp
+  // c_proj's dx product multiplies by it rather than working GELU' out of f; f itself has no other reader.
+  virtual bool block_keeps_dgelu(const BlockShape&) const { return false; }
   // dx = act'(x) (dy W), with dy W rounded to bf16 first (as linear_backward_dx_half writes it and
   // activation_backward with x_half and dy_half reads it), written as dx's bf16 copy alone (the copy
   // keep_bf16_begin(dx, ..., only) asked for). x: bf16 behind its float pointer (block_f_half's f).
+  // dgelu (block_keeps_dgelu): x holds GELU'(f) as linear_forward_act_half wrote it, and dx = x (dy W).
   virtual void linear_backward_dx_act_half(const float* /*W*/, const float* /*dy*/, const float* /*x*/, float* /*dx*/,
-                                           int /*n*/, int /*in*/, int /*out*/, bool /*gelu*/) {
+                                           int /*n*/, int /*in*/, int /*out*/, bool /*gelu*/, bool /*dgelu*/) {
     throw Error(std::string(name()) + ": has no fused activation products");
   }
   virtual void keep_bf16_end() {}

@@ -70,6 +70,7 @@ void BlockArena::allocate(Backend& be, const BlockShape& s, int B_, const std::v
   mean2 = DeviceBuffer(be, r);
   rstd2 = DeviceBuffer(be, r);
   f_half = keeps && be.block_f_half(s);
+  f_dgelu = f_half && be.block_keeps_dgelu(s);
   f = be.block_keeps_f(s) ? DeviceBuffer(be, held(f_half, r * 4 * d)) : DeviceBuffer();
   g = unless_only(held(half, r * 4 * d));
   if (keeps) {
@@ -100,6 +101,7 @@ BlockCache BlockArena::view(const BlockShape& s, int k) const {
   c.rstd2 = at_elem(rstd2, r);
   c.f = at_elem(f, r * 4 * d, f_half);
   c.f_half = f_half;
+  c.f_dgelu = f_dgelu;
   c.g = only ? at_elem(g_16, r * 4 * d, true) : at_elem(g, r * 4 * d, half);
   // bf16 values of the weight products' operands: the buffers themselves where half, else the kept copies.
   c.b16.h1 = half ? c.h1 : at_elem(h1_16, r * d, true);
@@ -220,8 +222,9 @@ void block_forward(Backend& be, const BlockShape& s, const BlockWeights& w, Bloc
   if (c.f_half && c.b16.g && be.block_fc_act(s)) {
     keeping(
         be, c.g, c.b16.g, Rd * 4,
-        [&] { be.linear_forward_act_half(c.h2, w.fc_w, w.fc_b, c.f, c.g, R, d, 4 * d, s.gelu); }, true);
+        [&] { be.linear_forward_act_half(c.h2, w.fc_w, w.fc_b, c.f, c.g, R, d, 4 * d, s.gelu, c.f_dgelu); }, true);
   } else {
+    if (c.f_dgelu) throw Error("block_forward: GELU's derivative is kept by the fused c_fc product alone");
     if (c.f_half) be.linear_forward_half(c.h2, w.fc_w, w.fc_b, c.f, R, d, 4 * d);
     else be.linear_forward(c.h2, w.fc_w, w.fc_b, c.f, R, d, 4 * d);
     keeping(be, c.g, c.b16.g, Rd * 4, [&] { be.activation_forward(s.gelu, c.f, c.g, Rd * 4, c.f_half); }, true);
@@ -309,8 +312,10 @@ void block_backward(Backend& be, const BlockShape& s, const BlockWeights& w, con
   if (st.dg_half && c.f_half && st.b16.dg && be.block_fc_dact(s)) {
     keeping(
         be, st.dg, st.b16.dg, Rd * 4,
-        [&] { be.linear_backward_dx_act_half(w.mlp_proj_w, st.dm, c.f, st.dg, R, 4 * d, d, s.gelu); }, true);
+        [&] { be.linear_backward_dx_act_half(w.mlp_proj_w, st.dm, c.f, st.dg, R, 4 * d, d, s.gelu, c.f_dgelu); },
+        true);
   } else {
+    if (c.f_dgelu) throw Error("block_backward: f holds GELU's derivative, which the fused dx product alone reads");
     if (st.dg_half) be.linear_backward_dx_half(w.mlp_proj_w, st.dm, st.dg, R, 4 * d, d);
     else be.linear_backward(c.g, w.mlp_proj_w, st.dm, st.dg, nullptr, nullptr, R, 4 * d, d);
     keeping(be, st.dg, st.b16.dg, Rd * 4,

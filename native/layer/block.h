@@ -43,6 +43,7 @@ struct BlockCache {
   bool half = false;      // h1, qkv, h2 and g hold bf16 (Backend::block_half), behind their float pointers
   bool qkv_half = false;  // qkv holds bf16 (half, or Backend::block_qkv_half on the unfused path)
   bool f_half = false;    // f holds bf16 (Backend::block_f_half on the unfused path)
+  bool f_dgelu = false;   // f holds GELU'(c_fc's output), not the output (Backend::block_keeps_dgelu)
   // The bf16 values of the weight products' operands h1, att, h2, g, or nulls: the buffers themselves where
   // half, or the copies of Backend::block_keeps_bf16.
   struct Bf16 {
@@ -71,6 +72,7 @@ struct BlockArena {
   bool only = false;             // h1, h2, g kept as their bf16 copies alone (Backend::block_bf16_only)
   bool qkv_half = false;         // qkv in bf16 (half, or Backend::block_qkv_half)
   bool f_half = false;           // f in bf16 (Backend::block_f_half)
+  bool f_dgelu = false;          // f holds GELU'(c_fc's output) (Backend::block_keeps_dgelu)
   DeviceBuffer x, h1, mean1, rstd1, qkv, probs, att, x2, h2, mean2, rstd2, f, g;
   DeviceBuffer h1_16, att_16, h2_16, g_16;  // Backend::block_keeps_bf16's copies, or none
 

@@ -1457,7 +1457,9 @@ static void check_layernorm_half_dy() {
 
 // The activations in the TMA product's epilogue (gemm's act): the same bits as the product alone followed by
 // activation.cu's pass over its bf16 output. Forward (c_fc, Backend::linear_forward_act_half): C and act(C);
-// backward (mlp c_proj's dx, linear_backward_dx_act_half): act'(x) times the rounded product. Staged, the
+// backward (mlp c_proj's dx, linear_backward_dx_act_half): act'(x) times the rounded product. With dgelu
+// (RT_CUDA_KEEP_DGELU) the forward's C is GELU'(C) (gelu_forward_dact's bits) and the backward's x times the rounded
+// product (mul_backward's). Staged, the
 // fused kernel must have launched where the shape allows it (the backward on 128- or, with RT_CUDA_TMA_X96,
 // 96-wide tiles: not the 192-wide K = 1536 shape); with the staged epilogue off, the pass does it. Shapes: the char config's, row and column
 // tails, and a product on 192-wide tiles.
@@ -1483,7 +1485,8 @@ static void check_gemm_act() {
     for (const Case c : {Case{8192, 1536, 384}, Case{1000, 328, 200}, Case{777, 2000, 96}, Case{8192, 384, 1536},
                          Case{4096, 1536, 64}, Case{4096, 1536, 96}, Case{2048, 296, 200}})
       for (const bool backward : {false, true})
-        for (const bool gelu : {true, false}) {
+        for (const int kind : {0, 1, 2}) {  // GELU, ReLU, GELU with its derivative kept (dgelu)
+          const bool gelu = kind != 1, dgelu = kind == 2;
           if (x96 && !backward) continue;  // (the forward as at tiles 0: the switch is the backward's)
           const size_t mn = static_cast<size_t>(c.M) * c.N;
           const VF a = rounded(randv(static_cast<size_t>(c.M) * c.K, 141, -2, 2));
@@ -1503,19 +1506,34 @@ static void check_gemm_act() {
           product(C0, nullptr);
           const float* c0 = reinterpret_cast<const float*>(C0.p);
           const float* x = reinterpret_cast<const float*>(X.p);
-          if (backward) {
-            if (gelu) rt::cuda::gelu_backward(x, c0, nullptr, mn, G0.p, true, true, true);
+          DevBf D(dgelu && !backward ? mn : 1);  // the pass's GELU'(C), from a copy of C
+          if (dgelu && !backward) {
+            RT_CU(cudaMemcpyAsync(D.p, C0.p, mn * 2, cudaMemcpyDeviceToDevice, rt::cuda::stream()));
+            rt::cuda::gelu_forward_dact(D.p, G0.p, mn);
+            // GELU and GELU' each as the passes without the derivative kept work them out (GELU' as the gradient of
+            // a 1): the same bits as gelu_forward_dact's one phi_fast
+            DevBf E(mn), F(mn);
+            const Dev ones(VF(mn, 1.0f));
+            rt::cuda::gelu_forward(c0, nullptr, mn, E.p, true, true);
+            rt::cuda::gelu_backward(c0, ones.p, nullptr, mn, F.p, true, true, false);
+            expect_le(E.get() == G0.get() ? 0 : 1, 0, "gelu_forward_dact: GELU's bits = gelu_forward's " + shape(c.M, c.N, c.K));
+            expect_le(F.get() == D.get() ? 0 : 1, 0,
+                      "gelu_forward_dact: GELU''s bits = gelu_backward's of a 1 " + shape(c.M, c.N, c.K));
+          } else if (backward) {
+            if (dgelu) rt::cuda::mul_backward(x, c0, nullptr, mn, G0.p, true, true);
+            else if (gelu) rt::cuda::gelu_backward(x, c0, nullptr, mn, G0.p, true, true, true);
             else rt::cuda::relu_backward(x, c0, nullptr, mn, G0.p, true, true);
           } else if (gelu) {
             rt::cuda::gelu_forward(c0, nullptr, mn, G0.p, true, true);
           } else {
             rt::cuda::relu_forward(c0, nullptr, mn, G0.p, true);
           }
-          const rt::cuda::GemmAct act{backward ? nullptr : G1.p, gelu, backward ? X.p : nullptr};
+          const rt::cuda::GemmAct act{backward ? nullptr : G1.p, gelu, backward ? X.p : nullptr, dgelu};
           product(C1, &act);
           // (gemm_tma's rule: 192-wide tiles for 128 < N <= 384 with K > 512; none of these is split over K)
           const bool wide = c.N > 128 && c.N <= 384 && c.K > 512, want = staged && !(backward && wide);
-          const std::string what = std::string(backward ? " backward" : " forward") + (gelu ? " gelu " : " relu ") +
+          const std::string what = std::string(backward ? " backward" : " forward") +
+                                   (dgelu ? " gelu (derivative kept) " : gelu ? " gelu " : " relu ") +
                                    shape(c.M, c.N, c.K) +
                                    (mode == 0   ? ", through the pass"
                                     : mode == 1 ? ", staged epilogue"
@@ -1543,6 +1561,9 @@ static void check_gemm_act() {
           use({rt::cuda::GemmKernel::Auto, "auto"});
           if (backward) {  // C1 holds act'(x) C: the pass's output
             expect_le(C1.get() == G0.get() ? 0 : 1, 0, "gemm with act: act'(x) C's bits = the pass's" + what);
+          } else if (dgelu) {
+            expect_le(D.get() == C1.get() ? 0 : 1, 0, "gemm with act: GELU'(C)'s bits = the pass's" + what);
+            expect_le(G0.get() == G1.get() ? 0 : 1, 0, "gemm with act: act(C)'s bits = the pass's" + what);
           } else {
             expect_le(C0.get() == C1.get() ? 0 : 1, 0, "gemm with act: C's bits" + what);
             expect_le(G0.get() == G1.get() ? 0 : 1, 0, "gemm with act: act(C)'s bits = the pass's" + what);
@@ -1828,13 +1849,14 @@ static void bench_gemm_diag() {
     std::printf("gemm-diag: needs a compute-capability 9.0 GPU with the Hopper kernels\n");
     return;
   }
-  // act: 0 none, 1 GELU of C beside it (c_fc), 2 C times GELU'(x) (mlp c_proj's dx); no biases (the char
-  // config's layers have none)
+  // act: 0 none, 1 GELU of C beside it (c_fc), 2 C times GELU'(x) (mlp c_proj's dx); 3 and 4 the same with GELU's
+  // derivative kept (RT_CUDA_KEEP_DGELU: GELU'(C) where C goes; x C); no biases (the char config's layers have none)
   struct P { const char* name; int M, N, K; bool backward, half, res; int act; };
   const P ps[] = {{"c_attn", 8192, 1152, 384, false, true, false, 0},   {"attn_proj", 8192, 384, 384, false, false, true, 0},
                   {"c_fc_gelu", 8192, 1536, 384, false, true, false, 1}, {"mlp_proj", 8192, 384, 1536, false, false, true, 0},
                   {"mlp_proj_dx", 8192, 1536, 384, true, true, false, 2}, {"attn_proj_dx", 8192, 384, 384, true, true, false, 0},
-                  {"c_attn_dx", 8192, 384, 1152, true, true, false, 0},  {"c_fc_dx", 8192, 384, 1536, true, true, false, 0}};
+                  {"c_attn_dx", 8192, 384, 1152, true, true, false, 0},  {"c_fc_dx", 8192, 384, 1536, true, true, false, 0},
+                  {"c_fc_dgelu", 8192, 1536, 384, false, true, false, 3}, {"mlp_proj_dx_mul", 8192, 1536, 384, true, true, false, 4}};
   const char* names[] = {"as_is", "no_stores", "no_epilogue", "no_mma", "no_loads",
                          "lanes", "res_prefetch", "x96", "team", "bk32", "no_fence", "res_acc", "acc_nostore",
                          "acc_box64", "acc_noepi", "res_end"};
@@ -1854,7 +1876,8 @@ static void bench_gemm_diag() {
     Dev copies(rt::cuda::weight_copies_floats(&out, &in, 1));
     const float* w = W.p;
     rt::cuda::weight_copies_make(&w, &out, &in, 1, p.backward, copies.p);
-    const rt::cuda::GemmAct act{p.act == 1 ? G.p : nullptr, true, p.act == 2 ? X.p : nullptr};
+    const bool fwd_act = p.act == 1 || p.act == 3, bwd_act = p.act == 2 || p.act == 4;
+    const rt::cuda::GemmAct act{fwd_act ? G.p : nullptr, true, bwd_act ? X.p : nullptr, p.act >= 3};
     float* C = p.half ? reinterpret_cast<float*>(Ch.p) : Cf.p;
     auto product = [&] {
       rt::cuda::gemm(true, false, !p.backward, p.M, p.N, p.K, 1.0f, nullptr, p.K, W.p, p.backward ? p.N : p.K, 0.0f, C,
@@ -1872,9 +1895,9 @@ static void bench_gemm_diag() {
                  before_team = rt::cuda::tma_team_launches(), before_bk32 = rt::cuda::tma_bk32_launches();
       us[m] = time_ms(product, kReps) * 1e3;
       all_tma = all_tma && rt::cuda::tma_launches() - before == kReps + 3;  // time_ms: 3 warm-up calls
-      if (m == 7 && p.act == 2) x96_ran = rt::cuda::tma_x96_launches() - before96 == kReps + 3;
+      if (m == 7 && bwd_act) x96_ran = rt::cuda::tma_x96_launches() - before96 == kReps + 3;
       if (m == 8) team_ran = rt::cuda::tma_team_launches() - before_team == kReps + 3;
-      if (m == 9 && p.act != 2) bk32_ran = rt::cuda::tma_bk32_launches() - before_bk32 == kReps + 3;
+      if (m == 9 && !bwd_act) bk32_ran = rt::cuda::tma_bk32_launches() - before_bk32 == kReps + 3;
       rt::cuda::tma_last_kernel(&regs[m], &local[m]);  // (the variants' registers differ: see NOTES, session 22)
     }
     rt::cuda::set_tma_diag(0);
