@@ -9,7 +9,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 RESULT_DIR=$OUT; export OUT=/tmp/res; mkdir -p "$OUT"
 mkdir -p node_modules && tar -xJf .device/nm.tar.xz -C node_modules
 call_start=$(date +%s)
-t() { echo "[$(( $(date +%s) - call_start )) s] $*"; }
+# Each stage's start also packs what the stages before left (as call_done does at the end), so that a call the device
+# tool cuts short at its limit still brings back the results it had (session 28's last call came back empty).
+t() {
+  tar -C /tmp -czf "$RESULT_DIR/.all.tar.gz" res 2>/dev/null && mv -f "$RESULT_DIR/.all.tar.gz" "$RESULT_DIR/all.tar.gz"
+  echo "[$(( $(date +%s) - call_start )) s] $*" | tee -a "$OUT/progress.log"
+}
 # Seconds a stage may take: at most $1, and no later than CALL_LIMIT (default 580) seconds into the call, so that
 # a late stage is cut by its own timeout and call_done still packs the results before the device tool's limit.
 budget() { local left=$(( ${CALL_LIMIT:-580} - ($(date +%s) - call_start) )); (( left < $1 )) && echo $(( left > 10 ? left : 10 )) || echo "$1"; }
