@@ -76,8 +76,7 @@ def run(a, mode):
 
     first_loss = []  # the first step's loss, the same model and data in every mode (read after the timing)
 
-    def step():
-        opt.zero_grad(set_to_none=True)
+    def body():  # a step after zero_grad: what bf16-graph captures
         # (autocast's cast cache off under capture: cached casts would be the capture's, freed after it)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast, cache_enabled=not graph):
             loss = fwd(tokens, targets)
@@ -86,6 +85,10 @@ def run(a, mode):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        body()
 
     if graph:
         # PyTorch's recipe for capturing a whole network: warm-up steps on a side stream (AdamW's state and
@@ -100,11 +103,7 @@ def run(a, mode):
         g = torch.cuda.CUDAGraph()
         opt.zero_grad(set_to_none=True)
         with torch.cuda.graph(g):
-            with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
-                loss = fwd(tokens, targets)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            body()
         step = g.replay
 
     t0 = time.time()

@@ -55,27 +55,30 @@ __device__ __forceinline__ TailPdf phi_fast(float x) {
 __device__ __forceinline__ float abs_to_14(float x) { return fminf(fabsf(x), 14.0f); }
 // x Phi(x) as relu(x) - |x| Phi(-|x|): one fused multiply-add, with neither Phi(x)'s select by the sign nor a test
 // for x = -inf; gelu(-inf) = 0 and gelu(inf) = inf as before, NaN propagates through the tail.
-struct GeluFast {
-  __device__ float operator()(float x) const {
-    return fmaf(-abs_to_14(x), phi_fast(x).q, fmaxf(x, 0.0f));
-  }
-};
+// neg_abs: -abs_to_14(x), which GeluFast works out before phi_fast: in that order its PTX is the same as before
+// GeluBothFast shared these two.
+__device__ __forceinline__ float gelu_of(float x, float neg_abs, float q) { return fmaf(neg_abs, q, fmaxf(x, 0.0f)); }
 // Phi(x) + x phi(x) as s = Phi(-|x|) - |x| phi(x) where x < 0, else 1 - s: one select, where Phi(x) took one and the
 // density's test for x = +-inf another.
-struct GeluGradFast {
-  __device__ float operator()(float x, float g) const {
-    const TailPdf p = phi_fast(x);
-    const float s = fmaf(-abs_to_14(x), p.pdf, p.q);
-    return g * (x < 0.0f ? s : 1.0f - s);
+__device__ __forceinline__ float dgelu_of(float x, const TailPdf& p) {
+  const float s = fmaf(-abs_to_14(x), p.pdf, p.q);
+  return x < 0.0f ? s : 1.0f - s;
+}
+struct GeluFast {
+  __device__ float operator()(float x) const {
+    const float na = -abs_to_14(x);
+    return gelu_of(x, na, phi_fast(x).q);
   }
+};
+struct GeluGradFast {
+  __device__ float operator()(float x, float g) const { return g * dgelu_of(x, phi_fast(x)); }
 };
 // GELU and its derivative from one phi_fast, for the bf16 mode's c_fc when the layer keeps GELU'(f) rather than f
 // (RT_CUDA_KEEP_DGELU): .x is GeluFast's value, .y GeluGradFast's at g = 1 (the same operations, so the same bits).
 struct GeluBothFast {
   __device__ float2 operator()(float x) const {
     const TailPdf p = phi_fast(x);
-    const float a = abs_to_14(x), s = fmaf(-a, p.pdf, p.q);
-    return make_float2(fmaf(-a, p.q, fmaxf(x, 0.0f)), x < 0.0f ? s : 1.0f - s);
+    return make_float2(gelu_of(x, -abs_to_14(x), p.q), dgelu_of(x, p));
   }
 };
 // The gradient at GELU's input from GELU'(f) as kept (x) and the gradient at its output (g).

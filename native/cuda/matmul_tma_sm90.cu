@@ -344,6 +344,8 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
       bias[c & 1][jj] = bias_pair(g, gc, gc + 1 < g.N);
     }
   };
+  // Pair (jj, h)'s element within a box of 16 rows by 8 J columns.
+  auto box_elem = [&](int jj, int h) { return (r + 8 * h) * 8 * J + 8 * jj + 2 * q; };
   // Output pair (jj, h) of box c through the epilogue. Outside C the engine drops the elements, so the value there is
   // whatever the registers give; only where it reads the residual from memory (a float32 C's, box by box) is the
   // test needed. Without it elsewhere each pair is 2-3 instructions shorter (the tests and the selects: session 26).
@@ -390,7 +392,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const float2 o = value(c, jj, h);
-        const int e = (r + 8 * h) * 8 * J + 8 * jj + 2 * q;  // element within the 16 x (8 J) box
+        const int e = box_elem(jj, h);
         if constexpr (WIDE) {
           const uint32_t a = sbox + wide_offset(r + 8 * h, (8 * jj + 2 * q) * (HALF ? 2 : 4));
           if constexpr (HALF) sts32(a, pack_bf16(o.x, o.y));
@@ -420,7 +422,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
       for (int jj = 0; jj < J; ++jj)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          const int j = c * J + jj, e = (r + 8 * h) * 8 * J + 8 * jj + 2 * q;
+          const int j = c * J + jj, e = box_elem(jj, h);
           const float2 v = bf16x2_float2(pk[c][jj][h]);
           float2 a;
           if constexpr (EPI == 8) {
@@ -454,7 +456,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
 #pragma unroll
         for (int jj = 0; jj < J; ++jj)
 #pragma unroll
-          for (int h = 0; h < 2; ++h) sts32(sd + ((r + 8 * h) * 8 * J + 8 * jj + 2 * q) * 2, dk[jj][h]);
+          for (int h = 0; h < 2; ++h) sts32(sd + box_elem(jj, h) * 2, dk[jj][h]);
         put_box<LANES, 2, NOSTORE, TEAM, NOFENCE>(g, map_c, g.C, n0 + c * 8 * J, row0, dbox);
       }
     }
