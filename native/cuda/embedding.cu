@@ -7,11 +7,13 @@
 // block's shared memory (small vocabularies: copy tasks, characters, pixels), thread j of a block owns
 // column j of the table and adds the block's rows into it in row order, and a second kernel adds the
 // blocks' tables in block order: no atomics, the same bits every run on a given GPU. Larger vocabularies
-// scatter with atomics into global memory, reproducible to rounding only.
+// scatter with atomics into global memory, reproducible to rounding only. With positions, a table that fits and
+// at least a position an SM, one kernel does both sums in one read of dout (embedding_backward_fused_kernel).
 #include <algorithm>
 #include <cstdint>
 #include <string>
 
+#include "core/env.h"
 #include "core/rng.h"
 #include "cuda/common.cuh"
 #include "cuda/kernels.cuh"
@@ -116,6 +118,48 @@ __global__ void token_partial_kernel(const int32_t* __restrict__ tok, const floa
   }
 }
 
+// Positions and tokens in one pass over dout, read once where the two kernels above read it twice (the char
+// config's 100 MB dout: 97 us for both). Block k owns positions [t0, t1) and thread j column j of the block's
+// [V, d] table; for each of its positions it runs down the batch in b order, so dwpe's sums are
+// position_backward_kernel's (the CPU's order) and the table's adds go in (t, b) order. The block then writes its
+// table to ws[blockIdx.x]. blockDim = a multiple of 32 >= d.
+__global__ void embedding_backward_fused_kernel(const int32_t* __restrict__ tok, const float* __restrict__ dout,
+                                                float* __restrict__ dwpe, float* __restrict__ ws, int B, int N, int d,
+                                                int V, int positions_per_block, Drop drop) {
+  extern __shared__ float part[];
+  const int table = V * d, j = threadIdx.x;
+  for (int k = j; k < table; k += blockDim.x) part[k] = 0.0f;
+  __syncthreads();
+  const int t0 = blockIdx.x * positions_per_block, t1 = min(N, t0 + positions_per_block);
+  constexpr int kRows = 2 * kBatch;  // rows' loads in flight a thread: one block of 384 threads or two an SM
+  if (j < d)
+    for (int t = t0; t < t1; ++t) {
+      const size_t e = static_cast<size_t>(t) * d + j;
+      float acc = dwpe[e];
+      for (int b = 0; b < B; b += kRows) {
+        int k[kRows];
+        float v[kRows];
+#pragma unroll
+        for (int u = 0; u < kRows; ++u)
+          if (b + u < B) {
+            const size_t r = static_cast<size_t>(b + u) * N + t, i = r * d + j;
+            k[u] = tok[r];
+            v[u] = drop(dout[i], i);
+          }
+#pragma unroll
+        for (int u = 0; u < kRows; ++u)
+          if (b + u < B) {
+            acc += v[u];
+            part[k[u] * d + j] += v[u];
+          }
+      }
+      dwpe[e] = acc;
+    }
+  __syncthreads();
+  float* out = ws + static_cast<size_t>(blockIdx.x) * table;
+  for (int k = j; k < table; k += blockDim.x) out[k] = part[k];
+}
+
 // Large vocabularies: each block a range of rows, atomics into dwte.
 __global__ void token_backward_atomic_kernel(const int32_t* __restrict__ tok, const float* __restrict__ dout,
                                              float* __restrict__ dwte, size_t rows, int d, size_t rows_per_block,
@@ -157,13 +201,41 @@ void embedding_backward(const int32_t* tokens, const float* dout, float* dwte, f
   const Drop drop = make_drop(p, seed, stream_id);
   const size_t rows = static_cast<size_t>(B) * N;
   if (!rows || !d) return;
+  const size_t table = static_cast<size_t>(V) * d, table_bytes = table * sizeof(float);
+  constexpr size_t kSmemMax = 200 * 1024;  // a block's shared memory on H100/H200 is 227 KB
+  const int width = (d + 31) / 32 * 32;
+  // RT_CUDA_EMB_ONEPASS=0 keeps the two kernels below (to compare the two in one build).
+  static const bool one_pass = rt::env_switch("RT_CUDA_EMB_ONEPASS", true);
+  if (one_pass && dwpe && N >= limits().sms && table_bytes <= kSmemMax && width <= 1024) {
+    static bool configured = false;
+    if (!configured) {
+      if (cudaFuncSetAttribute(embedding_backward_fused_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               kSmemMax) != cudaSuccess)
+        cudaGetLastError();
+      configured = true;
+    }
+    int per_sm = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, embedding_backward_fused_kernel, width, table_bytes) !=
+        cudaSuccess) {
+      cudaGetLastError();
+      per_sm = 0;
+    }
+    if (per_sm > 0) {
+      // As below, two tables an SM at most; each block a run of positions, every position in some block.
+      const int want = limits().sms * std::min(per_sm, 2);
+      const int ppb = (N + want - 1) / want, blocks = (N + ppb - 1) / ppb;
+      Scratch ws(static_cast<size_t>(blocks) * table_bytes);
+      embedding_backward_fused_kernel<<<blocks, width, table_bytes, stream()>>>(tokens, dout, dwpe, ws.f32(), B, N, d,
+                                                                                 V, ppb, drop);
+      RT_CU_LAUNCH("embedding_backward (positions and token tables)");
+      add_chunk_sums(ws.f32(), blocks, static_cast<int>(table), dwte);  // the tables, in block order
+      return;
+    }
+  }
   if (dwpe) {
     position_backward_kernel<<<blocks_for(static_cast<size_t>(N) * d, 256), 256, 0, stream()>>>(dout, dwpe, B, N, d, drop);
     RT_CU_LAUNCH("embedding_backward (positions)");
   }
-  const size_t table = static_cast<size_t>(V) * d, table_bytes = table * sizeof(float);
-  constexpr size_t kSmemMax = 200 * 1024;  // a block's shared memory on H100/H200 is 227 KB
-  const int width = (d + 31) / 32 * 32;
   // Row groups a block, each with its own table (more rows in flight per SM), within 48 KB or one table.
   const int groups = static_cast<int>(std::max<size_t>(1, std::min<size_t>({8, 1024 / static_cast<size_t>(width),
                                                                                48 * 1024 / std::max<size_t>(table_bytes, 1)})));

@@ -1748,11 +1748,13 @@ static void check_half_buffers() {
 // Embedding: the forward bit-identical to the CPU's (dropout included); the backward's gradients against the
 // CPU's, and the token gradient bit-identical between two runs where the table fits a block (V * d small),
 // the atomic path's to rounding. Shapes: the copy config's table, the char config's with positions, an odd
-// width (no 16-byte path) and a vocabulary too large for shared memory.
+// width (no 16-byte path), a vocabulary too large for shared memory, and positions enough for the one-pass kernel
+// (N >= the SMs: the char config's and an odd one, two positions a block) and too few (N = 37). Without dropout
+// the position gradient is the CPU's sum in the CPU's order, so its bits.
 static void check_embedding() {
   struct Case { int B, N, d, V; bool pos; float p; };
   for (const Case c : {Case{8, 300, 96, 16, false, 0.0f}, Case{4, 256, 384, 65, true, 0.1f}, Case{3, 37, 6, 11, true, 0.0f},
-                       Case{2, 100, 64, 5000, false, 0.2f}}) {
+                       Case{2, 100, 64, 5000, false, 0.2f}, Case{19, 301, 50, 7, true, 0.0f}}) {
     const size_t rows = static_cast<size_t>(c.B) * c.N, n = rows * c.d;
     std::vector<int32_t> tok(rows);
     std::mt19937 g(static_cast<uint32_t>(c.V * 7 + c.d));
@@ -1779,7 +1781,12 @@ static void check_embedding() {
       const VF a = gdwte.get();
       if (run == 0) {
         check(a, dwte, false, what + " dwte");
-        if (c.pos) check(gdwpe.get(), dwpe, false, what + " dwpe");
+        if (c.pos) {
+          const VF gp = gdwpe.get();
+          check(gp, dwpe, false, what + " dwpe");
+          if (c.p == 0.0f)
+            expect_le(std::memcmp(gp.data(), dwpe.data(), gp.size() * 4) == 0 ? 0 : 1, 0, what + " dwpe bit-identical to the CPU");
+        }
         first = a;
       } else if (static_cast<size_t>(c.V) * c.d * 4 <= 200 * 1024) {  // the shared-table path
         expect_le(std::memcmp(a.data(), first.data(), a.size() * 4) == 0 ? 0 : 1, 0, what + " dwte the same bits twice");
