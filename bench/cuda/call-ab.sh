@@ -42,8 +42,9 @@ fi
 if [[ "${AB_MEMCHECK:-0}" == 1 ]]; then
   t memcheck; bash bench/cuda/run.sh --stages memcheck-model > "$OUT/run-memcheck.log" 2>&1; grep -E "ERROR SUMMARY|^(tiny|charsmall|copysmall) " "$OUT/memcheck-model.log" | tail -8
 fi
-if [[ "${AB_PEER:-0}" == 1 ]]; then  # issue 5's table with the default build, as call-peer.sh times it
-  if [[ "${AB_QUICK:-0}" == 1 ]]; then peer_stage force; else peer_stage; fi
+if [[ "${AB_PEER:-0}" == 1 || "${AB_PEER:-0}" == force ]]; then  # issue 5's table with the default build, as call-peer.sh times it
+  # (AB_PEER=force: even where kernels_check failed, so that a call testing a new kernel still brings the table back)
+  if [[ "${AB_QUICK:-0}" == 1 || "${AB_PEER}" == force ]]; then peer_stage force; else peer_stage; fi
 fi
 if [[ -n "${AB_SASS:-}" ]]; then  # the SASS of kernels by regexes of their mangled names (sass_stage)
   sass_stage "$AB_SASS"

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <string>
 
+#include "core/env.h"
 #include "cuda/common.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/matmul_sm90.cuh"
@@ -53,6 +54,65 @@ __global__ void xent_rows_kernel(float* __restrict__ z, const int32_t* __restric
     if (j == t) g -= inv_count;
     zr[j] = g;
   }
+}
+
+// Small vocabularies (V <= kLanes * kPer): kLanes lanes a row and its values read once into registers, so that a warp
+// works out 32 / kLanes rows at once. The warp-a-row kernel above spent the char config's 65,536 rows of 65 logits
+// 36 us (H100), each warp waiting on its shuffles, its double log and its loads one row at a time. The same
+// operations as there on each value, so the same bits but for the double sum s, added in another order.
+template <int kLanes, int kPer>
+__global__ void xent_rows_small_kernel(float* __restrict__ z, const int32_t* __restrict__ targets, int rows, int V,
+                                       int ignore_index, float inv_count, bool grad, double* __restrict__ row_loss,
+                                       int* __restrict__ row_hit) {
+  static_assert(kLanes >= 1 && kLanes <= 32 && (kLanes & (kLanes - 1)) == 0, "kLanes: a power of two up to 32");
+  const int r = (blockIdx.x * blockDim.x + threadIdx.x) / kLanes, lane = threadIdx.x % kLanes;
+  const bool live = r < rows;  // (no early return: the whole warp takes part in the shuffles)
+  float* zr = z + static_cast<size_t>(live ? r : 0) * V;
+  const int t = live ? targets[r] : ignore_index;
+  float v[kPer];
+  float mx = -INFINITY;
+  int arg = 0x7fffffff;
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int j = lane + k * kLanes;
+    v[k] = live && j < V ? zr[j] : -INFINITY;
+    if (j < V && (v[k] > mx || (v[k] == mx && j < arg))) { mx = v[k]; arg = j; }
+  }
+#pragma unroll
+  for (int o = kLanes / 2; o > 0; o >>= 1) {
+    const float om = __shfl_xor_sync(0xffffffffu, mx, o);
+    const int oa = __shfl_xor_sync(0xffffffffu, arg, o);
+    if (om > mx || (om == mx && oa < arg)) { mx = om; arg = oa; }
+  }
+  double s = 0;
+#pragma unroll
+  for (int k = 0; k < kPer; ++k)
+    if (lane + k * kLanes < V) s += static_cast<double>(expf(v[k] - mx));
+#pragma unroll
+  for (int o = kLanes / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if (!live) return;
+  const double lse = mx + log(s);
+  if (lane == 0) {
+    row_loss[r] = t == ignore_index ? 0.0 : lse - zr[t];
+    row_hit[r] = t != ignore_index && arg == t;
+  }
+  if (!grad) return;
+  __syncwarp(__activemask());  // (lane 0's read of zr[t] before the row is overwritten)
+  const float flse = static_cast<float>(lse);
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int j = lane + k * kLanes;
+    if (j >= V) break;
+    float g = t == ignore_index ? 0.0f : expf(v[k] - flse) * inv_count;
+    if (j == t) g -= inv_count;
+    zr[j] = g;
+  }
+}
+constexpr int kSmallLanes = 8, kSmallPer = 16;  // V <= 128: four rows a warp
+// RT_CUDA_XENT_SMALL=0 keeps the warp-a-row kernel for every V (to compare the two in one build).
+bool small_rows() {
+  static const bool on = rt::env_switch("RT_CUDA_XENT_SMALL", true);
+  return on;
 }
 
 // Sums of the per-row losses and hits: thread t takes rows t, t + kTotalThreads, ... (coalesced; contiguous
@@ -122,9 +182,16 @@ void head_xent(bool bf16, const float* Y, const float* lnw, const float* lnb, co
     const float* Hc = H.f32() + static_cast<size_t>(r0) * d;
     gemm(bf16, false, true, rc, V, d, 1.0f, Hc, d, W, d, 0.0f, logits.f32(), V, nullptr, nullptr, nullptr,
          H16 ? H16 + static_cast<size_t>(r0) * d : nullptr);
-    xent_rows_kernel<<<(rc + 7) / 8, 256, 0, stream()>>>(logits.f32(), targets + r0, rc, V, ignore_index, inv_count,
-                                                        dY != nullptr, static_cast<double*>(row_loss.get()) + r0,
-                                                        static_cast<int*>(row_hit.get()) + r0);
+    double* rl = static_cast<double*>(row_loss.get()) + r0;
+    int* rh = static_cast<int*>(row_hit.get()) + r0;
+    if (V <= kSmallLanes * kSmallPer && small_rows()) {
+      constexpr int rows_per_block = 256 / kSmallLanes;
+      xent_rows_small_kernel<kSmallLanes, kSmallPer><<<(rc + rows_per_block - 1) / rows_per_block, 256, 0, stream()>>>(
+          logits.f32(), targets + r0, rc, V, ignore_index, inv_count, dY != nullptr, rl, rh);
+    } else {
+      xent_rows_kernel<<<(rc + 7) / 8, 256, 0, stream()>>>(logits.f32(), targets + r0, rc, V, ignore_index, inv_count,
+                                                          dY != nullptr, rl, rh);
+    }
     RT_CU_LAUNCH("head softmax cross-entropy");
     // The head is a linear layer [d -> V] without bias: dH = dlogits W, dW += dlogits^T H (on weight_grad.cu's
     // kernel where its rule takes the shape: the char config's 65 x 384 over 65536 rows, 107 us as a split-K
