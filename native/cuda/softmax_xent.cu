@@ -90,6 +90,7 @@ __global__ void xent_rows_small_kernel(float* __restrict__ z, const int32_t* __r
     if (lane + k * kLanes < V) s += static_cast<double>(expf(v[k] - mx));
 #pragma unroll
   for (int o = kLanes / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  const unsigned live_lanes = __ballot_sync(0xffffffffu, live);
   if (!live) return;
   const double lse = mx + log(s);
   if (lane == 0) {
@@ -97,7 +98,7 @@ __global__ void xent_rows_small_kernel(float* __restrict__ z, const int32_t* __r
     row_hit[r] = t != ignore_index && arg == t;
   }
   if (!grad) return;
-  __syncwarp(__activemask());  // (lane 0's read of zr[t] before the row is overwritten)
+  __syncwarp(live_lanes);  // (lane 0's read of zr[t] before the row is overwritten)
   const float flse = static_cast<float>(lse);
 #pragma unroll
   for (int k = 0; k < kPer; ++k) {
