@@ -61,6 +61,9 @@ class Model(torch.nn.Module):
 def run(a, mode):
     dev = torch.device("cuda")
     gen = torch.Generator(device=dev).manual_seed(a.seed)
+    # The embeddings take PyTorch's default init from the global generator: seeded here, or each mode would start
+    # from the tables the modes before it left that generator at (session 29's loss_first: 19.2-29.5 on copy).
+    torch.manual_seed(a.seed)
     graph = mode == "bf16-graph"
     model = Model(a, sdpa=mode in ("bf16-sdpa", "compile", "bf16-graph")).to(dev)
     init_nanogpt(model.h, a.layers, gen)
