@@ -857,12 +857,13 @@ class CudaBackend final : public Backend {
                                  static_cast<const __nv_bfloat16*>(tw.get()), reinterpret_cast<const __nv_bfloat16*>(x),
                                  gelu, dgelu);
   }
-  // RT_CUDA_KEEP_DGELU=1 (off until measured): f's buffer keeps GELU'(f), which c_fc's epilogue works out beside
-  // GELU(f) from the same phi_fast (two instructions more a value), so that mlp c_proj's dx epilogue multiplies
-  // rather than running phi_fast again (two MUFU and ~12 FMA a value: 36.0 against 17.9 us a char window without an
-  // epilogue, session 27's H200). df's bits change: GELU'(f) is rounded to bf16 before the product with dg.
+  // RT_CUDA_KEEP_DGELU (on; =0 keeps f): f's buffer keeps GELU'(f), which c_fc's epilogue works out beside GELU(f)
+  // from the same phi_fast (two instructions more a value), so that mlp c_proj's dx epilogue multiplies rather than
+  // running phi_fast again (two MUFU and ~12 FMA a value: 36.0 against 17.9 us a char window without an epilogue,
+  // session 27's H200; a char step 6.94 against 6.98 ms, session 29's H100). df's bits change: GELU'(f) is rounded
+  // to bf16 before the product with dg.
   bool block_keeps_dgelu(const BlockShape& s) const override {
-    static const bool on = rt::env_switch("RT_CUDA_KEEP_DGELU", false);
+    static const bool on = rt::env_switch("RT_CUDA_KEEP_DGELU", true);
     return on && s.gelu && block_fc_act(s) && block_fc_dact(s);
   }
   void keep_bf16_end() override { cuda::twin_keep_end(); }
