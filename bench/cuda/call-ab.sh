@@ -4,7 +4,8 @@
 # set of environment variables in AB_SETS (space-separated sets, each VAR=V,VAR=V), the sets alternated
 # AB_ROUNDS times (default 2; AB_HOPPER_SETS="VAR=V,VAR=V ..." first times the Hopper products again under each set), then each kernel's own GPU time over one copy step by Nsight Compute
 # (AB_NCU=0 skips it; AB_NCU_CHAR=1 adds the char config's). AB_MEMCHECK=1 runs compute-sanitizer on small steps after the A/B. AB_QUICK=1 skips the checks;
-# AB_PEER=1 then times issue 5's table against the PyTorch peer (call-peer.sh's bench stage), cut short where the call
+# AB_PEER=1 then times issue 5's table against the PyTorch peer (call-peer.sh's bench stage; AB_PEER=force even where
+# kernels_check failed), cut short where the call
 # nears CALL_LIMIT (call-lib.sh's budget);
 # AB_SASS="REGEX ..." dumps those kernels' SASS (sass_stage). AB_GEMM_DIAG=1 adds, after the kernel checks, kernels_check --gemm-diag (what each part of a char window's products costs). AB_PHASES=1 adds step-phases.mjs (wall time per native
 # call) for each config, with the defaults. Builds to compare against, .device/rt-NAME.node.xz (carried
@@ -42,10 +43,10 @@ fi
 if [[ "${AB_MEMCHECK:-0}" == 1 ]]; then
   t memcheck; bash bench/cuda/run.sh --stages memcheck-model > "$OUT/run-memcheck.log" 2>&1; grep -E "ERROR SUMMARY|^(tiny|charsmall|copysmall) " "$OUT/memcheck-model.log" | tail -8
 fi
-if [[ "${AB_PEER:-0}" == 1 || "${AB_PEER:-0}" == force ]]; then  # issue 5's table with the default build, as call-peer.sh times it
-  # (AB_PEER=force: even where kernels_check failed, so that a call testing a new kernel still brings the table back)
-  if [[ "${AB_QUICK:-0}" == 1 || "${AB_PEER}" == force ]]; then peer_stage force; else peer_stage; fi
-fi
+# issue 5's table with the default build, as call-peer.sh times it; AB_PEER=force (or AB_QUICK=1, no kernels_check
+# run) times it even where kernels_check failed, so that a call testing a new kernel still brings the table back
+peer=${AB_PEER:-0}; [[ "$peer" == 1 && "${AB_QUICK:-0}" == 1 ]] && peer=force
+if [[ "$peer" == 1 ]]; then peer_stage; elif [[ "$peer" == force ]]; then peer_stage force; fi
 if [[ -n "${AB_SASS:-}" ]]; then  # the SASS of kernels by regexes of their mangled names (sass_stage)
   sass_stage "$AB_SASS"
 fi

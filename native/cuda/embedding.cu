@@ -160,6 +160,29 @@ __global__ void embedding_backward_fused_kernel(const int32_t* __restrict__ tok,
   for (int k = j; k < table; k += blockDim.x) out[k] = part[k];
 }
 
+constexpr size_t kSmemMax = 200 * 1024;  // a block's shared memory on H100/H200 is 227 KB
+
+// The blocks an SM that a kernel adding rows into [V, d] tables in shared memory gets at `threads` threads and `smem`
+// bytes, two at most: each block's table is added up again by chunk_sums (the copy config's 6 KB tables at the
+// occupancy limit made 2,772 of them, and that sum took 48 us). 0 where the kernel cannot run so (a device that
+// gives less than kSmemMax, A100's 163 KB: the caller takes another path). raised: whether the kernel's limit has
+// been raised to kSmemMax yet (once a kernel).
+template <typename Kernel>
+int table_blocks_per_sm(Kernel kernel, bool& raised, int threads, size_t smem) {
+  if (smem > kSmemMax || threads > 1024) return 0;
+  if (!raised) {
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemMax) != cudaSuccess)
+      cudaGetLastError();
+    raised = true;
+  }
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return std::min(per_sm, 2);
+}
+
 // Large vocabularies: each block a range of rows, atomics into dwte.
 __global__ void token_backward_atomic_kernel(const int32_t* __restrict__ tok, const float* __restrict__ dout,
                                              float* __restrict__ dwte, size_t rows, int d, size_t rows_per_block,
@@ -202,29 +225,16 @@ void embedding_backward(const int32_t* tokens, const float* dout, float* dwte, f
   const size_t rows = static_cast<size_t>(B) * N;
   if (!rows || !d) return;
   const size_t table = static_cast<size_t>(V) * d, table_bytes = table * sizeof(float);
-  constexpr size_t kSmemMax = 200 * 1024;  // a block's shared memory on H100/H200 is 227 KB
   const int width = (d + 31) / 32 * 32;
   // RT_CUDA_EMB_ONEPASS=0 keeps the two kernels below (to compare the two in one build). Session 29's H100: a char
   // step 6.94 ms with it, 6.91 without (medians of three, a spread of ~0.05 a round): its 50-60 us by the bytes are
   // under that noise, so on for the bytes and the launch it saves, not for a measured step.
   static const bool one_pass = rt::env_switch("RT_CUDA_EMB_ONEPASS", true);
-  if (one_pass && dwpe && N >= limits().sms && table_bytes <= kSmemMax && width <= 1024) {
-    static bool configured = false;
-    if (!configured) {
-      if (cudaFuncSetAttribute(embedding_backward_fused_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               kSmemMax) != cudaSuccess)
-        cudaGetLastError();
-      configured = true;
-    }
-    int per_sm = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, embedding_backward_fused_kernel, width, table_bytes) !=
-        cudaSuccess) {
-      cudaGetLastError();
-      per_sm = 0;
-    }
-    if (per_sm > 0) {
-      // As below, two tables an SM at most; each block a run of positions, every position in some block.
-      const int want = limits().sms * std::min(per_sm, 2);
+  if (one_pass && dwpe && N >= limits().sms) {
+    static bool fused_raised = false;
+    if (const int per_sm = table_blocks_per_sm(embedding_backward_fused_kernel, fused_raised, width, table_bytes)) {
+      // Each block a run of positions, every position in some block.
+      const int want = limits().sms * per_sm;
       const int ppb = (N + want - 1) / want, blocks = (N + ppb - 1) / ppb;
       Scratch ws(static_cast<size_t>(blocks) * table_bytes);
       embedding_backward_fused_kernel<<<blocks, width, table_bytes, stream()>>>(tokens, dout, dwpe, ws.f32(), B, N, d,
@@ -242,24 +252,9 @@ void embedding_backward(const int32_t* tokens, const float* dout, float* dwte, f
   const int groups = static_cast<int>(std::max<size_t>(1, std::min<size_t>({8, 1024 / static_cast<size_t>(width),
                                                                                48 * 1024 / std::max<size_t>(table_bytes, 1)})));
   const size_t smem = groups * table_bytes;
-  int per_sm = 0;
-  if (smem <= kSmemMax && width <= 1024) {
-    static bool configured = false;
-    if (!configured) {
-      // Where the device gives less (A100: 163 KB), the larger tables fall back to the atomics below.
-      if (cudaFuncSetAttribute(token_partial_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemMax) != cudaSuccess)
-        cudaGetLastError();
-      configured = true;
-    }
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, token_partial_kernel, width * groups, smem) != cudaSuccess) {
-      cudaGetLastError();
-      per_sm = 0;
-    }
-  }
-  if (per_sm > 0) {
-    // Two blocks an SM at most: each table is added up again by the second kernel (the copy config's
-    // 6 KB tables at the occupancy limit made 2,772 of them, and that sum took 48 us).
-    const size_t want = static_cast<size_t>(limits().sms) * std::min(per_sm, 2);
+  static bool partial_raised = false;
+  if (const int per_sm = table_blocks_per_sm(token_partial_kernel, partial_raised, width * groups, smem)) {
+    const size_t want = static_cast<size_t>(limits().sms) * per_sm;
     const size_t rpb = std::max<size_t>(32, (rows + want - 1) / want);
     const int blocks = static_cast<int>((rows + rpb - 1) / rpb);
     Scratch ws(static_cast<size_t>(blocks) * table_bytes);
