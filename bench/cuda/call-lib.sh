@@ -81,4 +81,18 @@ for n, pat in enumerate(pats):
         break
 PY
 }
+# Nsight Compute's warp-stall sampling (SourceCounters) of one launch of each kernel in $1 (space-separated
+# CONFIG:REGEX:SKIP items), the instructions holding the most samples printed (source-top.py).
+source_stage() {
+  local items=$1 item config regex skip
+  for item in $items; do
+    IFS=: read -r config regex skip <<< "$item"
+    t "source $config $regex"
+    RT_CUDA_GRAPH=0 timeout 200 ncu --clock-control none --cache-control none --section SourceCounters --section WarpStateStats \
+      --kernel-name regex:"$regex" --launch-skip "$skip" --launch-count 1 -f -o "/tmp/src-$regex" \
+      node bench/cuda/bench-model.mjs --no-torch --precisions bf16 --configs "$config" --reps 1 --out /tmp/bm.jsonl > "$OUT/src-$regex.log" 2>&1
+    ncu -i "/tmp/src-$regex.ncu-rep" --page source --csv --print-source sass > "$OUT/src-$regex.csv" 2>> "$OUT/src-$regex.log"
+    python3 bench/cuda/source-top.py "$OUT/src-$regex.csv" 45
+  done
+}
 call_done() { t end; tar -C /tmp -czf "$RESULT_DIR/all.tar.gz" res; }
