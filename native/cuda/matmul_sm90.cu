@@ -43,16 +43,11 @@ constexpr int kSmem = kStages * kStageBytes + 1024;     // and slack to align th
 
 // dst[r][k] (R rows of Kp, Kp = K rounded up to 8) = bf16 of element (r, k): src[r * ld + k] when KC, else
 // src[k * ld + r]; zeros for k >= K. KC: a thread per 8 elements of a row. Else a 32x32 tile transposed
-// through shared memory, so that reads and writes are both along memory. The batch kernels run several such
-// casts in one launch (blockIdx.z picks the cast): a layer pass's weight copies (weight_copies_make).
+// through shared memory, so that reads and writes are both along memory.
 struct CastJob {
   const float* src;
   int ld, R, K, Kp;
   __nv_bfloat16* dst;
-};
-constexpr int kMaxCastJobs = 8;
-struct CastBatch {
-  CastJob job[kMaxCastJobs];
 };
 
 __device__ __forceinline__ void cast_k_at(const CastJob& c, size_t i) {
@@ -87,13 +82,6 @@ __global__ void cast_k_kernel(CastJob c) { cast_k_at(c, static_cast<size_t>(bloc
 __global__ void cast_t_kernel(CastJob c) {
   __shared__ float t[32][33];
   cast_t_at(c, blockIdx.x * 32, blockIdx.y * 32, t);
-}
-__global__ void cast_k_batch_kernel(CastBatch b) {
-  cast_k_at(b.job[blockIdx.z], static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x);
-}
-__global__ void cast_t_batch_kernel(CastBatch b) {
-  __shared__ float t[32][33];
-  cast_t_at(b.job[blockIdx.z], blockIdx.x * 32, blockIdx.y * 32, t);
 }
 
 // One ROWS x 64 stage of an operand's K-major bf16 copy (rows of Kp) into the swizzled tile, 16 bytes per
@@ -263,26 +251,6 @@ void cast(const float* src, int ld, bool kc, int R, int K, int Kp, __nv_bfloat16
   cast(CastJob{src, ld, R, K, Kp, dst}, kc);
 }
 
-// cast() of `count` jobs of one kind in one launch, each as cast() would make it (the same bits).
-void cast_batch(const CastJob* jobs, int count, bool kc) {
-  if (count == 0) return;
-  RT_CHECK(count <= kMaxCastJobs, "cast_batch: at most " + std::to_string(kMaxCastJobs) + " casts");
-  CastBatch b{};
-  unsigned gx = 1, gy = 1;
-  for (int i = 0; i < count; ++i) {
-    const CastJob& c = b.job[i] = jobs[i];
-    if (kc) {
-      gx = std::max(gx, static_cast<unsigned>((static_cast<size_t>(c.R) * (c.Kp / 8) + 255) / 256));
-    } else {
-      gx = std::max(gx, static_cast<unsigned>((c.R + 31) / 32));
-      gy = std::max(gy, static_cast<unsigned>((c.Kp + 31) / 32));
-    }
-  }
-  if (kc) cast_k_batch_kernel<<<dim3(gx, 1, count), 256, 0, stream()>>>(b);
-  else cast_t_batch_kernel<<<dim3(gx, gy, count), dim3(32, 8), 0, stream()>>>(b);
-  RT_CU_LAUNCH("gemm_wgmma cast (batch)");
-}
-
 // Whether this device can run the kernel (an sm_90a image loads), with its shared-memory limit raised;
 // once per process.
 bool usable() {
@@ -418,14 +386,9 @@ void weight_copies_make(const float* const* W, const int* out, const int* in, in
     t_copies[t_copy_count++] = {W[i], !backward, R, K, in[i], at};
     at += static_cast<size_t>(R) * Kp;
   }
-  // One launch for all of them (RT_CUDA_CAST_BATCH=1; off: right on the H100 in session 23, but no faster,
-  // char 7.45 ms without and 7.44 with), a few microseconds and a launch gap less per copy.
-  static const bool batch = rt::env_switch("RT_CUDA_CAST_BATCH", false);
-  if (batch) {
-    cast_batch(jobs, count, !backward);
-  } else {
-    for (int i = 0; i < count; ++i) cast(jobs[i], !backward);
-  }
+  // A launch a copy. (All of them in one launch, RT_CUDA_CAST_BATCH, was right on the H100 in session 23 but no
+  // faster, char 7.45 ms without and 7.44 with; taken out in session 30.)
+  for (int i = 0; i < count; ++i) cast(jobs[i], !backward);
 }
 
 void weight_copies_clear() noexcept { t_copy_count = 0; }
