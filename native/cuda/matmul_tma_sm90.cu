@@ -37,15 +37,13 @@ using namespace gemm_detail;
 using namespace wgmma;
 
 constexpr int kBM = 128, kConsumers = 256, kThreads = kConsumers + 32;
+// The K a stage holds: 64, rows of 128 bytes (the 128B swizzle). Stages of 32 K (RT_CUDA_TMA_BK32: twice as many in
+// the same bytes) were measured slower and taken out in session 30.
+constexpr int kBK = 64;
 
-constexpr int kChunk = 512;  // one consumer warp's staged output box: 16 rows x 32 bytes
-// The staging boxes' shape (BOX): a warp's 16 rows of 32 bytes (kBoxWarp); the warpgroup's 64 rows of 32 bytes
-// (kBoxTeam, RT_CUDA_TMA_TEAM); a warp's 16 rows of 64 bytes (kBoxWide, RT_CUDA_TMA_BOX64: 192-wide tiles, their
-// staging twice the bytes, each row's four 16-byte chunks swizzled by the engine's 64B pattern, wide_offset).
-constexpr int kBoxWarp = 0, kBoxTeam = 1, kBoxWide = 2;
-// A warp's staging box in bytes (of its two; kBoxTeam's are the warpgroup's, four of these, kTeamChunk).
-template <int BOX>
-constexpr int kBoxBytes = BOX == kBoxWide ? 2 * kChunk : kChunk;
+// One consumer warp's staged output box: 16 rows x 32 bytes. (A warpgroup's 64-row boxes, RT_CUDA_TMA_TEAM, and a
+// warp's 64-byte-wide ones on 192-wide tiles, RT_CUDA_TMA_BOX64, were measured no faster and taken out in session 30.)
+constexpr int kChunk = 512;
 
 // The kernel's diagnostic variants, each leaving one part of a product out to show what that part costs
 // (kernels_check --gemm-diag, in its own build with RT_GEMM_DIAG; the addon has kDiagNone alone). The values
@@ -57,18 +55,15 @@ constexpr int kBoxBytes = BOX == kBoxWide ? 2 * kChunk : kChunk;
 // a box before its values: a timing, not a product).
 constexpr int kDiagNone = 0, kDiagNoStores = 1, kDiagNoEpilogue = 2, kDiagNoMma = 3, kDiagNoLoads = 4, kDiagNoFence = 5;
 
-// BK: the K a stage holds, 64 (rows of 128 bytes, the 128B swizzle) or 32 (RT_CUDA_TMA_BK32: rows of 64 bytes,
-// the 64B swizzle; twice the stages in the same bytes).
-template <int BN, int STAGES, int BK = 64, int BOX = kBoxWarp>
+template <int BN, int STAGES>
 struct Layout {
-  static_assert(BK == 64 || BK == 32, "a stage holds 64 or 32 of K");
-  static constexpr int kATile = kBM * BK * 2;  // A's stage: 128 rows of BK * 2 bytes
-  static constexpr int kBTile = BN * BK * 2;
+  static constexpr int kATile = kBM * kBK * 2;  // A's stage: 128 rows of 128 bytes
+  static constexpr int kBTile = BN * kBK * 2;
   static constexpr int kStage = kATile + kBTile;  // a multiple of 1024: every box starts swizzle-aligned
   static_assert(kATile % 1024 == 0 && kStage % 1024 == 0, "stages and B's box 1024-aligned (the swizzles' atoms)");
   static constexpr int kBars = STAGES * kStage;   // then full[STAGES], empty[STAGES]
   static constexpr int kStaging = kBars + 1024;   // then two output boxes per consumer warp
-  static constexpr int kSmem = kStaging + 8 * 2 * kBoxBytes<BOX> + 1024;  // and slack to align the base to 1024 bytes
+  static constexpr int kSmem = kStaging + 8 * 2 * kChunk + 1024;  // and slack to align the base to 1024 bytes
 };
 
 // The epilogues with an activation (store_tile_staged): those that write act(C) through map_g (4 GELU, 5 ReLU, 8 GELU
@@ -89,25 +84,6 @@ struct XTile {
   static constexpr int kBoxBytes = 128 * kRowBytes, kBytes = kBoxes * kBoxBytes;
 };
 
-// A warp's staged box (16 rows of 32 bytes) into out (rows of ld elements of ESZ bytes) at column x, rows from
-// row0, by the warp's own 16-byte stores (two lanes a row) instead of the copy engine: the LANES variant of
-// store_tile_staged (RT_CUDA_LANE_STORE=1), an experiment against the engine's cost per small box. out and its
-// rows are 16-byte aligned (encode_c's conditions); columns past N are not written.
-template <int ESZ>
-__device__ __forceinline__ void lane_store(void* out, int ld, int M, int N, int x, int row0, const uint8_t* box) {
-  constexpr int per = 16 / ESZ;
-  const int lane = threadIdx.x & 31, rr = lane >> 1, gr = row0 + rr, gc = x + (lane & 1) * per;
-  if (gr >= M || gc >= N) return;
-  const uint8_t* src = box + rr * 32 + (lane & 1) * 16;
-  uint8_t* dst = static_cast<uint8_t*>(out) + (static_cast<size_t>(gr) * ld + gc) * ESZ;
-  if (gc + per <= N) {
-    *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
-  } else {
-    for (int e = 0; e < (N - gc) * ESZ; e += 2)
-      *reinterpret_cast<uint16_t*>(dst + e) = *reinterpret_cast<const uint16_t*>(src + e);
-  }
-}
-
 // The staging boxes' words by shared-memory instructions at 32-bit addresses. Through the generic pointers the
 // block's aligned base gives (its address space lost in the integer cast), every write was a generic st and every
 // read back a generic ld, waited for on the long scoreboard, and each such store could alias the bias, which was
@@ -127,68 +103,23 @@ __device__ __forceinline__ float2 bf16x2_float2(uint32_t u) {
   return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u));
 }
 
-// A named barrier of the warpgroup's four warps (ids 3 and 4; 1 and 2 are x's tile's, named_sync below).
-__device__ __forceinline__ void warpgroup_sync() {
-  asm volatile("barrier.cta.sync %0, 128;\n" ::"r"(3 + (static_cast<int>(threadIdx.x) >> 7)) : "memory");
-}
-
-// kBoxWide: the byte of row `row` (of 16), byte `col` (of 64) in a box as the engine reads it with the 64B swizzle
-// (16-byte chunk c of a row at c ^ ((row >> 1) & 3)): a warp's 8-byte (float32) or 4-byte (bf16) writes of 8 rows
-// then spread over the banks, where plain 64-byte rows would put rows r and r + 2 on the same ones.
-__device__ __forceinline__ uint32_t wide_offset(int row, int col) {
-  return static_cast<uint32_t>(row * 64 + ((((col >> 4) ^ (row >> 1)) & 3) << 4) + (col & 15));
-}
-
-// TEAM (RT_CUDA_TMA_TEAM): the staged epilogue's boxes are the warpgroup's, 64 rows of 32 bytes (each warp
-// writing its 16 rows), stored by one copy-engine store from the warpgroup's first thread, not one a warp: a
-// quarter of the stores, with the same staging bytes (two boxes a warpgroup), at the cost of the warpgroup's
-// barrier where each warp's was enough. Whether the engine's cost per store is what the K = 384 products'
-// epilogue waits on is what it tests.
-constexpr int kTeamChunk = 4 * kChunk;
-
 // A warp's next staging box (of its two, by its count `boxes`), once the engine's store from it two boxes back
-// has read it (LANES: the lanes' own stores read it before they left). TEAM: the warp's 16 rows of the
-// warpgroup's next box, box0 the warpgroup's two.
-template <bool LANES, int BOX = kBoxWarp>
+// has read it.
 __device__ __forceinline__ uint8_t* take_box(uint8_t* box0, int& boxes) {
-  if constexpr (BOX == kBoxTeam) {
-    uint8_t* box = box0 + (boxes++ & 1) * kTeamChunk;
-    if ((threadIdx.x & 127) == 0) cluster::tma_store_wait_read<1>();
-    warpgroup_sync();
-    return box + ((threadIdx.x >> 5) & 3) * kChunk;
-  } else {
-    uint8_t* box = box0 + (boxes++ & 1) * kBoxBytes<BOX>;
-    if (!LANES && (threadIdx.x & 31) == 0) cluster::tma_store_wait_read<1>();
-    __syncwarp();
-    return box;
-  }
+  uint8_t* box = box0 + (boxes++ & 1) * kChunk;
+  if ((threadIdx.x & 31) == 0) cluster::tma_store_wait_read<1>();
+  __syncwarp();
+  return box;
 }
-// The warp's filled box out to columns from x, rows from row0: by the copy engine through map, or (LANES) by
-// the lanes into out (ESZ-byte elements, rows of g.ldc).
+// The warp's filled box out to columns from x, rows from row0, by the copy engine through map.
 // NOSTORE (a diagnostic build's kDiagNoStores): everything but the engine's store itself.
-// TEAM: the warpgroup's box, once its four warps have filled their rows; row0 and box are the warp's (its
-// 16 rows), the store the warpgroup's from 16 rows and 512 bytes before, for the warp of rows 0-15.
-template <bool LANES, int ESZ, bool NOSTORE = false, bool TEAM = false, bool NOFENCE = false>
-__device__ __forceinline__ void put_box(const GemmArgs& g, const CUtensorMap* map, void* out, int x, int row0,
-                                        const uint8_t* box) {
-  if constexpr (TEAM) {
-    static_assert(!LANES, "the warpgroup's boxes go by the copy engine");
-    fence_async_shared();
-    warpgroup_sync();
-    if (!NOSTORE && (threadIdx.x & 127) == 0) {  // (warp 0 of the warpgroup: its rows and box are the first)
-      cluster::tma_store_2d(map, x, row0, box);
-      cluster::tma_store_commit();
-    }
-  } else if constexpr (LANES) {
-    __syncwarp();
-    lane_store<ESZ>(out, g.ldc, g.M, g.N, x, row0, box);
-  } else {
-    if constexpr (!NOFENCE) fence_async_shared();
-    __syncwarp();
-    if (!NOSTORE && (threadIdx.x & 31) == 0) {
-      cluster::tma_store_2d(map, x, row0, box);
-      cluster::tma_store_commit();
-    }
+template <bool NOSTORE = false, bool NOFENCE = false>
+__device__ __forceinline__ void put_box(const CUtensorMap* map, int x, int row0, const uint8_t* box) {
+  if constexpr (!NOFENCE) fence_async_shared();
+  __syncwarp();
+  if (!NOSTORE && (threadIdx.x & 31) == 0) {
+    cluster::tma_store_2d(map, x, row0, box);
+    cluster::tma_store_commit();
   }
 }
 
@@ -242,25 +173,6 @@ __device__ __forceinline__ void acc_from_res(const GemmArgs& g, int m0, int n0, 
   });
 }
 
-// kResEnd, after a tile's K steps: the warpgroup's accumulators through epilogue_value_b's operations (alpha, bias,
-// residual: the epilogue's own terms in its order, so the cp.async kernels' bits), every residual load in flight at
-// once rather than box by box, from L2 (prefetch_res_l2 asked for them before the K steps) rather than from DRAM while
-// the products wait (kResAcc: mlp c_proj's residual, loaded before them, took 7 us of its 28 on the H200, session 25).
-// The loads are selects (as acc_from_res's), not behind a branch, so that they can all be issued before the
-// first is waited for (8-byte loads behind a branch in acc_from_res doubled its time, session 25, call 5). Outside C
-// the accumulators take alpha and the bias alone (the engine drops those elements).
-template <int BN>
-__device__ __forceinline__ void acc_add_res(const GemmArgs& g, int m0, int n0, float (&acc)[BN / 2]) {
-  for_acc_pairs<BN>(g, m0, n0, [&](int e, int gr, int gc, bool two, float2 b) {
-    const bool in = gr < g.M && gc < g.N;
-    const float* p = g.res + static_cast<size_t>(in ? gr : 0) * g.ldc + (in ? gc : 0);
-    const float2 rv = make_float2(in ? p[0] : 0.0f, in && two ? p[1] : 0.0f);
-    const float2 o = epilogue_value_res(g, acc[e], acc[e + 1], b, rv);
-    acc[e] = o.x;
-    acc[e + 1] = o.y;
-  });
-}
-
 // A warpgroup's 64 x BN accumulator tile (from (m0, n0)) through the epilogue (alpha, bias, residual; no
 // split, beta 0) into C by the copy engine: each warp writes its 16 rows 32 bytes of columns at a time (8
 // float32 or 16 bf16) into one of its two staging boxes and lane 0 stores the box (rows and columns outside C
@@ -278,9 +190,6 @@ __device__ __forceinline__ void acc_add_res(const GemmArgs& g, int m0, int n0, f
 // loaded it into a stage (XTile: 64- or 32-column boxes of 128 rows, swizzled so that a warp's 8 rows by 16 bytes
 // per load hit distinct banks).
 // boxes: the warp's count of boxes stored so far (which of the two is next, across tiles).
-// LANES: the boxes stored by the warp's lanes (lane_store), not the copy engine.
-// BOX: the boxes' shape. kBoxTeam: the warpgroup's, 64 rows (each warp's 16 in it), stored by the warpgroup's first
-// thread (take_box, put_box); kBoxWide: the warp's 16 rows of 64 bytes (wide_offset), for a bf16 C alone.
 // RES: where a float32 C's residual comes in (kResLoads, kResPrefetch, kResAcc; PRE is kResPrefetch). With kResAcc
 // the accumulators already hold it and the bias (acc_from_res), and the boxes take them as they are.
 // PRE (EPI 2 with a residual; RT_CUDA_RES_PREFETCH): each box's residual values loaded kResAhead boxes ahead, so
@@ -290,32 +199,31 @@ __device__ __forceinline__ void acc_add_res(const GemmArgs& g, int m0, int n0, f
 // 23.9 against 14.7). The same values, added in the same order: the same bits.
 // PRE's boxes ahead: on 192-wide tiles (one block an SM) five, on 96-wide ones (two blocks an SM) two: 164 and 95
 // registers (of 168 and 96), without spills with the copy engine's stores (six on 192-wide tiles spilled 32 bytes; the
-// lanes' variant, off by default, spills on both).
+// lanes' own stores, RT_CUDA_LANE_STORE, taken out in session 30, spilled on both).
 template <int BN>
 constexpr int kResAhead = BN == 192 ? 5 : 2;
 // Where a float32 C's residual (and bias) comes in: loaded in the epilogue box by box (kResLoads), kResAhead boxes
 // ahead (kResPrefetch: PRE), or into the accumulators before the tile's K steps (kResAcc: acc_from_res), so that
 // the products add onto it and the epilogue only stores.
-// kResEnd (RT_CUDA_RES_END, 192-wide tiles): added to the accumulators after the K steps, all at once (acc_add_res).
-constexpr int kResLoads = 0, kResPrefetch = 1, kResAcc = 2, kResEnd = 3;
+// (Asked into L2 before the K steps and added to the accumulators after them, RT_CUDA_RES_END, was taken out in
+// session 30: no faster.)
+constexpr int kResLoads = 0, kResPrefetch = 1, kResAcc = 2;
 // The bias a box ahead where its registers fit: not on 128-wide tiles, where at the 96-register cap of two blocks
 // an SM it made the float32 and activation epilogues spill 56-80 bytes a thread; not beside the residual's boxes
 // ahead (PRE), whose registers those are.
 template <int BN, bool PRE>
 constexpr bool kBiasAhead = BN != 128 && !PRE;
-template <int EPI, int BN, bool LANES, int RES = kResLoads, bool NOSTORE = false, int BOX = kBoxWarp, bool NOFENCE = false>
+template <int EPI, int BN, int RES = kResLoads, bool NOSTORE = false, bool NOFENCE = false>
 __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUtensorMap* map_c, const CUtensorMap* map_g,
                                                   int m0, int n0, const float (&acc)[BN / 2], uint8_t* staging,
                                                   int& boxes, uint32_t fx) {
   constexpr bool HALF = EPI >= 3;
-  constexpr bool PRE = RES == kResPrefetch, IN_ACC = RES == kResAcc || RES == kResEnd, TEAM = BOX == kBoxTeam, WIDE = BOX == kBoxWide;
-  static_assert(!WIDE || (!LANES && EPI == 3), "64-byte boxes by the engine, for a bf16 C alone");
+  constexpr bool PRE = RES == kResPrefetch, IN_ACC = RES == kResAcc;
   static_assert(RES == kResLoads || EPI == 2, "the residual's prefetch or start is for a float32 C (EPI 2)");
   const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, r = lane >> 2, q = lane & 3;
   const int row0 = m0 + warp * 16;
-  uint8_t* box0 = TEAM ? staging + (threadIdx.x >> 7) * 2 * kTeamChunk
-                       : staging + (threadIdx.x >> 5) * 2 * kBoxBytes<BOX>;
-  constexpr int J = (HALF ? 2 : 1) * (WIDE ? 2 : 1);  // accumulator column groups (8 columns) per box
+  uint8_t* box0 = staging + (threadIdx.x >> 5) * 2 * kChunk;
+  constexpr int J = HALF ? 2 : 1;  // accumulator column groups (8 columns) per box
   constexpr int C = BN / 8 / J;    // boxes
   // PRE: box c's residual values for rows r and r + 8 (zeros outside C, and in the second where gc + 1 is past N,
   // as epilogue_value reads them); fully unrolled, so registers, live from their load to their box.
@@ -385,7 +293,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
         }
       continue;
     }
-    uint8_t* box = take_box<LANES, BOX>(box0, boxes);
+    uint8_t* box = take_box(box0, boxes);
     const uint32_t sbox = smem_addr(box);
 #pragma unroll
     for (int jj = 0; jj < J; ++jj) {
@@ -393,11 +301,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
       for (int h = 0; h < 2; ++h) {
         const float2 o = value(c, jj, h);
         const int e = box_elem(jj, h);
-        if constexpr (WIDE) {
-          const uint32_t a = sbox + wide_offset(r + 8 * h, (8 * jj + 2 * q) * (HALF ? 2 : 4));
-          if constexpr (HALF) sts32(a, pack_bf16(o.x, o.y));
-          else sts64(a, o);
-        } else if constexpr (HALF) {
+        if constexpr (HALF) {
           const uint32_t v = pack_bf16(o.x, o.y);
           sts32(sbox + e * 2, v);
           if constexpr (LATE) pk[c][jj][h] = v;
@@ -406,7 +310,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
         }
       }
     }
-    put_box<LANES, HALF ? 2 : 4, NOSTORE, TEAM, NOFENCE>(g, map_c, g.C, n0 + c * 8 * J, row0, box);
+    put_box<NOSTORE, NOFENCE>(map_c, n0 + c * 8 * J, row0, box);
   }
   if constexpr (LATE) {
     // act(C)'s boxes (EPI 4, 5, 8: through map_g into act_out) or act'(x) C's (6, 7, 9: through map_c into C) from
@@ -415,7 +319,7 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
     // (both from one phi_fast, the derivative's pairs held in dk meanwhile).
 #pragma unroll
     for (int c = 0; c < C; ++c) {
-      uint8_t* box = take_box<LANES, BOX>(box0, boxes);
+      uint8_t* box = take_box(box0, boxes);
       const uint32_t sbox = smem_addr(box);
       uint32_t dk[EPI == 8 ? J : 1][2];
 #pragma unroll
@@ -448,16 +352,16 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
           }
           sts32(sbox + e * 2, pack_bf16(a.x, a.y));
         }
-      if constexpr (kGEpi<EPI>) put_box<LANES, 2, NOSTORE, TEAM, NOFENCE>(g, map_g, g.act_out, n0 + c * 8 * J, row0, box);
-      else put_box<LANES, 2, NOSTORE, TEAM, NOFENCE>(g, map_c, g.C, n0 + c * 8 * J, row0, box);
+      if constexpr (kGEpi<EPI>) put_box<NOSTORE, NOFENCE>(map_g, n0 + c * 8 * J, row0, box);
+      else put_box<NOSTORE, NOFENCE>(map_c, n0 + c * 8 * J, row0, box);
       if constexpr (EPI == 8) {
-        uint8_t* dbox = take_box<LANES, BOX>(box0, boxes);
+        uint8_t* dbox = take_box(box0, boxes);
         const uint32_t sd = smem_addr(dbox);
 #pragma unroll
         for (int jj = 0; jj < J; ++jj)
 #pragma unroll
           for (int h = 0; h < 2; ++h) sts32(sd + box_elem(jj, h) * 2, dk[jj][h]);
-        put_box<LANES, 2, NOSTORE, TEAM, NOFENCE>(g, map_c, g.C, n0 + c * 8 * J, row0, dbox);
+        put_box<NOSTORE, NOFENCE>(map_c, n0 + c * 8 * J, row0, dbox);
       }
     }
   }
@@ -470,7 +374,6 @@ __device__ __forceinline__ void store_tile_staged(const GemmArgs& g, const CUten
 // before every consumer has passed tile i's, since x's stage for tile i + 2 is at least STAGES + 1 stages on
 // in the ring (2 (nk + 1) >= 4 > 3 = STAGES, the kernels' with x's tile): its load waited for tile i's x stage to
 // be handed back.
-// (The same holds of warpgroup_sync's ids 3 and 4 in the TEAM kernels.)
 // The id comes in a register, so ptxas counts all 16 barriers as used, which allows at most 4 blocks an SM (2
 // run). Immediate ids, chosen by a branch on the tile's parity, made it spill ~750 bytes a thread.
 __device__ __forceinline__ void named_sync(int id) {
@@ -478,14 +381,6 @@ __device__ __forceinline__ void named_sync(int id) {
 }
 __device__ __forceinline__ void named_arrive(int id) {
   asm volatile("barrier.cta.arrive %0, %1;\n" ::"r"(id), "n"(kThreads) : "memory");
-}
-
-// The descriptor of a stage's operand rows (K-major, BK * 2 bytes a row): the 128B swizzle for BK 64; for BK 32
-// the 64B swizzle, 512 bytes from one group of 8 rows to the next. Either way the k-th 16 of K starts 32 k bytes
-// into the row (the swizzle applies to the address the tensor cores form).
-template <int BK>
-__device__ __forceinline__ uint64_t stage_desc(uint32_t addr) {
-  return BK == 64 ? smem_desc(addr) : smem_desc(addr, 16, 512, 2);
 }
 
 template <int BN>
@@ -499,20 +394,19 @@ __device__ __forceinline__ void mma_k16(float (&acc)[BN / 2], uint64_t a, uint64
 // tiles share their rows of A, which stay in L2). EPI: 0, 1 store_tile's (float32, bf16 C); 2 to 7
 // store_tile_staged's, through map_c (and map_g: act(C)'s map for 4 and 5, x's for 6 and 7, whose tile the
 // producer loads after each tile's K steps into the next stage, which the consumers hand back after their
-// epilogue); LANES: store_tile_staged's boxes stored by the lanes.
-template <int BN, int STAGES, int MINB, int EPI, bool LANES, int RES, int DIAG, int BOX, int BK>
+// epilogue).
+template <int BN, int STAGES, int MINB, int EPI, int RES, int DIAG>
 __global__ void __launch_bounds__(kThreads, MINB)
     gemm_tma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
                     const __grid_constant__ CUtensorMap map_c, const __grid_constant__ CUtensorMap map_g, GemmArgs g,
                     int tiles_n, int tiles) {
-  using L = Layout<BN, STAGES, BK, BOX>;
-  static_assert(BK == 64 || !kXEpi<EPI>, "x's tile needs a stage of 64 K");
+  using L = Layout<BN, STAGES>;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + L::kBars);
   uint64_t* empty = full + STAGES;
   const BlockRange br = block_range(g);
-  const int nk = br.ke > br.kb ? (br.ke - br.kb + BK - 1) / BK : 0;
+  const int nk = br.ke > br.kb ? (br.ke - br.kb + kBK - 1) / kBK : 0;
   const int mine = tiles > static_cast<int>(blockIdx.x) ? (tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
 
   if (threadIdx.x == 0) {
@@ -545,7 +439,7 @@ __global__ void __launch_bounds__(kThreads, MINB)
           } else if (leader) {
             cluster::bar_expect(full + s, L::kStage);
             uint8_t* st = smem + s * L::kStage;
-            const int k = br.kb + kt * BK;
+            const int k = br.kb + kt * kBK;
             cluster::tma_load_2d(st, &map_a, k, m0, full + s);
             cluster::tma_load_2d(st + L::kATile, &map_b, k, n0, full + s);
           }
@@ -596,18 +490,20 @@ __global__ void __launch_bounds__(kThreads, MINB)
 #pragma unroll
         for (int e = 0; e < BN / 2; ++e) acc[e] = 0.0f;
       }
-      if constexpr ((RES == kResPrefetch || RES == kResEnd) && BN == 192) prefetch_res_l2<BN>(g, m0 + wg * 64, n0);
+      if constexpr (RES == kResPrefetch && BN == 192) prefetch_res_l2<BN>(g, m0 + wg * 64, n0);
       if constexpr (RES == kResAcc) acc_from_res<BN>(g, m0 + wg * 64, n0, acc);
       int prev = -1;
       for (int kt = 0; kt < nk; ++kt) {
         cluster::bar_wait(full + s, ph);
         const uint32_t sa = smem_addr(smem + s * L::kStage);
-        const uint32_t abase = sa + wg * 64 * (BK * 2), bbase = sa + L::kATile;
+        const uint32_t abase = sa + wg * 64 * (kBK * 2), bbase = sa + L::kATile;
         fence();
         if constexpr (DIAG != kDiagNoMma) {
+          // (the k-th 16 of K starts 32 k bytes into the stage's 128-byte rows: the 128B swizzle applies to the
+          // address the tensor cores form)
 #pragma unroll
-          for (int kk = 0; kk < BK / 16; ++kk)
-            mma_k16<BN>(acc, stage_desc<BK>(abase + kk * 32), stage_desc<BK>(bbase + kk * 32),
+          for (int kk = 0; kk < kBK / 16; ++kk)
+            mma_k16<BN>(acc, smem_desc(abase + kk * 32), smem_desc(bbase + kk * 32),
                         RES == kResAcc || kt > 0 || kk > 0);
         }
         commit();
@@ -619,7 +515,6 @@ __global__ void __launch_bounds__(kThreads, MINB)
       wait0();
       if (prev >= 0) release(prev);
       pin(acc);
-      if constexpr (RES == kResEnd && DIAG != kDiagNoEpilogue) acc_add_res<BN>(g, m0 + wg * 64, n0, acc);
       uint32_t fx = 0;
       if constexpr (kXEpi<EPI>) {
         // The producer waits for x's stage and says so through a named barrier: a wait loop here, between
@@ -637,7 +532,7 @@ __global__ void __launch_bounds__(kThreads, MINB)
           for (int e = 0; e < BN / 2; ++e) br.C[e * kThreads + threadIdx.x] = acc[e];
         }
       } else if constexpr (EPI >= 2) {
-        store_tile_staged<EPI, BN, LANES, RES, DIAG == kDiagNoStores, BOX, DIAG == kDiagNoFence>(
+        store_tile_staged<EPI, BN, RES, DIAG == kDiagNoStores, DIAG == kDiagNoFence>(
             g, &map_c, &map_g, m0 + wg * 64, n0, acc, smem + L::kStaging, boxes, fx);
       } else {
         store_tile<EPI>(g, br.C, m0 + wg * 64, n0, acc);
@@ -669,7 +564,8 @@ PFN_cuTensorMapEncodeTiled_v12000 encoder() {
 }
 
 // The map of a K-major bf16 operand copy: R rows of Kp elements, read in boxes of bk (64 or 32) K by `rows`,
-// swizzled as wgmma's descriptors expect (128B for 64, 64B for 32: stage_desc); also x's tile (XTile's boxes).
+// swizzled 128B for 64 (as wgmma's descriptors expect: the operands' stages) and 64B for 32; also x's tile
+// (XTile's boxes: 32 columns on 96-wide tiles).
 bool encode(CUtensorMap* map, const __nv_bfloat16* p, int R, int Kp, int rows, int bk = 64) {
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(Kp), static_cast<cuuint64_t>(R)};
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(Kp) * 2};
@@ -680,34 +576,31 @@ bool encode(CUtensorMap* map, const __nv_bfloat16* p, int R, int Kp, int rows, i
                    CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-// The map of an output (M rows of N, ld apart; float32 or bf16 `half`) in store_tile_staged's boxes: `rows`
-// rows (16, a warp's; 64, a warpgroup's with TEAM) of 32 bytes. False where the copy engine cannot address it (p or a row stride not 16-byte aligned).
-bool encode_c(CUtensorMap* map, const void* p, bool half, int ld, const GemmArgs& g, int rows = 16, bool wide = false) {
+// The map of an output (M rows of N, ld apart; float32 or bf16 `half`) in store_tile_staged's boxes: a warp's 16
+// rows of 32 bytes. False where the copy engine cannot address it (p or a row stride not 16-byte aligned).
+bool encode_c(CUtensorMap* map, const void* p, bool half, int ld, const GemmArgs& g) {
   const int esz = half ? 2 : 4;
   if (!aligned16(p) || (static_cast<size_t>(ld) * esz) % 16 != 0) return false;
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(g.N), static_cast<cuuint64_t>(g.M)};
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld) * esz};
-  const cuuint32_t box[2] = {static_cast<cuuint32_t>((wide ? 64 : 32) / esz), static_cast<cuuint32_t>(rows)};
+  const cuuint32_t box[2] = {static_cast<cuuint32_t>(32 / esz), 16};
   const cuuint32_t estrides[2] = {1, 1};
   return encoder()(map, half ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, const_cast<void*>(p),
-                   dims, strides, box, estrides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                   wide ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_NONE,
+                   dims, strides, box, estrides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
                    CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-long g_launches = 0, g_act_launches = 0, g_res_acc_launches = 0, g_res_end_launches = 0, g_x96_launches = 0,
-     g_team_launches = 0, g_bk32_launches = 0, g_box64_launches = 0;
+long g_launches = 0, g_act_launches = 0, g_res_acc_launches = 0, g_x96_launches = 0;
 #ifdef RT_GEMM_DIAG
 cudaFuncAttributes g_last_attrs{};  // the kernel launched last: its registers and local (spilled) bytes
 #endif
 
 // mc, mg: the maps of C and act(C) (encode_c) for the staged epilogues (EPI 2 to 5; mg 4 and 5).
-template <int BN, int STAGES, int MINB, int EPI, bool LANES = false, int RES = kResLoads, int DIAG = kDiagNone,
-          int BOX = kBoxWarp, int BK = 64>
+template <int BN, int STAGES, int MINB, int EPI, int RES = kResLoads, int DIAG = kDiagNone>
 bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
             const CUtensorMap& mc, const CUtensorMap& mg) {
-  using L = Layout<BN, STAGES, BK, BOX>;
-  auto kernel = gemm_tma_kernel<BN, STAGES, MINB, EPI, LANES, RES, DIAG, BOX, BK>;
+  using L = Layout<BN, STAGES>;
+  auto kernel = gemm_tma_kernel<BN, STAGES, MINB, EPI, RES, DIAG>;
   // Per instantiation, once: the shared-memory limit raised, and how many blocks fit the GPU at once (the
   // grid is persistent: as many blocks as run together, each taking tiles in turn).
   static const int resident = [&] {
@@ -721,7 +614,7 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
   }();
   if (resident <= 0) return false;
   CUtensorMap ma, mb;
-  if (!encode(&ma, A, g.M, Kp, kBM, BK) || !encode(&mb, B, g.N, Kp, BN, BK)) return false;
+  if (!encode(&ma, A, g.M, Kp, kBM, kBK) || !encode(&mb, B, g.N, Kp, BN, kBK)) return false;
   const int tiles_n = (g.N + BN - 1) / BN, tiles = tiles_n * ((g.M + kBM - 1) / kBM);
   const dim3 grid(static_cast<unsigned>(std::max(1, std::min(tiles, resident / splits))), 1, static_cast<unsigned>(splits));
   kernel<<<grid, kThreads, L::kSmem, stream()>>>(ma, mb, mc, mg, g, tiles_n, tiles);
@@ -735,12 +628,8 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
   g_last_attrs = attrs;
 #endif
   ++g_launches;
-  if (BOX == kBoxTeam) ++g_team_launches;
-  if (BOX == kBoxWide) ++g_box64_launches;
-  if (BK == 32) ++g_bk32_launches;
   if (EPI >= 4) ++g_act_launches;
   if (RES == kResAcc) ++g_res_acc_launches;
-  if (RES == kResEnd) ++g_res_end_launches;
   if (kXEpi<EPI> && BN == 96) ++g_x96_launches;
   return true;
 }
@@ -749,31 +638,13 @@ bool launch(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, i
 // window's products 263 -> 336 TFLOP/s, a char train step 10.31-10.37 -> 9.06-9.13 ms, the same bits.
 bool g_tma_store = rt::env_switch("RT_CUDA_TMA_STORE", true);
 
-// RT_CUDA_LANE_STORE=1 (set_lane_store): the staged boxes stored by the warps' lanes, not the copy engine.
-// An experiment: whether the engine's cost per 512-byte box is what keeps the K = 384 products at twice their
-// time without stores. H200 session 19 (s19a, s19b): the products alone 3-6% faster (c_attn 24.9 against 26.1
-// us), a char step slower (8.39 against 8.18 ms); off.
-bool g_lane_store = rt::env_switch("RT_CUDA_LANE_STORE", false);
-
-// RT_CUDA_TMA_TEAM=1 (set_tma_team; off: measured slower; H100, 2026-12-05 session 23: char 7.34 ms without, 7.44
-// with): the staged epilogue's boxes the warpgroups' (take_box's TEAM), a quarter of the copy engine's stores. Not
-// with the lanes' stores, which take precedence.
-bool g_tma_team = rt::env_switch("RT_CUDA_TMA_TEAM", false);
-
-// RT_CUDA_TMA_BK32=1 (set_tma_bk32; off: measured slower; H100, 2026-12-05 session 23: char 7.34 -> 7.73 ms; every
-// product of a char window slower by kernels_check --gemm-diag, c_attn 19.7 -> 25.6 us): stages of 32 K (rows of 64
-// bytes, the 64B swizzle) rather than 64, twice as many in the same shared memory: 7 on 96-wide tiles, 6 on 128-wide,
-// 10 on 192-wide. A consumer warpgroup holds the stage it multiplies and the one before until their products are
-// done, so with three stages of 64 K a block keeps only about one stage (28 KB at 96 wide) of loads in flight, two an
-// SM; with seven of 32 K about five (70 KB). For the K = 384 products, six K steps a tile, should their loads prove
-// exposed (kernels_check --gemm-diag's no_loads column well under as_is). Twice the barriers and copies a K.
-bool g_tma_bk32 = rt::env_switch("RT_CUDA_TMA_BK32", false);
-
-// RT_CUDA_TMA_BOX64=1 (set_tma_box64; off until measured): on 192-wide tiles (one block an SM), a bf16 C's staging
-// boxes 64 bytes wide rather than 32 (kBoxWide): half the engine's stores, each of 16 row segments of 64 bytes rather
-// than 32: the char config's N = 384 dx products. H100, session 25, --gemm-diag: c_attn dx 14.33 -> 13.88 us, c_fc dx
-// 16.94 -> 16.49; a float32 C's (mlp c_proj, the residual in the accumulators) slower, 32.5 -> 35.7, so not there.
-bool g_tma_box64 = rt::env_switch("RT_CUDA_TMA_BOX64", false);
+// Tried on the staged epilogue and the stages, found no faster on a GPU and taken out in session 30 (README,
+// "Devices"): the boxes stored by the warps' lanes rather than the copy engine (RT_CUDA_LANE_STORE: a char step
+// 8.39 against 8.18 ms, H200 session 19, though the products alone were 3-6% faster), a warpgroup's 64-row boxes,
+// a quarter of the engine's stores (RT_CUDA_TMA_TEAM: 7.44 against 7.34, H100 session 23), stages of 32 K, twice
+// as many in the same bytes (RT_CUDA_TMA_BK32: 7.73 against 7.34; every product of a char window slower, c_attn
+// 19.7 -> 25.6 us), and a bf16 C's boxes 64 bytes wide on 192-wide tiles (RT_CUDA_TMA_BOX64: 6.73 against 6.65,
+// H200 session 25).
 
 // RT_CUDA_RES_PREFETCH (set_res_prefetch; default on, =0 turns it off; H100, 2026-12-05 session 23: char 7.66 -> 7.44
 // ms; mlp c_proj 41.8 -> 29.0 us, attn c_proj 15.7 -> 13.7 by --gemm-diag): a float32 C's residual values loaded
@@ -786,10 +657,9 @@ bool g_res_prefetch = rt::env_switch("RT_CUDA_RES_PREFETCH", true);
 // epilogue only stores. Not the same bits as the epilogue's sum (another order of the same terms).
 bool g_res_acc = rt::env_switch("RT_CUDA_RES_ACC", true);
 
-// RT_CUDA_RES_END=1 (set_res_end; off, not yet run on a GPU): on 192-wide tiles (mlp c_proj forward), a float32 C's
-// residual asked into L2 before the K steps and added to the accumulators after them, every load at once
-// (acc_add_res), ahead of RES_ACC there: the cp.async kernels' bits, and the products do not wait for the residual.
-bool g_res_end = rt::env_switch("RT_CUDA_RES_END", false);
+// (On 192-wide tiles, the residual asked into L2 before the K steps and added to the accumulators after them,
+// RT_CUDA_RES_END, was no faster: H100 session 26, char 7.21 against 7.20 ms, mlp c_proj 34.2 against 33.4 us a
+// window; taken out in session 30.)
 
 // RT_CUDA_TMA_X96 (set_tma_x96; default on, =0 turns it off; H100, 2026-12-05 session 23: char 7.49 -> 7.44 ms, copy
 // 9.91 -> 9.71; mlp c_proj dx 48.7 -> 46.5 us by --gemm-diag): the activation's backward in the product (EPI 6, 7:
@@ -819,119 +689,75 @@ long tiles_per_sm_span(const GemmArgs& g, int bn) {
 int g_diag = kDiagNone;
 #endif
 
-// Whether a diagnostic variant is asked for (kernels_check --gemm-diag): the switches below then stand aside.
-bool diag_asked() {
-#ifdef RT_GEMM_DIAG
-  return g_diag != kDiagNone;
-#else
-  return false;
-#endif
-}
-
-// Whether the staged products launched now take the warpgroups' boxes (not the lanes', not a diagnostic variant).
-bool staged_team() { return g_tma_team && !g_lane_store && !diag_asked(); }
-
-// team: the warpgroups' boxes (TEAM; mc and mg were made with 64-row boxes for them: launch_epi's rows).
-// BK 32: the engine's stores by each warp alone (no lanes, no team, no diagnostic variant).
-template <int BN, int STAGES, int MINB, int EPI, int RES = kResLoads, int BK = 64>
+// The staged product, or a diagnostic build's variant of it where one is asked for.
+template <int BN, int STAGES, int MINB, int EPI, int RES = kResLoads>
 bool launch_staged(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
-                   const CUtensorMap& mc, const CUtensorMap& mg, int box) {
-  if constexpr (BK != 64) {
-    return launch<BN, STAGES, MINB, EPI, false, RES, kDiagNone, kBoxWarp, BK>(g, A, B, Kp, splits, mc, mg);
-  } else {
+                   const CUtensorMap& mc, const CUtensorMap& mg) {
 #ifdef RT_GEMM_DIAG
-    constexpr int kDiagRes = RES == kResPrefetch ? kResLoads : RES;
-    switch (g_diag) {  // (the engine's stores, no residual prefetch; the residual in the accumulators where asked)
-      case kDiagNoStores: return launch<BN, STAGES, MINB, EPI, false, kDiagRes, kDiagNoStores>(g, A, B, Kp, splits, mc, mg);
-      case kDiagNoEpilogue:
-        return launch<BN, STAGES, MINB, EPI, false, kDiagRes, kDiagNoEpilogue>(g, A, B, Kp, splits, mc, mg);
-      case kDiagNoMma: return launch<BN, STAGES, MINB, EPI, false, kDiagRes, kDiagNoMma>(g, A, B, Kp, splits, mc, mg);
-      case kDiagNoLoads: return launch<BN, STAGES, MINB, EPI, false, kDiagRes, kDiagNoLoads>(g, A, B, Kp, splits, mc, mg);
-      case kDiagNoFence: return launch<BN, STAGES, MINB, EPI, false, kDiagRes, kDiagNoFence>(g, A, B, Kp, splits, mc, mg);
-      default: break;
-    }
-#endif
-    if (box == kBoxTeam) return launch<BN, STAGES, MINB, EPI, false, RES, kDiagNone, kBoxTeam>(g, A, B, Kp, splits, mc, mg);
-    if constexpr (BN == 192 && EPI == 3) {
-      if (box == kBoxWide) return launch<BN, STAGES, MINB, EPI, false, RES, kDiagNone, kBoxWide>(g, A, B, Kp, splits, mc, mg);
-    }
-    return g_lane_store ? launch<BN, STAGES, MINB, EPI, true, RES>(g, A, B, Kp, splits, mc, mg)
-                        : launch<BN, STAGES, MINB, EPI, false, RES>(g, A, B, Kp, splits, mc, mg);
+  constexpr int kDiagRes = RES == kResPrefetch ? kResLoads : RES;
+  switch (g_diag) {  // (the engine's stores, no residual prefetch; the residual in the accumulators where asked)
+    case kDiagNoStores: return launch<BN, STAGES, MINB, EPI, kDiagRes, kDiagNoStores>(g, A, B, Kp, splits, mc, mg);
+    case kDiagNoEpilogue: return launch<BN, STAGES, MINB, EPI, kDiagRes, kDiagNoEpilogue>(g, A, B, Kp, splits, mc, mg);
+    case kDiagNoMma: return launch<BN, STAGES, MINB, EPI, kDiagRes, kDiagNoMma>(g, A, B, Kp, splits, mc, mg);
+    case kDiagNoLoads: return launch<BN, STAGES, MINB, EPI, kDiagRes, kDiagNoLoads>(g, A, B, Kp, splits, mc, mg);
+    case kDiagNoFence: return launch<BN, STAGES, MINB, EPI, kDiagRes, kDiagNoFence>(g, A, B, Kp, splits, mc, mg);
+    default: break;
   }
+#endif
+  return launch<BN, STAGES, MINB, EPI, RES>(g, A, B, Kp, splits, mc, mg);
 }
 
 // The staged epilogue where it is on, C is unsplit, beta is 0 and the copy engine can address C; else the
 // direct one. g.act is applied (*act_applied) where the staged epilogue runs on a bf16 C and the engine can
 // address act_out (act_x, on 128-wide tiles, or 96-wide ones with RT_CUDA_TMA_X96) too; else the product runs
 // without it.
-template <int BN, int STAGES, int MINB, int BK = 64>
+template <int BN, int STAGES, int MINB>
 bool launch_epi(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits, bool* act_applied) {
   CUtensorMap mc{}, mg{};
-  const bool team = BK == 64 && staged_team();
-  // 64-byte boxes for a bf16 C alone (no activation) on 192-wide tiles
-  const bool wide = BN == 192 && BK == 64 && g_tma_box64 && !team && !g_lane_store && !diag_asked() &&
-                    g.act == kActNone && g.c_half;
-  const int box = team ? kBoxTeam : wide ? kBoxWide : kBoxWarp;
-  const int rows = team ? 64 : 16;  // the staged boxes' rows: the warpgroup's or the warp's
-  const bool staged = g_tma_store && !g.ws && g.beta == 0.0f && encode_c(&mc, g.C, g.c_half, g.ldc, g, rows, wide);
+  const bool staged = g_tma_store && !g.ws && g.beta == 0.0f && encode_c(&mc, g.C, g.c_half, g.ldc, g);
   const bool backward = g.act == kActGeluGradFast || g.act == kActReluGrad || g.act == kActMul;
   const bool forward = g.act == kActGeluFast || g.act == kActRelu || g.act == kActGeluBoth;
   int epi = (staged ? 2 : 0) + (g.c_half ? 1 : 0);
   // x's tile fills a stage at BN = 128 and 96 only (XTile); K > 0 so that the producer runs (it loads x); x read
   // as an operand copy is (M rows of N, in XTile's boxes of 128 rows, swizzled as the epilogue reads them)
-  constexpr bool kXTile = (BN == 128 || BN == 96) && BK == 64;
+  constexpr bool kXTile = BN == 128 || BN == 96;
   if (kXTile && backward && staged && g.c_half && g.K > 0 && g.ldc == g.N && g.N % 8 == 0 && aligned16(g.act_x) &&
       encode(&mg, static_cast<const __nv_bfloat16*>(g.act_x), g.M, g.N, 128, XTile<kXTile ? BN : 128>::kCols))
     epi = g.act == kActGeluGradFast ? 6 : g.act == kActMul ? 9 : 7;
-  else if (forward && staged && g.c_half && encode_c(&mg, g.act_out, true, g.ldc, g, rows))
+  else if (forward && staged && g.c_half && encode_c(&mg, g.act_out, true, g.ldc, g))
     epi = g.act == kActGeluFast ? 4 : g.act == kActGeluBoth ? 8 : 5;
   bool launched = false;
   switch (epi) {
-    case 0: launched = launch<BN, STAGES, MINB, 0, false, kResLoads, kDiagNone, kBoxWarp, BK>(g, A, B, Kp, splits, mc, mg); break;
-    case 1: launched = launch<BN, STAGES, MINB, 1, false, kResLoads, kDiagNone, kBoxWarp, BK>(g, A, B, Kp, splits, mc, mg); break;
+    case 0: launched = launch<BN, STAGES, MINB, 0>(g, A, B, Kp, splits, mc, mg); break;
+    case 1: launched = launch<BN, STAGES, MINB, 1>(g, A, B, Kp, splits, mc, mg); break;
     case 2:
-      // (the residual added after the K steps first, on 192-wide tiles: it has their prefetch's registers)
-      if constexpr (BN == 192) {
-        if (g_res_end && g.res) {
-          launched = launch_staged<BN, STAGES, MINB, 2, kResEnd, BK>(g, A, B, Kp, splits, mc, mg, box);
-          break;
-        }
-      }
       // (the residual into the accumulators takes precedence over its prefetch; alpha 1, so that it adds onto the
       // products unscaled)
       if (g_res_acc && g.res && g.alpha == 1.0f) {
-        launched = launch_staged<BN, STAGES, MINB, 2, kResAcc, BK>(g, A, B, Kp, splits, mc, mg, box);
+        launched = launch_staged<BN, STAGES, MINB, 2, kResAcc>(g, A, B, Kp, splits, mc, mg);
         break;
       }
       // (not on 128-wide tiles: there the prefetched values spilled 560-912 bytes a thread at 96 registers)
       if constexpr (BN != 128) {
         if (g_res_prefetch && g.res) {
-          launched = launch_staged<BN, STAGES, MINB, 2, kResPrefetch, BK>(g, A, B, Kp, splits, mc, mg, box);
+          launched = launch_staged<BN, STAGES, MINB, 2, kResPrefetch>(g, A, B, Kp, splits, mc, mg);
           break;
         }
       }
-      launched = launch_staged<BN, STAGES, MINB, 2, kResLoads, BK>(g, A, B, Kp, splits, mc, mg, box);
+      launched = launch_staged<BN, STAGES, MINB, 2, kResLoads>(g, A, B, Kp, splits, mc, mg);
       break;
-    case 3: launched = launch_staged<BN, STAGES, MINB, 3, kResLoads, BK>(g, A, B, Kp, splits, mc, mg, box); break;
-    case 4: launched = launch_staged<BN, STAGES, MINB, 4, kResLoads, BK>(g, A, B, Kp, splits, mc, mg, box); break;
-    case 5: launched = launch_staged<BN, STAGES, MINB, 5, kResLoads, BK>(g, A, B, Kp, splits, mc, mg, box); break;
-    case 8: launched = launch_staged<BN, STAGES, MINB, 8, kResLoads, BK>(g, A, B, Kp, splits, mc, mg, box); break;
+    case 3: launched = launch_staged<BN, STAGES, MINB, 3>(g, A, B, Kp, splits, mc, mg); break;
+    case 4: launched = launch_staged<BN, STAGES, MINB, 4>(g, A, B, Kp, splits, mc, mg); break;
+    case 5: launched = launch_staged<BN, STAGES, MINB, 5>(g, A, B, Kp, splits, mc, mg); break;
+    case 8: launched = launch_staged<BN, STAGES, MINB, 8>(g, A, B, Kp, splits, mc, mg); break;
     default:
       if constexpr (kXTile)
-        launched = epi == 6   ? launch_staged<BN, STAGES, MINB, 6>(g, A, B, Kp, splits, mc, mg, box)
-                   : epi == 9 ? launch_staged<BN, STAGES, MINB, 9>(g, A, B, Kp, splits, mc, mg, box)
-                              : launch_staged<BN, STAGES, MINB, 7>(g, A, B, Kp, splits, mc, mg, box);
+        launched = epi == 6   ? launch_staged<BN, STAGES, MINB, 6>(g, A, B, Kp, splits, mc, mg)
+                   : epi == 9 ? launch_staged<BN, STAGES, MINB, 9>(g, A, B, Kp, splits, mc, mg)
+                              : launch_staged<BN, STAGES, MINB, 7>(g, A, B, Kp, splits, mc, mg);
   }
   *act_applied = launched && epi >= 4;  // (4 to 9)
   return launched;
-}
-
-// launch_epi with stages of 64 K (STAGES of them) or, where bk32, of 32 K (STAGES32: as many as fit the same blocks).
-template <int BN, int STAGES, int STAGES32, int MINB>
-bool launch_k(bool bk32, const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B, int Kp, int splits,
-              bool* act_applied) {
-  return bk32 ? launch_epi<BN, STAGES32, MINB, 32>(g, A, B, Kp, splits, act_applied)
-              : launch_epi<BN, STAGES, MINB>(g, A, B, Kp, splits, act_applied);
 }
 
 }  // namespace
@@ -945,30 +771,16 @@ bool tma_map_bf16(CUtensorMap* map, const __nv_bfloat16* p, int R, int Kp, int r
 }
 void set_tma_gemm(bool on) { g_tma = on; }
 void set_tma_store(bool on) { g_tma_store = on; }
-void set_lane_store(bool on) { g_lane_store = on; }
 void set_res_prefetch(bool on) { g_res_prefetch = on; }
 void set_res_acc(bool on) { g_res_acc = on; }
-void set_res_end(bool on) { g_res_end = on; }
-bool res_end() { return g_res_end; }
-long res_end_launches() { return g_res_end_launches; }
 bool res_acc() { return g_res_acc; }
 long res_acc_launches() { return g_res_acc_launches; }
 bool res_prefetch() { return g_res_prefetch; }
 void set_tma_bn96(int mode) { g_tma_bn96 = mode; }
 void set_tma_x96(bool on) { g_tma_x96 = on; }
-void set_tma_team(bool on) { g_tma_team = on; }
-void set_tma_bk32(bool on) { g_tma_bk32 = on; }
-void set_tma_box64(bool on) { g_tma_box64 = on; }
-bool tma_box64() { return g_tma_box64; }
-long tma_box64_launches() { return g_box64_launches; }
-bool tma_bk32() { return g_tma_bk32; }
-long tma_bk32_launches() { return g_bk32_launches; }
-bool tma_team() { return g_tma_team; }
-long tma_team_launches() { return g_team_launches; }
 bool tma_x96() { return g_tma_x96; }
 long tma_x96_launches() { return g_x96_launches; }
 int tma_bn96() { return g_tma_bn96; }
-bool lane_store() { return g_lane_store; }
 bool tma_store() { return g_tma_store; }
 long tma_launches() { return g_launches; }
 #ifdef RT_GEMM_DIAG
@@ -987,19 +799,16 @@ bool gemm_tma(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B,
   // Products up to two 192-wide column tiles with a long reduction (the char config's N = 384, K = 1536 and
   // 1152 ones): 128 x 192 tiles, one block an SM, five stages. Else 128 x 128 or (tiles_per_sm_span) 128 x 96,
   // two blocks an SM, three stages.
-  // RT_CUDA_TMA_BK32: stages of 32 K, twice as many in the same bytes (not the activation's backward, whose x
-  // tile fills a stage of 64 K; not a diagnostic variant).
-  const bool bk32 = g_tma_bk32 && !g.act_x && !diag_asked();
   if (splits == 1 && g.N > 128 && g.N <= 384 && g.K > 512)
-    return launch_k<192, 5, 10, 1>(bk32, g, A, B, Kp, splits, act_applied);
+    return launch_epi<192, 5, 1>(g, A, B, Kp, splits, act_applied);
   // (the activation's backward by its own switch: x's tile in three boxes there)
   if (g_tma_bn96 && splits == 1 && !g.act_x &&
       (g_tma_bn96 == 2 || tiles_per_sm_span(g, 96) < tiles_per_sm_span(g, 128)))
-    return launch_k<96, 3, 7, 2>(bk32, g, A, B, Kp, splits, act_applied);
+    return launch_epi<96, 3, 2>(g, A, B, Kp, splits, act_applied);
   // (only where the staged epilogue would apply the activation: launch_epi checks the rest)
   if (g_tma_x96 && splits == 1 && g.act_x && g_tma_store && !g.ws && g.beta == 0.0f && g.c_half)
     return launch_epi<96, 3, 2>(g, A, B, Kp, splits, act_applied);
-  return launch_k<128, 3, 6, 2>(bk32, g, A, B, Kp, splits, act_applied);
+  return launch_epi<128, 3, 2>(g, A, B, Kp, splits, act_applied);
 }
 
 }  // namespace rt::cuda

@@ -26,10 +26,6 @@ void set_tma_gemm(bool on);
 // direct stores. Default on; RT_CUDA_TMA_STORE=0 turns it off.
 void set_tma_store(bool on);
 bool tma_store();
-// The staged epilogue's boxes stored by the warps' lanes rather than the copy engine, for the products launched
-// after (the same bits). Default off; RT_CUDA_LANE_STORE=1 turns it on.
-void set_lane_store(bool on);
-bool lane_store();
 // A float32 C's residual values loaded two boxes ahead in the staged epilogue, for the products launched after
 // (the same bits). Default on; RT_CUDA_RES_PREFETCH=0 turns it off.
 void set_res_prefetch(bool on);
@@ -41,12 +37,6 @@ void set_res_acc(bool on);
 bool res_acc();
 // Products it has launched with the residual in the accumulators (kernels_check: that they did).
 long res_acc_launches();
-// On 192-wide tiles, a float32 C's residual asked into L2 before the K steps and added to the accumulators after them
-// (the same bits), ahead of the above, for the products launched after. Default off; RT_CUDA_RES_END=1 turns it on.
-void set_res_end(bool on);
-bool res_end();
-// Products it has launched so (kernels_check: that they did).
-long res_end_launches();
 // 128 x 96 tiles (RT_CUDA_TMA_BN96): 0 never, 1 (the default) where they spread the work more evenly over the SMs, 2 for
 // every product not on 192-wide tiles (kernels_check), for the products launched after.
 void set_tma_bn96(int mode);
@@ -66,24 +56,6 @@ void set_tma_x96(bool on);
 bool tma_x96();
 // Products of the activation's backward it has launched on 128 x 96 tiles (kernels_check: that they did).
 long tma_x96_launches();
-// The staged epilogue's boxes stored a warpgroup's at a time (64 rows) rather than a warp's (16), for the products
-// launched after (the same bits). Default off; RT_CUDA_TMA_TEAM=1 turns it on. The lanes' stores take precedence.
-void set_tma_team(bool on);
-bool tma_team();
-// Products it has launched with the warpgroups' boxes (kernels_check: that they did).
-long tma_team_launches();
-// A bf16 C's staging boxes 64 bytes wide rather than 32 on 192-wide tiles (C alone, no activation), for the products
-// launched after (the same bits). Default off; RT_CUDA_TMA_BOX64=1 turns it on.
-void set_tma_box64(bool on);
-bool tma_box64();
-// Products it has launched with 64-byte boxes (kernels_check: that they did).
-long tma_box64_launches();
-// Stages of 32 K rather than 64 (twice as many in the same bytes), for the products launched after, except the
-// activation's backward (the same bits). Default off; RT_CUDA_TMA_BK32=1 turns it on.
-void set_tma_bk32(bool on);
-bool tma_bk32();
-// Products it has launched with stages of 32 K (kernels_check: that they did).
-long tma_bk32_launches();
 // Products it has launched in this process (kernels_check: that a product ran here, not on the fallback).
 long tma_launches();
 // Those of them that applied an activation in the epilogue (GemmArgs::act).

@@ -930,27 +930,20 @@ static void check_bf16_only() {
     }
 }
 
-// The TMA products' epilogue and tile modes (set_tma_store, set_lane_store, set_tma_bn96), set for a check and
-// put back as the process had them when it ends.
+// The TMA products' epilogue and tile modes (set_tma_store, set_tma_bn96, ...), set for a check and put back as the
+// process had them when it ends.
 struct ProductModes {
-  const bool staged = rt::cuda::tma_store(), lanes = rt::cuda::lane_store(), prefetch = rt::cuda::res_prefetch();
-  const bool x96 = rt::cuda::tma_x96(), team = rt::cuda::tma_team(), bk32 = rt::cuda::tma_bk32();
-  const bool res_acc = rt::cuda::res_acc(), box64 = rt::cuda::tma_box64(), res_end = rt::cuda::res_end();
+  const bool staged = rt::cuda::tma_store(), prefetch = rt::cuda::res_prefetch();
+  const bool x96 = rt::cuda::tma_x96(), res_acc = rt::cuda::res_acc();
   const int bn96 = rt::cuda::tma_bn96();
-  static void set(bool staged_, bool lanes_, int bn96_, bool prefetch_ = false, bool x96_ = false, bool team_ = false,
-                  bool bk32_ = false, bool res_acc_ = false, bool box64_ = false, bool res_end_ = false) {
+  static void set(bool staged_, int bn96_, bool prefetch_ = false, bool x96_ = false, bool res_acc_ = false) {
     rt::cuda::set_tma_store(staged_);
-    rt::cuda::set_lane_store(lanes_);
     rt::cuda::set_tma_bn96(bn96_);
     rt::cuda::set_res_prefetch(prefetch_);
     rt::cuda::set_tma_x96(x96_);
-    rt::cuda::set_tma_team(team_);
-    rt::cuda::set_tma_bk32(bk32_);
     rt::cuda::set_res_acc(res_acc_);
-    rt::cuda::set_tma_box64(box64_);
-    rt::cuda::set_res_end(res_end_);
   }
-  ~ProductModes() { set(staged, lanes, bn96, prefetch, x96, team, bk32, res_acc, box64, res_end); }
+  ~ProductModes() { set(staged, bn96, prefetch, x96, res_acc); }
 };
 
 // matmul_tma_sm90.cu's kernel against matmul_sm90.cu's cp.async ones on the same bf16 operands: the same
@@ -962,34 +955,23 @@ static void check_tma_bits() {
   struct Case { int M, N, K; bool bias, res, half; };
   const ProductModes process;
   for (const int bn96 : {0, 2})  // 128-wide tiles (192 where the rule says); 96-wide for all it does not
-  // the direct epilogue, the staged one by the engine, by the lanes, by the engine with the residual's values
-  // loaded ahead (RT_CUDA_RES_PREFETCH: on 96- and 192-wide tiles), by the engine a warpgroup's box at a time
-  // (RT_CUDA_TMA_TEAM), and that with the residual loaded ahead
-  // (mode 6: the lanes' stores and the warpgroups' boxes both asked for: the lanes' take precedence); then stages
-  // of 32 K (RT_CUDA_TMA_BK32): staged (7), with the residual loaded ahead (8), the direct epilogue (9); then the
-  // residual and bias as the accumulators' start (RT_CUDA_RES_ACC), by the warps' boxes (10), the warpgroups' (11)
-  // and with stages of 32 K (12): not the same bits (another order of the same sums), so within float32's rounding;
-  // a bf16 C's 64-byte boxes on 192-wide tiles (RT_CUDA_TMA_BOX64; the same bits), without (13) and with the residual
-  // in the accumulators (14, for the float32 C's beside them); the residual in the accumulators with the lanes' stores
-  // (15); the residual added after the K steps on 192-wide tiles (RT_CUDA_RES_END; the same bits), by the warps' boxes
-  // (16) and with stages of 32 K (17)
-  for (const int mode : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17}) {
-    const bool bk32 = mode >= 7 && mode <= 9 || mode == 12 || mode == 17,
-               res_acc = mode >= 10 && mode != 13 && mode <= 15, box64 = mode == 13 || mode == 14, res_end = mode >= 16;
-    ProductModes::set(mode > 0 && mode != 9, mode == 2 || mode == 6 || mode == 15, bn96,
-                      mode == 3 || mode == 5 || mode == 8, false, mode >= 4 && mode <= 6 || mode == 11, bk32, res_acc,
-                      box64, res_end);
+  // the direct epilogue (0), the staged one by the engine (1), that with the residual's values loaded ahead (2,
+  // RT_CUDA_RES_PREFETCH: on 96- and 192-wide tiles), and with the residual and bias as the accumulators' start (3,
+  // RT_CUDA_RES_ACC): not the same bits (another order of the same sums), so within float32's rounding
+  for (const int mode : {0, 1, 2, 3}) {
+    const bool res_acc = mode == 3;
+    ProductModes::set(mode > 0, bn96, mode == 2, false, res_acc);
     for (const Case c : {Case{8192, 1152, 384, true, false, true}, Case{8192, 384, 1536, true, true, false},
                          Case{8192, 384, 1152, false, false, false}, Case{1000, 300, 200, true, true, false},
                          Case{333, 1000, 4000, false, false, false}, Case{96, 96, 8192, false, false, false},
                          Case{4096, 384, 384, true, true, false}, Case{130, 130, 8, false, false, true},
                          Case{5000, 2000, 100, true, false, true},
                          // residuals without a bias, and on 192-wide tiles with row, column and K tails (the
-                         // residual prefetch's tiles, modes 3 and 5): 8000 rows, so that 128 x 128 tiles fill the
+                         // residual prefetch's tiles, mode 2): 8000 rows, so that 128 x 128 tiles fill the
                          // SMs and gemm() does not split K (1000 rows did, and took the direct epilogue)
                          Case{4096, 384, 384, false, true, false}, Case{8000, 300, 600, true, true, false},
                          Case{8000, 300, 600, false, true, false},
-                         // a bf16 C on 192-wide tiles (64-byte boxes of 32 columns: modes 13, 14)
+                         // a bf16 C on 192-wide tiles
                          Case{8192, 384, 1536, false, false, true}}) {
       const VF a = rounded(randv(static_cast<size_t>(c.M) * c.K, 121));
       DevBf A(a.size());
@@ -997,9 +979,7 @@ static void check_tma_bits() {
       Dev W(randv(static_cast<size_t>(c.N) * c.K, 122)), b(randv(c.N, 123)), r(randv(static_cast<size_t>(c.M) * c.N, 124));
       Dev C0(static_cast<size_t>(c.M) * c.N), C1(static_cast<size_t>(c.M) * c.N);
       // (the Hopper kernels asked for by name: Auto gives products too small to fill the GPU to others)
-      const long launched = rt::cuda::tma_launches(), teamed = rt::cuda::tma_team_launches(),
-                 halved = rt::cuda::tma_bk32_launches(), started = rt::cuda::res_acc_launches(),
-                 widened = rt::cuda::tma_box64_launches(), ended = rt::cuda::res_end_launches();
+      const long launched = rt::cuda::tma_launches(), started = rt::cuda::res_acc_launches();
       for (int v = 0; v < 2; ++v) {
         use({rt::cuda::GemmKernel::Wgmma, "wgmma", v == 0});
         rt::cuda::gemm(true, false, true, c.M, c.N, c.K, 1.0f, nullptr, c.K, W.p, c.K, 0.0f, (v ? C1 : C0).p, c.N,
@@ -1007,45 +987,21 @@ static void check_tma_bits() {
       }
       const std::string how = std::string(mode == 0   ? ""
                                           : mode == 1 ? ", staged epilogue"
-                                          : mode == 2 ? ", staged epilogue stored by the lanes"
-                                          : mode == 3 ? ", staged epilogue, residual loaded ahead"
-                                          : mode == 4 ? ", staged epilogue, the warpgroups' boxes"
-                                          : mode == 5 ? ", staged epilogue, the warpgroups' boxes, residual loaded ahead"
-                                          : mode == 6 ? ", staged epilogue, the lanes' stores over the warpgroups' boxes"
-                                          : mode == 7 ? ", staged epilogue, stages of 32 K"
-                                          : mode == 8 ? ", staged epilogue, stages of 32 K, residual loaded ahead"
-                                          : mode == 9 ? ", stages of 32 K"
-                                          : mode == 10 ? ", staged epilogue, residual in the accumulators"
-                                          : mode == 11 ? ", staged epilogue, residual in the accumulators, the warpgroups' boxes"
-                                          : mode == 12 ? ", staged epilogue, residual in the accumulators, stages of 32 K"
-                                          : mode == 13 ? ", staged epilogue, 64-byte boxes"
-                                          : mode == 14 ? ", staged epilogue, 64-byte boxes, residual in the accumulators"
-                                          : mode == 15 ? ", staged epilogue stored by the lanes, residual in the accumulators"
-                                          : mode == 16 ? ", staged epilogue, residual added after the K steps"
-                                                       : ", staged epilogue, residual added after the K steps, stages of 32 K") +
+                                          : mode == 2 ? ", staged epilogue, residual loaded ahead"
+                                                      : ", staged epilogue, residual in the accumulators") +
                               (bn96 ? ", 96-wide tiles" : "");
       expect_le(std::labs(rt::cuda::tma_launches() - launched - 1), 0,
                 "gemm TMA kernel launched, not a fallback " + shape(c.M, c.N, c.K) + how);
-      // the warpgroups' boxes wherever the staged epilogue runs: C unsplit (gemm() splits K >= 512 when 128 x 128
-      // tiles do not fill the SMs) and its rows 16-byte aligned (else the engine cannot address it)
+      // the residual in the accumulators wherever the staged epilogue runs on a float32 C with one: C unsplit (gemm()
+      // splits K >= 512 when 128 x 128 tiles do not fill the SMs) and its rows 16-byte aligned (else the engine
+      // cannot address it)
       const bool split = static_cast<long>((c.M + 127) / 128) * ((c.N + 127) / 128) < rt::cuda::limits().sms && c.K >= 512;
       const bool aligned = c.N * (c.half ? 2 : 4) % 16 == 0;
-      const long want_team = (mode == 4 || mode == 5 || mode == 11) && !split && aligned ? 1 : 0;
       const long want_acc = res_acc && c.res && !c.half && !split && aligned ? 1 : 0;
-      // (gemm_tma's rule for 192-wide tiles)
-      const bool wide192 = c.N > 128 && c.N <= 384 && c.K > 512;
-      const long want_box64 = box64 && wide192 && c.half && !split && aligned ? 1 : 0;
-      const long want_end = res_end && wide192 && c.res && !split && aligned ? 1 : 0;
-      // each mode's launch count over the two products (the TMA one's, as the rules above say it runs)
-      auto expect_launched = [&](long now, long before, long want, const char* what) {
-        expect_le(std::labs(now - before - want), 0,
-                  std::string("gemm TMA kernel ") + (want ? "with" : "without") + what + shape(c.M, c.N, c.K) + how);
-      };
-      expect_launched(rt::cuda::res_end_launches(), ended, want_end, " the residual added after the K steps ");
-      expect_launched(rt::cuda::tma_box64_launches(), widened, want_box64, " 64-byte boxes ");
-      expect_launched(rt::cuda::res_acc_launches(), started, want_acc, " the residual in the accumulators ");
-      expect_launched(rt::cuda::tma_bk32_launches(), halved, bk32 ? 1 : 0, " stages of 32 K ");
-      expect_launched(rt::cuda::tma_team_launches(), teamed, want_team, " the warpgroups' boxes ");
+      // the launch count over the two products (the TMA one's, as the rule above says it runs)
+      expect_le(std::labs(rt::cuda::res_acc_launches() - started - want_acc), 0,
+                std::string("gemm TMA kernel ") + (want_acc ? "with" : "without") + " the residual in the accumulators " +
+                    shape(c.M, c.N, c.K) + how);
       use({rt::cuda::GemmKernel::Auto, "auto"});
       const VF x = C0.get(), y = C1.get();
       const size_t bytes = static_cast<size_t>(c.M) * c.N * (c.half ? 2 : 4);
@@ -1470,16 +1426,13 @@ static void check_gemm_act() {
   const ProductModes process;
   // 128-wide tiles; the forward on 96-wide ones; the backward on 96-wide ones (RT_CUDA_TMA_X96: x's tile in three
   // 32-column boxes)
-  // (tiles 3: stages of 32 K, RT_CUDA_TMA_BK32, on 96-wide tiles where the rule allows: the forward's products take
-  // them, the backward's fused one not, its x needing stages of 64)
-  for (const int tiles : {0, 1, 2, 3})
-  // staged by the engine, by the lanes, by the engine a warpgroup's box at a time; the direct epilogue (the pass)
-  for (const int mode : {1, 2, 3, 0}) {
-    if (tiles == 3 && mode == 2) continue;  // (stages of 32 K store by the engine: the lanes' mode is not theirs)
+  for (const int tiles : {0, 1, 2})
+  // staged by the engine; the direct epilogue (the pass)
+  for (const int mode : {1, 0}) {
     const bool staged = mode > 0;
-    const int bn96 = tiles == 1 || tiles == 3 ? 2 : 0;
-    const bool x96 = tiles == 2, bk32 = tiles == 3;
-    ProductModes::set(staged, mode == 2, bn96, false, x96, mode == 3, bk32);
+    const int bn96 = tiles == 1 ? 2 : 0;
+    const bool x96 = tiles == 2;
+    ProductModes::set(staged, bn96, false, x96);
     // 4096 x 1536 over K = 64 and 96: one and two K steps, more tiles than blocks (the ring at its tightest, both
     // named barriers); N = 296: x's second 64-column box wholly past N (on 96-wide tiles the last tile's second and
     // third 32-column boxes)
@@ -1502,8 +1455,7 @@ static void check_gemm_act() {
           };
           use({rt::cuda::GemmKernel::Wgmma, "wgmma"});
           const long launched = rt::cuda::tma_launches(), fused = rt::cuda::tma_act_launches(),
-                     narrow = rt::cuda::tma_x96_launches(), teamed = rt::cuda::tma_team_launches(),
-                     halved = rt::cuda::tma_bk32_launches();
+                     narrow = rt::cuda::tma_x96_launches();
           product(C0, nullptr);
           const float* c0 = reinterpret_cast<const float*>(C0.p);
           const float* x = reinterpret_cast<const float*>(X.p);
@@ -1539,27 +1491,13 @@ static void check_gemm_act() {
           const std::string what = std::string(backward ? " backward" : " forward") +
                                    (dgelu ? " gelu (derivative kept) " : gelu ? " gelu " : " relu ") +
                                    shape(c.M, c.N, c.K) +
-                                   (mode == 0   ? ", through the pass"
-                                    : mode == 1 ? ", staged epilogue"
-                                    : mode == 2 ? ", staged by the lanes"
-                                                : ", staged, the warpgroups' boxes") +
-                                   (bn96 ? ", 96-wide tiles" : "") + (x96 ? ", the backward on 96-wide tiles" : "") +
-                                   (bk32 ? ", stages of 32 K" : "");
+                                   (mode == 0 ? ", through the pass" : ", staged epilogue") +
+                                   (bn96 ? ", 96-wide tiles" : "") + (x96 ? ", the backward on 96-wide tiles" : "");
           expect_le(std::labs(rt::cuda::tma_launches() - launched - 2), 0, "gemm with act: the TMA kernel launched" + what);
           expect_le(std::labs(rt::cuda::tma_act_launches() - fused - (want ? 1 : 0)), 0,
                     std::string("gemm with act: ") + (want ? "applied in the epilogue" : "left to the pass") + what);
           // RT_CUDA_TMA_X96: the backward's fused product on 96-wide tiles wherever it is fused (not split)
           const bool on96 = x96 && backward && want;
-          // RT_CUDA_TMA_BK32: both forward products with stages of 32 K; of the backward's, the plain one alone (the
-          // other reads x)
-          const long want_bk32 = bk32 ? (backward ? 1 : 2) : 0;
-          expect_le(std::labs(rt::cuda::tma_bk32_launches() - halved - want_bk32), 0,
-                    std::string("gemm with act: ") + std::to_string(want_bk32) + " with stages of 32 K" + what);
-          // RT_CUDA_TMA_TEAM: both products (the plain and the fused) with the warpgroups' boxes, unless split (none is)
-          // (not with stages of 32 K, whose kernels store a warp's boxes: at tiles 3 only the backward's fused product)
-          const long want_team = mode != 3 ? 0 : !bk32 ? 2 : backward ? 1 : 0;
-          expect_le(std::labs(rt::cuda::tma_team_launches() - teamed - want_team), 0,
-                    std::string("gemm with act: ") + (want_team ? "the warpgroups' boxes" : "a warp's boxes") + what);
           expect_le(std::labs(rt::cuda::tma_x96_launches() - narrow - (on96 ? 1 : 0)), 0,
                     std::string("gemm with act: ") + (on96 ? "on 96-wide tiles" : "not on 96-wide tiles") + what);
           use({rt::cuda::GemmKernel::Auto, "auto"});
@@ -1850,10 +1788,13 @@ static void bench_hopper_gemm() {
 // bench/cuda/build-check.sh makes): the eight products a window runs, as the layer asks for them (A's bf16 copy,
 // the weights' bf16 copies made once, bf16 or float32 C, the residual, GELU in the epilogue both ways), each timed
 // as it is, then in matmul_tma_sm90.cu's diagnostic variants (without the copy engine's stores, without the
-// epilogue, without the tensor-core products, without the operand loads), with the lanes' stores, with the
-// residual's prefetch and with the activation's backward on 96-wide tiles (RT_CUDA_TMA_X96: mlp_proj_dx alone). Session 16 measured the K = 384 products at 2.4-2.7x their time without their stores, and
-// neither the lanes' stores nor more staging boxes moved that: this says which part the time is in. One JSON
-// line a product (us a call, and whether every call of every variant ran on the TMA kernel), then a table.
+// epilogue, without the tensor-core products, without the operand loads, without the proxy fence), with the
+// residual's prefetch, with the activation's backward on 96-wide tiles (RT_CUDA_TMA_X96: mlp_proj_dx alone) and with
+// the residual in the accumulators (alone, without the stores, without the epilogue). Session 16 measured the K = 384
+// products at 2.4-2.7x their time without their stores, and neither the lanes' stores nor more staging boxes moved
+// that: this says which part the time is in. (The columns of the switches taken out in session 30, lanes, team,
+// bk32, acc_box64 and res_end, went with them.) One JSON line a product (us a call, and whether every call of every
+// variant ran on the TMA kernel), then a table.
 static void bench_gemm_diag() {
 #ifdef RT_GEMM_DIAG
   if (!(rt::cuda::limits().cc == 90 && rt::cuda::wgmma_enabled())) {
@@ -1868,10 +1809,9 @@ static void bench_gemm_diag() {
                   {"mlp_proj_dx", 8192, 1536, 384, true, true, false, 2}, {"attn_proj_dx", 8192, 384, 384, true, true, false, 0},
                   {"c_attn_dx", 8192, 384, 1152, true, true, false, 0},  {"c_fc_dx", 8192, 384, 1536, true, true, false, 0},
                   {"c_fc_dgelu", 8192, 1536, 384, false, true, false, 3}, {"mlp_proj_dx_mul", 8192, 1536, 384, true, true, false, 4}};
-  const char* names[] = {"as_is", "no_stores", "no_epilogue", "no_mma", "no_loads",
-                         "lanes", "res_prefetch", "x96", "team", "bk32", "no_fence", "res_acc", "acc_nostore",
-                         "acc_box64", "acc_noepi", "res_end"};
-  constexpr int kModes = 16, kReps = 20;
+  const char* names[] = {"as_is",        "no_stores", "no_epilogue", "no_mma",      "no_loads", "res_prefetch",
+                         "x96",          "no_fence",  "res_acc",     "acc_nostore", "acc_noepi"};
+  constexpr int kModes = 11, kReps = 20;
   const ProductModes process;
   std::string table = "gemm-diag (us a call; the char window's products, 8192 rows)\nproduct          TFLOP/s";
   for (const char* n : names) table += " " + std::string(12 - std::min<size_t>(12, std::strlen(n)), ' ') + n;
@@ -1896,19 +1836,16 @@ static void bench_gemm_diag() {
     };
     double us[kModes];
     int regs[kModes], local[kModes];
-    bool all_tma = true, x96_ran = true, team_ran = true, bk32_ran = true;
+    bool all_tma = true, x96_ran = true;
     for (int m = 0; m < kModes; ++m) {
-      ProductModes::set(true, m == 5, process.bn96, m == 6, m == 7, m == 8, m == 9, m >= 11 && m <= 14, m == 13, m == 15);
+      ProductModes::set(true, process.bn96, m == 5, m == 6, m >= 8);
       // (no_fence: diagnostic variant 5; acc_nostore, acc_noepi: 1, no stores, and 2, no epilogue, with the residual
       // in the accumulators)
-      rt::cuda::set_tma_diag(m <= 4 ? m : m == 10 ? 5 : m == 12 ? 1 : m == 14 ? 2 : 0);
-      const long before = rt::cuda::tma_launches(), before96 = rt::cuda::tma_x96_launches(),
-                 before_team = rt::cuda::tma_team_launches(), before_bk32 = rt::cuda::tma_bk32_launches();
+      rt::cuda::set_tma_diag(m <= 4 ? m : m == 7 ? 5 : m == 9 ? 1 : m == 10 ? 2 : 0);
+      const long before = rt::cuda::tma_launches(), before96 = rt::cuda::tma_x96_launches();
       us[m] = time_ms(product, kReps) * 1e3;
       all_tma = all_tma && rt::cuda::tma_launches() - before == kReps + 3;  // time_ms: 3 warm-up calls
-      if (m == 7 && bwd_act) x96_ran = rt::cuda::tma_x96_launches() - before96 == kReps + 3;
-      if (m == 8) team_ran = rt::cuda::tma_team_launches() - before_team == kReps + 3;
-      if (m == 9 && !bwd_act) bk32_ran = rt::cuda::tma_bk32_launches() - before_bk32 == kReps + 3;
+      if (m == 6 && bwd_act) x96_ran = rt::cuda::tma_x96_launches() - before96 == kReps + 3;
       rt::cuda::tma_last_kernel(&regs[m], &local[m]);  // (the variants' registers differ: see NOTES, session 22)
     }
     rt::cuda::set_tma_diag(0);
@@ -1926,9 +1863,8 @@ static void bench_gemm_diag() {
       std::snprintf(buf, sizeof buf, ",\"regs_%s\":%d,\"local_bytes_%s\":%d", names[m], regs[m], names[m], local[m]);
       json += buf;
     }
-    std::snprintf(buf, sizeof buf, ",\"tflops_as_is\":%.1f,\"all_tma\":%s,\"x96_ran\":%s,\"team_ran\":%s,\"bk32_ran\":%s}",
-                  tflops, all_tma ? "true" : "false", x96_ran ? "true" : "false", team_ran ? "true" : "false",
-                  bk32_ran ? "true" : "false");
+    std::snprintf(buf, sizeof buf, ",\"tflops_as_is\":%.1f,\"all_tma\":%s,\"x96_ran\":%s}", tflops,
+                  all_tma ? "true" : "false", x96_ran ? "true" : "false");
     std::printf("%s%s\n", json.c_str(), buf);
     std::snprintf(buf, sizeof buf, "%-16s %7.1f", p.name, tflops);
     table += buf;
@@ -1937,9 +1873,7 @@ static void bench_gemm_diag() {
       table += buf;
     }
     table += all_tma ? "" : "  (not every call on the TMA kernel)";
-    table += x96_ran ? "" : "  (x96: not on 96-wide tiles)";
-    table += team_ran ? "" : "  (team: not with the warpgroups' boxes)";
-    table += bk32_ran ? "\n" : "  (bk32: not with stages of 32 K)\n";
+    table += x96_ran ? "\n" : "  (x96: not on 96-wide tiles)\n";
     std::snprintf(buf, sizeof buf, "%-16s %7s", "  regs/local", "");
     table += buf;
     for (int m = 0; m < kModes; ++m) {
