@@ -667,7 +667,11 @@ bool g_res_acc = rt::env_switch("RT_CUDA_RES_ACC", true);
 // 32-column boxes (XTile). Why: at 128 x 128 these kernels hold 64 accumulators a thread under the 96-register cap of
 // two blocks an SM, and ptxas spills: EPI 6 328 bytes of stores and 332 of loads a thread, EPI 7 104 and 108 (since
 // 00de567; 124 / 0 before). At 128 x 96 (48 accumulators) they spill nothing. The same bits.
-bool g_tma_x96 = rt::env_switch("RT_CUDA_TMA_X96", true);
+// 1 (the default) takes only those two there; 2 also the product that multiplies by a kept GELU' (EPI 9,
+// RT_CUDA_KEEP_DGELU), as every act_x product went until session 30. EPI 9 does not spill at 128 x 128 (93
+// registers), and --gemm-diag on an H100 (session 30, bench/results/cuda-gemm-2026-12-06-s30c.log) timed it 31.7 us
+// a char window there against 33.6 on 96-wide tiles.
+int g_tma_x96 = rt::env_int("RT_CUDA_TMA_X96", 1);
 
 // RT_CUDA_TMA_BN96 (set_tma_bn96): 1, the default, 128 x 96 tiles where they leave the SMs less uneven work than
 // 128 x 128 ones (tiles_per_sm_span); 0 never; 2 for every product the 192-wide rule does not take
@@ -777,8 +781,8 @@ bool res_acc() { return g_res_acc; }
 long res_acc_launches() { return g_res_acc_launches; }
 bool res_prefetch() { return g_res_prefetch; }
 void set_tma_bn96(int mode) { g_tma_bn96 = mode; }
-void set_tma_x96(bool on) { g_tma_x96 = on; }
-bool tma_x96() { return g_tma_x96; }
+void set_tma_x96(int mode) { g_tma_x96 = mode; }
+int tma_x96() { return g_tma_x96; }
 long tma_x96_launches() { return g_x96_launches; }
 int tma_bn96() { return g_tma_bn96; }
 bool tma_store() { return g_tma_store; }
@@ -806,7 +810,8 @@ bool gemm_tma(const GemmArgs& g, const __nv_bfloat16* A, const __nv_bfloat16* B,
       (g_tma_bn96 == 2 || tiles_per_sm_span(g, 96) < tiles_per_sm_span(g, 128)))
     return launch_epi<96, 3, 2>(g, A, B, Kp, splits, act_applied);
   // (only where the staged epilogue would apply the activation: launch_epi checks the rest)
-  if (g_tma_x96 && splits == 1 && g.act_x && g_tma_store && !g.ws && g.beta == 0.0f && g.c_half)
+  if (g_tma_x96 && (g.act != kActMul || g_tma_x96 == 2) && splits == 1 && g.act_x && g_tma_store && !g.ws &&
+      g.beta == 0.0f && g.c_half)
     return launch_epi<96, 3, 2>(g, A, B, Kp, splits, act_applied);
   return launch_epi<128, 3, 2>(g, A, B, Kp, splits, act_applied);
 }

@@ -51,9 +51,10 @@ void set_tma_diag(int mode);
 void tma_last_kernel(int* regs, int* local_bytes);
 #endif
 // The activation's backward in the product (GemmArgs::act_x) on 128 x 96 tiles rather than 128 x 128, for the
-// products launched after (the same bits). Default on; RT_CUDA_TMA_X96=0 turns it off.
-void set_tma_x96(bool on);
-bool tma_x96();
+// products launched after (the same bits): 1 (the default) where it evaluates act' (GELU', ReLU'), 2 also where it
+// multiplies by a kept GELU' (kActMul), 0 never (RT_CUDA_TMA_X96).
+void set_tma_x96(int mode);
+int tma_x96();
 // Products of the activation's backward it has launched on 128 x 96 tiles (kernels_check: that they did).
 long tma_x96_launches();
 // Products it has launched in this process (kernels_check: that a product ran here, not on the fallback).

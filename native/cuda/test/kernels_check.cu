@@ -934,9 +934,10 @@ static void check_bf16_only() {
 // process had them when it ends.
 struct ProductModes {
   const bool staged = rt::cuda::tma_store(), prefetch = rt::cuda::res_prefetch();
-  const bool x96 = rt::cuda::tma_x96(), res_acc = rt::cuda::res_acc();
+  const int x96 = rt::cuda::tma_x96();
+  const bool res_acc = rt::cuda::res_acc();
   const int bn96 = rt::cuda::tma_bn96();
-  static void set(bool staged_, int bn96_, bool prefetch_ = false, bool x96_ = false, bool res_acc_ = false) {
+  static void set(bool staged_, int bn96_, bool prefetch_ = false, int x96_ = 0, bool res_acc_ = false) {
     rt::cuda::set_tma_store(staged_);
     rt::cuda::set_tma_bn96(bn96_);
     rt::cuda::set_res_prefetch(prefetch_);
@@ -1425,13 +1426,13 @@ static void check_gemm_act() {
   struct Case { int M, N, K; };
   const ProductModes process;
   // 128-wide tiles; the forward on 96-wide ones; the backward on 96-wide ones (RT_CUDA_TMA_X96: x's tile in three
-  // 32-column boxes)
-  for (const int tiles : {0, 1, 2})
+  // 32-column boxes), where it evaluates act' (the default, 1) and also where it multiplies by a kept GELU' (2)
+  for (const int tiles : {0, 1, 2, 3})
   // staged by the engine; the direct epilogue (the pass)
   for (const int mode : {1, 0}) {
     const bool staged = mode > 0;
     const int bn96 = tiles == 1 ? 2 : 0;
-    const bool x96 = tiles == 2;
+    const int x96 = tiles == 2 ? 1 : tiles == 3 ? 2 : 0;
     ProductModes::set(staged, bn96, false, x96);
     // 4096 x 1536 over K = 64 and 96: one and two K steps, more tiles than blocks (the ring at its tightest, both
     // named barriers); N = 296: x's second 64-column box wholly past N (on 96-wide tiles the last tile's second and
@@ -1442,6 +1443,7 @@ static void check_gemm_act() {
         for (const int kind : {0, 1, 2}) {  // GELU, ReLU, GELU with its derivative kept (dgelu)
           const bool gelu = kind != 1, dgelu = kind == 2;
           if (x96 && !backward) continue;  // (the forward as at tiles 0: the switch is the backward's)
+          if (x96 == 2 && !dgelu) continue;  // (act' as at x96 1: mode 2 moves only the multiply)
           const size_t mn = static_cast<size_t>(c.M) * c.N;
           const VF a = rounded(randv(static_cast<size_t>(c.M) * c.K, 141, -2, 2));
           DevBf A(a.size()), X(mn), C0(mn), C1(mn), G0(mn), G1(mn);
@@ -1492,12 +1494,14 @@ static void check_gemm_act() {
                                    (dgelu ? " gelu (derivative kept) " : gelu ? " gelu " : " relu ") +
                                    shape(c.M, c.N, c.K) +
                                    (mode == 0 ? ", through the pass" : ", staged epilogue") +
-                                   (bn96 ? ", 96-wide tiles" : "") + (x96 ? ", the backward on 96-wide tiles" : "");
+                                   (bn96 ? ", 96-wide tiles" : "") +
+                                   (x96 == 1 ? ", the backward on 96-wide tiles (x96 1)" : "") +
+                                   (x96 == 2 ? ", the backward on 96-wide tiles (x96 2)" : "");
           expect_le(std::labs(rt::cuda::tma_launches() - launched - 2), 0, "gemm with act: the TMA kernel launched" + what);
           expect_le(std::labs(rt::cuda::tma_act_launches() - fused - (want ? 1 : 0)), 0,
                     std::string("gemm with act: ") + (want ? "applied in the epilogue" : "left to the pass") + what);
           // RT_CUDA_TMA_X96: the backward's fused product on 96-wide tiles wherever it is fused (not split)
-          const bool on96 = x96 && backward && want;
+          const bool on96 = x96 && backward && want && (!dgelu || x96 == 2);
           expect_le(std::labs(rt::cuda::tma_x96_launches() - narrow - (on96 ? 1 : 0)), 0,
                     std::string("gemm with act: ") + (on96 ? "on 96-wide tiles" : "not on 96-wide tiles") + what);
           use({rt::cuda::GemmKernel::Auto, "auto"});
@@ -1838,7 +1842,7 @@ static void bench_gemm_diag() {
     int regs[kModes], local[kModes];
     bool all_tma = true, x96_ran = true;
     for (int m = 0; m < kModes; ++m) {
-      ProductModes::set(true, process.bn96, m == 5, m == 6, m >= 8);
+      ProductModes::set(true, process.bn96, m == 5, m == 6 ? 2 : 0, m >= 8);
       // (no_fence: diagnostic variant 5; acc_nostore, acc_noepi: 1, no stores, and 2, no epilogue, with the residual
       // in the accumulators)
       rt::cuda::set_tma_diag(m <= 4 ? m : m == 7 ? 5 : m == 9 ? 1 : m == 10 ? 2 : 0);
