@@ -667,11 +667,11 @@ bool g_res_acc = rt::env_switch("RT_CUDA_RES_ACC", true);
 // 32-column boxes (XTile). Why: at 128 x 128 these kernels hold 64 accumulators a thread under the 96-register cap of
 // two blocks an SM, and ptxas spills: EPI 6 328 bytes of stores and 332 of loads a thread, EPI 7 104 and 108 (since
 // 00de567; 124 / 0 before). At 128 x 96 (48 accumulators) they spill nothing. The same bits.
-// 1 (the default) takes only those two there; 2 also the product that multiplies by a kept GELU' (EPI 9,
-// RT_CUDA_KEEP_DGELU), as every act_x product went until session 30. EPI 9 does not spill at 128 x 128 (93
-// registers), and --gemm-diag on an H100 (session 30, bench/results/cuda-gemm-2026-12-06-s30c.log) timed it 31.7 us
-// a char window there against 33.6 on 96-wide tiles.
-int g_tma_x96 = rt::env_int("RT_CUDA_TMA_X96", 1);
+// 2 (the default) takes every act_x product there, 1 only those two: EPI 9, the product that multiplies by a kept
+// GELU' (RT_CUDA_KEEP_DGELU), does not spill at 128 x 128 (93 registers), and --gemm-diag on an H100 (session 30,
+// bench/results/cuda-gemm-2026-12-06-s30c.log) timed it 31.7 us a char window there against 33.6 on 96-wide tiles.
+// 1 becomes the default once a train step's A/B shows it no slower (not yet run).
+int g_tma_x96 = rt::env_int("RT_CUDA_TMA_X96", 2);
 
 // RT_CUDA_TMA_BN96 (set_tma_bn96): 1, the default, 128 x 96 tiles where they leave the SMs less uneven work than
 // 128 x 128 ones (tiles_per_sm_span); 0 never; 2 for every product the 192-wide rule does not take
