@@ -17,14 +17,12 @@ for f in .device/rt-*.node.xz; do [[ -f "$f" ]] && xz -dc "$f" > "/tmp/$(basenam
 sets=${AB_SETS:-"RT_CUDA_STAGE=1,RT_CUDA_ATTN_MMA=1 RT_CUDA_STAGE=0,RT_CUDA_ATTN_MMA=0"}
 if [[ "${AB_QUICK:-0}" == 1 ]]; then unpack_stage; else
   kernels_stage; grep '"hopper_gemm"' "$OUT/kernels.log" | cut -c1-900
-  if [[ "${AB_GEMM_DIAG:-0}" == 1 ]]; then  # the char window's products part by part (kernels_check --gemm-diag)
-    t gemm-diag; timeout 120 /tmp/kernels_check --gemm-diag > "$OUT/gemm-diag.log" 2>&1; grep -v '^{' "$OUT/gemm-diag.log"
-  fi
+  [[ "${AB_GEMM_DIAG:-0}" == 1 ]] && gemm_diag_stage
   for set in ${AB_HOPPER_SETS:-}; do  # the Hopper products' timing again under other environments
     t "hopper gemm $set"; env ${set//,/ } timeout 120 /tmp/kernels_check --hopper-gemm | tee -a "$OUT/hopper-gemm.log" | grep hopper_gemm | cut -c1-900
   done
   checks_stage 90
-  t graph; timeout 150 node bench/cuda/check-graph.mjs --out "$OUT/check-graph.jsonl" > "$OUT/check-graph.log" 2>&1; tail -1 "$OUT/check-graph.log" | cut -c1-200
+  graph_stage
 fi
 for i in $(seq "${AB_ROUNDS:-2}"); do
   for set in $sets; do
@@ -40,9 +38,7 @@ if [[ "${AB_PHASES:-0}" == 1 ]]; then
     t "phases $c"; timeout 60 node bench/cuda/step-phases.mjs --config "$c" > "$OUT/phases-$c.log" 2>&1; tail -8 "$OUT/phases-$c.log"
   done
 fi
-if [[ "${AB_MEMCHECK:-0}" == 1 ]]; then
-  t memcheck; bash bench/cuda/run.sh --stages memcheck-model > "$OUT/run-memcheck.log" 2>&1; grep -E "ERROR SUMMARY|^(tiny|charsmall|copysmall) " "$OUT/memcheck-model.log" | tail -8
-fi
+[[ "${AB_MEMCHECK:-0}" == 1 ]] && memcheck_stage
 # issue 5's table with the default build, as call-peer.sh times it; AB_PEER=force (or AB_QUICK=1, no kernels_check
 # run) times it even where kernels_check failed, so that a call testing a new kernel still brings the table back
 peer=${AB_PEER:-0}; [[ "$peer" == 1 && "${AB_QUICK:-0}" == 1 ]] && peer=force

@@ -9,6 +9,5 @@ fi
 source "$(dirname "$0")/call-lib.sh"
 unpack_stage
 nvidia-smi --query-gpu=name,clocks.current.sm --format=csv > "$OUT/gpu.txt"
-xz -dc .device/kernels_check.xz > /tmp/kernels_check && chmod +x /tmp/kernels_check
-t gemm-diag; timeout "$(budget 200)" /tmp/kernels_check --gemm-diag > "$OUT/gemm-diag.log" 2>&1; grep -v '^{' "$OUT/gemm-diag.log"
+gemm_diag_stage 200
 call_done

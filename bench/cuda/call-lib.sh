@@ -36,12 +36,29 @@ checks_stage() {
   t layer; timeout "$limit" bash bench/cuda/run.sh --stages layer > "$OUT/run-layer.log" 2>&1
   grep -E "^FAIL|^check:" "$OUT/check.log"
 }
+# check-graph.mjs (graphs recorded and replayed against the eager path), under at most $1 seconds (default 150).
+graph_stage() {
+  t graph; timeout "$(budget "${1:-150}")" node bench/cuda/check-graph.mjs --out "$OUT/check-graph.jsonl" > "$OUT/check-graph.log" 2>&1
+  tail -1 "$OUT/check-graph.log" | cut -c1-200
+}
+# compute-sanitizer memcheck over small train steps (run.sh's memcheck-model stage), under at most $1 seconds.
+memcheck_stage() {
+  t memcheck; timeout "$(budget "${1:-150}")" bash bench/cuda/run.sh --stages memcheck-model > "$OUT/run-memcheck.log" 2>&1
+  grep -E "ERROR SUMMARY|^(tiny|charsmall|copysmall) " "$OUT/memcheck-model.log" | tail -8
+}
+# kernels_check --gemm-diag: the char window's products part by part, under at most $1 seconds (default 120).
+gemm_diag_stage() {
+  [[ -x /tmp/kernels_check ]] || { xz -dc .device/kernels_check.xz > /tmp/kernels_check && chmod +x /tmp/kernels_check; }
+  t gemm-diag; timeout "$(budget "${1:-120}")" /tmp/kernels_check --gemm-diag > "$OUT/gemm-diag.log" 2>&1
+  grep -v '^{' "$OUT/gemm-diag.log"
+}
 # Each kernel's own GPU time per train step of config $2 (default copy), graphs off (Nsight Compute),
-# summed by kernel into $OUT/ncu-dur[-CONFIG].txt; $1 rows printed: the two warm-up steps and one step,
-# divided by 3.
+# summed by kernel into $OUT/ncu-dur[-CONFIG].txt (or ncu-dur-$3.txt where $3 names the run); $1 rows printed: the
+# two warm-up steps and one step, divided by 3.
 ncu_durations_stage() {
   local rows=${1:-16} config=${2:-copy} sfx="" reps=1 div=3
   [[ $config != copy ]] && sfx="-$config"
+  [[ -n "${3:-}" ]] && sfx="-$3"
   t "ncu-durations $config"
   RT_CUDA_GRAPH=0 timeout 200 ncu --clock-control none --cache-control none --print-units base \
     --metrics gpu__time_duration.sum${NCU_BYTES:+,dram__bytes_read.sum,dram__bytes_write.sum} --csv --page raw \

@@ -7,8 +7,6 @@ source "$(dirname "$0")/call-lib.sh"
 kernels_stage
 peer_stage force
 checks_stage "$(budget 90)"
-t graph; timeout "$(budget 100)" node bench/cuda/check-graph.mjs --out "$OUT/check-graph.jsonl" > "$OUT/check-graph.log" 2>&1
-tail -1 "$OUT/check-graph.log" | cut -c1-200
-t memcheck; timeout "$(budget 120)" bash bench/cuda/run.sh --stages memcheck-model > "$OUT/run-memcheck.log" 2>&1
-grep -E "ERROR SUMMARY" "$OUT/memcheck-model.log" | tail -3
+graph_stage 100
+memcheck_stage 120
 call_done

@@ -226,9 +226,9 @@ void embedding_backward(const int32_t* tokens, const float* dout, float* dwte, f
   if (!rows || !d) return;
   const size_t table = static_cast<size_t>(V) * d, table_bytes = table * sizeof(float);
   const int width = (d + 31) / 32 * 32;
-  // RT_CUDA_EMB_ONEPASS=0 keeps the two kernels below (to compare the two in one build). Session 29's H100: a char
-  // step 6.94 ms with it, 6.91 without (medians of three, a spread of ~0.05 a round): its 50-60 us by the bytes are
-  // under that noise, so on for the bytes and the launch it saves, not for a measured step.
+  // RT_CUDA_EMB_ONEPASS=0 keeps the two kernels below (to compare the two in one build). H100: the char config's
+  // backward 55.0 us against 52.5 + 44.6 (ncu, session 30); a char step 6.94 ms with it, 6.91 without (session 29,
+  // within the A/B's spread of ~0.05 a round).
   static const bool one_pass = rt::env_switch("RT_CUDA_EMB_ONEPASS", true);
   if (one_pass && dwpe && N >= limits().sms) {
     static bool fused_raised = false;

@@ -37,12 +37,11 @@ using namespace gemm_detail;
 using namespace wgmma;
 
 constexpr int kBM = 128, kConsumers = 256, kThreads = kConsumers + 32;
-// The K a stage holds: 64, rows of 128 bytes (the 128B swizzle). Stages of 32 K (RT_CUDA_TMA_BK32: twice as many in
-// the same bytes) were measured slower and taken out in session 30.
+// The K a stage holds: 64, rows of 128 bytes (the 128B swizzle). (Other stages and boxes tried: below, before
+// RT_CUDA_RES_PREFETCH.)
 constexpr int kBK = 64;
 
-// One consumer warp's staged output box: 16 rows x 32 bytes. (A warpgroup's 64-row boxes, RT_CUDA_TMA_TEAM, and a
-// warp's 64-byte-wide ones on 192-wide tiles, RT_CUDA_TMA_BOX64, were measured no faster and taken out in session 30.)
+// One consumer warp's staged output box: 16 rows x 32 bytes.
 constexpr int kChunk = 512;
 
 // The kernel's diagnostic variants, each leaving one part of a product out to show what that part costs
@@ -198,15 +197,12 @@ __device__ __forceinline__ void acc_from_res(const GemmArgs& g, int m0, int n0, 
 // a global load's latency on each (session 16: attn c_proj 15.5 us against 7.4 without its epilogue, mlp c_proj
 // 23.9 against 14.7). The same values, added in the same order: the same bits.
 // PRE's boxes ahead: on 192-wide tiles (one block an SM) five, on 96-wide ones (two blocks an SM) two: 164 and 95
-// registers (of 168 and 96), without spills with the copy engine's stores (six on 192-wide tiles spilled 32 bytes; the
-// lanes' own stores, RT_CUDA_LANE_STORE, taken out in session 30, spilled on both).
+// registers (of 168 and 96), without spills (six on 192-wide tiles spilled 32 bytes).
 template <int BN>
 constexpr int kResAhead = BN == 192 ? 5 : 2;
 // Where a float32 C's residual (and bias) comes in: loaded in the epilogue box by box (kResLoads), kResAhead boxes
 // ahead (kResPrefetch: PRE), or into the accumulators before the tile's K steps (kResAcc: acc_from_res), so that
 // the products add onto it and the epilogue only stores.
-// (Asked into L2 before the K steps and added to the accumulators after them, RT_CUDA_RES_END, was taken out in
-// session 30: no faster.)
 constexpr int kResLoads = 0, kResPrefetch = 1, kResAcc = 2;
 // The bias a box ahead where its registers fit: not on 128-wide tiles, where at the 96-register cap of two blocks
 // an SM it made the float32 and activation epilogues spill 56-80 bytes a thread; not beside the residual's boxes
@@ -643,8 +639,10 @@ bool g_tma_store = rt::env_switch("RT_CUDA_TMA_STORE", true);
 // 8.39 against 8.18 ms, H200 session 19, though the products alone were 3-6% faster), a warpgroup's 64-row boxes,
 // a quarter of the engine's stores (RT_CUDA_TMA_TEAM: 7.44 against 7.34, H100 session 23), stages of 32 K, twice
 // as many in the same bytes (RT_CUDA_TMA_BK32: 7.73 against 7.34; every product of a char window slower, c_attn
-// 19.7 -> 25.6 us), and a bf16 C's boxes 64 bytes wide on 192-wide tiles (RT_CUDA_TMA_BOX64: 6.73 against 6.65,
-// H200 session 25).
+// 19.7 -> 25.6 us), a bf16 C's boxes 64 bytes wide on 192-wide tiles (RT_CUDA_TMA_BOX64: 6.73 against 6.65,
+// H200 session 25), and on 192-wide tiles the residual asked into L2 before the K steps and added to the
+// accumulators after them (RT_CUDA_RES_END: 7.21 against 7.20, H100 session 26; mlp c_proj 34.2 against 33.4 us a
+// window).
 
 // RT_CUDA_RES_PREFETCH (set_res_prefetch; default on, =0 turns it off; H100, 2026-12-05 session 23: char 7.66 -> 7.44
 // ms; mlp c_proj 41.8 -> 29.0 us, attn c_proj 15.7 -> 13.7 by --gemm-diag): a float32 C's residual values loaded
@@ -657,11 +655,7 @@ bool g_res_prefetch = rt::env_switch("RT_CUDA_RES_PREFETCH", true);
 // epilogue only stores. Not the same bits as the epilogue's sum (another order of the same terms).
 bool g_res_acc = rt::env_switch("RT_CUDA_RES_ACC", true);
 
-// (On 192-wide tiles, the residual asked into L2 before the K steps and added to the accumulators after them,
-// RT_CUDA_RES_END, was no faster: H100 session 26, char 7.21 against 7.20 ms, mlp c_proj 34.2 against 33.4 us a
-// window; taken out in session 30.)
-
-// RT_CUDA_TMA_X96 (set_tma_x96; default on, =0 turns it off; H100, 2026-12-05 session 23: char 7.49 -> 7.44 ms, copy
+// RT_CUDA_TMA_X96 (set_tma_x96; default 2, =0 turns it off; H100, 2026-12-05 session 23: char 7.49 -> 7.44 ms, copy
 // 9.91 -> 9.71; mlp c_proj dx 48.7 -> 46.5 us by --gemm-diag): the activation's backward in the product (EPI 6, 7:
 // mlp c_proj's dx with GELU's or ReLU's gradient) on 128 x 96 tiles rather than 128 x 128, x's tile as three
 // 32-column boxes (XTile). Why: at 128 x 128 these kernels hold 64 accumulators a thread under the 96-register cap of

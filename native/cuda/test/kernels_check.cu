@@ -1495,8 +1495,7 @@ static void check_gemm_act() {
                                    shape(c.M, c.N, c.K) +
                                    (mode == 0 ? ", through the pass" : ", staged epilogue") +
                                    (bn96 ? ", 96-wide tiles" : "") +
-                                   (x96 == 1 ? ", the backward on 96-wide tiles (x96 1)" : "") +
-                                   (x96 == 2 ? ", the backward on 96-wide tiles (x96 2)" : "");
+                                   (x96 ? ", the backward on 96-wide tiles (x96 " + std::to_string(x96) + ")" : "");
           expect_le(std::labs(rt::cuda::tma_launches() - launched - 2), 0, "gemm with act: the TMA kernel launched" + what);
           expect_le(std::labs(rt::cuda::tma_act_launches() - fused - (want ? 1 : 0)), 0,
                     std::string("gemm with act: ") + (want ? "applied in the epilogue" : "left to the pass") + what);
