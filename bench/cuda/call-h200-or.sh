@@ -1,13 +1,34 @@
 #!/usr/bin/env bash
-# One device call whose work depends on the card that came: on an H200, issue 5's table (call-table.sh); on
-# anything else, `kernels_check --gemm-diag` (the char window's products part by part), which any Hopper card
-# answers as well as the H200 does. For sessions whose calls for the H200 kind get H100s.
+# One device call whose work depends on the card that came, for sessions whose calls for the H200 kind mostly get
+# H100s. On an H200: kernels_check, issue 5's table at once (call-table.sh's order), then the A/B of AB_SETS on
+# the char step if CALL_LIMIT leaves time, then the slower checks. On anything else: kernels_check, the A/B, and
+# `kernels_check --gemm-diag` (the char window's products part by part), which any Hopper card answers as the
+# H200 does. AB_SETS: space-separated sets of VAR=V,VAR=V (default "RT_X=0": the defaults alone), alternated
+# AB_ROUNDS times (default 3) on AB_CONFIGS (default char).
 #   carry: .device/node.xz .device/rt.node.xz .device/kernels_check.xz .device/nm.tar.xz dist
-if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
-  exec bash "$(dirname "$0")/call-table.sh"
-fi
 source "$(dirname "$0")/call-lib.sh"
-unpack_stage
+h200=0; nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200 && h200=1
 nvidia-smi --query-gpu=name,clocks.current.sm --format=csv > "$OUT/gpu.txt"
-gemm_diag_stage 200
+kernels_stage
+[[ $h200 == 1 ]] && peer_stage force
+ab_stage() {
+  local i set name
+  for i in $(seq "${AB_ROUNDS:-3}"); do
+    for set in ${AB_SETS:-RT_X=0}; do
+      (( $(budget 60) < 40 )) && return 0
+      t "bench $set"; name=${set//\//_}
+      env ${set//,/ } timeout "$(budget 60)" node bench/cuda/bench-model.mjs --no-torch --precisions bf16 \
+        --configs "${AB_CONFIGS:-char}" --out "$OUT/bench-$name.jsonl" > "$OUT/bench-$name-$i.log" 2>&1
+      grep -A 4 "^config " "$OUT/bench-$name-$i.log" | tail -n +3
+    done
+  done
+}
+ab_stage
+if [[ $h200 == 1 ]]; then
+  checks_stage "$(budget 90)"
+  graph_stage 100
+  memcheck_stage 120
+else
+  gemm_diag_stage 200
+fi
 call_done
