@@ -655,17 +655,18 @@ bool g_res_prefetch = rt::env_switch("RT_CUDA_RES_PREFETCH", true);
 // epilogue only stores. Not the same bits as the epilogue's sum (another order of the same terms).
 bool g_res_acc = rt::env_switch("RT_CUDA_RES_ACC", true);
 
-// RT_CUDA_TMA_X96 (set_tma_x96; default 2, =0 turns it off; H100, 2026-12-05 session 23: char 7.49 -> 7.44 ms, copy
+// RT_CUDA_TMA_X96 (set_tma_x96; default 1, =0 turns it off; H100, 2026-12-05 session 23: char 7.49 -> 7.44 ms, copy
 // 9.91 -> 9.71; mlp c_proj dx 48.7 -> 46.5 us by --gemm-diag): the activation's backward in the product (EPI 6, 7:
 // mlp c_proj's dx with GELU's or ReLU's gradient) on 128 x 96 tiles rather than 128 x 128, x's tile as three
 // 32-column boxes (XTile). Why: at 128 x 128 these kernels hold 64 accumulators a thread under the 96-register cap of
 // two blocks an SM, and ptxas spills: EPI 6 328 bytes of stores and 332 of loads a thread, EPI 7 104 and 108 (since
 // 00de567; 124 / 0 before). At 128 x 96 (48 accumulators) they spill nothing. The same bits.
-// 2 (the default) takes every act_x product there, 1 only those two: EPI 9, the product that multiplies by a kept
-// GELU' (RT_CUDA_KEEP_DGELU), does not spill at 128 x 128 (93 registers), and --gemm-diag on an H100 (session 30,
-// bench/results/cuda-gemm-2026-12-06-s30c.log) timed it 31.7 us a char window there against 33.6 on 96-wide tiles.
-// 1 becomes the default once a train step's A/B shows it no slower (not yet run).
-int g_tma_x96 = rt::env_int("RT_CUDA_TMA_X96", 2);
+// 1 (the default) takes only those two there; 2 every act_x product, EPI 9 too, the product that multiplies by a kept
+// GELU' (RT_CUDA_KEEP_DGELU), which does not spill at 128 x 128 (93 registers): --gemm-diag on an H100 (session 30,
+// bench/results/cuda-gemm-2026-12-06-s30c.log) timed it 31.7 us a char window there against 33.6 on 96-wide tiles,
+// and a char step took 6.83 ms with 1 against 6.91 with 2 (H100, session 31, medians of ten alternated rounds, 1
+// faster in nine; copy 9.86 against 9.89: bench/results/cuda-ab-2026-12-06-s31b.log).
+int g_tma_x96 = rt::env_int("RT_CUDA_TMA_X96", 1);
 
 // RT_CUDA_TMA_BN96 (set_tma_bn96): 1, the default, 128 x 96 tiles where they leave the SMs less uneven work than
 // 128 x 128 ones (tiles_per_sm_span); 0 never; 2 for every product the 192-wide rule does not take

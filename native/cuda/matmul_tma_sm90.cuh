@@ -51,8 +51,8 @@ void set_tma_diag(int mode);
 void tma_last_kernel(int* regs, int* local_bytes);
 #endif
 // The activation's backward in the product (GemmArgs::act_x) on 128 x 96 tiles rather than 128 x 128, for the
-// products launched after (the same bits): 2 (the default) for every such product, 1 only where it evaluates act'
-// (GELU', ReLU') and not where it multiplies by a kept GELU' (kActMul), 0 never (RT_CUDA_TMA_X96).
+// products launched after (the same bits): 1 (the default) only where it evaluates act' (GELU', ReLU') and not
+// where it multiplies by a kept GELU' (kActMul), 2 for every such product, 0 never (RT_CUDA_TMA_X96).
 void set_tma_x96(int mode);
 int tma_x96();
 // Products of the activation's backward it has launched on 128 x 96 tiles (kernels_check: that they did).
