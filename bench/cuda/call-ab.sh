@@ -24,14 +24,7 @@ if [[ "${AB_QUICK:-0}" == 1 ]]; then unpack_stage; else
   checks_stage 90
   graph_stage
 fi
-for i in $(seq "${AB_ROUNDS:-2}"); do
-  for set in $sets; do
-    t "bench $set"
-    name=${set//\//_}
-    env ${set//,/ } timeout 90 node bench/cuda/bench-model.mjs --no-torch --precisions bf16 --configs "${AB_CONFIGS:-copy,char}" --out "$OUT/bench-$name.jsonl" > "$OUT/bench-$name-$i.log" 2>&1
-    grep -A 4 "^config " "$OUT/bench-$name-$i.log" | tail -n +3
-  done
-done
+ab_stage "$sets" "${AB_ROUNDS:-2}" "${AB_CONFIGS:-copy,char}"
 if [[ "${AB_PHASES:-0}" == 1 ]]; then
   configs=${AB_CONFIGS:-copy,char}
   for c in ${configs//,/ }; do

@@ -12,19 +12,7 @@ h200=0; nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200 && h200
 nvidia-smi --query-gpu=name,clocks.current.sm --format=csv > "$OUT/gpu.txt"
 [[ $h200 == 1 || "${TABLE_ANY:-0}" == 1 ]] && peer_stage force
 if [[ $h200 == 1 || "${NO_KERNELS:-0}" != 1 ]]; then kernels_stage; else unpack_stage; fi
-ab_stage() {
-  local i set name
-  for (( i = 1; i <= ${AB_ROUNDS:-3}; i++ )); do
-    for set in ${AB_SETS:-RT_X=0}; do
-      (( $(budget 60) < 40 )) && return 0
-      t "bench $set"; name=${set//\//_}
-      env ${set//,/ } timeout "$(budget 60)" node bench/cuda/bench-model.mjs --no-torch --precisions bf16 \
-        --configs "${AB_CONFIGS:-char}" --out "$OUT/bench-$name.jsonl" > "$OUT/bench-$name-$i.log" 2>&1
-      grep -A 4 "^config " "$OUT/bench-$name-$i.log" | tail -n +3
-    done
-  done
-}
-ab_stage
+ab_stage "${AB_SETS:-RT_X=0}" "${AB_ROUNDS:-3}" "${AB_CONFIGS:-char}" 60
 if [[ $h200 == 1 ]]; then
   checks_stage "$(budget 90)"
   graph_stage 100

@@ -52,6 +52,21 @@ gemm_diag_stage() {
   t gemm-diag; timeout "$(budget "${1:-120}")" /tmp/kernels_check --gemm-diag > "$OUT/gemm-diag.log" 2>&1
   grep -v '^{' "$OUT/gemm-diag.log"
 }
+# The A/B of switch sets: each set of $1 (space-separated, each VAR=V,VAR=V) times a bf16 train step of the configs in
+# $3 (bench-model.mjs, no peer) into $OUT/bench-SET-ROUND.log, the sets alternated $2 rounds, each run under at most
+# $4 seconds (default 90); stops where CALL_LIMIT leaves less than 40.
+ab_stage() {
+  local sets=$1 rounds=$2 configs=$3 limit=${4:-90} i set name
+  for (( i = 1; i <= rounds; i++ )); do
+    for set in $sets; do
+      (( $(budget "$limit") < 40 )) && return 0
+      t "bench $set"; name=${set//\//_}
+      env ${set//,/ } timeout "$(budget "$limit")" node bench/cuda/bench-model.mjs --no-torch --precisions bf16 \
+        --configs "$configs" --out "$OUT/bench-$name.jsonl" > "$OUT/bench-$name-$i.log" 2>&1
+      grep -A 4 "^config " "$OUT/bench-$name-$i.log" | tail -n +3
+    done
+  done
+}
 # Each kernel's own GPU time per train step of config $2 (default copy), graphs off (Nsight Compute),
 # summed by kernel into $OUT/ncu-dur[-CONFIG].txt (or ncu-dur-$3.txt where $3 names the run); $1 rows printed: the
 # two warm-up steps and one step, divided by 3.

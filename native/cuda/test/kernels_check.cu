@@ -1426,7 +1426,7 @@ static void check_gemm_act() {
   struct Case { int M, N, K; };
   const ProductModes process;
   // 128-wide tiles; the forward on 96-wide ones; the backward on 96-wide ones (RT_CUDA_TMA_X96: x's tile in three
-  // 32-column boxes), where it evaluates act' (1) and also where it multiplies by a kept GELU' (2, the default)
+  // 32-column boxes), where it evaluates act' (1, the default) and also where it multiplies by a kept GELU' (2)
   for (const int tiles : {0, 1, 2, 3})
   // staged by the engine; the direct epilogue (the pass)
   for (const int mode : {1, 0}) {
