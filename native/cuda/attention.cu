@@ -96,6 +96,17 @@ __global__ void __launch_bounds__(attn::kMmaThreads) attention_forward_mma_persi
   attn::forward_heads_persist<HD, PAIR>(qkv, probs, out, twin, g, mask, units);
 }
 
+// forward_heads_async's kernel: the same walk, S stages of dynamic shared memory.
+template <int HD, bool PAIR, int S>
+__global__ void __launch_bounds__(attn::kMmaThreads) attention_forward_mma_async(const float* __restrict__ qkv,
+                                                                                 float* __restrict__ probs,
+                                                                                 float* __restrict__ out,
+                                                                                 __nv_bfloat16* __restrict__ twin,
+                                                                                 Geo g, Mask mask, int units) {
+  extern __shared__ __align__(16) __nv_bfloat16 attn_stages[];
+  attn::forward_heads_async<HD, PAIR, S>(qkv, probs, out, twin, g, mask, units, attn_stages);
+}
+
 // backward_heads_persist's kernel, likewise (qkv and dout bf16).
 template <int HD, bool PAIR>
 __global__ void __launch_bounds__(attn::kMmaThreads) attention_backward_mma_persist(const float* __restrict__ qkv,
@@ -114,6 +125,29 @@ __global__ void __launch_bounds__(attn::kMmaThreads) attention_backward_mma_pers
 // 7.51 ms with this, the fused activations and LN_GLUE against 7.68 with the activations alone (H200, three
 // rounds alternated: bench/results/cuda-model-2026-12-05b-peer.log).
 int g_attn_persist = rt::env_int("RT_CUDA_ATTN_PERSIST", 2);
+// RT_CUDA_ATTN_ASYNC=N (set_attn_async): the forward of a bf16 qkv by forward_heads_async instead of the persistent
+// kernel, N blocks an SM (0: off), RT_CUDA_ATTN_STAGES (2 or 3) stages each. Three blocks of two stages by default
+// since session 32 (H100, char: the kernel 15.67 us a window against 16.93, ncu; a step 6.665 ms against 6.720,
+// medians of four alternated rounds; two blocks of three stages 17.12 us, one block 6.80 ms a step:
+// bench/results/cuda-ab-2026-12-06-s32b.log, cuda-ncu-2026-12-06-s32c.log).
+int g_attn_async = rt::env_int("RT_CUDA_ATTN_ASYNC", 3);
+int g_attn_stages = rt::env_int("RT_CUDA_ATTN_STAGES", 2);
+
+// attention_forward_mma_async<HD, PAIR, S> over `units` units, g_attn_async blocks an SM.
+template <int HD, bool PAIR, int S>
+void launch_forward_async(const float* qkv, float* probs, float* out, __nv_bfloat16* twin, const Geo& g,
+                          const Mask& mask, int units) {
+  constexpr int smem = attn::async_forward_smem<HD, S>();
+  static bool sized = false;  // the opt-in past 48 KB, once a kernel (the attribute outlives the call)
+  if (!sized) {
+    RT_CU(cudaFuncSetAttribute(attention_forward_mma_async<HD, PAIR, S>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               smem));
+    sized = true;
+  }
+  const unsigned grid = static_cast<unsigned>(std::min(units, g_attn_async * limits().sms));
+  attention_forward_mma_async<HD, PAIR, S><<<grid, attn::kMmaThreads, smem, stream()>>>(qkv, probs, out, twin, g, mask,
+                                                                                      units);
+}
 
 // The tensor-core kernels take bf16 window pairs of the shapes they are written for (attention_mma.cuh);
 // RT_CUDA_ATTN_MMA=0 keeps every shape on the float32 kernels, for timing and checking.
@@ -242,6 +276,13 @@ Scratch qkv_f32(const float* qkv, int B, int n, int d) { return f32_copy(qkv, st
 
 void set_attn_persist(int blocks_per_sm) { g_attn_persist = blocks_per_sm; }
 int attn_persist() { return g_attn_persist; }
+void set_attn_async(int blocks_per_sm, int stages) {
+  RT_CHECK(stages == 2 || stages == 3, "set_attn_async: stages must be 2 or 3, got " + std::to_string(stages));
+  g_attn_async = blocks_per_sm;
+  g_attn_stages = stages;
+}
+int attn_async() { return g_attn_async; }
+int attn_stages() { return g_attn_stages; }
 
 bool attention_writes_twin(bool bf16, int n, int d, int H) {
   return H > 0 && d > 0 && d % H == 0 && use_mma(bf16, attn::geo_of(1, n, d, H));
@@ -266,7 +307,11 @@ void attention_forward(bool bf16, const float* qkv, float* probs, float* out, in
       by_bool(pair_heads(g, BH), [&](auto pair) {
         constexpr bool PAIR = decltype(pair)::value;
         const int units = PAIR ? BH / 2 : BH;
-        if (qkv_half && g_attn_persist > 0) {
+        // cp.async's 16-byte copies: every row and head of a 16-byte aligned qkv is (hd a multiple of 16).
+        if (qkv_half && g_attn_async > 0 && reinterpret_cast<uintptr_t>(qkv) % 16 == 0) {
+          if (g_attn_stages == 2) launch_forward_async<HD, PAIR, 2>(qkv, probs, out, twin, g, mask, units);
+          else launch_forward_async<HD, PAIR, 3>(qkv, probs, out, twin, g, mask, units);
+        } else if (qkv_half && g_attn_persist > 0) {
           const unsigned grid = static_cast<unsigned>(std::min(units, g_attn_persist * limits().sms));
           attention_forward_mma_persist<HD, PAIR><<<grid, attn::kMmaThreads, 0, stream()>>>(qkv, probs, out, twin, g, mask,
                                                                                              units);

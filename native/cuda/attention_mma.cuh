@@ -23,6 +23,7 @@
 #include <cstdint>
 
 #include "cuda/attention_fused.cuh"
+#include "cuda/gemm_args.cuh"
 #include "cuda/half_ptr.cuh"
 #include "cuda/mma.cuh"
 
@@ -79,11 +80,12 @@ __device__ __forceinline__ void ldmatrix_at(uint32_t (&a)[4], const __nv_bfloat1
 }
 
 // The B fragments of two n8 tiles (n columns [n0, n0 + 16), k rows [k0, k0 + 16)) of a matrix held as is,
-// [k][n], in shared memory (row stride kLdT): b[j] for the columns from n0 + 8j.
-__device__ __forceinline__ void ldmatrix_bt2(uint32_t (&b)[2][2], const __nv_bfloat16* M, int n0, int k0) {
+// [k][n], in shared memory (row stride ld): b[j] for the columns from n0 + 8j.
+__device__ __forceinline__ void ldmatrix_bt2(uint32_t (&b)[2][2], const __nv_bfloat16* M, int n0, int k0,
+                                             int ld = kLdT) {
   const int l = threadIdx.x & 31;
   uint32_t r[4];
-  ldmatrix_x4_t(r, M + (k0 + (l & 7) + ((l >> 3) & 1) * 8) * kLdT + n0 + (l >> 4) * 8);
+  ldmatrix_x4_t(r, M + (k0 + (l & 7) + ((l >> 3) & 1) * 8) * ld + n0 + (l >> 4) * 8);
   b[0][0] = r[0];
   b[0][1] = r[1];
   b[1][0] = r[2];
@@ -186,10 +188,16 @@ __device__ __forceinline__ void store_rows(const float (&o)[HD / 8][4], float* d
     }
 }
 
+// Row stride of a head's rows held as they are in qkv ([j][c], ROWS below): the cp.async copies of
+// forward_heads_async. 16 bytes past a multiple of 32 (48, 80 or 144 bytes), so the 8 rows of an ldmatrix read
+// fall in different banks.
+template <int HD>
+constexpr int kLdR = HD + 8;
+
 // s[nt] = the warp's query rows (tile m; A fragments a) times rows [8nt, 8nt + 8) of M, transposed: the
-// scores Q K^T and dP = dO V^T, with M (K, V) held transposed in shared memory (T[c][j]). Key tiles past
-// the diagonal's are 0.
-template <int HD, int NT>
+// scores Q K^T and dP = dO V^T, with M (K, V) held transposed in shared memory (T[c][j]), or with ROWS as
+// it is (T[j][c], row stride kLdR): the same fragments either way. Key tiles past the diagonal's are 0.
+template <int HD, int NT, bool ROWS = false>
 __device__ __forceinline__ void rows_times_t(float (&s)[NT][4], const uint32_t (&a)[HD / 16][4],
                                              const __nv_bfloat16* T, int m) {
 #pragma unroll
@@ -202,7 +210,8 @@ __device__ __forceinline__ void rows_times_t(float (&s)[NT][4], const uint32_t (
 #pragma unroll
     for (int ks = 0; ks < HD / 16; ++ks) {
       uint32_t b[2][2];
-      ldmatrix_bt2(b, T, 16 * kt, 16 * ks);
+      if constexpr (ROWS) ldmatrix_b2(b, T, kLdR<HD>, 16 * kt, 16 * ks);
+      else ldmatrix_bt2(b, T, 16 * kt, 16 * ks);
       mma_bf16(s[2 * kt], a[ks], b[0]);
       mma_bf16(s[2 * kt + 1], a[ks], b[1]);
     }
@@ -210,14 +219,16 @@ __device__ __forceinline__ void rows_times_t(float (&s)[NT][4], const uint32_t (
 }
 
 // o (16 rows, HD columns, in n8 tiles) += a (a 16 x 16 A fragment) times rows [16 kk, 16 kk + 16) of a matrix
-// held transposed in shared memory (T[c][j]): the key-side sum of acc_times_t and keys_times_t.
-template <int HD>
+// held transposed in shared memory (T[c][j]), or with ROWS as it is (T[j][c], row stride kLdR): the key-side
+// sum of acc_times_t and keys_times_t.
+template <int HD, bool ROWS = false>
 __device__ __forceinline__ void mma_keys_t(float (&o)[HD / 8][4], const uint32_t (&a)[4], const __nv_bfloat16* T,
                                            int kk) {
 #pragma unroll
   for (int cp = 0; cp < HD / 16; ++cp) {
     uint32_t b[2][2];
-    ldmatrix_b2(b, T, kLdT, 16 * cp, 16 * kk);
+    if constexpr (ROWS) ldmatrix_bt2(b, T, 16 * cp, 16 * kk, kLdR<HD>);
+    else ldmatrix_b2(b, T, kLdT, 16 * cp, 16 * kk);
     mma_bf16(o[2 * cp], a, b[0]);
     mma_bf16(o[2 * cp + 1], a, b[1]);
   }
@@ -227,7 +238,7 @@ __device__ __forceinline__ void mma_keys_t(float (&o)[HD / 8][4], const uint32_t
 // the accumulator layout (one tile of 8 keys per s[nt]) and M held transposed in shared memory (T[c][j]);
 // written as float32 into rows of dst (stride ld). Both attention products with a key-side sum: out = Pd V
 // forward, dQ = dS K backward.
-template <int HD, int NT>
+template <int HD, int NT, bool ROWS = false>
 __device__ __forceinline__ void acc_times(float (&o)[HD / 8][4], const float (&s)[NT][4], const __nv_bfloat16* T,
                                           int m) {
 #pragma unroll
@@ -239,7 +250,7 @@ __device__ __forceinline__ void acc_times(float (&o)[HD / 8][4], const float (&s
     if (kk > m) break;
     uint32_t a[4];
     acc_to_a(a, s[2 * kk], s[2 * kk + 1]);
-    mma_keys_t<HD>(o, a, T, kk);
+    mma_keys_t<HD, ROWS>(o, a, T, kk);
   }
 }
 template <int HD, int NT>
@@ -272,17 +283,18 @@ __device__ __forceinline__ void keys_times_t(const __nv_bfloat16* A, const __nv_
 }
 
 // The forward of one warp's query rows (tile m) of (element, head) bh, n keys, with the rows' Q in A
-// fragments (qa) and K, V staged transposed (Kt, Vt): their probs rows (undropped, zeros past the diagonal),
-// then out = dropout(P) V handed to store(o, r) in the accumulator layout (rows r[0], r[1]). Shared by the
-// attention kernel and the fused out_forward chain (block_tiles.cuh), so that both give the same bits.
-template <int HD, int NT, class Store>
+// fragments (qa) and K, V staged transposed (Kt, Vt; with ROWS as they are in qkv): their probs rows
+// (undropped, zeros past the diagonal), then out = dropout(P) V handed to store(o, r) in the accumulator layout
+// (rows r[0], r[1]). Shared by the attention kernels and the fused out_forward chain (block_tiles.cuh), so that
+// all give the same bits.
+template <int HD, int NT, bool ROWS = false, class Store>
 __device__ __forceinline__ void forward_rows_mma(const uint32_t (&qa)[HD / 16][4], const __nv_bfloat16* Kt,
                                                  const __nv_bfloat16* Vt, int m, int n, int bh, float scale,
                                                  const Mask& mask, float* __restrict__ probs, Store&& store) {
   const int lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
   const int i0 = 16 * m, nt_end = 2 * m + 2;  // key tiles of 8 that hold a causal pair of these rows
   float s[NT][4];
-  rows_times_t<HD, NT>(s, qa, Kt, m);  // Q K^T
+  rows_times_t<HD, NT, ROWS>(s, qa, Kt, m);  // Q K^T
   // Causal softmax of rows r = i0 + gq (elements 0, 1) and r + 8 (2, 3); a row's values are spread over
   // the four lanes of a quad.
   const int r[2] = {i0 + gq, i0 + gq + 8};
@@ -331,7 +343,7 @@ __device__ __forceinline__ void forward_rows_mma(const uint32_t (&qa)[HD / 16][4
   }
   // out = Pd V over the key tiles kk <= m.
   float o[HD / 8][4];
-  acc_times<HD, NT>(o, s, Vt, m);
+  acc_times<HD, NT, ROWS>(o, s, Vt, m);
   store(o, r);
 }
 
@@ -448,6 +460,83 @@ __device__ __forceinline__ void forward_heads_persist(const float* __restrict__ 
                                });
     }
   }
+}
+
+// forward_heads_persist's walk with S stages of shared memory filled by cp.async, for a bf16 qkv: a stage
+// holds a unit's Q, K and V rows as they are in qkv (row stride kLdR; a head's rows from 0, or with PAIR head
+// sub's from 32 sub), the fragments read with ldmatrix (Q as A, K as B, V through .trans). Why: the register
+// prefetch of forward_heads_persist holds one unit ahead in ~60 registers a thread and then transposes it
+// through 4-byte shared stores, and its blocks still waited on those loads at the top of each unit (ncu:
+// 34.5% of the stall samples, bench/results/cuda-ncu-2026-12-06-s30b.log); copies that bypass the registers
+// can run S - 1 units ahead at no register cost. The same products in the same order from the same bf16
+// values as forward_heads_persist: the same bits (kernels_check).
+template <int HD>
+constexpr int kStageElems = 3 * kMmaN * kLdR<HD>;  // Q, K, V of 64 rows
+template <int HD, int S>
+constexpr int async_forward_smem() {
+  return S * kStageElems<HD> * static_cast<int>(sizeof(__nv_bfloat16));
+}
+
+// Unit `unit`'s Q, K, V rows into stage st: 16-byte copies, a row's in consecutive threads; one commit group.
+template <int HD, bool PAIR>
+__device__ __forceinline__ void load_unit_async(__nv_bfloat16* st, const __nv_bfloat16* __restrict__ qkv, const Geo& g,
+                                                int unit) {
+  constexpr int kChunks = HD / 8, kHeads = PAIR ? 2 : 1;  // 16-byte chunks a head's row
+  const int n = g.n, per_mtx = kHeads * n * kChunks;
+  for (int i = tid(); i < 3 * per_mtx; i += kMmaThreads) {
+    const int mtx = i / per_mtx, rest = i - mtx * per_mtx, hs = rest / (n * kChunks), in = rest - hs * n * kChunks;
+    const int row = in / kChunks, c = in - row * kChunks;
+    const int bh = PAIR ? 2 * unit + hs : unit, b = bh / g.H, h = bh - b * g.H;
+    const __nv_bfloat16* src = qkv + (static_cast<size_t>(b) * n + row) * g.ld + mtx * g.d + h * HD + 8 * c;
+    gemm_detail::cp_async16(st + (mtx * kMmaN + 32 * hs + row) * kLdR<HD> + 8 * c, src, true);
+  }
+  gemm_detail::cp_async_commit();
+}
+
+template <int HD, bool PAIR, int S>
+__device__ __forceinline__ void forward_heads_async(const float* __restrict__ qkv, float* __restrict__ probs,
+                                                    float* __restrict__ out, __nv_bfloat16* __restrict__ twin,
+                                                    const Geo& g, const Mask& mask, int units, __nv_bfloat16* sm) {
+  static_assert(S >= 2, "one stage in use and at least one filling");
+  using HT = HeadThreads<PAIR>;
+  constexpr int NT = HT::kRows / 8, L = kLdR<HD>;
+  const __nv_bfloat16* q16 = reinterpret_cast<const __nv_bfloat16*>(qkv);
+  const int n = g.n, sub = HT::sub();
+  const int lt = HT::local();
+  const int m = lt >> 5, lane = lt & 31, tq = lane & 3;
+  const bool active = 16 * m < n;
+  const int step = gridDim.x;
+  auto head = [&](int unit) { return PAIR ? 2 * unit + sub : unit; };
+  // Stage s takes units blockIdx.x + (s + S k) step; a stage with no unit still commits an (empty) group, so
+  // that wait_group's count stays the number of units ahead.
+  auto fill = [&](int i) {
+    const int unit = blockIdx.x + i * step;
+    if (unit < units) load_unit_async<HD, PAIR>(sm + (i % S) * kStageElems<HD>, q16, g, unit);
+    else gemm_detail::cp_async_commit();
+  };
+#pragma unroll
+  for (int i = 0; i < S - 1; ++i) fill(i);
+  for (int i = 0;; ++i) {
+    const int unit = blockIdx.x + i * step;
+    if (unit >= units) break;
+    gemm_detail::cp_async_wait<S - 2>();
+    __syncthreads();  // unit i's copies landed for every thread; unit i - 1's stage read by every warp
+    fill(i + S - 1);
+    const __nv_bfloat16* st = sm + (i % S) * kStageElems<HD> + 32 * sub * L;
+    if (active) {
+      uint32_t qa[HD / 16][4];
+#pragma unroll
+      for (int ks = 0; ks < HD / 16; ++ks) ldmatrix_a(qa[ks], st, L, 16 * m, 16 * ks);
+      const int bh = head(unit), b = bh / g.H, h = bh % g.H;
+      const size_t at = static_cast<size_t>(b) * n * g.d + h * HD;
+      forward_rows_mma<HD, NT, true>(qa, st + kMmaN * L, st + 2 * kMmaN * L, m, n, bh, g.scale, mask, probs,
+                                     [&](const float (&o)[HD / 8][4], const int (&r)[2]) {
+                                       store_rows<HD>(o, out ? out + at : nullptr, twin ? twin + at : nullptr, g.d, r,
+                                                      tq);
+                                     });
+    }
+  }
+  gemm_detail::cp_async_wait<0>();  // no copy left in flight at exit (the empty groups')
 }
 
 // The backward's shared-memory copies for one head: K, Q, dO transposed, V transposed in the space dS and Pd

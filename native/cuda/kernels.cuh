@@ -166,6 +166,11 @@ bool attention_writes_twin(bool bf16, int n, int d, int H);
 // 2), for the calls after. The same bits either way.
 void set_attn_persist(int blocks_per_sm);
 int attn_persist();
+// RT_CUDA_ATTN_ASYNC / RT_CUDA_ATTN_STAGES (attention.cu; defaults 3 and 2): the forward of a bf16 qkv by the
+// cp.async kernel, its blocks an SM (0: off, the kernels above) and stages, for the calls after. The same bits.
+void set_attn_async(int blocks_per_sm, int stages);
+int attn_async();
+int attn_stages();
 // attention_backward with dqkv in bf16 only (a bf16 gradient stash: Backend::block_half): the tensor-core
 // kernel writes just the bf16 copy; other shapes go through a float32 scratch and a cast.
 void attention_backward_bf16(bool bf16, const float* qkv, const float* probs, const float* dout,
