@@ -1553,7 +1553,8 @@ static void check_attention_half_dout() {
 // round; one block an SM (many units a block) and three.
 static void check_attention_persist() {
   struct Case { int B, n, d, H; float p; };
-  const int process = rt::cuda::attn_persist();
+  const int process = rt::cuda::attn_persist(), async = rt::cuda::attn_async(), stages = rt::cuda::attn_stages();
+  rt::cuda::set_attn_async(0, stages);  // the forward's persistent kernel, not the cp.async one that takes its calls
   for (const Case c : {Case{256, 32, 384, 6, 0.0f}, Case{64, 32, 384, 6, 0.1f}, Case{16, 64, 96, 6, 0.0f},
                        Case{8, 16, 128, 2, 0.1f}, Case{5, 32, 128, 2, 0.0f}, Case{7, 48, 128, 4, 0.0f}})
     for (const int per_sm : {1, 3}) {
@@ -1589,6 +1590,7 @@ static void check_attention_persist() {
       const bool same_b = std::memcmp(e.data(), f.data(), e.size() * 4) == 0 && u0.get() == u1.get();
       expect_le(same_b ? 0 : 1, 0, "attention_backward" + what);
     }
+  rt::cuda::set_attn_async(async, stages);
 }
 
 // The cp.async forward (RT_CUDA_ATTN_ASYNC, forward_heads_async) gives the bits of the kernel of a block a unit:
