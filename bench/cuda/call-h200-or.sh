@@ -5,7 +5,8 @@
 # time, then the slower checks. On anything else: the table too where TABLE_ANY=1, then kernels_check unless
 # NO_KERNELS=1, the A/B, and `kernels_check --gemm-diag` (the char window's products part by part), which any Hopper
 # card answers as the H200 does. AB_SETS: space-separated sets of VAR=V,VAR=V (default "RT_X=0": the defaults
-# alone), alternated AB_ROUNDS times (default 3, 0 for none) on AB_CONFIGS (default char).
+# alone), alternated AB_ROUNDS times (default 3, 0 for none) on AB_CONFIGS (default char). MEMCHECK_ANY=1: compute-sanitizer
+# on small train steps off the H200 too, before --gemm-diag.
 #   carry: .device/node.xz .device/rt.node.xz .device/kernels_check.xz .device/nm.tar.xz dist
 source "$(dirname "$0")/call-lib.sh"
 h200=0; nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200 && h200=1
@@ -18,6 +19,7 @@ if [[ $h200 == 1 ]]; then
   graph_stage 100
   memcheck_stage 120
 else
+  [[ "${MEMCHECK_ANY:-0}" == 1 ]] && memcheck_stage 150
   gemm_diag_stage 200
 fi
 call_done
