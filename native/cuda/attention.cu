@@ -118,18 +118,6 @@ __global__ void __launch_bounds__(attn::kMmaThreads) attention_backward_mma_pers
   attn::backward_heads_persist<HD, PAIR>(qkv, probs, dout, dqkv, twin, g, mask, units);
 }
 
-// backward_heads_async's kernel, likewise.
-template <int HD, bool PAIR, int S>
-__global__ void __launch_bounds__(attn::kMmaThreads) attention_backward_mma_async(const float* __restrict__ qkv,
-                                                                                  const float* __restrict__ probs,
-                                                                                  const float* __restrict__ dout,
-                                                                                  float* __restrict__ dqkv,
-                                                                                  __nv_bfloat16* __restrict__ twin,
-                                                                                  Geo g, Mask mask, int units) {
-  extern __shared__ __align__(16) unsigned char attn_back_stages[];
-  attn::backward_heads_async<HD, PAIR, S>(qkv, probs, dout, dqkv, twin, g, mask, units, attn_back_stages);
-}
-
 // RT_CUDA_ATTN_PERSIST=N (set_attn_persist): the forward of a bf16 qkv, and the backward of a bf16 qkv and dout,
 // by the persistent kernels with N blocks an SM (0: the kernels of a block a unit). Two by default since
 // session 20: the kernels shrank in session 19 (ncu: backward 37.3 -> 31.1 us a window, forward 18.3 -> 16.4),
@@ -144,25 +132,6 @@ int g_attn_persist = rt::env_int("RT_CUDA_ATTN_PERSIST", 2);
 // bench/results/cuda-ab-2026-12-06-s32b.log, cuda-ncu-2026-12-06-s32c.log).
 int g_attn_async = rt::env_int("RT_CUDA_ATTN_ASYNC", 3);
 int g_attn_stages = rt::env_int("RT_CUDA_ATTN_STAGES", 2);
-// RT_CUDA_ATTN_BACK_ASYNC=N (set_attn_back_async): the backward of a bf16 qkv and dout by backward_heads_async, N
-// blocks an SM (0, the default: off), RT_CUDA_ATTN_BACK_STAGES (2 or 3) stages each.
-int g_attn_back_async = rt::env_int("RT_CUDA_ATTN_BACK_ASYNC", 0);
-int g_attn_back_stages = rt::env_int("RT_CUDA_ATTN_BACK_STAGES", 2);
-
-template <int HD, bool PAIR, int S>
-void launch_backward_async(const float* qkv, const float* probs, const float* dout, float* dqkv, __nv_bfloat16* twin,
-                           const Geo& g, const Mask& mask, int units) {
-  constexpr int smem = attn::async_backward_smem<HD, PAIR, S>();
-  static bool sized = false;
-  if (!sized) {
-    RT_CU(cudaFuncSetAttribute(attention_backward_mma_async<HD, PAIR, S>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               smem));
-    sized = true;
-  }
-  const unsigned grid = static_cast<unsigned>(std::min(units, g_attn_back_async * limits().sms));
-  attention_backward_mma_async<HD, PAIR, S><<<grid, attn::kMmaThreads, smem, stream()>>>(qkv, probs, dout, dqkv, twin, g,
-                                                                                       mask, units);
-}
 
 // attention_forward_mma_async<HD, PAIR, S> over `units` units, g_attn_async blocks an SM.
 template <int HD, bool PAIR, int S>
@@ -314,13 +283,6 @@ void set_attn_async(int blocks_per_sm, int stages) {
 }
 int attn_async() { return g_attn_async; }
 int attn_stages() { return g_attn_stages; }
-void set_attn_back_async(int blocks_per_sm, int stages) {
-  RT_CHECK(stages == 2 || stages == 3, "set_attn_back_async: stages must be 2 or 3, got " + std::to_string(stages));
-  g_attn_back_async = blocks_per_sm;
-  g_attn_back_stages = stages;
-}
-int attn_back_async() { return g_attn_back_async; }
-int attn_back_stages() { return g_attn_back_stages; }
 
 bool attention_writes_twin(bool bf16, int n, int d, int H) {
   return H > 0 && d > 0 && d % H == 0 && use_mma(bf16, attn::geo_of(1, n, d, H));
@@ -428,13 +390,7 @@ void attention_backward(bool bf16, const float* qkv, const float* probs, const f
       by_bool(pair_heads(g, BH), [&](auto pair) {
         constexpr bool PAIR = decltype(pair)::value;
         const int units = PAIR ? BH / 2 : BH;
-        const bool aligned = (reinterpret_cast<uintptr_t>(qkv) | reinterpret_cast<uintptr_t>(dout) |
-                              reinterpret_cast<uintptr_t>(probs)) % 16 == 0;  // cp.async's 16-byte copies
-        if (qkv_half && dout_half && g_attn_back_async > 0 && aligned) {
-          if (g_attn_back_stages == 3) launch_backward_async<HD, PAIR, 3>(qkv, probs, dout, dqkv, twin, g, mask, units);
-          else launch_backward_async<HD, PAIR, 2>(qkv, probs, dout, dqkv, twin, g, mask, units);
-          return;
-        } else if (qkv_half && dout_half && g_attn_persist > 0) {
+        if (qkv_half && dout_half && g_attn_persist > 0) {
           const unsigned grid = static_cast<unsigned>(std::min(units, g_attn_persist * limits().sms));
           attention_backward_mma_persist<HD, PAIR><<<grid, attn::kMmaThreads, 0, stream()>>>(qkv, probs, dout, dqkv, twin,
                                                                                               g, mask, units);

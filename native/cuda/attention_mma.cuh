@@ -253,18 +253,18 @@ __device__ __forceinline__ void acc_times(float (&o)[HD / 8][4], const float (&s
     mma_keys_t<HD, ROWS>(o, a, T, kk);
   }
 }
-template <int HD, int NT, bool ROWS = false>
+template <int HD, int NT>
 __device__ __forceinline__ void acc_times_t(const float (&s)[NT][4], const __nv_bfloat16* T, int m, float* dst,
                                             __nv_bfloat16* tdst, size_t ld, const int (&r)[2], int tq) {
   float o[HD / 8][4];
-  acc_times<HD, NT, ROWS>(o, s, T, m);
+  acc_times<HD, NT>(o, s, T, m);
   store_rows<HD>(o, dst, tdst, ld, r, tq);
 }
 
 // dst[j][c] = sum_i A[i][j] M[i][c] for the key rows j of tile m over the query tiles m <= kk < tiles (the
 // causal ones), with A row-major ([query][key]: dS or Pd) and M held transposed (T[c][i]) in shared memory:
 // dK = dS^T Q and dV = Pd^T dO.
-template <int HD, int NT, bool ROWS = false>
+template <int HD, int NT>
 __device__ __forceinline__ void keys_times_t(const __nv_bfloat16* A, const __nv_bfloat16* T, int m, int tiles,
                                              float* dst, __nv_bfloat16* tdst, size_t ld, const int (&r)[2], int tq) {
   float o[HD / 8][4];
@@ -277,7 +277,7 @@ __device__ __forceinline__ void keys_times_t(const __nv_bfloat16* A, const __nv_
     if (kk < m || kk >= tiles) continue;
     uint32_t a[4];
     ldmatrix_at(a, A, 16 * m, 16 * kk);
-    mma_keys_t<HD, ROWS>(o, a, T, kk);
+    mma_keys_t<HD>(o, a, T, kk);
   }
   store_rows<HD>(o, dst, tdst, ld, r, tq);
 }
@@ -483,8 +483,8 @@ __device__ __forceinline__ void load_unit_async(__nv_bfloat16* st, const __nv_bf
                                                 int unit) {
   constexpr int kChunks = HD / 8, kHeads = PAIR ? 2 : 1;  // 16-byte chunks a head's row
   const int n = g.n;
-  // No division by run-time values in the copies' loop (ncu: the backward's integer divisions were ~10% of its
-  // instructions): a head's (element, column) once, then rows and chunks by shifts.
+  // No division by run-time values in the copies' loop: a head's (element, column) once, then rows and chunks by
+  // shifts (ncu, H100: the kernel 14.94 us a char window against 15.60 with a division per copy).
 #pragma unroll
   for (int hs = 0; hs < kHeads; ++hs) {
     const int bh = PAIR ? 2 * unit + hs : unit, b = bh / g.H, h = bh - b * g.H;
@@ -553,7 +553,6 @@ __device__ __forceinline__ void forward_heads_async(const float* __restrict__ qk
 template <int HD, bool PAIR>
 struct BackwardTiles {
   __nv_bfloat16 *Kt, *Qt, *Ot, *Vt, *S, *P;
-  BackwardTiles() = default;
   __device__ __forceinline__ BackwardTiles(__nv_bfloat16* K_all, __nv_bfloat16* Q_all, __nv_bfloat16* O_all,
                                            __nv_bfloat16* SP_all) {
     const int sub = HeadThreads<PAIR>::sub();  // PAIR: the second head's keys and queries from 32
@@ -592,7 +591,7 @@ __device__ __forceinline__ void load_probs(float (&p)[NT][4], const float* __res
 // dQ = dS K; dS and Pd go to shared memory, over V^T (read by then). Phase 2, warp m over key rows
 // [16m, 16m + 16): dV = Pd^T dO and dK = dS^T Q over the query tiles at or after it. db, tb: dqkv and its twin
 // at (element, head) (either null).
-template <int HD, bool PAIR, bool ROWS = false>
+template <int HD, bool PAIR>
 __device__ __forceinline__ void backward_rows_staged(const BackwardTiles<HD, PAIR>& tl,
                                                      const float (&p)[HeadThreads<PAIR>::kRows / 8][4], const Geo& g,
                                                      const Mask& mask, int bh, float* db, __nv_bfloat16* tb) {
@@ -610,11 +609,8 @@ __device__ __forceinline__ void backward_rows_staged(const BackwardTiles<HD, PAI
     {
       uint32_t oa[HD / 16][4];
 #pragma unroll
-      for (int ks = 0; ks < HD / 16; ++ks) {
-        if constexpr (ROWS) ldmatrix_a(oa[ks], tl.Ot, kLdR<HD>, i0, 16 * ks);
-        else ldmatrix_at(oa[ks], tl.Ot, i0, 16 * ks);
-      }
-      rows_times_t<HD, NT, ROWS>(ds, oa, tl.Vt, m);  // dP = dO V^T
+      for (int ks = 0; ks < HD / 16; ++ks) ldmatrix_at(oa[ks], tl.Ot, i0, 16 * ks);
+      rows_times_t<HD, NT>(ds, oa, tl.Vt, m);  // dP = dO V^T
     }
     // Mask, rowsum(dP P), dS; Pd and dS with zeros past the diagonal.
     float t[2] = {0.0f, 0.0f};
@@ -654,9 +650,9 @@ __device__ __forceinline__ void backward_rows_staged(const BackwardTiles<HD, PAI
       sk[nt][0] = pack_bf16(ds[nt][0], ds[nt][1]);
       sk[nt][1] = pack_bf16(ds[nt][2], ds[nt][3]);
     }
-    acc_times_t<HD, NT, ROWS>(ds, tl.Kt, m, db, tb, g.ld, r, tq);  // dQ = dS K over key tiles kk <= m
+    acc_times_t<HD, NT>(ds, tl.Kt, m, db, tb, g.ld, r, tq);  // dQ = dS K over key tiles kk <= m
   }
-  if constexpr (!ROWS) __syncthreads();  // V^T read by every warp (with ROWS, S and P have their own space)
+  __syncthreads();  // V^T read by every warp
   if (active)
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt)
@@ -670,9 +666,8 @@ __device__ __forceinline__ void backward_rows_staged(const BackwardTiles<HD, PAI
   __syncthreads();  // S and P complete
   if (!active) return;
   // dV = Pd^T dO and dK = dS^T Q for key rows [i0, i0 + 16), one after the other (half the accumulators).
-  keys_times_t<HD, NT, ROWS>(tl.P, tl.Ot, m, n / 16, db ? db + 2 * g.d : nullptr, tb ? tb + 2 * g.d : nullptr, g.ld,
-                             r, tq);
-  keys_times_t<HD, NT, ROWS>(tl.S, tl.Qt, m, n / 16, db ? db + g.d : nullptr, tb ? tb + g.d : nullptr, g.ld, r, tq);
+  keys_times_t<HD, NT>(tl.P, tl.Ot, m, n / 16, db ? db + 2 * g.d : nullptr, tb ? tb + 2 * g.d : nullptr, g.ld, r, tq);
+  keys_times_t<HD, NT>(tl.S, tl.Qt, m, n / 16, db ? db + g.d : nullptr, tb ? tb + g.d : nullptr, g.ld, r, tq);
 }
 
 // Backward of (element b, head h): dQ, dK and dV into dqkv. K, Q, dO and V are staged (transposed, bf16)
@@ -752,121 +747,6 @@ __device__ __forceinline__ void backward_heads_persist(const float* __restrict__
     backward_rows_staged<HD, PAIR>(tl, p, g, mask, bh, dqkv ? dqkv + at : nullptr, twin ? twin + at : nullptr);
   }
 }
-
-// backward_heads_persist's walk with S stages of shared memory filled by cp.async (bf16 qkv and dout), as
-// forward_heads_async: a stage holds a unit's K, Q, dO and V rows as they are (row stride kLdR; with PAIR head sub's
-// from row 32 sub) and its probabilities (rows of stride kLdP, a head's from row 32 sub); dS and Pd take a space of
-// their own after the stages, so that V is not overwritten and the barrier before their stores goes. Why: the
-// register prefetch held four matrices' rows and the probabilities of the next unit (~70 registers a thread) and
-// transposed them through 4-byte shared stores; its blocks waited on those loads at each unit's top (ncu: 16.9%
-// of the stall samples). The same products in the same order from the same values: the same bits (kernels_check).
-template <bool PAIR>
-constexpr int kLdP = PAIR ? 40 : kMmaN + 8;  // floats: a quad's 8-byte reads of 8 rows hit distinct banks a half-warp
-template <int HD, bool PAIR>
-constexpr int kBackStageBytes = 4 * kMmaN * kLdR<HD> * 2 + kMmaN * kLdP<PAIR> * 4;
-template <int HD, bool PAIR, int S>
-constexpr int async_backward_smem() {
-  return S * kBackStageBytes<HD, PAIR> + (PAIR ? 1 : 2) * kMmaN * kLdT * 2;
-}
-
-// Unit `unit`'s K, Q, dO, V rows and probabilities into stage st (bytes): one commit group.
-template <int HD, bool PAIR>
-__device__ __forceinline__ void load_unit_back_async(unsigned char* st, const __nv_bfloat16* __restrict__ qkv,
-                                                     const __nv_bfloat16* __restrict__ dout,
-                                                     const float* __restrict__ probs, const Geo& g, int unit) {
-  constexpr int kChunks = HD / 8, kHeads = PAIR ? 2 : 1, L = kLdR<HD>;
-  const int n = g.n;
-  __nv_bfloat16* rows = reinterpret_cast<__nv_bfloat16*>(st);
-  float* ps = reinterpret_cast<float*>(st + 4 * kMmaN * L * 2);
-  const int q4 = n / 4;  // a probabilities row's 16-byte chunks (n is a multiple of 16)
-  const int q4_shift = __ffs(q4) - 1;
-  // As load_unit_async: no division by run-time values in the loops (the shift above: n / 4 is a power of two
-  // where the tensor-core kernels run, n in {16, 32, 64}; 48 takes the general division).
-#pragma unroll
-  for (int hs = 0; hs < kHeads; ++hs) {
-    const int bh = PAIR ? 2 * unit + hs : unit, b = bh / g.H, h = bh - b * g.H;
-    const size_t r0 = static_cast<size_t>(b) * n;
-    const __nv_bfloat16* qb = qkv + r0 * g.ld + h * HD;
-    const __nv_bfloat16* ob = dout + r0 * g.d + h * HD;
-    for (int i = tid(); i < n * kChunks; i += kMmaThreads) {
-      const int row = i / kChunks, c = i % kChunks;
-      __nv_bfloat16* d = rows + (32 * hs + row) * L + 8 * c;
-      const __nv_bfloat16* q = qb + static_cast<size_t>(row) * g.ld + 8 * c;
-      // the stage's matrices: K, Q, dO, V (qkv's column blocks 1, 0; dout; 2)
-      gemm_detail::cp_async16(d, q + g.d, true);
-      gemm_detail::cp_async16(d + kMmaN * L, q, true);
-      gemm_detail::cp_async16(d + 2 * kMmaN * L, ob + static_cast<size_t>(row) * g.d + 8 * c, true);
-      gemm_detail::cp_async16(d + 3 * kMmaN * L, q + 2 * g.d, true);
-    }
-    // The head's probabilities: n^2 consecutive floats.
-    const float* src = probs + static_cast<size_t>(bh) * n * n;
-    for (int i = tid(); i < n * q4; i += kMmaThreads) {
-      const bool pow2 = (q4 & (q4 - 1)) == 0;
-      const int row = pow2 ? i >> q4_shift : i / q4, c = i - row * q4;
-      gemm_detail::cp_async16(ps + (32 * hs + row) * kLdP<PAIR> + 4 * c, src + 4 * static_cast<size_t>(i), true);
-    }
-  }
-  gemm_detail::cp_async_commit();
-}
-
-template <int HD, bool PAIR, int S>
-__device__ __forceinline__ void backward_heads_async(const float* __restrict__ qkv, const float* __restrict__ probs,
-                                                     const float* __restrict__ dout, float* __restrict__ dqkv,
-                                                     __nv_bfloat16* __restrict__ twin, const Geo& g, const Mask& mask,
-                                                     int units, unsigned char* sm) {
-  static_assert(S >= 2, "one stage in use and at least one filling");
-  using HT = HeadThreads<PAIR>;
-  constexpr int NT = HT::kRows / 8, L = kLdR<HD>;
-  const __nv_bfloat16* q16 = reinterpret_cast<const __nv_bfloat16*>(qkv);
-  const __nv_bfloat16* o16 = reinterpret_cast<const __nv_bfloat16*>(dout);
-  const int n = g.n, sub = HT::sub();
-  const int lt = HT::local();
-  const int m = lt >> 5, lane = lt & 31, gq = lane >> 2, tq = lane & 3;
-  const int r[2] = {16 * m + gq, 16 * m + gq + 8}, nt_end = 2 * m + 2;
-  const int step = gridDim.x;
-  __nv_bfloat16* sp = reinterpret_cast<__nv_bfloat16*>(sm + S * kBackStageBytes<HD, PAIR>);
-  auto fill = [&](int i) {
-    const int unit = blockIdx.x + i * step;
-    if (unit < units) load_unit_back_async<HD, PAIR>(sm + (i % S) * kBackStageBytes<HD, PAIR>, q16, o16, probs, g, unit);
-    else gemm_detail::cp_async_commit();
-  };
-#pragma unroll
-  for (int i = 0; i < S - 1; ++i) fill(i);
-  for (int i = 0;; ++i) {
-    const int unit = blockIdx.x + i * step;
-    if (unit >= units) break;
-    gemm_detail::cp_async_wait<S - 2>();
-    __syncthreads();  // unit i's copies landed for every thread; unit i - 1's stage, dS and Pd read by every warp
-    fill(i + S - 1);
-    unsigned char* st = sm + (i % S) * kBackStageBytes<HD, PAIR>;
-    const __nv_bfloat16* rows = reinterpret_cast<const __nv_bfloat16*>(st) + 32 * sub * L;
-    BackwardTiles<HD, PAIR> tl;
-    tl.Kt = const_cast<__nv_bfloat16*>(rows);
-    tl.Qt = tl.Kt + kMmaN * L;
-    tl.Ot = tl.Qt + kMmaN * L;
-    tl.Vt = tl.Ot + kMmaN * L;
-    tl.S = sp + 32 * sub * kLdT;
-    tl.P = PAIR ? tl.S + 32 : tl.S + kMmaN * kLdT;
-    float p[NT][4];
-    if (16 * m < n) {
-      const float* ps = reinterpret_cast<const float*>(st + 4 * kMmaN * L * 2) + 32 * sub * kLdP<PAIR>;
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-          float2 v = make_float2(0.0f, 0.0f);
-          if (nt < nt_end) v = *reinterpret_cast<const float2*>(ps + r[hh] * kLdP<PAIR> + 8 * nt + 2 * tq);
-          p[nt][2 * hh] = v.x;
-          p[nt][2 * hh + 1] = v.y;
-        }
-    }
-    const int bh = PAIR ? 2 * unit + sub : unit, b = bh / g.H, h = bh % g.H;
-    const size_t at = static_cast<size_t>(b) * n * g.ld + h * HD;
-    backward_rows_staged<HD, PAIR, true>(tl, p, g, mask, bh, dqkv ? dqkv + at : nullptr, twin ? twin + at : nullptr);
-  }
-  gemm_detail::cp_async_wait<0>();
-}
-
 #undef RT_BACKWARD_SMEM
 
 }  // namespace rt::cuda::attn

@@ -171,11 +171,6 @@ int attn_persist();
 void set_attn_async(int blocks_per_sm, int stages);
 int attn_async();
 int attn_stages();
-// RT_CUDA_ATTN_BACK_ASYNC / RT_CUDA_ATTN_BACK_STAGES (attention.cu; defaults 0 and 2): the backward of a bf16 qkv
-// and dout by the cp.async kernel likewise. The same bits.
-void set_attn_back_async(int blocks_per_sm, int stages);
-int attn_back_async();
-int attn_back_stages();
 // attention_backward with dqkv in bf16 only (a bf16 gradient stash: Backend::block_half): the tensor-core
 // kernel writes just the bf16 copy; other shapes go through a float32 scratch and a cast.
 void attention_backward_bf16(bool bf16, const float* qkv, const float* probs, const float* dout,
