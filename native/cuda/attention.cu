@@ -127,9 +127,11 @@ __global__ void __launch_bounds__(attn::kMmaThreads) attention_backward_mma_pers
 int g_attn_persist = rt::env_int("RT_CUDA_ATTN_PERSIST", 2);
 // RT_CUDA_ATTN_ASYNC=N (set_attn_async): the forward of a bf16 qkv by forward_heads_async instead of the persistent
 // kernel, N blocks an SM (0: off), RT_CUDA_ATTN_STAGES (2 or 3) stages each. Three blocks of two stages by default
-// since session 32 (H100, char: the kernel 15.67 us a window against 16.93, ncu; a step 6.665 ms against 6.720,
-// medians of four alternated rounds; two blocks of three stages 17.12 us, one block 6.80 ms a step:
-// bench/results/cuda-ab-2026-12-06-s32b.log, cuda-ncu-2026-12-06-s32c.log).
+// since session 32 (H100, char: the kernel 15.67 us a window against 16.93, ncu, and 14.94 with load_unit_async's
+// index math as it is now; a step 6.665 ms against 6.720, medians of four alternated rounds; two blocks of three
+// stages 17.12 us, one block 6.80 ms a step: bench/results/cuda-ab-2026-12-06-s32b.log, cuda-ncu-2026-12-06-s32c.log,
+// cuda-ab-2026-12-06-s32f.log). The backward likewise was no faster than its persistent kernel (33.39 against 33.49
+// us; bench/cuda/NOTES.md, session 32) and went out again.
 int g_attn_async = rt::env_int("RT_CUDA_ATTN_ASYNC", 3);
 int g_attn_stages = rt::env_int("RT_CUDA_ATTN_STAGES", 2);
 
