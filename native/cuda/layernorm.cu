@@ -19,6 +19,7 @@
 
 #include "core/env.h"
 #include "cuda/common.cuh"
+#include "cuda/gemm_args.cuh"
 #include "cuda/group.cuh"
 #include "cuda/kernels.cuh"
 #include "layer/backend.h"
@@ -261,6 +262,37 @@ struct PartSums<K, false> {
   __device__ __forceinline__ void add(int, float, float) {}
 };
 
+// One row of layernorm_backward_rows from its values in registers (x, dy, dres: xv, gv, rv; a lane's elements
+// lane + 32 k), its mean m and rstd rs.
+template <int K, class Out, class Acc>
+__device__ __forceinline__ void layernorm_backward_row(const float (&xv)[K], const float (&gv)[K], const float (&rv)[K],
+                                                       float m, float rs, const float* __restrict__ w, int row, int lane,
+                                                       const Out& out, Acc& acc) {
+  constexpr int D = 32 * K;
+  float s1 = 0.0f, s2 = 0.0f;
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    // Rounded on its own, as in layernorm_backward_dx_kernel, where it has two uses and ptxas leaves it
+    // unfused. As a plain product it would also stand in for the second loop's dy * w, which there has
+    // one use and is fused with - m1: other bits.
+    const float dyw = __fmul_rn(gv[k], w[lane + 32 * k]);
+    s1 += dyw;
+    s2 += dyw * ((xv[k] - m) * rs);
+  }
+  const float m1 = warp_sum(s1) / D, m2 = warp_sum(s2) / D;
+  const RowOut o = out.at(row);
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const int j = lane + 32 * k;
+    const float xh = (xv[k] - m) * rs;
+    const float v = rv[k] + rs * (gv[k] * w[j] - m1 - xh * m2);
+    // The glue's accumulating op: one fused multiply-add by 1 (axpy2d_batch_kernel), the same rounding.
+    o.dst[j] = o.add ? __fadd_rn(o.dst[j], v) : v;
+    if (o.twin) o.twin[j] = __float2bfloat16_rn(v);
+    acc.add(k, gv[k], xh);
+  }
+}
+
 // layernorm_backward_dx_kernel for d = 32 K, the warp's kWarpRows<K> rows of x, dy and dres in registers: all
 // of dres is read before any of dx is written, so dres = dx still works. Each row's output goes where
 // out.at(row) says (DxOut: dx, and its twin; ScatterOut: BackScatter's places), added there where it says so;
@@ -290,29 +322,7 @@ __device__ __forceinline__ void layernorm_backward_rows(const float* __restrict_
   for (int q = 0; q < R; ++q) {
     const int row = row0 + q;
     if (row >= n) return;
-    const float m = ms[q], rs = rss[q];
-    float s1 = 0.0f, s2 = 0.0f;
-#pragma unroll
-    for (int k = 0; k < K; ++k) {
-      // Rounded on its own, as in layernorm_backward_dx_kernel, where it has two uses and ptxas leaves it
-      // unfused. As a plain product it would also stand in for the second loop's dy * w, which there has
-      // one use and is fused with - m1: other bits.
-      const float dyw = __fmul_rn(gv[q][k], w[lane + 32 * k]);
-      s1 += dyw;
-      s2 += dyw * ((xv[q][k] - m) * rs);
-    }
-    const float m1 = warp_sum(s1) / D, m2 = warp_sum(s2) / D;
-    const RowOut o = out.at(row);
-#pragma unroll
-    for (int k = 0; k < K; ++k) {
-      const int j = lane + 32 * k;
-      const float xh = (xv[q][k] - m) * rs;
-      const float v = rv[q][k] + rs * (gv[q][k] * w[j] - m1 - xh * m2);
-      // The glue's accumulating op: one fused multiply-add by 1 (axpy2d_batch_kernel), the same rounding.
-      o.dst[j] = o.add ? __fadd_rn(o.dst[j], v) : v;
-      if (o.twin) o.twin[j] = __float2bfloat16_rn(v);
-      acc.add(k, gv[q][k], xh);
-    }
+    layernorm_backward_row<K>(xv[q], gv[q], rv[q], ms[q], rss[q], w, row, lane, out, acc);
   }
 }
 
@@ -344,18 +354,99 @@ __device__ __forceinline__ void layernorm_backward_block(const float* __restrict
   if constexpr (PARTS) acc.store(parts, blk, warp, lane);
 }
 
-template <int K, bool PARTS, class TD>
+// RT_CUDA_LN_PIPE (set_ln_pipe; default off): the dx kernels with partial sums, one row a warp a pass, copy the
+// next pass's rows of x, dres and dy into shared memory (cp.async) while a warp works on this pass's, and read
+// mean and rstd a pass ahead. Why: without it each of the kPartPasses passes waits on DRAM's latency in turn (ncu:
+// 21.3 us a char call for ~49 MB, 2.3 TB/s). The same values through the same layernorm_backward_row: the same bits.
+bool g_ln_pipe = rt::env_switch("RT_CUDA_LN_PIPE", false);
+
+// Shared memory a warp of the pipelined kernels takes: two rows' x and dres (float32) and dy (TD).
+template <int K, class TD>
+constexpr int kPipeWarpBytes = 2 * (2 * 32 * K * 4 + 32 * K * static_cast<int>(sizeof(TD)));
+template <int K, class TD>
+constexpr int kPipeBlockBytes = kRowsPerBlock * kPipeWarpBytes<K, TD>;
+template <int K, bool PARTS>
+constexpr bool kPipes = PARTS && kWarpRows<K> == 1;
+
+template <int K, bool PARTS, class TD, class Out>
+__device__ __forceinline__ void layernorm_backward_block_pipe(const float* __restrict__ x, const float* __restrict__ w,
+                                                              const float* __restrict__ mean,
+                                                              const float* __restrict__ rstd, const TD* __restrict__ dy,
+                                                              const float* dres, int n, const Out& out, int blk,
+                                                              const LnParts& parts, unsigned char* sm) {
+  static_assert(kPipes<K, PARTS>, "one row a warp a pass, with partial sums");
+  constexpr int D = 32 * K, P = kPartPasses, kBuf = kPipeWarpBytes<K, TD> / 2;
+  constexpr int kDyChunks = D * static_cast<int>(sizeof(TD)) / 16;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  unsigned char* mine = sm + warp * kPipeWarpBytes<K, TD>;
+  auto row_of = [&](int p) { return (blk * P + p) * kRowsPerBlock + warp; };
+  float mn = 0.0f, rn = 0.0f;  // mean and rstd of the row fill(p) copies
+  // Pass p's rows into buffer p % 2: x at 0, dres at 4D bytes, dy at 8D; one commit group (empty past n).
+  auto fill = [&](int p) {
+    const int row = row_of(p);
+    unsigned char* b = mine + (p & 1) * kBuf;
+    if (row < n) {
+      const size_t o = static_cast<size_t>(row) * D;
+#pragma unroll
+      for (int c = lane; c < D / 4; c += 32) {
+        gemm_detail::cp_async16(b + 16 * c, x + o + 4 * c, true);
+        if (dres) gemm_detail::cp_async16(b + 4 * D + 16 * c, dres + o + 4 * c, true);
+      }
+      const unsigned char* g = reinterpret_cast<const unsigned char*>(dy + o);
+#pragma unroll
+      for (int c = lane; c < kDyChunks; c += 32) gemm_detail::cp_async16(b + 8 * D + 16 * c, g + 16 * c, true);
+      mn = mean[row];
+      rn = rstd[row];
+    }
+    gemm_detail::cp_async_commit();
+  };
+  PartSums<K, PARTS> acc;
+  fill(0);
+#pragma unroll 1
+  for (int p = 0; p < P; ++p) {
+    const float m = mn, rs = rn;
+    if (p + 1 < P) fill(p + 1);
+    else gemm_detail::cp_async_commit();
+    gemm_detail::cp_async_wait<1>();
+    __syncwarp();  // every lane's copies of pass p landed
+    const int row = row_of(p);
+    if (row < n) {
+      const unsigned char* b = mine + (p & 1) * kBuf;
+      const float* xs = reinterpret_cast<const float*>(b);
+      const float* rsrc = reinterpret_cast<const float*>(b + 4 * D);
+      const TD* gs = reinterpret_cast<const TD*>(b + 8 * D);
+      float xv[K], gv[K], rv[K];
+#pragma unroll
+      for (int k = 0; k < K; ++k) {
+        xv[k] = xs[lane + 32 * k];
+        gv[k] = dy_at(gs, lane + 32 * k);
+        rv[k] = dres ? rsrc[lane + 32 * k] : 0.0f;
+      }
+      layernorm_backward_row<K>(xv, gv, rv, m, rs, w, row, lane, out, acc);
+    }
+    __syncwarp();  // buffer p % 2 read by every lane before fill(p + 2) writes it
+  }
+  acc.store(parts, blk, warp, lane);
+}
+
+template <int K, bool PARTS, class TD, bool PIPE = false>
 __global__ void __launch_bounds__(32 * kRowsPerBlock, kMinBlocks<PARTS>)
     layernorm_backward_dx_rows_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                       const float* __restrict__ mean, const float* __restrict__ rstd,
                                       const TD* __restrict__ dy, const float* dres, float* dx,
                                       __nv_bfloat16* __restrict__ twin, int n, LnParts parts) {
-  layernorm_backward_block<K, PARTS>(x, w, mean, rstd, dy, dres, n, DxOut{dx, twin, 32 * K}, blockIdx.x, parts);
+  if constexpr (PIPE) {
+    extern __shared__ __align__(16) unsigned char ln_pipe[];
+    layernorm_backward_block_pipe<K, PARTS>(x, w, mean, rstd, dy, dres, n, DxOut{dx, twin, 32 * K}, blockIdx.x, parts,
+                                            ln_pipe);
+  } else {
+    layernorm_backward_block<K, PARTS>(x, w, mean, rstd, dy, dres, n, DxOut{dx, twin, 32 * K}, blockIdx.x, parts);
+  }
 }
 
 // The same scattered as BackScatter says (n = B (ns + nx) rows), and in the blocks past ln_blocks, dY's rows
 // t < ns copied into dy's rows t (and the twin), one row a warp: the window glue of the backward, in ln_1's pass.
-template <int K, bool PARTS, class TD>
+template <int K, bool PARTS, class TD, bool PIPE = false>
 __global__ void __launch_bounds__(32 * kRowsPerBlock, kMinBlocks<PARTS>)
     layernorm_backward_scatter_rows_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                            const float* __restrict__ mean, const float* __restrict__ rstd,
@@ -364,7 +455,13 @@ __global__ void __launch_bounds__(32 * kRowsPerBlock, kMinBlocks<PARTS>)
   constexpr int D = 32 * K;
   const int lane = threadIdx.x % 32, np = s.ns + s.nx;
   if (static_cast<int>(blockIdx.x) < ln_blocks) {
-    layernorm_backward_block<K, PARTS>(x, w, mean, rstd, dy, dres, n, ScatterOut{s, twin, np, D}, blockIdx.x, parts);
+    if constexpr (PIPE) {
+      extern __shared__ __align__(16) unsigned char ln_pipe[];
+      layernorm_backward_block_pipe<K, PARTS>(x, w, mean, rstd, dy, dres, n, ScatterOut{s, twin, np, D}, blockIdx.x,
+                                              parts, ln_pipe);
+    } else {
+      layernorm_backward_block<K, PARTS>(x, w, mean, rstd, dy, dres, n, ScatterOut{s, twin, np, D}, blockIdx.x, parts);
+    }
     return;
   }
   const int r = (blockIdx.x - ln_blocks) * kRowsPerBlock + threadIdx.x / 32, B = n / np;
@@ -560,6 +657,23 @@ void by_dy(const float* dy, bool dy_half, F&& f) {
   else f(dy);
 }
 
+// The pipelined kernels where RT_CUDA_LN_PIPE asks and cp.async's 16-byte copies can take the rows.
+template <class TD>
+bool pipe_ok(const float* x, const float* dres, const TD* dy) {
+  return g_ln_pipe &&
+         (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(dres) | reinterpret_cast<uintptr_t>(dy)) % 16 == 0;
+}
+// The opt-in past 48 KB of dynamic shared memory, once a kernel (a flag per kernel: its address is the template
+// argument, where kernels of one signature would share a flag by type).
+template <auto Kernel>
+void pipe_smem(int bytes) {
+  static bool done = false;
+  if (!done) {
+    RT_CU(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    done = true;
+  }
+}
+
 template <class TD>
 void layernorm_backward_as(const float* x, const float* w, const float* mean, const float* rstd, const TD* dy,
                            const float* dres, float* dx, float* dw, float* db, int n, int d, __nv_bfloat16* twin,
@@ -569,9 +683,18 @@ void layernorm_backward_as(const float* x, const float* w, const float* mean, co
       constexpr int K = decltype(k)::value;
       constexpr bool PARTS = decltype(with_parts)::value;
       constexpr int per_block = kBlockRows<K, PARTS>;
+      const unsigned blocks = (n + per_block - 1) / per_block;
+      if constexpr (kPipes<K, PARTS>) {
+        if (pipe_ok(x, dres, dy)) {
+          constexpr auto kernel = layernorm_backward_dx_rows_kernel<K, PARTS, TD, true>;
+          pipe_smem<kernel>(kPipeBlockBytes<K, TD>);
+          kernel<<<blocks, 32 * kRowsPerBlock, kPipeBlockBytes<K, TD>, stream()>>>(x, w, mean, rstd, dy, dres, dx, twin,
+                                                                                  n, parts);
+          return;
+        }
+      }
       layernorm_backward_dx_rows_kernel<K, PARTS>
-          <<<(n + per_block - 1) / per_block, 32 * kRowsPerBlock, 0, stream()>>>(x, w, mean, rstd, dy, dres, dx,
-                                                                                 twin, n, parts);
+          <<<blocks, 32 * kRowsPerBlock, 0, stream()>>>(x, w, mean, rstd, dy, dres, dx, twin, n, parts);
     });
     RT_CHECK(rows || !parts.w, "layernorm_backward: partial sums (LnParts) for d = " + std::to_string(d) +
                                    ", which has no kernel leaving them (layernorm_part_rows)");
@@ -616,6 +739,15 @@ void layernorm_backward_scatter_as(const float* x, const float* w, const float* 
     constexpr int per_block = kBlockRows<K, PARTS>;
     const int ln_blocks = (n + per_block - 1) / per_block, B = n / (s.ns + s.nx);
     const int copy_blocks = (B * s.ns + kRowsPerBlock - 1) / kRowsPerBlock;
+    if constexpr (kPipes<K, PARTS>) {
+      if (pipe_ok(x, dres, dy)) {
+        constexpr auto kernel = layernorm_backward_scatter_rows_kernel<K, PARTS, TD, true>;
+        pipe_smem<kernel>(kPipeBlockBytes<K, TD>);
+        kernel<<<ln_blocks + copy_blocks, 32 * kRowsPerBlock, kPipeBlockBytes<K, TD>, stream()>>>(
+            x, w, mean, rstd, dy, dres, s, twin, n, ln_blocks, parts);
+        return;
+      }
+    }
     layernorm_backward_scatter_rows_kernel<K, PARTS><<<ln_blocks + copy_blocks, 32 * kRowsPerBlock, 0, stream()>>>(
         x, w, mean, rstd, dy, dres, s, twin, n, ln_blocks, parts);
   });
@@ -639,6 +771,9 @@ void layernorm_backward_scatter(const float* x, const float* w, const float* mea
   if (n == 0) return;
   by_dy(dy, dy_half, [&](auto g) { layernorm_backward_scatter_as(x, w, mean, rstd, g, dres, s, n, d, twin, parts); });
 }
+
+void set_ln_pipe(bool on) { g_ln_pipe = on; }
+bool ln_pipe() { return g_ln_pipe; }
 
 bool ln_parts_wanted() {
   static const bool on = rt::env_switch("RT_CUDA_LN_PARTS", true);

@@ -1387,6 +1387,92 @@ static void check_layernorm_parts() {
     }
 }
 
+// The pipelined LayerNorm dx kernels (RT_CUDA_LN_PIPE: the next pass's rows copied into shared memory while a
+// warp works on this pass's) give the bits of the register kernels: dx (dres apart, dres = dx, no dres), its twin
+// and the partial sums, plain and scattered (layernorm_backward_scatter), dy float32 and bf16, d = 384, 256 and 512,
+// runs ending in partial blocks and passes; and rows not 16-byte aligned take the register kernels.
+static void check_layernorm_pipe() {
+  const bool process = rt::cuda::ln_pipe();
+  for (const int d : {384, 256, 512})
+    for (const bool half : {false, true}) {
+      const int ns = 16, np = 32, Bs = 37, n2 = 1000, N = Bs * np + n2;
+      const size_t Nd = static_cast<size_t>(N) * d, n2d = static_cast<size_t>(n2) * d;
+      const VF x = randv(Nd, 191, -2, 3), w = randv(d, 192), b = randv(d, 193), dh = rounded(randv(Nd, 194));
+      const VF dres = randv(Nd, 195);
+      Dev gx(x), gw(w), gb(b), gy(Nd), gm(N), gr(N), gdh(dh), gres(dres);
+      DevBf hdh(Nd);
+      upload_bf16(hdh, dh);
+      rt::cuda::layernorm_forward(gx.p, gw.p, gb.p, gy.p, gm.p, gr.p, N, d);
+      const float* dy = half ? reinterpret_cast<const float*>(hdh.p) : gdh.p;
+      const size_t off = static_cast<size_t>(Bs) * np * d;  // the plain run's first row
+      const int r1 = rt::cuda::layernorm_part_rows(Bs * np, d), r2 = rt::cuda::layernorm_part_rows(n2, d);
+      struct Got { VF dx, dxa, dx0, sdy, sdX, pw, pb; std::vector<uint16_t> tw; };
+      auto run = [&](bool pipe) {
+        rt::cuda::set_ln_pipe(pipe);
+        const size_t dys = 2 * static_cast<size_t>(ns) * d;
+        Dev sdy(Bs * dys), sdX(static_cast<size_t>(Bs) * (np - ns) * d), sdY(randv(Bs * dys, 198));
+        RT_CU(cudaMemset(sdX.p, 0, sdX.n * 4));
+        rt::BackScatter sc;
+        sc.dy = sdy.p;
+        sc.dys = dys;
+        sc.dY = sdY.p;
+        sc.dYs = dys;
+        sc.dX = sdX.p;
+        sc.dXs = static_cast<size_t>(np - ns) * d;
+        sc.ns = ns;
+        sc.nx = np - ns;
+        Dev pw(static_cast<size_t>(r1 + 3 * r2) * d), pb(pw.n), dx(n2d), dxa(randv(n2d, 199)), dx0(n2d);
+        DevBf tw(n2d);
+        rt::cuda::layernorm_backward_scatter(gx.p, gw.p, gm.p, gr.p, dy, gres.p, sc, Bs, d, nullptr, half, {pw.p, pb.p});
+        auto parts = [&](int k) {
+          const size_t at = static_cast<size_t>(r1 + k * r2) * d;
+          return rt::LnParts{pw.p + at, pb.p + at};
+        };
+        const float* dyp = half ? reinterpret_cast<const float*>(hdh.p + off) : gdh.p + off;
+        rt::cuda::layernorm_backward_res(gx.p + off, gw.p, gm.p + Bs * np, gr.p + Bs * np, dyp, gres.p + off, dx.p,
+                                         nullptr, nullptr, n2, d, tw.p, half, parts(0));
+        rt::cuda::layernorm_backward_res(gx.p + off, gw.p, gm.p + Bs * np, gr.p + Bs * np, dyp, dxa.p, dxa.p, nullptr,
+                                         nullptr, n2, d, nullptr, half, parts(1));
+        rt::cuda::layernorm_backward_res(gx.p + off, gw.p, gm.p + Bs * np, gr.p + Bs * np, dyp, nullptr, dx0.p, nullptr,
+                                         nullptr, n2, d, nullptr, half, parts(2));
+        rt::cuda::set_ln_pipe(process);
+        return Got{dx.get(), dxa.get(), dx0.get(), sdy.get(), sdX.get(), pw.get(), pb.get(), tw.get()};
+      };
+      const Got a = run(false), c = run(true);
+      auto same = [](const VF& u, const VF& v) { return u.size() == v.size() && std::memcmp(u.data(), v.data(), u.size() * 4) == 0; };
+      const std::string what = " d=" + std::to_string(d) + (half ? " bf16 dy" : "");
+      expect_le(same(a.dx, c.dx) && a.tw == c.tw ? 0 : 1, 0, "layernorm backward pipelined = register kernel: dx, twin" + what);
+      expect_le(same(a.dxa, c.dxa) ? 0 : 1, 0, "layernorm backward pipelined = register kernel: dres = dx" + what);
+      expect_le(same(a.dx0, c.dx0) ? 0 : 1, 0, "layernorm backward pipelined = register kernel: no dres" + what);
+      expect_le(same(a.sdy, c.sdy) && same(a.sdX, c.sdX) ? 0 : 1, 0,
+                "layernorm backward pipelined = register kernel: scattered dy, dX" + what);
+      expect_le(same(a.pw, c.pw) && same(a.pb, c.pb) ? 0 : 1, 0,
+                "layernorm backward pipelined = register kernel: partial sums" + what);
+    }
+  // x off 16-byte alignment: the register kernel, the same values.
+  {
+    const int n = 300, d = 384;
+    const size_t nd = static_cast<size_t>(n) * d;
+    const VF x = randv(nd, 201, -2, 3), w = randv(d, 202), b = randv(d, 203), dy = randv(nd, 204);
+    VF xs(nd + 1, 0.0f);
+    std::copy(x.begin(), x.end(), xs.begin() + 1);
+    Dev gx(x), gxs(xs), gw(w), gb(b), gy(nd), gm(n), gr(n), gdy(dy), dx1(nd), dx2(nd);
+    rt::cuda::layernorm_forward(gx.p, gw.p, gb.p, gy.p, gm.p, gr.p, n, d);
+    const int rows = rt::cuda::layernorm_part_rows(n, d);
+    Dev p1(static_cast<size_t>(rows) * d), q1(p1.n), p2(p1.n), q2(p1.n);
+    rt::cuda::set_ln_pipe(false);
+    rt::cuda::layernorm_backward_res(gx.p, gw.p, gm.p, gr.p, gdy.p, nullptr, dx1.p, nullptr, nullptr, n, d, nullptr,
+                                     false, {p1.p, q1.p});
+    rt::cuda::set_ln_pipe(true);
+    rt::cuda::layernorm_backward_res(gxs.p + 1, gw.p, gm.p, gr.p, gdy.p, nullptr, dx2.p, nullptr, nullptr, n, d, nullptr,
+                                     false, {p2.p, q2.p});
+    rt::cuda::set_ln_pipe(process);
+    const VF a = dx1.get(), c = dx2.get(), e = p1.get(), f = p2.get();
+    expect_le(std::memcmp(a.data(), c.data(), a.size() * 4) == 0 && std::memcmp(e.data(), f.data(), e.size() * 4) == 0
+                  ? 0 : 1, 0, "layernorm backward pipelined: x off 16-byte alignment, the register kernel's bits");
+  }
+}
+
 // The LayerNorm backward from a bf16 dy (Backend::block_dh_half) gives the bits of a float32 dy holding the same
 // values: dx, its twin, and dw, db over rows with a partial chunk; the register kernel (d = 384) and the
 // generic one (d = 100).
@@ -1663,6 +1749,7 @@ static void check_half_buffers() {
   check_layernorm_glue();
   check_layernorm_back_glue();
   check_layernorm_parts();
+  check_layernorm_pipe();
   check_adamw_empty();
   check_layernorm_null_dres();
   check_weight_copies();
