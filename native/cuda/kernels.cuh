@@ -143,7 +143,7 @@ int layernorm_part_rows(int n, int d);
 // RT_CUDA_LN_PARTS (default on; =0 turns it off): the LayerNorms' backward passes leave partial sums (the
 // block's, Backend::block_ln_parts, and the head's ln_f) rather than a pass of their own over all rows.
 bool ln_parts_wanted();
-// RT_CUDA_LN_PIPE (layernorm.cu; default off): the dx kernels with partial sums copy the next pass's rows into
+// RT_CUDA_LN_PIPE (layernorm.cu; default on): the dx kernels with partial sums copy the next pass's rows into
 // shared memory while they work on this pass's, for the calls after. The same bits.
 void set_ln_pipe(bool on);
 bool ln_pipe();

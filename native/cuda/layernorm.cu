@@ -354,11 +354,14 @@ __device__ __forceinline__ void layernorm_backward_block(const float* __restrict
   if constexpr (PARTS) acc.store(parts, blk, warp, lane);
 }
 
-// RT_CUDA_LN_PIPE (set_ln_pipe; default off): the dx kernels with partial sums, one row a warp a pass, copy the
-// next pass's rows of x, dres and dy into shared memory (cp.async) while a warp works on this pass's, and read
-// mean and rstd a pass ahead. Why: without it each of the kPartPasses passes waits on DRAM's latency in turn (ncu:
-// 21.3 us a char call for ~49 MB, 2.3 TB/s). The same values through the same layernorm_backward_row: the same bits.
-bool g_ln_pipe = rt::env_switch("RT_CUDA_LN_PIPE", false);
+// RT_CUDA_LN_PIPE (set_ln_pipe; default on, =0 off): the dx kernels with partial sums, one row a warp a pass, copy
+// the next pass's rows of x, dres and dy into shared memory (cp.async) while a warp works on this pass's, and read
+// mean and rstd a pass ahead. Why: without it each of the kPartPasses passes waits on DRAM's latency in turn. The
+// same values through the same layernorm_backward_row: the same bits. Measured (session 32, H100, char): 19.76 us a
+// call against 21.29 (ncu), a step 6.643 ms against 6.709 (medians of six alternated rounds, faster in five;
+// bench/results/cuda-ab-2026-12-06-s32g.log). The rest of the gap to the bandwidth (~49 MB a call) is not latency
+// between passes.
+bool g_ln_pipe = rt::env_switch("RT_CUDA_LN_PIPE", true);
 
 // Shared memory a warp of the pipelined kernels takes: two rows' x and dres (float32) and dy (TD).
 template <int K, class TD>
