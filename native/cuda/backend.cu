@@ -239,41 +239,12 @@ Allocator& allocator() {
 // tree. No 64-bit division per element: rows outer, columns across the threads.
 constexpr int kDotThreads = 256, kDotBlocks = 64;
 constexpr int kDotParts = 2 * kDotBlocks;  // a DotPairOp's partials: its first product's, then its second's
-// RT_CUDA_DOT_AHEAD (default off): dot_block loads kDotAhead rows' values before it adds any of them, where a row
-// is at most two of a thread's columns (cols <= 2 kDotThreads: every config's d). Why: the loop below waits on each
-// row's loads before the next row's go out, ~64 rows a block in turn, which may leave the glue batch's dot blocks
-// its slowest. The same products added in the same order: the same bits.
-bool g_dot_ahead = rt::env_switch("RT_CUDA_DOT_AHEAD", false);
-constexpr int kDotAhead = 8;
-
 // Block blockIdx.x (< kDotBlocks) of product d: its partial into *part.
-__device__ void dot_block(const Dot2dArgs& d, double* part, bool ahead) {
+__device__ void dot_block(const Dot2dArgs& d, double* part) {
   __shared__ double red[kDotThreads / 32];
   const size_t r0 = d.rows * blockIdx.x / kDotBlocks, r1 = d.rows * (blockIdx.x + 1) / kDotBlocks;
   double s = 0;
-  size_t r = r0;
-  if (ahead && d.cols <= 2 * kDotThreads) {
-    const size_t c0 = threadIdx.x, c1 = threadIdx.x + kDotThreads;
-    const bool h0 = c0 < d.cols, h1 = c1 < d.cols;
-    for (; r + kDotAhead <= r1; r += kDotAhead) {
-      float a0[kDotAhead], b0[kDotAhead], a1[kDotAhead], b1[kDotAhead];
-#pragma unroll
-      for (int u = 0; u < kDotAhead; ++u) {
-        const float* a = d.a + (r + u) * d.as;
-        const float* b = d.b + (r + u) * d.bs;
-        a0[u] = h0 ? a[c0] : 0.0f;
-        b0[u] = h0 ? b[c0] : 0.0f;
-        a1[u] = h1 ? a[c1] : 0.0f;
-        b1[u] = h1 ? b[c1] : 0.0f;
-      }
-#pragma unroll
-      for (int u = 0; u < kDotAhead; ++u) {
-        if (h0) s += static_cast<double>(a0[u]) * b0[u];
-        if (h1) s += static_cast<double>(a1[u]) * b1[u];
-      }
-    }
-  }
-  for (; r < r1; ++r) {
+  for (size_t r = r0; r < r1; ++r) {
     const float* a = d.a + r * d.as;
     const float* b = d.b + r * d.bs;
     for (size_t c = threadIdx.x; c < d.cols; c += kDotThreads) s += static_cast<double>(a[c]) * b[c];
@@ -345,14 +316,13 @@ struct AxpyBatch {
   Axpy2dOp op[Backend::kMaxAxpyBatch];
   int ops;
   DotPairOp dot;
-  bool dot_ahead;  // g_dot_ahead when launched
 };
 template <int V>
 __global__ void __launch_bounds__(kAxpyThreads) axpy2d_batch_kernel(AxpyBatch b) {
   using T = typename std::conditional<V == 4, float4, float>::type;
   if (static_cast<int>(blockIdx.y) >= b.ops) {
     const int p = blockIdx.y - b.ops;
-    if (blockIdx.x < kDotBlocks) dot_block(b.dot.d[p], b.dot.part + p * kDotBlocks + blockIdx.x, b.dot_ahead);
+    if (blockIdx.x < kDotBlocks) dot_block(b.dot.d[p], b.dot.part + p * kDotBlocks + blockIdx.x);
     return;
   }
   const Axpy2dOp& o = b.op[blockIdx.y];
@@ -636,7 +606,6 @@ class CudaBackend final : public Backend {
         o.cols /= 4;
       }
     b.ops = n;
-    b.dot_ahead = g_dot_ahead;
     if (dot) b.dot = *dot;
     const dim3 grid(std::max(blocks_for(v4 ? most / 4 : most, kAxpyThreads), dot ? unsigned(kDotBlocks) : 1u),
                     n + (dot ? 2 : 0));
@@ -1072,8 +1041,6 @@ void throw_cuda(cudaError_t e, const char* call) {
 }
 
 cudaStream_t stream() { return t_capturing ? t_capture_stream : runtime().stream; }
-void set_dot_ahead(bool on) { g_dot_ahead = on; }
-bool dot_ahead() { return g_dot_ahead; }
 const uint64_t* capture_seed() { return t_capture_seed; }
 const DeviceLimits& limits() { return runtime().lim; }
 

@@ -147,10 +147,6 @@ bool ln_parts_wanted();
 // shared memory while they work on this pass's, for the calls after. The same bits.
 void set_ln_pipe(bool on);
 bool ln_pipe();
-// RT_CUDA_DOT_AHEAD (backend.cu; default off): the glue batch's dot blocks load several rows before adding any,
-// for the launches after. The same bits.
-void set_dot_ahead(bool on);
-bool dot_ahead();
 void layernorm_parts_finish(LnParts parts, int rows, int d, float* dw, float* db);
 
 // ---- attention.cu ----

@@ -690,28 +690,6 @@ static void check_glue() {
     const double want = a <= 1.0f ? 0.25f + static_cast<float>(dalpha) : 0.25f;
     expect_le(std::fabs(grad.get()[0] - want) / std::fabs(want), 1e-6, "glue alpha_grad_parts alpha=" + std::to_string(a));
   }
-  // RT_CUDA_DOT_AHEAD: the dot blocks' partials the same bits with the rows' loads ahead and without: a row of
-  // one column per thread (70), two (384, 512: the char config's d and the widest ahead), more (600: the plain
-  // loop), rows that leave a block a remainder.
-  {
-    const bool process = rt::cuda::dot_ahead();
-    for (const size_t cols : {size_t(70), size_t(384), size_t(512), size_t(600)})
-      for (const size_t nrows : {size_t(4096), size_t(531)}) {
-        const VF P = randv(nrows * cols, 67), Q = randv(nrows * cols, 68);
-        Dev gP(P), gQ(Q), p0(2 * parts), p1(2 * parts);
-        for (const bool ahead : {false, true}) {
-          rt::cuda::set_dot_ahead(ahead);
-          const rt::DotPairOp dot{{{gP.p, cols, gQ.p, cols, nrows, cols}, {gQ.p, cols, gP.p, cols, nrows / 2, cols}},
-                                  reinterpret_cast<double*>(ahead ? p1.p : p0.p)};
-          be.axpy2d_batch(nullptr, 0, &dot);
-        }
-        rt::cuda::set_dot_ahead(process);
-        const VF a = p0.get(), c = p1.get();
-        expect_le(std::memcmp(a.data(), c.data(), a.size() * 4) == 0 ? 0 : 1, 0,
-                  "glue dot blocks with rows loaded ahead = without, bit for bit, rows=" + std::to_string(nrows) +
-                      " cols=" + std::to_string(cols));
-      }
-  }
   const double d = be.dot2d(gA.p, dstr, gB.p, dstr, dr, dc);
   double dw = 0;
   for (size_t r = 0; r < dr; ++r)
