@@ -1318,6 +1318,22 @@ static void check_adamw_empty() {
   expect_le(ok ? 0 : 1, 0, "adamw over no elements: norm 0, not skipped, the count advanced (5 -> 7), nothing else");
 }
 
+// The BackScatter of the LayerNorm backward tests: dy of 2 ns rows an element (sdy), dX and dY strided (np rows an
+// element, ns of them scattered to dy).
+static rt::BackScatter test_scatter(const Dev& sdy, const Dev& sdX, const Dev& sdY, int ns, int np, int d) {
+  const size_t dys = 2 * static_cast<size_t>(ns) * d;
+  rt::BackScatter sc;
+  sc.dy = sdy.p;
+  sc.dys = dys;
+  sc.dY = sdY.p;
+  sc.dYs = dys;
+  sc.dX = sdX.p;
+  sc.dXs = static_cast<size_t>(np - ns) * d;
+  sc.ns = ns;
+  sc.nx = np - ns;
+  return sc;
+}
+
 // The LayerNorm's dw and db left as partial sums by the dx kernels over three runs of rows (as windows'
 // applications: LnParts, RT_CUDA_LN_PARTS), added up by layernorm_parts_finish: the sums of the pass over all
 // rows to float32 rounding, dx the same bits as without; plain and scattered (one run through
@@ -1348,15 +1364,7 @@ static void check_layernorm_parts() {
       const size_t dys = 2 * static_cast<size_t>(ns) * d;
       Dev sdy(Bs * dys), sdX(static_cast<size_t>(Bs) * (np - ns) * d), sdY(randv(Bs * dys, 188));
       RT_CU(cudaMemset(sdX.p, 0, sdX.n * 4));
-      rt::BackScatter sc;
-      sc.dy = sdy.p;
-      sc.dys = dys;
-      sc.dY = sdY.p;
-      sc.dYs = dys;
-      sc.dX = sdX.p;
-      sc.dXs = static_cast<size_t>(np - ns) * d;
-      sc.ns = ns;
-      sc.nx = np - ns;
+      const rt::BackScatter sc = test_scatter(sdy, sdX, sdY, ns, np, d);
       size_t row = 0;
       int at = 0;
       for (int i = 0; i < 3; ++i) {
@@ -1412,15 +1420,7 @@ static void check_layernorm_pipe() {
         const size_t dys = 2 * static_cast<size_t>(ns) * d;
         Dev sdy(Bs * dys), sdX(static_cast<size_t>(Bs) * (np - ns) * d), sdY(randv(Bs * dys, 198));
         RT_CU(cudaMemset(sdX.p, 0, sdX.n * 4));
-        rt::BackScatter sc;
-        sc.dy = sdy.p;
-        sc.dys = dys;
-        sc.dY = sdY.p;
-        sc.dYs = dys;
-        sc.dX = sdX.p;
-        sc.dXs = static_cast<size_t>(np - ns) * d;
-        sc.ns = ns;
-        sc.nx = np - ns;
+        const rt::BackScatter sc = test_scatter(sdy, sdX, sdY, ns, np, d);
         Dev pw(static_cast<size_t>(r1 + 3 * r2) * d), pb(pw.n), dx(n2d), dxa(randv(n2d, 199)), dx0(n2d);
         DevBf tw(n2d);
         rt::cuda::layernorm_backward_scatter(gx.p, gw.p, gm.p, gr.p, dy, gres.p, sc, Bs, d, nullptr, half, {pw.p, pb.p});
