@@ -127,8 +127,8 @@ __global__ void __launch_bounds__(attn::kMmaThreads) attention_backward_mma_pers
 int g_attn_persist = rt::env_int("RT_CUDA_ATTN_PERSIST", 2);
 // RT_CUDA_ATTN_ASYNC=N (set_attn_async): the forward of a bf16 qkv by forward_heads_async instead of the persistent
 // kernel, N blocks an SM (0: off), RT_CUDA_ATTN_STAGES (2 or 3) stages each. Three blocks of two stages by default
-// since session 32 (H100, char: the kernel 15.67 us a window against 16.93, ncu, and 14.94 with load_unit_async's
-// index math as it is now; a step 6.665 ms against 6.720, medians of four alternated rounds; two blocks of three
+// since session 32 (H100, char: the kernel 15.67 us a window against 16.93, ncu, and 14.94 once its copies lost
+// their run-time divisions; a step 6.665 ms against 6.720, medians of four alternated rounds; two blocks of three
 // stages 17.12 us, one block 6.80 ms a step: bench/results/cuda-ab-2026-12-06-s32b.log, cuda-ncu-2026-12-06-s32c.log,
 // cuda-ab-2026-12-06-s32f.log). The backward likewise was no faster than its persistent kernel (33.39 against 33.49
 // us; bench/cuda/NOTES.md, session 32) and went out again.
@@ -140,12 +140,7 @@ template <int HD, bool PAIR, int S>
 void launch_forward_async(const float* qkv, float* probs, float* out, __nv_bfloat16* twin, const Geo& g,
                           const Mask& mask, int units) {
   constexpr int smem = attn::async_forward_smem<HD, S>();
-  static bool sized = false;  // the opt-in past 48 KB, once a kernel (the attribute outlives the call)
-  if (!sized) {
-    RT_CU(cudaFuncSetAttribute(attention_forward_mma_async<HD, PAIR, S>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               smem));
-    sized = true;
-  }
+  opt_in_smem<attention_forward_mma_async<HD, PAIR, S>>(smem);
   const unsigned grid = static_cast<unsigned>(std::min(units, g_attn_async * limits().sms));
   attention_forward_mma_async<HD, PAIR, S><<<grid, attn::kMmaThreads, smem, stream()>>>(qkv, probs, out, twin, g, mask,
                                                                                       units);

@@ -70,6 +70,13 @@ inline void check_launch(const char* name) {
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) throw_cuda(e, name);
 }
+// The opt-in past 48 KB of dynamic shared memory for Kernel, once (a flag per kernel: its address is the template
+// argument, where kernels of one signature would share a flag by type).
+template <auto Kernel>
+void opt_in_smem(int bytes) {
+  static const cudaError_t e = cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  RT_CU(e);
+}
 // Blocks for n items with `threads` per block, capped so that grid-stride loops cover the rest.
 inline unsigned blocks_for(size_t n, unsigned threads, unsigned cap = 65535u * 4) {
   size_t b = (n + threads - 1) / threads;

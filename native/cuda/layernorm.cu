@@ -432,19 +432,29 @@ __device__ __forceinline__ void layernorm_backward_block_pipe(const float* __res
   acc.store(parts, blk, warp, lane);
 }
 
+// layernorm_backward_block, or with PIPE layernorm_backward_block_pipe in the kernel's dynamic shared memory.
+template <int K, bool PARTS, bool PIPE, class TD, class Out>
+__device__ __forceinline__ void layernorm_backward_block_as(const float* __restrict__ x, const float* __restrict__ w,
+                                                            const float* __restrict__ mean,
+                                                            const float* __restrict__ rstd, const TD* __restrict__ dy,
+                                                            const float* dres, int n, const Out& out, int blk,
+                                                            const LnParts& parts) {
+  if constexpr (PIPE) {
+    extern __shared__ __align__(16) unsigned char ln_pipe[];
+    layernorm_backward_block_pipe<K, PARTS>(x, w, mean, rstd, dy, dres, n, out, blk, parts, ln_pipe);
+  } else {
+    layernorm_backward_block<K, PARTS>(x, w, mean, rstd, dy, dres, n, out, blk, parts);
+  }
+}
+
 template <int K, bool PARTS, class TD, bool PIPE = false>
 __global__ void __launch_bounds__(32 * kRowsPerBlock, kMinBlocks<PARTS>)
     layernorm_backward_dx_rows_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                       const float* __restrict__ mean, const float* __restrict__ rstd,
                                       const TD* __restrict__ dy, const float* dres, float* dx,
                                       __nv_bfloat16* __restrict__ twin, int n, LnParts parts) {
-  if constexpr (PIPE) {
-    extern __shared__ __align__(16) unsigned char ln_pipe[];
-    layernorm_backward_block_pipe<K, PARTS>(x, w, mean, rstd, dy, dres, n, DxOut{dx, twin, 32 * K}, blockIdx.x, parts,
-                                            ln_pipe);
-  } else {
-    layernorm_backward_block<K, PARTS>(x, w, mean, rstd, dy, dres, n, DxOut{dx, twin, 32 * K}, blockIdx.x, parts);
-  }
+  layernorm_backward_block_as<K, PARTS, PIPE>(x, w, mean, rstd, dy, dres, n, DxOut{dx, twin, 32 * K}, blockIdx.x,
+                                              parts);
 }
 
 // The same scattered as BackScatter says (n = B (ns + nx) rows), and in the blocks past ln_blocks, dY's rows
@@ -458,13 +468,8 @@ __global__ void __launch_bounds__(32 * kRowsPerBlock, kMinBlocks<PARTS>)
   constexpr int D = 32 * K;
   const int lane = threadIdx.x % 32, np = s.ns + s.nx;
   if (static_cast<int>(blockIdx.x) < ln_blocks) {
-    if constexpr (PIPE) {
-      extern __shared__ __align__(16) unsigned char ln_pipe[];
-      layernorm_backward_block_pipe<K, PARTS>(x, w, mean, rstd, dy, dres, n, ScatterOut{s, twin, np, D}, blockIdx.x,
-                                              parts, ln_pipe);
-    } else {
-      layernorm_backward_block<K, PARTS>(x, w, mean, rstd, dy, dres, n, ScatterOut{s, twin, np, D}, blockIdx.x, parts);
-    }
+    layernorm_backward_block_as<K, PARTS, PIPE>(x, w, mean, rstd, dy, dres, n, ScatterOut{s, twin, np, D}, blockIdx.x,
+                                                parts);
     return;
   }
   const int r = (blockIdx.x - ln_blocks) * kRowsPerBlock + threadIdx.x / 32, B = n / np;
@@ -666,15 +671,17 @@ bool pipe_ok(const float* x, const float* dres, const TD* dy) {
   return g_ln_pipe &&
          (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(dres) | reinterpret_cast<uintptr_t>(dy)) % 16 == 0;
 }
-// The opt-in past 48 KB of dynamic shared memory, once a kernel (a flag per kernel: its address is the template
-// argument, where kernels of one signature would share a flag by type).
-template <auto Kernel>
-void pipe_smem(int bytes) {
-  static bool done = false;
-  if (!done) {
-    RT_CU(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-    done = true;
+// launch(pipe, smem) with pipe a std::true_type and smem the pipelined kernels' shared memory where they take the
+// rows (kPipes, pipe_ok), else with std::false_type and 0.
+template <int K, bool PARTS, class TD, class Launch>
+void with_pipe(const float* x, const float* dres, const TD* dy, Launch&& launch) {
+  if constexpr (kPipes<K, PARTS>) {
+    if (pipe_ok(x, dres, dy)) {
+      launch(std::true_type(), kPipeBlockBytes<K, TD>);
+      return;
+    }
   }
+  launch(std::false_type(), 0);
 }
 
 template <class TD>
@@ -687,17 +694,11 @@ void layernorm_backward_as(const float* x, const float* w, const float* mean, co
       constexpr bool PARTS = decltype(with_parts)::value;
       constexpr int per_block = kBlockRows<K, PARTS>;
       const unsigned blocks = (n + per_block - 1) / per_block;
-      if constexpr (kPipes<K, PARTS>) {
-        if (pipe_ok(x, dres, dy)) {
-          constexpr auto kernel = layernorm_backward_dx_rows_kernel<K, PARTS, TD, true>;
-          pipe_smem<kernel>(kPipeBlockBytes<K, TD>);
-          kernel<<<blocks, 32 * kRowsPerBlock, kPipeBlockBytes<K, TD>, stream()>>>(x, w, mean, rstd, dy, dres, dx, twin,
-                                                                                  n, parts);
-          return;
-        }
-      }
-      layernorm_backward_dx_rows_kernel<K, PARTS>
-          <<<blocks, 32 * kRowsPerBlock, 0, stream()>>>(x, w, mean, rstd, dy, dres, dx, twin, n, parts);
+      with_pipe<K, PARTS>(x, dres, dy, [&](auto pipe, int smem) {
+        constexpr auto kernel = layernorm_backward_dx_rows_kernel<K, PARTS, TD, decltype(pipe)::value>;
+        if (smem) opt_in_smem<kernel>(smem);
+        kernel<<<blocks, 32 * kRowsPerBlock, smem, stream()>>>(x, w, mean, rstd, dy, dres, dx, twin, n, parts);
+      });
     });
     RT_CHECK(rows || !parts.w, "layernorm_backward: partial sums (LnParts) for d = " + std::to_string(d) +
                                    ", which has no kernel leaving them (layernorm_part_rows)");
@@ -742,17 +743,12 @@ void layernorm_backward_scatter_as(const float* x, const float* w, const float* 
     constexpr int per_block = kBlockRows<K, PARTS>;
     const int ln_blocks = (n + per_block - 1) / per_block, B = n / (s.ns + s.nx);
     const int copy_blocks = (B * s.ns + kRowsPerBlock - 1) / kRowsPerBlock;
-    if constexpr (kPipes<K, PARTS>) {
-      if (pipe_ok(x, dres, dy)) {
-        constexpr auto kernel = layernorm_backward_scatter_rows_kernel<K, PARTS, TD, true>;
-        pipe_smem<kernel>(kPipeBlockBytes<K, TD>);
-        kernel<<<ln_blocks + copy_blocks, 32 * kRowsPerBlock, kPipeBlockBytes<K, TD>, stream()>>>(
-            x, w, mean, rstd, dy, dres, s, twin, n, ln_blocks, parts);
-        return;
-      }
-    }
-    layernorm_backward_scatter_rows_kernel<K, PARTS><<<ln_blocks + copy_blocks, 32 * kRowsPerBlock, 0, stream()>>>(
-        x, w, mean, rstd, dy, dres, s, twin, n, ln_blocks, parts);
+    with_pipe<K, PARTS>(x, dres, dy, [&](auto pipe, int smem) {
+      constexpr auto kernel = layernorm_backward_scatter_rows_kernel<K, PARTS, TD, decltype(pipe)::value>;
+      if (smem) opt_in_smem<kernel>(smem);
+      kernel<<<ln_blocks + copy_blocks, 32 * kRowsPerBlock, smem, stream()>>>(x, w, mean, rstd, dy, dres, s, twin, n,
+                                                                               ln_blocks, parts);
+    });
   });
   RT_CHECK(rows, "layernorm_backward_scatter: d = " + std::to_string(d) + " has no register kernel" +
                      (parts.w ? " leaving partial sums (layernorm_part_rows)" : " (layernorm_glue_fits)"));

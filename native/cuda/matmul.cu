@@ -396,11 +396,8 @@ GemmKernel g_kernel = GemmKernel::Auto;
 template <int BM, int BN, int WM, int WN, int STAGES, int MINB, bool TA, bool TB>
 void launch_mma(dim3 grid, const GemmArgs& g) {
   using T = MmaTile<BM, BN, WM, WN, STAGES, TA, TB>;
-  auto kernel = gemm_mma_kernel<BM, BN, WM, WN, STAGES, MINB, TA, TB>;
-  // More than 48 KB of dynamic shared memory needs an opt-in, once per kernel.
-  static const cudaError_t opt = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                      static_cast<int>(T::SMEM));
-  RT_CU(opt);
+  constexpr auto kernel = gemm_mma_kernel<BM, BN, WM, WN, STAGES, MINB, TA, TB>;
+  opt_in_smem<kernel>(static_cast<int>(T::SMEM));  // past 48 KB of dynamic shared memory
   kernel<<<grid, T::THREADS, T::SMEM, stream()>>>(g);
 }
 
