@@ -61,9 +61,17 @@ ab_stage() {
     for set in $sets; do
       (( $(budget "$limit") < 40 )) && return 0
       t "bench $set"; name=${set//\//_}
+      local smi=""  # AB_MEM=1: the GPU's memory in use sampled every 100 ms, its peak printed (MiB)
+      if [[ "${AB_MEM:-0}" == 1 ]]; then
+        nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$OUT/mem-$name-$i.txt" & smi=$!
+      fi
       env ${set//,/ } timeout "$(budget "$limit")" node bench/cuda/bench-model.mjs --no-torch --precisions bf16 \
         --configs "$configs" --out "$OUT/bench-$name.jsonl" > "$OUT/bench-$name-$i.log" 2>&1
       grep -A 4 "^config " "$OUT/bench-$name-$i.log" | tail -n +3
+      if [[ -n $smi ]]; then
+        kill "$smi" 2>/dev/null; wait "$smi" 2>/dev/null
+        echo "peak GPU memory $(sort -n "$OUT/mem-$name-$i.txt" | tail -1) MiB ($set, all of $configs)"
+      fi
     done
   done
 }

@@ -284,6 +284,17 @@ int attn_stages() { return g_attn_stages; }
 bool attention_writes_twin(bool bf16, int n, int d, int H) {
   return H > 0 && d > 0 && d % H == 0 && use_mma(bf16, attn::geo_of(1, n, d, H));
 }
+// RT_CUDA_ATTN_KEEP_PROBS=1: the layer keeps every window's probs for its backward, as before session 33. By default
+// the tensor-core shapes recompute them (probs_rows_mma), the same bits: on an H100 (ncu, us a window) the char
+// forward 12.32 against 13.81 and backward 33.23 against 34.58, the copy backward 11.26 against 11.47 and its out
+// chain 19.44 against 19.91; a step's medians char 6.565 against 6.615 ms, copy 9.785 against 9.97; a bench run's GPU
+// memory copy 4,803 against 5,635 MiB, char 6,323 against 6,419 (bench/results/cuda-ab-2026-12-06-s33b.log,
+// cuda-ncu-2026-12-06-s33c.log).
+bool g_attn_keep_probs = rt::env_switch("RT_CUDA_ATTN_KEEP_PROBS", false);
+void set_attn_keep_probs(bool keep) { g_attn_keep_probs = keep; }
+bool attention_recomputes_probs(bool bf16, int n, int d, int H) {
+  return !g_attn_keep_probs && attention_writes_twin(bf16, n, d, H);
+}
 
 void attention_forward(bool bf16, const float* qkv, float* probs, float* out, int B, int n, int d, int H, float p,
                        uint64_t seed, uint64_t stream_id, __nv_bfloat16* twin, bool qkv_half) {
@@ -298,6 +309,9 @@ void attention_forward(bool bf16, const float* qkv, float* probs, float* out, in
   const Mask mask = make_mask(p, seed, stream_id);
   const int BH = B * H;
   RT_CHECK(out || (twin && use_mma(bf16, g)), "attention_forward: out is null where no bf16 copy is written");
+  RT_CHECK(probs || use_mma(bf16, g),
+           "attention_forward: probs is null for a window whose backward cannot recompute them (n = " +
+               std::to_string(n) + ", head size " + std::to_string(g.hd) + ")");
   if (use_mma(bf16, g)) {
     by_hd(g.hd, [&](auto hd) {
       constexpr int HD = decltype(hd)::value;
@@ -381,6 +395,9 @@ void attention_backward(bool bf16, const float* qkv, const float* probs, const f
   const Mask mask = make_mask(p, seed, stream_id);
   const int BH = B * H;
   RT_CHECK(dqkv || (twin && use_mma(bf16, g)), "attention_backward: dqkv is null where no bf16 copy is written");
+  RT_CHECK(probs || use_mma(bf16, g),
+           "attention_backward: probs is null for a window it cannot recompute them for (n = " + std::to_string(n) +
+               ", head size " + std::to_string(g.hd) + ")");
   if (use_mma(bf16, g)) {
     by_hd(g.hd, [&](auto hd) {
       constexpr int HD = decltype(hd)::value;

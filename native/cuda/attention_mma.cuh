@@ -282,21 +282,15 @@ __device__ __forceinline__ void keys_times_t(const __nv_bfloat16* A, const __nv_
   store_rows<HD>(o, dst, tdst, ld, r, tq);
 }
 
-// The forward of one warp's query rows (tile m) of (element, head) bh, n keys, with the rows' Q in A
-// fragments (qa) and K, V staged transposed (Kt, Vt; with ROWS as they are in qkv): their probs rows
-// (undropped, zeros past the diagonal), then out = dropout(P) V handed to store(o, r) in the accumulator layout
-// (rows r[0], r[1]). Shared by the attention kernels and the fused out_forward chain (block_tiles.cuh), so that
-// all give the same bits.
-template <int HD, int NT, bool ROWS = false, class Store>
-__device__ __forceinline__ void forward_rows_mma(const uint32_t (&qa)[HD / 16][4], const __nv_bfloat16* Kt,
-                                                 const __nv_bfloat16* Vt, int m, int n, int bh, float scale,
-                                                 const Mask& mask, float* __restrict__ probs, Store&& store) {
+// The causal softmax of one warp's query rows (tile m) in place over their scores s (Q K^T, unscaled, in the
+// accumulator layout): s = exp(scale s - max), 0 past the diagonal and in the key tiles past the diagonal's;
+// inv = 1 / each row's sum (rows r = 16m + gq: elements 0, 1; r + 8: 2, 3). A row's values are spread over the
+// four lanes of a quad. The forward and the backward's recomputation (probs_rows_mma) share it, so that both
+// have the same bits.
+template <int NT>
+__device__ __forceinline__ void causal_softmax_mma(float (&s)[NT][4], float (&inv)[2], int m, float scale) {
   const int lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
   const int i0 = 16 * m, nt_end = 2 * m + 2;  // key tiles of 8 that hold a causal pair of these rows
-  float s[NT][4];
-  rows_times_t<HD, NT, ROWS>(s, qa, Kt, m);  // Q K^T
-  // Causal softmax of rows r = i0 + gq (elements 0, 1) and r + 8 (2, 3); a row's values are spread over
-  // the four lanes of a quad.
   const int r[2] = {i0 + gq, i0 + gq + 8};
   float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
@@ -325,8 +319,24 @@ __device__ __forceinline__ void forward_rows_mma(const uint32_t (&qa)[HD / 16][4
   for (int hh = 0; hh < 2; ++hh) {
     sum[hh] += __shfl_xor_sync(0xffffffffu, sum[hh], 1);
     sum[hh] += __shfl_xor_sync(0xffffffffu, sum[hh], 2);
-    sum[hh] = 1.0f / sum[hh];
+    inv[hh] = 1.0f / sum[hh];
   }
+}
+
+// The forward of one warp's query rows (tile m) of (element, head) bh, n keys, with the rows' Q in A
+// fragments (qa) and K, V staged transposed (Kt, Vt; with ROWS as they are in qkv): their probs rows
+// (undropped, zeros past the diagonal; none where probs is null, for a backward that recomputes them), then
+// out = dropout(P) V handed to store(o, r) in the accumulator layout (rows r[0], r[1]). Shared by the attention
+// kernels and the fused out_forward chain (block_tiles.cuh), so that all give the same bits.
+template <int HD, int NT, bool ROWS = false, class Store>
+__device__ __forceinline__ void forward_rows_mma(const uint32_t (&qa)[HD / 16][4], const __nv_bfloat16* Kt,
+                                                 const __nv_bfloat16* Vt, int m, int n, int bh, float scale,
+                                                 const Mask& mask, float* __restrict__ probs, Store&& store) {
+  const int lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+  const int r[2] = {16 * m + gq, 16 * m + gq + 8};
+  float s[NT][4], inv[2];
+  rows_times_t<HD, NT, ROWS>(s, qa, Kt, m);  // Q K^T
+  causal_softmax_mma<NT>(s, inv, m, scale);
   // probs rows (whole rows: zeros past the diagonal), then the dropped probabilities in place.
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
@@ -334,8 +344,9 @@ __device__ __forceinline__ void forward_rows_mma(const uint32_t (&qa)[HD / 16][4
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
       const int j = 8 * nt + 2 * tq;
-      const float p0 = s[nt][2 * hh] * sum[hh], p1 = s[nt][2 * hh + 1] * sum[hh];
-      *reinterpret_cast<float2*>(probs + (static_cast<size_t>(bh) * n + r[hh]) * n + j) = make_float2(p0, p1);
+      const float p0 = s[nt][2 * hh] * inv[hh], p1 = s[nt][2 * hh + 1] * inv[hh];
+      if (probs)
+        *reinterpret_cast<float2*>(probs + (static_cast<size_t>(bh) * n + r[hh]) * n + j) = make_float2(p0, p1);
       const uint64_t mb = (static_cast<uint64_t>(bh) * n + r[hh]) * n + j;
       s[nt][2 * hh] = mask.on ? p0 * mask(mb) : p0;
       s[nt][2 * hh + 1] = mask.on ? p1 * mask(mb + 1) : p1;
@@ -582,6 +593,27 @@ __device__ __forceinline__ void load_probs(float (&p)[NT][4], const float* __res
     }
 }
 
+// A warp's query rows' probabilities (tile m) recomputed from the staged Q and K (tl, complete), as
+// forward_rows_mma computed them: the same fragments (Q as A through .trans, K^T as B), the same products in the
+// same order, the same causal_softmax_mma, so the same bits as the probs the forward would have written. Why:
+// the probs buffer is B H n^2 floats an application, kept from every window's forward to its backward (the
+// copy config's ~6.3 MB a window, as much as the rest of its attention's traffic, and ~800 MB over its 130
+// windows); Q K^T and the softmax are a few dozen instructions a value on operands the backward holds anyway.
+template <int HD, bool PAIR, int NT>
+__device__ __forceinline__ void probs_rows_mma(float (&p)[NT][4], const BackwardTiles<HD, PAIR>& tl, int m,
+                                               float scale) {
+  uint32_t qa[HD / 16][4];
+#pragma unroll
+  for (int ks = 0; ks < HD / 16; ++ks) ldmatrix_at(qa[ks], tl.Qt, 16 * m, 16 * ks);
+  float inv[2];
+  rows_times_t<HD, NT>(p, qa, tl.Kt, m);
+  causal_softmax_mma<NT>(p, inv, m, scale);
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) p[nt][e] *= inv[e >> 1];
+}
+
 // The backward of one (element, head) bh from its staged copies (tl, complete) and its probabilities p (this
 // warp's rows): phase 1, warp m over its query rows: dP = mask * (dO V^T), dS = P (dP - rowsum(dP P)) scale,
 // dQ = dS K; dS and Pd go to shared memory, over V^T (read by then). Phase 2, warp m over key rows
@@ -667,7 +699,8 @@ __device__ __forceinline__ void backward_rows_staged(const BackwardTiles<HD, PAI
 }
 
 // Backward of (element b, head h): dQ, dK and dV into dqkv. K, Q, dO and V are staged (transposed, bf16)
-// and the probabilities read before any product: no global read after the first barrier. DH: dout holds bf16.
+// and the probabilities read before any product (or, where probs is null, recomputed from the staged Q and K
+// after the barrier): no global read after the first barrier. DH: dout holds bf16.
 template <int HD, bool PAIR, bool DH = false>
 __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv, const float* __restrict__ probs,
                                                   const float* __restrict__ dout, float* __restrict__ dqkv,
@@ -692,13 +725,15 @@ __device__ __forceinline__ void backward_head_mma(const float* __restrict__ qkv,
     stage_t<HD, PAIR, 4>(T, M, ld, n, (qh ? 0xbu : 0u) | (DH ? 4u : 0u));  // K, Q, V from qkv; dO
   }
   float p[NT][4];  // the probabilities, needed after dP: their loads overlap the barrier's wait and dP
-  if (16 * m < n) load_probs<NT>(p, probs, bh, n, m, r, tq);
+  if (16 * m < n && probs) load_probs<NT>(p, probs, bh, n, m, r, tq);
   __syncthreads();  // the staged copies complete
+  if (16 * m < n && !probs) probs_rows_mma<HD, PAIR, NT>(p, tl, m, g.scale);
   backward_rows_staged<HD, PAIR>(tl, p, g, mask, bh, db, tb);
 }
 
 // backward_head_mma over units as forward_heads_persist walks them, for a bf16 qkv and dout: the next unit's K,
-// Q, dO, V rows and probabilities are loaded into registers before this unit's products. The same bits.
+// Q, dO, V rows and probabilities (none where probs is null: probs_rows_mma recomputes each unit's from its
+// staged copies) are loaded into registers before this unit's products. The same bits.
 template <int HD, bool PAIR>
 __device__ __forceinline__ void backward_heads_persist(const float* __restrict__ qkv, const float* __restrict__ probs,
                                                        const float* __restrict__ dout, float* __restrict__ dqkv,
@@ -724,20 +759,22 @@ __device__ __forceinline__ void backward_heads_persist(const float* __restrict__
                                elem_at(qkv, true, at + 2 * g.d)};
     const int ld[4] = {g.ld, g.ld, g.d, g.ld};
     load_t_raw<HD, PAIR, 4>(nraw, M, ld, n);
-    if (active) load_probs<NT>(np, probs, bh, n, m, r, tq);
+    if (active && probs) load_probs<NT>(np, probs, bh, n, m, r, tq);
   };
   int unit = blockIdx.x;
   if (unit < units) load(unit);
   for (; unit < units; unit += gridDim.x) {
     float p[NT][4];
+    if (probs)
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
+      for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) p[nt][e] = np[nt][e];
+        for (int e = 0; e < 4; ++e) p[nt][e] = np[nt][e];
     __syncthreads();  // the previous unit's products have read the copies
     store_t_raw<HD, PAIR, 4>(T, nraw, n);
     __syncthreads();
     if (unit + static_cast<int>(gridDim.x) < units) load(unit + gridDim.x);
+    if (active && !probs) probs_rows_mma<HD, PAIR, NT>(p, tl, m, g.scale);
     const int bh = head(unit), b = bh / g.H, h = bh % g.H;
     const size_t at = static_cast<size_t>(b) * n * g.ld + h * HD;
     backward_rows_staged<HD, PAIR>(tl, p, g, mask, bh, dqkv ? dqkv + at : nullptr, twin ? twin + at : nullptr);

@@ -914,6 +914,9 @@ class CudaBackend final : public Backend {
     RT_PROF("block_in_backward");
     cuda::block_in_backward(!fp32_, s, w, c, st, dx2, dx);
   }
+  bool attention_recomputes_probs(const BlockShape& s, int n) const override {
+    return cuda::attention_recomputes_probs(!fp32_, n, s.d, s.heads);
+  }
   void attention_forward(const float* qkv, float* probs, float* out, int B, int n, int d, int H, float p, uint64_t seed,
                          uint64_t stream_id, bool qkv_half) override {
     RT_PROF("attention_forward");

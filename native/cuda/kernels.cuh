@@ -165,6 +165,11 @@ void attention_backward(bool bf16, const float* qkv, const float* probs, const f
                         int n, int d, int H, float p, uint64_t seed, uint64_t stream, __nv_bfloat16* twin = nullptr,
                         bool qkv_half = false, bool dout_half = false);
 bool attention_writes_twin(bool bf16, int n, int d, int H);
+// Whether probs may be null in both calls for this window: the tensor-core kernels then write none in the forward
+// and recompute them in the backward, with the same bits (attention_mma.cuh's probs_rows_mma). The shapes of
+// attention_writes_twin, unless RT_CUDA_ATTN_KEEP_PROBS=1 (set_attn_keep_probs) keeps the buffer, for comparison.
+bool attention_recomputes_probs(bool bf16, int n, int d, int H);
+void set_attn_keep_probs(bool keep);
 // The forward of a bf16 qkv on the tensor cores by a kernel of this many blocks an SM, each walking several
 // (element, head) units with the next unit's loads in flight (0: a block a unit; RT_CUDA_ATTN_PERSIST, default
 // 2), for the calls after. The same bits either way.

@@ -220,6 +220,9 @@ class Backend {
       if (db) acc2d(db, d, 1.0f, parts.b + o, d, 1, d);
     }
   }
+  // Whether attention_backward recomputes a window of n tokens' probabilities from qkv, so that probs may be null
+  // in both calls (the forward then writes none): a training arena keeps no probs for such windows (BlockArena).
+  virtual bool attention_recomputes_probs(const BlockShape&, int /*n*/) const { return false; }
   // qkv_half: qkv holds bf16 behind its float pointer (block_qkv_half).
   virtual void attention_forward(const float* qkv, float* probs, float* out, int B, int n, int d, int H,
                                  float p, uint64_t seed, uint64_t stream, bool qkv_half) = 0;

@@ -44,9 +44,11 @@ void BlockArena::allocate(Backend& be, const BlockShape& s, int B_, const std::v
   size_t r = 0, pr = 0;
   for (size_t k = 0; k < n.size(); ++k) {
     row[k] = r;
-    prob[k] = pr;
+    // A window whose backward recomputes its probabilities keeps none (a forward alone writes them, as scratch).
+    const bool keep_probs = !(for_grads && be.attention_recomputes_probs(s, n[k]));
+    prob[k] = keep_probs ? pr : kNoProbs;
     r += static_cast<size_t>(B_) * n[k];
-    pr += static_cast<size_t>(B_) * s.heads * n[k] * n[k];
+    if (keep_probs) pr += static_cast<size_t>(B_) * s.heads * n[k] * n[k];
   }
   rows = r;
   const size_t d = s.d;
@@ -93,7 +95,7 @@ BlockCache BlockArena::view(const BlockShape& s, int k) const {
   c.mean1 = at_elem(mean1, r);
   c.rstd1 = at_elem(rstd1, r);
   c.qkv = at_elem(qkv, r * 3 * d, qkv_half);
-  c.probs = at_elem(probs, prob[k]);
+  c.probs = prob[k] == kNoProbs ? nullptr : at_elem(probs, prob[k]);
   c.att = at_elem(att, r * d);
   c.x2 = at_elem(x2, r * d);
   c.h2 = only ? at_elem(h2_16, r * d, true) : at_elem(h2, r * d, half);

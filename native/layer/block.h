@@ -29,9 +29,9 @@ struct BlockGrads {
 };
 
 // What one application keeps for its backward: per token 16*d floats (x, h1, qkv, att, x2, h2, f, g)
-// plus heads*n attention probabilities and 4 statistics. The pointers are views into a BlockArena: a
-// layer's (training: every application kept), or one of a single application of the largest n (the
-// inference path: one cache reused for every application).
+// plus heads*n attention probabilities (none where the backend recomputes them: probs null) and 4
+// statistics. The pointers are views into a BlockArena: a layer's (training: every application kept), or
+// one of a single application of the largest n (the inference path: one cache reused for every application).
 struct BlockCache {
   int B = 0, n = 0;       // the current application's shape (n <= capacity)
   int capacity = 0;       // tokens per sequence the buffers can hold
@@ -56,8 +56,10 @@ struct BlockCache {
 // and each shared weight's gradient sum_k dy_k^T x_k is one product over all rows (block_weight_grads).
 // Memory is linear in N: with w > 0 the m+1 applications hold exactly 2N tokens per sequence (N when
 // w = 0), so per token of the sequence 2 * (16*d + 4) floats plus at most 4*heads*w attention
-// probabilities (sum_k n_k^2 <= 2w * 2N), per layer (w = 0: one application of N tokens, 16*d + 4 floats
-// and heads*N probabilities per token, x being the layer's input itself). Those are float32 counts: bf16
+// probabilities (sum_k n_k^2 <= 2w * 2N; none for the windows whose backward recomputes them,
+// Backend::attention_recomputes_probs: the CUDA backend's bf16 tensor-core shapes), per layer (w = 0: one
+// application of N tokens, 16*d + 4 floats and heads*N probabilities per token, x being the layer's input
+// itself). Those are float32 counts: bf16
 // buffers (Backend::block_half) take half as much, f none where the backend keeps none (half where it keeps
 // f and dg in bf16: Backend::block_f_half), and the bf16 copies
 // of Backend::block_keeps_bf16 add 3.5*d floats' worth per kept token, and replace h1, h2 and g where the
@@ -66,7 +68,10 @@ struct BlockArena {
   int B = 0;
   std::vector<int> n;            // tokens per sequence of each application
   std::vector<size_t> row;       // first row (of B * n_k) of each application
-  std::vector<size_t> prob;      // first float of each application's probabilities
+  // First float of each application's probabilities, or kNoProbs where the backend recomputes them
+  // (Backend::attention_recomputes_probs: BlockCache::probs is then null).
+  static constexpr size_t kNoProbs = static_cast<size_t>(-1);
+  std::vector<size_t> prob;
   size_t rows = 0;               // B * sum n_k
   bool half = false;             // h1, qkv, h2, g in bf16 (Backend::block_half)
   bool only = false;             // h1, h2, g kept as their bf16 copies alone (Backend::block_bf16_only)

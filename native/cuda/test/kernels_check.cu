@@ -1738,12 +1738,90 @@ static void check_attention_async() {
   }
 }
 
+// The backward with probs null recomputes the probabilities (probs_rows_mma) with the bits the forward wrote: dqkv
+// and its twin the same as from the forward's probs, on the kernel of a block a unit (float32 and bf16 qkv and dout)
+// and the persistent one (one and three blocks an SM); the forward with probs null gives out and its twin unchanged
+// (block a unit, persistent, cp.async); and a null probs where the float32 kernels would run is refused.
+static void check_attention_recompute() {
+  struct Case { int B, n, d, H; float p; };
+  const int persist = rt::cuda::attn_persist(), async = rt::cuda::attn_async(), stages = rt::cuda::attn_stages();
+  for (const Case c : {Case{256, 32, 384, 6, 0.0f}, Case{64, 32, 384, 6, 0.1f}, Case{16, 64, 96, 6, 0.0f},
+                       Case{16, 64, 96, 6, 0.1f}, Case{8, 16, 128, 2, 0.1f}, Case{5, 32, 128, 2, 0.0f},
+                       Case{7, 48, 128, 4, 0.1f}, Case{9, 64, 192, 6, 0.0f}}) {
+    if (!rt::cuda::attention_recomputes_probs(true, c.n, c.d, c.H)) {
+      expect_le(1, 0, "attention_recomputes_probs for a tensor-core shape n=" + std::to_string(c.n));
+      continue;
+    }
+    const size_t nq = static_cast<size_t>(c.B) * c.n * 3 * c.d, no = static_cast<size_t>(c.B) * c.n * c.d;
+    const size_t np = static_cast<size_t>(c.B) * c.H * c.n * c.n;
+    const VF qv = rounded(randv(nq, 221)), dv = rounded(randv(no, 222));
+    Dev fq(qv), fdo(dv), pr(np);
+    DevBf hq(nq), hdo(no);
+    upload_bf16(hq, qv);
+    upload_bf16(hdo, dv);
+    const std::string shape = " B=" + std::to_string(c.B) + " n=" + std::to_string(c.n) + " d=" + std::to_string(c.d) +
+                              " H=" + std::to_string(c.H) + " p=" + std::to_string(c.p);
+    struct Fwd { int persist, async; };
+    for (const Fwd f : {Fwd{0, 0}, Fwd{2, 0}, Fwd{0, 3}}) {
+      Dev o0(no), o1(no);
+      DevBf t0(no), t1(no);
+      const float* q = reinterpret_cast<const float*>(hq.p);
+      rt::cuda::set_attn_persist(f.persist);
+      rt::cuda::set_attn_async(f.async, stages);
+      rt::cuda::attention_forward(true, q, pr.p, o0.p, c.B, c.n, c.d, c.H, c.p, 7, 8, t0.p, true);
+      rt::cuda::attention_forward(true, q, nullptr, o1.p, c.B, c.n, c.d, c.H, c.p, 7, 8, t1.p, true);
+      const VF a = o0.get(), b = o1.get();
+      expect_le(std::memcmp(a.data(), b.data(), a.size() * 4) == 0 && t0.get() == t1.get() ? 0 : 1, 0,
+                "attention_forward without probs = with" + shape + " persist " + std::to_string(f.persist) +
+                    " async " + std::to_string(f.async));
+    }
+    rt::cuda::set_attn_async(async, stages);
+    struct Bwd { int persist; bool qh, dh; };
+    for (const Bwd k : {Bwd{0, false, false}, Bwd{0, true, false}, Bwd{0, true, true}, Bwd{1, true, true},
+                        Bwd{3, true, true}}) {
+      const float* q = k.qh ? reinterpret_cast<const float*>(hq.p) : fq.p;
+      const float* dout = k.dh ? reinterpret_cast<const float*>(hdo.p) : fdo.p;
+      Dev g0(nq), g1(nq);
+      DevBf u0(nq), u1(nq);
+      rt::cuda::set_attn_persist(k.persist);
+      rt::cuda::attention_backward(true, q, pr.p, dout, g0.p, c.B, c.n, c.d, c.H, c.p, 7, 8, u0.p, k.qh, k.dh);
+      rt::cuda::attention_backward(true, q, nullptr, dout, g1.p, c.B, c.n, c.d, c.H, c.p, 7, 8, u1.p, k.qh, k.dh);
+      const VF e = g0.get(), f = g1.get();
+      expect_le(std::memcmp(e.data(), f.data(), e.size() * 4) == 0 && u0.get() == u1.get() ? 0 : 1, 0,
+                "attention_backward recomputing probs = from the forward's" + shape + " persist " +
+                    std::to_string(k.persist) + (k.qh ? " bf16 qkv" : "") + (k.dh ? " bf16 dout" : ""));
+    }
+    rt::cuda::set_attn_persist(persist);
+  }
+  // n = 40 is no tensor-core shape: the float32 kernels need probs, and a null one is refused with a message.
+  {
+    const Case c{4, 40, 64, 4, 0.0f};
+    const size_t nq = static_cast<size_t>(c.B) * c.n * 3 * c.d, no = static_cast<size_t>(c.B) * c.n * c.d;
+    Dev q(randv(nq, 223)), o(no), dq(nq);
+    expect_le(rt::cuda::attention_recomputes_probs(true, c.n, c.d, c.H) ? 1 : 0, 0,
+              "attention_recomputes_probs is false for n=40");
+    for (const bool fwd : {true, false}) {
+      std::string msg;
+      try {
+        if (fwd) rt::cuda::attention_forward(true, q.p, nullptr, o.p, c.B, c.n, c.d, c.H, c.p, 1, 2);
+        else rt::cuda::attention_backward(true, q.p, nullptr, o.p, dq.p, c.B, c.n, c.d, c.H, c.p, 1, 2);
+      } catch (const std::exception& e) {
+        msg = e.what();
+      }
+      expect_le(msg.find("probs is null") != std::string::npos ? 0 : 1, 0,
+                std::string(fwd ? "attention_forward" : "attention_backward") + " refuses a null probs for n=40: '" +
+                    msg + "'");
+    }
+  }
+}
+
 static void check_half_buffers() {
   check_tma_bits();
   check_gemm_act();
   check_attention_half_dout();
   check_attention_persist();
   check_attention_async();
+  check_attention_recompute();
   check_layernorm_half_dy();
   check_glue_twin();
   check_layernorm_glue();
