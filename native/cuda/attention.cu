@@ -240,20 +240,16 @@ bool use_fused(const Geo& g) {
   return need <= limits().smem_optin;
 }
 
-// The fused kernels may take more than 48 KB of shared memory only after opting in, once per kernel.
+// The fused kernels may take more than 48 KB of shared memory only after opting in (opt_in_smem: once per kernel).
 template <int HD>
 void launch_fused_forward(const Geo& g, const float* qkv, float* probs, float* out, const Mask& mask) {
-  static const cudaError_t opt = cudaFuncSetAttribute(
-      attention_forward_fused<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(limits().smem_optin));
-  RT_CU(opt);
+  opt_in_smem<attention_forward_fused<HD>>(static_cast<int>(limits().smem_optin));
   attention_forward_fused<HD><<<g.B * g.H, kThreads, fused_forward_smem(g.n, g.hd), stream()>>>(qkv, probs, out, g, mask);
 }
 template <int HD>
 void launch_fused_backward(const Geo& g, const float* qkv, const float* probs, const float* dout, float* dqkv,
                            const Mask& mask) {
-  static const cudaError_t opt = cudaFuncSetAttribute(
-      attention_backward_fused<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(limits().smem_optin));
-  RT_CU(opt);
+  opt_in_smem<attention_backward_fused<HD>>(static_cast<int>(limits().smem_optin));
   attention_backward_fused<HD><<<g.B * g.H, kThreads, fused_backward_smem(g.n, g.hd), stream()>>>(qkv, probs, dout,
                                                                                                   dqkv, g, mask);
 }
